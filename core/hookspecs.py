@@ -1,0 +1,118 @@
+"""Every pilotfish hook, grouped by the phase in which it fires.
+
+Hooks register and configure; they never sit on the data path. A hook returns objects
+(generators, sources, proxy backends) that core then calls directly. Each docstring here
+is the hook's reference documentation (docs/hooks.md is generated from it).
+
+Implement a hook in a plugin module with ``@pilotfish.core.hookspecs.hookimpl`` and expose
+the module through an entry point in one of the groups listed in ``docs/plugins.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pilotfish.core.objects import ConfigObject, KindInfo
+    from pilotfish.core.proxy import ProxyScope
+    from pilotfish.core.proxy_backend import ProxyBackend
+    from pilotfish.core.push_context import PushContext
+    from pilotfish.core.sources import ConfigSource, SourceSettings
+    from pilotfish.core.store import ConfigError
+    from pilotfish.core.xds.generator import Generator
+
+PROJECT = "pilotfish"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ---------------------------------------------------------------------------------------
+# Config: kinds, validation, sources
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def pilotfish_config_kinds() -> Sequence[KindInfo]:
+    """Declare config kinds this plugin reads, beyond the built-in ones.
+
+    Fires once when a config store is created. Return ``KindInfo`` entries (group, kind,
+    served versions, namespaced or not). Objects of kinds nobody declares are reported as
+    unknown and ignored. All results are combined.
+    """
+    raise NotImplementedError  # pragma: no cover - hookspec
+
+
+@hookspec
+def pilotfish_validate_config(obj: ConfigObject) -> Sequence[ConfigError]:
+    """Check one config object beyond its OpenAPI schema (Galley's semantic checks).
+
+    Fires for every object before the store accepts it, after schema validation passed.
+    ``obj`` is the object as written, with its source file and line map. Return the
+    problems found (``ConfigError`` with the field path and message; use
+    ``severity="warning"`` for problems that should not reject the object). All results
+    are combined; any error rejects the object and the last good version stays in force.
+    """
+    raise NotImplementedError  # pragma: no cover - hookspec
+
+
+@hookspec
+def pilotfish_config_source(settings: SourceSettings) -> ConfigSource | None:
+    """Provide a config source (group ``pilotfish.sources``).
+
+    Fires once when discovery starts. ``settings`` carries the command-line choices
+    (config directory, Kubernetes address, ...). Return an object with an async
+    ``run(store, *, task_status)`` that feeds the store until cancelled, or ``None`` when
+    the settings do not ask for this source. All non-None results run side by side.
+    """
+    raise NotImplementedError  # pragma: no cover - hookspec
+
+
+# ---------------------------------------------------------------------------------------
+# xDS: generation and patching
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def pilotfish_xds_generator() -> Generator:
+    """Provide the generator for one xDS type (group ``pilotfish.xds``, one entry per type).
+
+    Fires once when discovery starts. Return an object with ``type_url``, ``depends_on``
+    (the config kinds whose changes can alter its output, or ``None`` for all) and
+    ``generate(push, proxy, memo)`` returning protobuf messages. Two plugins must not
+    return generators for the same type URL.
+    """
+    raise NotImplementedError  # pragma: no cover - hookspec
+
+
+@hookspec
+def pilotfish_patch_resources(
+    type_url: str, scope: ProxyScope, push: PushContext, resources: list[Any]
+) -> None:
+    """Modify generated resources of one xDS type for a proxy scope (replaces EnvoyFilter).
+
+    Fires after a generator produced ``resources`` (a mutable list of protobuf messages of
+    ``type_url``) and before they are serialized. Edit messages in place, or add and remove
+    list items. Output is cached per ``scope`` (proxy type, namespace, labels, DNS domain),
+    so decide only from those fields and from ``push``. Every implementation is called.
+    A resource the proxy rejects is NACKed and shows as ERROR in ``proxy-status``.
+    """
+    raise NotImplementedError  # pragma: no cover - hookspec
+
+
+# ---------------------------------------------------------------------------------------
+# Agent: proxy backends
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def pilotfish_proxy_backend() -> ProxyBackend:
+    """Provide a proxy backend the agent can launch (group ``pilotfish.proxies``).
+
+    Fires once when the agent starts. Return an object with ``name`` and the methods of
+    ``pilotfish.core.proxy_backend.ProxyBackend``: write a bootstrap, check it, and run
+    the proxy process. The agent picks the backend named by ``--proxy``.
+    """
+    raise NotImplementedError  # pragma: no cover - hookspec

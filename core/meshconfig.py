@@ -1,0 +1,226 @@
+"""The mesh config file (``pilotfish.yaml``): profile, plugin choices, mesh settings.
+
+Example::
+
+    profile: sidecar            # the named plugin set to start from
+    plugins:                    # per entry-point group: use / add / remove by name
+      xds:
+        add: [add-response-header]
+    mesh:                       # Istio MeshConfig fields pilotfish honours
+      rootNamespace: istio-system
+      trustDomain: cluster.local
+      connectTimeout: 10s
+      outboundTrafficPolicy: {mode: ALLOW_ANY}
+    discovery:
+      debounceAfter: 100ms
+      debounceMax: 10s
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+from pilotfish.core.model import DEFAULT_DOMAIN
+
+
+class MeshConfigError(ValueError):
+    """The mesh config file is wrong; the message names the file and field."""
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | int | float, field: str = "duration") -> float:
+    """``100ms``, ``1.5s``, ``2m``, ``1h`` → seconds. Plain numbers are seconds."""
+    if isinstance(value, bool):
+        raise MeshConfigError(f"{field}: expected a duration such as 100ms or 10s, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    total = 0.0
+    pos = 0
+    # Go-style compound durations ("1m30s") are accepted too.
+    for match in re.finditer(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise MeshConfigError(f"{field}: expected a duration such as 100ms or 10s, got {value!r}")
+    return total
+
+
+@attrs.frozen
+class GroupChoice:
+    """Plugin choices for one entry-point group."""
+
+    use: tuple[str, ...] | None = None  # replace the profile's set
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class MeshSettings:
+    """The part of Istio's MeshConfig that pilotfish reads."""
+
+    root_namespace: str = "istio-system"
+    trust_domain: str = "cluster.local"
+    domain: str = DEFAULT_DOMAIN
+    connect_timeout: float = 10.0
+    outbound_traffic_policy: str = "ALLOW_ANY"  # or REGISTRY_ONLY
+    enable_auto_mtls: bool = True
+    protocol_detection_timeout: float = 0.0
+    hold_application_until_proxy_starts: bool = False
+    default_http_retry_policy: Mapping[str, Any] | None = None
+    inbound_traffic_policy: str = "PASSTHROUGH"  # or LOCALHOST
+
+
+@attrs.frozen
+class DiscoverySettings:
+    debounce_after: float = 0.1
+    debounce_max: float = 10.0
+    push_concurrency: int = 25
+
+
+@attrs.frozen
+class MeshConfig:
+    profile: str = "sidecar"
+    plugins: Mapping[str, GroupChoice] = attrs.field(factory=dict)
+    mesh: MeshSettings = MeshSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
+    source: str = "<defaults>"
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise MeshConfigError(f"{where}: expected a list of plugin names, got {value!r}")
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MeshConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise MeshConfigError(
+            f"{where}: unknown field {unknown[0]!r}; expected one of {', '.join(sorted(allowed))}"
+        )
+
+
+def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
+    where = source
+    data = _mapping(data, where)
+    _only(data, {"profile", "plugins", "mesh", "discovery"}, where)
+    profile = data.get("profile", "sidecar")
+    if not isinstance(profile, str):
+        raise MeshConfigError(f"{where}: profile: expected a name, got {profile!r}")
+
+    plugins: dict[str, GroupChoice] = {}
+    for group, raw in _mapping(data.get("plugins"), f"{where}: plugins").items():
+        at = f"{where}: plugins.{group}"
+        if isinstance(raw, list):  # shorthand: a list means "use exactly these"
+            plugins[group] = GroupChoice(use=_names(raw, at))
+            continue
+        raw = _mapping(raw, at)
+        _only(raw, {"use", "add", "remove"}, at)
+        plugins[group] = GroupChoice(
+            use=_names(raw["use"], f"{at}.use") if "use" in raw else None,
+            add=_names(raw.get("add"), f"{at}.add"),
+            remove=_names(raw.get("remove"), f"{at}.remove"),
+        )
+
+    mesh_raw = _mapping(data.get("mesh"), f"{where}: mesh")
+    _only(mesh_raw, {
+        "rootNamespace", "trustDomain", "domain", "connectTimeout", "outboundTrafficPolicy",
+        "enableAutoMtls", "protocolDetectionTimeout", "defaultConfig", "defaultHttpRetryPolicy",
+        "inboundTrafficPolicy",
+    }, f"{where}: mesh")
+    otp = _mapping(mesh_raw.get("outboundTrafficPolicy"), f"{where}: mesh.outboundTrafficPolicy")
+    otp_mode = str(otp.get("mode", "ALLOW_ANY"))
+    if otp_mode not in ("ALLOW_ANY", "REGISTRY_ONLY"):
+        raise MeshConfigError(
+            f"{where}: mesh.outboundTrafficPolicy.mode: Unsupported value {otp_mode!r}; "
+            "expected ALLOW_ANY or REGISTRY_ONLY"
+        )
+    itp = _mapping(mesh_raw.get("inboundTrafficPolicy"), f"{where}: mesh.inboundTrafficPolicy")
+    itp_mode = str(itp.get("mode", "PASSTHROUGH"))
+    if itp_mode not in ("PASSTHROUGH", "LOCALHOST"):
+        raise MeshConfigError(
+            f"{where}: mesh.inboundTrafficPolicy.mode: Unsupported value {itp_mode!r}; "
+            "expected PASSTHROUGH or LOCALHOST"
+        )
+    default_config = _mapping(mesh_raw.get("defaultConfig"), f"{where}: mesh.defaultConfig")
+    mesh = MeshSettings(
+        root_namespace=str(mesh_raw.get("rootNamespace", "istio-system")),
+        trust_domain=str(mesh_raw.get("trustDomain", "cluster.local")),
+        domain=str(mesh_raw.get("domain", DEFAULT_DOMAIN)),
+        connect_timeout=parse_duration(
+            mesh_raw.get("connectTimeout", "10s"), f"{where}: mesh.connectTimeout"
+        ),
+        outbound_traffic_policy=otp_mode,
+        inbound_traffic_policy=itp_mode,
+        enable_auto_mtls=bool(mesh_raw.get("enableAutoMtls", True)),
+        protocol_detection_timeout=parse_duration(
+            mesh_raw.get("protocolDetectionTimeout", "0s"),
+            f"{where}: mesh.protocolDetectionTimeout",
+        ),
+        hold_application_until_proxy_starts=bool(
+            default_config.get("holdApplicationUntilProxyStarts", False)
+        ),
+        default_http_retry_policy=_mapping(
+            mesh_raw.get("defaultHttpRetryPolicy"), f"{where}: mesh.defaultHttpRetryPolicy"
+        ) or None,
+    )
+
+    disc_raw = _mapping(data.get("discovery"), f"{where}: discovery")
+    _only(disc_raw, {"debounceAfter", "debounceMax", "pushConcurrency"}, f"{where}: discovery")
+    concurrency = disc_raw.get("pushConcurrency", 25)
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise MeshConfigError(
+            f"{where}: discovery.pushConcurrency: expected a positive integer, got {concurrency!r}"
+        )
+    discovery = DiscoverySettings(
+        debounce_after=parse_duration(
+            disc_raw.get("debounceAfter", "100ms"), f"{where}: discovery.debounceAfter"
+        ),
+        debounce_max=parse_duration(
+            disc_raw.get("debounceMax", "10s"), f"{where}: discovery.debounceMax"
+        ),
+        push_concurrency=concurrency,
+    )
+    return MeshConfig(profile=profile, plugins=plugins, mesh=mesh, discovery=discovery,
+                      source=source)
+
+
+def load(path: str | Path | None) -> MeshConfig:
+    """Read a mesh config file; ``None`` gives the defaults."""
+    if path is None:
+        return MeshConfig()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise MeshConfigError(f"{path}: cannot read mesh config: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise MeshConfigError(f"{path}{line}: invalid YAML: {exc}") from exc
+    return from_dict(data, str(path))

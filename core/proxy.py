@@ -1,0 +1,114 @@
+"""A connected proxy, as the control plane sees it: node id and metadata.
+
+Node ids follow Istio: ``TYPE~IP~NAME.NAMESPACE~NAMESPACE.svc.cluster.local`` with TYPE one of
+``sidecar``, ``router``, ``waypoint``, ``ztunnel``. Labels and namespace also come from node
+metadata (``LABELS``, ``NAMESPACE``), as pilot-agent sends them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+
+class ProxyType(enum.Enum):
+    SIDECAR = "sidecar"
+    ROUTER = "router"
+    WAYPOINT = "waypoint"
+    ZTUNNEL = "ztunnel"
+
+
+class NodeIdError(ValueError):
+    pass
+
+
+@attrs.frozen
+class ProxyScope:
+    """The proxy attributes generated config depends on.
+
+    Proxies with equal scopes get byte-identical resources, so resources are built and
+    serialized once per scope and shared. Patch hooks must decide from these fields only.
+    """
+
+    type: ProxyType
+    namespace: str
+    labels: frozenset[tuple[str, str]]
+    dns_domain: str
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@attrs.frozen
+class Proxy:
+    type: ProxyType
+    ip_addresses: tuple[str, ...]
+    name: str  # pod name
+    namespace: str
+    dns_domain: str
+    labels: Mapping[str, str]
+    metadata: Mapping[str, Any]
+    node_id: str
+
+    @property
+    def id(self) -> str:
+        """``name.namespace``, the form istioctl and /debug endpoints use."""
+        return f"{self.name}.{self.namespace}"
+
+    @property
+    def ip(self) -> str:
+        return self.ip_addresses[0] if self.ip_addresses else ""
+
+    @property
+    def service_account(self) -> str:
+        return str(self.metadata.get("SERVICE_ACCOUNT") or "default")
+
+    @property
+    def scope(self) -> ProxyScope:
+        return ProxyScope(
+            self.type, self.namespace, frozenset(self.labels.items()), self.dns_domain
+        )
+
+
+def parse_node(node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy:
+    """Build a Proxy from an Envoy node id and its metadata (a plain dict)."""
+    metadata = dict(metadata or {})
+    parts = node_id.split("~")
+    if len(parts) != 4:
+        raise NodeIdError(
+            f"node id {node_id!r}: expected TYPE~IP~NAME.NAMESPACE~DOMAIN "
+            "(for example sidecar~10.0.0.1~web-1.default~default.svc.cluster.local)"
+        )
+    kind, ip, pod, domain = parts
+    try:
+        proxy_type = ProxyType(kind)
+    except ValueError:
+        raise NodeIdError(
+            f"node id {node_id!r}: unknown proxy type {kind!r}; expected one of "
+            f"{', '.join(t.value for t in ProxyType)}"
+        ) from None
+    name, _, namespace = pod.partition(".")
+    namespace = str(metadata.get("NAMESPACE") or namespace or "default")
+    if not name:
+        raise NodeIdError(f"node id {node_id!r}: missing proxy name in NAME.NAMESPACE")
+    ips = [ip] if ip else []
+    extra = metadata.get("INSTANCE_IPS")
+    if isinstance(extra, str):
+        ips += [a for a in extra.split(",") if a and a not in ips]
+    labels = metadata.get("LABELS") or {}
+    if not isinstance(labels, Mapping):
+        raise NodeIdError(f"node {node_id!r}: metadata LABELS must be a map of strings")
+    return Proxy(
+        type=proxy_type,
+        ip_addresses=tuple(ips),
+        name=name,
+        namespace=namespace,
+        dns_domain=domain or f"{namespace}.svc.cluster.local",
+        labels={str(k): str(v) for k, v in labels.items()},
+        metadata=metadata,
+        node_id=node_id,
+    )

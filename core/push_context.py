@@ -1,0 +1,491 @@
+"""The push context: an immutable snapshot of everything translators read.
+
+Built once per push from the store (plus the mesh settings), then shared by every proxy's
+generation. All Istio lookup rules live here — which services a proxy sees (exportTo and
+Sidecar egress), which DestinationRule applies, which Gateways select a router, which
+VirtualServices bind to which gateway — so that translators only translate.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+import attrs
+from pilotfish.core import registry as registry_mod
+from pilotfish.core.meshconfig import MeshSettings
+from pilotfish.core.model import (
+    Endpoint,
+    Service,
+    ServicePort,
+    Workload,
+    host_matches,
+    labels_match,
+    resolve_host,
+)
+from pilotfish.core.objects import ConfigKey, ConfigObject
+from pilotfish.core.proxy import Proxy, ProxyType
+
+MESH_GATEWAY = "mesh"
+
+
+def _exported_to(export_to: Iterable[str], owner_ns: str, viewer_ns: str) -> bool:
+    for entry in export_to:
+        if entry == "*" or entry == viewer_ns or (entry == "." and owner_ns == viewer_ns):
+            return True
+    return False
+
+
+def _export_set(spec: Mapping[str, Any]) -> frozenset[str]:
+    values = spec.get("exportTo")
+    return frozenset(values) if values else frozenset({"*"})
+
+
+def _gateway_ref(ref: str, namespace: str) -> str:
+    """A VirtualService's ``gateways`` entry → ``namespace/name`` (or ``mesh``)."""
+    if ref == MESH_GATEWAY:
+        return ref
+    if "/" in ref:
+        return ref
+    if "." in ref:  # legacy "name.namespace.svc.cluster.local"
+        name, _, rest = ref.partition(".")
+        return f"{rest.split('.')[0]}/{name}"
+    return f"{namespace}/{ref}"
+
+
+@attrs.frozen
+class VirtualService:
+    name: str
+    namespace: str
+    hosts: tuple[str, ...]  # resolved: short names expanded to FQDNs
+    gateways: frozenset[str]  # "ns/name" or "mesh"
+    spec: Mapping[str, Any]
+    export_to: frozenset[str]
+    obj: ConfigObject
+
+    @property
+    def key(self) -> ConfigKey:
+        return self.obj.key
+
+    @property
+    def http(self) -> Sequence[Mapping[str, Any]]:
+        return self.spec.get("http") or ()
+
+    @property
+    def tcp(self) -> Sequence[Mapping[str, Any]]:
+        return self.spec.get("tcp") or ()
+
+    @property
+    def tls(self) -> Sequence[Mapping[str, Any]]:
+        return self.spec.get("tls") or ()
+
+    @property
+    def config_path(self) -> str:
+        return (
+            f"/apis/networking.istio.io/v1/namespaces/{self.namespace}/virtual-service/{self.name}"
+        )
+
+
+@attrs.frozen
+class DestinationRule:
+    name: str
+    namespace: str
+    host: str  # resolved
+    spec: Mapping[str, Any]
+    export_to: frozenset[str]
+    selector: Mapping[str, str] | None
+    obj: ConfigObject
+
+    @property
+    def traffic_policy(self) -> Mapping[str, Any]:
+        return self.spec.get("trafficPolicy") or {}
+
+    @property
+    def subsets(self) -> Sequence[Mapping[str, Any]]:
+        return self.spec.get("subsets") or ()
+
+    def subset(self, name: str) -> Mapping[str, Any] | None:
+        for subset in self.subsets:
+            if subset.get("name") == name:
+                return subset
+        return None
+
+    @property
+    def config_path(self) -> str:
+        return (
+            f"/apis/networking.istio.io/v1/namespaces/{self.namespace}/destination-rule/{self.name}"
+        )
+
+
+@attrs.frozen
+class GatewayServer:
+    gateway: Gateway
+    index: int
+    port: int
+    protocol: str
+    port_name: str
+    hosts: tuple[str, ...]  # as written: "host" or "ns/host"
+    tls: Mapping[str, Any]
+    bind: str
+    raw: Mapping[str, Any]
+
+
+@attrs.frozen
+class Gateway:
+    name: str
+    namespace: str
+    selector: Mapping[str, str]
+    spec: Mapping[str, Any]
+    obj: ConfigObject
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def servers(self) -> list[GatewayServer]:
+        out = []
+        for index, raw in enumerate(self.spec.get("servers") or []):
+            port = raw.get("port") or {}
+            out.append(GatewayServer(
+                gateway=self,
+                index=index,
+                port=int(port.get("number") or 0),
+                protocol=str(port.get("protocol") or "HTTP").upper(),
+                port_name=str(port.get("name") or ""),
+                hosts=tuple(str(h) for h in raw.get("hosts") or ()),
+                tls=raw.get("tls") or {},
+                bind=str(raw.get("bind") or ""),
+                raw=raw,
+            ))
+        return out
+
+
+@attrs.frozen
+class SidecarScope:
+    """What one Sidecar resource says about a proxy's outbound view."""
+
+    namespace: str
+    egress_hosts: tuple[tuple[str, str], ...]  # (namespace pattern, dns pattern)
+    outbound_traffic_policy: str
+    obj: ConfigObject | None = None
+
+    def imports(self, service_ns: str, hostname: str) -> bool:
+        for ns, host in self.egress_hosts:
+            if ns == "~":
+                continue
+            if ns == "." and service_ns != self.namespace:
+                continue
+            if ns not in ("*", ".") and ns != service_ns:
+                continue
+            if host_matches(host, hostname):
+                return True
+        return False
+
+
+@attrs.frozen
+class ServiceInstance:
+    """A service port a workload serves: what inbound listeners and clusters are built from."""
+
+    service: Service
+    port: ServicePort
+    target_port: int
+
+
+@attrs.frozen
+class PushContext:
+    """Everything translators need for one push. Treat as read-only once built."""
+
+    version: str
+    mesh: MeshSettings
+    registry: registry_mod.Registry
+    virtual_services: tuple[VirtualService, ...]
+    destination_rules: tuple[DestinationRule, ...]
+    gateways: tuple[Gateway, ...]
+    sidecars: tuple[ConfigObject, ...]
+    objects_by_kind: Mapping[str, tuple[ConfigObject, ...]]
+    namespaces: Mapping[str, Mapping[str, str]]  # namespace → labels
+
+    # -- objects ---------------------------------------------------------------------
+
+    def objects(self, kind: str) -> tuple[ConfigObject, ...]:
+        """Every accepted object of a kind (for plugins that read kinds the core does not)."""
+        return self.objects_by_kind.get(kind, ())
+
+    # -- services ----------------------------------------------------------------------
+
+    @property
+    def services(self) -> Mapping[str, Service]:
+        return self.registry.services
+
+    def service(self, hostname: str) -> Service | None:
+        return self.registry.services.get(hostname)
+
+    def endpoints(self, hostname: str, port: int) -> tuple[Endpoint, ...]:
+        return self.registry.endpoints_of(hostname, port)
+
+    def sidecar_scope(self, proxy: Proxy) -> SidecarScope:
+        """The Sidecar resource that applies to a proxy (or the default: see everything)."""
+        chosen: ConfigObject | None = None
+        candidates = [s for s in self.sidecars if s.namespace == proxy.namespace]
+        for sidecar in candidates:
+            selector = (sidecar.spec.get("workloadSelector") or {}).get("labels")
+            if selector and labels_match(selector, proxy.labels):
+                chosen = sidecar
+                break
+        if chosen is None:
+            chosen = next(
+                (s for s in candidates if not s.spec.get("workloadSelector")), None
+            )
+        if chosen is None:
+            chosen = next(
+                (s for s in self.sidecars
+                 if s.namespace == self.mesh.root_namespace and not s.spec.get("workloadSelector")),
+                None,
+            )
+        if chosen is None:
+            return SidecarScope(proxy.namespace, (("*", "*"),), self.mesh.outbound_traffic_policy)
+        hosts: list[tuple[str, str]] = []
+        for egress in chosen.spec.get("egress") or []:
+            for entry in egress.get("hosts") or []:
+                ns, _, dns = str(entry).partition("/")
+                hosts.append((ns, dns))
+        if not hosts:
+            hosts = [("*", "*")]
+        policy = (chosen.spec.get("outboundTrafficPolicy") or {}).get("mode") or (
+            self.mesh.outbound_traffic_policy
+        )
+        return SidecarScope(proxy.namespace, tuple(hosts), str(policy), chosen)
+
+    def visible_services(self, proxy: Proxy) -> list[Service]:
+        """Services the proxy may reach: exported to its namespace, imported by its Sidecar."""
+        scope = self.sidecar_scope(proxy) if proxy.type is ProxyType.SIDECAR else None
+        out = []
+        for service in self._services_sorted:
+            if not _exported_to(service.export_to, service.namespace, proxy.namespace):
+                continue
+            if scope is not None and not scope.imports(service.namespace, service.hostname):
+                continue
+            out.append(service)
+        return out
+
+    @cached_property
+    def _services_sorted(self) -> list[Service]:
+        return sorted(self.registry.services.values(), key=lambda s: s.hostname)
+
+    def outbound_traffic_policy(self, proxy: Proxy) -> str:
+        if proxy.type is ProxyType.SIDECAR:
+            return self.sidecar_scope(proxy).outbound_traffic_policy
+        return self.mesh.outbound_traffic_policy
+
+    def workload_for(self, proxy: Proxy) -> Workload | None:
+        for workload in self.registry.workloads:
+            if workload.address in proxy.ip_addresses and workload.namespace == proxy.namespace:
+                return workload
+        return None
+
+    def service_instances(self, proxy: Proxy) -> list[ServiceInstance]:
+        """Service ports served by the proxy's workload (selector ⊆ its labels, same namespace)."""
+        workload = self.workload_for(proxy)
+        out: list[ServiceInstance] = []
+        seen: set[int] = set()
+        for service in self._services_sorted:
+            if service.namespace != proxy.namespace or not service.selector:
+                continue
+            if not labels_match(service.selector, proxy.labels):
+                continue
+            for port in service.ports:
+                target = _target(port, workload)
+                if target is None or target in seen:
+                    continue
+                seen.add(target)
+                out.append(ServiceInstance(service, port, target))
+        return out
+
+    # -- destination rules -------------------------------------------------------------
+
+    def destination_rule(self, proxy: Proxy | None, hostname: str) -> DestinationRule | None:
+        """The DestinationRule for a host as seen from a proxy (Istio's lookup order).
+
+        The proxy's own namespace first (a rule with a matching workloadSelector before a
+        catch-all), then the service's namespace, then the root namespace; within a
+        namespace the exact host beats the most specific wildcard.
+        """
+        viewer_ns = proxy.namespace if proxy else self.mesh.root_namespace
+        service = self.service(hostname)
+        order = [viewer_ns]
+        if service is not None and service.namespace not in order:
+            order.append(service.namespace)
+        if self.mesh.root_namespace not in order:
+            order.append(self.mesh.root_namespace)
+        for namespace in order:
+            best = self._best_rule(self._rules_by_ns.get(namespace, ()), hostname, proxy,
+                                   viewer_ns)
+            if best is not None:
+                return best
+        # Rules in other namespaces exported to the viewer.
+        others = [r for ns, rules in self._rules_by_ns.items() if ns not in order for r in rules]
+        return self._best_rule(others, hostname, proxy, viewer_ns)
+
+    @cached_property
+    def _rules_by_ns(self) -> Mapping[str, tuple[DestinationRule, ...]]:
+        by_ns: dict[str, list[DestinationRule]] = defaultdict(list)
+        for rule in self.destination_rules:
+            by_ns[rule.namespace].append(rule)
+        return {ns: tuple(rules) for ns, rules in by_ns.items()}
+
+    @staticmethod
+    def _best_rule(
+        rules: Iterable[DestinationRule], hostname: str, proxy: Proxy | None, viewer_ns: str
+    ) -> DestinationRule | None:
+        best: DestinationRule | None = None
+        best_rank: tuple[int, int, int] | None = None
+        for rule in rules:
+            if not _exported_to(rule.export_to, rule.namespace, viewer_ns):
+                continue
+            if not host_matches(rule.host, hostname):
+                continue
+            if rule.selector is not None and (
+                proxy is None or rule.namespace != proxy.namespace
+                or not labels_match(rule.selector, proxy.labels)
+            ):
+                continue
+            # exact host first, then longest wildcard; selector-specific rules first.
+            rank = (
+                0 if rule.host == hostname else 1,
+                0 if rule.selector else 1,
+                -len(rule.host),
+            )
+            if best_rank is None or rank < best_rank:
+                best, best_rank = rule, rank
+        return best
+
+    # -- virtual services and gateways ----------------------------------------------------
+
+    def virtual_services_for(self, proxy: Proxy, gateway: str) -> list[VirtualService]:
+        """VirtualServices bound to a gateway (``ns/name`` or ``mesh``) visible to the proxy."""
+        return [
+            vs for vs in self.virtual_services
+            if gateway in vs.gateways
+            and _exported_to(vs.export_to, vs.namespace, proxy.namespace)
+        ]
+
+    def gateways_for(self, proxy: Proxy) -> list[Gateway]:
+        if proxy.type is not ProxyType.ROUTER:
+            return []
+        return [gw for gw in self.gateways if gw.selector and labels_match(gw.selector,
+                                                                           proxy.labels)]
+
+
+def _target(port: ServicePort, workload: Workload | None) -> int | None:
+    target = port.target_port
+    if target is None:
+        return port.port
+    if isinstance(target, int):
+        return target
+    if target.isdigit():
+        return int(target)
+    if workload is not None:
+        return workload.ports.get(target)
+    return None
+
+
+def _creation_order(obj: ConfigObject) -> tuple[str, str, str]:
+    return (obj.creation, obj.namespace, obj.name)
+
+
+def build(
+    objects: Iterable[ConfigObject], mesh: MeshSettings, version: str
+) -> PushContext:
+    """Index all accepted objects into a push context."""
+    by_kind: dict[str, list[ConfigObject]] = defaultdict(list)
+    for obj in objects:
+        by_kind[obj.kind].append(obj)
+    for items in by_kind.values():
+        items.sort(key=_creation_order)
+
+    domain = mesh.domain
+    reg = registry_mod.build(
+        [o for kind in ("Service", "ServiceEntry", "Pod", "WorkloadEntry", "Endpoints",
+                        "EndpointSlice") for o in by_kind.get(kind, ())],
+        domain,
+    )
+
+    virtual_services = []
+    for obj in by_kind.get("VirtualService", ()):
+        spec = obj.spec
+        gateways = spec.get("gateways") or [MESH_GATEWAY]
+        virtual_services.append(VirtualService(
+            name=obj.name,
+            namespace=obj.namespace,
+            hosts=tuple(
+                resolve_host(str(h), obj.namespace, domain) for h in spec.get("hosts") or ()
+            ),
+            gateways=frozenset(_gateway_ref(str(g), obj.namespace) for g in gateways),
+            spec=spec,
+            export_to=_export_set(spec),
+            obj=obj,
+        ))
+
+    rules = _merge_rules([
+        DestinationRule(
+            name=obj.name,
+            namespace=obj.namespace,
+            host=resolve_host(str(obj.spec.get("host") or ""), obj.namespace, domain),
+            spec=obj.spec,
+            export_to=_export_set(obj.spec),
+            selector=((obj.spec.get("workloadSelector") or {}).get("matchLabels") or None),
+            obj=obj,
+        )
+        for obj in by_kind.get("DestinationRule", ())
+    ])
+
+    gateways = tuple(
+        Gateway(
+            name=obj.name,
+            namespace=obj.namespace,
+            selector=dict(obj.spec.get("selector") or {}),
+            spec=obj.spec,
+            obj=obj,
+        )
+        for obj in by_kind.get("Gateway", ())
+    )
+
+    namespaces = {obj.name: dict(obj.labels) for obj in by_kind.get("Namespace", ())}
+
+    return PushContext(
+        version=version,
+        mesh=mesh,
+        registry=reg,
+        virtual_services=tuple(virtual_services),
+        destination_rules=tuple(rules),
+        gateways=gateways,
+        sidecars=tuple(by_kind.get("Sidecar", ())),
+        objects_by_kind={kind: tuple(items) for kind, items in by_kind.items()},
+        namespaces=namespaces,
+    )
+
+
+def _merge_rules(rules: list[DestinationRule]) -> list[DestinationRule]:
+    """Istio merges rules for the same host in one namespace: the oldest's traffic policy
+    wins, subsets are unioned (first definition of a subset name wins)."""
+    merged: dict[tuple[str, str, frozenset[tuple[str, str]] | None, frozenset[str]],
+                 DestinationRule] = {}
+    for rule in rules:
+        key = (rule.namespace, rule.host,
+               frozenset(rule.selector.items()) if rule.selector else None, rule.export_to)
+        first = merged.get(key)
+        if first is None:
+            merged[key] = rule
+            continue
+        names = {s.get("name") for s in first.subsets}
+        extra = [s for s in rule.subsets if s.get("name") not in names]
+        if extra:
+            spec = dict(first.spec)
+            spec["subsets"] = [*first.subsets, *extra]
+            if "trafficPolicy" not in spec and "trafficPolicy" in rule.spec:
+                spec["trafficPolicy"] = rule.spec["trafficPolicy"]
+            merged[key] = attrs.evolve(first, spec=spec)
+    return list(merged.values())

@@ -1,0 +1,1 @@
+"""xDS: resource types, the sans-IO session, generation and the gRPC transport."""

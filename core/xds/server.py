@@ -1,0 +1,260 @@
+"""The xDS transport: ADS over gRPC (SotW and delta), one `Connection` per stream.
+
+Thin by design. Each stream gets a sans-IO `Session`; a reader task feeds requests into
+a bounded queue; the connection loop handles requests first and pushes when the discovery
+server asks for them. Responses are assembled from pre-serialized resources and written
+as raw bytes (the RPC's response serializer is the identity).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import attrs
+import grpc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+from pilotfish.core.proxy import NodeIdError, Proxy, parse_node
+from pilotfish.core.xds import types
+from pilotfish.core.xds.resources import ResourceSet, encode_delta, encode_sotw
+from pilotfish.core.xds.session import Decision, Mode, Outcome, Response, Session
+
+log = logging.getLogger("pilotfish.xds")
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+REQUEST_QUEUE = 64  # per stream; a client that floods requests is back-pressured by gRPC
+_PUSH = object()  # queue marker: "the server has something to push"
+ALL_TYPES: frozenset[str] = frozenset({"*"})
+
+# (type_url, proxy) → current resources of that type for that proxy.
+ResourceSource = Callable[[str, Proxy], ResourceSet]
+
+
+@attrs.define(eq=False)
+class Connection:
+    id: str
+    proxy: Proxy
+    mode: Mode
+    session: Session
+    peer: str
+    connected_at: float
+    send_queue: MemoryObjectSendStream[Any]
+    receive_queue: MemoryObjectReceiveStream[Any]
+    write: Callable[[bytes], Awaitable[None]]
+    pending: set[str] = attrs.field(factory=set)
+    marker_queued: bool = False
+    bytes_sent: int = 0
+    responses_sent: int = 0
+    closed: bool = False
+
+    def request_push(self, type_urls: frozenset[str]) -> None:
+        """Ask the connection loop to push these types (merged with anything pending)."""
+        if self.closed:
+            return
+        self.pending |= type_urls
+        if not self.marker_queued:
+            try:
+                self.send_queue.send_nowait(_PUSH)
+                self.marker_queued = True
+            except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass  # the loop checks `pending` after every request it handles
+
+
+class XdsServer:
+    """Serves ADS streams; the discovery app tells it when resources changed."""
+
+    def __init__(
+        self,
+        resources: ResourceSource,
+        *,
+        push_concurrency: int = 25,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._resources = resources
+        self._clock = clock
+        self.connections: dict[str, Connection] = {}
+        self._ids = itertools.count(1)
+        self._push_limit = anyio.Semaphore(push_concurrency)
+        self.on_connect: list[Callable[[Connection], None]] = []
+
+    # -- what the discovery app calls ------------------------------------------------------
+
+    def push(self, type_urls: frozenset[str]) -> None:
+        for connection in list(self.connections.values()):
+            connection.request_push(type_urls)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        identity: Callable[[bytes], bytes] = lambda data: data  # noqa: E731 - bytes are prebuilt
+        return grpc.method_handlers_generic_handler(ADS_SERVICE, {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._sotw,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=identity,
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._delta,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=identity,
+            ),
+        })
+
+    # -- streams -----------------------------------------------------------------------------
+
+    async def _sotw(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        await self._stream(context, Mode.SOTW)
+
+    async def _delta(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        await self._stream(context, Mode.DELTA)
+
+    async def _stream(self, context: grpc.aio.ServicerContext, mode: Mode) -> None:
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        if not first.HasField("node") or not first.node.id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing node information")
+        try:
+            metadata = json_format.MessageToDict(first.node.metadata)
+            proxy = parse_node(first.node.id, metadata)
+        except (NodeIdError, ValueError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        send, receive = anyio.create_memory_object_stream[Any](REQUEST_QUEUE)
+        conn_id = f"{proxy.id}-{next(self._ids)}"
+        connection = Connection(
+            id=conn_id,
+            proxy=proxy,
+            mode=mode,
+            session=Session(mode, nonce_prefix=f"{conn_id}/"),
+            peer=context.peer(),
+            connected_at=self._clock(),
+            send_queue=send,
+            receive_queue=receive,
+            write=context.write,
+        )
+        self.connections[conn_id] = connection
+        log.info("%s connected (%s, %s)", conn_id, mode.value, connection.peer)
+        for callback in self.on_connect:
+            callback(connection)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._read, context, send)
+                await self._handle(connection, first)
+                await self._loop(connection)
+                tg.cancel_scope.cancel()
+        finally:
+            connection.closed = True
+            self.connections.pop(conn_id, None)
+            log.info("%s disconnected", conn_id)
+
+    async def _read(self, context: grpc.aio.ServicerContext, send: MemoryObjectSendStream[Any]):
+        async with send:
+            while True:
+                try:
+                    request = await context.read()
+                except grpc.aio.AioRpcError:
+                    return
+                if request is grpc.aio.EOF:
+                    return
+                await send.send(request)
+
+    async def _loop(self, connection: Connection) -> None:
+        async for item in connection.receive_queue:
+            if item is _PUSH:
+                connection.marker_queued = False
+            else:
+                await self._handle(connection, item)
+            if connection.pending:
+                async with self._push_limit:
+                    await self._push(connection)
+
+    # -- requests and pushes ---------------------------------------------------------------
+
+    async def _handle(self, connection: Connection, request: Any) -> None:
+        now = self._clock()
+        session = connection.session
+        error = request.error_detail.message if request.HasField("error_detail") else None
+        if error is not None and not error:
+            error = f"rejected (code {request.error_detail.code})"
+        decision: Decision
+        if connection.mode is Mode.SOTW:
+            decision = session.receive_sotw(
+                request.type_url, request.resource_names, request.response_nonce,
+                request.version_info, error, now,
+            )
+        else:
+            decision = session.receive_delta(
+                request.type_url, request.resource_names_subscribe,
+                request.resource_names_unsubscribe, dict(request.initial_resource_versions),
+                request.response_nonce, error, now,
+            )
+        if decision.outcome is Outcome.NACK:
+            log.warning("%s NACK %s: %s", connection.id, types.short(decision.type_url),
+                        decision.error)
+        if decision.respond:
+            await self._respond(connection, decision.type_url)
+
+    async def _push(self, connection: Connection) -> None:
+        wanted, connection.pending = connection.pending, set()
+        for type_url in connection.session.watched_types():
+            watch = connection.session.watches.get(type_url)
+            if watch is None:
+                continue
+            if "*" in wanted or type_url in wanted or watch.pending:
+                await self._respond(connection, type_url)
+
+    async def _respond(self, connection: Connection, type_url: str) -> None:
+        current = self._resources(type_url, connection.proxy)
+        response = connection.session.plan(current)
+        if response is None:
+            return
+        await self._send(connection, response)
+        dependent = types.WARMING_DEPENDENCIES.get(type_url)
+        if dependent and response.resources:
+            connection.session.invalidate(dependent, (r.name for r in response.resources))
+            await self._respond(connection, dependent)
+
+    async def _send(self, connection: Connection, response: Response) -> None:
+        if connection.mode is Mode.SOTW:
+            data = encode_sotw(response.type_url, response.version, response.nonce,
+                               response.resources)
+        else:
+            data = encode_delta(response.type_url, response.version, response.nonce,
+                                response.resources, response.removed)
+        await connection.write(data)
+        connection.session.sent(response, self._clock())
+        connection.bytes_sent += len(data)
+        connection.responses_sent += 1
+        log.debug("%s sent %s %d resources, %d removed (%d bytes)", connection.id,
+                  types.short(response.type_url), len(response.resources),
+                  len(response.removed), len(data))
+
+
+async def serve(
+    server: XdsServer, address: str, *, extra_handlers: tuple[grpc.GenericRpcHandler, ...] = (),
+    task_status: anyio.abc.TaskStatus[grpc.aio.Server] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a plaintext gRPC server for ADS on ``address`` until cancelled."""
+    grpc_server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+        ("grpc.max_concurrent_streams", 100_000),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 15_000),
+        ("grpc.so_reuseport", 0),
+    ])
+    grpc_server.add_generic_rpc_handlers((server.handler(), *extra_handlers))
+    port = grpc_server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen for xDS on {address}")
+    await grpc_server.start()
+    task_status.started(grpc_server)
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await grpc_server.stop(grace=1.0)
