@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 import yaml
+
 from pilotfish.core.model import DEFAULT_DOMAIN
 
 

@@ -10,6 +10,7 @@ import enum
 from collections.abc import Mapping
 
 import attrs
+
 from pilotfish.core.objects import ConfigKey
 from pilotfish.core.protocol import Protocol
 

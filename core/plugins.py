@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import pluggy
+
 from pilotfish.core import hookspecs
 from pilotfish.core.meshconfig import MeshConfig
 

@@ -8,6 +8,7 @@ metadata (``LABELS``, ``NAMESPACE``), as pilot-agent sends them.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,8 @@ class ProxyScope:
     namespace: str
     labels: frozenset[tuple[str, str]]
     dns_domain: str
+    # Named container ports (from POD_PORTS): named Service targetPorts resolve through them.
+    pod_ports: frozenset[tuple[str, int]] = frozenset()
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -68,9 +71,25 @@ class Proxy:
         return str(self.metadata.get("SERVICE_ACCOUNT") or "default")
 
     @property
+    def pod_ports(self) -> dict[str, int]:
+        """Named container ports, from the POD_PORTS metadata pilot-agent sends (JSON)."""
+        raw = self.metadata.get("POD_PORTS")
+        if not raw:
+            return {}
+        try:
+            ports = json.loads(raw) if isinstance(raw, str) else raw
+            return {
+                str(p["name"]): int(p["containerPort"])
+                for p in ports if isinstance(p, Mapping) and p.get("name")
+            }
+        except (ValueError, TypeError, KeyError):
+            return {}
+
+    @property
     def scope(self) -> ProxyScope:
         return ProxyScope(
-            self.type, self.namespace, frozenset(self.labels.items()), self.dns_domain
+            self.type, self.namespace, frozenset(self.labels.items()), self.dns_domain,
+            frozenset(self.pod_ports.items()),
         )
 
 

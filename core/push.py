@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 import attrs
+
 from pilotfish.core.objects import ConfigKey
 
 

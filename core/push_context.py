@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 import attrs
+
 from pilotfish.core import registry as registry_mod
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.model import (
@@ -287,8 +288,12 @@ class PushContext:
         return None
 
     def service_instances(self, proxy: Proxy) -> list[ServiceInstance]:
-        """Service ports served by the proxy's workload (selector ⊆ its labels, same namespace)."""
-        workload = self.workload_for(proxy)
+        """Service ports served by the proxy's workload (selector ⊆ its labels, same namespace).
+
+        Named target ports resolve through the proxy's POD_PORTS metadata, so the result
+        depends only on the proxy scope.
+        """
+        named = proxy.pod_ports
         out: list[ServiceInstance] = []
         seen: set[int] = set()
         for service in self._services_sorted:
@@ -297,7 +302,7 @@ class PushContext:
             if not labels_match(service.selector, proxy.labels):
                 continue
             for port in service.ports:
-                target = _target(port, workload)
+                target = _target(port, named)
                 if target is None or target in seen:
                     continue
                 seen.add(target)
@@ -379,7 +384,7 @@ class PushContext:
                                                                            proxy.labels)]
 
 
-def _target(port: ServicePort, workload: Workload | None) -> int | None:
+def _target(port: ServicePort, named: Mapping[str, int]) -> int | None:
     target = port.target_port
     if target is None:
         return port.port
@@ -387,9 +392,7 @@ def _target(port: ServicePort, workload: Workload | None) -> int | None:
         return target
     if target.isdigit():
         return int(target)
-    if workload is not None:
-        return workload.ports.get(target)
-    return None
+    return named.get(target)
 
 
 def _creation_order(obj: ConfigObject) -> tuple[str, str, str]:

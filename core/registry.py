@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+
 from pilotfish.core import protocol
 from pilotfish.core.model import (
     DEFAULT_DOMAIN,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import attrs
+
 from pilotfish.core.objects import BUILTIN_KINDS, ConfigKey, ConfigObject, KindInfo
 
 
@@ -71,6 +72,9 @@ class KindRegistry:
     def lookup(self, obj: ConfigObject) -> KindInfo | None:
         return self._by_group_kind.get((obj.group, obj.kind))
 
+    def lookup_kind(self, group: str, kind: str) -> KindInfo | None:
+        return self._by_group_kind.get((group, kind))
+
     def __iter__(self) -> Iterator[KindInfo]:
         return iter(self._by_group_kind.values())
 
@@ -108,6 +112,9 @@ class ConfigStore:
     def errors(self) -> list[ConfigError]:
         """Every problem currently standing, across origins."""
         return [err for origin in sorted(self._errors) for err in self._errors[origin]]
+
+    def origins(self) -> list[str]:
+        return sorted(set(self._origins) | set(self._errors))
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)

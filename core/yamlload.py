@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 import yaml
+
 from pilotfish.core.objects import ConfigObject, FieldPath, Source
 
 try:  # libyaml is much faster and keeps marks too

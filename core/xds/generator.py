@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
+
 from pilotfish.core.proxy import Proxy, ProxyScope
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.xds import types

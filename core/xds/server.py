@@ -20,6 +20,7 @@ import grpc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
+
 from pilotfish.core.proxy import NodeIdError, Proxy, parse_node
 from pilotfish.core.xds import types
 from pilotfish.core.xds.resources import ResourceSet, encode_delta, encode_sotw

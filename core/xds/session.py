@@ -26,6 +26,7 @@ import enum
 from collections.abc import Iterable, Mapping
 
 import attrs
+
 from pilotfish.core.xds import types
 from pilotfish.core.xds.resources import Resource, ResourceSet
 

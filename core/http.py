@@ -1,0 +1,168 @@
+"""A small HTTP/1.1 server on h11 and anyio, for pilotfish's own endpoints.
+
+Debug and status endpoints (discovery's 15014, the agent's 15020/15021) need routing by
+path, JSON/text bodies, keep-alive and bounded reads — nothing more. h11 does the protocol;
+this module only moves bytes and dispatches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import anyio.abc
+import attrs
+import h11
+
+log = logging.getLogger("pilotfish.http")
+
+MAX_BODY = 1024 * 1024
+READ_TIMEOUT = 30.0
+
+
+@attrs.frozen
+class Request:
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes = b""
+    peer: str = ""
+
+
+@attrs.frozen
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def json(cls, data: Any, status: int = 200) -> Response:
+        return cls(status, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode(),
+                   "application/json")
+
+    @classmethod
+    def text(cls, text: str, status: int = 200) -> Response:
+        return cls(status, text.encode())
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def parse_address(address: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``host:port``, ``:port`` or ``[v6]:port`` → (host, port), with a clear error."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"address {address!r}: expected HOST:PORT, for example 127.0.0.1:15014")
+    host = host.strip("[]") or default_host
+    return host, int(port)
+
+
+class HttpServer:
+    def __init__(self, routes: Mapping[str, Handler]) -> None:
+        self.routes = dict(routes)
+
+    async def dispatch(self, request: Request) -> Response:
+        handler = self.routes.get(request.path)
+        if handler is None:
+            known = "\n".join(sorted(self.routes))
+            return Response.text(f"404 not found: {request.path}\nknown paths:\n{known}\n", 404)
+        try:
+            return await handler(request)
+        except Exception as exc:  # a handler bug must not take the server down
+            log.exception("handler for %s failed", request.path)
+            return Response.text(f"internal error: {exc}\n", 500)
+
+    async def serve(
+        self, address: str, *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        host, port = parse_address(address)
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port,
+                                                   reuse_port=False)
+        bound = listener.extra(anyio.abc.SocketAttribute.local_port)
+        task_status.started(bound)
+        async with listener:
+            await listener.serve(self._connection)
+
+    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        try:
+            peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        except Exception:
+            peer = ""
+        async with stream:
+            while True:
+                try:
+                    with anyio.fail_after(READ_TIMEOUT):
+                        request = await self._read_request(conn, stream, str(peer))
+                except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError,
+                        ConnectionError):
+                    return
+                except h11.RemoteProtocolError as exc:
+                    await self._send(conn, stream, Response.text(f"bad request: {exc}\n", 400))
+                    return
+                if request is None:
+                    return
+                response = await self.dispatch(request)
+                try:
+                    await self._send(conn, stream, response)
+                except (anyio.BrokenResourceError, ConnectionError, h11.LocalProtocolError):
+                    return
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                try:
+                    conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+
+    async def _read_request(
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, peer: str
+    ) -> Request | None:
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await stream.receive(65536)
+                except anyio.EndOfStream:
+                    data = b""
+                conn.receive_data(data)
+                if not data and head is None:
+                    return None
+                continue
+            if isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:
+                    raise h11.RemoteProtocolError("request body too large", 413)
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                target = head.target.decode("latin-1")
+                parts = urlsplit(target)
+                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                headers = {k.decode().lower(): v.decode("latin-1") for k, v in head.headers}
+                return Request(head.method.decode(), parts.path, query, headers, bytes(body),
+                               peer)
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    async def _send(
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, response: Response
+    ) -> None:
+        headers = [
+            ("content-type", response.content_type),
+            ("content-length", str(len(response.body))),
+            *response.headers,
+        ]
+        data = conn.send(h11.Response(status_code=response.status, headers=headers))
+        data += conn.send(h11.Data(data=response.body)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        await stream.send(data)

@@ -1,0 +1,180 @@
+"""What the agent asks of a proxy backend, and the options it hands one.
+
+A backend (group ``pilotfish.proxies``: ``envoy``, later ``native``) turns
+``ProxyOptions`` into a bootstrap file, checks that file with the proxy itself, and
+says which command line runs the proxy. The agent owns the process: it launches the
+command, relays signals, drains the proxy through ``drain()`` on shutdown and exits
+with the proxy's status. Backends stay free of process management so both proxies
+shut down the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from pilotfish.core.model import DEFAULT_DOMAIN
+
+PROXY_TYPES = ("sidecar", "router")
+XDS_MODES = ("sotw", "delta")
+INTERCEPTION_MODES = ("REDIRECT", "TPROXY", "NONE")
+
+
+class ProxyError(Exception):
+    """A proxy backend cannot do what was asked; the message says what to change."""
+
+
+class ProxyNotInstalled(ProxyError):
+    """The proxy binary is missing; the message names the package that provides it."""
+
+
+class BootstrapError(ProxyError):
+    """The proxy rejected a bootstrap; the message carries the proxy's own error lines."""
+
+
+def split_host_port(address: str, what: str = "address") -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → ``(host, port)``; ValueError names ``what``."""
+    host, sep, port_text = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        # A bare IPv6 address would make the port ambiguous.
+        raise ValueError(f"{what} {address!r}: write IPv6 addresses as [ADDR]:PORT")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(
+            f"{what} {address!r}: expected HOST:PORT with a port from 1 to 65535, "
+            "for example pilotfish-discovery.istio-system.svc:15010"
+        )
+    return host, int(port_text)
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_choice(choices: tuple[str, ...]) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ValueError(
+                f"{attribute.name}: expected one of {', '.join(choices)}, got {value!r}"
+            )
+    return check
+
+
+def _check_ip(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not is_ip(value):
+        raise ValueError(f"{attribute.name}: {value!r} is not an IP address")
+
+
+def _check_port(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 < value < 65536:
+        raise ValueError(f"{attribute.name}: expected a port from 1 to 65535, got {value}")
+
+
+def _check_address(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    split_host_port(value, attribute.name)
+
+
+def _check_positive(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name}: expected a number >= 0, got {value}")
+
+
+@attrs.frozen
+class PodPort:
+    """A container port, as Kubernetes declares it (named ports resolve through these)."""
+
+    port: int = attrs.field(validator=_check_port)
+    name: str = ""
+    protocol: str = "TCP"
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"containerPort": self.port, "protocol": self.protocol}
+        if self.name:
+            out["name"] = self.name
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class ProxyOptions:
+    """Everything a backend needs to bootstrap one proxy. Built by the agent from flags."""
+
+    name: str  # pod or workload instance name
+    namespace: str
+    ip: str = attrs.field(validator=_check_ip)
+    discovery_address: str = attrs.field(validator=_check_address)  # HOST:PORT of xDS
+    config_dir: Path  # where the bootstrap (and later the SDS socket) live
+    proxy_type: str = attrs.field(default="sidecar", validator=_check_choice(PROXY_TYPES))
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    service_account: str = "default"
+    xds_mode: str = attrs.field(default="delta", validator=_check_choice(XDS_MODES))
+    interception_mode: str = attrs.field(
+        default="REDIRECT", validator=_check_choice(INTERCEPTION_MODES)
+    )
+    domain: str = DEFAULT_DOMAIN  # cluster DNS domain (mesh config ``domain``)
+    admin_address: str = attrs.field(default="127.0.0.1", validator=_check_ip)
+    admin_port: int = attrs.field(default=15000, validator=_check_port)
+    concurrency: int = attrs.field(default=2, validator=_check_positive)  # 0: one per CPU
+    drain_seconds: int = attrs.field(default=45, validator=_check_positive)
+    log_level: str = "warning"
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)  # extra node metadata
+    pod_ports: tuple[PodPort, ...] = ()
+
+    @property
+    def node_id(self) -> str:
+        """Istio's four-part node id, which discovery parses back (``core/proxy.py``)."""
+        return (
+            f"{self.proxy_type}~{self.ip}~{self.name}.{self.namespace}"
+            f"~{self.namespace}.svc.{self.domain}"
+        )
+
+    @property
+    def admin_url(self) -> str:
+        host = f"[{self.admin_address}]" if ":" in self.admin_address else self.admin_address
+        return f"http://{host}:{self.admin_port}"
+
+    @property
+    def pod_ports_json(self) -> str:
+        """POD_PORTS as Istio sends it: a JSON string, not a list (metadata is flat)."""
+        return json.dumps([p.as_json() for p in self.pod_ports], separators=(",", ":"))
+
+
+@runtime_checkable
+class ProxyBackend(Protocol):
+    """A proxy the agent can run. Returned by the ``pilotfish_proxy_backend`` hook."""
+
+    @property
+    def name(self) -> str:
+        """The name ``pilotfish agent --proxy`` selects (the entry-point name)."""
+        ...
+
+    def bootstrap(self, options: ProxyOptions) -> dict[str, Any]:
+        """The bootstrap as plain data (JSON-ready); no IO."""
+        ...
+
+    def write_bootstrap(self, options: ProxyOptions) -> Path:
+        """Write the bootstrap under ``options.config_dir``; return the file's path."""
+        ...
+
+    def check(self, path: Path) -> None:
+        """Have the proxy validate ``path``; raise BootstrapError with its error lines,
+        or ProxyNotInstalled if the proxy binary cannot be found."""
+        ...
+
+    def command(self, options: ProxyOptions, path: Path) -> list[str]:
+        """The argv that runs the proxy on ``path`` in the foreground."""
+        ...
+
+    async def drain(self, options: ProxyOptions) -> None:
+        """Start a graceful drain (inbound listeners for sidecars, all for routers) and
+        return once the proxy accepted the request; raise ProxyError if it did not."""
+        ...

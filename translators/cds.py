@@ -1,0 +1,225 @@
+"""CDS: Istio's clusters for a proxy.
+
+Outbound: one cluster per visible service port (``outbound|PORT||HOST``) plus one per
+DestinationRule subset (``outbound|PORT|SUBSET|HOST``). Then ``BlackHoleCluster``; for
+sidecars also ``PassthroughCluster``, the inbound clusters of the workload's own service
+ports (``inbound|TARGETPORT||``) and ``InboundPassthroughCluster``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+
+from pilotfish.core.hookspecs import hookimpl
+from pilotfish.core.model import Resolution, Service, ServicePort
+from pilotfish.core.protocol import Protocol
+from pilotfish.core.proxy import Proxy, ProxyType
+from pilotfish.core.push_context import PushContext, ServiceInstance
+from pilotfish.core.xds import types
+from pilotfish.translators import cluster_policy
+from pilotfish.translators.common import (
+    BLACKHOLE_CLUSTER,
+    INBOUND,
+    INBOUND_PASSTHROUGH_CLUSTER,
+    INBOUND_SOURCE_ADDRESS,
+    OUTBOUND,
+    PASSTHROUGH_CLUSTER,
+    ads_config_source,
+    cluster_name,
+    duration,
+    sni_name,
+)
+from pilotfish.translators.endpoints import socket_address
+
+_DISCOVERY = {
+    Resolution.CLIENT_SIDE_LB: cluster_pb2.Cluster.EDS,
+    Resolution.DNS_LB: cluster_pb2.Cluster.STRICT_DNS,
+    Resolution.DNS_ROUND_ROBIN_LB: cluster_pb2.Cluster.LOGICAL_DNS,
+    Resolution.PASSTHROUGH: cluster_pb2.Cluster.ORIGINAL_DST,
+}
+
+
+class CdsGenerator:
+    type_url = types.CLUSTER
+    depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Sidecar"})
+
+    def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> list[Any]:
+        clusters: list[cluster_pb2.Cluster] = []
+        for service in push.visible_services(proxy):
+            if service.resolution is Resolution.ALIAS:
+                continue  # ExternalName: routes point at the target service's cluster
+            for port in service.ports:
+                if port.protocol is Protocol.UDP:
+                    continue
+                clusters.extend(outbound_clusters(push, proxy, service, port))
+        clusters.append(blackhole())
+        if proxy.type is ProxyType.SIDECAR:
+            clusters.append(passthrough(push))
+            for instance in push.service_instances(proxy):
+                clusters.append(inbound_cluster(push, instance))
+            clusters.append(inbound_passthrough(push))
+        return _unique(clusters)
+
+
+def _unique(clusters: list[cluster_pb2.Cluster]) -> list[cluster_pb2.Cluster]:
+    seen: set[str] = set()
+    out = []
+    for cluster in clusters:
+        if cluster.name not in seen:
+            seen.add(cluster.name)
+            out.append(cluster)
+    return out
+
+
+def _base(name: str, push: PushContext) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        alt_stat_name=f"{name};",
+        connect_timeout=duration(push.mesh.connect_timeout),
+        lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
+    )
+    cluster.circuit_breakers.CopyFrom(circuit_breaker_pb2.CircuitBreakers(
+        thresholds=[cluster_policy.default_thresholds()]
+    ))
+    return cluster
+
+
+def outbound_clusters(
+    push: PushContext, proxy: Proxy, service: Service, port: ServicePort
+) -> list[cluster_pb2.Cluster]:
+    rule = push.destination_rule(proxy, service.hostname)
+    rule_policy = rule.traffic_policy if rule else {}
+    out = [_outbound(push, proxy, service, port, "", rule_policy, None, rule)]
+    for subset in rule.subsets if rule else ():
+        name = str(subset.get("name") or "")
+        if name:
+            out.append(_outbound(push, proxy, service, port, name, rule_policy,
+                                 subset.get("trafficPolicy") or {}, rule))
+    return out
+
+
+def _outbound(
+    push: PushContext, proxy: Proxy, service: Service, port: ServicePort, subset: str,
+    rule_policy: Any, subset_policy: Any, rule: Any,
+) -> cluster_pb2.Cluster:
+    name = cluster_name(OUTBOUND, port.port, subset, service.hostname)
+    cluster = _base(name, push)
+    resolution = service.resolution
+    if resolution is Resolution.PASSTHROUGH and proxy.type is not ProxyType.SIDECAR:
+        resolution = Resolution.CLIENT_SIDE_LB  # routers have no original destination
+    cluster.type = _DISCOVERY.get(resolution, cluster_pb2.Cluster.EDS)
+    if cluster.type == cluster_pb2.Cluster.EDS:
+        cluster.eds_cluster_config.service_name = name
+        cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
+    elif cluster.type == cluster_pb2.Cluster.ORIGINAL_DST:
+        cluster.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+    else:  # DNS: endpoints are inline and resolved by Envoy
+        cluster.dns_refresh_rate.CopyFrom(duration(60))
+        cluster.respect_dns_ttl = True
+        cluster.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+        cluster.load_assignment.CopyFrom(_dns_assignment(push, name, service, port))
+    cluster_policy.set_protocol(
+        cluster, port.protocol,
+        sniffed=port.protocol.is_unsupported and proxy.type is ProxyType.SIDECAR,
+    )
+    policy = cluster_policy.effective_policy(rule_policy, subset_policy, port.port)
+    cluster_policy.apply(
+        cluster, policy, port.protocol,
+        host=service.hostname, istio_sni=sni_name(port.port, subset, service.hostname),
+    )
+    metadata: dict[str, Any] = {
+        "services": [{"host": service.hostname, "name": service.name,
+                      "namespace": service.namespace}],
+    }
+    if subset:
+        metadata["subset"] = subset
+    if rule is not None:
+        metadata["config"] = rule.config_path
+    if service.mesh_external:
+        metadata["external"] = True
+    cluster_policy.istio_metadata(cluster, metadata)
+    return cluster
+
+
+def _dns_assignment(
+    push: PushContext, name: str, service: Service, port: ServicePort
+) -> endpoint_pb2.ClusterLoadAssignment:
+    endpoints = [
+        endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(
+                address=socket_address(ep.address, ep.port)
+            )
+        )
+        for ep in push.endpoints(service.hostname, port.port)
+    ]
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=name,
+        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=endpoints)],
+    )
+
+
+def blackhole() -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(
+        name=BLACKHOLE_CLUSTER,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=duration(10),
+    )
+
+
+def _original_dst(name: str, push: PushContext) -> cluster_pb2.Cluster:
+    cluster = _base(name, push)
+    cluster.alt_stat_name = ""
+    cluster.type = cluster_pb2.Cluster.ORIGINAL_DST
+    cluster.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+    return cluster
+
+
+def passthrough(push: PushContext) -> cluster_pb2.Cluster:
+    cluster = _original_dst(PASSTHROUGH_CLUSTER, push)
+    options = cluster_policy.http_options(cluster)
+    options.common_http_protocol_options.idle_timeout.CopyFrom(duration(300))
+    options.use_downstream_protocol_config.http_protocol_options.SetInParent()
+    options.use_downstream_protocol_config.http2_protocol_options.SetInParent()
+    cluster_policy.set_http_options(cluster, options)
+    return cluster
+
+
+def inbound_passthrough(push: PushContext) -> cluster_pb2.Cluster:
+    cluster = _original_dst(INBOUND_PASSTHROUGH_CLUSTER, push)
+    cluster_policy.inbound_bind(cluster, INBOUND_SOURCE_ADDRESS)
+    return cluster
+
+
+def inbound_cluster(push: PushContext, instance: ServiceInstance) -> cluster_pb2.Cluster:
+    """``inbound|PORT||``: to the app on its own IP (sourced from 127.0.0.6 so iptables lets
+    it through), or to 127.0.0.1 when the mesh's inbound policy is LOCALHOST."""
+    name = cluster_name(INBOUND, instance.target_port)
+    if push.mesh.inbound_traffic_policy == "LOCALHOST":
+        cluster = _base(name, push)
+        cluster.type = cluster_pb2.Cluster.STATIC
+        cluster.load_assignment.CopyFrom(endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[
+                endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(
+                    address=socket_address("127.0.0.1", instance.target_port)
+                ))
+            ])],
+        ))
+    else:
+        cluster = _original_dst(name, push)
+        cluster.alt_stat_name = f"{name};"
+        cluster_policy.inbound_bind(cluster, INBOUND_SOURCE_ADDRESS)
+    cluster_policy.set_protocol(cluster, instance.port.protocol, sniffed=False)
+    cluster_policy.istio_metadata(cluster, {"services": [{
+        "host": instance.service.hostname, "name": instance.service.name,
+        "namespace": instance.service.namespace,
+    }]})
+    return cluster
+
+
+@hookimpl
+def pilotfish_xds_generator() -> CdsGenerator:
+    return CdsGenerator()

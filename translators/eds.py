@@ -1,0 +1,61 @@
+"""EDS: a ClusterLoadAssignment for every EDS cluster CDS gives the proxy.
+
+Assignments do not depend on the proxy beyond which clusters it sees, so each is built
+once per epoch and shared through the generator memo.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from pilotfish.core.hookspecs import hookimpl
+from pilotfish.core.model import Resolution
+from pilotfish.core.protocol import Protocol
+from pilotfish.core.proxy import Proxy, ProxyType
+from pilotfish.core.push_context import PushContext
+from pilotfish.core.xds import types
+from pilotfish.translators.common import OUTBOUND, cluster_name
+from pilotfish.translators.endpoints import load_assignment
+
+
+class EdsGenerator:
+    type_url = types.ENDPOINT
+    depends_on = frozenset({
+        "Service", "ServiceEntry", "DestinationRule", "Sidecar", "Pod", "WorkloadEntry",
+        "Endpoints", "EndpointSlice",
+    })
+
+    def generate(
+        self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
+    ) -> list[endpoint_pb2.ClusterLoadAssignment]:
+        out = []
+        for service in push.visible_services(proxy):
+            resolution = service.resolution
+            if resolution is Resolution.PASSTHROUGH and proxy.type is not ProxyType.SIDECAR:
+                resolution = Resolution.CLIENT_SIDE_LB
+            if resolution is not Resolution.CLIENT_SIDE_LB:
+                continue
+            rule = push.destination_rule(proxy, service.hostname)
+            subsets = [("", None)] + [
+                (str(s.get("name")), s.get("labels") or {})
+                for s in (rule.subsets if rule else ()) if s.get("name")
+            ]
+            for port in service.ports:
+                if port.protocol is Protocol.UDP:
+                    continue
+                endpoints = push.endpoints(service.hostname, port.port)
+                for subset, labels in subsets:
+                    name = cluster_name(OUTBOUND, port.port, subset, service.hostname)
+                    key = (name, tuple(sorted(labels.items())) if labels else None)
+                    cla = memo.get(key)
+                    if cla is None:
+                        cla = memo[key] = load_assignment(name, endpoints, labels)
+                    out.append(cla)
+        return out
+
+
+@hookimpl
+def pilotfish_xds_generator() -> EdsGenerator:
+    return EdsGenerator()
