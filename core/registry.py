@@ -128,13 +128,13 @@ def _endpoint(workload: Workload, port: int, service_port: int) -> Endpoint:
 
 
 def _target_port(port: ServicePort, workload: Workload) -> int | None:
+    # A WorkloadEntry's ``ports`` map is keyed by service port name and wins.
+    if workload.kind == "WorkloadEntry" and port.name in workload.ports:
+        return workload.ports[port.name]
     target = port.target_port
     if target is None:
-        return workload.ports.get(port.name, port.port) if workload.kind == "WorkloadEntry" \
-            else port.port
+        return port.port
     if isinstance(target, int):
-        if workload.kind == "WorkloadEntry" and port.name in workload.ports:
-            return workload.ports[port.name]
         return target
     if target.isdigit():
         return int(target)

@@ -1,0 +1,142 @@
+"""YAML with line numbers, and the store's last-good-version rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from pilotfish.core.objects import ConfigKey
+from pilotfish.core.store import ConfigError, ConfigStore
+from pilotfish.core.yamlload import YAMLFileError, load_text
+
+TWO_DOCS = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  ports:
+  - port: 80
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: web
+  namespace: shop
+spec:
+  hosts: [web]
+"""
+
+
+def test_documents_keep_lines_and_default_namespace():
+    objects, errors = load_text(TWO_DOCS, "mesh.yaml")
+    assert errors == []
+    service, vs = objects
+    assert service.key == ConfigKey("Service", "default", "web")
+    assert service.source.line == 1
+    assert service.line_of(("spec", "ports", 0, "port")) == 7
+    assert vs.namespace == "shop" and vs.source.line == 9
+    assert vs.line_of(("spec", "hosts")) == 15
+    # A field that does not exist maps to its nearest parent.
+    assert vs.line_of(("spec", "http", 0)) == 14
+
+
+def test_bad_syntax_names_file_and_line():
+    with pytest.raises(YAMLFileError) as info:
+        load_text("kind: Service\nmetadata: [\n", "broken.yaml")
+    assert info.value.error.file == "broken.yaml"
+    assert info.value.error.line >= 2
+
+
+def test_document_without_name_is_reported():
+    objects, errors = load_text("apiVersion: v1\nkind: Service\nmetadata: {}\n", "x.yaml")
+    assert objects == []
+    assert "metadata.name: Required value" in errors[0].message
+
+
+def test_list_kind_is_expanded():
+    text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n" \
+           "  metadata: {name: shop}\n"
+    objects, _ = load_text(text, "list.yaml")
+    assert [o.kind for o in objects] == ["Namespace"]
+
+
+def svc(name: str, port: int = 80):
+    text = f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n" \
+           f"spec: {{ports: [{{port: {port}}}]}}\n"
+    return load_text(text, "f.yaml")[0][0]
+
+
+def test_valid_edit_replaces_object():
+    store = ConfigStore()
+    store.replace("f.yaml", [svc("web", 80)])
+    update = store.replace("f.yaml", [svc("web", 81)])
+    assert update.changed == {ConfigKey("Service", "default", "web")}
+    assert store.get(ConfigKey("Service", "default", "web")).spec["ports"][0]["port"] == 81
+
+
+def test_broken_edit_of_one_object_does_not_remove_it():
+    store = ConfigStore(lambda o: [] if o.spec["ports"][0]["port"] == 80 else [
+        ConfigError("f.yaml", 1, "port must be 80", o.key)
+    ])
+    store.replace("f.yaml", [svc("web", 80)])
+    update = store.replace("f.yaml", [svc("web", 99)])
+    assert update.changed == frozenset()
+    assert update.errors[0].message == "port must be 80"
+    assert store.get(ConfigKey("Service", "default", "web")).spec["ports"][0]["port"] == 80
+    assert [e.message for e in store.errors()] == ["port must be 80"]
+    # An object never accepted is simply absent.
+    store.replace("g.yaml", [svc("other", 1)])
+    assert store.get(ConfigKey("Service", "default", "other")) is None
+
+
+def test_unparseable_file_keeps_everything_it_held():
+    store = ConfigStore()
+    store.replace("f.yaml", [svc("web")])
+    update = store.failed("f.yaml", ConfigError("f.yaml", 3, "invalid YAML"))
+    assert update.changed == frozenset()
+    assert store.get(ConfigKey("Service", "default", "web")) is not None
+    assert str(store.errors()[0]) == "f.yaml:3: invalid YAML"
+
+
+def test_removing_file_deletes_its_objects_and_notifies():
+    store = ConfigStore()
+    seen = []
+    store.subscribe(seen.append)
+    store.replace("f.yaml", [svc("web")])
+    store.remove("f.yaml")
+    assert store.get(ConfigKey("Service", "default", "web")) is None
+    assert [u.changed for u in seen] == [{ConfigKey("Service", "default", "web")}] * 2
+
+
+def test_unknown_kind_is_reported_and_ignored():
+    store = ConfigStore()
+    objects, _ = load_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n", "d.yaml")
+    update = store.replace("d.yaml", objects)
+    assert len(store) == 0
+    assert "unknown kind Deployment" in update.errors[0].message
+    assert update.errors[0].severity == "warning"
+
+
+def test_unserved_api_version_is_rejected():
+    store = ConfigStore()
+    objects, _ = load_text(
+        "apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: g}\n", "g.yaml"
+    )
+    update = store.replace("g.yaml", objects)
+    assert len(store) == 0
+    assert "networking.istio.io/v1" in update.errors[0].message
+
+
+def test_same_content_reloaded_is_not_a_change():
+    store = ConfigStore()
+    store.replace("f.yaml", [svc("web")])
+    assert store.replace("f.yaml", [svc("web")]).changed == frozenset()
+
+
+def test_conflicting_origins_first_in_order_wins():
+    store = ConfigStore()
+    store.replace("b.yaml", [svc("web", 2)])
+    store.replace("a.yaml", [svc("web", 1)])
+    assert store.get(ConfigKey("Service", "default", "web")).spec["ports"][0]["port"] == 1
+    store.remove("a.yaml")
+    assert store.get(ConfigKey("Service", "default", "web")).spec["ports"][0]["port"] == 2
