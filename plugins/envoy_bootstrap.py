@@ -1,0 +1,180 @@
+"""The Envoy bootstrap for a pilotfish proxy, as plain data (no IO).
+
+Shaped like the bootstrap pilot-agent renders, so discovery sees the same node id and
+metadata from either agent: one ADS stream to the static cluster ``xds-grpc``, CDS and
+LDS over it with no initial fetch timeout (Envoy waits for discovery however long it
+takes), and a static ``sds-grpc`` cluster on the agent's SDS socket that generated TLS
+contexts point at. Unlike pilot-agent, there is no local xDS proxy in between yet:
+``xds-grpc`` goes straight to the discovery address.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pilotfish.core.proxy_backend import ProxyOptions, is_ip, split_host_port
+
+XDS_CLUSTER = "xds-grpc"
+SDS_CLUSTER = "sds-grpc"  # the name translators/upstream_tls.py refers to
+SDS_SOCKET = "SDS"  # file name of the agent's SDS socket in the config dir
+BOOTSTRAP_FILE = "envoy-rev.json"  # pilot-agent's name, so operators find it
+
+# Envoy warns at start-up when no global downstream connection limit is set. The mesh
+# has no use for one (per-listener and kernel limits apply), so the limit is "all".
+# Envoy 1.40 wants it from the overload manager; the old runtime key
+# overload.global_downstream_max_connections is deprecated and still warns.
+UNLIMITED = 2**31 - 1
+
+# Generous limits on the control-plane clusters: a single gRPC connection carries every
+# stream, and Envoy's default of 1024 pending requests would cap it.
+_CIRCUIT_BREAKERS = {
+    "thresholds": [
+        {
+            "priority": priority,
+            "max_connections": 100000,
+            "max_pending_requests": 100000,
+            "max_requests": 100000,
+        }
+        for priority in ("DEFAULT", "HIGH")
+    ]
+}
+
+
+def _http2(keepalive: bool) -> dict[str, Any]:
+    http2: dict[str, Any] = {}
+    if keepalive:
+        # HTTP/2 PINGs notice a dead discovery server long before TCP would.
+        http2["connection_keepalive"] = {"interval": "30s", "timeout": "10s"}
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": http2},
+        }
+    }
+
+
+def _endpoint(address: dict[str, Any], cluster: str) -> dict[str, Any]:
+    return {
+        "cluster_name": cluster,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+    }
+
+
+def xds_cluster(options: ProxyOptions) -> dict[str, Any]:
+    host, port = split_host_port(options.discovery_address, "discovery address")
+    cluster: dict[str, Any] = {
+        "name": XDS_CLUSTER,
+        # A name is left to Envoy's resolver so a moved discovery service is followed.
+        "type": "STATIC" if is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "load_assignment": _endpoint(
+            {"socket_address": {"address": host, "port_value": port}}, XDS_CLUSTER
+        ),
+        "circuit_breakers": _CIRCUIT_BREAKERS,
+        "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
+        "typed_extension_protocol_options": _http2(keepalive=True),
+    }
+    if not is_ip(host):
+        # "localhost" and dual-stack names: prefer the family the proxy binds with.
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    return cluster
+
+
+def sds_cluster(options: ProxyOptions) -> dict[str, Any]:
+    # Always present: generated clusters and listeners may name it even before the agent
+    # serves SDS, and Envoy rejects references to clusters it does not know.
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": _endpoint(
+            {"pipe": {"path": str(options.config_dir / SDS_SOCKET)}}, SDS_CLUSTER
+        ),
+        "typed_extension_protocol_options": _http2(keepalive=False),
+    }
+
+
+def node_metadata(options: ProxyOptions, version: str) -> dict[str, Any]:
+    """The metadata discovery reads (see ``core/proxy.py``), keyed as Istio keys it."""
+    defaults = {
+        "WORKLOAD_NAME": options.name,
+        "CLUSTER_ID": "Kubernetes",
+        "INTERCEPTION_MODE": options.interception_mode,
+        "ISTIO_VERSION": version,
+    }
+    # These follow from the flags; letting extra metadata contradict them would give
+    # discovery a proxy whose node id and metadata disagree.
+    identity: dict[str, Any] = {
+        "NAME": options.name,
+        "NAMESPACE": options.namespace,
+        "LABELS": dict(options.labels),
+        "INSTANCE_IPS": options.ip,
+        "SERVICE_ACCOUNT": options.service_account,
+        # Lets `pilotfish proxy-config` reach this proxy's admin API from its node info.
+        "PILOTFISH_ADMIN": f"{options.admin_address}:{options.admin_port}",
+    }
+    if options.pod_ports:
+        identity["POD_PORTS"] = options.pod_ports_json
+    return {**defaults, **options.metadata, **identity}
+
+
+def service_cluster(options: ProxyOptions, metadata: dict[str, Any]) -> str:
+    """``app.namespace`` as Istio names the node cluster (tracing uses it)."""
+    app = options.labels.get("app") or options.labels.get("app.kubernetes.io/name")
+    return f"{app or metadata['WORKLOAD_NAME']}.{options.namespace}"
+
+
+def bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
+    metadata = node_metadata(options, version)
+    config_source = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+    return {
+        "node": {
+            "id": options.node_id,
+            "cluster": service_cluster(options, metadata),
+            "metadata": metadata,
+        },
+        "admin": {
+            "address": {
+                "socket_address": {
+                    "address": options.admin_address,
+                    "port_value": options.admin_port,
+                }
+            },
+            "access_log": [{
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/"
+                             "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": "/dev/null",
+                },
+            }],
+            "profile_path": str(options.config_dir / "envoy.prof"),
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if options.xds_mode == "delta" else "GRPC",
+                "set_node_on_first_message_only": True,
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            },
+            "cds_config": dict(config_source),
+            "lds_config": dict(config_source),
+        },
+        "static_resources": {"clusters": [xds_cluster(options), sds_cluster(options)]},
+        "overload_manager": {
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                             "downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": UNLIMITED,
+                },
+            }]
+        },
+        # No runtime overrides are needed; the admin layer lets an operator flip a runtime
+        # key through /runtime_modify while debugging.
+        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
+        # Envoy's built-in tag extraction (cluster name, response code, ...) is what the
+        # agent's Istio-style metrics are derived from.
+        "stats_config": {"use_all_default_tags": True},
+    }
