@@ -1,0 +1,121 @@
+"""Run one proxy process: relay signals to it, drain and stop it, report how it ended.
+
+Shutdown follows pilot-agent. On SIGTERM or SIGINT the proxy is asked to drain
+gracefully (the backend's ``drain()``: inbound listeners for a sidecar, all of them for a
+router), then the supervisor waits the termination drain duration (Istio's
+``terminationDrainDuration``, 5s by default) so in-flight requests finish while new ones
+go elsewhere, then stops the proxy. A second SIGTERM/SIGINT cuts the wait short.
+Unlike pilot-agent, which SIGKILLs Envoy at that point, the proxy gets SIGTERM (Envoy
+then exits cleanly and flushes its logs) and SIGKILL only if it ignores that.
+SIGHUP and SIGUSR1 (Envoy: reopen access logs) are passed on unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+from anyio.abc import Process, TaskGroup
+
+from pilotfish.core.proxy_backend import ProxyBackend, ProxyError, ProxyOptions
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+RELAYED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
+KILL_AFTER = 10.0  # seconds a proxy gets to exit after SIGTERM before SIGKILL
+
+
+def exit_status(returncode: int, stop_requested: bool) -> int:
+    """The agent's exit status for a proxy that ended with ``returncode`` (Popen style).
+
+    The proxy's own status; 128+N (the shell's convention) if signal N killed it; 0 if
+    the agent asked it to stop and it did, even by dying of that SIGTERM.
+    """
+    if stop_requested and returncode in (0, -signal.SIGTERM):
+        return 0
+    if returncode < 0:
+        return 128 - returncode
+    return returncode
+
+
+class Supervisor:
+    """Runs one proxy process, relays signals to it and stops it on request."""
+
+    def __init__(self, backend: ProxyBackend, options: ProxyOptions, path: Path,
+                 termination_drain: float) -> None:
+        self.backend, self.options, self.path = backend, options, path
+        self.termination_drain = termination_drain
+        self.stop_requested = False
+        self._hurry = anyio.Event()
+
+    async def run(self) -> int:
+        argv = self.backend.command(self.options, self.path)
+        # Receive signals before the child exists: a SIGTERM in between must not kill
+        # the agent and leave the proxy running.
+        with anyio.open_signal_receiver(*STOP_SIGNALS, *RELAYED_SIGNALS) as signals:
+            log.info("starting %s: %s", self.backend.name, shlex.join(argv))
+            try:
+                # Own session: a terminal's Ctrl-C reaches the agent only, which then
+                # drains the proxy instead of the proxy dying mid-request.
+                process = await anyio.open_process(
+                    argv, stdin=subprocess.DEVNULL, stdout=None, stderr=None,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ProxyError(f"{argv[0]}: cannot start {self.backend.name}: "
+                                 f"{exc.strerror}") from exc
+            async with process:
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._handle_signals, signals, process, tg)
+                        returncode = await process.wait()
+                        tg.cancel_scope.cancel()
+                finally:
+                    # Whatever ended the agent (an error, a cancel), the proxy goes too.
+                    with anyio.CancelScope(shield=True):
+                        await self._stop(process)
+        if returncode != 0 and not self.stop_requested:
+            log.error("%s exited with status %s", self.backend.name, returncode)
+        return exit_status(returncode, self.stop_requested)
+
+    async def _handle_signals(self, signals: AsyncIterator[signal.Signals], process: Process,
+                              tg: TaskGroup) -> None:
+        async for signum in signals:
+            if signum in RELAYED_SIGNALS:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signum)
+            elif not self.stop_requested:
+                self.stop_requested = True
+                tg.start_soon(self._shutdown, process)
+            else:
+                self._hurry.set()
+
+    async def _shutdown(self, process: Process) -> None:
+        log.info("draining %s for %ss", self.backend.name, self.termination_drain)
+        try:
+            await self.backend.drain(self.options)
+        except ProxyError as exc:  # the wait below still lets open requests finish
+            log.warning("could not drain %s: %s", self.backend.name, exc)
+        with anyio.move_on_after(self.termination_drain):
+            await self._hurry.wait()
+        await self._stop(process)
+
+    async def _stop(self, process: Process) -> None:
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        with anyio.move_on_after(KILL_AFTER):
+            await process.wait()
+            return
+        log.warning("%s ignored SIGTERM for %ss; killing it", self.backend.name, KILL_AFTER)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
