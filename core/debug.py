@@ -119,7 +119,7 @@ def server(discovery: Discovery) -> HttpServer:
         return Response.json([
             {"kind": o.kind, "apiVersion": o.api_version, "namespace": o.namespace,
              "name": o.name, "source": str(o.source)}
-            for o in sorted(discovery.store.list(), key=lambda o: str(o.key))
+            for o in sorted(discovery.store.objects(), key=lambda o: str(o.key))
         ])
 
     async def errorz(request: Request) -> Response:

@@ -114,7 +114,7 @@ class Discovery:
     def _build_context(self) -> push_context_mod.PushContext:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         version = f"{stamp}/{next(self._versions)}"
-        return push_context_mod.build(self.store.list(), self.config.mesh, version)
+        return push_context_mod.build(self.store.objects(), self.config.mesh, version)
 
     def _resources(self, type_url: str, proxy: Proxy) -> ResourceSet:
         return self.cache.resources(self.state, type_url, proxy)

@@ -64,11 +64,12 @@ def parse_address(address: str, default_host: str = "127.0.0.1") -> tuple[str, i
 
 
 class HttpServer:
-    def __init__(self, routes: Mapping[str, Handler]) -> None:
+    def __init__(self, routes: Mapping[str, Handler], fallback: Handler | None = None) -> None:
         self.routes = dict(routes)
+        self.fallback = fallback
 
     async def dispatch(self, request: Request) -> Response:
-        handler = self.routes.get(request.path)
+        handler = self.routes.get(request.path, self.fallback)
         if handler is None:
             known = "\n".join(sorted(self.routes))
             return Response.text(f"404 not found: {request.path}\nknown paths:\n{known}\n", 404)

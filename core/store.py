@@ -98,7 +98,9 @@ class ConfigStore:
     def get(self, key: ConfigKey) -> ConfigObject | None:
         return self._objects.get(key)
 
-    def list(self, kind: str | None = None, namespace: str | None = None) -> list[ConfigObject]:
+    def objects(
+        self, kind: str | None = None, namespace: str | None = None
+    ) -> list[ConfigObject]:
         return [
             obj
             for obj in self._objects.values()

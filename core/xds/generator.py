@@ -35,7 +35,8 @@ class Generator(Protocol):
 
 
 class Patcher(Protocol):
-    has_patches: bool
+    @property
+    def has_patches(self) -> bool: ...
 
     def patch_resources(
         self, type_url: str, scope: ProxyScope, push: PushContext, resources: list[Any]

@@ -1,0 +1,1 @@
+"""pilotfish.testing: helpers and contract suites for tests of pilotfish and its plugins."""

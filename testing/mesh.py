@@ -1,0 +1,156 @@
+"""A local mesh for tests: discovery, demo apps and proxies as real processes.
+
+    mesh = LocalMesh(tmp_path)
+    mesh.write("mesh.yaml", text)
+    mesh.start_discovery()
+    mesh.start_apps(["reviews:v1@127.0.20.3:18080"])
+    gw = mesh.start_proxy("gw", "istio-system", labels={"istio": "ingressgateway"})
+    ...
+    mesh.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from pilotfish.testing.processes import Process, free_port, http, pilotfish, wait_until
+
+
+@attrs.define
+class Proxy:
+    name: str
+    namespace: str
+    admin_port: int
+    process: Process
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def config_dump(self) -> Any:
+        return http(f"{self.admin}/config_dump?include_eds").json()
+
+    def stat(self, name: str) -> int:
+        text = http(f"{self.admin}/stats?filter=^{name}$").body.decode()
+        for line in text.splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
+
+
+@attrs.define
+class LocalMesh:
+    workdir: Path
+    xds_port: int = attrs.field(factory=free_port)
+    debug_port: int = attrs.field(factory=free_port)
+    processes: list[Process] = attrs.field(factory=list)
+
+    @property
+    def config_dir(self) -> Path:
+        path = self.workdir / "config"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def debug(self) -> str:
+        return f"http://127.0.0.1:{self.debug_port}"
+
+    def write(self, name: str, text: str) -> Path:
+        """Write a config file the way editors and kubectl-like tools do: atomically."""
+        path = self.config_dir / name
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return path
+
+    def remove(self, name: str) -> None:
+        (self.config_dir / name).unlink()
+
+    def _process(self, name: str, argv: Sequence[str]) -> Process:
+        process = Process(name, argv, self.workdir / f"{name}.log")
+        self.processes.append(process)
+        return process
+
+    def start_discovery(self, mesh_config: str | None = None,
+                        extra_env: Mapping[str, str] | None = None) -> Process:
+        args = ["--log-level", "info", "discovery", "--config-dir", str(self.config_dir),
+                "--xds-address", f"127.0.0.1:{self.xds_port}",
+                "--debug-address", f"127.0.0.1:{self.debug_port}"]
+        if mesh_config is not None:
+            path = self.workdir / "pilotfish.yaml"
+            path.write_text(mesh_config)
+            args += ["--mesh-config", str(path)]
+        process = self._process("discovery", pilotfish(*args)).start(env=extra_env)
+
+        def ready() -> bool:
+            process.check_running()
+            return http(f"{self.debug}/ready", timeout=1).status == 200
+
+        wait_until(ready, 20, what="discovery to be ready")
+        return process
+
+    def start_apps(self, serve: Sequence[str], name: str = "apps") -> Process:
+        argv = [sys.executable, "-m", "pilotfish.demo.app"]
+        for spec in serve:
+            argv += ["--serve", spec]
+        process = self._process(name, argv).start()
+        addresses = [spec.partition("@")[2] for spec in serve]
+
+        def listening() -> bool:
+            process.check_running()
+            for address in addresses:
+                http(f"http://{address}/_requests", timeout=1)
+            return True
+
+        wait_until(listening, 15, what=f"apps {', '.join(addresses)}")
+        return process
+
+    def start_proxy(
+        self, name: str, namespace: str, *, proxy_type: str = "router", ip: str = "127.0.0.1",
+        labels: Mapping[str, str] | None = None, xds_mode: str = "delta",
+        extra: Sequence[str] = (),
+    ) -> Proxy:
+        admin_port = free_port()
+        label_text = ",".join(f"{k}={v}" for k, v in (labels or {}).items())
+        args = ["agent", "--type", proxy_type, "--name", name, "--namespace", namespace,
+                "--ip", ip, "--discovery", f"127.0.0.1:{self.xds_port}",
+                "--admin-port", str(admin_port), "--xds-mode", xds_mode,
+                "--config-dir", str(self.workdir / f"proxy-{name}"),
+                "--termination-drain-duration", "0s", *extra]
+        if label_text:
+            args += ["--labels", label_text]
+        process = self._process(f"proxy-{name}", pilotfish(*args)).start()
+        proxy = Proxy(name, namespace, admin_port, process)
+
+        def live() -> bool:
+            process.check_running()
+            return http(f"{proxy.admin}/ready", timeout=1).body.strip() == b"LIVE"
+
+        wait_until(live, 30, what=f"proxy {name} to be LIVE")
+        return proxy
+
+    def syncz(self) -> list[dict[str, Any]]:
+        return list(http(f"{self.debug}/debug/syncz").json())
+
+    def wait_synced(self, proxy_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        def synced() -> dict[str, Any] | None:
+            for item in self.syncz():
+                if item["proxy"] == proxy_id and item["resources"] and all(
+                    r["status"] == "SYNCED" for r in item["resources"].values()
+                ):
+                    return item
+            return None
+
+        return wait_until(synced, timeout, what=f"{proxy_id} to be SYNCED")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
