@@ -1,0 +1,198 @@
+"""Filter-chain building blocks shared by sidecar and gateway listeners.
+
+Envoy picks a filter chain by narrowing criteria in a fixed order (destination port, then
+destination IP, server name, transport protocol, application protocol) and keeps only the
+most specific candidates at each step, with no fallback to a less specific chain once a
+later step fails. `sniffed_chains` encodes what that means when HTTP and raw TCP share a
+destination, so every listener builder gets it right the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.type.v3 import range_pb2
+
+from pilotfish.translators.common import pack
+from pilotfish.translators.http_filters import stdout_access_log
+
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+ORIGINAL_DST = "envoy.filters.listener.original_dst"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
+
+RAW_BUFFER = "raw_buffer"
+TLS = "tls"
+# What http_inspector reports for plaintext HTTP/1.1 and prior-knowledge HTTP/2.
+PLAINTEXT_HTTP_ALPN = ("http/1.1", "h2c")
+
+Weighted = Sequence[tuple[str, int]]  # (cluster name, weight)
+
+
+def socket_address(address: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=address, port_value=port)
+    )
+
+
+def tcp_proxy(destinations: str | Weighted, stat_prefix: str = "") -> lc_pb2.Filter:
+    """A tcp_proxy to one cluster, or split by weight (zero weights dropped, as Istio does)."""
+    proxy = tcp_proxy_pb2.TcpProxy(access_log=[stdout_access_log()])
+    if isinstance(destinations, str):
+        proxy.cluster = destinations
+    else:
+        kept = [(name, weight) for name, weight in destinations if weight > 0]
+        if len(kept) == 1:
+            proxy.cluster = kept[0][0]
+        else:
+            proxy.weighted_clusters.clusters.extend(
+                tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=name, weight=weight)
+                for name, weight in kept
+            )
+    proxy.stat_prefix = stat_prefix or proxy.cluster or (
+        proxy.weighted_clusters.clusters[0].name if proxy.weighted_clusters.clusters else "tcp"
+    )
+    return lc_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy))
+
+
+def cidr(address: str) -> address_pb2.CidrRange | None:
+    """``10.0.0.1`` → 10.0.0.1/32, ``10.1.0.0/16`` as is; None for anything else."""
+    try:
+        network = ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        return None
+    return address_pb2.CidrRange(
+        address_prefix=str(network.network_address), prefix_len={"value": network.prefixlen}
+    )
+
+
+def chain_match(
+    *,
+    destination_port: int | None = None,
+    prefixes: Iterable[str] = (),
+    server_names: Iterable[str] = (),
+    transport: str = "",
+    alpn: Iterable[str] = (),
+) -> lc_pb2.FilterChainMatch:
+    match = lc_pb2.FilterChainMatch(
+        server_names=list(server_names),
+        transport_protocol=transport,
+        application_protocols=list(alpn),
+    )
+    if destination_port is not None:
+        match.destination_port.value = destination_port
+    for prefix in prefixes:
+        block = cidr(prefix)
+        if block is not None:
+            match.prefix_ranges.append(block)
+    return match
+
+
+def filter_chain(
+    name: str, match: lc_pb2.FilterChainMatch | None, *filters: lc_pb2.Filter
+) -> lc_pb2.FilterChain:
+    chain = lc_pb2.FilterChain(name=name, filters=list(filters))
+    if match is not None and match.ByteSize():
+        chain.filter_chain_match.CopyFrom(match)
+    return chain
+
+
+def sniffed_chains(
+    name: str,
+    http: lc_pb2.Filter,
+    tcp: lc_pb2.Filter | None,
+    *,
+    destination_port: int | None = None,
+    prefixes: Sequence[str] = (),
+) -> list[lc_pb2.FilterChain]:
+    """Chains that send sniffed plaintext HTTP to ``http`` and everything else to ``tcp``.
+
+    The HTTP chain must insist on ``raw_buffer``, or a TLS client offering ``http/1.1`` in
+    its ALPN would land in the HTTP connection manager. Envoy then prefers that chain for
+    every plaintext connection and drops non-HTTP bytes when its ALPN step fails, so raw TCP
+    needs a ``raw_buffer`` chain of its own, and TLS one for ``tls``.
+    Without ``tcp`` only the HTTP chain is made (the listener's default chain takes the
+    rest).
+    """
+    def match(transport: str = "", alpn: Sequence[str] = ()) -> lc_pb2.FilterChainMatch:
+        return chain_match(destination_port=destination_port, prefixes=prefixes,
+                           transport=transport, alpn=alpn)
+
+    chains = [filter_chain(name, match(RAW_BUFFER, PLAINTEXT_HTTP_ALPN), http)]
+    if tcp is not None:
+        chains.append(filter_chain(name, match(RAW_BUFFER), tcp))
+        chains.append(filter_chain(name, match(TLS), tcp))
+    return chains
+
+
+def needs_tls_inspector(chains: Iterable[lc_pb2.FilterChain]) -> bool:
+    """Something must read the ClientHello before chains on SNI/transport/ALPN can match."""
+    return any(
+        c.filter_chain_match.server_names or c.filter_chain_match.transport_protocol
+        for c in chains
+    )
+
+
+def needs_http_inspector(chains: Iterable[lc_pb2.FilterChain]) -> bool:
+    return any(
+        set(c.filter_chain_match.application_protocols) & set(PLAINTEXT_HTTP_ALPN)
+        for c in chains
+    )
+
+
+def _port_ranges(ports: Iterable[int]) -> list[range_pb2.Int32Range]:
+    """Sorted ports folded into half-open ranges: 80, 81, 90 → [80, 82), [90, 91)."""
+    out: list[range_pb2.Int32Range] = []
+    for port in sorted(set(ports)):
+        if out and out[-1].end == port:
+            out[-1].end = port + 1
+        else:
+            out.append(range_pb2.Int32Range(start=port, end=port + 1))
+    return out
+
+
+def disabled_on_ports(ports: Iterable[int]) -> lc_pb2.ListenerFilterChainMatchPredicate | None:
+    """A predicate true for the given destination ports (None when there are none)."""
+    rules = [lc_pb2.ListenerFilterChainMatchPredicate(destination_port_range=r)
+             for r in _port_ranges(ports)]
+    if not rules:
+        return None
+    if len(rules) == 1:
+        return rules[0]
+    # A match set needs at least two rules, hence the single-rule case above.
+    return lc_pb2.ListenerFilterChainMatchPredicate(
+        or_match=lc_pb2.ListenerFilterChainMatchPredicate.MatchSet(rules=rules)
+    )
+
+
+def listener_filter(
+    name: str, skip_ports: Iterable[int] = ()
+) -> lc_pb2.ListenerFilter:
+    """One of the three listener filters pilotfish uses, optionally off for some ports."""
+    config = {
+        ORIGINAL_DST: original_dst_pb2.OriginalDst,
+        TLS_INSPECTOR: tls_inspector_pb2.TlsInspector,
+        HTTP_INSPECTOR: http_inspector_pb2.HttpInspector,
+    }[name]()
+    out = lc_pb2.ListenerFilter(name=name, typed_config=pack(config))
+    predicate = disabled_on_ports(skip_ports)
+    if predicate is not None:
+        out.filter_disabled.CopyFrom(predicate)
+    return out
+
+
+def inspectors_for(chains: Sequence[lc_pb2.FilterChain]) -> list[lc_pb2.ListenerFilter]:
+    """The inspectors a single-port listener's chains need, TLS before HTTP."""
+    out = []
+    if needs_tls_inspector(chains):
+        out.append(listener_filter(TLS_INSPECTOR))
+    if needs_http_inspector(chains):
+        out.append(listener_filter(HTTP_INSPECTOR))
+    return out
