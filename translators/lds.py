@@ -1,0 +1,52 @@
+"""LDS: the listeners of one proxy (entry point ``lds`` in group ``pilotfish.xds``).
+
+Sidecars get the capture listeners (``virtualOutbound`` on 15001, ``virtualInbound`` on
+15006) plus one unbound listener per outbound port or VIP; routers get one bound listener
+per Gateway server port. HTTP listeners point at route tables by name (RDS over ADS), so a
+VirtualService HTTP change moves routes only; the names are the contract with the RDS
+translator:
+
+- sidecar outbound HTTP and auto-detect port P: ``"P"``;
+- gateway plain HTTP port P: ``http.P``; terminated HTTPS:
+  ``https.<port>.<portName>.<gatewayName>.<gatewayNamespace>``;
+- sidecar inbound routes are inline (``inbound|<targetPort>||``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.listener.v3 import listener_pb2
+
+from pilotfish.core.hookspecs import hookimpl
+from pilotfish.core.proxy import Proxy, ProxyType
+from pilotfish.core.push_context import PushContext
+from pilotfish.core.xds import types
+from pilotfish.translators.gateway_listeners import gateway_listeners
+from pilotfish.translators.sidecar_inbound import virtual_inbound
+from pilotfish.translators.sidecar_outbound import outbound_listeners
+
+
+class LdsGenerator:
+    type_url = types.LISTENER
+    # Services and ServiceEntries shape the outbound listeners, Sidecar narrows them,
+    # VirtualService tcp/tls routes are resolved into listeners, Gateways make router
+    # listeners. Workload objects are absent on purpose: inbound ports come from the
+    # proxy's own metadata, and endpoint churn must not rebuild listeners.
+    depends_on = frozenset({"Gateway", "Service", "ServiceEntry", "Sidecar", "VirtualService"})
+
+    def generate(
+        self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
+    ) -> list[listener_pb2.Listener]:
+        if proxy.type is ProxyType.SIDECAR:
+            outbound = outbound_listeners(push, proxy)
+            # virtualOutbound, virtualInbound, then the per-port listeners.
+            return [outbound[0], virtual_inbound(push, proxy), *outbound[1:]]
+        if proxy.type is ProxyType.ROUTER:
+            return gateway_listeners(push, proxy)
+        return []  # waypoints and ztunnel arrive with ambient mode
+
+
+@hookimpl
+def pilotfish_xds_generator() -> LdsGenerator:
+    return LdsGenerator()
