@@ -1,0 +1,53 @@
+"""RDS: the route configurations a proxy's HTTP listeners name.
+
+Route configuration names are the contract with LDS:
+
+- sidecars: ``"<port>"`` for every port on which some visible service speaks HTTP or an
+  undeclared (auto-detected) protocol — the RDS name of outbound listener ``0.0.0.0_<port>``;
+- routers: ``http.<port>`` per port with plain-HTTP servers and
+  ``https.<port>.<portName>.<gateway>.<namespace>`` per TLS-terminating HTTPS server
+  (`pilotfish.translators.gateway_routes.route_name` computes it for a server).
+
+Output depends only on the proxy's scope (type, namespace, labels, DNS domain).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.route.v3 import route_pb2
+
+from pilotfish.core.hookspecs import hookimpl
+from pilotfish.core.proxy import Proxy, ProxyType
+from pilotfish.core.push_context import PushContext
+from pilotfish.core.xds import types
+from pilotfish.translators.gateway_routes import gateway_route_configs
+from pilotfish.translators.virtual_hosts import sidecar_ports, sidecar_route_config
+
+
+class RdsGenerator:
+    """Generator for ``RouteConfiguration`` resources (plugin ``rds``)."""
+
+    type_url = types.ROUTE
+    # Endpoints and workloads never change a route table; these kinds can.
+    depends_on: frozenset[str] | None = frozenset({
+        "VirtualService", "DestinationRule", "Service", "ServiceEntry", "Gateway", "Sidecar",
+    })
+
+    def generate(
+        self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
+    ) -> list[route_pb2.RouteConfiguration]:
+        if proxy.type is ProxyType.ROUTER:
+            return gateway_route_configs(push, proxy, memo)
+        if proxy.type is ProxyType.SIDECAR:
+            return [
+                sidecar_route_config(push, proxy, port, memo)
+                for port in sidecar_ports(push, proxy)
+            ]
+        # Waypoints and ztunnel get no Istio-style RDS from this generator.
+        return []
+
+
+@hookimpl
+def pilotfish_xds_generator() -> RdsGenerator:
+    return RdsGenerator()
