@@ -1,0 +1,267 @@
+"""Generated listeners are accepted by a real Envoy (``envoy --mode validate``).
+
+Each scenario's listeners go into the agent's real bootstrap as static listeners, next to a
+stub static cluster for every cluster they name. RDS and credential secrets stay on ADS and
+ISTIO_MUTUAL secrets on ``sds-grpc``, exactly as the bootstrap declares them, so Envoy
+checks the references as it would for the pushed resources.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+
+from pilotfish.core import push_context
+from pilotfish.core.meshconfig import MeshSettings
+from pilotfish.core.proxy import parse_node
+from pilotfish.core.proxy_backend import ProxyNotInstalled, ProxyOptions
+from pilotfish.core.yamlload import load_text
+from pilotfish.plugins.envoy_proxy import EnvoyBackend, envoy_binary
+from pilotfish.translators import lds
+
+pytestmark = pytest.mark.envoy
+
+try:
+    envoy_binary()
+except ProxyNotInstalled as exc:  # pragma: no cover - CI installs the envoy extra
+    pytest.skip(str(exc), allow_module_level=True)
+
+SIDECAR_CONFIG = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: grpc-api, port: 9090}
+  - {name: tcp-admin, port: 9999, targetPort: 9000}
+  - {name: stats, port: 7000}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: tcp-db, port: 5432}, {name: mysql, port: 3306}, {name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cache, namespace: default}
+spec:
+  clusterIP: 10.96.0.30
+  ports: [{name: data, port: 7000}, {name: tls-data, port: 6380}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: headless, namespace: default}
+spec:
+  clusterIP: None
+  ports: [{name: tcp-peer, port: 7000}, {name: other, port: 7100}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [api.example.com, pay.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 443, name: tls, protocol: TLS}, {number: 5672, name: tcp, protocol: TCP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ranges, namespace: default}
+spec:
+  hosts: [legacy.internal]
+  addresses: [192.168.0.0/16, 10.200.0.1]
+  resolution: STATIC
+  ports: [{number: 7000, name: tcp, protocol: TCP}, {number: 7100, name: auto}]
+  endpoints: [{address: 192.168.1.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db]
+  tcp:
+  - route:
+    - {destination: {host: db, subset: v1}, weight: 70}
+    - {destination: {host: db, subset: v2}, weight: 30}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cache, namespace: default}
+spec:
+  hosts: [cache]
+  tls:
+  - match: [{sniHosts: [a.cache.example.com, b.cache.example.com]}]
+    route: [{destination: {host: cache, subset: a}}]
+  - match: [{sniHosts: [b.cache.example.com]}]
+    route: [{destination: {host: cache, subset: b}}]
+"""
+
+GATEWAY_CONFIG = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80}, {name: https, port: 443}, {name: tcp-db, port: 5432}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["shop/web.example.com"]
+  - port: {number: 8080, name: http-api, protocol: HTTP}
+    hosts: ["api.example.com"]
+  - port: {number: 8443, name: https-web, protocol: HTTPS}
+    hosts: ["shop/web.example.com"]
+    tls: {mode: SIMPLE, credentialName: web-cert}
+  - port: {number: 8443, name: https-api, protocol: HTTPS}
+    hosts: ["api.example.com"]
+    tls: {mode: MUTUAL, credentialName: api-cert, subjectAltNames: [client.example.com]}
+  - port: {number: 8443, name: https-partner, protocol: HTTPS}
+    hosts: ["partner.example.com"]
+    tls: {mode: OPTIONAL_MUTUAL, credentialName: partner-cert, minProtocolVersion: TLSV1_3}
+  - port: {number: 8443, name: tls-pass, protocol: TLS}
+    hosts: ["pass.example.com"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 15443, name: tls-mesh, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: ISTIO_MUTUAL}
+  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: ["*"]
+  - port: {number: 9443, name: tls-db, protocol: TLS}
+    hosts: ["db.example.com"]
+    tls: {mode: SIMPLE, credentialName: db-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: l4, namespace: shop}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/public]
+  tls:
+  - match: [{sniHosts: [pass.example.com]}]
+    route: [{destination: {host: web, port: {number: 443}}}]
+  tcp:
+  - route:
+    - {destination: {host: web, port: {number: 5432}}, weight: 50}
+    - {destination: {host: web, port: {number: 5432}, subset: b}, weight: 50}
+"""
+
+FILE_TLS_CONFIG = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: files, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: ["web.example.com"]
+    tls:
+      mode: MUTUAL
+      serverCertificate: {dir}/cert.pem
+      privateKey: {dir}/key.pem
+      caCertificates: {dir}/cert.pem
+"""
+
+SIDECAR_NODE = "sidecar~10.0.0.5~web-1.default~default.svc.cluster.local"
+ROUTER_NODE = "router~10.0.0.9~gw-1.istio-system~istio-system.svc.cluster.local"
+# outbound|PORT|SUBSET|HOST, inbound|PORT||, or one of the fixed clusters.
+CLUSTER_NAME = re.compile(
+    r"^(outbound\|\d+\|[^|]*\|[^|]+|inbound\|\d+\|\||PassthroughCluster|BlackHoleCluster"
+    r"|InboundPassthroughCluster)$"
+)
+
+
+def generate(config: str, node: str, labels: dict[str, str], mesh: MeshSettings) -> list[Any]:
+    objects, errors = load_text(config, "test.yaml")
+    assert not errors
+    push = push_context.build(objects, mesh, "v1")
+    proxy = parse_node(node, {"LABELS": labels})
+    out = lds.LdsGenerator().generate(push, proxy, {})
+    assert out, "the scenario must produce listeners"
+    return [json_format.MessageToDict(listener) for listener in out]
+
+
+def referenced_clusters(node: Any) -> set[str]:
+    """Cluster names a listener refers to (tcp_proxy, weighted, inline routes, gRPC)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("cluster", "clusterName") and isinstance(value, str):
+                found.add(value)
+            elif key == "weightedClusters":
+                found |= {entry["name"] for entry in value["clusters"]}
+            else:
+                found |= referenced_clusters(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= referenced_clusters(value)
+    return found
+
+
+def validate(listeners: list[Any], tmp_path: Path, proxy_type: str) -> None:
+    backend = EnvoyBackend()
+    options = ProxyOptions(
+        name="p-1", namespace="default", ip="10.0.0.5", discovery_address="127.0.0.1:15010",
+        config_dir=tmp_path, proxy_type=proxy_type,
+    )
+    bootstrap = backend.bootstrap(options)
+    static = bootstrap["static_resources"]
+    present = {cluster["name"] for cluster in static["clusters"]}
+    names = referenced_clusters(listeners) - present
+    assert all(CLUSTER_NAME.match(name) for name in names), sorted(names)
+    static["clusters"] += [
+        {"name": name, "type": "STATIC", "load_assignment": {"cluster_name": name}}
+        for name in sorted(names)
+    ]
+    static["listeners"] = listeners
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(bootstrap, indent=1))
+    backend.check(path)  # raises BootstrapError with Envoy's own words
+
+
+@pytest.mark.parametrize("policy", ["ALLOW_ANY", "REGISTRY_ONLY"])
+def test_envoy_accepts_sidecar_listeners(tmp_path: Path, policy: str) -> None:
+    mesh = MeshSettings(outbound_traffic_policy=policy, protocol_detection_timeout=0.1)
+    listeners = generate(SIDECAR_CONFIG, SIDECAR_NODE, {"app": "web"}, mesh)
+    names = {listener["name"] for listener in listeners}
+    # HTTP, auto-detect, TCP-with-VIP and SNI listeners are all in the scenario.
+    assert {"virtualOutbound", "virtualInbound", "0.0.0.0_80", "0.0.0.0_7000",
+            "10.96.0.20_5432", "0.0.0.0_443", "10.96.0.30_6380"} <= names
+    validate(listeners, tmp_path, "sidecar")
+
+
+def test_envoy_accepts_gateway_listeners(tmp_path: Path) -> None:
+    listeners = generate(GATEWAY_CONFIG, ROUTER_NODE, {"istio": "ingressgateway"},
+                         MeshSettings())
+    assert [listener["name"] for listener in listeners] == [
+        "0.0.0.0_8080", "0.0.0.0_8443", "0.0.0.0_9000", "0.0.0.0_9443", "0.0.0.0_15443"]
+    validate(listeners, tmp_path, "router")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a cert")
+def test_envoy_accepts_gateway_tls_from_files(tmp_path: Path) -> None:
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=web.example.com",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+        check=True, capture_output=True,
+    )
+    listeners = generate(FILE_TLS_CONFIG.format(dir=tmp_path), ROUTER_NODE,
+                         {"istio": "ingressgateway"}, MeshSettings())
+    validate(listeners, tmp_path, "router")
