@@ -76,8 +76,10 @@ def translate(
             return None
     elif isinstance(http.get("directResponse"), Mapping):
         _direct_response(out, http["directResponse"])
-    else:
+    elif http.get("route"):
         forward(ctx, out, http, rule.namespace, ops.authority)
+    else:
+        return None  # nowhere to send it: Envoy rejects a route without an action
 
     out.decorator.operation = _operation(out, vs.name, ctx.port)
     for filter_name, config in per_filter_config(http).items():

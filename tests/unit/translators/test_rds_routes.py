@@ -267,6 +267,24 @@ def test_weighted_destinations_drop_zero_and_carry_headers() -> None:
     assert route.decorator.operation == "reviews-vs:9080/*"
 
 
+def test_weights_left_out_split_evenly() -> None:
+    route = only("""\
+  - route:
+    - destination: {host: reviews, subset: v1}
+    - destination: {host: reviews, subset: v2}
+""")
+    assert [c.weight.value for c in route.route.weighted_clusters.clusters] == [1, 1]
+
+
+def test_rule_with_nowhere_to_go_is_left_out() -> None:
+    found = routes("""\
+  - match: [{uri: {prefix: /nothing}}]
+    timeout: 1s
+  - route: [{destination: {host: reviews}}]
+""")
+    assert [r.match.prefix for r in found] == ["/"]
+
+
 def test_single_destination_headers_go_on_the_route() -> None:
     route = only("""\
   - route:
@@ -557,6 +575,15 @@ def test_consistent_hash_from_destination_rule_goes_on_the_route() -> None:
     assert query.query_parameter.name == "user"
     # Retries stay on the hashed host.
     assert not found[0].route.retry_policy.retry_host_predicate
+
+
+def test_weighted_destinations_share_one_hash_policy() -> None:
+    route = only("""\
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 50}
+""", extra=DR_HASH)
+    assert [p.header.header_name for p in route.route.hash_policy] == ["x-user"]
 
 
 def test_consistent_hash_on_default_route_without_virtual_service() -> None:
