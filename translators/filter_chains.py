@@ -108,8 +108,6 @@ def sniffed_chains(
     name: str,
     http: lc_pb2.Filter,
     tcp: lc_pb2.Filter | None,
-    *,
-    destination_port: int | None = None,
     prefixes: Sequence[str] = (),
 ) -> list[lc_pb2.FilterChain]:
     """Chains that send sniffed plaintext HTTP to ``http`` and everything else to ``tcp``.
@@ -117,13 +115,11 @@ def sniffed_chains(
     The HTTP chain must insist on ``raw_buffer``, or a TLS client offering ``http/1.1`` in
     its ALPN would land in the HTTP connection manager. Envoy then prefers that chain for
     every plaintext connection and drops non-HTTP bytes when its ALPN step fails, so raw TCP
-    needs a ``raw_buffer`` chain of its own, and TLS one for ``tls``.
-    Without ``tcp`` only the HTTP chain is made (the listener's default chain takes the
-    rest).
+    needs a ``raw_buffer`` chain of its own, and TLS a ``tls`` one. Without ``tcp`` only
+    the HTTP chain is made and the listener's default chain takes the rest.
     """
     def match(transport: str = "", alpn: Sequence[str] = ()) -> lc_pb2.FilterChainMatch:
-        return chain_match(destination_port=destination_port, prefixes=prefixes,
-                           transport=transport, alpn=alpn)
+        return chain_match(prefixes=prefixes, transport=transport, alpn=alpn)
 
     chains = [filter_chain(name, match(RAW_BUFFER, PLAINTEXT_HTTP_ALPN), http)]
     if tcp is not None:

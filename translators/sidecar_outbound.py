@@ -235,7 +235,7 @@ def _group(
         for r in sni
     ]
     if http is not None:
-        chains += sniffed_chains(name, http, tcp, prefixes=prefixes)
+        chains += sniffed_chains(name, http, tcp, prefixes)
     elif tcp is not None:
         chains.append(filter_chain(name, chain_match(prefixes=prefixes), tcp))
     return chains
