@@ -22,7 +22,7 @@ from pilotfish.core.proxy import Proxy, ProxyType
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.xds import types
 from pilotfish.translators.gateway_routes import gateway_route_configs
-from pilotfish.translators.virtual_hosts import sidecar_ports, sidecar_route_config
+from pilotfish.translators.virtual_hosts import sidecar_route_configs
 
 
 class RdsGenerator:
@@ -40,10 +40,7 @@ class RdsGenerator:
         if proxy.type is ProxyType.ROUTER:
             return gateway_route_configs(push, proxy, memo)
         if proxy.type is ProxyType.SIDECAR:
-            return [
-                sidecar_route_config(push, proxy, port, memo)
-                for port in sidecar_ports(push, proxy)
-            ]
+            return sidecar_route_configs(push, proxy, memo)
         # Waypoints and ztunnel get no Istio-style RDS from this generator.
         return []
 

@@ -42,9 +42,13 @@ def _http_port(service: Service, port: int) -> bool:
 def sidecar_ports(push: PushContext, proxy: Proxy) -> list[int]:
     """Ports that get a route configuration: every HTTP or auto-detected port of a visible
     service (ExternalName aliases ride on their target's route)."""
+    return _ports(push.visible_services(proxy))
+
+
+def _ports(visible: Iterable[Service]) -> list[int]:
     ports = {
         p.port
-        for svc in push.visible_services(proxy) if svc.resolution is not Resolution.ALIAS
+        for svc in visible if svc.resolution is not Resolution.ALIAS
         for p in svc.ports if p.protocol.is_http or p.protocol.is_unsupported
     }
     return sorted(ports)
@@ -138,24 +142,42 @@ def _catch_all(policy: str) -> rc.VirtualHost:
                           include_request_attempt_count=True)
 
 
-def sidecar_route_config(
-    push: PushContext, proxy: Proxy, port: int, memo: dict[Any, Any]
-) -> route_pb2.RouteConfiguration:
-    """Route configuration ``str(port)`` for a sidecar's outbound listener on that port."""
+@attrs.frozen
+class _View:
+    """What a sidecar sees, computed once for all of its route configurations."""
+
+    visible: list[Service]
+    aliases: dict[str, list[Service]]  # target hostname → ExternalName services naming it
+    vss: list[VirtualService]  # bound to mesh, visible, imported by the Sidecar resource
+    policy: str  # outbound traffic policy: ALLOW_ANY or REGISTRY_ONLY
+
+
+def sidecar_route_configs(
+    push: PushContext, proxy: Proxy, memo: dict[Any, Any]
+) -> list[route_pb2.RouteConfiguration]:
+    """Route configurations ``"<port>"`` for every port in `sidecar_ports`."""
     visible = push.visible_services(proxy)
-    services = [s for s in visible if s.resolution is not Resolution.ALIAS and _http_port(s, port)]
-    by_host = {s.hostname: s for s in services}
     aliases: dict[str, list[Service]] = {}
     for svc in visible:
         if svc.resolution is Resolution.ALIAS and svc.external_name:
             aliases.setdefault(svc.external_name, []).append(svc)
+    view = _View(visible, aliases, _bound_virtual_services(push, proxy),
+                 push.outbound_traffic_policy(proxy))
+    return [_route_config(push, proxy, view, port, memo) for port in _ports(visible)]
 
-    vss = _bound_virtual_services(push, proxy)
-    owners = _owners(vss, services)
+
+def _route_config(
+    push: PushContext, proxy: Proxy, view: _View, port: int, memo: dict[Any, Any]
+) -> route_pb2.RouteConfiguration:
+    services = [
+        s for s in view.visible if s.resolution is not Resolution.ALIAS and _http_port(s, port)
+    ]
+    by_host = {s.hostname: s for s in services}
+    owners = _owners(view.vss, services)
     ctx = RouteContext(push, proxy, port, frozenset({MESH_GATEWAY}))
     builder = _Builder(known_fqdns=set(by_host))
     claimed: set[str] = set()
-    for index, vs in enumerate(vss):
+    for index, vs in enumerate(view.vss):
         plain, matched = _split_hosts(vs, index, by_host, owners)
         if not matched and port != PLAIN_HOST_PORT:
             continue
@@ -165,7 +187,8 @@ def sidecar_route_config(
         for host in plain:
             builder.add(f"{host}:{port}", [host], [], routes)
         for svc in matched:
-            domains, short = service_domains(svc, proxy.dns_domain, aliases.get(svc.hostname, ()))
+            aliases = view.aliases.get(svc.hostname, ())
+            domains, short = service_domains(svc, proxy.dns_domain, aliases)
             builder.add(f"{svc.hostname}:{port}", domains, short, routes)
             claimed.add(svc.hostname)
 
@@ -173,12 +196,13 @@ def sidecar_route_config(
         if svc.hostname in claimed:
             continue
         policy = hash_policy(consistent_hash(push, proxy, svc.hostname, port))
-        domains, short = service_domains(svc, proxy.dns_domain, aliases.get(svc.hostname, ()))
+        aliases = view.aliases.get(svc.hostname, ())
+        domains, short = service_domains(svc, proxy.dns_domain, aliases)
         builder.add(f"{svc.hostname}:{port}", domains, short,
                     [default_route(ctx, svc.hostname, port, policy)])
 
     virtual_hosts = sorted(builder.hosts, key=lambda v: v.name)
-    virtual_hosts.append(_catch_all(push.outbound_traffic_policy(proxy)))
+    virtual_hosts.append(_catch_all(view.policy))
     return route_pb2.RouteConfiguration(
         name=str(port),
         virtual_hosts=virtual_hosts,
