@@ -32,13 +32,14 @@ STDOUT_LOGGER = "envoy.access_loggers.stdout"
 
 # One line per request or TCP connection, in the spirit of Istio's default text format but
 # shorter: what was asked, what happened (code, flags, details), how long, and where it went.
-# HTTP-only operators print "-" on TCP connections, so the same format serves both.
+# HTTP-only operators print "-" on TCP connections, so the same format serves both. The raw
+# cluster name, because %UPSTREAM_CLUSTER% prints the cluster's alt_stat_name ("name;").
 ACCESS_LOG_FORMAT = (
     '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
     "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% "
     "%BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms "
     '"%REQ(:AUTHORITY)%" "%REQ(X-REQUEST-ID)%" "%REQ(USER-AGENT)%" '
-    "%UPSTREAM_CLUSTER% %UPSTREAM_HOST% "
+    "%UPSTREAM_CLUSTER_RAW% %UPSTREAM_HOST% "
     "%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %REQUESTED_SERVER_NAME% "
     "%ROUTE_NAME%\n"
 )
