@@ -26,6 +26,9 @@ class Issue:
     path: FieldPath
     message: str  # what follows "<field>: " in the API server's text
     severity: str = ERROR
+    # The API server skips CEL rules when an object has errors of these shapes (wrong
+    # type, missing, unsupported, too long, too many): the rules could not be typed.
+    blocking: bool = attrs.field(default=False, eq=False)
 
     @property
     def field(self) -> str:
@@ -52,7 +55,8 @@ def show_value(value: Any) -> str:
 
 
 def required(path: FieldPath, detail: str = "") -> Issue:
-    return Issue(path, f"Required value: {detail}" if detail else "Required value")
+    return Issue(path, f"Required value: {detail}" if detail else "Required value",
+                 blocking=True)
 
 
 def invalid(path: FieldPath, value: Any, detail: str) -> Issue:
@@ -69,15 +73,16 @@ def duplicate(path: FieldPath, value: Any) -> Issue:
 
 def unsupported(path: FieldPath, value: Any, supported: Iterable[Any]) -> Issue:
     choices = ", ".join(show_value(choice) for choice in supported)
-    return Issue(path, f"Unsupported value: {show_value(value)}: supported values: {choices}")
+    return Issue(path, f"Unsupported value: {show_value(value)}: supported values: {choices}",
+                 blocking=True)
 
 
 def too_long(path: FieldPath, limit: int) -> Issue:
-    return Issue(path, f"Too long: may not be more than {limit} characters")
+    return Issue(path, f"Too long: may not be more than {limit} characters", blocking=True)
 
 
 def too_many(path: FieldPath, actual: int, limit: int) -> Issue:
-    return Issue(path, f"Too many: {actual}: must have at most {limit} items")
+    return Issue(path, f"Too many: {actual}: must have at most {limit} items", blocking=True)
 
 
 def in_body(path: FieldPath, value: Any, detail: str) -> Issue:
