@@ -269,3 +269,18 @@ def test_namespace_and_object_names():
     assert errors("apiVersion: v1\nkind: Namespace\nmetadata: {name: Shop}\n")[0].startswith(
         'metadata.name: Invalid value: "Shop": must be a lowercase RFC 1123 label')
     assert errors(dr("host: web\n").replace("name: web", "name: Web_1")) != []
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ('hosts: ["api*"]\n', "spec.hosts[0]: Invalid value: \"api*\": domain name 'api*' has an "
+     "invalid label 'api*'"),
+    ("hosts: [db.example.com]\naddresses: [10.0.0.0/40]\n",
+     "spec.addresses[0]: Invalid value: \"10.0.0.0/40\": '10.0.0.0/40' is not a valid IP "
+     "address or CIDR block"),
+    ('hosts: [db.example.com]\nresolution: STATIC\nworkloadSelector: {labels: {"*": db}}\n',
+     'spec.workloadSelector.labels.*: Invalid value: "*=db": wildcard is not supported in '
+     "selector"),
+])
+def test_service_entry_cases_the_crd_rules_leave_to_the_webhook(spec: str, expected: str):
+    text = NET + "kind: ServiceEntry\nmetadata: {name: db}\nspec:\n" + textwrap.indent(spec, "  ")
+    assert expected in errors(text)
