@@ -6,6 +6,7 @@ file; when something fails the log tail is in the error message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -124,10 +125,9 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(5)
-        try:  # children that outlived their parent (e.g. a proxy) go too
+        with contextlib.suppress(ProcessLookupError):
+            # Children that outlived their parent (e.g. a proxy) go too.
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return self.popen.returncode
 
 

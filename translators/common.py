@@ -6,6 +6,7 @@ from typing import Any
 
 from envoy.config.core.v3 import config_source_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
+
 from pilotfish.core.meshconfig import parse_duration
 
 INBOUND = "inbound"

@@ -62,7 +62,7 @@ def test_mesh_config_parses_and_names_bad_fields(tmp_path):
     assert config.mesh.outbound_traffic_policy == "REGISTRY_ONLY"
     assert config.discovery.debounce_after == pytest.approx(0.02)
     path.write_text("mesh: {connectTimeout: soon}\n")
-    with pytest.raises(meshconfig.MeshConfigError, match="mesh.connectTimeout"):
+    with pytest.raises(meshconfig.MeshConfigError, match=r"mesh\.connectTimeout"):
         meshconfig.load(path)
     path.write_text("mesh: {outboundTrafficPolicy: {mode: MAYBE}}\n")
     with pytest.raises(meshconfig.MeshConfigError, match="MAYBE"):

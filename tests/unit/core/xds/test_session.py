@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+
 from pilotfish.core.xds import types
 from pilotfish.core.xds.resources import Resource, ResourceSet
 from pilotfish.core.xds.session import Mode, Outcome, Session, SyncStatus
-
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
 
 
 def clusters(*names: str, tag: str = "") -> ResourceSet:
