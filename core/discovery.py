@@ -56,14 +56,11 @@ class PushRecord:
 
 
 def make_validator(plugins: Plugins) -> Validator:
-    """Schema and semantic validation, then whatever plugins add."""
+    """Schema, CEL and semantic validation, then whatever plugins add."""
     from pilotfish.core import validation
 
     def validate(obj: Any) -> list[ConfigError]:
-        problems = list(validation.validate(obj))
-        if not any(p.severity == "error" for p in problems):
-            problems += plugins.validate_config(obj)
-        return problems
+        return validation.validate(obj, plugins.validate_config)
 
     return validate
 
