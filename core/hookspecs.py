@@ -42,7 +42,6 @@ def pilotfish_config_kinds() -> Sequence[KindInfo]:
     served versions, namespaced or not). Objects of kinds nobody declares are reported as
     unknown and ignored. All results are combined.
     """
-    raise NotImplementedError  # pragma: no cover - hookspec
 
 
 @hookspec
@@ -55,7 +54,6 @@ def pilotfish_validate_config(obj: ConfigObject) -> Sequence[ConfigError]:
     ``severity="warning"`` for problems that should not reject the object). All results
     are combined; any error rejects the object and the last good version stays in force.
     """
-    raise NotImplementedError  # pragma: no cover - hookspec
 
 
 @hookspec
@@ -67,7 +65,6 @@ def pilotfish_config_source(settings: SourceSettings) -> ConfigSource | None:
     ``run(store, *, task_status)`` that feeds the store until cancelled, or ``None`` when
     the settings do not ask for this source. All non-None results run side by side.
     """
-    raise NotImplementedError  # pragma: no cover - hookspec
 
 
 # ---------------------------------------------------------------------------------------
@@ -84,7 +81,6 @@ def pilotfish_xds_generator() -> Generator:
     ``generate(push, proxy, memo)`` returning protobuf messages. Two plugins must not
     return generators for the same type URL.
     """
-    raise NotImplementedError  # pragma: no cover - hookspec
 
 
 @hookspec
@@ -99,7 +95,6 @@ def pilotfish_patch_resources(
     so decide only from those fields and from ``push``. Every implementation is called.
     A resource the proxy rejects is NACKed and shows as ERROR in ``proxy-status``.
     """
-    raise NotImplementedError  # pragma: no cover - hookspec
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,4 +110,3 @@ def pilotfish_proxy_backend() -> ProxyBackend:
     ``pilotfish.core.proxy_backend.ProxyBackend``: write a bootstrap, check it, and run
     the proxy process. The agent picks the backend named by ``--proxy``.
     """
-    raise NotImplementedError  # pragma: no cover - hookspec

@@ -163,6 +163,17 @@ def _set_clusters(
     return False
 
 
+def set_timeout(action: rc.RouteAction, timeout: duration_pb2.Duration) -> None:
+    """The route timeout; gRPC clients' grpc-timeout is honoured up to it (0s: unbounded).
+
+    Envoy marks ``max_grpc_timeout`` deprecated (and logs so), but its replacement,
+    ``max_stream_duration.grpc_timeout_header_max``, makes Envoy 1.40 ignore the route
+    ``timeout`` for plain HTTP requests; Istio keeps the deprecated field for that reason.
+    """
+    action.timeout.CopyFrom(timeout)
+    action.max_grpc_timeout.CopyFrom(timeout)
+
+
 def forward(
     ctx: RouteContext, out: rc.Route, http: Mapping[str, Any], namespace: str, authority: str
 ) -> None:
@@ -171,9 +182,7 @@ def forward(
     timeout = (
         istio_duration(http["timeout"]) if http.get("timeout") else duration_pb2.Duration()
     )
-    action.timeout.CopyFrom(timeout)
-    # gRPC clients send grpc-timeout; honour it up to the route timeout (0s: unbounded).
-    action.max_grpc_timeout.CopyFrom(timeout)
+    set_timeout(action, timeout)
 
     rewrite = http.get("rewrite") or {}
     regex_rewrite = rewrite.get("uriRegexRewrite")

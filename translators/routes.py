@@ -21,7 +21,7 @@ from pilotfish.translators.common import OUTBOUND, cluster_name, parse_cluster_n
 from pilotfish.translators.delegates import HttpRule, http_rules
 from pilotfish.translators.destinations import RouteContext
 from pilotfish.translators.retry import retry_policy
-from pilotfish.translators.route_action import apply_header_ops, forward, header_ops
+from pilotfish.translators.route_action import apply_header_ops, forward, header_ops, set_timeout
 from pilotfish.translators.route_filters import per_filter_config
 
 DEFAULT_ROUTE_NAME = "default"
@@ -149,12 +149,8 @@ def default_route(
     ctx: RouteContext, hostname: str, port: int, hash_policy: rc.RouteAction.HashPolicy | None
 ) -> rc.Route:
     """The route of a service no VirtualService takes over: everything to its cluster."""
-    no_timeout = duration_pb2.Duration()
-    action = rc.RouteAction(
-        cluster=cluster_name(OUTBOUND, port, "", hostname),
-        timeout=no_timeout,
-        max_grpc_timeout=no_timeout,
-    )
+    action = rc.RouteAction(cluster=cluster_name(OUTBOUND, port, "", hostname))
+    set_timeout(action, duration_pb2.Duration())
     if hash_policy is not None:
         action.hash_policy.append(hash_policy)
     policy = retry_policy(

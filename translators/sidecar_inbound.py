@@ -116,9 +116,9 @@ def chain_options(kind: PortKind, mode: MtlsMode) -> tuple[ChainOption, ...]:
     try:
         return _OPTIONS[(kind, mode)]
     except KeyError:
-        raise NotImplementedError(
+        raise ValueError(
             f"inbound {kind.value} chains in {mode.value} mode need mTLS termination, "
-            "which arrives with PeerAuthentication support"
+            "which pilotfish does not generate yet (PeerAuthentication support)"
         ) from None
 
 

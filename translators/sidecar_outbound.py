@@ -93,6 +93,8 @@ class _PortPlan:
 def _plan(services: Sequence[Service]) -> dict[int, _PortPlan]:
     plans: dict[int, _PortPlan] = {}
     for service in services:
+        if service.resolution is Resolution.ALIAS:
+            continue  # ExternalName: no listener of its own (RDS points at the target)
         for port in service.ports:
             if port.protocol is Protocol.UDP:
                 continue
@@ -102,8 +104,6 @@ def _plan(services: Sequence[Service]) -> dict[int, _PortPlan]:
             elif port.protocol.is_unsupported:
                 plan.http = True
                 plan.sniffed.extend((address, service) for address in service.vips)
-            elif service.resolution is Resolution.ALIAS:
-                pass  # an ExternalName has no cluster to proxy TCP to
             elif not service.vips:
                 plan.unaddressed.append(service)
             else:

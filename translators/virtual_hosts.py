@@ -21,6 +21,7 @@ from pilotfish.core.proxy import Proxy, ProxyType
 from pilotfish.core.push_context import PushContext, VirtualService
 from pilotfish.translators.common import PASSTHROUGH_CLUSTER
 from pilotfish.translators.destinations import RouteContext, consistent_hash, hash_policy
+from pilotfish.translators.route_action import set_timeout
 from pilotfish.translators.route_match import MESH_GATEWAY
 from pilotfish.translators.routes import default_route, vs_routes
 from pilotfish.translators.vhost_domains import service_domains
@@ -133,10 +134,9 @@ def _catch_all(policy: str) -> rc.VirtualHost:
                          direct_response=rc.DirectResponseAction(status=502))
         name = BLOCK_ALL
     else:
-        no_timeout = duration_pb2.Duration()
-        route = rc.Route(name=ALLOW_ANY, match=rc.RouteMatch(prefix="/"), route=rc.RouteAction(
-            cluster=PASSTHROUGH_CLUSTER, timeout=no_timeout, max_grpc_timeout=no_timeout,
-        ))
+        route = rc.Route(name=ALLOW_ANY, match=rc.RouteMatch(prefix="/"),
+                         route=rc.RouteAction(cluster=PASSTHROUGH_CLUSTER))
+        set_timeout(route.route, duration_pb2.Duration())
         name = ALLOW_ANY
     return rc.VirtualHost(name=name, domains=["*"], routes=[route],
                           include_request_attempt_count=True)

@@ -472,5 +472,5 @@ def test_chain_options_are_the_place_where_mtls_modes_will_go() -> None:
     plaintext = sidecar_inbound.MtlsMode.DISABLE
     assert [o.http for o in sidecar_inbound.chain_options(kinds.AUTO, plaintext)] == [
         True, False, False]
-    with pytest.raises(NotImplementedError, match="PeerAuthentication"):
+    with pytest.raises(ValueError, match="PeerAuthentication"):
         sidecar_inbound.chain_options(kinds.HTTP, sidecar_inbound.MtlsMode.STRICT)
