@@ -225,9 +225,7 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
             workloads.append(pod)
     for obj in by_kind["WorkloadEntry"]:
         workloads.append(_entry_workload(obj.spec, obj.name, obj.namespace))
-    workloads_by_ns: dict[str, list[Workload]] = defaultdict(list)
-    for workload in workloads:
-        workloads_by_ns[workload.namespace].append(workload)
+    index = _WorkloadIndex(workloads)
 
     services: dict[str, Service] = {}
     endpoints: dict[tuple[str, int], list[Endpoint]] = defaultdict(list)
@@ -240,7 +238,7 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
         if service.resolution is Resolution.ALIAS:
             continue
         if service.selector is not None:
-            _select(service, workloads_by_ns[service.namespace], endpoints)
+            _select(service, index.candidates(service.namespace, service.selector), endpoints)
         else:
             for port in service.ports:
                 for address, target, ready in explicit.get(
@@ -258,7 +256,7 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
                 continue
             services[service.hostname] = service
             if service.selector is not None:
-                _select(service, workloads_by_ns[service.namespace], endpoints)
+                _select(service, index.candidates(service.namespace, service.selector), endpoints)
                 continue
             inline = obj.spec.get("endpoints") or []
             for index, raw in enumerate(inline):
@@ -285,6 +283,25 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
         endpoints={key: tuple(value) for key, value in endpoints.items()},
         workloads=tuple(workloads),
     )
+
+
+class _WorkloadIndex:
+    """Workloads by namespace and label pair, so a selector looks at few candidates rather
+    than every workload (services x workloads is quadratic at a thousand of each)."""
+
+    def __init__(self, workloads: Iterable[Workload]) -> None:
+        self._by_ns: dict[str, list[Workload]] = defaultdict(list)
+        self._by_label: dict[tuple[str, str, str], list[Workload]] = defaultdict(list)
+        for workload in workloads:
+            self._by_ns[workload.namespace].append(workload)
+            for key, value in workload.labels.items():
+                self._by_label[(workload.namespace, key, value)].append(workload)
+
+    def candidates(self, namespace: str, selector: Mapping[str, str] | None) -> list[Workload]:
+        if not selector:
+            return self._by_ns.get(namespace, [])
+        lists = [self._by_label.get((namespace, k, v), []) for k, v in selector.items()]
+        return min(lists, key=len)
 
 
 def _select(

@@ -81,6 +81,8 @@ class GenerationCache:
         self.generators = dict(generators)
         self._patcher = patcher
         self._sets: dict[tuple[str, ProxyScope, int], ResourceSet] = {}
+        # The newest set per (type, scope), to diff its successor against.
+        self._latest: dict[tuple[str, ProxyScope], ResourceSet] = {}
         self._memos: dict[tuple[str, int], dict[Any, Any]] = {}
         self.generations = 0  # how many times a generator actually ran (for tests/metrics)
 
@@ -96,7 +98,11 @@ class GenerationCache:
         else:
             memo = self._memos.setdefault((type_url, epoch), {})
             result = self._build(state.push, generator, proxy, memo)
+            previous = self._latest.get((type_url, proxy.scope))
+            if previous is not None:
+                result = result.since(previous)
         self._sets[key] = result
+        self._latest[(type_url, proxy.scope)] = result
         return result
 
     def _build(

@@ -89,10 +89,29 @@ class Resource:
 
 @attrs.frozen
 class ResourceSet:
-    """All resources of one type generated for one proxy scope, in a stable order."""
+    """All resources of one type generated for one proxy scope, in a stable order.
+
+    A set built to replace an earlier one for the same scope carries the difference:
+    ``base`` is the earlier set's version, ``changed`` the names added or modified since,
+    ``removed`` the names gone. A client known to hold ``base`` needs only the difference,
+    which keeps a small change cheap however many resources and proxies there are.
+    """
 
     type_url: str
     resources: Mapping[str, Resource]
+    base: str = ""
+    changed: frozenset[str] = frozenset()
+    removed: frozenset[str] = frozenset()
+
+    def since(self, previous: ResourceSet) -> ResourceSet:
+        """This set, annotated with its difference from ``previous``."""
+        old = previous.resources
+        changed = frozenset(
+            name for name, r in self.resources.items()
+            if (prior := old.get(name)) is None or prior.version != r.version
+        )
+        removed = frozenset(name for name in old if name not in self.resources)
+        return ResourceSet(self.type_url, self.resources, previous.version, changed, removed)
 
     @cached_property
     def version(self) -> str:

@@ -302,9 +302,23 @@ class Session:
     def _scope(self, watch: Watch, current: ResourceSet) -> list[Resource]:
         if watch.wildcard:
             return list(current.resources.values())
-        return [current.resources[n] for n in sorted(watch.names) if n in current.resources]
+        return [current.resources[n] for n in watch.names if n in current.resources]
 
-    def _changed(self, watch: Watch, scope: list[Resource], force: bool) -> list[Resource]:
+    def _incremental(self, watch: Watch, current: ResourceSet, force: bool) -> bool:
+        """Can this plan look only at the set's difference from what the client holds?"""
+        return not force and bool(current.base) and watch.seen_version == current.base
+
+    def _changed(self, watch: Watch, current: ResourceSet, force: bool) -> list[Resource]:
+        """Resources in the client's scope it lacks, holds in another version, or must get."""
+        if self._incremental(watch, current, force):
+            names = current.changed | watch.pending
+            resources = current.resources
+            return [
+                resources[n] for n in sorted(names)
+                if n in resources and watch.in_scope(n) and (
+                    n in watch.pending or watch.known.get(n) != resources[n].version)
+            ]
+        scope = self._scope(watch, current)
         if force:
             return scope
         known = watch.known
@@ -312,30 +326,32 @@ class Session:
         return [r for r in scope if r.name in pending or known.get(r.name) != r.version]
 
     def _plan_sotw(self, watch: Watch, current: ResourceSet, force: bool) -> Response | None:
-        scope = self._scope(watch, current)
         if types.is_wildcard(watch.type_url):
-            # Full-state types: every response carries the whole set; absence deletes.
-            changed = {r.name: r.version for r in scope} != watch.known
-            if not (changed or force or watch.must_respond or watch.pending):
-                return None
-            return self._response(watch, current.version, scope, ())
+            # Full-state types: every response carries the whole set; absence deletes. The
+            # fast path in plan() already found that something changed.
+            return self._response(watch, current.version, self._scope(watch, current), ())
         # Non-full-state types: send only what the client lacks or must refresh.
-        send = self._changed(watch, scope, force)
+        send = self._changed(watch, current, force)
         if not send:
             return None
         return self._response(watch, current.version, send, ())
 
     def _plan_delta(self, watch: Watch, current: ResourceSet, force: bool) -> Response | None:
-        scope = self._scope(watch, current)
-        send = self._changed(watch, scope, force)
-        in_scope = {r.name for r in scope}
-        removed = [name for name in watch.known if name not in in_scope]
+        send = self._changed(watch, current, force)
+        if self._incremental(watch, current, force):
+            removed = [n for n in sorted(current.removed) if n in watch.known]
+        else:
+            removed = [
+                name for name in watch.known
+                if name not in current.resources or not watch.in_scope(name)
+            ]
         # Subscribed names that do not exist are reported once as removed ("not found").
         missing = [
             name for name in sorted(watch.names)
             if name not in current.resources and name not in watch.known
             and name not in watch.reported_missing
-        ]
+        ] if (watch.pending or watch.must_respond or not self._incremental(
+            watch, current, force)) else []
         if not (send or removed or missing or watch.must_respond):
             return None
         return self._response(watch, current.version, send, (*removed, *missing))
@@ -360,7 +376,8 @@ class Session:
         watch.must_respond = False
         watch.pending.clear()
         if self.mode is Mode.SOTW and types.is_wildcard(response.type_url):
-            watch.known = {r.name: r.version for r in response.resources}
+            # Full-state: the set version says it all; no per-name bookkeeping needed.
+            watch.known = {}
         else:
             for resource in response.resources:
                 watch.known[resource.name] = resource.version

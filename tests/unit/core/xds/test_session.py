@@ -251,3 +251,33 @@ def test_nonces_are_unique_per_session():
     s.sent(a, 1.0)
     b = s.plan(clusters("b"))
     assert a.nonce != b.nonce and a.nonce.startswith("p/")
+
+
+def test_incremental_plan_uses_the_sets_difference():
+    s = Session(Mode.DELTA)
+    delta_request(s, types.ENDPOINT, sub=["a", "b", "c"])
+    first = assignments("a", "b", "c")
+    r = s.plan(first)
+    s.sent(r, 1.0)
+    second = ResourceSet.of(types.ENDPOINT, [
+        *assignments("a", "c").resources.values(),
+        *assignments("b", tag="-new").resources.values(),
+    ]).since(first)
+    assert second.base == first.version and second.changed == {"b"}
+    update = s.plan(second)
+    assert [x.name for x in update.resources] == ["b"] and update.removed == ()
+    s.sent(update, 2.0)
+    third = assignments("a", "b", tag="-new").since(second)
+    assert third.removed == {"c"}
+    update = s.plan(third)
+    assert [x.name for x in update.resources] == ["a"] and update.removed == ("c",)
+
+
+def test_client_behind_the_base_gets_a_full_comparison():
+    s = Session(Mode.SOTW)
+    sotw_request(s, types.ENDPOINT, names=["a", "b"])
+    first = assignments("a", "b")
+    # The client never received `first`: a set based on it must not be planned as a diff.
+    second = assignments("a", "b", tag="x").since(first)
+    response = s.plan(second)
+    assert sorted(x.name for x in response.resources) == ["a", "b"]
