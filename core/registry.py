@@ -225,7 +225,7 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
             workloads.append(pod)
     for obj in by_kind["WorkloadEntry"]:
         workloads.append(_entry_workload(obj.spec, obj.name, obj.namespace))
-    index = _WorkloadIndex(workloads)
+    by_labels = _WorkloadIndex(workloads)
 
     services: dict[str, Service] = {}
     endpoints: dict[tuple[str, int], list[Endpoint]] = defaultdict(list)
@@ -238,7 +238,7 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
         if service.resolution is Resolution.ALIAS:
             continue
         if service.selector is not None:
-            _select(service, index.candidates(service.namespace, service.selector), endpoints)
+            _select(service, by_labels.candidates(service.namespace, service.selector), endpoints)
         else:
             for port in service.ports:
                 for address, target, ready in explicit.get(
@@ -256,7 +256,7 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
                 continue
             services[service.hostname] = service
             if service.selector is not None:
-                _select(service, index.candidates(service.namespace, service.selector), endpoints)
+                _select(service, by_labels.candidates(service.namespace, service.selector), endpoints)
                 continue
             inline = obj.spec.get("endpoints") or []
             for index, raw in enumerate(inline):
