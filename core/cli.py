@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate_cli.add_arguments(p)
     p.set_defaults(func=_validate)
 
+    p = sub.add_parser("demo", help="run a local mesh: discovery, demo apps, an Envoy gateway")
+    from pilotfish.demo import run as demo_run
+
+    demo_run.add_arguments(p)
+    p.set_defaults(func=demo_run.main)
+
     p = sub.add_parser("plugins", help="show the active plugins and where they come from")
     p.add_argument("--mesh-config", help="pilotfish.yaml")
     p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")

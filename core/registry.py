@@ -256,7 +256,8 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
                 continue
             services[service.hostname] = service
             if service.selector is not None:
-                _select(service, by_labels.candidates(service.namespace, service.selector), endpoints)
+                candidates = by_labels.candidates(service.namespace, service.selector)
+                _select(service, candidates, endpoints)
                 continue
             inline = obj.spec.get("endpoints") or []
             for index, raw in enumerate(inline):

@@ -4,9 +4,9 @@ Every response is JSON saying who answered (service, version, pod) and what arri
 (method, path, headers), which is what routing tests and curious users want to see.
 A few paths make the app misbehave on purpose:
 
-* ``/status/CODE`` answers with that status;
-* ``/delay/SECONDS`` waits before answering;
-* ``/flaky/KEY`` fails with 503 the first time KEY is seen, then succeeds (retries);
+* ``.../status/CODE`` answers with that status;
+* ``.../delay/SECONDS`` waits before answering;
+* ``.../flaky/KEY`` fails with 503 the first time KEY is seen, then succeeds (retries);
 * ``/_requests`` lists the requests this app received (mirroring shows up here).
 
 A service may also call others (``--calls reviews=http://reviews:9080``): the product page
@@ -64,13 +64,17 @@ class App:
         parts = request.path.strip("/").split("/")
         if parts[0] == "_requests":
             return Response.json(list(self.seen))
-        if parts[0] == "status" and len(parts) > 1 and parts[1].isdigit():
-            return Response.json(info, int(parts[1]))
-        if parts[0] == "delay" and len(parts) > 1:
-            await anyio.sleep(min(float(parts[1]), 30.0))
-        if parts[0] == "flaky" and len(parts) > 1 and parts[1] not in self.flaky:
-            self.flaky.add(parts[1])
+        # The behaviour words may come anywhere in the path (/details/flaky/abc), so that
+        # routes with a prefix reach them too.
+        arg = {word: parts[i + 1] for i, word in enumerate(parts[:-1])
+               if word in ("status", "delay", "flaky")}
+        if arg.get("delay"):
+            await anyio.sleep(min(float(arg["delay"]), 30.0))
+        if arg.get("flaky") and arg["flaky"] not in self.flaky:
+            self.flaky.add(arg["flaky"])
             return Response.json({**info, "error": "failing once on purpose"}, 503)
+        if arg.get("status", "").isdigit():
+            return Response.json(info, int(arg["status"]))
         if self.calls:
             info["calls"] = {name: await self._call(url, request)
                              for name, url in self.calls.items()}
