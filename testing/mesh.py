@@ -154,3 +154,9 @@ class LocalMesh:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
+
+    def __enter__(self) -> LocalMesh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

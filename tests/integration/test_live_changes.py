@@ -105,11 +105,16 @@ def start(tmp_path, mode: str, mesh_config: str | None = None, env=None) -> Scen
     mesh.write("alpha.yaml", service("alpha", "127.0.30.1", app_port))
     mesh.write("beta.yaml", service("beta", "127.0.30.2", app_port))
     mesh.write("routes.yaml", routes("alpha", gateway_port))
-    mesh.start_discovery(mesh_config, extra_env=env)
-    mesh.start_apps([f"alpha:v1@127.0.30.1:{app_port}", f"beta:v1@127.0.30.2:{app_port}"])
-    gateway = mesh.start_proxy("gw", "shop", labels={"istio": "ingressgateway"}, xds_mode=mode)
-    url = f"http://127.0.0.1:{gateway_port}/"
-    wait_until(lambda: http(url).status == 200, 10, what="the gateway to route")
+    try:
+        mesh.start_discovery(mesh_config, extra_env=env)
+        mesh.start_apps([f"alpha:v1@127.0.30.1:{app_port}", f"beta:v1@127.0.30.2:{app_port}"])
+        gateway = mesh.start_proxy("gw", "shop", labels={"istio": "ingressgateway"},
+                                   xds_mode=mode)
+        url = f"http://127.0.0.1:{gateway_port}/"
+        wait_until(lambda: http(url).status == 200, 10, what="the gateway to route")
+    except BaseException:
+        mesh.stop()
+        raise
     return Scenario(mesh, gateway, url, app_port, gateway_port)
 
 

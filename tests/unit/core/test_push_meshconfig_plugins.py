@@ -115,3 +115,14 @@ def test_every_hook_has_a_docstring():
     assert hooks
     for hook in hooks:
         assert hook.__doc__ and "Fires" in hook.__doc__, hook.__name__
+
+
+def test_hook_reference_is_up_to_date():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, str(root / "scripts" / "gen_hook_docs.py"),
+                             "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
