@@ -39,6 +39,18 @@ class ServicePort:
     # Kubernetes targetPort: a number, a container port name, or None (= port).
     target_port: int | str | None = None
 
+    def resolve_target(self, named_ports: Mapping[str, int]) -> int | None:
+        """The port traffic goes to on a workload with these named container ports
+        (None: the targetPort names a port the workload does not declare)."""
+        target = self.target_port
+        if target is None:
+            return self.port
+        if isinstance(target, int):
+            return target
+        if target.isdigit():
+            return int(target)
+        return named_ports.get(target)
+
 
 @attrs.frozen
 class Service:

@@ -302,7 +302,7 @@ class PushContext:
             if not labels_match(service.selector, proxy.labels):
                 continue
             for port in service.ports:
-                target = _target(port, named)
+                target = port.resolve_target(named)
                 if target is None or target in seen:
                     continue
                 seen.add(target)
@@ -382,17 +382,6 @@ class PushContext:
             return []
         return [gw for gw in self.gateways if gw.selector and labels_match(gw.selector,
                                                                            proxy.labels)]
-
-
-def _target(port: ServicePort, named: Mapping[str, int]) -> int | None:
-    target = port.target_port
-    if target is None:
-        return port.port
-    if isinstance(target, int):
-        return target
-    if target.isdigit():
-        return int(target)
-    return named.get(target)
 
 
 def _creation_order(obj: ConfigObject) -> tuple[str, str, str]:

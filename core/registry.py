@@ -131,14 +131,7 @@ def _target_port(port: ServicePort, workload: Workload) -> int | None:
     # A WorkloadEntry's ``ports`` map is keyed by service port name and wins.
     if workload.kind == "WorkloadEntry" and port.name in workload.ports:
         return workload.ports[port.name]
-    target = port.target_port
-    if target is None:
-        return port.port
-    if isinstance(target, int):
-        return target
-    if target.isdigit():
-        return int(target)
-    return workload.ports.get(target)
+    return port.resolve_target(workload.ports)
 
 
 def _kube_service(obj: ConfigObject, domain: str) -> Service:

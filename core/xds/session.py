@@ -302,7 +302,8 @@ class Session:
     def _scope(self, watch: Watch, current: ResourceSet) -> list[Resource]:
         if watch.wildcard:
             return list(current.resources.values())
-        return [current.resources[n] for n in watch.names if n in current.resources]
+        names = watch.names
+        return [r for name, r in current.resources.items() if name in names]
 
     def _incremental(self, watch: Watch, current: ResourceSet, force: bool) -> bool:
         """Can this plan look only at the set's difference from what the client holds?"""
