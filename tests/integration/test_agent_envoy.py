@@ -21,15 +21,13 @@ from typing import Any
 
 import pytest
 
-from pilotfish.core.proxy_backend import BootstrapError, ProxyNotInstalled, ProxyOptions
+from pilotfish.core.proxy_backend import BootstrapError, ProxyOptions
 from pilotfish.plugins.envoy_proxy import EnvoyBackend, envoy_binary
 
 pytestmark = pytest.mark.envoy
 
-try:
-    ENVOY = envoy_binary()
-except ProxyNotInstalled as exc:  # pragma: no cover - CI installs the envoy extra
-    pytest.skip(str(exc), allow_module_level=True)
+# Envoy is part of the dev install (./dev): a missing binary fails loudly, never skips.
+ENVOY = envoy_binary()
 
 
 def free_port() -> int:

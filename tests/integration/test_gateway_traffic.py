@@ -11,17 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from pilotfish.core.proxy_backend import ProxyNotInstalled
 from pilotfish.plugins.envoy_proxy import envoy_binary
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import free_port, http, wait_until
 
 pytestmark = pytest.mark.envoy
 
-try:
-    envoy_binary()
-except ProxyNotInstalled as exc:  # pragma: no cover - CI installs the envoy extra
-    pytest.skip(str(exc), allow_module_level=True)
+# Envoy is part of the dev install (./dev): a missing binary fails loudly, never skips.
+envoy_binary()
 
 APP = "127.0.20.3"
 APP_PORT = 18080
