@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pilotfish.core.proxy import ProxyScope
     from pilotfish.core.proxy_backend import ProxyBackend
     from pilotfish.core.push_context import PushContext
+    from pilotfish.core.sniffing import Sniffer
     from pilotfish.core.sources import ConfigSource, SourceSettings
     from pilotfish.core.store import ConfigError
     from pilotfish.core.xds.generator import Generator
@@ -73,13 +74,15 @@ def pilotfish_config_source(settings: SourceSettings) -> ConfigSource | None:
 
 
 @hookspec
-def pilotfish_xds_generator() -> Generator:
+def pilotfish_xds_generator(sniffers: Sequence[Sniffer]) -> Generator:
     """Provide the generator for one xDS type (group ``pilotfish.xds``, one entry per type).
 
-    Fires once when discovery starts. Return an object with ``type_url``, ``depends_on``
-    (the config kinds whose changes can alter its output, or ``None`` for all) and
-    ``generate(push, proxy, memo)`` returning protobuf messages. Two plugins must not
-    return generators for the same type URL.
+    Fires once when discovery starts. ``sniffers`` are the active sniffers, in priority
+    order (see ``pilotfish_sniffer``); a listener generator emits only the inspectors they
+    name, and implementations that do not care may leave the argument out. Return an
+    object with ``type_url``, ``depends_on`` (the config kinds whose changes can alter its
+    output, or ``None`` for all) and ``generate(push, proxy, memo)`` returning protobuf
+    messages. Two plugins must not return generators for the same type URL.
     """
 
 
@@ -94,6 +97,26 @@ def pilotfish_patch_resources(
     list items. Output is cached per ``scope`` (proxy type, namespace, labels, DNS domain),
     so decide only from those fields and from ``push``. Every implementation is called.
     A resource the proxy rejects is NACKed and shows as ERROR in ``proxy-status``.
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# Data plane: protocol detection
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def pilotfish_sniffer() -> Sniffer:
+    """Provide a protocol sniffer (group ``pilotfish.sniffers``: ``tls``, ``http1``, ...).
+
+    Fires once when discovery (or a native proxy) starts. Return an object with ``name``,
+    ``protocols`` (what it can report), ``listener_filter`` (the Envoy listener filter
+    doing the same job, ``""`` if none), ``max_prefix`` and a sans-IO
+    ``sniff(prefix) -> Sniff`` that answers detected / need more / unknown from the first
+    bytes of a connection (``pilotfish.core.sniffing``). Every active sniffer is used; the
+    first that detects wins, in the order the mesh config lists them (profile, then
+    ``add``). Removing a sniffer from the mesh config removes its listener filter from
+    the generated listeners: ports it would have told apart are treated as TCP.
     """
 
 

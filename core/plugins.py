@@ -35,7 +35,7 @@ PROFILES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "sources": ("files",),
         "proxies": ("envoy",),
         "interceptors": (),
-        "sniffers": (),
+        "sniffers": ("tls", "http1", "http2"),
         "certs": (),
     },
 }
@@ -157,9 +157,13 @@ class Plugins:
     def config_sources(self, settings: Any) -> list[Any]:
         return [s for s in self.hook.pilotfish_config_source(settings=settings) if s is not None]
 
+    def sniffers(self) -> list[Any]:
+        """Active sniffers in mesh-config order (pluggy calls the last registered first)."""
+        return list(reversed(self.hook.pilotfish_sniffer()))
+
     def xds_generators(self) -> dict[str, Any]:
         generators: dict[str, Any] = {}
-        for generator in self.hook.pilotfish_xds_generator():
+        for generator in self.hook.pilotfish_xds_generator(sniffers=self.sniffers()):
             if generator.type_url in generators:
                 raise PluginError(f"two plugins generate {generator.type_url}")
             generators[generator.type_url] = generator
