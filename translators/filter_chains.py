@@ -14,24 +14,16 @@ from collections.abc import Iterable, Sequence
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
-from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
-from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from envoy.type.v3 import range_pb2
 
 from pilotfish.translators.common import pack
 from pilotfish.translators.http_filters import stdout_access_log
+from pilotfish.translators.listener_filters import ALL, Detection
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
-ORIGINAL_DST = "envoy.filters.listener.original_dst"
-TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
-HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
 
 RAW_BUFFER = "raw_buffer"
 TLS = "tls"
-# What http_inspector reports for plaintext HTTP/1.1 and prior-knowledge HTTP/2.
-PLAINTEXT_HTTP_ALPN = ("http/1.1", "h2c")
 
 Weighted = Sequence[tuple[str, int]]  # (cluster name, weight)
 
@@ -109,86 +101,28 @@ def sniffed_chains(
     http: lc_pb2.Filter,
     tcp: lc_pb2.Filter | None,
     prefixes: Sequence[str] = (),
+    detection: Detection = ALL,
 ) -> list[lc_pb2.FilterChain]:
     """Chains that send sniffed plaintext HTTP to ``http`` and everything else to ``tcp``.
 
     The HTTP chain must insist on ``raw_buffer``, or a TLS client offering ``http/1.1`` in
     its ALPN would land in the HTTP connection manager. Envoy then prefers that chain for
     every plaintext connection and drops non-HTTP bytes when its ALPN step fails, so raw TCP
-    needs a ``raw_buffer`` chain of its own, and TLS a ``tls`` one. Without ``tcp`` only
-    the HTTP chain is made and the listener's default chain takes the rest.
+    needs a ``raw_buffer`` chain of its own, and TLS a ``tls`` one. Without the TLS
+    inspector no ALPN is read from a ClientHello, so the transport steps go and one chain
+    without a transport takes the rest. Without ``tcp`` only the HTTP chain is made and
+    the listener's default chain takes the rest.
     """
+    if not detection.http:
+        raise ValueError("sniffed chains need an HTTP sniffer (http1 or http2)")
+    plain = RAW_BUFFER if detection.tls else ""
+
     def match(transport: str = "", alpn: Sequence[str] = ()) -> lc_pb2.FilterChainMatch:
         return chain_match(prefixes=prefixes, transport=transport, alpn=alpn)
 
-    chains = [filter_chain(name, match(RAW_BUFFER, PLAINTEXT_HTTP_ALPN), http)]
+    chains = [filter_chain(name, match(plain, detection.http_alpn), http)]
     if tcp is not None:
-        chains.append(filter_chain(name, match(RAW_BUFFER), tcp))
-        chains.append(filter_chain(name, match(TLS), tcp))
+        chains.append(filter_chain(name, match(plain), tcp))
+        if detection.tls:
+            chains.append(filter_chain(name, match(TLS), tcp))
     return chains
-
-
-def needs_tls_inspector(chains: Iterable[lc_pb2.FilterChain]) -> bool:
-    """Something must read the ClientHello before chains on SNI/transport/ALPN can match."""
-    return any(
-        c.filter_chain_match.server_names or c.filter_chain_match.transport_protocol
-        for c in chains
-    )
-
-
-def needs_http_inspector(chains: Iterable[lc_pb2.FilterChain]) -> bool:
-    return any(
-        set(c.filter_chain_match.application_protocols) & set(PLAINTEXT_HTTP_ALPN)
-        for c in chains
-    )
-
-
-def _port_ranges(ports: Iterable[int]) -> list[range_pb2.Int32Range]:
-    """Sorted ports folded into half-open ranges: 80, 81, 90 → [80, 82), [90, 91)."""
-    out: list[range_pb2.Int32Range] = []
-    for port in sorted(set(ports)):
-        if out and out[-1].end == port:
-            out[-1].end = port + 1
-        else:
-            out.append(range_pb2.Int32Range(start=port, end=port + 1))
-    return out
-
-
-def disabled_on_ports(ports: Iterable[int]) -> lc_pb2.ListenerFilterChainMatchPredicate | None:
-    """A predicate true for the given destination ports (None when there are none)."""
-    rules = [lc_pb2.ListenerFilterChainMatchPredicate(destination_port_range=r)
-             for r in _port_ranges(ports)]
-    if not rules:
-        return None
-    if len(rules) == 1:
-        return rules[0]
-    # A match set needs at least two rules, hence the single-rule case above.
-    return lc_pb2.ListenerFilterChainMatchPredicate(
-        or_match=lc_pb2.ListenerFilterChainMatchPredicate.MatchSet(rules=rules)
-    )
-
-
-def listener_filter(
-    name: str, skip_ports: Iterable[int] = ()
-) -> lc_pb2.ListenerFilter:
-    """One of the three listener filters pilotfish uses, optionally off for some ports."""
-    config = {
-        ORIGINAL_DST: original_dst_pb2.OriginalDst,
-        TLS_INSPECTOR: tls_inspector_pb2.TlsInspector,
-        HTTP_INSPECTOR: http_inspector_pb2.HttpInspector,
-    }[name]()
-    out = lc_pb2.ListenerFilter(name=name, typed_config=pack(config))
-    predicate = disabled_on_ports(skip_ports)
-    if predicate is not None:
-        out.filter_disabled.CopyFrom(predicate)
-    return out
-
-
-def inspectors_for(chains: Sequence[lc_pb2.FilterChain]) -> list[lc_pb2.ListenerFilter]:
-    """The inspectors a single-port listener's chains need, TLS before HTTP."""
-    out = []
-    if needs_tls_inspector(chains):
-        out.append(listener_filter(TLS_INSPECTOR))
-    if needs_http_inspector(chains):
-        out.append(listener_filter(HTTP_INSPECTOR))
-    return out

@@ -10,8 +10,12 @@ The servers on it must agree on how a connection is told apart:
 - a TCP server takes the whole port, from ``tcp[]`` routes.
 
 A server whose kind differs from the first one on its port is skipped and logged (Istio
-reports the same as a conflict). In file mode there is no gateway Service to translate the
-server port through, so the server port is the port the listener binds.
+reports the same as a conflict). Telling TLS servers apart by SNI takes the TLS inspector:
+with the ``tls`` sniffer removed from the mesh config, the first TLS server on a port takes
+every connection and the others are skipped as conflicts.
+
+In file mode there is no gateway Service to translate the server port through, so the
+server port is the port the listener binds.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from pilotfish.core.push_context import GatewayServer, PushContext, VirtualServi
 from pilotfish.translators.filter_chains import (
     chain_match,
     filter_chain,
-    inspectors_for,
     socket_address,
     tcp_proxy,
 )
@@ -45,6 +48,7 @@ from pilotfish.translators.gateway_tls import (
     transport_socket,
 )
 from pilotfish.translators.http_filters import http_connection_manager
+from pilotfish.translators.listener_filters import ALL, Detection, inspectors_for
 from pilotfish.translators.sidecar_outbound import RESERVED_PORTS, WILDCARD
 from pilotfish.translators.tcp_routes import RouteContext, tcp_route, tls_routes
 
@@ -116,12 +120,13 @@ class _Port:
     address: str
     port: int
     family: str
+    sni: bool = True  # may chains match on SNI (is the TLS inspector allowed)?
     servers: list[tuple[GatewayServer, Role]] = attrs.Factory(list)
     claimed: set[str] = attrs.Factory(set)  # SNI names taken; "" is the no-SNI chain
 
     def claim(self, names: Sequence[str]) -> tuple[str, ...] | None:
         """Names not taken by an earlier chain (Envoy rejects duplicate matches)."""
-        if not names:
+        if not names or not self.sni:
             if "" in self.claimed:
                 return None
             self.claimed.add("")
@@ -131,7 +136,7 @@ class _Port:
         return free or None
 
 
-def _group(push: PushContext, proxy: Proxy) -> list[_Port]:
+def _group(push: PushContext, proxy: Proxy, detection: Detection) -> list[_Port]:
     ports: dict[tuple[str, int], _Port] = {}
     for gateway in push.gateways_for(proxy):
         for server in gateway.servers:
@@ -145,7 +150,7 @@ def _group(push: PushContext, proxy: Proxy) -> list[_Port]:
                 log.warning("%s: cannot listen there (bind %r); skipped", where, server.bind)
                 continue
             key = (server.bind or WILDCARD, server.port)
-            group = ports.setdefault(key, _Port(key[0], key[1], role.family))
+            group = ports.setdefault(key, _Port(key[0], key[1], role.family, detection.tls))
             if group.family != role.family or (role is Role.TCP and group.servers):
                 log.warning("%s: %s conflicts with the %s server(s) already on the port; "
                             "skipped", where, server.protocol, group.family)
@@ -231,9 +236,11 @@ def _chains(push: PushContext, proxy: Proxy, group: _Port) -> list[lc_pb2.Filter
     return chains
 
 
-def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
+def gateway_listeners(
+    push: PushContext, proxy: Proxy, detection: Detection = ALL
+) -> list[listener_pb2.Listener]:
     out = []
-    for group in _group(push, proxy):
+    for group in _group(push, proxy, detection):
         chains = _chains(push, proxy, group)
         name = f"{group.address}_{group.port}"
         if not chains:

@@ -10,10 +10,15 @@ translator:
 - gateway plain HTTP port P: ``http.P``; terminated HTTPS:
   ``https.<port>.<portName>.<gatewayName>.<gatewayNamespace>``;
 - sidecar inbound routes are inline (``inbound|<targetPort>||``).
+
+Which inspectors the listeners may use comes from the active sniffers (group
+``pilotfish.sniffers``), handed to ``pilotfish_xds_generator`` by the plugin manager: a
+sniffer removed from the mesh config takes its Envoy listener filter with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from envoy.config.listener.v3 import listener_pb2
@@ -21,8 +26,10 @@ from envoy.config.listener.v3 import listener_pb2
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.proxy import Proxy, ProxyType
 from pilotfish.core.push_context import PushContext
+from pilotfish.core.sniffing import Sniffer
 from pilotfish.core.xds import types
 from pilotfish.translators.gateway_listeners import gateway_listeners
+from pilotfish.translators.listener_filters import ALL, Detection
 from pilotfish.translators.sidecar_inbound import virtual_inbound
 from pilotfish.translators.sidecar_outbound import outbound_listeners
 
@@ -35,18 +42,22 @@ class LdsGenerator:
     # proxy's own metadata, and endpoint churn must not rebuild listeners.
     depends_on = frozenset({"Gateway", "Service", "ServiceEntry", "Sidecar", "VirtualService"})
 
+    def __init__(self, detection: Detection = ALL) -> None:
+        # Fixed for the generator's life: the plugin set does not change while it runs.
+        self.detection = detection
+
     def generate(
         self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
     ) -> list[listener_pb2.Listener]:
         if proxy.type is ProxyType.SIDECAR:
-            outbound = outbound_listeners(push, proxy)
+            outbound = outbound_listeners(push, proxy, self.detection)
             # virtualOutbound, virtualInbound, then the per-port listeners.
-            return [outbound[0], virtual_inbound(push, proxy), *outbound[1:]]
+            return [outbound[0], virtual_inbound(push, proxy, self.detection), *outbound[1:]]
         if proxy.type is ProxyType.ROUTER:
-            return gateway_listeners(push, proxy)
+            return gateway_listeners(push, proxy, self.detection)
         return []  # waypoints and ztunnel arrive with ambient mode
 
 
 @hookimpl
-def pilotfish_xds_generator() -> LdsGenerator:
-    return LdsGenerator()
+def pilotfish_xds_generator(sniffers: Sequence[Sniffer]) -> LdsGenerator:
+    return LdsGenerator(Detection.of(sniffers))

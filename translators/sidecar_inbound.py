@@ -5,9 +5,15 @@ filter chains match on it. Each service port of the workload gets chains named
 ``0.0.0.0_<targetPort>`` leading to ``inbound|<targetPort>||``; unknown ports fall through
 to the passthrough chains, which forward to the original destination from 127.0.0.6.
 
-Which chains a port gets depends on its protocol and on the peer-authentication mode.
-`chain_options` is that table. Until PeerAuthentication is supported every port is served
-in DISABLE (plaintext) mode; the mTLS rows go in the same table when it lands.
+Which chains a port gets depends on its protocol, on what the active sniffers can tell
+apart, and on the peer-authentication mode. `chain_options` is that table. Until
+PeerAuthentication is supported every port is served in DISABLE (plaintext) mode; the mTLS
+rows go in the same table when it lands.
+
+Inspectors run per destination port: each is switched off (``filter_disabled``) on the
+ports where no chain needs it, so declared HTTP and TCP ports are never sniffed, and
+neither are the well-known server-first ports (MySQL, SMTP, ...) even when no service
+declares them: there the passthrough chains take the bytes as TCP without waiting.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
 
-from pilotfish.core.protocol import Protocol
+from pilotfish.core.protocol import SERVER_FIRST_PORTS, Protocol
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
+from pilotfish.core.sniffing import HTTP_INSPECTOR, TLS_INSPECTOR
 from pilotfish.translators.common import (
     BLACKHOLE_CLUSTER,
     INBOUND,
@@ -37,19 +44,21 @@ from pilotfish.translators.common import (
     duration,
 )
 from pilotfish.translators.filter_chains import (
-    HTTP_INSPECTOR,
-    ORIGINAL_DST,
-    PLAINTEXT_HTTP_ALPN,
     RAW_BUFFER,
     TLS,
-    TLS_INSPECTOR,
     chain_match,
     filter_chain,
-    listener_filter,
     socket_address,
     tcp_proxy,
 )
 from pilotfish.translators.http_filters import http_connection_manager
+from pilotfish.translators.listener_filters import (
+    ALL,
+    ORIGINAL_DST,
+    PLAINTEXT_HTTP_ALPN,
+    Detection,
+    listener_filter,
+)
 from pilotfish.translators.sidecar_outbound import RESERVED_PORTS, WILDCARD
 
 log = logging.getLogger("pilotfish.lds")
@@ -69,11 +78,12 @@ class PortKind(enum.Enum):
     AUTO = "auto"  # protocol not declared: sniffed per connection
 
 
-def port_kind(protocol: Protocol) -> PortKind | None:
+def port_kind(protocol: Protocol, port: int, detection: Detection = ALL) -> PortKind | None:
+    """How a port is served; undeclared ports nothing may sniff are plain TCP."""
     if protocol.is_http:
         return PortKind.HTTP
     if protocol.is_unsupported:
-        return PortKind.AUTO
+        return PortKind.AUTO if detection.sniffs(port) else PortKind.TCP
     if protocol.is_tcp:
         return PortKind.TCP
     return None  # UDP is not proxied
@@ -112,14 +122,35 @@ _OPTIONS: dict[tuple[PortKind, MtlsMode], tuple[ChainOption, ...]] = {
 }
 
 
-def chain_options(kind: PortKind, mode: MtlsMode) -> tuple[ChainOption, ...]:
+def chain_options(
+    kind: PortKind, mode: MtlsMode, detection: Detection = ALL
+) -> tuple[ChainOption, ...]:
+    """The chains for a port kind in a mode, as far as the active sniffers can match them.
+
+    Without the TLS inspector nothing sets the transport protocol, so the ``tls`` chain
+    could never match and the ``raw_buffer`` ones match everything: both steps go. The
+    HTTP chain matches only the plaintext protocols an active sniffer reports.
+    """
+    if kind is PortKind.AUTO and not detection.http:
+        kind = PortKind.TCP
     try:
-        return _OPTIONS[(kind, mode)]
+        options = _OPTIONS[(kind, mode)]
     except KeyError:
         raise ValueError(
             f"inbound {kind.value} chains in {mode.value} mode need mTLS termination, "
             "which pilotfish does not generate yet (PeerAuthentication support)"
         ) from None
+    out = []
+    for option in options:
+        if option.mtls and not detection.tls:
+            raise ValueError(f"inbound {kind.value} chains in {mode.value} mode need the "
+                             "tls sniffer (plugins.sniffers in the mesh config)")
+        if not detection.tls and option.transport == TLS:
+            continue
+        alpn = detection.http_alpn if option.needs_http_inspector else option.alpn
+        out.append(attrs.evolve(option, transport=option.transport if detection.tls else "",
+                                alpn=alpn))
+    return tuple(out)
 
 
 def port_chains(
@@ -130,6 +161,7 @@ def port_chains(
     http: Callable[[], lc_pb2.Filter],
     tcp: Callable[[], lc_pb2.Filter],
     names: tuple[str, str],
+    detection: Detection = ALL,
 ) -> list[lc_pb2.FilterChain]:
     """The chains for one destination port (None: any port) in one mode.
 
@@ -141,7 +173,7 @@ def port_chains(
             chain_match(destination_port=port, transport=option.transport, alpn=option.alpn),
             http() if option.http else tcp(),
         )
-        for option in chain_options(kind, mode)
+        for option in chain_options(kind, mode, detection)
     ]
 
 
@@ -165,15 +197,21 @@ def _http(stat_prefix: str, route_name: str, vhost: str, cluster: str) -> lc_pb2
     )
 
 
-def virtual_inbound(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
+def virtual_inbound(
+    push: PushContext, proxy: Proxy, detection: Detection = ALL
+) -> listener_pb2.Listener:
     mode = MtlsMode.DISABLE
     chains = [filter_chain(f"{VIRTUAL_INBOUND}-blackhole",
                            chain_match(destination_port=INBOUND_PORT),
                            tcp_proxy(BLACKHOLE_CLUSTER))]
-    # Ports where an inspector decides nothing: it stays off there (the loop guard too).
-    no_tls, no_http = {INBOUND_PORT}, {INBOUND_PORT}
+    # Ports where an inspector decides nothing: it stays off there (the loop guard too,
+    # and server-first ports, which the passthrough chains then take as TCP at once).
+    no_tls = {INBOUND_PORT, *SERVER_FIRST_PORTS}
+    no_http = set(no_tls)
+    used: list[ChainOption] = []
     for instance in push.service_instances(proxy):
-        port, kind = instance.target_port, port_kind(instance.port.protocol)
+        port = instance.target_port
+        kind = port_kind(instance.port.protocol, port, detection)
         if kind is None:
             continue
         if port in RESERVED_PORTS:
@@ -181,32 +219,35 @@ def virtual_inbound(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
                         instance.service.hostname, port)
             continue
         name, cluster = f"{WILDCARD}_{port}", cluster_name(INBOUND, port)
-        options = chain_options(kind, mode)
+        options = chain_options(kind, mode, detection)
+        used += options
         if not any(o.needs_tls_inspector for o in options):
             no_tls.add(port)
         if not any(o.needs_http_inspector for o in options):
             no_http.add(port)
         chains += port_chains(
-            port, kind, mode, names=(name, name),
+            port, kind, mode, names=(name, name), detection=detection,
             http=partial(_http, f"inbound_{name}", cluster, f"{INBOUND}|http|{port}", cluster),
             tcp=partial(tcp_proxy, cluster),
         )
+    used += chain_options(PortKind.AUTO, mode, detection)
     chains += port_chains(
-        None, PortKind.AUTO, mode,
+        None, PortKind.AUTO, mode, detection=detection,
         names=(f"{VIRTUAL_INBOUND}-catchall-http", VIRTUAL_INBOUND),
         http=partial(_http, VIRTUAL_INBOUND, INBOUND_PASSTHROUGH_CLUSTER, f"{INBOUND}|http|0",
                      INBOUND_PASSTHROUGH_CLUSTER),
         tcp=partial(tcp_proxy, INBOUND_PASSTHROUGH_CLUSTER),
     )
+    filters = [listener_filter(ORIGINAL_DST)]
+    if any(o.needs_tls_inspector for o in used):
+        filters.append(listener_filter(TLS_INSPECTOR, no_tls))
+    if any(o.needs_http_inspector for o in used):
+        filters.append(listener_filter(HTTP_INSPECTOR, no_http))
     return listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
         address=socket_address(WILDCARD, INBOUND_PORT),
         traffic_direction=base_pb2.INBOUND,
-        listener_filters=[
-            listener_filter(ORIGINAL_DST),
-            listener_filter(TLS_INSPECTOR, no_tls),
-            listener_filter(HTTP_INSPECTOR, no_http),
-        ],
+        listener_filters=filters,
         listener_filters_timeout=duration(push.mesh.protocol_detection_timeout),
         continue_on_listener_filters_timeout=True,
         filter_chains=chains,

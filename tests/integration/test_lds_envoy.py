@@ -24,6 +24,7 @@ from pilotfish.core.proxy_backend import ProxyOptions
 from pilotfish.core.yamlload import load_text
 from pilotfish.plugins.envoy_proxy import EnvoyBackend, envoy_binary
 from pilotfish.translators import lds
+from pilotfish.translators.listener_filters import ALL, NONE, Detection
 
 pytestmark = pytest.mark.envoy
 
@@ -184,12 +185,13 @@ CLUSTER_NAME = re.compile(
 )
 
 
-def generate(config: str, node: str, labels: dict[str, str], mesh: MeshSettings) -> list[Any]:
+def generate(config: str, node: str, labels: dict[str, str], mesh: MeshSettings,
+             detection: Detection = ALL) -> list[Any]:
     objects, errors = load_text(config, "test.yaml")
     assert not errors
     push = push_context.build(objects, mesh, "v1")
     proxy = parse_node(node, {"LABELS": labels})
-    out = lds.LdsGenerator().generate(push, proxy, {})
+    out = lds.LdsGenerator(detection).generate(push, proxy, {})
     assert out, "the scenario must produce listeners"
     return [json_format.MessageToDict(listener) for listener in out]
 
@@ -241,6 +243,50 @@ def test_envoy_accepts_sidecar_listeners(tmp_path: Path, policy: str) -> None:
     assert {"virtualOutbound", "virtualInbound", "0.0.0.0_80", "0.0.0.0_7000",
             "10.96.0.20_5432", "0.0.0.0_443", "10.96.0.30_6380"} <= names
     validate(listeners, tmp_path, "sidecar")
+
+
+# Opaque TCP without an address on an HTTP port, and an undeclared server-first port.
+SNIFFING_EDGES = """---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: default}
+spec:
+  hosts: [legacy.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 80, name: tcp, protocol: TCP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mysql, namespace: default}
+spec:
+  hosts: [mysql.internal]
+  addresses: [10.200.0.7]
+  resolution: STATIC
+  endpoints: [{address: 10.1.0.7}]
+  ports: [{number: 3306, name: db}]
+"""
+
+
+@pytest.mark.parametrize("sniffers", [
+    ALL, NONE, Detection(tls=True, http_alpn=()), Detection(tls=False),
+    Detection(tls=True, http_alpn=("h2c",)),
+], ids=["all", "none", "tls-only", "http-only", "http2-only"])
+def test_envoy_accepts_sidecar_listeners_for_each_sniffer_set(
+    tmp_path: Path, sniffers: Detection
+) -> None:
+    mesh = MeshSettings(protocol_detection_timeout=0.1)
+    listeners = generate(SIDECAR_CONFIG + SNIFFING_EDGES, SIDECAR_NODE, {"app": "web"}, mesh,
+                         sniffers)
+    validate(listeners, tmp_path, "sidecar")
+
+
+def test_envoy_accepts_gateway_listeners_without_the_tls_sniffer(tmp_path: Path) -> None:
+    listeners = generate(GATEWAY_CONFIG, ROUTER_NODE, {"istio": "ingressgateway"},
+                         MeshSettings(), Detection(tls=False))
+    assert not any(f["name"].endswith("tls_inspector")
+                   for listener in listeners for f in listener.get("listenerFilters", ()))
+    validate(listeners, tmp_path, "router")
 
 
 def test_envoy_accepts_gateway_listeners(tmp_path: Path) -> None:

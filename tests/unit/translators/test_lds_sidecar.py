@@ -16,6 +16,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
+from pilotfish.core.protocol import SERVER_FIRST_PORTS
 from pilotfish.core.proxy import Proxy, parse_node
 from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
@@ -136,7 +137,7 @@ def summary(listener: listener_pb2.Listener) -> list[Summary]:
 def test_generator_is_registered_under_the_lds_entry_point() -> None:
     (entry,) = [e for e in metadata.entry_points(group="pilotfish.xds") if e.name == "lds"]
     module = entry.load()
-    generator = module.pilotfish_xds_generator()
+    generator = module.pilotfish_xds_generator(sniffers=())
     assert generator.type_url == types.LISTENER
     assert {"Gateway", "Service", "ServiceEntry", "Sidecar", "VirtualService"} <= (
         generator.depends_on
@@ -457,8 +458,9 @@ def test_inspectors_only_run_where_they_decide_something() -> None:
         rules = inspector.filter_disabled.or_match.rules
         disabled = {p for r in rules for p in range(r.destination_port_range.start,
                                                      r.destination_port_range.end)}
-        # Declared HTTP and TCP ports and the loop guard skip sniffing; 7000 is undeclared.
-        assert disabled == {8080, 9090, 9000, 15006}
+        # Declared HTTP and TCP ports, the loop guard and the well-known server-first ports
+        # skip sniffing; 7000 is undeclared.
+        assert disabled == {8080, 9090, 9000, 15006, *SERVER_FIRST_PORTS}
 
 
 def test_unknown_named_target_port_is_left_out() -> None:
