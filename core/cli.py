@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate_cli.add_arguments(p)
     p.set_defaults(func=_validate)
 
+    p = sub.add_parser("analyze", help="find config that validates but will not work as meant")
+    from pilotfish.core import analyze
+
+    analyze.add_arguments(p)
+    p.set_defaults(func=analyze.main)
+
     p = sub.add_parser("demo", help="run a local mesh: discovery, demo apps, an Envoy gateway")
     from pilotfish.demo import run as demo_run
 
