@@ -64,7 +64,7 @@ def analyze(inputs: Inputs) -> Iterator[Finding]:
             if any(labels_match(labels, w) for w in workloads):
                 continue
             if workloads:
-                why = f"none of the {len(workloads)} workloads of {host} has these labels"
+                why = f"no workload of {host} has these labels ({len(workloads)} known)"
             else:
                 why = f"{host} has no workload at all in this config (no Pod, pod template " \
                       "or WorkloadEntry matches its selector)"

@@ -336,3 +336,13 @@ def test_corpus_virtual_service_subsets(corpus: Path, tmp_path: Path) -> None:
         "reviews-bogussubset:spec.http[0].route[0].destination.subset",
         "reviews-mirror-bogussubset:spec.http[0].mirror.subset",
     ]
+
+
+def test_the_example_in_the_docs_is_what_analyze_prints(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = Path(__file__).resolve().parents[3] / "docs" / "analyze.md"
+    shown = [line for line in docs.read_text().splitlines() if line.startswith("shop.yaml:")]
+    monkeypatch.chdir(shop)
+    _, out, _ = run_cli("--config-dir", ".")
+    assert shown and set(shown) <= set(out.splitlines())
