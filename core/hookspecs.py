@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from pilotfish.core.interceptor import Interceptor
     from pilotfish.core.objects import ConfigObject, KindInfo
     from pilotfish.core.proxy import ProxyScope
     from pilotfish.core.proxy_backend import ProxyBackend
@@ -132,4 +133,23 @@ def pilotfish_proxy_backend() -> ProxyBackend:
     Fires once when the agent starts. Return an object with ``name`` and the methods of
     ``pilotfish.core.proxy_backend.ProxyBackend``: write a bootstrap, check it, and run
     the proxy process. The agent picks the backend named by ``--proxy``.
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# Interceptors: putting a pod's traffic into its proxy
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def pilotfish_interceptor() -> Interceptor:
+    """Provide a traffic interceptor (group ``pilotfish.interceptors``: ``iptables``, ...).
+
+    Fires once when a node or agent that captures pod traffic starts. Return an object
+    with ``name`` and the methods of ``pilotfish.core.interceptor.Interceptor``:
+    ``plan(pod)`` says what would be installed for a ``PodFacts`` (``None``: the pod is not
+    captured, e.g. it has no sidecar); async ``apply(pod, netns)`` installs it inside the
+    pod's network namespace and may be repeated without changing anything; async
+    ``remove(pod, netns)`` takes it out again. Failures raise ``InterceptorError`` naming
+    the network namespace and the step. The caller picks the interceptor by ``name``.
     """

@@ -180,3 +180,6 @@ class Plugins:
 
     def proxy_backends(self) -> dict[str, Any]:
         return {backend.name: backend for backend in self.hook.pilotfish_proxy_backend()}
+
+    def interceptors(self) -> dict[str, Any]:
+        return {i.name: i for i in self.hook.pilotfish_interceptor()}

@@ -1,0 +1,58 @@
+"""Contract checks for interceptor plugins (group ``pilotfish.interceptors``).
+
+``check_interceptor`` runs what core expects of any interceptor against a real network
+namespace (so it needs root): a captured pod has a plan and ``apply`` installs it; applying
+again changes nothing; ``remove`` takes it all out and may be repeated; a pod without a
+sidecar is neither planned nor touched. ``dump`` says what "changes" means: by default the
+namespace's iptables-save output, which suits any interceptor built on netfilter.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+
+import attrs
+
+from pilotfish.core.interceptor import Interceptor, PodFacts
+
+SIDECAR_POD = PodFacts(name="contract", namespace="testing", sidecar=True,
+                       annotations={"sidecar.istio.io/status": "{}"}, ips=("10.0.0.2/24",))
+
+
+def netfilter_state(netns: str) -> str:
+    """The rules and user chains of ``netns`` for IPv4 and IPv6, one per line with their
+    table (an empty table that merely exists, as nf_tables leaves them, shows nothing)."""
+    out = []
+    for tool in ("iptables-save", "ip6tables-save"):
+        text = subprocess.run(["ip", "netns", "exec", netns, tool], capture_output=True,
+                              text=True, check=True).stdout
+        table = ""
+        for line in text.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith("-A") or (line.startswith(":") and line.split()[1] == "-"):
+                out.append(f"{tool} {table} {line.split(' [')[0]}")
+    return "\n".join(out)
+
+
+async def check_interceptor(interceptor: Interceptor, netns: str,
+                            pod: PodFacts = SIDECAR_POD,
+                            dump: Callable[[str], str] = netfilter_state) -> None:
+    """Raise ``AssertionError`` naming the broken promise; ``netns`` starts empty."""
+    assert isinstance(interceptor, Interceptor), "not an Interceptor (name, plan, apply, remove)"
+    empty = dump(netns)
+    assert interceptor.plan(pod), f"{interceptor.name}: no plan for a sidecar pod"
+    await interceptor.apply(pod, netns)
+    applied = dump(netns)
+    assert applied != empty, f"{interceptor.name}: apply changed nothing in {netns}"
+    await interceptor.apply(pod, netns)
+    assert dump(netns) == applied, f"{interceptor.name}: a second apply changed {netns}"
+    await interceptor.remove(pod, netns)
+    assert dump(netns) == empty, f"{interceptor.name}: remove left capture in {netns}"
+    await interceptor.remove(pod, netns)
+
+    plain = attrs.evolve(pod, sidecar=False)
+    assert interceptor.plan(plain) is None, f"{interceptor.name}: planned a pod with no sidecar"
+    await interceptor.apply(plain, netns)
+    assert dump(netns) == empty, f"{interceptor.name}: captured a pod with no sidecar"
