@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("proxy-config", help="what one proxy holds: clusters, listeners, ...")
     add_config_arguments(p)
     p.set_defaults(func=proxy_config)
+
+    p = sub.add_parser("iptables", help="capture a pod's traffic with istio-iptables's rules")
+    from pilotfish.interceptors import iptables_cli
+
+    iptables_cli.add_arguments(p)
+    p.set_defaults(func=iptables_cli.main)
     return parser
 
 
