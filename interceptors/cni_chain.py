@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ import anyio
 DEFAULT_CNI_PATH = (Path("/usr/lib/cni"), Path("/opt/cni/bin"), Path(sys.executable).parent)
 DEFAULT_CACHE_DIR = Path("/var/lib/cni")  # libcni's
 PLUGIN_TIMEOUT = 60.0
+log = logging.getLogger(__name__)
 
 
 class ChainError(RuntimeError):
@@ -107,6 +109,8 @@ async def _run_plugin(command: str, conflist: Mapping[str, Any], index: int,
     if command == "ADD" and not isinstance(parsed, dict):
         raise ChainError(f"{where}: ADD printed no result: {out.strip()[:200]!r}",
                          plugin=name)
+    if err.strip():  # what a runtime shows in its own log: why a pod was left alone, ...
+        log.info("%s: %s", where, err.strip())
     return parsed
 
 
