@@ -32,6 +32,7 @@ class Request:
     headers: Mapping[str, str]
     body: bytes = b""
     peer: str = ""
+    query_string: str = ""  # as sent: parse_qs drops valueless keys such as ?usedonly
 
 
 @attrs.frozen
@@ -151,7 +152,7 @@ class HttpServer:
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 headers = {k.decode().lower(): v.decode("latin-1") for k, v in head.headers}
                 return Request(head.method.decode(), parts.path, query, headers, bytes(body),
-                               peer)
+                               peer, parts.query)
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 

@@ -15,9 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import anyio
-import h11
-
+from pilotfish.core import http_client
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.proxy_backend import (
     BootstrapError,
@@ -144,6 +142,9 @@ class EnvoyBackend:
             # takes no shared memory or base id, so many Envoys share one host.
             "--disable-hot-restart",
             "-l", options.log_level,
+            # As Istio: "misc" carries deprecation notes about generated config and
+            # stat-tag bookkeeping, which are for developers, not for a proxy's log.
+            "--component-log-level", "misc:error",
         ]
         if options.concurrency > 0:  # 0 lets Envoy use one worker per CPU
             argv += ["--concurrency", str(options.concurrency)]
@@ -162,34 +163,12 @@ class EnvoyBackend:
 
 async def admin_request(options: ProxyOptions, method: str, target: str) -> tuple[int, str]:
     """One request to Envoy's admin API → (status, body). Errors become ProxyError."""
-    host, port = options.admin_address, options.admin_port
-    conn = h11.Connection(h11.CLIENT)
-    status, body = 0, b""
     try:
-        with anyio.fail_after(ADMIN_TIMEOUT):
-            async with await anyio.connect_tcp(host, port) as stream:
-                await stream.send(
-                    conn.send(h11.Request(method=method, target=target, headers=[
-                        ("Host", f"{host}:{port}"), ("Content-Length", "0"),
-                        ("Connection", "close"),
-                    ])) + (conn.send(h11.EndOfMessage()) or b"")
-                )
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        try:
-                            conn.receive_data(await stream.receive())
-                        except anyio.EndOfStream:
-                            conn.receive_data(b"")
-                    elif isinstance(event, h11.Response):
-                        status = event.status_code
-                    elif isinstance(event, h11.Data):
-                        body += event.data
-                    elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                        break
-    except (OSError, TimeoutError, anyio.BrokenResourceError, h11.ProtocolError) as exc:
-        raise ProxyError(f"{options.admin_url}{target}: {exc or type(exc).__name__}") from exc
-    return status, body.decode("utf-8", "replace")
+        reply = await http_client.request(f"{options.admin_url}{target}", method,
+                                          timeout=ADMIN_TIMEOUT)
+    except http_client.HttpClientError as exc:
+        raise ProxyError(str(exc)) from exc
+    return reply.status, reply.text
 
 
 @hookimpl
