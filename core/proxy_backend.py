@@ -80,6 +80,12 @@ def _check_port(instance: Any, attribute: attrs.Attribute[Any], value: int) -> N
         raise ValueError(f"{attribute.name}: expected a port from 1 to 65535, got {value}")
 
 
+def _check_port_or_off(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value < 65536:
+        raise ValueError(f"{attribute.name}: expected a port from 1 to 65535, or 0 for none, "
+                         f"got {value}")
+
+
 def _check_address(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     split_host_port(value, attribute.name)
 
@@ -128,6 +134,9 @@ class ProxyOptions:
     log_level: str = "warning"
     metadata: Mapping[str, Any] = attrs.field(factory=dict)  # extra node metadata
     pod_ports: tuple[PodPort, ...] = ()
+    # Where the proxy serves its own Prometheus stats (Istio's 15090); 0: nowhere. The
+    # agent's merged scrape reads the admin API directly and needs no such port.
+    prometheus_port: int = attrs.field(default=0, validator=_check_port_or_off)
 
     @property
     def node_id(self) -> str:

@@ -6,6 +6,12 @@ LDS over it with no initial fetch timeout (Envoy waits for discovery however lon
 takes), and a static ``sds-grpc`` cluster on the agent's SDS socket that generated TLS
 contexts point at. Unlike pilot-agent, there is no local xDS proxy in between yet:
 ``xds-grpc`` goes straight to the discovery address.
+
+When discovery is unreachable Envoy keeps serving its last accepted configuration and
+reconnects the ADS stream with jittered exponential backoff from 500 ms up to 30 s.
+Those are Envoy's built-in values, which Istio's bootstrap relies on; they are written
+out here so they show in the config dump and do not change with an Envoy upgrade (a
+``retry_policy`` without them would mean 1 s up to 10 s).
 """
 
 from __future__ import annotations
@@ -13,11 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 from pilotfish.core.proxy_backend import ProxyOptions, is_ip, split_host_port
+from pilotfish.plugins import envoy_stats
 
 XDS_CLUSTER = "xds-grpc"
 SDS_CLUSTER = "sds-grpc"  # the name translators/upstream_tls.py refers to
 SDS_SOCKET = "SDS"  # file name of the agent's SDS socket in the config dir
 BOOTSTRAP_FILE = "envoy-rev.json"  # pilot-agent's name, so operators find it
+XDS_RETRY_BACKOFF = {"base_interval": "0.5s", "max_interval": "30s"}
 
 # Envoy warns at start-up when no global downstream connection limit is set. The mesh
 # has no use for one (per-listener and kernel limits apply), so the limit is "all".
@@ -124,6 +132,14 @@ def service_cluster(options: ProxyOptions, metadata: dict[str, Any]) -> str:
     return f"{app or metadata['WORKLOAD_NAME']}.{options.namespace}"
 
 
+def static_resources(options: ProxyOptions) -> dict[str, Any]:
+    clusters = [xds_cluster(options), sds_cluster(options)]
+    if not options.prometheus_port:
+        return {"clusters": clusters}
+    return {"clusters": [*clusters, envoy_stats.prometheus_cluster(options)],
+            "listeners": [envoy_stats.prometheus_listener(options)]}
+
+
 def bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
     metadata = node_metadata(options, version)
     config_source = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
@@ -155,12 +171,15 @@ def bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
                 "api_type": "DELTA_GRPC" if options.xds_mode == "delta" else "GRPC",
                 "set_node_on_first_message_only": True,
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [{"envoy_grpc": {
+                    "cluster_name": XDS_CLUSTER,
+                    "retry_policy": {"retry_back_off": XDS_RETRY_BACKOFF},
+                }}],
             },
             "cds_config": dict(config_source),
             "lds_config": dict(config_source),
         },
-        "static_resources": {"clusters": [xds_cluster(options), sds_cluster(options)]},
+        "static_resources": static_resources(options),
         "overload_manager": {
             "resource_monitors": [{
                 "name": "envoy.resource_monitors.global_downstream_max_connections",
@@ -174,7 +193,6 @@ def bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
         # No runtime overrides are needed; the admin layer lets an operator flip a runtime
         # key through /runtime_modify while debugging.
         "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
-        # Envoy's built-in tag extraction (cluster name, response code, ...) is what the
-        # agent's Istio-style metrics are derived from.
-        "stats_config": {"use_all_default_tags": True},
+        # Tags (cluster name, response code, ...) that the agent's Istio metrics read.
+        "stats_config": envoy_stats.stats_config(),
     }

@@ -113,7 +113,11 @@ def test_ads_api_type_follows_the_xds_mode(mode: str, api_type: str) -> None:
     assert ads["api_type"] == api_type
     assert ads["set_node_on_first_message_only"] is True
     assert ads["transport_api_version"] == "V3"
-    assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]
+    assert ads["grpc_services"] == [{"envoy_grpc": {
+        "cluster_name": "xds-grpc",
+        # Envoy's own reconnect backoff (which Istio relies on), written out.
+        "retry_policy": {"retry_back_off": {"base_interval": "0.5s", "max_interval": "30s"}},
+    }}]
     for key in ("cds_config", "lds_config"):
         assert dynamic[key] == {
             "ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"
@@ -206,3 +210,46 @@ def test_command_runs_envoy_without_hot_restart() -> None:
 def test_options_reject_bad_values_naming_the_field(field: str, value: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         options(**{field: value})
+
+
+def test_prometheus_listener_serves_only_the_stats_path() -> None:
+    config = build(prometheus_port=15090, admin_port=19001)
+    [listener] = config["static_resources"]["listeners"]
+    assert listener["name"] == "0.0.0.0_15090"
+    assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15090}
+    assert listener["enable_reuse_port"] is False  # a second proxy on the port must fail
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    [route] = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert route == {"match": {"prefix": "/stats/prometheus"},
+                     "route": {"cluster": "prometheus_stats"}}
+    admin = clusters(config)["prometheus_stats"]["load_assignment"]["endpoints"][0]
+    assert admin["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": "127.0.0.1", "port_value": 19001}
+    ipv6 = build(prometheus_port=15090, ip="fd00::7")["static_resources"]["listeners"][0]
+    assert ipv6["address"]["socket_address"]["address"] == "::"
+
+
+def test_no_prometheus_port_no_listener() -> None:
+    config = build()
+    assert "listeners" not in config["static_resources"]
+    assert "prometheus_stats" not in clusters(config)
+
+
+def test_bootstrap_with_prometheus_listener_parses_as_envoys_message() -> None:
+    from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
+        http_connection_manager_pb2,
+    )
+
+    json_format.ParseDict(build(prometheus_port=15090), bootstrap_pb2.Bootstrap())
+
+
+def test_command_turns_misc_logging_down_as_istio() -> None:
+    argv = EnvoyBackend(binary=Path("/opt/envoy")).command(options(), Path("/b.json"))
+    assert argv[argv.index("--component-log-level") + 1] == "misc:error"
+
+
+def test_prometheus_port_is_checked() -> None:
+    with pytest.raises(ValueError, match="prometheus_port: expected a port from 1 to 65535, "
+                                         "or 0 for none"):
+        options(prometheus_port=-1)
