@@ -1,12 +1,16 @@
 """``pilotfish agent``: pilot-agent's job for one proxy.
 
 Turns flags into ``ProxyOptions``, picks the proxy backend named by ``--proxy`` among the
-plugins the mesh config enables, writes the bootstrap, has the proxy check it, then
+plugins the mesh config enables, writes the bootstrap, has the proxy check it, starts
+the status server (``status_server``: readiness, merged metrics, /quitquitquit) and then
 hands the proxy to ``supervisor.Supervisor``, which runs it, drains it on SIGTERM and
 returns its exit status (see there for the shutdown sequence).
 
+``pilotfish agent wait`` is pilot-agent's ``wait``: see ``startup``.
+
 Exit status: the proxy's (``supervisor.exit_status``); 2 for bad flags or config; 1 when
-the proxy cannot be set up (not installed, bootstrap rejected, directory not writable).
+the proxy cannot be set up (not installed, bootstrap rejected, directory not writable, a
+status port taken).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import anyio
 
-from pilotfish.core import meshconfig
+from pilotfish.core import meshconfig, startup, status_server
 from pilotfish.core import plugins as registry
 from pilotfish.core.proxy_backend import (
     INTERCEPTION_MODES,
@@ -35,9 +39,11 @@ from pilotfish.core.proxy_backend import (
     is_ip,
     split_host_port,
 )
+from pilotfish.core.status_server import StatusServer, StatusServerError
 from pilotfish.core.supervisor import Supervisor
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
+REQUIRED = ("discovery", "name", "ip")  # checked in main(): `agent wait` needs none of them
 
 # Kubernetes label syntax: optional DNS-subdomain prefix, then a 63-char name.
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
@@ -112,10 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--type", dest="proxy_type", choices=PROXY_TYPES, default="sidecar",
         help="proxy role (default: sidecar)")
     add("--proxy", default="envoy", help="proxy backend, by entry-point name (default: envoy)")
-    add("--discovery", required=True, metavar="HOST:PORT", help="xDS address of discovery")
-    add("--name", required=True, help="pod or instance name")
+    add("--discovery", metavar="HOST:PORT", help="xDS address of discovery (required)")
+    add("--name", help="pod or instance name (required)")
     add("--namespace", default="default", help="namespace (default: default)")
-    add("--ip", required=True, help="the workload's IP address")
+    add("--ip", help="the workload's IP address (required)")
     add("--labels", default="", metavar="K=V,...", help="workload labels")
     add("--service-account", default="default", help="service account (default: default)")
     add("--admin-port", type=int, default=15000, help="proxy admin port (default: 15000)")
@@ -139,9 +145,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long the proxy spreads a drain over (Envoy --drain-time-s; default: 45s)")
     add("--termination-drain-duration", default="5s",
         help="how long to drain on SIGTERM before stopping the proxy (default: 5s)")
+    add("--prometheus-port", type=int,
+        help="port where the proxy serves its own /stats/prometheus (default: 15090 for "
+             "sidecars, 0 = off for routers, several of which may share a host)")
+    status_server.add_arguments(parser)
+    sub = parser.add_subparsers(dest="agent_command", metavar="[wait]")
+    wait = sub.add_parser("wait", help="exit 0 once the proxy is ready "
+                          "(holdApplicationUntilProxyStarts)",
+                          description="Poll the agent's readiness endpoint until it answers "
+                          "200 (pilot-agent wait).")
+    startup.add_wait_arguments(wait)
 
 
 def options_from_args(args: argparse.Namespace, config: meshconfig.MeshConfig) -> ProxyOptions:
+    missing = [f"--{name}" for name in REQUIRED if not getattr(args, name)]
+    if missing:
+        raise AgentError(f"the following arguments are required: {', '.join(missing)}")
+    prometheus_port = args.prometheus_port
+    if prometheus_port is None:  # Istio's sidecars serve 15090; routers here default off
+        prometheus_port = 15090 if args.proxy_type == "sidecar" else 0
     try:
         split_host_port(args.discovery, "--discovery")
     except ValueError as exc:
@@ -160,6 +182,7 @@ def options_from_args(args: argparse.Namespace, config: meshconfig.MeshConfig) -
             concurrency=args.concurrency, drain_seconds=math.ceil(drain),
             log_level=args.proxy_log_level, metadata=parse_meta(args.meta),
             pod_ports=parse_pod_ports(args.pod_ports),
+            prometheus_port=prometheus_port,
         )
     except ValueError as exc:  # ProxyOptions validators and durations name the field
         raise AgentError(str(exc)) from None
@@ -185,9 +208,32 @@ def select_backend(config: meshconfig.MeshConfig, name: str) -> ProxyBackend:
                      f"{registry.GROUPS['proxies']}: {listed}")
 
 
+async def run(supervisor: Supervisor, status: StatusServer | None) -> int:
+    """Serve status while the supervisor runs the proxy; errors leave as themselves."""
+    failure: ProxyError | StatusServerError | None = None
+    code = 1
+    async with anyio.create_task_group() as tg:
+        try:
+            if status is not None:
+                await status.start(tg)  # before the proxy: a taken port stops us early
+            code = await supervisor.run()
+        except (ProxyError, StatusServerError) as exc:
+            failure = exc
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return code
+
+
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "agent_command", None) == "wait":
+        return startup.wait_main(args)
     try:
         config = meshconfig.load(args.mesh_config)
+        try:
+            status_server.check_args(args)
+        except ValueError as exc:
+            raise AgentError(str(exc)) from None
         options = options_from_args(args, config)
         termination_drain = meshconfig.parse_duration(
             args.termination_drain_duration, "--termination-drain-duration"
@@ -204,8 +250,9 @@ def main(args: argparse.Namespace) -> int:
                              f"{exc.strerror}; choose another --config-dir") from exc
         backend.check(path)
         supervisor = Supervisor(backend, options, path, termination_drain)
-        return anyio.run(supervisor.run)
-    except ProxyError as exc:
+        status = status_server.from_args(args, options, supervisor)
+        return anyio.run(run, supervisor, status)
+    except (ProxyError, StatusServerError) as exc:
         print(f"pilotfish agent: error: {exc}", file=sys.stderr)
         return 1
 

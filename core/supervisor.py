@@ -8,6 +8,10 @@ go elsewhere, then stops the proxy. A second SIGTERM/SIGINT cuts the wait short.
 Unlike pilot-agent, which SIGKILLs Envoy at that point, the proxy gets SIGTERM (Envoy
 then exits cleanly and flushes its logs) and SIGKILL only if it ignores that.
 SIGHUP and SIGUSR1 (Envoy: reopen access logs) are passed on unchanged.
+
+The status server asks for the same things over HTTP: ``request_stop()`` is what
+``/quitquitquit`` calls (the same sequence as SIGTERM) and ``drain()`` what ``/drain``
+calls (drain now, keep running). ``draining`` turns readiness off for both.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
-from anyio.abc import Process, TaskGroup
+from anyio.abc import Process
 
 from pilotfish.core.proxy_backend import ProxyBackend, ProxyError, ProxyOptions
 
@@ -53,7 +57,22 @@ class Supervisor:
         self.backend, self.options, self.path = backend, options, path
         self.termination_drain = termination_drain
         self.stop_requested = False
+        self.draining = False
+        self._stop_asked = anyio.Event()
         self._hurry = anyio.Event()
+
+    def request_stop(self) -> None:
+        """Drain, wait, stop the proxy (as on SIGTERM); a second request cuts the wait."""
+        if self.stop_requested:
+            self._hurry.set()
+            return
+        self.stop_requested = True
+        self._stop_asked.set()
+
+    async def drain(self) -> None:
+        """Start a graceful drain now and keep running; ProxyError if the proxy refused."""
+        self.draining = True
+        await self.backend.drain(self.options)
 
     async def run(self) -> int:
         argv = self.backend.command(self.options, self.path)
@@ -74,7 +93,8 @@ class Supervisor:
             async with process:
                 try:
                     async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._handle_signals, signals, process, tg)
+                        tg.start_soon(self._handle_signals, signals, process)
+                        tg.start_soon(self._shutdown_when_asked, process)
                         returncode = await process.wait()
                         tg.cancel_scope.cancel()
                 finally:
@@ -85,22 +105,21 @@ class Supervisor:
             log.error("%s exited with status %s", self.backend.name, returncode)
         return exit_status(returncode, self.stop_requested)
 
-    async def _handle_signals(self, signals: AsyncIterator[signal.Signals], process: Process,
-                              tg: TaskGroup) -> None:
+    async def _handle_signals(self, signals: AsyncIterator[signal.Signals],
+                              process: Process) -> None:
         async for signum in signals:
             if signum in RELAYED_SIGNALS:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signum)
-            elif not self.stop_requested:
-                self.stop_requested = True
-                tg.start_soon(self._shutdown, process)
             else:
-                self._hurry.set()
+                self.request_stop()
 
-    async def _shutdown(self, process: Process) -> None:
+    async def _shutdown_when_asked(self, process: Process) -> None:
+        await self._stop_asked.wait()
         log.info("draining %s for %ss", self.backend.name, self.termination_drain)
         try:
-            await self.backend.drain(self.options)
+            if not self.draining:  # /drain may have started it already
+                await self.drain()
         except ProxyError as exc:  # the wait below still lets open requests finish
             log.warning("could not drain %s: %s", self.backend.name, exc)
         with anyio.move_on_after(self.termination_drain):

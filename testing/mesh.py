@@ -28,10 +28,20 @@ class Proxy:
     namespace: str
     admin_port: int
     process: Process
+    status_port: int = 0  # the agent's 15020 and 15021, on free ports here
+    health_port: int = 0
 
     @property
     def admin(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def status(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
+
+    @property
+    def health(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}"
 
     def config_dump(self) -> Any:
         return http(f"{self.admin}/config_dump?include_eds").json()
@@ -117,17 +127,20 @@ class LocalMesh:
         labels: Mapping[str, str] | None = None, xds_mode: str = "delta",
         extra: Sequence[str] = (),
     ) -> Proxy:
-        admin_port = free_port()
+        admin_port, status_port, health_port = free_port(), free_port(), free_port()
         label_text = ",".join(f"{k}={v}" for k, v in (labels or {}).items())
         args = ["agent", "--type", proxy_type, "--name", name, "--namespace", namespace,
                 "--ip", ip, "--discovery", f"127.0.0.1:{self.xds_port}",
                 "--admin-port", str(admin_port), "--xds-mode", xds_mode,
                 "--config-dir", str(self.workdir / f"proxy-{name}"),
-                "--termination-drain-duration", "0s", *extra]
+                "--termination-drain-duration", "0s",
+                # Istio's fixed ports would collide between proxies sharing this host.
+                "--status-port", str(status_port), "--health-port", str(health_port),
+                "--prometheus-port", "0", *extra]
         if label_text:
             args += ["--labels", label_text]
         process = self._process(f"proxy-{name}", pilotfish(*args)).start()
-        proxy = Proxy(name, namespace, admin_port, process)
+        proxy = Proxy(name, namespace, admin_port, process, status_port, health_port)
 
         def live() -> bool:
             process.check_running()

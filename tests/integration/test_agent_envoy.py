@@ -87,7 +87,9 @@ class Agent:
             "--ip", "10.0.0.5", "--labels", "app=web,version=v1",
             "--discovery", f"127.0.0.1:{free_port()}", "--admin-port", str(self.admin_port),
             "--config-dir", str(tmp_path / name), "--pod-ports", "http:8080",
-            "--termination-drain-duration", "1s", *extra,
+            "--termination-drain-duration", "1s",
+            # Istio's fixed ports would collide between agents sharing this host.
+            "--status-port", "0", "--health-port", "0", "--prometheus-port", "0", *extra,
         ]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)

