@@ -22,6 +22,7 @@ import pytest
 from pilotfish.core import prometheus
 from pilotfish.plugins.envoy_proxy import envoy_binary
 from pilotfish.testing.mesh import LocalMesh, Proxy
+from pilotfish.testing.plugins import write_distribution
 from pilotfish.testing.processes import Process, free_port, http, pilotfish, wait_until
 
 pytestmark = pytest.mark.envoy
@@ -70,6 +71,39 @@ spec:
   tcp:
   - match: [{{port: {tcp_port}}}]
     route: [{{destination: {{host: web, port: {{number: 80}}}}}}]
+"""
+
+# A discovery plugin that adds a cluster Envoy refuses (LOGICAL_DNS takes one endpoint)
+# while a Service labelled pilotfish.test/break-clusters exists.
+BREAK_CLUSTERS = '''
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
+from pilotfish.core.hookspecs import hookimpl
+from pilotfish.core.xds import types
+
+
+def endpoint(port):
+    return ec.LbEndpoint(endpoint=ec.Endpoint(address={
+        "socket_address": {"address": "127.0.0.1", "port_value": port}}))
+
+
+@hookimpl
+def pilotfish_patch_resources(type_url, scope, push, resources):
+    if type_url != types.CLUSTER or not any(
+            s.labels.get("pilotfish.test/break-clusters") for s in push.services.values()):
+        return
+    broken = cluster_pb2.Cluster(name="broken-by-test", type=cluster_pb2.Cluster.LOGICAL_DNS)
+    broken.connect_timeout.seconds = 1
+    broken.load_assignment.cluster_name = broken.name
+    broken.load_assignment.endpoints.add(lb_endpoints=[endpoint(1), endpoint(2)])
+    resources.append(broken)
+'''
+TRIGGER = """\
+apiVersion: v1
+kind: Service
+metadata: {name: breaker, namespace: default, labels: {pilotfish.test/break-clusters: "on"}}
+spec:
+  ports: [{name: http, port: 80}]
 """
 
 
@@ -222,6 +256,29 @@ def test_ready_only_after_config_from_discovery_and_agent_wait(mesh: LocalMesh,
         assert uid_line.split()[1] == str(PROXY_UID)
         bootstrap = proxy_dir / "envoy-rev.json"
         assert bootstrap.stat().st_uid == PROXY_UID
+
+
+def test_a_rejected_first_config_keeps_the_proxy_unready(mesh: LocalMesh,
+                                                        tmp_path: Path) -> None:
+    plugins = write_distribution(tmp_path / "plugins", "pilotfish-test-break-clusters",
+                                 {"break_clusters": BREAK_CLUSTERS},
+                                 {"pilotfish.xds": {"break-clusters": "break_clusters"}})
+    Edge(mesh)
+    mesh.write("trigger.yaml", TRIGGER)
+    mesh.start_discovery("plugins: {xds: {add: [break-clusters]}}\n",
+                         extra_env={"PYTHONPATH": str(plugins)})
+    proxy = start_agent(mesh, "gw-1")
+    # Envoy goes LIVE on a rejected first CDS: its own /ready cannot be the readiness.
+    wait_until(lambda: http(f"{proxy.admin}/ready", timeout=1).body.strip() == b"LIVE", 30,
+               what="Envoy to go LIVE")
+    status, reason = readiness(proxy)
+    assert status == 503
+    assert reason.startswith(f"config received from discovery at 127.0.0.1:{mesh.xds_port}, "
+                             "but the proxy rejected it (CDS, ")
+    assert reason.endswith("pilotfish proxy-status shows why")
+
+    mesh.remove("trigger.yaml")  # the next CDS push is accepted
+    wait_until(lambda: readiness(proxy) == (200, "ready"), 30, what="readiness after the fix")
 
 
 def test_merged_metrics_carry_envoy_istio_and_app_metrics(mesh: LocalMesh,
