@@ -32,14 +32,6 @@ class ChildExited(RuntimeError):
         self.returncode = returncode
 
 
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes' ``$(VAR)`` expansion in command and args (unknown names stay as written)."""
-    out = text
-    for name, value in env.items():
-        out = out.replace(f"$({name})", value)
-    return out
-
-
 async def run_child(
     name: str,
     argv: Sequence[str],

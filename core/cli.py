@@ -130,11 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_arguments(p)
     p.set_defaults(func=analyze.main)
 
-    p = sub.add_parser("demo", help="run a local mesh: discovery, demo apps, an Envoy gateway")
-    from pilotfish.demo import run as demo_run
+    from pilotfish.core.node import cli as node_cli
 
-    demo_run.add_arguments(p)
-    p.set_defaults(func=demo_run.main)
+    p = sub.add_parser("up", help="run a mesh on this machine: pods as network namespaces")
+    node_cli.add_up_arguments(p)
+    p.set_defaults(func=node_cli.up_main)
+    p = sub.add_parser("down", help="remove everything pilotfish up made")
+    node_cli.add_down_arguments(p)
+    p.set_defaults(func=node_cli.down_main)
+    p = sub.add_parser("exec", help="run a command in a pod's network namespace")
+    node_cli.add_exec_arguments(p)
+    p.set_defaults(func=node_cli.exec_main)
+    p = sub.add_parser("status", help="the node's pods, IPs and sidecars")
+    node_cli.add_status_arguments(p)
+    p.set_defaults(func=node_cli.status_main)
 
     p = sub.add_parser("plugins", help="show the active plugins and where they come from")
     p.add_argument("--mesh-config", help="pilotfish.yaml")

@@ -1,0 +1,1 @@
+"""The local node: pods as network namespaces on one machine (``pilotfish up``)."""

@@ -1,0 +1,105 @@
+"""What ``pilotfish up`` created, written down as it goes, so ``down`` can undo it all —
+also after ``up`` crashed or was killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+DEFAULT_STATE_DIR = Path("/run/pilotfish/node")
+
+
+@attrs.define
+class PodState:
+    name: str
+    namespace: str
+    netns: str
+    container_id: str
+    ip: str = ""
+    sidecar: bool = False
+    app_uid: int = 1001
+    health_port: int = 15021
+    admin_port: int = 15000
+    status: str = "creating"  # creating | running | failed
+    error: str = ""
+    # What the CNI chain was given for this pod (DEL gets the same, as a runtime does).
+    cni_runtime: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}.{self.namespace}"
+
+
+@attrs.define
+class NodeState:
+    state_dir: Path
+    up_pid: int = 0
+    bridge: str = ""
+    subnet: str = ""
+    gateway_ip: str = ""
+    service_cidr: str = ""
+    discovery_pid: int = 0
+    xds_address: str = ""
+    debug_address: str = ""
+    pods: dict[str, PodState] = attrs.field(factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def config_dir(self) -> Path:
+        """What discovery reads: the user's config as the cluster holds it."""
+        return self.state_dir / "cluster"
+
+    @property
+    def cni_conf(self) -> Path:
+        return self.state_dir / "cni.conflist"
+
+    @property
+    def cni_cache(self) -> Path:
+        return self.state_dir / "cni-cache"
+
+    @property
+    def ipam_dir(self) -> Path:
+        return self.state_dir / "ipam"
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    def pod_dir(self, pod: PodState) -> Path:
+        return self.state_dir / "pods" / pod.key
+
+    def save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data = attrs.asdict(self, filter=lambda a, _: a.name != "state_dir")
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.path)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> NodeState | None:
+        path = state_dir / "state.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        pods = {k: PodState(**v) for k, v in data.pop("pods", {}).items()}
+        return cls(state_dir=state_dir, pods=pods, **data)
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
