@@ -95,14 +95,15 @@ class HttpServer:
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
-            peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
+            remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
+            peer = f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote)
         except Exception:
             peer = ""
         async with stream:
             while True:
                 try:
                     with anyio.fail_after(READ_TIMEOUT):
-                        request = await self._read_request(conn, stream, str(peer))
+                        request = await self._read_request(conn, stream, peer)
                 except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError,
                         ConnectionError):
                     return

@@ -53,6 +53,7 @@ class App:
             "path": request.path,
             "query": dict(request.query),
             "host": request.headers.get("host", ""),
+            "peer": request.peer.rpartition(":")[0],  # 127.0.0.6: it came through a sidecar
             "headers": dict(request.headers),
         }
 
@@ -94,6 +95,14 @@ class App:
         return await anyio.to_thread.run_sync(fetch)
 
 
+def first_call(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return f"ok {response.status}"
+    except Exception as exc:
+        return f"failed {exc}"
+
+
 def parse_serve(text: str) -> tuple[str, str, str, int]:
     """``name:version@host:port`` → parts, with a clear error."""
     try:
@@ -123,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", action="append", default=[], metavar="NAME=URL",
                         help="a service this app calls on every request (repeatable)")
     parser.add_argument("--pod", default=os.environ.get("POD_NAME", ""))
+    parser.add_argument("--first-call", metavar="URL",
+                        help="request URL once at start-up and print the outcome (shows "
+                             "whether the mesh was ready when the app started)")
     args = parser.parse_args(argv)
     calls = dict(c.split("=", 1) for c in args.calls)
     apps = []
@@ -130,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         name, version, host, port = parse_serve(spec)
         pod = args.pod or f"{name}-{version}"
         apps.append((App(name, version, pod, calls), f"{host}:{port}"))
+    if args.first_call:
+        print(f"first call: {first_call(args.first_call)}", flush=True)
     try:
         anyio.run(serve, apps)
     except KeyboardInterrupt:

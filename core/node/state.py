@@ -11,6 +11,9 @@ from typing import Any
 import attrs
 
 DEFAULT_STATE_DIR = Path("/run/pilotfish/node")
+# Per-pod proxy folders live outside the state dir: the proxy runs as uid 1337 and must be
+# able to reach its folder whatever the state dir's parents allow (a test's tmp is 0700).
+PROXY_DIRS = Path("/run/pilotfish/proxies")
 
 
 @attrs.define
@@ -72,8 +75,8 @@ class NodeState:
     def logs(self) -> Path:
         return self.state_dir / "logs"
 
-    def pod_dir(self, pod: PodState) -> Path:
-        return self.state_dir / "pods" / pod.key
+    def proxy_dir(self, pod: PodState) -> Path:
+        return PROXY_DIRS / pod.netns
 
     def save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -190,7 +190,7 @@ class Node:
                 "--namespace", obj.namespace, "--ip", pod.ip,
                 "--discovery", self.state.xds_address,
                 "--service-account", str(obj.spec.get("serviceAccountName") or "default"),
-                "--config-dir", str(self.state.pod_dir(pod) / "proxy")]
+                "--config-dir", str(self.state.proxy_dir(pod))]
         if labels:
             argv += ["--labels", labels]
         if ports:
@@ -204,8 +204,11 @@ class Node:
         logs = self.state.logs
         logs.mkdir(parents=True, exist_ok=True)
         if pod.sidecar:
-            proxy_dir = self.state.pod_dir(pod) / "proxy"
-            proxy_dir.mkdir(parents=True, exist_ok=True)
+            proxy_dir = self.state.proxy_dir(pod)
+            for parent in reversed(proxy_dir.parents[:2]):
+                parent.mkdir(mode=0o755, exist_ok=True)
+                parent.chmod(0o755)
+            proxy_dir.mkdir(exist_ok=True)
             os.chown(proxy_dir, pods.PROXY_UID, pods.PROXY_UID)
             argv = netns.exec_argv(pod.netns, self.agent_argv(obj, pod),
                                    pods.PROXY_UID, pods.PROXY_UID)
