@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listeners", metavar="FILE",
                         help='JSON: listening sockets of running pods, [{"pod": "ns/name", '
                         '"listeners": ["127.0.0.1:8080"]}] (or "ss": "<ss -ltn output>")')
+    parser.add_argument("--state-dir", default=None,
+                        help="the local node's state (default /run/pilotfish/node): when a "
+                        "node is up and --listeners is not given, its pods' listening sockets "
+                        "are read with ss inside each pod's network namespace")
     parser.add_argument("-o", "--output", choices=["text", "json"], default="text",
                         help="text: one line per finding (default); json: a list of objects")
 
@@ -117,6 +121,28 @@ def _sockets(path: str | None) -> tuple[PodSockets, ...]:
         raise CommandError(f"--listeners {path}: {exc}") from exc
 
 
+def node_sockets(state_dir: Path | None) -> tuple[PodSockets, ...]:
+    """Listening sockets of the running local node's pods (none when no node is up)."""
+    import subprocess
+
+    from pilotfish.core.analyzers.localhost import parse_ss
+    from pilotfish.core.node import netns
+    from pilotfish.core.node.state import DEFAULT_STATE_DIR, NodeState, pid_alive
+
+    state = NodeState.load(state_dir or DEFAULT_STATE_DIR)
+    if state is None or not pid_alive(state.up_pid):
+        return ()
+    out = []
+    for pod in state.pods.values():
+        if not netns.exists(pod.netns):
+            continue
+        result = subprocess.run(["ip", "netns", "exec", pod.netns, "ss", "-H", "-ltn"],
+                                capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            out.append(PodSockets(pod.namespace, pod.name, tuple(parse_ss(result.stdout))))
+    return tuple(out)
+
+
 def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -125,7 +151,9 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         raise CommandError(f"--config-dir {args.config_dir}: no such file or directory")
     config = meshconfig.load(args.mesh_config)
     inputs, problems = load(root, config)
-    inputs = attrs.evolve(inputs, sockets=_sockets(args.listeners))
+    sockets = _sockets(args.listeners) if args.listeners else node_sockets(
+        Path(args.state_dir) if getattr(args, "state_dir", None) else None)
+    inputs = attrs.evolve(inputs, sockets=sockets)
     findings = sort([*problems, *run(inputs)])
     if args.output == "json":
         json.dump([f.as_dict() for f in findings], out, indent=2)

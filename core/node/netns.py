@@ -110,17 +110,3 @@ async def kill_all(name: str, grace: float = 5.0) -> None:
         with anyio.move_on_after(grace if sig == signal.SIGTERM else 2.0):
             while await pids(name):
                 await anyio.sleep(0.1)
-
-
-async def listening(name: str) -> list[tuple[str, int]]:
-    """TCP sockets listening inside the netns: (address, port)."""
-    out = await run(["ip", "netns", "exec", name, "ss", "-H", "-ltn"],
-                    what=f"netns {name}: list listeners")
-    sockets = []
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 4:
-            address, _, port = fields[3].rpartition(":")
-            if port.isdigit():
-                sockets.append((address.strip("[]"), int(port)))
-    return sockets

@@ -351,7 +351,7 @@ async def up(options: UpOptions) -> int:
                 except Exception as exc:
                     raise netns.NodeError(f"pod {pod.key}: start: {exc}") from exc
             tg.start_soon(node.watch_config)
-            print(summary(state), flush=True)
+            print(summary(state, node.store), flush=True)
             await wait_stop()
             tg.cancel_scope.cancel()
     finally:
@@ -369,13 +369,39 @@ async def wait_stop() -> None:
             return
 
 
-def summary(state: NodeState) -> str:
+def summary(state: NodeState, store: ConfigStore) -> str:
     lines = ["", "The node is up:", ""]
     for pod in state.pods.values():
         lines.append(f"  {pod.key:40} {pod.ip:15} {'sidecar' if pod.sidecar else ''}")
-    lines += ["", "Try: pilotfish status | pilotfish exec POD -- CMD | pilotfish proxy-status",
-              "Stop with Ctrl-C or pilotfish down.", ""]
+    lines += ["", *tour(state, store), "",
+              "Also: pilotfish status | pilotfish exec POD -- CMD | pilotfish proxy-status "
+              f"--discovery-address {state.debug_address}",
+              "Stop with Ctrl-C (or pilotfish down from anywhere).", ""]
     return "\n".join(lines)
+
+
+def tour(state: NodeState, store: ConfigStore) -> list[str]:
+    """What to try: requests through the ingress gateway pod, if the config has one."""
+    gateway = next((p for p in state.pods.values()
+                    if p.cni_runtime.get("pilotfishPod", {}).get("labels", {}).get("istio")
+                    == "ingressgateway"), None)
+    ports = [int((server.get("port") or {}).get("number") or 0)
+             for gw in store.objects("Gateway") for server in gw.spec.get("servers") or []]
+    if gateway is None or not ports:
+        return []
+    url = f"http://{gateway.ip}:{ports[0]}"
+    return [
+        "Try, through the ingress gateway pod:",
+        f"  curl -s {url}/productpage       # productpage calls details and reviews, "
+        "sidecar to sidecar",
+        f"  for i in $(seq 10); do curl -s {url}/reviews/1 | grep '\"version\"'; done"
+        "   # 80/20 split",
+        f"  curl -s -H 'end-user: jason' {url}/reviews/1 | grep version   # header match",
+        f"  curl -s -o /dev/null -w '%{{http_code}}\\n' -H 'end-user: tester' {url}/ratings/1"
+        "   # fault: 503",
+        "and from a pod outside the mesh (kube-proxy's job, done by the node):",
+        "  pilotfish exec client -- curl -s http://reviews.default:9080/reviews/1",
+    ]
 
 
 def run_up(options: UpOptions) -> int:

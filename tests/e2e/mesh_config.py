@@ -92,7 +92,7 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: plain}
 """,
-        "services.yaml": "---\n".join(service(s, "mesh") for s in ("web", "api")),
+        "services.yaml": "---\n".join(service(s, "mesh") for s in ("web", "api", "local")),
         "pods.yaml": "---\n".join([
             pod("web-v1", "mesh", {"app": "web", "version": "v1"}, serve("web", "v1")),
             pod("web-v2", "mesh", {"app": "web", "version": "v2"}, serve("web", "v2")),
@@ -105,6 +105,8 @@ metadata: {name: plain}
                 {"proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"}),
             pod("unheld", "mesh", {"app": "unheld"},
                 [*serve("unheld"), "--first-call", first_call]),
+            # Listens on 127.0.0.1 only: its sidecar cannot reach it (analyze says so).
+            pod("local-1", "mesh", {"app": "local"}, ["--serve", "local:v1@127.0.0.1:8080"]),
             pod("outsider", "plain", {"app": "outsider"}, serve("outsider")),
         ]),
         "routes.yaml": ROUTES.replace("ROUTE_MARK", route_mark),

@@ -136,6 +136,20 @@ def test_hold_application_until_proxy_starts(node: Node):
     assert "first call: failed" in node.log("unheld.mesh.app.log")
 
 
+def test_analyze_finds_apps_listening_on_localhost_only(node: Node):
+    import subprocess
+
+    from pilotfish.testing.processes import pilotfish
+
+    out = subprocess.run(pilotfish("analyze", "--config-dir", str(node.config_dir),
+                                   "--state-dir", str(node.state_dir), "-o", "json"),
+                         capture_output=True, text=True)
+    findings = json.loads(out.stdout)
+    local = [f for f in findings if f["code"] == "PF0108"]
+    assert local and all("local-1" in json.dumps(f) for f in local), findings
+    assert out.returncode == 1
+
+
 def test_discovery_outage_and_return(node: Node):
     pid = node.status()["discovery"]["pid"]
     os.kill(pid, signal.SIGKILL)
