@@ -109,8 +109,8 @@ async def _run_plugin(command: str, conflist: Mapping[str, Any], index: int,
     if command == "ADD" and not isinstance(parsed, dict):
         raise ChainError(f"{where}: ADD printed no result: {out.strip()[:200]!r}",
                          plugin=name)
-    if err.strip():  # what a runtime shows in its own log: why a pod was left alone, ...
-        log.info("%s: %s", where, err.strip())
+    if err.strip():  # a plugin's notes (why a pod was left alone, ...): debug detail
+        log.debug("%s: %s", where, err.strip())
     return parsed
 
 

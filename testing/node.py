@@ -24,6 +24,7 @@ class Node:
     bridge: str
     debug_port: int = attrs.field(factory=free_port)
     process: Process | None = None
+    extra_args: tuple[str, ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -39,7 +40,7 @@ class Node:
     def start(self, timeout: float = 120) -> Node:
         argv = pilotfish("up", "--config-dir", str(self.config_dir), "--state-dir",
                          str(self.state_dir), "--subnet", self.subnet, "--bridge", self.bridge,
-                         "--debug-address", f"127.0.0.1:{self.debug_port}")
+                         "--debug-address", f"127.0.0.1:{self.debug_port}", *self.extra_args)
         self.process = Process("up", argv, self.workdir / "up.log").start()
 
         def ready() -> bool:

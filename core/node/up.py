@@ -56,6 +56,7 @@ class UpOptions:
     debug_address: str = "127.0.0.1:15014"
     discovery_restart_delay: float = 2.0
     demo: bool = False  # print the demo's tour
+    proxy_concurrency: int = 2  # worker threads per sidecar proxy (Istio's default is 2)
 
 
 def step(text: str) -> None:
@@ -190,7 +191,8 @@ class Node:
                 "--namespace", obj.namespace, "--ip", pod.ip,
                 "--discovery", self.state.xds_address,
                 "--service-account", str(obj.spec.get("serviceAccountName") or "default"),
-                "--config-dir", str(self.state.proxy_dir(pod))]
+                "--config-dir", str(self.state.proxy_dir(pod)),
+                "--concurrency", str(self.options.proxy_concurrency)]
         if labels:
             argv += ["--labels", labels]
         if ports:
