@@ -35,8 +35,9 @@ def wants_sidecar(pod: ConfigObject, namespace_labels: Mapping[str, str]) -> boo
     return namespace_labels.get(INJECT_LABEL) == "enabled"
 
 
-def netns_name(pod: ConfigObject) -> str:
-    digest = hashlib.sha256(f"{pod.namespace}/{pod.name}".encode()).hexdigest()[:6]
+def netns_name(pod: ConfigObject, node: str = "") -> str:
+    """A short unique netns name; ``node`` (the bridge) keeps two nodes on one host apart."""
+    digest = hashlib.sha256(f"{node}/{pod.namespace}/{pod.name}".encode()).hexdigest()[:6]
     return f"pf-{pod.name[:20]}-{digest}"
 
 

@@ -148,8 +148,9 @@ class Node:
     async def create_network(self, obj: ConfigObject, sidecar: bool) -> PodState:
         from pilotfish.interceptors import cni_chain
 
-        pod = PodState(name=obj.name, namespace=obj.namespace, netns=pods.netns_name(obj),
-                       container_id=pods.netns_name(obj), sidecar=sidecar)
+        name = pods.netns_name(obj, self.state.bridge)
+        pod = PodState(name=obj.name, namespace=obj.namespace, netns=name, container_id=name,
+                       sidecar=sidecar)
         self.state.pods[pod.key] = pod
         self.state.save()
         await netns.create(pod.netns)
