@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -13,13 +14,7 @@ from typing import Any
 import yaml
 
 from pilotfish.core import meshconfig, plugins
-from pilotfish.core.proxy_status import (
-    CommandError,
-    add_config_arguments,
-    add_status_arguments,
-    proxy_config,
-    proxy_status,
-)
+from pilotfish.core.proxy_status import CommandError
 
 
 def _discovery(args: argparse.Namespace) -> int:
@@ -80,16 +75,49 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent(args: argparse.Namespace) -> int:
-    from pilotfish.core import agent
+def _add_discovery_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "Serve xDS to proxies from Istio config in a directory."
+    p.add_argument("--config-dir", help="directory of Istio/Kubernetes YAML (read recursively, "
+                   "watched for changes)")
+    p.add_argument("--mesh-config", help="pilotfish.yaml: profile, plugins, mesh settings")
+    p.add_argument("--xds-address", default="127.0.0.1:15010",
+                   help="gRPC ADS address (default %(default)s)")
+    p.add_argument("--debug-address", default="127.0.0.1:15014",
+                   help="debug HTTP address, empty to disable (default %(default)s)")
 
-    return agent.main(args)
+
+def _add_plugins_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mesh-config", help="pilotfish.yaml")
+    p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
 
 
-def _validate(args: argparse.Namespace) -> int:
-    from pilotfish.core.validation import cli as validate_cli
-
-    return validate_cli.main(args)
+# name, help, module with the functions (imported on use), its add-arguments and main.
+COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("discovery", "run the control plane (istiod's job)",
+     "pilotfish.core.cli", "_add_discovery_arguments", "_discovery"),
+    ("agent", "bootstrap and run a proxy (pilot-agent's job)",
+     "pilotfish.core.agent", "add_arguments", "main"),
+    ("validate", "validate config files offline",
+     "pilotfish.core.validation.cli", "add_arguments", "main"),
+    ("analyze", "find config that validates but will not work as meant",
+     "pilotfish.core.analyze", "add_arguments", "main"),
+    ("up", "run a mesh on this machine: pods as network namespaces",
+     "pilotfish.core.node.cli", "add_up_arguments", "up_main"),
+    ("down", "remove everything pilotfish up made",
+     "pilotfish.core.node.cli", "add_down_arguments", "down_main"),
+    ("exec", "run a command in a pod's network namespace",
+     "pilotfish.core.node.cli", "add_exec_arguments", "exec_main"),
+    ("status", "the node's pods, IPs and sidecars",
+     "pilotfish.core.node.cli", "add_status_arguments", "status_main"),
+    ("plugins", "show the active plugins and where they come from",
+     "pilotfish.core.cli", "_add_plugins_arguments", "_plugins"),
+    ("proxy-status", "sync state of every connected proxy",
+     "pilotfish.core.proxy_status", "add_status_arguments", "proxy_status"),
+    ("proxy-config", "what one proxy holds: clusters, listeners, routes, endpoints",
+     "pilotfish.core.proxy_status", "add_config_arguments", "proxy_config"),
+    ("iptables", "capture a pod's traffic with istio-iptables's rules",
+     "pilotfish.interceptors.iptables_cli", "add_arguments", "main"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,69 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("discovery", help="run the control plane (istiod's job)",
-                       description="Serve xDS to proxies from Istio config in a directory.")
-    p.add_argument("--config-dir", help="directory of Istio/Kubernetes YAML (read recursively, "
-                   "watched for changes)")
-    p.add_argument("--mesh-config", help="pilotfish.yaml: profile, plugins, mesh settings")
-    p.add_argument("--xds-address", default="127.0.0.1:15010",
-                   help="gRPC ADS address (default %(default)s)")
-    p.add_argument("--debug-address", default="127.0.0.1:15014",
-                   help="debug HTTP address, empty to disable (default %(default)s)")
-    p.set_defaults(func=_discovery)
-
-    p = sub.add_parser("agent", help="bootstrap and run a proxy (pilot-agent's job)")
-    from pilotfish.core import agent
-
-    agent.add_arguments(p)
-    p.set_defaults(func=_agent)
-
-    p = sub.add_parser("validate", help="validate config files offline")
-    from pilotfish.core.validation import cli as validate_cli
-
-    validate_cli.add_arguments(p)
-    p.set_defaults(func=_validate)
-
-    p = sub.add_parser("analyze", help="find config that validates but will not work as meant")
-    from pilotfish.core import analyze
-
-    analyze.add_arguments(p)
-    p.set_defaults(func=analyze.main)
-
-    from pilotfish.core.node import cli as node_cli
-
-    p = sub.add_parser("up", help="run a mesh on this machine: pods as network namespaces")
-    node_cli.add_up_arguments(p)
-    p.set_defaults(func=node_cli.up_main)
-    p = sub.add_parser("down", help="remove everything pilotfish up made")
-    node_cli.add_down_arguments(p)
-    p.set_defaults(func=node_cli.down_main)
-    p = sub.add_parser("exec", help="run a command in a pod's network namespace")
-    node_cli.add_exec_arguments(p)
-    p.set_defaults(func=node_cli.exec_main)
-    p = sub.add_parser("status", help="the node's pods, IPs and sidecars")
-    node_cli.add_status_arguments(p)
-    p.set_defaults(func=node_cli.status_main)
-
-    p = sub.add_parser("plugins", help="show the active plugins and where they come from")
-    p.add_argument("--mesh-config", help="pilotfish.yaml")
-    p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-    p.set_defaults(func=_plugins)
-
-    p = sub.add_parser("proxy-status", help="sync state of every connected proxy")
-    add_status_arguments(p)
-    p.set_defaults(func=proxy_status)
-
-    p = sub.add_parser("proxy-config", help="what one proxy holds: clusters, listeners, ...")
-    add_config_arguments(p)
-    p.set_defaults(func=proxy_config)
-
-    p = sub.add_parser("iptables", help="capture a pod's traffic with istio-iptables's rules")
-    from pilotfish.interceptors import iptables_cli
-
-    iptables_cli.add_arguments(p)
-    p.set_defaults(func=iptables_cli.main)
+    for name, text, module_name, add, run in COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=text)
+        getattr(module, add)(p)
+        p.set_defaults(func=getattr(module, run))
     return parser
 
 

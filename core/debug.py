@@ -123,11 +123,7 @@ def server(discovery: Discovery) -> HttpServer:
         ])
 
     async def errorz(request: Request) -> Response:
-        return Response.json([
-            {"file": e.file, "line": e.line, "object": str(e.key) if e.key else "",
-             "field": e.field, "message": e.message, "severity": e.severity}
-            for e in discovery.store.errors()
-        ])
+        return Response.json([e.as_dict() for e in discovery.store.errors()])
 
     async def push_status(request: Request) -> Response:
         record = discovery.last_push

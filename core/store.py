@@ -30,6 +30,14 @@ class ConfigError:
     field: str = ""
     severity: str = "error"  # "error" rejects the object; "warning" only reports
 
+    def as_dict(self) -> dict[str, object]:
+        key = self.key
+        return {
+            "file": self.file, "line": self.line, "severity": self.severity,
+            "kind": key.kind if key else "", "namespace": key.namespace if key else "",
+            "name": key.name if key else "", "field": self.field, "message": self.message,
+        }
+
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         what = f" {self.key.kind} {self.key.namespace + '/' if self.key.namespace else ''}" \

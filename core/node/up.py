@@ -309,8 +309,25 @@ async def wait_ready(pod: PodState, timeout: float) -> None:
                     f"the sidecar of {pod.key} to be ready")
 
 
+async def check_runnable_as(uid: int) -> None:
+    """Pods run pilotfish's interpreter as other users: it must be reachable by them (a
+    virtualenv under /root, or a checkout in a 0700 folder, is not)."""
+    argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable,
+            "-c", "import pilotfish.core.agent"]
+    result = await anyio.run_process(argv, check=False)
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise netns.NodeError(
+            f"uid {uid} cannot run {sys.executable} with pilotfish ({detail[0]}); use a "
+            "virtualenv made from /usr/bin/python3 in a folder other users can read "
+            "(./dev setup does that when the checkout is readable)")
+
+
 async def up(options: UpOptions) -> int:
     from pilotfish.core.node.down import teardown
+
+    for uid in (pods.DEFAULT_APP_UID, pods.PROXY_UID):
+        await check_runnable_as(uid)
 
     existing = NodeState.load(options.state_dir)
     if existing is not None:

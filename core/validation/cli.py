@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from pilotfish.core.objects import BUILTIN_KINDS, ConfigObject, split_api_version
 from pilotfish.core.store import ConfigError
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         files += 1
         objects += _check_file(path, problems)
     if args.output == "json":
-        json.dump([_as_dict(p) for p in problems], out, indent=2)
+        json.dump([p.as_dict() for p in problems], out, indent=2)
         out.write("\n")
     else:
         for problem in problems:
@@ -102,15 +102,3 @@ def _check_object(obj: ConfigObject) -> list[ConfigError]:
     return validate(obj)
 
 
-def _as_dict(problem: ConfigError) -> dict[str, Any]:
-    key = problem.key
-    return {
-        "file": problem.file,
-        "line": problem.line,
-        "severity": problem.severity,
-        "kind": key.kind if key else "",
-        "namespace": key.namespace if key else "",
-        "name": key.name if key else "",
-        "field": problem.field,
-        "message": problem.message,
-    }
