@@ -31,8 +31,14 @@ class Request:
     query: Mapping[str, str]
     headers: Mapping[str, str]
     body: bytes = b""
-    peer: str = ""
+    peer: str = ""  # "host:port" ("[v6]:port")
     query_string: str = ""  # as sent: parse_qs drops valueless keys such as ?usedonly
+
+
+    @property
+    def peer_host(self) -> str:
+        """The peer's address without the port."""
+        return self.peer.rpartition(":")[0].strip("[]")
 
 
 @attrs.frozen
@@ -96,7 +102,11 @@ class HttpServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
-            peer = f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote)
+            if isinstance(remote, tuple):
+                host = str(remote[0])
+                peer = f"[{host}]:{remote[1]}" if ":" in host else f"{host}:{remote[1]}"
+            else:
+                peer = str(remote)
         except Exception:
             peer = ""
         async with stream:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import re
 from importlib import metadata
 from typing import Protocol
 from urllib.parse import quote
@@ -40,7 +39,6 @@ from pilotfish.core.readiness import Readiness, Verdict, parse_stats
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 3.0  # pilot-agent's timeout for the stats request behind a probe
-_PEER_HOST = re.compile(r"^\('([^']*)'")  # core.http records the peer as str((host, port))
 
 
 class StatusServerError(Exception):
@@ -65,11 +63,10 @@ class StatusPorts:
     host: str = "0.0.0.0"
 
 
-def is_local(peer: str) -> bool:
-    """Whether a request came over loopback (``peer`` as ``core.http`` records it)."""
-    match = _PEER_HOST.match(peer)
+def is_local(host: str) -> bool:
+    """Whether a request came over loopback (``host``: the peer's address)."""
     try:
-        address = ipaddress.ip_address(match[1] if match else peer)
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
     mapped = getattr(address, "ipv4_mapped", None)
@@ -154,7 +151,7 @@ def _refuse(request: Request) -> Response | None:
     if request.method != "POST":
         return Response(405, f"{request.path}: use POST\n".encode(),
                         headers=(("allow", "POST"),))
-    if not is_local(request.peer):
+    if not is_local(request.peer_host):
         return Response.text(f"{request.path}: only allowed from localhost\n", 403)
     return None
 

@@ -53,7 +53,7 @@ class App:
             "path": request.path,
             "query": dict(request.query),
             "host": request.headers.get("host", ""),
-            "peer": request.peer.rpartition(":")[0],  # 127.0.0.6: it came through a sidecar
+            "peer": request.peer_host,  # 127.0.0.6: it came through a sidecar
             "headers": dict(request.headers),
         }
 

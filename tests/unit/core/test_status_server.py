@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from pilotfish.core.http import Request
 from pilotfish.core.status_server import is_local
 
 
 @pytest.mark.parametrize(("peer", "local"), [
-    ("('127.0.0.1', 41000)", True),
-    ("('127.0.0.6', 41000)", True),
-    ("('::1', 41000, 0, 0)", True),
-    ("('::ffff:127.0.0.1', 41000, 0, 0)", True),
-    ("('10.0.0.5', 41000)", False),
-    ("('fd00::5', 41000, 0, 0)", False),
+    ("127.0.0.1:41000", True),
+    ("127.0.0.6:41000", True),
+    ("[::1]:41000", True),
+    ("[::ffff:127.0.0.1]:41000", True),
+    ("10.0.0.5:41000", False),
+    ("[fd00::5]:41000", False),
     ("", False),
     ("garbage", False),
 ])
 def test_controls_accept_loopback_peers_only(peer: str, local: bool) -> None:
-    assert is_local(peer) is local
+    assert is_local(Request("GET", "/", {}, {}, peer=peer).peer_host) is local
