@@ -65,6 +65,11 @@ class App:
         parts = request.path.strip("/").split("/")
         if parts[0] == "_requests":
             return Response.json(list(self.seen))
+        if request.path == "/metrics":  # Prometheus text, for merged-metrics demos
+            return Response(200, (
+                "# TYPE demo_requests_total counter\n"
+                f'demo_requests_total{{service="{self.service}",version="{self.version}"}} '
+                f"{len(self.seen)}\n").encode(), "text/plain; version=0.0.4")
         # The behaviour words may come anywhere in the path (/details/flaky/abc), so that
         # routes with a prefix reach them too.
         arg = {word: parts[i + 1] for i, word in enumerate(parts[:-1])

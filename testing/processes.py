@@ -25,10 +25,20 @@ import attrs
 T = TypeVar("T")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, never the same twice in one test run (the kernel may
+    hand a just-released ephemeral port out again, and tests take several at once)."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port found")
 
 
 def wait_until(check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05,

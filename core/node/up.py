@@ -31,6 +31,7 @@ import yaml
 
 from pilotfish.core import meshconfig, push_context
 from pilotfish.core.children import ChildExited, run_child, stop
+from pilotfish.core.merged_metrics import app_metrics_url
 from pilotfish.core.node import cluster, netns, pods
 from pilotfish.core.node.state import NodeState, PodState, pid_alive
 from pilotfish.core.objects import ConfigObject
@@ -200,6 +201,12 @@ class Node:
             argv += ["--pod-ports", ports]
         if self.options.mesh_config:
             argv += ["--mesh-config", str(self.options.mesh_config)]
+        try:
+            metrics = app_metrics_url(obj.annotations, pod.ip)
+        except ValueError as exc:
+            raise netns.NodeError(f"pod {pod.key}: {exc}") from exc
+        if metrics:
+            argv += ["--app-metrics", metrics]
         return argv
 
     async def start_pod(self, tg: anyio.abc.TaskGroup, obj: ConfigObject, pod: PodState,

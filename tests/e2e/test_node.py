@@ -131,6 +131,21 @@ def test_app_running_as_1337_bypasses_its_sidecar(node: Node):
     assert body["peer"] == "127.0.0.6"  # the server's sidecar still did
 
 
+def test_merged_metrics_have_istio_names_and_the_apps_own(node: Node):
+    from pilotfish.testing.processes import http
+
+    api = node.pod("api-1")["ip"]
+    node.curl_json("client", "http://api:9080/count-me")
+
+    def merged() -> str | None:
+        text = http(f"http://{api}:15020/stats/prometheus").body.decode()
+        wanted = ('reporter="destination"', "istio_requests_total", "demo_requests_total")
+        return text if all(w in text for w in wanted) else None
+
+    text = wait_until(merged, 15, what="merged metrics")
+    assert 'destination_service="api.mesh.svc.cluster.local"' in text
+
+
 def test_hold_application_until_proxy_starts(node: Node):
     assert "first call: ok 200" in node.log("held.mesh.app.log")
     assert "first call: failed" in node.log("unheld.mesh.app.log")

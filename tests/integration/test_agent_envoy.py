@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,12 @@ import pytest
 
 from pilotfish.core.proxy_backend import BootstrapError, ProxyOptions
 from pilotfish.plugins.envoy_proxy import EnvoyBackend, envoy_binary
+from pilotfish.testing.processes import free_port
 
 pytestmark = pytest.mark.envoy
 
 # Envoy is part of the dev install (./dev): a missing binary fails loudly, never skips.
 ENVOY = envoy_binary()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def options(config_dir: Path, **overrides: Any) -> ProxyOptions:
