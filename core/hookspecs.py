@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pilotfish.core.proxy import ProxyScope
     from pilotfish.core.proxy_backend import ProxyBackend
     from pilotfish.core.push_context import PushContext
+    from pilotfish.core.security.provider import CertProvider, CertSettings
     from pilotfish.core.sniffing import Sniffer
     from pilotfish.core.sources import ConfigSource, SourceSettings
     from pilotfish.core.store import ConfigError
@@ -152,4 +153,27 @@ def pilotfish_interceptor() -> Interceptor:
     pod's network namespace and may be repeated without changing anything; async
     ``remove(pod, netns)`` takes it out again. Failures raise ``InterceptorError`` naming
     the network namespace and the step. The caller picks the interceptor by ``name``.
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# Identity: certificate authorities
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def pilotfish_cert_provider(settings: CertSettings) -> CertProvider | None:
+    """Provide the cert provider discovery signs workload certificates with (group
+    ``pilotfish.certs``: ``istio-ca``, ``file``).
+
+    Fires once when discovery starts with secure xDS (15012) enabled. ``settings`` carries
+    the state directory, the ``--ca-dir`` of plugged-in CA files, the trust domain and the
+    default and maximum workload certificate lifetimes. Return an object with ``name`` and
+    the methods of ``pilotfish.core.security.provider.CertProvider``: ``trust_bundle()``
+    (PEM roots), ``sign(request, now)`` (a ``SigningRequest`` whose CSR core has already
+    checked and whose ``spiffe_id`` is the authenticated caller's; return the chain leaf
+    first, root last, or raise ``CertError``) and ``serving_certificate(dns_names,
+    ip_addresses, now)`` (discovery's own TLS certificate). Return ``None`` to stay out;
+    raise ``CaSetupError`` for unusable files. Exactly one provider may be active.
+    ``pilotfish.testing.certs.check_cert_provider`` checks the contract.
     """

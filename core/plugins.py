@@ -36,7 +36,7 @@ PROFILES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "proxies": ("envoy",),
         "interceptors": (),
         "sniffers": ("tls", "http1", "http2"),
-        "certs": (),
+        "certs": ("istio-ca",),
     },
 }
 
@@ -183,3 +183,14 @@ class Plugins:
 
     def interceptors(self) -> dict[str, Any]:
         return {i.name: i for i in self.hook.pilotfish_interceptor()}
+
+    def cert_provider(self, settings: Any) -> Any | None:
+        """The one active cert provider, or ``None`` when no plugin offers one."""
+        providers = [p for p in self.hook.pilotfish_cert_provider(settings=settings)
+                     if p is not None]
+        if len(providers) > 1:
+            raise PluginError(
+                f"{len(providers)} cert providers are active "
+                f"({', '.join(sorted(p.name for p in providers))}); keep one with "
+                "plugins.certs.use in the mesh config")
+        return providers[0] if providers else None

@@ -96,7 +96,7 @@ def test_missing_kubernetes_claim_and_wrong_issuer_are_refused(keys):
     private, public = keys
     base = {"iss": "pilotfish-node", "aud": ["istio-ca"], "sub": "system:serviceaccount:a:b",
             "iat": NOW, "exp": NOW + 60}
-    with pytest.raises(tokens.TokenError, match="no 'kubernetes.io' claim"):
+    with pytest.raises(tokens.TokenError, match=r"no 'kubernetes\.io' claim"):
         tokens.verify(public, _signed(private, base), now=NOW)
     with pytest.raises(tokens.TokenError, match="issuer"):
         tokens.verify(public, _signed(private, {**base, "iss": "kubernetes"}), now=NOW)

@@ -1,0 +1,1 @@
+"""Built-in cert providers (entry-point group ``pilotfish.certs``): ``istio-ca`` and ``file``."""
