@@ -33,6 +33,7 @@ def sync_status(connection: Connection, discovery_id: str) -> dict[str, Any]:
         "proxy_version": proxy.metadata.get("ISTIO_VERSION", ""),
         "istiod": discovery_id,
         "connection": connection.id,
+        "identity": connection.identity,  # SPIFFE ID proven on 15012; "" on plaintext
         "xds_mode": connection.mode.value,
         "connected_at": _iso(connection.connected_at),
         "admin": proxy.metadata.get("PILOTFISH_ADMIN", ""),

@@ -14,7 +14,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -32,6 +33,10 @@ from pilotfish.core.xds import server as xds_server
 from pilotfish.core.xds.generator import GenerationCache, PushState
 from pilotfish.core.xds.resources import ResourceSet
 
+if TYPE_CHECKING:
+    from pilotfish.core.security.provider import CertSettings
+    from pilotfish.core.security.secure_xds import SecureXds
+
 log = logging.getLogger("pilotfish.discovery")
 
 
@@ -41,6 +46,10 @@ class DiscoveryOptions:
     debug_address: str | None = "127.0.0.1:15014"
     sources: SourceSettings = attrs.field(factory=SourceSettings)
     id: str = "discovery"
+    # 15012 (TLS: ADS with caller authentication, and the CA); None serves 15010 only.
+    secure_xds_address: str | None = None
+    certs: CertSettings | None = None  # required with secure_xds_address
+    token_key: Path | None = None  # the node's public key for pod tokens
 
 
 @attrs.define
@@ -105,6 +114,16 @@ class Discovery:
         self.last_push = PushRecord()
         self.ready = False
         self.store.subscribe(self._on_store_update)
+        self.secure: SecureXds | None = None
+        if options.secure_xds_address:
+            from pilotfish.core.security.secure_xds import SecureXds
+
+            if options.certs is None:
+                raise ValueError("DiscoveryOptions.certs is required with secure_xds_address")
+            # Raises CaSetupError before anything listens: bad CA files fail the start.
+            self.secure = SecureXds.create(plugins, self.xds, options.secure_xds_address,
+                                           options.certs, options.token_key,
+                                           config.mesh.root_namespace)
 
     # -- generation ----------------------------------------------------------------------
 
@@ -201,10 +220,13 @@ class Discovery:
             self.rebuild(PushRequest.full("init", self._clock(), forced=True))
             tg.start_soon(self.run_pushes)
             await tg.start(xds_server.serve, self.xds, self.options.xds_address)
+            if self.secure is not None:
+                await tg.start(self.secure.serve)
             if self.options.debug_address:
                 await tg.start(debug.server(self).serve, self.options.debug_address)
             self.ready = True
-            log.info("discovery ready: xDS on %s, debug on %s", self.options.xds_address,
+            log.info("discovery ready: xDS on %s, secure xDS on %s, debug on %s",
+                     self.options.xds_address, self.options.secure_xds_address or "(off)",
                      self.options.debug_address)
             task_status.started(self)
 

@@ -14,6 +14,8 @@ Example::
     discovery:
       debounceAfter: 100ms
       debounceMax: 10s
+      workloadCertTtl: 24h      # istio-ca: lifetime when a CSR asks for none
+      maxWorkloadCertTtl: 2160h # istio-ca: longer requests are refused (90 days)
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class DiscoverySettings:
     debounce_after: float = 0.1
     debounce_max: float = 10.0
     push_concurrency: int = 25
+    # Istio's DEFAULT_WORKLOAD_CERT_TTL and MAX_WORKLOAD_CERT_TTL (istio-ca signing).
+    workload_cert_ttl: float = 86400.0
+    max_workload_cert_ttl: float = 90 * 86400.0
 
 
 @attrs.frozen
@@ -190,7 +195,8 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
     )
 
     disc_raw = _mapping(data.get("discovery"), f"{where}: discovery")
-    _only(disc_raw, {"debounceAfter", "debounceMax", "pushConcurrency"}, f"{where}: discovery")
+    _only(disc_raw, {"debounceAfter", "debounceMax", "pushConcurrency", "workloadCertTtl",
+                     "maxWorkloadCertTtl"}, f"{where}: discovery")
     concurrency = disc_raw.get("pushConcurrency", 25)
     if not isinstance(concurrency, int) or concurrency < 1:
         raise MeshConfigError(
@@ -204,7 +210,18 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
             disc_raw.get("debounceMax", "10s"), f"{where}: discovery.debounceMax"
         ),
         push_concurrency=concurrency,
+        workload_cert_ttl=parse_duration(
+            disc_raw.get("workloadCertTtl", "24h"), f"{where}: discovery.workloadCertTtl"
+        ),
+        max_workload_cert_ttl=parse_duration(
+            disc_raw.get("maxWorkloadCertTtl", "2160h"), f"{where}: discovery.maxWorkloadCertTtl"
+        ),
     )
+    if not 0 < discovery.workload_cert_ttl <= discovery.max_workload_cert_ttl:
+        raise MeshConfigError(
+            f"{where}: discovery.workloadCertTtl: expected a positive duration no longer than "
+            f"maxWorkloadCertTtl ({discovery.max_workload_cert_ttl:g}s)"
+        )
     return MeshConfig(profile=profile, plugins=plugins, mesh=mesh, discovery=discovery,
                       source=source)
 

@@ -61,6 +61,21 @@ class LocalMesh:
     xds_port: int = attrs.field(factory=free_port)
     debug_port: int = attrs.field(factory=free_port)
     processes: list[Process] = attrs.field(factory=list)
+    # 15012 (TLS: authenticated ADS and the CA) on a free port; its root lives in state_dir.
+    secure_port: int = attrs.field(factory=free_port)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workdir / "discovery-state"
+
+    @property
+    def root_cert(self) -> Path:
+        """The mesh root discovery writes for the node (``<state-dir>/root-cert.pem``)."""
+        return self.state_dir / "root-cert.pem"
+
+    @property
+    def secure_address(self) -> str:
+        return f"127.0.0.1:{self.secure_port}"
 
     @property
     def config_dir(self) -> Path:
@@ -89,10 +104,16 @@ class LocalMesh:
         return process
 
     def start_discovery(self, mesh_config: str | None = None,
-                        extra_env: Mapping[str, str] | None = None) -> Process:
+                        extra_env: Mapping[str, str] | None = None,
+                        token_key: Path | None = None, extra: Sequence[str] = ()) -> Process:
+        """``token_key``: the node's public key, so discovery accepts pod tokens."""
         args = ["--log-level", "info", "discovery", "--config-dir", str(self.config_dir),
                 "--xds-address", f"127.0.0.1:{self.xds_port}",
-                "--debug-address", f"127.0.0.1:{self.debug_port}"]
+                "--debug-address", f"127.0.0.1:{self.debug_port}",
+                "--secure-xds-address", self.secure_address, "--state-dir", str(self.state_dir),
+                *extra]
+        if token_key is not None:
+            args += ["--token-key", str(token_key)]
         if mesh_config is not None:
             path = self.workdir / "pilotfish.yaml"
             path.write_text(mesh_config)

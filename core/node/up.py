@@ -42,6 +42,7 @@ from pilotfish.core.store import ConfigStore
 log = logging.getLogger("pilotfish.node")
 
 XDS_PORT = 15010
+SECURE_XDS_PORT = 15012
 AGENT_HEALTH_PORT = 15021
 
 
@@ -246,7 +247,11 @@ class Node:
         argv = [sys.executable, "-m", "pilotfish.core.cli", "discovery",
                 "--config-dir", str(self.state.config_dir),
                 "--xds-address", self.state.xds_address,
-                "--debug-address", self.state.debug_address]
+                "--debug-address", self.state.debug_address,
+                # 15012 and the CA's root on this node's own address and state: two nodes on
+                # one host must not share them.
+                "--secure-xds-address", f"{self.state.gateway_ip}:{SECURE_XDS_PORT}",
+                "--state-dir", str(self.state.state_dir / "discovery")]
         if self.options.mesh_config:
             argv += ["--mesh-config", str(self.options.mesh_config)]
         started = False

@@ -35,6 +35,9 @@ ALL_TYPES: frozenset[str] = frozenset({"*"})
 
 # (type_url, proxy) → current resources of that type for that proxy.
 ResourceSource = Callable[[str, Proxy], ResourceSet]
+# Secure ports authenticate the caller of each stream: (context, proxy) → (identity, peer
+# address), or the check aborts the RPC. Plaintext 15010 has none (Istio skips it there).
+CallerCheck = Callable[[grpc.aio.ServicerContext, Proxy], Awaitable[tuple[str, str]]]
 
 
 @attrs.define(eq=False)
@@ -53,6 +56,7 @@ class Connection:
     bytes_sent: int = 0
     responses_sent: int = 0
     closed: bool = False
+    identity: str = ""  # the caller's SPIFFE ID on 15012; empty on plaintext
 
     def request_push(self, type_urls: frozenset[str]) -> None:
         """Ask the connection loop to push these types (merged with anything pending)."""
@@ -90,16 +94,23 @@ class XdsServer:
         for connection in list(self.connections.values()):
             connection.request_push(type_urls)
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self, check: CallerCheck | None = None) -> grpc.GenericRpcHandler:
         identity: Callable[[bytes], bytes] = lambda data: data  # noqa: E731 - bytes are prebuilt
+
+        async def sotw(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+            await self._stream(context, Mode.SOTW, check)
+
+        async def delta(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+            await self._stream(context, Mode.DELTA, check)
+
         return grpc.method_handlers_generic_handler(ADS_SERVICE, {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self._sotw,
+                sotw,
                 request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
                 response_serializer=identity,
             ),
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self._delta,
+                delta,
                 request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
                 response_serializer=identity,
             ),
@@ -107,13 +118,8 @@ class XdsServer:
 
     # -- streams -----------------------------------------------------------------------------
 
-    async def _sotw(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-        await self._stream(context, Mode.SOTW)
-
-    async def _delta(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-        await self._stream(context, Mode.DELTA)
-
-    async def _stream(self, context: grpc.aio.ServicerContext, mode: Mode) -> None:
+    async def _stream(self, context: grpc.aio.ServicerContext, mode: Mode,
+                      check: CallerCheck | None = None) -> None:
         first = await context.read()
         if first is grpc.aio.EOF:
             return
@@ -124,6 +130,7 @@ class XdsServer:
             proxy = parse_node(first.node.id, metadata)
         except (NodeIdError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        caller, peer = await check(context, proxy) if check else ("", context.peer())
         send, receive = anyio.create_memory_object_stream[Any](REQUEST_QUEUE)
         conn_id = f"{proxy.id}-{next(self._ids)}"
         connection = Connection(
@@ -131,14 +138,16 @@ class XdsServer:
             proxy=proxy,
             mode=mode,
             session=Session(mode, nonce_prefix=f"{conn_id}/"),
-            peer=context.peer(),
+            peer=peer,
             connected_at=self._clock(),
             send_queue=send,
             receive_queue=receive,
             write=context.write,
+            identity=caller,
         )
         self.connections[conn_id] = connection
-        log.info("%s connected (%s, %s)", conn_id, mode.value, connection.peer)
+        log.info("%s connected (%s, %s%s)", conn_id, mode.value, connection.peer,
+                 f", {caller}" if caller else "")
         for callback in self.on_connect:
             callback(connection)
         try:
@@ -235,19 +244,22 @@ class XdsServer:
                   len(response.removed), len(data))
 
 
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.max_concurrent_streams", 100_000),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 15_000),
+    ("grpc.so_reuseport", 0),
+]
+
+
 async def serve(
     server: XdsServer, address: str, *, extra_handlers: tuple[grpc.GenericRpcHandler, ...] = (),
     task_status: anyio.abc.TaskStatus[grpc.aio.Server] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a plaintext gRPC server for ADS on ``address`` until cancelled."""
-    grpc_server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-        ("grpc.max_concurrent_streams", 100_000),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.http2.min_ping_interval_without_data_ms", 15_000),
-        ("grpc.so_reuseport", 0),
-    ])
+    grpc_server = grpc.aio.server(options=SERVER_OPTIONS)
     grpc_server.add_generic_rpc_handlers((server.handler(), *extra_handlers))
     port = grpc_server.add_insecure_port(address)
     if port == 0:
