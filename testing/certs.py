@@ -5,7 +5,8 @@ A third-party provider's test suite can run the same checks core relies on::
     from pilotfish.testing.certs import check_cert_provider
     def test_contract(tmp_path): check_cert_provider(make_my_provider(tmp_path))
 
-``make_csr`` and ``verify_chain`` are the pieces tests of agents and discovery use too.
+``make_csr``, ``verify_chain`` and ``create_certificate`` (a CA client) are the pieces
+tests of agents and discovery use too.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import itertools
 import time
 from collections.abc import Sequence
 
+import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
+from pilotfish.core.security import ca_pb2, ca_pb2_grpc
 from pilotfish.core.security.identity import Identity
 from pilotfish.core.security.pki import is_ca, key_pem, load_certs, load_key, same_public_key
 from pilotfish.core.security.provider import CertError, CertProvider, SigningRequest
 
 CONTRACT_IDENTITY = Identity("contract", "checker", "checker-0")
 CONTRACT_TRUST_DOMAIN = "cluster.local"
+DISCOVERY_NAME = "istiod.istio-system.svc"  # the name pilot-agent checks on 15012
 
 
 def make_key(kind: str = "ec") -> CertificateIssuerPrivateKeyTypes:
@@ -91,6 +95,26 @@ def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def create_certificate(address: str, root_pem: bytes, csr: str, *, token: str | None = None,
+                       key_pem: str | None = None, chain: Sequence[str] = (),
+                       validity: int = 0, server_name: str = DISCOVERY_NAME,
+                       timeout: float = 10.0) -> list[str]:
+    """``CreateCertificate`` on 15012 as a workload would call it: with its pod token, or
+    with its current certificate (``key_pem`` and ``chain``, leaf first) for a renewal.
+    Refusals raise ``grpc.RpcError`` with the status code and message."""
+    credentials = grpc.ssl_channel_credentials(
+        root_pem, key_pem.encode() if key_pem else None,
+        "".join(chain).encode() if chain else None)
+    options = [("grpc.ssl_target_name_override", server_name)]
+    with grpc.secure_channel(address, credentials, options=options) as channel:
+        stub = ca_pb2_grpc.IstioCertificateServiceStub(channel)
+        response = stub.CreateCertificate(
+            ca_pb2.IstioCertificateRequest(csr=csr, validity_duration=validity),
+            metadata=[("authorization", f"Bearer {token}")] if token else None,
+            timeout=timeout)
+    return list(response.cert_chain)
 
 
 def check_cert_provider(provider: CertProvider, *, signs: bool = True,

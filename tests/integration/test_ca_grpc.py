@@ -21,10 +21,11 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from pilotfish.core.security import ca_pb2, ca_pb2_grpc, tokens
+from pilotfish.core.security import tokens
 from pilotfish.core.security.provider import CertSettings
 from pilotfish.core.xds import types
 from pilotfish.plugins.certs import istio_ca
+from pilotfish.testing import certs
 from pilotfish.testing.certs import make_csr, uri_sans, verify_chain
 from pilotfish.testing.mesh import LocalMesh
 
@@ -82,24 +83,17 @@ def channel(mesh: LocalMesh, creds: grpc.ChannelCredentials) -> grpc.aio.Channel
 
 
 def create_certificate(mesh: LocalMesh, csr: str, token: str | None = None,
-                       validity: int = 0, creds: grpc.ChannelCredentials | None = None
+                       validity: int = 0, key: str | None = None, chain: Sequence[str] = ()
                        ) -> list[str]:
-    async def call() -> list[str]:
-        async with channel(mesh, creds or credentials(mesh)) as ch:
-            stub = ca_pb2_grpc.IstioCertificateServiceStub(ch)
-            metadata = [("authorization", f"Bearer {token}")] if token else []
-            response = await stub.CreateCertificate(
-                ca_pb2.IstioCertificateRequest(csr=csr, validity_duration=validity),
-                metadata=metadata, timeout=10)
-            return list(response.cert_chain)
-
-    return asyncio.run(call())
+    return certs.create_certificate(mesh.secure_address, mesh.root_cert.read_bytes(), csr,
+                                    token=token, validity=validity, key_pem=key, chain=chain)
 
 
 def refusal(call: Any) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
+    with pytest.raises(grpc.RpcError) as info:
         call()
-    return info.value.code(), info.value.details() or ""
+    error: Any = info.value
+    return error.code(), error.details() or ""
 
 
 def ads_cds(mesh: LocalMesh, creds: grpc.ChannelCredentials, *, namespace: str = "shop",
@@ -196,8 +190,7 @@ def test_bad_tokens_are_unauthenticated(mesh: LocalMesh, node: Node, make_token:
 def test_workload_certificate_renews_itself_without_a_token(mesh: LocalMesh,
                                                             workload: tuple[str, list[str]]):
     key, chain = workload
-    renewed = create_certificate(mesh, make_csr("rsa")[0],
-                                 creds=credentials(mesh, key, chain[:-1]))
+    renewed = create_certificate(mesh, make_csr("rsa")[0], key=key, chain=chain[:-1])
     assert uri_sans(verify_chain(renewed, mesh.root_cert.read_text())) == [REVIEWS]
 
 
