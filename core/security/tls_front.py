@@ -115,12 +115,14 @@ class TlsFront:
             key = f"{local[0]}:{local[1]}" if isinstance(local, tuple) else str(local)
             self.peers[key] = TlsPeer(where, certificate)
             try:
-                async with upstream, anyio.create_task_group() as tg:
+                async with anyio.create_task_group() as tg:
                     tg.start_soon(_pump, tls, upstream, tg.cancel_scope)
                     await _pump(upstream, tls, tg.cancel_scope)
             finally:
+                # Forget the hop before its port is released, never after.
                 self.peers.pop(key, None)
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await upstream.aclose()
                     await tls.aclose()
 
 

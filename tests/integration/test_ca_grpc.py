@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import stat
 import time
 from collections.abc import Iterator, Sequence
@@ -270,3 +271,20 @@ def test_restart_keeps_the_root_and_old_certificates_work(mesh: LocalMesh, node:
     assert mesh.root_cert.read_text() == root
     key, chain = workload
     assert ads_cds(mesh, credentials(mesh, key, chain[:-1])).resources
+
+
+def test_plaintext_or_half_open_clients_do_not_stop_15012(mesh: LocalMesh, node: Node):
+    host, port = mesh.secure_address.split(":")
+    with socket.create_connection((host, int(port))) as plain:
+        plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        plain.settimeout(5)
+        received = b""
+        while chunk := plain.recv(100):
+            received += chunk
+        assert len(received) < 100  # at most a TLS alert, then the connection is closed
+    idle = socket.create_connection((host, int(port)))  # never says anything
+    try:
+        chain = create_certificate(mesh, make_csr()[0], node.token())
+        assert uri_sans(verify_chain(chain, mesh.root_cert.read_text())) == [REVIEWS]
+    finally:
+        idle.close()
