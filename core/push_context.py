@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from pilotfish.core import registry as registry_mod
+from pilotfish.core import security_policies
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.model import (
     Endpoint,
@@ -28,8 +29,14 @@ from pilotfish.core.model import (
 )
 from pilotfish.core.objects import ConfigKey, ConfigObject
 from pilotfish.core.proxy import Proxy, ProxyType
+from pilotfish.core.security.identity import spiffe_id
 
 MESH_GATEWAY = "mesh"
+# A pseudo config kind: "the service accounts behind some service changed". Clusters name
+# those accounts as the SANs their mTLS expects, so CDS depends on workloads through this
+# (see `PushContext.derived_changes`) and not on every Pod or WorkloadEntry event.
+SERVICE_IDENTITIES = "ServiceIdentities"
+_WORKLOAD_KINDS = frozenset({"Pod", "WorkloadEntry"})
 
 
 def _exported_to(export_to: Iterable[str], owner_ns: str, viewer_ns: str) -> bool:
@@ -208,6 +215,7 @@ class PushContext:
     sidecars: tuple[ConfigObject, ...]
     objects_by_kind: Mapping[str, tuple[ConfigObject, ...]]
     namespaces: Mapping[str, Mapping[str, str]]  # namespace → labels
+    security: security_policies.SecurityPolicies
 
     # -- objects ---------------------------------------------------------------------
 
@@ -308,6 +316,41 @@ class PushContext:
                 seen.add(target)
                 out.append(ServiceInstance(service, port, target))
         return out
+
+    # -- identities and security policies ----------------------------------------------
+
+    @cached_property
+    def _identities(self) -> Mapping[str, tuple[str, ...]]:
+        out: dict[str, set[str]] = defaultdict(set)
+        for (hostname, _), endpoints in self.registry.endpoints.items():
+            for endpoint in endpoints:
+                if endpoint.tls_mode == "istio" and endpoint.service_account:
+                    out[hostname].add(spiffe_id(self.mesh.trust_domain, endpoint.namespace,
+                                                endpoint.service_account))
+        return {host: tuple(sorted(ids)) for host, ids in out.items()}
+
+    def service_identities(self, hostname: str) -> tuple[str, ...]:
+        """SPIFFE IDs of the sidecar-backed workloads behind a service (any port), sorted:
+        what a client's mTLS accepts from that service. Empty: no endpoint has a sidecar."""
+        return self._identities.get(hostname, ())
+
+    def derived_changes(
+        self, previous: PushContext, changed_kinds: frozenset[str]
+    ) -> frozenset[str]:
+        """Pseudo kinds whose content differs from ``previous`` (only workload events can
+        change them, so nothing is compared for other batches)."""
+        if changed_kinds & _WORKLOAD_KINDS and self._identities != previous._identities:
+            return frozenset({SERVICE_IDENTITIES})
+        return frozenset()
+
+    def mtls_policy(self, proxy: Proxy) -> security_policies.MtlsPolicy:
+        return self.security.mtls(proxy.namespace, proxy.labels)
+
+    def authorization_policies(self, proxy: Proxy) -> list[security_policies.AuthzPolicy]:
+        return self.security.authorization(proxy.namespace, proxy.labels)
+
+    def request_authentications(self, proxy: Proxy) -> list[ConfigObject]:
+        return self.security.request_authentication(proxy.namespace, proxy.labels)
 
     # -- destination rules -------------------------------------------------------------
 
@@ -457,6 +500,7 @@ def build(
         sidecars=tuple(by_kind.get("Sidecar", ())),
         objects_by_kind={kind: tuple(items) for kind, items in by_kind.items()},
         namespaces=namespaces,
+        security=security_policies.build(by_kind, mesh.root_namespace),
     )
 
 

@@ -4,7 +4,10 @@ A generator turns a push context and a proxy into protobuf messages. Output depe
 the proxy's `ProxyScope`, so the cache keys it by (type, scope, epoch): the epoch of a type
 moves only when a config kind the generator depends on changed. An endpoints-only change
 therefore moves the EDS epoch alone; CDS, LDS and RDS output is reused as is and nothing is
-sent for those types.
+sent for those types. Some output depends on a fact derived from several kinds (CDS on the
+service accounts behind each service); the push context reports such facts as pseudo kinds
+when they changed (`PushContext.derived_changes`), so a scale-up within known accounts still
+moves EDS alone.
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ class PushState:
     ) -> PushState:
         """The next state; ``changed_kinds=None`` means everything may have changed."""
         epochs = dict(self.epochs)
+        if changed_kinds is not None:
+            # Facts derived from several kinds (the service accounts behind a service) move
+            # only the generators that read them, and only when they really changed.
+            changed_kinds = changed_kinds | push.derived_changes(self.push, changed_kinds)
         for url, generator in generators.items():
             if affects(generator, changed_kinds):
                 epochs[url] = epochs.get(url, 0) + 1
