@@ -7,6 +7,8 @@ them differ: the route source, the stat prefix and whether the client address is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import substitution_format_string_pb2
 from envoy.config.core.v3.base_pb2 import DataSource
@@ -57,13 +59,16 @@ def stdout_access_log() -> accesslog_pb2.AccessLog:
     )
 
 
-def http_filters() -> list[hcm_pb2.HttpFilter]:
-    """Fault, then CORS, then the router (Istio's order without its proxy-only filters).
+def http_filters(auth: Sequence[hcm_pb2.HttpFilter] = ()) -> list[hcm_pb2.HttpFilter]:
+    """Authentication and authorization (``jwt_authn``, then RBAC), fault, CORS, then the
+    router: Istio's order without its proxy-only filters.
 
     Fault and CORS are inert until a route enables them through per-filter config, so they
-    are always present and a VirtualService change never has to touch a listener.
+    are always present and a VirtualService change never has to touch a listener. Policy
+    filters come first so that a refused request never reaches fault injection or a route.
     """
     return [
+        *auth,
         hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
         hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),
         hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
@@ -76,14 +81,17 @@ def http_connection_manager(
     rds: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
     use_remote_address: bool = False,
+    auth_filters: Sequence[hcm_pb2.HttpFilter] = (),
 ) -> listener_components_pb2.Filter:
-    """The HCM network filter, routing by RDS name (over ADS) or by an inline route table."""
+    """The HCM network filter, routing by RDS name (over ADS) or by an inline route table.
+
+    ``auth_filters``: the JWT and RBAC filters guarding the listener (see `rbac`)."""
     if (rds is None) == (route_config is None):
         raise ValueError("http_connection_manager: give exactly one of rds or route_config")
     manager = hcm_pb2.HttpConnectionManager(
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         stat_prefix=stat_prefix,
-        http_filters=http_filters(),
+        http_filters=http_filters(auth_filters),
         # Zero disables the idle timeout: long-lived streams (gRPC, watch) stay up, as in Istio.
         stream_idle_timeout=duration(0),
         upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],

@@ -23,7 +23,7 @@ CUSTOM_UNSUPPORTED = (
     "use ALLOW, DENY or AUDIT"
 )
 _SOURCE_FIELDS = ("principals", "requestPrincipals", "namespaces", "ipBlocks",
-                  "remoteIpBlocks", "serviceAccounts")
+                  "remoteIpBlocks", "serviceAccounts", "trustDomains")
 _OPERATION_FIELDS = ("hosts", "ports", "methods", "paths")
 _IP_FIELDS = ("ipBlocks", "remoteIpBlocks", "notIpBlocks", "notRemoteIpBlocks")
 # Fields that only HTTP requests carry: a DENY on them alone never matches TCP traffic.
@@ -120,6 +120,11 @@ def _check_rule(path: FieldPath, rule: Any, action: str) -> Iterator[Issue]:
                 if not text(port).isdigit() or int(text(port)) > 65535:
                     yield invalid((*where, field, p_index), port, "must be a port number "
                                   "0-65535")
+        for field in ("paths", "notPaths"):
+            for p_index, value in enumerate(arr(obj(operation).get(field))):
+                reason = path_template_error(text(value))
+                if reason:
+                    yield invalid((*where, field, p_index), value, reason)
         http_only.append(_only_http(obj(operation)))
     for index, condition in enumerate(arr(rule.get("when"))):
         yield from _check_condition((*path, "when", index), obj(condition))
@@ -146,6 +151,27 @@ def _check_clause(path: FieldPath, clause: Any, fields: tuple[str, ...], name: s
                 reason = names.ip_or_cidr_error(text(value))
                 if reason:
                     yield invalid(where, value, reason)
+
+
+def path_template_error(path: str) -> str:
+    """Why an AuthorizationPolicy path template cannot be served ("" if it can).
+
+    ``{*}`` stands for one whole segment and ``{**}`` for any number of them; nothing may
+    be templated after a ``{**}``. That last rule is Envoy's URI template grammar, and
+    Envoy 1.40 aborts on a template that breaks it rather than rejecting the config.
+    """
+    if "{" not in path and "}" not in path:
+        return ""
+    after_rest = False
+    for segment in path.split("/"):
+        if "{" not in segment and "}" not in segment:
+            continue
+        if segment not in ("{*}", "{**}"):
+            return "{*} and {**} must each be a whole path segment"
+        if after_rest:
+            return "no {*} or {**} may follow {**}"
+        after_rest = segment == "{**}"
+    return ""
 
 
 def _only_http(clause: dict[str, Any]) -> bool:
