@@ -16,6 +16,9 @@ every connection and the others are skipped as conflicts.
 
 In file mode there is no gateway Service to translate the server port through, so the
 server port is the port the listener binds.
+
+AuthorizationPolicies and RequestAuthentications selecting the gateway guard every chain:
+JWT and HTTP RBAC in the connection managers, network RBAC before each ``tcp_proxy``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from pilotfish.translators.gateway_tls import (
 )
 from pilotfish.translators.http_filters import http_connection_manager
 from pilotfish.translators.listener_filters import ALL, Detection, inspectors_for
+from pilotfish.translators.rbac import AuthFilters, auth_filters
 from pilotfish.translators.sidecar_outbound import RESERVED_PORTS, WILDCARD
 from pilotfish.translators.tcp_routes import RouteContext, tcp_route, tls_routes
 
@@ -167,6 +171,7 @@ class _Server:
     role: Role
     vss: list[VirtualService]
     routes: RouteContext
+    auth: AuthFilters
 
     @property
     def where(self) -> str:
@@ -182,20 +187,22 @@ def _passthrough(s: _Server, group: _Port) -> list[lc_pb2.FilterChain]:
         if names is not None:
             chains.append(filter_chain(f"passthrough.{group.port}",
                                        chain_match(server_names=names),
-                                       tcp_proxy(route.destinations)))
+                                       *s.auth.tcp, tcp_proxy(route.destinations)))
     return chains
 
 
 def _terminated(s: _Server, group: _Port, stat_prefix: str) -> lc_pb2.FilterChain | None:
     if s.role is Role.HTTPS:
         name = https_route_name(s.server)
-        terminal = http_connection_manager(stat_prefix, rds=name, use_remote_address=True)
+        terminals = [http_connection_manager(stat_prefix, rds=name, use_remote_address=True,
+                                             auth_filters=s.auth.http)]
     else:
         routes = tcp_route(s.vss, s.routes)
         if routes is None:
             log.warning("%s: no VirtualService tcp route for it; skipped", s.where)
             return None
-        name, terminal = f"tls.{group.port}.{s.server.port_name}", tcp_proxy(routes)
+        name = f"tls.{group.port}.{s.server.port_name}"
+        terminals = [*s.auth.tcp, tcp_proxy(routes)]
     try:
         tls = transport_socket(downstream_tls(s.server, http=s.role is Role.HTTPS))
     except GatewayTlsError as error:
@@ -205,28 +212,30 @@ def _terminated(s: _Server, group: _Port, stat_prefix: str) -> lc_pb2.FilterChai
     if names is None:
         log.warning("%s: its hosts are all served by earlier servers; skipped", s.where)
         return None
-    chain = filter_chain(name, chain_match(server_names=names), terminal)
+    chain = filter_chain(name, chain_match(server_names=names), *terminals)
     chain.transport_socket.CopyFrom(tls)
     return chain
 
 
-def _chains(push: PushContext, proxy: Proxy, group: _Port) -> list[lc_pb2.FilterChain]:
+def _chains(push: PushContext, proxy: Proxy, group: _Port, auth: AuthFilters
+            ) -> list[lc_pb2.FilterChain]:
     port = group.port
     stat_prefix = f"outbound_{WILDCARD}_{port}"
     if group.family == "HTTP":
-        hcm = http_connection_manager(stat_prefix, rds=f"http.{port}", use_remote_address=True)
+        hcm = http_connection_manager(stat_prefix, rds=f"http.{port}", use_remote_address=True,
+                                      auth_filters=auth.http)
         return [filter_chain(f"http.{port}", None, hcm)]
     chains: list[lc_pb2.FilterChain] = []
     for server, role in group.servers:
         ref = server.gateway.ref
         s = _Server(server, role, _bound_to(push.virtual_services_for(proxy, ref), server),
-                    RouteContext(push, proxy, ref, port))
+                    RouteContext(push, proxy, ref, port), auth)
         if role is Role.TCP:
             routes = tcp_route(s.vss, s.routes)
             if routes is None:
                 log.warning("%s: no VirtualService tcp route for it; skipped", s.where)
             else:
-                chains.append(filter_chain(f"tcp.{port}", None, tcp_proxy(routes)))
+                chains.append(filter_chain(f"tcp.{port}", None, *auth.tcp, tcp_proxy(routes)))
         elif role is Role.PASSTHROUGH:
             chains += _passthrough(s, group)
         else:
@@ -240,8 +249,10 @@ def gateway_listeners(
     push: PushContext, proxy: Proxy, detection: Detection = ALL
 ) -> list[listener_pb2.Listener]:
     out = []
+    # AuthorizationPolicy and RequestAuthentication selecting the gateway's own workload.
+    auth = auth_filters(push, proxy)
     for group in _group(push, proxy, detection):
-        chains = _chains(push, proxy, group)
+        chains = _chains(push, proxy, group, auth)
         name = f"{group.address}_{group.port}"
         if not chains:
             log.warning("gateway listener %s: no server produced a filter chain; skipped", name)

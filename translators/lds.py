@@ -38,9 +38,14 @@ class LdsGenerator:
     type_url = types.LISTENER
     # Services and ServiceEntries shape the outbound listeners, Sidecar narrows them,
     # VirtualService tcp/tls routes are resolved into listeners, Gateways make router
-    # listeners. Workload objects are absent on purpose: inbound ports come from the
-    # proxy's own metadata, and endpoint churn must not rebuild listeners.
-    depends_on = frozenset({"Gateway", "Service", "ServiceEntry", "Sidecar", "VirtualService"})
+    # listeners. PeerAuthentication shapes inbound chains, AuthorizationPolicy and
+    # RequestAuthentication become their RBAC and JWT filters. Workload objects are absent
+    # on purpose: inbound ports come from the proxy's own metadata, and endpoint churn must
+    # not rebuild listeners.
+    depends_on = frozenset({
+        "Gateway", "Service", "ServiceEntry", "Sidecar", "VirtualService",
+        "PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication",
+    })
 
     def __init__(self, detection: Detection = ALL) -> None:
         # Fixed for the generator's life: the plugin set does not change while it runs.

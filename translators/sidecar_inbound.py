@@ -6,24 +6,25 @@ filter chains match on it. Each service port of the workload gets chains named
 to the passthrough chains, which forward to the original destination from 127.0.0.6.
 
 Which chains a port gets depends on its protocol, on what the active sniffers can tell
-apart, and on the peer-authentication mode. `chain_options` is that table. Until
-PeerAuthentication is supported every port is served in DISABLE (plaintext) mode; the mTLS
-rows go in the same table when it lands.
+apart, and on the workload's PeerAuthentication mode for that port (`peer_authn`); chains
+that terminate mesh mTLS carry the server side of the mesh TLS scheme (`inbound_tls`).
+The passthrough chains follow the workload's mode, and a ``portLevelMtls`` port no service
+declares gets passthrough chains of its own in that port's mode. Every chain carries the
+workload's authorization: JWT and RBAC filters in the HTTP connection manager, network
+RBAC before ``tcp_proxy`` (`rbac`).
 
 Inspectors run per destination port: each is switched off (``filter_disabled``) on the
-ports where no chain needs it, so declared HTTP and TCP ports are never sniffed, and
-neither are the well-known server-first ports (MySQL, SMTP, ...) even when no service
-declares them: there the passthrough chains take the bytes as TCP without waiting.
+ports where no chain needs it, so declared HTTP and TCP ports are not sniffed in DISABLE
+or STRICT mode, and neither are the well-known server-first ports (MySQL, SMTP, ...) no
+service declares: there the passthrough chains take the bytes as plaintext TCP at once.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
-import attrs
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -33,7 +34,9 @@ from envoy.config.route.v3 import route_pb2
 from pilotfish.core.protocol import SERVER_FIRST_PORTS, Protocol
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
+from pilotfish.core.security_policies import MtlsMode
 from pilotfish.core.sniffing import HTTP_INSPECTOR, TLS_INSPECTOR
+from pilotfish.translators import inbound_tls
 from pilotfish.translators.common import (
     BLACKHOLE_CLUSTER,
     INBOUND,
@@ -44,8 +47,6 @@ from pilotfish.translators.common import (
     duration,
 )
 from pilotfish.translators.filter_chains import (
-    RAW_BUFFER,
-    TLS,
     chain_match,
     filter_chain,
     socket_address,
@@ -55,102 +56,20 @@ from pilotfish.translators.http_filters import http_connection_manager
 from pilotfish.translators.listener_filters import (
     ALL,
     ORIGINAL_DST,
-    PLAINTEXT_HTTP_ALPN,
     Detection,
     listener_filter,
 )
+from pilotfish.translators.peer_authn import (
+    ChainOption,
+    PortKind,
+    chain_options,
+    port_kind,
+    served_mode,
+)
+from pilotfish.translators.rbac import AuthFilters, auth_filters
 from pilotfish.translators.sidecar_outbound import RESERVED_PORTS, WILDCARD
 
 log = logging.getLogger("pilotfish.lds")
-
-
-class MtlsMode(enum.Enum):
-    """PeerAuthentication modes, as they shape inbound chains."""
-
-    DISABLE = "DISABLE"
-    PERMISSIVE = "PERMISSIVE"
-    STRICT = "STRICT"
-
-
-class PortKind(enum.Enum):
-    HTTP = "http"
-    TCP = "tcp"
-    AUTO = "auto"  # protocol not declared: sniffed per connection
-
-
-def port_kind(protocol: Protocol, port: int, detection: Detection = ALL) -> PortKind | None:
-    """How a port is served; undeclared ports nothing may sniff are plain TCP."""
-    if protocol.is_http:
-        return PortKind.HTTP
-    if protocol.is_unsupported:
-        return PortKind.AUTO if detection.sniffs(port) else PortKind.TCP
-    if protocol.is_tcp:
-        return PortKind.TCP
-    return None  # UDP is not proxied
-
-
-@attrs.frozen
-class ChainOption:
-    """One inbound filter chain: what it matches and whether it carries HTTP."""
-
-    http: bool
-    transport: str = ""
-    alpn: tuple[str, ...] = ()
-    mtls: bool = False  # terminates mesh mTLS: needs the PeerAuthentication work
-
-    @property
-    def needs_tls_inspector(self) -> bool:
-        return bool(self.transport)
-
-    @property
-    def needs_http_inspector(self) -> bool:
-        return bool(set(self.alpn) & set(PLAINTEXT_HTTP_ALPN))
-
-
-# Declared ports need no sniffing in plaintext, which also keeps server-first protocols
-# (MySQL, SMTP) on declared TCP ports working: no inspector waits for the client to speak.
-# An undeclared port tells HTTP from raw bytes from TLS; see filter_chains.sniffed_chains
-# for why it takes three chains.
-_OPTIONS: dict[tuple[PortKind, MtlsMode], tuple[ChainOption, ...]] = {
-    (PortKind.HTTP, MtlsMode.DISABLE): (ChainOption(http=True),),
-    (PortKind.TCP, MtlsMode.DISABLE): (ChainOption(http=False),),
-    (PortKind.AUTO, MtlsMode.DISABLE): (
-        ChainOption(http=True, transport=RAW_BUFFER, alpn=PLAINTEXT_HTTP_ALPN),
-        ChainOption(http=False, transport=RAW_BUFFER),
-        ChainOption(http=False, transport=TLS),
-    ),
-}
-
-
-def chain_options(
-    kind: PortKind, mode: MtlsMode, detection: Detection = ALL
-) -> tuple[ChainOption, ...]:
-    """The chains for a port kind in a mode, as far as the active sniffers can match them.
-
-    Without the TLS inspector nothing sets the transport protocol, so the ``tls`` chain
-    could never match and the ``raw_buffer`` ones match everything: both steps go. The
-    HTTP chain matches only the plaintext protocols an active sniffer reports.
-    """
-    if kind is PortKind.AUTO and not detection.http:
-        kind = PortKind.TCP
-    try:
-        options = _OPTIONS[(kind, mode)]
-    except KeyError:
-        raise ValueError(
-            f"inbound {kind.value} chains in {mode.value} mode need mTLS termination, "
-            "which pilotfish does not generate yet (PeerAuthentication support)"
-        ) from None
-    out = []
-    for option in options:
-        if option.mtls and not detection.tls:
-            raise ValueError(f"inbound {kind.value} chains in {mode.value} mode need the "
-                             "tls sniffer (plugins.sniffers in the mesh config)")
-        if not detection.tls and option.transport == TLS:
-            continue
-        alpn = detection.http_alpn if option.needs_http_inspector else option.alpn
-        out.append(attrs.evolve(option, transport=option.transport if detection.tls else "",
-                                alpn=alpn))
-    return tuple(out)
 
 
 def port_chains(
@@ -162,19 +81,29 @@ def port_chains(
     tcp: Callable[[], lc_pb2.Filter],
     names: tuple[str, str],
     detection: Detection = ALL,
+    trust_domain: str = "cluster.local",
+    tcp_guards: Sequence[lc_pb2.Filter] = (),
 ) -> list[lc_pb2.FilterChain]:
     """The chains for one destination port (None: any port) in one mode.
 
-    ``names`` are the (HTTP, TCP) chain names; ``http``/``tcp`` build the terminal filter.
+    ``names`` are the (HTTP, TCP) chain names; ``http``/``tcp`` build the terminal filter,
+    ``tcp_guards`` go before ``tcp`` (network RBAC). Chains that terminate mesh mTLS get
+    the mesh's server TLS context, which admits peers of ``trust_domain`` only.
     """
-    return [
-        filter_chain(
+    out = []
+    for option in chain_options(kind, mode, detection):
+        filters = [http()] if option.http else [*tcp_guards, tcp()]
+        chain = filter_chain(
             names[0] if option.http else names[1],
             chain_match(destination_port=port, transport=option.transport, alpn=option.alpn),
-            http() if option.http else tcp(),
+            *filters,
         )
-        for option in chain_options(kind, mode, detection)
-    ]
+        if option.mtls:
+            chain.transport_socket.CopyFrom(
+                inbound_tls.transport_socket(trust_domain, http=option.http)
+            )
+        out.append(chain)
+    return out
 
 
 def _inbound_route(name: str, vhost: str, cluster: str) -> route_pb2.RouteConfiguration:
@@ -191,63 +120,96 @@ def _inbound_route(name: str, vhost: str, cluster: str) -> route_pb2.RouteConfig
     return table
 
 
-def _http(stat_prefix: str, route_name: str, vhost: str, cluster: str) -> lc_pb2.Filter:
+def _http(stat_prefix: str, route_name: str, vhost: str, cluster: str,
+          auth: AuthFilters) -> lc_pb2.Filter:
     return http_connection_manager(
-        stat_prefix, route_config=_inbound_route(route_name, vhost, cluster)
+        stat_prefix, route_config=_inbound_route(route_name, vhost, cluster),
+        auth_filters=auth.http,
     )
+
+
+class _Inspectors:
+    """Which destination ports each inspector must run on, as chains are added."""
+
+    def __init__(self) -> None:
+        self.used: list[ChainOption] = []
+        self.tls: set[int] = set()  # ports whose own chains need it
+        self.http: set[int] = set()
+        self.declared: set[int] = set()
+
+    def add(self, port: int | None, options: Sequence[ChainOption]) -> None:
+        self.used += options
+        if port is None:
+            return
+        self.declared.add(port)
+        if any(o.needs_tls_inspector for o in options):
+            self.tls.add(port)
+        if any(o.needs_http_inspector for o in options):
+            self.http.add(port)
+
+    def filters(self) -> list[lc_pb2.ListenerFilter]:
+        # Off on the loop guard, on ports whose chains decide nothing with it, and on the
+        # server-first ports no one declared (the catch-all then takes them as plaintext).
+        quiet = {INBOUND_PORT} | (set(SERVER_FIRST_PORTS) - self.declared)
+        out = [listener_filter(ORIGINAL_DST)]
+        if any(o.needs_tls_inspector for o in self.used):
+            out.append(listener_filter(TLS_INSPECTOR, quiet | (self.declared - self.tls)))
+        if any(o.needs_http_inspector for o in self.used):
+            out.append(listener_filter(HTTP_INSPECTOR, quiet | (self.declared - self.http)))
+        return out
 
 
 def virtual_inbound(
     push: PushContext, proxy: Proxy, detection: Detection = ALL
 ) -> listener_pb2.Listener:
-    mode = MtlsMode.DISABLE
+    policy = push.mtls_policy(proxy)
+    auth = auth_filters(push, proxy)
     chains = [filter_chain(f"{VIRTUAL_INBOUND}-blackhole",
                            chain_match(destination_port=INBOUND_PORT),
                            tcp_proxy(BLACKHOLE_CLUSTER))]
-    # Ports where an inspector decides nothing: it stays off there (the loop guard too,
-    # and server-first ports, which the passthrough chains then take as TCP at once).
-    no_tls = {INBOUND_PORT, *SERVER_FIRST_PORTS}
-    no_http = set(no_tls)
-    used: list[ChainOption] = []
+    inspectors = _Inspectors()
+    common = partial(port_chains, detection=detection, trust_domain=push.mesh.trust_domain,
+                     tcp_guards=auth.tcp)
     for instance in push.service_instances(proxy):
         port = instance.target_port
         kind = port_kind(instance.port.protocol, port, detection)
-        if kind is None:
+        if kind is None or port in inspectors.declared:
             continue
         if port in RESERVED_PORTS:
             log.warning("inbound %s: target port %d belongs to the proxy; skipped",
                         instance.service.hostname, port)
             continue
         name, cluster = f"{WILDCARD}_{port}", cluster_name(INBOUND, port)
-        options = chain_options(kind, mode, detection)
-        used += options
-        if not any(o.needs_tls_inspector for o in options):
-            no_tls.add(port)
-        if not any(o.needs_http_inspector for o in options):
-            no_http.add(port)
-        chains += port_chains(
-            port, kind, mode, names=(name, name), detection=detection,
-            http=partial(_http, f"inbound_{name}", cluster, f"{INBOUND}|http|{port}", cluster),
+        mode = policy.for_port(port)
+        inspectors.add(port, chain_options(kind, mode, detection))
+        chains += common(
+            port, kind, mode, names=(name, name),
+            http=partial(_http, f"inbound_{name}", cluster, f"{INBOUND}|http|{port}", cluster,
+                         auth),
             tcp=partial(tcp_proxy, cluster),
         )
-    used += chain_options(PortKind.AUTO, mode, detection)
-    chains += port_chains(
-        None, PortKind.AUTO, mode, detection=detection,
-        names=(f"{VIRTUAL_INBOUND}-catchall-http", VIRTUAL_INBOUND),
+    passthrough = partial(
+        common, names=(f"{VIRTUAL_INBOUND}-catchall-http", VIRTUAL_INBOUND),
         http=partial(_http, VIRTUAL_INBOUND, INBOUND_PASSTHROUGH_CLUSTER, f"{INBOUND}|http|0",
-                     INBOUND_PASSTHROUGH_CLUSTER),
+                     INBOUND_PASSTHROUGH_CLUSTER, auth),
         tcp=partial(tcp_proxy, INBOUND_PASSTHROUGH_CLUSTER),
     )
-    filters = [listener_filter(ORIGINAL_DST)]
-    if any(o.needs_tls_inspector for o in used):
-        filters.append(listener_filter(TLS_INSPECTOR, no_tls))
-    if any(o.needs_http_inspector for o in used):
-        filters.append(listener_filter(HTTP_INSPECTOR, no_http))
+    # A port-level mode for a port no service declares: passthrough chains of its own.
+    for port, mode in sorted(policy.ports.items()):
+        kind = port_kind(Protocol.UNSUPPORTED, port, detection)
+        if port in inspectors.declared or port in RESERVED_PORTS or kind is None:
+            continue
+        if served_mode(mode, detection) is served_mode(policy.mode, detection):
+            continue  # the catch-all already serves it so
+        inspectors.add(port, chain_options(kind, mode, detection))
+        chains += passthrough(port, kind, mode)
+    inspectors.add(None, chain_options(PortKind.AUTO, policy.mode, detection))
+    chains += passthrough(None, PortKind.AUTO, policy.mode)
     return listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
         address=socket_address(WILDCARD, INBOUND_PORT),
         traffic_direction=base_pb2.INBOUND,
-        listener_filters=filters,
+        listener_filters=inspectors.filters(),
         listener_filters_timeout=duration(push.mesh.protocol_detection_timeout),
         continue_on_listener_filters_timeout=True,
         filter_chains=chains,

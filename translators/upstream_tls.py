@@ -19,11 +19,38 @@ from envoy.type.matcher.v3 import string_pb2
 from pilotfish.core.protocol import Protocol
 from pilotfish.translators.common import ads_config_source, pack
 
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 SDS_CLUSTER = "sds-grpc"
 WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 CREDENTIAL_PREFIX = "kubernetes://"
+# The ALPN value that marks a connection as mesh mTLS (see inbound_tls for the scheme).
+MESH_ALPN = "istio"
+# Istio's default for mesh mTLS: forward-secret AEAD suites first, two static-RSA AEAD
+# suites kept for old peers. TLS 1.3 suites are not configurable in Envoy and all allowed.
+CIPHER_SUITES = (
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-GCM-SHA256",
+)
+
+
+def client_alpn(protocol: Protocol) -> list[str]:
+    """ALPN a mesh client offers: the mesh marker, plus ``h2`` when the cluster speaks
+    HTTP/2 so that the server's connection manager negotiates it."""
+    return [MESH_ALPN, "h2"] if protocol.is_http2 else [MESH_ALPN]
+
+
+def mesh_tls_params() -> common_pb2.TlsParameters:
+    return common_pb2.TlsParameters(
+        tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2,
+        tls_maximum_protocol_version=common_pb2.TlsParameters.TLSv1_3,
+        cipher_suites=list(CIPHER_SUITES),
+    )
 
 
 def agent_sds(name: str) -> secret_pb2.SdsSecretConfig:
@@ -123,12 +150,13 @@ def apply(
         cluster.ClearField("transport_socket")
         return
     if mode == "ISTIO_MUTUAL":
-        alpn = ["istio", "h2"] if protocol.is_http2 else ["istio"]
+        # The same SNI, SANs and ALPN as auto mTLS: a rule spelling out ISTIO_MUTUAL must
+        # not reach the server any differently from the default.
         names = list(tls.get("subjectAltNames") or sans or [])
-        context = istio_mutual_context(tls.get("sni") or istio_sni, names, alpn)
+        context = istio_mutual_context(tls.get("sni") or istio_sni, names, client_alpn(protocol))
     else:
         default_sni = host if host and not host.startswith("*") else ""
         context = _simple_context(tls, default_sni, protocol, mutual=mode == "MUTUAL")
     cluster.transport_socket.CopyFrom(base_pb2.TransportSocket(
-        name="envoy.transport_sockets.tls", typed_config=pack(context)
+        name=TLS_TRANSPORT_SOCKET, typed_config=pack(context)
     ))

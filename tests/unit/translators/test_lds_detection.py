@@ -38,6 +38,14 @@ spec:
   ports: [{number: 443, name: tls, protocol: TLS}]
 """
 
+# Inbound sniffing is about plaintext: the mesh-wide DISABLE keeps mTLS chains out
+# (tests/unit/translators/test_peer_authn.py covers the mTLS modes).
+PLAINTEXT = """---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: DISABLE}}
+"""
 NODE = "sidecar~10.0.0.5~web-1.default~default.svc.cluster.local"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
@@ -98,7 +106,7 @@ def test_lds_generator_gets_the_active_sniffers_from_the_plugin_manager() -> Non
 
 
 def test_without_http_sniffers_undeclared_ports_are_tcp() -> None:
-    found = listeners(NO_HTTP)
+    found = listeners(NO_HTTP, SERVICES + PLAINTEXT)
     assert "0.0.0.0_7000" not in found  # no sniffing, so no shared HTTP listener
     assert matches(found["10.96.0.10_7000"]) == [(0, "", (), "", ())]
     assert inspectors(found["10.96.0.10_7000"]) == []
@@ -141,7 +149,7 @@ def test_without_tls_sniffer_sni_routing_becomes_first_service_wins() -> None:
 
 
 def test_without_tls_sniffer_inbound_auto_ports_sniff_http_only() -> None:
-    inbound = listeners(NO_TLS)["virtualInbound"]
+    inbound = listeners(NO_TLS, SERVICES + PLAINTEXT)["virtualInbound"]
     assert [m for m in matches(inbound) if m[0] == 7000] == [
         (7000, "", (), "", ("http/1.1", "h2c")), (7000, "", (), "", ())]
     assert inspectors(inbound) == [HTTP_INSPECTOR]

@@ -71,6 +71,14 @@ spec:
   ports: [{number: 5672, name: tcp-amqp, protocol: TCP}]
 """
 
+# The inbound tests here are about ports and protocols in plaintext; the mTLS modes are
+# covered by tests/unit/translators/test_peer_authn.py.
+PLAINTEXT = """---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: DISABLE}}
+"""
 WEB_NODE = "sidecar~10.0.0.5~web-1.default~default.svc.cluster.local"
 POD_PORTS = '[{"name": "http-web", "containerPort": 8080}]'
 
@@ -391,8 +399,8 @@ spec:
 
 
 def test_virtual_inbound_listener_shape() -> None:
-    out = listeners(build(mesh=MeshSettings(protocol_detection_timeout=1.0)), sidecar())[
-        "virtualInbound"]
+    out = listeners(build(MESH + PLAINTEXT, MeshSettings(protocol_detection_timeout=1.0)),
+                    sidecar())["virtualInbound"]
     assert out.address.socket_address.port_value == 15006
     assert out.traffic_direction == base_pb2.INBOUND
     assert [f.name for f in out.listener_filters] == [
@@ -432,7 +440,7 @@ def test_inbound_http_port_routes_inline_to_the_inbound_cluster() -> None:
 
 
 def test_inbound_chains_by_protocol() -> None:
-    chains = listeners(build(), sidecar())["virtualInbound"].filter_chains
+    chains = listeners(build(MESH + PLAINTEXT), sidecar())["virtualInbound"].filter_chains
     by_port: dict[int, list[tuple[str, tuple[str, ...], str]]] = {}
     for chain in chains[1:]:
         match = chain.filter_chain_match
@@ -453,7 +461,7 @@ def test_inbound_chains_by_protocol() -> None:
 
 
 def test_inspectors_only_run_where_they_decide_something() -> None:
-    out = listeners(build(), sidecar())["virtualInbound"]
+    out = listeners(build(MESH + PLAINTEXT), sidecar())["virtualInbound"]
     for inspector in out.listener_filters[1:]:
         rules = inspector.filter_disabled.or_match.rules
         disabled = {p for r in rules for p in range(r.destination_port_range.start,
@@ -469,10 +477,10 @@ def test_unknown_named_target_port_is_left_out() -> None:
     assert "0.0.0.0_8080" not in names and "0.0.0.0_9090" in names
 
 
-def test_chain_options_are_the_place_where_mtls_modes_will_go() -> None:
+def test_chain_options_name_what_each_chain_needs() -> None:
     kinds = sidecar_inbound.PortKind
     plaintext = sidecar_inbound.MtlsMode.DISABLE
     assert [o.http for o in sidecar_inbound.chain_options(kinds.AUTO, plaintext)] == [
         True, False, False]
-    with pytest.raises(ValueError, match="PeerAuthentication"):
-        sidecar_inbound.chain_options(kinds.HTTP, sidecar_inbound.MtlsMode.STRICT)
+    (strict,) = sidecar_inbound.chain_options(kinds.HTTP, sidecar_inbound.MtlsMode.STRICT)
+    assert strict.mtls and not strict.needs_tls_inspector

@@ -5,9 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from google.protobuf import json_format
 
+from pilotfish.core import push_context
+from pilotfish.core.meshconfig import MeshSettings
+from pilotfish.core.proxy import parse_node
 from pilotfish.core.security_policies import AuthzPolicy
+from pilotfish.core.yamlload import load_text
+from pilotfish.translators import lds
 from pilotfish.translators.rbac import action_rules, rule_policy
 
 JWT = "envoy.filters.http.jwt_authn"
@@ -270,3 +281,74 @@ def test_dry_run_policies_go_to_shadow_rules() -> None:
     (deny,) = action_rules([policy("try", "DENY", [{}], dry_run=True)], tcp=False)
     assert deny.rules is None and deny.shadow is not None
     assert deny.shadow_prefix == "istio_dry_run_deny_"
+
+
+# -- on listeners -----------------------------------------------------------------------------
+
+CONFIG = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}, {name: tcp-db, port: 5432}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-evil, namespace: shop}
+spec: {action: DENY, rules: [{from: [{source: {namespaces: [evil]}}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reads, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{to: [{operation: {methods: [GET]}}]}, {to: [{operation: {ports: ["5432"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: shop}
+spec: {jwtRules: [{issuer: issuer.example.com, jwks: '{"keys": [{"kty": "oct", "k": "a2V5"}]}'}]}
+"""
+
+
+def virtual_inbound() -> listener_pb2.Listener:
+    objects, errors = load_text(CONFIG, "test.yaml")
+    assert not errors, errors
+    push = push_context.build(objects, MeshSettings(), "v1")
+    proxy = parse_node("sidecar~10.0.0.5~web-1.shop~shop.svc.cluster.local",
+                       {"LABELS": {"app": "web"}})
+    (found,) = [item for item in lds.LdsGenerator().generate(push, proxy, {})
+                if item.name == "virtualInbound"]
+    return found
+
+
+def test_http_chains_run_jwt_then_rbac_before_the_router() -> None:
+    for chain in virtual_inbound().filter_chains[1:]:
+        last = chain.filters[-1]
+        if not last.name.endswith("http_connection_manager"):
+            continue
+        manager = hcm_pb2.HttpConnectionManager()
+        assert last.typed_config.Unpack(manager)
+        assert [f.name for f in manager.http_filters] == [
+            JWT, "envoy.filters.http.rbac", "envoy.filters.http.rbac",
+            "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"]
+        deny, allow = (http_rbac_pb2.RBAC(), http_rbac_pb2.RBAC())
+        assert manager.http_filters[1].typed_config.Unpack(deny)
+        assert manager.http_filters[2].typed_config.Unpack(allow)
+        assert sorted(allow.rules.policies) == [
+            "ns[shop]-policy[reads]-rule[0]", "ns[shop]-policy[reads]-rule[1]"]
+
+
+def test_tcp_chains_run_network_rbac_before_tcp_proxy() -> None:
+    for chain in virtual_inbound().filter_chains[1:]:
+        if not chain.filters[-1].name.endswith("tcp_proxy"):
+            continue
+        assert [f.name for f in chain.filters] == [
+            "envoy.filters.network.rbac", "envoy.filters.network.rbac",
+            "envoy.filters.network.tcp_proxy"]
+        allow = network_rbac_pb2.RBAC()
+        assert chain.filters[1].typed_config.Unpack(allow)
+        assert allow.stat_prefix == "tcp."
+        # The GET rule cannot hold on TCP and is left out; the port rule stays.
+        assert sorted(allow.rules.policies) == ["ns[shop]-policy[reads]-rule[1]"]
