@@ -4,6 +4,9 @@ Outbound: one cluster per visible service port (``outbound|PORT||HOST``) plus on
 DestinationRule subset (``outbound|PORT|SUBSET|HOST``). Then ``BlackHoleCluster``; for
 sidecars also ``PassthroughCluster``, the inbound clusters of the workload's own service
 ports (``inbound|TARGETPORT||``) and ``InboundPassthroughCluster``.
+
+Outbound clusters to sidecar-backed services choose mesh mTLS per endpoint (`auto_mtls`)
+unless a DestinationRule sets ``tls``.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import Resolution, Service, ServicePort
 from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy import Proxy, ProxyType
-from pilotfish.core.push_context import PushContext, ServiceInstance
+from pilotfish.core.push_context import SERVICE_IDENTITIES, PushContext, ServiceInstance
 from pilotfish.core.xds import types
-from pilotfish.translators import cluster_policy
+from pilotfish.translators import auto_mtls, cluster_policy
 from pilotfish.translators.common import (
     BLACKHOLE_CLUSTER,
     INBOUND,
@@ -44,7 +47,12 @@ _DISCOVERY = {
 
 class CdsGenerator:
     type_url = types.CLUSTER
-    depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Sidecar"})
+    # Workloads reach clusters only through the mTLS SANs (the service accounts behind a
+    # service) and whether any has a sidecar: the pseudo kind SERVICE_IDENTITIES moves when
+    # those change, so endpoint churn alone still leaves CDS untouched. PeerAuthentication
+    # decides whether clients may use mTLS at all (a namespace or the mesh in DISABLE).
+    depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Sidecar",
+                            "PeerAuthentication", SERVICE_IDENTITIES})
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> list[Any]:
         clusters: list[cluster_pb2.Cluster] = []
@@ -126,10 +134,12 @@ def _outbound(
         sniffed=port.protocol.is_unsupported and proxy.type is ProxyType.SIDECAR,
     )
     policy = cluster_policy.effective_policy(rule_policy, subset_policy, port.port)
+    sni = sni_name(port.port, subset, service.hostname)
     cluster_policy.apply(
-        cluster, policy, port.protocol,
-        host=service.hostname, istio_sni=sni_name(port.port, subset, service.hostname),
+        cluster, policy, port.protocol, host=service.hostname, istio_sni=sni,
+        sans=list(push.service_identities(service.hostname)),
     )
+    auto_mtls.apply(cluster, push, service, port.protocol, policy, sni)
     metadata: dict[str, Any] = {
         "services": [{"host": service.hostname, "name": service.name,
                       "namespace": service.namespace}],

@@ -89,7 +89,7 @@ def set_protocol(cluster: cluster_pb2.Cluster, protocol: Protocol, sniffed: bool
 
 def apply(
     cluster: cluster_pb2.Cluster, policy: Policy, protocol: Protocol, *, inbound: bool = False,
-    host: str = "", istio_sni: str = "",
+    host: str = "", istio_sni: str = "", sans: list[str] | None = None,
 ) -> None:
     """Apply an effective traffic policy to a cluster built with Istio's defaults."""
     connection_pool = policy.get("connectionPool") or {}
@@ -110,7 +110,7 @@ def apply(
         )
     tls = policy.get("tls")
     if tls:
-        upstream_tls.apply(cluster, tls, protocol, host=host, istio_sni=istio_sni)
+        upstream_tls.apply(cluster, tls, protocol, host=host, istio_sni=istio_sni, sans=sans)
 
 
 def _connection_pool(cluster: cluster_pb2.Cluster, pool: Policy, protocol: Protocol) -> None:

@@ -6,15 +6,17 @@ once per epoch and shared through the generator memo.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from pilotfish.core.hookspecs import hookimpl
-from pilotfish.core.model import Resolution
+from pilotfish.core.model import Endpoint, Resolution
 from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy import Proxy, ProxyType
 from pilotfish.core.push_context import PushContext
+from pilotfish.core.security_policies import MtlsMode
 from pilotfish.core.xds import types
 from pilotfish.translators.common import OUTBOUND, cluster_name
 from pilotfish.translators.endpoints import load_assignment
@@ -22,9 +24,10 @@ from pilotfish.translators.endpoints import load_assignment
 
 class EdsGenerator:
     type_url = types.ENDPOINT
+    # PeerAuthentication: an endpoint whose workload turns mTLS off loses its tlsMode mark.
     depends_on = frozenset({
         "Service", "ServiceEntry", "DestinationRule", "Sidecar", "Pod", "WorkloadEntry",
-        "Endpoints", "EndpointSlice",
+        "Endpoints", "EndpointSlice", "PeerAuthentication",
     })
 
     def generate(
@@ -51,9 +54,17 @@ class EdsGenerator:
                     key = (name, tuple(sorted(labels.items())) if labels else None)
                     cla = memo.get(key)
                     if cla is None:
-                        cla = memo[key] = load_assignment(name, endpoints, labels)
+                        cla = memo[key] = load_assignment(
+                            name, endpoints, labels, partial(_accepts_mtls, push)
+                        )
                     out.append(cla)
         return out
+
+
+def _accepts_mtls(push: PushContext, endpoint: Endpoint) -> bool:
+    """Does the endpoint's workload accept mesh mTLS on the endpoint's port?"""
+    policy = push.security.mtls(endpoint.namespace, endpoint.labels)
+    return policy.for_port(endpoint.port) is not MtlsMode.DISABLE
 
 
 @hookimpl

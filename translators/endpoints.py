@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -28,7 +28,10 @@ def _locality(text: str) -> base_pb2.Locality:
     return base_pb2.Locality(region=region, zone=zone, sub_zone=subzone)
 
 
-def _lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
+MeshCheck = Callable[[Endpoint], bool]
+
+
+def _lb_endpoint(endpoint: Endpoint, mesh_mtls: MeshCheck) -> endpoint_components_pb2.LbEndpoint:
     lb = endpoint_components_pb2.LbEndpoint(
         endpoint=endpoint_components_pb2.Endpoint(
             address=socket_address(endpoint.address, endpoint.port)
@@ -37,8 +40,9 @@ def _lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
     )
     lb.load_balancing_weight.value = max(1, endpoint.weight)
     meta = base_pb2.Metadata()
-    if endpoint.tls_mode == "istio":
-        # Lets a cluster's transport_socket_matches pick mTLS for sidecar-backed endpoints.
+    if endpoint.tls_mode == "istio" and mesh_mtls(endpoint):
+        # Lets a cluster's transport_socket_matches pick mTLS for sidecar-backed endpoints
+        # (not for those whose PeerAuthentication turns mTLS off on this port).
         meta.filter_metadata["envoy.transport_socket_match"].update({"tlsMode": "istio"})
     if endpoint.workload_name:
         app = endpoint.labels.get("app", endpoint.workload_name)
@@ -52,7 +56,8 @@ def _lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
 
 
 def load_assignment(
-    cluster_name: str, endpoints: Iterable[Endpoint], subset_labels: Mapping[str, str] | None
+    cluster_name: str, endpoints: Iterable[Endpoint], subset_labels: Mapping[str, str] | None,
+    mesh_mtls: MeshCheck = lambda endpoint: True,
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """A CLA for one cluster; subset clusters keep only endpoints carrying the subset's labels.
     Empty assignments are still sent: Envoy needs one to finish warming the cluster."""
@@ -60,7 +65,7 @@ def load_assignment(
     for endpoint in sorted(endpoints, key=lambda e: (e.locality, e.address, e.port)):
         if subset_labels and not labels_match(subset_labels, endpoint.labels):
             continue
-        by_locality[endpoint.locality].append(_lb_endpoint(endpoint))
+        by_locality[endpoint.locality].append(_lb_endpoint(endpoint, mesh_mtls))
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=cluster_name,
         endpoints=[
