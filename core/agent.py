@@ -25,8 +25,9 @@ import tempfile
 from pathlib import Path
 
 import anyio
+import attrs
 
-from pilotfish.core import meshconfig, startup, status_server
+from pilotfish.core import agent_identity, meshconfig, startup, status_server
 from pilotfish.core import plugins as registry
 from pilotfish.core.proxy_backend import (
     INTERCEPTION_MODES,
@@ -149,6 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="port where the proxy serves its own /stats/prometheus (default: 15090 for "
              "sidecars, 0 = off for routers, several of which may share a host)")
     status_server.add_arguments(parser)
+    agent_identity.add_arguments(parser)
     sub = parser.add_subparsers(dest="agent_command", metavar="[wait]")
     wait = sub.add_parser("wait", help="exit 0 once the proxy is ready "
                           "(holdApplicationUntilProxyStarts)",
@@ -208,14 +210,21 @@ def select_backend(config: meshconfig.MeshConfig, name: str) -> ProxyBackend:
                      f"{registry.GROUPS['proxies']}: {listed}")
 
 
-async def run(supervisor: Supervisor, status: StatusServer | None) -> int:
-    """Serve status while the supervisor runs the proxy; errors leave as themselves."""
+async def run(supervisor: Supervisor, status: StatusServer | None,
+              identity: agent_identity.AgentIdentity | None = None) -> int:
+    """Serve status (and SDS) while the supervisor runs the proxy; errors leave as
+    themselves."""
     failure: ProxyError | StatusServerError | None = None
     code = 1
     async with anyio.create_task_group() as tg:
         try:
             if status is not None:
                 await status.start(tg)  # before the proxy: a taken port stops us early
+            if identity is not None:
+                try:
+                    await identity.start(tg)
+                except OSError as exc:
+                    raise ProxyError(str(exc)) from exc
             code = await supervisor.run()
         except (ProxyError, StatusServerError) as exc:
             failure = exc
@@ -235,11 +244,16 @@ def main(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise AgentError(str(exc)) from None
         options = options_from_args(args, config)
+        identity_settings = agent_identity.settings_from_args(args, config.mesh.trust_domain)
+        if identity_settings is not None:
+            options = attrs.evolve(options, xds_tls=identity_settings.xds_tls)
+            agent_identity.check_socket_paths(options)
         termination_drain = meshconfig.parse_duration(
             args.termination_drain_duration, "--termination-drain-duration"
         )
         backend = select_backend(config, args.proxy)
-    except (AgentError, meshconfig.MeshConfigError, registry.PluginError) as exc:
+    except (AgentError, agent_identity.IdentityError, meshconfig.MeshConfigError,
+            registry.PluginError) as exc:
         print(f"pilotfish agent: error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -251,7 +265,9 @@ def main(args: argparse.Namespace) -> int:
         backend.check(path)
         supervisor = Supervisor(backend, options, path, termination_drain)
         status = status_server.from_args(args, options, supervisor)
-        return anyio.run(run, supervisor, status)
+        identity = (agent_identity.AgentIdentity(identity_settings, options)
+                    if identity_settings is not None else None)
+        return anyio.run(run, supervisor, status, identity)
     except (ProxyError, StatusServerError) as exc:
         print(f"pilotfish agent: error: {exc}", file=sys.stderr)
         return 1

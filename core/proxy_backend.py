@@ -23,6 +23,9 @@ from pilotfish.core.model import DEFAULT_DOMAIN
 PROXY_TYPES = ("sidecar", "router")
 XDS_MODES = ("sotw", "delta")
 INTERCEPTION_MODES = ("REDIRECT", "TPROXY", "NONE")
+SDS_SOCKET = "SDS"  # in the config dir: the agent's SDS server (cluster sds-grpc)
+XDS_SOCKET = "XDS"  # in the config dir: the agent's xDS relay, with xDS over mTLS
+DISCOVERY_SAN = "istiod.istio-system.svc"  # the name discovery's certificate carries
 
 
 class ProxyError(Exception):
@@ -137,6 +140,10 @@ class ProxyOptions:
     # Where the proxy serves its own Prometheus stats (Istio's 15090); 0: nowhere. The
     # agent's merged scrape reads the admin API directly and needs no such port.
     prometheus_port: int = attrs.field(default=0, validator=_check_port_or_off)
+    # xDS over mTLS: the proxy dials the agent's relay (``xds_socket``) and runs TLS to
+    # discovery through it with the workload certificate the agent serves over SDS.
+    xds_tls: bool = False
+    discovery_san: str = DISCOVERY_SAN  # checked in discovery's certificate, sent as SNI
 
     @property
     def node_id(self) -> str:
@@ -145,6 +152,14 @@ class ProxyOptions:
             f"{self.proxy_type}~{self.ip}~{self.name}.{self.namespace}"
             f"~{self.namespace}.svc.{self.domain}"
         )
+
+    @property
+    def sds_socket(self) -> Path:
+        return self.config_dir / SDS_SOCKET
+
+    @property
+    def xds_socket(self) -> Path:
+        return self.config_dir / XDS_SOCKET
 
     @property
     def admin_url(self) -> str:

@@ -4,8 +4,13 @@ Shaped like the bootstrap pilot-agent renders, so discovery sees the same node i
 metadata from either agent: one ADS stream to the static cluster ``xds-grpc``, CDS and
 LDS over it with no initial fetch timeout (Envoy waits for discovery however long it
 takes), and a static ``sds-grpc`` cluster on the agent's SDS socket that generated TLS
-contexts point at. Unlike pilot-agent, there is no local xDS proxy in between yet:
-``xds-grpc`` goes straight to the discovery address.
+contexts point at. Unlike pilot-agent, there is no local xDS proxy in between:
+``xds-grpc`` goes straight to the discovery address in plaintext (15010). With xDS over
+mTLS (``ProxyOptions.xds_tls``) it dials the agent's relay on ``CONFIG_DIR/XDS`` instead
+and runs TLS through it to discovery, presenting the workload certificate (SDS
+``default``) and checking discovery's against ``ROOTCA`` and its name
+(``istiod.istio-system.svc``); both secrets come from the agent over ``sds-grpc``, so a
+renewed certificate reaches Envoy without a file or a restart (``core/xds_relay.py``).
 
 When discovery is unreachable Envoy keeps serving its last accepted configuration and
 reconnects the ADS stream with jittered exponential backoff from 500 ms up to 30 s.
@@ -23,7 +28,6 @@ from pilotfish.plugins import envoy_stats
 
 XDS_CLUSTER = "xds-grpc"
 SDS_CLUSTER = "sds-grpc"  # the name translators/upstream_tls.py refers to
-SDS_SOCKET = "SDS"  # file name of the agent's SDS socket in the config dir
 BOOTSTRAP_FILE = "envoy-rev.json"  # pilot-agent's name, so operators find it
 XDS_RETRY_BACKOFF = {"base_interval": "0.5s", "max_interval": "30s"}
 
@@ -68,7 +72,56 @@ def _endpoint(address: dict[str, Any], cluster: str) -> dict[str, Any]:
     }
 
 
+def _agent_secret(name: str) -> dict[str, Any]:
+    return {"name": name, "sds_config": {
+        "api_config_source": {
+            "api_type": "GRPC", "set_node_on_first_message_only": True,
+            "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": SDS_CLUSTER}}],
+        },
+        # Never talk to discovery without the certificate: wait for it however long.
+        "initial_fetch_timeout": "0s",
+        "resource_api_version": "V3",
+    }}
+
+
+def xds_tls_socket(options: ProxyOptions) -> dict[str, Any]:
+    """mTLS to discovery with the agent's workload certificate and mesh root."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/"
+                     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": options.discovery_san,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [_agent_secret("default")],
+                "combined_validation_context": {
+                    "default_validation_context": {"match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": options.discovery_san}},
+                    ]},
+                    "validation_context_sds_secret_config": _agent_secret("ROOTCA"),
+                },
+            },
+        },
+    }
+
+
+def _xds_tls_cluster(options: ProxyOptions) -> dict[str, Any]:
+    return {
+        "name": XDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": _endpoint({"pipe": {"path": str(options.xds_socket)}}, XDS_CLUSTER),
+        "circuit_breakers": _CIRCUIT_BREAKERS,
+        "transport_socket": xds_tls_socket(options),
+        "typed_extension_protocol_options": _http2(keepalive=True),
+    }
+
+
 def xds_cluster(options: ProxyOptions) -> dict[str, Any]:
+    if options.xds_tls:
+        return _xds_tls_cluster(options)
     host, port = split_host_port(options.discovery_address, "discovery address")
     cluster: dict[str, Any] = {
         "name": XDS_CLUSTER,
@@ -96,7 +149,7 @@ def sds_cluster(options: ProxyOptions) -> dict[str, Any]:
         "type": "STATIC",
         "connect_timeout": "1s",
         "load_assignment": _endpoint(
-            {"pipe": {"path": str(options.config_dir / SDS_SOCKET)}}, SDS_CLUSTER
+            {"pipe": {"path": str(options.sds_socket)}}, SDS_CLUSTER
         ),
         "typed_extension_protocol_options": _http2(keepalive=False),
     }

@@ -142,6 +142,11 @@ def test_envoy_accepts_the_bootstrap(tmp_path: Path, mode: str) -> None:
         backend.check(backend.write_bootstrap(opts))
 
 
+def test_envoy_accepts_the_bootstrap_with_xds_over_mtls(tmp_path: Path) -> None:
+    backend = EnvoyBackend()
+    backend.check(backend.write_bootstrap(options(tmp_path, xds_tls=True)))
+
+
 def test_envoy_rejects_a_broken_bootstrap_in_its_own_words(tmp_path: Path) -> None:
     backend = EnvoyBackend()
     path = backend.write_bootstrap(options(tmp_path))

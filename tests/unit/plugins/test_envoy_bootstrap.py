@@ -253,3 +253,31 @@ def test_prometheus_port_is_checked() -> None:
     with pytest.raises(ValueError, match="prometheus_port: expected a port from 1 to 65535, "
                                          "or 0 for none"):
         options(prometheus_port=-1)
+
+
+def test_xds_over_mtls_dials_the_agents_relay_with_the_agents_secrets() -> None:
+    xds = clusters(build(xds_tls=True, discovery_address="10.96.0.1:15012"))["xds-grpc"]
+    endpoint = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"] == {"pipe": {"path": str(CONFIG_DIR / "XDS")}}
+    tls = xds["transport_socket"]["typed_config"]
+    assert tls["sni"] == "istiod.istio-system.svc"
+    common = tls["common_tls_context"]
+    assert common["alpn_protocols"] == ["h2"]  # gRPC: discovery picks h2 or refuses
+    [cert] = common["tls_certificate_sds_secret_configs"]
+    validation = common["combined_validation_context"]
+    root = validation["validation_context_sds_secret_config"]
+    assert (cert["name"], root["name"]) == ("default", "ROOTCA")
+    for secret in (cert, root):
+        source = secret["sds_config"]
+        assert source["api_config_source"]["grpc_services"] == [
+            {"envoy_grpc": {"cluster_name": "sds-grpc"}}]
+        assert source["initial_fetch_timeout"] == "0s"  # no xDS without the certificate
+    assert validation["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "istiod.istio-system.svc"}}]
+    assert "transport_socket" not in clusters(build())["xds-grpc"]  # plaintext by default
+
+
+def test_xds_over_mtls_bootstrap_parses_as_envoys_message() -> None:
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+
+    json_format.ParseDict(build(xds_tls=True), bootstrap_pb2.Bootstrap())
