@@ -20,6 +20,7 @@ _DUMP_TYPES = {
     "endpoints": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
     "listeners": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
     "routes": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+    "secrets": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
 }
 
 
@@ -104,6 +105,11 @@ def endpoints(dump: Mapping[str, Any]) -> list[dict[str, Any]]:
     out += [e["endpoint_config"] for e in section.get("dynamic_endpoint_configs") or ()
             if "endpoint_config" in e]
     return out
+
+
+def secrets(dump: Mapping[str, Any]) -> dict[str, Any]:
+    """The SecretsConfigDump as Envoy gives it (``secret_dump`` reads it into rows)."""
+    return dict(_section(dump, "secrets"))
 
 
 # -- tables in istioctl's columns -----------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from pilotfish.core import config_dump
+from pilotfish.core import config_dump, secret_dump
 from pilotfish.core.xds import types
 
 STATUS_TYPES = (types.CLUSTER, types.LISTENER, types.ENDPOINT, types.ROUTE)
@@ -152,6 +152,11 @@ def proxy_config(args: argparse.Namespace) -> int:
         except CommandError as exc:
             print(f"warning: {exc}; showing what discovery would send instead",
                   file=sys.stderr)
+    if dump is None and args.kind == "secret":
+        # Secrets come from the agent, not discovery: there is no fallback for them.
+        raise CommandError(f"cannot read the secrets of {item['proxy']}: its admin API "
+                           f"{admin or '(unknown)'} is not reachable, and discovery does not "
+                           "hold them (the proxy's agent serves them)")
     if dump is None:
         source = "discovery"
         dump = fetch_json(
@@ -163,6 +168,7 @@ def proxy_config(args: argparse.Namespace) -> int:
             selected = {
                 "clusters": config_dump.clusters, "listeners": config_dump.listeners,
                 "routes": config_dump.routes, "endpoints": config_dump.endpoints,
+                "secret": config_dump.secrets,
             }[args.kind](dump)
         _emit(selected, args.output)
         return 0
@@ -181,6 +187,9 @@ def proxy_config(args: argparse.Namespace) -> int:
         rows = (config_dump.endpoint_rows_from_clusters_json(clusters_json) if clusters_json
                 else config_dump.endpoint_rows_from_dump(config_dump.endpoints(dump)))
         sections.append(config_dump.table(config_dump.ENDPOINT_HEADERS, rows))
+    if args.kind in ("secret", "all") and source != "discovery":
+        sections.append(config_dump.table(
+            secret_dump.SECRET_HEADERS, secret_dump.secret_rows(config_dump.secrets(dump))))
     if source == "discovery":
         print("# from discovery: the proxy's admin API was not reachable", file=sys.stderr)
     print("\n".join(sections), end="")
@@ -195,7 +204,8 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=["clusters", "listeners", "routes", "endpoints", "all"])
+    parser.add_argument("kind", choices=["clusters", "listeners", "routes", "endpoints",
+                                         "secret", "all"])
     parser.add_argument("proxy", help="NAME.NAMESPACE (or NAME) of the proxy")
     parser.add_argument("--discovery-address", default="127.0.0.1:15014",
                         help="discovery's debug address (default %(default)s)")
