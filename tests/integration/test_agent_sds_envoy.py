@@ -1,0 +1,245 @@
+"""The agent's SDS and rotation with real discovery (its CA on 15012) and real Envoy.
+
+A router whose agent has a pod token gets its workload certificate from discovery's CA,
+serves ``default`` and ``ROOTCA`` to Envoy over SDS, and Envoy runs its own xDS over mTLS
+with them (discovery sees the SPIFFE ID). With a short TTL the certificate is renewed and
+pushed while the same Envoy keeps running, and Envoy's xDS reconnects with the new one.
+A CA that cannot be reached is retried with backoff; a token that appears late is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from pilotfish.core.security import tokens
+from pilotfish.testing.mesh import LocalMesh, Proxy
+from pilotfish.testing.processes import free_port, http, pilotfish, wait_until
+
+pytestmark = pytest.mark.envoy
+
+SPIFFE = "spiffe://cluster.local/ns/shop/sa/reviews"
+CONFIG = """\
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews.shop.svc.cluster.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+"""
+
+
+class Node:
+    """The node's part: its token key pair, and a token file per pod."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.private, public = tokens.generate_keypair()
+        self.public_file = workdir / "token-key.pem"
+        self.public_file.write_bytes(public)
+
+    def token_file(self, pod: str, *, write: bool = True) -> Path:
+        path = self.workdir / f"{pod}.token"
+        if write:
+            path.write_text(tokens.issue(self.private, "shop", "reviews", pod, 3600))
+        return path
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
+    return Node(tmp_path_factory.mktemp("node"))
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory, node: Node) -> Iterator[LocalMesh]:
+    with LocalMesh(tmp_path_factory.mktemp("sds")) as mesh:
+        mesh.write("shop.yaml", CONFIG)
+        mesh.start_discovery(token_key=node.public_file)
+        yield mesh
+
+
+def identity_args(mesh: LocalMesh, token: Path, *extra: str) -> list[str]:
+    return ["--service-account", "reviews", "--token-file", str(token),
+            "--root-cert", str(mesh.root_cert), "--ca-address", mesh.secure_address, *extra]
+
+
+def secure_xds(mesh: LocalMesh) -> list[str]:
+    return ["--discovery", mesh.secure_address, "--xds-tls"]
+
+
+def secrets(proxy: Proxy) -> dict[str, dict[str, Any]]:
+    """Envoy's active secrets by name."""
+    for config in proxy.config_dump()["configs"]:
+        if config["@type"].endswith("SecretsConfigDump"):
+            return {e["name"]: e["secret"] for e in config.get("dynamic_active_secrets", [])}
+    return {}
+
+
+def certs(secret: dict[str, Any]) -> list[x509.Certificate]:
+    source = (secret.get("tls_certificate", {}).get("certificate_chain")
+              or secret["validation_context"]["trusted_ca"])
+    return x509.load_pem_x509_certificates(base64.b64decode(source["inline_bytes"]))
+
+
+def leaf(proxy: Proxy) -> x509.Certificate | None:
+    held = secrets(proxy).get("default")
+    return certs(held)[0] if held else None
+
+
+def envoy_pid(proxy: Proxy) -> int:
+    """The agent's child: the Envoy it started."""
+    assert proxy.process.popen is not None
+    agent = proxy.process.popen.pid
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == agent:
+                return int(entry.name)
+    raise AssertionError(f"agent {agent} has no child process")
+
+
+def uri(cert: x509.Certificate) -> list[str]:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return list(san.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+def identity_of(mesh: LocalMesh, proxy_id: str) -> str:
+    return next((i["identity"] for i in mesh.syncz() if i["proxy"] == proxy_id), "")
+
+
+def test_envoy_gets_default_and_rootca_and_runs_xds_over_mtls(mesh: LocalMesh, node: Node):
+    proxy = mesh.start_proxy("gw-1", "shop", extra=[
+        *identity_args(mesh, node.token_file("gw-1")), *secure_xds(mesh)])
+    held = wait_until(lambda: secrets(proxy).keys() >= {"default", "ROOTCA"} and secrets(proxy),
+                      20, what="default and ROOTCA in Envoy's config dump")
+    [cert] = certs(held["default"])  # the leaf; the root is not sent in the chain
+    assert uri(cert) == [SPIFFE]
+    assert held["default"]["tls_certificate"]["private_key"]["inline_bytes"] == \
+        base64.b64encode(b"[redacted]").decode()
+    assert certs(held["ROOTCA"]) == x509.load_pem_x509_certificates(
+        mesh.root_cert.read_bytes())
+    # Envoy's ADS went through the relay under mTLS: discovery knows who is connected.
+    mesh.wait_synced("gw-1.shop")
+    assert identity_of(mesh, "gw-1.shop") == SPIFFE
+
+
+def test_plaintext_xds_with_mesh_mtls_clusters_and_proxy_config_secret(mesh: LocalMesh,
+                                                                       node: Node):
+    # xDS in plaintext: Envoy asks for the secrets only for the ISTIO_MUTUAL cluster, with
+    # the SDS config the translators generate.
+    mesh.start_proxy("gw-3", "shop", extra=identity_args(mesh, node.token_file("gw-3")))
+    mesh.wait_synced("gw-3.shop")
+    assert identity_of(mesh, "gw-3.shop") == ""  # 15010: nobody is authenticated
+    debug = f"127.0.0.1:{mesh.debug_port}"
+
+    def run(*extra: str) -> str:
+        return subprocess.run(
+            pilotfish("proxy-config", "secret", "gw-3.shop", "--discovery-address", debug,
+                      *extra), capture_output=True, text=True, check=True).stdout
+
+    def table() -> list[str]:
+        rows = run().splitlines()
+        return rows if len(rows) == 3 else []
+
+    header, *rows = wait_until(table, 20, what="two secrets in proxy-config secret")
+    assert header.split()[:4] == ["RESOURCE", "NAME", "TYPE", "STATUS"]
+    assert header.split()[-3:] == ["SPIFFE", "ID", "ROOT"]
+    default = next(r for r in rows if r.startswith("default"))
+    assert re.match(r"default\s+Cert Chain\s+ACTIVE\s+true\s+[0-9a-f]+\s+\S+Z\s+\S+Z\s+"
+                    + re.escape(SPIFFE) + r"\s+O=cluster.local$", default)
+    assert re.match(r"ROOTCA\s+CA\s+ACTIVE\s+true\s+[0-9a-f]+", next(
+        r for r in rows if r.startswith("ROOTCA")))
+    data = json.loads(run("-o", "json"))
+    assert data["@type"] == "type.googleapis.com/envoy.admin.v3.SecretsConfigDump"
+    assert {e["name"] for e in data["dynamic_active_secrets"]} == {"default", "ROOTCA"}
+
+
+def test_rotation_pushes_new_certificates_to_the_same_envoy(mesh: LocalMesh, node: Node):
+    proxy = mesh.start_proxy("gw-2", "shop", extra=[
+        *identity_args(mesh, node.token_file("gw-2"), "--cert-ttl", "6s"), *secure_xds(mesh)])
+    first = wait_until(lambda: leaf(proxy), 20, what="a first certificate")
+    pid = envoy_pid(proxy)
+    uptime = http(f"{proxy.admin}/server_info").json()["uptime_current_epoch"]
+    serials = {first.serial_number}
+
+    def renewed_twice() -> bool:
+        current = leaf(proxy)
+        if current is not None:
+            serials.add(current.serial_number)
+        return len(serials) >= 3
+
+    wait_until(renewed_twice, 30, interval=0.2, what="two renewals reaching Envoy")
+    assert envoy_pid(proxy) == pid  # no restart, no hot restart
+    info = http(f"{proxy.admin}/server_info").json()
+    assert info["state"] == "LIVE"
+    assert info["command_line_options"].get("restart_epoch", 0) == 0
+    assert float(info["uptime_current_epoch"].rstrip("s")) > float(uptime.rstrip("s"))
+    # Each renewal cut the relayed xDS connection; Envoy came back with the new certificate.
+    mesh.wait_synced("gw-2.shop", timeout=15)
+    assert identity_of(mesh, "gw-2.shop") == SPIFFE
+    log = proxy.process.log(400)
+    assert "renewed certificate" in log
+    assert "closed 1 xDS connection(s) so the proxy reconnects with the new certificate" in log
+    discovery = (mesh.workdir / "discovery.log").read_text()
+    assert len(re.findall(r"gw-2\.shop-\d+ connected", discovery)) >= 2
+    assert "proven by certificate" in discovery  # renewals authenticate with the old one
+
+
+def test_a_token_that_appears_late_is_used_after_retries(mesh: LocalMesh, node: Node):
+    token = node.token_file("gw-4", write=False)
+    writer = threading.Timer(2.0, node.token_file, args=("gw-4",))
+    writer.start()
+    try:
+        proxy = mesh.start_proxy("gw-4", "shop", extra=[
+            *identity_args(mesh, token), *secure_xds(mesh)])
+    finally:
+        writer.cancel()
+    assert wait_until(lambda: leaf(proxy), 20, what="a certificate") is not None
+    log = proxy.process.log(200)
+    assert re.search(r"cannot get a workload certificate \(attempt 1\): cannot read the pod "
+                     r"token \(--token-file\) \S+: No such file or directory; retrying in "
+                     r"\d+\.\ds; the proxy has no certificate yet", log)
+
+
+def test_an_unreachable_ca_is_retried_with_backoff(tmp_path: Path, node: Node):
+    with LocalMesh(tmp_path) as mesh:
+        mesh.write("shop.yaml", CONFIG.split("---")[0])
+        mesh.start_discovery(token_key=node.public_file)
+        closed = f"127.0.0.1:{free_port()}"
+        args = identity_args(mesh, node.token_file("gw-5"))
+        args[args.index("--ca-address") + 1] = closed
+        proxy = mesh.start_proxy("gw-5", "shop", extra=args)  # plaintext xDS: goes LIVE
+
+        def attempts() -> list[float]:
+            found = re.findall(r"cannot get a workload certificate \(attempt \d+\): "
+                               r"CreateCertificate at " + re.escape(closed) +
+                               r": UNAVAILABLE: .*; retrying in (\d+\.\d)s; the proxy has "
+                               r"no certificate yet", proxy.process.log(200))
+            return [float(w) for w in found] if len(found) >= 4 else []
+
+        waits = wait_until(attempts, 30, what="four failed attempts in the agent's log")
+        # 0.5 s growing 1.5x, each randomized by ±50 %.
+        for attempt, wait in enumerate(waits[:4]):
+            nominal = 0.5 * 1.5 ** attempt
+            assert nominal * 0.5 - 0.05 <= wait <= nominal * 1.5 + 0.05, (attempt, waits)
+        assert http(f"{proxy.admin}/ready").status == 200  # Envoy runs on without it
+        assert secrets(proxy) == {}
