@@ -70,6 +70,9 @@ class AuthzPolicy:
         return f"ns[{self.namespace}]-policy[{self.name}]-rule[{index}]"
 
 
+_PERMISSIVE = MtlsPolicy()
+
+
 def _selector(obj: ConfigObject) -> Labels | None:
     """The policy's matchLabels, or None for a policy without one (an empty one counts so)."""
     labels = (obj.spec.get("selector") or {}).get("matchLabels")
@@ -112,6 +115,8 @@ class SecurityPolicies:
 
     def mtls(self, namespace: str, labels: Labels) -> MtlsPolicy:
         """The composed PeerAuthentication of a workload (see the module docstring)."""
+        if not self.peer_authentications:
+            return _PERMISSIVE  # the common case, asked once per endpoint: skip the memo
         key = ("mtls", namespace, frozenset(labels.items()))
         cached = self._memo.get(key)
         if cached is None:
