@@ -156,7 +156,7 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "pilotfish.core.cli", "_add_plugins_arguments", "_plugins"),
     ("proxy-status", "sync state of every connected proxy",
      "pilotfish.core.proxy_status", "add_status_arguments", "proxy_status"),
-    ("proxy-config", "what one proxy holds: clusters, listeners, routes, endpoints",
+    ("proxy-config", "what one proxy holds: clusters, listeners, routes, endpoints, secrets",
      "pilotfish.core.proxy_status", "add_config_arguments", "proxy_config"),
     ("iptables", "capture a pod's traffic with istio-iptables's rules",
      "pilotfish.interceptors.iptables_cli", "add_arguments", "main"),
