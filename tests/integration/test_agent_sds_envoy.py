@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from pilotfish.core.security import tokens
+from pilotfish.core.security import pki, tokens
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port, http, pilotfish, wait_until
 
@@ -202,6 +203,32 @@ def test_rotation_pushes_new_certificates_to_the_same_envoy(mesh: LocalMesh, nod
     discovery = (mesh.workdir / "discovery.log").read_text()
     assert len(re.findall(r"gw-2\.shop-\d+ connected", discovery)) >= 2
     assert "proven by certificate" in discovery  # renewals authenticate with the old one
+
+
+def test_a_new_root_in_the_root_file_reaches_envoy_and_renews(mesh: LocalMesh, node: Node,
+                                                              tmp_path: Path):
+    roots = tmp_path / "root-cert.pem"
+    roots.write_bytes(mesh.root_cert.read_bytes())
+    args = identity_args(mesh, node.token_file("gw-6"))
+    args[args.index("--root-cert") + 1] = str(roots)
+    proxy = mesh.start_proxy("gw-6", "shop", extra=[*args, *secure_xds(mesh)])
+    first = wait_until(lambda: leaf(proxy), 20, what="a first certificate")
+    new_root, _ = pki.self_signed_root("cluster.local", time.time())
+    roots.write_text(mesh.root_cert.read_text() + pki.cert_pem(new_root))
+
+    def both_roots() -> bool:
+        held = secrets(proxy).get("ROOTCA")
+        return held is not None and len(certs(held)) == 2
+
+    wait_until(both_roots, 20, what="ROOTCA with the added root")  # polled every 5 s
+    renewed = wait_until(lambda: (c := leaf(proxy)) is not None and
+                         c.serial_number != first.serial_number, 10,
+                         what="a renewal after the trust bundle changed")
+    assert renewed
+    assert new_root in certs(secrets(proxy)["ROOTCA"])
+    assert "changed (2 roots): renewing the certificate; pushing ROOTCA" in \
+        proxy.process.log(100)
+    mesh.wait_synced("gw-6.shop", timeout=15)  # discovery's root is still trusted
 
 
 def test_a_token_that_appears_late_is_used_after_retries(mesh: LocalMesh, node: Node):
