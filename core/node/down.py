@@ -57,7 +57,7 @@ async def teardown(state: NodeState, *, keep_up_pid: bool = False) -> list[str]:
                     cni_path=[Path("/usr/lib/cni"), Path(_bin_dir())])
             except Exception as exc:  # the netns goes anyway; report and continue
                 problems.append(f"pod {pod.key}: CNI DEL: {exc}")
-        shutil.rmtree(state.proxy_dir(pod), ignore_errors=True)
+        shutil.rmtree(state.pod_dir(pod), ignore_errors=True)
         try:
             await netns.delete(pod.netns)
         except netns.NodeError as exc:

@@ -11,9 +11,10 @@ from typing import Any
 import attrs
 
 DEFAULT_STATE_DIR = Path("/run/pilotfish/node")
-# Per-pod proxy folders live outside the state dir: the proxy runs as uid 1337 and must be
-# able to reach its folder whatever the state dir's parents allow (a test's tmp is 0700).
-PROXY_DIRS = Path("/run/pilotfish/proxies")
+# Per-pod folders live outside the state dir: pod users (1337, the app's) must reach them
+# whatever the state dir's parents allow (a test's tmp is 0700). Each holds the pod's token
+# and the mesh root (what Kubernetes mounts into pods) and, for a sidecar, ``proxy/``.
+POD_DIRS = Path("/run/pilotfish/pods")
 
 
 @attrs.define
@@ -47,6 +48,7 @@ class NodeState:
     service_cidr: str = ""
     discovery_pid: int = 0
     xds_address: str = ""
+    secure_xds_address: str = ""
     debug_address: str = ""
     pods: dict[str, PodState] = attrs.field(factory=dict)
 
@@ -75,8 +77,21 @@ class NodeState:
     def logs(self) -> Path:
         return self.state_dir / "logs"
 
+    def pod_dir(self, pod: PodState) -> Path:
+        return POD_DIRS / pod.netns
+
     def proxy_dir(self, pod: PodState) -> Path:
-        return PROXY_DIRS / pod.netns
+        return self.pod_dir(pod) / "proxy"
+
+    @property
+    def discovery_dir(self) -> Path:
+        """Discovery's own state: the CA root survives discovery restarts."""
+        return self.state_dir / "discovery"
+
+    @property
+    def token_key(self) -> Path:
+        """The node's private key for pod tokens (the public half is next to it)."""
+        return self.state_dir / "token-key.pem"
 
     def save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ log = logging.getLogger("pilotfish.node")
 
 XDS_PORT = 15010
 SECURE_XDS_PORT = 15012
+TOKEN_TTL = 7 * 24 * 3600.0  # the node lives for a session; tokens outlive it
 AGENT_HEALTH_PORT = 15021
 
 
@@ -111,6 +113,7 @@ class Node:
             service_cidr=options.service_cidr, debug_address=options.debug_address,
         )
         self.state.xds_address = f"{self.state.gateway_ip}:{XDS_PORT}"
+        self.state.secure_xds_address = f"{self.state.gateway_ip}:{SECURE_XDS_PORT}"
         self.store: ConfigStore | None = None
         self.runtime: dict[tuple[str, str], cluster.PodRuntime] = {}
         self.bin = Path(sys.executable).parent
@@ -192,7 +195,9 @@ class Node:
         argv = [sys.executable, "-m", "pilotfish.core.cli", "agent", "--type", "sidecar",
                 "--proxy", self.options.proxy, "--name", obj.name,
                 "--namespace", obj.namespace, "--ip", pod.ip,
-                "--discovery", self.state.xds_address,
+                "--discovery", self.state.secure_xds_address,
+                "--token-file", str(self.state.pod_dir(pod) / "token"),
+                "--root-cert", str(self.state.pod_dir(pod) / "root-cert.pem"),
                 "--service-account", str(obj.spec.get("serviceAccountName") or "default"),
                 "--config-dir", str(self.state.proxy_dir(pod)),
                 "--concurrency", str(self.options.proxy_concurrency)]
@@ -210,15 +215,36 @@ class Node:
             argv += ["--app-metrics", metrics]
         return argv
 
+    def write_pod_files(self, obj: ConfigObject, pod: PodState) -> None:
+        """What Kubernetes mounts into every pod: its service-account token (here for the
+        istio-ca audience, readable by the user who presents it) and the mesh root."""
+        from pilotfish.core.security import tokens
+
+        folder = self.state.pod_dir(pod)
+        for parent in (folder.parent.parent, folder.parent):
+            parent.mkdir(mode=0o755, exist_ok=True)
+            parent.chmod(0o755)
+        folder.mkdir(mode=0o755, exist_ok=True)
+        containers = pods.containers(obj, pod.ip)
+        owner = pods.PROXY_UID if pod.sidecar else (
+            containers[0].uid if containers else pods.DEFAULT_APP_UID)
+        token = tokens.issue(self.state.token_key.read_bytes(), obj.namespace,
+                             str(obj.spec.get("serviceAccountName") or "default"), obj.name,
+                             ttl=TOKEN_TTL)
+        path = folder / "token"
+        path.write_text(token)
+        path.chmod(0o600)
+        os.chown(path, owner, owner)
+        shutil.copyfile(self.state.discovery_dir / "root-cert.pem", folder / "root-cert.pem")
+        (folder / "root-cert.pem").chmod(0o644)
+
     async def start_pod(self, tg: anyio.abc.TaskGroup, obj: ConfigObject, pod: PodState,
                         hold: bool) -> None:
         logs = self.state.logs
         logs.mkdir(parents=True, exist_ok=True)
+        self.write_pod_files(obj, pod)
         if pod.sidecar:
             proxy_dir = self.state.proxy_dir(pod)
-            for parent in reversed(proxy_dir.parents[:2]):
-                parent.mkdir(mode=0o755, exist_ok=True)
-                parent.chmod(0o755)
             proxy_dir.mkdir(exist_ok=True)
             os.chown(proxy_dir, pods.PROXY_UID, pods.PROXY_UID)
             argv = netns.exec_argv(pod.netns, self.agent_argv(obj, pod),
@@ -228,8 +254,11 @@ class Node:
             if hold:
                 step(f"pod {pod.key}: holding the app until the proxy is ready")
                 await wait_ready(pod, timeout=60)
+        folder = self.state.pod_dir(pod)
         node_env = {"PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
-                    "PILOTFISH_DISCOVERY": self.state.xds_address, "HOME": "/tmp"}
+                    "PILOTFISH_DISCOVERY": self.state.xds_address, "HOME": "/tmp",
+                    "PILOTFISH_TOKEN_FILE": str(folder / "token"),
+                    "PILOTFISH_ROOT_CERT": str(folder / "root-cert.pem")}
         for container in pods.containers(obj, pod.ip, node_env):
             pod.app_uid = container.uid
             argv = netns.exec_argv(pod.netns, container.argv, container.uid, container.uid)
@@ -250,8 +279,9 @@ class Node:
                 "--debug-address", self.state.debug_address,
                 # 15012 and the CA's root on this node's own address and state: two nodes on
                 # one host must not share them.
-                "--secure-xds-address", f"{self.state.gateway_ip}:{SECURE_XDS_PORT}",
-                "--state-dir", str(self.state.state_dir / "discovery")]
+                "--secure-xds-address", self.state.secure_xds_address,
+                "--state-dir", str(self.state.discovery_dir),
+                "--token-key", str(self.state.token_key.with_suffix(".pub"))]
         if self.options.mesh_config:
             argv += ["--mesh-config", str(self.options.mesh_config)]
         started = False
@@ -351,6 +381,12 @@ async def up(options: UpOptions) -> int:
     node = Node(options)
     state = node.state
     state.save()
+    from pilotfish.core.security import tokens
+
+    private, public = tokens.generate_keypair()
+    state.token_key.write_bytes(private)
+    state.token_key.chmod(0o600)
+    state.token_key.with_suffix(".pub").write_bytes(public)
     step(f"config from {options.config_dir}")
     node.store = load_config(options.config_dir, node.mesh)
     for error in node.store.errors():
