@@ -138,17 +138,46 @@ def find_proxy(discovery_address: str, name: str) -> dict[str, Any]:
                        f"connected: {known}")
 
 
+def pod_netns(proxy_id: str, state_dir: str | None) -> str | None:
+    """The network namespace of a proxy running on the local node (pilotfish up), if any:
+    its admin API listens on the pod's own loopback, as istioctl reaches it by port-forward."""
+    from pathlib import Path
+
+    from pilotfish.core.node.state import DEFAULT_STATE_DIR, NodeState
+
+    state = NodeState.load(Path(state_dir) if state_dir else DEFAULT_STATE_DIR)
+    if state is None:
+        return None
+    pod = state.pods.get(proxy_id)
+    return pod.netns if pod is not None else None
+
+
+def admin_json(admin: str, path: str, netns: str | None) -> Any:
+    """GET from a proxy's admin API, from inside its pod's netns when it has one."""
+    if netns is None:
+        return fetch_json(f"http://{admin}{path}")
+    import subprocess
+
+    result = subprocess.run(["ip", "netns", "exec", netns, "curl", "-sf", "-m", "5",
+                             f"http://{admin}{path}"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CommandError(f"cannot reach http://{admin}{path} in netns {netns}: "
+                           f"{result.stderr.strip() or f'curl exit {result.returncode}'}")
+    return json.loads(result.stdout)
+
+
 def proxy_config(args: argparse.Namespace) -> int:
     item = find_proxy(args.discovery_address, args.proxy)
     admin = item.get("admin")
+    netns = pod_netns(item["proxy"], getattr(args, "state_dir", None))
     dump: dict[str, Any] | None = None
     clusters_json: dict[str, Any] | None = None
     source = f"proxy admin {admin}"
     if admin:
         try:
-            dump = fetch_json(f"http://{admin}/config_dump?include_eds")
+            dump = admin_json(admin, "/config_dump?include_eds", netns)
             if args.kind in ("endpoints", "all"):
-                clusters_json = fetch_json(f"http://{admin}/clusters?format=json")
+                clusters_json = admin_json(admin, "/clusters?format=json", netns)
         except CommandError as exc:
             print(f"warning: {exc}; showing what discovery would send instead",
                   file=sys.stderr)
@@ -209,4 +238,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("proxy", help="NAME.NAMESPACE (or NAME) of the proxy")
     parser.add_argument("--discovery-address", default="127.0.0.1:15014",
                         help="discovery's debug address (default %(default)s)")
+    parser.add_argument("--state-dir", help="the local node's state (default "
+                        "/run/pilotfish/node): proxies in its pods are read inside their netns")
     parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
