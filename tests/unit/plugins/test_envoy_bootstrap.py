@@ -271,7 +271,13 @@ def test_xds_over_mtls_dials_the_agents_relay_with_the_agents_secrets() -> None:
         source = secret["sds_config"]
         assert source["api_config_source"]["grpc_services"] == [
             {"envoy_grpc": {"cluster_name": "sds-grpc"}}]
-        assert source["initial_fetch_timeout"] == "0s"  # no xDS without the certificate
+        # The same config source as generated clusters use: one Envoy subscription each.
+        from google.protobuf import json_format
+
+        from pilotfish.translators.upstream_tls import agent_sds
+
+        assert source == json_format.MessageToDict(
+            agent_sds(secret["name"]).sds_config, preserving_proto_field_name=True)
     assert validation["default_validation_context"]["match_typed_subject_alt_names"] == [
         {"san_type": "DNS", "matcher": {"exact": "istiod.istio-system.svc"}}]
     assert "transport_socket" not in clusters(build())["xds-grpc"]  # plaintext by default
