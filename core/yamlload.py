@@ -122,6 +122,12 @@ def _expand_lists(doc: Document) -> Iterator[Document]:
         yield doc
 
 
+def _yaml_hint(value: Any) -> str:
+    # YAML 1.1 reads on/off/yes/no as booleans and bare digits as numbers.
+    return " (YAML read an unquoted word or number; quote it)" if isinstance(
+        value, bool | int | float) else ""
+
+
 def to_object(doc: Document, file: str, default_namespace: str = "default") -> (
     ConfigObject | LoadError
 ):
@@ -139,13 +145,19 @@ def to_object(doc: Document, file: str, default_namespace: str = "default") -> (
     if not isinstance(metadata, dict):
         return LoadError(file, doc.line, f"{kind}: metadata: Required value")
     name = metadata.get("name")
-    if not isinstance(name, str) or not name:
+    if name is not None and not isinstance(name, str):
+        line = doc.lines.get(("metadata", "name"), doc.line)
+        return LoadError(file, line, f"{kind}: metadata.name: must be a string, got "
+                         f"{name!r}{_yaml_hint(name)}")
+    if not name:
         line = doc.lines.get(("metadata",), doc.line)
         return LoadError(file, line, f"{kind}: metadata.name: Required value")
-    namespace = metadata.get("namespace") or ""
-    if not isinstance(namespace, str):
+    namespace = metadata.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
         line = doc.lines.get(("metadata", "namespace"), doc.line)
-        return LoadError(file, line, f"{kind} {name}: metadata.namespace: must be a string")
+        return LoadError(file, line, f"{kind} {name}: metadata.namespace: must be a string, "
+                         f"got {namespace!r}{_yaml_hint(namespace)}")
+    namespace = namespace or ""
     return ConfigObject(
         api_version=api_version,
         kind=kind,

@@ -140,3 +140,11 @@ def test_conflicting_origins_first_in_order_wins():
     assert store.get(ConfigKey("Service", "default", "web")).spec["ports"][0]["port"] == 1
     store.remove("a.yaml")
     assert store.get(ConfigKey("Service", "default", "web")).spec["ports"][0]["port"] == 2
+
+
+def test_unquoted_yaml_boolean_namespace_is_an_error_not_default():
+    text = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: off}\n"
+    objects, errors = load_text(text, "x.yaml")
+    assert objects == []
+    assert "metadata.namespace: must be a string, got False" in errors[0].message
+    assert "quote it" in errors[0].message
