@@ -264,7 +264,10 @@ def main(args: argparse.Namespace) -> int:
                              f"{exc.strerror}; choose another --config-dir") from exc
         backend.check(path)
         supervisor = Supervisor(backend, options, path, termination_drain)
-        status = status_server.from_args(args, options, supervisor)
+        # With xDS over mTLS the bootstrap always asks for the workload certificate, so
+        # readiness can (and must) wait for it: before it, mesh mTLS would fail.
+        secrets = ("default", "ROOTCA") if options.xds_tls else ()
+        status = status_server.from_args(args, options, supervisor, secrets)
         identity = (agent_identity.AgentIdentity(identity_settings, options)
                     if identity_settings is not None else None)
         return anyio.run(run, supervisor, status, identity)

@@ -119,11 +119,19 @@ class Readiness:
     """The readiness state machine of one proxy: not yet initialized → initialized."""
 
     discovery: str  # HOST:PORT, named in the reasons
+    # SDS secrets the proxy must hold before it is ready (the agent's workload certificate
+    # and root): until then mesh mTLS in and out would fail.
+    secrets: tuple[str, ...] = ()
     initialized: bool = False
     draining: bool = False  # set when the agent starts a drain; never cleared
 
     def stats_filter(self) -> str:
-        return LIVE_FILTER if self.initialized else CONFIG_FILTER
+        if self.initialized:
+            return LIVE_FILTER
+        if not self.secrets:
+            return CONFIG_FILTER
+        names = "|".join(re.escape(s) for s in self.secrets)
+        return f"{CONFIG_FILTER}|^sds\\.({names})\\.update_success$"
 
     def decide(self, stats: Mapping[str, int]) -> Verdict:
         if self.draining:
@@ -132,6 +140,10 @@ class Readiness:
             problem = config_problem(stats, self.discovery) or state_problem(stats)
             if problem is None and stats.get("listener_manager.workers_started", 0) != 1:
                 problem = "the proxy's workers have not started yet"
+            missing = [s for s in self.secrets if stats.get(f"sds.{s}.update_success", 0) < 1]
+            if problem is None and missing:
+                problem = (f"the proxy has no {', '.join(missing)} secret yet (waiting for "
+                           "the workload certificate from discovery's CA)")
             if problem is not None:
                 return Verdict(False, problem)
             self.initialized = True

@@ -75,9 +75,9 @@ def is_local(host: str) -> bool:
 
 class StatusServer:
     def __init__(self, options: ProxyOptions, ports: StatusPorts, control: AgentControl,
-                 metrics: MergedMetrics) -> None:
+                 metrics: MergedMetrics, secrets: tuple[str, ...] = ()) -> None:
         self.options, self.ports, self.control, self.metrics = options, ports, control, metrics
-        self.readiness = Readiness(options.discovery_address)
+        self.readiness = Readiness(options.discovery_address, secrets)
         self.status_http = HttpServer({
             "/healthz/ready": self.ready,
             "/stats/prometheus": self.prometheus,
@@ -190,7 +190,7 @@ def workload(options: ProxyOptions) -> Workload:
 
 
 def from_args(args: argparse.Namespace, options: ProxyOptions,
-              control: AgentControl) -> StatusServer | None:
+              control: AgentControl, secrets: tuple[str, ...] = ()) -> StatusServer | None:
     """The server the flags ask for; None when both ports are off."""
     if not args.status_port and not args.health_port:
         return None
@@ -201,4 +201,4 @@ def from_args(args: argparse.Namespace, options: ProxyOptions,
     host = "::" if ":" in options.ip else "0.0.0.0"
     metrics = MergedMetrics(options.admin_url, workload(options), args.app_metrics, version)
     return StatusServer(options, StatusPorts(args.status_port, args.health_port, host),
-                        control, metrics)
+                        control, metrics, secrets)

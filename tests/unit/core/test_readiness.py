@@ -95,3 +95,17 @@ def test_filters_select_every_stat_the_decision_reads() -> None:
         assert wanted.match(name), name
     assert not wanted.match("cluster.web.upstream_rq_200")
     assert re.match(LIVE_FILTER, "server.state")
+
+
+def test_waits_for_the_workload_certificate_when_asked_to():
+    from pilotfish.core.readiness import Readiness
+
+    stats = {"server.state": 0, "listener_manager.workers_started": 1,
+             "cluster_manager.cds.update_success": 1, "listener_manager.lds.update_success": 1,
+             "control_plane.connected_state": 1}
+    readiness = Readiness("10.0.0.1:15012", ("default", "ROOTCA"))
+    assert "sds\\.(default|ROOTCA)\\.update_success" in readiness.stats_filter()
+    verdict = readiness.decide({**stats, "sds.ROOTCA.update_success": 1})
+    assert not verdict.ready and "default" in verdict.reason
+    assert readiness.decide({**stats, "sds.default.update_success": 1,
+                             "sds.ROOTCA.update_success": 1}).ready
