@@ -37,6 +37,9 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug-address", default="127.0.0.1:15014")
     parser.add_argument("--proxy-concurrency", type=int, default=2,
                         help="worker threads per sidecar proxy (default %(default)s)")
+    parser.add_argument("--cert-ttl", default="",
+                        help="workload certificate lifetime sidecars ask for (e.g. 2m; "
+                        "default: the agent's 24h)")
     _state_arg(parser)
 
 
@@ -55,7 +58,7 @@ def up_main(args: argparse.Namespace) -> int:
         config_dir=config_dir, state_dir=Path(args.state_dir),
         mesh_config=Path(args.mesh_config) if args.mesh_config else None, proxy=args.proxy,
         subnet=args.subnet, bridge=args.bridge, debug_address=args.debug_address,
-        demo=demo, proxy_concurrency=args.proxy_concurrency,
+        demo=demo, proxy_concurrency=args.proxy_concurrency, cert_ttl=args.cert_ttl,
     ))
     return code
 

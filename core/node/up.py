@@ -61,6 +61,7 @@ class UpOptions:
     discovery_restart_delay: float = 2.0
     demo: bool = False  # print the demo's tour
     proxy_concurrency: int = 2  # worker threads per sidecar proxy (Istio's default is 2)
+    cert_ttl: str = ""  # workload certificate lifetime the sidecars ask for ("" = the agent's)
 
 
 def step(text: str) -> None:
@@ -201,6 +202,8 @@ class Node:
                 "--service-account", str(obj.spec.get("serviceAccountName") or "default"),
                 "--config-dir", str(self.state.proxy_dir(pod)),
                 "--concurrency", str(self.options.proxy_concurrency)]
+        if self.options.cert_ttl:
+            argv += ["--cert-ttl", self.options.cert_ttl]
         if labels:
             argv += ["--labels", labels]
         if ports:
