@@ -91,6 +91,13 @@ class Node:
         path = self.state_dir / "logs" / name
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def config_errors(self) -> list[str]:
+        """The config errors (not warnings) `pilotfish up` printed when it loaded the folder."""
+        text = (self.workdir / "up.log").read_text(errors="replace")
+        _, _, after = text.partition("==> config from ")
+        lines = after.split("\n==> ", 1)[0].splitlines()[1:]
+        return [line.strip() for line in lines if ": warning: " not in line]
+
     def discovery_ready(self) -> bool:
         try:
             return http(f"{self.debug}/ready", timeout=1).status == 200

@@ -48,6 +48,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     node = Node(workdir, workdir / "config", SUBNET, "pft0")
     try:
         node.start()
+        assert node.config_errors() == []
         yield node
     finally:
         netns_names = [p["netns"] for p in node.status()["pods"]]

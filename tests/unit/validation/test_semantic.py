@@ -230,6 +230,21 @@ def test_request_authentication_jwks_must_parse():
         'spec.jwtRules[0].jwks: Invalid value: "<jwks>": not a JSON Web Key Set')
 
 
+def test_jwks_uri_takes_files_as_pilotfish_extension():
+    def rule(uri: str) -> str:
+        return SEC + textwrap.dedent(f"""\
+            kind: RequestAuthentication
+            metadata: {{name: jwt}}
+            spec:
+              jwtRules: [{{issuer: me, jwksUri: "{uri}"}}]
+            """)
+    assert errors(rule("file:///etc/jwks.json")) == []
+    assert errors(rule("https://example.com/jwks")) == []
+    assert errors(rule("ftp://example.com/jwks"))[0].startswith(
+        "spec.jwtRules[0].jwksUri: Invalid value: \"string\": url must have scheme http://, "
+        "https:// or file://")
+
+
 def test_service_ports():
     text = textwrap.dedent("""\
         apiVersion: v1

@@ -1,0 +1,234 @@
+"""mTLS, identities and authorization on the local node, as root, with real Envoy sidecars.
+
+Namespaces: ``strict`` (PeerAuthentication STRICT), ``perm`` (no policy: PERMISSIVE),
+``disabled`` (DISABLE) — all injected — and ``plain`` (no sidecars).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509 import load_pem_x509_certificate
+from cryptography.x509.oid import ExtensionOID
+
+from pilotfish.testing.certs import create_certificate, make_csr
+from pilotfish.testing.node import Node, leftovers
+
+pytestmark = [pytest.mark.envoy, pytest.mark.e2e]
+
+_spec = importlib.util.spec_from_file_location(
+    "security_config", Path(__file__).with_name("security_config.py"))
+assert _spec is not None and _spec.loader is not None
+config = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(config)
+
+
+@pytest.fixture(scope="module")
+def jwt_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, jwt_key: rsa.RSAPrivateKey
+         ) -> Iterator[Node]:
+    workdir = tmp_path_factory.mktemp("secure-node")
+    jwks = workdir / "jwks.json"
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(jwt_key.public_key()))
+    jwks.write_text(json.dumps({"keys": [{**public, "kid": "test", "alg": "RS256"}]}))
+    folder = workdir / "config"
+    folder.mkdir()
+    for name, text in config.documents(jwks).items():
+        (folder / name).write_text(text)
+    node = Node(workdir, folder, "10.249.0.0/24", "pfs0")
+    try:
+        node.start()
+        assert node.config_errors() == []
+        yield node
+    finally:
+        names = [p["netns"] for p in node.status()["pods"]]
+        node.stop()
+        node.down()
+        assert leftovers(node, names) == []
+
+
+def pod(node: Node, namespace: str, name: str) -> dict[str, Any]:
+    for item in node.status()["pods"]:
+        if item["namespace"] == namespace and item["name"] == name:
+            return dict(item)
+    raise KeyError(f"{namespace}/{name}")
+
+
+def curl(node: Node, source: str, url: str, *headers: str, method: str = "GET"
+         ) -> tuple[int, str]:
+    """(status, body) of an HTTP request from a pod; status 0 if the connection failed."""
+    args = ["curl", "-s", "-m", "5", "-X", method, "-w", "\n%{http_code}"]
+    for header in headers:
+        args += ["-H", header]
+    out = node.exec(source, [*args, url])
+    body, _, code = out.stdout.rpartition("\n")
+    return (int(code) if out.returncode == 0 and code.isdigit() else 0), body
+
+
+# -- PeerAuthentication -------------------------------------------------------------------
+
+
+def test_strict_refuses_plaintext_and_accepts_mesh_clients(node: Node):
+    server_ip = pod(node, "strict", "server")["ip"]
+    status, _ = curl(node, "plain/client", f"http://{server_ip}:8080/plain")
+    assert status == 0  # plaintext from outside the mesh is refused
+    status, body = curl(node, "perm/client", "http://server.strict:9080/mesh")
+    assert status == 200 and json.loads(body)["peer"] == "127.0.0.6"
+
+
+def test_permissive_accepts_both(node: Node):
+    server_ip = pod(node, "perm", "server")["ip"]
+    assert curl(node, "plain/client", f"http://{server_ip}:8080/open/plain")[0] == 200
+    assert curl(node, "strict/client", "http://server.perm:9080/open/mesh")[0] == 200
+
+
+def wire(node: Node, namespace: str, marker: str, request: Any) -> dict[str, Any]:
+    """Capture on the server pod's interface while ``request()`` runs."""
+    netns = pod(node, namespace, "server")["netns"]
+    sniffer = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-m", "pilotfish.testing.wire",
+         "--interface", "eth0", "--port", "8080", "--seconds", "3",
+         "--marker", marker],
+        stdout=subprocess.PIPE, text=True)
+    assert sniffer.stdout is not None
+    assert sniffer.stdout.readline().strip() == "capturing"
+    request()
+    out, _ = sniffer.communicate(timeout=10)
+    return dict(json.loads(out))
+
+
+def test_disable_is_plaintext_on_the_wire_and_strict_is_tls(node: Node):
+    seen = wire(node, "disabled", "/wire-check-off",
+                lambda: curl(node, "perm/client", "http://server.disabled:9080/wire-check-off"))
+    assert seen["marker"] and seen["tls_records"] == 0, seen
+    seen = wire(node, "strict", "/wire-check-strict",
+                lambda: curl(node, "perm/client", "http://server.strict:9080/wire-check-strict"))
+    assert not seen["marker"] and seen["tls_records"] > 0, seen
+
+
+# -- identities -----------------------------------------------------------------------------
+
+
+def spiffe_ids(node: Node, namespace: str, name: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "pilotfish.core.cli", "proxy-config", "secret",
+         f"{name}.{namespace}", "--state-dir", str(node.state_dir),
+         "--discovery-address", node.debug.removeprefix("http://"), "-o", "json"],
+        capture_output=True, text=True, check=True)
+    dump = json.loads(out.stdout)
+    ids = []
+    for secret in dump.get("dynamic_active_secrets", []):
+        inline = secret["secret"].get("tls_certificate", {}).get("certificate_chain", {})
+        text = inline.get("inline_bytes") or inline.get("inline_string")
+        if not text:
+            continue
+        import base64
+
+        pem = base64.b64decode(text) if "inline_bytes" in inline else text.encode()
+        cert = load_pem_x509_certificate(pem)
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        ids += [str(u) for u in san.value.get_values_for_type(
+            __import__("cryptography").x509.UniformResourceIdentifier)]
+    return ids
+
+
+@pytest.mark.parametrize(("namespace", "name", "account"), [
+    ("strict", "server", "server"), ("perm", "client", "client"), ("perm", "other", "other"),
+    ("disabled", "server", "server"),
+])
+def test_every_workload_cert_carries_its_pods_spiffe_id(node, namespace, name, account):
+    assert set(spiffe_ids(node, namespace, name)) == {
+        f"spiffe://cluster.local/ns/{namespace}/sa/{account}"}
+
+
+def ca(node: Node) -> tuple[str, bytes]:
+    state = json.loads((node.state_dir / "state.json").read_text())
+    root = (node.state_dir / "discovery" / "root-cert.pem").read_bytes()
+    return state["secure_xds_address"], root
+
+
+def token_of(node: Node, namespace: str, name: str) -> str:
+    netns = pod(node, namespace, name)["netns"]
+    return (Path("/run/pilotfish/pods") / netns / "token").read_text()
+
+
+def test_a_pod_cannot_get_another_accounts_identity(node: Node):
+    address, root = ca(node)
+    csr, _ = make_csr(uris=["spiffe://cluster.local/ns/perm/sa/other"])
+    with pytest.raises(grpc.RpcError) as info:
+        create_certificate(address, root, csr, token=token_of(node, "perm", "client"))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "sa/client" in info.value.details()
+
+
+def test_malformed_csr_gets_a_clear_error_and_discovery_keeps_serving(node: Node):
+    address, root = ca(node)
+    token = token_of(node, "perm", "client")
+    with pytest.raises(grpc.RpcError) as info:
+        create_certificate(address, root, "-----BEGIN CERTIFICATE REQUEST-----\nno\n",
+                           token=token)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "CSR" in info.value.details() or "csr" in info.value.details()
+    csr, _ = make_csr()
+    chain = create_certificate(address, root, csr, token=token)
+    assert len(chain) >= 2
+    assert curl(node, "perm/client", "http://server.strict:9080/still")[0] == 200
+
+
+# -- AuthorizationPolicy --------------------------------------------------------------------
+
+
+def test_allow_by_principal_path_and_method(node: Node):
+    assert curl(node, "perm/client", "http://server.perm:9080/allowed/x")[0] == 200
+    status, body = curl(node, "perm/client", "http://server.perm:9080/allowed/x", method="POST")
+    assert status == 403 and "RBAC" in body
+    assert curl(node, "perm/other", "http://server.perm:9080/allowed/x")[0] == 403
+    assert curl(node, "perm/client", "http://server.perm:9080/elsewhere")[0] == 403
+
+
+def test_allow_by_namespace(node: Node):
+    assert curl(node, "strict/client", "http://server.perm:9080/from-strict/x")[0] == 200
+    assert curl(node, "perm/client", "http://server.perm:9080/from-strict/x")[0] == 403
+
+
+def test_deny_wins_over_allow(node: Node):
+    assert curl(node, "perm/client", "http://server.perm:9080/allowed/forbidden")[0] == 403
+
+
+def test_tcp_connection_closed_for_denied_principal(node: Node):
+    assert curl(node, "perm/client", "http://server.strict:9090/tcp")[0] == 200
+    assert curl(node, "perm/other", "http://server.strict:9090/tcp")[0] == 0
+    assert curl(node, "perm/other", "http://server.strict:9080/http")[0] == 200  # other port
+
+
+def test_jwt_required_paths(node: Node, jwt_key: rsa.RSAPrivateKey):
+    url = "http://server.perm:9080/secure/x"
+    assert curl(node, "perm/client", url)[0] == 403  # no token
+    bad = jwt.encode({"iss": config.ISSUER, "sub": "u"},
+                     rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                     algorithm="RS256", headers={"kid": "test"})
+    assert curl(node, "perm/client", url, f"Authorization: Bearer {bad}")[0] == 401
+    good = jwt.encode({"iss": config.ISSUER, "sub": "user-1", "exp": int(time.time()) + 600},
+                      jwt_key, algorithm="RS256", headers={"kid": "test"})
+    assert curl(node, "perm/client", url, f"Authorization: Bearer {good}")[0] == 200
+    assert curl(node, "perm/client", "http://server.perm:9080/open/x")[0] == 200  # no JWT needed
+
+
+def test_zz_down_leaves_nothing(node: Node):
+    assert os.geteuid() == 0
