@@ -71,6 +71,10 @@ def http_options(cluster: cluster_pb2.Cluster) -> http_protocol_options_pb2.Http
 def set_http_options(
     cluster: cluster_pb2.Cluster, options: http_protocol_options_pb2.HttpProtocolOptions
 ) -> None:
+    """Store the options. Envoy requires an upstream protocol in them: HTTP/1.1 (its
+    default without options) unless one was chosen."""
+    if options.WhichOneof("upstream_protocol_options") is None:
+        options.explicit_http_config.http_protocol_options.SetInParent()
     cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(options))
 
 
