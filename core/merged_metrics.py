@@ -1,8 +1,9 @@
 """The agent's merged scrape (``/stats/prometheus`` on the status port), as pilot-agent's.
 
 One document, in this order: the agent's own metrics; the proxy's Prometheus stats as the
-proxy wrote them; Istio's standard metrics derived from those stats
-(``istio_metrics``); then the app's own metrics when the pod asks for them with
+proxy wrote them; Istio's standard metrics from the proxy's access-log entries
+(``request_metrics``; left out when the proxy exports ``istio_*`` itself, as the native
+proxy does); then the app's own metrics when the pod asks for them with
 ``prometheus.io/scrape: "true"`` annotations. A source that fails is counted in
 ``pilotfish_agent_scrape_failures_total`` and left out; the rest is still served, so one
 slow app does not blank the proxy's metrics.
@@ -26,6 +27,7 @@ import attrs
 from pilotfish.core import http_client, istio_metrics, prometheus
 from pilotfish.core.istio_metrics import ServiceRef, Workload
 from pilotfish.core.prometheus import Family, Sample
+from pilotfish.core.request_metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,8 @@ class MergedMetrics:
     workload: Workload
     app_urls: Sequence[str] = ()
     version: str = "unknown"
+    # Istio's request metrics, fed by the agent's access-log service.
+    requests: RequestMetrics = attrs.Factory(RequestMetrics)
     services: dict[str, ServiceRef | None] = attrs.Factory(dict)
     failures: dict[str, int] = attrs.Factory(lambda: {"proxy": 0, "app": 0})
 
@@ -125,8 +129,10 @@ class MergedMetrics:
             tg.start_soon(scrape_proxy)
             for url in self.app_urls:
                 tg.start_soon(scrape_app, url)
-        await self._refresh_services(istio_metrics.clusters_seen(proxy))
-        derived = istio_metrics.derive(proxy, self.workload, self.services)
+        derived: list[Family] = []
+        if not istio_metrics.exports_istio(proxy):
+            await self._refresh_services(self.requests.clusters())
+            derived = self.requests.families(self.workload, self.services)
         apps.sort(key=lambda item: list(self.app_urls).index(item[0]))
         return combine(self._own(), proxy_text, proxy, derived, apps)
 

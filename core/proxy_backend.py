@@ -24,6 +24,7 @@ PROXY_TYPES = ("sidecar", "router")
 XDS_MODES = ("sotw", "delta")
 INTERCEPTION_MODES = ("REDIRECT", "TPROXY", "NONE")
 SDS_SOCKET = "SDS"  # in the config dir: the agent's SDS server (cluster sds-grpc)
+ALS_SOCKET = "ALS"  # in the config dir: the agent's access-log sink (cluster als-grpc)
 XDS_SOCKET = "XDS"  # in the config dir: the agent's xDS relay, with xDS over mTLS
 DISCOVERY_SAN = "istiod.istio-system.svc"  # the name discovery's certificate carries
 
@@ -156,6 +157,10 @@ class ProxyOptions:
     @property
     def sds_socket(self) -> Path:
         return self.config_dir / SDS_SOCKET
+
+    @property
+    def als_socket(self) -> Path:
+        return self.config_dir / ALS_SOCKET
 
     @property
     def xds_socket(self) -> Path:

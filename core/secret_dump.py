@@ -68,15 +68,21 @@ def entries(section: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
     return out
 
 
+def certificates(secret: Mapping[str, Any]) -> tuple[str, list[x509.Certificate] | str]:
+    """(TYPE, certificates) of a Secret: the chain of a certificate, the roots of a trust
+    bundle; instead of the list, a word saying why there is none to read."""
+    if "tls_certificate" in secret:
+        return "Cert Chain", _certs(
+            (secret["tls_certificate"] or {}).get("certificate_chain") or {})
+    if "validation_context" in secret:
+        return "CA", _certs((secret["validation_context"] or {}).get("trusted_ca") or {})
+    return "", "none"
+
+
 def secret_row(name: str, status: str, secret: Mapping[str, Any], now: datetime
                ) -> list[str]:
-    if "tls_certificate" in secret:
-        kind = "Cert Chain"
-        found = _certs((secret["tls_certificate"] or {}).get("certificate_chain") or {})
-    elif "validation_context" in secret:
-        kind = "CA"
-        found = _certs((secret["validation_context"] or {}).get("trusted_ca") or {})
-    else:
+    kind, found = certificates(secret)
+    if not kind:
         return [name, "", status, "false", "", "", "", "", ""]
     if isinstance(found, str) or not found:
         return [name, kind, status, "false", "", "", "", "",

@@ -29,6 +29,7 @@ import anyio.abc
 import attrs
 
 from pilotfish.core import http_client
+from pilotfish.core.als_server import AccessLogServer
 from pilotfish.core.http import HttpServer, Request, Response
 from pilotfish.core.istio_metrics import Workload
 from pilotfish.core.merged_metrics import MergedMetrics
@@ -102,6 +103,11 @@ class StatusServer:
                     f"{flag} {port}: cannot listen on {address}: {exc.strerror or exc}; "
                     "choose another port, or 0 to turn it off") from exc
             log.info("%s: serving on %s", flag.removeprefix("--"), address)
+        sink = AccessLogServer(self.options.als_socket, self.metrics.requests)
+        try:
+            await tg.start(sink.serve)
+        except OSError as exc:
+            raise StatusServerError(str(exc)) from exc
 
     async def check(self) -> Verdict:
         """Ask the proxy's admin API and decide (see ``readiness``)."""

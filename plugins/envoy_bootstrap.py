@@ -21,13 +21,16 @@ out here so they show in the config dump and do not change with an Envoy upgrade
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pilotfish.core.proxy_backend import ProxyOptions, is_ip, split_host_port
 from pilotfish.plugins import envoy_stats
+from pilotfish.translators import access_logs
 
 XDS_CLUSTER = "xds-grpc"
 SDS_CLUSTER = "sds-grpc"  # the name translators/upstream_tls.py refers to
+ALS_CLUSTER = access_logs.ALS_CLUSTER
 BOOTSTRAP_FILE = "envoy-rev.json"  # pilot-agent's name, so operators find it
 XDS_RETRY_BACKOFF = {"base_interval": "0.5s", "max_interval": "30s"}
 
@@ -141,18 +144,26 @@ def xds_cluster(options: ProxyOptions) -> dict[str, Any]:
     return cluster
 
 
+def agent_cluster(name: str, socket: Path) -> dict[str, Any]:
+    """A gRPC cluster on one of the agent's unix sockets."""
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": _endpoint({"pipe": {"path": str(socket)}}, name),
+        "typed_extension_protocol_options": _http2(keepalive=False),
+    }
+
+
 def sds_cluster(options: ProxyOptions) -> dict[str, Any]:
     # Always present: generated clusters and listeners may name it even before the agent
     # serves SDS, and Envoy rejects references to clusters it does not know.
-    return {
-        "name": SDS_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": _endpoint(
-            {"pipe": {"path": str(options.sds_socket)}}, SDS_CLUSTER
-        ),
-        "typed_extension_protocol_options": _http2(keepalive=False),
-    }
+    return agent_cluster(SDS_CLUSTER, options.sds_socket)
+
+
+def als_cluster(options: ProxyOptions) -> dict[str, Any]:
+    # Where generated listeners send access-log entries for the agent's Istio metrics.
+    return agent_cluster(ALS_CLUSTER, options.als_socket)
 
 
 def node_metadata(options: ProxyOptions, version: str) -> dict[str, Any]:
@@ -186,7 +197,7 @@ def service_cluster(options: ProxyOptions, metadata: dict[str, Any]) -> str:
 
 
 def static_resources(options: ProxyOptions) -> dict[str, Any]:
-    clusters = [xds_cluster(options), sds_cluster(options)]
+    clusters = [xds_cluster(options), sds_cluster(options), als_cluster(options)]
     if not options.prometheus_port:
         return {"clusters": clusters}
     return {"clusters": [*clusters, envoy_stats.prometheus_cluster(options)],

@@ -7,7 +7,7 @@ own list; this list does the same job for the names pilotfish generates: cluster
 through ``alt_stat_name`` end with ``;`` (Istio's delimiter, see translators/cds.py),
 which marks where the cluster name stops. Tag names are Istio's (``cluster_name``,
 ``response_code``, ``tcp_prefix``...), so dashboards written for Istio's Envoy stats
-work, and ``core/istio_metrics.py`` reads them to derive Istio's standard metrics.
+work. (Istio's standard metrics come from access-log entries: core/request_metrics.py.)
 
 Prometheus listener. Istio's sidecars serve Envoy's own stats on 15090 at
 ``/stats/prometheus`` through a static listener routed to the admin API, so scrapers

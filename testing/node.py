@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from cryptography import x509
 
+from pilotfish.core import secret_dump
 from pilotfish.testing.processes import Process, free_port, http, pilotfish, wait_until
 
 
@@ -91,12 +93,30 @@ class Node:
         path = self.state_dir / "logs" / name
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def proxy_certificates(self, pod: str) -> dict[str, list[x509.Certificate]]:
+        """Each active secret of a pod's proxy (``name.namespace``) and its certificates
+        (leaf first; roots for ROOTCA), read the way users do: ``proxy-config secret``."""
+        out = subprocess.run(
+            pilotfish("proxy-config", "secret", pod, "--state-dir", str(self.state_dir),
+                      "--discovery-address", self.debug.removeprefix("http://"), "-o", "json"),
+            capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, f"proxy-config secret {pod}: {out.stderr}"
+        found = {}
+        for name, status, secret in secret_dump.entries(json.loads(out.stdout)):
+            certs = secret_dump.certificates(secret)[1]
+            if status == "ACTIVE" and not isinstance(certs, str):
+                found[name] = certs
+        return found
+
     def config_errors(self) -> list[str]:
         """The config errors (not warnings) `pilotfish up` printed when it loaded the folder."""
         text = (self.workdir / "up.log").read_text(errors="replace")
         _, _, after = text.partition("==> config from ")
         lines = after.split("\n==> ", 1)[0].splitlines()[1:]
         return [line.strip() for line in lines if ": warning: " not in line]
+
+    def discovery_pid(self) -> int:
+        return int(self.status()["discovery"]["pid"])
 
     def discovery_ready(self) -> bool:
         try:

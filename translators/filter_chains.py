@@ -16,8 +16,8 @@ from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from pilotfish.translators import access_logs
 from pilotfish.translators.common import pack
-from pilotfish.translators.http_filters import stdout_access_log
 from pilotfish.translators.listener_filters import ALL, Detection
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
@@ -36,7 +36,9 @@ def socket_address(address: str, port: int) -> address_pb2.Address:
 
 def tcp_proxy(destinations: str | Weighted, stat_prefix: str = "") -> lc_pb2.Filter:
     """A tcp_proxy to one cluster, or split by weight (zero weights dropped, as Istio does)."""
-    proxy = tcp_proxy_pb2.TcpProxy(access_log=[stdout_access_log()])
+    proxy = tcp_proxy_pb2.TcpProxy(access_log=access_logs.for_tcp())
+    # One entry when the upstream connects (the connection counts as opened), one at the end.
+    proxy.access_log_options.flush_access_log_on_connected = True
     if isinstance(destinations, str):
         proxy.cluster = destinations
     else:

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import substitution_format_string_pb2
-from envoy.config.core.v3.base_pb2 import DataSource
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -23,6 +19,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.request_id.uuid.v3 import uuid_pb2
 
+from pilotfish.translators import access_logs
 from pilotfish.translators.common import ads_config_source, duration, pack
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -30,34 +27,6 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 ROUTER_FILTER = "envoy.filters.http.router"
-STDOUT_LOGGER = "envoy.access_loggers.stdout"
-
-# One line per request or TCP connection, in the spirit of Istio's default text format but
-# shorter: what was asked, what happened (code, flags, details), how long, and where it went.
-# HTTP-only operators print "-" on TCP connections, so the same format serves both. The raw
-# cluster name, because %UPSTREAM_CLUSTER% prints the cluster's alt_stat_name ("name;").
-ACCESS_LOG_FORMAT = (
-    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
-    "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% "
-    "%BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms "
-    '"%REQ(:AUTHORITY)%" "%REQ(X-REQUEST-ID)%" "%REQ(USER-AGENT)%" '
-    "%UPSTREAM_CLUSTER_RAW% %UPSTREAM_HOST% "
-    "%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %REQUESTED_SERVER_NAME% "
-    "%ROUTE_NAME%\n"
-)
-
-
-def stdout_access_log() -> accesslog_pb2.AccessLog:
-    """Access log to the proxy's stdout: it makes the data plane debuggable by default."""
-    return accesslog_pb2.AccessLog(
-        name=STDOUT_LOGGER,
-        typed_config=pack(stream_pb2.StdoutAccessLog(
-            log_format=substitution_format_string_pb2.SubstitutionFormatString(
-                text_format_source=DataSource(inline_string=ACCESS_LOG_FORMAT)
-            )
-        )),
-    )
-
 
 def http_filters(auth: Sequence[hcm_pb2.HttpFilter] = ()) -> list[hcm_pb2.HttpFilter]:
     """Authentication and authorization (``jwt_authn``, then RBAC), fault, CORS, then the
@@ -101,7 +70,7 @@ def http_connection_manager(
         request_id_extension=hcm_pb2.RequestIDExtension(
             typed_config=pack(uuid_pb2.UuidRequestIdConfig())
         ),
-        access_log=[stdout_access_log()],
+        access_log=access_logs.for_http(),
     )
     manager.normalize_path.value = True
     manager.use_remote_address.value = use_remote_address

@@ -3,14 +3,9 @@ namespace, authorization policies and a JWT rule."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location(
-    "mesh_config", Path(__file__).with_name("mesh_config.py"))
-assert _spec is not None and _spec.loader is not None
-mc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mc)
+import mesh_config as mc
 
 ISSUER = "https://issuer.pilotfish.test"
 

@@ -6,7 +6,6 @@ stop it and prove nothing is left behind.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import mesh_config
 import pytest
 
 from pilotfish.testing.node import Node, leftovers
@@ -23,11 +23,6 @@ from pilotfish.testing.processes import wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.e2e]
 
-_spec = importlib.util.spec_from_file_location(
-    "mesh_config", Path(__file__).with_name("mesh_config.py"))
-assert _spec is not None and _spec.loader is not None
-mesh_config = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mesh_config)
 
 SUBNET = "10.251.0.0/24"
 
@@ -167,13 +162,13 @@ def test_analyze_finds_apps_listening_on_localhost_only(node: Node):
 
 
 def test_discovery_outage_and_return(node: Node):
-    pid = node.status()["discovery"]["pid"]
+    pid = node.discovery_pid()
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not node.discovery_ready(), 5, what="discovery to be gone")
     for _ in range(5):  # the mesh keeps working on the proxies' last config
         assert node.curl_json("client", "http://api:9080/outage")["service"] == "api"
     wait_until(node.discovery_ready, 30, what="discovery to come back")
-    assert node.status()["discovery"]["pid"] != pid
+    assert node.discovery_pid() != pid
     write_config(node.config_dir, route_mark="second")
 
     def changed() -> bool:

@@ -6,7 +6,6 @@ Namespaces: ``strict`` (PeerAuthentication STRICT), ``perm`` (no policy: PERMISS
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,20 +18,18 @@ from typing import Any
 import grpc
 import jwt
 import pytest
+import security_config as config
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509 import load_pem_x509_certificate
-from cryptography.x509.oid import ExtensionOID
+from cryptography.x509 import SubjectAlternativeName, UniformResourceIdentifier
 
+from pilotfish.core import prometheus
+from pilotfish.core.prometheus import Sample
 from pilotfish.testing.certs import create_certificate, make_csr
 from pilotfish.testing.node import Node, leftovers
+from pilotfish.testing.processes import http, wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.e2e]
 
-_spec = importlib.util.spec_from_file_location(
-    "security_config", Path(__file__).with_name("security_config.py"))
-assert _spec is not None and _spec.loader is not None
-config = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(config)
 
 
 @pytest.fixture(scope="module")
@@ -126,26 +123,9 @@ def test_disable_is_plaintext_on_the_wire_and_strict_is_tls(node: Node):
 
 
 def spiffe_ids(node: Node, namespace: str, name: str) -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "pilotfish.core.cli", "proxy-config", "secret",
-         f"{name}.{namespace}", "--state-dir", str(node.state_dir),
-         "--discovery-address", node.debug.removeprefix("http://"), "-o", "json"],
-        capture_output=True, text=True, check=True)
-    dump = json.loads(out.stdout)
-    ids = []
-    for secret in dump.get("dynamic_active_secrets", []):
-        inline = secret["secret"].get("tls_certificate", {}).get("certificate_chain", {})
-        text = inline.get("inline_bytes") or inline.get("inline_string")
-        if not text:
-            continue
-        import base64
-
-        pem = base64.b64decode(text) if "inline_bytes" in inline else text.encode()
-        cert = load_pem_x509_certificate(pem)
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
-        ids += [str(u) for u in san.value.get_values_for_type(
-            __import__("cryptography").x509.UniformResourceIdentifier)]
-    return ids
+    chain = node.proxy_certificates(f"{name}.{namespace}")["default"]
+    san = chain[0].extensions.get_extension_for_class(SubjectAlternativeName).value
+    return list(san.get_values_for_type(UniformResourceIdentifier))
 
 
 @pytest.mark.parametrize(("namespace", "name", "account"), [
@@ -232,3 +212,31 @@ def test_jwt_required_paths(node: Node, jwt_key: rsa.RSAPrivateKey):
 
 def test_zz_down_leaves_nothing(node: Node):
     assert os.geteuid() == 0
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+def test_server_metrics_say_who_called_and_whether_it_was_mutual_tls(node: Node):
+    server_ip = pod(node, "perm", "server")["ip"]
+    assert curl(node, "perm/client", "http://server.perm:9080/open/metrics")[0] == 200
+    assert curl(node, "plain/client", f"http://{server_ip}:8080/open/metrics-plain")[0] == 200
+
+    def requests() -> list[Sample] | None:
+        text = http(f"http://{server_ip}:15020/stats/prometheus").body.decode()
+        family = {f.name: f for f in prometheus.parse(text, "server")}.get(
+            "istio_requests_total")
+        seen = [s for s in family.samples if s.label("reporter") == "destination"] \
+            if family else []
+        policies = {s.label("connection_security_policy") for s in seen}
+        return seen if {"mutual_tls", "none"} <= policies else None
+
+    samples = wait_until(requests, 15, interval=0.5, what="both kinds of request counted")
+    mutual = [s for s in samples if s.label("connection_security_policy") == "mutual_tls"
+              and s.label("source_principal") == "spiffe://cluster.local/ns/perm/sa/client"]
+    assert mutual and all(
+        s.label("destination_principal") == "spiffe://cluster.local/ns/perm/sa/server"
+        and s.label("destination_service") == "server.perm.svc.cluster.local"
+        for s in mutual), samples
+    plain = [s for s in samples if s.label("connection_security_policy") == "none"]
+    assert all(s.label("source_principal") == "unknown" for s in plain), plain

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -249,11 +250,15 @@ def test_outbound_http_connection_manager_settings() -> None:
     assert manager.HasField("stream_idle_timeout")
     assert manager.stream_idle_timeout.ToSeconds() == 0
     assert manager.request_id_extension.typed_config.type_url.endswith("UuidRequestIdConfig")
-    (log,) = manager.access_log
+    log, metrics = manager.access_log
     assert log.name == "envoy.access_loggers.stdout"
     config = stream_pb2.StdoutAccessLog()
     assert log.typed_config.Unpack(config)
     assert "%RESPONSE_CODE%" in config.log_format.text_format_source.inline_string
+    assert metrics.name == "envoy.access_loggers.http_grpc"
+    grpc_config = als_pb2.HttpGrpcAccessLogConfig()
+    assert metrics.typed_config.Unpack(grpc_config)
+    assert grpc_config.common_config.grpc_service.envoy_grpc.cluster_name == "als-grpc"
 
 
 def test_auto_detect_port_sniffs_http_and_sends_raw_bytes_to_the_vip_owner() -> None:

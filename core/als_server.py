@@ -1,0 +1,70 @@
+"""The agent's gRPC access-log service (Envoy's ``AccessLogService``) on a unix socket.
+
+Envoy streams batches of HTTP and TCP entries (``translators/access_logs.py``) to the
+bootstrap's ``als-grpc`` cluster, which is this socket; each batch goes to a
+`RequestMetrics`, which the merged metrics endpoint renders. A batch that cannot be read
+is counted and dropped; the stream stays up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import grpc
+from envoy.service.accesslog.v3 import als_pb2
+
+from pilotfish.core.request_metrics import RequestMetrics
+
+log = logging.getLogger("pilotfish.als")
+
+SERVICE = "envoy.service.accesslog.v3.AccessLogService"
+
+
+class AccessLogServer:
+    def __init__(self, path: Path, metrics: RequestMetrics) -> None:
+        self.path = path
+        self.metrics = metrics
+        self.streams = 0
+        self.bad_entries = 0
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        async def stream(requests: AsyncIterator[Any], _: grpc.aio.ServicerContext) -> Any:
+            self.streams += 1
+            async for message in requests:
+                try:
+                    self.metrics.record_message(message)
+                except (AttributeError, TypeError, ValueError) as exc:
+                    self.bad_entries += 1
+                    log.warning("access log: an entry could not be counted: %s", exc)
+            return als_pb2.StreamAccessLogsResponse()
+
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "StreamAccessLogs": grpc.stream_unary_rpc_method_handler(
+                stream, request_deserializer=als_pb2.StreamAccessLogsMessage.FromString,
+                response_serializer=als_pb2.StreamAccessLogsResponse.SerializeToString),
+        })
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Listen on the socket until cancelled."""
+        self.path.unlink(missing_ok=True)  # left by an agent that was killed
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((self.handler(),))
+        if not server.add_insecure_port(f"unix:{self.path}"):
+            raise OSError(f"cannot listen for access logs on {self.path}")
+        os.chmod(self.path, 0o600)
+        await server.start()
+        log.info("access logs: listening on %s", self.path)
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await server.stop(grace=0.5)
+                self.path.unlink(missing_ok=True)
