@@ -3,8 +3,9 @@
 Four pods on the local node: a client and a server in an injected namespace (the call goes
 client app → client sidecar → server sidecar → server app), and the same pair in a plain
 namespace (app → app). wrk runs inside the client pod's network namespace, one connection,
-closed loop, so each request's latency is what the path adds. Pinned: the sidecar Envoys
-(``--concurrency 1``) on CPU 0; apps and wrk on CPU 1.
+closed loop, so each request's latency is what the path adds. Pinned: the sidecars (Envoy
+with ``--concurrency 1``, and the agents, which turn each request's access-log entry into
+Istio's metrics) on CPU 0; apps and wrk on CPU 1.
 """
 
 from __future__ import annotations
@@ -49,16 +50,24 @@ spec:
     (folder / "latency.yaml").write_text("---\n".join(docs))
 
 
+def is_sidecar(pid: str) -> bool:
+    """Envoy, or a pilotfish agent (found by its command line)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return Path(argv[0].decode()).name == "envoy" or b"agent" in argv[1:4]
+
+
 def pin(node: Node) -> None:
-    """Envoys to CPU 0, everything else in the pods to CPU 1."""
+    """Sidecars (Envoy and agent) to CPU 0, everything else in the pods to CPU 1."""
     if (os.cpu_count() or 1) < 2:
         return
     for pod in node.status()["pods"]:
         pids = subprocess.run(["ip", "netns", "pids", pod["netns"]], capture_output=True,
                               text=True).stdout.split()
         for pid in pids:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            cpu = "0" if comm == "envoy" else "1"
+            cpu = "0" if is_sidecar(pid) else "1"
             subprocess.run(["taskset", "-a", "-p", "-c", cpu, pid], capture_output=True)
 
 
