@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import mesh_config as mc
 import pytest
 import security_config as sc
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import load_pem_x509_certificate
 
@@ -75,6 +76,14 @@ def sidecars(node: Node) -> list[str]:
     return [f"{p['name']}.{p['namespace']}" for p in node.status()["pods"] if p["sidecar"] != "-"]
 
 
+def held(node: Node, pod: str) -> dict[str, list[x509.Certificate]]:
+    """The proxy's secrets. On each renewal the agent closes the proxy's xDS connection so
+    that it reconnects with the new certificate; proxy-config finds the proxy through
+    discovery, so ask again while it reconnects (half a second, Envoy's first backoff)."""
+    return wait_until(lambda: node.proxy_certificates(pod), 15, interval=0.5,
+                      what=f"{pod} to be connected to discovery")
+
+
 def restart_discovery(node: Node, pods: list[str]) -> None:
     """Kill discovery outright; the node's supervisor starts it again (as a Deployment),
     and every proxy reconnects over mTLS with the certificate it holds."""
@@ -93,7 +102,7 @@ def test_certificates_rotate_under_load_without_a_failed_request(node: Node):
     root = root_file.read_bytes()
     pods = sidecars(node)
     assert sorted(pods) == ["client.rot", "server.rot"]
-    first = {pod: node.proxy_certificates(pod)["default"][0] for pod in pods}
+    first = {pod: held(node, pod)["default"][0] for pod in pods}
     for cert in first.values():
         lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
         assert lifetime.total_seconds() <= 120 + 2 * 60 + 5  # TTL, plus Istio's 2 min backdate
@@ -113,7 +122,7 @@ def test_certificates_rotate_under_load_without_a_failed_request(node: Node):
             restart_discovery(node, pods)
             assert root_file.read_bytes() == root, "discovery made a new root on restart"
         for pod in pods:
-            serial = node.proxy_certificates(pod)["default"][0].serial_number
+            serial = held(node, pod)["default"][0].serial_number
             if serial != serials[pod][-1]:
                 serials[pod].append(serial)
     out, err = load.communicate()
@@ -127,8 +136,8 @@ def test_certificates_rotate_under_load_without_a_failed_request(node: Node):
         # Renewal at about half of two minutes: four or more certificates in 320 s.
         assert len(serials[pod]) >= 4, (pod, serials[pod])
         assert serials[pod][-1] != at_restart[pod], f"{pod}: no new certificate after restart"
-        held = node.proxy_certificates(pod)
-        assert held["ROOTCA"][0].public_bytes(Encoding.PEM).strip() == root.strip()
+        secrets = held(node, pod)
+        assert secrets["ROOTCA"][0].public_bytes(Encoding.PEM).strip() == root.strip()
         # SDS serves the chain without the root (that is ROOTCA); it leads to the root.
-        assert held["default"][-1].issuer == load_pem_x509_certificate(root).subject
+        assert secrets["default"][-1].issuer == load_pem_x509_certificate(root).subject
 
