@@ -8,30 +8,13 @@ from envoy.service.accesslog.v3 import als_pb2
 from pilotfish.core.istio_metrics import ServiceRef, Workload
 from pilotfish.core.prometheus import Family, render
 from pilotfish.core.request_metrics import RequestMetrics, response_flags
+from pilotfish.testing.access_logs import http_entry
 
 INBOUND = "inbound|8080||;"
 OUTBOUND = "outbound|9080||reviews.shop.svc.cluster.local;"
 ME = Workload.from_labels("web-1", "shop", {"app": "web", "version": "v1"})
 CLIENT = "spiffe://cluster.local/ns/shop/sa/client"
 SERVER = "spiffe://cluster.local/ns/shop/sa/web"
-
-
-def http_entry(cluster: str, code: int = 200, *, peer: str = "", local: str = "",
-               grpc_status: str = "", ms: int = 3) -> entry_pb2.HTTPAccessLogEntry:
-    entry = entry_pb2.HTTPAccessLogEntry()
-    common = entry.common_properties
-    common.upstream_cluster = cluster
-    common.time_to_last_downstream_tx_byte.FromMilliseconds(ms)
-    if peer:
-        common.tls_properties.peer_certificate_properties.subject_alt_name.add(uri=peer)
-        common.tls_properties.local_certificate_properties.subject_alt_name.add(uri=local)
-    entry.response.response_code.value = code
-    entry.request.request_headers_bytes, entry.request.request_body_bytes = 80, 20
-    entry.response.response_headers_bytes, entry.response.response_body_bytes = 100, 900
-    if grpc_status:
-        entry.request.request_headers["content-type"] = "application/grpc"
-        entry.response.response_trailers["grpc-status"] = grpc_status
-    return entry
 
 
 def families(metrics: RequestMetrics) -> dict[str, Family]:
