@@ -9,7 +9,7 @@ an editor's write-rename-chmod burst is read once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import anyio
@@ -24,6 +24,32 @@ from pilotfish.core.yamlload import YAMLFileError, load_text
 log = logging.getLogger("pilotfish.sources.files")
 
 SUFFIXES = (".yaml", ".yml", ".json")
+
+
+async def watch(root: Path, on_changes: Callable[[set[Path]], Awaitable[None]], *,
+                debounce_ms: int, step_ms: int = 20) -> None:
+    """Call ``on_changes`` with the paths that changed under ``root``, until cancelled.
+
+    ``watchfiles.awatch`` waits in a worker thread that cancellation cannot interrupt; the
+    thread checks a stop event every step, but awatch sets that event only after the thread
+    returned on its own (5 s). A sibling task sets it the moment cancellation arrives, so
+    stopping takes one step instead of seconds (every discovery shutdown used to take ~4 s).
+    """
+    stop = anyio.Event()
+
+    async def stop_when_cancelled() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            stop.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_when_cancelled)
+        async for changes in watchfiles.awatch(root, debounce=debounce_ms, step=step_ms,
+                                               recursive=True, watch_filter=None,
+                                               stop_event=stop):
+            await on_changes({Path(path) for _, path in changes})
+        tg.cancel_scope.cancel()
 
 
 def is_config_file(path: Path) -> bool:
@@ -84,11 +110,11 @@ class FilesSource:
         task_status.started()
         if not self.watch:
             return
-        async for changes in watchfiles.awatch(
-            self.root, debounce=max(1, int(self.debounce * 1000)), step=20,
-            recursive=True, watch_filter=None,
-        ):
-            self.apply_changes(store, (Path(p) for _, p in changes))
+
+        async def apply(paths: set[Path]) -> None:
+            self.apply_changes(store, paths)
+
+        await watch(self.root, apply, debounce_ms=max(1, int(self.debounce * 1000)))
 
     def apply_changes(self, store: ConfigStore, paths: Iterable[Path]) -> None:
         for path in sorted(set(paths)):

@@ -312,18 +312,20 @@ class Node:
     # -- watching the user's config -------------------------------------------------------
 
     async def watch_config(self) -> None:
-        import watchfiles
-
-        from pilotfish.plugins.files_source import FilesSource
+        from pilotfish.plugins.files_source import FilesSource, watch
 
         assert self.store is not None
         source = FilesSource(self.options.config_dir)
-        async for changes in watchfiles.awatch(self.options.config_dir, debounce=50, step=20):
-            source.apply_changes(self.store, (Path(p) for _, p in changes))
+
+        async def apply(paths: set[Path]) -> None:
+            assert self.store is not None
+            source.apply_changes(self.store, paths)
             for error in self.store.errors():
                 print(f"    {error}", flush=True)
             view = self.write_cluster()
             await self.refresh_pods(view)
+
+        await watch(self.options.config_dir, apply, debounce_ms=50)
 
 
 def log_file(path: Path) -> Any:
