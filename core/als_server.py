@@ -3,7 +3,8 @@
 Envoy streams batches of HTTP and TCP entries (``translators/access_logs.py``) to the
 bootstrap's ``als-grpc`` cluster, which is this socket; each batch goes to a
 `RequestMetrics`, which the merged metrics endpoint renders. A batch that cannot be read
-is counted and dropped; the stream stays up.
+is counted and dropped; bytes that are not a batch end that stream only. Entries Envoy
+makes while the socket is down (an agent restart) are lost: a gap in the metrics.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2
 
 from pilotfish.core.request_metrics import RequestMetrics
+from pilotfish.core.sds_server import listen
 
 log = logging.getLogger("pilotfish.als")
 
@@ -30,18 +32,15 @@ class AccessLogServer:
     def __init__(self, path: Path, metrics: RequestMetrics) -> None:
         self.path = path
         self.metrics = metrics
-        self.streams = 0
-        self.bad_entries = 0
 
     def handler(self) -> grpc.GenericRpcHandler:
         async def stream(requests: AsyncIterator[Any], _: grpc.aio.ServicerContext) -> Any:
-            self.streams += 1
             async for message in requests:
                 try:
                     self.metrics.record_message(message)
                 except (AttributeError, TypeError, ValueError) as exc:
-                    self.bad_entries += 1
-                    log.warning("access log: an entry could not be counted: %s", exc)
+                    self.metrics.bad_batches += 1
+                    log.warning("access log: a batch could not be counted: %s", exc)
             return als_pb2.StreamAccessLogsResponse()
 
         return grpc.method_handlers_generic_handler(SERVICE, {
@@ -56,8 +55,7 @@ class AccessLogServer:
         self.path.unlink(missing_ok=True)  # left by an agent that was killed
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((self.handler(),))
-        if not server.add_insecure_port(f"unix:{self.path}"):
-            raise OSError(f"cannot listen for access logs on {self.path}")
+        listen(server, self.path, "access logs")
         os.chmod(self.path, 0o600)
         await server.start()
         log.info("access logs: listening on %s", self.path)

@@ -181,4 +181,5 @@ class MergedMetrics:
                    "Merged-scrape sources that failed, by source.", tuple(
                        Sample("pilotfish_agent_scrape_failures_total", (("source", k),), str(v))
                        for k, v in sorted(self.failures.items()))),
+            *self.requests.statistics(),
         ]

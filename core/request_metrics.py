@@ -55,7 +55,8 @@ RESPONSE_FLAGS = (
     ("upstream_remote_reset", "UR"), ("upstream_connection_failure", "UF"),
     ("upstream_connection_termination", "UC"), ("upstream_overflow", "UO"),
     ("no_route_found", "NR"), ("delay_injected", "DI"), ("fault_injected", "FI"),
-    ("rate_limited", "RL"), ("rate_limit_service_error", "RLSE"),
+    ("rate_limited", "RL"), ("unauthorized_details", "UAEX"),
+    ("rate_limit_service_error", "RLSE"),
     ("downstream_connection_termination", "DC"), ("upstream_retry_limit_exceeded", "URX"),
     ("stream_idle_timeout", "SI"), ("invalid_envoy_request_headers", "IH"),
     ("downstream_protocol_error", "DPE"), ("upstream_max_stream_duration_reached", "UMSDR"),
@@ -89,9 +90,8 @@ Labels = tuple[tuple[str, str], ...]  # a rendered series
 
 def response_flags(flags: Any) -> str:
     """Envoy's short flags of a ResponseFlags message, comma-separated; ``-`` if none."""
-    found = [short for field, short in RESPONSE_FLAGS if getattr(flags, field, False)]
-    if flags.HasField("unauthorized_details"):
-        found.append("UAEX")
+    found = [short for field, short in RESPONSE_FLAGS if (
+        flags.HasField(field) if field == "unauthorized_details" else getattr(flags, field))]
     return ",".join(found) or "-"
 
 
@@ -101,16 +101,20 @@ def _uri_san(certificate: Any) -> str:
 
 
 def security(common: Any, reporter: str) -> dict[str, str]:
-    """The TLS labels of one entry (see the module docstring for the source side)."""
+    """The TLS labels of one entry (see the module docstring for the source side).
+
+    tcp_proxy's entry at connect comes before the client's certificate is checked: it has
+    our certificate but not the peer's. Inbound chains with a certificate require the
+    client's, so that is mutual TLS already; only the caller's principal is not known yet."""
     if reporter != "destination":
         return {"connection_security_policy": UNKNOWN}
-    tls = common.tls_properties
-    peer = _uri_san(tls.peer_certificate_properties) if common.HasField("tls_properties") \
-        else ""
-    if not peer:
+    tls = common.tls_properties  # all empty on plaintext
+    peer = _uri_san(tls.peer_certificate_properties)
+    local = _uri_san(tls.local_certificate_properties)
+    if not peer and not local:
         return {"connection_security_policy": "none"}
-    return {"connection_security_policy": "mutual_tls", "source_principal": peer,
-            "destination_principal": _uri_san(tls.local_certificate_properties) or UNKNOWN}
+    return {"connection_security_policy": "mutual_tls", "source_principal": peer or UNKNOWN,
+            "destination_principal": local or UNKNOWN}
 
 
 def _grpc_status(headers: Mapping[str, str], trailers: Mapping[str, str]) -> str:
@@ -147,6 +151,7 @@ class RequestMetrics:
     histograms: dict[str, dict[Key, _Histogram]] = attrs.Factory(lambda: defaultdict(dict))
     entries: int = 0
     skipped: int = 0  # entries whose cluster is not one of Istio's (no route, xds-grpc...)
+    bad_batches: int = 0  # batches that could not be counted (the server says so)
 
     # -- recording ------------------------------------------------------------------------
 
@@ -161,7 +166,7 @@ class RequestMetrics:
 
     def _base(self, common: Any) -> tuple[str, str] | None:
         """(cluster, reporter) of an entry, or None when its cluster is not Istio's."""
-        cluster = common.upstream_cluster.removesuffix(";")  # alt_stat_name ends with ";"
+        cluster = common.upstream_cluster  # the real name, not the alt_stat_name "name;"
         ref = parse_cluster_name(cluster)
         if ref is None:
             self.skipped += 1
@@ -226,6 +231,19 @@ class RequestMetrics:
         series[key].observe(value)
 
     # -- rendering ------------------------------------------------------------------------
+
+    def statistics(self) -> list[Family]:
+        """The agent's own counters about the entries it received."""
+        name = "pilotfish_agent_access_log_entries_total"
+        return [
+            Family(name, "counter", "Access-log entries received, by outcome.", (
+                Sample(name, (("outcome", "counted"),), str(self.entries - self.skipped)),
+                Sample(name, (("outcome", "skipped"),), str(self.skipped)))),
+            Family("pilotfish_agent_access_log_bad_batches_total", "counter",
+                   "Access-log batches that could not be counted.", (
+                       Sample("pilotfish_agent_access_log_bad_batches_total", (),
+                              str(self.bad_batches)),)),
+        ]
 
     def clusters(self) -> set[str]:
         """Clusters seen so far (whose metadata the caller should look up)."""

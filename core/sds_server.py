@@ -91,6 +91,17 @@ class SdsStream:
             pass  # the loop plans after every request it handles anyway
 
 
+def listen(server: grpc.aio.Server, path: Path, what: str) -> None:
+    """Bind a gRPC server to a unix socket, or raise OSError naming it (grpcio raises
+    RuntimeError or returns 0, depending on the version)."""
+    try:
+        bound = server.add_insecure_port(f"unix:{path}")
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen for {what} on {path}: {exc}") from exc
+    if not bound:
+        raise OSError(f"cannot listen for {what} on {path}")
+
+
 class SdsServer:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
@@ -149,8 +160,7 @@ class SdsServer:
         self.path.unlink(missing_ok=True)  # a socket left by an agent that was killed
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((self.handler(),))
-        if not server.add_insecure_port(f"unix:{self.path}"):
-            raise OSError(f"cannot listen for SDS on {self.path}")
+        listen(server, self.path, "SDS")
         os.chmod(self.path, 0o600)
         await server.start()
         log.info("SDS: serving %s on %s", ", ".join(SERVED), self.path)

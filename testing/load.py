@@ -21,10 +21,11 @@ KEPT_FAILURES = 20
 
 
 def one(url: urllib.parse.SplitResult, timeout: float) -> str:
-    """"" on success, else what went wrong."""
+    """An empty string on success, else what went wrong."""
     connection = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=timeout)
     try:
-        connection.request("GET", url.path or "/")
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        connection.request("GET", target)
         response = connection.getresponse()
         response.read()
         return "" if response.status == 200 else f"status {response.status}"

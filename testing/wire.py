@@ -1,7 +1,8 @@
 """What actually crosses the wire: a tiny raw-socket capture for tests (run as root inside a
 pod's network namespace). It records TCP payloads to or from one port on one interface and
-says whether a plaintext marker appeared and whether TLS records went by. Listen on the pod's
-own interface, not on all of them: a sidecar hands decrypted traffic to the app over loopback.
+says whether a plaintext marker appeared and how many segments began with a TLS record.
+Listen on the pod's own interface, not on all of them: a sidecar hands decrypted traffic to
+the app over loopback.
 
     python -m pilotfish.testing.wire --interface eth0 --port 8080 --seconds 3 --marker /wire-check
 """
@@ -16,7 +17,8 @@ import sys
 import time
 
 ETH_P_ALL = 0x0003
-TLS_HANDSHAKE, TLS_APPLICATION_DATA = 0x16, 0x17
+# A TLS record header: content type (handshake 0x16, application data 0x17), version 3.x.
+TLS_HANDSHAKE_START, TLS_DATA_START = b"\x16\x03", b"\x17\x03"
 
 
 def tcp_payload(frame: bytes) -> tuple[int, int, bytes] | None:
@@ -54,7 +56,7 @@ def capture(interface: str, port: int, seconds: float, marker: bytes) -> dict[st
         packets += 1
         payload_bytes += len(payload)
         marker_seen = marker_seen or marker in payload
-        if payload[0] in (TLS_HANDSHAKE, TLS_APPLICATION_DATA) and payload[1] == 0x03:
+        if payload[:2] in (TLS_HANDSHAKE_START, TLS_DATA_START):
             tls_records += 1
     return {"packets": packets, "payload_bytes": payload_bytes, "marker": marker_seen,
             "tls_records": tls_records}
@@ -65,7 +67,7 @@ def main() -> int:
     parser.add_argument("--interface", default="eth0")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--marker", default="")
+    parser.add_argument("--marker", required=True, help="plaintext to look for")
     args = parser.parse_args()
     print("capturing", flush=True)
     seen = capture(args.interface, args.port, args.seconds, args.marker.encode())

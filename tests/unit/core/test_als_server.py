@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import grpc
+import pytest
 from envoy.service.accesslog.v3 import als_pb2
 
 from pilotfish.core.als_server import SERVICE, AccessLogServer
@@ -14,7 +15,7 @@ from pilotfish.core.request_metrics import RequestMetrics
 from pilotfish.testing.access_logs import http_entry
 
 METHOD = f"/{SERVICE}/StreamAccessLogs"
-INBOUND = "inbound|8080||;"
+INBOUND = "inbound|8080||"
 
 
 def batch(count: int) -> bytes:
@@ -54,3 +55,10 @@ def test_batches_are_counted_and_garbage_costs_only_its_stream(tmp_path: Path) -
         assert not server.path.exists()  # removed on the way out
 
     anyio.run(main)
+
+
+def test_a_socket_it_cannot_bind_is_an_os_error_naming_it(tmp_path: Path) -> None:
+    server = AccessLogServer(tmp_path / "missing-dir" / "ALS", RequestMetrics())
+
+    with pytest.raises(OSError, match=r"cannot listen for access logs on .*missing-dir/ALS"):
+        anyio.run(server.serve)

@@ -10,8 +10,8 @@ from pilotfish.core.prometheus import Family, render
 from pilotfish.core.request_metrics import RequestMetrics, response_flags
 from pilotfish.testing.access_logs import http_entry
 
-INBOUND = "inbound|8080||;"
-OUTBOUND = "outbound|9080||reviews.shop.svc.cluster.local;"
+INBOUND = "inbound|8080||"
+OUTBOUND = "outbound|9080||reviews.shop.svc.cluster.local"
 ME = Workload.from_labels("web-1", "shop", {"app": "web", "version": "v1"})
 CLIENT = "spiffe://cluster.local/ns/shop/sa/client"
 SERVER = "spiffe://cluster.local/ns/shop/sa/web"
@@ -97,16 +97,43 @@ def test_entries_outside_istios_clusters_are_skipped():
     assert metrics.skipped == 2 and families(metrics) == {}
 
 
-def test_response_flags_in_envoys_short_form():
+def test_response_flags_in_envoys_short_form_and_order():
     flags = entry_pb2.ResponseFlags(no_healthy_upstream=True, upstream_retry_limit_exceeded=True)
     assert response_flags(flags) == "UH,URX"
+    denied = entry_pb2.ResponseFlags(rate_limited=True, rate_limit_service_error=True)
+    denied.unauthorized_details.reason = entry_pb2.ResponseFlags.Unauthorized.EXTERNAL_SERVICE
+    assert response_flags(denied) == "RL,UAEX,RLSE"
     assert response_flags(entry_pb2.ResponseFlags()) == "-"
+
+
+def test_tcp_opened_on_mtls_is_mutual_before_the_callers_certificate_is_known():
+    """tcp_proxy logs at connect before the client's certificate is checked."""
+    metrics = RequestMetrics()
+    entry = entry_pb2.TCPAccessLogEntry()
+    common = entry.common_properties
+    common.upstream_cluster = INBOUND
+    common.access_log_type = entry_pb2.TcpUpstreamConnected
+    common.tls_properties.local_certificate_properties.subject_alt_name.add(uri=SERVER)
+    metrics.record_tcp(entry)
+    labels = dict(families(metrics)["istio_tcp_connections_opened_total"].samples[0].labels)
+    assert labels["connection_security_policy"] == "mutual_tls"
+    assert labels["destination_principal"] == SERVER
+    assert labels["source_principal"] == "unknown"
+
+
+def test_statistics_count_what_was_counted_and_skipped():
+    metrics = RequestMetrics()
+    metrics.record_http(http_entry(INBOUND))
+    metrics.record_http(http_entry(""))
+    text = render(metrics.statistics())
+    assert 'pilotfish_agent_access_log_entries_total{outcome="counted"} 1' in text
+    assert 'pilotfish_agent_access_log_entries_total{outcome="skipped"} 1' in text
 
 
 def test_subsets_of_one_service_sum_onto_one_series():
     metrics = RequestMetrics()
     metrics.record_http(http_entry(OUTBOUND))
-    metrics.record_http(http_entry("outbound|9080|v2|reviews.shop.svc.cluster.local;"))
+    metrics.record_http(http_entry("outbound|9080|v2|reviews.shop.svc.cluster.local"))
     found = families(metrics)
     (sample,) = found["istio_requests_total"].samples
     assert sample.value == "2"
