@@ -88,7 +88,8 @@ class CertificateService(ca_pb2_grpc.IstioCertificateServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"CSR signing error ({exc})")
             raise AssertionError("abort returned") from None
         self.signed += 1
-        log.info("signed a certificate for %s (pod %r, proven by %s, ttl %gs)",
-                 caller.spiffe_id(self.settings.trust_domain), caller.pod, caller.source,
+        pod = f"pod {caller.pod}, " if caller.pod else ""  # a certificate names no pod
+        log.info("signed a certificate for %s (%sproven by %s, ttl %gs)",
+                 caller.spiffe_id(self.settings.trust_domain), pod, caller.source,
                  signing.resolve_ttl(request.validity_duration, self.settings))
         return ca_pb2.IstioCertificateResponse(cert_chain=chain)
