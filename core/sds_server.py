@@ -45,6 +45,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from pilotfish.core.workload_cert import WorkloadSecret
 from pilotfish.core.xds import types
 from pilotfish.core.xds.resources import Resource, ResourceSet, encode_delta, encode_sotw
+from pilotfish.core.xds.server import read_requests
 from pilotfish.core.xds.session import Mode, Outcome, Session, SyncStatus
 
 log = logging.getLogger("pilotfish.sds")
@@ -183,7 +184,7 @@ class SdsServer:
         self.streams[stream_id] = stream
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_read, context, send)
+                tg.start_soon(read_requests, context, send)
                 async with receive:
                     async for item in receive:
                         if item is _UPDATE:
@@ -244,15 +245,3 @@ class SdsServer:
         log.debug("SDS: sent %s to %s (version %s)",
                   ", ".join(r.name for r in response.resources) or "removals",
                   stream.node or "the proxy", response.version)
-
-
-async def _read(context: grpc.aio.ServicerContext, send: MemoryObjectSendStream[Any]) -> None:
-    async with send:
-        while True:
-            try:
-                request = await context.read()
-            except grpc.aio.AioRpcError:
-                return
-            if request is grpc.aio.EOF:
-                return
-            await send.send(request)

@@ -40,6 +40,20 @@ ResourceSource = Callable[[str, Proxy], ResourceSet]
 CallerCheck = Callable[[grpc.aio.ServicerContext, Proxy], Awaitable[tuple[str, str]]]
 
 
+async def read_requests(context: grpc.aio.ServicerContext,
+                        send: MemoryObjectSendStream[Any]) -> None:
+    """Feed a stream's requests into ``send`` until the client half-closes or goes away."""
+    async with send:
+        while True:
+            try:
+                request = await context.read()
+            except grpc.aio.AioRpcError:
+                return
+            if request is grpc.aio.EOF:
+                return
+            await send.send(request)
+
+
 @attrs.define(eq=False)
 class Connection:
     id: str
@@ -152,7 +166,7 @@ class XdsServer:
             callback(connection)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._read, context, send)
+                tg.start_soon(read_requests, context, send)
                 await self._handle(connection, first)
                 await self._loop(connection)
                 tg.cancel_scope.cancel()
@@ -160,17 +174,6 @@ class XdsServer:
             connection.closed = True
             self.connections.pop(conn_id, None)
             log.info("%s disconnected", conn_id)
-
-    async def _read(self, context: grpc.aio.ServicerContext, send: MemoryObjectSendStream[Any]):
-        async with send:
-            while True:
-                try:
-                    request = await context.read()
-                except grpc.aio.AioRpcError:
-                    return
-                if request is grpc.aio.EOF:
-                    return
-                await send.send(request)
 
     async def _loop(self, connection: Connection) -> None:
         async for item in connection.receive_queue:
