@@ -3,12 +3,11 @@
 Envoy rejects a whole CDS response when one cluster breaks a proto constraint, so every
 DestinationRule setting that shapes a cluster is exercised here: connection pools, outlier
 detection, load balancers, TLS modes, port-level settings and subsets. The clusters go into
-the agent's real bootstrap as static clusters; EDS stays on ADS as the bootstrap declares.
+the agent's real bootstrap as static clusters (``pilotfish.testing.envoy_check``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,9 @@ from google.protobuf import json_format
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
-from pilotfish.core.proxy_backend import ProxyOptions
 from pilotfish.core.yamlload import load_text
-from pilotfish.plugins.envoy_proxy import EnvoyBackend, envoy_binary
+from pilotfish.plugins.envoy_proxy import envoy_binary
+from pilotfish.testing.envoy_check import envoy_accepts
 from pilotfish.translators import cds
 
 pytestmark = pytest.mark.envoy
@@ -115,13 +114,4 @@ def test_envoy_accepts_every_destination_rule_shape(tmp_path: Path) -> None:
     assert {"outbound|80||pool.default.svc.cluster.local",
             "outbound|9090|v1|hash.default.svc.cluster.local",
             "outbound|80|mutual|tls.default.svc.cluster.local"} <= names
-    backend = EnvoyBackend()
-    bootstrap = backend.bootstrap(ProxyOptions(
-        name="web-1", namespace="default", ip="10.0.0.5",
-        discovery_address="127.0.0.1:15010", config_dir=tmp_path))
-    present = {c["name"] for c in bootstrap["static_resources"]["clusters"]}
-    bootstrap["static_resources"]["clusters"] += [
-        c for c in generated if c["name"] not in present]
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap, indent=1))
-    backend.check(path)  # raises BootstrapError with Envoy's own words
+    envoy_accepts(tmp_path, clusters=generated)  # raises with Envoy's own words

@@ -8,8 +8,6 @@ checks the references as it would for the pushed resources.
 
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,9 @@ from google.protobuf import json_format
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
-from pilotfish.core.proxy_backend import ProxyOptions
 from pilotfish.core.yamlload import load_text
-from pilotfish.plugins.envoy_proxy import EnvoyBackend, envoy_binary
+from pilotfish.plugins.envoy_proxy import envoy_binary
+from pilotfish.testing.envoy_check import envoy_accepts
 from pilotfish.translators import lds
 from pilotfish.translators.listener_filters import ALL, NONE, Detection
 
@@ -178,11 +176,6 @@ spec:
 
 SIDECAR_NODE = "sidecar~10.0.0.5~web-1.default~default.svc.cluster.local"
 ROUTER_NODE = "router~10.0.0.9~gw-1.istio-system~istio-system.svc.cluster.local"
-# outbound|PORT|SUBSET|HOST, inbound|PORT||, or one of the fixed clusters.
-CLUSTER_NAME = re.compile(
-    r"^(outbound\|\d+\|[^|]*\|[^|]+|inbound\|\d+\|\||PassthroughCluster|BlackHoleCluster"
-    r"|InboundPassthroughCluster)$"
-)
 
 
 def generate(config: str, node: str, labels: dict[str, str], mesh: MeshSettings,
@@ -196,42 +189,8 @@ def generate(config: str, node: str, labels: dict[str, str], mesh: MeshSettings,
     return [json_format.MessageToDict(listener) for listener in out]
 
 
-def referenced_clusters(node: Any) -> set[str]:
-    """Cluster names a listener refers to (tcp_proxy, weighted, inline routes, gRPC)."""
-    found: set[str] = set()
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("cluster", "clusterName") and isinstance(value, str):
-                found.add(value)
-            elif key == "weightedClusters":
-                found |= {entry["name"] for entry in value["clusters"]}
-            else:
-                found |= referenced_clusters(value)
-    elif isinstance(node, list):
-        for value in node:
-            found |= referenced_clusters(value)
-    return found
-
-
 def validate(listeners: list[Any], tmp_path: Path, proxy_type: str) -> None:
-    backend = EnvoyBackend()
-    options = ProxyOptions(
-        name="p-1", namespace="default", ip="10.0.0.5", discovery_address="127.0.0.1:15010",
-        config_dir=tmp_path, proxy_type=proxy_type,
-    )
-    bootstrap = backend.bootstrap(options)
-    static = bootstrap["static_resources"]
-    present = {cluster["name"] for cluster in static["clusters"]}
-    names = referenced_clusters(listeners) - present
-    assert all(CLUSTER_NAME.match(name) for name in names), sorted(names)
-    static["clusters"] += [
-        {"name": name, "type": "STATIC", "load_assignment": {"cluster_name": name}}
-        for name in sorted(names)
-    ]
-    static["listeners"] = listeners
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap, indent=1))
-    backend.check(path)  # raises BootstrapError with Envoy's own words
+    envoy_accepts(tmp_path, listeners=listeners, proxy_type=proxy_type)
 
 
 @pytest.mark.parametrize("policy", ["ALLOW_ANY", "REGISTRY_ONLY"])

@@ -10,7 +10,6 @@ the reference, not the secret.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,9 @@ from google.protobuf import json_format
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
-from pilotfish.core.proxy_backend import ProxyOptions
 from pilotfish.core.yamlload import load_text
-from pilotfish.plugins.envoy_proxy import EnvoyBackend, envoy_binary
+from pilotfish.plugins.envoy_proxy import envoy_binary
+from pilotfish.testing.envoy_check import envoy_accepts
 from pilotfish.translators import cds, lds
 from pilotfish.translators.listener_filters import ALL, Detection
 
@@ -184,10 +183,6 @@ spec:
 
 SIDECAR_NODE = "sidecar~10.0.0.5~web-1.shop~shop.svc.cluster.local"
 ROUTER_NODE = "router~10.0.0.9~gw-1.istio-system~istio-system.svc.cluster.local"
-CLUSTER_NAME = re.compile(
-    r"^(outbound\|\d+\|[^|]*\|[^|]+|inbound\|\d+\|\||PassthroughCluster|BlackHoleCluster"
-    r"|InboundPassthroughCluster)$"
-)
 
 
 def mode_policy(mode: str) -> str:
@@ -221,40 +216,10 @@ def resources(config: str, node: str, labels: dict[str, str],
             [json_format.MessageToDict(item) for item in clusters])
 
 
-def referenced_clusters(node: Any) -> set[str]:
-    found: set[str] = set()
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("cluster", "clusterName") and isinstance(value, str):
-                found.add(value)
-            else:
-                found |= referenced_clusters(value)
-    elif isinstance(node, list):
-        for value in node:
-            found |= referenced_clusters(value)
-    return found
-
-
 def validate(listeners: list[Any], clusters: list[Any], tmp_path: Path, proxy_type: str
              ) -> None:
-    backend = EnvoyBackend()
-    bootstrap = backend.bootstrap(ProxyOptions(
-        name="p-1", namespace="shop", ip="10.0.0.5", discovery_address="127.0.0.1:15010",
-        config_dir=tmp_path, proxy_type=proxy_type,
-    ))
-    static = bootstrap["static_resources"]
-    static["clusters"] += clusters
-    present = {cluster["name"] for cluster in static["clusters"]}
-    missing = referenced_clusters(listeners) - present
-    assert all(CLUSTER_NAME.match(name) for name in missing), sorted(missing)
-    static["clusters"] += [
-        {"name": name, "type": "STATIC", "load_assignment": {"cluster_name": name}}
-        for name in sorted(missing)
-    ]
-    static["listeners"] = listeners
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap, indent=1))
-    backend.check(path)  # raises BootstrapError with Envoy's own words
+    envoy_accepts(tmp_path, listeners=listeners, clusters=clusters, proxy_type=proxy_type,
+                  namespace="shop")
 
 
 def has(tree: Any, key: str) -> bool:
