@@ -10,7 +10,6 @@ makes while the socket is down (an agent restart) are lost: a gap in the metrics
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ import anyio.abc
 import grpc
 from envoy.service.accesslog.v3 import als_pb2
 
+from pilotfish.core import unix_grpc
 from pilotfish.core.request_metrics import RequestMetrics
-from pilotfish.core.sds_server import listen
 
 log = logging.getLogger("pilotfish.als")
 
@@ -52,17 +51,4 @@ class AccessLogServer:
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                     ) -> None:
         """Listen on the socket until cancelled."""
-        self.path.unlink(missing_ok=True)  # left by an agent that was killed
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((self.handler(),))
-        listen(server, self.path, "access logs")
-        os.chmod(self.path, 0o600)
-        await server.start()
-        log.info("access logs: listening on %s", self.path)
-        task_status.started()
-        try:
-            await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await server.stop(grace=0.5)
-                self.path.unlink(missing_ok=True)
+        await unix_grpc.serve(self.path, self.handler(), "access logs", task_status=task_status)

@@ -166,6 +166,7 @@ class RequestMetrics:
 
     def _base(self, common: Any) -> tuple[str, str] | None:
         """(cluster, reporter) of an entry, or None when its cluster is not Istio's."""
+        self.entries += 1
         cluster = common.upstream_cluster  # the real name, not the alt_stat_name "name;"
         ref = parse_cluster_name(cluster)
         if ref is None:
@@ -174,7 +175,6 @@ class RequestMetrics:
         return cluster, reporter_of(ref)
 
     def record_http(self, entry: Any) -> None:
-        self.entries += 1
         common = entry.common_properties
         base = self._base(common)
         if base is None:
@@ -204,7 +204,6 @@ class RequestMetrics:
                       response.response_headers_bytes + response.response_body_bytes)
 
     def record_tcp(self, entry: Any) -> None:
-        self.entries += 1
         common = entry.common_properties
         base = self._base(common)
         if base is None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +41,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from pilotfish.core import unix_grpc
 from pilotfish.core.workload_cert import WorkloadSecret
 from pilotfish.core.xds import types
 from pilotfish.core.xds.resources import Resource, ResourceSet, encode_delta, encode_sotw
@@ -90,17 +90,6 @@ class SdsStream:
             self.marker_queued = True
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass  # the loop plans after every request it handles anyway
-
-
-def listen(server: grpc.aio.Server, path: Path, what: str) -> None:
-    """Bind a gRPC server to a unix socket, or raise OSError naming it (grpcio raises
-    RuntimeError or returns 0, depending on the version)."""
-    try:
-        bound = server.add_insecure_port(f"unix:{path}")
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen for {what} on {path}: {exc}") from exc
-    if not bound:
-        raise OSError(f"cannot listen for {what} on {path}")
 
 
 class SdsServer:
@@ -158,20 +147,8 @@ class SdsServer:
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                     ) -> None:
         """Listen on the socket until cancelled."""
-        self.path.unlink(missing_ok=True)  # a socket left by an agent that was killed
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((self.handler(),))
-        listen(server, self.path, "SDS")
-        os.chmod(self.path, 0o600)
-        await server.start()
-        log.info("SDS: serving %s on %s", ", ".join(SERVED), self.path)
-        task_status.started()
-        try:
-            await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await server.stop(grace=0.5)
-                self.path.unlink(missing_ok=True)
+        await unix_grpc.serve(self.path, self.handler(), f"SDS ({', '.join(SERVED)})",
+                              task_status=task_status)
 
     def _tick(self) -> None:
         self._progress.set()
