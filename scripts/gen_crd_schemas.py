@@ -29,7 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CRDS = ROOT.parent / "shared" / "corpus" / "istio" / "crds" / "crd-all.gen.yaml"
-DEFAULT_OUT = ROOT / "core" / "validation" / "istio_schemas.json"
+DEFAULT_OUT = ROOT / "validation" / "istio_schemas.json"
 
 # Prose and presentation: not part of what an object must look like.
 _SCHEMA_DROP = frozenset({"description", "example", "externalDocs"})

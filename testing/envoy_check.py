@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotfish.core.proxy_backend import ProxyOptions
-from pilotfish.plugins.envoy_proxy import EnvoyBackend
+from pilotfish.plugins.envoy.backend import EnvoyBackend
 
 # outbound|PORT|SUBSET|HOST, inbound|PORT||, or one of the fixed clusters.
 CLUSTER_NAME = re.compile(

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 from cryptography import x509
 
-from pilotfish.core import secret_dump
+from pilotfish.cli import secret_dump
 from pilotfish.testing.processes import Process, free_port, http, pilotfish, wait_until
 
 

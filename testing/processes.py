@@ -143,4 +143,4 @@ class Process:
 
 def pilotfish(*args: str) -> list[str]:
     """argv for the pilotfish CLI in this interpreter."""
-    return [sys.executable, "-m", "pilotfish.core.cli", *args]
+    return [sys.executable, "-m", "pilotfish.cli", *args]

@@ -1,7 +1,7 @@
 """The access logs of every HCM and tcp_proxy: a text line on the proxy's stdout, and a
 structured entry over gRPC to the agent, which turns entries into Istio's request and TCP
 metrics with the labels Envoy's stats cannot give (principals, mTLS, response flags; see
-``core/request_metrics.py``).
+``plugins/envoy/request_metrics.py``).
 
 The gRPC logger targets the bootstrap's ``als-grpc`` cluster (the agent's ``ALS`` socket).
 An Envoy whose bootstrap lacks it still accepts the config; its entries are dropped.

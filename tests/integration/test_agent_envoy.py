@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pilotfish.core.proxy_backend import BootstrapError, ProxyOptions
-from pilotfish.plugins.envoy_proxy import EnvoyBackend, envoy_binary
+from pilotfish.plugins.envoy.backend import EnvoyBackend, envoy_binary
 from pilotfish.testing.processes import free_port
 
 pytestmark = pytest.mark.envoy
@@ -71,13 +71,13 @@ def alive(pid: int) -> bool:
 
 
 class Agent:
-    """``python -m pilotfish.core.agent`` in a subprocess, with its Envoy's pid."""
+    """``python -m pilotfish.agent.command`` in a subprocess, with its Envoy's pid."""
 
     def __init__(self, tmp_path: Path, name: str, *extra: str) -> None:
         self.admin_port = free_port()
         self.log = tmp_path / f"{name}.log"
         argv = [
-            sys.executable, "-m", "pilotfish.core.agent", "--name", name, "--namespace", "shop",
+            sys.executable, "-m", "pilotfish.agent.command", "--name", name, "--namespace", "shop",
             "--ip", "10.0.0.5", "--labels", "app=web,version=v1",
             "--discovery", f"127.0.0.1:{free_port()}", "--admin-port", str(self.admin_port),
             "--config-dir", str(tmp_path / name), "--pod-ports", "http:8080",

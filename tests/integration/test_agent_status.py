@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pilotfish.core import prometheus
-from pilotfish.plugins.envoy_proxy import envoy_binary
+from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.plugins import write_distribution
 from pilotfish.testing.processes import Process, free_port, http, pilotfish, wait_until

@@ -18,7 +18,7 @@ from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
 from pilotfish.core.yamlload import load_text
-from pilotfish.plugins.envoy_proxy import envoy_binary
+from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.envoy_check import envoy_accepts
 from pilotfish.translators import cds
 

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from pilotfish.interceptors import cni_chain
+from pilotfish.node import cni_runtime as cni_chain
 
 CNI_PATH = [Path("/usr/lib/cni"), Path(sys.executable).parent]
 EXCLUSIONS = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pilotfish.plugins.envoy_proxy import envoy_binary
+from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import free_port, http, wait_until
 

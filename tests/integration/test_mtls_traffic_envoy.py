@@ -36,7 +36,7 @@ from pilotfish.core.protocol import Protocol
 from pilotfish.core.security_policies import AuthzPolicy, MtlsMode
 from pilotfish.core.sniffing import HTTP_INSPECTOR, TLS_INSPECTOR
 from pilotfish.core.yamlload import load_text
-from pilotfish.plugins.envoy_proxy import envoy_binary
+from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.processes import Process, free_port, http, wait_until
 from pilotfish.translators import auto_mtls
 from pilotfish.translators.common import pack

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pilotfish.core.security import tokens
-from pilotfish.plugins.envoy_proxy import envoy_binary
+from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.certs import create_certificate, make_csr
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import Process, free_port, http, wait_until

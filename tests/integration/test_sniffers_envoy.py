@@ -19,7 +19,7 @@ import pytest
 from google.protobuf import json_format
 
 from pilotfish.core.sniffing import HTTP_INSPECTOR, TLS_INSPECTOR, Sniff, Verdict, detect
-from pilotfish.plugins.envoy_proxy import envoy_binary
+from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.plugins.sniffers import http1, http2, tls
 from pilotfish.testing.processes import Process, free_port, wait_until
 from pilotfish.testing.sniffers import samples

@@ -1,4 +1,5 @@
-"""Every source folder with an __init__.py is listed as a package (wheels would miss it)."""
+"""Every source folder with an __init__.py is listed as a package (wheels would miss it), and
+every listed package is a source folder or a data folder named in package-data."""
 
 from __future__ import annotations
 
@@ -16,4 +17,5 @@ def test_every_subpackage_is_listed_in_pyproject():
         for init in (ROOT / folder).rglob("__init__.py"):
             relative = init.parent.relative_to(ROOT / folder).parts
             found.add(".".join((package, *relative)))
+    found |= set(config.get("package-data", {}))  # data-only folders, no __init__.py
     assert found == listed, f"missing: {sorted(found - listed)}; extra: {sorted(listed - found)}"

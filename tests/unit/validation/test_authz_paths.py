@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
-from pilotfish.core.validation import validate
 from pilotfish.core.yamlload import load_text
+from pilotfish.validation import validate
 
 
 def errors(spec: str) -> list[str]:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from celpy import celtypes
 
-from pilotfish.core.validation import cel
-from pilotfish.core.validation.cel_library import parse_request_uri
+from pilotfish.validation import cel
+from pilotfish.validation.cel_library import parse_request_uri
 
 
 def rule(text: str, message: str = "", **extra: Any) -> dict[str, Any]:

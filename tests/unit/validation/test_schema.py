@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pilotfish.core.validation import catalog
-from pilotfish.core.validation.schema import check, check_object, typed_nodes
+from pilotfish.validation import catalog
+from pilotfish.validation.schema import check, check_object, typed_nodes
 
 
 def problems(value: Any, schema: dict[str, Any], path: tuple[str | int, ...] = ("spec",)) -> (

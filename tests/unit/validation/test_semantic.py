@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from pilotfish.core.store import ConfigError
-from pilotfish.core.validation import validate
 from pilotfish.core.yamlload import load_text
+from pilotfish.validation import validate
 
 NET = "apiVersion: networking.istio.io/v1\n"
 SEC = "apiVersion: security.istio.io/v1\n"

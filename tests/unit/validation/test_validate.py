@@ -7,8 +7,8 @@ import textwrap
 
 from pilotfish.core.objects import BUILTIN_KINDS, ConfigKey, ConfigObject
 from pilotfish.core.store import ConfigError, ConfigStore, KindRegistry
-from pilotfish.core.validation import schema_kinds, validate
 from pilotfish.core.yamlload import load_text
+from pilotfish.validation import schema_kinds, validate
 
 
 def load(text: str, file: str = "mesh.yaml") -> ConfigObject:

@@ -1,0 +1,210 @@
+"""The agent's status server: Istio's ports 15020 (status) and 15021 (health).
+
+Status port: ``/healthz/ready``, the merged scrape on ``/stats/prometheus`` (and
+``/metrics``), and two controls taken only from localhost, as in pilot-agent:
+``POST /quitquitquit`` (stop as on SIGTERM: drain, wait, stop the proxy, exit) and
+``POST /drain`` (start draining now and keep running — a preStop hook's job).
+
+Health port: ``/healthz/ready`` only, which is what Kubernetes probes and what
+``pilotfish agent wait`` polls. pilot-agent has Envoy serve this port and route it back
+to the agent, so a probe also proves Envoy is forwarding. Here the agent serves it:
+before the proxy is LIVE, Envoy's listeners are bound but accept nothing, so a probe
+through Envoy would time out where this one answers 503 with the reason; and a native
+proxy needs no such listener. A proxy that dies takes the agent with it (the supervisor
+exits with it), so readiness cannot outlive the proxy either way.
+
+Both listen on every interface (probes come from the node, at the pod's IP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+from importlib import metadata
+from typing import Protocol
+from urllib.parse import quote
+
+import anyio.abc
+import attrs
+
+from pilotfish.agent.merged_metrics import MergedMetrics
+from pilotfish.agent.readiness import Readiness, Verdict, parse_stats
+from pilotfish.core import http_client
+from pilotfish.core.http import HttpServer, Request, Response
+from pilotfish.core.istio_metrics import Workload
+from pilotfish.core.prometheus import CONTENT_TYPE
+from pilotfish.core.proxy_backend import ProxyError, ProxyOptions
+from pilotfish.plugins.envoy.access_log_service import AccessLogServer
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 3.0  # pilot-agent's timeout for the stats request behind a probe
+
+
+class StatusServerError(Exception):
+    """A status or health port cannot be served; the message names the flag."""
+
+
+class AgentControl(Protocol):
+    """What the status server may ask of the agent (``supervisor.Supervisor``)."""
+
+    @property
+    def draining(self) -> bool: ...
+
+    def request_stop(self) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+@attrs.frozen
+class StatusPorts:
+    status: int = 15020  # 0: no status server
+    health: int = 15021  # 0: no health port
+    host: str = "0.0.0.0"
+
+
+def is_local(host: str) -> bool:
+    """Whether a request came over loopback (``host``: the peer's address)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+class StatusServer:
+    def __init__(self, options: ProxyOptions, ports: StatusPorts, control: AgentControl,
+                 metrics: MergedMetrics, secrets: tuple[str, ...] = ()) -> None:
+        self.options, self.ports, self.control, self.metrics = options, ports, control, metrics
+        self.readiness = Readiness(options.discovery_address, secrets)
+        self.status_http = HttpServer({
+            "/healthz/ready": self.ready,
+            "/stats/prometheus": self.prometheus,
+            "/metrics": self.prometheus,
+            "/quitquitquit": self.quit,
+            "/drain": self.drain,
+        })
+        self.health_http = HttpServer({"/healthz/ready": self.ready})
+
+    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Listen on the enabled ports, serving in ``tg``; returns once both are bound."""
+        for port, server, flag in ((self.ports.status, self.status_http, "--status-port"),
+                                   (self.ports.health, self.health_http, "--health-port")):
+            if not port:
+                continue
+            address = f"[{self.ports.host}]:{port}" if ":" in self.ports.host else (
+                f"{self.ports.host}:{port}")
+            try:
+                await tg.start(server.serve, address)
+            except OSError as exc:
+                raise StatusServerError(
+                    f"{flag} {port}: cannot listen on {address}: {exc.strerror or exc}; "
+                    "choose another port, or 0 to turn it off") from exc
+            log.info("%s: serving on %s", flag.removeprefix("--"), address)
+        sink = AccessLogServer(self.options.als_socket, self.metrics.requests)
+        try:
+            await tg.start(sink.serve)
+        except OSError as exc:
+            raise StatusServerError(str(exc)) from exc
+
+    async def check(self) -> Verdict:
+        """Ask the proxy's admin API and decide (see ``readiness``)."""
+        self.readiness.draining = self.control.draining
+        if self.readiness.draining:
+            return self.readiness.decide({})
+        admin = self.options.admin_url
+        url = f"{admin}/stats?filter={quote(self.readiness.stats_filter())}"
+        try:
+            reply = await http_client.request(url, timeout=READY_TIMEOUT)
+        except http_client.HttpClientError as exc:
+            return self.readiness.unreachable(f"{admin}: {exc.reason}")
+        if reply.status != 200:
+            return self.readiness.unreachable(f"{admin}/stats: HTTP {reply.status}")
+        return self.readiness.decide(parse_stats(reply.text))
+
+    async def ready(self, request: Request) -> Response:
+        verdict = await self.check()
+        return Response.text(verdict.reason + "\n", 200 if verdict.ready else 503)
+
+    async def prometheus(self, request: Request) -> Response:
+        text = await self.metrics.scrape(request.query_string)
+        return Response(200, text.encode(), CONTENT_TYPE)
+
+    async def quit(self, request: Request) -> Response:
+        refused = _refuse(request)
+        if refused is not None:
+            return refused
+        log.info("%s from %s: stopping", request.path, request.peer)
+        self.control.request_stop()
+        return Response.text("OK\n")
+
+    async def drain(self, request: Request) -> Response:
+        refused = _refuse(request)
+        if refused is not None:
+            return refused
+        log.info("%s from %s: draining", request.path, request.peer)
+        try:
+            await self.control.drain()
+        except ProxyError as exc:
+            return Response.text(f"could not drain: {exc}\n", 500)
+        return Response.text("OK\n")
+
+
+def _refuse(request: Request) -> Response | None:
+    """Controls are POST-only and local-only, as pilot-agent's."""
+    if request.method != "POST":
+        return Response(405, f"{request.path}: use POST\n".encode(),
+                        headers=(("allow", "POST"),))
+    if not is_local(request.peer_host):
+        return Response.text(f"{request.path}: only allowed from localhost\n", 403)
+    return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--status-port", type=int, default=15020,
+        help="agent status port: /healthz/ready, merged /stats/prometheus, /quitquitquit, "
+             "/drain (default: 15020; 0: off)")
+    add("--health-port", type=int, default=15021,
+        help="readiness port, /healthz/ready only (default: 15021; 0: off)")
+    add("--app-metrics", action="append", default=[], metavar="URL",
+        help="the app's Prometheus endpoint, merged into /stats/prometheus (repeatable; "
+             "merged_metrics.app_metrics_url builds it from prometheus.io/* annotations)")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """ValueError naming the flag, for ports and URLs the server could not use."""
+    for flag in ("status_port", "health_port", "prometheus_port"):
+        value = getattr(args, flag, None)
+        if value is not None and not 0 <= value < 65536:
+            raise ValueError(f"--{flag.replace('_', '-')} {value}: expected a port from 1 to "
+                             "65535, or 0 to turn it off")
+    for url in args.app_metrics:
+        try:
+            http_client.split_url(url)
+        except ValueError as exc:
+            raise ValueError(f"--app-metrics {exc}") from None
+
+
+def workload(options: ProxyOptions) -> Workload:
+    """This proxy's own labels in Istio's metrics, from its node metadata."""
+    return Workload.from_labels(
+        str(options.metadata.get("WORKLOAD_NAME") or options.name), options.namespace,
+        options.labels, str(options.metadata.get("CLUSTER_ID") or "Kubernetes"))
+
+
+def from_args(args: argparse.Namespace, options: ProxyOptions,
+              control: AgentControl, secrets: tuple[str, ...] = ()) -> StatusServer | None:
+    """The server the flags ask for; None when both ports are off."""
+    if not args.status_port and not args.health_port:
+        return None
+    try:
+        version = metadata.version("pilotfish")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        version = "unknown"
+    host = "::" if ":" in options.ip else "0.0.0.0"
+    metrics = MergedMetrics(options.admin_url, workload(options), args.app_metrics, version)
+    return StatusServer(options, StatusPorts(args.status_port, args.health_port, host),
+                        control, metrics, secrets)

@@ -1,0 +1,166 @@
+"""What analyzers read and what they report.
+
+An analyzer is a pure function from `Inputs` (the push context discovery would build, plus
+the pod specs found in the files) to `Finding`s. Every finding carries a stable code, a
+level, and the file, line, object and field it is about, so that editors and CI can point
+at the line to change.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from pilotfish.core.objects import ConfigKey, ConfigObject, FieldPath, format_path
+from pilotfish.core.push_context import PushContext
+
+if TYPE_CHECKING:
+    from pilotfish.analysis.localhost import PodSockets
+class Level(enum.Enum):
+    ERROR = "error"  # traffic will not flow as written
+    WARNING = "warning"  # it probably will not do what was meant
+    INFO = "info"  # works, but relies on a default worth knowing
+
+    @property
+    def rank(self) -> int:
+        return {Level.ERROR: 0, Level.WARNING: 1, Level.INFO: 2}[self]
+
+
+@attrs.frozen
+class Check:
+    """One kind of finding: its code, name and level (the catalog is in ``__init__``)."""
+
+    code: str
+    name: str
+    level: Level
+    summary: str
+
+
+@attrs.frozen
+class Finding:
+    check: Check
+    message: str
+    file: str
+    line: int
+    key: ConfigKey | None = None
+    field: str = ""
+    level: Level | None = None  # overrides the check's level where the context decides
+
+    @property
+    def severity(self) -> Level:
+        return self.level or self.check.level
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        what = ""
+        if self.key is not None:
+            ns = f"{self.key.namespace}/" if self.key.namespace else ""
+            what = f" {self.key.kind} {ns}{self.key.name}:"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}: {self.severity.value} {self.check.code}{what}{field} {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        key = self.key
+        return {
+            "code": self.check.code,
+            "name": self.check.name,
+            "level": self.severity.value,
+            "file": self.file,
+            "line": self.line,
+            "kind": key.kind if key else "",
+            "namespace": key.namespace if key else "",
+            "object": key.name if key else "",
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+def finding(
+    check: Check, obj: ConfigObject, path: FieldPath, message: str, level: Level | None = None
+) -> Finding:
+    """A finding about one field of one object, placed on that field's line."""
+    return Finding(check, message, obj.source.file, obj.line_of(path), obj.key,
+                   format_path(path), level)
+
+
+# Workload controllers whose pod template analyze reads, and where the template sits.
+TEMPLATE_PATHS: Mapping[str, FieldPath] = {
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "ReplicationController": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+
+
+CONTROLLER_GROUPS = frozenset({"", "apps", "batch", "extensions"})
+
+
+@attrs.frozen
+class PodTemplate:
+    """A pod as written: a Pod object, or the pod template of a workload controller.
+
+    Users run analyze on the manifests they apply, where pods come from Deployments; the
+    pods those create carry the template's labels and spec, so checks about pods read
+    templates too (pilotfish's own registry knows only Pods and WorkloadEntries).
+    """
+
+    obj: ConfigObject
+    path: FieldPath  # where the template is: () for a Pod
+    labels: Mapping[str, str]
+    spec: Mapping[str, Any]
+
+    @property
+    def namespace(self) -> str:
+        return self.obj.namespace
+
+    @property
+    def spec_path(self) -> FieldPath:
+        return (*self.path, "spec")
+
+
+def _dig(body: Mapping[str, Any], path: FieldPath) -> Any:
+    node: Any = body
+    for part in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(str(part))
+    return node
+
+
+def pod_templates(objects: Iterable[ConfigObject]) -> list[PodTemplate]:
+    out = []
+    for obj in objects:
+        if obj.kind == "Pod" and obj.group == "":
+            out.append(PodTemplate(obj, (), dict(obj.labels), obj.spec))
+            continue
+        path = TEMPLATE_PATHS.get(obj.kind) if obj.group in CONTROLLER_GROUPS else None
+        template = _dig(obj.body, path) if path else None
+        if path is None or not isinstance(template, Mapping):
+            continue
+        metadata = template.get("metadata") or {}
+        spec = template.get("spec") or {}
+        out.append(PodTemplate(obj, path, dict(metadata.get("labels") or {}),
+                               spec if isinstance(spec, Mapping) else {}))
+    return out
+
+
+@attrs.frozen
+class Inputs:
+    """Everything analyzers look at: discovery's view, and the pods as written."""
+
+    push: PushContext
+    pods: tuple[PodTemplate, ...] = ()
+    # Listening sockets of running pods, when known (``--listeners``, or the local node).
+    sockets: tuple[PodSockets, ...] = ()
+    # Objects the store refused (invalid): a reference to one is explained, not "unknown".
+    rejected: frozenset[ConfigKey] = frozenset()
+
+    @property
+    def domain(self) -> str:
+        return self.push.mesh.domain

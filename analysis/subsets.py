@@ -1,0 +1,75 @@
+"""DestinationRule subsets whose labels select none of the host's workloads.
+
+A subset becomes a cluster with no endpoints: routes to it answer 503 (``no healthy
+upstream``). The workloads of a host are what its selector picks in its namespace — Pods,
+pod templates of workload controllers (what a cluster would create from the manifests)
+and WorkloadEntries — or, for a ServiceEntry, its inline endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from pilotfish.analysis.base import Check, Finding, Inputs, Level, finding
+from pilotfish.core.model import Service, labels_match, resolve_host
+
+SUBSET_SELECTS_NOTHING = Check(
+    "PF0103", "SubsetSelectsNoWorkload", Level.WARNING,
+    "a DestinationRule subset's labels match no workload of its host",
+)
+
+
+def _pairs(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def host_workload_labels(inputs: Inputs, service: Service) -> list[Mapping[str, str]] | None:
+    """Labels of every workload behind a service; None when they cannot be known here."""
+    if service.selector is not None:
+        out: list[Mapping[str, str]] = [
+            pod.labels for pod in inputs.pods
+            if pod.namespace == service.namespace and labels_match(service.selector, pod.labels)
+        ]
+        out += [w.labels for w in inputs.push.registry.workloads
+                if w.kind == "WorkloadEntry" and w.namespace == service.namespace
+                and labels_match(service.selector, w.labels)]
+        return out
+    origin = service.origin
+    if origin is None or origin.kind != "ServiceEntry":
+        return None  # explicit Endpoints or an ExternalName: no labels to go by
+    for obj in inputs.push.objects("ServiceEntry"):
+        if obj.key == origin:
+            endpoints = obj.spec.get("endpoints")
+            if not endpoints:
+                return None  # DNS-resolved hosts have no workloads of their own
+            return [dict(e.get("labels") or {}) for e in endpoints if isinstance(e, Mapping)]
+    return None
+
+
+def analyze(inputs: Inputs) -> Iterator[Finding]:
+    push = inputs.push
+    for obj in push.objects("DestinationRule"):
+        host = resolve_host(str(obj.spec.get("host") or ""), obj.namespace, inputs.domain)
+        service = push.service(host)
+        subsets: Sequence[object] = obj.spec.get("subsets") or ()
+        if service is None or not subsets:
+            continue
+        workloads = host_workload_labels(inputs, service)
+        if workloads is None:
+            continue
+        for index, subset in enumerate(subsets):
+            if not isinstance(subset, Mapping) or not subset.get("labels"):
+                continue
+            labels = {str(k): str(v) for k, v in subset["labels"].items()}
+            if any(labels_match(labels, w) for w in workloads):
+                continue
+            if workloads:
+                why = f"no workload of {host} has these labels ({len(workloads)} known)"
+            else:
+                why = f"{host} has no workload at all in this config (no Pod, pod template " \
+                      "or WorkloadEntry matches its selector)"
+            yield finding(
+                SUBSET_SELECTS_NOTHING, obj, ("spec", "subsets", index, "labels"),
+                f"subset {subset.get('name')!r} selects {_pairs(labels)}, but {why}; "
+                "requests routed to it get 503",
+            )

@@ -1,0 +1,242 @@
+"""``pilotfish proxy-status`` and ``pilotfish proxy-config``: what proxies hold, and why.
+
+proxy-status asks discovery (``/debug/syncz``) for every connection's per-type state.
+proxy-config finds the proxy there, then reads the proxy's own admin API (``/config_dump``,
+``/clusters``) — what Envoy actually runs — and prints istioctl's tables, or Envoy's JSON.
+When the proxy's admin is unreachable it falls back to what discovery would send.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import yaml
+
+from pilotfish.cli import secret_dump
+from pilotfish.core.xds import config_dump, types
+
+STATUS_TYPES = (types.CLUSTER, types.LISTENER, types.ENDPOINT, types.ROUTE)
+
+
+class CommandError(Exception):
+    pass
+
+
+def fetch_json(url: str, timeout: float = 5.0) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace").strip()
+        raise CommandError(f"{url}: HTTP {exc.code}: {body}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CommandError(f"cannot reach {url}: {reason}") from exc
+
+
+def _age(stamp: str | None) -> str:
+    if not stamp:
+        return ""
+    then = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    seconds = max(0, int(time.time() - then))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60}m"
+
+
+def _cell(state: dict[str, Any] | None) -> str:
+    if state is None:
+        return "IGNORED"
+    status = state["status"]
+    if status == "SYNCED" and state.get("ackedTime"):
+        return f"SYNCED ({_age(state['ackedTime'])})"
+    return str(status)
+
+
+def status_table(items: list[dict[str, Any]]) -> str:
+    rows = []
+    errors = []
+    for item in items:
+        resources = item.get("resources", {})
+        cells = [_cell(resources.get(t)) for t in STATUS_TYPES]
+        rows.append([item["proxy"], item.get("proxy_type", ""), *cells,
+                     item.get("istiod", ""), item.get("proxy_version", "")])
+        for type_url in STATUS_TYPES:
+            state = resources.get(type_url)
+            if state and state.get("lastError"):
+                errors.append(
+                    f"{item['proxy']} {types.short(type_url)} rejected version "
+                    f"{state.get('version_sent', '')} (nonce {state.get('sent', '')}): "
+                    f"{state['lastError']}"
+                )
+    out = config_dump.table(
+        ["NAME", "TYPE", "CDS", "LDS", "EDS", "RDS", "DISCOVERY", "VERSION"], rows
+    )
+    if errors:
+        out += "\nNACKs:\n" + "\n".join(f"  {e}" for e in errors) + "\n"
+    return out
+
+
+def detail(item: dict[str, Any]) -> str:
+    lines = [f"Proxy {item['proxy']} ({item.get('proxy_type')}, {item.get('xds_mode')} xDS, "
+             f"connection {item.get('connection')})"]
+    rows = []
+    for type_url, state in sorted(item.get("resources", {}).items(),
+                                  key=lambda kv: types.order_key(kv[0])):
+        rows.append([
+            types.short(type_url), state["status"], state.get("version_acked") or "-",
+            state.get("acked") or "-", _age(state.get("ackedTime")) or "-",
+            str(state.get("resources", 0)), state.get("lastError") or "",
+        ])
+    lines.append(config_dump.table(
+        ["TYPE", "STATUS", "ACKED VERSION", "ACKED NONCE", "LAST ACK", "RESOURCES", "NACK"],
+        rows,
+    ))
+    return "\n".join(lines)
+
+
+def _emit(data: Any, output: str) -> None:
+    if output == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+def proxy_status(args: argparse.Namespace) -> int:
+    items = fetch_json(f"http://{args.discovery_address}/debug/syncz")
+    if args.proxy:
+        items = [i for i in items if i["proxy"] == args.proxy or i["proxy"].startswith(
+            args.proxy + ".")]
+        if not items:
+            raise CommandError(f"no proxy {args.proxy!r} is connected to discovery at "
+                               f"{args.discovery_address}")
+    if args.output in ("json", "yaml"):
+        _emit(items, args.output)
+    elif args.proxy:
+        print("\n".join(detail(i) for i in items), end="")
+    else:
+        print(status_table(items), end="")
+    return 0
+
+
+def find_proxy(discovery_address: str, name: str) -> dict[str, Any]:
+    items = fetch_json(f"http://{discovery_address}/debug/syncz")
+    for item in items:
+        if item["proxy"] == name or item["proxy"].split(".")[0] == name:
+            return dict(item)
+    known = ", ".join(i["proxy"] for i in items) or "none"
+    raise CommandError(f"no proxy {name!r} is connected to discovery at {discovery_address}; "
+                       f"connected: {known}")
+
+
+def pod_netns(proxy_id: str, state_dir: str | None) -> str | None:
+    """The network namespace of a proxy running on the local node (pilotfish up), if any:
+    its admin API listens on the pod's own loopback, as istioctl reaches it by port-forward."""
+    from pathlib import Path
+
+    from pilotfish.node.state import DEFAULT_STATE_DIR, NodeState
+    state = NodeState.load(Path(state_dir) if state_dir else DEFAULT_STATE_DIR)
+    if state is None:
+        return None
+    pod = state.pods.get(proxy_id)
+    return pod.netns if pod is not None else None
+
+
+def admin_json(admin: str, path: str, netns: str | None) -> Any:
+    """GET from a proxy's admin API, from inside its pod's netns when it has one."""
+    if netns is None:
+        return fetch_json(f"http://{admin}{path}")
+    import subprocess
+
+    result = subprocess.run(["ip", "netns", "exec", netns, "curl", "-sf", "-m", "5",
+                             f"http://{admin}{path}"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CommandError(f"cannot reach http://{admin}{path} in netns {netns}: "
+                           f"{result.stderr.strip() or f'curl exit {result.returncode}'}")
+    return json.loads(result.stdout)
+
+
+def proxy_config(args: argparse.Namespace) -> int:
+    item = find_proxy(args.discovery_address, args.proxy)
+    admin = item.get("admin")
+    netns = pod_netns(item["proxy"], getattr(args, "state_dir", None))
+    dump: dict[str, Any] | None = None
+    clusters_json: dict[str, Any] | None = None
+    source = f"proxy admin {admin}"
+    if admin:
+        try:
+            dump = admin_json(admin, "/config_dump?include_eds", netns)
+            if args.kind in ("endpoints", "all"):
+                clusters_json = admin_json(admin, "/clusters?format=json", netns)
+        except CommandError as exc:
+            print(f"warning: {exc}; showing what discovery would send instead",
+                  file=sys.stderr)
+    if dump is None and args.kind == "secret":
+        # Secrets come from the agent, not discovery: there is no fallback for them.
+        raise CommandError(f"cannot read the secrets of {item['proxy']}: its admin API "
+                           f"{admin or '(unknown)'} is not reachable, and discovery does not "
+                           "hold them (the proxy's agent serves them)")
+    if dump is None:
+        source = "discovery"
+        dump = fetch_json(
+            f"http://{args.discovery_address}/debug/config_dump?proxyID={item['proxy']}"
+        )
+    if args.output in ("json", "yaml"):
+        selected: Any = dump
+        if args.kind != "all":
+            selected = {
+                "clusters": config_dump.clusters, "listeners": config_dump.listeners,
+                "routes": config_dump.routes, "endpoints": config_dump.endpoints,
+                "secret": config_dump.secrets,
+            }[args.kind](dump)
+        _emit(selected, args.output)
+        return 0
+    sections = []
+    if args.kind in ("clusters", "all"):
+        sections.append(config_dump.table(config_dump.CLUSTER_HEADERS,
+                                          config_dump.cluster_rows(config_dump.clusters(dump))))
+    if args.kind in ("listeners", "all"):
+        sections.append(config_dump.table(
+            config_dump.LISTENER_HEADERS, config_dump.listener_rows(config_dump.listeners(dump))
+        ))
+    if args.kind in ("routes", "all"):
+        sections.append(config_dump.table(config_dump.ROUTE_HEADERS,
+                                          config_dump.route_rows(config_dump.routes(dump))))
+    if args.kind in ("endpoints", "all"):
+        rows = (config_dump.endpoint_rows_from_clusters_json(clusters_json) if clusters_json
+                else config_dump.endpoint_rows_from_dump(config_dump.endpoints(dump)))
+        sections.append(config_dump.table(config_dump.ENDPOINT_HEADERS, rows))
+    if args.kind in ("secret", "all") and source != "discovery":
+        sections.append(config_dump.table(
+            secret_dump.SECRET_HEADERS, secret_dump.secret_rows(config_dump.secrets(dump))))
+    if source == "discovery":
+        print("# from discovery: the proxy's admin API was not reachable", file=sys.stderr)
+    print("\n".join(sections), end="")
+    return 0
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("proxy", nargs="?", help="NAME.NAMESPACE of one proxy (optional)")
+    parser.add_argument("--discovery-address", default="127.0.0.1:15014",
+                        help="discovery's debug address (default %(default)s)")
+    parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=["clusters", "listeners", "routes", "endpoints",
+                                         "secret", "all"])
+    parser.add_argument("proxy", help="NAME.NAMESPACE (or NAME) of the proxy")
+    parser.add_argument("--discovery-address", default="127.0.0.1:15014",
+                        help="discovery's debug address (default %(default)s)")
+    parser.add_argument("--state-dir", help="the local node's state (default "
+                        "/run/pilotfish/node): proxies in its pods are read inside their netns")
+    parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")

@@ -1,0 +1,97 @@
+"""The agent's side of ``istio.v1.auth.IstioCertificateService/CreateCertificate``.
+
+One call per certificate, on a channel made for it: TLS to discovery (15012), checked
+against the root in ``--root-cert`` and the name discovery's serving certificate carries
+(Istio's ``istiod.istio-system.svc``, whatever address is dialled). The caller proves who
+it is with what it has:
+
+* the pod token (``authorization: Bearer``), read from ``--token-file`` on every call
+  because the node may rotate it;
+* once it holds a valid workload certificate, that certificate as the TLS client
+  certificate (discovery tries it first; it is how a pod renews after its token expired).
+
+A channel per call costs a handshake every twelve hours or so and means a renewed
+certificate is used from the next call on, with no channel state to keep right.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+import attrs
+import grpc
+
+from pilotfish.core.security import ca_pb2, ca_pb2_grpc
+from pilotfish.core.security.workload_cert import WorkloadSecret
+
+log = logging.getLogger("pilotfish.ca_client")
+
+SERVER_NAME = "istiod.istio-system.svc"  # discovery's serving certificate (Istio's PILOT_SAN)
+CALL_TIMEOUT = 10.0  # Istio's agent gives a credential fetch 10 s in all
+
+
+class CaError(Exception):
+    """A request for a certificate failed; the message says where and why."""
+
+
+async def read_text(path: Path, what: str) -> str:
+    try:
+        return await anyio.Path(path).read_text()
+    except OSError as exc:
+        raise CaError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+
+
+@attrs.frozen
+class CaClient:
+    address: str  # HOST:PORT of discovery's CA
+    root_cert: Path  # PEM roots that discovery's serving certificate must chain to
+    token_file: Path | None = None
+    server_name: str = SERVER_NAME
+    timeout: float = CALL_TIMEOUT
+
+    async def credentials(self, holding: WorkloadSecret | None, now: float
+                          ) -> tuple[grpc.ChannelCredentials, list[tuple[str, str]]]:
+        """TLS credentials and call metadata for one request."""
+        roots = await read_text(self.root_cert, "root certificate (--root-cert)")
+        metadata: list[tuple[str, str]] = []
+        token_problem = ""
+        if self.token_file is not None:
+            try:
+                token = (await read_text(self.token_file, "pod token (--token-file)")).strip()
+            except CaError as exc:
+                token, token_problem = "", str(exc)
+            if token:
+                metadata.append(("authorization", f"Bearer {token}"))
+            elif not token_problem:
+                token_problem = f"the pod token file {self.token_file} is empty"
+        client = holding is not None and holding.leaf.valid_at(now)
+        if not metadata and not client:
+            raise CaError(token_problem or "no credentials: give --token-file (the pod token)"
+                          " or hold a valid workload certificate")
+        if token_problem:
+            log.info("%s; renewing with the current certificate alone", token_problem)
+        if client and holding is not None:
+            credentials = grpc.ssl_channel_credentials(
+                roots.encode(), holding.key_pem.encode(), holding.chain_pem.encode())
+        else:
+            credentials = grpc.ssl_channel_credentials(roots.encode())
+        return credentials, metadata
+
+    async def create_certificate(self, csr_pem: str, ttl: float,
+                                 holding: WorkloadSecret | None, now: float) -> list[str]:
+        """The CA's ``cert_chain`` (leaf first, root bundle last) for ``csr_pem``."""
+        credentials, metadata = await self.credentials(holding, now)
+        options = [("grpc.ssl_target_name_override", self.server_name),
+                   ("grpc.default_authority", self.server_name)]
+        request = ca_pb2.IstioCertificateRequest(csr=csr_pem, validity_duration=int(ttl))
+        async with grpc.aio.secure_channel(self.address, credentials, options) as channel:
+            stub = ca_pb2_grpc.IstioCertificateServiceStub(channel)
+            try:
+                response = await stub.CreateCertificate(request, metadata=metadata,
+                                                         timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise CaError(f"CreateCertificate at {self.address}: {exc.code().name}: "
+                              f"{exc.details()}") from exc
+        return list(response.cert_chain)

@@ -1,0 +1,232 @@
+"""``pilotfish discovery``: config sources → store → push → translators → xDS (istiod's job).
+
+Wiring only: the store validates and keeps the last good config; every change becomes a
+push request; the debouncer batches them; each batch builds a new push context, moves the
+epochs of the xDS types it can affect, and tells every connection which types to push.
+Connections then ask the generation cache for their scope's resources, and their sessions
+decide what (if anything) to send.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import attrs
+
+from pilotfish.core import push_context as push_context_mod
+from pilotfish.core.meshconfig import MeshConfig
+from pilotfish.core.objects import BUILTIN_KINDS
+from pilotfish.core.plugins import Plugins
+from pilotfish.core.proxy import Proxy
+from pilotfish.core.push import Debouncer, PushRequest
+from pilotfish.core.sources import ConfigSource, SourceSettings
+from pilotfish.core.store import ConfigError, ConfigStore, KindRegistry, StoreUpdate, Validator
+from pilotfish.core.xds import server as xds_server
+from pilotfish.core.xds.generator import GenerationCache, PushState
+from pilotfish.core.xds.resources import ResourceSet
+
+if TYPE_CHECKING:
+    from pilotfish.core.security.provider import CertSettings
+    from pilotfish.discovery.secure_xds import SecureXds
+log = logging.getLogger("pilotfish.discovery")
+
+
+@attrs.frozen
+class DiscoveryOptions:
+    xds_address: str = "127.0.0.1:15010"
+    debug_address: str | None = "127.0.0.1:15014"
+    sources: SourceSettings = attrs.field(factory=SourceSettings)
+    id: str = "discovery"
+    # 15012 (TLS: ADS with caller authentication, and the CA); None serves 15010 only.
+    secure_xds_address: str | None = None
+    certs: CertSettings | None = None  # required with secure_xds_address
+    token_key: Path | None = None  # the node's public key for pod tokens
+
+
+@attrs.define
+class PushRecord:
+    """What the last push did (for /debug/push_status and metrics)."""
+
+    version: str = ""
+    at: float = 0.0
+    changed_types: tuple[str, ...] = ()
+    changed_keys: int = 0
+    build_seconds: float = 0.0
+    pushes: int = 0
+
+
+def make_validator(plugins: Plugins) -> Validator:
+    """Schema, CEL and semantic validation, then whatever plugins add."""
+    from pilotfish import validation
+    def validate(obj: Any) -> list[ConfigError]:
+        return validation.validate(obj, plugins.validate_config)
+
+    return validate
+
+
+def make_kinds(plugins: Plugins) -> KindRegistry:
+    from pilotfish import validation
+    kinds = KindRegistry(BUILTIN_KINDS)
+    for info in [*validation.schema_kinds(), *plugins.config_kinds()]:
+        if kinds.lookup_kind(info.group, info.kind) is None:
+            kinds.add(info)
+    return kinds
+
+
+class Discovery:
+    def __init__(
+        self,
+        config: MeshConfig,
+        plugins: Plugins,
+        options: DiscoveryOptions = DiscoveryOptions(),
+        *,
+        validator: Validator | None = None,
+        kinds: KindRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.options = options
+        self._clock = clock
+        self.store = ConfigStore(
+            validator or make_validator(plugins), kinds or make_kinds(plugins)
+        )
+        self.generators = plugins.xds_generators()
+        self.cache = GenerationCache(self.generators, plugins)
+        self._versions = itertools.count(1)
+        self.state = PushState(self._build_context(), {})
+        self.xds = xds_server.XdsServer(
+            self._resources, push_concurrency=config.discovery.push_concurrency
+        )
+        self.debouncer = Debouncer(config.discovery.debounce_after, config.discovery.debounce_max)
+        self._wake = anyio.Event()
+        self.last_push = PushRecord()
+        self.ready = False
+        self.store.subscribe(self._on_store_update)
+        self.secure: SecureXds | None = None
+        if options.secure_xds_address:
+            from pilotfish.discovery.secure_xds import SecureXds
+            if options.certs is None:
+                raise ValueError("DiscoveryOptions.certs is required with secure_xds_address")
+            # Raises CaSetupError before anything listens: bad CA files fail the start.
+            self.secure = SecureXds.create(plugins, self.xds, options.secure_xds_address,
+                                           options.certs, options.token_key,
+                                           config.mesh.root_namespace)
+
+    # -- generation ----------------------------------------------------------------------
+
+    def _build_context(self) -> push_context_mod.PushContext:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        version = f"{stamp}/{next(self._versions)}"
+        return push_context_mod.build(self.store.objects(), self.config.mesh, version)
+
+    def _resources(self, type_url: str, proxy: Proxy) -> ResourceSet:
+        return self.cache.resources(self.state, type_url, proxy)
+
+    def resources_for(self, proxy: Proxy, type_urls: Sequence[str] | None = None
+                      ) -> dict[str, ResourceSet]:
+        """What discovery would send this proxy now (used by /debug/config_dump)."""
+        urls = type_urls or sorted(self.generators)
+        return {url: self._resources(url, proxy) for url in urls}
+
+    def rebuild(self, request: PushRequest) -> list[str]:
+        """Build a new push context for a batch of changes; return the xDS types to push."""
+        started = self._clock()
+        push = self._build_context()
+        kinds = None if request.forced else request.kinds
+        previous = self.state
+        self.state = previous.advance(push, kinds, self.generators)
+        self.cache.prune(self.state)
+        changed = self.state.changed_types(previous)
+        self.last_push = PushRecord(
+            version=push.version,
+            at=time.time(),
+            changed_types=tuple(changed),
+            changed_keys=len(request.changed or ()),
+            build_seconds=self._clock() - started,
+            pushes=self.last_push.pushes + 1,
+        )
+        return changed
+
+    # -- events --------------------------------------------------------------------------
+
+    def _on_store_update(self, update: StoreUpdate) -> None:
+        for error in update.errors:
+            (log.warning if error.severity == "error" else log.info)("%s", error)
+        if update.changed:
+            self.debouncer.add(PushRequest.for_keys(update.changed, "config", self._clock()),
+                               self._clock())
+            self._wake.set()
+
+    def request_full_push(self, reason: str = "debug") -> None:
+        self.debouncer.add(PushRequest.full(reason, self._clock(), forced=True), self._clock())
+        self._wake.set()
+
+    async def run_pushes(self) -> None:
+        while True:
+            wait = self.debouncer.wait_time(self._clock())
+            if wait is None:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            if wait > 0:
+                with anyio.move_on_after(wait):
+                    await self._wake.wait()
+                if self._wake.is_set():
+                    self._wake = anyio.Event()
+                continue
+            request = self.debouncer.take(self._clock())
+            if request is None:
+                continue
+            try:
+                changed = self.rebuild(request)
+                if changed:
+                    log.info("push %s: %s (%d changed objects)", self.state.push.version,
+                             ",".join(_short(t) for t in changed), len(request.changed or ()))
+                    self.xds.push(frozenset(changed))
+            except Exception:
+                # A translator bug must not stop discovery: keep serving the last state.
+                log.exception("push failed; the previous config stays in force")
+            finally:
+                self.debouncer.done()
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(
+        self, sources: Sequence[ConfigSource] | None = None, *,
+        task_status: anyio.abc.TaskStatus[Discovery] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        from pilotfish.discovery import debug
+        if sources is None:
+            sources = self.plugins.config_sources(self.options.sources)
+        async with anyio.create_task_group() as tg:
+            for source in sources:
+                await tg.start(source.run, self.store)
+            # Serve a complete view from the first connection on: never push empty config.
+            self.debouncer = Debouncer(self.debouncer.after, self.debouncer.max)
+            self.rebuild(PushRequest.full("init", self._clock(), forced=True))
+            tg.start_soon(self.run_pushes)
+            await tg.start(xds_server.serve, self.xds, self.options.xds_address)
+            if self.secure is not None:
+                await tg.start(self.secure.serve)
+            if self.options.debug_address:
+                await tg.start(debug.server(self).serve, self.options.debug_address)
+            self.ready = True
+            log.info("discovery ready: xDS on %s, secure xDS on %s, debug on %s",
+                     self.options.xds_address, self.options.secure_xds_address or "(off)",
+                     self.options.debug_address)
+            task_status.started(self)
+
+
+def _short(type_url: str) -> str:
+    from pilotfish.core.xds import types
+
+    return types.short(type_url)

@@ -1,0 +1,159 @@
+"""15012: ADS and the CA on one TLS port, as istiod serves them.
+
+Set-up is synchronous and fails early with a ``CaSetupError`` (bad CA files, no token key,
+an unwritable state directory): the cert provider is created, its root is written to
+``<state-dir>/root-cert.pem`` for the node to hand to pods, and discovery's own serving
+certificate is issued. ``serve`` then runs the gRPC server (ADS with a caller check, and
+``IstioCertificateService``) behind the TLS front, renewing the serving certificate at
+half its life.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import grpc
+
+from pilotfish.core.plugins import PluginError, Plugins
+from pilotfish.core.proxy import Proxy
+from pilotfish.core.security import files
+from pilotfish.core.security.provider import (
+    CaSetupError,
+    CertError,
+    CertProvider,
+    CertSettings,
+    ServingCert,
+)
+from pilotfish.core.xds.server import SERVER_OPTIONS, XdsServer
+from pilotfish.discovery.authn import Authenticator, Credentials, check_proxy_identity
+from pilotfish.discovery.ca_service import STATUS, CertificateService
+from pilotfish.discovery.tls_front import TlsFront, server_context, split_host_port
+
+log = logging.getLogger("pilotfish.secure_xds")
+
+ROOT_CERT = "root-cert.pem"
+RENEW_AT = 0.5  # of the serving certificate's lifetime
+
+
+def serving_names(address: str, namespace: str = "istio-system"
+                  ) -> tuple[list[str], list[str]]:
+    """istiod's DNS names, ours, and the address clients dial (an IP SAN, or a DNS one)."""
+    dns = [f"istiod.{namespace}.svc", f"istiod.{namespace}.svc.cluster.local",
+           "pilotfish-discovery"]
+    host, _ = split_host_port(address)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return [*dns, host], []
+    # A wildcard bind is dialled as loopback from this host.
+    return dns, ["127.0.0.1"] if ip.is_unspecified else [str(ip)]
+
+
+def read_token_key(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CaSetupError(f"--token-key {path}: cannot read ({exc.strerror})") from exc
+    if b"-----BEGIN PUBLIC KEY-----" not in data:
+        raise CaSetupError(f"--token-key {path}: expected the node's PEM public key "
+                           "(-----BEGIN PUBLIC KEY-----)")
+    return data
+
+
+class SecureXds:
+    def __init__(self, xds: XdsServer, provider: CertProvider, settings: CertSettings,
+                 authenticator: Authenticator, address: str, namespace: str = "istio-system",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.xds = xds
+        self.provider = provider
+        self.settings = settings
+        self.address = address
+        self.clock = clock
+        self.names = serving_names(address, namespace)
+        self.serving = self._issue_serving()
+        self.front = TlsFront(server_context(self.serving, provider.trust_bundle()))
+        self.authenticator = authenticator
+        self.ca = CertificateService(provider, settings, authenticator, self.front.peer, clock)
+
+    @classmethod
+    def create(cls, plugins: Plugins, xds: XdsServer, address: str, settings: CertSettings,
+               token_key: Path | None, namespace: str = "istio-system") -> SecureXds:
+        key = read_token_key(token_key)
+        try:
+            provider = plugins.cert_provider(settings)
+        except PluginError as exc:
+            raise CaSetupError(str(exc)) from exc
+        if provider is None:
+            raise CaSetupError("secure xDS needs a cert provider and none is active: add "
+                               "istio-ca (or file) to plugins.certs, or pass "
+                               "--secure-xds-address '' to serve plaintext 15010 only")
+        state = files.ensure_dir(settings.state_dir)
+        if files.write_if_changed(state / ROOT_CERT, provider.trust_bundle(), files.PUBLIC_MODE):
+            log.info("wrote the mesh root to %s", state / ROOT_CERT)
+        return cls(xds, provider, settings, Authenticator(settings.trust_domain, key), address,
+                   namespace)
+
+    @property
+    def root_cert_path(self) -> Path:
+        return self.settings.state_dir / ROOT_CERT
+
+    def _issue_serving(self) -> ServingCert:
+        dns, ips = self.names
+        return self.provider.serving_certificate(dns, ips, self.clock())
+
+    async def check_ads_caller(self, context: grpc.aio.ServicerContext, proxy: Proxy
+                               ) -> tuple[str, str]:
+        """ADS on 15012 requires a proven identity that matches the proxy it claims to be."""
+        peer = self.front.peer(context.peer())
+        credentials = Credentials.from_metadata(context.invocation_metadata(),
+                                                peer.certificate if peer else None)
+        try:
+            identity = self.authenticator.authenticate(credentials, self.clock())
+            check_proxy_identity(identity, proxy.namespace, proxy.metadata)
+        except CertError as exc:
+            log.warning("ADS from %s as %s refused: %s", peer.address if peer else
+                        context.peer(), proxy.id, exc)
+            await context.abort(STATUS[exc.refusal], str(exc))
+            raise AssertionError("abort returned") from None
+        return (identity.spiffe_id(self.settings.trust_domain),
+                peer.address if peer else context.peer())
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                    ) -> None:
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server.add_generic_rpc_handlers((self.xds.handler(check=self.check_ads_caller),))
+        self.ca.add_to(server)
+        # Loopback only: TLS and the caller's certificate are handled by the front.
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.front.serve, self.address, port)
+                tg.start_soon(self._renew)
+                log.info("secure xDS and CA on %s (TLS, serving cert for %s)", self.address,
+                         ", ".join(self.names[0] + self.names[1]))
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await server.stop(grace=1.0)
+
+    async def _renew(self) -> None:
+        while True:
+            now = self.clock()
+            lifetime = max(self.serving.not_after - now, 0.0)
+            await anyio.sleep(max(lifetime * RENEW_AT, 60.0))
+            try:
+                self.serving = self._issue_serving()
+                self.front.context = server_context(self.serving, self.provider.trust_bundle())
+                log.info("renewed discovery's serving certificate")
+            except Exception:
+                log.exception("could not renew discovery's serving certificate; retrying")
+                await anyio.sleep(30)

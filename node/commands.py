@@ -1,0 +1,152 @@
+"""``pilotfish up | down | exec | status``: the local node's commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.request
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from pilotfish.node import netns
+from pilotfish.node.state import DEFAULT_STATE_DIR, NodeState, PodState, pid_alive
+
+
+def _state_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
+                        help="where the node records what it made (default %(default)s)")
+
+
+def bundled_config() -> Path:
+    return Path(str(resources.files("pilotfish.demo") / "config"))
+
+
+def add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config-dir", help="config with Pods to run (default: the bundled "
+                        "demo mesh)")
+    parser.add_argument("--mesh-config", help="pilotfish.yaml")
+    parser.add_argument("--proxy", default="envoy", help="proxy backend (default %(default)s)")
+    parser.add_argument("--subnet", default="10.250.0.0/24",
+                        help="pod network (default %(default)s)")
+    parser.add_argument("--bridge", default="pf0", help="bridge name (default %(default)s)")
+    parser.add_argument("--debug-address", default="127.0.0.1:15014")
+    parser.add_argument("--proxy-concurrency", type=int, default=2,
+                        help="worker threads per sidecar proxy (default %(default)s)")
+    parser.add_argument("--cert-ttl", default="",
+                        help="workload certificate lifetime sidecars ask for (e.g. 2m; "
+                        "default: the agent's 24h)")
+    _state_arg(parser)
+
+
+def up_main(args: argparse.Namespace) -> int:
+    from pilotfish.node.up import UpOptions, run_up
+    if os.geteuid() != 0:
+        print("pilotfish up: needs root (network namespaces, veth, iptables)", file=sys.stderr)
+        return 2
+    demo = args.config_dir is None
+    config_dir = Path(args.config_dir) if args.config_dir else bundled_config()
+    if not config_dir.is_dir():
+        print(f"pilotfish up: --config-dir {config_dir}: not a directory", file=sys.stderr)
+        return 2
+    code = run_up(UpOptions(
+        config_dir=config_dir, state_dir=Path(args.state_dir),
+        mesh_config=Path(args.mesh_config) if args.mesh_config else None, proxy=args.proxy,
+        subnet=args.subnet, bridge=args.bridge, debug_address=args.debug_address,
+        demo=demo, proxy_concurrency=args.proxy_concurrency, cert_ttl=args.cert_ttl,
+    ))
+    return code
+
+
+def add_down_arguments(parser: argparse.ArgumentParser) -> None:
+    _state_arg(parser)
+
+
+def down_main(args: argparse.Namespace) -> int:
+    from pilotfish.node.down import down
+    return anyio.run(down, Path(args.state_dir))
+
+
+def find_pod(state: NodeState, name: str) -> PodState:
+    for pod in state.pods.values():
+        if name in (pod.key, pod.name, f"{pod.namespace}/{pod.name}"):
+            return pod
+    known = ", ".join(sorted(state.pods)) or "none"
+    raise SystemExit(f"pilotfish: no pod {name!r} on this node; pods: {known}")
+
+
+def _load(args: argparse.Namespace) -> NodeState:
+    state = NodeState.load(Path(args.state_dir))
+    if state is None:
+        raise SystemExit(f"pilotfish: no node is up (no state in {args.state_dir}); "
+                         "start one with pilotfish up")
+    return state
+
+
+def add_exec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pod", help="NAME, NAME.NAMESPACE or NAMESPACE/NAME")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    parser.add_argument("--user", type=int, help="uid to run as (default: the pod's app user)")
+    _state_arg(parser)
+
+
+def exec_main(args: argparse.Namespace) -> int:
+    state = _load(args)
+    pod = find_pod(state, args.pod)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise SystemExit("pilotfish exec: give a command after --")
+    uid = args.user if args.user is not None else pod.app_uid
+    argv = netns.exec_argv(pod.netns, command, uid, uid)
+    os.execvp(argv[0], argv)
+
+
+def _ready(pod: PodState) -> str:
+    if not pod.sidecar:
+        return "-"
+    try:
+        url = f"http://{pod.ip}:{pod.health_port}/healthz/ready"
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return "ready" if response.status == 200 else "not ready"
+    except Exception:
+        return "not ready"
+
+
+def status_data(state: NodeState) -> dict[str, Any]:
+    return {
+        "up": pid_alive(state.up_pid),
+        "up_pid": state.up_pid,
+        "discovery": {"pid": state.discovery_pid, "running": pid_alive(state.discovery_pid),
+                      "xds": state.xds_address, "debug": state.debug_address},
+        "bridge": state.bridge,
+        "subnet": state.subnet,
+        "pods": [
+            {"name": p.name, "namespace": p.namespace, "ip": p.ip, "netns": p.netns,
+             "status": p.status, "sidecar": _ready(p), "app_uid": p.app_uid}
+            for p in state.pods.values()
+        ],
+    }
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    _state_arg(parser)
+
+
+def status_main(args: argparse.Namespace) -> int:
+    from pilotfish.core.xds.config_dump import table
+    data = status_data(_load(args))
+    if args.output == "json":
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"node: {'up' if data['up'] else 'not running'} (pid {data['up_pid']}), "
+          f"discovery {'running' if data['discovery']['running'] else 'down'} at "
+          f"{data['discovery']['xds']}, bridge {data['bridge']} {data['subnet']}")
+    print(table(["POD", "NAMESPACE", "IP", "STATUS", "SIDECAR"],
+                [[p["name"], p["namespace"], p["ip"], p["status"], p["sidecar"]]
+                 for p in data["pods"]]), end="")
+    return 0

@@ -1,0 +1,493 @@
+"""``pilotfish up``: a whole sidecar mesh on one machine.
+
+Every Pod in the config becomes a network namespace made by a real CNI chain (bridge +
+host-local + pilotfish-cni) on an isolated bridge: the pods can reach each other and the
+node, nothing else (no default route, no NAT). The node plays the API server and kubelet:
+it allocates ClusterIPs, records pod IPs, writes what discovery reads, gives each pod an
+``/etc/hosts`` with the service names, and does kube-proxy's job inside each pod. Injected
+pods get ``pilotfish agent`` + Envoy as uid/gid 1337; apps run as their own user.
+
+Everything created is recorded in the state directory as it happens, so ``pilotfish down``
+can remove it even after ``up`` was killed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+import yaml
+
+from pilotfish.agent.merged_metrics import app_metrics_url
+from pilotfish.agent.startup import hold_application
+from pilotfish.core import meshconfig, push_context
+from pilotfish.core.objects import ConfigObject
+from pilotfish.core.plugins import Plugins
+from pilotfish.core.store import ConfigStore
+from pilotfish.node import cluster, netns, pods
+from pilotfish.node.children import ChildExited, run_child, stop
+from pilotfish.node.state import NodeState, PodState, pid_alive
+
+log = logging.getLogger("pilotfish.node")
+
+XDS_PORT = 15010
+SECURE_XDS_PORT = 15012
+TOKEN_TTL = 7 * 24 * 3600.0  # the node lives for a session; tokens outlive it
+AGENT_HEALTH_PORT = 15021
+
+
+@attrs.frozen
+class UpOptions:
+    config_dir: Path
+    state_dir: Path
+    mesh_config: Path | None = None
+    proxy: str = "envoy"
+    bridge: str = "pf0"
+    subnet: str = "10.250.0.0/24"
+    service_cidr: str = cluster.DEFAULT_SERVICE_CIDR
+    debug_address: str = "127.0.0.1:15014"
+    discovery_restart_delay: float = 2.0
+    demo: bool = False  # print the demo's tour
+    proxy_concurrency: int = 2  # worker threads per sidecar proxy (Istio's default is 2)
+    cert_ttl: str = ""  # workload certificate lifetime the sidecars ask for ("" = the agent's)
+
+
+def step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def load_config(config_dir: Path, mesh: meshconfig.MeshConfig) -> ConfigStore:
+    """The user's config, validated the way discovery validates it."""
+    from pilotfish.discovery.app import make_kinds, make_validator
+    from pilotfish.plugins.files_source import config_files, load_file
+
+    plugins = Plugins.from_config(mesh, groups=["xds"])
+    store = ConfigStore(make_validator(plugins), make_kinds(plugins))
+    for path in config_files(config_dir):
+        load_file(store, path)
+    return store
+
+
+def conflist(state: NodeState) -> dict[str, Any]:
+    """The pod network: an isolated bridge, host-local addresses, then Istio's capture."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": "pilotfish",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": state.bridge,
+                # No gateway role: the plugin would turn on IP forwarding on the host. The
+                # node gives the bridge its address itself (see ensure_bridge_address).
+                "isGateway": False,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {"type": "host-local", "subnet": state.subnet,
+                         "gateway": state.gateway_ip, "dataDir": str(state.ipam_dir)},
+            },
+            # A plugin only sees the runtimeConfig keys it declares (as libcni does).
+            {"type": "pilotfish-cni", "capabilities": {"pilotfishPod": True}},
+        ],
+    }
+
+
+class Node:
+    def __init__(self, options: UpOptions) -> None:
+        self.options = options
+        self.mesh = meshconfig.load(options.mesh_config)
+        network = ipaddress.ip_network(options.subnet)
+        self.state = NodeState(
+            state_dir=options.state_dir, up_pid=os.getpid(), bridge=options.bridge,
+            subnet=options.subnet, gateway_ip=str(network.network_address + 1),
+            service_cidr=options.service_cidr, debug_address=options.debug_address,
+        )
+        self.state.xds_address = f"{self.state.gateway_ip}:{XDS_PORT}"
+        self.state.secure_xds_address = f"{self.state.gateway_ip}:{SECURE_XDS_PORT}"
+        self.store: ConfigStore | None = None
+        self.runtime: dict[tuple[str, str], cluster.PodRuntime] = {}
+        self.bin = Path(sys.executable).parent
+
+    # -- cluster view ------------------------------------------------------------------
+
+    def objects(self) -> list[ConfigObject]:
+        assert self.store is not None
+        return self.store.objects()
+
+    def write_cluster(self) -> push_context.PushContext:
+        """Write what discovery reads; return the same view as a push context."""
+        bodies = cluster.cluster_objects(self.objects(), self.runtime, self.state.service_cidr)
+        folder = self.state.config_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / ".cluster.yaml.tmp"
+        tmp.write_text(yaml.safe_dump_all(bodies, sort_keys=False))
+        tmp.replace(folder / "cluster.yaml")
+        from pilotfish.core.yamlload import load_text
+
+        objects, _ = load_text(yaml.safe_dump_all(bodies), "cluster.yaml")
+        return push_context.build(objects, self.mesh.mesh, "node")
+
+    async def refresh_pods(self, view: push_context.PushContext) -> None:
+        """Names and kube-proxy rules in every pod, for the current services."""
+        for pod in self.state.pods.values():
+            if not pod.ip or not netns.exists(pod.netns):
+                continue
+            netns.write_name_files(
+                pod.netns, cluster.hosts_file(view, pod.name, pod.ip, pod.namespace),
+                cluster.resolv_conf(pod.namespace, self.mesh.mesh.domain))
+            await netns.apply_nat(pod.netns, cluster.service_nat_rules(view),
+                                  cluster.SERVICES_CHAIN)
+
+    # -- pods ----------------------------------------------------------------------------
+
+    async def create_network(self, obj: ConfigObject, sidecar: bool) -> PodState:
+        from pilotfish.node import cni_runtime as cni_chain
+        name = pods.netns_name(obj, self.state.bridge)
+        pod = PodState(name=obj.name, namespace=obj.namespace, netns=name, container_id=name,
+                       sidecar=sidecar)
+        self.state.pods[pod.key] = pod
+        self.state.save()
+        await netns.create(pod.netns)
+        runtime_config = {"pilotfishPod": {
+            "name": obj.name, "namespace": obj.namespace,
+            "annotations": dict(obj.annotations), "labels": dict(obj.labels),
+            "sidecar": sidecar,
+            "containerPorts": [p for _, p in pods.container_ports(obj)],
+        }}
+        pod.cni_runtime = runtime_config
+        self.state.save()
+        result = await cni_chain.add(
+            conflist(self.state), netns.netns_path(pod.netns), pod.container_id, "eth0",
+            runtime_config=runtime_config, cni_path=[Path("/usr/lib/cni"), self.bin],
+            cache_dir=self.state.cni_cache,
+        )
+        pod.ip = cni_chain.first_ipv4(result)
+        await self.ensure_bridge_address()
+        await netns.add_route(pod.netns, self.state.service_cidr, self.state.gateway_ip)
+        self.runtime[(obj.namespace, obj.name)] = cluster.PodRuntime(pod.ip, sidecar)
+        self.state.save()
+        return pod
+
+    async def ensure_bridge_address(self) -> None:
+        """The node's own address on the pod network (discovery listens there). Pods reach
+        it on-link; with no IP forwarding and no pod default route, nothing goes further."""
+        prefix = ipaddress.ip_network(self.state.subnet).prefixlen
+        await netns.run(["ip", "addr", "replace", f"{self.state.gateway_ip}/{prefix}", "dev",
+                         self.state.bridge], what=f"bridge {self.state.bridge}: address")
+        await netns.run(["ip", "link", "set", self.state.bridge, "up"],
+                        what=f"bridge {self.state.bridge}: up")
+
+    def agent_argv(self, obj: ConfigObject, pod: PodState) -> list[str]:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(obj.labels.items()))
+        ports = ",".join(f"{name}:{port}" if name else str(port)
+                         for name, port in pods.container_ports(obj))
+        argv = [sys.executable, "-m", "pilotfish.cli", "agent", "--type", "sidecar",
+                "--proxy", self.options.proxy, "--name", obj.name,
+                "--namespace", obj.namespace, "--ip", pod.ip,
+                "--discovery", self.state.secure_xds_address,
+                "--token-file", str(self.state.pod_dir(pod) / "token"),
+                "--root-cert", str(self.state.pod_dir(pod) / "root-cert.pem"),
+                "--service-account", str(obj.spec.get("serviceAccountName") or "default"),
+                "--config-dir", str(self.state.proxy_dir(pod)),
+                "--concurrency", str(self.options.proxy_concurrency)]
+        if self.options.cert_ttl:
+            argv += ["--cert-ttl", self.options.cert_ttl]
+        if labels:
+            argv += ["--labels", labels]
+        if ports:
+            argv += ["--pod-ports", ports]
+        if self.options.mesh_config:
+            argv += ["--mesh-config", str(self.options.mesh_config)]
+        try:
+            metrics = app_metrics_url(obj.annotations, pod.ip)
+        except ValueError as exc:
+            raise netns.NodeError(f"pod {pod.key}: {exc}") from exc
+        if metrics:
+            argv += ["--app-metrics", metrics]
+        return argv
+
+    def write_pod_files(self, obj: ConfigObject, pod: PodState) -> None:
+        """What Kubernetes mounts into every pod: its service-account token (here for the
+        istio-ca audience, readable by the user who presents it) and the mesh root."""
+        from pilotfish.core.security import tokens
+
+        folder = self.state.pod_dir(pod)
+        for parent in (folder.parent.parent, folder.parent):
+            parent.mkdir(mode=0o755, exist_ok=True)
+            parent.chmod(0o755)
+        folder.mkdir(mode=0o755, exist_ok=True)
+        containers = pods.containers(obj, pod.ip)
+        owner = pods.PROXY_UID if pod.sidecar else (
+            containers[0].uid if containers else pods.DEFAULT_APP_UID)
+        token = tokens.issue(self.state.token_key.read_bytes(), obj.namespace,
+                             str(obj.spec.get("serviceAccountName") or "default"), obj.name,
+                             ttl=TOKEN_TTL)
+        path = folder / "token"
+        path.write_text(token)
+        path.chmod(0o600)
+        os.chown(path, owner, owner)
+        shutil.copyfile(self.state.discovery_dir / "root-cert.pem", folder / "root-cert.pem")
+        (folder / "root-cert.pem").chmod(0o644)
+
+    async def start_pod(self, tg: anyio.abc.TaskGroup, obj: ConfigObject, pod: PodState,
+                        hold: bool) -> None:
+        logs = self.state.logs
+        logs.mkdir(parents=True, exist_ok=True)
+        self.write_pod_files(obj, pod)
+        if pod.sidecar:
+            proxy_dir = self.state.proxy_dir(pod)
+            proxy_dir.mkdir(exist_ok=True)
+            os.chown(proxy_dir, pods.PROXY_UID, pods.PROXY_UID)
+            argv = netns.exec_argv(pod.netns, self.agent_argv(obj, pod),
+                                   pods.PROXY_UID, pods.PROXY_UID)
+            await tg.start(partial(run_child, f"{pod.key}/istio-proxy", argv,
+                                   log_path=logs / f"{pod.key}.istio-proxy.log"))
+            if hold:
+                step(f"pod {pod.key}: holding the app until the proxy is ready")
+                await wait_ready(pod, timeout=60)
+        folder = self.state.pod_dir(pod)
+        node_env = {"PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "PILOTFISH_DISCOVERY": self.state.xds_address, "HOME": "/tmp",
+                    "PILOTFISH_TOKEN_FILE": str(folder / "token"),
+                    "PILOTFISH_ROOT_CERT": str(folder / "root-cert.pem")}
+        for container in pods.containers(obj, pod.ip, node_env):
+            pod.app_uid = container.uid
+            argv = netns.exec_argv(pod.netns, container.argv, container.uid, container.uid)
+            await tg.start(partial(
+                run_child, f"{pod.key}/{container.name}", argv, env=container.env,
+                log_path=logs / f"{pod.key}.{container.name}.log"))
+        pod.status = "running"
+        self.state.save()
+
+    # -- discovery ----------------------------------------------------------------------
+
+    async def run_discovery(self, *, task_status: anyio.abc.TaskStatus[None]
+                            = anyio.TASK_STATUS_IGNORED) -> None:
+        """Discovery as a supervised child (a Deployment would restart it too)."""
+        argv = [sys.executable, "-m", "pilotfish.cli", "discovery",
+                "--config-dir", str(self.state.config_dir),
+                "--xds-address", self.state.xds_address,
+                "--debug-address", self.state.debug_address,
+                # 15012 and the CA's root on this node's own address and state: two nodes on
+                # one host must not share them.
+                "--secure-xds-address", self.state.secure_xds_address,
+                "--state-dir", str(self.state.discovery_dir),
+                "--token-key", str(self.state.token_key.with_suffix(".pub"))]
+        if self.options.mesh_config:
+            argv += ["--mesh-config", str(self.options.mesh_config)]
+        started = False
+        while True:
+            with log_file(self.state.logs / "discovery.log") as out:
+                process = await anyio.open_process(
+                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True)
+            try:
+                self.state.discovery_pid = process.pid
+                self.state.save()
+                if not started:
+                    await wait_http(f"http://{self.state.debug_address}/ready", 30,
+                                    "discovery to be ready")
+                    started = True
+                    task_status.started()
+                returncode = await process.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await stop(process)
+            print(f"    discovery exited ({returncode}); restarting in "
+                  f"{self.options.discovery_restart_delay:.0f}s", flush=True)
+            await anyio.sleep(self.options.discovery_restart_delay)
+
+    # -- watching the user's config -------------------------------------------------------
+
+    async def watch_config(self) -> None:
+        from pilotfish.plugins.files_source import FilesSource, watch
+
+        assert self.store is not None
+        source = FilesSource(self.options.config_dir)
+
+        async def apply(paths: set[Path]) -> None:
+            assert self.store is not None
+            source.apply_changes(self.store, paths)
+            for error in self.store.errors():
+                print(f"    {error}", flush=True)
+            view = self.write_cluster()
+            await self.refresh_pods(view)
+
+        await watch(self.options.config_dir, apply, debounce_ms=50)
+
+
+def log_file(path: Path) -> Any:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("ab")
+
+
+async def wait_http(url: str, timeout: float, what: str) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except Exception:
+            return False
+
+    while not await anyio.to_thread.run_sync(probe):
+        if time.monotonic() > deadline:
+            raise netns.NodeError(f"timed out after {timeout:.0f}s waiting for {what} ({url})")
+        await anyio.sleep(0.1)
+
+
+async def wait_ready(pod: PodState, timeout: float) -> None:
+    await wait_http(f"http://{pod.ip}:{AGENT_HEALTH_PORT}/healthz/ready", timeout,
+                    f"the sidecar of {pod.key} to be ready")
+
+
+async def check_runnable_as(uid: int) -> None:
+    """Pods run pilotfish's interpreter as other users: it must be reachable by them (a
+    virtualenv under /root, or a checkout in a 0700 folder, is not)."""
+    argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable,
+            "-c", "import pilotfish.agent.command"]
+    result = await anyio.run_process(argv, check=False)
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise netns.NodeError(
+            f"uid {uid} cannot run {sys.executable} with pilotfish ({detail[0]}); use a "
+            "virtualenv made from /usr/bin/python3 in a folder other users can read "
+            "(./dev setup does that when the checkout is readable)")
+
+
+async def up(options: UpOptions) -> int:
+    from pilotfish.node.down import teardown
+    for uid in (pods.DEFAULT_APP_UID, pods.PROXY_UID):
+        await check_runnable_as(uid)
+
+    existing = NodeState.load(options.state_dir)
+    if existing is not None:
+        if pid_alive(existing.up_pid) and existing.up_pid != os.getpid():
+            raise netns.NodeError(
+                f"a node is already up (pid {existing.up_pid}); run pilotfish down first")
+        step("cleaning up what a previous run left behind")
+        await teardown(existing)
+    node = Node(options)
+    state = node.state
+    state.save()
+    from pilotfish.core.security import tokens
+
+    private, public = tokens.generate_keypair()
+    state.token_key.write_bytes(private)
+    state.token_key.chmod(0o600)
+    state.token_key.with_suffix(".pub").write_bytes(public)
+    step(f"config from {options.config_dir}")
+    node.store = load_config(options.config_dir, node.mesh)
+    for error in node.store.errors():
+        print(f"    {error}", flush=True)
+    namespace_labels = {o.name: dict(o.labels) for o in node.store.objects("Namespace")}
+    pod_objects = sorted(node.store.objects("Pod"), key=lambda o: (o.namespace, o.name))
+    state.cni_conf.write_text(json.dumps(conflist(state), indent=2))
+    try:
+        async with anyio.create_task_group() as tg:
+            for obj in pod_objects:
+                sidecar = pods.wants_sidecar(obj, namespace_labels.get(obj.namespace, {}))
+                step(f"pod {obj.namespace}/{obj.name}: network namespace via CNI"
+                     + (" (sidecar)" if sidecar else ""))
+                try:
+                    pod = await node.create_network(obj, sidecar)
+                except Exception as exc:
+                    raise netns.NodeError(f"pod {obj.namespace}/{obj.name}: network: {exc}"
+                                          ) from exc
+                print(f"    {pod.ip}", flush=True)
+            view = node.write_cluster()
+            await node.refresh_pods(view)
+            step(f"discovery on {state.xds_address} (debug {state.debug_address})")
+            await tg.start(node.run_discovery)
+            for obj in pod_objects:
+                pod = state.pods[f"{obj.name}.{obj.namespace}"]
+                step(f"pod {pod.key}: start" + (" sidecar, then app" if pod.sidecar else ""))
+                try:
+                    await node.start_pod(tg, obj, pod, pod.sidecar and hold_application(
+                        node.mesh.mesh, obj.annotations))
+                except Exception as exc:
+                    raise netns.NodeError(f"pod {pod.key}: start: {exc}") from exc
+            tg.start_soon(node.watch_config)
+            print(summary(state, node.store), flush=True)
+            await wait_stop()
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            step("tearing down")
+            await teardown(NodeState.load(options.state_dir) or state, keep_up_pid=True)
+    return 0
+
+
+async def wait_stop() -> None:
+    import signal
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+def summary(state: NodeState, store: ConfigStore) -> str:
+    lines = ["", "The node is up:", ""]
+    for pod in state.pods.values():
+        lines.append(f"  {pod.key:40} {pod.ip:15} {'sidecar' if pod.sidecar else ''}")
+    lines += ["", *tour(state, store), "",
+              "Also: pilotfish status | pilotfish exec POD -- CMD | pilotfish proxy-status "
+              f"--discovery-address {state.debug_address}",
+              "Stop with Ctrl-C (or pilotfish down from anywhere).", ""]
+    return "\n".join(lines)
+
+
+def tour(state: NodeState, store: ConfigStore) -> list[str]:
+    """What to try: requests through the ingress gateway pod, if the config has one."""
+    gateway = next((p for p in state.pods.values()
+                    if p.cni_runtime.get("pilotfishPod", {}).get("labels", {}).get("istio")
+                    == "ingressgateway"), None)
+    ports = [int((server.get("port") or {}).get("number") or 0)
+             for gw in store.objects("Gateway") for server in gw.spec.get("servers") or []]
+    if gateway is None or not ports:
+        return []
+    url = f"http://{gateway.ip}:{ports[0]}"
+    return [
+        "Try, through the ingress gateway pod:",
+        f"  curl -s {url}/productpage       # productpage calls details and reviews, "
+        "sidecar to sidecar",
+        f"  for i in $(seq 10); do curl -s {url}/reviews/1 | grep '\"version\"'; done"
+        "   # 80/20 split",
+        f"  curl -s -H 'end-user: jason' {url}/reviews/1 | grep version   # header match",
+        f"  curl -s -o /dev/null -w '%{{http_code}}\\n' -H 'end-user: tester' {url}/ratings/1"
+        "   # fault: 503",
+        "and from a pod outside the mesh (kube-proxy's job, done by the node):",
+        "  pilotfish exec client -- curl -s http://reviews.default:9080/reviews/1",
+    ]
+
+
+def run_up(options: UpOptions) -> int:
+    try:
+        return anyio.run(up, options)
+    except BaseException as exc:
+        problems = _flatten(exc)
+        if problems and all(isinstance(p, netns.NodeError | ChildExited) for p in problems):
+            for problem in problems:
+                print(f"pilotfish up: {problem}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _flatten(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _flatten(inner)]
+    return [exc]

@@ -1,0 +1,1 @@
+"""The ``envoy`` proxy backend: everything pilotfish knows about running stock Envoy."""

@@ -1,0 +1,54 @@
+"""The agent's gRPC access-log service (Envoy's ``AccessLogService``) on a unix socket.
+
+Envoy streams batches of HTTP and TCP entries (``translators/access_logs.py``) to the
+bootstrap's ``als-grpc`` cluster, which is this socket; each batch goes to a
+`RequestMetrics`, which the merged metrics endpoint renders. A batch that cannot be read
+is counted and dropped; bytes that are not a batch end that stream only. Entries Envoy
+makes while the socket is down (an agent restart) are lost: a gap in the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import grpc
+from envoy.service.accesslog.v3 import als_pb2
+
+from pilotfish.core import unix_grpc
+from pilotfish.plugins.envoy.request_metrics import RequestMetrics
+
+log = logging.getLogger("pilotfish.als")
+
+SERVICE = "envoy.service.accesslog.v3.AccessLogService"
+
+
+class AccessLogServer:
+    def __init__(self, path: Path, metrics: RequestMetrics) -> None:
+        self.path = path
+        self.metrics = metrics
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        async def stream(requests: AsyncIterator[Any], _: grpc.aio.ServicerContext) -> Any:
+            async for message in requests:
+                try:
+                    self.metrics.record_message(message)
+                except (AttributeError, TypeError, ValueError) as exc:
+                    self.metrics.bad_batches += 1
+                    log.warning("access log: a batch could not be counted: %s", exc)
+            return als_pb2.StreamAccessLogsResponse()
+
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "StreamAccessLogs": grpc.stream_unary_rpc_method_handler(
+                stream, request_deserializer=als_pb2.StreamAccessLogsMessage.FromString,
+                response_serializer=als_pb2.StreamAccessLogsResponse.SerializeToString),
+        })
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Listen on the socket until cancelled."""
+        await unix_grpc.serve(self.path, self.handler(), "access logs", task_status=task_status)

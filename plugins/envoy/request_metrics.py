@@ -1,0 +1,298 @@
+"""Istio's standard request and TCP metrics from Envoy's gRPC access-log entries. Sans-IO.
+
+Istio's Envoy counts requests in its ``istio.stats`` filter, which stock Envoy lacks.
+Stock Envoy can send every request and TCP connection to a gRPC access-log service
+(``translators/access_logs.py`` sets that up, the agent serves it: ``plugins/envoy/access_log_service.py``).
+An entry says what the stats cannot: the peer's certificate, whether the connection was
+mutual TLS, the exact response flags. This module folds entries into Istio's families:
+
+- ``istio_requests_total``, ``istio_request_duration_milliseconds`` (time to the last
+  byte sent downstream), ``istio_request_bytes`` and ``istio_response_bytes`` (headers and
+  body) for HTTP and gRPC;
+- ``istio_tcp_connections_opened_total`` (tcp_proxy's entry when the upstream connects),
+  ``istio_tcp_connections_closed_total``, ``istio_tcp_received_bytes_total`` and
+  ``istio_tcp_sent_bytes_total`` (counted when the connection ends).
+
+Labels are Istio's, in Istio's order. The cluster an entry went to says the reporter and the
+destination service (``istio_metrics.series_labels``, with the cluster metadata the caller
+looks up). On the destination side the TLS handshake gives ``source_principal`` (the peer's
+SPIFFE ID), ``destination_principal`` (our own) and ``connection_security_policy``
+(``mutual_tls`` or ``none``). On the source side Envoy's entry has no upstream TLS details:
+principals stay ``unknown`` and the policy is ``unknown``, as Istio reports it there. The
+peer's workload labels need Istio's metadata exchange, which stock Envoy lacks: ``unknown``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from pilotfish.core.istio_metrics import (
+    HTTP_ONLY,
+    LABELS,
+    UNKNOWN,
+    ServiceRef,
+    Workload,
+    parse_cluster_name,
+    reporter_of,
+    series_labels,
+)
+from pilotfish.core.prometheus import Family, Sample
+
+# Istio's buckets: request duration in milliseconds, sizes in bytes.
+DURATION_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
+                    60000, 300000, 600000, 1800000, 3600000)
+SIZE_BUCKETS = tuple(float(10**power) for power in range(10))
+
+# Envoy's ResponseFlags fields → the short flags of %RESPONSE_FLAGS%, in Envoy's order.
+RESPONSE_FLAGS = (
+    ("failed_local_healthcheck", "LH"), ("no_healthy_upstream", "UH"),
+    ("upstream_request_timeout", "UT"), ("local_reset", "LR"),
+    ("upstream_remote_reset", "UR"), ("upstream_connection_failure", "UF"),
+    ("upstream_connection_termination", "UC"), ("upstream_overflow", "UO"),
+    ("no_route_found", "NR"), ("delay_injected", "DI"), ("fault_injected", "FI"),
+    ("rate_limited", "RL"), ("unauthorized_details", "UAEX"),
+    ("rate_limit_service_error", "RLSE"),
+    ("downstream_connection_termination", "DC"), ("upstream_retry_limit_exceeded", "URX"),
+    ("stream_idle_timeout", "SI"), ("invalid_envoy_request_headers", "IH"),
+    ("downstream_protocol_error", "DPE"), ("upstream_max_stream_duration_reached", "UMSDR"),
+    ("response_from_cache_filter", "RFCF"), ("no_filter_config_found", "NFCF"),
+    ("duration_timeout", "DT"), ("upstream_protocol_error", "UPE"),
+    ("no_cluster_found", "NC"), ("overload_manager", "OM"),
+    ("dns_resolution_failure", "DF"), ("downstream_remote_reset", "DR"),
+)
+TCP_CONNECTED, TCP_END = 1, 3  # AccessLogType TcpUpstreamConnected, TcpConnectionEnd
+
+_HELP = {
+    "istio_requests_total": "Requests, by response code and peer (from access-log entries).",
+    "istio_request_duration_milliseconds": "Request duration in milliseconds.",
+    "istio_request_bytes": "Request size in bytes (headers and body).",
+    "istio_response_bytes": "Response size in bytes (headers and body).",
+    "istio_tcp_connections_opened_total": "TCP connections opened.",
+    "istio_tcp_connections_closed_total": "TCP connections closed.",
+    "istio_tcp_received_bytes_total": "Bytes received from the client over TCP.",
+    "istio_tcp_sent_bytes_total": "Bytes sent to the client over TCP.",
+}
+_HISTOGRAMS = {
+    "istio_request_duration_milliseconds": DURATION_BUCKETS,
+    "istio_request_bytes": SIZE_BUCKETS,
+    "istio_response_bytes": SIZE_BUCKETS,
+}
+
+Extras = tuple[tuple[str, str], ...]  # the entry's own labels
+Key = tuple[str, Extras]  # (cluster name, extras)
+Labels = tuple[tuple[str, str], ...]  # a rendered series
+
+
+def response_flags(flags: Any) -> str:
+    """Envoy's short flags of a ResponseFlags message, comma-separated; ``-`` if none."""
+    found = [short for field, short in RESPONSE_FLAGS if (
+        flags.HasField(field) if field == "unauthorized_details" else getattr(flags, field))]
+    return ",".join(found) or "-"
+
+
+def _uri_san(certificate: Any) -> str:
+    uris = [san.uri for san in certificate.subject_alt_name if san.uri]
+    return next((u for u in uris if u.startswith("spiffe://")), uris[0] if uris else "")
+
+
+def security(common: Any, reporter: str) -> dict[str, str]:
+    """The TLS labels of one entry (see the module docstring for the source side).
+
+    tcp_proxy's entry at connect comes before the client's certificate is checked: it has
+    our certificate but not the peer's. Inbound chains with a certificate require the
+    client's, so that is mutual TLS already; only the caller's principal is not known yet."""
+    if reporter != "destination":
+        return {"connection_security_policy": UNKNOWN}
+    tls = common.tls_properties  # all empty on plaintext
+    peer = _uri_san(tls.peer_certificate_properties)
+    local = _uri_san(tls.local_certificate_properties)
+    if not peer and not local:
+        return {"connection_security_policy": "none"}
+    return {"connection_security_policy": "mutual_tls", "source_principal": peer or UNKNOWN,
+            "destination_principal": local or UNKNOWN}
+
+
+def _grpc_status(headers: Mapping[str, str], trailers: Mapping[str, str]) -> str:
+    return trailers.get("grpc-status") or headers.get("grpc-status") or ""
+
+
+@attrs.define
+class _Histogram:
+    bounds: tuple[float, ...]
+    counts: list[int] = attrs.field(init=False)  # per bucket, not yet cumulative
+    sum: float = 0.0
+    count: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def add(self, other: _Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.sum += other.sum
+        self.count += other.count
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
+@attrs.define
+class RequestMetrics:
+    """Accumulates entries; `families` renders them with the current cluster metadata."""
+
+    counters: dict[str, dict[Key, float]] = attrs.Factory(
+        lambda: defaultdict(lambda: defaultdict(float)))
+    histograms: dict[str, dict[Key, _Histogram]] = attrs.Factory(lambda: defaultdict(dict))
+    entries: int = 0
+    skipped: int = 0  # entries whose cluster is not one of Istio's (no route, xds-grpc...)
+    bad_batches: int = 0  # batches that could not be counted (the server says so)
+
+    # -- recording ------------------------------------------------------------------------
+
+    def record_message(self, message: Any) -> None:
+        """One StreamAccessLogsMessage: HTTP or TCP entries."""
+        if message.HasField("http_logs"):
+            for entry in message.http_logs.log_entry:
+                self.record_http(entry)
+        elif message.HasField("tcp_logs"):
+            for entry in message.tcp_logs.log_entry:
+                self.record_tcp(entry)
+
+    def _base(self, common: Any) -> tuple[str, str] | None:
+        """(cluster, reporter) of an entry, or None when its cluster is not Istio's."""
+        self.entries += 1
+        cluster = common.upstream_cluster  # the real name, not the alt_stat_name "name;"
+        ref = parse_cluster_name(cluster)
+        if ref is None:
+            self.skipped += 1
+            return None
+        return cluster, reporter_of(ref)
+
+    def record_http(self, entry: Any) -> None:
+        common = entry.common_properties
+        base = self._base(common)
+        if base is None:
+            return
+        cluster, reporter = base
+        headers = dict(entry.response.response_headers)
+        trailers = dict(entry.response.response_trailers)
+        content_type = entry.request.request_headers.get("content-type", "")
+        grpc = content_type.startswith("application/grpc")
+        extras = {
+            "request_protocol": "grpc" if grpc else "http",
+            "response_code": str(entry.response.response_code.value),
+            "grpc_response_status": _grpc_status(headers, trailers) if grpc else "",
+            "response_flags": response_flags(common.response_flags),
+            **security(common, reporter),
+        }
+        key = (cluster, tuple(sorted(extras.items())))
+        self.counters["istio_requests_total"][key] += 1
+        finished = common.time_to_last_downstream_tx_byte if common.HasField(
+            "time_to_last_downstream_tx_byte") else common.duration
+        self._observe("istio_request_duration_milliseconds", key,
+                      finished.ToNanoseconds() / 1e6)
+        request, response = entry.request, entry.response
+        self._observe("istio_request_bytes", key,
+                      request.request_headers_bytes + request.request_body_bytes)
+        self._observe("istio_response_bytes", key,
+                      response.response_headers_bytes + response.response_body_bytes)
+
+    def record_tcp(self, entry: Any) -> None:
+        common = entry.common_properties
+        base = self._base(common)
+        if base is None:
+            return
+        cluster, reporter = base
+        extras = {"request_protocol": "tcp", "response_flags": response_flags(
+            common.response_flags), **security(common, reporter)}
+        if common.access_log_type == TCP_CONNECTED:
+            # Flags are only known at the end; the opened series carries none.
+            key = (cluster, tuple(sorted({**extras, "response_flags": "-"}.items())))
+            self.counters["istio_tcp_connections_opened_total"][key] += 1
+            return
+        key = (cluster, tuple(sorted(extras.items())))
+        counters = self.counters
+        counters["istio_tcp_connections_closed_total"][key] += 1
+        counters["istio_tcp_received_bytes_total"][key] += entry.connection_properties \
+            .received_bytes
+        counters["istio_tcp_sent_bytes_total"][key] += entry.connection_properties.sent_bytes
+
+    def _observe(self, metric: str, key: Key, value: float) -> None:
+        series = self.histograms[metric]
+        if key not in series:
+            series[key] = _Histogram(_HISTOGRAMS[metric])
+        series[key].observe(value)
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def statistics(self) -> list[Family]:
+        """The agent's own counters about the entries it received."""
+        name = "pilotfish_agent_access_log_entries_total"
+        return [
+            Family(name, "counter", "Access-log entries received, by outcome.", (
+                Sample(name, (("outcome", "counted"),), str(self.entries - self.skipped)),
+                Sample(name, (("outcome", "skipped"),), str(self.skipped)))),
+            Family("pilotfish_agent_access_log_bad_batches_total", "counter",
+                   "Access-log batches that could not be counted.", (
+                       Sample("pilotfish_agent_access_log_bad_batches_total", (),
+                              str(self.bad_batches)),)),
+        ]
+
+    def clusters(self) -> set[str]:
+        """Clusters seen so far (whose metadata the caller should look up)."""
+        found = {cluster for series in self.counters.values() for cluster, _ in series}
+        return found | {cluster for series in self.histograms.values() for cluster, _ in series}
+
+    def families(self, workload: Workload, services: Mapping[str, ServiceRef | None]
+                 ) -> list[Family]:
+        def labels(key: Key) -> Labels:
+            cluster, extras = key
+            ref = parse_cluster_name(cluster)
+            assert ref is not None  # only Istio's clusters are recorded
+            out = {**series_labels(ref, workload, services.get(cluster)), **dict(extras)}
+            names = LABELS if out.get("request_protocol") != "tcp" else [
+                n for n in LABELS if n not in HTTP_ONLY]
+            return tuple((name, out.get(name, "")) for name in names)
+
+        # Subsets and ports of one service land on the same label set: summed there.
+        out = []
+        for name, help_text in _HELP.items():
+            if name in _HISTOGRAMS:
+                merged: dict[Labels, _Histogram] = {}
+                for key, h in self.histograms.get(name, {}).items():
+                    into = merged.setdefault(labels(key), _Histogram(h.bounds))
+                    into.add(h)
+                samples = tuple(s for rendered, h in merged.items()
+                                for s in _histogram_samples(name, rendered, h))
+                kind = "histogram"
+            else:
+                sums: dict[Labels, float] = defaultdict(float)
+                for key, value in self.counters.get(name, {}).items():
+                    sums[labels(key)] += value
+                samples = tuple(Sample(name, rendered, _number(value))
+                                for rendered, value in sums.items())
+                kind = "counter"
+            if samples:
+                out.append(Family(name, kind, help_text, samples))
+        return out
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _histogram_samples(name: str, labels: Labels, h: _Histogram
+                       ) -> Iterable[Sample]:
+    running = 0
+    for bound, count in zip(h.bounds, h.counts, strict=False):
+        running += count
+        yield Sample(f"{name}_bucket", (*labels, ("le", _number(bound))), str(running))
+    yield Sample(f"{name}_bucket", (*labels, ("le", "+Inf")), str(h.count))
+    yield Sample(f"{name}_sum", labels, _number(h.sum))
+    yield Sample(f"{name}_count", labels, str(h.count))

@@ -1,0 +1,350 @@
+"""pilotfish analyze: each check on a small mesh, the CLI contract, and Istio's inputs."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from pilotfish.analysis import CHECKS
+from pilotfish.analysis.base import Finding, Level
+from pilotfish.cli import analyze
+from pilotfish.cli import main as cli
+from pilotfish.core import meshconfig
+
+SHOP = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: admin, port: 9000}
+  - {name: metrics, port: 9100, appProtocol: http}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  clusterIP: 10.96.0.20
+  selector: {app: db}
+  ports: [{port: 3306}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web-v1, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web, version: v1}}
+  template:
+    metadata: {labels: {app: web, version: v1}}
+    spec:
+      containers:
+      - name: web
+        image: web:1
+        securityContext: {runAsGroup: 1337}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: shop, labels: {app: db}}
+spec:
+  securityContext: {runAsUser: 1337}
+  containers:
+  - name: db
+    image: mysql:8
+    ports: [{containerPort: 3306}]
+status: {podIP: 10.1.0.9}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: batch
+  namespace: shop
+  annotations: {sidecar.istio.io/inject: "false"}
+spec:
+  securityContext: {runAsUser: 1337}
+  containers: [{name: batch, image: batch:1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec:
+  host: web
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: [web]
+  http:
+  - route:
+    - destination: {host: web, subset: v1, port: {number: 80}}
+      weight: 90
+    - destination: {host: web, subset: v3, port: {number: 80}}
+      weight: 10
+    mirror: {host: web-canary, port: {number: 80}}
+  tcp:
+  - route: [{destination: {host: db, port: {number: 3307}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/public]
+  http:
+  - route: [{destination: {host: web}}]
+"""
+
+
+@pytest.fixture()
+def shop(tmp_path: Path) -> Path:
+    (tmp_path / "shop.yaml").write_text(SHOP)
+    return tmp_path
+
+
+def findings(root: Path, **mesh: object) -> list[Finding]:
+    config = meshconfig.from_dict({"mesh": mesh}) if mesh else meshconfig.MeshConfig()
+    inputs, problems = analyze.load(root, config)
+    assert not [p for p in problems if p.severity is Level.ERROR], problems
+    return analyze.run(inputs)
+
+
+def summary(found: list[Finding]) -> list[tuple[str, str, str, str]]:
+    return [(f.check.code, f.severity.value, str(f.key), f.field) for f in found]
+
+
+def test_each_check_on_a_small_mesh(shop: Path) -> None:
+    assert summary(findings(shop)) == [
+        ("PF0101", "info", "Service/shop/web", "spec.ports[1].name"),
+        ("PF0101", "info", "Service/shop/db", "spec.ports[0]"),
+        ("PF0102", "warning", "Deployment/shop/web-v1",
+         "spec.template.spec.containers[0].securityContext.runAsGroup"),
+        ("PF0102", "warning", "Pod/shop/db-0", "spec.securityContext.runAsUser"),
+        ("PF0103", "warning", "DestinationRule/shop/web", "spec.subsets[1].labels"),
+        ("PF0105", "error", "VirtualService/shop/web",
+         "spec.http[0].route[1].destination.subset"),
+        ("PF0104", "error", "VirtualService/shop/web", "spec.http[0].mirror.host"),
+        ("PF0106", "error", "VirtualService/shop/web",
+         "spec.tcp[0].route[0].destination.port.number"),
+        ("PF0107", "error", "VirtualService/shop/edge", "spec.http[0].route[0].destination.host"),
+    ]
+
+
+def test_findings_point_at_the_line_of_the_field(shop: Path) -> None:
+    lines = SHOP.splitlines()
+    for item in findings(shop):
+        assert item.file == str(shop / "shop.yaml")
+        text = lines[item.line - 1]
+        last = item.field.rsplit(".", 1)[-1].split("[")[0]
+        assert last in text or "- {" in text or "- destination" in text, (item, text)
+
+
+def test_unnamed_port_on_a_server_first_port_is_not_reported_as_sniffed(shop: Path) -> None:
+    # db's only port is unnamed, on 3306: it is TCP by the server-first rule, and says so.
+    (db,) = [f for f in findings(shop) if f.check.code == "PF0101" and f.key
+             and f.key.name == "db"]
+    assert "server-first" in db.message and "treated as TCP" in db.message
+    (web,) = [f for f in findings(shop) if f.check.code == "PF0101" and f.key
+              and f.key.name == "web"]
+    assert "detected per connection" in web.message
+
+
+def test_route_without_port_from_sidecars_is_only_info(shop: Path) -> None:
+    (shop / "shop.yaml").write_text(SHOP.replace("gateways: [istio-system/public]", ""))
+    (edge,) = [f for f in findings(shop) if f.check.code == "PF0107"]
+    assert edge.severity is Level.INFO
+    assert "the port the client called is used" in edge.message
+
+
+def test_subset_check_counts_workload_entries(shop: Path) -> None:
+    (shop / "we.yaml").write_text("""\
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: web-vm, namespace: shop}
+spec: {address: 10.2.0.1, labels: {app: web, version: v2}}
+""")
+    assert "PF0103" not in {f.check.code for f in findings(shop)}
+
+
+def test_reference_to_an_invalid_service_says_so(shop: Path) -> None:
+    (shop / "bad.yaml").write_text("""\
+apiVersion: v1
+kind: Service
+metadata: {name: web-canary, namespace: shop}
+spec:
+  ports: [{name: http, port: 80, protocol: HTTP}]
+""")
+    config = meshconfig.MeshConfig()
+    inputs, problems = analyze.load(shop, config)
+    assert [p.check.code for p in problems] == ["PF0001"]
+    (mirror,) = [f for f in analyze.run(inputs) if f.field == "spec.http[0].mirror.host"]
+    assert "its Service is invalid" in mirror.message
+
+
+def test_catalog_codes_are_unique_and_stable() -> None:
+    assert len({c.code for c in CHECKS}) == len(CHECKS)
+    assert [c.code for c in CHECKS] == [
+        "PF0001", "PF0101", "PF0102", "PF0103", "PF0104", "PF0105", "PF0106", "PF0107",
+        "PF0108"]
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="pilotfish analyze")
+    analyze.add_arguments(parser)
+    args = parser.parse_args(argv)
+    out, err = io.StringIO(), io.StringIO()
+    code = analyze.main(args, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_text_output_and_exit_status(shop: Path) -> None:
+    code, out, err = run_cli("--config-dir", str(shop))
+    assert code == 1  # error-level findings
+    first = out.splitlines()[0]
+    assert first.startswith(f"{shop / 'shop.yaml'}:") and " info PF0101 Service shop/web: " \
+        "spec.ports[1].name: port name 'admin'" in first
+    assert "4 errors, 3 warnings, 2 info" in err
+
+
+def test_cli_json_output(shop: Path) -> None:
+    code, out, _ = run_cli("--config-dir", str(shop), "-o", "json")
+    data = json.loads(out)
+    assert code == 1
+    assert data[0] == {
+        "code": "PF0101", "name": "PortProtocolUndeclared", "level": "info",
+        "file": str(shop / "shop.yaml"), "line": 9, "kind": "Service", "namespace": "shop",
+        "object": "web", "field": "spec.ports[1].name", "message": data[0]["message"],
+    }
+
+
+def test_cli_exit_zero_without_errors(tmp_path: Path) -> None:
+    (tmp_path / "ok.yaml").write_text(SHOP.split("---")[0])
+    code, out, _ = run_cli("--config-dir", str(tmp_path))
+    assert code == 0 and "PF0101" in out  # info findings do not fail the run
+
+
+def test_cli_listeners_file(shop: Path, tmp_path: Path) -> None:
+    listeners = tmp_path / "listeners.json"
+    listeners.write_text(json.dumps([{"pod": "shop/db-0", "listeners": ["127.0.0.1:3306"]}]))
+    _, out, _ = run_cli("--config-dir", str(shop), "--listeners", str(listeners))
+    assert "PF0108 Pod shop/db-0: spec.containers[0].ports[0].containerPort:" in out
+    listeners.write_text("[{")
+    with pytest.raises(analyze.CommandError, match=r"listeners.json:1: invalid JSON"):
+        run_cli("--config-dir", str(shop), "--listeners", str(listeners))
+
+
+def test_cli_is_wired_with_help() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["analyze"])
+    assert args.func is analyze.main and args.config_dir == "." and args.output == "text"
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert "--listeners" in sub.choices["analyze"].format_help()
+
+
+def test_cli_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
+    assert cli.main(["analyze", "--config-dir", str(tmp_path / "nope")]) == 2
+
+
+# -- Istio's analyzer inputs (corpus) ----------------------------------------------------
+
+
+def corpus_findings(corpus: Path, tmp_path: Path, *names: str) -> list[Finding]:
+    """Analyze corpus files together (linked into a directory, never copied)."""
+    for name in names:
+        (tmp_path / name).symlink_to(corpus / "analyzers" / name)
+    inputs, problems = analyze.load(tmp_path, meshconfig.MeshConfig())
+    return analyze.sort([*problems, *analyze.run(inputs)])
+
+
+def codes(found: list[Finding], code: str) -> list[str]:
+    return [f"{f.key.name if f.key else ''}:{f.field}" for f in found if f.check.code == code]
+
+
+@pytest.mark.corpus
+def test_corpus_port_names(corpus: Path, tmp_path: Path) -> None:
+    found = corpus_findings(corpus, tmp_path, "service-port-name.yaml",
+                            "service-no-port-name.yaml",
+                            "service-no-port-name-system-namespace.yaml",
+                            "incorrect-port-name-external-name-service-type.yaml",
+                            "correct-port-name-external-name-service-type.yaml")
+    # Managed gateway/waypoint services and system namespaces are left alone; a Service
+    # with several unnamed ports is invalid in Kubernetes, hence PF0001 rather than PF0101.
+    assert codes(found, "PF0101") == [
+        "nginx:spec.ports[0].name", "nginx-svc2:spec.ports[0]", "my-service2:spec.ports[0].name"]
+    assert set(codes(found, "PF0001")) == {
+        "my-service1:spec.ports[0].name", "my-service1:spec.ports[1].name"}
+
+
+@pytest.mark.corpus
+def test_corpus_proxy_uid(corpus: Path, tmp_path: Path) -> None:
+    found = corpus_findings(corpus, tmp_path, "pod-sec-uid.yaml", "pod-con-sec-uid.yaml",
+                            "deployment-pod-sec-uid.yaml", "deployment-con-sec-uid.yaml")
+    assert codes(found, "PF0102") == [
+        "deploy-con-sec-uid:spec.template.spec.securityContext.runAsUser",
+        "deploy-con-sec-uid:spec.template.spec.containers[0].securityContext.runAsUser",
+        "deploy-pod-sec-uid:spec.template.spec.securityContext.runAsUser",
+        "con-sec-uid:spec.containers[0].securityContext.runAsUser",
+        "pod-sec-uid:spec.securityContext.runAsUser",
+    ]
+
+
+@pytest.mark.corpus
+def test_corpus_subset_selects_no_pods(corpus: Path, tmp_path: Path) -> None:
+    found = corpus_findings(corpus, tmp_path, "destinationrule-subsets-not-select-pods.yaml")
+    assert codes(found, "PF0103") == ["subsets-not-select-pods:spec.subsets[0].labels"]
+
+
+@pytest.mark.corpus
+def test_corpus_virtual_service_destinations(corpus: Path, tmp_path: Path) -> None:
+    found = corpus_findings(corpus, tmp_path, "virtualservice_destinationhosts.yaml")
+    hosts = codes(found, "PF0104")
+    assert hosts == [
+        "reviews-bookinfo-other:spec.http[0].route[0].destination.host",
+        "reviews-mirror-bogushost:spec.http[0].mirror.host",
+        # reviews-2port declares ports with protocol HTTP, which Kubernetes refuses.
+        "reviews-2port-missing:spec.http[0].route[0].destination.host",
+        "reviews-2port-present:spec.http[0].route[0].destination.host",
+        "cross-namespace-details:spec.http[0].route[0].destination.host",
+        "hello-export-to-bogus:spec.http[0].route[0].destination.host",
+    ]
+    assert codes(found, "PF0106") == [
+        "reviews-bogusport:spec.http[0].route[0].destination.port.number"]
+    # The good cases stay quiet: FQDN, ServiceEntry hosts (wildcard too), exported hosts.
+    quiet = {"reviews-fqdn", "reviews-external", "reviews-bookinfo-eu",
+             "reviews-bookinfo-eu-wildcard", "cross-namespace", "banana-details", "hello",
+             "vs-to-extporto-serviceentry"}
+    assert not [f for f in found if f.check.code in ("PF0104", "PF0106", "PF0107")
+                and f.key is not None and f.key.name in quiet]
+
+
+@pytest.mark.corpus
+def test_corpus_virtual_service_subsets(corpus: Path, tmp_path: Path) -> None:
+    # The DestinationRule file has no Service for reviews; the hosts file defines it.
+    found = corpus_findings(corpus, tmp_path, "virtualservice_destinationrules.yaml",
+                            "virtualservice_destinationhosts.yaml")
+    mine = [f for f in found if f.file.endswith("virtualservice_destinationrules.yaml")]
+    assert codes(mine, "PF0105") == [
+        "reviews-bogussubset:spec.http[0].route[0].destination.subset",
+        "reviews-mirror-bogussubset:spec.http[0].mirror.subset",
+    ]
+
+
+def test_the_example_in_the_docs_is_what_analyze_prints(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = Path(__file__).resolve().parents[3] / "docs" / "analyze.md"
+    shown = [line for line in docs.read_text().splitlines() if line.startswith("shop.yaml:")]
+    monkeypatch.chdir(shop)
+    _, out, _ = run_cli("--config-dir", ".")
+    assert shown and set(shown) <= set(out.splitlines())

@@ -1,0 +1,61 @@
+"""Where the CA's settings come from: mesh config, discovery flags, defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from pilotfish.cli import main as cli
+from pilotfish.cli.proxy_status import CommandError
+from pilotfish.core import meshconfig
+from pilotfish.core.security.files import SYSTEM_STATE_DIR, default_state_dir
+from pilotfish.discovery.secure_xds import serving_names
+
+
+def parse(*argv: str):
+    return cli.build_parser().parse_args(["discovery", *argv])
+
+
+def test_workload_ttls_default_to_istios_and_come_from_mesh_config():
+    assert meshconfig.MeshConfig().discovery.workload_cert_ttl == 86400
+    assert meshconfig.MeshConfig().discovery.max_workload_cert_ttl == 90 * 86400
+    config = meshconfig.from_dict({"discovery": {"workloadCertTtl": "2m",
+                                                 "maxWorkloadCertTtl": "48h"}})
+    settings = cli._cert_settings(parse("--state-dir", "/tmp/x"), config)
+    assert (settings.workload_ttl, settings.max_workload_ttl) == (120, 48 * 3600)
+
+
+def test_flags_override_the_mesh_config():
+    settings = cli._cert_settings(parse("--workload-cert-ttl", "1h", "--max-workload-cert-ttl",
+                                        "2h", "--state-dir", "/s"), meshconfig.MeshConfig())
+    assert (settings.workload_ttl, settings.max_workload_ttl) == (3600, 7200)
+    assert str(settings.state_dir) == "/s" and settings.trust_domain == "cluster.local"
+
+
+def test_default_ttl_above_the_maximum_is_an_error():
+    with pytest.raises(meshconfig.MeshConfigError, match="workloadCertTtl"):
+        meshconfig.from_dict({"discovery": {"workloadCertTtl": "100h",
+                                            "maxWorkloadCertTtl": "10h"}})
+    with pytest.raises(CommandError, match="at most the maximum"):
+        cli._cert_settings(parse("--workload-cert-ttl", "3h", "--max-workload-cert-ttl", "1h"),
+                           meshconfig.MeshConfig())
+
+
+def test_missing_ca_dir_is_named(tmp_path):
+    with pytest.raises(CommandError, match=r"--ca-dir .*: not a directory"):
+        cli._cert_settings(parse("--ca-dir", str(tmp_path / "nope")), meshconfig.MeshConfig())
+
+
+def test_state_dir_default_depends_on_the_user(monkeypatch, tmp_path):
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert default_state_dir() == SYSTEM_STATE_DIR
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert default_state_dir() == tmp_path / "pilotfish" / "discovery"
+
+
+def test_serving_certificate_names():
+    dns = ["istiod.istio-system.svc", "istiod.istio-system.svc.cluster.local",
+           "pilotfish-discovery"]
+    assert serving_names("10.250.0.1:15012") == (dns, ["10.250.0.1"])
+    assert serving_names("0.0.0.0:15012") == (dns, ["127.0.0.1"])
+    assert serving_names("localhost:15012") == ([*dns, "localhost"], [])

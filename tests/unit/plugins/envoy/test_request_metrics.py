@@ -1,0 +1,142 @@
+"""Istio's metrics from access-log entries: labels, buckets, TCP opens and closes."""
+
+from __future__ import annotations
+
+from envoy.data.accesslog.v3 import accesslog_pb2 as entry_pb2
+from envoy.service.accesslog.v3 import als_pb2
+
+from pilotfish.core.istio_metrics import ServiceRef, Workload
+from pilotfish.core.prometheus import Family, render
+from pilotfish.plugins.envoy.request_metrics import RequestMetrics, response_flags
+from pilotfish.testing.access_logs import http_entry
+
+INBOUND = "inbound|8080||"
+OUTBOUND = "outbound|9080||reviews.shop.svc.cluster.local"
+ME = Workload.from_labels("web-1", "shop", {"app": "web", "version": "v1"})
+CLIENT = "spiffe://cluster.local/ns/shop/sa/client"
+SERVER = "spiffe://cluster.local/ns/shop/sa/web"
+
+
+def families(metrics: RequestMetrics) -> dict[str, Family]:
+    services = {"inbound|8080||": ServiceRef("web.shop.svc.cluster.local", "web", "shop")}
+    return {f.name: f for f in metrics.families(ME, services)}
+
+
+def test_destination_side_carries_principals_and_mutual_tls():
+    metrics = RequestMetrics()
+    metrics.record_http(http_entry(INBOUND, peer=CLIENT, local=SERVER))
+    metrics.record_http(http_entry(INBOUND, peer=CLIENT, local=SERVER))
+    metrics.record_http(http_entry(INBOUND, 503))
+    (mutual, plain) = families(metrics)["istio_requests_total"].samples
+    assert mutual.value == "2"
+    labels = dict(mutual.labels)
+    assert labels["reporter"] == "destination"
+    assert labels["source_principal"] == CLIENT
+    assert labels["destination_principal"] == SERVER
+    assert labels["connection_security_policy"] == "mutual_tls"
+    assert labels["destination_workload"] == "web-1"
+    assert labels["destination_service"] == "web.shop.svc.cluster.local"
+    assert labels["response_code"] == "200" and labels["response_flags"] == "-"
+    assert [name for name, _ in mutual.labels][:4] == [
+        "reporter", "source_workload", "source_workload_namespace", "source_principal"]
+    assert dict(plain.labels)["connection_security_policy"] == "none"
+    assert dict(plain.labels)["source_principal"] == "unknown"
+    assert dict(plain.labels)["response_code"] == "503"
+
+
+def test_source_side_reports_unknown_security_and_the_service_from_the_cluster():
+    metrics = RequestMetrics()
+    metrics.record_http(http_entry(OUTBOUND, grpc_status="14"))
+    (sample,) = families(metrics)["istio_requests_total"].samples
+    labels = dict(sample.labels)
+    assert labels["reporter"] == "source" and labels["source_workload"] == "web-1"
+    assert labels["connection_security_policy"] == "unknown"
+    assert labels["destination_service_name"] == "reviews"
+    assert labels["request_protocol"] == "grpc" and labels["grpc_response_status"] == "14"
+
+
+def test_histograms_have_istio_buckets_cumulative_and_sizes_include_headers():
+    metrics = RequestMetrics()
+    metrics.record_http(http_entry(INBOUND, ms=3))
+    metrics.record_http(http_entry(INBOUND, ms=70))
+    found = families(metrics)
+    duration = {dict(s.labels).get("le"): s.value
+                for s in found["istio_request_duration_milliseconds"].samples
+                if s.name.endswith("_bucket")}
+    assert duration["1"] == "0" and duration["5"] == "1" and duration["100"] == "2"
+    assert duration["+Inf"] == "2"
+    sizes = [s for s in found["istio_response_bytes"].samples if s.name.endswith("_sum")]
+    assert sizes[0].value == "2000"
+    assert "istio_request_bytes_bucket" in render(list(found.values()))
+
+
+def test_tcp_counts_opened_at_connect_and_bytes_at_close():
+    metrics = RequestMetrics()
+    message = als_pb2.StreamAccessLogsMessage()
+    opened = message.tcp_logs.log_entry.add()
+    opened.common_properties.upstream_cluster = INBOUND
+    opened.common_properties.access_log_type = entry_pb2.TcpUpstreamConnected
+    closed = message.tcp_logs.log_entry.add()
+    closed.CopyFrom(opened)
+    closed.common_properties.access_log_type = entry_pb2.TcpConnectionEnd
+    closed.connection_properties.received_bytes = 10
+    closed.connection_properties.sent_bytes = 25
+    metrics.record_message(message)
+    found = families(metrics)
+    assert found["istio_tcp_connections_opened_total"].samples[0].value == "1"
+    assert found["istio_tcp_connections_closed_total"].samples[0].value == "1"
+    assert found["istio_tcp_sent_bytes_total"].samples[0].value == "25"
+    labels = dict(found["istio_tcp_received_bytes_total"].samples[0].labels)
+    assert labels["request_protocol"] == "tcp" and "response_code" not in labels
+
+
+def test_entries_outside_istios_clusters_are_skipped():
+    metrics = RequestMetrics()
+    metrics.record_http(http_entry(""))  # no route: no cluster
+    metrics.record_http(http_entry("xds-grpc"))
+    assert metrics.skipped == 2 and families(metrics) == {}
+
+
+def test_response_flags_in_envoys_short_form_and_order():
+    flags = entry_pb2.ResponseFlags(no_healthy_upstream=True, upstream_retry_limit_exceeded=True)
+    assert response_flags(flags) == "UH,URX"
+    denied = entry_pb2.ResponseFlags(rate_limited=True, rate_limit_service_error=True)
+    denied.unauthorized_details.reason = entry_pb2.ResponseFlags.Unauthorized.EXTERNAL_SERVICE
+    assert response_flags(denied) == "RL,UAEX,RLSE"
+    assert response_flags(entry_pb2.ResponseFlags()) == "-"
+
+
+def test_tcp_opened_on_mtls_is_mutual_before_the_callers_certificate_is_known():
+    """tcp_proxy logs at connect before the client's certificate is checked."""
+    metrics = RequestMetrics()
+    entry = entry_pb2.TCPAccessLogEntry()
+    common = entry.common_properties
+    common.upstream_cluster = INBOUND
+    common.access_log_type = entry_pb2.TcpUpstreamConnected
+    common.tls_properties.local_certificate_properties.subject_alt_name.add(uri=SERVER)
+    metrics.record_tcp(entry)
+    labels = dict(families(metrics)["istio_tcp_connections_opened_total"].samples[0].labels)
+    assert labels["connection_security_policy"] == "mutual_tls"
+    assert labels["destination_principal"] == SERVER
+    assert labels["source_principal"] == "unknown"
+
+
+def test_statistics_count_what_was_counted_and_skipped():
+    metrics = RequestMetrics()
+    metrics.record_http(http_entry(INBOUND))
+    metrics.record_http(http_entry(""))
+    text = render(metrics.statistics())
+    assert 'pilotfish_agent_access_log_entries_total{outcome="counted"} 1' in text
+    assert 'pilotfish_agent_access_log_entries_total{outcome="skipped"} 1' in text
+
+
+def test_subsets_of_one_service_sum_onto_one_series():
+    metrics = RequestMetrics()
+    metrics.record_http(http_entry(OUTBOUND))
+    metrics.record_http(http_entry("outbound|9080|v2|reviews.shop.svc.cluster.local"))
+    found = families(metrics)
+    (sample,) = found["istio_requests_total"].samples
+    assert sample.value == "2"
+    counts = [s for s in found["istio_request_duration_milliseconds"].samples
+              if s.name.endswith("_count")]
+    assert [s.value for s in counts] == ["2"]

@@ -1,0 +1,98 @@
+"""Config validation (Galley's job): schema, then CEL rules, then semantic checks.
+
+``validate(obj)`` is the store's validator. It checks an object the way a Kubernetes
+cluster with Istio would before admitting it:
+
+1. the kind's OpenAPI schema from Istio's CRDs (types, enums, bounds, required fields;
+   unknown fields, which the API server would silently drop, become warnings);
+2. the schema's CEL rules (``x-kubernetes-validations``), skipped, as the API server
+   skips them, when step 1 found type, required or enum errors;
+3. Istio's webhook checks (and basic API-server checks for Service, Pod, Endpoints,
+   EndpointSlice, Namespace), only once 1 and 2 passed, as the webhook only sees
+   objects the API server accepted. Plugins' ``pilotfish_validate_config`` checks run
+   here too, when the caller passes them.
+
+Every problem becomes a `ConfigError` naming the file, the line of the field, the object
+and the field path, with the API server's wording.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pilotfish.core.objects import ConfigObject, KindInfo, split_api_version
+from pilotfish.core.store import ConfigError
+from pilotfish.validation import catalog, semantic
+from pilotfish.validation.cel import check_rules
+from pilotfish.validation.issues import ERROR, Issue, unsupported, warning
+from pilotfish.validation.schema import check_object
+
+__all__ = ["PluginChecks", "schema_kinds", "validate"]
+
+PluginChecks = Callable[[ConfigObject], Iterable[ConfigError]]
+
+_RULES_SKIPPED = ("some validation rules were not checked because the object was invalid; "
+                  "correct the existing errors to complete validation")
+
+
+def validate(obj: ConfigObject, plugin_checks: PluginChecks | None = None) -> list[ConfigError]:
+    """Every problem with one object; any error (severity "error") means reject it."""
+    body = as_json(obj.body)
+    issues = _schema_issues(obj, body)
+    errors: list[ConfigError] = []
+    if not any(issue.severity == ERROR for issue in issues):
+        issues += semantic.check(obj, body)
+        if plugin_checks is not None:
+            errors += plugin_checks(obj)
+    issues += semantic.not_applied(obj)
+    return [_to_error(obj, issue) for issue in issues] + errors
+
+
+def schema_kinds() -> list[KindInfo]:
+    """Every kind with a schema in the catalog, with the versions it serves."""
+    return catalog.kinds()
+
+
+def _schema_issues(obj: ConfigObject, body: dict[str, Any]) -> list[Issue]:
+    group, version = split_api_version(obj.api_version)
+    found = catalog.lookup(group, obj.kind)
+    if found is None:
+        return []  # core kinds have no CRD schema; their checks are semantic
+    schema = found.schemas.get(version)
+    if schema is None:
+        return [unsupported(("apiVersion",), obj.api_version, found.info.api_versions())]
+    issues = list(check_object(body, schema))
+    if any(issue.blocking for issue in issues):
+        return [*issues, warning((), _RULES_SKIPPED)]
+    return issues + list(check_rules(body, schema))
+
+
+def _to_error(obj: ConfigObject, issue: Issue) -> ConfigError:
+    return ConfigError(
+        file=obj.source.file,
+        line=obj.line_of(issue.path),
+        message=issue.message,
+        key=obj.key,
+        field=issue.field,
+        severity=issue.severity,
+    )
+
+
+def as_json(value: Any) -> Any:
+    """The value as the API server receives it: YAML's non-string keys (``8080:``,
+    ``true:``) become strings and timestamps stay text, as kubectl sends them."""
+    if isinstance(value, Mapping):
+        return {_key(key): as_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_json(item) for item in value]
+    if isinstance(value, datetime.date | datetime.datetime):
+        return value.isoformat()
+    return value
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return key if isinstance(key, str) else str(as_json(key))
