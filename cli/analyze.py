@@ -25,9 +25,9 @@ import attrs
 from pilotfish.analysis import ANALYZERS, CHECKS, INVALID_CONFIG
 from pilotfish.analysis.base import TEMPLATE_PATHS, Finding, Inputs, Level, pod_templates
 from pilotfish.analysis.localhost import PodSockets, load_listeners
-from pilotfish.cli.proxy_status import CommandError
 from pilotfish.core import meshconfig, push_context
 from pilotfish.core.objects import ConfigObject
+from pilotfish.core.output import CommandError
 from pilotfish.core.plugins import Plugins
 from pilotfish.core.store import ConfigError, ConfigStore
 from pilotfish.core.yamlload import YAMLFileError, load_text

@@ -17,16 +17,11 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import yaml
-
-from pilotfish.cli import secret_dump
+from pilotfish.cli import tables
+from pilotfish.core.output import CommandError, emit, table
 from pilotfish.core.xds import config_dump, types
 
 STATUS_TYPES = (types.CLUSTER, types.LISTENER, types.ENDPOINT, types.ROUTE)
-
-
-class CommandError(Exception):
-    pass
 
 
 def fetch_json(url: str, timeout: float = 5.0) -> Any:
@@ -78,7 +73,7 @@ def status_table(items: list[dict[str, Any]]) -> str:
                     f"{state.get('version_sent', '')} (nonce {state.get('sent', '')}): "
                     f"{state['lastError']}"
                 )
-    out = config_dump.table(
+    out = table(
         ["NAME", "TYPE", "CDS", "LDS", "EDS", "RDS", "DISCOVERY", "VERSION"], rows
     )
     if errors:
@@ -97,18 +92,11 @@ def detail(item: dict[str, Any]) -> str:
             state.get("acked") or "-", _age(state.get("ackedTime")) or "-",
             str(state.get("resources", 0)), state.get("lastError") or "",
         ])
-    lines.append(config_dump.table(
+    lines.append(table(
         ["TYPE", "STATUS", "ACKED VERSION", "ACKED NONCE", "LAST ACK", "RESOURCES", "NACK"],
         rows,
     ))
     return "\n".join(lines)
-
-
-def _emit(data: Any, output: str) -> None:
-    if output == "json":
-        print(json.dumps(data, indent=2))
-    else:
-        print(yaml.safe_dump(data, sort_keys=False), end="")
 
 
 def proxy_status(args: argparse.Namespace) -> int:
@@ -120,7 +108,7 @@ def proxy_status(args: argparse.Namespace) -> int:
             raise CommandError(f"no proxy {args.proxy!r} is connected to discovery at "
                                f"{args.discovery_address}")
     if args.output in ("json", "yaml"):
-        _emit(items, args.output)
+        emit(items, args.output)
     elif args.proxy:
         print("\n".join(detail(i) for i in items), end="")
     else:
@@ -198,25 +186,26 @@ def proxy_config(args: argparse.Namespace) -> int:
                 "routes": config_dump.routes, "endpoints": config_dump.endpoints,
                 "secret": config_dump.secrets,
             }[args.kind](dump)
-        _emit(selected, args.output)
+        emit(selected, args.output)
         return 0
     sections = []
     if args.kind in ("clusters", "all"):
-        sections.append(config_dump.table(config_dump.CLUSTER_HEADERS,
-                                          config_dump.cluster_rows(config_dump.clusters(dump))))
+        sections.append(table(tables.CLUSTER_HEADERS,
+                                          tables.cluster_rows(config_dump.clusters(dump))))
     if args.kind in ("listeners", "all"):
-        sections.append(config_dump.table(
-            config_dump.LISTENER_HEADERS, config_dump.listener_rows(config_dump.listeners(dump))
+        sections.append(table(
+            tables.LISTENER_HEADERS, tables.listener_rows(config_dump.listeners(dump))
         ))
     if args.kind in ("routes", "all"):
-        sections.append(config_dump.table(config_dump.ROUTE_HEADERS,
-                                          config_dump.route_rows(config_dump.routes(dump))))
+        sections.append(table(tables.ROUTE_HEADERS, tables.route_rows(config_dump.routes(dump))))
     if args.kind in ("endpoints", "all"):
-        rows = (config_dump.endpoint_rows_from_clusters_json(clusters_json) if clusters_json
-                else config_dump.endpoint_rows_from_dump(config_dump.endpoints(dump)))
-        sections.append(config_dump.table(config_dump.ENDPOINT_HEADERS, rows))
+        rows = (tables.endpoint_rows_from_clusters_json(clusters_json) if clusters_json
+                else tables.endpoint_rows_from_dump(config_dump.endpoints(dump)))
+        sections.append(table(tables.ENDPOINT_HEADERS, rows))
     if args.kind in ("secret", "all") and source != "discovery":
-        sections.append(config_dump.table(
+        from pilotfish.cli import secret_dump  # certificates parsed: only when asked for
+
+        sections.append(table(
             secret_dump.SECRET_HEADERS, secret_dump.secret_rows(config_dump.secrets(dump))))
     if source == "discovery":
         print("# from discovery: the proxy's admin API was not reachable", file=sys.stderr)

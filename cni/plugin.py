@@ -1,10 +1,13 @@
-"""``pilotfish-cni``: a chained CNI plugin that installs a sidecar pod's traffic capture.
+"""``pilotfish-cni``: a chained CNI plugin that installs a pod's traffic capture.
 
-Put it after the pod-network plugin in a conflist. On ADD it enters the pod's network
-namespace (``CNI_NETNS``) and installs istio-iptables's rules with Istio CNI's defaults,
-derived from the pod's annotations; it prints the previous plugin's result unchanged.
-DEL removes the rules (nothing to remove is fine); CHECK fails when they are not exactly
-in place. Pods without a sidecar, or opted out, are passed through untouched.
+Put it after the pod-network plugin in a conflist. It loads the interceptors of the active
+profile through the plugin manager (the mesh config named by the network config's
+``mesh_config``, else the default ``sidecar`` profile, whose interceptor is ``iptables``)
+and hands the pod to the first one that captures it. On ADD that interceptor installs the
+pod's capture inside its network namespace (``CNI_NETNS``) with Istio CNI's defaults; the
+plugin prints the previous plugin's result unchanged. DEL asks every active interceptor to
+remove its capture (nothing to remove is fine); CHECK fails when the capture is not
+exactly in place. Pods no interceptor captures (no sidecar, opted out) pass untouched.
 
 There is no Kubernetes API to ask about the pod, so the runtime passes its facts in the
 network config's ``runtimeConfig`` under ``pilotfishPod``. As with any runtime config, the
@@ -25,7 +28,7 @@ and the runtime passes, in its runtimeConfig::
       "runAsUser": 1337, "runAsGroup": 1337            # the proxy container's ids
     }
 
-Annotations honoured (as Istio CNI does): ``sidecar.istio.io/inject``,
+Annotations the ``iptables`` interceptor honours (as Istio CNI does): ``sidecar.istio.io/inject``,
 ``sidecar.istio.io/interceptionMode`` (REDIRECT, TPROXY; NONE skips the pod),
 ``traffic.sidecar.istio.io/{include,exclude}Outbound{IPRanges,Ports}``,
 ``traffic.sidecar.istio.io/{include,exclude}InboundPorts``,
@@ -34,7 +37,8 @@ Annotations honoured (as Istio CNI does): ``sidecar.istio.io/inject``,
 ``status.sidecar.istio.io/port`` (checked), and ``proxy.istio.io/config`` (its
 ``proxyMetadata`` and ``interceptionMode``, as the injector would apply them). Proxy
 environment: ``ISTIO_META_DNS_CAPTURE``, ``INVALID_DROP``, ``ISTIO_DUAL_STACK``,
-``DISABLE_ENVOY``. Network-config fields: ``exclude_namespaces`` (a list).
+``DISABLE_ENVOY``. Network-config fields: ``exclude_namespaces`` (a list) and
+``mesh_config`` (the path of a ``pilotfish.yaml``: profile and plugin choices).
 """
 
 from __future__ import annotations
@@ -43,22 +47,19 @@ import os
 import sys
 from typing import Any
 
-from pilotfish.cni import protocol as cni
+from pilotfish.cni import protocol
+from pilotfish.cni.pod import RUNTIME_KEY, PodError, pod_from_runtime_config
 from pilotfish.cni.protocol import CniError, CniRequest
-from pilotfish.core.interceptor import InterceptorError
-from pilotfish.interceptors import iptables
-from pilotfish.interceptors.iptables_plan import CapturePlan, plan
-from pilotfish.interceptors.netns_exec import Netns
-from pilotfish.interceptors.pod_capture import (
-    RUNTIME_KEY,
-    PodError,
-    pod_from_runtime_config,
-    settings_for,
-    skip_reason,
+from pilotfish.core.interceptor import (
+    Interceptor,
+    InterceptorError,
+    InterceptorSettings,
+    PodFacts,
+    first_capturing,
 )
 
-APPLY_FAILED = 100  # the capture rules could not be installed or removed
-NOT_IN_PLACE = 101  # CHECK: the installed rules are not the planned ones
+APPLY_FAILED = 100  # the capture could not be installed or removed
+NOT_IN_PLACE = 101  # CHECK: the installed capture is not the planned one
 
 
 def _log(message: str) -> None:
@@ -74,8 +75,23 @@ def _prev_ips(prev: dict[str, Any] | None) -> tuple[str, ...]:
                  if isinstance(prev.get(key), dict) and "ip" in prev[key])
 
 
-def capture_for(request: CniRequest) -> CapturePlan | None:
-    """The pod's capture plan, or ``None`` when it is not captured (logged why)."""
+def interceptors(request: CniRequest) -> list[Interceptor]:
+    """The active profile's interceptors, as the network config's mesh config selects."""
+    from pilotfish.core import meshconfig, plugins
+
+    path = request.config.get("mesh_config")
+    if path is not None and not isinstance(path, str):
+        raise CniError(protocol.INVALID_CONFIG,
+                       "network config: mesh_config: expected the path of a pilotfish.yaml")
+    try:
+        active = plugins.Plugins.from_config(meshconfig.load(path), groups=["interceptors"])
+        return active.interceptors(InterceptorSettings(runtime="cni", environ=os.environ))
+    except (meshconfig.MeshConfigError, plugins.PluginError) as exc:
+        raise CniError(protocol.INVALID_CONFIG, f"network config: mesh_config: {exc}") from None
+
+
+def pod_facts(request: CniRequest) -> PodFacts | None:
+    """The pod the runtime describes, or ``None`` when it is not one of ours (logged why)."""
     raw = request.runtime_config.get(RUNTIME_KEY)
     if raw is None:
         _log(f"no runtimeConfig.{RUNTIME_KEY} (the conflist entry needs "
@@ -87,73 +103,102 @@ def capture_for(request: CniRequest) -> CapturePlan | None:
         excluded = request.config.get("exclude_namespaces", [])
         if not isinstance(excluded, list):
             raise PodError("network config: exclude_namespaces: expected a list of names")
-        if pod.namespace in excluded:
-            _log(f"pod {pod.key}: namespace excluded")
-            return None
-        settings = settings_for(pod, os.environ, flavour="cni")
-    except (PodError, ValueError) as exc:
-        raise CniError(cni.INVALID_CONFIG, str(exc)) from None
-    if settings is None:
-        _log(f"pod {pod.key}: not captured ({skip_reason(pod)})")
+    except PodError as exc:
+        raise CniError(protocol.INVALID_CONFIG, str(exc)) from None
+    if pod.namespace in excluded:
+        _log(f"pod {pod.key}: namespace excluded")
         return None
-    return plan(settings)
+    return pod
 
 
-def _netns(request: CniRequest) -> Netns:
+def capture_for(request: CniRequest) -> tuple[Interceptor, PodFacts] | None:
+    """The interceptor that captures the pod, with the pod; ``None`` when none does."""
+    pod = pod_facts(request)
+    if pod is None:
+        return None
+    active = interceptors(request)
     try:
-        return Netns(request.netns)
+        chosen = first_capturing(active, pod)
+        if chosen is None:
+            reasons = "; ".join(f"{i.name}: {i.skip_reason(pod) or 'no plan'}" for i in active)
+            _log(f"pod {pod.key}: not captured ({reasons or 'the profile has no interceptor'})")
+            return None
     except InterceptorError as exc:
-        raise CniError(cni.IO_FAILURE, str(exc)) from None
+        raise CniError(protocol.INVALID_CONFIG, str(exc)) from None
+    return chosen, pod
+
+
+def _check_netns(request: CniRequest) -> None:
+    if not os.path.exists(request.netns):
+        raise CniError(protocol.IO_FAILURE, f"CNI_NETNS {request.netns}: no such network "
+                       "namespace")
+
+
+def _run(step: Any, *args: Any) -> Any:
+    import anyio  # only once there is capture to touch: VERSION and skipped pods start faster
+
+    return anyio.run(step, *args)
 
 
 def cmd_add(request: CniRequest) -> dict[str, Any]:
-    capture = capture_for(request)
-    if capture is not None:
+    found = capture_for(request)
+    if found is not None:
+        interceptor, pod = found
+        _check_netns(request)
         try:
-            iptables.apply(capture, _netns(request))
+            _run(interceptor.apply, pod, request.netns)
         except InterceptorError as exc:
             raise CniError(APPLY_FAILED, "installing the capture rules failed",
-                           str(exc)) from None
+                           f"{interceptor.name}: {exc}") from None
     # Chained: hand the previous plugin's result on untouched.
     return request.prev_result or {"cniVersion": request.cni_version}
 
 
 def cmd_del(request: CniRequest) -> None:
     if not request.netns or not os.path.exists(request.netns):
-        return None  # the namespace is gone, and our rules with it
+        return None  # the namespace is gone, and our capture with it
     try:
-        capture = capture_for(request)
+        pod = pod_facts(request)
     except CniError as exc:  # DEL must not fail on config it cannot read: remove all ours
-        _log(f"{exc.msg}; removing every ISTIO chain")
-        capture = None
-    try:
-        iptables.remove(_netns(request), capture)
-    except InterceptorError as exc:
-        raise CniError(APPLY_FAILED, "removing the capture rules failed", str(exc)) from None
+        _log(f"{exc.msg}; removing every interceptor's capture")
+        pod = None
+    if pod is None:  # facts unusable or the pod was excluded later: clean up all the same
+        pod = PodFacts(name=request.args.get("K8S_POD_NAME", "unknown"),
+                       namespace=request.args.get("K8S_POD_NAMESPACE", "unknown"))
+    for interceptor in interceptors(request):
+        try:
+            _run(interceptor.remove, pod, request.netns)
+        except InterceptorError as exc:
+            raise CniError(APPLY_FAILED, "removing the capture rules failed",
+                           f"{interceptor.name}: {exc}") from None
     return None
 
 
 def cmd_check(request: CniRequest) -> None:
     if request.prev_result is None:
-        raise CniError(cni.INVALID_CONFIG, "network config: prevResult: CHECK needs the "
-                       "result of ADD")
-    capture = capture_for(request)
-    if capture is None:
+        raise CniError(protocol.INVALID_CONFIG, "network config: prevResult: CHECK needs "
+                       "the result of ADD")
+    found = capture_for(request)
+    if found is None:
         return None
+    interceptor, pod = found
+    _check_netns(request)
     try:
-        problems = iptables.differences(capture, _netns(request))
+        problems = _run(interceptor.check, pod, request.netns)
     except InterceptorError as exc:
-        raise CniError(APPLY_FAILED, "reading the installed rules failed", str(exc)) from None
+        raise CniError(APPLY_FAILED, "reading the installed rules failed",
+                       f"{interceptor.name}: {exc}") from None
     if problems:
-        raise CniError(NOT_IN_PLACE, "capture rules are not in place", "; ".join(problems))
+        raise CniError(NOT_IN_PLACE, "capture rules are not in place",
+                       f"{interceptor.name}: " + "; ".join(problems))
     return None
 
 
-HANDLERS: dict[str, cni.Handler] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check}
+HANDLERS: dict[str, protocol.Handler] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check}
 
 
 def main() -> int:
-    return cni.run(HANDLERS, os.environ, sys.stdin.buffer.read(), sys.stdout)
+    return protocol.run(HANDLERS, os.environ, sys.stdin.buffer.read(), sys.stdout)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from pilotfish.core.interceptor import Interceptor
+    from pilotfish.core.interceptor import Interceptor, InterceptorSettings
     from pilotfish.core.objects import ConfigObject, KindInfo
     from pilotfish.core.proxy import ProxyScope
     from pilotfish.core.proxy_backend import ProxyBackend
@@ -76,15 +76,20 @@ def pilotfish_config_source(settings: SourceSettings) -> ConfigSource | None:
 
 
 @hookspec
-def pilotfish_xds_generator(sniffers: Sequence[Sniffer]) -> Generator:
-    """Provide the generator for one xDS type (group ``pilotfish.xds``, one entry per type).
+def pilotfish_xds_generator(sniffers: Sequence[Sniffer]) -> Generator | Sequence[Generator]:
+    """Provide generators of xDS resources (group ``pilotfish.xds``).
 
     Fires once when discovery starts. ``sniffers`` are the active sniffers, in priority
     order (see ``pilotfish_sniffer``); a listener generator emits only the inspectors they
-    name, and implementations that do not care may leave the argument out. Return an
-    object with ``type_url``, ``depends_on`` (the config kinds whose changes can alter its
-    output, or ``None`` for all) and ``generate(push, proxy, memo)`` returning protobuf
-    messages. Two plugins must not return generators for the same type URL.
+    name, and implementations that do not care may leave the argument out. Return one
+    generator or a list of them, each an object with ``type_url``, ``proxy_kinds`` (the
+    ``Proxy.kind`` values it serves: ``sidecar``, ``router``, ``grpc``, or a kind of the
+    plugin's own, which proxies ask for with ``GENERATOR`` in their node metadata),
+    ``depends_on`` (the config kinds whose changes can alter its output, or ``None`` for
+    all) and ``generate(push, proxy, memo)`` returning protobuf messages of ``type_url``
+    (``pilotfish.core.xds.generator.Generator``). Several generators may serve one type URL,
+    but no two may serve it to the same proxy kind: discovery refuses to start and names
+    both plugins.
     """
 
 
@@ -96,9 +101,10 @@ def pilotfish_patch_resources(
 
     Fires after a generator produced ``resources`` (a mutable list of protobuf messages of
     ``type_url``) and before they are serialized. Edit messages in place, or add and remove
-    list items. Output is cached per ``scope`` (proxy type, namespace, labels, DNS domain),
-    so decide only from those fields and from ``push``. Every implementation is called.
-    A resource the proxy rejects is NACKed and shows as ERROR in ``proxy-status``.
+    list items. Output is cached per ``scope`` (proxy type and kind, namespace, labels, DNS
+    domain, named pod ports), so decide only from those fields and from ``push``. Every
+    implementation is called. A resource the proxy rejects is NACKed and shows as ERROR in
+    ``proxy-status``.
     """
 
 
@@ -143,16 +149,22 @@ def pilotfish_proxy_backend() -> ProxyBackend:
 
 
 @hookspec
-def pilotfish_interceptor() -> Interceptor:
+def pilotfish_interceptor(settings: InterceptorSettings) -> Interceptor:
     """Provide a traffic interceptor (group ``pilotfish.interceptors``: ``iptables``, ...).
 
-    Fires once when a node or agent that captures pod traffic starts. Return an object
-    with ``name`` and the methods of ``pilotfish.core.interceptor.Interceptor``:
-    ``plan(pod)`` says what would be installed for a ``PodFacts`` (``None``: the pod is not
-    captured, e.g. it has no sidecar); async ``apply(pod, netns)`` installs it inside the
-    pod's network namespace and may be repeated without changing anything; async
-    ``remove(pod, netns)`` takes it out again. Failures raise ``InterceptorError`` naming
-    the network namespace and the step. The caller picks the interceptor by ``name``.
+    Fires each time ``pilotfish-cni`` (or another runtime) handles a pod, and when the
+    local node starts. ``settings`` says who installs the capture (``runtime``: ``"cni"``
+    or ``"init"``, whose defaults differ as Istio's do) and carries that process's
+    environment. Return an object with ``name`` and the methods of
+    ``pilotfish.core.interceptor.Interceptor``: ``plan(pod)`` says what would be installed
+    for a ``PodFacts`` (``None``: this interceptor leaves the pod alone, e.g. it has no
+    sidecar; ``skip_reason(pod)`` says why); async ``apply(pod, netns)`` installs it inside
+    the pod's network namespace and may be repeated without changing anything; async
+    ``remove(pod, netns)`` takes it out again; async ``check(pod, netns)`` lists what
+    differs from the plan. Failures raise ``InterceptorError`` naming the network
+    namespace and the step. A pod goes to the first active interceptor, in profile order,
+    whose plan is not ``None``. ``pilotfish.testing.interceptors.check_interceptor``
+    checks the contract.
     """
 
 

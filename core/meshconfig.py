@@ -2,7 +2,7 @@
 
 Example::
 
-    profile: sidecar            # the named plugin set to start from
+    profile: sidecar            # the plugin set(s) to start from: a name or a list
     plugins:                    # per entry-point group: use / add / remove by name
       xds:
         add: [add-response-header]
@@ -96,7 +96,8 @@ class DiscoverySettings:
 
 @attrs.frozen
 class MeshConfig:
-    profile: str = "sidecar"
+    # The plugin sets to start from, combined in order (``profile: [sidecar, grpc]``).
+    profiles: tuple[str, ...] = ("sidecar",)
     plugins: Mapping[str, GroupChoice] = attrs.field(factory=dict)
     mesh: MeshSettings = MeshSettings()
     discovery: DiscoverySettings = DiscoverySettings()
@@ -133,9 +134,14 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
     where = source
     data = _mapping(data, where)
     _only(data, {"profile", "plugins", "mesh", "discovery"}, where)
-    profile = data.get("profile", "sidecar")
-    if not isinstance(profile, str):
-        raise MeshConfigError(f"{where}: profile: expected a name, got {profile!r}")
+    raw_profile = data.get("profile", "sidecar")
+    if isinstance(raw_profile, str):
+        raw_profile = [raw_profile]
+    if not (isinstance(raw_profile, list) and raw_profile
+            and all(isinstance(p, str) and p for p in raw_profile)):
+        raise MeshConfigError(f"{where}: profile: expected a profile name or a list of them, "
+                              f"got {raw_profile!r}")
+    profiles = tuple(dict.fromkeys(raw_profile))
 
     plugins: dict[str, GroupChoice] = {}
     for group, raw in _mapping(data.get("plugins"), f"{where}: plugins").items():
@@ -222,7 +228,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
             f"{where}: discovery.workloadCertTtl: expected a positive duration no longer than "
             f"maxWorkloadCertTtl ({discovery.max_workload_cert_ttl:g}s)"
         )
-    return MeshConfig(profile=profile, plugins=plugins, mesh=mesh, discovery=discovery,
+    return MeshConfig(profiles=profiles, plugins=plugins, mesh=mesh, discovery=discovery,
                       source=source)
 
 

@@ -3,12 +3,18 @@
 Node ids follow Istio: ``TYPE~IP~NAME.NAMESPACE~NAMESPACE.svc.cluster.local`` with TYPE one of
 ``sidecar``, ``router``, ``waypoint``, ``ztunnel``. Labels and namespace also come from node
 metadata (``LABELS``, ``NAMESPACE``), as pilot-agent sends them.
+
+A proxy's *kind* picks the generators that serve it: the node metadata's ``GENERATOR`` when
+set, as Istio reads it (proxyless gRPC clients send ``grpc``), else the node id's type. So a
+sidecar-typed gRPC client gets the ``grpc`` generators, and a plugin can serve a kind of its
+own to proxies that name it.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +26,10 @@ class ProxyType(enum.Enum):
     ROUTER = "router"
     WAYPOINT = "waypoint"
     ZTUNNEL = "ztunnel"
+
+
+GENERATOR = "GENERATOR"  # node metadata: the generator set a proxy asks for
+_KIND = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class NodeIdError(ValueError):
@@ -35,6 +45,7 @@ class ProxyScope:
     """
 
     type: ProxyType
+    kind: str  # which generators serve it (see the module doc)
     namespace: str
     labels: frozenset[tuple[str, str]]
     dns_domain: str
@@ -56,6 +67,7 @@ class Proxy:
     labels: Mapping[str, str]
     metadata: Mapping[str, Any]
     node_id: str
+    kind: str  # which generators serve it: GENERATOR, else the node id's type
 
     @property
     def id(self) -> str:
@@ -88,8 +100,8 @@ class Proxy:
     @property
     def scope(self) -> ProxyScope:
         return ProxyScope(
-            self.type, self.namespace, frozenset(self.labels.items()), self.dns_domain,
-            frozenset(self.pod_ports.items()),
+            self.type, self.kind, self.namespace, frozenset(self.labels.items()),
+            self.dns_domain, frozenset(self.pod_ports.items()),
         )
 
 
@@ -102,12 +114,12 @@ def parse_node(node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy
             f"node id {node_id!r}: expected TYPE~IP~NAME.NAMESPACE~DOMAIN "
             "(for example sidecar~10.0.0.1~web-1.default~default.svc.cluster.local)"
         )
-    kind, ip, pod, domain = parts
+    type_name, ip, pod, domain = parts
     try:
-        proxy_type = ProxyType(kind)
+        proxy_type = ProxyType(type_name)
     except ValueError:
         raise NodeIdError(
-            f"node id {node_id!r}: unknown proxy type {kind!r}; expected one of "
+            f"node id {node_id!r}: unknown proxy type {type_name!r}; expected one of "
             f"{', '.join(t.value for t in ProxyType)}"
         ) from None
     name, _, namespace = pod.partition(".")
@@ -121,6 +133,10 @@ def parse_node(node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy
     labels = metadata.get("LABELS") or {}
     if not isinstance(labels, Mapping):
         raise NodeIdError(f"node {node_id!r}: metadata LABELS must be a map of strings")
+    kind = metadata.get(GENERATOR) or ""
+    if not isinstance(kind, str) or (kind and not _KIND.match(kind)):
+        raise NodeIdError(f"node {node_id!r}: metadata {GENERATOR} {kind!r}: expected a "
+                          "proxy kind (lowercase letters, digits and '-'), as in grpc")
     return Proxy(
         type=proxy_type,
         ip_addresses=tuple(ips),
@@ -130,4 +146,5 @@ def parse_node(node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy
         labels={str(k): str(v) for k, v in labels.items()},
         metadata=metadata,
         node_id=node_id,
+        kind=kind or proxy_type.value,
     )

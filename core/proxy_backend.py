@@ -27,6 +27,10 @@ SDS_SOCKET = "SDS"  # in the config dir: the agent's SDS server (cluster sds-grp
 ALS_SOCKET = "ALS"  # in the config dir: the agent's access-log sink (cluster als-grpc)
 XDS_SOCKET = "XDS"  # in the config dir: the agent's xDS relay, with xDS over mTLS
 DISCOVERY_SAN = "istiod.istio-system.svc"  # the name discovery's certificate carries
+# Static clusters every bootstrap defines, which generated config names (Istio's names).
+XDS_CLUSTER = "xds-grpc"  # ADS to discovery (directly, or through the agent's XDS relay)
+SDS_CLUSTER = "sds-grpc"  # the agent's SDS socket: secrets ``default`` and ``ROOTCA``
+ALS_CLUSTER = "als-grpc"  # the agent's access-log socket
 
 
 class ProxyError(Exception):

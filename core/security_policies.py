@@ -193,3 +193,24 @@ def build(by_kind: Mapping[str, Iterable[ConfigObject]], root_namespace: str) ->
         authorization_policies=tuple(by_kind.get("AuthorizationPolicy", ())),
         request_authentications=tuple(by_kind.get("RequestAuthentication", ())),
     )
+
+
+def path_template_error(path: str) -> str:
+    """Why an AuthorizationPolicy path template cannot be served ("" if it can).
+
+    ``{*}`` stands for one whole segment and ``{**}`` for any number of them; nothing may
+    be templated after a ``{**}``. That last rule is Envoy's URI template grammar, and
+    Envoy 1.40 aborts on a template that breaks it rather than rejecting the config.
+    """
+    if "{" not in path and "}" not in path:
+        return ""
+    after_rest = False
+    for segment in path.split("/"):
+        if "{" not in segment and "}" not in segment:
+            continue
+        if segment not in ("{*}", "{**}"):
+            return "{*} and {**} must each be a whole path segment"
+        if after_rest:
+            return "no {*} or {**} may follow {**}"
+        after_rest = segment == "{**}"
+    return ""

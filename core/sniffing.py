@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import attrs
 
@@ -51,6 +51,7 @@ NEED_MORE = Sniff(Verdict.NEED_MORE)
 UNKNOWN = Sniff(Verdict.UNKNOWN)
 
 
+@runtime_checkable
 class Sniffer(Protocol):
     """What a ``pilotfish.sniffers`` plugin returns from ``pilotfish_sniffer``."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import anyio.abc
 import attrs
@@ -21,6 +21,7 @@ class SourceSettings:
     file_debounce: float = 0.05
 
 
+@runtime_checkable
 class ConfigSource(Protocol):
     name: str
 

@@ -134,7 +134,7 @@ class Discovery:
     def resources_for(self, proxy: Proxy, type_urls: Sequence[str] | None = None
                       ) -> dict[str, ResourceSet]:
         """What discovery would send this proxy now (used by /debug/config_dump)."""
-        urls = type_urls or sorted(self.generators)
+        urls = type_urls or self.generators.type_urls(proxy.kind)
         return {url: self._resources(url, proxy) for url in urls}
 
     def rebuild(self, request: PushRequest) -> list[str]:

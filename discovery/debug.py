@@ -27,7 +27,7 @@ def sync_status(connection: Connection, discovery_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "cluster_id": proxy.metadata.get("CLUSTER_ID", "Kubernetes"),
         "proxy": proxy.id,
-        "proxy_type": proxy.type.value,
+        "proxy_type": proxy.kind,
         "proxy_version": proxy.metadata.get("ISTIO_VERSION", ""),
         "istiod": discovery_id,
         "connection": connection.id,
@@ -133,7 +133,7 @@ def server(discovery: Discovery) -> HttpServer:
             "changedObjects": record.changed_keys,
             "buildSeconds": round(record.build_seconds, 6),
             "pushes": record.pushes,
-            "epochs": {types.short(k): v for k, v in discovery.state.epochs.items()},
+            "epochs": {str(key): epoch for key, epoch in sorted(discovery.state.epochs.items())},
             "cache": discovery.cache.statistics(),
             "connections": len(discovery.xds.connections),
         })

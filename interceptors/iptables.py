@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 
 from pilotfish.core.hookspecs import hookimpl
-from pilotfish.core.interceptor import InterceptorError, PodFacts
+from pilotfish.core.interceptor import InterceptorError, InterceptorSettings, PodFacts
 from pilotfish.interceptors.iptables_plan import CapturePlan, plan
 from pilotfish.interceptors.iptables_rules import Rule, check_text
 from pilotfish.interceptors.iptables_state import (
@@ -35,7 +34,7 @@ from pilotfish.interceptors.iptables_state import (
     parse_save,
 )
 from pilotfish.interceptors.netns_exec import Netns
-from pilotfish.interceptors.pod_capture import PodError, settings_for
+from pilotfish.interceptors.pod_capture import PodError, settings_for, skip_reason
 
 TOOLS = {4: ("iptables", "iptables-save", "iptables-restore"),
          6: ("ip6tables", "ip6tables-save", "ip6tables-restore")}
@@ -184,16 +183,17 @@ def _ipv6_tables_work(netns: Netns) -> bool:
 
 
 class IptablesInterceptor:
-    """The plugin object: a pod's capture from its annotations, as istio-init would do it."""
+    """The plugin object: a pod's capture from its annotations, as Istio installs it —
+    with Istio CNI's defaults when ``pilotfish-cni`` asks, istio-init's otherwise."""
 
     name = "iptables"
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self.environ = dict(os.environ if environ is None else environ)
+    def __init__(self, settings: InterceptorSettings | None = None) -> None:
+        self.settings = settings or InterceptorSettings(environ=os.environ)
 
     def capture_plan(self, pod: PodFacts) -> CapturePlan | None:
         try:
-            settings = settings_for(pod, self.environ, flavour="init")
+            settings = settings_for(pod, self.settings.environ, flavour=self.settings.runtime)
         except PodError as exc:
             raise InterceptorError(str(exc)) from None
         return None if settings is None else plan(settings)
@@ -203,6 +203,9 @@ class IptablesInterceptor:
         if capture is None:
             return None
         return capture.restore_v4() + (capture.restore_v6() or "")
+
+    def skip_reason(self, pod: PodFacts) -> str:
+        return skip_reason(pod) or ""
 
     async def apply(self, pod: PodFacts, netns: str) -> None:
         import anyio  # here: the CNI plugin imports this module and starts faster without
@@ -214,9 +217,21 @@ class IptablesInterceptor:
     async def remove(self, pod: PodFacts, netns: str) -> None:
         import anyio
 
-        await anyio.to_thread.run_sync(remove, Netns(netns), self.capture_plan(pod))
+        try:
+            capture = self.capture_plan(pod)
+        except InterceptorError:
+            capture = None  # facts it cannot read: remove every chain of ours all the same
+        await anyio.to_thread.run_sync(remove, Netns(netns), capture)
+
+    async def check(self, pod: PodFacts, netns: str) -> list[str]:
+        import anyio
+
+        capture = self.capture_plan(pod)
+        if capture is None:
+            return []
+        return await anyio.to_thread.run_sync(differences, capture, Netns(netns))
 
 
 @hookimpl
-def pilotfish_interceptor() -> IptablesInterceptor:
-    return IptablesInterceptor()
+def pilotfish_interceptor(settings: InterceptorSettings) -> IptablesInterceptor:
+    return IptablesInterceptor(settings)

@@ -1,9 +1,7 @@
 """A pod's facts → its capture settings, the way Istio derives them from annotations.
 
-Sans-IO. ``pod_from_runtime_config`` reads the ``pilotfishPod`` object a runtime passes in
-a CNI network config's ``runtimeConfig`` (the stand-in for asking the Kubernetes API), and
-``settings_for`` applies Istio's rules: which pods are skipped, which annotation overrides
-which istio-iptables setting, and the defaults. Two flavours, as in Istio:
+Sans-IO. ``settings_for`` applies Istio's rules: which pods are skipped, which annotation
+overrides which istio-iptables setting, and the defaults. Two flavours, as in Istio:
 
 - ``"cni"`` (Istio's CNI plugin): inbound ports 15020, 15021 and 15090 are always
   excluded after the pod's own exclusions; outbound port 15020 is excluded unless the pod
@@ -37,7 +35,6 @@ from pilotfish.interceptors.capture_settings import (
     parse_ports_or_all,
 )
 
-RUNTIME_KEY = "pilotfishPod"
 INJECT = "sidecar.istio.io/inject"
 INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
 STATUS_PORT = "status.sidecar.istio.io/port"
@@ -52,40 +49,6 @@ DEFAULT_PROXY_ID = "1337"
 
 class PodError(ValueError):
     """The pod's facts or annotations are invalid; the message names the field."""
-
-
-def pod_from_runtime_config(value: Any, *, where: str = f"runtimeConfig.{RUNTIME_KEY}",
-                            ips: tuple[str, ...] = (), cni_args: Mapping[str, str] = {}
-                            ) -> PodFacts:
-    """Check and read the ``pilotfishPod`` object; ``ips`` come from the previous result."""
-    if not isinstance(value, dict):
-        raise PodError(f"{where}: expected an object, got {type(value).__name__}")
-    name = value.get("name", cni_args.get("K8S_POD_NAME", ""))
-    namespace = value.get("namespace", cni_args.get("K8S_POD_NAMESPACE", ""))
-    for field, text in (("name", name), ("namespace", namespace)):
-        if not isinstance(text, str) or not text:
-            raise PodError(f"{where}.{field}: expected a non-empty string")
-    annotations = _string_map(value.get("annotations"), f"{where}.annotations")
-    ports = value.get("containerPorts", [])
-    if not isinstance(ports, list) or not all(
-            isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
-        raise PodError(f"{where}.containerPorts: expected a list of ports (1-65535)")
-    sidecar = value.get("sidecar", "sidecar.istio.io/status" in annotations)
-    if not isinstance(sidecar, bool):
-        raise PodError(f"{where}.sidecar: expected true or false")
-    ids = {}
-    for field in ("runAsUser", "runAsGroup"):
-        id_ = value.get(field)
-        if id_ is not None and (not isinstance(id_, int) or isinstance(id_, bool) or id_ < 0):
-            raise PodError(f"{where}.{field}: expected a user/group id (a number >= 0)")
-        ids[field] = id_
-    return PodFacts(
-        name=name, namespace=namespace, annotations=annotations,
-        labels=_string_map(value.get("labels"), f"{where}.labels"), sidecar=sidecar,
-        container_ports=tuple(ports), proxy_env=_string_map(value.get("proxyEnv"),
-                                                            f"{where}.proxyEnv"),
-        run_as_user=ids["runAsUser"], run_as_group=ids["runAsGroup"], ips=ips,
-    )
 
 
 def skip_reason(pod: PodFacts) -> str | None:
@@ -220,13 +183,3 @@ def _parse_bool(text: str) -> bool | None:
     if text in ("0", "f", "F", "FALSE", "false", "False"):
         return False
     return None
-
-
-def _string_map(value: Any, where: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise PodError(f"{where}: expected an object mapping strings to strings")
-    return dict(value)
-

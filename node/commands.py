@@ -138,7 +138,8 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def status_main(args: argparse.Namespace) -> int:
-    from pilotfish.core.xds.config_dump import table
+    from pilotfish.core.output import table
+
     data = status_data(_load(args))
     if args.output == "json":
         print(json.dumps(data, indent=2))

@@ -35,7 +35,7 @@ async def _stop_pid(pid: int, grace: float = 10.0) -> None:
 
 async def teardown(state: NodeState, *, keep_up_pid: bool = False) -> list[str]:
     """Remove what the state lists; returns the problems met (each already handled)."""
-    from pilotfish.node import cni_runtime as cni_chain
+    from pilotfish.node import cni_runtime
     problems: list[str] = []
     if not keep_up_pid and state.up_pid and state.up_pid != os.getpid():
         await _stop_pid(state.up_pid, grace=30.0)
@@ -50,7 +50,7 @@ async def teardown(state: NodeState, *, keep_up_pid: bool = False) -> list[str]:
             problems.append(str(exc))
         if conf is not None and netns.exists(pod.netns):
             try:
-                await cni_chain.delete(
+                await cni_runtime.delete(
                     conf, netns.netns_path(pod.netns), pod.container_id, "eth0",
                     runtime_config=pod.cni_runtime, cache_dir=state.cni_cache,
                     cni_path=[Path("/usr/lib/cni"), Path(_bin_dir())])

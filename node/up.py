@@ -32,7 +32,9 @@ import yaml
 
 from pilotfish.agent.merged_metrics import app_metrics_url
 from pilotfish.agent.startup import hold_application
+from pilotfish.cni.pod import RUNTIME_KEY, pod_from_runtime_config
 from pilotfish.core import meshconfig, push_context
+from pilotfish.core.interceptor import InterceptorError, InterceptorSettings, first_capturing
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.plugins import Plugins
 from pilotfish.core.store import ConfigStore
@@ -80,8 +82,12 @@ def load_config(config_dir: Path, mesh: meshconfig.MeshConfig) -> ConfigStore:
     return store
 
 
-def conflist(state: NodeState) -> dict[str, Any]:
-    """The pod network: an isolated bridge, host-local addresses, then Istio's capture."""
+def conflist(state: NodeState, mesh_config: Path | None = None) -> dict[str, Any]:
+    """The pod network: an isolated bridge, host-local addresses, then Istio's capture by
+    the interceptors of the mesh config's profile."""
+    capture: dict[str, Any] = {"type": "pilotfish-cni", "capabilities": {"pilotfishPod": True}}
+    if mesh_config is not None:
+        capture["mesh_config"] = str(mesh_config.resolve())
     return {
         "cniVersion": "1.0.0",
         "name": "pilotfish",
@@ -98,7 +104,7 @@ def conflist(state: NodeState) -> dict[str, Any]:
                          "gateway": state.gateway_ip, "dataDir": str(state.ipam_dir)},
             },
             # A plugin only sees the runtimeConfig keys it declares (as libcni does).
-            {"type": "pilotfish-cni", "capabilities": {"pilotfishPod": True}},
+            capture,
         ],
     }
 
@@ -118,6 +124,25 @@ class Node:
         self.store: ConfigStore | None = None
         self.runtime: dict[tuple[str, str], cluster.PodRuntime] = {}
         self.bin = Path(sys.executable).parent
+        # What pilotfish-cni will load for every pod: the profile's interceptors, resolved
+        # here first so that a bad plugin choice stops `up` before any pod exists.
+        self.interceptors = Plugins.from_config(self.mesh, groups=["interceptors"]).interceptors(
+            InterceptorSettings(runtime="cni", environ=os.environ))
+
+    def capture_of(self, runtime_config: dict[str, Any]) -> str:
+        """Which interceptor pilotfish-cni will hand the pod to, said for the log."""
+        pod = pod_from_runtime_config(runtime_config[RUNTIME_KEY])
+        try:
+            chosen = first_capturing(self.interceptors, pod)
+        except InterceptorError as exc:
+            raise netns.NodeError(str(exc)) from exc
+        if chosen is not None:
+            return f"captured by {chosen.name}"
+        if not pod.sidecar:
+            return ""
+        reasons = "; ".join(f"{i.name}: {i.skip_reason(pod) or 'no plan'}"
+                            for i in self.interceptors)
+        return f"not captured ({reasons or 'the profile has no interceptor'})"
 
     # -- cluster view ------------------------------------------------------------------
 
@@ -152,7 +177,8 @@ class Node:
     # -- pods ----------------------------------------------------------------------------
 
     async def create_network(self, obj: ConfigObject, sidecar: bool) -> PodState:
-        from pilotfish.node import cni_runtime as cni_chain
+        from pilotfish.node import cni_runtime
+
         name = pods.netns_name(obj, self.state.bridge)
         pod = PodState(name=obj.name, namespace=obj.namespace, netns=name, container_id=name,
                        sidecar=sidecar)
@@ -167,12 +193,16 @@ class Node:
         }}
         pod.cni_runtime = runtime_config
         self.state.save()
-        result = await cni_chain.add(
-            conflist(self.state), netns.netns_path(pod.netns), pod.container_id, "eth0",
+        capture = self.capture_of(runtime_config)
+        if capture:
+            print(f"    {capture}", flush=True)
+        result = await cni_runtime.add(
+            conflist(self.state, self.options.mesh_config), netns.netns_path(pod.netns),
+            pod.container_id, "eth0",
             runtime_config=runtime_config, cni_path=[Path("/usr/lib/cni"), self.bin],
             cache_dir=self.state.cni_cache,
         )
-        pod.ip = cni_chain.first_ipv4(result)
+        pod.ip = cni_runtime.first_ipv4(result)
         await self.ensure_bridge_address()
         await netns.add_route(pod.netns, self.state.service_cidr, self.state.gateway_ip)
         self.runtime[(obj.namespace, obj.name)] = cluster.PodRuntime(pod.ip, sidecar)
@@ -396,7 +426,7 @@ async def up(options: UpOptions) -> int:
         print(f"    {error}", flush=True)
     namespace_labels = {o.name: dict(o.labels) for o in node.store.objects("Namespace")}
     pod_objects = sorted(node.store.objects("Pod"), key=lambda o: (o.namespace, o.name))
-    state.cni_conf.write_text(json.dumps(conflist(state), indent=2))
+    state.cni_conf.write_text(json.dumps(conflist(state, options.mesh_config), indent=2))
     try:
         async with anyio.create_task_group() as tg:
             for obj in pod_objects:

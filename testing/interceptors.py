@@ -1,10 +1,12 @@
 """Contract checks for interceptor plugins (group ``pilotfish.interceptors``).
 
 ``check_interceptor`` runs what core expects of any interceptor against a real network
-namespace (so it needs root): a captured pod has a plan and ``apply`` installs it; applying
-again changes nothing; ``remove`` takes it all out and may be repeated; a pod without a
-sidecar is neither planned nor touched. ``dump`` says what "changes" means: by default the
-namespace's iptables-save output, which suits any interceptor built on netfilter.
+namespace (so it needs root): a captured pod has a plan and ``apply`` installs it, which
+``check`` then finds exactly in place; applying again changes nothing; ``remove`` takes it
+all out (``check`` now says so) and may be repeated; a pod without a sidecar is neither
+planned nor touched, and ``skip_reason`` says why. ``dump`` says what "changes" means: by
+default the namespace's iptables-save output, which suits any interceptor built on
+netfilter.
 """
 
 from __future__ import annotations
@@ -42,17 +44,23 @@ async def check_interceptor(interceptor: Interceptor, netns: str,
     """Raise ``AssertionError`` naming the broken promise; ``netns`` starts empty."""
     assert isinstance(interceptor, Interceptor), "not an Interceptor (name, plan, apply, remove)"
     empty = dump(netns)
-    assert interceptor.plan(pod), f"{interceptor.name}: no plan for a sidecar pod"
+    name = interceptor.name
+    assert interceptor.plan(pod), f"{name}: no plan for a sidecar pod"
+    assert interceptor.skip_reason(pod) == "", f"{name}: a skip reason for a captured pod"
     await interceptor.apply(pod, netns)
     applied = dump(netns)
-    assert applied != empty, f"{interceptor.name}: apply changed nothing in {netns}"
+    assert applied != empty, f"{name}: apply changed nothing in {netns}"
+    problems = await interceptor.check(pod, netns)
+    assert problems == [], f"{name}: check finds the capture it applied wrong: {problems}"
     await interceptor.apply(pod, netns)
-    assert dump(netns) == applied, f"{interceptor.name}: a second apply changed {netns}"
+    assert dump(netns) == applied, f"{name}: a second apply changed {netns}"
     await interceptor.remove(pod, netns)
-    assert dump(netns) == empty, f"{interceptor.name}: remove left capture in {netns}"
+    assert dump(netns) == empty, f"{name}: remove left capture in {netns}"
+    assert await interceptor.check(pod, netns), f"{name}: check misses the removed capture"
     await interceptor.remove(pod, netns)
 
     plain = attrs.evolve(pod, sidecar=False)
-    assert interceptor.plan(plain) is None, f"{interceptor.name}: planned a pod with no sidecar"
+    assert interceptor.plan(plain) is None, f"{name}: planned a pod with no sidecar"
+    assert interceptor.skip_reason(plain), f"{name}: no reason given for leaving a pod alone"
     await interceptor.apply(plain, netns)
-    assert dump(netns) == empty, f"{interceptor.name}: captured a pod with no sidecar"
+    assert dump(netns) == empty, f"{name}: captured a pod with no sidecar"

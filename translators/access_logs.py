@@ -20,12 +20,12 @@ from envoy.data.accesslog.v3 import accesslog_pb2 as entry_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 
+from pilotfish.core.proxy_backend import ALS_CLUSTER
 from pilotfish.translators.common import duration, pack
 
 STDOUT_LOGGER = "envoy.access_loggers.stdout"
 HTTP_GRPC_LOGGER = "envoy.access_loggers.http_grpc"
 TCP_GRPC_LOGGER = "envoy.access_loggers.tcp_grpc"
-ALS_CLUSTER = "als-grpc"  # the bootstrap's cluster on the agent's ALS socket
 METRICS_LOG_NAME = "pilotfish-metrics"  # the agent keeps one logger per name: one for all
 FLUSH_INTERVAL = 1.0  # seconds; Envoy's default, said out loud
 

@@ -45,7 +45,7 @@ _DISCOVERY = {
 }
 
 
-class CdsGenerator:
+class _Clusters:
     type_url = types.CLUSTER
     # Workloads reach clusters only through the mTLS SANs (the service accounts behind a
     # service) and whether any has a sidecar: the pseudo kind SERVICE_IDENTITIES moves when
@@ -54,7 +54,7 @@ class CdsGenerator:
     depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Sidecar",
                             "PeerAuthentication", SERVICE_IDENTITIES})
 
-    def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> list[Any]:
+    def outbound(self, push: PushContext, proxy: Proxy) -> list[cluster_pb2.Cluster]:
         clusters: list[cluster_pb2.Cluster] = []
         for service in push.visible_services(proxy):
             if service.resolution is Resolution.ALIAS:
@@ -64,12 +64,30 @@ class CdsGenerator:
                     continue
                 clusters.extend(outbound_clusters(push, proxy, service, port))
         clusters.append(blackhole())
-        if proxy.type is ProxyType.SIDECAR:
-            clusters.append(passthrough(push))
-            for instance in push.service_instances(proxy):
-                clusters.append(inbound_cluster(push, instance))
-            clusters.append(inbound_passthrough(push))
+        return clusters
+
+
+class SidecarClusters(_Clusters):
+    """A sidecar's clusters: outbound, then passthrough and its inbound clusters."""
+
+    proxy_kinds = frozenset({"sidecar"})
+
+    def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> list[Any]:
+        clusters = self.outbound(push, proxy)
+        clusters.append(passthrough(push))
+        for instance in push.service_instances(proxy):
+            clusters.append(inbound_cluster(push, instance))
+        clusters.append(inbound_passthrough(push))
         return _unique(clusters)
+
+
+class RouterClusters(_Clusters):
+    """A gateway's clusters: outbound only."""
+
+    proxy_kinds = frozenset({"router"})
+
+    def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> list[Any]:
+        return _unique(self.outbound(push, proxy))
 
 
 def _unique(clusters: list[cluster_pb2.Cluster]) -> list[cluster_pb2.Cluster]:
@@ -231,5 +249,5 @@ def inbound_cluster(push: PushContext, instance: ServiceInstance) -> cluster_pb2
 
 
 @hookimpl
-def pilotfish_xds_generator() -> CdsGenerator:
-    return CdsGenerator()
+def pilotfish_xds_generator() -> list[_Clusters]:
+    return [SidecarClusters(), RouterClusters()]

@@ -14,7 +14,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import Endpoint, Resolution
 from pilotfish.core.protocol import Protocol
-from pilotfish.core.proxy import Proxy, ProxyType
+from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.security_policies import MtlsMode
 from pilotfish.core.xds import types
@@ -22,8 +22,17 @@ from pilotfish.translators.common import OUTBOUND, cluster_name
 from pilotfish.translators.endpoints import load_assignment
 
 
-class EdsGenerator:
+class Endpoints:
+    """Assignments for the proxy's visible services, sidecars and routers alike.
+
+    Passthrough services get one too: routers, which have no original destination, reach
+    their endpoints through EDS; a sidecar's clusters for them are ORIGINAL_DST and never
+    ask for it (EDS sends only what is subscribed), so one generator serves both kinds and
+    its assignments are shared by their scopes.
+    """
+
     type_url = types.ENDPOINT
+    proxy_kinds = frozenset({"sidecar", "router"})
     # PeerAuthentication: an endpoint whose workload turns mTLS off loses its tlsMode mark.
     depends_on = frozenset({
         "Service", "ServiceEntry", "DestinationRule", "Sidecar", "Pod", "WorkloadEntry",
@@ -35,10 +44,7 @@ class EdsGenerator:
     ) -> list[endpoint_pb2.ClusterLoadAssignment]:
         out = []
         for service in push.visible_services(proxy):
-            resolution = service.resolution
-            if resolution is Resolution.PASSTHROUGH and proxy.type is not ProxyType.SIDECAR:
-                resolution = Resolution.CLIENT_SIDE_LB
-            if resolution is not Resolution.CLIENT_SIDE_LB:
+            if service.resolution not in (Resolution.CLIENT_SIDE_LB, Resolution.PASSTHROUGH):
                 continue
             rule = push.destination_rule(proxy, service.hostname)
             subsets = [("", None)] + [
@@ -68,5 +74,5 @@ def _accepts_mtls(push: PushContext, endpoint: Endpoint) -> bool:
 
 
 @hookimpl
-def pilotfish_xds_generator() -> EdsGenerator:
-    return EdsGenerator()
+def pilotfish_xds_generator() -> Endpoints:
+    return Endpoints()

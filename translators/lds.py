@@ -1,10 +1,10 @@
-"""LDS: the listeners of one proxy (entry point ``lds`` in group ``pilotfish.xds``).
+"""LDS: the listeners of sidecars and routers (entry point ``lds`` in group ``pilotfish.xds``).
 
-Sidecars get the capture listeners (``virtualOutbound`` on 15001, ``virtualInbound`` on
-15006) plus one unbound listener per outbound port or VIP; routers get one bound listener
-per Gateway server port. HTTP listeners point at route tables by name (RDS over ADS), so a
-VirtualService HTTP change moves routes only; the names are the contract with the RDS
-translator:
+Two generators, one per proxy kind. Sidecars get the capture listeners (``virtualOutbound``
+on 15001, ``virtualInbound`` on 15006) plus one unbound listener per outbound port or VIP;
+routers get one bound listener per Gateway server port. HTTP listeners point at route
+tables by name (RDS over ADS), so a VirtualService HTTP change moves routes only; the names
+are the contract with the RDS translator:
 
 - sidecar outbound HTTP and auto-detect port P: ``"P"``;
 - gateway plain HTTP port P: ``http.P``; terminated HTTPS:
@@ -24,7 +24,7 @@ from typing import Any
 from envoy.config.listener.v3 import listener_pb2
 
 from pilotfish.core.hookspecs import hookimpl
-from pilotfish.core.proxy import Proxy, ProxyType
+from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.sniffing import Sniffer
 from pilotfish.core.xds import types
@@ -34,7 +34,7 @@ from pilotfish.translators.sidecar_inbound import virtual_inbound
 from pilotfish.translators.sidecar_outbound import outbound_listeners
 
 
-class LdsGenerator:
+class _Listeners:
     type_url = types.LISTENER
     # Services and ServiceEntries shape the outbound listeners, Sidecar narrows them,
     # VirtualService tcp/tls routes are resolved into listeners, Gateways make router
@@ -51,18 +51,31 @@ class LdsGenerator:
         # Fixed for the generator's life: the plugin set does not change while it runs.
         self.detection = detection
 
+
+class SidecarListeners(_Listeners):
+    """virtualOutbound, virtualInbound, then the per-port outbound listeners."""
+
+    proxy_kinds = frozenset({"sidecar"})
+
     def generate(
         self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
     ) -> list[listener_pb2.Listener]:
-        if proxy.type is ProxyType.SIDECAR:
-            outbound = outbound_listeners(push, proxy, self.detection)
-            # virtualOutbound, virtualInbound, then the per-port listeners.
-            return [outbound[0], virtual_inbound(push, proxy, self.detection), *outbound[1:]]
-        if proxy.type is ProxyType.ROUTER:
-            return gateway_listeners(push, proxy, self.detection)
-        return []  # waypoints and ztunnel arrive with ambient mode
+        outbound = outbound_listeners(push, proxy, self.detection)
+        return [outbound[0], virtual_inbound(push, proxy, self.detection), *outbound[1:]]
+
+
+class RouterListeners(_Listeners):
+    """One bound listener per port of the Gateway servers that select the router."""
+
+    proxy_kinds = frozenset({"router"})
+
+    def generate(
+        self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
+    ) -> list[listener_pb2.Listener]:
+        return gateway_listeners(push, proxy, self.detection)
 
 
 @hookimpl
-def pilotfish_xds_generator(sniffers: Sequence[Sniffer]) -> LdsGenerator:
-    return LdsGenerator(Detection.of(sniffers))
+def pilotfish_xds_generator(sniffers: Sequence[Sniffer]) -> list[_Listeners]:
+    detection = Detection.of(sniffers)
+    return [SidecarListeners(detection), RouterListeners(detection)]

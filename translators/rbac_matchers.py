@@ -18,10 +18,10 @@ from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
+from pilotfish.core.security_policies import path_template_error
 from pilotfish.translators.common import pack
 from pilotfish.translators.filter_chains import cidr
 from pilotfish.translators.jwt_authn import JWT_FILTER, PAYLOAD_KEY
-from pilotfish.validation.security import path_template_error
 
 SPIFFE = "spiffe://"
 URI_TEMPLATE = "envoy.path.match.uri_template"

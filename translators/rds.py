@@ -18,33 +18,43 @@ from typing import Any
 from envoy.config.route.v3 import route_pb2
 
 from pilotfish.core.hookspecs import hookimpl
-from pilotfish.core.proxy import Proxy, ProxyType
+from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.xds import types
 from pilotfish.translators.gateway_routes import gateway_route_configs
 from pilotfish.translators.virtual_hosts import sidecar_route_configs
 
 
-class RdsGenerator:
-    """Generator for ``RouteConfiguration`` resources (plugin ``rds``)."""
-
+class _Routes:
     type_url = types.ROUTE
     # Endpoints and workloads never change a route table; these kinds can.
     depends_on: frozenset[str] | None = frozenset({
         "VirtualService", "DestinationRule", "Service", "ServiceEntry", "Gateway", "Sidecar",
     })
 
+
+class SidecarRoutes(_Routes):
+    """``RouteConfiguration`` ``"<port>"`` for each outbound HTTP port (plugin ``rds``)."""
+
+    proxy_kinds = frozenset({"sidecar"})
+
     def generate(
         self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
     ) -> list[route_pb2.RouteConfiguration]:
-        if proxy.type is ProxyType.ROUTER:
-            return gateway_route_configs(push, proxy, memo)
-        if proxy.type is ProxyType.SIDECAR:
-            return sidecar_route_configs(push, proxy, memo)
-        # Waypoints and ztunnel get no Istio-style RDS from this generator.
-        return []
+        return sidecar_route_configs(push, proxy, memo)
+
+
+class RouterRoutes(_Routes):
+    """``http.<port>`` and ``https.<port>...`` route tables of a gateway (plugin ``rds``)."""
+
+    proxy_kinds = frozenset({"router"})
+
+    def generate(
+        self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
+    ) -> list[route_pb2.RouteConfiguration]:
+        return gateway_route_configs(push, proxy, memo)
 
 
 @hookimpl
-def pilotfish_xds_generator() -> RdsGenerator:
-    return RdsGenerator()
+def pilotfish_xds_generator() -> list[_Routes]:
+    return [SidecarRoutes(), RouterRoutes()]

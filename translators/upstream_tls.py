@@ -17,11 +17,11 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 
 from pilotfish.core.protocol import Protocol
+from pilotfish.core.proxy_backend import SDS_CLUSTER
 from pilotfish.translators.common import ads_config_source, pack
 
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
-SDS_CLUSTER = "sds-grpc"
 WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 CREDENTIAL_PREFIX = "kubernetes://"

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pilotfish.core.objects import ConfigObject, FieldPath
+from pilotfish.core.security_policies import path_template_error
 from pilotfish.validation import names
 from pilotfish.validation.fields import arr, check_selector, check_targets, error, obj, text
 from pilotfish.validation.issues import Issue, invalid, warning
@@ -151,27 +152,6 @@ def _check_clause(path: FieldPath, clause: Any, fields: tuple[str, ...], name: s
                 reason = names.ip_or_cidr_error(text(value))
                 if reason:
                     yield invalid(where, value, reason)
-
-
-def path_template_error(path: str) -> str:
-    """Why an AuthorizationPolicy path template cannot be served ("" if it can).
-
-    ``{*}`` stands for one whole segment and ``{**}`` for any number of them; nothing may
-    be templated after a ``{**}``. That last rule is Envoy's URI template grammar, and
-    Envoy 1.40 aborts on a template that breaks it rather than rejecting the config.
-    """
-    if "{" not in path and "}" not in path:
-        return ""
-    after_rest = False
-    for segment in path.split("/"):
-        if "{" not in segment and "}" not in segment:
-            continue
-        if segment not in ("{*}", "{**}"):
-            return "{*} and {**} must each be a whole path segment"
-        if after_rest:
-            return "no {*} or {**} may follow {**}"
-        after_rest = segment == "{**}"
-    return ""
 
 
 def _only_http(clause: dict[str, Any]) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 from cryptography import x509
@@ -76,6 +76,7 @@ class ServingCert:
     not_after: float  # epoch seconds: when to get a new one
 
 
+@runtime_checkable
 class CertProvider(Protocol):
     """The object ``pilotfish_cert_provider`` returns."""
 

@@ -1,19 +1,20 @@
-"""Envoy's ``/config_dump`` shape: built from generated resources, read back into tables.
+"""Envoy's ``/config_dump`` shape: built from generated resources, and its sections read back.
 
 Discovery's ``/debug/config_dump`` and Envoy's admin ``/config_dump`` share one format, so
-``pilotfish proxy-config`` prints either with the same code, in istioctl's columns.
+``pilotfish proxy-config`` reads either with the same code (``cli/tables.py`` prints it in
+istioctl's columns). The readers work on plain JSON data; only ``build`` needs Envoy's
+protobufs, and imports them when it runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
-
-from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
-from google.protobuf import any_pb2, json_format
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pilotfish.core.xds import types
-from pilotfish.core.xds.resources import ResourceSet
+
+if TYPE_CHECKING:
+    from pilotfish.core.xds.resources import ResourceSet
 
 _DUMP_TYPES = {
     "clusters": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
@@ -26,6 +27,9 @@ _DUMP_TYPES = {
 
 def build(sets: Mapping[str, ResourceSet]) -> dict[str, Any]:
     """A ConfigDump (as JSON data) of what discovery would send one proxy."""
+    from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
+    from google.protobuf import any_pb2, json_format
+
     dumps = []
     clusters = sets.get(types.CLUSTER)
     if clusters is not None:
@@ -110,142 +114,3 @@ def endpoints(dump: Mapping[str, Any]) -> list[dict[str, Any]]:
 def secrets(dump: Mapping[str, Any]) -> dict[str, Any]:
     """The SecretsConfigDump as Envoy gives it (``secret_dump`` reads it into rows)."""
     return dict(_section(dump, "secrets"))
-
-
-# -- tables in istioctl's columns -----------------------------------------------------------
-
-
-def table(headers: list[str], rows: Iterable[list[str]]) -> str:
-    rows = [headers, *rows]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
-        for row in rows
-    ) + "\n"
-
-
-def cluster_rows(items: Iterable[Mapping[str, Any]]) -> list[list[str]]:
-    rows = []
-    for c in items:
-        name = str(c.get("name", ""))
-        parts = name.split("|")
-        if len(parts) == 4:
-            direction, port, subset, host = parts
-        else:
-            direction, port, subset, host = "", "-", "-", name
-        kind = c.get("type") or ("EDS" if "eds_cluster_config" in c else "STATIC")
-        istio = ((c.get("metadata") or {}).get("filter_metadata") or {}).get("istio") or {}
-        rule = str(istio.get("config", ""))
-        rule = "/".join(rule.split("/")[-1:] + rule.split("/")[-3:-2]) if rule else "-"
-        rows.append([host or name, port, subset or "-", direction.upper() or "-", kind, rule])
-    return sorted(rows)
-
-
-CLUSTER_HEADERS = ["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE"]
-
-
-def _chain_match(chain: Mapping[str, Any]) -> str:
-    match = chain.get("filter_chain_match") or {}
-    parts = []
-    if match.get("destination_port"):
-        parts.append(f"port={match['destination_port']}")
-    if match.get("prefix_ranges"):
-        parts.append("ip=" + ",".join(
-            f"{p.get('address_prefix')}/{p.get('prefix_len', 32)}" for p in match["prefix_ranges"]
-        ))
-    if match.get("server_names"):
-        parts.append("SNI=" + ",".join(match["server_names"]))
-    if match.get("transport_protocol"):
-        parts.append(f"trans={match['transport_protocol']}")
-    if match.get("application_protocols"):
-        parts.append("App: " + ",".join(match["application_protocols"]))
-    return "; ".join(parts) or "ALL"
-
-
-def _chain_destination(chain: Mapping[str, Any]) -> str:
-    for flt in chain.get("filters") or ():
-        config = flt.get("typed_config") or {}
-        if "rds" in config:
-            return f"Route: {config['rds'].get('route_config_name', '')}"
-        if "route_config" in config:
-            return f"Inline Route: {config['route_config'].get('name', '')}"
-        if "cluster" in config:
-            return f"Cluster: {config['cluster']}"
-        if "weighted_clusters" in config:
-            return "Clusters: " + ",".join(
-                c.get("name", "") for c in config["weighted_clusters"].get("clusters") or ()
-            )
-    return "-"
-
-
-def listener_rows(items: Iterable[Mapping[str, Any]]) -> list[list[str]]:
-    rows = []
-    for listener in items:
-        sock = (listener.get("address") or {}).get("socket_address") or {}
-        address = str(sock.get("address", ""))
-        port = str(sock.get("port_value", ""))
-        for chain in listener.get("filter_chains") or [{}]:
-            rows.append([address, port, _chain_match(chain), _chain_destination(chain)])
-    return rows
-
-
-LISTENER_HEADERS = ["ADDRESSES", "PORT", "MATCH", "DESTINATION"]
-
-
-def route_rows(items: Iterable[Mapping[str, Any]]) -> list[list[str]]:
-    rows = []
-    for config in items:
-        for vhost in config.get("virtual_hosts") or ():
-            domains = vhost.get("domains") or []
-            shown = ", ".join(domains[:2]) + (f" + {len(domains) - 2} more" if len(domains) > 2
-                                               else "")
-            for route in vhost.get("routes") or [{}]:
-                match = route.get("match") or {}
-                text = (match.get("path") or match.get("prefix")
-                        or (match.get("safe_regex") or {}).get("regex") or "/*")
-                if "prefix" in match and text != "/":
-                    text += "*"
-                elif text == "/":
-                    text = "/*"
-                istio = ((route.get("metadata") or {}).get("filter_metadata") or {}).get(
-                    "istio") or {}
-                vs = str(istio.get("config", ""))
-                vs = ".".join(vs.split("/")[-1:] + vs.split("/")[-3:-2]) if vs else "-"
-                rows.append([str(config.get("name", "")), str(vhost.get("name", "")), shown,
-                             text, vs])
-    return rows
-
-
-ROUTE_HEADERS = ["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"]
-
-
-def endpoint_rows_from_clusters_json(data: Mapping[str, Any]) -> list[list[str]]:
-    """Envoy admin ``/clusters?format=json``: live endpoints with health."""
-    rows = []
-    for status in data.get("cluster_statuses") or ():
-        name = status.get("name", "")
-        for host in status.get("host_statuses") or ():
-            sock = (host.get("address") or {}).get("socket_address") or {}
-            health = host.get("health_status") or {}
-            failed = [k for k, v in health.items() if k.startswith("failed") and v]
-            state = "UNHEALTHY" if failed or health.get("eds_health_status") == "UNHEALTHY" \
-                else "HEALTHY"
-            outlier = "FAILED" if health.get("failed_outlier_check") else "OK"
-            rows.append([f"{sock.get('address')}:{sock.get('port_value')}", state, outlier, name])
-    return sorted(rows)
-
-
-def endpoint_rows_from_dump(items: Iterable[Mapping[str, Any]]) -> list[list[str]]:
-    rows = []
-    for cla in items:
-        for locality in cla.get("endpoints") or ():
-            for lb in locality.get("lb_endpoints") or ():
-                sock = ((lb.get("endpoint") or {}).get("address") or {}).get(
-                    "socket_address") or {}
-                rows.append([f"{sock.get('address')}:{sock.get('port_value')}",
-                             lb.get("health_status", "HEALTHY"), "OK",
-                             cla.get("cluster_name", "")])
-    return sorted(rows)
-
-
-ENDPOINT_HEADERS = ["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"]

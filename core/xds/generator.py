@@ -1,20 +1,25 @@
-"""Generators (one per xDS type) and the cache that makes each scope's output shared.
+"""Generators (one per proxy kind and xDS type) and the cache that shares each scope's output.
 
-A generator turns a push context and a proxy into protobuf messages. Output depends only on
-the proxy's `ProxyScope`, so the cache keys it by (type, scope, epoch): the epoch of a type
-moves only when a config kind the generator depends on changed. An endpoints-only change
-therefore moves the EDS epoch alone; CDS, LDS and RDS output is reused as is and nothing is
-sent for those types. Some output depends on a fact derived from several kinds (CDS on the
-service accounts behind each service); the push context reports such facts as pseudo kinds
-when they changed (`PushContext.derived_changes`), so a scale-up within known accounts still
-moves EDS alone.
+A generator turns a push context and a proxy into protobuf messages of one type URL, for the
+proxy kinds it declares (``sidecar``, ``router``, ``grpc``, or a kind of a plugin's own).
+Several generators may serve one type URL as long as no two serve the same kind: the
+``Generators`` table says which one a proxy gets.
+
+Output depends only on the proxy's `ProxyScope` (its kind included), so the cache keys it by
+(type, scope, epoch). Each generator has its own epoch, which moves only when a config kind
+the generator depends on changed; a generator serving several kinds shares one epoch and
+one memo between them. An endpoints-only change therefore moves the EDS epochs
+alone; CDS, LDS and RDS output is reused as is and nothing is sent for those types. Some
+output depends on a fact derived from several kinds (CDS on the service accounts behind each
+service); the push context reports such facts as pseudo kinds when they changed
+(`PushContext.derived_changes`), so a scale-up within known accounts still moves EDS alone.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -24,16 +29,19 @@ from pilotfish.core.xds import types
 from pilotfish.core.xds.resources import Resource, ResourceSet
 
 
+@runtime_checkable
 class Generator(Protocol):
     """What a ``pilotfish.xds`` plugin returns from ``pilotfish_xds_generator``."""
 
     type_url: str
+    # The proxy kinds it serves (``Proxy.kind``): "sidecar", "router", "grpc", ...
+    proxy_kinds: frozenset[str]
     # Config kinds whose changes can alter the output; None means "any change".
     depends_on: frozenset[str] | None
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> Sequence[Any]:
         """Messages of ``type_url`` for ``proxy``. ``memo`` is shared by every proxy scope
-        within one epoch of this type: keep scope-independent pieces there."""
+        within one epoch of this generator: keep scope-independent pieces there."""
         ...
 
 
@@ -46,16 +54,81 @@ class Patcher(Protocol):
     ) -> None: ...
 
 
+class GeneratorConflict(ValueError):
+    """Two generators claim the same proxy kind and type URL."""
+
+
+@attrs.frozen(order=True)
+class GeneratorKey:
+    """Names one generator: its type URL and the proxy kinds it serves (unique per table)."""
+
+    type_url: str
+    kinds: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{','.join(self.kinds)}/{types.short(self.type_url)}"
+
+
+class Generators:
+    """Which generator serves each (proxy kind, type URL). Built once when discovery starts."""
+
+    def __init__(self, entries: Iterable[tuple[str, Generator]] = ()) -> None:
+        """``entries``: (who provides it, e.g. the plugin's label, generator) pairs."""
+        self._by_kind: dict[tuple[str, str], tuple[GeneratorKey, Generator]] = {}
+        self._generators: dict[GeneratorKey, Generator] = {}
+        owners: dict[tuple[str, str], str] = {}
+        for owner, generator in entries:
+            if not generator.proxy_kinds:
+                raise GeneratorConflict(f"{owner}: a {types.short(generator.type_url)} "
+                                        "generator that serves no proxy kind")
+            key = GeneratorKey(generator.type_url, tuple(sorted(generator.proxy_kinds)))
+            for kind in key.kinds:
+                slot = (kind, generator.type_url)
+                if slot in self._by_kind:
+                    raise GeneratorConflict(
+                        f"{owners[slot]} and {owner} both generate "
+                        f"{types.short(generator.type_url)} for {kind} proxies; remove one "
+                        "of them from the mesh config (plugins.xds.remove)")
+                self._by_kind[slot] = (key, generator)
+                owners[slot] = owner
+            self._generators[key] = generator
+
+    @classmethod
+    def of(cls, *generators: Generator) -> Generators:
+        return cls((type(g).__name__, g) for g in generators)
+
+    def lookup(self, kind: str, type_url: str) -> tuple[GeneratorKey, Generator] | None:
+        return self._by_kind.get((kind, type_url))
+
+    def get(self, kind: str, type_url: str) -> Generator | None:
+        found = self._by_kind.get((kind, type_url))
+        return found[1] if found else None
+
+    def items(self) -> Iterator[tuple[GeneratorKey, Generator]]:
+        return iter(sorted(self._generators.items(),
+                           key=lambda kv: (types.order_key(kv[0].type_url), kv[0].kinds)))
+
+    def type_urls(self, kind: str | None = None) -> list[str]:
+        """The type URLs served (to proxies of ``kind``), in push order."""
+        urls = {url for k, url in self._by_kind if kind is None or k == kind}
+        return sorted(urls, key=types.order_key)
+
+    def kinds(self) -> list[str]:
+        return sorted({kind for kind, _ in self._by_kind})
+
+    def __len__(self) -> int:
+        return len(self._generators)
+
+
 @attrs.frozen
 class PushState:
-    """The push context plus each type's epoch: what generation is keyed on."""
+    """The push context plus each generator's epoch: what generation is keyed on."""
 
     push: PushContext
-    epochs: Mapping[str, int]
+    epochs: Mapping[GeneratorKey, int]
 
     def advance(
-        self, push: PushContext, changed_kinds: frozenset[str] | None,
-        generators: Mapping[str, Generator],
+        self, push: PushContext, changed_kinds: frozenset[str] | None, generators: Generators,
     ) -> PushState:
         """The next state; ``changed_kinds=None`` means everything may have changed."""
         epochs = dict(self.epochs)
@@ -63,16 +136,15 @@ class PushState:
             # Facts derived from several kinds (the service accounts behind a service) move
             # only the generators that read them, and only when they really changed.
             changed_kinds = changed_kinds | push.derived_changes(self.push, changed_kinds)
-        for url, generator in generators.items():
+        for key, generator in generators.items():
             if affects(generator, changed_kinds):
-                epochs[url] = epochs.get(url, 0) + 1
+                epochs[key] = epochs.get(key, 0) + 1
         return PushState(push, epochs)
 
     def changed_types(self, previous: PushState) -> list[str]:
-        return sorted(
-            (url for url, epoch in self.epochs.items() if previous.epochs.get(url) != epoch),
-            key=types.order_key,
-        )
+        """Type URLs some generator of which moved, in push order."""
+        return sorted({key.type_url for key, epoch in self.epochs.items()
+                       if previous.epochs.get(key) != epoch}, key=types.order_key)
 
 
 def affects(generator: Generator, changed_kinds: frozenset[str] | None) -> bool:
@@ -84,30 +156,32 @@ def affects(generator: Generator, changed_kinds: frozenset[str] | None) -> bool:
 class GenerationCache:
     """Builds and caches ResourceSets; serialization happens once per distinct resource."""
 
-    def __init__(self, generators: Mapping[str, Generator], patcher: Patcher | None = None):
-        self.generators = dict(generators)
+    def __init__(self, generators: Generators, patcher: Patcher | None = None):
+        self.generators = generators
         self._patcher = patcher
         self._sets: dict[tuple[str, ProxyScope, int], ResourceSet] = {}
         # The newest set per (type, scope), to diff its successor against.
         self._latest: dict[tuple[str, ProxyScope], ResourceSet] = {}
-        self._memos: dict[tuple[str, int], dict[Any, Any]] = {}
+        self._memos: dict[tuple[GeneratorKey, int], dict[Any, Any]] = {}
         self.generations = 0  # how many times a generator actually ran (for tests/metrics)
 
     def resources(self, state: PushState, type_url: str, proxy: Proxy) -> ResourceSet:
-        epoch = state.epochs.get(type_url, 0)
+        found = self.generators.lookup(proxy.kind, type_url)
+        if found is None:
+            # Nothing serves this type to this kind of proxy: an empty set, never cached,
+            # so requests for arbitrary type URLs cannot grow the cache.
+            return ResourceSet(type_url, {})
+        gkey, generator = found
+        epoch = state.epochs.get(gkey, 0)
         key = (type_url, proxy.scope, epoch)
         cached = self._sets.get(key)
         if cached is not None:
             return cached
-        generator = self.generators.get(type_url)
-        if generator is None:
-            result = ResourceSet(type_url, {})
-        else:
-            memo = self._memos.setdefault((type_url, epoch), {})
-            result = self._build(state.push, generator, proxy, memo)
-            previous = self._latest.get((type_url, proxy.scope))
-            if previous is not None:
-                result = result.since(previous)
+        memo = self._memos.setdefault((gkey, epoch), {})
+        result = self._build(state.push, generator, proxy, memo)
+        previous = self._latest.get((type_url, proxy.scope))
+        if previous is not None:
+            result = result.since(previous)
         self._sets[key] = result
         self._latest[(type_url, proxy.scope)] = result
         return result
@@ -140,17 +214,13 @@ class GenerationCache:
 
     def prune(self, state: PushState) -> None:
         """Forget everything from epochs older than the state's."""
-        self._sets = {k: v for k, v in self._sets.items() if state.epochs.get(k[0], 0) == k[2]}
+        def current(type_url: str, scope: ProxyScope, epoch: int) -> bool:
+            found = self.generators.lookup(scope.kind, type_url)
+            return found is not None and state.epochs.get(found[0], 0) == epoch
+
+        self._sets = {k: v for k, v in self._sets.items() if current(*k)}
         self._memos = {k: v for k, v in self._memos.items() if state.epochs.get(k[0], 0) == k[1]}
 
     def statistics(self) -> dict[str, int]:
         return {"sets": len(self._sets), "generations": self.generations}
 
-
-def all_kinds(generators: Iterable[Generator]) -> frozenset[str] | None:
-    kinds: set[str] = set()
-    for generator in generators:
-        if generator.depends_on is None:
-            return None
-        kinds |= generator.depends_on
-    return frozenset(kinds)

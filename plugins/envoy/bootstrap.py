@@ -24,13 +24,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pilotfish.core.proxy_backend import ProxyOptions, is_ip, split_host_port
+from pilotfish.core.proxy_backend import (
+    ALS_CLUSTER,
+    SDS_CLUSTER,
+    XDS_CLUSTER,
+    ProxyOptions,
+    is_ip,
+    split_host_port,
+)
 from pilotfish.plugins.envoy import stats as envoy_stats
-from pilotfish.translators import access_logs
 
-XDS_CLUSTER = "xds-grpc"
-SDS_CLUSTER = "sds-grpc"  # the name translators/upstream_tls.py refers to
-ALS_CLUSTER = access_logs.ALS_CLUSTER
 BOOTSTRAP_FILE = "envoy-rev.json"  # pilot-agent's name, so operators find it
 XDS_RETRY_BACKOFF = {"base_interval": "0.5s", "max_interval": "30s"}
 

@@ -2,7 +2,7 @@
 
 Istio's Envoy counts requests in its ``istio.stats`` filter, which stock Envoy lacks.
 Stock Envoy can send every request and TCP connection to a gRPC access-log service
-(``translators/access_logs.py`` sets that up, the agent serves it: ``plugins/envoy/access_log_service.py``).
+(``translators/access_logs.py`` sets that up; ``access_log_service`` serves it).
 An entry says what the stats cannot: the peer's certificate, whether the connection was
 mutual TLS, the exact response flags. This module folds entries into Istio's families:
 

@@ -137,14 +137,3 @@ def test_ipv6_and_dns_servers_are_found_in_the_namespace(netns: str):
     assert "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN" in v6
     assert "-d 10.96.0.10/32" in saved(netns, "iptables-save", "-t", "nat")
     assert "inet6 ::6/128" in sh("ip", "-n", netns, "addr", "show", "dev", "lo")
-
-
-def test_the_installed_iptables_plugin_keeps_the_interceptor_contract(netns: str):
-    import anyio
-
-    from pilotfish.core import plugins
-    from pilotfish.testing.interceptors import check_interceptor
-
-    active = plugins.Plugins([plugins.installed("interceptors")["iptables"]])
-    interceptor = active.interceptors()["iptables"]
-    anyio.run(check_interceptor, interceptor, netns)

@@ -17,10 +17,11 @@ from google.protobuf import json_format
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
 from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.envoy_check import envoy_accepts
-from pilotfish.translators import cds
+from pilotfish.testing.generators import generate
 
 pytestmark = pytest.mark.envoy
 
@@ -104,7 +105,7 @@ def clusters() -> list[dict[str, Any]]:
     assert not errors, errors
     push = push_context.build(objects, MeshSettings(), "v1")
     proxy = parse_node(NODE, {"LABELS": {"app": "web"}})
-    out = cds.CdsGenerator().generate(push, proxy, {})
+    out = generate(types.CLUSTER, push, proxy, {})
     return [json_format.MessageToDict(cluster) for cluster in out]
 
 

@@ -18,10 +18,11 @@ from google.protobuf import json_format
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
 from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.envoy_check import envoy_accepts
-from pilotfish.translators import lds
+from pilotfish.testing.generators import generate as generated
 from pilotfish.translators.listener_filters import ALL, NONE, Detection
 
 pytestmark = pytest.mark.envoy
@@ -184,7 +185,7 @@ def generate(config: str, node: str, labels: dict[str, str], mesh: MeshSettings,
     assert not errors
     push = push_context.build(objects, mesh, "v1")
     proxy = parse_node(node, {"LABELS": labels})
-    out = lds.LdsGenerator(detection).generate(push, proxy, {})
+    out = generated(types.LISTENER, push, proxy, detection=detection)
     assert out, "the scenario must produce listeners"
     return [json_format.MessageToDict(listener) for listener in out]
 

@@ -19,10 +19,11 @@ from google.protobuf import json_format
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
 from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.envoy_check import envoy_accepts
-from pilotfish.translators import cds, lds
+from pilotfish.testing.generators import generate
 from pilotfish.translators.listener_filters import ALL, Detection
 
 pytestmark = pytest.mark.envoy
@@ -210,8 +211,8 @@ def resources(config: str, node: str, labels: dict[str, str],
     assert not errors, errors
     push = push_context.build(objects, MeshSettings(protocol_detection_timeout=0.1), "v1")
     proxy = parse_node(node, {"LABELS": labels})
-    listeners = lds.LdsGenerator(detection).generate(push, proxy, {})
-    clusters = cds.CdsGenerator().generate(push, proxy, {})
+    listeners = generate(types.LISTENER, push, proxy, detection=detection)
+    clusters = generate(types.CLUSTER, push, proxy, {})
     return ([json_format.MessageToDict(item) for item in listeners],
             [json_format.MessageToDict(item) for item in clusters])
 

@@ -14,7 +14,7 @@ import pytest
 
 from pilotfish.cni import protocol as cni
 from pilotfish.cni.protocol import CniRequest
-from pilotfish.node import cni_runtime as cni_chain
+from pilotfish.node import cni_runtime
 
 ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x",
        "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "CNI_ARGS": "IgnoreUnknown=1;K=v"}
@@ -93,29 +93,29 @@ def test_a_pod_the_runtime_says_nothing_about_passes_through_untouched():
 def test_each_plugin_gets_the_list_name_version_and_only_its_capabilities():
     conflist = {"cniVersion": "1.0.0", "name": "pods", "plugins": []}
     runtime = {"pilotfishPod": {"name": "a"}, "portMappings": []}
-    config = cni_chain.plugin_config(
+    config = cni_runtime.plugin_config(
         conflist, {"type": "pilotfish-cni", "capabilities": {"pilotfishPod": True}},
         {"ips": []}, runtime)
     assert config == {"type": "pilotfish-cni", "capabilities": {"pilotfishPod": True},
                       "cniVersion": "1.0.0", "name": "pods", "prevResult": {"ips": []},
                       "runtimeConfig": {"pilotfishPod": {"name": "a"}}}
-    assert "runtimeConfig" not in cni_chain.plugin_config(conflist, {"type": "bridge"}, None,
+    assert "runtimeConfig" not in cni_runtime.plugin_config(conflist, {"type": "bridge"}, None,
                                                           runtime)
 
 
 def test_missing_plugins_and_bad_conflists_are_named(tmp_path: Path):
-    with pytest.raises(cni_chain.ChainError, match="plugin nosuch: not found on the CNI path"):
-        cni_chain.find_plugin("nosuch", [tmp_path])
+    with pytest.raises(cni_runtime.ChainError, match="plugin nosuch: not found on the CNI path"):
+        cni_runtime.find_plugin("nosuch", [tmp_path])
     import anyio
 
-    with pytest.raises(cni_chain.ChainError, match="plugins: expected a non-empty list"):
-        anyio.run(lambda: cni_chain.add({"cniVersion": "1.0.0", "name": "n", "plugins": []},
+    with pytest.raises(cni_runtime.ChainError, match="plugins: expected a non-empty list"):
+        anyio.run(lambda: cni_runtime.add({"cniVersion": "1.0.0", "name": "n", "plugins": []},
                                         "/x", "c", cache_dir=tmp_path))
 
 
 def test_first_ipv4_skips_ipv6():
     result = {"ips": [{"address": "fd00::2/64"}, {"address": "10.250.0.2/24"}]}
-    assert cni_chain.first_ipv4(result) == "10.250.0.2"
-    assert cni_chain.ips(result) == ["fd00::2/64", "10.250.0.2/24"]
-    with pytest.raises(cni_chain.ChainError, match="no IPv4 address"):
-        cni_chain.first_ipv4({"ips": []})
+    assert cni_runtime.first_ipv4(result) == "10.250.0.2"
+    assert cni_runtime.ips(result) == ["fd00::2/64", "10.250.0.2/24"]
+    with pytest.raises(cni_runtime.ChainError, match="no IPv4 address"):
+        cni_runtime.first_ipv4({"ips": []})

@@ -12,10 +12,11 @@ from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
 from pilotfish.core.xds import types
-from pilotfish.core.xds.generator import GenerationCache, PushState
+from pilotfish.core.xds.generator import GenerationCache, Generators, PushState
 from pilotfish.core.yamlload import load_text
-from pilotfish.translators.cds import CdsGenerator
-from pilotfish.translators.eds import EdsGenerator
+from pilotfish.testing.generators import generate
+from pilotfish.translators.cds import RouterClusters, SidecarClusters
+from pilotfish.translators.eds import Endpoints
 
 MESH = """\
 apiVersion: v1
@@ -87,7 +88,7 @@ def context(config: str = MESH, mesh: MeshSettings | None = None) -> push_contex
 def clusters(config: str = MESH, mesh: MeshSettings | None = None
              ) -> dict[str, cluster_pb2.Cluster]:
     proxy = parse_node(NODE, {"LABELS": {"app": "client"}})
-    return {c.name: c for c in CdsGenerator().generate(context(config, mesh), proxy, {})}
+    return {c.name: c for c in generate(types.CLUSTER, context(config, mesh), proxy, {})}
 
 
 def tls_of(socket: Any) -> tls_pb2.UpstreamTlsContext:
@@ -201,7 +202,7 @@ spec:
 def tls_modes(config: str) -> dict[str, bool]:
     proxy = parse_node(NODE, {"LABELS": {"app": "client"}})
     out: dict[str, bool] = {}
-    for cla in EdsGenerator().generate(context(config), proxy, {}):
+    for cla in generate(types.ENDPOINT, context(config), proxy, {}):
         assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
         if cla.cluster_name != f"outbound|80||{WEB}":
             continue
@@ -233,7 +234,7 @@ spec:
 
 
 def test_cds_moves_when_accounts_change_and_not_when_pods_only_move() -> None:
-    generators = {types.CLUSTER: CdsGenerator(), types.ENDPOINT: EdsGenerator()}
+    generators = Generators.of(SidecarClusters(), RouterClusters(), Endpoints())
     cache = GenerationCache(generators)
     proxy = parse_node(NODE, {"LABELS": {"app": "client"}})
     first = PushState(context(), {}).advance(context(), None, generators)

@@ -8,10 +8,10 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
+from pilotfish.testing.generators import generate as generated
 from pilotfish.translators import cluster_policy
-from pilotfish.translators.cds import CdsGenerator
-from pilotfish.translators.eds import EdsGenerator
 
 CONFIG = """\
 apiVersion: v1
@@ -69,12 +69,12 @@ spec:
 """
 
 
-def generate(generator, proxy):
+def generate(type_url, proxy):
     objects, errors = load_text(CONFIG, "c.yaml")
     assert not errors
     push = push_context.build(objects, MeshSettings(), "v1")
     return {m.cluster_name if hasattr(m, "cluster_name") and not hasattr(m, "type") else m.name:
-            m for m in generator.generate(push, proxy, {})}
+            m for m in generated(type_url, push, proxy)}
 
 
 SIDECAR = parse_node("sidecar~10.1.0.1~r1.default~default.svc.cluster.local",
@@ -83,7 +83,7 @@ ROUTER = parse_node("router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.lo
 
 
 def test_cluster_names_and_fixed_clusters():
-    clusters = generate(CdsGenerator(), SIDECAR)
+    clusters = generate(types.CLUSTER, SIDECAR)
     assert set(clusters) == {
         "outbound|9080||reviews.default.svc.cluster.local",
         "outbound|9080|v1|reviews.default.svc.cluster.local",
@@ -98,12 +98,12 @@ def test_cluster_names_and_fixed_clusters():
         "BlackHoleCluster", "PassthroughCluster", "InboundPassthroughCluster",
         "inbound|9080||", "inbound|9090||", "inbound|7000||",
     }
-    router = generate(CdsGenerator(), ROUTER)
+    router = generate(types.CLUSTER, ROUTER)
     assert "PassthroughCluster" not in router and "inbound|9080||" not in router
 
 
 def test_destination_rule_traffic_policy():
-    clusters = generate(CdsGenerator(), SIDECAR)
+    clusters = generate(types.CLUSTER, SIDECAR)
     c = clusters["outbound|9080||reviews.default.svc.cluster.local"]
     assert c.type == cluster_pb2.Cluster.EDS
     assert c.eds_cluster_config.service_name == c.name
@@ -121,7 +121,7 @@ def test_destination_rule_traffic_policy():
 
 
 def test_port_level_settings_and_http2():
-    clusters = generate(CdsGenerator(), SIDECAR)
+    clusters = generate(types.CLUSTER, SIDECAR)
     c = clusters["outbound|9090||reviews.default.svc.cluster.local"]
     assert c.lb_policy == cluster_pb2.Cluster.RING_HASH
     assert c.ring_hash_lb_config.minimum_ring_size.value == 64
@@ -132,7 +132,7 @@ def test_port_level_settings_and_http2():
 
 
 def test_subset_tls_istio_mutual_uses_agent_sds():
-    clusters = generate(CdsGenerator(), SIDECAR)
+    clusters = generate(types.CLUSTER, SIDECAR)
     c = clusters["outbound|9080|v2|reviews.default.svc.cluster.local"]
     context = tls_pb2.UpstreamTlsContext()
     c.transport_socket.typed_config.Unpack(context)
@@ -146,7 +146,7 @@ def test_subset_tls_istio_mutual_uses_agent_sds():
 
 
 def test_dns_service_entry_with_simple_tls():
-    clusters = generate(CdsGenerator(), SIDECAR)
+    clusters = generate(types.CLUSTER, SIDECAR)
     c = clusters["outbound|443||api.example.com"]
     assert c.type == cluster_pb2.Cluster.STRICT_DNS
     address = c.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
@@ -158,14 +158,14 @@ def test_dns_service_entry_with_simple_tls():
 
 
 def test_inbound_cluster_is_original_dst_from_127_0_0_6():
-    clusters = generate(CdsGenerator(), SIDECAR)
+    clusters = generate(types.CLUSTER, SIDECAR)
     c = clusters["inbound|9080||"]
     assert c.type == cluster_pb2.Cluster.ORIGINAL_DST
     assert c.upstream_bind_config.source_address.address == "127.0.0.6"
 
 
 def test_endpoints_per_subset_are_filtered_by_labels():
-    assignments = generate(EdsGenerator(), SIDECAR)
+    assignments = generate(types.ENDPOINT, SIDECAR)
     def addresses(name):
         cla = assignments[name]
         return sorted(lb.endpoint.address.socket_address.address
@@ -181,6 +181,6 @@ def test_assignments_are_shared_across_scopes_through_the_memo():
     objects, _ = load_text(CONFIG, "c.yaml")
     push = push_context.build(objects, MeshSettings(), "v1")
     memo: dict = {}
-    a = EdsGenerator().generate(push, SIDECAR, memo)
-    b = EdsGenerator().generate(push, ROUTER, memo)
+    a = generated(types.ENDPOINT, push, SIDECAR, memo)
+    b = generated(types.ENDPOINT, push, ROUTER, memo)
     assert a[0] is b[0]

@@ -12,7 +12,7 @@ from pilotfish.core.proxy import Proxy, parse_node
 from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
 from pilotfish.plugins.sniffers import http1, http2, tls
-from pilotfish.translators import lds
+from pilotfish.testing.generators import generate
 from pilotfish.translators.listener_filters import ALL, NONE, Detection
 
 SERVICES = """\
@@ -62,7 +62,7 @@ def listeners(
     assert not errors
     push = push_context.build(objects, mesh or MeshSettings(), "v1")
     proxy = proxy or parse_node(NODE, {"LABELS": {"app": "web"}})
-    return {item.name: item for item in lds.LdsGenerator(detection).generate(push, proxy, {})}
+    return {item.name: item for item in generate(types.LISTENER, push, proxy, detection=detection)}
 
 
 def inspectors(listener: listener_pb2.Listener) -> list[str]:
@@ -95,7 +95,8 @@ def test_detection_of_the_builtin_sniffers() -> None:
 def test_lds_generator_gets_the_active_sniffers_from_the_plugin_manager() -> None:
     def generator(choice: dict[str, Any]) -> Any:
         config = meshconfig.from_dict({"plugins": {"sniffers": choice}})
-        return plugins.Plugins.from_config(config).xds_generators()[types.LISTENER]
+        return plugins.Plugins.from_config(config).xds_generators().get("sidecar",
+                                                                         types.LISTENER)
 
     assert generator({}).detection == ALL
     assert generator({"remove": ["http1", "http2"]}).detection == NO_HTTP

@@ -15,8 +15,9 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import Proxy, parse_node
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
-from pilotfish.translators import lds
+from pilotfish.testing.generators import generate as generated
 
 SERVICES = """\
 apiVersion: v1
@@ -54,7 +55,7 @@ def generate(config: str, proxy: Proxy | None = None) -> dict[str, listener_pb2.
     assert not errors
     push = push_context.build(objects, MeshSettings(), "v1")
     proxy = proxy or parse_node(GATEWAY_NODE, {"LABELS": {"istio": "ingressgateway"}})
-    return {item.name: item for item in lds.LdsGenerator().generate(push, proxy, {})}
+    return {item.name: item for item in generated(types.LISTENER, push, proxy, {})}
 
 
 def unpack(chain: listener_components_pb2.FilterChain, message: Any) -> Any:

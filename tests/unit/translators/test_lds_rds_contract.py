@@ -9,9 +9,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import Proxy, parse_node
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
-from pilotfish.translators.lds import LdsGenerator
-from pilotfish.translators.rds import RdsGenerator
+from pilotfish.testing.generators import generate
 
 CONFIG = """\
 apiVersion: v1
@@ -73,13 +73,13 @@ def route_names(proxy: Proxy) -> tuple[set[str], set[str]]:
     assert not errors
     push = push_context.build(objects, MeshSettings(), "v1")
     wanted = set()
-    for listener in LdsGenerator().generate(push, proxy, {}):
+    for listener in generate(types.LISTENER, push, proxy, {}):
         for chain in listener.filter_chains:
             for network_filter in chain.filters:
                 manager = hcm_pb2.HttpConnectionManager()
                 if network_filter.typed_config.Unpack(manager) and manager.HasField("rds"):
                     wanted.add(manager.rds.route_config_name)
-    served = {config.name for config in RdsGenerator().generate(push, proxy, {})}
+    served = {config.name for config in generate(types.ROUTE, push, proxy, {})}
     return wanted, served
 
 

@@ -21,7 +21,8 @@ from pilotfish.core.protocol import SERVER_FIRST_PORTS
 from pilotfish.core.proxy import Proxy, parse_node
 from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
-from pilotfish.translators import lds, sidecar_inbound
+from pilotfish.testing.generators import generate
+from pilotfish.translators import sidecar_inbound
 
 MESH = """\
 apiVersion: v1
@@ -95,7 +96,7 @@ def sidecar(node: str = WEB_NODE, **labels: str) -> Proxy:
 
 
 def listeners(push: push_context.PushContext, proxy: Proxy) -> dict[str, listener_pb2.Listener]:
-    out = lds.LdsGenerator().generate(push, proxy, {})
+    out = generate(types.LISTENER, push, proxy, {})
     assert len({item.name for item in out}) == len(out), "listener names must be unique"
     return {item.name: item for item in out}
 
@@ -146,18 +147,20 @@ def summary(listener: listener_pb2.Listener) -> list[Summary]:
 def test_generator_is_registered_under_the_lds_entry_point() -> None:
     (entry,) = [e for e in metadata.entry_points(group="pilotfish.xds") if e.name == "lds"]
     module = entry.load()
-    generator = module.pilotfish_xds_generator(sniffers=())
-    assert generator.type_url == types.LISTENER
-    assert {"Gateway", "Service", "ServiceEntry", "Sidecar", "VirtualService"} <= (
-        generator.depends_on
-    )
-    assert "Endpoints" not in generator.depends_on  # endpoint churn must not rebuild LDS
+    sidecar, router = module.pilotfish_xds_generator(sniffers=())
+    assert (sidecar.proxy_kinds, router.proxy_kinds) == ({"sidecar"}, {"router"})
+    for generator in (sidecar, router):
+        assert generator.type_url == types.LISTENER
+        assert {"Gateway", "Service", "ServiceEntry", "Sidecar", "VirtualService"} <= (
+            generator.depends_on
+        )
+        assert "Endpoints" not in generator.depends_on  # endpoint churn must not rebuild LDS
 
 
 def test_output_depends_only_on_the_proxy_scope() -> None:
     push = build()
-    one = lds.LdsGenerator().generate(push, sidecar(), {})
-    other = lds.LdsGenerator().generate(
+    one = generate(types.LISTENER, push, sidecar(), {})
+    other = generate(types.LISTENER,
         push, sidecar("sidecar~10.0.0.99~web-2.default~default.svc.cluster.local"), {}
     )
     assert [m.SerializeToString(deterministic=True) for m in one] == [
@@ -167,7 +170,7 @@ def test_output_depends_only_on_the_proxy_scope() -> None:
 
 def test_waypoints_and_ztunnels_get_no_listeners_yet() -> None:
     proxy = parse_node("waypoint~10.0.0.7~wp-1.default~default.svc.cluster.local")
-    assert lds.LdsGenerator().generate(build(), proxy, {}) == []
+    assert generate(types.LISTENER, build(), proxy, {}) == []
 
 
 # -- virtualOutbound ---------------------------------------------------------------------

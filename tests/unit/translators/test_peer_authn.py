@@ -10,9 +10,9 @@ from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
 from pilotfish.core.security_policies import MtlsMode
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
-from pilotfish.translators import lds
-from pilotfish.translators.cds import CdsGenerator
+from pilotfish.testing.generators import generate
 from pilotfish.translators.listener_filters import ALL, Detection
 from pilotfish.translators.peer_authn import PortKind, chain_options
 
@@ -52,7 +52,7 @@ def inbound(config: str, detection: Detection = ALL,
     assert not errors, errors
     push = push_context.build(objects, mesh or MeshSettings(), "v1")
     proxy = parse_node(NODE, {"LABELS": {"app": "web"}})
-    (found,) = [item for item in lds.LdsGenerator(detection).generate(push, proxy, {})
+    (found,) = [item for item in generate(types.LISTENER, push, proxy, detection=detection)
                 if item.name == "virtualInbound"]
     return found
 
@@ -213,6 +213,6 @@ status: {podIP: 10.0.0.5}
     assert not errors, errors
     push = push_context.build(objects, MeshSettings(), "v1")
     proxy = parse_node(NODE, {"LABELS": {"app": "web"}})
-    generated = [*lds.LdsGenerator().generate(push, proxy, {}),
-                 *CdsGenerator().generate(push, proxy, {})]
+    generated = [*generate(types.LISTENER, push, proxy, {}),
+                 *generate(types.CLUSTER, push, proxy, {})]
     assert not any(b"sds-grpc" in m.SerializeToString() for m in generated)

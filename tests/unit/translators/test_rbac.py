@@ -17,8 +17,9 @@ from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
 from pilotfish.core.security_policies import AuthzPolicy
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
-from pilotfish.translators import lds
+from pilotfish.testing.generators import generate
 from pilotfish.translators.rbac import action_rules, rule_policy
 
 JWT = "envoy.filters.http.jwt_authn"
@@ -318,7 +319,7 @@ def virtual_inbound() -> listener_pb2.Listener:
     push = push_context.build(objects, MeshSettings(), "v1")
     proxy = parse_node("sidecar~10.0.0.5~web-1.shop~shop.svc.cluster.local",
                        {"LABELS": {"app": "web"}})
-    (found,) = [item for item in lds.LdsGenerator().generate(push, proxy, {})
+    (found,) = [item for item in generate(types.LISTENER, push, proxy, {})
                 if item.name == "virtualInbound"]
     return found
 

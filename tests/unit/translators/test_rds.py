@@ -10,9 +10,10 @@ from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import Proxy, parse_node
 from pilotfish.core.xds import types
+from pilotfish.core.xds.generator import Generator
 from pilotfish.core.yamlload import load_text
+from pilotfish.testing.generators import generate as generated
 from pilotfish.translators import rds
-from pilotfish.translators.rds import RdsGenerator
 
 MESH = """\
 apiVersion: v1
@@ -62,7 +63,7 @@ def generate(extra: str = "", proxy: Proxy = SIDECAR,
     objects, errors = load_text(MESH + extra, "mesh.yaml")
     assert not errors
     push = push_context.build(objects, mesh or MeshSettings(), "v1")
-    return {c.name: c for c in RdsGenerator().generate(push, proxy, {})}
+    return {c.name: c for c in generated(types.ROUTE, push, proxy, {})}
 
 
 def vhosts(config: route_pb2.RouteConfiguration) -> dict[str, rc.VirtualHost]:
@@ -70,11 +71,15 @@ def vhosts(config: route_pb2.RouteConfiguration) -> dict[str, rc.VirtualHost]:
 
 
 def test_plugin_contract() -> None:
-    generator = rds.pilotfish_xds_generator()
-    assert isinstance(generator, RdsGenerator)
-    assert generator.type_url == types.ROUTE
-    assert generator.depends_on == frozenset({
-        "VirtualService", "DestinationRule", "Service", "ServiceEntry", "Gateway", "Sidecar"})
+    sidecar, router = rds.pilotfish_xds_generator()
+    assert isinstance(sidecar, rds.SidecarRoutes) and isinstance(router, rds.RouterRoutes)
+    assert (sidecar.proxy_kinds, router.proxy_kinds) == ({"sidecar"}, {"router"})
+    for generator in (sidecar, router):
+        assert isinstance(generator, Generator)
+        assert generator.type_url == types.ROUTE
+        assert generator.depends_on == frozenset({
+            "VirtualService", "DestinationRule", "Service", "ServiceEntry", "Gateway",
+            "Sidecar"})
     assert getattr(rds.pilotfish_xds_generator, hookimpl.project_name + "_impl")
 
 

@@ -20,9 +20,10 @@ from google.protobuf import json_format
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
 from pilotfish.plugins.envoy.backend import envoy_binary
-from pilotfish.translators.rds import RdsGenerator
+from pilotfish.testing.generators import generate
 
 pytestmark = pytest.mark.envoy
 
@@ -128,15 +129,14 @@ spec:
 def route_configs() -> list[route_pb2.RouteConfiguration]:
     objects, errors = load_text(CONFIG, "envoy.yaml")
     assert not errors
-    generator = RdsGenerator()
     out: list[route_pb2.RouteConfiguration] = []
     for mesh in (MeshSettings(), MeshSettings(outbound_traffic_policy="REGISTRY_ONLY")):
         push = push_context.build(objects, mesh, "v1")
         sidecar = parse_node("sidecar~10.1.0.1~pp-1.default~default.svc.cluster.local")
         router = parse_node("router~10.1.0.2~gw-1.istio-system~istio-system.svc.cluster.local",
                             {"LABELS": {"istio": "ingressgateway"}})
-        out += generator.generate(push, sidecar, {})
-        out += generator.generate(push, router, {})
+        out += generate(types.ROUTE, push, sidecar)
+        out += generate(types.ROUTE, push, router)
     return out
 
 

@@ -9,9 +9,10 @@ from envoy.config.route.v3 import route_pb2
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import Proxy, parse_node
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
+from pilotfish.testing.generators import generate as generated
 from pilotfish.translators.gateway_routes import intersect, route_name
-from pilotfish.translators.rds import RdsGenerator
 
 BASE = """\
 apiVersion: v1
@@ -68,7 +69,7 @@ def generate(extra: str = "", proxy: Proxy = ROUTER) -> dict[str, route_pb2.Rout
     objects, errors = load_text(BASE + extra, "gw.yaml")
     assert not errors
     push = push_context.build(objects, MeshSettings(), "v1")
-    return {c.name: c for c in RdsGenerator().generate(push, proxy, {})}
+    return {c.name: c for c in generated(types.ROUTE, push, proxy, {})}
 
 
 def vhosts(config: route_pb2.RouteConfiguration) -> dict[str, rc.VirtualHost]:

@@ -14,8 +14,9 @@ from envoy.type.v3 import percent_pb2
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import Proxy, parse_node
+from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
-from pilotfish.translators.rds import RdsGenerator
+from pilotfish.testing.generators import generate
 
 SERVICES = """\
 apiVersion: v1
@@ -60,7 +61,7 @@ spec:
     objects, errors = load_text(text, "vs.yaml")
     assert not errors
     push = push_context.build(objects, mesh or MeshSettings(), "v1")
-    configs = {c.name: c for c in RdsGenerator().generate(push, proxy, {})}
+    configs = {c.name: c for c in generate(types.ROUTE, push, proxy, {})}
     hosts = {v.name: v for v in configs[str(port)].virtual_hosts}
     return list(hosts[f"{HOST}:{port}"].routes)
 
@@ -197,7 +198,7 @@ spec:
 """
     objects, _ = load_text(text, "vs.yaml")
     push = push_context.build(objects, MeshSettings(), "v1")
-    configs = {c.name: c for c in RdsGenerator().generate(push, SIDECAR, {})}
+    configs = {c.name: c for c in generate(types.ROUTE, push, SIDECAR, {})}
 
     def prefixes(port: int) -> list[str]:
         vhost = next(v for v in configs[str(port)].virtual_hosts
@@ -589,7 +590,7 @@ def test_weighted_destinations_share_one_hash_policy() -> None:
 def test_consistent_hash_on_default_route_without_virtual_service() -> None:
     objects, _ = load_text(SERVICES + DR_HASH, "dr.yaml")
     push = push_context.build(objects, MeshSettings(), "v1")
-    config = next(c for c in RdsGenerator().generate(push, SIDECAR, {}) if c.name == "9080")
+    config = next(c for c in generate(types.ROUTE, push, SIDECAR, {}) if c.name == "9080")
     vhost = next(v for v in config.virtual_hosts if v.name == f"{HOST}:9080")
     (route,) = vhost.routes
     assert route.name == "default"

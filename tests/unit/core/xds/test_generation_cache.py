@@ -6,10 +6,10 @@ from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import parse_node
 from pilotfish.core.xds import types
-from pilotfish.core.xds.generator import GenerationCache, PushState
+from pilotfish.core.xds.generator import GenerationCache, Generators, PushState
 from pilotfish.core.yamlload import load_text
-from pilotfish.translators.cds import CdsGenerator
-from pilotfish.translators.eds import EdsGenerator
+from pilotfish.translators.cds import RouterClusters, SidecarClusters
+from pilotfish.translators.eds import Endpoints
 
 CONFIG = """\
 apiVersion: v1
@@ -37,7 +37,7 @@ def sidecar(name: str, app: str):
 
 
 def test_proxies_in_one_scope_share_one_generation_and_the_bytes():
-    generators = {types.CLUSTER: CdsGenerator(), types.ENDPOINT: EdsGenerator()}
+    generators = Generators.of(SidecarClusters(), RouterClusters(), Endpoints())
     cache = GenerationCache(generators)
     state = PushState(context(CONFIG, "1"), {}).advance(context(CONFIG, "1"), None, generators)
     a1, a2, b = sidecar("a-1", "a"), sidecar("a-2", "a"), sidecar("b-1", "b")
@@ -52,7 +52,7 @@ def test_proxies_in_one_scope_share_one_generation_and_the_bytes():
 
 
 def test_endpoint_change_moves_only_the_endpoint_epoch():
-    generators = {types.CLUSTER: CdsGenerator(), types.ENDPOINT: EdsGenerator()}
+    generators = Generators.of(SidecarClusters(), RouterClusters(), Endpoints())
     cache = GenerationCache(generators)
     proxy = sidecar("a-1", "a")
     first = PushState(context(CONFIG, "1"), {}).advance(context(CONFIG, "1"), None, generators)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pilotfish.cli import main as cli
-from pilotfish.cli.proxy_status import CommandError
 from pilotfish.core import meshconfig
+from pilotfish.core.output import CommandError
 from pilotfish.core.security.files import SYSTEM_STATE_DIR, default_state_dir
+from pilotfish.discovery.command import cert_settings
 from pilotfish.discovery.secure_xds import serving_names
 
 
@@ -20,12 +21,12 @@ def test_workload_ttls_default_to_istios_and_come_from_mesh_config():
     assert meshconfig.MeshConfig().discovery.max_workload_cert_ttl == 90 * 86400
     config = meshconfig.from_dict({"discovery": {"workloadCertTtl": "2m",
                                                  "maxWorkloadCertTtl": "48h"}})
-    settings = cli._cert_settings(parse("--state-dir", "/tmp/x"), config)
+    settings = cert_settings(parse("--state-dir", "/tmp/x"), config)
     assert (settings.workload_ttl, settings.max_workload_ttl) == (120, 48 * 3600)
 
 
 def test_flags_override_the_mesh_config():
-    settings = cli._cert_settings(parse("--workload-cert-ttl", "1h", "--max-workload-cert-ttl",
+    settings = cert_settings(parse("--workload-cert-ttl", "1h", "--max-workload-cert-ttl",
                                         "2h", "--state-dir", "/s"), meshconfig.MeshConfig())
     assert (settings.workload_ttl, settings.max_workload_ttl) == (3600, 7200)
     assert str(settings.state_dir) == "/s" and settings.trust_domain == "cluster.local"
@@ -36,13 +37,13 @@ def test_default_ttl_above_the_maximum_is_an_error():
         meshconfig.from_dict({"discovery": {"workloadCertTtl": "100h",
                                             "maxWorkloadCertTtl": "10h"}})
     with pytest.raises(CommandError, match="at most the maximum"):
-        cli._cert_settings(parse("--workload-cert-ttl", "3h", "--max-workload-cert-ttl", "1h"),
+        cert_settings(parse("--workload-cert-ttl", "3h", "--max-workload-cert-ttl", "1h"),
                            meshconfig.MeshConfig())
 
 
 def test_missing_ca_dir_is_named(tmp_path):
     with pytest.raises(CommandError, match=r"--ca-dir .*: not a directory"):
-        cli._cert_settings(parse("--ca-dir", str(tmp_path / "nope")), meshconfig.MeshConfig())
+        cert_settings(parse("--ca-dir", str(tmp_path / "nope")), meshconfig.MeshConfig())
 
 
 def test_state_dir_default_depends_on_the_user(monkeypatch, tmp_path):

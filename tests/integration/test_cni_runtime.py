@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from pilotfish.node import cni_runtime as cni_chain
+from pilotfish.node import cni_runtime
 
 CNI_PATH = [Path("/usr/lib/cni"), Path(sys.executable).parent]
 EXCLUSIONS = {
@@ -63,7 +63,8 @@ class Node:
         return name
 
     def call(self, command: str, pod: str, runtime: dict[str, Any] | None = None) -> Any:
-        fn = {"ADD": cni_chain.add, "DEL": cni_chain.delete, "CHECK": cni_chain.check}[command]
+        fn = {"ADD": cni_runtime.add, "DEL": cni_runtime.delete,
+              "CHECK": cni_runtime.check}[command]
 
         async def go() -> Any:
             return await fn(self.conflist, f"/run/netns/pf-{pod}-{self.tag}", f"ctr-{pod}",
@@ -107,7 +108,7 @@ def test_sidecar_pod_gets_an_address_and_its_capture_and_del_undoes_everything(n
     runtime = pod_config("web", True, EXCLUSIONS)
     result = node.call("ADD", "web", runtime)
 
-    address = cni_chain.first_ipv4(result)
+    address = cni_runtime.first_ipv4(result)
     assert address.startswith(node.subnet.rsplit(".", 2)[0] + ".")
     assert f"{address}/24" in sh("ip", "-n", netns, "-o", "addr", "show", "dev", "eth0")
     assert "default" not in sh("ip", "-n", netns, "route")
@@ -133,7 +134,7 @@ def test_sidecar_pod_gets_an_address_and_its_capture_and_del_undoes_everything(n
 def test_pod_without_sidecar_is_networked_but_not_captured(node: Node):
     netns = node.pod_netns("db")
     result = node.call("ADD", "db", pod_config("db", False))
-    assert cni_chain.first_ipv4(result)
+    assert cni_runtime.first_ipv4(result)
     assert "ISTIO" not in saved(netns)
     node.call("CHECK", "db", pod_config("db", False))
     node.call("DEL", "db", pod_config("db", False))
@@ -145,7 +146,7 @@ def test_check_fails_when_the_capture_was_tampered_with(node: Node):
     runtime = pod_config("api", True)
     node.call("ADD", "api", runtime)
     sh("ip", "netns", "exec", netns, "iptables", "-t", "nat", "-F", "ISTIO_OUTPUT")
-    with pytest.raises(cni_chain.ChainError) as caught:
+    with pytest.raises(cni_runtime.ChainError) as caught:
         node.call("CHECK", "api", runtime)
     error = caught.value
     assert (error.plugin, error.code, error.msg) == ("pilotfish-cni", 101,
@@ -156,7 +157,7 @@ def test_check_fails_when_the_capture_was_tampered_with(node: Node):
 def test_bad_pod_facts_fail_add_with_the_plugins_error_and_leak_nothing(node: Node):
     node.pod_netns("bad")
     runtime = pod_config("bad", True, {"traffic.sidecar.istio.io/excludeOutboundPorts": "pg"})
-    with pytest.raises(cni_chain.ChainError) as caught:
+    with pytest.raises(cni_runtime.ChainError) as caught:
         node.call("ADD", "bad", runtime)
     error = caught.value
     assert error.plugin == "pilotfish-cni" and error.code == 7

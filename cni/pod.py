@@ -1,0 +1,63 @@
+"""The pod a CNI runtime hands ``pilotfish-cni``, read into ``PodFacts``.
+
+There is no Kubernetes API to ask about the pod, so the runtime passes its facts in the
+network config's ``runtimeConfig`` under ``pilotfishPod`` (the local node does; see
+``cni/plugin.py`` for the shape). Sans-IO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pilotfish.core.interceptor import PodFacts
+
+RUNTIME_KEY = "pilotfishPod"
+
+
+class PodError(ValueError):
+    """The runtime's pod facts are invalid; the message names the field."""
+
+
+def pod_from_runtime_config(value: Any, *, where: str = f"runtimeConfig.{RUNTIME_KEY}",
+                            ips: tuple[str, ...] = (), cni_args: Mapping[str, str] = {}
+                            ) -> PodFacts:
+    """Check and read the ``pilotfishPod`` object; ``ips`` come from the previous result."""
+    if not isinstance(value, dict):
+        raise PodError(f"{where}: expected an object, got {type(value).__name__}")
+    name = value.get("name", cni_args.get("K8S_POD_NAME", ""))
+    namespace = value.get("namespace", cni_args.get("K8S_POD_NAMESPACE", ""))
+    for field, text in (("name", name), ("namespace", namespace)):
+        if not isinstance(text, str) or not text:
+            raise PodError(f"{where}.{field}: expected a non-empty string")
+    annotations = _string_map(value.get("annotations"), f"{where}.annotations")
+    ports = value.get("containerPorts", [])
+    if not isinstance(ports, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
+        raise PodError(f"{where}.containerPorts: expected a list of ports (1-65535)")
+    sidecar = value.get("sidecar", "sidecar.istio.io/status" in annotations)
+    if not isinstance(sidecar, bool):
+        raise PodError(f"{where}.sidecar: expected true or false")
+    ids = {}
+    for field in ("runAsUser", "runAsGroup"):
+        id_ = value.get(field)
+        if id_ is not None and (not isinstance(id_, int) or isinstance(id_, bool) or id_ < 0):
+            raise PodError(f"{where}.{field}: expected a user/group id (a number >= 0)")
+        ids[field] = id_
+    return PodFacts(
+        name=name, namespace=namespace, annotations=annotations,
+        labels=_string_map(value.get("labels"), f"{where}.labels"), sidecar=sidecar,
+        container_ports=tuple(ports), proxy_env=_string_map(value.get("proxyEnv"),
+                                                            f"{where}.proxyEnv"),
+        run_as_user=ids["runAsUser"], run_as_group=ids["runAsGroup"], ips=ips,
+    )
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise PodError(f"{where}: expected an object mapping strings to strings")
+    return dict(value)
+

@@ -1,0 +1,32 @@
+"""The profiles pilotfish ships: named plugin sets, registered as data in the entry-point
+group ``pilotfish.profiles`` like any distribution's (see docs/plugins.md).
+
+A mesh config picks one or several (``profile: [sidecar, grpc]``); their plugins are
+combined in order, then ``plugins:`` may add, remove or replace names per group.
+"""
+
+from __future__ import annotations
+
+from pilotfish.core.plugins import Profile
+
+SIDECAR = Profile(
+    description="Istio's sidecar mesh: Envoy sidecars and gateways, iptables capture",
+    plugins={
+        "xds": ("cds", "eds", "lds", "rds"),
+        "sources": ("files",),
+        "proxies": ("envoy",),
+        "interceptors": ("iptables",),
+        "sniffers": ("tls", "http1", "http2"),
+        "certs": ("istio-ca",),
+    },
+)
+
+GRPC = Profile(
+    description="proxyless gRPC: gRPC's own xDS client (GENERATOR: grpc) gets API listeners, "
+                "routes, clusters and endpoints",
+    plugins={
+        "xds": ("grpc-lds", "grpc-rds", "grpc-cds", "grpc-eds"),
+        "sources": ("files",),
+        "certs": ("istio-ca",),
+    },
+)
