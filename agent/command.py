@@ -10,7 +10,7 @@ returns its exit status (see there for the shutdown sequence).
 
 Exit status: the proxy's (``supervisor.exit_status``); 2 for bad flags or config; 1 when
 the proxy cannot be set up (not installed, bootstrap rejected, directory not writable, a
-status port taken).
+status port or socket taken).
 """
 
 from __future__ import annotations
@@ -222,6 +222,8 @@ async def run(supervisor: Supervisor, status: StatusServer | None,
         try:
             if status is not None:
                 await status.start(tg)  # before the proxy: a taken port stops us early
+            # What the proxy needs served beside it (Envoy: its access-log sink).
+            await tg.start(supervisor.admin.serve)
             if identity is not None:
                 try:
                     await identity.start(tg)
@@ -265,11 +267,12 @@ def main(args: argparse.Namespace) -> int:
             raise ProxyError(f"{options.config_dir}: cannot write the bootstrap: "
                              f"{exc.strerror}; choose another --config-dir") from exc
         backend.check(path)
-        supervisor = Supervisor(backend, options, path, termination_drain)
+        admin = backend.admin(options)
+        supervisor = Supervisor(backend, options, path, termination_drain, admin)
         # With xDS over mTLS the bootstrap always asks for the workload certificate, so
         # readiness can (and must) wait for it: before it, mesh mTLS would fail.
         secrets = ("default", "ROOTCA") if options.xds_tls else ()
-        status = status_server.from_args(args, options, supervisor, secrets)
+        status = status_server.from_args(args, options, supervisor, admin, secrets)
         identity = (agent_identity.AgentIdentity(identity_settings, options)
                     if identity_settings is not None else None)
         return anyio.run(run, supervisor, status, identity)

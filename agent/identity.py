@@ -8,7 +8,7 @@ result over SDS on ``CONFIG_DIR/SDS`` and renews it at about half its lifetime
 ``--xds-tls`` (implied by a ``--discovery`` address on port 15012) also puts the proxy's
 own xDS connection under mTLS: Envoy dials the agent's relay on ``CONFIG_DIR/XDS`` and
 runs TLS through it to discovery with the ``default`` and ``ROOTCA`` secrets this agent
-serves (see ``xds_relay`` for why the relay, and ``plugins.envoy_bootstrap``).
+serves (see ``xds_relay`` for why the relay, and ``plugins/envoy/bootstrap.py``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """The agent's status server: Istio's ports 15020 (status) and 15021 (health).
 
 Status port: ``/healthz/ready``, the merged scrape on ``/stats/prometheus`` (and
-``/metrics``), and two controls taken only from localhost, as in pilot-agent:
+``/metrics``), and, only from localhost as in pilot-agent, two controls —
 ``POST /quitquitquit`` (stop as on SIGTERM: drain, wait, stop the proxy, exit) and
-``POST /drain`` (start draining now and keep running — a preStop hook's job).
+``POST /drain`` (start draining now and keep running — a preStop hook's job) — and
+``GET /config_dump``, what the proxy runs in Envoy's shape, whichever proxy it is.
+
+Readiness, metrics, the dump and the drain are asked of the proxy backend's
+``ProxyAdmin``: this module names no proxy's stat or endpoint.
 
 Health port: ``/healthz/ready`` only, which is what Kubernetes probes and what
 ``pilotfish agent wait`` polls. pilot-agent has Envoy serve this port and route it back
@@ -23,23 +27,21 @@ import ipaddress
 import logging
 from importlib import metadata
 from typing import Protocol
-from urllib.parse import quote
 
+import anyio
 import anyio.abc
 import attrs
 
 from pilotfish.agent.merged_metrics import MergedMetrics
-from pilotfish.agent.readiness import Readiness, Verdict, parse_stats
+from pilotfish.agent.readiness import Readiness, Verdict
 from pilotfish.core import http_client
 from pilotfish.core.http import HttpServer, Request, Response
-from pilotfish.core.istio_metrics import Workload
 from pilotfish.core.prometheus import CONTENT_TYPE
-from pilotfish.core.proxy_backend import ProxyError, ProxyOptions
-from pilotfish.plugins.envoy.access_log_service import AccessLogServer
+from pilotfish.core.proxy_backend import ProxyAdmin, ProxyError, ProxyOptions, ProxyStatus
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT = 3.0  # pilot-agent's timeout for the stats request behind a probe
+READY_TIMEOUT = 3.0  # pilot-agent's timeout for asking the proxy behind a probe
 
 
 class StatusServerError(Exception):
@@ -75,14 +77,15 @@ def is_local(host: str) -> bool:
 
 
 class StatusServer:
-    def __init__(self, options: ProxyOptions, ports: StatusPorts, control: AgentControl,
+    def __init__(self, ports: StatusPorts, control: AgentControl, admin: ProxyAdmin,
                  metrics: MergedMetrics, secrets: tuple[str, ...] = ()) -> None:
-        self.options, self.ports, self.control, self.metrics = options, ports, control, metrics
-        self.readiness = Readiness(options.discovery_address, secrets)
+        self.ports, self.control, self.admin, self.metrics = ports, control, admin, metrics
+        self.readiness = Readiness(secrets)
         self.status_http = HttpServer({
             "/healthz/ready": self.ready,
             "/stats/prometheus": self.prometheus,
             "/metrics": self.prometheus,
+            "/config_dump": self.config_dump,
             "/quitquitquit": self.quit,
             "/drain": self.drain,
         })
@@ -103,26 +106,20 @@ class StatusServer:
                     f"{flag} {port}: cannot listen on {address}: {exc.strerror or exc}; "
                     "choose another port, or 0 to turn it off") from exc
             log.info("%s: serving on %s", flag.removeprefix("--"), address)
-        sink = AccessLogServer(self.options.als_socket, self.metrics.requests)
-        try:
-            await tg.start(sink.serve)
-        except OSError as exc:
-            raise StatusServerError(str(exc)) from exc
 
     async def check(self) -> Verdict:
-        """Ask the proxy's admin API and decide (see ``readiness``)."""
+        """Ask the proxy how it is and decide (see ``readiness``)."""
         self.readiness.draining = self.control.draining
         if self.readiness.draining:
-            return self.readiness.decide({})
-        admin = self.options.admin_url
-        url = f"{admin}/stats?filter={quote(self.readiness.stats_filter())}"
+            return self.readiness.decide(ProxyStatus())
         try:
-            reply = await http_client.request(url, timeout=READY_TIMEOUT)
-        except http_client.HttpClientError as exc:
-            return self.readiness.unreachable(f"{admin}: {exc.reason}")
-        if reply.status != 200:
-            return self.readiness.unreachable(f"{admin}/stats: HTTP {reply.status}")
-        return self.readiness.decide(parse_stats(reply.text))
+            with anyio.fail_after(READY_TIMEOUT):
+                status = await self.admin.status(self.readiness.full)
+        except ProxyError as exc:
+            return self.readiness.unreachable(str(exc))
+        except TimeoutError:
+            return self.readiness.unreachable(f"no answer within {READY_TIMEOUT:g}s")
+        return self.readiness.decide(status)
 
     async def ready(self, request: Request) -> Response:
         verdict = await self.check()
@@ -131,6 +128,18 @@ class StatusServer:
     async def prometheus(self, request: Request) -> Response:
         text = await self.metrics.scrape(request.query_string)
         return Response(200, text.encode(), CONTENT_TYPE)
+
+    async def config_dump(self, request: Request) -> Response:
+        if request.method != "GET":
+            return Response(405, f"{request.path}: use GET\n".encode(),
+                            headers=(("allow", "GET"),))
+        if not is_local(request.peer_host):
+            return Response.text(f"{request.path}: only allowed from localhost\n", 403)
+        try:
+            dump = await self.admin.config_dump()
+        except ProxyError as exc:
+            return Response.text(f"could not read the proxy's config: {exc}\n", 502)
+        return Response.json(dump)
 
     async def quit(self, request: Request) -> Response:
         refused = _refuse(request)
@@ -188,15 +197,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--app-metrics {exc}") from None
 
 
-def workload(options: ProxyOptions) -> Workload:
-    """This proxy's own labels in Istio's metrics, from its node metadata."""
-    return Workload.from_labels(
-        str(options.metadata.get("WORKLOAD_NAME") or options.name), options.namespace,
-        options.labels, str(options.metadata.get("CLUSTER_ID") or "Kubernetes"))
-
-
-def from_args(args: argparse.Namespace, options: ProxyOptions,
-              control: AgentControl, secrets: tuple[str, ...] = ()) -> StatusServer | None:
+def from_args(args: argparse.Namespace, options: ProxyOptions, control: AgentControl,
+              admin: ProxyAdmin, secrets: tuple[str, ...] = ()) -> StatusServer | None:
     """The server the flags ask for; None when both ports are off."""
     if not args.status_port and not args.health_port:
         return None
@@ -205,6 +207,6 @@ def from_args(args: argparse.Namespace, options: ProxyOptions,
     except metadata.PackageNotFoundError:  # running from a source tree
         version = "unknown"
     host = "::" if ":" in options.ip else "0.0.0.0"
-    metrics = MergedMetrics(options.admin_url, workload(options), args.app_metrics, version)
-    return StatusServer(options, StatusPorts(args.status_port, args.health_port, host),
-                        control, metrics, secrets)
+    metrics = MergedMetrics(admin, args.app_metrics, version)
+    return StatusServer(StatusPorts(args.status_port, args.health_port, host), control, admin,
+                        metrics, secrets)

@@ -1,8 +1,8 @@
 """Run one proxy process: relay signals to it, drain and stop it, report how it ended.
 
 Shutdown follows pilot-agent. On SIGTERM or SIGINT the proxy is asked to drain
-gracefully (the backend's ``drain()``: inbound listeners for a sidecar, all of them for a
-router), then the supervisor waits the termination drain duration (Istio's
+gracefully (the proxy admin's ``drain()``: inbound listeners for a sidecar, all of them
+for a router), then the supervisor waits the termination drain duration (Istio's
 ``terminationDrainDuration``, 5s by default) so in-flight requests finish while new ones
 go elsewhere, then stops the proxy. A second SIGTERM/SIGINT cuts the wait short.
 Unlike pilot-agent, which SIGKILLs Envoy at that point, the proxy gets SIGTERM (Envoy
@@ -27,7 +27,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import Process
 
-from pilotfish.core.proxy_backend import ProxyBackend, ProxyError, ProxyOptions
+from pilotfish.core.proxy_backend import ProxyAdmin, ProxyBackend, ProxyError, ProxyOptions
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ class Supervisor:
     """Runs one proxy process, relays signals to it and stops it on request."""
 
     def __init__(self, backend: ProxyBackend, options: ProxyOptions, path: Path,
-                 termination_drain: float) -> None:
+                 termination_drain: float, admin: ProxyAdmin | None = None) -> None:
         self.backend, self.options, self.path = backend, options, path
+        self.admin = admin if admin is not None else backend.admin(options)
         self.termination_drain = termination_drain
         self.stop_requested = False
         self.draining = False
@@ -72,7 +73,7 @@ class Supervisor:
     async def drain(self) -> None:
         """Start a graceful drain now and keep running; ProxyError if the proxy refused."""
         self.draining = True
-        await self.backend.drain(self.options)
+        await self.admin.drain()
 
     async def run(self) -> int:
         argv = self.backend.command(self.options, self.path)

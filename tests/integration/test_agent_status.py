@@ -365,6 +365,17 @@ def test_merged_metrics_carry_envoy_istio_and_app_metrics(mesh: LocalMesh,
     assert http(f"http://127.0.0.1:{stats_port}/config_dump").status == 404
 
 
+def test_config_dump_through_the_proxy_backend_on_the_status_port(mesh: LocalMesh) -> None:
+    edge = Edge(mesh)
+    edge.start()
+    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"})
+    mesh.wait_synced("gw-1.default")
+    dump = http(f"{gateway.status}/config_dump").json()
+    kinds = {config["@type"].rsplit(".", 1)[-1] for config in dump["configs"]}
+    assert {"ClustersConfigDump", "ListenersConfigDump"} <= kinds
+    assert http(f"{gateway.status}/config_dump", method="POST", data=b"").status == 405
+
+
 def test_quitquitquit_drains_then_stops_agent_and_envoy(mesh: LocalMesh) -> None:
     edge = Edge(mesh)
     edge.start()

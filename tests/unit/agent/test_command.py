@@ -12,6 +12,7 @@ from pilotfish.agent import status_server
 from pilotfish.agent.command import AgentError
 from pilotfish.agent.supervisor import Supervisor
 from pilotfish.core import meshconfig
+from pilotfish.core.istio_metrics import Workload
 from pilotfish.core.proxy_backend import PodPort, ProxyBackend
 from pilotfish.plugins.envoy.backend import EnvoyBackend
 
@@ -144,17 +145,17 @@ def test_prometheus_port_is_on_for_sidecars_and_off_for_routers() -> None:
 def test_status_ports_default_to_istios_and_zero_turns_them_off() -> None:
     control = Supervisor(EnvoyBackend(), options := agent.options_from_args(
         parse(), meshconfig.MeshConfig()), Path("/b.json"), 0)
-    server = status_server.from_args(parse(), options, control)
+    server = status_server.from_args(parse(), options, control, control.admin)
     assert server is not None
     assert (server.ports.status, server.ports.health, server.ports.host) == (
         15020, 15021, "0.0.0.0")
     args = parse("--status-port", "0", "--ip", "fd00::5")
     v6 = agent.options_from_args(args, meshconfig.MeshConfig())
-    server = status_server.from_args(args, v6, control)
+    server = status_server.from_args(args, v6, control, control.admin)
     assert server is not None
     assert (server.ports.status, server.ports.health, server.ports.host) == (0, 15021, "::")
     assert status_server.from_args(parse("--status-port", "0", "--health-port", "0"),
-                                   options, control) is None
+                                   options, control, control.admin) is None
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -188,6 +189,6 @@ def test_workload_labels_come_from_node_metadata() -> None:
     options = agent.options_from_args(
         parse("--labels", "app=web,version=v2", "--meta", "WORKLOAD_NAME=web-v2",
               "--meta", "CLUSTER_ID=east"), meshconfig.MeshConfig())
-    workload = status_server.workload(options)
+    workload = Workload.of(options)
     assert (workload.name, workload.app, workload.version, workload.cluster) == (
         "web-v2", "web", "v2", "east")

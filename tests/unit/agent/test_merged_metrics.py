@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pilotfish.agent import merged_metrics
 from pilotfish.agent.merged_metrics import app_metrics_url, combine
 from pilotfish.core import prometheus
-from pilotfish.core.istio_metrics import ServiceRef
 
 
 @pytest.mark.parametrize(("annotations", "url"), [
@@ -34,29 +32,15 @@ def test_bad_app_annotations_are_named() -> None:
                            "::1") == "http://[::1]:1/metrics"
 
 
-def test_services_come_from_the_istio_metadata_of_each_cluster() -> None:
-    dump = {"configs": [
-        {"cluster": {"name": "inbound|8080||", "metadata": {"filter_metadata": {"istio": {
-            "services": [{"host": "web.shop.svc.cluster.local", "name": "web",
-                          "namespace": "shop"}]}}}}},
-        {"cluster": {"name": "BlackHoleCluster"}},
-        {"cluster": {}},
-    ]}
-    assert merged_metrics.services_from_config_dump(dump) == {
-        "inbound|8080||": ServiceRef("web.shop.svc.cluster.local", "web", "shop"),
-        "BlackHoleCluster": None,
-    }
-    assert merged_metrics.services_from_config_dump([]) == {}
-
-
 def test_combine_keeps_the_proxy_text_and_drops_colliding_app_families() -> None:
-    proxy_text = "# TYPE envoy_up gauge\nenvoy_up 1\n"
+    # The proxy's text as its backend gives it: its own stats, then Istio's metrics.
+    proxy_text = ("# TYPE envoy_up gauge\nenvoy_up 1\n"
+                  "# TYPE istio_requests_total counter\nistio_requests_total 2\n")
     proxy = prometheus.parse(proxy_text)
     own = prometheus.parse("# TYPE istio_build gauge\nistio_build 1\n")
-    derived = prometheus.parse("# TYPE istio_requests_total counter\nistio_requests_total 2\n")
     app = prometheus.parse("# TYPE envoy_up gauge\nenvoy_up 0\n"
                            "# TYPE orders counter\norders_total 7\n")
-    text = combine(own, proxy_text, proxy, derived, [("http://127.0.0.1:9/m", app)])
+    text = combine(own, proxy_text, proxy, [("http://127.0.0.1:9/m", app)])
     assert text.index("istio_build") < text.index("envoy_up 1") < text.index(
         "istio_requests_total 2") < text.index("orders_total 7")
     assert "envoy_up 0" not in text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pilotfish.core import istio_metrics, prometheus
+from pilotfish.core import istio_metrics
 from pilotfish.core.istio_metrics import ServiceRef, Workload, parse_cluster_name
 
 WEB = "outbound|80||web.shop.svc.cluster.local"
@@ -62,11 +62,6 @@ def test_passthrough_is_named_for_its_cluster() -> None:
     found = labels("PassthroughCluster")
     assert found["destination_service_name"] == "PassthroughCluster"
     assert found["destination_service"] == "unknown" and found["reporter"] == "source"
-
-
-def test_a_proxy_exporting_istio_metrics_itself_is_recognised() -> None:
-    assert istio_metrics.exports_istio(prometheus.parse("istio_requests_total 1\n"))
-    assert not istio_metrics.exports_istio(prometheus.parse("envoy_x 1\n"))
 
 
 def test_canonical_labels_fall_back_as_istio_does() -> None:

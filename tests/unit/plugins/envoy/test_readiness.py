@@ -1,4 +1,5 @@
-"""Readiness decided from Envoy's stats text, as pilot-agent decides it."""
+"""Readiness decided from Envoy's stats text, as pilot-agent decides it: the Envoy plugin
+reads the stats into a ``ProxyStatus``, the agent's latch decides."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import re
 
 import pytest
 
-from pilotfish.agent.readiness import CONFIG_FILTER, LIVE_FILTER, Readiness, parse_stats
+from pilotfish.agent.readiness import Readiness, Verdict
+from pilotfish.plugins.envoy.readiness import (
+    CONFIG_FILTER,
+    LIVE_FILTER,
+    parse_stats,
+    stats_filter,
+    status_from_stats,
+)
 
 DISCOVERY = "127.0.0.1:15010"
 
@@ -25,6 +33,13 @@ server.state: 0
 """
 
 
+def decide(readiness: Readiness, stats: dict[str, int]) -> Verdict:
+    """What the agent decides from Envoy's stats, fetched as the Envoy plugin fetches them."""
+    wanted = re.compile(stats_filter(readiness.full))
+    shown = {name: value for name, value in stats.items() if wanted.match(name)}
+    return readiness.decide(status_from_stats(shown, readiness.full, DISCOVERY))
+
+
 def stats(**changes: int) -> dict[str, int]:
     values = parse_stats(LIVE)
     values.update({k.replace("__", "."): v for k, v in changes.items()})
@@ -38,7 +53,7 @@ def test_parse_stats_keeps_integer_lines() -> None:
 
 
 def test_ready_once_config_is_accepted_and_the_proxy_is_live() -> None:
-    verdict = Readiness(DISCOVERY).decide(stats())
+    verdict = decide(Readiness(), stats())
     assert (verdict.ready, verdict.reason) == (True, "ready")
 
 
@@ -65,28 +80,28 @@ def test_ready_once_config_is_accepted_and_the_proxy_is_live() -> None:
     ({"server__state": 9}, "unknown server state 9"),
 ])
 def test_not_ready_says_why(changes: dict[str, int], reason: str) -> None:
-    verdict = Readiness(DISCOVERY).decide(stats(**changes))
+    verdict = decide(Readiness(), stats(**changes))
     assert not verdict.ready
     assert reason in verdict.reason
 
 
 def test_once_ready_a_discovery_outage_does_not_matter_but_draining_does() -> None:
-    readiness = Readiness(DISCOVERY)
-    assert readiness.stats_filter() == CONFIG_FILTER
-    assert readiness.decide(stats()).ready
+    readiness = Readiness()
+    assert readiness.full and stats_filter(readiness.full) == CONFIG_FILTER
+    assert decide(readiness, stats()).ready
     # Afterwards only the server state is asked for: config counters are not looked at.
-    assert readiness.stats_filter() == LIVE_FILTER
-    assert readiness.decide({"server.state": 0}).ready
-    assert readiness.decide({"server.state": 1}).reason == "the proxy is draining"
-    assert not readiness.decide({}).ready  # no state at all: not ready
+    assert not readiness.full and stats_filter(readiness.full) == LIVE_FILTER
+    assert decide(readiness, {"server.state": 0, "cluster_manager.cds.update_success": 0}).ready
+    assert decide(readiness, {"server.state": 1}).reason == "the proxy is draining"
+    assert not decide(readiness, {}).ready  # no state at all: not ready
     readiness.draining = True  # the agent started a drain
-    assert readiness.decide({"server.state": 0}).reason == "the proxy is draining"
+    assert decide(readiness, {"server.state": 0}).reason == "the proxy is draining"
 
 
-def test_unreachable_admin_is_a_reason() -> None:
-    verdict = Readiness(DISCOVERY).unreachable("connection refused")
+def test_unreachable_proxy_is_a_reason() -> None:
+    verdict = Readiness().unreachable("Envoy's admin API: connection refused")
     assert not verdict.ready
-    assert verdict.reason == "the proxy's admin API did not answer: connection refused"
+    assert verdict.reason == "the proxy did not answer: Envoy's admin API: connection refused"
 
 
 def test_filters_select_every_stat_the_decision_reads() -> None:
@@ -98,13 +113,12 @@ def test_filters_select_every_stat_the_decision_reads() -> None:
 
 
 def test_waits_for_the_workload_certificate_when_asked_to():
-    from pilotfish.agent.readiness import Readiness
     stats = {"server.state": 0, "listener_manager.workers_started": 1,
              "cluster_manager.cds.update_success": 1, "listener_manager.lds.update_success": 1,
              "control_plane.connected_state": 1}
-    readiness = Readiness("10.0.0.1:15012", ("default", "ROOTCA"))
-    assert "sds\\.(default|ROOTCA)\\.update_success" in readiness.stats_filter()
-    verdict = readiness.decide({**stats, "sds.ROOTCA.update_success": 1})
+    readiness = Readiness(("default", "ROOTCA"))
+    assert re.match(CONFIG_FILTER, "sds.default.update_success")
+    verdict = decide(readiness, {**stats, "sds.ROOTCA.update_success": 1})
     assert not verdict.ready and "default" in verdict.reason
-    assert readiness.decide({**stats, "sds.default.update_success": 1,
-                             "sds.ROOTCA.update_success": 1}).ready
+    assert decide(readiness, {**stats, "sds.default.update_success": 1,
+                              "sds.ROOTCA.update_success": 1}).ready
