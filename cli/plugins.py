@@ -20,10 +20,10 @@ def main(args: argparse.Namespace) -> int:
     active = plugins.select(config)
     installed = plugins.installed_profiles()
     chosen = dict(plugins.profiles(config))
-    profiles = [{"name": p.name, "active": p in chosen, "distribution": p.distribution,
-                 "version": p.version, "value": p.value,
-                 "description": p.load().description}
-                for p in sorted(installed.values(), key=lambda p: p.name)]
+    profiles: list[dict[str, str | bool]] = [
+        {"name": p.name, "active": p in chosen, "distribution": p.distribution,
+         "version": p.version, "value": p.value, "description": p.load().description}
+        for p in sorted(installed.values(), key=lambda p: p.name)]
     if args.output in ("json", "yaml"):
         emit({"profiles": profiles, "plugins": [
             {"group": p.group, "name": p.name, "module": p.value,
@@ -32,8 +32,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
     print(f"profile: {', '.join(config.profiles)} ({config.source})")
     print(table(["PROFILE", "ACTIVE", "DISTRIBUTION", "DESCRIPTION"],
-                [[p["name"], "yes" if p["active"] else "", f"{p['distribution']} {p['version']}",
-                  p["description"]] for p in profiles]))
+                [[str(p["name"]), "yes" if p["active"] else "",
+                  f"{p['distribution']} {p['version']}", str(p["description"])]
+                 for p in profiles]))
     print(table(["GROUP", "NAME", "DISTRIBUTION", "MODULE"],
                 [[p.group, p.name, f"{p.distribution} {p.version}", p.value] for p in active]),
           end="")

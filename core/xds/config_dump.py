@@ -64,12 +64,13 @@ def build(sets: Mapping[str, ResourceSet]) -> dict[str, Any]:
         packed = any_pb2.Any()
         packed.Pack(dump)
         out.configs.append(packed)
-    return json_format.MessageToDict(out, preserving_proto_field_name=True)
+    data: dict[str, Any] = json_format.MessageToDict(out, preserving_proto_field_name=True)
+    return data
 
 
 def _section(dump: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     for config in dump.get("configs") or ():
-        if config.get("@type") == _DUMP_TYPES[kind]:
+        if isinstance(config, Mapping) and config.get("@type") == _DUMP_TYPES[kind]:
             return config
     return {}
 

@@ -33,11 +33,20 @@ from pilotfish.core.xds.resources import Resource, ResourceSet
 class Generator(Protocol):
     """What a ``pilotfish.xds`` plugin returns from ``pilotfish_xds_generator``."""
 
-    type_url: str
-    # The proxy kinds it serves (``Proxy.kind``): "sidecar", "router", "grpc", ...
-    proxy_kinds: frozenset[str]
-    # Config kinds whose changes can alter the output; None means "any change".
-    depends_on: frozenset[str] | None
+    @property
+    def type_url(self) -> str:
+        """The xDS type it generates."""
+        ...
+
+    @property
+    def proxy_kinds(self) -> frozenset[str]:
+        """The proxy kinds it serves (``Proxy.kind``): "sidecar", "router", "grpc", ..."""
+        ...
+
+    @property
+    def depends_on(self) -> frozenset[str] | None:
+        """Config kinds whose changes can alter the output; None means "any change"."""
+        ...
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> Sequence[Any]:
         """Messages of ``type_url`` for ``proxy``. ``memo`` is shared by every proxy scope

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.proxy import Proxy
@@ -25,8 +25,10 @@ from pilotfish.translators.virtual_hosts import sidecar_route_configs
 SUPPORTED_PER_ROUTE = frozenset({FAULT_FILTER})
 
 
-def grpc_virtual_host(host: route_pb2.VirtualHost) -> route_pb2.VirtualHost:
-    out = route_pb2.VirtualHost(name=host.name, domains=["*"])
+def grpc_virtual_host(
+    host: route_components_pb2.VirtualHost,
+) -> route_components_pb2.VirtualHost:
+    out = route_components_pb2.VirtualHost(name=host.name, domains=["*"])
     for route in host.routes:
         copy = out.routes.add()
         copy.CopyFrom(route)
