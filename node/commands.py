@@ -1,4 +1,8 @@
-"""``pilotfish up | down | exec | status``: the local node's commands."""
+"""``pilotfish up | down | exec | status``: the local node's commands.
+
+``status`` and ``exec`` are typed often: what only ``up`` and ``down`` need is imported
+in them.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from pilotfish.node import netns
 from pilotfish.node.state import DEFAULT_STATE_DIR, NodeState, PodState, pid_alive
 
 
@@ -67,7 +68,10 @@ def add_down_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def down_main(args: argparse.Namespace) -> int:
+    import anyio
+
     from pilotfish.node.down import down
+
     return anyio.run(down, Path(args.state_dir))
 
 
@@ -101,6 +105,8 @@ def exec_main(args: argparse.Namespace) -> int:
     if not command:
         raise SystemExit("pilotfish exec: give a command after --")
     uid = args.user if args.user is not None else pod.app_uid
+    from pilotfish.node import netns
+
     argv = netns.exec_argv(pod.netns, command, uid, uid)
     os.execvp(argv[0], argv)
 
