@@ -138,8 +138,11 @@ def pilotfish_proxy_backend() -> ProxyBackend:
     """Provide a proxy backend the agent can launch (group ``pilotfish.proxies``).
 
     Fires once when the agent starts. Return an object with ``name`` and the methods of
-    ``pilotfish.core.proxy_backend.ProxyBackend``: write a bootstrap, check it, and run
-    the proxy process. The agent picks the backend named by ``--proxy``.
+    ``pilotfish.core.proxy_backend.ProxyBackend``: write a bootstrap, check it, give the
+    command line that runs the proxy, and ``admin(options)``, the ``ProxyAdmin`` through
+    which the agent asks the running proxy everything that depends on which proxy it is
+    (status for readiness, Prometheus text with Istio's metrics, config dump, drain, and
+    what to serve beside it). The agent picks the backend named by ``--proxy``.
     """
 
 
