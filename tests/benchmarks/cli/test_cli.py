@@ -6,8 +6,9 @@ time of the whole process, median of 10, beside the interpreter's own start-up
 (``python -c pass``) in the same run. ``status`` reads a recorded node state with eight pods
 (no node needs to run). Target (issue #8): ≤ 0.3 s each.
 
-The regular suite checks the property behind the numbers instead of timing it: ``--help``
-and ``status`` import neither the control plane, nor Envoy's protobufs, nor gRPC.
+The regular suite checks the property behind the numbers instead of timing it: ``--help``,
+``status``, ``exec`` and ``proxy-status`` import neither the control plane, nor Envoy's
+protobufs, nor gRPC, nor anyio.
 """
 
 from __future__ import annotations
@@ -57,14 +58,20 @@ def imported(argv: list[str]) -> set[str]:
             if line.startswith("import time:")}
 
 
-@pytest.mark.parametrize("name", ["pilotfish --help", "pilotfish status"])
-def test_quick_commands_import_only_what_they_use(tmp_path: Path, name: str) -> None:
-    argv = commands(node_state(tmp_path))[name]
+@pytest.mark.parametrize(("name", "args", "says"), [
+    ("--help", [], "COMMAND"),
+    ("status", ["status", "--state-dir", "STATE"], "pod-0"),
+    ("exec", ["exec", "--state-dir", "STATE", "nosuch", "--", "true"], "no pod 'nosuch'"),
+    ("proxy-status", ["proxy-status", "--discovery-address", "127.0.0.1:1"], "cannot reach"),
+])
+def test_quick_commands_import_only_what_they_use(tmp_path: Path, name: str, args: list[str],
+                                                  says: str) -> None:
+    state = str(node_state(tmp_path))
+    argv = pilotfish(*(state if arg == "STATE" else arg for arg in args or ["--help"]))
     done = subprocess.run(argv, capture_output=True, text=True)
-    assert done.returncode in (0, 1), done.stderr  # status: the recorded node is not up
-    assert "COMMAND" in done.stdout or "pod-0" in done.stdout
+    assert says in done.stdout + done.stderr
     heavy = sorted(m for m in imported(argv) if m.startswith(HEAVY))
-    assert heavy == [], f"{name} imports {heavy[:10]}"
+    assert heavy == [], f"pilotfish {name} imports {heavy[:10]}"
 
 
 def wall(argv: list[str], runs: int) -> list[float]:
