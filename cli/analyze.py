@@ -65,7 +65,7 @@ def load(root: Path, config: meshconfig.MeshConfig) -> tuple[Inputs, list[Findin
     store = ConfigStore(make_validator(active), make_kinds(active))
     raw: list[ConfigObject] = []
     for path in config_files(root):
-        load_file(store, path)
+        load_file(store, path, root, config.discovery.config_limits)
         raw += _controllers(path)
     push = push_context.build(store.objects(), config.mesh, "analyze")
     pods = pod_templates([*store.objects("Pod"), *raw])

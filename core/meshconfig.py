@@ -16,6 +16,8 @@ Example::
       debounceMax: 10s
       workloadCertTtl: 24h      # istio-ca: lifetime when a CSR asks for none
       maxWorkloadCertTtl: 2160h # istio-ca: longer requests are refused (90 days)
+      configLimits:             # what one config file may hold (yamlload.LoadLimits)
+        maxFileSize: 16Mi
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import attrs
 import yaml
 
 from pilotfish.core.model import DEFAULT_DOMAIN
+from pilotfish.core.yamlload import DEFAULT_LIMITS, LIMIT_FIELDS, LoadLimits
 
 
 class MeshConfigError(ValueError):
@@ -92,6 +95,7 @@ class DiscoverySettings:
     # Istio's DEFAULT_WORKLOAD_CERT_TTL and MAX_WORKLOAD_CERT_TTL (istio-ca signing).
     workload_cert_ttl: float = 86400.0
     max_workload_cert_ttl: float = 90 * 86400.0
+    config_limits: LoadLimits = DEFAULT_LIMITS  # what one config file may hold
 
 
 @attrs.frozen
@@ -202,7 +206,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
 
     disc_raw = _mapping(data.get("discovery"), f"{where}: discovery")
     _only(disc_raw, {"debounceAfter", "debounceMax", "pushConcurrency", "workloadCertTtl",
-                     "maxWorkloadCertTtl"}, f"{where}: discovery")
+                     "maxWorkloadCertTtl", "configLimits"}, f"{where}: discovery")
     concurrency = disc_raw.get("pushConcurrency", 25)
     if not isinstance(concurrency, int) or concurrency < 1:
         raise MeshConfigError(
@@ -222,6 +226,8 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
         max_workload_cert_ttl=parse_duration(
             disc_raw.get("maxWorkloadCertTtl", "2160h"), f"{where}: discovery.maxWorkloadCertTtl"
         ),
+        config_limits=_config_limits(disc_raw.get("configLimits"),
+                                     f"{where}: discovery.configLimits"),
     )
     if not 0 < discovery.workload_cert_ttl <= discovery.max_workload_cert_ttl:
         raise MeshConfigError(
@@ -230,6 +236,29 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
         )
     return MeshConfig(profiles=profiles, plugins=plugins, mesh=mesh, discovery=discovery,
                       source=source)
+
+
+_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi)?$")
+_BYTE_UNITS = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def _count(value: Any, where: str, sizes: bool) -> int:
+    """A positive count; sizes may carry Kubernetes' binary suffixes (``16Mi``)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _QUANTITY.match(str(value)) if sizes and isinstance(value, str) else None
+    if match and int(match[1]) > 0:
+        return int(match[1]) * _BYTE_UNITS[match[2]]
+    raise MeshConfigError(f"{where}: expected a positive whole number"
+                          + (" of bytes, as in 16Mi" if sizes else "") + f", got {value!r}")
+
+
+def _config_limits(raw: Any, where: str) -> LoadLimits:
+    data = _mapping(raw, where)
+    _only(data, set(LIMIT_FIELDS), where)
+    return attrs.evolve(DEFAULT_LIMITS, **{
+        LIMIT_FIELDS[field]: _count(value, f"{where}.{field}", field.endswith("Size"))
+        for field, value in data.items()})
 
 
 def load(path: str | Path | None) -> MeshConfig:

@@ -9,6 +9,7 @@ import anyio.abc
 import attrs
 
 from pilotfish.core.store import ConfigStore
+from pilotfish.core.yamlload import DEFAULT_LIMITS, LoadLimits
 
 
 @attrs.frozen
@@ -19,6 +20,7 @@ class SourceSettings:
     watch: bool = True
     # Seconds of quiet before a burst of file events is read (editors write in steps).
     file_debounce: float = 0.05
+    limits: LoadLimits = DEFAULT_LIMITS  # what one config file may hold (mesh config)
 
 
 @runtime_checkable

@@ -7,6 +7,9 @@ invalid object is reported and the last good version of the same object from the
 origin stays in force, so a broken edit never takes working config away.
 
 The store is synchronous and does no IO. Listeners are told which keys changed.
+Validation is split from the change itself: ``check`` touches no state, so a source may
+run it in a worker thread (schemas and CEL rules are the expensive part) and hand the
+result to ``replace_checked`` on the event loop.
 """
 
 from __future__ import annotations
@@ -56,6 +59,15 @@ def accept_all(obj: ConfigObject) -> list[ConfigError]:
 
 
 @attrs.frozen
+class Checked:
+    """One object after validation (``ConfigStore.check``): accepted or not, and why."""
+
+    obj: ConfigObject
+    ok: bool
+    problems: tuple[ConfigError, ...] = ()
+
+
+@attrs.frozen
 class StoreUpdate:
     """What one change to the store did."""
 
@@ -98,6 +110,8 @@ class ConfigStore:
         # The merged view: key → object (first origin in sort order wins on conflict)
         self._objects: dict[ConfigKey, ConfigObject] = {}
         self._errors: dict[str, list[ConfigError]] = {}
+        # Objects two origins define: the loser's warning names both (``_commit``).
+        self._conflicts: dict[ConfigKey, ConfigError] = {}
         self._listeners: list[Listener] = []
         self.revision = 0
 
@@ -121,7 +135,8 @@ class ConfigStore:
 
     def errors(self) -> list[ConfigError]:
         """Every problem currently standing, across origins."""
-        return [err for origin in sorted(self._errors) for err in self._errors[origin]]
+        return [*(err for origin in sorted(self._errors) for err in self._errors[origin]),
+                *(self._conflicts[key] for key in sorted(self._conflicts, key=str))]
 
     def origins(self) -> list[str]:
         return sorted(set(self._origins) | set(self._errors))
@@ -131,6 +146,16 @@ class ConfigStore:
 
     # -- writing -----------------------------------------------------------------
 
+    def check(self, objects: Iterable[ConfigObject]) -> list[Checked]:
+        """Normalise and validate objects without changing the store (thread-safe: the
+        validator and the kind registry are only read)."""
+        out = []
+        for obj in objects:
+            obj = self._normalise(obj)
+            ok, problems = self._check(obj)
+            out.append(Checked(obj, ok, tuple(problems)))
+        return out
+
     def replace(
         self,
         origin: str,
@@ -138,12 +163,20 @@ class ConfigStore:
         load_errors: Iterable[ConfigError] = (),
     ) -> StoreUpdate:
         """The origin now holds exactly these objects (those that pass validation)."""
+        return self.replace_checked(origin, self.check(objects), load_errors)
+
+    def replace_checked(
+        self,
+        origin: str,
+        checked: Iterable[Checked],
+        load_errors: Iterable[ConfigError] = (),
+    ) -> StoreUpdate:
+        """``replace`` with objects ``check`` already validated."""
         previous = self._origins.get(origin, {})
         accepted: dict[ConfigKey, ConfigObject] = {}
         errors: list[ConfigError] = list(load_errors)
-        for obj in objects:
-            obj = self._normalise(obj)
-            ok, problems = self._check(obj)
+        for item in checked:
+            obj, ok, problems = item.obj, item.ok, item.problems
             errors.extend(problems)
             if obj.key in accepted:
                 errors.append(ConfigError(
@@ -222,6 +255,19 @@ class ConfigStore:
         problems = self._validate(obj)
         return not any(p.severity == "error" for p in problems), problems
 
+    @staticmethod
+    def _conflict(holders: list[ConfigObject]) -> ConfigError | None:
+        """Two origins define one object: the first in path order is used; say so, naming
+        both, on the one that is not."""
+        if len(holders) < 2:
+            return None
+        used, ignored = holders[0], holders[1]
+        others = f" (and {len(holders) - 2} more)" if len(holders) > 2 else ""
+        return ConfigError(
+            ignored.source.file, ignored.source.line,
+            f"also defined in {used.source}{others}; that one is used (the first in path "
+            "order) and this one is ignored", ignored.key, severity="warning")
+
     def _set_errors(self, origin: str, errors: list[ConfigError]) -> None:
         if errors:
             self._errors[origin] = errors
@@ -230,13 +276,17 @@ class ConfigStore:
 
     def _commit(self, touched: set[ConfigKey], errors: list[ConfigError]) -> StoreUpdate:
         changed: set[ConfigKey] = set()
+        conflicts: list[ConfigError] = []
         for key in touched:
-            winner = None
-            for origin in sorted(self._origins):
-                candidate = self._origins[origin].get(key)
-                if candidate is not None:
-                    winner = candidate
-                    break
+            holders = [self._origins[origin][key] for origin in sorted(self._origins)
+                       if key in self._origins[origin]]
+            winner = holders[0] if holders else None
+            conflict = self._conflict(holders)
+            if conflict is None:
+                self._conflicts.pop(key, None)
+            elif self._conflicts.get(key) != conflict:
+                self._conflicts[key] = conflict
+                conflicts.append(conflict)
             current = self._objects.get(key)
             if winner is None:
                 if current is not None:
@@ -247,7 +297,7 @@ class ConfigStore:
                 changed.add(key)
             else:
                 self._objects[key] = winner  # same content, newer source position
-        update = StoreUpdate(frozenset(changed), tuple(errors))
+        update = StoreUpdate(frozenset(changed), (*errors, *conflicts))
         if changed:
             self.revision += 1
         if changed or errors:

@@ -48,7 +48,8 @@ def main(args: argparse.Namespace) -> int:
     options = DiscoveryOptions(
         xds_address=args.xds_address,
         debug_address=args.debug_address or None,
-        sources=SourceSettings(config_dir=Path(args.config_dir) if args.config_dir else None),
+        sources=SourceSettings(config_dir=Path(args.config_dir) if args.config_dir else None,
+                               limits=config.discovery.config_limits),
         secure_xds_address=args.secure_xds_address or None,
         certs=cert_settings(args, config),
         token_key=Path(args.token_key) if args.token_key else None,

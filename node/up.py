@@ -78,7 +78,7 @@ def load_config(config_dir: Path, mesh: meshconfig.MeshConfig) -> ConfigStore:
     plugins = Plugins.from_config(mesh, groups=["xds"])
     store = ConfigStore(make_validator(plugins), make_kinds(plugins))
     for path in config_files(config_dir):
-        load_file(store, path)
+        load_file(store, path, config_dir, mesh.discovery.config_limits)
     return store
 
 
@@ -344,7 +344,7 @@ class Node:
         from pilotfish.plugins.files_source import FilesSource, watch
 
         assert self.store is not None
-        source = FilesSource(self.options.config_dir)
+        source = FilesSource(self.options.config_dir, limits=self.mesh.discovery.config_limits)
 
         async def apply(paths: set[Path]) -> None:
             assert self.store is not None

@@ -4,28 +4,39 @@ Each file is one origin in the store. A file that no longer parses keeps the obj
 held; an invalid object keeps its last good version; a deleted file removes its objects.
 Changes are picked up with ``watchfiles`` (inotify underneath) after a short debounce, so
 an editor's write-rename-chmod burst is read once.
+
+Nothing in the tree can hurt the server: only regular files are read (not FIFOs or
+devices), symlinks only to files inside the tree, within the mesh config's
+``discovery.configLimits``; reading, parsing and validating run in a worker thread, a batch
+of files at a time, and any failure is that file's error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import os
+import stat
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.to_thread
+import attrs
 import watchfiles
 
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.sources import SourceSettings
-from pilotfish.core.store import ConfigError, ConfigStore
-from pilotfish.core.yamlload import YAMLFileError, load_text
+from pilotfish.core.store import Checked, ConfigError, ConfigStore
+from pilotfish.core.yamlload import DEFAULT_LIMITS, LoadLimits, YAMLFileError, load_text
 
 log = logging.getLogger("pilotfish.sources.files")
 
 SUFFIXES = (".yaml", ".yml", ".json")
 ROOT_POLL = 0.2  # seconds between looks for a config root that went away
+BATCH = 64  # files read in the worker thread before the loop applies them
 
 
 async def watch(root: Path, on_changes: Callable[[set[Path]], Awaitable[None]], *,
@@ -80,43 +91,146 @@ def is_config_file(path: Path) -> bool:
 
 
 def config_files(root: Path) -> list[Path]:
-    if root.is_file():
+    """The config files under ``root`` in path order: hidden folders (a mounted
+    ConfigMap's ``..data``) and symlinked folders are not walked."""
+    if not root.is_dir():
         return [root]
-    return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and is_config_file(p)
-        and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])
-    )
+    out = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(folder) / name for name in files if is_config_file(Path(name))]
+    return sorted(out)
 
 
-def load_file(store: ConfigStore, path: Path) -> None:
-    """(Re)read one file into the store."""
+class ReadError(Exception):
+    """A config file that is not read: the message names it and says why."""
+
+
+def read_config_file(path: Path, root: Path, limits: LoadLimits = DEFAULT_LIMITS) -> str:
+    """The text of a config file, read so that no file can hurt the reader.
+
+    A symlink is followed only to a file inside the config tree (a mounted ConfigMap's
+    files are such links); only regular files are read — a FIFO would block, a device
+    never end — and no more than the limit's bytes.
+    """
+    max_bytes = limits.max_file_bytes
+    real = os.path.realpath(path)
+    real_root = os.path.realpath(root if root.is_dir() else root.parent)
+    if real != real_root and not real.startswith(real_root + os.sep):
+        raise ReadError(f"{path}: a link to {real}, outside the config tree {root}; not read")
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: the file
+        # must not have become a link since realpath looked.
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        raise ReadError(f"{path}: cannot open: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device"
+                    if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                    "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
+            raise ReadError(f"{path}: {kind}, not a regular file; not read")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ReadError(f"{path}: cannot read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise ReadError(f"{path}: " + limits.exceeded("maxFileSize", "its size in bytes"))
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReadError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+
+
+@attrs.frozen
+class Prepared:
+    """One file read, parsed and validated (in a worker thread); applied on the loop."""
+
+    origin: str
+    checked: tuple[Checked, ...] = ()
+    errors: tuple[ConfigError, ...] = ()
+    failed: ConfigError | None = None  # the file as a whole could not be read
+    gone: bool = False
+
+    def apply(self, store: ConfigStore) -> None:
+        if self.gone:
+            store.remove(self.origin)
+        elif self.failed is not None:
+            store.failed(self.origin, self.failed)
+        else:
+            store.replace_checked(self.origin, self.checked, self.errors)
+
+
+def prepare_file(store: ConfigStore, path: Path, root: Path,
+                 limits: LoadLimits = DEFAULT_LIMITS) -> Prepared:
+    """Read, parse and validate one file without changing the store. Whatever goes wrong
+    becomes that file's error; nothing escapes."""
     origin = str(path)
     try:
-        text = path.read_text()
+        text = read_config_file(path, root, limits)
     except FileNotFoundError:
-        store.remove(origin)
-        return
-    except (OSError, UnicodeDecodeError) as exc:
-        store.failed(origin, ConfigError(origin, 0, f"cannot read file: {exc}"))
-        return
+        return Prepared(origin, gone=True)
+    except ReadError as exc:
+        return Prepared(origin, failed=ConfigError(origin, 0, str(exc).removeprefix(
+            f"{origin}: ")))
     try:
-        objects, problems = load_text(text, origin)
+        objects, problems = load_text(text, origin, limits=limits)
+        checked = store.check(objects)
     except YAMLFileError as exc:
-        store.failed(origin, ConfigError(exc.error.file, exc.error.line, exc.error.message))
-        return
-    store.replace(
-        origin, objects, [ConfigError(p.file, p.line, p.message) for p in problems]
-    )
+        return Prepared(origin, failed=ConfigError(exc.error.file, exc.error.line,
+                                                   exc.error.message))
+    except Exception as exc:  # a bug must cost one file, not the server
+        log.exception("%s: unexpected error reading it", origin)
+        return Prepared(origin, failed=ConfigError(origin, 0, f"cannot be read: "
+                                                   f"{type(exc).__name__}: {exc}"))
+    return Prepared(origin, tuple(checked),
+                    tuple(ConfigError(p.file, p.line, p.message) for p in problems))
+
+
+def load_file(store: ConfigStore, path: Path, root: Path | None = None,
+              limits: LoadLimits = DEFAULT_LIMITS) -> None:
+    """(Re)read one file into the store, on the caller's thread."""
+    prepare_file(store, path, root or path.parent, limits).apply(store)
+
+
+def changed_files(store: ConfigStore, paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """What a batch of file events means: files to (re)read, origins to drop."""
+    files: list[Path] = []
+    removed: list[str] = []
+    for path in sorted(set(paths)):
+        if path.is_dir():
+            files += config_files(path)
+        elif path.exists() or path.is_symlink():
+            if is_config_file(path):
+                files.append(path)
+        else:
+            # A deleted file, or a deleted directory: drop every origin under it.
+            prefix = str(path)
+            removed += [origin for origin in store.origins()
+                        if origin == prefix or origin.startswith(prefix + "/")]
+    return files, removed
 
 
 class FilesSource:
     name = "files"
 
-    def __init__(self, root: Path, *, watch: bool = True, debounce: float = 0.05) -> None:
+    def __init__(self, root: Path, *, watch: bool = True, debounce: float = 0.05,
+                 limits: LoadLimits = DEFAULT_LIMITS) -> None:
         self.root = root
         self.watch = watch
         self.debounce = debounce
+        self.limits = limits
 
     async def run(
         self, store: ConfigStore, *,
@@ -124,36 +238,43 @@ class FilesSource:
     ) -> None:
         if not self.root.exists():
             raise FileNotFoundError(f"config directory {self.root} does not exist")
-        for path in config_files(self.root):
-            load_file(store, path)
+        await self.load(store, config_files(self.root))
         log.info("loaded %d objects from %s", len(store), self.root)
         task_status.started()
         if not self.watch:
             return
 
         async def apply(paths: set[Path]) -> None:
-            self.apply_changes(store, paths)
+            files, removed = changed_files(store, paths)
+            for origin in removed:
+                store.remove(origin)
+            await self.load(store, files)
 
         await watch(self.root, apply, debounce_ms=max(1, int(self.debounce * 1000)))
 
+    async def load(self, store: ConfigStore, paths: Sequence[Path]) -> None:
+        """Read, parse and validate in a worker thread, a batch at a time; apply each batch
+        on the loop. xDS, the CA and the debug endpoints keep answering meanwhile."""
+        for start in range(0, len(paths), BATCH):
+            batch = paths[start:start + BATCH]
+            prepared = await anyio.to_thread.run_sync(
+                lambda batch=batch: [prepare_file(store, p, self.root, self.limits)
+                                     for p in batch])
+            for item in prepared:
+                item.apply(store)
+
     def apply_changes(self, store: ConfigStore, paths: Iterable[Path]) -> None:
-        for path in sorted(set(paths)):
-            if path.is_dir():
-                for child in config_files(path):
-                    load_file(store, child)
-            elif path.exists():
-                if is_config_file(path):
-                    load_file(store, path)
-            else:
-                # A deleted file, or a deleted directory: drop every origin under it.
-                prefix = str(path)
-                for origin in store.origins():
-                    if origin == prefix or origin.startswith(prefix + "/"):
-                        store.remove(origin)
+        """The same as a watch batch, on the caller's thread (for the local node)."""
+        files, removed = changed_files(store, paths)
+        for origin in removed:
+            store.remove(origin)
+        for path in files:
+            load_file(store, path, self.root, self.limits)
 
 
 @hookimpl
 def pilotfish_config_source(settings: SourceSettings) -> FilesSource | None:
     if settings.config_dir is None:
         return None
-    return FilesSource(settings.config_dir, watch=settings.watch, debounce=settings.file_debounce)
+    return FilesSource(settings.config_dir, watch=settings.watch, debounce=settings.file_debounce,
+                       limits=settings.limits)

@@ -6,7 +6,7 @@ import pytest
 
 from pilotfish.core.objects import ConfigKey
 from pilotfish.core.store import ConfigError, ConfigStore
-from pilotfish.core.yamlload import YAMLFileError, load_text
+from pilotfish.core.yamlload import LoadLimits, YAMLFileError, load_text
 
 TWO_DOCS = """\
 apiVersion: v1
@@ -60,10 +60,10 @@ def test_list_kind_is_expanded():
     assert [o.kind for o in objects] == ["Namespace"]
 
 
-def svc(name: str, port: int = 80):
+def svc(name: str, port: int = 80, file: str = "f.yaml"):
     text = f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n" \
            f"spec: {{ports: [{{port: {port}}}]}}\n"
-    return load_text(text, "f.yaml")[0][0]
+    return load_text(text, file)[0][0]
 
 
 def test_valid_edit_replaces_object():
@@ -148,3 +148,73 @@ def test_unquoted_yaml_boolean_namespace_is_an_error_not_default():
     assert objects == []
     assert "metadata.namespace: must be a string, got False" in errors[0].message
     assert "quote it" in errors[0].message
+
+
+def test_conflicting_origins_are_reported_naming_both_files():
+    store = ConfigStore()
+    store.replace("b.yaml", [svc("web", 2, "b.yaml")])
+    update = store.replace("a.yaml", [svc("web", 1, "a.yaml")])
+    (conflict,) = [e for e in store.errors() if "also defined" in e.message]
+    assert conflict in update.errors
+    assert (conflict.file, conflict.severity, conflict.key) == (
+        "b.yaml", "warning", ConfigKey("Service", "default", "web"))
+    assert "also defined in a.yaml:1; that one is used" in conflict.message
+    store.remove("a.yaml")
+    assert not any("also defined" in e.message for e in store.errors())
+
+
+def test_check_validates_without_changing_the_store():
+    store = ConfigStore(lambda obj: [ConfigError("x", 1, "bad", obj.key)]
+                        if obj.name == "bad" else [])
+    checked = store.check([svc("good"), svc("bad")])
+    assert [c.ok for c in checked] == [True, False] and len(store) == 0
+    store.replace_checked("f.yaml", checked)
+    assert [o.name for o in store.objects()] == ["good"]
+    assert [e.message for e in store.errors()] == ["bad"]
+
+
+# -- limits: what one file may hold ------------------------------------------------------
+
+LIMITED = LoadLimits(max_file_bytes=400, max_objects=2, max_depth=5, max_nodes=50,
+                     max_scalar_bytes=10)
+NS = "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}}}\n"
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("x: " + "y" * 20 + "\n", 1, "a value of 20 characters is over the limit of 10 "
+     "(raise it with discovery.configLimits.maxScalarSize in the mesh config)"),
+    ("a: {b: {c: {d: {e: {f: 1}}}}}\n", 1, "nesting depth is over the limit of 5"),
+    ("a: [[[[[[1]]]]]]\n", 0, "nesting depth is over the limit of 5"),
+    ("a: &x [1, 2, 3, 4, 5, 6, 7, 8]\nb: [*x, *x, *x, *x, *x, *x]\n", 2,
+     "a document of 55 nodes (aliases expanded) is over the limit of 50"),
+    ("---\n".join([NS.format("a"), NS.format("b"), NS.format("c")]), 9,
+     "the number of objects is over the limit of 2"),
+    ("x: y\n" * 90, 0, "a file of 450 characters is over the limit of 400"),
+    ("a: 1\nb: 2\na: 3\n", 3, "duplicate key 'a' (first at line 1)"),
+])
+def test_limits_refuse_a_file_naming_line_and_mesh_config_field(text: str, line: int,
+                                                                  message: str):
+    with pytest.raises(YAMLFileError) as info:
+        load_text(text, "f.yaml", limits=LIMITED)
+    assert (info.value.error.file, info.value.error.line) == ("f.yaml", line)
+    assert message in info.value.error.message
+
+
+def test_a_bracket_bomb_is_refused_before_it_is_composed():
+    text = "[" * 100_000 + "]" * 100_000  # libyaml's composer would recurse in C
+    with pytest.raises(YAMLFileError, match="nesting depth is over the limit of 100"):
+        load_text(text, "f.json")
+    # Brackets in quoted strings and comments are not nesting.
+    ok = 'a: "' + "[" * 200 + '"\nb: 1  # ' + "{" * 200 + "\n"
+    assert load_text(ok.replace("a:", "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}"
+                                "\nx:"), "f.yaml")[0]
+
+
+def test_an_unquoted_integer_too_long_to_convert_names_its_line():
+    text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\nspec: {n: " + "7" * 5000 + "}\n"
+    with pytest.raises(YAMLFileError) as info:
+        load_text(text, "f.yaml")
+    assert info.value.error.line == 4
+    assert "an unquoted number of 5,000 digits" in info.value.error.message
+    quoted = text.replace("7" * 5000, '"' + "7" * 5000 + '"')
+    assert load_text(quoted, "f.yaml")[0][0].body["spec"]["n"] == "7" * 5000
