@@ -58,11 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load(root: Path, config: meshconfig.MeshConfig) -> tuple[Inputs, list[Finding]]:
     """Read a directory as discovery would; return the inputs and the validation problems."""
-    from pilotfish.discovery.app import make_kinds, make_validator
     from pilotfish.plugins.files_source import config_files, load_file
+    from pilotfish.validation import make_kinds, make_validator
 
     active = Plugins.from_config(config)
-    store = ConfigStore(make_validator(active), make_kinds(active))
+    store = ConfigStore(make_validator(active, config.discovery.field_validation),
+                        make_kinds(active))
     raw: list[ConfigObject] = []
     for path in config_files(root):
         load_file(store, path, root, config.discovery.config_limits)

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from pilotfish.core import meshconfig
 from pilotfish.core.objects import BUILTIN_KINDS, ConfigObject, split_api_version
 from pilotfish.core.store import ConfigError
 from pilotfish.core.yamlload import YAMLFileError, load_text
-from pilotfish.validation import catalog, validate
+from pilotfish.validation import FIELD_VALIDATION, catalog, validate
 
 SUFFIXES = (".yaml", ".yml", ".json")
 _CORE_KINDS = {(info.group, info.kind): info for info in BUILTIN_KINDS}
@@ -36,16 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"{', '.join(SUFFIXES)})")
     parser.add_argument("-o", "--output", choices=["text", "json"], default="text",
                         help="text: one line per problem (default); json: a list of objects")
+    parser.add_argument("--mesh-config", help="pilotfish.yaml: discovery.fieldValidation and "
+                        "configLimits apply as in discovery")
 
 
 def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    settings = meshconfig.load(getattr(args, "mesh_config", None)).discovery
     problems: list[ConfigError] = []
     files = objects = 0
     for path in _files(args.paths, problems):
         files += 1
-        objects += _check_file(path, problems)
+        objects += _check_file(path, problems, settings)
     if args.output == "json":
         json.dump([p.as_dict() for p in problems], out, indent=2)
         out.write("\n")
@@ -70,11 +74,13 @@ def _files(paths: list[str], problems: list[ConfigError]) -> Iterator[Path]:
             problems.append(ConfigError(name, 0, "no such file or directory"))
 
 
-def _check_file(path: Path, problems: list[ConfigError]) -> int:
+def _check_file(path: Path, problems: list[ConfigError],
+                settings: meshconfig.DiscoverySettings) -> int:
     """Validate every object of one file; returns how many objects it held."""
     name = str(path)
     try:
-        objects, load_errors = load_text(path.read_text(encoding="utf-8"), name)
+        objects, load_errors = load_text(path.read_text(encoding="utf-8"), name,
+                                         limits=settings.config_limits)
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(ConfigError(name, 0, f"cannot read: {exc}"))
         return 0
@@ -82,12 +88,13 @@ def _check_file(path: Path, problems: list[ConfigError]) -> int:
         problems.append(ConfigError(name, exc.error.line, exc.error.message))
         return 0
     problems.extend(ConfigError(e.file, e.line, e.message) for e in load_errors)
+    unknown = FIELD_VALIDATION[settings.field_validation]
     for obj in objects:
-        problems.extend(_check_object(obj))
+        problems.extend(_check_object(obj, unknown))
     return len(objects)
 
 
-def _check_object(obj: ConfigObject) -> list[ConfigError]:
+def _check_object(obj: ConfigObject, unknown: str) -> list[ConfigError]:
     group, version = split_api_version(obj.api_version)
     core = _CORE_KINDS.get((group, obj.kind))
     if core is None and catalog.lookup(group, obj.kind) is None:
@@ -99,6 +106,6 @@ def _check_object(obj: ConfigObject) -> list[ConfigError]:
                             f"Unsupported value: {json.dumps(obj.api_version)}: supported "
                             f"values: {', '.join(map(json.dumps, core.api_versions()))}",
                             obj.key, "apiVersion")]
-    return validate(obj)
+    return validate(obj, unknown_fields=unknown)
 
 

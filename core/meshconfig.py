@@ -96,6 +96,9 @@ class DiscoverySettings:
     workload_cert_ttl: float = 86400.0
     max_workload_cert_ttl: float = 90 * 86400.0
     config_limits: LoadLimits = DEFAULT_LIMITS  # what one config file may hold
+    # Unknown fields in objects: "Strict" refuses the object (kubectl's default), "Warn"
+    # reports them and accepts it.
+    field_validation: str = "Strict"
 
 
 @attrs.frozen
@@ -206,7 +209,12 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
 
     disc_raw = _mapping(data.get("discovery"), f"{where}: discovery")
     _only(disc_raw, {"debounceAfter", "debounceMax", "pushConcurrency", "workloadCertTtl",
-                     "maxWorkloadCertTtl", "configLimits"}, f"{where}: discovery")
+                     "maxWorkloadCertTtl", "configLimits", "fieldValidation"},
+          f"{where}: discovery")
+    field_validation = disc_raw.get("fieldValidation", "Strict")
+    if field_validation not in ("Strict", "Warn"):
+        raise MeshConfigError(f"{where}: discovery.fieldValidation: Unsupported value "
+                              f"{field_validation!r}; expected Strict or Warn")
     concurrency = disc_raw.get("pushConcurrency", 25)
     if not isinstance(concurrency, int) or concurrency < 1:
         raise MeshConfigError(
@@ -228,6 +236,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
         ),
         config_limits=_config_limits(disc_raw.get("configLimits"),
                                      f"{where}: discovery.configLimits"),
+        field_validation=field_validation,
     )
     if not 0 < discovery.workload_cert_ttl <= discovery.max_workload_cert_ttl:
         raise MeshConfigError(

@@ -234,7 +234,12 @@ class Plugins:
 
     @staticmethod
     def _check(label: str, hook: str, obj: object, contract: type, what: str) -> None:
-        if not isinstance(obj, contract):
+        try:
+            kept = isinstance(obj, contract)
+        except Exception as exc:  # a property of the plugin's object raised
+            raise PluginError(f"{label}: {hook} returned {obj!r}, which fails when read "
+                              f"({type(exc).__name__}: {exc})") from exc
+        if not kept:
             raise PluginError(f"{label}: {hook} returned {obj!r}, which is not {what} "
                               f"(see {contract.__module__}.{contract.__qualname__})")
 

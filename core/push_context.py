@@ -9,14 +9,15 @@ VirtualServices bind to which gateway — so that translators only translate.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from pilotfish.core import registry as registry_mod
 from pilotfish.core import security_policies
+from pilotfish.core.guard import Guard
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.model import (
     Endpoint,
@@ -30,6 +31,9 @@ from pilotfish.core.model import (
 from pilotfish.core.objects import ConfigKey, ConfigObject
 from pilotfish.core.proxy import Proxy, ProxyType
 from pilotfish.core.security.identity import spiffe_id
+from pilotfish.core.store import ConfigError
+
+T = TypeVar("T")
 
 MESH_GATEWAY = "mesh"
 # A pseudo config kind: "the service accounts behind some service changed". Clusters name
@@ -216,6 +220,8 @@ class PushContext:
     objects_by_kind: Mapping[str, tuple[ConfigObject, ...]]
     namespaces: Mapping[str, Mapping[str, str]]  # namespace → labels
     security: security_policies.SecurityPolicies
+    # Objects that could not be indexed: left out, the rest served (core/guard.py).
+    problems: tuple[ConfigError, ...] = ()
 
     # -- objects ---------------------------------------------------------------------
 
@@ -447,12 +453,12 @@ def build(
                         "EndpointSlice") for o in by_kind.get(kind, ())],
         domain,
     )
+    guard = Guard()
 
-    virtual_services = []
-    for obj in by_kind.get("VirtualService", ()):
+    def virtual_service(obj: ConfigObject) -> VirtualService:
         spec = obj.spec
         gateways = spec.get("gateways") or [MESH_GATEWAY]
-        virtual_services.append(VirtualService(
+        return VirtualService(
             name=obj.name,
             namespace=obj.namespace,
             hosts=tuple(
@@ -462,10 +468,10 @@ def build(
             spec=spec,
             export_to=_export_set(spec),
             obj=obj,
-        ))
+        )
 
-    rules = _merge_rules([
-        DestinationRule(
+    def destination_rule(obj: ConfigObject) -> DestinationRule:
+        return DestinationRule(
             name=obj.name,
             namespace=obj.namespace,
             host=resolve_host(str(obj.spec.get("host") or ""), obj.namespace, domain),
@@ -474,21 +480,19 @@ def build(
             selector=((obj.spec.get("workloadSelector") or {}).get("matchLabels") or None),
             obj=obj,
         )
-        for obj in by_kind.get("DestinationRule", ())
-    ])
 
-    gateways = tuple(
-        Gateway(
-            name=obj.name,
-            namespace=obj.namespace,
-            selector=dict(obj.spec.get("selector") or {}),
-            spec=obj.spec,
-            obj=obj,
-        )
-        for obj in by_kind.get("Gateway", ())
-    )
+    def gateway(obj: ConfigObject) -> Gateway:
+        return Gateway(name=obj.name, namespace=obj.namespace,
+                       selector=dict(obj.spec.get("selector") or {}), spec=obj.spec, obj=obj)
 
-    namespaces = {obj.name: dict(obj.labels) for obj in by_kind.get("Namespace", ())}
+    def each(kind: str, build: Callable[[ConfigObject], T]) -> list[T]:
+        built = (guard.run(obj, build, obj) for obj in by_kind.get(kind, ()))
+        return [item for item in built if item is not None]
+
+    virtual_services = each("VirtualService", virtual_service)
+    rules = _merge_rules(each("DestinationRule", destination_rule))
+    gateways = tuple(each("Gateway", gateway))
+    namespaces = dict(each("Namespace", lambda obj: (obj.name, dict(obj.labels))))
 
     return PushContext(
         version=version,
@@ -501,6 +505,7 @@ def build(
         objects_by_kind={kind: tuple(items) for kind, items in by_kind.items()},
         namespaces=namespaces,
         security=security_policies.build(by_kind, mesh.root_namespace),
+        problems=(*reg.problems, *guard.errors),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from pilotfish.core import protocol
+from pilotfish.core.guard import Guard
 from pilotfish.core.model import (
     DEFAULT_DOMAIN,
     Endpoint,
@@ -27,6 +28,7 @@ from pilotfish.core.model import (
     labels_match,
 )
 from pilotfish.core.objects import ConfigObject
+from pilotfish.core.store import ConfigError
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
@@ -46,6 +48,8 @@ class Registry:
     services: Mapping[str, Service]  # by hostname
     endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]]  # (hostname, service port)
     workloads: tuple[Workload, ...]
+    # Objects that could not be indexed (left out, the rest indexed): see core/guard.py.
+    problems: tuple[ConfigError, ...] = ()
 
     def endpoints_of(self, hostname: str, port: int) -> tuple[Endpoint, ...]:
         return self.endpoints.get((hostname, port), ())
@@ -210,73 +214,105 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
     by_kind: dict[str, list[ConfigObject]] = defaultdict(list)
     for obj in objects:
         by_kind[obj.kind].append(obj)
+    guard = Guard()
 
     workloads: list[Workload] = []
     for obj in by_kind["Pod"]:
-        pod = _pod_workload(obj)
+        pod = guard.run(obj, _pod_workload, obj)
         if pod is not None:
             workloads.append(pod)
     for obj in by_kind["WorkloadEntry"]:
-        workloads.append(_entry_workload(obj.spec, obj.name, obj.namespace))
+        entry = guard.run(obj, _entry_workload, obj.spec, obj.name, obj.namespace)
+        if entry is not None:
+            workloads.append(entry)
     by_labels = _WorkloadIndex(workloads)
 
     services: dict[str, Service] = {}
     endpoints: dict[tuple[str, int], list[Endpoint]] = defaultdict(list)
 
     # Kubernetes Services first: they win a hostname clash with a ServiceEntry.
-    explicit = _explicit_endpoints(by_kind)
+    explicit = _explicit_endpoints(by_kind, guard)
     for obj in sorted(by_kind["Service"], key=lambda o: (o.namespace, o.name)):
-        service = _kube_service(obj, domain)
-        services.setdefault(service.hostname, service)
-        if service.resolution is Resolution.ALIAS:
-            continue
-        if service.selector is not None:
-            _select(service, by_labels.candidates(service.namespace, service.selector), endpoints)
-        else:
-            for port in service.ports:
-                for address, target, ready in explicit.get(
-                    (service.namespace, service.name, port.name), ()
-                ):
-                    endpoints[(service.hostname, port.port)].append(Endpoint(
-                        address=address, port=target, service_port=port.port,
-                        namespace=service.namespace,
-                        health=Health.HEALTHY if ready else Health.UNHEALTHY,
-                    ))
+        found = guard.run(obj, _service_endpoints, obj, domain, by_labels, explicit)
+        if found is not None and found[0].hostname not in services:
+            services[found[0].hostname] = found[0]
+            for key, items in found[1].items():
+                endpoints[key] += items
 
     for obj in sorted(by_kind["ServiceEntry"], key=lambda o: (o.creation, o.namespace, o.name)):
-        for service in _entry_services(obj):
+        entries = guard.run(obj, _entry_endpoints, obj, by_labels)
+        for service, found_endpoints in entries or ():
             if service.hostname in services:
                 continue
             services[service.hostname] = service
-            if service.selector is not None:
-                candidates = by_labels.candidates(service.namespace, service.selector)
-                _select(service, candidates, endpoints)
-                continue
-            inline = obj.spec.get("endpoints") or []
-            for index, raw in enumerate(inline):
-                workload = _entry_workload(raw, f"{obj.name}-{index}", obj.namespace)
-                for port in service.ports:
-                    target = workload.ports.get(port.name) or (
-                        port.target_port if isinstance(port.target_port, int) else port.port
-                    )
-                    endpoints[(service.hostname, port.port)].append(
-                        _endpoint(workload, target, port.port)
-                    )
-            if not inline and service.resolution in (
-                Resolution.DNS_LB, Resolution.DNS_ROUND_ROBIN_LB
-            ) and not service.hostname.startswith("*"):
-                for port in service.ports:
-                    target = port.target_port if isinstance(port.target_port, int) else port.port
-                    endpoints[(service.hostname, port.port)].append(Endpoint(
-                        address=service.hostname, port=target, service_port=port.port,
-                        namespace=service.namespace,
-                    ))
+            for key, items in found_endpoints.items():
+                endpoints[key] += items
 
     return Registry(
         services=services,
         endpoints={key: tuple(value) for key, value in endpoints.items()},
         workloads=tuple(workloads),
+        problems=tuple(guard.errors),
     )
+
+
+Found = dict[tuple[str, int], list[Endpoint]]
+
+
+def _service_endpoints(obj: ConfigObject, domain: str, by_labels: _WorkloadIndex,
+                       explicit: Mapping[tuple[str, str, str], list[tuple[str, int, bool]]],
+                       ) -> tuple[Service, Found]:
+    """A Kubernetes Service and its endpoints: selected workloads, else explicit ones."""
+    service = _kube_service(obj, domain)
+    endpoints: Found = defaultdict(list)
+    if service.resolution is Resolution.ALIAS:
+        return service, endpoints
+    if service.selector is not None:
+        _select(service, by_labels.candidates(service.namespace, service.selector), endpoints)
+        return service, endpoints
+    for port in service.ports:
+        for address, target, ready in explicit.get(
+            (service.namespace, service.name, port.name), ()
+        ):
+            endpoints[(service.hostname, port.port)].append(Endpoint(
+                address=address, port=target, service_port=port.port,
+                namespace=service.namespace,
+                health=Health.HEALTHY if ready else Health.UNHEALTHY,
+            ))
+    return service, endpoints
+
+
+def _entry_endpoints(obj: ConfigObject, by_labels: _WorkloadIndex
+                     ) -> list[tuple[Service, Found]]:
+    """A ServiceEntry's services (one per host) with their endpoints."""
+    out = []
+    for service in _entry_services(obj):
+        endpoints: Found = defaultdict(list)
+        out.append((service, endpoints))
+        if service.selector is not None:
+            _select(service, by_labels.candidates(service.namespace, service.selector),
+                    endpoints)
+            continue
+        inline = obj.spec.get("endpoints") or []
+        for index, raw in enumerate(inline):
+            workload = _entry_workload(raw, f"{obj.name}-{index}", obj.namespace)
+            for port in service.ports:
+                target = workload.ports.get(port.name) or (
+                    port.target_port if isinstance(port.target_port, int) else port.port
+                )
+                endpoints[(service.hostname, port.port)].append(
+                    _endpoint(workload, target, port.port)
+                )
+        if not inline and service.resolution in (
+            Resolution.DNS_LB, Resolution.DNS_ROUND_ROBIN_LB
+        ) and not service.hostname.startswith("*"):
+            for port in service.ports:
+                target = port.target_port if isinstance(port.target_port, int) else port.port
+                endpoints[(service.hostname, port.port)].append(Endpoint(
+                    address=service.hostname, port=target, service_port=port.port,
+                    namespace=service.namespace,
+                ))
+    return out
 
 
 class _WorkloadIndex:
@@ -315,31 +351,46 @@ def _select(
             )
 
 
-def _explicit_endpoints(
-    by_kind: Mapping[str, list[ConfigObject]],
-) -> dict[tuple[str, str, str], list[tuple[str, int, bool]]]:
+Explicit = dict[tuple[str, str, str], list[tuple[str, int, bool]]]
+
+
+def _explicit_endpoints(by_kind: Mapping[str, list[ConfigObject]], guard: Guard) -> Explicit:
     """(namespace, service, port name) → [(address, port, ready)] from Endpoints/Slices."""
-    out: dict[tuple[str, str, str], list[tuple[str, int, bool]]] = defaultdict(list)
+    out: Explicit = defaultdict(list)
     for obj in by_kind.get("Endpoints", []):
-        for subset in obj.body.get("subsets") or []:
-            ports = subset.get("ports") or []
-            for ready, key in ((True, "addresses"), (False, "notReadyAddresses")):
-                for addr in subset.get(key) or []:
-                    for port in ports:
-                        out[(obj.namespace, obj.name, str(port.get("name") or ""))].append(
-                            (str(addr.get("ip")), int(port.get("port") or 0), ready)
-                        )
+        for key, items in (guard.run(obj, _from_endpoints, obj) or {}).items():
+            out[key] += items
     for obj in by_kind.get("EndpointSlice", []):
-        service = obj.labels.get("kubernetes.io/service-name")
-        if not service:
-            continue
-        ports = obj.body.get("ports") or []
-        for ep in obj.body.get("endpoints") or []:
-            conditions = ep.get("conditions") or {}
-            ready = conditions.get("ready") is not False
-            for address in ep.get("addresses") or []:
+        for key, items in (guard.run(obj, _from_slice, obj) or {}).items():
+            out[key] += items
+    return out
+
+
+def _from_endpoints(obj: ConfigObject) -> Explicit:
+    out: Explicit = defaultdict(list)
+    for subset in obj.body.get("subsets") or []:
+        ports = subset.get("ports") or []
+        for ready, key in ((True, "addresses"), (False, "notReadyAddresses")):
+            for addr in subset.get(key) or []:
                 for port in ports:
-                    out[(obj.namespace, service, str(port.get("name") or ""))].append(
-                        (str(address), int(port.get("port") or 0), ready)
+                    out[(obj.namespace, obj.name, str(port.get("name") or ""))].append(
+                        (str(addr.get("ip")), int(port.get("port") or 0), ready)
                     )
+    return out
+
+
+def _from_slice(obj: ConfigObject) -> Explicit:
+    out: Explicit = defaultdict(list)
+    service = obj.labels.get("kubernetes.io/service-name")
+    if not service:
+        return out
+    ports = obj.body.get("ports") or []
+    for ep in obj.body.get("endpoints") or []:
+        conditions = ep.get("conditions") or {}
+        ready = conditions.get("ready") is not False
+        for address in ep.get("addresses") or []:
+            for port in ports:
+                out[(obj.namespace, service, str(port.get("name") or ""))].append(
+                    (str(address), int(port.get("port") or 0), ready)
+                )
     return out

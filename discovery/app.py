@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -23,7 +23,6 @@ import attrs
 
 from pilotfish.core import push_context as push_context_mod
 from pilotfish.core.meshconfig import MeshConfig
-from pilotfish.core.objects import BUILTIN_KINDS
 from pilotfish.core.plugins import Plugins
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push import Debouncer, PushRequest
@@ -32,6 +31,7 @@ from pilotfish.core.store import ConfigError, ConfigStore, KindRegistry, StoreUp
 from pilotfish.core.xds import server as xds_server
 from pilotfish.core.xds.generator import GenerationCache, PushState
 from pilotfish.core.xds.resources import ResourceSet
+from pilotfish.validation import make_kinds, make_validator
 
 if TYPE_CHECKING:
     from pilotfish.core.security.provider import CertSettings
@@ -63,24 +63,6 @@ class PushRecord:
     pushes: int = 0
 
 
-def make_validator(plugins: Plugins) -> Validator:
-    """Schema, CEL and semantic validation, then whatever plugins add."""
-    from pilotfish import validation
-    def validate(obj: Any) -> list[ConfigError]:
-        return validation.validate(obj, plugins.validate_config)
-
-    return validate
-
-
-def make_kinds(plugins: Plugins) -> KindRegistry:
-    from pilotfish import validation
-    kinds = KindRegistry(BUILTIN_KINDS)
-    for info in [*validation.schema_kinds(), *plugins.config_kinds()]:
-        if kinds.lookup_kind(info.group, info.kind) is None:
-            kinds.add(info)
-    return kinds
-
-
 class Discovery:
     def __init__(
         self,
@@ -97,8 +79,8 @@ class Discovery:
         self.options = options
         self._clock = clock
         self.store = ConfigStore(
-            validator or make_validator(plugins), kinds or make_kinds(plugins)
-        )
+            validator or make_validator(plugins, config.discovery.field_validation),
+            kinds or make_kinds(plugins))
         self.generators = plugins.xds_generators()
         self.cache = GenerationCache(self.generators, plugins)
         self._versions = itertools.count(1)
@@ -109,6 +91,8 @@ class Discovery:
         self.debouncer = Debouncer(config.discovery.debounce_after, config.discovery.debounce_max)
         self._wake = anyio.Event()
         self.last_push = PushRecord()
+        self.push_error = ""  # why the latest push failed; "" once one succeeds
+        self._reported: frozenset[ConfigError] = frozenset()
         self.ready = False
         self.store.subscribe(self._on_store_update)
         self.secure: SecureXds | None = None
@@ -145,6 +129,7 @@ class Discovery:
         previous = self.state
         self.state = previous.advance(push, kinds, self.generators)
         self.cache.prune(self.state)
+        self._report(push.problems)
         changed = self.state.changed_types(previous)
         self.last_push = PushRecord(
             version=push.version,
@@ -155,6 +140,20 @@ class Discovery:
             pushes=self.last_push.pushes + 1,
         )
         return changed
+
+    def config_errors(self) -> list[ConfigError]:
+        """What stands wrong now: the store's errors, objects the push context left out,
+        and generations that failed (``/debug/config_errors``)."""
+        failed = [ConfigError("(generation)", 0, message, severity="error")
+                  for message in sorted(set(self.cache.failures.values()))]
+        return [*self.store.errors(), *self.state.push.problems, *failed]
+
+    def _report(self, problems: Sequence[ConfigError]) -> None:
+        """Log objects the push context left out, once each while they stay out."""
+        current = frozenset(problems)
+        for problem in sorted(current - self._reported, key=str):
+            log.warning("%s", problem)
+        self._reported = current
 
     # -- events --------------------------------------------------------------------------
 
@@ -188,12 +187,16 @@ class Discovery:
                 continue
             try:
                 changed = self.rebuild(request)
+                self.push_error = ""
                 if changed:
                     log.info("push %s: %s (%d changed objects)", self.state.push.version,
                              ",".join(_short(t) for t in changed), len(request.changed or ()))
                     self.xds.push(frozenset(changed))
-            except Exception:
-                # A translator bug must not stop discovery: keep serving the last state.
+            except Exception as exc:
+                # A bug must not stop discovery: keep serving the last state, and say so
+                # (/ready turns 503 with the reason until a push succeeds).
+                self.push_error = (f"the latest push failed ({type(exc).__name__}: {exc}); "
+                                   "the previous config stays in force")
                 log.exception("push failed; the previous config stays in force")
             finally:
                 self.debouncer.done()

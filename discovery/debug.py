@@ -122,7 +122,7 @@ def server(discovery: Discovery) -> HttpServer:
         ])
 
     async def errorz(request: Request) -> Response:
-        return Response.json([e.as_dict() for e in discovery.store.errors()])
+        return Response.json([e.as_dict() for e in discovery.config_errors()])
 
     async def push_status(request: Request) -> Response:
         record = discovery.last_push
@@ -150,8 +150,11 @@ def server(discovery: Discovery) -> HttpServer:
         ])
 
     async def ready(request: Request) -> Response:
-        return Response.text("ready\n" if discovery.ready else "not ready\n",
-                             200 if discovery.ready else 503)
+        if not discovery.ready:
+            return Response.text("not ready\n", 503)
+        if discovery.push_error:
+            return Response.text(discovery.push_error + "\n", 503)
+        return Response.text("ready\n")
 
     async def metrics(request: Request) -> Response:
         connections = list(discovery.xds.connections.values())
@@ -165,7 +168,7 @@ def server(discovery: Discovery) -> HttpServer:
             "# TYPE pilot_pushcontext_init_seconds gauge",
             f"pilot_pushcontext_init_seconds {discovery.last_push.build_seconds:.6f}",
             "# TYPE pilotfish_config_errors gauge",
-            f"pilotfish_config_errors {len(discovery.store.errors())}",
+            f"pilotfish_config_errors {len(discovery.config_errors())}",
         ]
         return Response(200, ("\n".join(lines) + "\n").encode(),
                         "text/plain; version=0.0.4")

@@ -72,11 +72,12 @@ def step(text: str) -> None:
 
 def load_config(config_dir: Path, mesh: meshconfig.MeshConfig) -> ConfigStore:
     """The user's config, validated the way discovery validates it."""
-    from pilotfish.discovery.app import make_kinds, make_validator
     from pilotfish.plugins.files_source import config_files, load_file
+    from pilotfish.validation import make_kinds, make_validator
 
     plugins = Plugins.from_config(mesh, groups=["xds"])
-    store = ConfigStore(make_validator(plugins), make_kinds(plugins))
+    store = ConfigStore(make_validator(plugins, mesh.discovery.field_validation),
+                        make_kinds(plugins))
     for path in config_files(config_dir):
         load_file(store, path, config_dir, mesh.discovery.config_limits)
     return store

@@ -257,11 +257,12 @@ class FilesSource:
         on the loop. xDS, the CA and the debug endpoints keep answering meanwhile."""
         for start in range(0, len(paths), BATCH):
             batch = paths[start:start + BATCH]
-            prepared = await anyio.to_thread.run_sync(
-                lambda batch=batch: [prepare_file(store, p, self.root, self.limits)
-                                     for p in batch])
+            prepared = await anyio.to_thread.run_sync(self._prepare, store, batch)
             for item in prepared:
                 item.apply(store)
+
+    def _prepare(self, store: ConfigStore, paths: Sequence[Path]) -> list[Prepared]:
+        return [prepare_file(store, path, self.root, self.limits) for path in paths]
 
     def apply_changes(self, store: ConfigStore, paths: Iterable[Path]) -> None:
         """The same as a watch batch, on the caller's thread (for the local node)."""

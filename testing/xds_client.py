@@ -87,7 +87,7 @@ class AdsStream:
             raise EOFError("the stream ended")
         if isinstance(item, grpc.RpcError):
             raise item
-        return item  # type: ignore[no-any-return]
+        return item
 
     def ack(self, response: discovery_pb2.DiscoveryResponse,
             names: Sequence[str] = ()) -> None:

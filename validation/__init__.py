@@ -3,8 +3,9 @@
 ``validate(obj)`` is the store's validator. It checks an object the way a Kubernetes
 cluster with Istio would before admitting it:
 
-1. the kind's OpenAPI schema from Istio's CRDs (types, enums, bounds, required fields;
-   unknown fields, which the API server would silently drop, become warnings);
+1. the kind's OpenAPI schema — from Istio's CRDs, or Kubernetes' own for the core kinds
+   (types, enums, bounds, required fields; unknown fields are errors, as under kubectl's
+   default strict field validation, or warnings with ``fieldValidation: Warn``);
 2. the schema's CEL rules (``x-kubernetes-validations``), skipped, as the API server
    skips them, when step 1 found type, required or enum errors;
 3. Istio's webhook checks (and basic API-server checks for Service, Pod, Endpoints,
@@ -22,14 +23,18 @@ import datetime
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pilotfish.core.objects import ConfigObject, KindInfo, split_api_version
-from pilotfish.core.store import ConfigError
+from pilotfish.core.objects import BUILTIN_KINDS, ConfigObject, KindInfo, split_api_version
+from pilotfish.core.plugins import Plugins
+from pilotfish.core.store import ConfigError, KindRegistry, Validator
 from pilotfish.validation import catalog, semantic
 from pilotfish.validation.cel import check_rules
-from pilotfish.validation.issues import ERROR, Issue, unsupported, warning
+from pilotfish.validation.issues import ERROR, WARNING, Issue, unsupported, warning
 from pilotfish.validation.schema import check_object
 
-__all__ = ["PluginChecks", "schema_kinds", "validate"]
+__all__ = ["FIELD_VALIDATION", "PluginChecks", "make_kinds", "make_validator", "schema_kinds",
+           "validate"]
+# The mesh config's discovery.fieldValidation → the severity of an unknown field.
+FIELD_VALIDATION = {"Strict": ERROR, "Warn": WARNING}
 
 PluginChecks = Callable[[ConfigObject], Iterable[ConfigError]]
 
@@ -37,10 +42,12 @@ _RULES_SKIPPED = ("some validation rules were not checked because the object was
                   "correct the existing errors to complete validation")
 
 
-def validate(obj: ConfigObject, plugin_checks: PluginChecks | None = None) -> list[ConfigError]:
-    """Every problem with one object; any error (severity "error") means reject it."""
+def validate(obj: ConfigObject, plugin_checks: PluginChecks | None = None, *,
+             unknown_fields: str = ERROR) -> list[ConfigError]:
+    """Every problem with one object; any error (severity "error") means reject it.
+    ``unknown_fields`` is the severity of a field the schema does not know."""
     body = as_json(obj.body)
-    issues = _schema_issues(obj, body)
+    issues = _schema_issues(obj, body, unknown_fields)
     errors: list[ConfigError] = []
     if not any(issue.severity == ERROR for issue in issues):
         issues += semantic.check(obj, body)
@@ -55,15 +62,36 @@ def schema_kinds() -> list[KindInfo]:
     return catalog.kinds()
 
 
-def _schema_issues(obj: ConfigObject, body: dict[str, Any]) -> list[Issue]:
+def make_validator(plugins: Plugins | None = None,
+                   field_validation: str = "Strict") -> Validator:
+    """The store's validator: schema, CEL and semantic checks, then the plugins' own."""
+    checks = plugins.validate_config if plugins is not None else None
+    unknown = FIELD_VALIDATION[field_validation]
+
+    def validator(obj: ConfigObject) -> list[ConfigError]:
+        return validate(obj, checks, unknown_fields=unknown)
+
+    return validator
+
+
+def make_kinds(plugins: Plugins | None = None) -> KindRegistry:
+    """The kinds the store accepts: the built-in ones, the catalog's, and the plugins'."""
+    kinds = KindRegistry(BUILTIN_KINDS)
+    for info in [*schema_kinds(), *(plugins.config_kinds() if plugins is not None else ())]:
+        if kinds.lookup_kind(info.group, info.kind) is None:
+            kinds.add(info)
+    return kinds
+
+
+def _schema_issues(obj: ConfigObject, body: dict[str, Any], unknown: str) -> list[Issue]:
     group, version = split_api_version(obj.api_version)
     found = catalog.lookup(group, obj.kind)
     if found is None:
-        return []  # core kinds have no CRD schema; their checks are semantic
+        return []  # a kind a plugin declared without a schema: its checks are its own
     schema = found.schemas.get(version)
     if schema is None:
         return [unsupported(("apiVersion",), obj.api_version, found.info.api_versions())]
-    issues = list(check_object(body, schema))
+    issues = list(check_object(body, schema, unknown))
     if any(issue.blocking for issue in issues):
         return [*issues, warning((), _RULES_SKIPPED)]
     return issues + list(check_rules(body, schema))

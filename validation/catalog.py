@@ -1,8 +1,10 @@
 """The schema catalog: which kinds have an OpenAPI schema, and the schema of each version.
 
-The catalog (``istio_schemas.json``) is derived from Istio's CRDs by
-``scripts/gen_crd_schemas.py`` and shipped as package data. It is read once, lazily, on
-the first lookup; the schemas are plain dicts that the walkers only read.
+Two files shipped as package data make it up: ``istio_schemas.json``, derived from Istio's
+CRDs by ``scripts/gen_crd_schemas.py``, and ``kubernetes_schemas.json``, the core kinds
+discovery reads, derived from Kubernetes' OpenAPI by ``scripts/gen_kube_schemas.py``. They
+are read once, lazily, on the first lookup; the schemas are plain dicts that the walkers
+only read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pilotfish.core.objects import KindInfo
 
 Schema = dict[str, Any]
 
-_CATALOG = "istio_schemas.json"
+_CATALOGS = ("kubernetes_schemas.json", "istio_schemas.json")
 
 
 @attrs.frozen
@@ -31,9 +33,11 @@ class KindSchemas:
 
 @cache
 def _load() -> dict[tuple[str, str], KindSchemas]:
-    text = resources.files(__package__).joinpath(_CATALOG).read_text(encoding="utf-8")
     kinds: dict[tuple[str, str], KindSchemas] = {}
-    for group, by_kind in json.loads(text)["groups"].items():
+    groups = [
+        item for name in _CATALOGS for item in json.loads(resources.files(__package__).joinpath(
+            name).read_text(encoding="utf-8"))["groups"].items()]
+    for group, by_kind in groups:
         for kind, entry in by_kind.items():
             versions = entry["versions"]
             schemas: dict[str, Schema] = {}

@@ -6,9 +6,11 @@ bounds, patterns, required fields, ``x-kubernetes-list-type`` set/map uniqueness
 value-only ``allOf``/``anyOf``/``oneOf``/``not`` that structural schemas allow. Errors
 are worded as the API server words them (see `issues`).
 
-One deliberate difference: the API server silently prunes fields the schema does not
-know. A pruned field is almost always a typo (``trafficpolicy``), so we report each one
-as a warning instead, and the object is still accepted.
+Fields the schema does not know are refused, as the API server refuses them under strict
+field validation (kubectl's default): such a field is almost always a typo (``weigth``),
+and silently pruning it changes what the object means. ``unknown=WARNING`` (the mesh
+config's ``discovery.fieldValidation: Warn``) reports them and accepts the object, as
+``kubectl --validate=warn`` does.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pilotfish.core.objects import FieldPath, format_path
 from pilotfish.validation import names
 from pilotfish.validation.catalog import Schema
 from pilotfish.validation.issues import (
+    ERROR,
     Issue,
     duplicate,
     in_body,
@@ -32,8 +35,10 @@ from pilotfish.validation.issues import (
     too_long,
     too_many,
     unsupported,
-    warning,
 )
+
+# Kubernetes' resource.Quantity has no structural form; its generated schema says so with this.
+NUMBER_OR_STRING = "x-pilotfish-number-or-string"
 
 # Every object carries these whether or not its CRD schema lists them.
 _ROOT_FIELDS: Schema = {
@@ -43,14 +48,18 @@ _ROOT_FIELDS: Schema = {
 }
 
 
-def check_object(body: dict[str, Any], schema: Schema) -> Iterator[Issue]:
-    """Every structural problem of a whole object (apiVersion, kind, metadata, spec...)."""
+def check_object(body: dict[str, Any], schema: Schema,
+                 unknown: str = ERROR) -> Iterator[Issue]:
+    """Every structural problem of a whole object (apiVersion, kind, metadata, spec...);
+    ``unknown`` is the severity of an unknown field."""
     root = {**schema, "properties": {**_ROOT_FIELDS, **schema.get("properties", {})}}
-    yield from check(body, root, ())
+    yield from check(body, root, (), unknown)
 
 
-def check(value: Any, schema: Schema, path: FieldPath, strict: bool = True) -> Iterator[Issue]:
-    """Problems of ``value`` against ``schema``. ``strict`` reports unknown fields."""
+def check(value: Any, schema: Schema, path: FieldPath,
+          unknown: str | None = ERROR) -> Iterator[Issue]:
+    """Problems of ``value`` against ``schema``; unknown fields at severity ``unknown``
+    (``None``: not reported)."""
     if value is None:
         if not schema.get("nullable") and _declared_type(schema):
             yield _type_error(path, value, _declared_type(schema))
@@ -66,9 +75,9 @@ def check(value: Any, schema: Schema, path: FieldPath, strict: bool = True) -> I
     elif isinstance(value, int | float) and not isinstance(value, bool):
         yield from _check_number(value, schema, path)
     elif isinstance(value, list):
-        yield from _check_array(value, schema, path, strict)
+        yield from _check_array(value, schema, path, unknown)
     elif isinstance(value, dict):
-        yield from _check_object(value, schema, path, strict)
+        yield from _check_object(value, schema, path, unknown)
     yield from _check_combinators(value, schema, path)
 
 
@@ -77,6 +86,8 @@ def has_type(value: Any, schema: Schema) -> bool:
     declared = schema.get("type")
     if schema.get("x-kubernetes-int-or-string"):
         return isinstance(value, str) or _is_integer(value)
+    if schema.get(NUMBER_OR_STRING):  # a resource.Quantity: "100m" or 2.5
+        return isinstance(value, str | int | float) and not isinstance(value, bool)
     if declared == "object":
         return isinstance(value, dict)
     if declared == "array":
@@ -106,6 +117,8 @@ def _same(value: Any, choice: Any) -> bool:
 def _declared_type(schema: Schema) -> str:
     if schema.get("x-kubernetes-int-or-string"):
         return "integer,string"
+    if schema.get(NUMBER_OR_STRING):
+        return "number,string"
     return str(schema.get("type", ""))
 
 
@@ -161,7 +174,8 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _check_array(items: list[Any], schema: Schema, path: FieldPath, strict: bool) -> Iterator[
+def _check_array(items: list[Any], schema: Schema, path: FieldPath,
+                 unknown: str | None) -> Iterator[
     Issue
 ]:
     if "maxItems" in schema and len(items) > schema["maxItems"]:
@@ -181,7 +195,7 @@ def _check_array(items: list[Any], schema: Schema, path: FieldPath, strict: bool
     item_schema = schema.get("items")
     if isinstance(item_schema, dict):
         for index, item in enumerate(items):
-            yield from check(item, item_schema, (*path, index), strict)
+            yield from check(item, item_schema, (*path, index), unknown)
 
 
 def _duplicates(
@@ -196,7 +210,8 @@ def _duplicates(
             seen.append(key)
 
 
-def _check_object(value: dict[str, Any], schema: Schema, path: FieldPath, strict: bool) -> (
+def _check_object(value: dict[str, Any], schema: Schema, path: FieldPath,
+                  unknown: str | None) -> (
     Iterator[Issue]
 ):
     for name in schema.get("required", ()):
@@ -212,18 +227,19 @@ def _check_object(value: dict[str, Any], schema: Schema, path: FieldPath, strict
     keep_unknown = schema.get("x-kubernetes-preserve-unknown-fields") or extra is True
     for key, child in value.items():
         if key in properties:
-            yield from check(child, properties[key], (*path, key), strict)
+            yield from check(child, properties[key], (*path, key), unknown)
         elif isinstance(extra, dict):
-            yield from check(child, extra, (*path, key), strict)
-        elif strict and not keep_unknown:
+            yield from check(child, extra, (*path, key), unknown)
+        elif unknown is not None and not keep_unknown:
             field = (*path, key)
-            yield warning(field, f'unknown field "{format_path(field)}" (ignored)')
+            yield Issue(field, f'unknown field "{format_path(field)}"' + (
+                "" if unknown == ERROR else " (ignored)"), unknown)
 
 
 def _check_combinators(value: Any, schema: Schema, path: FieldPath) -> Iterator[Issue]:
     # Structural schemas only validate values in these branches: no types, no unknown fields.
     for branch in schema.get("allOf", ()):
-        yield from check(value, branch, path, strict=False)
+        yield from check(value, branch, path, unknown=None)
     shown = json_type(value)
     # int-or-string's anyOf only restates the type, which has() already checked.
     any_of = [] if schema.get("x-kubernetes-int-or-string") else schema.get("anyOf", [])
@@ -241,7 +257,7 @@ def _check_combinators(value: Any, schema: Schema, path: FieldPath) -> Iterator[
 
 
 def _passes(value: Any, branch: Schema, path: FieldPath) -> bool:
-    return not any(issue.severity == "error" for issue in check(value, branch, path, False))
+    return not any(issue.severity == "error" for issue in check(value, branch, path, None))
 
 
 def _alternatives(branches: list[Schema]) -> str:

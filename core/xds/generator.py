@@ -18,6 +18,7 @@ service); the push context reports such facts as pseudo kinds when they changed
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,6 +28,8 @@ from pilotfish.core.proxy import Proxy, ProxyScope
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.xds import types
 from pilotfish.core.xds.resources import Resource, ResourceSet
+
+log = logging.getLogger("pilotfish.xds")
 
 
 @runtime_checkable
@@ -65,6 +68,11 @@ class Patcher(Protocol):
 
 class GeneratorConflict(ValueError):
     """Two generators claim the same proxy kind and type URL."""
+
+
+class GenerationError(Exception):
+    """A generator failed for a scope that has nothing older to fall back on: the transport
+    sends nothing of that type (the proxy keeps what it has) and the failure is reported."""
 
 
 @attrs.frozen(order=True)
@@ -172,6 +180,9 @@ class GenerationCache:
         # The newest set per (type, scope), to diff its successor against.
         self._latest: dict[tuple[str, ProxyScope], ResourceSet] = {}
         self._memos: dict[tuple[GeneratorKey, int], dict[Any, Any]] = {}
+        # Generations that raised, by (type, scope, epoch), with what was said: reported in
+        # /debug/config_errors, and not retried until the epoch moves.
+        self.failures: dict[tuple[str, ProxyScope, int], str] = {}
         self.generations = 0  # how many times a generator actually ran (for tests/metrics)
 
     def resources(self, state: PushState, type_url: str, proxy: Proxy) -> ResourceSet:
@@ -186,9 +197,27 @@ class GenerationCache:
         cached = self._sets.get(key)
         if cached is not None:
             return cached
-        memo = self._memos.setdefault((gkey, epoch), {})
-        result = self._build(state.push, generator, proxy, memo)
         previous = self._latest.get((type_url, proxy.scope))
+        failed = self.failures.get(key)
+        if failed is not None:
+            if previous is not None:
+                return previous
+            raise GenerationError(failed)
+        memo = self._memos.setdefault((gkey, epoch), {})
+        try:
+            result = self._build(state.push, generator, proxy, memo)
+        except Exception as exc:
+            # A generator's bug costs this type for this scope, nothing else: its proxies
+            # keep the last good set (or what they hold), and it is reported.
+            message = (f"{gkey} failed for {proxy.kind} proxies in namespace "
+                       f"{proxy.namespace} ({type(exc).__name__}: {exc}); "
+                       + ("the last good config stays in force" if previous is not None
+                          else "nothing of this type is sent"))
+            log.exception("generation: %s", message)
+            self.failures[key] = message
+            if previous is not None:
+                return previous
+            raise GenerationError(message) from exc
         if previous is not None:
             result = result.since(previous)
         self._sets[key] = result
@@ -228,6 +257,7 @@ class GenerationCache:
             return found is not None and state.epochs.get(found[0], 0) == epoch
 
         self._sets = {k: v for k, v in self._sets.items() if current(*k)}
+        self.failures = {k: v for k, v in self.failures.items() if current(*k)}
         self._memos = {k: v for k, v in self._memos.items() if state.epochs.get(k[0], 0) == k[1]}
 
     def statistics(self) -> dict[str, int]:

@@ -23,6 +23,7 @@ from google.protobuf import json_format
 
 from pilotfish.core.proxy import NodeIdError, Proxy, parse_node
 from pilotfish.core.xds import types
+from pilotfish.core.xds.generator import GenerationError
 from pilotfish.core.xds.resources import ResourceSet, encode_delta, encode_sotw
 from pilotfish.core.xds.session import Decision, Mode, Outcome, Response, Session
 
@@ -221,7 +222,10 @@ class XdsServer:
                 await self._respond(connection, type_url)
 
     async def _respond(self, connection: Connection, type_url: str) -> None:
-        current = self._resources(type_url, connection.proxy)
+        try:
+            current = self._resources(type_url, connection.proxy)
+        except GenerationError:
+            return  # reported where it happened; the proxy keeps what it holds
         response = connection.session.plan(current)
         if response is None:
             return

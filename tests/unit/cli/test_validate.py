@@ -70,7 +70,13 @@ def test_errors_exit_1_with_file_line_object_and_field(tree: Path):
 def test_warnings_alone_exit_0(tmp_path: Path):
     path = tmp_path / "dr.yaml"
     path.write_text(WARN_ONLY)
-    code, out, _ = run(str(path))
+    code, out, _ = run(str(path))  # strict field validation: a typo is an error
+    assert code == 1
+    assert out == (f'{path}:6: DestinationRule default/web: spec.exportto: unknown '
+                   'field "spec.exportto"\n')
+    mesh = tmp_path / "pilotfish.yaml"
+    mesh.write_text("discovery: {fieldValidation: Warn}\n")
+    code, out, _ = run(str(path), "--mesh-config", str(mesh))
     assert code == 0
     assert out == (f'{path}:6: warning: DestinationRule default/web: spec.exportto: unknown '
                    'field "spec.exportto" (ignored)\n')

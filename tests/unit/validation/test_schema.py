@@ -19,10 +19,13 @@ def test_required_and_unknown_fields():
         "hosts": {"type": "array", "items": {"type": "string"}}}}
     assert problems({"hsots": ["a"]}, schema) == [
         "spec.hosts: Required value",
-        'spec.hsots: unknown field "spec.hsots" (ignored)',
+        'spec.hsots: unknown field "spec.hsots"',
     ]
     unknown = list(check({"hsots": 1, "hosts": []}, schema, ("spec",)))
-    assert [issue.severity for issue in unknown] == ["warning"]
+    assert [issue.severity for issue in unknown] == ["error"]
+    relaxed = list(check({"hsots": 1, "hosts": []}, schema, ("spec",), unknown="warning"))
+    assert [(i.severity, i.message) for i in relaxed] == [
+        ("warning", 'unknown field "spec.hsots" (ignored)')]
 
 
 def test_type_errors_name_both_types_and_stop_descent():
@@ -162,5 +165,4 @@ def test_whole_object_allows_metadata_and_reports_top_level_typos():
     assert schema is not None
     body = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
             "metadata": {"name": "g", "anything": 1}, "spce": {}}
-    assert [str(i) for i in check_object(body, schema)] == [
-        'spce: unknown field "spce" (ignored)']
+    assert [str(i) for i in check_object(body, schema)] == ['spce: unknown field "spce"']

@@ -268,8 +268,11 @@ def test_service_ports():
 
 
 def test_pod_ip_endpoints_and_slices():
-    pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\nstatus: {podIP: 10.0.0.x}\n"
+    pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIP: 10.0.0.x}\n"
     assert errors(pod) == ['status.podIP: Invalid value: "10.0.0.x": must be an IP address']
+    # As the API server: a Pod with a spec must say what it runs.
+    assert errors(pod.replace("status:", "spec: {}\nstatus:")) == [
+        "spec.containers: Required value"]
     endpoints = ("apiVersion: v1\nkind: Endpoints\nmetadata: {name: e}\nsubsets:\n"
                  "- addresses: [{ip: 10.0.0.1}, {ip: host}]\n  ports: [{port: 8080}]\n")
     assert errors(endpoints) == [

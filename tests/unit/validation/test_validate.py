@@ -44,7 +44,7 @@ def test_errors_name_file_line_object_and_field():
     assert str(problem).startswith("mesh.yaml:12: DestinationRule shop/reviews: spec.traffic")
 
 
-def test_unknown_field_is_a_warning_on_its_own_line():
+def test_unknown_field_is_an_error_on_its_own_line_or_a_warning_when_asked():
     obj = load("""\
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
@@ -53,8 +53,11 @@ def test_unknown_field_is_a_warning_on_its_own_line():
           host: reviews
           trafficPolcy: {}
         """)
-    [problem] = validate(obj)
-    assert (problem.severity, problem.line, problem.field) == ("warning", 6, "spec.trafficPolcy")
+    [problem] = validate(obj)  # strict field validation, as kubectl's default
+    assert (problem.severity, problem.line, problem.field) == ("error", 6, "spec.trafficPolcy")
+    assert problem.message == 'unknown field "spec.trafficPolcy"'
+    [problem] = validate(obj, unknown_fields="warning")  # fieldValidation: Warn
+    assert problem.severity == "warning"
     assert problem.message == 'unknown field "spec.trafficPolcy" (ignored)'
 
 
