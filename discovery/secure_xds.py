@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -113,30 +115,37 @@ class SecureXds:
                                ) -> tuple[str, str]:
         """ADS on 15012 requires a proven identity that matches the proxy it claims to be."""
         peer = self.front.peer(context.peer())
+        if peer is None:  # only the front can reach this server: a bug if it happens
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "connections to 15012 come through its TLS front")
+            raise AssertionError("abort returned")
         credentials = Credentials.from_metadata(context.invocation_metadata(),
-                                                peer.certificate if peer else None)
+                                                peer.certificate)
         try:
             identity = self.authenticator.authenticate(credentials, self.clock())
             check_proxy_identity(identity, proxy.namespace, proxy.metadata)
         except CertError as exc:
-            log.warning("ADS from %s as %s refused: %s", peer.address if peer else
-                        context.peer(), proxy.id, exc)
+            log.warning("ADS from %s as %s refused: %s", peer.address, proxy.id, exc)
             await context.abort(STATUS[exc.refusal], str(exc))
             raise AssertionError("abort returned") from None
-        return (identity.spiffe_id(self.settings.trust_domain),
-                peer.address if peer else context.peer())
+        return identity.spiffe_id(self.settings.trust_domain), peer.address
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                     ) -> None:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((self.xds.handler(check=self.check_ads_caller),))
         self.ca.add_to(server)
-        # Loopback only: TLS and the caller's certificate are handled by the front.
-        port = server.add_insecure_port("127.0.0.1:0")
+        # TLS and the caller's certificate are handled by the front; behind it, a unix
+        # socket in a folder only discovery's user may enter.
+        folder = Path(tempfile.mkdtemp(prefix="pilotfish-15012-"))
+        socket_path = folder / "grpc.sock"
+        if not server.add_insecure_port(f"unix:{socket_path}"):
+            raise OSError(f"cannot listen for secure xDS's gRPC server on {socket_path}")
         await server.start()
+        socket_path.chmod(0o600)
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(self.front.serve, self.address, port)
+                await tg.start(self.front.serve, self.address, socket_path)
                 tg.start_soon(self._renew)
                 log.info("secure xDS and CA on %s (TLS, serving cert for %s)", self.address,
                          ", ".join(self.names[0] + self.names[1]))
@@ -144,6 +153,7 @@ class SecureXds:
         finally:
             with anyio.CancelScope(shield=True):
                 await server.stop(grace=1.0)
+            shutil.rmtree(folder, ignore_errors=True)
 
     async def _renew(self) -> None:
         while True:
