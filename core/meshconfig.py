@@ -31,6 +31,10 @@ import attrs
 import yaml
 
 from pilotfish.core.model import DEFAULT_DOMAIN
+from pilotfish.core.xds.limits import DEFAULT_LIMITS as DEFAULT_XDS_LIMITS
+from pilotfish.core.xds.limits import DURATIONS as XDS_DURATIONS
+from pilotfish.core.xds.limits import LIMIT_FIELDS as XDS_LIMIT_FIELDS
+from pilotfish.core.xds.limits import Limits as XdsLimits
 from pilotfish.core.yamlload import DEFAULT_LIMITS, LIMIT_FIELDS, LoadLimits
 
 
@@ -99,6 +103,7 @@ class DiscoverySettings:
     # Unknown fields in objects: "Strict" refuses the object (kubectl's default), "Warn"
     # reports them and accepts it.
     field_validation: str = "Strict"
+    xds_limits: XdsLimits = DEFAULT_XDS_LIMITS  # what one xDS client may hold
 
 
 @attrs.frozen
@@ -209,7 +214,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
 
     disc_raw = _mapping(data.get("discovery"), f"{where}: discovery")
     _only(disc_raw, {"debounceAfter", "debounceMax", "pushConcurrency", "workloadCertTtl",
-                     "maxWorkloadCertTtl", "configLimits", "fieldValidation"},
+                     "maxWorkloadCertTtl", "configLimits", "fieldValidation", "xdsLimits"},
           f"{where}: discovery")
     field_validation = disc_raw.get("fieldValidation", "Strict")
     if field_validation not in ("Strict", "Warn"):
@@ -237,6 +242,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
         config_limits=_config_limits(disc_raw.get("configLimits"),
                                      f"{where}: discovery.configLimits"),
         field_validation=field_validation,
+        xds_limits=_xds_limits(disc_raw.get("xdsLimits"), f"{where}: discovery.xdsLimits"),
     )
     if not 0 < discovery.workload_cert_ttl <= discovery.max_workload_cert_ttl:
         raise MeshConfigError(
@@ -268,6 +274,21 @@ def _config_limits(raw: Any, where: str) -> LoadLimits:
     return attrs.evolve(DEFAULT_LIMITS, **{
         LIMIT_FIELDS[field]: _count(value, f"{where}.{field}", field.endswith("Size"))
         for field, value in data.items()})
+
+
+def _xds_limits(raw: Any, where: str) -> XdsLimits:
+    data = _mapping(raw, where)
+    _only(data, set(XDS_LIMIT_FIELDS), where)
+    values: dict[str, Any] = {}
+    for field, value in data.items():
+        at = f"{where}.{field}"
+        if field in XDS_DURATIONS:
+            values[XDS_LIMIT_FIELDS[field]] = parse_duration(value, at)
+            if values[XDS_LIMIT_FIELDS[field]] <= 0:
+                raise MeshConfigError(f"{at}: expected a positive duration, got {value!r}")
+        else:
+            values[XDS_LIMIT_FIELDS[field]] = _count(value, at, sizes=False)
+    return attrs.evolve(DEFAULT_XDS_LIMITS, **values)
 
 
 def load(path: str | Path | None) -> MeshConfig:

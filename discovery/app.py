@@ -24,7 +24,7 @@ import attrs
 from pilotfish.core import push_context as push_context_mod
 from pilotfish.core.meshconfig import MeshConfig
 from pilotfish.core.plugins import Plugins
-from pilotfish.core.proxy import Proxy
+from pilotfish.core.proxy import Proxy, ProxyScope
 from pilotfish.core.push import Debouncer, PushRequest
 from pilotfish.core.sources import ConfigSource, SourceSettings
 from pilotfish.core.store import ConfigError, ConfigStore, KindRegistry, StoreUpdate, Validator
@@ -86,8 +86,12 @@ class Discovery:
         self._versions = itertools.count(1)
         self.state = PushState(self._build_context(), {})
         self.xds = xds_server.XdsServer(
-            self._resources, push_concurrency=config.discovery.push_concurrency
-        )
+            self._resources, push_concurrency=config.discovery.push_concurrency,
+            limits=config.discovery.xds_limits)
+        # Connected proxies per scope: a scope nobody has any more is dropped from the cache.
+        self._scopes: dict[ProxyScope, int] = {}
+        self.xds.on_connect.append(self._joined)
+        self.xds.on_disconnect.append(self._left)
         self.debouncer = Debouncer(config.discovery.debounce_after, config.discovery.debounce_max)
         self._wake = anyio.Event()
         self.last_push = PushRecord()
@@ -140,6 +144,19 @@ class Discovery:
             pushes=self.last_push.pushes + 1,
         )
         return changed
+
+    def _joined(self, connection: xds_server.Connection) -> None:
+        scope = connection.proxy.scope
+        self._scopes[scope] = self._scopes.get(scope, 0) + 1
+
+    def _left(self, connection: xds_server.Connection) -> None:
+        scope = connection.proxy.scope
+        count = self._scopes.get(scope, 0) - 1
+        if count > 0:
+            self._scopes[scope] = count
+        else:
+            self._scopes.pop(scope, None)
+            self.cache.forget(scope)
 
     def config_errors(self) -> list[ConfigError]:
         """What stands wrong now: the store's errors, objects the push context left out,

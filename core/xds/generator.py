@@ -30,6 +30,9 @@ from pilotfish.core.xds import types
 from pilotfish.core.xds.resources import Resource, ResourceSet
 
 log = logging.getLogger("pilotfish.xds")
+# Encodings kept per generator epoch for messages several scopes share; past this many the
+# memo starts over (scopes that come and go would otherwise grow it within one epoch).
+MAX_SERIALIZED = 100_000
 
 
 @runtime_checkable
@@ -239,6 +242,8 @@ class GenerationCache:
                 (Resource.from_message(types.resource_name(m), type_url, m) for m in messages),
             )
         serialized: dict[int, tuple[Any, Resource]] = memo.setdefault("__serialized__", {})
+        if len(serialized) > MAX_SERIALIZED:
+            serialized.clear()  # a cache of shared encodings: bounded, rebuilt on demand
         out = []
         for message in messages:
             hit = serialized.get(id(message))
@@ -260,6 +265,14 @@ class GenerationCache:
         self.failures = {k: v for k, v in self.failures.items() if current(*k)}
         self._memos = {k: v for k, v in self._memos.items() if state.epochs.get(k[0], 0) == k[1]}
 
+    def forget(self, scope: ProxyScope) -> None:
+        """Drop everything kept for a scope no connected proxy has any more (a proxy that
+        comes back regenerates it), so scopes that come and go cannot grow the cache."""
+        self._sets = {k: v for k, v in self._sets.items() if k[1] != scope}
+        self._latest = {k: v for k, v in self._latest.items() if k[1] != scope}
+        self.failures = {k: v for k, v in self.failures.items() if k[1] != scope}
+
     def statistics(self) -> dict[str, int]:
-        return {"sets": len(self._sets), "generations": self.generations}
+        return {"sets": len(self._sets), "latest": len(self._latest),
+                "generations": self.generations}
 

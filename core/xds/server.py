@@ -4,6 +4,11 @@ Thin by design. Each stream gets a sans-IO `Session`; a reader task feeds reques
 a bounded queue; the connection loop handles requests first and pushes when the discovery
 server asks for them. Responses are assembled from pre-serialized resources and written
 as raw bytes (the RPC's response serializer is the identity).
+
+What a client may hold is bounded (`Limits`): a stream that sends no request within the
+first-request deadline is closed, one peer address may hold only so many streams, one
+stream only so many resource types, and a NACK's text is kept and logged truncated, its
+log lines rate-limited per stream.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from google.protobuf import json_format
 from pilotfish.core.proxy import NodeIdError, Proxy, parse_node
 from pilotfish.core.xds import types
 from pilotfish.core.xds.generator import GenerationError
+from pilotfish.core.xds.limits import DEFAULT_LIMITS, Limits
 from pilotfish.core.xds.resources import ResourceSet, encode_delta, encode_sotw
 from pilotfish.core.xds.session import Decision, Mode, Outcome, Response, Session
 
@@ -33,6 +39,22 @@ ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 REQUEST_QUEUE = 64  # per stream; a client that floods requests is back-pressured by gRPC
 _PUSH = object()  # queue marker: "the server has something to push"
 ALL_TYPES: frozenset[str] = frozenset({"*"})
+
+
+def peer_host(peer: str) -> str:
+    """The address part of a gRPC peer string (``ipv4:10.0.0.1:4321`` → ``10.0.0.1``)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].replace("%5B", "").replace("%5D", "")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return peer  # unix sockets: the name is the peer
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 # (type_url, proxy) → current resources of that type for that proxy.
 ResourceSource = Callable[[str, Proxy], ResourceSet]
@@ -72,6 +94,9 @@ class Connection:
     responses_sent: int = 0
     closed: bool = False
     identity: str = ""  # the caller's SPIFFE ID on 15012; empty on plaintext
+    abort: Callable[[grpc.StatusCode, str], Awaitable[None]] | None = None
+    nack_logged_at: float = float("-inf")
+    nacks_unlogged: int = 0
 
     def request_push(self, type_urls: frozenset[str]) -> None:
         """Ask the connection loop to push these types (merged with anything pending)."""
@@ -95,13 +120,18 @@ class XdsServer:
         *,
         push_concurrency: int = 25,
         clock: Callable[[], float] = time.time,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._resources = resources
         self._clock = clock
+        self.limits = limits
         self.connections: dict[str, Connection] = {}
         self._ids = itertools.count(1)
         self._push_limit = anyio.Semaphore(push_concurrency)
+        self._streams_per_host: dict[str, int] = {}
+        self.refused = {"first_request": 0, "per_peer": 0, "types": 0}
         self.on_connect: list[Callable[[Connection], None]] = []
+        self.on_disconnect: list[Callable[[Connection], None]] = []
 
     # -- what the discovery app calls ------------------------------------------------------
 
@@ -135,7 +165,32 @@ class XdsServer:
 
     async def _stream(self, context: grpc.aio.ServicerContext, mode: Mode,
                       check: CallerCheck | None = None) -> None:
-        first = await context.read()
+        host = peer_host(context.peer())
+        held = self._streams_per_host.get(host, 0)
+        if held >= self.limits.streams_per_peer:
+            self.refused["per_peer"] += 1
+            log.warning("%s already holds %d xDS streams; one more refused", host, held)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{host} holds {held} streams, the most one address may "
+                                "(discovery.xdsLimits.streamsPerPeer)")
+        self._streams_per_host[host] = held + 1
+        try:
+            await self._serve_stream(context, mode, check)
+        finally:
+            self._streams_per_host[host] -= 1
+            if not self._streams_per_host[host]:
+                del self._streams_per_host[host]
+
+    async def _serve_stream(self, context: grpc.aio.ServicerContext, mode: Mode,
+                            check: CallerCheck | None) -> None:
+        first = grpc.aio.EOF
+        with anyio.move_on_after(self.limits.first_request_timeout) as deadline:
+            first = await context.read()
+        if deadline.cancelled_caught:
+            self.refused["first_request"] += 1
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"no request within {self.limits.first_request_timeout:g}s "
+                                "of opening the stream")
         if first is grpc.aio.EOF:
             return
         if not first.HasField("node") or not first.node.id:
@@ -159,6 +214,7 @@ class XdsServer:
             receive_queue=receive,
             write=context.write,
             identity=caller,
+            abort=context.abort,
         )
         self.connections[conn_id] = connection
         log.info("%s connected (%s, %s%s)", conn_id, mode.value, connection.peer,
@@ -174,6 +230,8 @@ class XdsServer:
         finally:
             connection.closed = True
             self.connections.pop(conn_id, None)
+            for callback in self.on_disconnect:
+                callback(connection)
             log.info("%s disconnected", conn_id)
 
     async def _loop(self, connection: Connection) -> None:
@@ -191,9 +249,20 @@ class XdsServer:
     async def _handle(self, connection: Connection, request: Any) -> None:
         now = self._clock()
         session = connection.session
+        if (request.type_url not in session.watches
+                and len(session.watches) >= self.limits.types_per_stream):
+            self.refused["types"] += 1
+            if connection.abort is not None:
+                await connection.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"a stream may subscribe to {self.limits.types_per_stream} resource types "
+                    f"at most; {types.short(request.type_url)} would be one more")
+            return
         error = request.error_detail.message if request.HasField("error_detail") else None
         if error is not None and not error:
             error = f"rejected (code {request.error_detail.code})"
+        if error is not None:
+            error = truncate(error, self.limits.error_text)
         decision: Decision
         if connection.mode is Mode.SOTW:
             decision = session.receive_sotw(
@@ -207,10 +276,21 @@ class XdsServer:
                 request.response_nonce, error, now,
             )
         if decision.outcome is Outcome.NACK:
-            log.warning("%s NACK %s: %s", connection.id, types.short(decision.type_url),
-                        decision.error)
+            self._log_nack(connection, decision, now)
         if decision.respond:
             await self._respond(connection, decision.type_url)
+
+    def _log_nack(self, connection: Connection, decision: Decision, now: float) -> None:
+        """One line per stream per interval; NACKs in between are counted, then said."""
+        if now - connection.nack_logged_at < self.limits.nack_log_interval:
+            connection.nacks_unlogged += 1
+            return
+        more = (f" ({connection.nacks_unlogged} more NACKs since the last one logged)"
+                if connection.nacks_unlogged else "")
+        log.warning("%s NACK %s: %s%s", connection.id, types.short(decision.type_url),
+                    decision.error, more)
+        connection.nack_logged_at = now
+        connection.nacks_unlogged = 0
 
     async def _push(self, connection: Connection) -> None:
         wanted, connection.pending = connection.pending, set()

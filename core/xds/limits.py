@@ -1,0 +1,24 @@
+"""What one xDS client may hold: the mesh config's ``discovery.xdsLimits``."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class Limits:
+    """What one client may hold (mesh config ``discovery.xdsLimits``)."""
+
+    first_request_timeout: float = 10.0  # seconds from stream start to its first request
+    streams_per_peer: int = 1024  # streams one peer address holds at once
+    types_per_stream: int = 32  # distinct type URLs one stream may subscribe to
+    error_text: int = 1024  # characters of a NACK's message kept and logged
+    nack_log_interval: float = 10.0  # seconds between NACK log lines of one stream
+
+
+DEFAULT_LIMITS = Limits()
+# Mesh config field → Limits attribute.
+LIMIT_FIELDS = {"firstRequestTimeout": "first_request_timeout",
+                "streamsPerPeer": "streams_per_peer", "typesPerStream": "types_per_stream",
+                "errorText": "error_text", "nackLogInterval": "nack_log_interval"}
+DURATIONS = frozenset({"firstRequestTimeout", "nackLogInterval"})
