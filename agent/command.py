@@ -49,7 +49,7 @@ LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 REQUIRED = ("discovery", "name", "ip")  # checked in main(): `agent wait` needs none of them
 
 # Kubernetes label syntax: optional DNS-subdomain prefix, then a 63-char name.
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\Z")
 
 
 class AgentError(Exception):

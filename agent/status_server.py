@@ -17,7 +17,9 @@ through Envoy would time out where this one answers 503 with the reason; and a n
 proxy needs no such listener. A proxy that dies takes the agent with it (the supervisor
 exits with it), so readiness cannot outlive the proxy either way.
 
-Both listen on every interface (probes come from the node, at the pod's IP).
+Both listen on the pod's own address (the kubelet probes there) and on loopback (``agent
+wait`` and the controls come from inside the pod), never on every address: an agent in a
+host's network namespace must not open its ports on the host's other interfaces.
 """
 
 from __future__ import annotations
@@ -63,7 +65,13 @@ class AgentControl(Protocol):
 class StatusPorts:
     status: int = 15020  # 0: no status server
     health: int = 15021  # 0: no health port
-    host: str = "0.0.0.0"
+    hosts: tuple[str, ...] = ("127.0.0.1",)  # the pod's address, then loopback
+
+
+def listen_hosts(ip: str) -> tuple[str, ...]:
+    """The pod's address and its family's loopback (once, when they are the same)."""
+    loopback = "::1" if ":" in ip else "127.0.0.1"
+    return (ip,) if ipaddress.ip_address(ip).is_loopback else (ip, loopback)
 
 
 def is_local(host: str) -> bool:
@@ -97,15 +105,15 @@ class StatusServer:
                                    (self.ports.health, self.health_http, "--health-port")):
             if not port:
                 continue
-            address = f"[{self.ports.host}]:{port}" if ":" in self.ports.host else (
-                f"{self.ports.host}:{port}")
-            try:
-                await tg.start(server.serve, address)
-            except OSError as exc:
-                raise StatusServerError(
-                    f"{flag} {port}: cannot listen on {address}: {exc.strerror or exc}; "
-                    "choose another port, or 0 to turn it off") from exc
-            log.info("%s: serving on %s", flag.removeprefix("--"), address)
+            for host in self.ports.hosts:
+                address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                try:
+                    await tg.start(server.serve, address)
+                except OSError as exc:
+                    raise StatusServerError(
+                        f"{flag} {port}: cannot listen on {address}: {exc.strerror or exc}; "
+                        "choose another port, or 0 to turn it off") from exc
+                log.info("%s: serving on %s", flag.removeprefix("--"), address)
 
     async def check(self) -> Verdict:
         """Ask the proxy how it is and decide (see ``readiness``)."""
@@ -206,7 +214,7 @@ def from_args(args: argparse.Namespace, options: ProxyOptions, control: AgentCon
         version = metadata.version("pilotfish")
     except metadata.PackageNotFoundError:  # running from a source tree
         version = "unknown"
-    host = "::" if ":" in options.ip else "0.0.0.0"
     metrics = MergedMetrics(admin, args.app_metrics, version)
-    return StatusServer(StatusPorts(args.status_port, args.health_port, host), control, admin,
+    ports = StatusPorts(args.status_port, args.health_port, listen_hosts(options.ip))
+    return StatusServer(ports, control, admin,
                         metrics, secrets)

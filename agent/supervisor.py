@@ -9,6 +9,11 @@ Unlike pilot-agent, which SIGKILLs Envoy at that point, the proxy gets SIGTERM (
 then exits cleanly and flushes its logs) and SIGKILL only if it ignores that.
 SIGHUP and SIGUSR1 (Envoy: reopen access logs) are passed on unchanged.
 
+The proxy never outlives the agent. It starts under ``setpriv --pdeathsig SIGTERM``, so the
+kernel stops it when the agent dies however it dies (``kill -9`` included) and its ports
+are free for the next agent. And its pid is recorded in the config dir (``proxy.pid``): an
+agent starting where a crashed one left a proxy running stops that proxy first.
+
 The status server asks for the same things over HTTP: ``request_stop()`` is what
 ``/quitquitquit`` calls (the same sequence as SIGTERM) and ``drain()`` what ``/drain``
 calls (drain now, keep running). ``draining`` turns readiness off for both.
@@ -18,9 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
+import shutil
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,6 +42,55 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 RELAYED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
 KILL_AFTER = 10.0  # seconds a proxy gets to exit after SIGTERM before SIGKILL
+PID_FILE = "proxy.pid"
+
+
+def with_parent_death_signal(argv: list[str]) -> list[str]:
+    """``argv`` run so that the kernel sends it SIGTERM when its parent (the agent) dies."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:  # util-linux is on every Debian; say so if it is not here
+        log.warning("setpriv not found: the proxy would outlive a killed agent")
+        return argv
+    return [setpriv, "--pdeathsig", "SIGTERM", "--", *argv]
+
+
+def stop_stale(config_dir: Path, bootstrap: Path) -> int | None:
+    """Stop a proxy a crashed agent left running on this config dir; its pid, if it did.
+
+    The pid file alone proves nothing (pids are reused): the process must still be running
+    on this very bootstrap file.
+    """
+    pid_file = config_dir / PID_FILE
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        pid_file.unlink(missing_ok=True)
+        return None
+    if os.fsencode(str(bootstrap)) not in argv:
+        pid_file.unlink(missing_ok=True)
+        return None
+    log.warning("stopping proxy %d, left running by an agent that did not stop it", pid)
+    for sig, wait in ((signal.SIGTERM, KILL_AFTER), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+                pid_file.unlink(missing_ok=True)
+                return pid
+            time.sleep(0.05)
+    raise ProxyError(f"proxy {pid} (from {pid_file}) would not stop")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def exit_status(returncode: int, stop_requested: bool) -> int:
@@ -76,7 +133,8 @@ class Supervisor:
         await self.admin.drain()
 
     async def run(self) -> int:
-        argv = self.backend.command(self.options, self.path)
+        await anyio.to_thread.run_sync(stop_stale, self.options.config_dir, self.path)
+        argv = with_parent_death_signal(self.backend.command(self.options, self.path))
         # Receive signals before the child exists: a SIGTERM in between must not kill
         # the agent and leave the proxy running.
         with anyio.open_signal_receiver(*STOP_SIGNALS, *RELAYED_SIGNALS) as signals:
@@ -91,6 +149,9 @@ class Supervisor:
             except OSError as exc:
                 raise ProxyError(f"{argv[0]}: cannot start {self.backend.name}: "
                                  f"{exc.strerror}") from exc
+            pid_file = self.options.config_dir / PID_FILE
+            with contextlib.suppress(OSError):
+                pid_file.write_text(f"{process.pid}\n")
             async with process:
                 try:
                     async with anyio.create_task_group() as tg:
@@ -102,6 +163,7 @@ class Supervisor:
                     # Whatever ended the agent (an error, a cancel), the proxy goes too.
                     with anyio.CancelScope(shield=True):
                         await self._stop(process)
+                    pid_file.unlink(missing_ok=True)
         if returncode != 0 and not self.stop_requested:
             log.error("%s exited with status %s", self.backend.name, returncode)
         return exit_status(returncode, self.stop_requested)

@@ -111,6 +111,15 @@ def test_excluded_ports_stay_reachable_directly(node: Node):
     assert out.stdout == "200"
 
 
+def test_agent_ports_listen_on_the_pod_address_and_loopback_only(node: Node):
+    api = node.pod("api-1")["ip"]
+    listening = node.exec("api-1", ["ss", "-Hltn"]).stdout.split("\n")
+    local = {line.split()[3] for line in listening if line.strip()}
+    for port in (15020, 15021):
+        assert {a for a in local if a.endswith(f":{port}")} == {
+            f"{api}:{port}", f"127.0.0.1:{port}"}, local
+
+
 def test_proxy_traffic_is_not_captured_again(node: Node):
     # A loop would make every mesh request hang; sending straight to the outbound capture
     # port is refused by the blackhole chain rather than looping.

@@ -73,8 +73,8 @@ def alive(pid: int) -> bool:
 class Agent:
     """``python -m pilotfish.agent.command`` in a subprocess, with its Envoy's pid."""
 
-    def __init__(self, tmp_path: Path, name: str, *extra: str) -> None:
-        self.admin_port = free_port()
+    def __init__(self, tmp_path: Path, name: str, *extra: str, admin_port: int = 0) -> None:
+        self.admin_port = admin_port or free_port()
         self.log = tmp_path / f"{name}.log"
         argv = [
             sys.executable, "-m", "pilotfish.agent.command", "--name", name, "--namespace", "shop",
@@ -224,3 +224,23 @@ def test_agent_exits_with_envoys_status(start_agent: Any) -> None:
     os.kill(agent.envoy_pid, signal.SIGKILL)
     assert agent.wait() == 128 + signal.SIGKILL
     assert "envoy exited with status -9" in agent.output()
+
+
+def test_envoy_dies_with_a_killed_agent_and_the_next_agent_starts(start_agent: Any,
+                                                                  tmp_path: Path) -> None:
+    """kill -9 of the agent used to orphan Envoy on its admin port: the next agent on the
+    node could not start. Envoy now gets SIGTERM from the kernel when the agent dies."""
+    first = start_agent("web-5")
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.wait()
+    deadline = time.monotonic() + 10
+    while alive(first.envoy_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(first.envoy_pid), "Envoy outlived its killed agent"
+    # The same name, config dir and admin port: the next agent starts and serves.
+    second = Agent(tmp_path, "web-5", admin_port=first.admin_port)
+    try:
+        second.wait_admin()
+        assert admin_get(first.admin_port, "/ready")[0] in (200, 503)
+    finally:
+        second.cleanup()

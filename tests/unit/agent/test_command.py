@@ -142,18 +142,21 @@ def test_prometheus_port_is_on_for_sidecars_and_off_for_routers() -> None:
     assert agent.options_from_args(parse("--prometheus-port", "0"), config).prometheus_port == 0
 
 
-def test_status_ports_default_to_istios_and_zero_turns_them_off() -> None:
+def test_status_ports_default_to_istios_on_the_pod_address_and_zero_turns_them_off() -> None:
     control = Supervisor(EnvoyBackend(), options := agent.options_from_args(
         parse(), meshconfig.MeshConfig()), Path("/b.json"), 0)
     server = status_server.from_args(parse(), options, control, control.admin)
     assert server is not None
-    assert (server.ports.status, server.ports.health, server.ports.host) == (
-        15020, 15021, "0.0.0.0")
+    assert (server.ports.status, server.ports.health, server.ports.hosts) == (
+        15020, 15021, (options.ip, "127.0.0.1"))
     args = parse("--status-port", "0", "--ip", "fd00::5")
     v6 = agent.options_from_args(args, meshconfig.MeshConfig())
     server = status_server.from_args(args, v6, control, control.admin)
     assert server is not None
-    assert (server.ports.status, server.ports.health, server.ports.host) == (0, 15021, "::")
+    assert (server.ports.status, server.ports.health, server.ports.hosts) == (
+        0, 15021, ("fd00::5", "::1"))
+    local = agent.options_from_args(parse("--ip", "127.0.0.1"), meshconfig.MeshConfig())
+    assert status_server.listen_hosts(local.ip) == ("127.0.0.1",)
     assert status_server.from_args(parse("--status-port", "0", "--health-port", "0"),
                                    options, control, control.admin) is None
 

@@ -19,3 +19,35 @@ from pilotfish.agent import supervisor
 ])
 def test_exit_status(returncode: int, stop_requested: bool, status: int) -> None:
     assert supervisor.exit_status(returncode, stop_requested) == status
+
+
+def test_a_stale_proxy_on_this_bootstrap_is_stopped_and_nothing_else(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    bootstrap = tmp_path / "envoy-rev.json"
+    bootstrap.write_text("{}")
+    # A process that looks like the proxy a crashed agent left: running on this bootstrap.
+    stale = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              str(bootstrap)])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / supervisor.PID_FILE).write_text(f"{other.pid}\n")
+        assert supervisor.stop_stale(tmp_path, bootstrap) is None  # a reused pid: left alone
+        assert other.poll() is None
+        assert not (tmp_path / supervisor.PID_FILE).exists()
+        (tmp_path / supervisor.PID_FILE).write_text(f"{stale.pid}\n")
+        assert supervisor.stop_stale(tmp_path, bootstrap) == stale.pid
+        assert stale.wait(5) == -signal.SIGTERM
+        assert not (tmp_path / supervisor.PID_FILE).exists()
+        assert supervisor.stop_stale(tmp_path, bootstrap) is None  # nothing recorded
+    finally:
+        for process in (stale, other):
+            process.kill()
+            process.wait()
+
+
+def test_the_proxy_is_started_to_die_with_the_agent() -> None:
+    argv = supervisor.with_parent_death_signal(["envoy", "-c", "x.json"])
+    assert argv[1:] == ["--pdeathsig", "SIGTERM", "--", "envoy", "-c", "x.json"]
+    assert argv[0].endswith("setpriv")
