@@ -42,7 +42,7 @@ class MeshConfigError(ValueError):
     """The mesh config file is wrong; the message names the file and field."""
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)\Z")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -253,7 +253,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
                       source=source)
 
 
-_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi)?$")
+_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi)?\Z")
 _BYTE_UNITS = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 
 

@@ -29,7 +29,7 @@ class ProxyType(enum.Enum):
 
 
 GENERATOR = "GENERATOR"  # node metadata: the generator set a proxy asks for
-_KIND = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_KIND = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
 class NodeIdError(ValueError):

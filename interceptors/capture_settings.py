@@ -29,8 +29,8 @@ PortsOrAll = Literal["*"] | tuple[int, ...]
 CidrsOrAll = Literal["*"] | tuple[str, ...]
 
 # uid/gid/group names: what iptables' owner match accepts (numbers or account names).
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
-_IFACE = re.compile(r"^[^\s/,:]{1,15}$")  # Linux IFNAMSIZ-1, no separators
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?\Z")
+_IFACE = re.compile(r"^[^\s/,:]{1,15}\Z")  # Linux IFNAMSIZ-1, no separators
 
 
 class SettingsError(ValueError):

@@ -16,6 +16,7 @@ from pilotfish.core.security.provider import CertError, Refusal
 # Istio's agent makes RSA 2048 keys by default and ECDSA P-256 on request; larger RSA keys
 # and P-384 are as safe and Envoy takes them. Smaller or exotic keys are refused.
 RSA_SIZES = (2048, 3072, 4096)
+RSA_EXPONENT = 65537
 EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
 MAX_CSR_BYTES = 64 * 1024
 
@@ -57,6 +58,10 @@ def describe_key(csr: x509.CertificateSigningRequest) -> str:
         if key.key_size not in RSA_SIZES:
             raise _invalid(f"CSR has an RSA {key.key_size} key; accepted: RSA "
                            f"{', '.join(map(str, RSA_SIZES))} or ECDSA P-256/P-384")
+        exponent = key.public_numbers().e
+        if exponent != RSA_EXPONENT:
+            raise _invalid(f"CSR's RSA key has public exponent {exponent}; only "
+                           f"{RSA_EXPONENT} is accepted (small exponents are unsafe)")
         return f"RSA {key.key_size}"
     if isinstance(key, ec.EllipticCurvePublicKey):
         curve = EC_CURVES.get(key.curve.name)

@@ -13,9 +13,9 @@ import attrs
 
 SPIFFE_SCHEME = "spiffe://"
 # Kubernetes: a namespace is a DNS-1123 label, a service account a DNS-1123 subdomain.
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+\Z")
 
 
 class IdentityError(ValueError):

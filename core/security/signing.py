@@ -54,7 +54,16 @@ def resolve_ttl(requested: float, settings: CertSettings) -> float:
 
 
 def _human(seconds: float) -> str:
-    return f"{seconds / 3600:g}h" if seconds >= 3600 else f"{seconds:g}s"
+    """Go's duration form (``2160h0m1s``), exact to the second so two different TTLs never
+    read the same; fractions of a second are kept when there are any."""
+    whole = int(seconds)
+    fraction = seconds - whole
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    tail = f"{secs + fraction:g}s" if fraction else f"{secs}s"
+    if hours:
+        return f"{hours}h{minutes}m{tail}"
+    return f"{minutes}m{tail}" if minutes else tail
 
 
 def check_request(csr_pem: str, spiffe_id: str, requested_ttl: float,

@@ -31,9 +31,9 @@ CONFIG_FILTER = (
 )
 LIVE_FILTER = r"^server\.state$"
 
-_RDS = re.compile(r"^http\.(?P<hcm>.+)\.rds\.(?P<route>.+)\.update_(?P<what>success|rejected)$")
-_EDS = re.compile(r"^cluster\.(?P<cluster>.+)\.update_(?P<what>success|rejected)$")
-_SDS = re.compile(r"^sds\.(?P<secret>.+)\.update_success$")
+_RDS = re.compile(r"^http\.(?P<hcm>.+)\.rds\.(?P<route>.+)\.update_(?P<what>success|rejected)\Z")
+_EDS = re.compile(r"^cluster\.(?P<cluster>.+)\.update_(?P<what>success|rejected)\Z")
+_SDS = re.compile(r"^sds\.(?P<secret>.+)\.update_success\Z")
 
 
 class ServerState(enum.IntEnum):

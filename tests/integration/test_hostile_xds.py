@@ -143,7 +143,7 @@ def test_one_address_holds_a_bounded_number_of_streams(mesh):
 def test_limits_in_the_mesh_config_are_checked(tmp_path: Path):
     from pilotfish.core import meshconfig
 
-    with pytest.raises(meshconfig.MeshConfigError, match="xdsLimits.streamsPerPeer"):
+    with pytest.raises(meshconfig.MeshConfigError, match=r"xdsLimits\.streamsPerPeer"):
         meshconfig.from_dict({"discovery": {"xdsLimits": {"streamsPerPeer": 0}}})
     with pytest.raises(meshconfig.MeshConfigError, match="unknown field 'streams'"):
         meshconfig.from_dict({"discovery": {"xdsLimits": {"streams": 3}}})

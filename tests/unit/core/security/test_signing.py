@@ -65,12 +65,18 @@ def test_default_ttl_is_24h_and_not_before_allows_clock_skew(bundle):
 def test_requested_ttl_is_honoured_and_the_maximum_enforced(bundle):
     leaf = x509.load_pem_x509_certificate(sign(bundle, make_csr()[0], ttl=120)[0].encode())
     assert leaf.not_valid_after_utc.timestamp() == NOW + 120
-    with pytest.raises(CertError, match="requested TTL 2400h is greater than the max allowed "
-                                        "TTL 2160h") as info:
+    with pytest.raises(CertError, match="requested TTL 2400h0m0s is greater than the max "
+                                        "allowed TTL 2160h0m0s") as info:
         sign(bundle, make_csr()[0], ttl=100 * 86400)
     assert info.value.refusal is Refusal.INVALID_ARGUMENT
-    with pytest.raises(CertError, match="greater than the max allowed TTL 1h"):
+    with pytest.raises(CertError, match="greater than the max allowed TTL 1h0m0s"):
         sign(bundle, make_csr()[0], ttl=7200, max_workload_ttl=3600)
+    # one second over still reads as two different numbers
+    with pytest.raises(CertError, match=r"TTL 2160h0m1s is greater than the max allowed "
+                                        r"TTL 2160h0m0s"):
+        sign(bundle, make_csr()[0], ttl=90 * 86400 + 1)
+    with pytest.raises(CertError, match=r"TTL 1m0.5s is greater than the max allowed TTL 1m0s"):
+        sign(bundle, make_csr()[0], ttl=60.5, max_workload_ttl=60)
 
 
 def test_lifetime_is_clamped_to_the_signing_certificate(bundle):
@@ -105,6 +111,7 @@ def _csr_with(key) -> str:
 
 @pytest.mark.parametrize(("key", "message"), [
     (rsa.generate_private_key(public_exponent=65537, key_size=1024), "RSA 1024 key"),
+    (rsa.generate_private_key(public_exponent=3, key_size=2048), "public exponent 3; only 65537"),
     (ec.generate_private_key(ec.SECP521R1()), "curve secp521r1"),
     (ed25519.Ed25519PrivateKey.generate(), "unsupported Ed25519 key"),
 ])
