@@ -16,10 +16,12 @@ status port or socket taken).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -113,7 +115,21 @@ def default_config_dir(name: str, namespace: str) -> Path:
         return Path(os.environ["TMPDIR"]) / "pilotfish" / leaf
     if os.geteuid() == 0:
         return Path("/var/run/pilotfish") / leaf
-    return Path(tempfile.gettempdir()) / f"pilotfish-{os.getuid()}" / leaf
+    return private_folder(Path(tempfile.gettempdir()) / f"pilotfish-{os.getuid()}") / leaf
+
+
+def private_folder(path: Path) -> Path:
+    """``path`` as a folder only this user can enter. In a shared /tmp another user could
+    have made it first (to see or swap the bootstrap and sockets): that is refused."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid()
+            or stat.S_IMODE(info.st_mode) & 0o077):
+        raise ValueError(
+            f"{path} is not a private folder of this user (a link, another owner, or open to "
+            "others); pass --config-dir, or set TMPDIR to a folder of your own")
+    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -130,14 +132,22 @@ class SecureXds:
             raise AssertionError("abort returned") from None
         return identity.spiffe_id(self.settings.trust_domain), peer.address
 
+    def client_host(self, grpc_peer: str) -> str:
+        """The host of the TLS client behind a hop (streams per address count it, not the
+        hop, which is one per connection)."""
+        peer = self.front.peer(grpc_peer)
+        return split_host_port(peer.address)[0] if peer is not None else grpc_peer
+
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                     ) -> None:
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        server.add_generic_rpc_handlers((self.xds.handler(check=self.check_ads_caller),))
+        server.add_generic_rpc_handlers((self.xds.handler(check=self.check_ads_caller,
+                                                          client_host=self.client_host),))
         self.ca.add_to(server)
         # TLS and the caller's certificate are handled by the front; behind it, a unix
         # socket in a folder only discovery's user may enter.
-        folder = Path(tempfile.mkdtemp(prefix="pilotfish-15012-"))
+        remove_stale_socket_folders()
+        folder = Path(tempfile.mkdtemp(prefix=f"{SOCKET_FOLDER_PREFIX}{os.getpid()}-"))
         socket_path = folder / "grpc.sock"
         if not server.add_insecure_port(f"unix:{socket_path}"):
             raise OSError(f"cannot listen for secure xDS's gRPC server on {socket_path}")
@@ -167,3 +177,24 @@ class SecureXds:
             except Exception:
                 log.exception("could not renew discovery's serving certificate; retrying")
                 await anyio.sleep(30)
+
+
+SOCKET_FOLDER_PREFIX = "pilotfish-15012-"
+
+
+def remove_stale_socket_folders() -> None:
+    """Socket folders of discovery processes that died without cleaning up (SIGKILL)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SOCKET_FOLDER_PREFIX}*"):
+        pid = folder.name.removeprefix(SOCKET_FOLDER_PREFIX).split("-", 1)[0]
+        try:
+            info = folder.lstat()  # never follow a link someone else put there
+        except OSError:
+            continue
+        if not pid.isdigit() or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass

@@ -14,10 +14,8 @@ of files at a time, and any failure is that file's error.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import stat
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import anyio.to_thread
 import attrs
 import watchfiles
 
+from pilotfish.core.files import ReadError, TooLarge, read_regular
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.sources import SourceSettings
 from pilotfish.core.store import Checked, ConfigError, ConfigStore
@@ -102,10 +101,6 @@ def config_files(root: Path) -> list[Path]:
     return sorted(out)
 
 
-class ReadError(Exception):
-    """A config file that is not read: the message names it and says why."""
-
-
 def read_config_file(path: Path, root: Path, limits: LoadLimits = DEFAULT_LIMITS) -> str:
     """The text of a config file, read so that no file can hurt the reader.
 
@@ -119,36 +114,16 @@ def read_config_file(path: Path, root: Path, limits: LoadLimits = DEFAULT_LIMITS
     if real != real_root and not real.startswith(real_root + os.sep):
         raise ReadError(f"{path}: a link to {real}, outside the config tree {root}; not read")
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: the file
-        # must not have become a link since realpath looked.
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
-                     | os.O_NOCTTY)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise
-        raise ReadError(f"{path}: cannot open: {exc.strerror}") from exc
+        # The open does not follow a link: the file must not have become one since
+        # realpath looked.
+        data = read_regular(real, max_bytes)
+    except TooLarge as exc:
+        raise ReadError(f"{path}: " + limits.exceeded("maxFileSize", "its size in bytes")
+                        ) from exc
+    except ReadError as exc:
+        raise ReadError(str(exc).replace(real, str(path), 1)) from exc
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device"
-                    if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
-                    "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
-            raise ReadError(f"{path}: {kind}, not a regular file; not read")
-        chunks, size = [], 0
-        while size <= max_bytes:
-            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise ReadError(f"{path}: cannot read: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    if size > max_bytes:
-        raise ReadError(f"{path}: " + limits.exceeded("maxFileSize", "its size in bytes"))
-    try:
-        return b"".join(chunks).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ReadError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -33,6 +32,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import empty_pb2
 
+from pilotfish.core.files import ReadError, read_regular
 from pilotfish.core.objects import ConfigObject
 from pilotfish.translators.common import pack
 
@@ -41,6 +41,7 @@ log = logging.getLogger("pilotfish.lds")
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "payload"
 FILE_SCHEME = "file://"
+MAX_JWKS_BYTES = 1 << 20  # a key set is a few KiB; anything past 1 MiB is not one
 
 # A key set whose private key was discarded when it was made: it verifies no token.
 _NO_KEYS = json.dumps({"keys": [{
@@ -69,10 +70,12 @@ def jwks_text(rule: Mapping[str, Any], where: str) -> str:
         text, source = inline, "jwks"
     elif uri.startswith(FILE_SCHEME):
         try:
-            text, source = Path(uri[len(FILE_SCHEME):]).read_text(), uri
-        except OSError as error:
+            # Read during a push: a FIFO or a device here must not stall or sink discovery.
+            data = read_regular(uri[len(FILE_SCHEME):], MAX_JWKS_BYTES, follow=True)
+            text, source = data.decode("utf-8"), uri
+        except (OSError, ReadError, UnicodeDecodeError) as error:
             log.warning("%s: jwksUri %s: %s; tokens of this issuer will be refused",
-                        where, uri, error.strerror or error)
+                        where, uri, getattr(error, "strerror", None) or error)
             return _NO_KEYS
     elif uri:
         log.warning("%s: jwksUri %s is not fetched (pilotfish reads jwks inline or from a "

@@ -139,14 +139,18 @@ class XdsServer:
         for connection in list(self.connections.values()):
             connection.request_push(type_urls)
 
-    def handler(self, check: CallerCheck | None = None) -> grpc.GenericRpcHandler:
+    def handler(self, check: CallerCheck | None = None,
+                client_host: Callable[[str], str] = peer_host) -> grpc.GenericRpcHandler:
+        """gRPC handlers for ADS. ``client_host`` names the client behind a gRPC peer
+        string (a front that relays connections knows the real one), for the per-address
+        stream limit."""
         identity: Callable[[bytes], bytes] = lambda data: data  # noqa: E731 - bytes are prebuilt
 
         async def sotw(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-            await self._stream(context, Mode.SOTW, check)
+            await self._stream(context, Mode.SOTW, check, client_host)
 
         async def delta(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-            await self._stream(context, Mode.DELTA, check)
+            await self._stream(context, Mode.DELTA, check, client_host)
 
         return grpc.method_handlers_generic_handler(ADS_SERVICE, {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
@@ -164,8 +168,9 @@ class XdsServer:
     # -- streams -----------------------------------------------------------------------------
 
     async def _stream(self, context: grpc.aio.ServicerContext, mode: Mode,
-                      check: CallerCheck | None = None) -> None:
-        host = peer_host(context.peer())
+                      check: CallerCheck | None = None,
+                      client_host: Callable[[str], str] = peer_host) -> None:
+        host = client_host(context.peer())
         held = self._streams_per_host.get(host, 0)
         if held >= self.limits.streams_per_peer:
             self.refused["per_peer"] += 1

@@ -86,10 +86,17 @@ def prometheus_listener(options: ProxyOptions) -> dict[str, Any]:
                 "@type": "type.googleapis.com/envoy.extensions.filters.network."
                          "http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": "stats",
+                # The admin API behind this port normalizes paths itself: match the one path
+                # and method exactly, after normalizing, or /stats/prometheus/../../x would
+                # reach every admin handler (config_dump, quitquitquit) from the network.
+                "normalize_path": True,
+                "merge_slashes": True,
+                "path_with_escaped_slashes_action": "REJECT_REQUEST",
                 "route_config": {"virtual_hosts": [{
                     "name": "backend",
                     "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/stats/prometheus"},
+                    "routes": [{"match": {"path": "/stats/prometheus", "headers": [
+                                    {"name": ":method", "string_match": {"exact": "GET"}}]},
                                 "route": {"cluster": PROMETHEUS_CLUSTER}}],
                 }]},
                 "http_filters": [{

@@ -185,6 +185,20 @@ def agent_wait(proxy: Proxy, timeout: str) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=120, check=False)
 
 
+def raw_status(port: int, method: str, path: str) -> int:
+    """The status of one request sent as written (no client-side path clean-up)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putheader("content-length", "0")
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def scrape(proxy: Proxy, path: str = "/stats/prometheus") -> dict[str, prometheus.Family]:
     result = http(f"{proxy.status}{path}", timeout=10)
     assert result.status == 200
@@ -363,6 +377,16 @@ def test_merged_metrics_carry_envoy_istio_and_app_metrics(mesh: LocalMesh,
     # Istio's 15090: Envoy's own stats, and nothing else of the admin API.
     assert b"envoy_server_live" in http(f"http://127.0.0.1:{stats_port}/stats/prometheus").body
     assert http(f"http://127.0.0.1:{stats_port}/config_dump").status == 404
+    # ... not through a path the admin API would normalize, nor another method
+    for method, path in (("GET", "/stats/prometheus/../../config_dump"),
+                         ("GET", "/stats/prometheus/%2e%2e/config_dump"),
+                         ("GET", "//stats/prometheus/../../config_dump"),
+                         ("GET", "/stats/prometheus/"),
+                         ("POST", "/stats/prometheus/../../quitquitquit"),
+                         ("POST", "/stats/prometheus")):
+        status = raw_status(stats_port, method, path)
+        assert status in (400, 404), (method, path, status)
+    assert http(f"{gateway.admin}/ready").status == 200  # no quitquitquit got through
 
 
 def test_config_dump_through_the_proxy_backend_on_the_status_port(mesh: LocalMesh) -> None:

@@ -147,3 +147,33 @@ def test_limits_in_the_mesh_config_are_checked(tmp_path: Path):
         meshconfig.from_dict({"discovery": {"xdsLimits": {"streamsPerPeer": 0}}})
     with pytest.raises(meshconfig.MeshConfigError, match="unknown field 'streams'"):
         meshconfig.from_dict({"discovery": {"xdsLimits": {"streams": 3}}})
+
+
+def test_streams_through_the_tls_front_count_per_client_address(tmp_path: Path):
+    """On 15012 every connection reaches the xDS server from a hop of its own; the limit
+    still counts the client's address, not the hop."""
+    from pilotfish.testing.certs import DISCOVERY_NAME
+
+    with LocalMesh(tmp_path) as mesh:
+        mesh.write("web.yaml", CONFIG)
+        mesh.start_discovery("discovery: {xdsLimits: {streamsPerPeer: 3}}\n")
+        credentials = grpc.ssl_channel_credentials(mesh.root_cert.read_bytes())
+        channels = [grpc.secure_channel(mesh.secure_address, credentials, options=[
+            ("grpc.ssl_target_name_override", DISCOVERY_NAME),
+            ("grpc.pilotfish_test_connection", index)]) for index in range(4)]
+        streams = []
+        try:
+            for channel in channels[:3]:  # three connections, a stream each, holding
+                streams.append(AdsStream(mesh.secure_address, channel=channel))
+            time.sleep(0.5)
+            assert all(s.ended(0.1) is None for s in streams)
+            extra = AdsStream(mesh.secure_address, channel=channels[3])
+            ended = extra.ended(5)
+            assert isinstance(ended, grpc.RpcError), ended
+            assert ended.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, ended
+            assert "127.0.0.1 holds 3 streams" in ended.details()
+        finally:
+            for stream in streams:
+                stream.close()
+            for channel in channels:
+                channel.close()

@@ -195,3 +195,17 @@ def test_workload_labels_come_from_node_metadata() -> None:
     workload = Workload.of(options)
     assert (workload.name, workload.app, workload.version, workload.cluster) == (
         "web-v2", "web", "v2", "east")
+
+
+def test_the_shared_tmp_folder_must_be_this_users_own(tmp_path: Path) -> None:
+    fresh = agent.private_folder(tmp_path / "fresh")
+    assert fresh.is_dir() and (fresh.stat().st_mode & 0o777) == 0o700
+    assert agent.private_folder(fresh) == fresh  # again: fine
+    open_to_others = tmp_path / "open"
+    open_to_others.mkdir(mode=0o755)
+    open_to_others.chmod(0o755)
+    planted = tmp_path / "planted"
+    planted.symlink_to(fresh)
+    for path in (open_to_others, planted):
+        with pytest.raises(ValueError, match="not a private folder of this user"):
+            agent.private_folder(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,22 @@ def test_no_request_authentication_means_no_filter() -> None:
     assert jwt_filter([policy([])]) == []
     (found,) = jwt_filter([policy([{"issuer": "a", "jwks": JWKS}])])
     assert found.name == JWT_FILTER
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge", "folder"])
+def test_key_files_that_would_stall_or_sink_discovery_are_refused(
+        kind: str, tmp_path: Path, caplog: Any) -> None:
+    path = tmp_path / "jwks.json"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: an open() that waits would stall the push forever
+    elif kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "huge":
+        path.write_text(" " * (2 << 20) + JWKS)
+    else:
+        path.mkdir()
+    with caplog.at_level(logging.WARNING, logger="pilotfish.lds"):
+        provider = config({"issuer": "a", "jwksUri": f"file://{path}"}).providers["shop/jwt/0"]
+    assert keys(provider)["keys"][0]["kid"] == "pilotfish-no-keys"
+    assert {"fifo": "a FIFO", "device": "a device", "huge": "larger than",
+            "folder": "a directory"}[kind] in caplog.text

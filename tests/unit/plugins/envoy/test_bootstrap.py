@@ -220,8 +220,10 @@ def test_prometheus_listener_serves_only_the_stats_path() -> None:
     assert listener["enable_reuse_port"] is False  # a second proxy on the port must fail
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     [route] = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    assert route == {"match": {"prefix": "/stats/prometheus"},
+    assert route == {"match": {"path": "/stats/prometheus", "headers": [
+                         {"name": ":method", "string_match": {"exact": "GET"}}]},
                      "route": {"cluster": "prometheus_stats"}}
+    assert hcm["normalize_path"] is True and hcm["merge_slashes"] is True
     admin = clusters(config)["prometheus_stats"]["load_assignment"]["endpoints"][0]
     assert admin["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
         "address": "127.0.0.1", "port_value": 19001}
