@@ -123,16 +123,21 @@ def _ready(pod: PodState) -> str:
 
 
 def status_data(state: NodeState) -> dict[str, Any]:
+    up = pid_alive(state.up_pid)
     return {
-        "up": pid_alive(state.up_pid),
+        "up": up,
         "up_pid": state.up_pid,
+        # What up last said; "gone" when up died without tearing down (pilotfish down).
+        "phase": state.phase if up else "gone",
+        "problems": state.problems,
         "discovery": {"pid": state.discovery_pid, "running": pid_alive(state.discovery_pid),
                       "xds": state.xds_address, "debug": state.debug_address},
         "bridge": state.bridge,
         "subnet": state.subnet,
         "pods": [
             {"name": p.name, "namespace": p.namespace, "ip": p.ip, "netns": p.netns,
-             "status": p.status, "sidecar": _ready(p), "app_uid": p.app_uid}
+             "status": p.status if up else "left behind", "sidecar": _ready(p),
+             "app_uid": p.app_uid}
             for p in state.pods.values()
         ],
     }
@@ -150,9 +155,17 @@ def status_main(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(data, indent=2))
         return 0
-    print(f"node: {'up' if data['up'] else 'not running'} (pid {data['up_pid']}), "
-          f"discovery {'running' if data['discovery']['running'] else 'down'} at "
-          f"{data['discovery']['xds']}, bridge {data['bridge']} {data['subnet']}")
+    headline = {"starting": "starting", "ready": "up, every pod ready",
+                "not-ready": "up, not everything ready"}
+    if data["up"]:
+        node = f"{headline.get(data['phase'], data['phase'])} (pid {data['up_pid']})"
+    else:
+        node = (f"not running (pid {data['up_pid']} is gone without tearing down; "
+                "run pilotfish down to remove what it left)")
+    print(f"node: {node}, discovery {'running' if data['discovery']['running'] else 'down'} "
+          f"at {data['discovery']['xds']}, bridge {data['bridge']} {data['subnet']}")
+    for problem in data["problems"] if data["up"] else []:
+        print(f"  not ready: {problem}")
     print(table(["POD", "NAMESPACE", "IP", "STATUS", "SIDECAR"],
                 [[p["name"], p["namespace"], p["ip"], p["status"], p["sidecar"]]
                  for p in data["pods"]]), end="")

@@ -50,6 +50,10 @@ class NodeState:
     xds_address: str = ""
     secure_xds_address: str = ""
     debug_address: str = ""
+    # starting → ready (every pod ready, the gateway answering) or not-ready (``problems``
+    # says what was not, once up stopped waiting).
+    phase: str = "starting"
+    problems: list[str] = attrs.field(factory=list)
     pods: dict[str, PodState] = attrs.field(factory=dict)
 
     @property

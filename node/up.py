@@ -37,6 +37,7 @@ from pilotfish.core import meshconfig, push_context
 from pilotfish.core.interceptor import InterceptorError, InterceptorSettings, first_capturing
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.plugins import Plugins
+from pilotfish.core.security.files import write_atomic
 from pilotfish.core.store import ConfigStore
 from pilotfish.node import cluster, netns, pods
 from pilotfish.node.children import ChildExited, run_child, stop
@@ -48,6 +49,7 @@ XDS_PORT = 15010
 SECURE_XDS_PORT = 15012
 TOKEN_TTL = 7 * 24 * 3600.0  # the node lives for a session; tokens outlive it
 AGENT_HEALTH_PORT = 15021
+READY_TIMEOUT = 60.0  # how long up waits for every pod before saying what is not ready
 
 
 @attrs.frozen
@@ -265,11 +267,19 @@ class Node:
                              str(obj.spec.get("serviceAccountName") or "default"), obj.name,
                              ttl=TOKEN_TTL)
         path = folder / "token"
-        path.write_text(token)
-        path.chmod(0o600)
+        write_atomic(path, token, 0o600)  # 0600 from its first byte
         os.chown(path, owner, owner)
         shutil.copyfile(self.state.discovery_dir / "root-cert.pem", folder / "root-cert.pem")
         (folder / "root-cert.pem").chmod(0o644)
+
+    async def start_pod_or_fail(self, tg: anyio.abc.TaskGroup, obj: ConfigObject) -> None:
+        pod = self.state.pods[f"{obj.name}.{obj.namespace}"]
+        step(f"pod {pod.key}: start" + (" sidecar, then app" if pod.sidecar else ""))
+        try:
+            await self.start_pod(tg, obj, pod, pod.sidecar and hold_application(
+                self.mesh.mesh, obj.annotations))
+        except Exception as exc:
+            raise netns.NodeError(f"pod {pod.key}: start: {exc}") from exc
 
     async def start_pod(self, tg: anyio.abc.TaskGroup, obj: ConfigObject, pod: PodState,
                         hold: bool) -> None:
@@ -288,8 +298,14 @@ class Node:
                 step(f"pod {pod.key}: holding the app until the proxy is ready")
                 await wait_ready(pod, timeout=60)
         folder = self.state.pod_dir(pod)
+        # The pod's own /tmp (a container's is its own too): what apps write there goes
+        # with the pod at down.
+        scratch = folder / "tmp"
+        scratch.mkdir(exist_ok=True)
+        scratch.chmod(0o1777)
         node_env = {"PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
-                    "PILOTFISH_DISCOVERY": self.state.xds_address, "HOME": "/tmp",
+                    "PILOTFISH_DISCOVERY": self.state.xds_address,
+                    "HOME": str(scratch), "TMPDIR": str(scratch),
                     "PILOTFISH_TOKEN_FILE": str(folder / "token"),
                     "PILOTFISH_ROOT_CERT": str(folder / "root-cert.pem")}
         for container in pods.containers(obj, pod.ip, node_env):
@@ -300,6 +316,40 @@ class Node:
                 log_path=logs / f"{pod.key}.{container.name}.log"))
         pod.status = "running"
         self.state.save()
+
+    async def wait_all_ready(self, objects: list[ConfigObject],
+                             timeout: float = READY_TIMEOUT) -> list[str]:
+        """What a user checks before the first request: every sidecar ready, every app
+        listening on its declared ports, the ingress gateway answering HTTP. Returns what
+        is still not so after ``timeout`` (the node stays up either way)."""
+        assert self.store is not None
+        checks: list[tuple[str, Any]] = []
+        for obj in objects:
+            pod = self.state.pods[f"{obj.name}.{obj.namespace}"]
+            if pod.sidecar:
+                checks.append((f"{pod.key}: sidecar not ready",
+                               partial(http_answers, ready_url(pod), only_200=True)))
+            for _, port in pods.container_ports(obj):
+                checks.append((f"{pod.key}: nothing listening on port {port}",
+                               partial(listening, pod.netns, port)))
+        url = gateway_url(self.state, self.store)
+        if url:
+            checks.append((f"the ingress gateway does not answer at {url}",
+                           partial(http_answers, url, only_200=False)))
+        problems: list[str] = []
+
+        async def settle(problem: str, check: Any) -> None:
+            deadline = time.monotonic() + timeout
+            while not await check():
+                if time.monotonic() > deadline:
+                    problems.append(problem)
+                    return
+                await anyio.sleep(0.05)
+
+        async with anyio.create_task_group() as tg:
+            for problem, check in checks:
+                tg.start_soon(settle, problem, check)
+        return sorted(problems)
 
     # -- discovery ----------------------------------------------------------------------
 
@@ -381,9 +431,36 @@ async def wait_http(url: str, timeout: float, what: str) -> None:
         await anyio.sleep(0.1)
 
 
+def ready_url(pod: PodState) -> str:
+    return f"http://{pod.ip}:{AGENT_HEALTH_PORT}/healthz/ready"
+
+
 async def wait_ready(pod: PodState, timeout: float) -> None:
-    await wait_http(f"http://{pod.ip}:{AGENT_HEALTH_PORT}/healthz/ready", timeout,
-                    f"the sidecar of {pod.key} to be ready")
+    await wait_http(ready_url(pod), timeout, f"the sidecar of {pod.key} to be ready")
+
+
+async def http_answers(url: str, only_200: bool) -> bool:
+    """Whether ``url`` answers HTTP at all (``only_200``: with a 200)."""
+    import urllib.error
+    import urllib.request
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError:
+            return not only_200  # an answer, if not a 200
+        except Exception:
+            return False
+
+    return await anyio.to_thread.run_sync(probe)
+
+
+async def listening(netns_name: str, port: int) -> bool:
+    """Whether a process in the pod listens on TCP ``port`` (any address)."""
+    result = await anyio.run_process(
+        ["ip", "netns", "exec", netns_name, "ss", "-Hltn", f"sport = :{port}"], check=False)
+    return result.returncode == 0 and bool(result.stdout.strip())
 
 
 async def check_runnable_as(uid: int) -> None:
@@ -418,9 +495,8 @@ async def up(options: UpOptions) -> int:
     from pilotfish.core.security import tokens
 
     private, public = tokens.generate_keypair()
-    state.token_key.write_bytes(private)
-    state.token_key.chmod(0o600)
-    state.token_key.with_suffix(".pub").write_bytes(public)
+    write_atomic(state.token_key, private, 0o600)
+    write_atomic(state.token_key.with_suffix(".pub"), public, 0o644)
     step(f"config from {options.config_dir}")
     node.store = load_config(options.config_dir, node.mesh)
     for error in node.store.errors():
@@ -444,16 +520,18 @@ async def up(options: UpOptions) -> int:
             await node.refresh_pods(view)
             step(f"discovery on {state.xds_address} (debug {state.debug_address})")
             await tg.start(node.run_discovery)
-            for obj in pod_objects:
-                pod = state.pods[f"{obj.name}.{obj.namespace}"]
-                step(f"pod {pod.key}: start" + (" sidecar, then app" if pod.sidecar else ""))
-                try:
-                    await node.start_pod(tg, obj, pod, pod.sidecar and hold_application(
-                        node.mesh.mesh, obj.annotations))
-                except Exception as exc:
-                    raise netns.NodeError(f"pod {pod.key}: start: {exc}") from exc
+            # Every pod at once, as a kubelet starts them; each holds its app for its own
+            # sidecar when the mesh config says so.
+            async with anyio.create_task_group() as starting:
+                for obj in pod_objects:
+                    starting.start_soon(node.start_pod_or_fail, tg, obj)
             tg.start_soon(node.watch_config)
-            print(summary(state, node.store), flush=True)
+            step("waiting for every pod to be ready" + (
+                " and the gateway to answer" if gateway_url(state, node.store) else ""))
+            problems = await node.wait_all_ready(pod_objects)
+            state.phase, state.problems = ("not-ready", problems) if problems else ("ready", [])
+            state.save()
+            print(summary(state, node.store, problems), flush=True)
             await wait_stop()
             tg.cancel_scope.cancel()
     finally:
@@ -471,8 +549,13 @@ async def wait_stop() -> None:
             return
 
 
-def summary(state: NodeState, store: ConfigStore) -> str:
-    lines = ["", "The node is up:", ""]
+def summary(state: NodeState, store: ConfigStore, problems: list[str] | None = None) -> str:
+    if problems:
+        lines = ["", f"The node is up, but not everything is ready after {READY_TIMEOUT:.0f}s "
+                 "(see the logs in " + str(state.logs) + "):",
+                 *(f"  {p}" for p in problems), ""]
+    else:
+        lines = ["", "The node is up (every pod ready):", ""]
     for pod in state.pods.values():
         lines.append(f"  {pod.key:40} {pod.ip:15} {'sidecar' if pod.sidecar else ''}")
     lines += ["", *tour(state, store), "",
@@ -482,16 +565,23 @@ def summary(state: NodeState, store: ConfigStore) -> str:
     return "\n".join(lines)
 
 
-def tour(state: NodeState, store: ConfigStore) -> list[str]:
-    """What to try: requests through the ingress gateway pod, if the config has one."""
+def gateway_url(state: NodeState, store: ConfigStore) -> str:
+    """The ingress gateway pod's first Gateway server, as a URL ("" when there is none)."""
     gateway = next((p for p in state.pods.values()
                     if p.cni_runtime.get("pilotfishPod", {}).get("labels", {}).get("istio")
                     == "ingressgateway"), None)
     ports = [int((server.get("port") or {}).get("number") or 0)
              for gw in store.objects("Gateway") for server in gw.spec.get("servers") or []]
     if gateway is None or not ports:
+        return ""
+    return f"http://{gateway.ip}:{ports[0]}"
+
+
+def tour(state: NodeState, store: ConfigStore) -> list[str]:
+    """What to try: requests through the ingress gateway pod, if the config has one."""
+    url = gateway_url(state, store)
+    if not url:
         return []
-    url = f"http://{gateway.ip}:{ports[0]}"
     return [
         "Try, through the ingress gateway pod:",
         f"  curl -s {url}/productpage       # productpage calls details and reviews, "

@@ -19,11 +19,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent import futures
-from pathlib import Path
 from typing import Any
 
 SERVICE = "pilotfish.testing.Echo"
@@ -64,11 +62,9 @@ def serve(listen: str, name: str) -> None:
 
 def call(target: str, discovery: str, node_id: str, namespace: str, count: int,
          interval: float, headers: Sequence[tuple[str, str]], timeout: float) -> int:
-    folder = Path(tempfile.mkdtemp(prefix="pilotfish-grpc-"))
-    path = folder / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap(discovery, node_id, namespace)))
-    # Read once, when the first xds:/// channel of the process starts its xDS client.
-    os.environ["GRPC_XDS_BOOTSTRAP"] = str(path)
+    # Read once, when the first xds:/// channel of the process starts its xDS client; given
+    # inline (gRPC's other bootstrap variable), so there is no file to leave behind.
+    os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = json.dumps(bootstrap(discovery, node_id, namespace))
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

@@ -49,9 +49,9 @@ class Node:
             assert self.process is not None
             self.process.check_running()
             data = self.status()
-            return bool(data["pods"]) and all(
-                p["status"] == "running" and p["sidecar"] in ("-", "ready") for p in data["pods"]
-            )
+            if data.get("phase") == "not-ready":
+                raise AssertionError(f"the node came up not ready: {data['problems']}")
+            return data.get("phase") == "ready"
 
         wait_until(ready, timeout, interval=0.5, what="the node to be up")
         return self
@@ -130,8 +130,9 @@ class Node:
         return self.process.stop(timeout=60)
 
     def kill(self) -> None:
-        if self.process is not None:
+        if self.process is not None and self.process.popen is not None:
             self.process.signal(signal.SIGKILL)
+            self.process.popen.wait(10)  # reaped: its pid is gone, as after a real crash
 
     def down(self) -> str:
         out = subprocess.run(pilotfish("down", "--state-dir", str(self.state_dir)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ import mesh_config
 import pytest
 
 from pilotfish.testing.node import Node, leftovers
-from pilotfish.testing.processes import wait_until
+from pilotfish.testing.processes import pilotfish, wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.e2e]
 
@@ -196,12 +197,23 @@ def test_zz_down_after_kill_leaves_nothing(tmp_path: Path):
         docs["namespaces.yaml"], docs["services.yaml"],
         mesh_config.pod("solo", "mesh", {"app": "api"}, mesh_config.serve("api")),
     ]))
-    node = Node(tmp_path, config, "10.252.0.0/24", "pft1").start()
-    names = [p["netns"] for p in node.status()["pods"]]
-    assert names
-    node.kill()
-    assert leftovers(node, names)  # the kill left things behind ...
-    print(node.down())
+    node = Node(tmp_path, config, "10.252.0.0/24", "pft1")
+    try:
+        node.start()
+        names = [p["netns"] for p in node.status()["pods"]]
+        assert names
+        assert node.status()["phase"] == "ready"
+        node.kill()
+        assert leftovers(node, names)  # the kill left things behind ...
+        # ... and status says so, and what to do
+        data = node.status()
+        assert data["phase"] == "gone"
+        assert {p["status"] for p in data["pods"]} == {"left behind"}
+        table = subprocess.run(pilotfish("status", "--state-dir", str(node.state_dir)),
+                               capture_output=True, text=True, check=True).stdout
+        assert "run pilotfish down" in table.splitlines()[0], table
+    finally:
+        print(node.down())
     assert leftovers(node, names) == []  # ... and down removed them
 
 

@@ -22,7 +22,18 @@ from pilotfish.testing.processes import Process, http, pilotfish
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def productpage_good(gateway_ip: str) -> bool:
+    try:
+        result = http(f"http://{gateway_ip}:8080/productpage", timeout=2)
+        calls = result.json().get("calls", {}) if result.status == 200 else {}
+        return bool(calls) and all("error" not in c for c in calls.values())
+    except (OSError, ValueError):
+        return False
+
+
 def first_good_request(tmp: Path, subnet: str, bridge: str) -> dict[str, Any]:
+    """Seconds to the first good request, and to ``up`` saying every pod is ready — at
+    which moment the tour's first request must already work."""
     tmp.mkdir(parents=True, exist_ok=True)
     node = Node(tmp, Path(""), subnet, bridge)
     argv = pilotfish("up", "--state-dir", str(node.state_dir), "--subnet", subnet,
@@ -30,23 +41,24 @@ def first_good_request(tmp: Path, subnet: str, bridge: str) -> dict[str, Any]:
     started = time.monotonic()
     node.process = Process("up", argv, tmp / "up.log").start()
     gateway_ip = ""
+    first_good = 0.0
     try:
         while True:
             elapsed = time.monotonic() - started
             assert elapsed < 120, node.process.log()
             node.process.check_running()
+            status = node.status()
             if not gateway_ip:
-                pods = {p["name"]: p for p in node.status()["pods"]}
+                pods = {p["name"]: p for p in status["pods"]}
                 gateway_ip = pods.get("istio-ingressgateway", {}).get("ip", "")
-            if gateway_ip:
-                try:
-                    result = http(f"http://{gateway_ip}:8080/productpage", timeout=2)
-                    calls = result.json().get("calls", {}) if result.status == 200 else {}
-                    if calls and all("error" not in c for c in calls.values()):
-                        return {"seconds": round(time.monotonic() - started, 3),
-                                "pods": len(node.status()["pods"])}
-                except (OSError, ValueError):
-                    pass
+            if status.get("phase") == "ready":
+                ready = round(time.monotonic() - started, 3)
+                assert productpage_good(gateway_ip), "up said ready before the tour worked"
+                return {"seconds": first_good or ready, "ready_seconds": ready,
+                        "pods": len(status["pods"])}
+            assert status.get("phase") != "not-ready", status
+            if gateway_ip and not first_good and productpage_good(gateway_ip):
+                first_good = round(time.monotonic() - started, 3)
             time.sleep(0.05)
     finally:
         names = [p["netns"] for p in node.status()["pods"]]
@@ -58,14 +70,18 @@ def first_good_request(tmp: Path, subnet: str, bridge: str) -> dict[str, Any]:
 def test_demo_comes_up(tmp_path: Path) -> None:
     """The bundled demo, end to end, once: the README's main job works."""
     result = first_good_request(tmp_path, "10.253.0.0/24", "pfb0")
-    print(f"pilotfish up → first good request: {result['seconds']} s")
+    print(f"pilotfish up → first good request: {result['seconds']} s, "
+          f"says ready: {result['ready_seconds']} s")
 
 
 @pytest.mark.benchmark
 def test_startup_benchmark(tmp_path: Path) -> None:
-    runs = [first_good_request(tmp_path / str(i), "10.253.0.0/24", "pfb0")["seconds"]
-            for i in range(3)]
+    results = [first_good_request(tmp_path / str(i), "10.253.0.0/24", "pfb0")
+               for i in range(3)]
+    runs = [r["seconds"] for r in results]
+    ready = [r["ready_seconds"] for r in results]
     result = {"runs_seconds": runs, "median_seconds": statistics.median(runs),
+              "ready_runs_seconds": ready, "ready_median_seconds": statistics.median(ready),
               "machine": {"cpus": os.cpu_count()}, "target_seconds": 10}
     out = ROOT / "results" / "startup.json"
     out.parent.mkdir(exist_ok=True)
