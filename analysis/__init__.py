@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from pilotfish.analysis import destinations, localhost, ports, proxy_uid, subsets
-from pilotfish.analysis.base import Check, Finding, Inputs, Level
+from pilotfish.analysis.base import Check, Finding, Inputs, Level, pod_templates
+from pilotfish.core.objects import ConfigObject
+from pilotfish.core.push_context import PushContext
+from pilotfish.core.store import ConfigStore
 
 INVALID_CONFIG = Check("PF0001", "InvalidConfig", Level.ERROR,
                        "an object fails validation (schema, CEL or semantic rules)")
@@ -35,3 +38,23 @@ CHECKS: tuple[Check, ...] = (
     destinations.PORT_AMBIGUOUS,
     localhost.LOCALHOST_LISTENER,
 )
+
+
+def inputs_for(store: ConfigStore, push: PushContext,
+               controllers: Iterable[ConfigObject] = ()) -> Inputs:
+    """What the analyzers look at for a store and the push context built from it
+    (``controllers``: workload controllers read beside the store, whose pod templates count
+    as pods)."""
+    pods = pod_templates([*store.objects("Pod"), *controllers])
+    rejected = frozenset(e.key for e in store.errors() if e.key is not None
+                         and e.severity == "error" and store.get(e.key) is None)
+    return Inputs(push, tuple(pods), rejected=rejected)
+
+
+def run(inputs: Inputs) -> list[Finding]:
+    """Every analyzer's findings, by file and line."""
+    return sort(f for _, analyzer in ANALYZERS for f in analyzer(inputs))
+
+
+def sort(findings: Iterable[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (f.file, f.line, f.severity.rank, f.check.code))

@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 import attrs
 
-from pilotfish.analysis import ANALYZERS, CHECKS, INVALID_CONFIG
-from pilotfish.analysis.base import TEMPLATE_PATHS, Finding, Inputs, Level, pod_templates
+from pilotfish.analysis import CHECKS, INVALID_CONFIG, inputs_for, run, sort
+from pilotfish.analysis.base import TEMPLATE_PATHS, Finding, Inputs, Level
 from pilotfish.analysis.localhost import PodSockets, load_listeners
 from pilotfish.core import meshconfig, push_context
 from pilotfish.core.objects import ConfigObject
@@ -69,11 +69,8 @@ def load(root: Path, config: meshconfig.MeshConfig) -> tuple[Inputs, list[Findin
         load_file(store, path, root, config.discovery.config_limits)
         raw += _controllers(path)
     push = push_context.build(store.objects(), config.mesh, "analyze")
-    pods = pod_templates([*store.objects("Pod"), *raw])
     errors = [e for e in store.errors() if not _is_controller_notice(e)]
-    rejected = frozenset(e.key for e in errors if e.key is not None and e.severity == "error"
-                         and store.get(e.key) is None)
-    return Inputs(push, tuple(pods), rejected=rejected), [_problem(e) for e in errors]
+    return inputs_for(store, push, raw), [_problem(e) for e in errors]
 
 
 def _controllers(path: Path) -> list[ConfigObject]:
@@ -95,16 +92,6 @@ def _problem(error: ConfigError) -> Finding:
     level = Level.ERROR if error.severity == "error" else Level.WARNING
     return Finding(INVALID_CONFIG, error.message, error.file, error.line, error.key,
                    error.field, level)
-
-
-def run(inputs: Inputs) -> list[Finding]:
-    """Every analyzer's findings, by file and line."""
-    found = [f for _, analyzer in ANALYZERS for f in analyzer(inputs)]
-    return sort(found)
-
-
-def sort(findings: Iterable[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: (f.file, f.line, f.severity.rank, f.check.code))
 
 
 def _sockets(path: str | None) -> tuple[PodSockets, ...]:

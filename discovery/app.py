@@ -21,6 +21,8 @@ import anyio
 import anyio.abc
 import attrs
 
+from pilotfish import analysis
+from pilotfish.analysis.base import Finding, Level
 from pilotfish.core import push_context as push_context_mod
 from pilotfish.core.meshconfig import MeshConfig
 from pilotfish.core.plugins import Plugins
@@ -97,6 +99,8 @@ class Discovery:
         self.last_push = PushRecord()
         self.push_error = ""  # why the latest push failed; "" once one succeeds
         self._reported: frozenset[ConfigError] = frozenset()
+        # The analyzers' errors about what is served now (reported, never rejecting).
+        self.analysis: tuple[ConfigError, ...] = self._analyze(self.state.push)
         self.ready = False
         self.store.subscribe(self._on_store_update)
         self.secure: SecureXds | None = None
@@ -133,7 +137,8 @@ class Discovery:
         previous = self.state
         self.state = previous.advance(push, kinds, self.generators)
         self.cache.prune(self.state)
-        self._report(push.problems)
+        self.analysis = self._analyze(push)
+        self._report([*push.problems, *self.analysis])
         changed = self.state.changed_types(previous)
         self.last_push = PushRecord(
             version=push.version,
@@ -163,10 +168,27 @@ class Discovery:
         and generations that failed (``/debug/config_errors``)."""
         failed = [ConfigError("(generation)", 0, message, severity="error")
                   for message in sorted(set(self.cache.failures.values()))]
-        return [*self.store.errors(), *self.state.push.problems, *failed]
+        return [*self.store.errors(), *self.state.push.problems, *self.analysis, *failed]
+
+    def _analyze(self, push: push_context_mod.PushContext) -> tuple[ConfigError, ...]:
+        """What ``pilotfish analyze`` calls an error in the config being served (a route to
+        a subset no DestinationRule defines, an unknown host, ...), as warnings: the
+        objects are valid and stay served as written. One failing analyzer hides no other."""
+        inputs = analysis.inputs_for(self.store, push)
+        found: list[Finding] = []
+        for name, analyzer in analysis.ANALYZERS:
+            try:
+                found += [f for f in analyzer(inputs) if f.severity is Level.ERROR]
+            except Exception:
+                log.exception("analyzer %s failed; its findings are left out", name)
+        return tuple(
+            ConfigError(f.file, f.line, f"{f.check.code} {f.check.name}: {f.message} (found "
+                        "by analysis; served as written)", f.key, f.field, severity="warning")
+            for f in analysis.sort(found))
 
     def _report(self, problems: Sequence[ConfigError]) -> None:
-        """Log objects the push context left out, once each while they stay out."""
+        """Log objects the push context left out and the analyzers' errors, once each while
+        they stay."""
         current = frozenset(problems)
         for problem in sorted(current - self._reported, key=str):
             log.warning("%s", problem)
