@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -42,7 +44,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "mesh config, else 2160h = 90 days)")
 
 
+def raise_open_files_limit() -> None:
+    """Every connected proxy holds a socket: take the hard limit on open files (often 1,024
+    soft against a much higher hard one), as servers of many connections do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(args: argparse.Namespace) -> int:
+    raise_open_files_limit()
     config = meshconfig.load(args.mesh_config)
     active = plugins.Plugins.from_config(config)
     options = DiscoveryOptions(

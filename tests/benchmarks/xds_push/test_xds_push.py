@@ -1,12 +1,15 @@
-"""Benchmark: xDS push latency, size and control-plane memory with N simulated proxies.
+"""Benchmark: xDS push latency, size and control-plane CPU and memory with N simulated
+proxies, each on a connection of its own (as Envoys are).
 
 Discovery runs pinned to CPU 0, the load generator (N ADS clients that ACK like Envoy) to
 CPU 1. For each ADS flavour: initial sync of N proxies with M services, a one-endpoint
-change until every proxy has ACKed it, a change to every cluster until every proxy has
-ACKed the new clusters, bytes sent, and discovery's RSS per connected proxy.
+change until every proxy has ACKed it, a minute of one endpoint change per second (CPU of
+discovery and of the generator over it), a change to one service's and to every cluster
+until every proxy has ACKed the new clusters, bytes sent, and discovery's RSS.
 
-``./dev bench`` runs the full size (1,000 x 1,000) and writes results/xds_push.json; the
-regular suite runs a small size so that the benchmark itself keeps working.
+``./dev bench`` runs the full size (2,000 x 1,000, istiod's published sizing point) and
+writes results/xds_push.json; the regular suite runs a small size so that the benchmark
+itself keeps working.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import pytest
 
 from pilotfish.testing.mesh import LocalMesh
-from pilotfish.testing.processes import http, pilotfish, wait_until
+from pilotfish.testing.processes import Process, http, pilotfish, wait_until
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
@@ -50,37 +53,51 @@ def pinned(cpu: int, argv: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv] if os.cpu_count() and os.cpu_count() > 1 else argv
 
 
-def run_mode(tmp: Path, mode: str, clients: int, services: int, rounds: int) -> dict[str, Any]:
-    mesh = LocalMesh(tmp / mode)
+def start_discovery(mesh: LocalMesh, services: int) -> Process:
     write_services(mesh.config_dir, services)
     argv = pilotfish("--log-level", "warning", "discovery", "--config-dir", str(mesh.config_dir),
                      "--xds-address", f"127.0.0.1:{mesh.xds_port}",
                      "--debug-address", f"127.0.0.1:{mesh.debug_port}")
     discovery = mesh._process("discovery", pinned(0, argv)).start()
+    wait_until(lambda: discovery.check_running() or http(f"{mesh.debug}/ready").status == 200,
+               120, what="discovery")
+    return discovery
+
+
+def loadgen(mesh: LocalMesh, discovery: Process, mode: str, clients: int, services: int,
+            *extra: str) -> dict[str, Any]:
+    """Run the load generator on CPU 1 against a running discovery; its JSON result."""
+    assert discovery.popen is not None
+    # taskset execs the interpreter: the pid is discovery's own.
+    out = subprocess.run(
+        pinned(1, [sys.executable, str(HERE / "loadgen.py"),
+                   "--xds", f"127.0.0.1:{mesh.xds_port}",
+                   "--debug", f"127.0.0.1:{mesh.debug_port}",
+                   "--discovery-pid", str(discovery.popen.pid),
+                   "--config-dir", str(mesh.config_dir), "--mode", mode,
+                   "--clients", str(clients), "--services", str(services), *extra]),
+        capture_output=True, text=True, timeout=3600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:] + discovery.log()
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run_mode(tmp: Path, mode: str, clients: int, services: int, rounds: int,
+             churn_seconds: float) -> dict[str, Any]:
+    mesh = LocalMesh(tmp / mode)
     try:
-        wait_until(lambda: discovery.check_running() or http(f"{mesh.debug}/ready").status == 200,
-                   120, what="discovery")
-        assert discovery.popen is not None
-        # taskset execs the interpreter: the pid is discovery's own.
-        out = subprocess.run(
-            pinned(1, [sys.executable, str(HERE / "loadgen.py"),
-                       "--xds", f"127.0.0.1:{mesh.xds_port}",
-                       "--debug", f"127.0.0.1:{mesh.debug_port}",
-                       "--discovery-pid", str(discovery.popen.pid),
-                       "--config-dir", str(mesh.config_dir), "--mode", mode,
-                       "--clients", str(clients), "--services", str(services),
-                       "--rounds", str(rounds)]),
-            capture_output=True, text=True, timeout=1800,
-        )
-        assert out.returncode == 0, out.stderr[-3000:] + discovery.log()
-        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+        discovery = start_discovery(mesh, services)
+        return loadgen(mesh, discovery, mode, clients, services, "--rounds", str(rounds),
+                       "--churn-seconds", str(churn_seconds))
     finally:
         mesh.stop()
 
 
-def run(tmp: Path, clients: int, services: int, rounds: int) -> dict[str, Any]:
-    results = {mode: run_mode(tmp, mode, clients, services, rounds)
-               for mode in ("sotw", "delta")}
+def run(tmp: Path, clients: int, services: int, rounds: int,
+        churn_seconds: float) -> dict[str, Any]:
+    results: dict[str, Any] = {mode: run_mode(tmp, mode, clients, services, rounds,
+                                              churn_seconds)
+                               for mode in ("sotw", "delta")}
     results["delta_vs_sotw_bytes"] = {
         phase: round(results["delta"][phase] / max(1, results["sotw"][phase]), 3)
         for phase in ("initial_bytes", "one_endpoint_change_bytes", "one_service_change_bytes",
@@ -92,23 +109,65 @@ def run(tmp: Path, clients: int, services: int, rounds: int) -> dict[str, Any]:
 
 def test_xds_push_small(tmp_path: Path) -> None:
     """The benchmark at a small size, so the regular suite keeps it working."""
-    results = run(tmp_path, clients=20, services=30, rounds=2)
+    results = run(tmp_path, clients=20, services=30, rounds=2, churn_seconds=3)
     for mode in ("sotw", "delta"):
         assert all(t < 5 for t in results[mode]["one_endpoint_change_seconds"])
+        assert results[mode]["connections"] == 20  # each proxy its own stream ...
+        assert results[mode]["tcp_connections"] == 20  # ... on a connection of its own
+        assert results[mode]["churn_changes"] >= 2
     assert results["delta"]["one_endpoint_change_bytes"] > 0
 
 
 @pytest.mark.benchmark
 def test_xds_push_full(tmp_path: Path) -> None:
-    clients = int(os.environ.get("PILOTFISH_BENCH_CLIENTS", "1000"))
+    clients = int(os.environ.get("PILOTFISH_BENCH_CLIENTS", "2000"))
     services = int(os.environ.get("PILOTFISH_BENCH_SERVICES", "1000"))
-    results = run(tmp_path, clients, services, rounds=5)
+    results = run(tmp_path, clients, services, rounds=5, churn_seconds=60)
     out = ROOT / "results" / "xds_push.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     for mode in ("sotw", "delta"):
-        # Targets (issue #2): a one-endpoint change ACKed by all within 1 s; at most 1 MB of
-        # control-plane memory per connected proxy.
-        assert max(results[mode]["one_endpoint_change_seconds"]) <= 1.0, results[mode]
-        assert results[mode]["discovery_rss_kib_per_proxy"] <= 1024, results[mode]
+        r = results[mode]
+        # Targets (issue #9, istiod's sizing: 1 vCPU and 1.5 GB for 1,000 services and
+        # 2,000 sidecars): a one-endpoint change ACKed by all within 1 s, also through a
+        # minute of one change per second; discovery at most 750 MB RSS and 1 core on
+        # average over that minute.
+        assert r["connections"] == r["tcp_connections"] == clients, r
+        assert max(r["one_endpoint_change_seconds"]) <= 1.0, r
+        assert r["churn_change_seconds_max"] <= 1.0, r
+        assert r["discovery_rss_kib_peak"] <= 750 * 1024, r
+        assert r["churn_cpu"]["discovery_cores"] <= 1.0, r
+
+
+def soak(tmp: Path, mode: str, clients: int, services: int, *extra: str) -> dict[str, Any]:
+    mesh = LocalMesh(tmp / f"soak-{mode}")
+    try:
+        discovery = start_discovery(mesh, services)
+        return loadgen(mesh, discovery, mode, clients, services, "--scenario", "soak", *extra)
+    finally:
+        mesh.stop()
+
+
+def test_soak_small(tmp_path: Path) -> None:
+    """The soak at a small size and a few seconds, so the regular suite keeps it working."""
+    result = soak(tmp_path, "delta", 20, 20, "--duration", "12", "--hold-min", "1",
+                  "--hold-max", "3", "--sample-every", "2", "--baseline-at", "4")
+    assert result["synced_connects"] > 20  # they came back, with fresh labels
+    assert result["samples"][-1]["connections"] <= 20
+
+
+@pytest.mark.benchmark
+def test_soak_full(tmp_path: Path) -> None:
+    """1,000 proxies reconnecting with fresh labels (a new scope each time) for 10 minutes
+    while config changes every second: discovery's RSS at the end within 10 % of its RSS
+    after the first minute."""
+    clients = int(os.environ.get("PILOTFISH_SOAK_CLIENTS", "1000"))
+    services = int(os.environ.get("PILOTFISH_SOAK_SERVICES", "100"))
+    duration = os.environ.get("PILOTFISH_SOAK_SECONDS", "600")
+    result = soak(tmp_path, "delta", clients, services, "--duration", duration)
+    out = ROOT / "results" / "soak.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
+    assert result["rss_growth_after_first_minute"] <= 0.10, result
