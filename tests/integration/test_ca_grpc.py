@@ -170,7 +170,7 @@ def test_ttl_above_the_maximum_is_refused(mesh: LocalMesh, node: Node):
     code, message = refusal(lambda: create_certificate(mesh, make_csr()[0], node.token(),
                                                        validity=91 * 86400))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
-    assert "requested TTL 2184h is greater than the max allowed TTL 2160h" in message
+    assert "requested TTL 2184h0m0s is greater than the max allowed TTL 2160h0m0s" in message
 
 
 @pytest.mark.parametrize(("make_token", "expected"), [
