@@ -1,7 +1,8 @@
 """Config objects as Kubernetes holds them: kind, identity, body, and where they came from.
 
 Every object that enters pilotfish (from files or a Kubernetes API server) becomes a
-`ConfigObject`. The body is kept as the user wrote it (a plain dict); the model layer
+`ConfigObject`. The body is kept as the user wrote it, in the form the API server
+receives it (`as_json`: plain dicts, lists and scalars, string keys); the model layer
 (`registry`, `push_context`) reads typed views out of it. The source position and a
 field-path → line map travel with the object so that every error can name the file,
 the line and the field.
@@ -9,6 +10,7 @@ the line and the field.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,6 +79,24 @@ BUILTIN_KINDS: tuple[KindInfo, ...] = (
     KindInfo(SECURITY, "AuthorizationPolicy", _SEC_VERSIONS),
     KindInfo(SECURITY, "RequestAuthentication", _SEC_VERSIONS),
 )
+
+
+def as_json(value: Any) -> Any:
+    """The value as the API server receives it: YAML's non-string keys (``8080:``,
+    ``true:``) become strings and timestamps stay text, as kubectl sends them."""
+    if isinstance(value, Mapping):
+        return {_json_key(key): as_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_json(item) for item in value]
+    if isinstance(value, datetime.date | datetime.datetime):
+        return value.isoformat()
+    return value
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return key if isinstance(key, str) else str(as_json(key))
 
 
 def split_api_version(api_version: str) -> tuple[str, str]:

@@ -94,7 +94,9 @@ class Proxy:
                 str(p["name"]): int(p["containerPort"])
                 for p in ports if isinstance(p, Mapping) and p.get("name")
             }
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
+            # Whatever a client sends (Infinity, JSON nested past the decoder's recursion)
+            # costs it its named ports, never its stream.
             return {}
 
     @property

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import yaml
 
-from pilotfish.core.objects import ConfigObject, FieldPath, Source
+from pilotfish.core.objects import ConfigObject, FieldPath, Source, as_json
 
 try:  # libyaml is much faster and keeps marks too
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
@@ -323,7 +323,9 @@ def to_object(doc: Document, file: str, default_namespace: str = "default") -> (
         kind=kind,
         name=name,
         namespace=namespace or default_namespace,
-        body=data,
+        # What kubectl would send: validation, the model and translators all read string
+        # keys (``labels: {0: x}`` is the label "0"), never YAML's ints, booleans or dates.
+        body=as_json(data),
         source=Source(file, doc.line),
         lines=doc.lines,
     )

@@ -19,11 +19,16 @@ and the field path, with the API server's wording.
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from pilotfish.core.objects import BUILTIN_KINDS, ConfigObject, KindInfo, split_api_version
+from pilotfish.core.objects import (
+    BUILTIN_KINDS,
+    ConfigObject,
+    KindInfo,
+    as_json,
+    split_api_version,
+)
 from pilotfish.core.plugins import Plugins
 from pilotfish.core.store import ConfigError, KindRegistry, Validator
 from pilotfish.validation import catalog, semantic
@@ -106,21 +111,3 @@ def _to_error(obj: ConfigObject, issue: Issue) -> ConfigError:
         field=issue.field,
         severity=issue.severity,
     )
-
-
-def as_json(value: Any) -> Any:
-    """The value as the API server receives it: YAML's non-string keys (``8080:``,
-    ``true:``) become strings and timestamps stay text, as kubectl sends them."""
-    if isinstance(value, Mapping):
-        return {_key(key): as_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [as_json(item) for item in value]
-    if isinstance(value, datetime.date | datetime.datetime):
-        return value.isoformat()
-    return value
-
-
-def _key(key: Any) -> str:
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    return key if isinstance(key, str) else str(as_json(key))

@@ -14,6 +14,7 @@ Rules are compiled once per process and cached by their text.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from functools import cache
@@ -167,6 +168,16 @@ def _schema_type(schema: Schema) -> str:
     return str(schema.get("type", ""))
 
 
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def _double(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer past any double
+        return math.inf if value > 0 else -math.inf
+
+
 def to_cel(value: Any, schema: Schema) -> Any:
     """A JSON value as the CEL value the API server would bind, typed by its schema.
 
@@ -181,8 +192,10 @@ def to_cel(value: Any, schema: Schema) -> Any:
         return celtypes.StringType(value)
     if isinstance(value, int | float):
         if schema.get("type") == "number" or (isinstance(value, float) and not
-                                             value.is_integer()):
-            return celtypes.DoubleType(value)
+                                             value.is_integer()) or not _INT64[0] <= value <= (
+                _INT64[1]):
+            # Past int64 the API server holds a JSON number as a double, and so does CEL.
+            return celtypes.DoubleType(_double(value))
         return celtypes.IntType(int(value))
     if isinstance(value, list):
         item_schema = schema.get("items") or {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 import re2  # type: ignore[import-untyped]
@@ -166,7 +166,8 @@ def parse_duration(text: str) -> int | None:
     return sign * total
 
 
-@cache
+# Bounded: the patterns come from users' config, and a long-running discovery sees many.
+@lru_cache(maxsize=1024)
 def _compiled(pattern: str) -> Any:
     options = re2.Options()
     options.log_errors = False  # the library logs to stderr otherwise; we report instead

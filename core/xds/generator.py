@@ -30,9 +30,6 @@ from pilotfish.core.xds import types
 from pilotfish.core.xds.resources import Resource, ResourceSet
 
 log = logging.getLogger("pilotfish.xds")
-# Encodings kept per generator epoch for messages several scopes share; past this many the
-# memo starts over (scopes that come and go would otherwise grow it within one epoch).
-MAX_SERIALIZED = 100_000
 
 
 @runtime_checkable
@@ -167,6 +164,17 @@ class PushState:
                        if previous.epochs.get(key) != epoch}, key=types.order_key)
 
 
+def _shared(memo: Mapping[Any, Any]) -> set[int]:
+    """The messages several scopes share: those a generator keeps in its memo (as values, or
+    in tuples there). Only their encodings are kept, so the encodings live as long as the
+    memo's messages do; a message made for one scope is encoded and let go with its set
+    (kept, messages of scopes that come and go would pile up for the whole epoch)."""
+    ids: set[int] = set()
+    for value in memo.values():
+        ids.update(id(item) for item in (value if isinstance(value, tuple) else (value,)))
+    return ids
+
+
 def affects(generator: Generator, changed_kinds: frozenset[str] | None) -> bool:
     if changed_kinds is None or generator.depends_on is None:
         return True
@@ -242,14 +250,14 @@ class GenerationCache:
                 (Resource.from_message(types.resource_name(m), type_url, m) for m in messages),
             )
         serialized: dict[int, tuple[Any, Resource]] = memo.setdefault("__serialized__", {})
-        if len(serialized) > MAX_SERIALIZED:
-            serialized.clear()  # a cache of shared encodings: bounded, rebuilt on demand
+        shared = _shared(memo)
         out = []
         for message in messages:
             hit = serialized.get(id(message))
             if hit is None or hit[0] is not message:
                 resource = Resource.from_message(types.resource_name(message), type_url, message)
-                serialized[id(message)] = (message, resource)
+                if id(message) in shared:
+                    serialized[id(message)] = (message, resource)
             else:
                 resource = hit[1]
             out.append(resource)
@@ -274,5 +282,7 @@ class GenerationCache:
 
     def statistics(self) -> dict[str, int]:
         return {"sets": len(self._sets), "latest": len(self._latest),
+                "encodings": sum(len(memo.get("__serialized__", ())) for memo in
+                                 self._memos.values()),
                 "generations": self.generations}
 

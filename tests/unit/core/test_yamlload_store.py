@@ -218,3 +218,18 @@ def test_an_unquoted_integer_too_long_to_convert_names_its_line():
     assert "an unquoted number of 5,000 digits" in info.value.error.message
     quoted = text.replace("7" * 5000, '"' + "7" * 5000 + '"')
     assert load_text(quoted, "f.yaml")[0][0].body["spec"]["n"] == "7" * 5000
+
+
+def test_a_label_with_an_integer_key_is_validated_not_a_crash():
+    """Found by the fuzz suite (tests/fuzz): YAML reads ``0:`` as an int, and validation
+    raised AttributeError on it. Objects are read as kubectl sends them: string keys."""
+    from pilotfish.validation import validate
+
+    text = ("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: web\n"
+            "  labels:\n    0: null\nspec: {}\n")
+    (obj,), errors = load_text(text, "z-fuzz.yaml")
+    assert errors == [] and obj.labels == {"0": None}
+    assert [e.message for e in validate(obj)] == ["a Gateway needs at least one server"]
+    yaml_keys = load_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {true: 1, "
+                          "8080: x, 2001-01-01: y}}\n", "f.yaml")[0][0]
+    assert yaml_keys.labels == {"true": 1, "8080": "x", "2001-01-01": "y"}

@@ -162,3 +162,22 @@ def test_parse_request_uri_accepts(url: str, scheme: str):
 def test_parse_request_uri_rejects(url: str):
     with pytest.raises(ValueError):
         parse_request_uri(url)
+
+
+@pytest.mark.parametrize("number", ["9223372036854775808", "1" + "0" * 400])
+def test_an_integer_past_int64_is_bound_as_a_double_not_a_crash(number: str):
+    """Found by the fuzz suite (tests/fuzz): celpy's IntType raised ValueError("overflow")
+    and the file was refused as unreadable instead of its port being named."""
+    from pilotfish.core.yamlload import load_text
+    from pilotfish.validation import validate
+
+    text = ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n"
+            "  name: valid-service-entry\nspec:\n  hosts:\n  - eu.bookinfo.com\n  ports:\n"
+            "  - number: 80\n    name: http\n    protocol: HTTP\n  resolution: DNS\n"
+            "  endpoints:\n  - address: t.istio-system.svc.cluster.local\n    ports:\n"
+            f"      http: {number}\n")
+    (obj,), _ = load_text(text, "z-fuzz.yaml")
+    errors = [(e.line, e.field, e.message) for e in validate(obj) if e.severity == "error"]
+    assert (16, "spec.endpoints[0].ports.http",
+            'Invalid value: "integer": port must be between 1-65535') in errors
+    assert any("should be less than or equal to 4294967295" in m for _, _, m in errors)

@@ -68,3 +68,21 @@ def test_endpoint_change_moves_only_the_endpoint_epoch():
     assert cache.generations == before + 1
     assert new_eds.base == eds.version
     assert new_eds.changed == {"outbound|80||web.shop.svc.cluster.local"}
+
+
+def test_scopes_that_come_and_go_leave_no_encodings_behind():
+    """Found by the fuzz suite (tests/fuzz): every scope's clusters and listeners were kept
+    encoded for the whole epoch, so proxies with new labels each (74 kB per scope here)
+    grew discovery's memory without bound while the config stood still."""
+    generators = Generators.of(SidecarClusters(), RouterClusters(), Endpoints())
+    cache = GenerationCache(generators)
+    state = PushState(context(CONFIG, "1"), {}).advance(context(CONFIG, "1"), None, generators)
+    for index in range(50):
+        proxy = parse_node("sidecar~10.1.0.9~p.shop~shop.svc.cluster.local",
+                           {"LABELS": {"run": str(index)}})
+        for type_url in (types.CLUSTER, types.ENDPOINT):
+            assert cache.resources(state, type_url, proxy).resources
+        cache.forget(proxy.scope)
+    statistics = cache.statistics()
+    assert (statistics["sets"], statistics["latest"]) == (0, 0)
+    assert statistics["encodings"] == 1  # the one shared endpoint assignment
