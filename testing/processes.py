@@ -108,6 +108,14 @@ class Process:
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def rss_bytes(self) -> int:
+        """The process' resident memory now (Linux)."""
+        assert self.popen is not None
+        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"{self.name}: no VmRSS in /proc/{self.popen.pid}/status")
+
     def log(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")

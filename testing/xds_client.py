@@ -6,8 +6,9 @@
         stream.ack(reply)
 
 ``fetch`` is the one-shot form: does discovery answer this request, within this time?
-State of the world only; requests are sent as written, so tests can send what no proxy
-would (unknown type URLs, NACKs with long messages, garbage node ids).
+``request``, ``ack`` and ``nack`` speak state of the world; ``send`` writes any message as
+it is, on a SotW or (``delta=True``) a delta stream, so tests can send what no proxy would
+(unknown type URLs, NACKs with long messages, garbage node ids).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+DELTA_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 PROBE_NODE = "sidecar~10.0.0.1~probe.default~default.svc.cluster.local"
 _END = object()
 
@@ -37,7 +39,7 @@ def node(node_id: str = PROBE_NODE, metadata: Mapping[str, Any] | None = None) -
 class AdsStream:
     def __init__(self, address: str, node_id: str = PROBE_NODE,
                  metadata: Mapping[str, Any] | None = None,
-                 channel: grpc.Channel | None = None) -> None:
+                 channel: grpc.Channel | None = None, *, delta: bool = False) -> None:
         self.node = node(node_id, metadata)
         # A channel of its own (a distinct option) gets a connection of its own.
         self._own = channel is None
@@ -45,9 +47,12 @@ class AdsStream:
             address, options=[("grpc.pilotfish_test_stream", str(id(self)))])
         self._requests: queue.Queue[Any] = queue.Queue()
         self._responses: queue.Queue[Any] = queue.Queue()
+        request, response = ((discovery_pb2.DeltaDiscoveryRequest,
+                              discovery_pb2.DeltaDiscoveryResponse) if delta else
+                             (discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse))
         call = self.channel.stream_stream(
-            METHOD, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-            response_deserializer=discovery_pb2.DiscoveryResponse.FromString)
+            DELTA_METHOD if delta else METHOD, request_serializer=request.SerializeToString,
+            response_deserializer=response.FromString)
         self._call = call(self._outgoing())
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -77,8 +82,13 @@ class AdsStream:
             message.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
         self._requests.put(message)
 
-    def response(self, timeout: float = 5.0) -> discovery_pb2.DiscoveryResponse:
-        """The next response; TimeoutError if none came, the RpcError if the stream ended."""
+    def send(self, message: Any) -> None:
+        """Write a request as it is: no node is added, nothing is checked."""
+        self._requests.put(message)
+
+    def response(self, timeout: float = 5.0) -> Any:
+        """The next response (a DeltaDiscoveryResponse on a delta stream); TimeoutError if
+        none came, the RpcError if the stream ended."""
         try:
             item = self._responses.get(timeout=timeout)
         except queue.Empty:
@@ -107,6 +117,10 @@ class AdsStream:
         except TimeoutError:
             return None
         return None
+
+    def half_close(self) -> None:
+        """End the requests, as a client that is done asking; responses may still come."""
+        self._requests.put(_END)
 
     def close(self) -> None:
         self._requests.put(_END)
