@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 
@@ -22,3 +24,21 @@ LIMIT_FIELDS = {"firstRequestTimeout": "first_request_timeout",
                 "streamsPerPeer": "streams_per_peer", "typesPerStream": "types_per_stream",
                 "errorText": "error_text", "nackLogInterval": "nack_log_interval"}
 DURATIONS = frozenset({"firstRequestTimeout", "nackLogInterval"})
+
+
+@attrs.define
+class LogThrottle:
+    """At most one log line per interval; what happened in between is counted, then said
+    with the next line (a client repeating itself cannot flood the log)."""
+
+    interval: float
+    last: float = -math.inf
+    unsaid: int = 0
+
+    def due(self, now: float) -> int | None:
+        """None: stay quiet. Otherwise log now, saying how many went unsaid before."""
+        if now - self.last < self.interval:
+            self.unsaid += 1
+            return None
+        unsaid, self.unsaid, self.last = self.unsaid, 0, now
+        return unsaid

@@ -29,7 +29,7 @@ from google.protobuf import json_format
 from pilotfish.core.proxy import NodeIdError, Proxy, parse_node
 from pilotfish.core.xds import types
 from pilotfish.core.xds.generator import GenerationError
-from pilotfish.core.xds.limits import DEFAULT_LIMITS, Limits
+from pilotfish.core.xds.limits import DEFAULT_LIMITS, Limits, LogThrottle
 from pilotfish.core.xds.resources import ResourceSet, encode_delta, encode_sotw
 from pilotfish.core.xds.session import Decision, Mode, Outcome, Response, Session
 
@@ -95,8 +95,8 @@ class Connection:
     closed: bool = False
     identity: str = ""  # the caller's SPIFFE ID on 15012; empty on plaintext
     abort: Callable[[grpc.StatusCode, str], Awaitable[None]] | None = None
-    nack_logged_at: float = float("-inf")
-    nacks_unlogged: int = 0
+    nack_log: LogThrottle = attrs.field(
+        factory=lambda: LogThrottle(DEFAULT_LIMITS.nack_log_interval))
 
     def request_push(self, type_urls: frozenset[str]) -> None:
         """Ask the connection loop to push these types (merged with anything pending)."""
@@ -130,6 +130,7 @@ class XdsServer:
         self._push_limit = anyio.Semaphore(push_concurrency)
         self._streams_per_host: dict[str, int] = {}
         self.refused = {"first_request": 0, "per_peer": 0, "types": 0}
+        self._refusal_log = LogThrottle(limits.nack_log_interval)
         self.on_connect: list[Callable[[Connection], None]] = []
         self.on_disconnect: list[Callable[[Connection], None]] = []
 
@@ -174,7 +175,11 @@ class XdsServer:
         held = self._streams_per_host.get(host, 0)
         if held >= self.limits.streams_per_peer:
             self.refused["per_peer"] += 1
-            log.warning("%s already holds %d xDS streams; one more refused", host, held)
+            unsaid = self._refusal_log.due(self._clock())
+            if unsaid is not None:
+                log.warning("%s already holds %d xDS streams; one more refused%s", host, held,
+                            f" ({unsaid} more refused since the last one logged)"
+                            if unsaid else "")
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"{host} holds {held} streams, the most one address may "
                                 "(discovery.xdsLimits.streamsPerPeer)")
@@ -220,6 +225,7 @@ class XdsServer:
             write=context.write,
             identity=caller,
             abort=context.abort,
+            nack_log=LogThrottle(self.limits.nack_log_interval),
         )
         self.connections[conn_id] = connection
         log.info("%s connected (%s, %s%s)", conn_id, mode.value, connection.peer,
@@ -287,15 +293,12 @@ class XdsServer:
 
     def _log_nack(self, connection: Connection, decision: Decision, now: float) -> None:
         """One line per stream per interval; NACKs in between are counted, then said."""
-        if now - connection.nack_logged_at < self.limits.nack_log_interval:
-            connection.nacks_unlogged += 1
+        unsaid = connection.nack_log.due(now)
+        if unsaid is None:
             return
-        more = (f" ({connection.nacks_unlogged} more NACKs since the last one logged)"
-                if connection.nacks_unlogged else "")
+        more = f" ({unsaid} more NACKs since the last one logged)" if unsaid else ""
         log.warning("%s NACK %s: %s%s", connection.id, types.short(decision.type_url),
                     decision.error, more)
-        connection.nack_logged_at = now
-        connection.nacks_unlogged = 0
 
     async def _push(self, connection: Connection) -> None:
         wanted, connection.pending = connection.pending, set()
