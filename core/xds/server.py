@@ -130,7 +130,8 @@ class XdsServer:
         self._push_limit = anyio.Semaphore(push_concurrency)
         self._streams_per_host: dict[str, int] = {}
         self.refused = {"first_request": 0, "per_peer": 0, "types": 0}
-        self._refusal_log = LogThrottle(limits.nack_log_interval)
+        self._refusal_log = {reason: LogThrottle(limits.nack_log_interval)
+                             for reason in self.refused}
         self.on_connect: list[Callable[[Connection], None]] = []
         self.on_disconnect: list[Callable[[Connection], None]] = []
 
@@ -175,7 +176,7 @@ class XdsServer:
         held = self._streams_per_host.get(host, 0)
         if held >= self.limits.streams_per_peer:
             self.refused["per_peer"] += 1
-            unsaid = self._refusal_log.due(self._clock())
+            unsaid = self._refusal_log["per_peer"].due(self._clock())
             if unsaid is not None:
                 log.warning("%s already holds %d xDS streams; one more refused%s", host, held,
                             f" ({unsaid} more refused since the last one logged)"
@@ -185,19 +186,25 @@ class XdsServer:
                                 "(discovery.xdsLimits.streamsPerPeer)")
         self._streams_per_host[host] = held + 1
         try:
-            await self._serve_stream(context, mode, check)
+            await self._serve_stream(context, mode, check, host)
         finally:
             self._streams_per_host[host] -= 1
             if not self._streams_per_host[host]:
                 del self._streams_per_host[host]
 
     async def _serve_stream(self, context: grpc.aio.ServicerContext, mode: Mode,
-                            check: CallerCheck | None) -> None:
+                            check: CallerCheck | None, host: str) -> None:
         first = grpc.aio.EOF
         with anyio.move_on_after(self.limits.first_request_timeout) as deadline:
             first = await context.read()
         if deadline.cancelled_caught:
             self.refused["first_request"] += 1
+            unsaid = self._refusal_log["first_request"].due(self._clock())
+            if unsaid is not None:
+                log.warning("%s sent no request within %gs of opening a stream; closed%s",
+                            host, self.limits.first_request_timeout,
+                            f" ({unsaid} more refused since the last one logged)"
+                            if unsaid else "")
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                 f"no request within {self.limits.first_request_timeout:g}s "
                                 "of opening the stream")

@@ -291,8 +291,22 @@ def debug(address: str, path: str) -> Any:
         return json.loads(response.read())
 
 
+STREAMS: list[asyncio.Task[None]] = []  # the push scenario's clients, each streaming
+
+
 async def wait_all(events: list[asyncio.Event], timeout: float) -> None:
-    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout)
+    """Until every event is set; a client's stream that ended fails the wait at once
+    (its proxy will never ACK), with the stream's error."""
+    waiting = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in events)))
+    done, _ = await asyncio.wait([waiting, *STREAMS], timeout=timeout,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    if waiting in done:
+        return
+    waiting.cancel()
+    for task in done:
+        task.result()  # raises what ended the stream
+        raise RuntimeError("a simulated proxy's stream ended")
+    raise TimeoutError(f"not every simulated proxy answered within {timeout:g}s")
 
 
 async def endpoint_change(clients: list[Client], config: Path, target: int,
@@ -317,6 +331,7 @@ async def push_scenario(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     sync_cpu = CpuMeter(args.discovery_pid)
     tasks = [asyncio.create_task(c.run(args.xds)) for c in clients]
+    STREAMS.extend(tasks)
     await wait_all([c.synced for c in clients], args.timeout)
     initial = time.monotonic() - started
     # Settle: let follow-up subscriptions (routes, endpoints) finish.
@@ -385,6 +400,7 @@ async def push_scenario(args: argparse.Namespace) -> dict[str, Any]:
     ))
     adsz = debug(args.debug, "/debug/adsz")
     push = debug(args.debug, "/debug/push_status")
+    STREAMS.clear()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
