@@ -348,6 +348,14 @@ class XdsServer:
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    # Streams gRPC has accepted but the event loop has not taken up yet. Past 1,000 (gRPC's
+    # default) gRPC cancels new ones at random, and after 30 s it cancels them all: every
+    # proxy of a mesh reconnecting at once (discovery restarted under 2,000 sidecars) lost
+    # ~8 % of its streams before their first request. The limits on what a client may
+    # hold are discovery.xdsLimits, enforced once a stream is taken up.
+    ("grpc.server.max_pending_requests", 50_000),
+    ("grpc.server.max_pending_requests_hard_limit", 100_000),
+    ("grpc.server_max_unrequested_time_in_server", 300),
     ("grpc.max_concurrent_streams", 100_000),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
