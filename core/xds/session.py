@@ -158,11 +158,17 @@ class Session:
             # Istio: an empty list for a non-wildcard type unsubscribes.
             self.watches.pop(type_url, None)
             return Decision(type_url, Outcome.UNSUBSCRIBE, respond=False)
-        old_names, old_wildcard = set(watch.names), watch.wildcard
-        self._set_sotw_names(watch, names)
-        added = watch.names - old_names
-        for name in old_names - watch.names:
-            watch.known.pop(name, None)
+        old_wildcard = watch.wildcard
+        if not types.is_wildcard(type_url) and names == watch.names:
+            # The usual ACK: SotW repeats every name it holds (a thousand endpoints' names
+            # per ACK at scale); nothing to add or drop.
+            added: set[str] = set()
+        else:
+            old_names = set(watch.names)
+            self._set_sotw_names(watch, names)
+            added = watch.names - old_names
+            for name in old_names - watch.names:
+                watch.known.pop(name, None)
         respond = False
         if watch.always_respond:
             watch.always_respond = False
