@@ -50,24 +50,13 @@ from pilotfish.core.proxy import NodeIdError, Proxy, parse_node
 from pilotfish.core.store import ConfigStore
 from pilotfish.core.xds.generator import GenerationCache, GenerationError, PushState
 from pilotfish.plugins.files_source import Prepared, prepare_file
+from pilotfish.testing.config import WEB_SERVICE
 from pilotfish.testing.generators import builtin
 from pilotfish.validation import cel, make_kinds, make_validator
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT.parent / "shared" / "corpus" / "istio"
-GOOD = """\
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: shop, labels: {app: web}}
-status: {podIP: 10.0.0.1}
-"""
+GOOD = WEB_SERVICE
 WEB = "web.shop.svc.cluster.local"
 # Sorted after the good file: where both define an object, the good file's is used.
 GOOD_NAME, FUZZ_NAME = "b-good.yaml", "z-fuzz"

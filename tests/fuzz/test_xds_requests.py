@@ -36,23 +36,12 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from pilotfish.core.xds import types
+from pilotfish.testing.config import WEB_SERVICE
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import http, wait_until
 from pilotfish.testing.xds_client import AdsStream, fetch
 
-CONFIG = """\
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: shop, labels: {app: web}}
-status: {podIP: 10.0.0.1}
-"""
+CONFIG = WEB_SERVICE
 CLUSTER = "outbound|80||web.shop.svc.cluster.local"
 GROWTH = 50 * 1024 * 1024  # RSS allowed on top of the warm-up's, for the whole run
 # How discovery may end a stream it does not like; anything else (UNKNOWN above all: an

@@ -15,23 +15,12 @@ from collections.abc import Iterator
 import pytest
 
 from pilotfish.core.xds import types
+from pilotfish.testing.config import WEB_SERVICE
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import http, wait_until
 from pilotfish.testing.xds_client import fetch
 
-GOOD = """\
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: shop, labels: {app: web}}
-status: {podIP: 10.0.0.1}
-"""
+GOOD = WEB_SERVICE
 CLUSTER = "outbound|80||web.shop.svc.cluster.local"
 
 

@@ -11,23 +11,12 @@ import grpc
 import pytest
 
 from pilotfish.core.xds import types
+from pilotfish.testing.config import WEB_SERVICE
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import http, wait_until
 from pilotfish.testing.xds_client import AdsStream, fetch
 
-CONFIG = """\
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: shop, labels: {app: web}}
-status: {podIP: 10.0.0.1}
-"""
+CONFIG = WEB_SERVICE
 LIMITS = "discovery: {xdsLimits: {firstRequestTimeout: 1s, streamsPerPeer: 60}}\n"
 
 

@@ -25,21 +25,10 @@ from pilotfish.core.xds.generator import GenerationCache, GenerationError, Gener
 from pilotfish.core.yamlload import load_text
 from pilotfish.discovery import debug
 from pilotfish.discovery.app import Discovery, DiscoveryOptions
+from pilotfish.testing.config import WEB_SERVICE
 from pilotfish.translators.cds import RouterClusters, SidecarClusters
 
-GOOD = """\
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: shop, labels: {app: web}}
-status: {podIP: 10.0.0.1}
-"""
+GOOD = WEB_SERVICE
 # What validation would refuse, handed straight to the push context.
 BAD = """\
 apiVersion: v1

@@ -8,22 +8,11 @@ from pilotfish.core.proxy import parse_node
 from pilotfish.core.xds import types
 from pilotfish.core.xds.generator import GenerationCache, Generators, PushState
 from pilotfish.core.yamlload import load_text
+from pilotfish.testing.config import WEB_SERVICE
 from pilotfish.translators.cds import RouterClusters, SidecarClusters
 from pilotfish.translators.eds import Endpoints
 
-CONFIG = """\
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, namespace: shop, labels: {app: web}}
-status: {podIP: 10.0.0.1}
-"""
+CONFIG = WEB_SERVICE
 
 
 def context(config: str, version: str):
