@@ -36,7 +36,7 @@ class NodeIdError(ValueError):
     pass
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ProxyScope:
     """The proxy attributes generated config depends on.
 
@@ -101,6 +101,13 @@ class Proxy:
 
     @property
     def scope(self) -> ProxyScope:
+        """Computed once: every response to the proxy looks its config up by it."""
+        return self._scope
+
+    _scope: ProxyScope = attrs.field(init=False, repr=False, eq=False)
+
+    @_scope.default
+    def _make_scope(self) -> ProxyScope:
         return ProxyScope(
             self.type, self.kind, self.namespace, frozenset(self.labels.items()),
             self.dns_domain, frozenset(self.pod_ports.items()),

@@ -87,6 +87,9 @@ class Resource:
         return msg
 
 
+HISTORY = 8  # differences a ResourceSet keeps: from its base and the sets before it
+
+
 @attrs.frozen
 class ResourceSet:
     """All resources of one type generated for one proxy scope, in a stable order.
@@ -102,16 +105,37 @@ class ResourceSet:
     base: str = ""
     changed: frozenset[str] = frozenset()
     removed: frozenset[str] = frozenset()
+    # The differences from the sets before ``base`` too, newest first: (version, changed,
+    # removed). A client a push passed over (merged while it waited) is still one lookup.
+    earlier: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = ()
 
     def since(self, previous: ResourceSet) -> ResourceSet:
-        """This set, annotated with its difference from ``previous``."""
-        old = previous.resources
+        """This set, annotated with its difference from ``previous`` and, through it, from
+        the few sets before (`HISTORY`)."""
+        old, now = previous.resources, self.resources
         changed = frozenset(
-            name for name, r in self.resources.items()
+            name for name, r in now.items()
             if (prior := old.get(name)) is None or prior.version != r.version
         )
-        removed = frozenset(name for name in old if name not in self.resources)
-        return ResourceSet(self.type_url, self.resources, previous.version, changed, removed)
+        removed = frozenset(name for name in old if name not in now)
+        steps = ((previous.base, previous.changed, previous.removed), *previous.earlier
+                 ) if previous.base else ()
+        earlier = tuple(
+            (version, frozenset(n for n in was_changed if n in now) | changed,
+             frozenset(n for n in was_changed | was_removed if n not in now) | removed)
+            for version, was_changed, was_removed in steps[:HISTORY - 1])
+        return ResourceSet(self.type_url, now, previous.version, changed, removed, earlier)
+
+    def difference(self, version: str) -> tuple[frozenset[str], frozenset[str]] | None:
+        """(changed, removed) since the set of ``version``, if it is one of the last few."""
+        if not version:
+            return None
+        if version == self.base:
+            return self.changed, self.removed
+        for earlier, changed, removed in self.earlier:
+            if earlier == version:
+                return changed, removed
+        return None
 
     @cached_property
     def version(self) -> str:

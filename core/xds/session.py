@@ -23,12 +23,13 @@ Rules followed (Envoy's xds_protocol.rst, Istio's pilot/pkg/xds):
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Iterable, Mapping
 
 import attrs
 
 from pilotfish.core.xds import types
-from pilotfish.core.xds.resources import Resource, ResourceSet
+from pilotfish.core.xds.resources import Resource, ResourceSet, encode_delta, encode_sotw
 
 WILDCARD = "*"
 
@@ -74,6 +75,13 @@ class Response:
     resources: tuple[Resource, ...]
     removed: tuple[str, ...] = ()
 
+    def encode(self, mode: Mode) -> bytes:
+        """The DiscoveryResponse (SotW) or DeltaDiscoveryResponse, serialized."""
+        if mode is Mode.SOTW:
+            return encode_sotw(self.type_url, self.version, self.nonce, self.resources)
+        return encode_delta(self.type_url, self.version, self.nonce, self.resources,
+                            self.removed)
+
 
 @attrs.define
 class Watch:
@@ -85,6 +93,8 @@ class Watch:
     explicit: bool = False  # the client has named resources at least once
     # What the client holds as far as we know: name → resource version.
     known: dict[str, str] = attrs.field(factory=dict)
+    # Fingerprint of the names as a SotW client last sent them (see Session.receive_sotw).
+    names_key: int | None = None
     # Names that must be (re)sent on the next response even if the client has them.
     pending: set[str] = attrs.field(factory=set)
     # The next plan must respond even if nothing changed (first response, warming).
@@ -120,6 +130,13 @@ class Watch:
         return self.wildcard or name in self.names
 
 
+def _interned(names: Iterable[str]) -> set[str]:
+    """The names, each as the one string object every stream holds for it: thousands of
+    streams watch the same thousand names, and keeping a copy per stream is most of what
+    a stream costs in memory."""
+    return {sys.intern(name) for name in names}
+
+
 class Session:
     def __init__(self, mode: Mode, nonce_prefix: str = "") -> None:
         self.mode = mode
@@ -137,38 +154,44 @@ class Session:
         version_info: str,
         error: str | None,
         now: float,
+        names_key: int | None = None,
     ) -> Decision:
-        names = set(resource_names)
+        """``names_key``, when given, fingerprints ``resource_names`` as the client sent them
+        (the transport hashes the request's encoded names): an ACK that carries the same
+        key as the watch's names repeats them, and they are not read at all. SotW clients
+        repeat every name they hold in every ACK, a thousand endpoints' names at scale."""
         watch = self.watches.get(type_url)
         if error is not None:
             return self._nack(watch, type_url, response_nonce, error, now)
         if watch is None or not response_nonce:
+            names = _interned(resource_names)
             if not names and not types.is_wildcard(type_url):
                 self.watches.pop(type_url, None)
                 return Decision(type_url, Outcome.UNSUBSCRIBE, respond=False)
             watch = Watch(type_url)
-            self._set_sotw_names(watch, names)
+            self._set_sotw_names(watch, names, names_key)
             watch.version_acked = version_info  # what the client held before reconnecting
             self._new_watch(watch)
             return Decision(type_url, Outcome.INITIAL, respond=True)
         if response_nonce != watch.nonce_sent:
             return Decision(type_url, Outcome.STALE, respond=False)
         self._ack(watch, response_nonce, version_info, now)
-        if not names and not watch.wildcard and not types.is_wildcard(type_url):
-            # Istio: an empty list for a non-wildcard type unsubscribes.
-            self.watches.pop(type_url, None)
-            return Decision(type_url, Outcome.UNSUBSCRIBE, respond=False)
         old_wildcard = watch.wildcard
-        if not types.is_wildcard(type_url) and names == watch.names:
-            # The usual ACK: SotW repeats every name it holds (a thousand endpoints' names
-            # per ACK at scale); nothing to add or drop.
-            added: set[str] = set()
-        else:
-            old_names = set(watch.names)
-            self._set_sotw_names(watch, names)
-            added = watch.names - old_names
-            for name in old_names - watch.names:
-                watch.known.pop(name, None)
+        added: set[str] = set()
+        if names_key is None or names_key != watch.names_key or not (
+                watch.names or watch.wildcard):
+            names = _interned(resource_names)
+            if not names and not watch.wildcard and not types.is_wildcard(type_url):
+                # Istio: an empty list for a non-wildcard type unsubscribes.
+                self.watches.pop(type_url, None)
+                return Decision(type_url, Outcome.UNSUBSCRIBE, respond=False)
+            if types.is_wildcard(type_url) or names != watch.names:
+                old_names = watch.names
+                self._set_sotw_names(watch, names, names_key)
+                added = watch.names - old_names
+                for name in old_names - watch.names:
+                    watch.known.pop(name, None)
+            watch.names_key = names_key
         respond = False
         if watch.always_respond:
             watch.always_respond = False
@@ -189,7 +212,8 @@ class Session:
         if dependent in self.watches:
             self.watches[dependent].always_respond = True
 
-    def _set_sotw_names(self, watch: Watch, names: set[str]) -> None:
+    def _set_sotw_names(self, watch: Watch, names: set[str], key: int | None) -> None:
+        watch.names_key = key
         if types.is_wildcard(watch.type_url):
             if WILDCARD in names or (not names and not watch.explicit):
                 watch.wildcard = True
@@ -216,14 +240,14 @@ class Session:
             return self._nack(watch, type_url, response_nonce, error, now)
         if watch is None:
             watch = Watch(type_url)
-            named = set(subscribe) - {WILDCARD}
+            named = _interned(subscribe) - {WILDCARD}
             if types.is_wildcard(type_url):
                 watch.wildcard = WILDCARD in subscribe or not named
             watch.names = named
             watch.explicit = bool(named)
             watch.known = dict(initial_versions)
             if not types.is_wildcard(type_url):
-                watch.names |= set(initial_versions)
+                watch.names |= _interned(initial_versions)
             watch.names -= set(unsubscribe)
             self._new_watch(watch)
             return Decision(type_url, Outcome.INITIAL, respond=True)
@@ -242,7 +266,7 @@ class Session:
                     changed = True
                 continue
             watch.explicit = True
-            watch.names.add(name)
+            watch.names.add(sys.intern(name))
             watch.pending.add(name)  # must be sent even if the client had it
             watch.reported_missing.discard(name)
             changed = True
@@ -311,14 +335,17 @@ class Session:
         names = watch.names
         return [r for name, r in current.resources.items() if name in names]
 
-    def _incremental(self, watch: Watch, current: ResourceSet, force: bool) -> bool:
-        """Can this plan look only at the set's difference from what the client holds?"""
-        return not force and bool(current.base) and watch.seen_version == current.base
+    def _difference(self, watch: Watch, current: ResourceSet, force: bool
+                    ) -> tuple[frozenset[str], frozenset[str]] | None:
+        """The set's difference from what the client holds, if the plan may look only at it:
+        (changed, removed) names."""
+        return None if force else current.difference(watch.seen_version)
 
     def _changed(self, watch: Watch, current: ResourceSet, force: bool) -> list[Resource]:
         """Resources in the client's scope it lacks, holds in another version, or must get."""
-        if self._incremental(watch, current, force):
-            names = current.changed | watch.pending
+        difference = self._difference(watch, current, force)
+        if difference is not None:
+            names = difference[0] | watch.pending
             resources = current.resources
             return [
                 resources[n] for n in sorted(names)
@@ -345,8 +372,9 @@ class Session:
 
     def _plan_delta(self, watch: Watch, current: ResourceSet, force: bool) -> Response | None:
         send = self._changed(watch, current, force)
-        if self._incremental(watch, current, force):
-            removed = [n for n in sorted(current.removed) if n in watch.known]
+        difference = self._difference(watch, current, force)
+        if difference is not None:
+            removed = [n for n in sorted(difference[1]) if n in watch.known]
         else:
             removed = [
                 name for name in watch.known
@@ -357,8 +385,7 @@ class Session:
             name for name in sorted(watch.names)
             if name not in current.resources and name not in watch.known
             and name not in watch.reported_missing
-        ] if (watch.pending or watch.must_respond or not self._incremental(
-            watch, current, force)) else []
+        ] if (watch.pending or watch.must_respond or difference is None) else []
         if not (send or removed or missing or watch.must_respond):
             return None
         return self._response(watch, current.version, send, (*removed, *missing))

@@ -281,3 +281,52 @@ def test_client_behind_the_base_gets_a_full_comparison():
     second = assignments("a", "b", tag="x").since(first)
     response = s.plan(second)
     assert sorted(x.name for x in response.resources) == ["a", "b"]
+
+
+def test_client_a_push_passed_over_gets_the_differences_since_what_it_holds():
+    # Pushes merge while a client waits: it may be two or more sets behind. The sets keep
+    # their differences from the last few, so its plan still looks at those names only.
+    s = Session(Mode.DELTA)
+    delta_request(s, types.ENDPOINT, sub=["a", "b", "c", "d"])
+    first = assignments("a", "b", "c", "d")
+    s.sent(s.plan(first), 1.0)
+    second = ResourceSet.of(types.ENDPOINT, [  # b changes, d goes
+        *assignments("a", "c").resources.values(),
+        *assignments("b", tag="-2").resources.values(),
+    ]).since(first)
+    third = ResourceSet.of(types.ENDPOINT, [  # c changes, d comes back
+        *assignments("a", "d").resources.values(),
+        *assignments("b", tag="-2").resources.values(),
+        *assignments("c", tag="-3").resources.values(),
+    ]).since(second)
+    assert third.difference(first.version) == ({"b", "c", "d"}, frozenset())
+    assert third.difference(second.version) == ({"c", "d"}, frozenset())
+    fourth = ResourceSet.of(types.ENDPOINT, [  # c and d go
+        *assignments("a").resources.values(),
+        *assignments("b", tag="-2").resources.values(),
+    ]).since(third)
+    assert fourth.difference(first.version) == ({"b"}, {"c", "d"})
+    update = s.plan(fourth)
+    assert [x.name for x in update.resources] == ["b"]
+    assert update.removed == ("c", "d")
+    assert fourth.difference("some other version") is None
+
+
+def test_sotw_ack_with_the_same_names_key_is_not_read_again():
+    s = Session(Mode.SOTW)
+    names = [f"n{k}" for k in range(20)]
+    s.receive_sotw(types.ENDPOINT, names, "", "", None, 1.0, names_key=7)
+    r = s.plan(assignments(*names))
+    s.sent(r, 1.0)
+
+    class Unread(list):
+        def __iter__(self):
+            raise AssertionError("names read although the key says they repeat")
+
+    decision = s.receive_sotw(types.ENDPOINT, Unread(names), r.nonce, r.version, None, 2.0,
+                              names_key=7)
+    assert decision.outcome is Outcome.ACK and not decision.respond
+    # Another key: the names are read, and a new one is answered.
+    decision = s.receive_sotw(types.ENDPOINT, [*names, "extra"], r.nonce, r.version, None, 3.0,
+                              names_key=8)
+    assert decision.respond and "extra" in s.watches[types.ENDPOINT].names
