@@ -36,7 +36,6 @@ import anyio
 import anyio.abc
 import attrs
 import grpc
-from anyio.streams.memory import MemoryObjectSendStream
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -44,9 +43,15 @@ from envoy.service.discovery.v3 import discovery_pb2
 from pilotfish.core import unix_grpc
 from pilotfish.core.security.workload_cert import WorkloadSecret
 from pilotfish.core.xds import types
-from pilotfish.core.xds.resources import Resource, ResourceSet, encode_delta, encode_sotw
-from pilotfish.core.xds.server import read_requests
+from pilotfish.core.xds.resources import Resource, ResourceSet
 from pilotfish.core.xds.session import Mode, Outcome, Session, SyncStatus
+from pilotfish.core.xds.stream import (
+    PushQueue,
+    WriteSlots,
+    hold_until_done,
+    next_request,
+    stream_lock,
+)
 
 log = logging.getLogger("pilotfish.sds")
 
@@ -54,8 +59,8 @@ SDS_SERVICE = "envoy.service.secret.v3.SecretDiscoveryService"
 WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 SERVED = (WORKLOAD_SECRET, ROOT_SECRET)
-REQUEST_QUEUE = 16  # per stream: Envoy sends one request per response at most
-_UPDATE = object()  # queue marker: the secrets changed
+PUSH_WORKERS = 4  # one proxy's few streams; a rotation pushes to all of them
+SEND_TIMEOUT = 30.0  # seconds the proxy may take to read a response
 
 
 def secret_resources(secret: WorkloadSecret) -> ResourceSet:
@@ -77,19 +82,14 @@ def secret_resources(secret: WorkloadSecret) -> ResourceSet:
 class SdsStream:
     id: int
     session: Session
-    queue: MemoryObjectSendStream[Any]
+    context: grpc.aio.ServicerContext
     node: str = ""
-    marker_queued: bool = False
     warned: set[str] = attrs.field(factory=set)
-
-    def notify(self) -> None:
-        if self.marker_queued:
-            return
-        try:
-            self.queue.send_nowait(_UPDATE)
-            self.marker_queued = True
-        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # the loop plans after every request it handles anyway
+    lock: anyio.Lock = attrs.field(factory=stream_lock)
+    queued: bool = False
+    closed: bool = False
+    stop: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+    stalled: bool = False
 
 
 class SdsServer:
@@ -100,12 +100,14 @@ class SdsServer:
         self.streams: dict[int, SdsStream] = {}
         self._ids = itertools.count(1)
         self._progress = anyio.Event()  # set (and replaced) on every ACK or closed stream
+        self._slots = WriteSlots(PUSH_WORKERS, SEND_TIMEOUT)
+        self._pushes: PushQueue[SdsStream] = PushQueue(self._respond, PUSH_WORKERS)
 
     def update(self, resources: ResourceSet) -> None:
         """Serve ``resources`` from now on and push what changed to every stream."""
         self.current = resources if self.current is None else resources.since(self.current)
-        for stream in list(self.streams.values()):
-            stream.notify()
+        for stream in self.streams.values():
+            self._pushes.add(stream)
 
     def delivered(self, name: str = WORKLOAD_SECRET) -> bool:
         """Every stream that watches ``name`` has ACKed the current version of it."""
@@ -147,33 +149,33 @@ class SdsServer:
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                     ) -> None:
         """Listen on the socket until cancelled."""
-        await unix_grpc.serve(self.path, self.handler(), f"SDS ({', '.join(SERVED)})",
-                              task_status=task_status)
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._pushes.run)
+            await unix_grpc.serve(self.path, self.handler(), f"SDS ({', '.join(SERVED)})",
+                                  task_status=task_status)
+            tg.cancel_scope.cancel()
 
     def _tick(self) -> None:
         self._progress.set()
         self._progress = anyio.Event()
 
     async def _stream(self, context: grpc.aio.ServicerContext, mode: Mode) -> None:
-        send, receive = anyio.create_memory_object_stream[Any](REQUEST_QUEUE)
         stream_id = next(self._ids)
-        stream = SdsStream(stream_id, Session(mode, nonce_prefix=f"sds{stream_id}/"), send)
+        stream = SdsStream(stream_id, Session(mode, nonce_prefix=f"sds{stream_id}/"), context)
         self.streams[stream_id] = stream
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(read_requests, context, send)
-                async with receive:
-                    async for item in receive:
-                        if item is _UPDATE:
-                            stream.marker_queued = False
-                        else:
-                            self._receive(stream, item)
-                        await self._respond(stream, context)
-                tg.cancel_scope.cancel()
+            with stream.stop:
+                while (request := await next_request(context)) is not None:
+                    async with stream.lock:
+                        self._receive(stream, request)
+                        await self._respond(stream)
         finally:
+            stream.closed = True
             del self.streams[stream_id]
             self._tick()
             log.debug("SDS stream %d (%s) closed", stream_id, stream.node)
+        if stream.stalled:
+            await hold_until_done(context)
 
     def _receive(self, stream: SdsStream, request: Any) -> None:
         if request.HasField("node") and request.node.id:
@@ -197,7 +199,7 @@ class SdsServer:
         elif decision.outcome is Outcome.ACK:
             self._tick()
 
-    async def _respond(self, stream: SdsStream, context: grpc.aio.ServicerContext) -> None:
+    async def _respond(self, stream: SdsStream) -> None:
         current = self.current
         watch = stream.session.watches.get(types.SECRET)
         if current is None or watch is None:
@@ -211,13 +213,14 @@ class SdsServer:
         response = stream.session.plan(current)
         if response is None:
             return
-        if stream.session.mode is Mode.SOTW:
-            data = encode_sotw(response.type_url, response.version, response.nonce,
-                               response.resources)
-        else:
-            data = encode_delta(response.type_url, response.version, response.nonce,
-                                response.resources, response.removed)
-        await context.write(data)
+        data = await self._slots.write(stream.context.write,
+                                       lambda: response.encode(stream.session.mode))
+        if data is None:
+            log.warning("SDS: %s did not read its secrets within %gs; its stream is given up",
+                        stream.node or "the proxy", SEND_TIMEOUT)
+            stream.closed = stream.stalled = True
+            stream.stop.cancel()
+            return
         stream.session.sent(response, self.clock())
         log.debug("SDS: sent %s to %s (version %s)",
                   ", ".join(r.name for r in response.resources) or "removals",

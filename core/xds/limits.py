@@ -12,6 +12,7 @@ class Limits:
     """What one client may hold (mesh config ``discovery.xdsLimits``)."""
 
     first_request_timeout: float = 10.0  # seconds from stream start to its first request
+    send_timeout: float = 30.0  # seconds a client may take to read one response
     streams_per_peer: int = 1024  # streams one peer address holds at once
     types_per_stream: int = 32  # distinct type URLs one stream may subscribe to
     error_text: int = 1024  # characters of a NACK's message kept and logged
@@ -21,9 +22,10 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 # Mesh config field → Limits attribute.
 LIMIT_FIELDS = {"firstRequestTimeout": "first_request_timeout",
+                "sendTimeout": "send_timeout",
                 "streamsPerPeer": "streams_per_peer", "typesPerStream": "types_per_stream",
                 "errorText": "error_text", "nackLogInterval": "nack_log_interval"}
-DURATIONS = frozenset({"firstRequestTimeout", "nackLogInterval"})
+DURATIONS = frozenset({"firstRequestTimeout", "sendTimeout", "nackLogInterval"})
 
 
 @attrs.define

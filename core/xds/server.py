@@ -1,14 +1,17 @@
 """The xDS transport: ADS over gRPC (SotW and delta), one `Connection` per stream.
 
-Thin by design. Each stream gets a sans-IO `Session`; a reader task feeds requests into
-a bounded queue; the connection loop handles requests first and pushes when the discovery
-server asks for them. Responses are assembled from pre-serialized resources and written
-as raw bytes (the RPC's response serializer is the identity).
+Thin by design. Each stream gets a sans-IO `Session`. Its requests are handled in the
+stream's own task as they arrive; pushes the discovery server asks for are made by the
+push workers (`pilotfish.core.xds.stream`: a push asked for while one waits merges into
+it); a lock per stream keeps the two apart. Responses are assembled from pre-serialized
+resources and written as raw bytes (the RPC's response serializer is the identity), a
+bounded number at once.
 
 What a client may hold is bounded (`Limits`): a stream that sends no request within the
-first-request deadline is closed, one peer address may hold only so many streams, one
-stream only so many resource types, and a NACK's text is kept and logged truncated, its
-log lines rate-limited per stream.
+first-request deadline is closed, and so is one that does not take a response within the
+send timeout; one peer address may hold only so many streams, one stream only so many
+resource types, and a NACK's text is kept and logged truncated, its log lines rate-limited
+per stream.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from typing import Any
 import anyio
 import attrs
 import grpc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
@@ -30,14 +32,19 @@ from pilotfish.core.proxy import NodeIdError, Proxy, parse_node
 from pilotfish.core.xds import types
 from pilotfish.core.xds.generator import GenerationError
 from pilotfish.core.xds.limits import DEFAULT_LIMITS, Limits, LogThrottle
-from pilotfish.core.xds.resources import ResourceSet, encode_delta, encode_sotw
+from pilotfish.core.xds.resources import ResourceSet
 from pilotfish.core.xds.session import Decision, Mode, Outcome, Response, Session
+from pilotfish.core.xds.stream import (
+    PushQueue,
+    WriteSlots,
+    hold_until_done,
+    next_request,
+    stream_lock,
+)
 
 log = logging.getLogger("pilotfish.xds")
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
-REQUEST_QUEUE = 64  # per stream; a client that floods requests is back-pressured by gRPC
-_PUSH = object()  # queue marker: "the server has something to push"
 ALL_TYPES: frozenset[str] = frozenset({"*"})
 
 
@@ -56,25 +63,21 @@ def truncate(text: str, limit: int) -> str:
         return text
     return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
+def names_key(request: discovery_pb2.DiscoveryRequest) -> int:
+    """A fingerprint of a SotW request's resource names in the order sent, read without
+    making a Python string of each (see `Session.receive_sotw`): the request encoded
+    without the fields that change from one ACK to the next. It clears those fields, so
+    read them first."""
+    request.ClearField("version_info")
+    request.ClearField("response_nonce")
+    request.ClearField("node")
+    return hash(request.SerializeToString())
+
 # (type_url, proxy) → current resources of that type for that proxy.
 ResourceSource = Callable[[str, Proxy], ResourceSet]
 # Secure ports authenticate the caller of each stream: (context, proxy) → (identity, peer
 # address), or the check aborts the RPC. Plaintext 15010 has none (Istio skips it there).
 CallerCheck = Callable[[grpc.aio.ServicerContext, Proxy], Awaitable[tuple[str, str]]]
-
-
-async def read_requests(context: grpc.aio.ServicerContext,
-                        send: MemoryObjectSendStream[Any]) -> None:
-    """Feed a stream's requests into ``send`` until the client half-closes or goes away."""
-    async with send:
-        while True:
-            try:
-                request = await context.read()
-            except grpc.aio.AioRpcError:
-                return
-            if request is grpc.aio.EOF:
-                return
-            await send.send(request)
 
 
 @attrs.define(eq=False)
@@ -85,11 +88,12 @@ class Connection:
     session: Session
     peer: str
     connected_at: float
-    send_queue: MemoryObjectSendStream[Any]
-    receive_queue: MemoryObjectReceiveStream[Any]
     write: Callable[[bytes], Awaitable[None]]
-    pending: set[str] = attrs.field(factory=set)
-    marker_queued: bool = False
+    pending: set[str] = attrs.field(factory=set)  # type URLs a queued push is for
+    lock: anyio.Lock = attrs.field(factory=stream_lock)
+    queued: bool = False
+    stop: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+    stalled: bool = False  # a response was not taken within the send timeout
     bytes_sent: int = 0
     responses_sent: int = 0
     closed: bool = False
@@ -97,18 +101,6 @@ class Connection:
     abort: Callable[[grpc.StatusCode, str], Awaitable[None]] | None = None
     nack_log: LogThrottle = attrs.field(
         factory=lambda: LogThrottle(DEFAULT_LIMITS.nack_log_interval))
-
-    def request_push(self, type_urls: frozenset[str]) -> None:
-        """Ask the connection loop to push these types (merged with anything pending)."""
-        if self.closed:
-            return
-        self.pending |= type_urls
-        if not self.marker_queued:
-            try:
-                self.send_queue.send_nowait(_PUSH)
-                self.marker_queued = True
-            except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass  # the loop checks `pending` after every request it handles
 
 
 class XdsServer:
@@ -127,9 +119,12 @@ class XdsServer:
         self.limits = limits
         self.connections: dict[str, Connection] = {}
         self._ids = itertools.count(1)
-        self._push_limit = anyio.Semaphore(push_concurrency)
+        # Responses being encoded and written at once, pushes or answers to requests; as
+        # many push workers, so a push keeps them all busy.
+        self._slots = WriteSlots(push_concurrency, limits.send_timeout)
+        self._pushes: PushQueue[Connection] = PushQueue(self._push, push_concurrency)
         self._streams_per_host: dict[str, int] = {}
-        self.refused = {"first_request": 0, "per_peer": 0, "types": 0}
+        self.refused = {"first_request": 0, "per_peer": 0, "types": 0, "send_timeout": 0}
         self._refusal_log = {reason: LogThrottle(limits.nack_log_interval)
                              for reason in self.refused}
         self.on_connect: list[Callable[[Connection], None]] = []
@@ -138,8 +133,15 @@ class XdsServer:
     # -- what the discovery app calls ------------------------------------------------------
 
     def push(self, type_urls: frozenset[str]) -> None:
-        for connection in list(self.connections.values()):
-            connection.request_push(type_urls)
+        """Push these types to every connection (merged with any push still waiting)."""
+        for connection in self.connections.values():
+            connection.pending |= type_urls
+            self._pushes.add(connection)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """The push workers, until cancelled: run it beside the servers of `handler`."""
+        await self._pushes.run(task_status=task_status)
 
     def handler(self, check: CallerCheck | None = None,
                 client_host: Callable[[str], str] = peer_host) -> grpc.GenericRpcHandler:
@@ -218,7 +220,6 @@ class XdsServer:
         except (NodeIdError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         caller, peer = await check(context, proxy) if check else ("", context.peer())
-        send, receive = anyio.create_memory_object_stream[Any](REQUEST_QUEUE)
         conn_id = f"{proxy.id}-{next(self._ids)}"
         connection = Connection(
             id=conn_id,
@@ -227,8 +228,6 @@ class XdsServer:
             session=Session(mode, nonce_prefix=f"{conn_id}/"),
             peer=peer,
             connected_at=self._clock(),
-            send_queue=send,
-            receive_queue=receive,
             write=context.write,
             identity=caller,
             abort=context.abort,
@@ -240,27 +239,23 @@ class XdsServer:
         for callback in self.on_connect:
             callback(connection)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(read_requests, context, send)
-                await self._handle(connection, first)
-                await self._loop(connection)
-                tg.cancel_scope.cancel()
+            with connection.stop:
+                request, first = first, None
+                while request is not None:
+                    async with connection.lock:
+                        await self._handle(connection, request)
+                    # Not kept while waiting for the next: a SotW ACK carries every name
+                    # the proxy watches (~100 KB parsed at 1,000 services, per proxy).
+                    request = None
+                    request = await next_request(context)
         finally:
             connection.closed = True
             self.connections.pop(conn_id, None)
             for callback in self.on_disconnect:
                 callback(connection)
             log.info("%s disconnected", conn_id)
-
-    async def _loop(self, connection: Connection) -> None:
-        async for item in connection.receive_queue:
-            if item is _PUSH:
-                connection.marker_queued = False
-            else:
-                await self._handle(connection, item)
-            if connection.pending:
-                async with self._push_limit:
-                    await self._push(connection)
+        if connection.stalled:
+            await hold_until_done(context)
 
     # -- requests and pushes ---------------------------------------------------------------
 
@@ -283,10 +278,11 @@ class XdsServer:
             error = truncate(error, self.limits.error_text)
         decision: Decision
         if connection.mode is Mode.SOTW:
+            nonce, version = request.response_nonce, request.version_info
+            key = (names_key(request)
+                   if error is None and nonce and len(request.resource_names) > 8 else None)
             decision = session.receive_sotw(
-                request.type_url, request.resource_names, request.response_nonce,
-                request.version_info, error, now,
-            )
+                request.type_url, request.resource_names, nonce, version, error, now, key)
         else:
             decision = session.receive_delta(
                 request.type_url, request.resource_names_subscribe,
@@ -317,6 +313,8 @@ class XdsServer:
                 await self._respond(connection, type_url)
 
     async def _respond(self, connection: Connection, type_url: str) -> None:
+        if connection.closed:
+            return
         try:
             current = self._resources(type_url, connection.proxy)
         except GenerationError:
@@ -331,19 +329,29 @@ class XdsServer:
             await self._respond(connection, dependent)
 
     async def _send(self, connection: Connection, response: Response) -> None:
-        if connection.mode is Mode.SOTW:
-            data = encode_sotw(response.type_url, response.version, response.nonce,
-                               response.resources)
-        else:
-            data = encode_delta(response.type_url, response.version, response.nonce,
-                                response.resources, response.removed)
-        await connection.write(data)
+        data = await self._slots.write(connection.write,
+                                       lambda: response.encode(connection.mode))
+        if data is None:
+            self._stalled(connection)
+            return
         connection.session.sent(response, self._clock())
         connection.bytes_sent += len(data)
         connection.responses_sent += 1
         log.debug("%s sent %s %d resources, %d removed (%d bytes)", connection.id,
                   types.short(response.type_url), len(response.resources),
                   len(response.removed), len(data))
+
+    def _stalled(self, connection: Connection) -> None:
+        """The proxy did not take a response within the send timeout: give up its stream
+        rather than hold a write slot for it (see `hold_until_done`)."""
+        connection.closed = connection.stalled = True
+        connection.stop.cancel()
+        self.refused["send_timeout"] += 1
+        unsaid = self._refusal_log["send_timeout"].due(self._clock())
+        if unsaid is not None:
+            log.warning("%s did not read a response within %gs; its stream is given up%s",
+                        connection.id, self.limits.send_timeout,
+                        f" ({unsaid} more since the last one logged)" if unsaid else "")
 
 
 SERVER_OPTIONS = [
@@ -357,6 +365,11 @@ SERVER_OPTIONS = [
     ("grpc.server.max_pending_requests_hard_limit", 100_000),
     ("grpc.server_max_unrequested_time_in_server", 300),
     ("grpc.max_concurrent_streams", 100_000),
+    # As istiod: a connection lives 30 minutes at most (then GOAWAY, and closed after 10 s
+    # of grace), which spreads proxies over replicas and ends streams given up on a proxy
+    # that stopped reading (see hold_until_done).
+    ("grpc.max_connection_age_ms", 30 * 60 * 1000),
+    ("grpc.max_connection_age_grace_ms", 10_000),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 15_000),

@@ -3,6 +3,8 @@ discovery: each is bounded (``discovery.xdsLimits``) and discovery keeps answeri
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,5 +171,56 @@ def test_streams_through_the_tls_front_count_per_client_address(tmp_path: Path):
         finally:
             for stream in streams:
                 stream.close()
+            for channel in channels:
+                channel.close()
+
+
+def test_proxies_that_stop_reading_give_their_write_slots_back_after_the_send_timeout(
+        tmp_path: Path):
+    """Clients that ask and never read hold a write slot each until the send timeout;
+    with as many of them as there are slots, nobody else would be answered. After it,
+    their streams are given up and everyone else is served."""
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from pilotfish.testing.xds_client import METHOD
+    from pilotfish.testing.xds_client import node as node_message
+
+    services = "".join(f"""\
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: svc-{k}, namespace: shop}}
+spec: {{selector: {{app: svc-{k}}}, ports: [{{name: http, port: 80}}]}}
+""" for k in range(600))  # clusters of well over what a stalled reader takes
+    with LocalMesh(tmp_path) as mesh:
+        mesh.write("many.yaml", services)
+        mesh.start_discovery("discovery: {xdsLimits: {sendTimeout: 1s}, pushConcurrency: 2}\n")
+        done = threading.Event()
+
+        def held(index: int) -> Iterator[discovery_pb2.DiscoveryRequest]:
+            yield discovery_pb2.DiscoveryRequest(type_url=types.CLUSTER,
+                                                 node=node_message(node(3000 + index)))
+            done.wait()  # one request, then nothing until the test ends
+
+        # No BDP probing: the window stays at 64 KiB, so a response is stuck until read.
+        channels = [grpc.insecure_channel(address(mesh), options=[
+            ("grpc.http2.bdp_probe", 0), ("grpc.pilotfish_test_stream", index)])
+            for index in range(2)]
+        calls = [channel.stream_stream(
+            METHOD, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString)(held(index))
+            for index, channel in enumerate(channels)]
+        log_path = mesh.workdir / "discovery.log"
+        try:
+            # Both given up (said once: the warning is rate-limited like the others).
+            wait_until(lambda: len(re.findall(r"p300[01]\.shop-\d+ disconnected",
+                                              log_path.read_text())) == 2,
+                       10, what="both streams to be given up")
+            assert "did not read a response within 1s" in log_path.read_text()
+            still_answers(mesh)  # a write slot is free again
+        finally:
+            done.set()
+            for call in calls:
+                call.cancel()
             for channel in channels:
                 channel.close()

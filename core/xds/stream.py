@@ -1,0 +1,136 @@
+"""How the xDS stream servers here (discovery's ADS, the agent's SDS) move messages.
+
+Requests are handled in their stream's own task as they arrive (``next_request``); pushes to
+many streams are made by a few worker tasks (`PushQueue`); a lock per stream keeps the two
+from interleaving on one stream. A push asked for while one is queued or running merges
+into it, as Istio's push queue does.
+
+Responses are written through `WriteSlots`: at most so many are encoded and being written
+at once, whichever task writes them. gRPC's write returns only once the peer's flow-control
+window took the bytes, so this bounds what responses in flight cost in memory, however
+many streams want a full state at once (2,000 proxies reconnecting want about 1 MB each).
+A write the peer does not take within the send timeout gives its slot back and leaves its
+stream: nothing more is pushed or read on it until gRPC ends the call (`hold_until_done`).
+
+Nothing here knows what a response means: the servers plan and encode them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+import anyio
+import anyio.abc
+import grpc
+
+log = logging.getLogger("pilotfish.xds")
+
+
+async def next_request(context: grpc.aio.ServicerContext) -> Any | None:
+    """The stream's next request; None once the client half-closed or went away."""
+    try:
+        request = await context.read()
+    except grpc.aio.AioRpcError:
+        return None
+    return None if request is grpc.aio.EOF else request
+
+
+class Pushed(Protocol):
+    """What `PushQueue` needs of a stream."""
+
+    lock: anyio.Lock
+    queued: bool
+    closed: bool
+
+
+def stream_lock() -> anyio.Lock:
+    # No checkpoint when free (the usual case): a request or a push costs no extra turn of
+    # the event loop per stream.
+    return anyio.Lock(fast_acquire=True)
+
+
+S = TypeVar("S", bound=Pushed)
+
+
+class PushQueue(Generic[S]):
+    """Streams waiting for a push, served by ``workers`` tasks (while `run` runs)."""
+
+    def __init__(self, push: Callable[[S], Awaitable[None]], workers: int) -> None:
+        self._push = push
+        self.workers = workers
+        self._queue: deque[S] = deque()
+        self._ready = anyio.Event()
+
+    def add(self, stream: S) -> None:
+        """Push to ``stream`` soon; a stream already waiting is not queued twice."""
+        if stream.queued or stream.closed:
+            return
+        stream.queued = True
+        self._queue.append(stream)
+        self._ready.set()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.workers):
+                tg.start_soon(self._work)
+            task_status.started()
+
+    async def _work(self) -> None:
+        while True:
+            while self._queue:
+                stream = self._queue.popleft()
+                stream.queued = False
+                if stream.closed:
+                    continue
+                try:
+                    async with stream.lock:
+                        if not stream.closed:
+                            await self._push(stream)
+                except Exception:
+                    # One stream's failure must not stop the pushes to every other.
+                    log.exception("push failed for one stream; the others go on")
+            ready = self._ready
+            await ready.wait()
+            if self._ready is ready:
+                self._ready = anyio.Event()
+
+
+class WriteSlots:
+    """At most ``slots`` responses encoded and being written at once (see the module doc)."""
+
+    def __init__(self, slots: int, timeout: float) -> None:
+        self._slots = anyio.Semaphore(slots, fast_acquire=True)
+        self.timeout = timeout
+        self.timeouts = 0
+
+    async def write(self, write: Callable[[bytes], Awaitable[None]],
+                    encode: Callable[[], bytes]) -> bytes | None:
+        """Encode and write one response; the bytes written, or None if the peer did not
+        take them within the timeout (see `hold_until_done` for what the stream must do)."""
+        async with self._slots:
+            data = encode()
+            with anyio.move_on_after(self.timeout):
+                await write(data)
+                return data
+            self.timeouts += 1
+            return None
+
+
+async def hold_until_done(context: grpc.aio.ServicerContext) -> None:
+    """What a stream whose write timed out does until gRPC ends the call.
+
+    gRPC can neither cancel a write once started nor send a status while one is
+    outstanding, so the stream cannot be ended from here: its handler waits, pushing and
+    reading nothing, until the client goes away or the connection reaches its maximum age
+    (`grpc.max_connection_age_ms`; the server then closes it after a grace period)."""
+    done = anyio.Event()
+    context.add_done_callback(lambda _: done.set())
+    if not context.done():
+        await done.wait()
