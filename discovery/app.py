@@ -9,6 +9,7 @@ decide what (if anything) to send.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import time
@@ -256,6 +257,7 @@ class Discovery:
             self.debouncer = Debouncer(self.debouncer.after, self.debouncer.max)
             self.rebuild(PushRequest.full("init", self._clock(), forced=True))
             tg.start_soon(self.run_pushes)
+            await tg.start(self.xds.run)
             await tg.start(xds_server.serve, self.xds, self.options.xds_address)
             if self.secure is not None:
                 await tg.start(self.secure.serve)
@@ -266,6 +268,23 @@ class Discovery:
                      self.options.xds_address, self.options.secure_xds_address or "(off)",
                      self.options.debug_address)
             task_status.started(self)
+
+
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Collect less often than CPython's defaults, and never walk what start-up built
+    (`pilotfish discovery` calls it once it is ready; it changes the whole process).
+
+    Discovery holds millions of long-lived objects (resources, sessions, the names they
+    watch). With the default thresholds the young generation is collected every 700
+    allocations, and each full collection walks all of them: ~120 ms with 2,000 proxies,
+    every stream stalled meanwhile (measured: a one-endpoint push to 2,000 proxies went
+    from 1.02-1.16 s to 1.00-1.07 s with these thresholds)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _short(type_url: str) -> str:

@@ -15,7 +15,7 @@ from pilotfish.core import meshconfig, plugins
 from pilotfish.core.output import CommandError
 from pilotfish.core.security.provider import CaSetupError, CertSettings
 from pilotfish.core.sources import SourceSettings
-from pilotfish.discovery.app import Discovery, DiscoveryOptions
+from pilotfish.discovery.app import Discovery, DiscoveryOptions, tune_gc
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signal, tg.cancel_scope)
             await tg.start(discovery.run)
+            tune_gc()
             for error in discovery.store.errors():
                 print(error, file=sys.stderr)
 

@@ -81,7 +81,11 @@ class Client:
                f"{namespace}~{namespace}.svc.cluster.local",
             cluster=f"load.{namespace}", metadata=metadata,
         )
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.outbox: list[Any] = []  # requests to write after the response at hand
+        # SotW ACKs repeat every subscribed name: one request per type is built when the
+        # names change and copied for each ACK (Envoy is C++; the generator must not be
+        # what a push waits for).
+        self.templates: dict[str, Any] = {}
         self.subscribed: dict[str, set[str]] = {EDS: set(), RDS: set()}
         self.sotw_nonce: dict[str, str] = {}
         self.sotw_version: dict[str, str] = {}
@@ -104,17 +108,29 @@ class Client:
             message = discovery_pb2.DiscoveryRequest(type_url=type_url, **fields)
         else:
             message = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, **fields)
+        self._queue(message)
+
+    def _queue(self, message: Any) -> None:
         if self.first:
             message.node.CopyFrom(self.node)
             self.first = False
-        self.queue.put_nowait(message)
+        self.outbox.append(message)
 
-    async def requests(self):
-        while True:
-            item = await self.queue.get()
-            if item is None:
-                return
-            yield item
+    def sotw_ack(self, type_url: str, version: str, nonce: str) -> None:
+        """An ACK naming the type's subscription, copied from its template."""
+        template = self.templates.get(type_url)
+        if template is None:
+            template = self.templates[type_url] = discovery_pb2.DiscoveryRequest(
+                type_url=type_url, resource_names=sorted(self.subscribed.get(type_url, ())))
+        message = discovery_pb2.DiscoveryRequest()
+        message.CopyFrom(template)
+        message.version_info = version
+        message.response_nonce = nonce
+        self._queue(message)
+
+    async def flush(self, call: Any) -> None:
+        while self.outbox:
+            await call.write(self.outbox.pop(0))
 
     def start(self) -> None:
         if self.mode == "sotw":
@@ -130,26 +146,22 @@ class Client:
         type_url = response.type_url
         self.bytes_received += size
         self.responses += 1
-        names: list[str] = []
         follow: tuple[str, set[str]] | None = None
         if type_url == CDS:
             follow = (EDS, eds_names(list(response.resources)))
         elif type_url == LDS:
             follow = (RDS, rds_names(list(response.resources)))
-        elif type_url in (EDS, RDS):
-            names = sorted(self.subscribed[type_url])
         self.sotw_nonce[type_url] = response.nonce
         self.sotw_version[type_url] = response.version_info
-        self.request(type_url, version_info=response.version_info,
-                     response_nonce=response.nonce, resource_names=names)
+        self.sotw_ack(type_url, response.version_info, response.nonce)
         self._acked(type_url, self._sotw_names(response) if type_url == EDS else ())
         if follow is not None:
             dep, wanted = follow
             if wanted != self.subscribed[dep]:
                 self.subscribed[dep] = wanted
-                self.request(dep, version_info=self.sotw_version.get(dep, ""),
-                             response_nonce=self.sotw_nonce.get(dep, ""),
-                             resource_names=sorted(wanted))
+                self.templates.pop(dep, None)
+                self.sotw_ack(dep, self.sotw_version.get(dep, ""),
+                              self.sotw_nonce.get(dep, ""))
 
     def _sotw_names(self, response: Any) -> list[str]:
         if self.watch_name is None:
@@ -196,19 +208,17 @@ class Client:
         try:
             await self._stream(ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel))
         finally:
-            self.queue.put_nowait(None)
             await channel.close(grace=None)
 
     async def _stream(self, stub: Any) -> None:
+        sotw = self.mode == "sotw"
+        call = stub.StreamAggregatedResources() if sotw else stub.DeltaAggregatedResources()
+        on_response = self.on_sotw if sotw else self.on_delta
         self.start()
-        if self.mode == "sotw":
-            call = stub.StreamAggregatedResources(self.requests())
-            async for response in call:
-                self.on_sotw(response, response.ByteSize())
-        else:
-            call = stub.DeltaAggregatedResources(self.requests())
-            async for response in call:
-                self.on_delta(response, response.ByteSize())
+        await self.flush(call)
+        async for response in call:
+            on_response(response, response.ByteSize())
+            await self.flush(call)
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:

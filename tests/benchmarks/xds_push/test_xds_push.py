@@ -58,10 +58,10 @@ def start_discovery(mesh: LocalMesh, services: int) -> Process:
     # Every simulated proxy comes from 127.0.0.1: one address holding thousands of streams,
     # which discovery's per-address limit (1,024 by default) is there to refuse. And they
     # share one core: while it parses the first proxies' answers, the last ones' first
-    # requests can wait longer than the 10 s an Envoy of its own would ever take.
+    # requests (and reads) can wait longer than an Envoy of its own would ever take.
     mesh_config = mesh.workdir / "pilotfish.yaml"
     mesh_config.write_text("discovery:\n  xdsLimits: {streamsPerPeer: 100000, "
-                           "firstRequestTimeout: 300s}\n")
+                           "firstRequestTimeout: 300s, sendTimeout: 300s}\n")
     argv = pilotfish("--log-level", "warning", "discovery", "--config-dir", str(mesh.config_dir),
                      "--mesh-config", str(mesh_config),
                      "--secure-xds-address", "",  # plaintext only: no port shared with a node
