@@ -101,7 +101,8 @@ class SdsServer:
         self._ids = itertools.count(1)
         self._progress = anyio.Event()  # set (and replaced) on every ACK or closed stream
         self._slots = WriteSlots(PUSH_WORKERS, SEND_TIMEOUT)
-        self._pushes: PushQueue[SdsStream] = PushQueue(self._respond, PUSH_WORKERS)
+        self._pushes: PushQueue[SdsStream] = PushQueue(self._respond, PUSH_WORKERS,
+                                                       self._slots)
 
     def update(self, resources: ResourceSet) -> None:
         """Serve ``resources`` from now on and push what changed to every stream."""
@@ -168,7 +169,7 @@ class SdsServer:
                 while (request := await next_request(context)) is not None:
                     async with stream.lock:
                         self._receive(stream, request)
-                        await self._respond(stream)
+                        await self._respond(stream, stream.stop)
         finally:
             stream.closed = True
             del self.streams[stream_id]
@@ -199,7 +200,13 @@ class SdsServer:
         elif decision.outcome is Outcome.ACK:
             self._tick()
 
-    async def _respond(self, stream: SdsStream) -> None:
+    def _stalled(self, stream: SdsStream) -> None:
+        log.warning("SDS: %s did not read its secrets within %gs; its stream is given up",
+                    stream.node or "the proxy", SEND_TIMEOUT)
+        stream.closed = stream.stalled = True
+        stream.stop.cancel()
+
+    async def _respond(self, stream: SdsStream, scope: anyio.CancelScope) -> None:
         current = self.current
         watch = stream.session.watches.get(types.SECRET)
         if current is None or watch is None:
@@ -213,14 +220,9 @@ class SdsServer:
         response = stream.session.plan(current)
         if response is None:
             return
-        data = await self._slots.write(stream.context.write,
-                                       lambda: response.encode(stream.session.mode))
-        if data is None:
-            log.warning("SDS: %s did not read its secrets within %gs; its stream is given up",
-                        stream.node or "the proxy", SEND_TIMEOUT)
-            stream.closed = stream.stalled = True
-            stream.stop.cancel()
-            return
+        await self._slots.write(stream.context.write,
+                                lambda: response.encode(stream.session.mode), scope,
+                                lambda: self._stalled(stream))
         stream.session.sent(response, self.clock())
         log.debug("SDS: sent %s to %s (version %s)",
                   ", ".join(r.name for r in response.resources) or "removals",

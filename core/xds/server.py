@@ -122,7 +122,8 @@ class XdsServer:
         # Responses being encoded and written at once, pushes or answers to requests; as
         # many push workers, so a push keeps them all busy.
         self._slots = WriteSlots(push_concurrency, limits.send_timeout)
-        self._pushes: PushQueue[Connection] = PushQueue(self._push, push_concurrency)
+        self._pushes: PushQueue[Connection] = PushQueue(self._push, push_concurrency,
+                                                        self._slots)
         self._streams_per_host: dict[str, int] = {}
         self.refused = {"first_request": 0, "per_peer": 0, "types": 0, "send_timeout": 0}
         self._refusal_log = {reason: LogThrottle(limits.nack_log_interval)
@@ -243,7 +244,7 @@ class XdsServer:
                 request, first = first, None
                 while request is not None:
                     async with connection.lock:
-                        await self._handle(connection, request)
+                        await self._handle(connection, request, connection.stop)
                     # Not kept while waiting for the next: a SotW ACK carries every name
                     # the proxy watches (~100 KB parsed at 1,000 services, per proxy).
                     request = None
@@ -259,7 +260,10 @@ class XdsServer:
 
     # -- requests and pushes ---------------------------------------------------------------
 
-    async def _handle(self, connection: Connection, request: Any) -> None:
+    async def _handle(self, connection: Connection, request: Any,
+                      scope: anyio.CancelScope) -> None:
+        """``scope``: the calling task's, cancelled if a response it writes is not read
+        within the send timeout (`WriteSlots.write`)."""
         now = self._clock()
         session = connection.session
         if (request.type_url not in session.watches
@@ -292,7 +296,7 @@ class XdsServer:
         if decision.outcome is Outcome.NACK:
             self._log_nack(connection, decision, now)
         if decision.respond:
-            await self._respond(connection, decision.type_url)
+            await self._respond(connection, decision.type_url, scope)
 
     def _log_nack(self, connection: Connection, decision: Decision, now: float) -> None:
         """One line per stream per interval; NACKs in between are counted, then said."""
@@ -303,16 +307,17 @@ class XdsServer:
         log.warning("%s NACK %s: %s%s", connection.id, types.short(decision.type_url),
                     decision.error, more)
 
-    async def _push(self, connection: Connection) -> None:
+    async def _push(self, connection: Connection, scope: anyio.CancelScope) -> None:
         wanted, connection.pending = connection.pending, set()
         for type_url in connection.session.watched_types():
             watch = connection.session.watches.get(type_url)
             if watch is None:
                 continue
             if "*" in wanted or type_url in wanted or watch.pending:
-                await self._respond(connection, type_url)
+                await self._respond(connection, type_url, scope)
 
-    async def _respond(self, connection: Connection, type_url: str) -> None:
+    async def _respond(self, connection: Connection, type_url: str,
+                       scope: anyio.CancelScope) -> None:
         if connection.closed:
             return
         try:
@@ -322,18 +327,17 @@ class XdsServer:
         response = connection.session.plan(current)
         if response is None:
             return
-        await self._send(connection, response)
+        await self._send(connection, response, scope)
         dependent = types.WARMING_DEPENDENCIES.get(type_url)
         if dependent and response.resources:
             connection.session.invalidate(dependent, (r.name for r in response.resources))
-            await self._respond(connection, dependent)
+            await self._respond(connection, dependent, scope)
 
-    async def _send(self, connection: Connection, response: Response) -> None:
+    async def _send(self, connection: Connection, response: Response,
+                    scope: anyio.CancelScope) -> None:
         data = await self._slots.write(connection.write,
-                                       lambda: response.encode(connection.mode))
-        if data is None:
-            self._stalled(connection)
-            return
+                                       lambda: response.encode(connection.mode), scope,
+                                       lambda: self._stalled(connection))
         connection.session.sent(response, self._clock())
         connection.bytes_sent += len(data)
         connection.responses_sent += 1

@@ -11,6 +11,9 @@ window took the bytes, so this bounds what responses in flight cost in memory, h
 many streams want a full state at once (2,000 proxies reconnecting want about 1 MB each).
 A write the peer does not take within the send timeout gives its slot back and leaves its
 stream: nothing more is pushed or read on it until gRPC ends the call (`hold_until_done`).
+One task watches the writes' deadlines and cancels a late writer's cancel scope (a worker's
+lasts as long as the worker; a stream's own task has its stream's): a cancel scope of its
+own per write cost more than the rest of a push to one proxy.
 
 Nothing here knows what a response means: the servers plan and encode them.
 """
@@ -56,11 +59,15 @@ S = TypeVar("S", bound=Pushed)
 
 
 class PushQueue(Generic[S]):
-    """Streams waiting for a push, served by ``workers`` tasks (while `run` runs)."""
+    """Streams waiting for a push, served by ``workers`` tasks (while `run` runs, which
+    also watches the deadlines of ``slots``)."""
 
-    def __init__(self, push: Callable[[S], Awaitable[None]], workers: int) -> None:
+    def __init__(self, push: Callable[[S, anyio.CancelScope], Awaitable[None]],
+                 workers: int, slots: WriteSlots) -> None:
+        """``push(stream, scope)``: ``scope`` is the worker's, for `WriteSlots.write`."""
         self._push = push
         self.workers = workers
+        self.slots = slots
         self._queue: deque[S] = deque()
         self._ready = anyio.Event()
 
@@ -78,11 +85,19 @@ class PushQueue(Generic[S]):
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
         async with anyio.create_task_group() as tg:
+            tg.start_soon(self.slots.watch)
             for _ in range(self.workers):
                 tg.start_soon(self._work)
             task_status.started()
 
     async def _work(self) -> None:
+        while True:
+            # Cancelled only when a write of this worker is past its deadline: that push
+            # ends, and the worker goes on in a new scope.
+            with anyio.CancelScope() as scope:
+                await self._serve(scope)
+
+    async def _serve(self, scope: anyio.CancelScope) -> None:
         while True:
             while self._queue:
                 stream = self._queue.popleft()
@@ -92,7 +107,7 @@ class PushQueue(Generic[S]):
                 try:
                     async with stream.lock:
                         if not stream.closed:
-                            await self._push(stream)
+                            await self._push(stream, scope)
                 except Exception:
                     # One stream's failure must not stop the pushes to every other.
                     log.exception("push failed for one stream; the others go on")
@@ -103,24 +118,44 @@ class PushQueue(Generic[S]):
 
 
 class WriteSlots:
-    """At most ``slots`` responses encoded and being written at once (see the module doc)."""
+    """At most ``slots`` responses encoded and being written at once; `watch` gives up the
+    writes past the timeout (see the module doc)."""
 
     def __init__(self, slots: int, timeout: float) -> None:
         self._slots = anyio.Semaphore(slots, fast_acquire=True)
         self.timeout = timeout
         self.timeouts = 0
+        # Writes under way: token -> (deadline, the writer's scope, what gives the stream up).
+        self._writing: dict[object, tuple[float, anyio.CancelScope, Callable[[], None]]] = {}
 
     async def write(self, write: Callable[[bytes], Awaitable[None]],
-                    encode: Callable[[], bytes]) -> bytes | None:
-        """Encode and write one response; the bytes written, or None if the peer did not
-        take them within the timeout (see `hold_until_done` for what the stream must do)."""
+                    encode: Callable[[], bytes], scope: anyio.CancelScope,
+                    stalled: Callable[[], None]) -> bytes:
+        """Encode and write one response; the bytes written. If the peer does not take them
+        within the timeout, ``stalled`` is called (it gives the stream up: see
+        `hold_until_done`) and the writer's ``scope`` is cancelled."""
         async with self._slots:
             data = encode()
-            with anyio.move_on_after(self.timeout):
+            token = object()
+            self._writing[token] = (anyio.current_time() + self.timeout, scope, stalled)
+            try:
                 await write(data)
-                return data
-            self.timeouts += 1
-            return None
+            finally:
+                self._writing.pop(token, None)
+            return data
+
+    async def watch(self) -> None:
+        """Until cancelled: give up the writes past their deadline."""
+        period = min(1.0, self.timeout / 4)
+        while True:
+            await anyio.sleep(period)
+            now = anyio.current_time()
+            for token, (deadline, scope, stalled) in list(self._writing.items()):
+                if deadline <= now:
+                    del self._writing[token]
+                    self.timeouts += 1
+                    stalled()
+                    scope.cancel()
 
 
 async def hold_until_done(context: grpc.aio.ServicerContext) -> None:
