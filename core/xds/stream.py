@@ -29,6 +29,8 @@ import anyio
 import anyio.abc
 import grpc
 
+from pilotfish.core.xds.limits import LogThrottle
+
 log = logging.getLogger("pilotfish.xds")
 
 
@@ -70,6 +72,8 @@ class PushQueue(Generic[S]):
         self.slots = slots
         self._queue: deque[S] = deque()
         self._ready = anyio.Event()
+        # A bug that fails every stream's push must not write a traceback per stream.
+        self._failures = LogThrottle(10.0)
 
     def add(self, stream: S) -> None:
         """Push to ``stream`` soon; a stream already waiting is not queued twice."""
@@ -110,7 +114,11 @@ class PushQueue(Generic[S]):
                             await self._push(stream, scope)
                 except Exception:
                     # One stream's failure must not stop the pushes to every other.
-                    log.exception("push failed for one stream; the others go on")
+                    unsaid = self._failures.due(anyio.current_time())
+                    if unsaid is not None:
+                        log.exception("a push failed; the other streams go on%s",
+                                      f" ({unsaid} more failed since the last one logged)"
+                                      if unsaid else "")
             ready = self._ready
             await ready.wait()
             if self._ready is ready:
