@@ -63,6 +63,7 @@ def truncate(text: str, limit: int) -> str:
         return text
     return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
+
 def names_key(request: discovery_pb2.DiscoveryRequest) -> int:
     """A fingerprint of a SotW request's resource names in the order sent, read without
     making a Python string of each (see `Session.receive_sotw`): the request encoded
@@ -72,6 +73,7 @@ def names_key(request: discovery_pb2.DiscoveryRequest) -> int:
     request.ClearField("response_nonce")
     request.ClearField("node")
     return hash(request.SerializeToString())
+
 
 # (type_url, proxy) → current resources of that type for that proxy.
 ResourceSource = Callable[[str, Proxy], ResourceSet]
