@@ -47,10 +47,10 @@ from pilotfish.core.xds.resources import Resource, ResourceSet
 from pilotfish.core.xds.session import Mode, Outcome, Session, SyncStatus
 from pilotfish.core.xds.stream import (
     PushQueue,
+    StreamState,
     WriteSlots,
     hold_until_done,
-    next_request,
-    stream_lock,
+    serve_requests,
 )
 
 log = logging.getLogger("pilotfish.sds")
@@ -79,17 +79,12 @@ def secret_resources(secret: WorkloadSecret) -> ResourceSet:
 
 
 @attrs.define(eq=False)
-class SdsStream:
+class SdsStream(StreamState):
     id: int
     session: Session
     context: grpc.aio.ServicerContext
     node: str = ""
     warned: set[str] = attrs.field(factory=set)
-    lock: anyio.Lock = attrs.field(factory=stream_lock)
-    queued: bool = False
-    closed: bool = False
-    stop: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
-    stalled: bool = False
 
 
 class SdsServer:
@@ -165,11 +160,7 @@ class SdsServer:
         stream = SdsStream(stream_id, Session(mode, nonce_prefix=f"sds{stream_id}/"), context)
         self.streams[stream_id] = stream
         try:
-            with stream.stop:
-                while (request := await next_request(context)) is not None:
-                    async with stream.lock:
-                        self._receive(stream, request)
-                        await self._respond(stream, stream.stop)
+            await serve_requests(stream, context, lambda r: self._request(stream, r))
         finally:
             stream.closed = True
             del self.streams[stream_id]
@@ -177,6 +168,10 @@ class SdsServer:
             log.debug("SDS stream %d (%s) closed", stream_id, stream.node)
         if stream.stalled:
             await hold_until_done(context)
+
+    async def _request(self, stream: SdsStream, request: Any) -> None:
+        self._receive(stream, request)
+        await self._respond(stream, stream.stop)
 
     def _receive(self, stream: SdsStream, request: Any) -> None:
         if request.HasField("node") and request.node.id:
@@ -200,11 +195,10 @@ class SdsServer:
         elif decision.outcome is Outcome.ACK:
             self._tick()
 
-    def _stalled(self, stream: SdsStream) -> None:
+    def _give_up(self, stream: SdsStream) -> None:
         log.warning("SDS: %s did not read its secrets within %gs; its stream is given up",
                     stream.node or "the proxy", SEND_TIMEOUT)
-        stream.closed = stream.stalled = True
-        stream.stop.cancel()
+        stream.give_up()
 
     async def _respond(self, stream: SdsStream, scope: anyio.CancelScope) -> None:
         current = self.current
@@ -222,7 +216,7 @@ class SdsServer:
             return
         await self._slots.write(stream.context.write,
                                 lambda: response.encode(stream.session.mode), scope,
-                                lambda: self._stalled(stream))
+                                lambda: self._give_up(stream))
         stream.session.sent(response, self.clock())
         log.debug("SDS: sent %s to %s (version %s)",
                   ", ".join(r.name for r in response.resources) or "removals",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-# One Service with one Pod behind it: a sidecar in `shop` gets a cluster and an endpoint.
-WEB_SERVICE = """\
+# The Service alone: a sidecar in `shop` gets its cluster, with no endpoint.
+WEB_SERVICE_ONLY = """\
 apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop}
 spec:
   selector: {app: web}
   ports: [{name: http, port: 80}]
+"""
+
+# One Service with one Pod behind it: a sidecar in `shop` gets a cluster and an endpoint.
+WEB_SERVICE = WEB_SERVICE_ONLY + """\
 ---
 apiVersion: v1
 kind: Pod

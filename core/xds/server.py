@@ -36,10 +36,10 @@ from pilotfish.core.xds.resources import ResourceSet
 from pilotfish.core.xds.session import Decision, Mode, Outcome, Response, Session
 from pilotfish.core.xds.stream import (
     PushQueue,
+    StreamState,
     WriteSlots,
     hold_until_done,
-    next_request,
-    stream_lock,
+    serve_requests,
 )
 
 log = logging.getLogger("pilotfish.xds")
@@ -83,7 +83,7 @@ CallerCheck = Callable[[grpc.aio.ServicerContext, Proxy], Awaitable[tuple[str, s
 
 
 @attrs.define(eq=False)
-class Connection:
+class Connection(StreamState):
     id: str
     proxy: Proxy
     mode: Mode
@@ -92,13 +92,8 @@ class Connection:
     connected_at: float
     write: Callable[[bytes], Awaitable[None]]
     pending: set[str] = attrs.field(factory=set)  # type URLs a queued push is for
-    lock: anyio.Lock = attrs.field(factory=stream_lock)
-    queued: bool = False
-    stop: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
-    stalled: bool = False  # a response was not taken within the send timeout
     bytes_sent: int = 0
     responses_sent: int = 0
-    closed: bool = False
     identity: str = ""  # the caller's SPIFFE ID on 15012; empty on plaintext
     abort: Callable[[grpc.StatusCode, str], Awaitable[None]] | None = None
     nack_log: LogThrottle = attrs.field(
@@ -242,15 +237,11 @@ class XdsServer:
         for callback in self.on_connect:
             callback(connection)
         try:
-            with connection.stop:
-                request, first = first, None
-                while request is not None:
-                    async with connection.lock:
-                        await self._handle(connection, request, connection.stop)
-                    # Not kept while waiting for the next: a SotW ACK carries every name
-                    # the proxy watches (~100 KB parsed at 1,000 services, per proxy).
-                    request = None
-                    request = await next_request(context)
+            # The first request stays referenced here: it opens the stream (Envoy's is the
+            # clusters' wildcard subscription, a few bytes); later ones are let go.
+            await serve_requests(connection, context,
+                                 lambda r: self._handle(connection, r, connection.stop),
+                                 first)
         finally:
             connection.closed = True
             self.connections.pop(conn_id, None)
@@ -339,7 +330,7 @@ class XdsServer:
                     scope: anyio.CancelScope) -> None:
         data = await self._slots.write(connection.write,
                                        lambda: response.encode(connection.mode), scope,
-                                       lambda: self._stalled(connection))
+                                       lambda: self._give_up(connection))
         connection.session.sent(response, self._clock())
         connection.bytes_sent += len(data)
         connection.responses_sent += 1
@@ -347,11 +338,10 @@ class XdsServer:
                   types.short(response.type_url), len(response.resources),
                   len(response.removed), len(data))
 
-    def _stalled(self, connection: Connection) -> None:
+    def _give_up(self, connection: Connection) -> None:
         """The proxy did not take a response within the send timeout: give up its stream
         rather than hold a write slot for it (see `hold_until_done`)."""
-        connection.closed = connection.stalled = True
-        connection.stop.cancel()
+        connection.give_up()
         self.refused["send_timeout"] += 1
         unsaid = self._refusal_log["send_timeout"].due(self._clock())
         if unsaid is not None:

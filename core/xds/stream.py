@@ -23,10 +23,11 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
+import attrs
 import grpc
 
 from pilotfish.core.xds.limits import LogThrottle
@@ -43,21 +44,46 @@ async def next_request(context: grpc.aio.ServicerContext) -> Any | None:
     return None if request is grpc.aio.EOF else request
 
 
-class Pushed(Protocol):
-    """What `PushQueue` needs of a stream."""
-
-    lock: anyio.Lock
-    queued: bool
-    closed: bool
-
-
 def stream_lock() -> anyio.Lock:
     # No checkpoint when free (the usual case): a request or a push costs no extra turn of
     # the event loop per stream.
     return anyio.Lock(fast_acquire=True)
 
 
-S = TypeVar("S", bound=Pushed)
+@attrs.define(eq=False)
+class StreamState:
+    """What the transport keeps for each stream; a server's record of a stream extends it."""
+
+    lock: anyio.Lock = attrs.field(factory=stream_lock, kw_only=True)
+    queued: bool = attrs.field(default=False, kw_only=True)  # waiting in a PushQueue
+    closed: bool = attrs.field(default=False, kw_only=True)
+    stalled: bool = attrs.field(default=False, kw_only=True)  # given up: see give_up
+    # The stream's own task runs in it (`serve_requests`); cancelled when it is given up.
+    stop: anyio.CancelScope = attrs.field(factory=anyio.CancelScope, kw_only=True)
+
+    def give_up(self) -> None:
+        """A response was not read within the send timeout: push and read nothing more."""
+        self.closed = self.stalled = True
+        self.stop.cancel()
+
+
+async def serve_requests(stream: StreamState, context: grpc.aio.ServicerContext,
+                         handle: Callable[[Any], Awaitable[None]], first: Any = None) -> None:
+    """Handle the stream's requests (``first``, then what it reads) one at a time under the
+    stream's lock, until the client half-closes, goes away, or the stream is given up (the
+    caller then cleans up, and a stalled stream `hold_until_done`)."""
+    with stream.stop:
+        request = first if first is not None else await next_request(context)
+        while request is not None:
+            async with stream.lock:
+                await handle(request)
+            # Not kept while waiting for the next: a SotW ACK carries every name the proxy
+            # watches (~100 KB parsed at 1,000 services, per proxy).
+            request = None
+            request = await next_request(context)
+
+
+S = TypeVar("S", bound=StreamState)
 
 
 class PushQueue(Generic[S]):

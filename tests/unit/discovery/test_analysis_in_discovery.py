@@ -17,14 +17,9 @@ from pilotfish.core.push import PushRequest
 from pilotfish.core.yamlload import load_text
 from pilotfish.discovery import debug
 from pilotfish.discovery.app import Discovery, DiscoveryOptions
+from pilotfish.testing.config import WEB_SERVICE_ONLY
 
-CONFIG = """\
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80}]
+CONFIG = WEB_SERVICE_ONLY + """\
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
