@@ -41,6 +41,10 @@ MESH_GATEWAY = "mesh"
 # (see `PushContext.derived_changes`) and not on every Pod or WorkloadEntry event.
 SERVICE_IDENTITIES = "ServiceIdentities"
 _WORKLOAD_KINDS = frozenset({"Pod", "WorkloadEntry"})
+# Kinds that make endpoints (and, through ServiceEntry hosts and Service selectors, nothing
+# but endpoints): a batch of these alone can be applied service by service
+# (`PushContext.endpoint_changes`).
+ENDPOINT_KINDS = frozenset({"Pod", "WorkloadEntry", "Endpoints", "EndpointSlice"})
 
 
 def _exported_to(export_to: Iterable[str], owner_ns: str, viewer_ns: str) -> bool:
@@ -274,11 +278,15 @@ class PushContext:
         )
         return SidecarScope(proxy.namespace, tuple(hosts), str(policy), chosen)
 
-    def visible_services(self, proxy: Proxy) -> list[Service]:
-        """Services the proxy may reach: exported to its namespace, imported by its Sidecar."""
+    def visible_services(self, proxy: Proxy, among: Iterable[str] | None = None
+                         ) -> list[Service]:
+        """Services the proxy may reach: exported to its namespace, imported by its Sidecar;
+        sorted by hostname. ``among``: only those of these hostnames."""
         scope = self.sidecar_scope(proxy) if proxy.type is ProxyType.SIDECAR else None
+        candidates = self._services_sorted if among is None else [
+            service for host in sorted(among) if (service := self.service(host)) is not None]
         out = []
-        for service in self._services_sorted:
+        for service in candidates:
             if not _exported_to(service.export_to, service.namespace, proxy.namespace):
                 continue
             if scope is not None and not scope.imports(service.namespace, service.hostname):
@@ -348,6 +356,15 @@ class PushContext:
         if changed_kinds & _WORKLOAD_KINDS and self._identities != previous._identities:
             return frozenset({SERVICE_IDENTITIES})
         return frozenset()
+
+    def endpoint_changes(self, previous: PushContext) -> frozenset[str] | None:
+        """The hostnames whose endpoints differ from ``previous``'s, when the services are
+        the same in both (None when they are not: more than endpoints changed)."""
+        if self.registry.services != previous.registry.services:
+            return None
+        now, before = self.registry.endpoints, previous.registry.endpoints
+        return frozenset(host for host, port in now.keys() | before.keys()
+                         if now.get((host, port)) != before.get((host, port)))
 
     def mtls_policy(self, proxy: Proxy) -> security_policies.MtlsPolicy:
         return self.security.mtls(proxy.namespace, proxy.labels)

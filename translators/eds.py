@@ -1,18 +1,21 @@
 """EDS: a ClusterLoadAssignment for every EDS cluster CDS gives the proxy.
 
 Assignments do not depend on the proxy beyond which clusters it sees, so each is built
-once per epoch and shared through the generator memo.
+once per epoch and shared through the generator memo. When endpoints are all that changed,
+a scope's last assignments are kept and only the changed services' are made again
+(`update_endpoints`, see core/xds/generator.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from pilotfish.core.hookspecs import hookimpl
-from pilotfish.core.model import Endpoint, Resolution
+from pilotfish.core.model import Endpoint, Resolution, Service
 from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
@@ -42,8 +45,19 @@ class Endpoints:
     def generate(
         self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
     ) -> list[endpoint_pb2.ClusterLoadAssignment]:
+        return self._assignments(push, push.visible_services(proxy), proxy, memo)
+
+    def update_endpoints(
+        self, push: PushContext, proxy: Proxy, memo: dict[Any, Any], hosts: frozenset[str]
+    ) -> list[endpoint_pb2.ClusterLoadAssignment]:
+        return self._assignments(push, push.visible_services(proxy, among=hosts), proxy, memo)
+
+    @staticmethod
+    def _assignments(
+        push: PushContext, services: Iterable[Service], proxy: Proxy, memo: dict[Any, Any]
+    ) -> list[endpoint_pb2.ClusterLoadAssignment]:
         out = []
-        for service in push.visible_services(proxy):
+        for service in services:
             if service.resolution not in (Resolution.CLIENT_SIDE_LB, Resolution.PASSTHROUGH):
                 continue
             rule = push.destination_rule(proxy, service.hostname)

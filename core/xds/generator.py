@@ -13,6 +13,11 @@ alone; CDS, LDS and RDS output is reused as is and nothing is sent for those typ
 output depends on a fact derived from several kinds (CDS on the service accounts behind each
 service); the push context reports such facts as pseudo kinds when they changed
 (`PushContext.derived_changes`), so a scale-up within known accounts still moves EDS alone.
+
+When endpoints are all that moved a generator's epoch, a generator that can
+(`EndpointUpdater`, EDS) brings each scope's last set up to date by regenerating only what
+the changed services make, as Istio's incremental EDS does: a one-endpoint change costs a
+scope one assignment, not one per service it sees.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from pilotfish.core.proxy import Proxy, ProxyScope
-from pilotfish.core.push_context import PushContext
+from pilotfish.core.push_context import ENDPOINT_KINDS, PushContext
 from pilotfish.core.xds import types
 from pilotfish.core.xds.resources import Resource, ResourceSet
 
@@ -54,6 +59,18 @@ class Generator(Protocol):
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> Sequence[Any]:
         """Messages of ``type_url`` for ``proxy``. ``memo`` is shared by every proxy scope
         within one epoch of this generator: keep scope-independent pieces there."""
+        ...
+
+
+@runtime_checkable
+class EndpointUpdater(Protocol):
+    """A generator whose output follows service endpoints, able to apply a change of
+    endpoints alone service by service (see the module's docstring)."""
+
+    def update_endpoints(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any],
+                         hosts: frozenset[str]) -> Sequence[Any]:
+        """What `generate` would make for the proxy from the services ``hosts`` only (their
+        endpoints changed; nothing else did)."""
         ...
 
 
@@ -143,20 +160,32 @@ class PushState:
 
     push: PushContext
     epochs: Mapping[GeneratorKey, int]
+    # For a generator whose latest epoch move came from endpoints alone: the hostnames whose
+    # endpoints that move changed (`EndpointUpdater`).
+    endpoint_updates: Mapping[GeneratorKey, frozenset[str]] = attrs.field(factory=dict)
 
     def advance(
         self, push: PushContext, changed_kinds: frozenset[str] | None, generators: Generators,
     ) -> PushState:
         """The next state; ``changed_kinds=None`` means everything may have changed."""
         epochs = dict(self.epochs)
+        updates = dict(self.endpoint_updates)
+        hosts = None
         if changed_kinds is not None:
             # Facts derived from several kinds (the service accounts behind a service) move
             # only the generators that read them, and only when they really changed.
             changed_kinds = changed_kinds | push.derived_changes(self.push, changed_kinds)
+            if changed_kinds & ENDPOINT_KINDS:
+                hosts = push.endpoint_changes(self.push)
         for key, generator in generators.items():
             if affects(generator, changed_kinds):
                 epochs[key] = epochs.get(key, 0) + 1
-        return PushState(push, epochs)
+                updates.pop(key, None)
+                if (hosts is not None and changed_kinds is not None
+                        and generator.depends_on is not None
+                        and generator.depends_on & changed_kinds <= ENDPOINT_KINDS):
+                    updates[key] = hosts
+        return PushState(push, epochs, updates)
 
     def changed_types(self, previous: PushState) -> list[str]:
         """Type URLs some generator of which moved, in push order."""
@@ -188,13 +217,14 @@ class GenerationCache:
         self.generators = generators
         self._patcher = patcher
         self._sets: dict[tuple[str, ProxyScope, int], ResourceSet] = {}
-        # The newest set per (type, scope), to diff its successor against.
-        self._latest: dict[tuple[str, ProxyScope], ResourceSet] = {}
+        # The newest set per (type, scope) and its epoch, to diff its successor against.
+        self._latest: dict[tuple[str, ProxyScope], tuple[int, ResourceSet]] = {}
         self._memos: dict[tuple[GeneratorKey, int], dict[Any, Any]] = {}
         # Generations that raised, by (type, scope, epoch), with what was said: reported in
         # /debug/config_errors, and not retried until the epoch moves.
         self.failures: dict[tuple[str, ProxyScope, int], str] = {}
         self.generations = 0  # how many times a generator actually ran (for tests/metrics)
+        self.updates = 0  # ... and how many times it updated a scope's set (EndpointUpdater)
 
     def resources(self, state: PushState, type_url: str, proxy: Proxy) -> ResourceSet:
         found = self.generators.lookup(proxy.kind, type_url)
@@ -208,15 +238,24 @@ class GenerationCache:
         cached = self._sets.get(key)
         if cached is not None:
             return cached
-        previous = self._latest.get((type_url, proxy.scope))
+        latest = self._latest.get((type_url, proxy.scope))
+        previous = latest[1] if latest is not None else None
         failed = self.failures.get(key)
         if failed is not None:
             if previous is not None:
                 return previous
             raise GenerationError(failed)
         memo = self._memos.setdefault((gkey, epoch), {})
+        hosts = state.endpoint_updates.get(gkey)
         try:
-            result = self._build(state.push, generator, proxy, memo)
+            result = None
+            if (hosts is not None and latest is not None and latest[0] == epoch - 1
+                    and isinstance(generator, EndpointUpdater)):
+                result = self._update(state.push, generator, proxy, memo, latest[1], hosts)
+            if result is None:
+                result = self._build(state.push, generator, proxy, memo)
+                if previous is not None:
+                    result = result.since(previous)
         except Exception as exc:
             # A generator's bug costs this type for this scope, nothing else: its proxies
             # keep the last good set (or what they hold), and it is reported.
@@ -229,11 +268,24 @@ class GenerationCache:
             if previous is not None:
                 return previous
             raise GenerationError(message) from exc
-        if previous is not None:
-            result = result.since(previous)
         self._sets[key] = result
-        self._latest[(type_url, proxy.scope)] = result
+        self._latest[(type_url, proxy.scope)] = (epoch, result)
         return result
+
+    def _update(
+        self, push: PushContext, generator: EndpointUpdater, proxy: Proxy,
+        memo: dict[Any, Any], previous: ResourceSet, hosts: frozenset[str],
+    ) -> ResourceSet | None:
+        """``previous`` with what the services ``hosts`` make now; None when that is not a
+        replacement of resources it has (then the scope is generated afresh)."""
+        if self._patcher is not None and self._patcher.has_patches:
+            return None
+        self.updates += 1
+        messages = generator.update_endpoints(push, proxy, memo, hosts)
+        resources = self._serialize(messages, previous.type_url, memo)
+        if any(r.name not in previous.resources for r in resources):
+            return None
+        return previous.updated(resources)
 
     def _build(
         self, push: PushContext, generator: Generator, proxy: Proxy, memo: dict[Any, Any]
@@ -249,6 +301,13 @@ class GenerationCache:
                 type_url,
                 (Resource.from_message(types.resource_name(m), type_url, m) for m in messages),
             )
+        return ResourceSet.of(type_url, self._serialize(messages, type_url, memo))
+
+    @staticmethod
+    def _serialize(messages: Sequence[Any], type_url: str, memo: dict[Any, Any]
+                   ) -> list[Resource]:
+        """Resources for messages; a message several scopes share (one the memo holds) is
+        serialized once per epoch."""
         serialized: dict[int, tuple[Any, Resource]] = memo.setdefault("__serialized__", {})
         shared = _shared(memo)
         out = []
@@ -261,7 +320,7 @@ class GenerationCache:
             else:
                 resource = hit[1]
             out.append(resource)
-        return ResourceSet.of(type_url, out)
+        return out
 
     def prune(self, state: PushState) -> None:
         """Forget everything from epochs older than the state's."""
@@ -284,5 +343,5 @@ class GenerationCache:
         return {"sets": len(self._sets), "latest": len(self._latest),
                 "encodings": sum(len(memo.get("__serialized__", ())) for memo in
                                  self._memos.values()),
-                "generations": self.generations}
+                "generations": self.generations, "updates": self.updates}
 

@@ -118,13 +118,31 @@ class ResourceSet:
             if (prior := old.get(name)) is None or prior.version != r.version
         )
         removed = frozenset(name for name in old if name not in now)
-        steps = ((previous.base, previous.changed, previous.removed), *previous.earlier
-                 ) if previous.base else ()
+        return previous._followed_by(now, changed, removed)
+
+    def updated(self, resources: Iterable[Resource]) -> ResourceSet:
+        """This set with ``resources`` replacing those of the same names (nothing removed),
+        annotated as `since` would, without comparing the resources left as they were."""
+        now = dict(self.resources)
+        changed = set()
+        for resource in resources:
+            prior = now.get(resource.name)
+            if prior is None or prior.version != resource.version:
+                changed.add(resource.name)
+                now[resource.name] = resource
+        if not changed:
+            return self
+        return self._followed_by(now, frozenset(changed), frozenset())
+
+    def _followed_by(self, now: Mapping[str, Resource], changed: frozenset[str],
+                     removed: frozenset[str]) -> ResourceSet:
+        """The set of resources ``now``, which differs from this one by changed/removed."""
+        steps = ((self.base, self.changed, self.removed), *self.earlier) if self.base else ()
         earlier = tuple(
             (version, frozenset(n for n in was_changed if n in now) | changed,
              frozenset(n for n in was_changed | was_removed if n not in now) | removed)
             for version, was_changed, was_removed in steps[:HISTORY - 1])
-        return ResourceSet(self.type_url, now, previous.version, changed, removed, earlier)
+        return ResourceSet(self.type_url, now, self.version, changed, removed, earlier)
 
     def difference(self, version: str) -> tuple[frozenset[str], frozenset[str]] | None:
         """(changed, removed) since the set of ``version``, if it is one of the last few."""
