@@ -8,9 +8,10 @@ with inline endpoints or a workload selector.
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import attrs
 
@@ -29,6 +30,8 @@ from pilotfish.core.model import (
 )
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.store import ConfigError
+
+T = TypeVar("T")
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
@@ -62,6 +65,25 @@ def _export_to(spec: Mapping[str, Any], annotations: Mapping[str, str]) -> froze
     return frozenset(values) if values else frozenset({"*"})
 
 
+def _per_object(build: Callable[..., T]) -> Callable[..., T]:
+    """``build(obj, *args)``, kept for as long as ``obj`` lives. A push rebuilds the registry
+    from every object, and nearly all are the very objects the last push read: objects
+    are immutable, and a changed file is read into new ones."""
+    kept: weakref.WeakKeyDictionary[ConfigObject, tuple[tuple[Any, ...], T]] = (
+        weakref.WeakKeyDictionary())
+
+    def cached(obj: ConfigObject, *args: Any) -> T:
+        hit = kept.get(obj)
+        if hit is not None and hit[0] == args:
+            return hit[1]
+        value = build(obj, *args)
+        kept[obj] = (args, value)
+        return value
+
+    return cached
+
+
+@_per_object
 def _pod_workload(obj: ConfigObject) -> Workload | None:
     status = obj.body.get("status") or {}
     address = status.get("podIP")
@@ -138,6 +160,7 @@ def _target_port(port: ServicePort, workload: Workload) -> int | None:
     return port.resolve_target(workload.ports)
 
 
+@_per_object
 def _kube_service(obj: ConfigObject, domain: str) -> Service:
     spec = obj.spec
     ports = []
