@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import anyio
@@ -13,7 +14,7 @@ from pilotfish.core.xds.stream import PushQueue, WriteSlots, stream_lock
 @attrs.define(eq=False)
 class Stream:
     name: str
-    lock: anyio.Lock = attrs.field(factory=stream_lock)
+    lock: asyncio.Lock = attrs.field(factory=stream_lock)
     queued: bool = False
     closed: bool = False
 
