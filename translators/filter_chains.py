@@ -67,6 +67,13 @@ def cidr(address: str) -> address_pb2.CidrRange | None:
     )
 
 
+def sni_names(names: Iterable[str]) -> tuple[str, ...]:
+    """SNI names for a chain to match: none (any name) when ``*`` is among them, as Istio
+    does. Envoy refuses a bare ``*`` in ``server_names``."""
+    names = tuple(dict.fromkeys(names))
+    return () if "*" in names else names
+
+
 def chain_match(
     *,
     destination_port: int | None = None,
@@ -76,7 +83,7 @@ def chain_match(
     alpn: Iterable[str] = (),
 ) -> lc_pb2.FilterChainMatch:
     match = lc_pb2.FilterChainMatch(
-        server_names=list(server_names),
+        server_names=sni_names(server_names),
         transport_protocol=transport,
         application_protocols=list(alpn),
     )

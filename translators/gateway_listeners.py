@@ -40,6 +40,7 @@ from pilotfish.core.push_context import GatewayServer, PushContext, VirtualServi
 from pilotfish.translators.filter_chains import (
     chain_match,
     filter_chain,
+    sni_names,
     socket_address,
     tcp_proxy,
 )
@@ -104,8 +105,7 @@ def _host_entries(server: GatewayServer) -> list[tuple[str, str]]:
 
 def server_names(server: GatewayServer) -> tuple[str, ...]:
     """SNI names for a server's chain; none (any name) if it serves ``*``."""
-    hosts = [host for _, host in _host_entries(server)]
-    return () if "*" in hosts else tuple(dict.fromkeys(hosts))
+    return sni_names(host for _, host in _host_entries(server))
 
 
 def _bound_to(vss: Sequence[VirtualService], server: GatewayServer) -> list[VirtualService]:
@@ -129,7 +129,9 @@ class _Port:
     claimed: set[str] = attrs.Factory(set)  # SNI names taken; "" is the no-SNI chain
 
     def claim(self, names: Sequence[str]) -> tuple[str, ...] | None:
-        """Names not taken by an earlier chain (Envoy rejects duplicate matches)."""
+        """Names not taken by an earlier chain (Envoy rejects duplicate matches); () when
+        the chain matches any name."""
+        names = sni_names(names)
         if not names or not self.sni:
             if "" in self.claimed:
                 return None

@@ -267,3 +267,52 @@ def test_envoy_accepts_gateway_tls_from_files(tmp_path: Path) -> None:
     listeners = generate(FILE_TLS_CONFIG.format(dir=tmp_path), ROUTER_NODE,
                          {"istio": "ingressgateway"}, MeshSettings())
     validate(listeners, tmp_path, "router")
+
+
+# Istio's east-west gateway sample (expose-istiod.yaml): any SNI passed through to istiod.
+EXPOSE_ISTIOD = """\
+apiVersion: v1
+kind: Service
+metadata: {name: istiod, namespace: istio-system}
+spec:
+  clusterIP: 10.96.0.40
+  ports: [{name: tls-istiod, port: 15012}, {name: https-webhook, port: 443, targetPort: 15017}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istiod-gateway, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {name: tls-istiod, number: 15012, protocol: tls}
+    tls: {mode: PASSTHROUGH}
+    hosts: ["*"]
+  - port: {name: tls-istiodwebhook, number: 15017, protocol: tls}
+    tls: {mode: PASSTHROUGH}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: istiod-vs, namespace: istio-system}
+spec:
+  hosts: ["*"]
+  gateways: [istiod-gateway]
+  tls:
+  - match: [{port: 15012, sniHosts: ["*"]}]
+    route: [{destination: {host: istiod.istio-system.svc.cluster.local, port: {number: 15012}}}]
+  - match: [{port: 15017, sniHosts: ["*"]}]
+    route: [{destination: {host: istiod.istio-system.svc.cluster.local, port: {number: 443}}}]
+"""
+
+
+def test_envoy_accepts_passthrough_of_any_sni(tmp_path: Path) -> None:
+    """``*`` among SNI names matches any name (Envoy refuses ``*`` in server_names)."""
+    listeners = generate(EXPOSE_ISTIOD, ROUTER_NODE, {"istio": "eastwestgateway"},
+                         MeshSettings())
+    chains = [chain for listener in listeners for chain in listener["filterChains"]]
+    assert [chain.get("filterChainMatch", {}).get("serverNames") for chain in chains] == [
+        None, None]
+    assert {chain["filters"][-1]["typedConfig"]["cluster"] for chain in chains} == {
+        "outbound|15012||istiod.istio-system.svc.cluster.local",
+        "outbound|443||istiod.istio-system.svc.cluster.local"}
+    validate(listeners, tmp_path, "router")
