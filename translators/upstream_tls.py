@@ -126,7 +126,7 @@ def _simple_context(tls: Mapping[str, Any], sni: str, protocol: Protocol, mutual
         )
     else:
         if mutual and tls.get("clientCertificate"):
-            common.tls_certificates.append(tls_pb2.TlsCertificate(
+            common.tls_certificates.append(common_pb2.TlsCertificate(
                 certificate_chain=base_pb2.DataSource(filename=tls["clientCertificate"]),
                 private_key=base_pb2.DataSource(filename=tls.get("privateKey", "")),
             ))

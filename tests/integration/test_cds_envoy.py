@@ -8,6 +8,7 @@ the agent's real bootstrap as static clusters (``pilotfish.testing.envoy_check``
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,11 @@ spec:
 NODE = "sidecar~10.0.0.5~web-1.default~default.svc.cluster.local"
 
 
-def clusters() -> list[dict[str, Any]]:
+def clusters(extra: str = "") -> list[dict[str, Any]]:
     services = "---\n".join(
         SERVICES.replace("NAME", name).replace("IP", f"10.96.0.{i + 10}")
-        for i, name in enumerate(("pool", "hash", "tls")))
-    objects, errors = load_text(services + "---\n" + RULES, "test.yaml")
+        for i, name in enumerate(("pool", "hash", "tls", "files")))
+    objects, errors = load_text(services + "---\n" + RULES + extra, "test.yaml")
     assert not errors, errors
     push = push_context.build(objects, MeshSettings(), "v1")
     proxy = parse_node(NODE, {"LABELS": {"app": "web"}})
@@ -116,3 +117,38 @@ def test_envoy_accepts_every_destination_rule_shape(tmp_path: Path) -> None:
             "outbound|9090|v1|hash.default.svc.cluster.local",
             "outbound|80|mutual|tls.default.svc.cluster.local"} <= names
     envoy_accepts(tmp_path, clusters=generated)  # raises with Envoy's own words
+
+
+FILE_TLS = """
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: files, namespace: default}}
+spec:
+  host: files
+  trafficPolicy:
+    tls:
+      mode: MUTUAL
+      clientCertificate: {dir}/cert.pem
+      privateKey: {dir}/key.pem
+      caCertificates: {dir}/cert.pem
+      subjectAltNames: [files.example.com]
+"""
+
+
+def test_envoy_accepts_mutual_tls_from_files(tmp_path: Path) -> None:
+    """Generation crashed on this (the client certificate went into the wrong message), and
+    as the rule has no exportTo every proxy in the mesh got no clusters at all."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=files.example.com",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+        check=True, capture_output=True,
+    )
+    generated = clusters(FILE_TLS.format(dir=tmp_path))
+    files = next(c for c in generated
+                 if c["name"] == "outbound|80||files.default.svc.cluster.local")
+    context = files["transportSocket"]["typedConfig"]["commonTlsContext"]
+    assert context["tlsCertificates"][0]["certificateChain"]["filename"] == str(
+        tmp_path / "cert.pem")
+    envoy_accepts(tmp_path, clusters=generated)
