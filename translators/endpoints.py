@@ -17,7 +17,14 @@ _HEALTH = {
 }
 
 
+UNIX_PREFIX = "unix://"
+
+
 def socket_address(address: str, port: int) -> address_pb2.Address:
+    """An endpoint's address; ``unix:///path`` (a ServiceEntry endpoint) is a unix socket,
+    which has no port."""
+    if address.startswith(UNIX_PREFIX):
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=address[len(UNIX_PREFIX):]))
     return address_pb2.Address(
         socket_address=address_pb2.SocketAddress(address=address, port_value=port)
     )

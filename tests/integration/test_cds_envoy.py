@@ -152,3 +152,30 @@ def test_envoy_accepts_mutual_tls_from_files(tmp_path: Path) -> None:
     assert context["tlsCertificates"][0]["certificateChain"]["filename"] == str(
         tmp_path / "cert.pem")
     envoy_accepts(tmp_path, clusters=generated)
+
+
+UNIX_ENDPOINT = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: local-socket, namespace: default}
+spec:
+  hosts: [example.local]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: "unix:///var/run/example/socket"}]
+"""
+
+
+def test_envoy_accepts_a_unix_socket_endpoint(tmp_path: Path) -> None:
+    """Every proxy that saw this ServiceEntry NACKed EDS (``malformed IP address``)."""
+    objects, errors = load_text(UNIX_ENDPOINT, "test.yaml")
+    assert not errors, errors
+    push = push_context.build(objects, MeshSettings(), "v1")
+    proxy = parse_node(NODE, {"LABELS": {"app": "web"}})
+    [assignment] = [json_format.MessageToDict(cla)
+                    for cla in generate(types.ENDPOINT, push, proxy, {})]
+    address = assignment["endpoints"][0]["lbEndpoints"][0]["endpoint"]["address"]
+    assert address == {"pipe": {"path": "/var/run/example/socket"}}
+    envoy_accepts(tmp_path, clusters=[{"name": assignment["clusterName"], "type": "STATIC",
+                                       "load_assignment": assignment}])
