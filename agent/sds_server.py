@@ -1,4 +1,5 @@
-"""The agent's SDS server: ``default`` and ``ROOTCA`` for its proxy, on a unix socket.
+"""The agent's SDS server: ``default``, ``ROOTCA`` and certificate files for its proxy, on
+a unix socket.
 
 ``envoy.service.secret.v3.SecretDiscoveryService``: ``StreamSecrets`` (state of the world,
 what Envoy uses for the ``api_config_source: GRPC`` the translators and the bootstrap
@@ -13,7 +14,13 @@ Two rules of its own:
   moment the CA answers. Answering earlier would be wrong either way: an empty state-of-
   the-world response is rejected by Envoy ("Missing SDS resources"), and a delta removal
   lets the cluster or listener finish warming *without* its secret.
-* **Unknown names** (anything but ``default`` and ``ROOTCA``) are logged once per stream.
+* **Certificate files** named as Istio's agent names them (``file-cert:<chain>~<key>``,
+  ``file-root:<bundle>``: a Gateway's or DestinationRule's certificate files, see
+  core/security/file_secrets.py) are read when a stream first asks and every
+  ``file_poll`` seconds after: a file not there yet is served once it appears (the listener
+  or cluster waits meanwhile), a rotated one is pushed, and one that goes bad leaves the
+  last good version served.
+* **Unknown names** (anything but ``default``, ``ROOTCA`` and files) are logged once per stream.
   State of the world: no answer, as Envoy accepts no empty one; the resource stays
   unsupplied. Delta: the protocol's "does not exist" (the name in ``removed_resources``).
   Istio's agent would instead close the stream with an error, which Envoy retries with
@@ -41,8 +48,10 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from pilotfish.core import unix_grpc
+from pilotfish.core.security import file_secrets
 from pilotfish.core.security.workload_cert import WorkloadSecret
 from pilotfish.core.xds import types
+from pilotfish.core.xds.requests import nack_text
 from pilotfish.core.xds.resources import Resource, ResourceSet
 from pilotfish.core.xds.session import Mode, Outcome, Session, SyncStatus
 from pilotfish.core.xds.stream import (
@@ -59,6 +68,7 @@ SDS_SERVICE = "envoy.service.secret.v3.SecretDiscoveryService"
 WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 SERVED = (WORKLOAD_SECRET, ROOT_SECRET)
+FILE_POLL = 5.0  # seconds between reads of the certificate files streams asked for
 PUSH_WORKERS = 4  # one proxy's few streams; a rotation pushes to all of them
 SEND_TIMEOUT = 30.0  # seconds the proxy may take to read a response
 
@@ -88,10 +98,15 @@ class SdsStream(StreamState):
 
 
 class SdsServer:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time,
+                 file_poll: float = FILE_POLL) -> None:
         self.path = path
         self.clock = clock
-        self.current: ResourceSet | None = None  # None until the first certificate
+        self.file_poll = file_poll
+        self.current: ResourceSet | None = None  # None until there is something to serve
+        self._workload: ResourceSet | None = None
+        self._files: dict[str, Resource] = {}  # file secrets read, by name
+        self._file_problems: dict[str, str] = {}  # why a file secret cannot be read now
         self.streams: dict[int, SdsStream] = {}
         self._ids = itertools.count(1)
         self._progress = anyio.Event()  # set (and replaced) on every ACK or closed stream
@@ -100,10 +115,58 @@ class SdsServer:
                                                        self._slots)
 
     def update(self, resources: ResourceSet) -> None:
-        """Serve ``resources`` from now on and push what changed to every stream."""
+        """Serve ``resources`` (the workload's secrets) from now on, beside the file secrets,
+        and push what changed to every stream."""
+        self._workload = resources
+        self._publish()
+
+    def _publish(self) -> None:
+        workload = self._workload.resources.values() if self._workload is not None else ()
+        files = [self._files[name] for name in sorted(self._files)]
+        if self._workload is None and not files:
+            return
+        resources = ResourceSet.of(types.SECRET, [*workload, *files])
         self.current = resources if self.current is None else resources.since(self.current)
         for stream in self.streams.values():
             self._pushes.add(stream)
+
+    def refresh_files(self, *, new_only: bool = False) -> None:
+        """Read the certificate files streams ask for (``new_only``: those not read yet);
+        publish what changed. A file that cannot be read leaves the last good version."""
+        wanted = {name for stream in self.streams.values()
+                  if (watch := stream.session.watches.get(types.SECRET)) is not None
+                  for name in watch.names if file_secrets.is_file_secret(name)}
+        changed = False
+        for name in sorted(wanted):
+            if new_only and (name in self._files or name in self._file_problems):
+                continue
+            try:
+                secret = file_secrets.FileSecret.parse(name).load()
+            except file_secrets.FileSecretError as exc:
+                if self._file_problems.get(name) != str(exc):
+                    log.warning("SDS: cannot serve %s: %s (%s)", name, exc,
+                                "the last good version stays served" if name in self._files
+                                else "the proxy waits for it")
+                self._file_problems[name] = str(exc)
+                continue
+            if self._file_problems.pop(name, None) is not None:
+                log.info("SDS: serving %s", name)
+            resource = Resource.from_message(name, types.SECRET, secret)
+            if (known := self._files.get(name)) is None or known.version != resource.version:
+                self._files[name] = resource
+                changed = True
+        for name in set(self._files) - wanted:  # nobody asks any more
+            del self._files[name]
+            changed = True
+        for name in set(self._file_problems) - wanted:
+            del self._file_problems[name]
+        if changed:
+            self._publish()
+
+    async def _poll_files(self) -> None:
+        while True:
+            await anyio.sleep(self.file_poll)
+            self.refresh_files()
 
     def delivered(self, name: str = WORKLOAD_SECRET) -> bool:
         """Every stream that watches ``name`` has ACKed the current version of it."""
@@ -147,7 +210,9 @@ class SdsServer:
         """Listen on the socket until cancelled."""
         async with anyio.create_task_group() as tg:
             await tg.start(self._pushes.run)
-            await unix_grpc.serve(self.path, self.handler(), f"SDS ({', '.join(SERVED)})",
+            tg.start_soon(self._poll_files)
+            await unix_grpc.serve(self.path, self.handler(),
+                                  f"SDS ({', '.join(SERVED)}, certificate files)",
                                   task_status=task_status)
             tg.cancel_scope.cancel()
 
@@ -171,14 +236,13 @@ class SdsServer:
 
     async def _request(self, stream: SdsStream, request: Any) -> None:
         self._receive(stream, request)
+        self.refresh_files(new_only=True)
         await self._respond(stream, stream.stop)
 
     def _receive(self, stream: SdsStream, request: Any) -> None:
         if request.HasField("node") and request.node.id:
             stream.node = request.node.id
-        error = request.error_detail.message if request.HasField("error_detail") else None
-        if error is not None and not error:
-            error = f"rejected (code {request.error_detail.code})"
+        error = nack_text(request)
         now = self.clock()
         if stream.session.mode is Mode.SOTW:
             decision = stream.session.receive_sotw(
@@ -207,8 +271,11 @@ class SdsServer:
             return  # hold the request until the first certificate arrives
         for name in sorted(watch.names - current.resources.keys() - stream.warned):
             stream.warned.add(name)
-            log.warning("SDS: %s asked for secret %r; this agent serves only %s (%s)",
-                        stream.node or "the proxy", name, " and ".join(SERVED),
+            if file_secrets.is_file_secret(name):
+                continue  # said by refresh_files
+            log.warning("SDS: %s asked for secret %r; this agent serves only %s and "
+                        "certificate files (%s)",
+                        stream.node or "the proxy", name, ", ".join(SERVED),
                         "no answer" if stream.session.mode is Mode.SOTW
                         else "answered as not found")
         response = stream.session.plan(current)

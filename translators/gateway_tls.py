@@ -2,7 +2,8 @@
 
 Certificates come from one of three places: a ``credentialName`` (a Kubernetes secret that
 discovery serves over ADS as SDS resource ``kubernetes://<name>``, its CA as
-``kubernetes://<name>-cacert``), files on the gateway's disk, or for ISTIO_MUTUAL the
+``kubernetes://<name>-cacert``), files on the gateway's disk (which the gateway's agent
+serves over SDS as ``file-cert:`` and ``file-root:`` secrets), or for ISTIO_MUTUAL the
 workload certificate and mesh root the agent serves on its ``sds-grpc`` cluster.
 """
 
@@ -16,6 +17,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 
 from pilotfish.core.push_context import GatewayServer
+from pilotfish.core.security import file_secrets
 from pilotfish.translators.common import pack
 from pilotfish.translators.upstream_tls import (
     ROOT_SECRET,
@@ -46,10 +48,6 @@ def tls_mode(server: GatewayServer) -> str:
 
 def terminates_tls(server: GatewayServer) -> bool:
     return tls_mode(server) in TERMINATING_MODES
-
-
-def _file(path: Any) -> base_pb2.DataSource:
-    return base_pb2.DataSource(filename=str(path))
 
 
 def _peer_checks(tls: Mapping[str, Any]) -> common_pb2.CertificateValidationContext:
@@ -100,16 +98,14 @@ def downstream_tls(server: GatewayServer, http: bool) -> tls_pb2.DownstreamTlsCo
         ca_name = str(tls.get("caCertCredentialName") or f"{credential}-cacert")
         ca_secret = credential_sds(ca_name) if mutual else None
     elif tls.get("serverCertificate") and tls.get("privateKey"):
-        common.tls_certificates.append(common_pb2.TlsCertificate(
-            certificate_chain=_file(tls["serverCertificate"]),
-            private_key=_file(tls["privateKey"]),
-        ))
+        # Through the agent's SDS, as Istio: the listener waits for files not there yet.
+        common.tls_certificate_sds_secret_configs.append(agent_sds(file_secrets.cert_name(
+            str(tls["serverCertificate"]), str(tls["privateKey"]))))
         ca_secret = None
         if mutual:
             if not tls.get("caCertificates"):
                 raise GatewayTlsError(f"{where}: tls.mode {mode} needs tls.caCertificates")
-            common.validation_context.CopyFrom(_peer_checks(tls))
-            common.validation_context.trusted_ca.CopyFrom(_file(tls["caCertificates"]))
+            ca_secret = agent_sds(file_secrets.root_name(str(tls["caCertificates"])))
     else:
         raise GatewayTlsError(
             f"{where}: tls.mode {mode} needs tls.credentialName or "

@@ -1,7 +1,8 @@
 """DestinationRule ``tls`` → the cluster's upstream TLS transport socket.
 
 DISABLE sends plaintext; SIMPLE originates TLS and verifies the server (given CA file, a
-credential served over SDS, or the system roots); MUTUAL adds a client certificate;
+credential served over SDS, or the system roots); MUTUAL adds a client certificate. Files
+are handed over by the agent's SDS (``file-cert:``/``file-root:``, as Istio's agent);
 ISTIO_MUTUAL uses the workload certificate and mesh root the agent serves over SDS
 (secrets ``default`` and ``ROOTCA`` on the ``sds-grpc`` cluster of the bootstrap).
 """
@@ -18,6 +19,7 @@ from envoy.type.matcher.v3 import string_pb2
 
 from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy_backend import SDS_CLUSTER
+from pilotfish.core.security import file_secrets
 from pilotfish.translators.common import ads_config_source, pack
 
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
@@ -125,14 +127,21 @@ def _simple_context(tls: Mapping[str, Any], sni: str, protocol: Protocol, mutual
             _san_matchers(list(tls.get("subjectAltNames") or []))
         )
     else:
+        # Files come through the agent's SDS (core/security/file_secrets.py): the cluster
+        # waits for them rather than failing, and takes rotated files without a restart.
         if mutual and tls.get("clientCertificate"):
-            common.tls_certificates.append(common_pb2.TlsCertificate(
-                certificate_chain=base_pb2.DataSource(filename=tls["clientCertificate"]),
-                private_key=base_pb2.DataSource(filename=tls.get("privateKey", "")),
-            ))
+            common.tls_certificate_sds_secret_configs.append(agent_sds(file_secrets.cert_name(
+                str(tls["clientCertificate"]), str(tls.get("privateKey") or ""))))
         if not tls.get("insecureSkipVerify"):
-            validation = common.validation_context
-            validation.trusted_ca.filename = tls.get("caCertificates") or SYSTEM_CA_FILE
+            combined = common.combined_validation_context
+            if tls.get("caCertificates"):
+                combined.validation_context_sds_secret_config.CopyFrom(
+                    agent_sds(file_secrets.root_name(str(tls["caCertificates"]))))
+                validation = combined.default_validation_context
+            else:
+                common.ClearField("combined_validation_context")
+                validation = common.validation_context
+                validation.trusted_ca.filename = SYSTEM_CA_FILE
             validation.match_typed_subject_alt_names.extend(
                 _san_matchers(list(tls.get("subjectAltNames") or []))
             )

@@ -138,7 +138,8 @@ spec:
 
 def test_envoy_accepts_mutual_tls_from_files(tmp_path: Path) -> None:
     """Generation crashed on this (the client certificate went into the wrong message), and
-    as the rule has no exportTo every proxy in the mesh got no clusters at all."""
+    as the rule has no exportTo every proxy in the mesh got no clusters at all. The files
+    need not be there: the cluster waits for the agent to serve them."""
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
          "-nodes", "-days", "1", "-subj", "/CN=files.example.com",
@@ -149,8 +150,11 @@ def test_envoy_accepts_mutual_tls_from_files(tmp_path: Path) -> None:
     files = next(c for c in generated
                  if c["name"] == "outbound|80||files.default.svc.cluster.local")
     context = files["transportSocket"]["typedConfig"]["commonTlsContext"]
-    assert context["tlsCertificates"][0]["certificateChain"]["filename"] == str(
-        tmp_path / "cert.pem")
+    # Handed over by the agent's SDS, under Istio's names.
+    [certificate] = context["tlsCertificateSdsSecretConfigs"]
+    assert certificate["name"] == f"file-cert:{tmp_path}/cert.pem~{tmp_path}/key.pem"
+    root = context["combinedValidationContext"]["validationContextSdsSecretConfig"]
+    assert root["name"] == f"file-root:{tmp_path}/cert.pem"
     envoy_accepts(tmp_path, clusters=generated)
 
 

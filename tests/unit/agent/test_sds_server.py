@@ -91,7 +91,7 @@ class Client:
 
 async def with_server(tmp_path: Path,
                       body: Callable[[SdsServer, Client], Awaitable[None]]) -> None:
-    server = SdsServer(tmp_path / "SDS")
+    server = SdsServer(tmp_path / "SDS", file_poll=0.1)
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
         async with grpc.aio.insecure_channel(f"unix:{server.path}") as channel:
@@ -162,15 +162,15 @@ def test_sotw_unknown_name_gets_no_answer_and_a_log_line(tmp_path, caplog):
     async def body(server: SdsServer, client: Client) -> None:
         server.update(secret_resources(new_secret()))
         call = client.sotw()
-        await call.write(sotw(["file-cert:/etc/certs/x.pem~/etc/certs/x.key"]))
+        await call.write(sotw(["kubernetes://web-cert"]))
         # Envoy rejects an empty state-of-the-world answer for a secret; none is sent.
         assert await call.nothing()
         await call.close()
 
     with caplog.at_level(logging.WARNING, "pilotfish.sds"):
         anyio.run(with_server, tmp_path, body)
-    assert "asked for secret 'file-cert:/etc/certs/x.pem~/etc/certs/x.key'; this agent " \
-           "serves only default and ROOTCA (no answer)" in caplog.text
+    assert "asked for secret 'kubernetes://web-cert'; this agent serves only default, " \
+           "ROOTCA and certificate files (no answer)" in caplog.text
 
 
 def test_sotw_nack_is_logged_and_not_resent(tmp_path, caplog):
@@ -211,8 +211,8 @@ def test_delta_sends_both_and_reports_unknown_names_as_not_found(tmp_path, caplo
 
     with caplog.at_level(logging.WARNING, "pilotfish.sds"):
         anyio.run(with_server, tmp_path, body)
-    assert "'kubernetes://other'; this agent serves only default and ROOTCA " \
-           "(answered as not found)" in caplog.text
+    assert "'kubernetes://other'; this agent serves only default, ROOTCA and certificate " \
+           "files (answered as not found)" in caplog.text
 
 
 def test_socket_is_private_to_the_agents_user_and_removed_on_exit(tmp_path):
@@ -225,3 +225,64 @@ def test_socket_is_private_to_the_agents_user_and_removed_on_exit(tmp_path):
 
     anyio.run(with_server, tmp_path, body)
     assert not path.exists()
+
+
+def write_pair(directory: Path, name: str = "gw") -> tuple[Path, Path]:
+    """A certificate and its key, as an operator mounts them for a gateway."""
+    cert, key = pki.self_signed_root(f"{name}.example.com", time.time() - 60)
+    directory.mkdir(exist_ok=True)
+    (directory / f"{name}.pem").write_text(pki.cert_pem(cert))
+    (directory / f"{name}.key").write_text(pki.key_pem(key))
+    return directory / f"{name}.pem", directory / f"{name}.key"
+
+
+def test_certificate_files_are_served_when_they_appear_and_when_they_change(tmp_path, caplog):
+    certs = tmp_path / "certs"
+    name = f"file-cert:{certs}/gw.pem~{certs}/gw.key"
+
+    async def body(server: SdsServer, client: Client) -> None:
+        call = client.sotw()
+        await call.write(sotw([name]))
+        assert await call.nothing()  # not there yet: the listener waits
+        chain, key = write_pair(certs)
+        response = await call.read()
+        [secret] = [unpack(r) for r in response.resources]
+        assert secret.name == name
+        assert secret.tls_certificate.certificate_chain.inline_bytes == chain.read_bytes()
+        assert secret.tls_certificate.private_key.inline_bytes == key.read_bytes()
+        await call.write(sotw([name], response.nonce, response.version_info))
+        write_pair(certs)  # rotated in place
+        rotated = await call.read()
+        assert unpack(rotated.resources[0]).tls_certificate.certificate_chain.inline_bytes \
+            == chain.read_bytes() != secret.tls_certificate.certificate_chain.inline_bytes
+        await call.write(sotw([name], rotated.nonce, rotated.version_info))
+        chain.write_text("half a file")  # gone bad: the last good version stays served
+        assert await call.nothing()
+        await call.close()
+
+    with caplog.at_level(logging.INFO, "pilotfish.sds"):
+        anyio.run(with_server, tmp_path, body)
+    assert f"cannot serve {name}: {certs}/gw.pem: not there" in caplog.text
+    assert "holds no PEM certificate (the last good version stays served)" in caplog.text
+
+
+def test_a_trust_bundle_file_is_served_and_other_files_are_refused(tmp_path, caplog):
+    chain, _ = write_pair(tmp_path / "certs")
+    secret_file = tmp_path / "shadow"
+    secret_file.write_text("root:$6$salt$hash:19000:0:99999:7:::\n")
+
+    async def body(server: SdsServer, client: Client) -> None:
+        call = client.sotw()
+        await call.write(sotw([f"file-root:{chain}", f"file-root:{secret_file}",
+                               f"file-cert:{chain}~{secret_file}"]))
+        response = await call.read()
+        [root] = [unpack(r) for r in response.resources]
+        assert root.name == f"file-root:{chain}"
+        assert root.validation_context.trusted_ca.inline_bytes == chain.read_bytes()
+        assert await call.nothing()
+        await call.close()
+
+    with caplog.at_level(logging.WARNING, "pilotfish.sds"):
+        anyio.run(with_server, tmp_path, body)
+    assert f"{secret_file}: holds no PEM certificate" in caplog.text
+    assert f"{secret_file}: not a PEM private key" in caplog.text

@@ -154,7 +154,7 @@ def test_mutual_tls_validates_clients_with_the_cacert_secret(mode: str, required
     assert context.require_client_certificate.value is required
 
 
-def test_file_certificates_are_referenced_by_filename() -> None:
+def test_file_certificates_come_from_the_agents_sds_as_istio_names_them() -> None:
     out = generate(gateway("""\
   - port: {number: 443, name: https, protocol: HTTPS}
     hosts: ["web.example.com"]
@@ -165,10 +165,13 @@ def test_file_certificates_are_referenced_by_filename() -> None:
       caCertificates: /etc/gw/ca.pem
 """))["0.0.0.0_443"]
     common = tls_context(out.filter_chains[0]).common_tls_context
-    (certificate,) = common.tls_certificates
-    assert certificate.certificate_chain.filename == "/etc/gw/cert.pem"
-    assert certificate.private_key.filename == "/etc/gw/key.pem"
-    assert common.validation_context.trusted_ca.filename == "/etc/gw/ca.pem"
+    (certificate,) = common.tls_certificate_sds_secret_configs
+    assert certificate.name == "file-cert:/etc/gw/cert.pem~/etc/gw/key.pem"
+    combined = common.combined_validation_context
+    assert combined.validation_context_sds_secret_config.name == "file-root:/etc/gw/ca.pem"
+    for config in (certificate, combined.validation_context_sds_secret_config):
+        assert config.sds_config.api_config_source.grpc_services[0].envoy_grpc.cluster_name \
+            == "sds-grpc"
 
 
 def test_istio_mutual_uses_the_agents_workload_certificate_and_root() -> None:
