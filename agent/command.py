@@ -31,6 +31,7 @@ import attrs
 
 from pilotfish.agent import identity as agent_identity
 from pilotfish.agent import startup, status_server
+from pilotfish.agent.sds_server import SdsServer
 from pilotfish.agent.status_server import StatusServer, StatusServerError
 from pilotfish.agent.supervisor import Supervisor
 from pilotfish.core import meshconfig
@@ -228,10 +229,10 @@ def select_backend(config: meshconfig.MeshConfig, name: str) -> ProxyBackend:
                      f"{registry.GROUPS['proxies']}: {listed}")
 
 
-async def run(supervisor: Supervisor, status: StatusServer | None,
+async def run(supervisor: Supervisor, status: StatusServer | None, sds: SdsServer,
               identity: agent_identity.AgentIdentity | None = None) -> int:
-    """Serve status (and SDS) while the supervisor runs the proxy; errors leave as
-    themselves."""
+    """Serve status and SDS (certificate files always; the workload certificate with an
+    identity) while the supervisor runs the proxy; errors leave as themselves."""
     failure: ProxyError | StatusServerError | None = None
     code = 1
     async with anyio.create_task_group() as tg:
@@ -240,6 +241,11 @@ async def run(supervisor: Supervisor, status: StatusServer | None,
                 await status.start(tg)  # before the proxy: a taken port stops us early
             # What the proxy needs served beside it (Envoy: its access-log sink).
             await tg.start(supervisor.admin.serve)
+            try:
+                await tg.start(sds.serve)  # before the proxy, so it never dials nothing
+            except OSError as exc:
+                raise ProxyError(f"{sds.path}: cannot serve SDS there: "
+                                 f"{exc.strerror or exc}") from exc
             if identity is not None:
                 try:
                     await identity.start(tg)
@@ -267,7 +273,7 @@ def main(args: argparse.Namespace) -> int:
         identity_settings = agent_identity.settings_from_args(args, config.mesh.trust_domain)
         if identity_settings is not None:
             options = attrs.evolve(options, xds_tls=identity_settings.xds_tls)
-            agent_identity.check_socket_paths(options)
+        agent_identity.check_socket_paths(options)
         termination_drain = meshconfig.parse_duration(
             args.termination_drain_duration, "--termination-drain-duration"
         )
@@ -289,9 +295,10 @@ def main(args: argparse.Namespace) -> int:
         # readiness can (and must) wait for it: before it, mesh mTLS would fail.
         secrets = ("default", "ROOTCA") if options.xds_tls else ()
         status = status_server.from_args(args, options, supervisor, admin, secrets)
-        identity = (agent_identity.AgentIdentity(identity_settings, options)
+        sds = SdsServer(options.sds_socket)
+        identity = (agent_identity.AgentIdentity(identity_settings, options, sds)
                     if identity_settings is not None else None)
-        return anyio.run(run, supervisor, status, identity)
+        return anyio.run(run, supervisor, status, sds, identity)
     except (ProxyError, StatusServerError) as exc:
         print(f"pilotfish agent: error: {exc}", file=sys.stderr)
         return 1

@@ -126,9 +126,11 @@ def check_socket_paths(options: ProxyOptions) -> None:
 class AgentIdentity:
     """What runs beside the proxy when the agent has an identity to serve."""
 
-    def __init__(self, settings: IdentitySettings, options: ProxyOptions) -> None:
+    def __init__(self, settings: IdentitySettings, options: ProxyOptions,
+                 sds: SdsServer) -> None:
+        """``sds``: the agent's SDS server (running already), which serves the certificate."""
         self.settings = settings
-        self.sds = SdsServer(options.sds_socket)
+        self.sds = sds
         self.relay: XdsRelay | None = None
         if settings.xds_tls:
             host, port = split_host_port(options.discovery_address, "--discovery")
@@ -139,9 +141,8 @@ class AgentIdentity:
         self.manager = CertManager(request, client, self.sds, self.relay)
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
-        """Bind the sockets (before the proxy starts, so it never dials nothing), then
-        start asking for the certificate; returns at once."""
-        await tg.start(self.sds.serve)
+        """Bind the relay's socket (before the proxy starts, so it never dials nothing),
+        then start asking for the certificate; returns at once."""
         if self.relay is not None:
             await tg.start(self.relay.serve)
         try:

@@ -6,6 +6,9 @@ serves on come from the LDS translator, their routes and clusters from RDS, CDS 
 
 from __future__ import annotations
 
+import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +97,97 @@ def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh) -> None:
     # Both connections were logged to the proxy's stdout by the access loggers.
     log = gateway.process.log(200)
     assert "outbound|80||web.default.svc.cluster.local" in log
+
+
+FILE_TLS = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: {app_port}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-1, namespace: default, labels: {{app: web}}}}
+status: {{podIP: {app}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {https_port}, name: https, protocol: HTTPS}}
+    hosts: ["web.example.com"]
+    tls: {{mode: SIMPLE, serverCertificate: {certs}/gw.pem, privateKey: {certs}/gw.key}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: ["web.example.com"]
+  gateways: [edge]
+  http:
+  - route: [{{destination: {{host: web, port: {{number: 80}}}}}}]
+"""
+
+
+def write_certificate(certs: Path) -> bytes:
+    """A self-signed certificate for web.example.com and its key; the certificate (DER)."""
+    certs.mkdir(exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=web.example.com",
+         "-addext", "subjectAltName=DNS:web.example.com",
+         "-keyout", str(certs / "gw.key"), "-out", str(certs / "gw.pem")],
+        check=True, capture_output=True)
+    return ssl.PEM_cert_to_DER_cert((certs / "gw.pem").read_text())
+
+
+def https_get(port: int, trusted: Path | None) -> tuple[bytes, bytes]:
+    """GET / with SNI web.example.com, trusting ``trusted`` (None: any server): (the
+    server's certificate as DER, the response)."""
+    context = ssl.create_default_context(cafile=str(trusted) if trusted else None)
+    if trusted is None:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as raw, \
+            context.wrap_socket(raw, server_hostname="web.example.com") as tls:
+        tls.sendall(b"GET /hello HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+        return tls.getpeercert(binary_form=True) or b"", answer
+
+
+def test_gateway_waits_for_certificate_files_and_takes_rotated_ones(mesh: LocalMesh,
+                                                                      tmp_path: Path) -> None:
+    """Files named by a Gateway server come from the gateway's agent over SDS (as Istio's):
+    a listener whose files are not there yet waits for them instead of being NACKed, and a
+    rotated certificate is served without a restart."""
+    certs, https_port = tmp_path / "certs", free_port()
+    mesh.write("mesh.yaml", FILE_TLS.format(app=APP, app_port=APP_PORT, https_port=https_port,
+                                            certs=certs))
+    mesh.start_discovery()
+    mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
+    mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"})
+    mesh.wait_synced("gw-1.default")  # ACKed: the listener waits for its secret, no NACK
+    with pytest.raises(OSError):  # no certificate to offer: no handshake completes
+        https_get(https_port, None)
+
+    first = write_certificate(certs)
+
+    def served(expected: bytes) -> bytes | None:
+        try:
+            peer, answer = https_get(https_port, certs / "gw.pem")
+        except OSError:
+            return None
+        return answer if peer == expected else None
+
+    answer = wait_until(lambda: served(first), 20, what="the gateway serving the files")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b'"web"' in body, answer
+    rotated = write_certificate(certs)
+    assert rotated != first
+    wait_until(lambda: served(rotated), 20, what="the rotated certificate")
