@@ -26,7 +26,7 @@ envoy_binary()
 APP = "127.0.20.3"
 APP_PORT = 18080
 
-CONFIG = """\
+WEB = """\
 apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: default}}
@@ -39,6 +39,9 @@ kind: Pod
 metadata: {{name: web-1, namespace: default, labels: {{app: web}}}}
 status: {{podIP: {app}}}
 ---
+"""
+
+CONFIG = WEB + """\
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {{name: edge, namespace: default}}
@@ -99,19 +102,7 @@ def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh) -> None:
     assert "outbound|80||web.default.svc.cluster.local" in log
 
 
-FILE_TLS = """\
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: default}}
-spec:
-  selector: {{app: web}}
-  ports: [{{name: http, port: 80, targetPort: {app_port}}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: web-1, namespace: default, labels: {{app: web}}}}
-status: {{podIP: {app}}}
----
+FILE_TLS = WEB + """\
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {{name: edge, namespace: default}}
