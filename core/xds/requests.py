@@ -66,6 +66,9 @@ class Encodings:
     its stream reads its names once more)."""
 
     EDGE = 32  # bytes from each end that, with the length, find the candidates
+    # Encodings kept per edge: a client sending many alike (same length and ends) must not
+    # make every request compare against all of them.
+    PER_EDGE = 8
 
     def __init__(self, limit: int = 16 << 20) -> None:
         self.limit = limit
@@ -83,6 +86,10 @@ class Encodings:
                 if data.startswith(kept, start):  # the same length: the edge says so
                     return ident
         ident = next(self._ids)
+        if candidates and len(candidates) >= self.PER_EDGE:
+            oldest = next(iter(candidates))
+            del self._order[oldest]
+            self._forget(oldest, edge)
         self._by_edge.setdefault(edge, {})[ident] = data[start:end]
         self._order[ident] = edge
         self._size += end - start

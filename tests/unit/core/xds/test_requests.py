@@ -102,3 +102,16 @@ def test_encodings_keep_ids_unique_and_their_bytes_bounded():
     assert third not in ids
     assert encodings.id_of(b, 0, len(b)) == ids[1]
     assert encodings.id_of(a, 0, len(a)) not in (*ids, third)  # seen again: a new id
+
+
+def test_encodings_alike_at_both_ends_are_kept_a_few_at_a_time():
+    """A client sending many encodings of one length and the same ends (a hostile one)
+    cannot make every request compare against all of them."""
+    from pilotfish.core.xds.requests import Encodings
+    encodings = Encodings()
+    alike = [b"<" * 40 + bytes([k]) * 600 + b">" * 40 for k in range(50)]
+    ids = [encodings.id_of(data, 0, len(data)) for data in alike]
+    assert len(set(ids)) == 50
+    assert sum(len(c) for c in encodings._by_edge.values()) == Encodings.PER_EDGE
+    assert encodings._size == Encodings.PER_EDGE * 680
+    assert encodings.id_of(alike[-1], 0, 680) == ids[-1]  # the newest are still known
