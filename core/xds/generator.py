@@ -280,11 +280,11 @@ class GenerationCache:
         replacement of resources it has (then the scope is generated afresh)."""
         if self._patcher is not None and self._patcher.has_patches:
             return None
-        self.updates += 1
         messages = generator.update_endpoints(push, proxy, memo, hosts)
         resources = self._serialize(messages, previous.type_url, memo)
         if any(r.name not in previous.resources for r in resources):
             return None
+        self.updates += 1
         return previous.updated(resources)
 
     def _build(

@@ -8,7 +8,6 @@ the agent's real bootstrap as static clusters (``pilotfish.testing.envoy_check``
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -140,12 +139,6 @@ def test_envoy_accepts_mutual_tls_from_files(tmp_path: Path) -> None:
     """Generation crashed on this (the client certificate went into the wrong message), and
     as the rule has no exportTo every proxy in the mesh got no clusters at all. The files
     need not be there: the cluster waits for the agent to serve them."""
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "1", "-subj", "/CN=files.example.com",
-         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
-        check=True, capture_output=True,
-    )
     generated = clusters(FILE_TLS.format(dir=tmp_path))
     files = next(c for c in generated
                  if c["name"] == "outbound|80||files.default.svc.cluster.local")
