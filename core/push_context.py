@@ -187,18 +187,26 @@ class SidecarScope:
     egress_hosts: tuple[tuple[str, str], ...]  # (namespace pattern, dns pattern)
     outbound_traffic_policy: str
     obj: ConfigObject | None = None
+    # ``~ns/host`` entries, as (namespace pattern, dns pattern): left out of what the
+    # others import (``~/host`` is ``*`` for the namespace; ``~/*`` imports nothing).
+    excluded: tuple[tuple[str, str], ...] = ()
 
     def imports(self, service_ns: str, hostname: str) -> bool:
-        for ns, host in self.egress_hosts:
-            if ns == "~":
-                continue
-            if ns == "." and service_ns != self.namespace:
-                continue
-            if ns not in ("*", ".") and ns != service_ns:
-                continue
-            if host_matches(host, hostname):
-                return True
-        return False
+        if any(self._in_namespace(ns, service_ns) and _covers(host, hostname)
+               for ns, host in self.excluded):
+            return False
+        return any(self._in_namespace(ns, service_ns) and host_matches(host, hostname)
+                   for ns, host in self.egress_hosts)
+
+    def _in_namespace(self, pattern: str, namespace: str) -> bool:
+        return pattern == "*" or namespace == (self.namespace if pattern == "." else pattern)
+
+
+def _covers(pattern: str, host: str) -> bool:
+    """Does a host pattern take in every name of ``host`` (itself perhaps a wildcard)?"""
+    if pattern == "*" or pattern == host:
+        return True
+    return pattern.startswith("*") and host.lstrip("*").endswith(pattern[1:])
 
 
 @attrs.frozen
@@ -267,16 +275,21 @@ class PushContext:
         if chosen is None:
             return SidecarScope(proxy.namespace, (("*", "*"),), self.mesh.outbound_traffic_policy)
         hosts: list[tuple[str, str]] = []
+        excluded: list[tuple[str, str]] = []
         for egress in chosen.spec.get("egress") or []:
             for entry in egress.get("hosts") or []:
                 ns, _, dns = str(entry).partition("/")
-                hosts.append((ns, dns))
-        if not hosts:
+                if ns.startswith("~"):
+                    excluded.append((ns[1:] or "*", dns))
+                else:
+                    hosts.append((ns, dns))
+        if not hosts and not excluded:
             hosts = [("*", "*")]
         policy = (chosen.spec.get("outboundTrafficPolicy") or {}).get("mode") or (
             self.mesh.outbound_traffic_policy
         )
-        return SidecarScope(proxy.namespace, tuple(hosts), str(policy), chosen)
+        return SidecarScope(proxy.namespace, tuple(hosts), str(policy), chosen,
+                            tuple(excluded))
 
     def visible_services(self, proxy: Proxy, among: Iterable[str] | None = None
                          ) -> list[Service]:

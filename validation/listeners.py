@@ -189,7 +189,8 @@ def _check_egress(path: FieldPath, listeners: list[Any]) -> Iterator[Issue]:
         if not hosts:
             yield error((*where, "hosts"), "an egress listener needs at least one host")
         for h_index, host in enumerate(hosts):
-            reason = names.namespace_host_error(text(host), allow_bare=False)
+            reason = names.namespace_host_error(text(host), allow_bare=False,
+                                                exclusions=True)
             if reason:
                 yield invalid((*where, "hosts", h_index), host, reason)
 

@@ -83,13 +83,19 @@ def wildcard_domain_error(host: str) -> str | None:
     return fqdn_error(rest, whole=host)
 
 
-def namespace_host_error(value: str, allow_bare: bool) -> str | None:
-    """``namespace/host`` as Gateways and Sidecars write hosts (``*/``, ``./``, ``~/``)."""
+def namespace_host_error(value: str, allow_bare: bool, exclusions: bool = False
+                         ) -> str | None:
+    """``namespace/host`` as Gateways and Sidecars write hosts (``*/``, ``./``, ``~/``).
+
+    ``exclusions``: a Sidecar's egress hosts, where ``~ns/host`` leaves out what the other
+    hosts import (``~/host`` in every namespace, ``~/*`` everything)."""
     namespace, slash, host = value.partition("/")
     if not slash:
         if not allow_bare:
             return f"host {value!r} must be of the form namespace/dnsName"
         return wildcard_domain_error(value)
+    if exclusions and namespace.startswith("~"):
+        namespace = namespace[1:] or "*"
     if not namespace or not host:
         return f"host {value!r}: namespace and dnsName must not be empty"
     if namespace not in ("*", ".", "~") and dns_label_error(namespace):

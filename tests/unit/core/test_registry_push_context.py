@@ -196,3 +196,33 @@ spec:
         "reviews.default.svc.cluster.local", "api.example.com"
     }
     assert push.outbound_traffic_policy(proxy) == "REGISTRY_ONLY"
+
+
+def sidecar_scope_sees(hosts: list[str], namespace: str = "other") -> set[str]:
+    objects, _ = load_text(MESH + f"""\
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: {namespace}}}
+spec:
+  egress: [{{hosts: {hosts!r}}}]
+""", "mesh.yaml")
+    push = push_context.build(objects, MeshSettings(), "v1")
+    return {s.hostname for s in push.visible_services(sidecar(namespace))}
+
+
+def test_sidecar_egress_exclusions_leave_out_what_the_other_hosts_import():
+    everything = sidecar_scope_sees(["*/*"])
+    assert {"reviews.default.svc.cluster.local", "legacy.other.svc.cluster.local",
+            "api.example.com"} <= everything
+    # ~ns/* leaves out a namespace, ~ns/host one host there, ~/host that host anywhere.
+    assert sidecar_scope_sees(["*/*", "~default/*"]) == everything - {
+        s for s in everything if s.endswith(".default.svc.cluster.local")
+        or s == "api.example.com"}
+    assert sidecar_scope_sees(["*/*", "~default/reviews.default.svc.cluster.local"]) == (
+        everything - {"reviews.default.svc.cluster.local"})
+    assert sidecar_scope_sees(["*/*", "~/*.example.com"]) == everything - {"api.example.com"}
+    assert sidecar_scope_sees(["*/*", "~./*"]) == everything - {"legacy.other.svc.cluster.local"}
+    # Exclusions alone import nothing; ~/* imports nothing, as before.
+    assert sidecar_scope_sees(["~default/*"]) == set()
+    assert sidecar_scope_sees(["~/*"]) == set()

@@ -302,3 +302,12 @@ def test_namespace_and_object_names():
 def test_service_entry_cases_the_crd_rules_leave_to_the_webhook(spec: str, expected: str):
     text = NET + "kind: ServiceEntry\nmetadata: {name: db}\nspec:\n" + textwrap.indent(spec, "  ")
     assert expected in errors(text)
+
+
+def test_sidecar_egress_hosts_may_exclude_with_a_tilde():
+    text = NET + ("kind: Sidecar\nmetadata: {name: default}\nspec:\n  egress: [{hosts: "
+                  "['*/*', '~prod-us2/*', '~/a.example.com', '~./b', '~/*']}]\n")
+    assert errors(text) == []
+    bad = NET + "kind: Sidecar\nmetadata: {name: default}\nspec:\n  egress: [{hosts: ['~Bad_/*']}]\n"
+    assert errors(bad) == ["spec.egress[0].hosts[0]: Invalid value: \"~Bad_/*\": host "
+                           "'~Bad_/*': invalid namespace 'Bad_'"]
