@@ -7,6 +7,11 @@ ports (``inbound|TARGETPORT||``) and ``InboundPassthroughCluster``.
 
 Outbound clusters to sidecar-backed services choose mesh mTLS per endpoint (`auto_mtls`)
 unless a DestinationRule sets ``tls``.
+
+A router with an AUTO_PASSTHROUGH Gateway server also gets each outbound cluster under its
+SNI name (``outbound_.PORT_.SUBSET_.HOST``, "SNI-DNAT"), the name its listener's
+``sni_cluster`` filter picks from the client's SNI: the same endpoints and policy, without
+TLS origination, as the client's own (m)TLS passes through to the destination.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pilotfish.translators.common import (
     ads_config_source,
     cluster_name,
     duration,
+    parse_cluster_name,
     sni_name,
 )
 from pilotfish.translators.endpoints import socket_address
@@ -82,12 +88,17 @@ class SidecarClusters(_Clusters):
 
 
 class RouterClusters(_Clusters):
-    """A gateway's clusters: outbound only."""
+    """A gateway's clusters: outbound only (and their SNI-DNAT twins, if a Gateway has
+    AUTO_PASSTHROUGH)."""
 
     proxy_kinds = frozenset({"router"})
+    depends_on = _Clusters.depends_on | {"Gateway"}
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> list[Any]:
-        return _unique(self.outbound(push, proxy))
+        clusters = self.outbound(push, proxy)
+        if auto_passthrough(push, proxy):
+            clusters += [sni_dnat(c) for c in clusters if c.name.startswith(f"{OUTBOUND}|")]
+        return _unique(clusters)
 
 
 def _unique(clusters: list[cluster_pb2.Cluster]) -> list[cluster_pb2.Cluster]:
@@ -124,6 +135,29 @@ def outbound_clusters(
         if name:
             out.append(_outbound(push, proxy, service, port, name, rule_policy,
                                  subset.get("trafficPolicy") or {}, rule))
+    return out
+
+
+def auto_passthrough(push: PushContext, proxy: Proxy) -> bool:
+    """Does a Gateway server on this router pass connections to the cluster their SNI
+    names?"""
+    return any(str((server.tls or {}).get("mode") or "").upper() == "AUTO_PASSTHROUGH"
+               for gateway in push.gateways_for(proxy) for server in gateway.servers)
+
+
+def sni_dnat(cluster: cluster_pb2.Cluster) -> cluster_pb2.Cluster:
+    """An outbound cluster under its SNI name, passing TLS through: same endpoints (EDS
+    still asks for ``outbound|...``) and policy, no TLS of its own."""
+    parsed = parse_cluster_name(cluster.name)
+    assert parsed is not None
+    _, port, subset, host = parsed
+    out = cluster_pb2.Cluster()
+    out.CopyFrom(cluster)
+    out.name = sni_name(port, subset, host)
+    out.alt_stat_name = f"{out.name};"
+    out.ClearField("transport_socket")
+    out.ClearField("transport_socket_matches")
+    out.typed_extension_protocol_options.clear()  # bytes pass through: no HTTP upstream
     return out
 
 

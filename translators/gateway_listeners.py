@@ -6,7 +6,10 @@ The servers on it must agree on how a connection is told apart:
 - plaintext HTTP servers share one HCM with RDS ``http.<port>``;
 - TLS servers get one chain each, chosen by SNI: terminated HTTPS → HCM with RDS
   ``https.<port>.<portName>.<gateway>.<namespace>``, terminated TLS → tcp_proxy from
-  VirtualService ``tcp[]`` routes, PASSTHROUGH → tcp_proxy chains per ``tls[]`` route;
+  VirtualService ``tcp[]`` routes, PASSTHROUGH → tcp_proxy chains per ``tls[]`` route,
+  AUTO_PASSTHROUGH → one chain whose ``sni_cluster`` filter sends each connection to the
+  cluster its SNI names (``outbound_.<port>_.<subset>_.<host>``, built by CDS for routers
+  with such a server), no VirtualService needed;
 - a TCP server takes the whole port, from ``tcp[]`` routes.
 
 A server whose kind differs from the first one on its port is skipped and logged (Istio
@@ -31,12 +34,14 @@ import attrs
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 
 from pilotfish.core import protocol
 from pilotfish.core.model import host_matches
 from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import GatewayServer, PushContext, VirtualService
+from pilotfish.translators.common import BLACKHOLE_CLUSTER, pack
 from pilotfish.translators.filter_chains import (
     chain_match,
     filter_chain,
@@ -59,6 +64,8 @@ from pilotfish.translators.tcp_routes import RouteContext, tcp_route, tls_routes
 
 log = logging.getLogger("pilotfish.lds")
 
+SNI_CLUSTER_FILTER = "envoy.filters.network.sni_cluster"
+
 
 class Role(enum.Enum):
     """What a server does with a connection; HTTP, TLS and TCP roles cannot share a port."""
@@ -67,6 +74,7 @@ class Role(enum.Enum):
     HTTPS = "HTTPS"  # terminate TLS, then HTTP
     TLS_TERMINATE = "TLS"  # terminate TLS, then TCP routes
     PASSTHROUGH = "PASSTHROUGH"  # route on SNI, bytes untouched
+    AUTO_PASSTHROUGH = "AUTO_PASSTHROUGH"  # the SNI names the cluster, bytes untouched
     TCP = "TCP"
 
     @property
@@ -81,11 +89,11 @@ def server_role(server: GatewayServer) -> Role | None:
     if proto is Protocol.HTTPS and server.tls.get("httpsRedirect") and not terminates_tls(server):
         return Role.HTTP
     if proto in (Protocol.HTTPS, Protocol.TLS):
-        if mode == "PASSTHROUGH":
-            return Role.PASSTHROUGH
+        if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
+            return Role(mode)
         if terminates_tls(server):
             return Role.HTTPS if proto is Protocol.HTTPS else Role.TLS_TERMINATE
-        return None  # AUTO_PASSTHROUGH needs SNI-DNAT clusters pilotfish does not build yet
+        return None
     return Role.TCP if proto.is_tcp else None
 
 
@@ -193,6 +201,19 @@ def _passthrough(s: _Server, group: _Port) -> list[lc_pb2.FilterChain]:
     return chains
 
 
+def _auto_passthrough(s: _Server, group: _Port) -> lc_pb2.FilterChain | None:
+    names = group.claim(server_names(s.server))
+    if names is None:
+        log.warning("%s: its hosts are all served by earlier servers; skipped", s.where)
+        return None
+    sni_cluster = lc_pb2.Filter(name=SNI_CLUSTER_FILTER,
+                                typed_config=pack(sni_cluster_pb2.SniCluster()))
+    # The transport match keeps the TLS inspector on when the server takes any name.
+    return filter_chain(f"auto_passthrough.{group.port}",
+                        chain_match(server_names=names, transport="tls"),
+                        *s.auth.tcp, sni_cluster, tcp_proxy(BLACKHOLE_CLUSTER))
+
+
 def _terminated(s: _Server, group: _Port, stat_prefix: str) -> lc_pb2.FilterChain | None:
     if s.role is Role.HTTPS:
         name = https_route_name(s.server)
@@ -241,7 +262,8 @@ def _chains(push: PushContext, proxy: Proxy, group: _Port, auth: AuthFilters
         elif role is Role.PASSTHROUGH:
             chains += _passthrough(s, group)
         else:
-            chain = _terminated(s, group, stat_prefix)
+            chain = (_auto_passthrough(s, group) if role is Role.AUTO_PASSTHROUGH
+                     else _terminated(s, group, stat_prefix))
             if chain is not None:
                 chains.append(chain)
     return chains

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +183,85 @@ def test_gateway_waits_for_certificate_files_and_takes_rotated_ones(mesh: LocalM
     rotated = write_certificate(certs)
     assert rotated != first
     wait_until(lambda: served(rotated), 20, what="the rotated certificate")
+
+
+AUTO_PASSTHROUGH = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: secure, namespace: default}}
+spec:
+  selector: {{app: secure}}
+  ports: [{{name: tls, port: 443, targetPort: {app_port}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: secure-1, namespace: default, labels: {{app: secure}}}}
+status: {{podIP: {app}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: cross-network, namespace: default}}
+spec:
+  selector: {{istio: eastwestgateway}}
+  servers:
+  - port: {{number: {port}, name: tls, protocol: TLS}}
+    tls: {{mode: AUTO_PASSTHROUGH}}
+    hosts: ["*.local"]
+"""
+
+
+def tls_backend(address: str, port: int, certs: Path) -> socket.socket:
+    """A TLS server answering ``pong:<what it read>`` once per connection, in a thread."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs / "gw.pem", certs / "gw.key")
+    listener = socket.create_server((address, port))
+
+    def serve() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            try:
+                with context.wrap_socket(raw, server_side=True) as tls:
+                    tls.sendall(b"pong:" + tls.recv(1024))
+            except (OSError, ssl.SSLError):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def tls_exchange(port: int, sni: str) -> tuple[bytes, bytes]:
+    """A TLS client naming ``sni``, trusting anything: (the server's certificate, answer)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as raw, \
+            context.wrap_socket(raw, server_hostname=sni) as tls:
+        tls.sendall(b"ping")
+        return tls.getpeercert(binary_form=True) or b"", tls.recv(1024)
+
+
+def test_auto_passthrough_sends_each_connection_to_the_cluster_its_sni_names(
+        mesh: LocalMesh, tmp_path: Path) -> None:
+    """Istio's east-west gateway (samples/multicluster/expose-services.yaml): no
+    VirtualService; the SNI ``outbound_.PORT_.SUBSET_.HOST`` picks the cluster and the
+    client's TLS goes through to the backend untouched."""
+    port, app_port = free_port(), free_port(APP)
+    backend_cert = write_certificate(tmp_path / "certs")
+    listener = tls_backend(APP, app_port, tmp_path / "certs")
+    try:
+        mesh.write("mesh.yaml", AUTO_PASSTHROUGH.format(app=APP, app_port=app_port, port=port))
+        mesh.start_discovery()
+        mesh.start_proxy("eastwest-1", "default", labels={"istio": "eastwestgateway"})
+        mesh.wait_synced("eastwest-1.default")
+        sni = "outbound_.443_._.secure.default.svc.cluster.local"
+        cert, answer = wait_until(lambda: tls_exchange(port, sni), 15,
+                                  what="TLS through the AUTO_PASSTHROUGH gateway")
+        assert (cert, answer) == (backend_cert, b"pong:ping")  # the backend's own TLS
+        # An SNI naming no cluster finds none: the gateway closes the connection.
+        with pytest.raises((OSError, ssl.SSLError)):
+            tls_exchange(port, "outbound_.443_._.missing.default.svc.cluster.local")
+    finally:
+        listener.close()

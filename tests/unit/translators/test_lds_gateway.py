@@ -236,6 +236,49 @@ spec:
     assert tcp_target(chain) == "outbound|443||web.shop.svc.cluster.local"
 
 
+def test_auto_passthrough_picks_the_cluster_the_sni_names() -> None:
+    config = gateway("""\
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: ["*.local"]
+    tls: {mode: AUTO_PASSTHROUGH}
+""") + """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec:
+  host: web
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, loadBalancer: {simple: RANDOM}}
+  subsets: [{name: v1, labels: {version: v1}}]
+"""
+    (chain,) = generate(config)["0.0.0.0_15443"].filter_chains
+    assert list(chain.filter_chain_match.server_names) == ["*.local"]
+    assert chain.filter_chain_match.transport_protocol == "tls"
+    assert [f.name for f in chain.filters] == ["envoy.filters.network.sni_cluster",
+                                               "envoy.filters.network.tcp_proxy"]
+    assert not chain.HasField("transport_socket")
+    objects, _ = load_text(SERVICES + config, "test.yaml")
+    push = push_context.build(objects, MeshSettings(), "v1")
+    router = parse_node(GATEWAY_NODE, {"LABELS": {"istio": "ingressgateway"}})
+    clusters = {c.name: c for c in generated(types.CLUSTER, push, router, {})}
+    twin = clusters["outbound_.80_.v1_.web.shop.svc.cluster.local"]
+    original = clusters["outbound|80|v1|web.shop.svc.cluster.local"]
+    # Same endpoints and policy; the client's own TLS passes through, so none here.
+    assert twin.eds_cluster_config.service_name == original.name
+    assert twin.lb_policy == original.lb_policy == twin.RANDOM
+    assert original.HasField("transport_socket") and not twin.HasField("transport_socket")
+    assert "outbound_.5432_._.db.shop.svc.cluster.local" in clusters
+    # A router without such a server has no SNI names among its clusters.
+    plain = gateway("""\
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+""")
+    objects, _ = load_text(SERVICES + plain, "test.yaml")
+    push = push_context.build(objects, MeshSettings(), "v1")
+    assert not [c for c in generated(types.CLUSTER, push, router, {})
+                if c.name.startswith("outbound_.")]
+
+
 def test_https_and_passthrough_servers_share_a_port_by_sni() -> None:
     config = gateway("""\
   - port: {number: 443, name: https, protocol: HTTPS}
