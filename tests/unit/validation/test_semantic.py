@@ -308,6 +308,7 @@ def test_sidecar_egress_hosts_may_exclude_with_a_tilde():
     text = NET + ("kind: Sidecar\nmetadata: {name: default}\nspec:\n  egress: [{hosts: "
                   "['*/*', '~prod-us2/*', '~/a.example.com', '~./b', '~/*']}]\n")
     assert errors(text) == []
-    bad = NET + "kind: Sidecar\nmetadata: {name: default}\nspec:\n  egress: [{hosts: ['~Bad_/*']}]\n"
+    bad = NET + ("kind: Sidecar\nmetadata: {name: default}\nspec:\n  egress: "
+                 "[{hosts: ['~Bad_/*']}]\n")
     assert errors(bad) == ["spec.egress[0].hosts[0]: Invalid value: \"~Bad_/*\": host "
                            "'~Bad_/*': invalid namespace 'Bad_'"]
