@@ -68,6 +68,9 @@ class Proxy:
     metadata: Mapping[str, Any]
     node_id: str
     kind: str  # which generators serve it: GENERATOR, else the node id's type
+    # The SPIFFE ID discovery proved the caller holds (secure 15012); empty on plaintext
+    # 15010. Not part of the scope: generators that need it are `authenticated_only`.
+    verified_identity: str = ""
 
     @property
     def id(self) -> str:

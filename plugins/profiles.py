@@ -12,7 +12,7 @@ from pilotfish.core.plugins import Profile
 SIDECAR = Profile(
     description="Istio's sidecar mesh: Envoy sidecars and gateways, iptables capture",
     plugins={
-        "xds": ("cds", "eds", "lds", "rds"),
+        "xds": ("cds", "eds", "lds", "rds", "sds"),
         "sources": ("files",),
         "proxies": ("envoy",),
         "interceptors": ("iptables",),

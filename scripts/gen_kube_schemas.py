@@ -35,6 +35,8 @@ KINDS = (
     ("", "v1", "Pod", "pod-v1.json", True),
     ("", "v1", "Namespace", "namespace-v1.json", False),
     ("", "v1", "ServiceAccount", "serviceaccount-v1.json", True),
+    ("", "v1", "Secret", "secret-v1.json", True),
+    ("", "v1", "Node", "node-v1.json", False),
     ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslice-discovery-v1.json", True),
 )
 # Prose, and merge metadata: for built-in kinds the API server checks uniqueness in its

@@ -11,6 +11,7 @@ tests of agents and discovery use too.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import time
 from collections.abc import Sequence
@@ -51,6 +52,21 @@ def make_csr(kind: str = "ec", uris: Sequence[str] = (),
             [x509.UniformResourceIdentifier(u) for u in uris]), critical=False)
     csr = builder.sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM).decode(), key_pem(key)
+
+
+def self_signed(dns_name: str, days: int = 1) -> tuple[bytes, bytes]:
+    """A self-signed server certificate for ``dns_name`` and its key, both PEM."""
+    key = make_key()
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, dns_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem(key).encode()
 
 
 def uri_sans(cert: x509.Certificate) -> list[str]:

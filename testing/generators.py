@@ -12,7 +12,7 @@ from typing import Any
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.xds.generator import Generators
-from pilotfish.translators import cds, eds, lds, rds
+from pilotfish.translators import cds, eds, lds, rds, sds
 from pilotfish.translators.grpc import clusters, endpoints, listeners, routes
 from pilotfish.translators.listener_filters import ALL, Detection
 
@@ -21,7 +21,7 @@ def builtin(detection: Detection = ALL) -> Generators:
     return Generators.of(
         cds.SidecarClusters(), cds.RouterClusters(), eds.Endpoints(),
         lds.SidecarListeners(detection), lds.RouterListeners(detection),
-        rds.SidecarRoutes(), rds.RouterRoutes(),
+        rds.SidecarRoutes(), rds.RouterRoutes(), sds.CredentialSecrets(),
         listeners.GrpcListeners(), routes.GrpcRoutes(), clusters.GrpcClusters(),
         endpoints.GrpcEndpoints(),
     )

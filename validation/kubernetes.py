@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pilotfish.core.objects import ConfigObject, FieldPath
+from pilotfish.core.security import credentials
 from pilotfish.validation import names
 from pilotfish.validation.fields import arr, check_labels, check_port, num, obj, text
 from pilotfish.validation.issues import Issue, duplicate, invalid, required, unsupported
@@ -151,3 +152,12 @@ def _address_fits(address: str, address_type: Any) -> bool:
         return False
     return (":" in address) == (address_type == "IPv6")
 
+
+
+def check_secret(body: dict[str, Any], config: ConfigObject) -> Iterator[Issue]:
+    """A Secret holding TLS material must hold it as Istio reads it for ``credentialName``
+    (PEM, the certificate beside its key); its contents are never echoed."""
+    try:
+        credentials.credential(body)
+    except credentials.CredentialError as exc:
+        yield Issue(exc.path, f"Invalid value: {exc.reason}")

@@ -37,6 +37,7 @@ _CHECKERS: dict[tuple[str, str], tuple[Checker, bool]] = {
     (SECURITY, "RequestAuthentication"): (security.check_request_authentication, True),
     ("", "Service"): (kubernetes.check_service, True),
     ("", "Pod"): (kubernetes.check_pod, True),
+    ("", "Secret"): (kubernetes.check_secret, False),
     ("", "Endpoints"): (kubernetes.check_endpoints, False),
     ("discovery.k8s.io", "EndpointSlice"): (kubernetes.check_endpoint_slice, False),
 }

@@ -18,10 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
+
+from pilotfish.core.security.credentials import (
+    CredentialError,
+    pem_certificates,
+    pem_private_key,
+)
 
 FILE_CERT = "file-cert:"
 FILE_ROOT = "file-root:"
@@ -65,16 +69,16 @@ class FileSecret:
              ) -> secret_pb2.Secret:
         """The secret as Envoy takes it, the files' contents inline; raises FileSecretError."""
         contents = [read(path) for path in self.paths]
-        _certificates(self.paths[0], contents[0])
+        try:
+            pem_certificates((self.paths[0],), contents[0])
+            if len(self.paths) == 2:
+                pem_private_key((self.paths[1],), contents[1])
+        except CredentialError as exc:
+            raise FileSecretError(str(exc)) from None
         if len(self.paths) == 1:
             return secret_pb2.Secret(name=self.name, validation_context=(
                 common_pb2.CertificateValidationContext(
                     trusted_ca=base_pb2.DataSource(inline_bytes=contents[0]))))
-        try:
-            serialization.load_pem_private_key(contents[1], password=None)
-        except (ValueError, TypeError) as exc:
-            raise FileSecretError(f"{self.paths[1]}: not a PEM private key without a "
-                                  f"password ({exc})") from None
         return secret_pb2.Secret(name=self.name, tls_certificate=common_pb2.TlsCertificate(
             certificate_chain=base_pb2.DataSource(inline_bytes=contents[0]),
             private_key=base_pb2.DataSource(inline_bytes=contents[1])))
@@ -90,11 +94,3 @@ def _read(path: Path) -> bytes:
     except OSError as exc:
         raise FileSecretError(f"{path}: {exc.strerror or exc}") from None
 
-
-def _certificates(path: str, data: bytes) -> None:
-    try:
-        if x509.load_pem_x509_certificates(data):
-            return
-    except ValueError:
-        pass
-    raise FileSecretError(f"{path}: holds no PEM certificate")

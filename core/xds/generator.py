@@ -58,7 +58,11 @@ class Generator(Protocol):
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> Sequence[Any]:
         """Messages of ``type_url`` for ``proxy``. ``memo`` is shared by every proxy scope
-        within one epoch of this generator: keep scope-independent pieces there."""
+        within one epoch of this generator: keep scope-independent pieces there.
+
+        A generator with a true ``authenticated_only`` attribute (secrets) is asked only for
+        proxies whose caller discovery authenticated (``Proxy.verified_identity``); the
+        others get nothing of its type."""
         ...
 
 
@@ -233,6 +237,10 @@ class GenerationCache:
             # so requests for arbitrary type URLs cannot grow the cache.
             return ResourceSet(type_url, {})
         gkey, generator = found
+        if getattr(generator, "authenticated_only", False) and not proxy.verified_identity:
+            # Secrets go only to callers discovery authenticated (15012), whatever scope
+            # they share with a plaintext one.
+            return ResourceSet(type_url, {})
         epoch = state.epochs.get(gkey, 0)
         key = (type_url, proxy.scope, epoch)
         cached = self._sets.get(key)

@@ -210,6 +210,8 @@ class XdsServer:
         except (NodeIdError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         caller, peer = await check(context, proxy) if check else ("", context.peer())
+        if caller:
+            proxy = attrs.evolve(proxy, verified_identity=caller)
         conn_id = f"{proxy.id}-{next(self._ids)}"
         connection = Connection(
             id=conn_id,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -23,6 +25,7 @@ import pytest
 from cryptography import x509
 
 from pilotfish.core.security import pki, tokens
+from pilotfish.testing.certs import self_signed
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port, http, pilotfish, wait_until
 
@@ -270,3 +273,84 @@ def test_an_unreachable_ca_is_retried_with_backoff(tmp_path: Path, node: Node):
             assert nominal * 0.5 - 0.05 <= wait <= nominal * 1.5 + 0.05, (attempt, waits)
         assert http(f"{proxy.admin}/ready").status == 200  # Envoy runs on without it
         assert secrets(proxy) == {}
+
+
+def tls_secret(name: str, namespace: str, cert: bytes, key: bytes) -> str:
+    return f"""\
+apiVersion: v1
+kind: Secret
+metadata: {{name: {name}, namespace: {namespace}}}
+type: kubernetes.io/tls
+data: {{tls.crt: {base64.b64encode(cert).decode()}, tls.key: {base64.b64encode(key).decode()}}}
+"""
+
+
+def credential_gateway(name: str, label: str, port: int) -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  selector: {{istio: {label}}}
+  servers:
+  - port: {{number: {port}, name: https, protocol: HTTPS}}
+    hosts: [web.example.com]
+    tls: {{mode: SIMPLE, credentialName: web-cert}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  hosts: [web.example.com]
+  gateways: [{name}]
+  http: [{{directResponse: {{status: 200, body: {{string: served}}}}}}]
+"""
+
+
+def served_certificate(port: int) -> bytes:
+    """The certificate a TLS server on ``port`` shows for SNI web.example.com (DER)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as raw, \
+            context.wrap_socket(raw, server_hostname="web.example.com") as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
+        assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+        return tls.getpeercert(binary_form=True) or b""
+
+
+def test_credential_name_secrets_reach_authenticated_gateways_only(mesh: LocalMesh,
+                                                                   node: Node):
+    """``credentialName`` is a Secret in the gateway's namespace, served by discovery over
+    the gateway's ADS on 15012 (as istiod): a rotated Secret is pushed; a gateway on
+    plaintext 15010 with the same config gets no secret, and another namespace's Secret of
+    that name is never used."""
+    secure_port, plain_port = free_port(), free_port()
+    first, key = self_signed("web.example.com")
+    other, other_key = self_signed("other.example.com")
+    mesh.write("credential.yaml", "---\n".join([
+        tls_secret("web-cert", "shop", first, key),
+        tls_secret("web-cert", "elsewhere", other, other_key),
+        credential_gateway("secure", "secure-gw", secure_port),
+        credential_gateway("plain", "plain-gw", plain_port)]))
+    mesh.start_proxy("gw-secure", "shop", labels={"istio": "secure-gw"}, extra=[
+        *identity_args(mesh, node.token_file("gw-secure")), *secure_xds(mesh)])
+    plain = mesh.start_proxy("gw-plain", "shop", labels={"istio": "plain-gw"},
+                             extra=identity_args(mesh, node.token_file("gw-plain")))
+    der = ssl.PEM_cert_to_DER_cert(first.decode())
+    assert wait_until(lambda: served_certificate(secure_port), 20,
+                      what="HTTPS with the Secret's certificate") == der
+    assert identity_of(mesh, "gw-secure.shop") == SPIFFE  # ADS came in over 15012
+    # Rotation: the Secret changes, the same Envoy serves the new certificate.
+    second, second_key = self_signed("web.example.com")
+    mesh.write("credential.yaml", mesh.config_dir.joinpath("credential.yaml").read_text()
+               .replace(base64.b64encode(first).decode(), base64.b64encode(second).decode())
+               .replace(base64.b64encode(key).decode(), base64.b64encode(second_key).decode()))
+    wait_until(lambda: served_certificate(secure_port) == ssl.PEM_cert_to_DER_cert(
+        second.decode()), 20, what="the rotated certificate")
+    # Plaintext xDS: the listener is there, the secret never is.
+    mesh.wait_synced("gw-plain.shop")
+    assert "kubernetes://web-cert" in json.dumps(plain.config_dump())
+    assert "kubernetes://web-cert" not in secrets(plain)
+    with pytest.raises((OSError, ssl.SSLError)):
+        served_certificate(plain_port)
