@@ -1,7 +1,8 @@
 """The analyzers ``pilotfish analyze`` runs, and the catalog of what they report.
 
-Each module holds one check: a `Check` (code, name, level) and an ``analyze(inputs)``
-function yielding findings. Codes are stable: scripts may filter on them.
+Each module holds one check: a `Check` (code, name, level, and the message Istio's
+analyzers give for the same problem) and an ``analyze(inputs)`` function yielding
+findings. Codes are stable: scripts may filter on them.
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from pilotfish.analysis import destinations, localhost, ports, proxy_uid, subsets
-from pilotfish.analysis.base import Check, Finding, Inputs, Level, pod_templates
+from pilotfish.analysis.base import Check, Finding, Inputs, IstioMessage, Level, pod_templates
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.store import ConfigStore
 
+_SCHEMA = "schema.ValidationAnalyzer"
 INVALID_CONFIG = Check("PF0001", "InvalidConfig", Level.ERROR,
-                       "an object fails validation (schema, CEL or semantic rules)")
+                       "an object fails validation (schema, CEL or semantic rules)",
+                       IstioMessage("IST0106", "SchemaValidationError", _SCHEMA))
+# What a validation warning is called in Istio (the finding says so, not the check).
+SCHEMA_WARNING = IstioMessage("IST0133", "SchemaWarning", _SCHEMA)
 
 Analyzer = Callable[[Inputs], Iterable[Finding]]
 

@@ -1,9 +1,10 @@
 """What analyzers read and what they report.
 
 An analyzer is a pure function from `Inputs` (the push context discovery would build, plus
-the pod specs found in the files) to `Finding`s. Every finding carries a stable code, a
-level, and the file, line, object and field it is about, so that editors and CI can point
-at the line to change.
+the pod specs found in the files) to `Finding`s. Every finding carries a stable
+code, a level, and the file, line, object and field it is about, so that editors and CI can
+point at the line to change; and, where Istio's analyzers report the same problem, the code
+``istioctl analyze`` gives it.
 """
 
 from __future__ import annotations
@@ -30,13 +31,25 @@ class Level(enum.Enum):
 
 
 @attrs.frozen
+class IstioMessage:
+    """The message ``istioctl analyze`` gives for a problem (Istio's msg/messages.yaml),
+    and which of Istio's analyzers gives it: IST0101 comes from several."""
+
+    code: str  # "IST0101"
+    name: str  # "ReferencedResourceNotFound"
+    analyzer: str  # "virtualservice.DestinationHostAnalyzer"
+
+
+@attrs.frozen
 class Check:
-    """One kind of finding: its code, name and level (the catalog is in ``__init__``)."""
+    """One kind of finding: its code, name and level (the catalog is in ``__init__``), and
+    Istio's message for the same problem, when Istio's analyzers look for it."""
 
     code: str
     name: str
     level: Level
     summary: str
+    istio: IstioMessage | None = None
 
 
 @attrs.frozen
@@ -48,25 +61,34 @@ class Finding:
     key: ConfigKey | None = None
     field: str = ""
     level: Level | None = None  # overrides the check's level where the context decides
+    istio_message: IstioMessage | None = None  # overrides the check's, likewise
 
     @property
     def severity(self) -> Level:
         return self.level or self.check.level
 
+    @property
+    def istio(self) -> IstioMessage | None:
+        return self.istio_message or self.check.istio
+
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
+        code = f"{self.check.code} [{self.istio.code}]" if self.istio else self.check.code
         what = ""
         if self.key is not None:
             ns = f"{self.key.namespace}/" if self.key.namespace else ""
             what = f" {self.key.kind} {ns}{self.key.name}:"
         field = f" {self.field}:" if self.field else ""
-        return f"{where}: {self.severity.value} {self.check.code}{what}{field} {self.message}"
+        return f"{where}: {self.severity.value} {code}{what}{field} {self.message}"
 
     def as_dict(self) -> dict[str, Any]:
         key = self.key
+        istio = self.istio
         return {
             "code": self.check.code,
             "name": self.check.name,
+            "istio_code": istio.code if istio else "",
+            "istio_name": istio.name if istio else "",
             "level": self.severity.value,
             "file": self.file,
             "line": self.line,

@@ -11,19 +11,26 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pilotfish.analysis.base import Check, Finding, Inputs, Level, finding
+from pilotfish.analysis.base import Check, Finding, Inputs, IstioMessage, Level, finding
 from pilotfish.core.model import Service, host_matches, resolve_host
 from pilotfish.core.objects import ConfigKey, ConfigObject, FieldPath
 from pilotfish.core.push_context import MESH_GATEWAY
 
+_NOT_FOUND = "IST0101", "ReferencedResourceNotFound"
+_HOSTS = "virtualservice.DestinationHostAnalyzer"
 HOST_UNKNOWN = Check("PF0104", "DestinationHostUnknown", Level.ERROR,
-                     "a route's destination host is no Service or ServiceEntry it can see")
+                     "a route's destination host is no Service or ServiceEntry it can see",
+                     IstioMessage(*_NOT_FOUND, _HOSTS))
 SUBSET_UNKNOWN = Check("PF0105", "DestinationSubsetUnknown", Level.ERROR,
-                       "a route's destination subset is defined by no DestinationRule")
+                       "a route's destination subset is defined by no DestinationRule",
+                       IstioMessage(*_NOT_FOUND, "virtualservice.DestinationRuleAnalyzer"))
 PORT_UNKNOWN = Check("PF0106", "DestinationPortUnknown", Level.ERROR,
-                     "a route's destination port is not a port of its host")
+                     "a route's destination port is not a port of its host",
+                     IstioMessage(*_NOT_FOUND, _HOSTS))
 PORT_AMBIGUOUS = Check("PF0107", "DestinationPortAmbiguous", Level.ERROR,
-                       "a route to a host with several ports names no port")
+                       "a route to a host with several ports names no port",
+                       IstioMessage("IST0112", "VirtualServiceDestinationPortSelectorRequired",
+                                    _HOSTS))
 
 
 def destinations(spec: Mapping[str, Any]) -> Iterator[tuple[FieldPath, Mapping[str, Any]]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from pilotfish.analysis.base import Check, Finding, Inputs, Level, finding
+from pilotfish.analysis.base import Check, Finding, Inputs, IstioMessage, Level, finding
 from pilotfish.core.model import labels_match
 from pilotfish.core.objects import ConfigObject, FieldPath
 from pilotfish.core.push_context import PushContext
@@ -27,6 +27,8 @@ from pilotfish.core.push_context import PushContext
 LOCALHOST_LISTENER = Check(
     "PF0108", "AppListensOnLocalhost", Level.ERROR,
     "an app listens on 127.0.0.1 only, on a port a Service targets",
+    # Istio finds it in `istioctl x precheck`, which reads running pods' sockets too.
+    IstioMessage("IST0143", "LocalhostListener", "istioctl x precheck"),
 )
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pilotfish.analysis.base import Check, Finding, Inputs, Level, finding
+from pilotfish.analysis.base import Check, Finding, Inputs, IstioMessage, Level, finding
 from pilotfish.core import protocol
 from pilotfish.core.objects import ConfigObject
 
 PORT_PROTOCOL = Check(
     "PF0101", "PortProtocolUndeclared", Level.INFO,
     "a Service port declares no protocol by name prefix or appProtocol",
+    IstioMessage("IST0118", "PortNameIsNotUnderNamingConvention", "service.PortNameAnalyzer"),
 )
 
 # Kubernetes' and the mesh's own namespaces: their services are not the user's to rename.

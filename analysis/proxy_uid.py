@@ -11,12 +11,22 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pilotfish.analysis.base import Check, Finding, Inputs, Level, PodTemplate, finding
+from pilotfish.analysis.base import (
+    Check,
+    Finding,
+    Inputs,
+    IstioMessage,
+    Level,
+    PodTemplate,
+    finding,
+)
 from pilotfish.core.objects import FieldPath
 
 PROXY_UID = Check(
     "PF0102", "AppRunsAsProxyUser", Level.WARNING,
     "a pod or container runs as uid or gid 1337, whose traffic is never captured",
+    # Istio checks the uid only; a gid of 1337 escapes capture just the same.
+    IstioMessage("IST0144", "InvalidApplicationUID", "applicationUID.Analyzer"),
 )
 
 PROXY_ID = 1337

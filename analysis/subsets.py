@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from pilotfish.analysis.base import Check, Finding, Inputs, Level, finding
+from pilotfish.analysis.base import Check, Finding, Inputs, IstioMessage, Level, finding
 from pilotfish.core.model import Service, labels_match, resolve_host
 
 SUBSET_SELECTS_NOTHING = Check(
     "PF0103", "SubsetSelectsNoWorkload", Level.WARNING,
     "a DestinationRule subset's labels match no workload of its host",
+    # Istio calls it an error; pods often live outside the files analyzed (and discovery
+    # reports every analyzer error as it serves), so pilotfish warns.
+    IstioMessage("IST0173", "DestinationRuleSubsetNotSelectPods",
+                 "destinationrule.SubsetSelectPodAnalyzer"),
 )
 
 

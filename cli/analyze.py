@@ -2,10 +2,10 @@
 
 Loads a config directory the way discovery does (the files source, schema and semantic
 validation, the push context), adds the pod templates of workload controllers found in
-the same files, and runs every analyzer (`pilotfish.analysis`). One line per
-finding::
+the same files, and runs every analyzer (`pilotfish.analysis`). One line per finding,
+with the code Istio's analyzers give the same problem in brackets::
 
-    bookinfo/dr.yaml:12: warning PF0103 DestinationRule default/reviews: spec.subsets[2].labels: ...
+    dr.yaml:12: warning PF0103 [IST0173] DestinationRule default/reviews: spec.subsets[2]...
 
 Exit status 1 when any finding is at error level, else 0. ``-o json`` prints a list of
 objects instead. ``--listeners FILE`` adds the listening sockets of running pods.
@@ -22,7 +22,7 @@ from typing import TextIO
 
 import attrs
 
-from pilotfish.analysis import CHECKS, INVALID_CONFIG, inputs_for, run, sort
+from pilotfish.analysis import CHECKS, INVALID_CONFIG, SCHEMA_WARNING, inputs_for, run, sort
 from pilotfish.analysis.base import TEMPLATE_PATHS, Finding, Inputs, Level
 from pilotfish.analysis.localhost import PodSockets, load_listeners
 from pilotfish.core import meshconfig, push_context
@@ -89,9 +89,11 @@ def _is_controller_notice(error: ConfigError) -> bool:
 
 
 def _problem(error: ConfigError) -> Finding:
-    level = Level.ERROR if error.severity == "error" else Level.WARNING
+    if error.severity == "error":
+        return Finding(INVALID_CONFIG, error.message, error.file, error.line, error.key,
+                       error.field)
     return Finding(INVALID_CONFIG, error.message, error.file, error.line, error.key,
-                   error.field, level)
+                   error.field, Level.WARNING, SCHEMA_WARNING)
 
 
 def _sockets(path: str | None) -> tuple[PodSockets, ...]:
@@ -161,5 +163,7 @@ def _summary(findings: Sequence[Finding], objects: int, pods: int) -> str:
 
 def describe_checks() -> list[dict[str, str]]:
     """The catalog, for docs and ``--help`` readers."""
-    return [{"code": c.code, "name": c.name, "level": c.level.value, "summary": c.summary}
+    return [{"code": c.code, "name": c.name, "level": c.level.value, "summary": c.summary,
+             "istio_code": c.istio.code if c.istio else "",
+             "istio_name": c.istio.name if c.istio else ""}
             for c in CHECKS]

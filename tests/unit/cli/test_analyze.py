@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -197,6 +198,35 @@ def test_catalog_codes_are_unique_and_stable() -> None:
         "PF0108"]
 
 
+def test_every_check_carries_istios_code_for_the_same_problem() -> None:
+    # Codes from Istio's pkg/config/analysis/msg/messages.yaml.
+    assert {c.code: (c.istio.code, c.istio.name) for c in CHECKS if c.istio} == {
+        "PF0001": ("IST0106", "SchemaValidationError"),
+        "PF0101": ("IST0118", "PortNameIsNotUnderNamingConvention"),
+        "PF0102": ("IST0144", "InvalidApplicationUID"),
+        "PF0103": ("IST0173", "DestinationRuleSubsetNotSelectPods"),
+        "PF0104": ("IST0101", "ReferencedResourceNotFound"),
+        "PF0105": ("IST0101", "ReferencedResourceNotFound"),
+        "PF0106": ("IST0101", "ReferencedResourceNotFound"),
+        "PF0107": ("IST0112", "VirtualServiceDestinationPortSelectorRequired"),
+        "PF0108": ("IST0143", "LocalhostListener"),
+    }
+
+
+def test_a_validation_warning_is_istios_schema_warning(tmp_path: Path) -> None:
+    (tmp_path / "vs.yaml").write_text("""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: delegate, namespace: shop}
+spec:
+  http: [{route: [{destination: {host: web}}]}]
+""")
+    _, problems = analyze.load(tmp_path, meshconfig.MeshConfig())
+    (warning,) = [p for p in problems if p.severity is Level.WARNING]
+    assert warning.istio is not None and warning.istio.code == "IST0133"
+    assert " warning PF0001 [IST0133] VirtualService shop/delegate: " in str(warning)
+
+
 # -- the command -------------------------------------------------------------------------
 
 
@@ -213,8 +243,8 @@ def test_cli_text_output_and_exit_status(shop: Path) -> None:
     code, out, err = run_cli("--config-dir", str(shop))
     assert code == 1  # error-level findings
     first = out.splitlines()[0]
-    assert first.startswith(f"{shop / 'shop.yaml'}:") and " info PF0101 Service shop/web: " \
-        "spec.ports[1].name: port name 'admin'" in first
+    assert first.startswith(f"{shop / 'shop.yaml'}:") and " info PF0101 [IST0118] Service " \
+        "shop/web: spec.ports[1].name: port name 'admin'" in first
     assert "4 errors, 3 warnings, 2 info" in err
 
 
@@ -223,7 +253,8 @@ def test_cli_json_output(shop: Path) -> None:
     data = json.loads(out)
     assert code == 1
     assert data[0] == {
-        "code": "PF0101", "name": "PortProtocolUndeclared", "level": "info",
+        "code": "PF0101", "name": "PortProtocolUndeclared", "istio_code": "IST0118",
+        "istio_name": "PortNameIsNotUnderNamingConvention", "level": "info",
         "file": str(shop / "shop.yaml"), "line": 9, "kind": "Service", "namespace": "shop",
         "object": "web", "field": "spec.ports[1].name", "message": data[0]["message"],
     }
@@ -239,7 +270,7 @@ def test_cli_listeners_file(shop: Path, tmp_path: Path) -> None:
     listeners = tmp_path / "listeners.json"
     listeners.write_text(json.dumps([{"pod": "shop/db-0", "listeners": ["127.0.0.1:3306"]}]))
     _, out, _ = run_cli("--config-dir", str(shop), "--listeners", str(listeners))
-    assert "PF0108 Pod shop/db-0: spec.containers[0].ports[0].containerPort:" in out
+    assert "PF0108 [IST0143] Pod shop/db-0: spec.containers[0].ports[0].containerPort:" in out
     listeners.write_text("[{")
     with pytest.raises(analyze.CommandError, match=r"listeners.json:1: invalid JSON"):
         run_cli("--config-dir", str(shop), "--listeners", str(listeners))
@@ -345,8 +376,11 @@ def test_corpus_virtual_service_subsets(corpus: Path, tmp_path: Path) -> None:
 def test_the_example_in_the_docs_is_what_analyze_prints(
     shop: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    docs = Path(__file__).resolve().parents[3] / "docs" / "analyze.md"
-    shown = [line for line in docs.read_text().splitlines() if line.startswith("shop.yaml:")]
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "analyze.md").read_text()
+    shown = [line for line in docs.splitlines() if line.startswith("shop.yaml:")]
     monkeypatch.chdir(shop)
     _, out, _ = run_cli("--config-dir", ".")
     assert shown and set(shown) <= set(out.splitlines())
+    (example,) = re.findall(r"```json\n(\{.*?\})\n```", docs, re.S)
+    _, out, _ = run_cli("--config-dir", ".", "-o", "json")
+    assert json.loads(example) in json.loads(out)
