@@ -93,15 +93,16 @@ def _check_port(vs: ConfigObject, path: FieldPath, destination: Mapping[str, Any
                       f"{service.hostname} has no port {number} "
                       f"(its ports: {', '.join(map(str, declared))})")
     elif not number and len(declared) > 1:
+        # An error wherever the route applies, as in Istio: from sidecars the port the
+        # client called is used, which works only while clients call the right one.
         gateways = set(vs.spec.get("gateways") or [MESH_GATEWAY])
-        at_gateway = bool(gateways - {MESH_GATEWAY})
-        effect = ("at a gateway the route goes to the gateway server's port, which this "
-                  "host likely does not have" if at_gateway else
-                  "from sidecars the port the client called is used")
+        effect = ("at a gateway the route goes to the gateway server's port, which this host "
+                  "likely does not have" if gateways - {MESH_GATEWAY} else
+                  "from sidecars the port the client called is used, and a call on a port this "
+                  "host does not have fails")
         yield finding(PORT_AMBIGUOUS, vs, (*path, "host"),
                       f"{service.hostname} has ports {', '.join(map(str, declared))} and "
-                      f"the destination names none; {effect}. Set port.number",
-                      None if at_gateway else Level.INFO)
+                      f"the destination names none; {effect}. Set port.number")
 
 
 def _rejected_service(inputs: Inputs, host: str) -> bool:

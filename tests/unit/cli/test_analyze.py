@@ -159,10 +159,12 @@ def test_unnamed_port_on_a_server_first_port_is_not_reported_as_sniffed(shop: Pa
     assert "detected per connection" in web.message
 
 
-def test_route_without_port_from_sidecars_is_only_info(shop: Path) -> None:
+def test_route_without_port_from_sidecars_is_an_error_as_in_istio(shop: Path) -> None:
+    # Istio's IST0112 is an error wherever the route applies; it was info here.
     (shop / "shop.yaml").write_text(SHOP.replace("gateways: [istio-system/public]", ""))
     (edge,) = [f for f in findings(shop) if f.check.code == "PF0107"]
-    assert edge.severity is Level.INFO
+    assert edge.severity is Level.ERROR and edge.istio is not None
+    assert edge.istio.code == "IST0112"
     assert "the port the client called is used" in edge.message
 
 
