@@ -4,6 +4,9 @@ Each becomes a route to a cluster that does not exist, so requests get 503 (or t
 connection is closed) with nothing in the config to say why. A host must be a Service or
 ServiceEntry exported to the VirtualService's namespace; a subset must be defined by a
 DestinationRule for the host; a port must be one the host declares.
+
+A subset is checked whether or not its host is known, as Istio does: the subset names a
+DestinationRule subset, and a missing one is its own mistake to fix.
 """
 
 from __future__ import annotations
@@ -148,9 +151,9 @@ def analyze(inputs: Inputs) -> Iterator[Finding]:
             missing = _host_finding(inputs, vs, path, raw, host)
             if missing is not None:
                 yield missing
-                continue
-            service, _ = _lookup(inputs, host, vs.namespace)
-            assert service is not None
-            yield from _check_port(vs, path, destination, service)
+            else:
+                service, _ = _lookup(inputs, host, vs.namespace)
+                assert service is not None
+                yield from _check_port(vs, path, destination, service)
             if destination.get("subset"):
                 yield from _check_subset(inputs, vs, path, host, str(destination["subset"]))

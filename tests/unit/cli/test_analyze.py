@@ -178,6 +178,16 @@ spec: {address: 10.2.0.1, labels: {app: web, version: v2}}
     assert "PF0103" not in {f.check.code for f in findings(shop)}
 
 
+def test_a_subset_is_checked_even_when_its_host_is_unknown(shop: Path) -> None:
+    # As Istio's VirtualService DestinationRule analyzer: the subset is its own mistake.
+    (shop / "shop.yaml").write_text(SHOP.replace(
+        "mirror: {host: web-canary, port: {number: 80}}",
+        "mirror: {host: web-canary, subset: v1, port: {number: 80}}"))
+    mirror = [(f.check.code, f.field) for f in findings(shop) if ".mirror." in f.field]
+    assert mirror == [("PF0104", "spec.http[0].mirror.host"),
+                      ("PF0105", "spec.http[0].mirror.subset")]
+
+
 def test_reference_to_an_invalid_service_says_so(shop: Path) -> None:
     (shop / "bad.yaml").write_text("""\
 apiVersion: v1
