@@ -5,6 +5,10 @@ prefix before the first ``-`` (``http-web``, ``grpc``, ``tcp-db``). A port with 
 sniffed per connection, which costs a wait on the first bytes, breaks server-first
 protocols, and disappears if the mesh config removes the HTTP sniffers. Worth saying so at
 the line that can fix it (Istio's analyzer reports the same as a naming-convention issue).
+
+ExternalName services are left out: pilotfish gives them no listener or cluster of their
+own (their traffic is their target's, see ``translators/outbound_plan.py``), so their port
+names change nothing. Istio warns about them under another code (IST0150).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def _consequence(number: int) -> str:
 def analyze(inputs: Inputs) -> Iterator[Finding]:
     root = inputs.push.mesh.root_namespace
     for obj in inputs.push.objects("Service"):
-        if _is_system(obj, root):
+        if _is_system(obj, root) or obj.spec.get("type") == "ExternalName":
             continue
         for index, port in enumerate(obj.spec.get("ports") or ()):
             if not isinstance(port, Mapping) or str(port.get("protocol") or "TCP") == "UDP":
