@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from pilotfish.analysis import destinations, localhost, ports, proxy_uid, subsets
-from pilotfish.analysis.base import Check, Finding, Inputs, IstioMessage, Level, pod_templates
+from pilotfish.analysis.base import (
+    Check,
+    Finding,
+    Inputs,
+    IstioMessage,
+    Level,
+    node_labels,
+    pod_templates,
+)
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.store import ConfigStore
@@ -46,14 +54,15 @@ CHECKS: tuple[Check, ...] = (
 
 
 def inputs_for(store: ConfigStore, push: PushContext,
-               controllers: Iterable[ConfigObject] = ()) -> Inputs:
+               cluster_objects: Iterable[ConfigObject] = ()) -> Inputs:
     """What the analyzers look at for a store and the push context built from it
-    (``controllers``: workload controllers read beside the store, whose pod templates count
-    as pods)."""
-    pods = pod_templates([*store.objects("Pod"), *controllers])
+    (``cluster_objects``: Kubernetes objects read beside the store, which discovery ignores:
+    workload controllers, whose pod templates count as pods, and Nodes)."""
+    extra = list(cluster_objects)
+    pods = pod_templates([*store.objects("Pod"), *extra])
     rejected = frozenset(e.key for e in store.errors() if e.key is not None
                          and e.severity == "error" and store.get(e.key) is None)
-    return Inputs(push, tuple(pods), rejected=rejected)
+    return Inputs(push, tuple(pods), rejected=rejected, nodes=node_labels(extra))
 
 
 def run(inputs: Inputs) -> list[Finding]:

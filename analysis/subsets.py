@@ -3,24 +3,74 @@
 A subset becomes a cluster with no endpoints: routes to it answer 503 (``no healthy
 upstream``). The workloads of a host are what its selector picks in its namespace — Pods,
 pod templates of workload controllers (what a cluster would create from the manifests)
-and WorkloadEntries — or, for a ServiceEntry, its inline endpoints.
+and WorkloadEntries — or, for a ServiceEntry, its inline endpoints. A pod's endpoints carry
+more labels than the pod: its Node's locality and name (`endpoint_labels`), which subsets
+may select on (one subset per zone).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from pilotfish.analysis.base import Check, Finding, Inputs, IstioMessage, Level, finding
+from pilotfish.analysis.base import (
+    Check,
+    Finding,
+    Inputs,
+    IstioMessage,
+    Level,
+    PodTemplate,
+    finding,
+)
 from pilotfish.core.model import Service, labels_match, resolve_host
 
+_ANALYZER = "destinationrule.SubsetSelectPodAnalyzer"
 SUBSET_SELECTS_NOTHING = Check(
     "PF0103", "SubsetSelectsNoWorkload", Level.WARNING,
     "a DestinationRule subset's labels match no workload of its host",
     # Istio calls it an error; pods often live outside the files analyzed (and discovery
     # reports every analyzer error as it serves), so pilotfish warns.
-    IstioMessage("IST0173", "DestinationRuleSubsetNotSelectPods",
-                 "destinationrule.SubsetSelectPodAnalyzer"),
+    IstioMessage("IST0173", "DestinationRuleSubsetNotSelectPods", _ANALYZER),
 )
+
+# What Istio's Kubernetes registry adds to the labels of a pod's endpoints (AugmentLabels):
+# the locality of the pod's Node, each part when not empty, and the Node's name. (It adds
+# topology.istio.io/cluster and topology.istio.io/network too, from multicluster settings
+# pilotfish does not have.)
+REGION = "topology.kubernetes.io/region"
+ZONE = "topology.kubernetes.io/zone"
+SUBZONE = "topology.istio.io/subzone"
+HOSTNAME = "kubernetes.io/hostname"
+# Node labels from before topology.kubernetes.io, read when the current ones are absent.
+LEGACY = {REGION: "failure-domain.beta.kubernetes.io/region",
+          ZONE: "failure-domain.beta.kubernetes.io/zone"}
+# A pod's own locality (region.zone.subzone, or with slashes), which replaces its Node's.
+POD_LOCALITY = ("topology.istio.io/locality", "istio-locality")
+
+
+def _locality(pod: PodTemplate, node: Mapping[str, str] | None) -> tuple[str, ...]:
+    """(region, zone, subzone) of a pod, any of them empty."""
+    own = next((pod.labels[k] for k in POD_LOCALITY if k in pod.labels), "")
+    if own:
+        parts = (own if "/" in own else own.replace(".", "/")).split("/")
+        return (*parts[:3], *[""] * (3 - len(parts)))
+    if node is None:
+        return ("", "", "")
+    return (node.get(REGION) or node.get(LEGACY[REGION]) or "",
+            node.get(ZONE) or node.get(LEGACY[ZONE]) or "",
+            node.get(SUBZONE) or "")
+
+
+def endpoint_labels(pod: PodTemplate, nodes: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The labels a pod's endpoints carry: its own, with its Node's locality and name."""
+    labels = dict(pod.labels)
+    node_name = str(pod.spec.get("nodeName") or "")
+    for key, value in zip((REGION, ZONE, SUBZONE), _locality(pod, nodes.get(node_name)),
+                          strict=True):
+        if value:
+            labels[key] = value
+    if node_name:
+        labels[HOSTNAME] = node_name
+    return labels
 
 
 def _pairs(labels: Mapping[str, str]) -> str:
@@ -31,7 +81,7 @@ def host_workload_labels(inputs: Inputs, service: Service) -> list[Mapping[str, 
     """Labels of every workload behind a service; None when they cannot be known here."""
     if service.selector is not None:
         out: list[Mapping[str, str]] = [
-            pod.labels for pod in inputs.pods
+            endpoint_labels(pod, inputs.nodes) for pod in inputs.pods
             if pod.namespace == service.namespace and labels_match(service.selector, pod.labels)
         ]
         out += [w.labels for w in inputs.push.registry.workloads

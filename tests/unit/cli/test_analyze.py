@@ -188,6 +188,28 @@ def test_a_subset_is_checked_even_when_its_host_is_unknown(shop: Path) -> None:
                       ("PF0105", "spec.http[0].mirror.subset")]
 
 
+def test_nodes_in_the_files_give_pods_their_locality(shop: Path) -> None:
+    (shop / "node.yaml").write_text("""\
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-a
+  labels: {topology.kubernetes.io/zone: zone-a}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-2, namespace: shop, labels: {app: web, version: v2}}
+spec: {nodeName: node-a, containers: [{name: web, image: web:2}]}
+""")
+    (shop / "shop.yaml").write_text(SHOP.replace(
+        "{name: v2, labels: {version: v2}}",
+        "{name: v2, labels: {version: v2, topology.kubernetes.io/zone: zone-a}}"))
+    inputs, problems = analyze.load(shop, meshconfig.MeshConfig())
+    assert not [p for p in problems if p.key and p.key.kind == "Node"]  # read, not ignored
+    assert inputs.nodes == {"node-a": {"topology.kubernetes.io/zone": "zone-a"}}
+    assert "PF0103" not in {f.check.code for f in analyze.run(inputs)}
+
+
 def test_reference_to_an_invalid_service_says_so(shop: Path) -> None:
     (shop / "bad.yaml").write_text("""\
 apiVersion: v1

@@ -1,0 +1,117 @@
+"""Subsets that select no workload, with the labels a pod's endpoints get from its Node."""
+
+from __future__ import annotations
+
+import json
+
+from pilotfish.analysis import subsets
+from pilotfish.analysis.base import Finding, Inputs, PodTemplate, node_labels, pod_templates
+from pilotfish.core import push_context
+from pilotfish.core.meshconfig import MeshSettings
+from pilotfish.core.yamlload import load_text
+
+SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-a
+  labels:
+    topology.kubernetes.io/region: us-west1
+    topology.kubernetes.io/zone: us-west1-a
+    topology.istio.io/subzone: rack-7
+    kubernetes.io/hostname: node-a
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-old
+  labels:
+    failure-domain.beta.kubernetes.io/region: eu-west1
+    failure-domain.beta.kubernetes.io/zone: eu-west1-b
+    topology.kubernetes.io/zone: ""
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web, version: v1}}
+spec: {nodeName: node-a, containers: [{name: web, image: web}]}
+"""
+
+
+def analyze(config: str) -> list[Finding]:
+    objects, errors = load_text(config, "shop.yaml")
+    assert not errors
+    push = push_context.build([o for o in objects if o.kind != "Node"], MeshSettings(), "v1")
+    inputs = Inputs(push, tuple(pod_templates(objects)), nodes=node_labels(objects))
+    return list(subsets.analyze(inputs))
+
+
+def pod(labels: dict[str, str], node: str = "") -> PodTemplate:
+    objects, _ = load_text(json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "shop", "labels": labels},
+        "spec": {"nodeName": node} if node else {}}), "pod.json")
+    (template,) = pod_templates(objects)
+    return template
+
+
+NODES = {
+    "node-a": {"topology.kubernetes.io/region": "us-west1",
+               "topology.kubernetes.io/zone": "us-west1-a",
+               "topology.istio.io/subzone": "rack-7", "team": "blue"},
+    "node-old": {"failure-domain.beta.kubernetes.io/region": "eu-west1",
+                 "failure-domain.beta.kubernetes.io/zone": "eu-west1-b",
+                 "topology.kubernetes.io/region": ""},
+}
+
+
+def test_endpoints_carry_their_nodes_locality_and_name() -> None:
+    assert subsets.endpoint_labels(pod({"app": "web"}, "node-a"), NODES) == {
+        "app": "web", "topology.kubernetes.io/region": "us-west1",
+        "topology.kubernetes.io/zone": "us-west1-a", "topology.istio.io/subzone": "rack-7",
+        "kubernetes.io/hostname": "node-a"}  # other Node labels ("team") are not carried
+
+
+def test_legacy_node_labels_count_and_empty_values_add_nothing() -> None:
+    assert subsets.endpoint_labels(pod({}, "node-old"), NODES) == {
+        "topology.kubernetes.io/region": "eu-west1",
+        "topology.kubernetes.io/zone": "eu-west1-b", "kubernetes.io/hostname": "node-old"}
+
+
+def test_a_pods_locality_label_replaces_its_nodes() -> None:
+    labels = subsets.endpoint_labels(pod({"istio-locality": "ap.ap-1"}, "node-a"), NODES)
+    assert labels["topology.kubernetes.io/region"] == "ap"
+    assert labels["topology.kubernetes.io/zone"] == "ap-1"
+    assert "topology.istio.io/subzone" not in labels
+    labels = subsets.endpoint_labels(
+        pod({"topology.istio.io/locality": "r/z/s"}, "node-a"), NODES)
+    assert labels["topology.istio.io/subzone"] == "s"
+
+
+def test_unscheduled_pods_and_unknown_nodes() -> None:
+    assert subsets.endpoint_labels(pod({"app": "web"}), NODES) == {"app": "web"}
+    assert subsets.endpoint_labels(pod({"app": "web"}, "node-x"), NODES) == {
+        "app": "web", "kubernetes.io/hostname": "node-x"}
+
+
+def test_subsets_selecting_node_topology_select_pods_on_that_node() -> None:
+    found = analyze(SERVICE + """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec:
+  host: web
+  subsets:
+  - {name: zone-a, labels: {topology.kubernetes.io/zone: us-west1-a}}
+  - {name: rack, labels: {version: v1, topology.istio.io/subzone: rack-7}}
+  - {name: node, labels: {kubernetes.io/hostname: node-a}}
+  - {name: zone-b, labels: {topology.kubernetes.io/zone: us-west1-b}}
+""")
+    assert [(f.check.code, f.field) for f in found] == [("PF0103", "spec.subsets[3].labels")]
