@@ -45,6 +45,7 @@ CHECKS: tuple[Check, ...] = (
     ports.PORT_PROTOCOL,
     proxy_uid.PROXY_UID,
     subsets.SUBSET_SELECTS_NOTHING,
+    subsets.RULE_HOST_UNKNOWN,
     destinations.HOST_UNKNOWN,
     destinations.SUBSET_UNKNOWN,
     destinations.PORT_UNKNOWN,

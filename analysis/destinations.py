@@ -54,17 +54,20 @@ def destinations(spec: Mapping[str, Any]) -> Iterator[tuple[FieldPath, Mapping[s
                     yield ("spec", kind, i, "mirrors", k, "destination"), mirror["destination"]
 
 
-def _exported(export_to: frozenset[str], owner: str, viewer: str) -> bool:
+def exported(export_to: frozenset[str], owner: str, viewer: str) -> bool:
+    """Is something in namespace ``owner`` with this exportTo visible from ``viewer``?"""
     return any(e == "*" or e == viewer or (e == "." and owner == viewer) for e in export_to)
 
 
-def _lookup(inputs: Inputs, host: str, viewer: str) -> tuple[Service | None, Service | None]:
-    """(visible service for the host, a service for it that is not exported to viewer)."""
+def lookup(inputs: Inputs, host: str, viewer: str) -> tuple[Service | None, Service | None]:
+    """(visible service for the host, a service for it that is not exported to viewer).
+
+    ``host`` may be a wildcard (``*.example.com``): any service under it counts."""
     push = inputs.push
     candidates = [push.service(host)] if push.service(host) else [
         s for s in push.services.values() if host_matches(s.hostname, host)
     ]
-    visible = [s for s in candidates if s and _exported(s.export_to, s.namespace, viewer)]
+    visible = [s for s in candidates if s and exported(s.export_to, s.namespace, viewer)]
     hidden = [s for s in candidates if s and s not in visible]
     return (visible[0] if visible else None), (hidden[0] if hidden else None)
 
@@ -72,7 +75,7 @@ def _lookup(inputs: Inputs, host: str, viewer: str) -> tuple[Service | None, Ser
 def _check_subset(inputs: Inputs, vs: ConfigObject, path: FieldPath, host: str,
                   subset: str) -> Iterator[Finding]:
     rules = [r for r in inputs.push.destination_rules
-             if host_matches(r.host, host) and _exported(r.export_to, r.namespace, vs.namespace)]
+             if host_matches(r.host, host) and exported(r.export_to, r.namespace, vs.namespace)]
     if any(r.subset(subset) is not None for r in rules):
         return
     if rules:
@@ -108,7 +111,8 @@ def _check_port(vs: ConfigObject, path: FieldPath, destination: Mapping[str, Any
                       f"the destination names none; {effect}. Set port.number")
 
 
-def _rejected_service(inputs: Inputs, host: str) -> bool:
+def rejected_service(inputs: Inputs, host: str) -> bool:
+    """Is ``host`` the name of a Service the store refused as invalid?"""
     name, _, rest = host.partition(".")
     namespace, _, suffix = rest.partition(".")
     return suffix == f"svc.{inputs.domain}" and ConfigKey("Service", namespace, name) in (
@@ -125,13 +129,13 @@ def _viewers(vs: ConfigObject) -> list[str]:
 def _host_finding(inputs: Inputs, vs: ConfigObject, path: FieldPath, raw: str,
                   host: str) -> Finding | None:
     for viewer in _viewers(vs):
-        service, hidden = _lookup(inputs, host, viewer)
+        service, hidden = lookup(inputs, host, viewer)
         if service is not None:
             continue
         if hidden is not None:
             why = f"{hidden.hostname} (namespace {hidden.namespace}) is not exported to " \
                   f"namespace {viewer}"
-        elif _rejected_service(inputs, host):
+        elif rejected_service(inputs, host):
             why = "its Service is invalid and was not accepted (see PF0001)"
         else:
             why = "no Service or ServiceEntry defines it"
@@ -152,7 +156,7 @@ def analyze(inputs: Inputs) -> Iterator[Finding]:
             if missing is not None:
                 yield missing
             else:
-                service, _ = _lookup(inputs, host, vs.namespace)
+                service, _ = lookup(inputs, host, vs.namespace)
                 assert service is not None
                 yield from _check_port(vs, path, destination, service)
             if destination.get("subset"):

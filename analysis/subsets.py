@@ -1,4 +1,5 @@
-"""DestinationRule subsets whose labels select none of the host's workloads.
+"""DestinationRules that apply to nothing: a host no service has, subsets that select none
+of the host's workloads.
 
 A subset becomes a cluster with no endpoints: routes to it answer 503 (``no healthy
 upstream``). The workloads of a host are what its selector picks in its namespace — Pods,
@@ -6,6 +7,9 @@ pod templates of workload controllers (what a cluster would create from the mani
 and WorkloadEntries — or, for a ServiceEntry, its inline endpoints. A pod's endpoints carry
 more labels than the pod: its Node's locality and name (`endpoint_labels`), which subsets
 may select on (one subset per zone).
+
+A DestinationRule whose host is no Service or ServiceEntry visible where the rule applies
+configures nothing; usually a misspelt or short name resolved in the wrong namespace.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from pilotfish.analysis.base import (
     PodTemplate,
     finding,
 )
+from pilotfish.analysis.destinations import lookup, rejected_service
 from pilotfish.core.model import Service, labels_match, resolve_host
+from pilotfish.core.objects import ConfigObject
 
 _ANALYZER = "destinationrule.SubsetSelectPodAnalyzer"
 SUBSET_SELECTS_NOTHING = Check(
@@ -30,6 +36,11 @@ SUBSET_SELECTS_NOTHING = Check(
     # Istio calls it an error; pods often live outside the files analyzed (and discovery
     # reports every analyzer error as it serves), so pilotfish warns.
     IstioMessage("IST0173", "DestinationRuleSubsetNotSelectPods", _ANALYZER),
+)
+RULE_HOST_UNKNOWN = Check(
+    "PF0109", "DestinationRuleHostUnknown", Level.WARNING,
+    "a DestinationRule's host is no Service or ServiceEntry visible where it applies",
+    IstioMessage("IST0174", "UnknownDestinationRuleHost", _ANALYZER),
 )
 
 # What Istio's Kubernetes registry adds to the labels of a pod's endpoints (AugmentLabels):
@@ -100,10 +111,36 @@ def host_workload_labels(inputs: Inputs, service: Service) -> list[Mapping[str, 
     return None
 
 
+def _unknown_host(inputs: Inputs, rule: ConfigObject, raw: str, host: str) -> Finding | None:
+    """PF0109 when no namespace the rule applies in sees a service for its host."""
+    named = [str(n) for n in rule.spec.get("exportTo") or () if str(n) not in ("*", ".", "~")]
+    hidden: tuple[Service, str] | None = None
+    for viewer in dict.fromkeys([rule.namespace, *named]):
+        service, hidden_here = lookup(inputs, host, viewer)
+        if service is not None:
+            return None
+        if hidden is None and hidden_here is not None:
+            hidden = hidden_here, viewer
+    if hidden is not None:
+        why = f"{hidden[0].hostname} (namespace {hidden[0].namespace}) is not exported to " \
+              f"namespace {hidden[1]}"
+    elif rejected_service(inputs, host):
+        why = "its Service is invalid and was not accepted (see PF0001)"
+    else:
+        why = "no Service or ServiceEntry defines it"
+    shown = f"host {raw!r}" if raw == host else f"host {raw!r} ({host})"
+    return finding(RULE_HOST_UNKNOWN, rule, ("spec", "host"),
+                   f"{shown} is unknown: {why}; this DestinationRule applies to nothing")
+
+
 def analyze(inputs: Inputs) -> Iterator[Finding]:
     push = inputs.push
     for obj in push.objects("DestinationRule"):
-        host = resolve_host(str(obj.spec.get("host") or ""), obj.namespace, inputs.domain)
+        raw = str(obj.spec.get("host") or "")
+        host = resolve_host(raw, obj.namespace, inputs.domain)
+        if raw and (unknown := _unknown_host(inputs, obj, raw, host)) is not None:
+            yield unknown
+            continue
         service = push.service(host)
         subsets: Sequence[object] = obj.spec.get("subsets") or ()
         if service is None or not subsets:

@@ -1,4 +1,5 @@
-"""Subsets that select no workload, with the labels a pod's endpoints get from its Node."""
+"""DestinationRule checks: subsets that select no workload (with the labels a pod's
+endpoints get from its Node), and rules whose host is no service."""
 
 from __future__ import annotations
 
@@ -115,3 +116,56 @@ spec:
   - {name: zone-b, labels: {topology.kubernetes.io/zone: us-west1-b}}
 """)
     assert [(f.check.code, f.field) for f in found] == [("PF0103", "spec.subsets[3].labels")]
+
+
+def test_a_rule_for_an_unknown_host_applies_to_nothing() -> None:
+    found = analyze(SERVICE + """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: typo, namespace: shop}
+spec: {host: wbe, subsets: [{name: v9, labels: {version: v9}}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: elsewhere, namespace: other}
+spec: {host: web}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: fqdn, namespace: other}
+spec: {host: web.shop.svc.cluster.local}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: wildcard, namespace: shop}
+spec: {host: "*.shop.svc.cluster.local"}
+""")
+    # The subsets of a rule for no service are not checked: PF0109 says why they select none.
+    assert sorted((f.check.code, f.key.name if f.key else "", f.field) for f in found) == [
+        ("PF0109", "elsewhere", "spec.host"), ("PF0109", "typo", "spec.host")]
+    (typo,) = [f for f in found if f.key and f.key.name == "typo"]
+    assert "'wbe' (wbe.shop.svc.cluster.local) is unknown" in typo.message
+    assert typo.istio is not None and typo.istio.code == "IST0174"
+
+
+def test_a_rule_for_a_host_not_exported_to_it_says_so() -> None:
+    found = analyze(SERVICE.replace(
+        "metadata: {name: web, namespace: shop}",
+        "metadata: {name: web, namespace: shop, annotations: "
+        "{networking.istio.io/exportTo: .}}") + """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: other}
+spec: {host: web.shop.svc.cluster.local, exportTo: [shop]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web-hidden, namespace: other}
+spec: {host: web.shop.svc.cluster.local}
+""")
+    # Exported to shop, the first rule applies where the host is visible.
+    (hidden,) = found
+    assert hidden.key is not None and hidden.key.name == "web-hidden"
+    assert "is not exported to namespace other" in hidden.message

@@ -228,8 +228,8 @@ spec:
 def test_catalog_codes_are_unique_and_stable() -> None:
     assert len({c.code for c in CHECKS}) == len(CHECKS)
     assert [c.code for c in CHECKS] == [
-        "PF0001", "PF0101", "PF0102", "PF0103", "PF0104", "PF0105", "PF0106", "PF0107",
-        "PF0108"]
+        "PF0001", "PF0101", "PF0102", "PF0103", "PF0109", "PF0104", "PF0105", "PF0106",
+        "PF0107", "PF0108"]
 
 
 def test_every_check_carries_istios_code_for_the_same_problem() -> None:
@@ -239,6 +239,7 @@ def test_every_check_carries_istios_code_for_the_same_problem() -> None:
         "PF0101": ("IST0118", "PortNameIsNotUnderNamingConvention"),
         "PF0102": ("IST0144", "InvalidApplicationUID"),
         "PF0103": ("IST0173", "DestinationRuleSubsetNotSelectPods"),
+        "PF0109": ("IST0174", "UnknownDestinationRuleHost"),
         "PF0104": ("IST0101", "ReferencedResourceNotFound"),
         "PF0105": ("IST0101", "ReferencedResourceNotFound"),
         "PF0106": ("IST0101", "ReferencedResourceNotFound"),
