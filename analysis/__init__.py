@@ -55,15 +55,15 @@ CHECKS: tuple[Check, ...] = (
 
 
 def inputs_for(store: ConfigStore, push: PushContext,
-               cluster_objects: Iterable[ConfigObject] = ()) -> Inputs:
+               controllers: Iterable[ConfigObject] = ()) -> Inputs:
     """What the analyzers look at for a store and the push context built from it
-    (``cluster_objects``: Kubernetes objects read beside the store, which discovery ignores:
-    workload controllers, whose pod templates count as pods, and Nodes)."""
-    extra = list(cluster_objects)
-    pods = pod_templates([*store.objects("Pod"), *extra])
+    (``controllers``: workload controllers read beside the store, whose pod templates count
+    as pods)."""
+    pods = pod_templates([*store.objects("Pod"), *controllers])
     rejected = frozenset(e.key for e in store.errors() if e.key is not None
                          and e.severity == "error" and store.get(e.key) is None)
-    return Inputs(push, tuple(pods), rejected=rejected, nodes=node_labels(extra))
+    return Inputs(push, tuple(pods), rejected=rejected,
+                  nodes=node_labels(store.objects("Node")))
 
 
 def run(inputs: Inputs) -> list[Finding]:

@@ -1,7 +1,7 @@
 """What analyzers read and what they report.
 
 An analyzer is a pure function from `Inputs` (the push context discovery would build, plus
-the pod specs and Nodes found in the files) to `Finding`s. Every finding carries a stable
+the pod specs found in the files) to `Finding`s. Every finding carries a stable
 code, a level, and the file, line, object and field it is about, so that editors and CI can
 point at the line to change; and, where Istio's analyzers report the same problem, the code
 ``istioctl analyze`` gives it.
@@ -188,7 +188,7 @@ class Inputs:
     sockets: tuple[PodSockets, ...] = ()
     # Objects the store refused (invalid): a reference to one is explained, not "unknown".
     rejected: frozenset[ConfigKey] = frozenset()
-    # The labels of Nodes found in the files, by node name: a pod's endpoints carry its
+    # The labels of the Nodes in the config, by node name: a pod's endpoints carry its
     # Node's locality, which subsets may select on (`subsets.endpoint_labels`).
     nodes: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
 

@@ -2,9 +2,8 @@
 
 Loads a config directory the way discovery does (the files source, schema and semantic
 validation, the push context), adds the pod templates of workload controllers found in
-the same files (and the Nodes, whose locality pods' endpoints carry), and runs every
-analyzer (`pilotfish.analysis`). One line per finding, with the code Istio's analyzers give
-the same problem in brackets::
+the same files, and runs every analyzer (`pilotfish.analysis`). One line per finding,
+with the code Istio's analyzers give the same problem in brackets::
 
     dr.yaml:12: warning PF0103 [IST0173] DestinationRule default/reviews: spec.subsets[2]...
 
@@ -68,31 +67,25 @@ def load(root: Path, config: meshconfig.MeshConfig) -> tuple[Inputs, list[Findin
     raw: list[ConfigObject] = []
     for path in config_files(root):
         load_file(store, path, root, config.discovery.config_limits)
-        raw += _cluster_objects(path)
+        raw += _controllers(path)
     push = push_context.build(store.objects(), config.mesh, "analyze")
-    errors = [e for e in store.errors() if not _is_cluster_object_notice(e)]
+    errors = [e for e in store.errors() if not _is_controller_notice(e)]
     return inputs_for(store, push, raw), [_problem(e) for e in errors]
 
 
-# Kubernetes kinds analyze reads although discovery does not: workload controllers (their
-# pod templates are pods to be) and Nodes (their locality labels reach pods' endpoints).
-CLUSTER_KINDS = frozenset({*TEMPLATE_PATHS, "Node"})
-
-
-def _cluster_objects(path: Path) -> list[ConfigObject]:
-    """Objects of `CLUSTER_KINDS` in a file: not pilotfish kinds, so the store ignores them."""
+def _controllers(path: Path) -> list[ConfigObject]:
+    """Workload controllers in a file: not pilotfish kinds, so the store ignores them."""
     try:
         objects, _ = load_text(path.read_text(), str(path))
     except (OSError, UnicodeDecodeError, YAMLFileError):
         return []  # the store has reported the file already
-    return [o for o in objects if o.kind in CLUSTER_KINDS]
+    return [o for o in objects if o.kind in TEMPLATE_PATHS]
 
 
-def _is_cluster_object_notice(error: ConfigError) -> bool:
-    """The store's "unknown kind" note for a Deployment, a Node and the like: analyze reads
-    those."""
+def _is_controller_notice(error: ConfigError) -> bool:
+    """The store's "unknown kind" note for a Deployment and the like: analyze reads those."""
     return (error.severity == "warning" and error.key is not None
-            and error.key.kind in CLUSTER_KINDS and "unknown kind" in error.message)
+            and error.key.kind in TEMPLATE_PATHS and "unknown kind" in error.message)
 
 
 def _problem(error: ConfigError) -> Finding:

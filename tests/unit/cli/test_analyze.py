@@ -205,7 +205,7 @@ spec: {nodeName: node-a, containers: [{name: web, image: web:2}]}
         "{name: v2, labels: {version: v2}}",
         "{name: v2, labels: {version: v2, topology.kubernetes.io/zone: zone-a}}"))
     inputs, problems = analyze.load(shop, meshconfig.MeshConfig())
-    assert not [p for p in problems if p.key and p.key.kind == "Node"]  # read, not ignored
+    assert not [p for p in problems if p.key and p.key.kind == "Node"]  # a kind it reads
     assert inputs.nodes == {"node-a": {"topology.kubernetes.io/zone": "zone-a"}}
     assert "PF0103" not in {f.check.code for f in analyze.run(inputs)}
 
