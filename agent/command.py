@@ -144,6 +144,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--ip", help="the workload's IP address (required)")
     add("--labels", default="", metavar="K=V,...", help="workload labels")
     add("--service-account", default="default", help="service account (default: default)")
+    add("--locality", default="", metavar="REGION[/ZONE[/SUBZONE]]",
+        help="where the proxy runs, for locality-aware load balancing (default: from the "
+             "topology labels in --labels)")
     add("--admin-port", type=int, default=15000, help="proxy admin port (default: 15000)")
     add("--xds-mode", choices=XDS_MODES, default="delta",
         help="ADS flavour: delta (Istio's default since 1.22) or sotw")
@@ -203,7 +206,7 @@ def options_from_args(args: argparse.Namespace, config: meshconfig.MeshConfig) -
             concurrency=args.concurrency, drain_seconds=math.ceil(drain),
             log_level=args.proxy_log_level, metadata=parse_meta(args.meta),
             pod_ports=parse_pod_ports(args.pod_ports),
-            prometheus_port=prometheus_port,
+            prometheus_port=prometheus_port, locality=args.locality,
         )
     except ValueError as exc:  # ProxyOptions validators and durations name the field
         raise AgentError(str(exc)) from None

@@ -26,7 +26,8 @@ from pilotfish.analysis.base import (
     finding,
 )
 from pilotfish.analysis.destinations import lookup, rejected_service
-from pilotfish.core.model import Service, labels_match, resolve_host
+from pilotfish.core.model import Service, labels_match, locality_of, resolve_host, workload_locality
+from pilotfish.core.model import endpoint_labels as model_endpoint_labels
 from pilotfish.core.objects import ConfigObject
 
 _ANALYZER = "destinationrule.SubsetSelectPodAnalyzer"
@@ -43,45 +44,15 @@ RULE_HOST_UNKNOWN = Check(
     IstioMessage("IST0174", "UnknownDestinationRuleHost", _ANALYZER),
 )
 
-# What Istio's Kubernetes registry adds to the labels of a pod's endpoints (AugmentLabels):
-# the locality of the pod's Node, each part when not empty, and the Node's name. (It adds
-# topology.istio.io/cluster and topology.istio.io/network too, from multicluster settings
-# pilotfish does not have.)
-REGION = "topology.kubernetes.io/region"
-ZONE = "topology.kubernetes.io/zone"
-SUBZONE = "topology.istio.io/subzone"
-HOSTNAME = "kubernetes.io/hostname"
-# Node labels from before topology.kubernetes.io, read when the current ones are absent.
-LEGACY = {REGION: "failure-domain.beta.kubernetes.io/region",
-          ZONE: "failure-domain.beta.kubernetes.io/zone"}
-# A pod's own locality (region.zone.subzone, or with slashes), which replaces its Node's.
-POD_LOCALITY = ("topology.istio.io/locality", "istio-locality")
-
-
-def _locality(pod: PodTemplate, node: Mapping[str, str] | None) -> tuple[str, ...]:
-    """(region, zone, subzone) of a pod, any of them empty."""
-    own = next((pod.labels[k] for k in POD_LOCALITY if k in pod.labels), "")
-    if own:
-        parts = (own if "/" in own else own.replace(".", "/")).split("/")
-        return (*parts[:3], *[""] * (3 - len(parts)))
-    if node is None:
-        return ("", "", "")
-    return (node.get(REGION) or node.get(LEGACY[REGION]) or "",
-            node.get(ZONE) or node.get(LEGACY[ZONE]) or "",
-            node.get(SUBZONE) or "")
-
-
 def endpoint_labels(pod: PodTemplate, nodes: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """The labels a pod's endpoints carry: its own, with its Node's locality and name."""
-    labels = dict(pod.labels)
+    """The labels a pod's endpoints carry, as discovery's registry gives them (Istio's
+    AugmentLabels): its own, with its Node's locality and name. (Istio adds
+    topology.istio.io/cluster and topology.istio.io/network too, from multicluster settings
+    pilotfish does not have.)"""
     node_name = str(pod.spec.get("nodeName") or "")
-    for key, value in zip((REGION, ZONE, SUBZONE), _locality(pod, nodes.get(node_name)),
-                          strict=True):
-        if value:
-            labels[key] = value
-    if node_name:
-        labels[HOSTNAME] = node_name
-    return labels
+    node = nodes.get(node_name)
+    locality = workload_locality(pod.labels, locality_of(node) if node is not None else "")
+    return model_endpoint_labels(pod.labels, locality, node_name)
 
 
 def _pairs(labels: Mapping[str, str]) -> str:

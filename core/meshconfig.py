@@ -89,6 +89,9 @@ class MeshSettings:
     hold_application_until_proxy_starts: bool = False
     default_http_retry_policy: Mapping[str, Any] | None = None
     inbound_traffic_policy: str = "PASSTHROUGH"  # or LOCALHOST
+    # The mesh-wide localityLbSetting; a DestinationRule's own replaces it. Istio's
+    # default: enabled (it applies where a DestinationRule sets outlier detection).
+    locality_lb_setting: Mapping[str, Any] = attrs.field(factory=lambda: {"enabled": True})
 
 
 # Proxies pushed at once, as istiod's PILOT_PUSH_THROTTLE: more pushes in flight let gRPC
@@ -178,7 +181,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
     _only(mesh_raw, {
         "rootNamespace", "trustDomain", "domain", "connectTimeout", "outboundTrafficPolicy",
         "enableAutoMtls", "protocolDetectionTimeout", "defaultConfig", "defaultHttpRetryPolicy",
-        "inboundTrafficPolicy",
+        "inboundTrafficPolicy", "localityLbSetting",
     }, f"{where}: mesh")
     otp = _mapping(mesh_raw.get("outboundTrafficPolicy"), f"{where}: mesh.outboundTrafficPolicy")
     otp_mode = str(otp.get("mode", "ALLOW_ANY"))
@@ -215,6 +218,9 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
         default_http_retry_policy=_mapping(
             mesh_raw.get("defaultHttpRetryPolicy"), f"{where}: mesh.defaultHttpRetryPolicy"
         ) or None,
+        locality_lb_setting=_mapping(
+            mesh_raw.get("localityLbSetting"), f"{where}: mesh.localityLbSetting"
+        ) or {"enabled": True},
     )
 
     disc_raw = _mapping(data.get("discovery"), f"{where}: discovery")

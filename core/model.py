@@ -119,6 +119,49 @@ class Endpoint:
     network: str = ""
 
 
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+SUBZONE_LABEL = "topology.istio.io/subzone"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+# Node labels from before topology.kubernetes.io, read when the current ones are absent.
+_LEGACY = {REGION_LABEL: "failure-domain.beta.kubernetes.io/region",
+           ZONE_LABEL: "failure-domain.beta.kubernetes.io/zone"}
+# A pod's own locality (region.zone.subzone, or with slashes), which replaces its Node's.
+POD_LOCALITY_LABELS = ("topology.istio.io/locality", "istio-locality")
+
+
+def locality_of(labels: Mapping[str, str]) -> str:
+    """``region/zone/subzone`` from Kubernetes' topology labels (a Node's, or a Pod's in
+    file mode); "" when there are none."""
+    parts = [labels.get(key) or labels.get(_LEGACY.get(key, ""), "") or ""
+             for key in (REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL)]
+    return "/".join(parts).rstrip("/")
+
+
+def workload_locality(labels: Mapping[str, str], node_locality: str = "") -> str:
+    """Where a Pod runs, as Istio reads it: its own locality label, else its Node's
+    topology labels, else topology labels of its own."""
+    own = next((labels[k] for k in POD_LOCALITY_LABELS if labels.get(k)), "")
+    if own:
+        return own if "/" in own else own.replace(".", "/")
+    return node_locality or locality_of(labels)
+
+
+def endpoint_labels(labels: Mapping[str, str], locality: str, node_name: str = ""
+                    ) -> dict[str, str]:
+    """The labels a Pod's endpoints carry, as Istio's registry augments them: its own, the
+    non-empty parts of its locality as topology labels, and its Node's name (so subsets
+    and failoverPriority can select on them)."""
+    out = dict(labels)
+    for key, value in zip((REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL),
+                          [*locality.split("/"), "", ""][:3], strict=True):
+        if value:
+            out[key] = value
+    if node_name:
+        out[HOSTNAME_LABEL] = node_name
+    return out
+
+
 def fqdn(name: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str:
     return f"{name}.{namespace}.svc.{domain}"
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import attrs
 
+from pilotfish.core.model import workload_locality
+
 
 class ProxyType(enum.Enum):
     SIDECAR = "sidecar"
@@ -51,6 +53,7 @@ class ProxyScope:
     dns_domain: str
     # Named container ports (from POD_PORTS): named Service targetPorts resolve through them.
     pod_ports: frozenset[tuple[str, int]] = frozenset()
+    locality: str = ""
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -71,6 +74,9 @@ class Proxy:
     # The SPIFFE ID discovery proved the caller holds (secure 15012); empty on plaintext
     # 15010. Not part of the scope: generators that need it are `authenticated_only`.
     verified_identity: str = ""
+    # Where it runs, ``region/zone/subzone`` (see `parse_node`); locality-aware load
+    # balancing orders endpoints from here.
+    locality: str = ""
 
     @property
     def id(self) -> str:
@@ -113,12 +119,16 @@ class Proxy:
     def _make_scope(self) -> ProxyScope:
         return ProxyScope(
             self.type, self.kind, self.namespace, frozenset(self.labels.items()),
-            self.dns_domain, frozenset(self.pod_ports.items()),
+            self.dns_domain, frozenset(self.pod_ports.items()), self.locality,
         )
 
 
-def parse_node(node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy:
-    """Build a Proxy from an Envoy node id and its metadata (a plain dict)."""
+def parse_node(node_id: str, metadata: Mapping[str, Any] | None = None,
+               locality: str = "") -> Proxy:
+    """Build a Proxy from an Envoy node id and its metadata (a plain dict).
+
+    ``locality``: Envoy's ``node.locality`` as ``region/zone/subzone`` (the agent's
+    ``--locality``); without one, the pod's labels say (`model.workload_locality`)."""
     metadata = dict(metadata or {})
     parts = node_id.split("~")
     if len(parts) != 4:
@@ -149,14 +159,16 @@ def parse_node(node_id: str, metadata: Mapping[str, Any] | None = None) -> Proxy
     if not isinstance(kind, str) or (kind and not _KIND.match(kind)):
         raise NodeIdError(f"node {node_id!r}: metadata {GENERATOR} {kind!r}: expected a "
                           "proxy kind (lowercase letters, digits and '-'), as in grpc")
+    labels = {str(k): str(v) for k, v in labels.items()}
     return Proxy(
         type=proxy_type,
         ip_addresses=tuple(ips),
         name=name,
         namespace=namespace,
         dns_domain=domain or f"{namespace}.svc.cluster.local",
-        labels={str(k): str(v) for k, v in labels.items()},
+        labels=labels,
         metadata=metadata,
         node_id=node_id,
         kind=kind or proxy_type.value,
+        locality=locality or workload_locality(labels),
     )

@@ -85,6 +85,11 @@ def _check_choice(choices: tuple[str, ...]) -> Any:
     return check
 
 
+def _check_locality(instance: Any, attribute: Any, value: str) -> None:
+    if value and (value.count("/") > 2 or not value.split("/")[0]):
+        raise ValueError(f"--locality {value!r}: expected REGION[/ZONE[/SUBZONE]]")
+
+
 def _check_ip(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if not is_ip(value):
         raise ValueError(f"{attribute.name}: {value!r} is not an IP address")
@@ -149,6 +154,9 @@ class ProxyOptions:
     log_level: str = "warning"
     metadata: Mapping[str, Any] = attrs.field(factory=dict)  # extra node metadata
     pod_ports: tuple[PodPort, ...] = ()
+    # ``region/zone/subzone`` where the proxy runs (Envoy's node.locality); "" leaves it to
+    # the pod's labels, read by discovery.
+    locality: str = attrs.field(default="", validator=_check_locality)
     # Where the proxy serves its own Prometheus stats (Istio's 15090); 0: nowhere. The
     # agent's merged scrape reads the admin API directly and needs no such port.
     prometheus_port: int = attrs.field(default=0, validator=_check_port_or_off)

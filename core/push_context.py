@@ -44,7 +44,7 @@ _WORKLOAD_KINDS = frozenset({"Pod", "WorkloadEntry"})
 # Kinds that make endpoints (and, through ServiceEntry hosts and Service selectors, nothing
 # but endpoints): a batch of these alone can be applied service by service
 # (`PushContext.endpoint_changes`).
-ENDPOINT_KINDS = frozenset({"Pod", "WorkloadEntry", "Endpoints", "EndpointSlice"})
+ENDPOINT_KINDS = frozenset({"Pod", "WorkloadEntry", "Endpoints", "EndpointSlice", "Node"})
 
 
 def _exported_to(export_to: Iterable[str], owner_ns: str, viewer_ns: str) -> bool:
@@ -480,7 +480,7 @@ def build(
     domain = mesh.domain
     reg = registry_mod.build(
         [o for kind in ("Service", "ServiceEntry", "Pod", "WorkloadEntry", "Endpoints",
-                        "EndpointSlice") for o in by_kind.get(kind, ())],
+                        "EndpointSlice", "Node") for o in by_kind.get(kind, ())],
         domain,
     )
     guard = Guard()

@@ -25,8 +25,11 @@ from pilotfish.core.model import (
     Service,
     ServicePort,
     Workload,
+    endpoint_labels,
     fqdn,
     labels_match,
+    locality_of,
+    workload_locality,
 )
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.store import ConfigError
@@ -84,7 +87,8 @@ def _per_object(build: Callable[..., T]) -> Callable[..., T]:
 
 
 @_per_object
-def _pod_workload(obj: ConfigObject) -> Workload | None:
+def _pod_workload(obj: ConfigObject, node_locality: str = "") -> Workload | None:
+    """A Pod's workload; ``node_locality``: that of the Node it runs on (``spec.nodeName``)."""
     status = obj.body.get("status") or {}
     address = status.get("podIP")
     if not address:
@@ -101,7 +105,8 @@ def _pod_workload(obj: ConfigObject) -> Workload | None:
             healthy = False
     if status.get("phase") in ("Failed", "Succeeded", "Pending"):
         healthy = False
-    labels = dict(obj.labels)
+    locality = workload_locality(obj.labels, node_locality)
+    labels = endpoint_labels(obj.labels, locality, str(spec.get("nodeName") or ""))
     return Workload(
         kind="Pod",
         name=obj.name,
@@ -114,6 +119,7 @@ def _pod_workload(obj: ConfigObject) -> Workload | None:
         healthy=healthy,
         tls_mode=labels.get(TLS_MODE_LABEL, "disabled"),
         annotations=dict(obj.annotations),
+        locality=locality,
     )
 
 
@@ -240,8 +246,9 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
     guard = Guard()
 
     workloads: list[Workload] = []
+    nodes = {obj.name: locality_of(obj.labels) for obj in by_kind["Node"]}
     for obj in by_kind["Pod"]:
-        pod = guard.run(obj, _pod_workload, obj)
+        pod = guard.run(obj, _pod_workload, obj, nodes.get(str(obj.spec.get("nodeName")), ""))
         if pod is not None:
             workloads.append(pod)
     for obj in by_kind["WorkloadEntry"]:

@@ -27,7 +27,7 @@ from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy import Proxy, ProxyType
 from pilotfish.core.push_context import SERVICE_IDENTITIES, PushContext, ServiceInstance
 from pilotfish.core.xds import types
-from pilotfish.translators import auto_mtls, cluster_policy
+from pilotfish.translators import auto_mtls, cluster_policy, locality_lb
 from pilotfish.translators.common import (
     BLACKHOLE_CLUSTER,
     INBOUND,
@@ -192,6 +192,7 @@ def _outbound(
         sans=list(push.service_identities(service.hostname)),
     )
     auto_mtls.apply(cluster, push, service, port.protocol, policy, sni)
+    locality_lb.cluster_config(cluster, locality_lb.setting(push, policy))
     metadata: dict[str, Any] = {
         "services": [{"host": service.hostname, "name": service.name,
                       "namespace": service.namespace}],

@@ -21,6 +21,8 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.security_policies import MtlsMode
 from pilotfish.core.xds import types
+from pilotfish.translators import locality_lb
+from pilotfish.translators.cluster_policy import effective_policy
 from pilotfish.translators.common import OUTBOUND, cluster_name
 from pilotfish.translators.endpoints import load_assignment
 
@@ -39,7 +41,7 @@ class Endpoints:
     # PeerAuthentication: an endpoint whose workload turns mTLS off loses its tlsMode mark.
     depends_on = frozenset({
         "Service", "ServiceEntry", "DestinationRule", "Sidecar", "Pod", "WorkloadEntry",
-        "Endpoints", "EndpointSlice", "PeerAuthentication",
+        "Endpoints", "EndpointSlice", "PeerAuthentication", "Node",
     })
 
     def generate(
@@ -61,22 +63,31 @@ class Endpoints:
             if service.resolution not in (Resolution.CLIENT_SIDE_LB, Resolution.PASSTHROUGH):
                 continue
             rule = push.destination_rule(proxy, service.hostname)
-            subsets = [("", None)] + [
-                (str(s.get("name")), s.get("labels") or {})
+            subsets: list[tuple[str, Any, Any]] = [("", None, None)] + [
+                (str(s.get("name")), s.get("labels") or {}, s.get("trafficPolicy"))
                 for s in (rule.subsets if rule else ()) if s.get("name")
             ]
             for port in service.ports:
                 if port.protocol is Protocol.UDP:
                     continue
                 endpoints = push.endpoints(service.hostname, port.port)
-                for subset, labels in subsets:
+                for subset, labels, subset_policy in subsets:
                     name = cluster_name(OUTBOUND, port.port, subset, service.hostname)
-                    key = (name, tuple(sorted(labels.items())) if labels else None)
+                    policy = effective_policy(rule.traffic_policy if rule else {},
+                                              subset_policy, port.port)
+                    locality = locality_lb.setting(push, policy)
+                    key: tuple[Any, ...] = (
+                        name, tuple(sorted(labels.items())) if labels else None)
+                    if locality is not None:
+                        key += locality_lb.cache_key(locality, proxy)
                     cla = memo.get(key)
                     if cla is None:
-                        cla = memo[key] = load_assignment(
-                            name, endpoints, labels, partial(_accepts_mtls, push)
-                        )
+                        cla = load_assignment(
+                            name, endpoints, labels, partial(_accepts_mtls, push),
+                            locality_lb.priority(locality, proxy) if locality else None)
+                        if locality is not None:
+                            cla = locality_lb.distribute(cla, locality, proxy)
+                        memo[key] = cla
                     out.append(cla)
         return out
 

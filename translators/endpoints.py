@@ -65,20 +65,27 @@ def _lb_endpoint(endpoint: Endpoint, mesh_mtls: MeshCheck) -> endpoint_component
 def load_assignment(
     cluster_name: str, endpoints: Iterable[Endpoint], subset_labels: Mapping[str, str] | None,
     mesh_mtls: MeshCheck = lambda endpoint: True,
+    priority: Callable[[Endpoint], int] | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """A CLA for one cluster; subset clusters keep only endpoints carrying the subset's labels.
-    Empty assignments are still sent: Envoy needs one to finish warming the cluster."""
-    by_locality: dict[str, list[endpoint_components_pb2.LbEndpoint]] = defaultdict(list)
+    Empty assignments are still sent: Envoy needs one to finish warming the cluster.
+
+    ``priority`` ranks endpoints (locality load balancing): they are grouped by locality and
+    rank, and the ranks become Envoy priorities numbered from 0 without gaps."""
+    rank = priority or (lambda endpoint: 0)
+    groups: dict[tuple[int, str], list[endpoint_components_pb2.LbEndpoint]] = defaultdict(list)
     for endpoint in sorted(endpoints, key=lambda e: (e.locality, e.address, e.port)):
         if subset_labels and not labels_match(subset_labels, endpoint.labels):
             continue
-        by_locality[endpoint.locality].append(_lb_endpoint(endpoint, mesh_mtls))
+        groups[(rank(endpoint), endpoint.locality)].append(_lb_endpoint(endpoint, mesh_mtls))
+    levels = {level: index for index, level in enumerate(sorted({k[0] for k in groups}))}
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=cluster_name,
         endpoints=[
             endpoint_components_pb2.LocalityLbEndpoints(
-                locality=_locality(locality) if locality else None, lb_endpoints=lbs
+                locality=_locality(locality) if locality else None, lb_endpoints=lbs,
+                priority=levels[level],
             )
-            for locality, lbs in sorted(by_locality.items())
+            for (level, locality), lbs in sorted(groups.items())
         ],
     )

@@ -206,7 +206,9 @@ class XdsServer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing node information")
         try:
             metadata = json_format.MessageToDict(opening.node.metadata)
-            proxy = parse_node(opening.node.id, metadata)
+            where = opening.node.locality
+            locality = "/".join((where.region, where.zone, where.sub_zone)).rstrip("/")
+            proxy = parse_node(opening.node.id, metadata, locality if where.region else "")
         except (NodeIdError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         caller, peer = await check(context, proxy) if check else ("", context.peer())

@@ -210,12 +210,16 @@ def static_resources(options: ProxyOptions) -> dict[str, Any]:
 def bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
     metadata = node_metadata(options, version)
     config_source = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+    node: dict[str, Any] = {
+        "id": options.node_id,
+        "cluster": service_cluster(options, metadata),
+        "metadata": metadata,
+    }
+    if options.locality:
+        region, zone, subzone = [*options.locality.split("/"), "", ""][:3]
+        node["locality"] = {"region": region, "zone": zone, "sub_zone": subzone}
     return {
-        "node": {
-            "id": options.node_id,
-            "cluster": service_cluster(options, metadata),
-            "metadata": metadata,
-        },
+        "node": node,
         "admin": {
             "address": {
                 "socket_address": {

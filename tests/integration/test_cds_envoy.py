@@ -51,7 +51,11 @@ spec:
              maxRetries: 2, idleTimeout: 30s, maxConcurrentStreams: 50}
     outlierDetection: {consecutive5xxErrors: 5, consecutiveGatewayErrors: 2, interval: 10s,
                        baseEjectionTime: 1m, maxEjectionPercent: 50, minHealthPercent: 10}
-    loadBalancer: {simple: LEAST_REQUEST, warmupDurationSecs: 30s}
+    loadBalancer:
+      simple: LEAST_REQUEST
+      warmupDurationSecs: 30s
+      localityLbSetting:
+        distribute: [{from: us-east/*, to: {us-east/*: 80, eu-west/*: 20}}]
     portLevelSettings:
     - port: {number: 9090}
       connectionPool: {http: {h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 10}}
@@ -115,6 +119,8 @@ def test_envoy_accepts_every_destination_rule_shape(tmp_path: Path) -> None:
     assert {"outbound|80||pool.default.svc.cluster.local",
             "outbound|9090|v1|hash.default.svc.cluster.local",
             "outbound|80|mutual|tls.default.svc.cluster.local"} <= names
+    pool = next(c for c in generated if c["name"] == "outbound|80||pool.default.svc.cluster.local")
+    assert "localityWeightedLbConfig" in pool["commonLbConfig"]
     envoy_accepts(tmp_path, clusters=generated)  # raises with Envoy's own words
 
 

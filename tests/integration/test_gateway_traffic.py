@@ -265,3 +265,84 @@ def test_auto_passthrough_sends_each_connection_to_the_cluster_its_sni_names(
             tls_exchange(port, "outbound_.443_._.missing.default.svc.cluster.local")
     finally:
         listener.close()
+
+
+LOCALITY = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: {app_port}}}]
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-east
+  labels: {{topology.kubernetes.io/region: us-east, topology.kubernetes.io/zone: us-east-1a}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-near, namespace: default, labels: {{app: web}}}}
+spec: {{nodeName: node-east, containers: [{{name: web, image: web}}]}}
+status: {{podIP: {near}}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-far
+  namespace: default
+  labels: {{app: web, topology.kubernetes.io/region: eu-west,
+           topology.kubernetes.io/zone: eu-west-1a}}
+status: {{podIP: {far}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web, namespace: default}}
+spec:
+  host: web
+  trafficPolicy:
+    outlierDetection: {{consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m,
+                       maxEjectionPercent: 100}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  http: [{{route: [{{destination: {{host: web, port: {{number: 80}}}}}}]}}]
+"""
+
+
+def test_locality_failover_sends_traffic_away_only_when_local_endpoints_fail(
+        mesh: LocalMesh) -> None:
+    """The gateway runs in us-east/us-east-1a (its agent's --locality); one endpoint is
+    on a Node there, the other in eu-west. With outlier detection, every request goes to
+    the near one while it answers, and to the far one once it stops answering."""
+    port, app_port = free_port(), free_port("127.0.20.5")
+    near, far = "127.0.20.5", "127.0.20.6"
+    mesh.write("mesh.yaml", LOCALITY.format(app_port=app_port, port=port, near=near, far=far))
+    mesh.start_discovery()
+    near_app = mesh.start_apps([f"web:near@{near}:{app_port}"], name="near")
+    mesh.start_apps([f"web:far@{far}:{app_port}"], name="far")
+    mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                     extra=["--locality", "us-east/us-east-1a"])
+    mesh.wait_synced("gw-1.default")
+
+    def version() -> str:
+        answer = http(f"http://127.0.0.1:{port}/", timeout=2)
+        return str(answer.json()["version"]) if answer.status == 200 else ""
+
+    wait_until(version, 15, what="the gateway to route")
+    assert {version() for _ in range(20)} == {"near"}
+    near_app.stop()
+    wait_until(lambda: version() == "far", 15, what="failover to eu-west")
+    assert {version() for _ in range(20)} == {"far"}
