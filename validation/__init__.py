@@ -34,7 +34,7 @@ from pilotfish.core.store import ConfigError, KindRegistry, Validator
 from pilotfish.validation import catalog, semantic
 from pilotfish.validation.cel import check_rules
 from pilotfish.validation.issues import ERROR, WARNING, Issue, unsupported, warning
-from pilotfish.validation.schema import check_object
+from pilotfish.validation.schema import check_object, with_defaults
 
 __all__ = ["FIELD_VALIDATION", "PluginChecks", "make_kinds", "make_validator", "schema_kinds",
            "validate"]
@@ -96,6 +96,7 @@ def _schema_issues(obj: ConfigObject, body: dict[str, Any], unknown: str) -> lis
     schema = found.schemas.get(version)
     if schema is None:
         return [unsupported(("apiVersion",), obj.api_version, found.info.api_versions())]
+    body = with_defaults(body, schema)
     issues = list(check_object(body, schema, unknown))
     if any(issue.blocking for issue in issues):
         return [*issues, warning((), _RULES_SKIPPED)]

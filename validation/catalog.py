@@ -1,7 +1,8 @@
 """The schema catalog: which kinds have an OpenAPI schema, and the schema of each version.
 
-Two files shipped as package data make it up: ``istio_schemas.json``, derived from Istio's
-CRDs by ``scripts/gen_crd_schemas.py``, and ``kubernetes_schemas.json``, the core kinds
+Three files shipped as package data make it up: ``istio_schemas.json`` and
+``gateway_api_schemas.json``, derived from Istio's and the Gateway API's CRDs by
+``scripts/gen_crd_schemas.py``, and ``kubernetes_schemas.json``, the core kinds
 discovery reads, derived from Kubernetes' OpenAPI by ``scripts/gen_kube_schemas.py``. They
 are read once, lazily, on the first lookup; the schemas are plain dicts that the walkers
 only read.
@@ -20,7 +21,7 @@ from pilotfish.core.objects import KindInfo
 
 Schema = dict[str, Any]
 
-_CATALOGS = ("kubernetes_schemas.json", "istio_schemas.json")
+_CATALOGS = ("kubernetes_schemas.json", "istio_schemas.json", "gateway_api_schemas.json")
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ from typing import Any
 
 import celpy
 from celpy import celtypes
-from celpy.evaluation import CELEvalError
+from celpy.evaluation import CELEvalError, Evaluator
 
 from pilotfish.core.objects import FieldPath
 from pilotfish.validation import cel_library
@@ -48,8 +48,40 @@ class RuleDataError(Exception):
 
 
 @cache
+class _Evaluator(Evaluator):
+    """celpy's evaluator, with ``exists_one`` as the CEL spec has it: an element whose
+    predicate fails makes the macro's value that error, which ``||`` and ``&&`` may then
+    absorb (``!has(x.name) || self.exists_one(y, ... x.name ...)``, in the Gateway API's
+    CRDs). celpy raised it instead, failing rules that hold."""
+
+    def member_dot_arg(self, tree: Any) -> Any:
+        member, method = tree.children[:2]
+        if getattr(method, "value", None) != "exists_one":
+            return super().member_dot_arg(tree)
+        items = self.visit(member)
+        if isinstance(items, CELEvalError):
+            return items
+        predicate = self.build_ss_macro_eval(tree)  # errors come back as values
+        count = 0
+        for item in items:
+            result = predicate(item)
+            if isinstance(result, CELEvalError):
+                return result
+            count += bool(result)
+        return celtypes.BoolType(count == 1)
+
+
+    def sub_evaluator(self, ast: Any) -> Evaluator:
+        return _Evaluator(ast, activation=self.activation)  # macros within macros too
+
+
+class _Runner(celpy.InterpretedRunner):
+    def evaluate(self, context: Any) -> Any:
+        return _Evaluator(ast=self.ast, activation=self.new_activation()).evaluate(context)
+
+
 def _environment() -> celpy.Environment:
-    return celpy.Environment()
+    return celpy.Environment(runner_class=_Runner)
 
 
 @cache
@@ -209,12 +241,36 @@ def to_cel(value: Any, schema: Schema) -> Any:
         for key, child in value.items():
             if key in properties:
                 child_schema = properties[key]
+                name = escape_property(key)
             elif isinstance(extra, dict):
-                child_schema = extra
+                child_schema, name = extra, key
             elif keep:
-                child_schema = {}
+                child_schema, name = {}, key
             else:
                 continue
-            out[celtypes.StringType(key)] = to_cel(child, child_schema)
+            out[celtypes.StringType(name)] = to_cel(child, child_schema)
+        # The API server applies the schema's defaults before any rule runs.
+        for key, child_schema in properties.items():
+            if key not in value and "default" in child_schema:
+                out[celtypes.StringType(escape_property(key))] = to_cel(
+                    child_schema["default"], child_schema)
         return celtypes.MapType(out)
     return value
+
+
+# Property names CEL cannot spell as they are (its reserved words), which rules write as
+# ``__name__`` (Kubernetes' escaping, as in ``p.__namespace__``).
+_RESERVED = frozenset({
+    "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for",
+    "function", "if", "import", "let", "loop", "package", "namespace", "return", "var",
+    "void", "while"})
+_ESCAPES = (("__", "__underscores__"), (".", "__dot__"), ("-", "__dash__"), ("/", "__slash__"))
+
+
+def escape_property(name: str) -> str:
+    """A declared property's name as CEL rules refer to it."""
+    if name in _RESERVED:
+        return f"__{name}__"
+    for char, escaped in _ESCAPES:
+        name = name.replace(char, escaped)
+    return name

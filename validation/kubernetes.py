@@ -15,7 +15,14 @@ from pilotfish.core.objects import ConfigObject, FieldPath
 from pilotfish.core.security import credentials
 from pilotfish.validation import names
 from pilotfish.validation.fields import arr, check_labels, check_port, num, obj, text
-from pilotfish.validation.issues import Issue, duplicate, invalid, required, unsupported
+from pilotfish.validation.issues import (
+    Issue,
+    duplicate,
+    invalid,
+    required,
+    unsupported,
+    warning,
+)
 
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
@@ -155,9 +162,10 @@ def _address_fits(address: str, address_type: Any) -> bool:
 
 
 def check_secret(body: dict[str, Any], config: ConfigObject) -> Iterator[Issue]:
-    """A Secret holding TLS material must hold it as Istio reads it for ``credentialName``
-    (PEM, the certificate beside its key); its contents are never echoed."""
+    """A Secret holding TLS material that cannot serve as a ``credentialName`` (not PEM, a
+    certificate without its key): a warning, as the API server stores it anyway and
+    gateways report it in their status; its contents are never echoed."""
     try:
         credentials.credential(body)
     except credentials.CredentialError as exc:
-        yield Issue(exc.path, f"Invalid value: {exc.reason}")
+        yield warning(exc.path, f"cannot serve as a TLS credential: {exc.reason}")

@@ -52,7 +52,12 @@ def check_object(body: dict[str, Any], schema: Schema,
                  unknown: str = ERROR) -> Iterator[Issue]:
     """Every structural problem of a whole object (apiVersion, kind, metadata, spec...);
     ``unknown`` is the severity of an unknown field."""
-    root = {**schema, "properties": {**_ROOT_FIELDS, **schema.get("properties", {})}}
+    # A CRD's bare ``metadata: {type: object}`` (the Gateway API's) would refuse every
+    # name: the API server's own ObjectMeta applies there; a full schema of it is kept.
+    properties = {**_ROOT_FIELDS, **schema.get("properties", {})}
+    if not properties["metadata"].get("properties"):
+        properties["metadata"] = _ROOT_FIELDS["metadata"]
+    root = {**schema, "properties": properties}
     yield from check(body, root, (), unknown)
 
 
@@ -289,3 +294,23 @@ def typed_nodes(value: Any, schema: Schema, path: FieldPath = ()) -> Iterator[
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
             yield from typed_nodes(item, schema["items"], (*path, index))
+
+
+def with_defaults(value: Any, schema: Schema) -> Any:
+    """``value`` with the schema's defaults filled in where a property is absent, as the API
+    server defaults an object before it validates it (a new copy; ``value`` is kept)."""
+    if isinstance(value, dict) and has_type(value, schema):
+        properties: Schema = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        out = {}
+        for key, child in value.items():
+            child_schema = properties.get(key, extra)
+            out[key] = with_defaults(child, child_schema) if isinstance(
+                child_schema, dict) else child
+        for key, child_schema in properties.items():
+            if key not in out and "default" in child_schema:
+                out[key] = with_defaults(child_schema["default"], child_schema)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [with_defaults(item, schema["items"]) for item in value]
+    return value
