@@ -37,6 +37,8 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "pilotfish.cli.proxy_status", "add_status_arguments", "proxy_status"),
     ("proxy-config", "what one proxy holds: clusters, listeners, routes, endpoints, secrets",
      "pilotfish.cli.proxy_status", "add_config_arguments", "proxy_config"),
+    ("gateway-status", "Gateway API status: Gateways, listeners and routes with conditions",
+     "pilotfish.cli.gateway_status", "add_arguments", "main"),
     ("iptables", "capture a pod's traffic with istio-iptables's rules",
      "pilotfish.cli.iptables", "add_arguments", "main"),
 )

@@ -8,6 +8,7 @@ VirtualServices bind to which gateway — so that translators only translate.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
@@ -15,8 +16,8 @@ from typing import Any, TypeVar
 
 import attrs
 
+from pilotfish.core import gateway_api, security_policies
 from pilotfish.core import registry as registry_mod
-from pilotfish.core import security_policies
 from pilotfish.core.guard import Guard
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.model import (
@@ -34,6 +35,7 @@ from pilotfish.core.security.identity import spiffe_id
 from pilotfish.core.store import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger("pilotfish.push")
 
 MESH_GATEWAY = "mesh"
 # A pseudo config kind: "the service accounts behind some service changed". Clusters name
@@ -155,6 +157,8 @@ class Gateway:
     selector: Mapping[str, str]
     spec: Mapping[str, Any]
     obj: ConfigObject
+    # Converted from a Gateway API Gateway: selects proxies of its own namespace only.
+    own_namespace: bool = False
 
     @property
     def ref(self) -> str:
@@ -234,6 +238,8 @@ class PushContext:
     security: security_policies.SecurityPolicies
     # Objects that could not be indexed: left out, the rest served (core/guard.py).
     problems: tuple[ConfigError, ...] = ()
+    # The Gateway API objects' conversion: its status, and which Secrets it lets read.
+    gateway_api: gateway_api.Converted = attrs.field(factory=gateway_api.Converted)
 
     # -- objects ---------------------------------------------------------------------
 
@@ -366,9 +372,13 @@ class PushContext:
     ) -> frozenset[str]:
         """Pseudo kinds whose content differs from ``previous`` (only workload events can
         change them, so nothing is compared for other batches)."""
+        out: set[str] = set()
         if changed_kinds & _WORKLOAD_KINDS and self._identities != previous._identities:
-            return frozenset({SERVICE_IDENTITIES})
-        return frozenset()
+            out.add(SERVICE_IDENTITIES)
+        if changed_kinds & gateway_api.INPUT_KINDS and not self.gateway_api.same_output(
+                previous.gateway_api):
+            out |= gateway_api.OUTPUT_KINDS
+        return frozenset(out)
 
     def endpoint_changes(self, previous: PushContext) -> frozenset[str] | None:
         """The hostnames whose endpoints differ from ``previous``'s, when the services are
@@ -460,7 +470,8 @@ class PushContext:
         if proxy.type is not ProxyType.ROUTER:
             return []
         return [gw for gw in self.gateways if gw.selector and labels_match(gw.selector,
-                                                                           proxy.labels)]
+                                                                           proxy.labels)
+                and (not gw.own_namespace or gw.namespace == proxy.namespace)]
 
 
 def _creation_order(obj: ConfigObject) -> tuple[str, str, str]:
@@ -473,11 +484,18 @@ def build(
     """Index all accepted objects into a push context."""
     by_kind: dict[str, list[ConfigObject]] = defaultdict(list)
     for obj in objects:
-        by_kind[obj.kind].append(obj)
+        # The Gateway API's kinds apart from Istio's: both have a Gateway.
+        by_kind[gateway_api.index_key(obj.kind) if obj.group == gateway_api.GROUP
+                else obj.kind].append(obj)
     for items in by_kind.values():
         items.sort(key=_creation_order)
 
     domain = mesh.domain
+    # The Gateway API, as Istio serves it: converted into Gateways and VirtualServices that
+    # are indexed like the user's own (core/gateway_api).
+    converted = guard_convert(by_kind, domain)
+    for obj in converted.objects:
+        by_kind[obj.kind].append(obj)
     reg = registry_mod.build(
         [o for kind in ("Service", "ServiceEntry", "Pod", "WorkloadEntry", "Endpoints",
                         "EndpointSlice", "Node") for o in by_kind.get(kind, ())],
@@ -513,7 +531,8 @@ def build(
 
     def gateway(obj: ConfigObject) -> Gateway:
         return Gateway(name=obj.name, namespace=obj.namespace,
-                       selector=dict(obj.spec.get("selector") or {}), spec=obj.spec, obj=obj)
+                       selector=dict(obj.spec.get("selector") or {}), spec=obj.spec, obj=obj,
+                       own_namespace=gateway_api.ORIGIN_ANNOTATION in obj.annotations)
 
     def each(kind: str, build: Callable[[ConfigObject], T]) -> list[T]:
         built = (guard.run(obj, build, obj) for obj in by_kind.get(kind, ()))
@@ -536,7 +555,19 @@ def build(
         namespaces=namespaces,
         security=security_policies.build(by_kind, mesh.root_namespace),
         problems=(*reg.problems, *guard.errors),
+        gateway_api=converted,
     )
+
+
+def guard_convert(by_kind: Mapping[str, Sequence[ConfigObject]], domain: str
+                  ) -> gateway_api.Converted:
+    """The Gateway API's conversion; a failure in it (a bug) costs the Gateway API objects,
+    not the push, and is logged with what was being converted."""
+    try:
+        return gateway_api.convert(by_kind, domain)
+    except Exception:
+        log.exception("converting the Gateway API objects failed; they are left out")
+        return gateway_api.Converted()
 
 
 def _merge_rules(rules: list[DestinationRule]) -> list[DestinationRule]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from pilotfish.core import gateway_api
+from pilotfish.core.gateway_api import status as gateway_status
 from pilotfish.core.http import HttpServer, Request, Response
 from pilotfish.core.xds import config_dump, types
 from pilotfish.core.xds.server import Connection
@@ -114,6 +116,19 @@ def server(discovery: Discovery) -> HttpServer:
             })
         return Response.json(out)
 
+    async def gateway_status_view(request: Request) -> Response:
+        """Gateway API status, as it would be written back to the objects (the files source
+        cannot); a Gateway's address is its connected routers'."""
+        served: dict[tuple[str, str], list[str]] = {}
+        for connection in discovery.xds.connections.values():
+            proxy = connection.proxy
+            name = proxy.labels.get(gateway_api.GATEWAY_NAME_LABEL)
+            if name and proxy.ip:
+                served.setdefault((proxy.namespace, name), []).append(proxy.ip)
+        view = discovery.state.push.gateway_api.status.view()
+        return Response.json(gateway_status.with_proxies(
+            view, {key: sorted(set(ips)) for key, ips in served.items()}))
+
     async def configz(request: Request) -> Response:
         return Response.json([
             {"kind": o.kind, "apiVersion": o.api_version, "namespace": o.namespace,
@@ -178,6 +193,7 @@ def server(discovery: Discovery) -> HttpServer:
         "/debug/config_dump": dump,
         "/debug/registryz": registryz,
         "/debug/configz": configz,
+        "/debug/gateway_status": gateway_status_view,
         "/debug/config_errors": errorz,
         "/debug/push_status": push_status,
         "/debug/adsz": adsz,

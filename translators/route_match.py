@@ -106,6 +106,8 @@ def route_match(match: Mapping[str, Any] | None) -> rc.RouteMatch:
             out.path = str(uri["exact"])
         elif "prefix" in uri:
             out.prefix = str(uri["prefix"])
+        elif "pathSeparatedPrefix" in uri:  # Gateway API PathPrefix (core/gateway_api)
+            out.path_separated_prefix = str(uri["pathSeparatedPrefix"])
         elif "regex" in uri:
             out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=str(uri["regex"])))
     out.case_sensitive.CopyFrom(wrappers_pb2.BoolValue(value=not match.get("ignoreUriCase")))

@@ -97,6 +97,10 @@ def _redirect(out: rc.Route, spec: Mapping[str, Any], ctx: RouteContext) -> bool
         redirect.path_redirect = str(spec["uri"])
     elif spec.get("prefixRewrite"):
         redirect.prefix_rewrite = str(spec["prefixRewrite"])
+    elif isinstance(spec.get("uriRegexRewrite"), Mapping):  # Gateway API ReplacePrefixMatch
+        regex = spec["uriRegexRewrite"]
+        redirect.regex_rewrite.pattern.regex = str(regex.get("match") or "")
+        redirect.regex_rewrite.substitution = str(regex.get("rewrite") or "")
     if spec.get("authority"):
         redirect.host_redirect = str(spec["authority"])
     if spec.get("scheme"):

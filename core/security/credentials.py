@@ -91,21 +91,25 @@ def credential(body: Mapping[str, Any]) -> Credential | None:
     return None
 
 
-def sds_secrets(secrets: Iterable[tuple[str, Credential]]) -> list[secret_pb2.Secret]:
-    """The SDS resources that named credentials make, as istiod names them."""
+def sds_secrets(secrets: Iterable[tuple[str, Credential]], prefix: str = PREFIX
+                ) -> list[secret_pb2.Secret]:
+    """The SDS resources that named credentials make, as istiod names them (``prefix``:
+    ``kubernetes-gateway://`` for a Gateway's certificates in another namespace, named
+    ``namespace/name``)."""
     implied: dict[str, secret_pb2.Secret] = {}  # NAME-cacert from NAME's own ca.crt
     named: dict[str, secret_pb2.Secret] = {}
-    for name, found in secrets:
+    for bare, found in secrets:
+        name = prefix + bare
         if found.cert is not None and found.key is not None:
-            named[PREFIX + name] = secret_pb2.Secret(
-                name=PREFIX + name, tls_certificate=common_pb2.TlsCertificate(
+            named[name] = secret_pb2.Secret(
+                name=name, tls_certificate=common_pb2.TlsCertificate(
                     certificate_chain=base_pb2.DataSource(inline_bytes=found.cert),
                     private_key=base_pb2.DataSource(inline_bytes=found.key)))
         if found.ca is None:
             continue
-        implied[PREFIX + name + CA_SUFFIX] = _trust(PREFIX + name + CA_SUFFIX, found)
+        implied[name + CA_SUFFIX] = _trust(name + CA_SUFFIX, found)
         if found.cert is None:  # a CA alone answers to its own name
-            named[PREFIX + name] = _trust(PREFIX + name, found)
+            named[name] = _trust(name, found)
     return list({**implied, **named}.values())
 
 
