@@ -10,7 +10,8 @@ destination, so every listener builder gets it right the same way.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
@@ -34,9 +35,15 @@ def socket_address(address: str, port: int) -> address_pb2.Address:
     )
 
 
-def tcp_proxy(destinations: str | Weighted, stat_prefix: str = "") -> lc_pb2.Filter:
-    """A tcp_proxy to one cluster, or split by weight (zero weights dropped, as Istio does)."""
+def tcp_proxy(destinations: str | Weighted, stat_prefix: str = "",
+              tunnel: Mapping[str, Any] | None = None) -> lc_pb2.Filter:
+    """A tcp_proxy to one cluster, or split by weight (zero weights dropped, as Istio does);
+    ``tunnel`` (a DestinationRule's, see translators/tunnel.py) carries the bytes through
+    an HTTP CONNECT (or POST) to ``targetHost:targetPort``."""
     proxy = tcp_proxy_pb2.TcpProxy(access_log=access_logs.for_tcp())
+    if tunnel is not None:
+        proxy.tunneling_config.hostname = f"{tunnel['targetHost']}:{int(tunnel['targetPort'])}"
+        proxy.tunneling_config.use_post = str(tunnel.get("protocol") or "CONNECT") == "POST"
     # One entry when the upstream connects (the connection counts as opened), one at the end.
     proxy.access_log_options.flush_access_log_on_connected = True
     if isinstance(destinations, str):

@@ -60,7 +60,7 @@ from pilotfish.translators.http_filters import http_connection_manager
 from pilotfish.translators.listener_filters import ALL, Detection, inspectors_for
 from pilotfish.translators.rbac import AuthFilters, auth_filters
 from pilotfish.translators.sidecar_outbound import RESERVED_PORTS, WILDCARD
-from pilotfish.translators.tcp_routes import RouteContext, tcp_route, tls_routes
+from pilotfish.translators.tcp_routes import RouteContext, l4_proxy, tcp_route, tls_routes
 
 log = logging.getLogger("pilotfish.lds")
 
@@ -197,7 +197,7 @@ def _passthrough(s: _Server, group: _Port) -> list[lc_pb2.FilterChain]:
         if names is not None:
             chains.append(filter_chain(f"passthrough.{group.port}",
                                        chain_match(server_names=names),
-                                       *s.auth.tcp, tcp_proxy(route.destinations)))
+                                       *s.auth.tcp, route.proxy))
     return chains
 
 
@@ -225,7 +225,7 @@ def _terminated(s: _Server, group: _Port, stat_prefix: str) -> lc_pb2.FilterChai
             log.warning("%s: no VirtualService tcp route for it; skipped", s.where)
             return None
         name = f"tls.{group.port}.{s.server.port_name}"
-        terminals = [*s.auth.tcp, tcp_proxy(routes)]
+        terminals = [*s.auth.tcp, l4_proxy(s.routes, routes)]
     try:
         tls = transport_socket(downstream_tls(s.server, http=s.role is Role.HTTPS))
     except GatewayTlsError as error:
@@ -258,7 +258,8 @@ def _chains(push: PushContext, proxy: Proxy, group: _Port, auth: AuthFilters
             if routes is None:
                 log.warning("%s: no VirtualService tcp route for it; skipped", s.where)
             else:
-                chains.append(filter_chain(f"tcp.{port}", None, *auth.tcp, tcp_proxy(routes)))
+                chains.append(filter_chain(f"tcp.{port}", None, *auth.tcp,
+                                           l4_proxy(s.routes, routes)))
         elif role is Role.PASSTHROUGH:
             chains += _passthrough(s, group)
         else:

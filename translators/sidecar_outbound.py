@@ -59,7 +59,13 @@ from pilotfish.translators.listener_filters import (
     inspectors_for,
 )
 from pilotfish.translators.outbound_plan import Kind, PortPlan, plan
-from pilotfish.translators.tcp_routes import RouteContext, TlsRoute, tcp_route, tls_routes
+from pilotfish.translators.tcp_routes import (
+    RouteContext,
+    TlsRoute,
+    l4_proxy,
+    tcp_route,
+    tls_routes,
+)
 
 log = logging.getLogger("pilotfish.lds")
 
@@ -112,8 +118,9 @@ class _Builder:
 
     def tcp(self, port: int, service: Service) -> lc_pb2.Filter:
         """tcp_proxy for raw bytes to a service: its ``tcp[]`` route, else its cluster."""
-        routed = tcp_route(_for_host(self.vss, service.hostname), self._context(port, service))
-        return tcp_proxy(routed or cluster_name(OUTBOUND, port, "", service.hostname))
+        ctx = self._context(port, service)
+        routed = tcp_route(_for_host(self.vss, service.hostname), ctx)
+        return l4_proxy(ctx, routed or cluster_name(OUTBOUND, port, "", service.hostname))
 
     def sni(self, port: int, service: Service, claimed: set[str]) -> list[TlsRoute]:
         """SNI routes for a TLS service: its ``tls[]`` routes, then its own name."""
@@ -126,7 +133,7 @@ class _Builder:
             names = tuple(n for n in route.sni_hosts if n not in claimed)
             claimed.update(names)
             if names:
-                out.append(TlsRoute(names, route.destinations))
+                out.append(TlsRoute(names, route.destinations, route.tunnel))
         return out
 
     def listener(
@@ -233,7 +240,7 @@ def _group(
     """
     chains = [
         filter_chain(name, chain_match(prefixes=prefixes, server_names=r.sni_hosts),
-                     tcp_proxy(r.destinations))
+                     r.proxy)
         for r in sni
     ]
     if http is not None and detection.http:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
+from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 
 from pilotfish.core.model import labels_match, resolve_host
 from pilotfish.core.proxy import Proxy
@@ -22,7 +23,8 @@ from pilotfish.core.push_context import (
     _gateway_ref,  # the one normalisation of gateway names, shared with the push context
 )
 from pilotfish.translators.common import OUTBOUND, cluster_name
-from pilotfish.translators.filter_chains import Weighted
+from pilotfish.translators.filter_chains import Weighted, tcp_proxy
+from pilotfish.translators.tunnel import tunnel_for
 
 
 @attrs.frozen
@@ -41,6 +43,16 @@ class RouteContext:
 class TlsRoute:
     sni_hosts: tuple[str, ...]
     destinations: Weighted
+    tunnel: Mapping[str, Any] | None = None  # the destination's DestinationRule tunnel
+
+    @property
+    def proxy(self) -> lc_pb2.Filter:
+        return tcp_proxy(self.destinations, tunnel=self.tunnel)
+
+
+def l4_proxy(ctx: RouteContext, destinations: str | Weighted) -> lc_pb2.Filter:
+    """tcp_proxy to ``destinations``, through the HTTP tunnel their DestinationRule sets."""
+    return tcp_proxy(destinations, tunnel=tunnel_for(ctx.push, ctx.proxy, destinations))
 
 
 def _in_subnets(subnets: Sequence[str], addresses: Sequence[str]) -> bool:
@@ -125,5 +137,7 @@ def tls_routes(
                     continue
                 names = tuple(str(h) for h in match.get("sniHosts") or () if allowed(str(h)))
                 if names:
-                    out.append(TlsRoute(names, destinations(rule["route"], vs, ctx)))
+                    routes = destinations(rule["route"], vs, ctx)
+                    out.append(TlsRoute(names, routes,
+                                        tunnel_for(ctx.push, ctx.proxy, routes)))
     return out

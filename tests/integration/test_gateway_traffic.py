@@ -346,3 +346,90 @@ def test_locality_failover_sends_traffic_away_only_when_local_endpoints_fail(
     near_app.stop()
     wait_until(lambda: version() == "far", 15, what="failover to eu-west")
     assert {version() for _ in range(20)} == {"far"}
+
+
+TUNNEL = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: egress-proxy, namespace: default}}
+spec:
+  selector: {{app: egress-proxy}}
+  ports: [{{name: http, port: 3128, targetPort: {proxy_port}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: egress-proxy-1, namespace: default, labels: {{app: egress-proxy}}}}
+status: {{podIP: {app}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: egress-proxy, namespace: default}}
+spec:
+  host: egress-proxy
+  trafficPolicy:
+    tunnel: {{protocol: CONNECT, targetHost: db.example.com, targetPort: 5432}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {port}, name: tcp, protocol: TCP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tcp: [{{route: [{{destination: {{host: egress-proxy, port: {{number: 3128}}}}}}]}}]
+"""
+
+
+def connect_proxy(address: str, port: int, seen: list[bytes]) -> socket.socket:
+    """An HTTP CONNECT proxy that answers the tunnel itself: ``tunneled:<bytes>``."""
+    listener = socket.create_server((address, port))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                seen.append(head.split(b"\r\n")[0])
+                conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+                data = head.partition(b"\r\n\r\n")[2] or conn.recv(4096)
+                conn.sendall(b"tunneled:" + data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_tunnel_carries_tcp_through_an_http_connect_proxy(mesh: LocalMesh) -> None:
+    """DestinationRule tunnel: the gateway's tcp_proxy opens ``CONNECT db.example.com:5432``
+    to the proxy host, and the client's bytes go through the tunnel."""
+    port, proxy_port = free_port(), free_port(APP)
+    seen: list[bytes] = []
+    listener = connect_proxy(APP, proxy_port, seen)
+    try:
+        mesh.write("mesh.yaml", TUNNEL.format(app=APP, proxy_port=proxy_port, port=port))
+        mesh.start_discovery()
+        mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"})
+        mesh.wait_synced("gw-1.default")
+
+        def exchange() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
+                conn.sendall(b"hello")
+                return conn.recv(1024)
+
+        assert wait_until(exchange, 15, what="bytes through the tunnel") == b"tunneled:hello"
+        assert seen[-1] == b"CONNECT db.example.com:5432 HTTP/1.1"
+    finally:
+        listener.close()

@@ -412,3 +412,37 @@ def test_gateways_only_configure_the_routers_they_select() -> None:
     sidecar = parse_node("sidecar~10.0.0.5~web-1.shop~shop.svc.cluster.local",
                          {"LABELS": {"istio": "ingressgateway"}})
     assert not any(name.endswith("_8080") for name in generate(config, sidecar))
+
+
+def test_tunnel_settings_of_the_one_destination_go_on_its_tcp_proxy() -> None:
+    def tunneling(route: str) -> tuple[str, bool] | None:
+        config = gateway("""\
+  - port: {number: 5432, name: tcp, protocol: TCP}
+    hosts: ["*"]
+""") + f"""\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: shop}}
+spec:
+  host: db
+  trafficPolicy: {{tunnel: {{protocol: POST, targetHost: db.example.com, targetPort: 5432}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/public]
+  tcp: [{{route: {route}}}]
+"""
+        (chain,) = generate(config)["0.0.0.0_5432"].filter_chains
+        proxy = unpack(chain, tcp_proxy_pb2.TcpProxy())
+        if not proxy.HasField("tunneling_config"):
+            return None
+        return proxy.tunneling_config.hostname, proxy.tunneling_config.use_post
+
+    assert tunneling("[{destination: {host: db}}]") == ("db.example.com:5432", True)
+    # Split between two destinations: never tunneled (Istio's rule).
+    assert tunneling("[{destination: {host: db}, weight: 50}, "
+                     "{destination: {host: web, port: {number: 80}}, weight: 50}]") is None
