@@ -1,0 +1,1 @@
+"""The Gateway API conformance suite, run against a local mesh (see model.py and cases/)."""
