@@ -76,6 +76,81 @@ class GroupChoice:
 
 
 @attrs.frozen
+class ExtAuthzProvider:
+    """One ``extensionProviders`` entry of kind ``envoyExtAuthzHttp`` or ``envoyExtAuthzGrpc``:
+    the service AuthorizationPolicies with action CUSTOM delegate to."""
+
+    name: str
+    grpc: bool
+    service: str  # a host (``ext-authz.foo.svc.cluster.local``), or ``NS/HOST``
+    port: int
+    timeout: float = 0.6  # Istio's default
+    fail_open: bool = False
+    status_on_error: int = 403
+    path_prefix: str = ""
+    include_request_headers: tuple[str, ...] = ()
+    include_additional_headers: Mapping[str, str] = attrs.field(factory=dict)
+    headers_to_upstream_on_allow: tuple[str, ...] = ()
+    headers_to_downstream_on_deny: tuple[str, ...] = ()
+    headers_to_downstream_on_allow: tuple[str, ...] = ()
+
+
+_EXT_AUTHZ_FIELDS = {
+    "service", "port", "timeout", "failOpen", "statusOnError", "pathPrefix",
+    "includeRequestHeadersInCheck", "includeAdditionalHeadersInCheck",
+    "headersToUpstreamOnAllow", "headersToDownstreamOnDeny", "headersToDownstreamOnAllow",
+    "includeRequestBodyInCheck", "includeHeadersInCheck",
+}
+
+
+def _providers(raw: Any, where: str) -> tuple[ExtAuthzProvider, ...]:
+    """``mesh.extensionProviders``: the ext_authz ones (other kinds are accepted and left to
+    the features that read them)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise MeshConfigError(f"{where}: expected a list of providers")
+    out = []
+    for index, entry in enumerate(raw):
+        at = f"{where}[{index}]"
+        entry = _mapping(entry, at)
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise MeshConfigError(f"{at}.name: required")
+        kind = next((k for k in ("envoyExtAuthzHttp", "envoyExtAuthzGrpc") if k in entry), None)
+        if kind is None:
+            continue
+        spec = _mapping(entry[kind], f"{at}.{kind}")
+        _only(spec, _EXT_AUTHZ_FIELDS, f"{at}.{kind}")
+        service, port = spec.get("service"), spec.get("port")
+        if not isinstance(service, str) or not service:
+            raise MeshConfigError(f"{at}.{kind}.service: required (the ext_authz service host)")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise MeshConfigError(f"{at}.{kind}.port: expected a port number, got {port!r}")
+
+        def names(field: str, spec: Mapping[str, Any] = spec, at: str = f"{at}.{kind}"
+                  ) -> tuple[str, ...]:
+            return _names(spec.get(field), f"{at}.{field}")
+
+        out.append(ExtAuthzProvider(
+            name=name, grpc=kind == "envoyExtAuthzGrpc", service=service, port=port,
+            timeout=parse_duration(spec.get("timeout", "600ms"), f"{at}.{kind}.timeout"),
+            fail_open=bool(spec.get("failOpen", False)),
+            status_on_error=int(spec.get("statusOnError") or 403),
+            path_prefix=str(spec.get("pathPrefix") or ""),
+            include_request_headers=names("includeRequestHeadersInCheck") or names(
+                "includeHeadersInCheck"),
+            include_additional_headers={str(k): str(v) for k, v in _mapping(
+                spec.get("includeAdditionalHeadersInCheck"),
+                f"{at}.{kind}.includeAdditionalHeadersInCheck").items()},
+            headers_to_upstream_on_allow=names("headersToUpstreamOnAllow"),
+            headers_to_downstream_on_deny=names("headersToDownstreamOnDeny"),
+            headers_to_downstream_on_allow=names("headersToDownstreamOnAllow"),
+        ))
+    return tuple(out)
+
+
+@attrs.frozen
 class MeshSettings:
     """The part of Istio's MeshConfig that pilotfish reads."""
 
@@ -92,6 +167,11 @@ class MeshSettings:
     # The mesh-wide localityLbSetting; a DestinationRule's own replaces it. Istio's
     # default: enabled (it applies where a DestinationRule sets outlier detection).
     locality_lb_setting: Mapping[str, Any] = attrs.field(factory=lambda: {"enabled": True})
+    # extensionProviders of kind ext_authz, for AuthorizationPolicy action CUSTOM.
+    extension_providers: tuple[ExtAuthzProvider, ...] = ()
+
+    def provider(self, name: str) -> ExtAuthzProvider | None:
+        return next((p for p in self.extension_providers if p.name == name), None)
 
 
 # Proxies pushed at once, as istiod's PILOT_PUSH_THROTTLE: more pushes in flight let gRPC
@@ -181,7 +261,7 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
     _only(mesh_raw, {
         "rootNamespace", "trustDomain", "domain", "connectTimeout", "outboundTrafficPolicy",
         "enableAutoMtls", "protocolDetectionTimeout", "defaultConfig", "defaultHttpRetryPolicy",
-        "inboundTrafficPolicy", "localityLbSetting",
+        "inboundTrafficPolicy", "localityLbSetting", "extensionProviders",
     }, f"{where}: mesh")
     otp = _mapping(mesh_raw.get("outboundTrafficPolicy"), f"{where}: mesh.outboundTrafficPolicy")
     otp_mode = str(otp.get("mode", "ALLOW_ANY"))
@@ -221,6 +301,8 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
         locality_lb_setting=_mapping(
             mesh_raw.get("localityLbSetting"), f"{where}: mesh.localityLbSetting"
         ) or {"enabled": True},
+        extension_providers=_providers(mesh_raw.get("extensionProviders"),
+                                       f"{where}: mesh.extensionProviders"),
     )
 
     disc_raw = _mapping(data.get("discovery"), f"{where}: discovery")

@@ -61,9 +61,10 @@ class AuthzPolicy:
 
     name: str
     namespace: str
-    action: str  # ALLOW | DENY | AUDIT (CUSTOM never passes validation)
+    action: str  # ALLOW | DENY | AUDIT | CUSTOM
     rules: tuple[Mapping[str, Any], ...]
     dry_run: bool = False
+    provider: str = ""  # CUSTOM: the extensionProviders entry that decides
 
     def rule_key(self, index: int) -> str:
         """The RBAC policy name Istio gives the rule: it shows in Envoy's stats and logs."""
@@ -169,6 +170,7 @@ class SecurityPolicies:
                     action=str(obj.spec.get("action") or "ALLOW").upper(),
                     rules=tuple(obj.spec.get("rules") or ()),
                     dry_run=str(obj.annotations.get(DRY_RUN_ANNOTATION, "")).lower() == "true",
+                    provider=str((obj.spec.get("provider") or {}).get("name") or ""),
                 )
                 for obj in self._for_workload(self.authorization_policies, namespace, labels)
             ]

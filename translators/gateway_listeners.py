@@ -41,6 +41,7 @@ from pilotfish.core.model import host_matches
 from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import GatewayServer, PushContext, VirtualService
+from pilotfish.translators.authz import AuthFilters, auth_filters
 from pilotfish.translators.common import BLACKHOLE_CLUSTER, pack
 from pilotfish.translators.filter_chains import (
     chain_match,
@@ -58,7 +59,6 @@ from pilotfish.translators.gateway_tls import (
 )
 from pilotfish.translators.http_filters import http_connection_manager
 from pilotfish.translators.listener_filters import ALL, Detection, inspectors_for
-from pilotfish.translators.rbac import AuthFilters, auth_filters
 from pilotfish.translators.sidecar_outbound import RESERVED_PORTS, WILDCARD
 from pilotfish.translators.tcp_routes import RouteContext, l4_proxy, tcp_route, tls_routes
 

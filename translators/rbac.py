@@ -32,12 +32,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 
-from pilotfish.core.proxy import Proxy
-from pilotfish.core.push_context import PushContext
 from pilotfish.core.security_policies import AuthzPolicy
 from pilotfish.translators import rbac_matchers as m
 from pilotfish.translators.common import pack
-from pilotfish.translators.jwt_authn import jwt_filter
 from pilotfish.translators.rbac_conditions import Condition, condition
 
 log = logging.getLogger("pilotfish.lds")
@@ -216,19 +213,3 @@ def network_rbac_filters(policies: Sequence[AuthzPolicy]) -> list[lc_pb2.Filter]
             config.shadow_rules.CopyFrom(entry.shadow)
         out.append(lc_pb2.Filter(name=NETWORK_RBAC, typed_config=pack(config)))
     return out
-
-
-@attrs.frozen
-class AuthFilters:
-    """What guards a proxy's inbound (or gateway) traffic."""
-
-    http: tuple[hcm_pb2.HttpFilter, ...] = ()  # jwt_authn, then RBAC AUDIT, DENY, ALLOW
-    tcp: tuple[lc_pb2.Filter, ...] = ()  # network RBAC, before tcp_proxy
-
-
-def auth_filters(push: PushContext, proxy: Proxy) -> AuthFilters:
-    policies = push.authorization_policies(proxy)
-    return AuthFilters(
-        http=(*jwt_filter(push.request_authentications(proxy)), *http_rbac_filters(policies)),
-        tcp=tuple(network_rbac_filters(policies)),
-    )

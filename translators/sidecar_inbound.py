@@ -37,6 +37,7 @@ from pilotfish.core.push_context import PushContext
 from pilotfish.core.security_policies import MtlsMode
 from pilotfish.core.sniffing import HTTP_INSPECTOR, TLS_INSPECTOR
 from pilotfish.translators import inbound_tls
+from pilotfish.translators.authz import AuthFilters, auth_filters
 from pilotfish.translators.common import (
     BLACKHOLE_CLUSTER,
     INBOUND,
@@ -66,7 +67,6 @@ from pilotfish.translators.peer_authn import (
     port_kind,
     served_mode,
 )
-from pilotfish.translators.rbac import AuthFilters, auth_filters
 from pilotfish.translators.sidecar_outbound import RESERVED_PORTS, WILDCARD
 
 log = logging.getLogger("pilotfish.lds")

@@ -1,9 +1,8 @@
 """PeerAuthentication, AuthorizationPolicy and RequestAuthentication checks.
 
-Beyond Istio's webhook rules (no empty sources/operations, DENY needs rules, known
-condition keys, IPs and ports that parse), one pilotfish-specific rule: CUSTOM
-authorization delegates to an ext_authz provider, and pilotfish has none yet, so CUSTOM
-is rejected with that reason rather than accepted and silently not enforced.
+Istio's webhook rules: no empty sources/operations, DENY needs rules, CUSTOM names its
+provider (an ``extensionProviders`` entry of the mesh config, looked up when the policy is
+served), known condition keys, IPs and ports that parse.
 """
 
 from __future__ import annotations
@@ -19,10 +18,6 @@ from pilotfish.validation import names
 from pilotfish.validation.fields import arr, check_selector, check_targets, error, obj, text
 from pilotfish.validation.issues import Issue, invalid, warning
 
-CUSTOM_UNSUPPORTED = (
-    "action CUSTOM needs an ext_authz provider, and pilotfish has none configured; "
-    "use ALLOW, DENY or AUDIT"
-)
 _SOURCE_FIELDS = ("principals", "requestPrincipals", "namespaces", "ipBlocks",
                   "remoteIpBlocks", "serviceAccounts", "trustDomains")
 _OPERATION_FIELDS = ("hosts", "ports", "methods", "paths")
@@ -79,7 +74,9 @@ def check_authorization_policy(spec: dict[str, Any], config: ConfigObject) -> (
     action = text(spec.get("action")) or "ALLOW"
     rules = spec.get("rules")
     if action == "CUSTOM":
-        yield invalid(("spec", "action"), action, CUSTOM_UNSUPPORTED)
+        if not text(obj(spec.get("provider")).get("name")):
+            yield error(("spec", "provider", "name"), "action CUSTOM needs the name of an "
+                        "ext_authz provider from the mesh config's extensionProviders")
     elif "provider" in spec:
         yield invalid(("spec", "provider"), obj(spec["provider"]).get("name", ""),
                       f"provider is only used with action CUSTOM, not {action}")

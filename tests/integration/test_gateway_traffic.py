@@ -433,3 +433,115 @@ def test_tunnel_carries_tcp_through_an_http_connect_proxy(mesh: LocalMesh) -> No
         assert seen[-1] == b"CONNECT db.example.com:5432 HTTP/1.1"
     finally:
         listener.close()
+
+
+EXT_AUTHZ = WEB + """\
+apiVersion: v1
+kind: Service
+metadata: {{name: ext-authz, namespace: default}}
+spec:
+  selector: {{app: ext-authz}}
+  ports: [{{name: http, port: 8000, targetPort: {authz_port}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: ext-authz-1, namespace: default, labels: {{app: ext-authz}}}}
+status: {{podIP: {authz}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  http: [{{route: [{{destination: {{host: web, port: {{number: 80}}}}}}]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ext, namespace: default}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  action: CUSTOM
+  provider: {{name: sample-ext-authz}}
+  rules: [{{to: [{{operation: {{paths: ["/admin*"]}}}}]}}]
+"""
+
+EXT_AUTHZ_MESH = """\
+mesh:
+  extensionProviders:
+  - name: sample-ext-authz
+    envoyExtAuthzHttp:
+      service: ext-authz.default.svc.cluster.local
+      port: 8000
+      includeRequestHeadersInCheck: [x-ext-authz]
+      headersToUpstreamOnAllow: [x-user]
+      headersToDownstreamOnDeny: [x-reason]
+"""
+
+
+def ext_authz_server(address: str, port: int, checked: list[str]) -> socket.socket:
+    """Answers Envoy's HTTP checks: 403 (x-reason) when ``x-ext-authz: deny`` came along,
+    else 200 with ``x-user`` for the upstream."""
+    listener = socket.create_server((address, port))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                lines = head.decode(errors="replace").split("\r\n")
+                checked.append(lines[0].split(" ")[1])
+                denied = any(line.lower() == "x-ext-authz: deny" for line in lines)
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nx-reason: nope\r\ncontent-length: 0\r\n"
+                             b"connection: close\r\n\r\n" if denied else
+                             b"HTTP/1.1 200 OK\r\nx-user: alice\r\ncontent-length: 0\r\n"
+                             b"connection: close\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_custom_authorization_asks_the_ext_authz_provider(mesh: LocalMesh) -> None:
+    """AuthorizationPolicy CUSTOM with an envoyExtAuthzHttp provider from the mesh config:
+    only requests the policy's rules select are checked; a denial reaches the client with
+    the provider's header, an allow passes the provider's header upstream."""
+    port, authz = free_port(), "127.0.20.7"
+    authz_port = free_port(authz)
+    checked: list[str] = []
+    listener = ext_authz_server(authz, authz_port, checked)
+    try:
+        mesh.write("mesh.yaml", EXT_AUTHZ.format(app=APP, app_port=APP_PORT, port=port,
+                                                 authz=authz, authz_port=authz_port))
+        mesh.start_discovery(mesh_config=EXT_AUTHZ_MESH)
+        mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
+        mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"})
+        mesh.wait_synced("gw-1.default")
+        base = f"http://127.0.0.1:{port}"
+        deny = {"x-ext-authz": "deny"}
+        wait_until(lambda: http(base + "/admin/x", headers=deny).status == 403, 15,
+                   what="the provider's denial")
+        denied = http(base + "/admin/x", headers=deny)
+        assert denied.headers.get("x-reason") == "nope"
+        allowed = http(base + "/admin/x")
+        assert allowed.status == 200 and allowed.json()["headers"]["x-user"] == "alice"
+        before = len(checked)
+        public = http(base + "/public", headers=deny)  # no rule selects it: never checked
+        assert public.status == 200 and len(checked) == before
+        assert checked[-1] == "/admin/x"
+    finally:
+        listener.close()

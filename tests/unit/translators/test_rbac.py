@@ -353,3 +353,54 @@ def test_tcp_chains_run_network_rbac_before_tcp_proxy() -> None:
         assert allow.stat_prefix == "tcp."
         # The GET rule cannot hold on TCP and is left out; the port rule stays.
         assert sorted(allow.rules.policies) == ["ns[shop]-policy[reads]-rule[1]"]
+
+
+
+CUSTOM = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: shop}
+spec:
+  action: CUSTOM
+  provider: {name: NAME}
+  rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
+"""
+
+
+def test_custom_policies_mark_requests_for_the_ext_authz_provider():
+    from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+
+    from pilotfish.core.meshconfig import from_dict
+    from pilotfish.translators import ext_authz
+
+    mesh = from_dict({"mesh": {"extensionProviders": [
+        {"name": "opa", "envoyExtAuthzGrpc": {"service": "opa.authz.svc.cluster.local",
+                                              "port": 9191}},
+        {"name": "http", "envoyExtAuthzHttp": {"service": "authz/ext.authz.svc.cluster.local",
+                                               "port": 8000, "headersToUpstreamOnAllow":
+                                               ["x-user"], "failOpen": True}}]}}).mesh
+    proxy = parse_node("sidecar~10.0.0.1~a.shop~shop.svc.cluster.local")
+
+    def filters(provider: str) -> list[Any]:
+        objects, errors = load_text(CUSTOM.replace("NAME", provider), "p.yaml")
+        assert not errors
+        push = push_context.build(objects, mesh, "v1")
+        return ext_authz.http_filters(push, push.authorization_policies(proxy))
+
+    marker, check = filters("http")
+    assert marker.name == "envoy.filters.http.rbac"
+    config = ext_authz_pb2.ExtAuthz()
+    assert check.typed_config.Unpack(config)
+    assert config.http_service.server_uri.cluster == "outbound|8000||ext.authz.svc.cluster.local"
+    assert config.failure_mode_allow
+    assert [p.exact for p in config.http_service.authorization_response
+            .allowed_upstream_headers.patterns] == ["x-user"]
+    assert config.filter_enabled_metadata.value.string_match.prefix == "istio-ext-authz-"
+    (_, check) = filters("opa")
+    assert check.typed_config.Unpack(config)
+    assert config.grpc_service.envoy_grpc.cluster_name == (
+        "outbound|9191||opa.authz.svc.cluster.local")
+    # A provider the mesh config does not define: the rules deny (fail closed).
+    (deny,) = filters("nothere")
+    rules = http_rbac_pb2.RBAC()
+    assert deny.typed_config.Unpack(rules) and rules.rules.action == rules.rules.DENY
