@@ -38,6 +38,9 @@ KINDS = (
     ("", "v1", "Secret", "secret-v1.json", True),
     ("", "v1", "Node", "node-v1.json", False),
     ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslice-discovery-v1.json", True),
+    # The local node runs a Deployment's pods (node/workloads.py); discovery stores it as
+    # the API server would, and reads its pods, not it.
+    ("apps", "v1", "Deployment", "deployment-apps-v1.json", True),
 )
 # Prose, and merge metadata: for built-in kinds the API server checks uniqueness in its
 # validation code after defaulting (the Service ports' protocol), not from list-map keys;
