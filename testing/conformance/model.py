@@ -50,7 +50,8 @@ class Request:
     path: str = ""
     headers: Mapping[str, str] = attrs.field(factory=dict)
     unfollow_redirect: bool = False
-    # "" HTTP/1.1; "H2C_PRIOR_KNOWLEDGE"; mesh clients: "grpc" (the echo client's gRPC call)
+    # "" the helper's default (HTTP/1.1, or HTTPS); "H2C_PRIOR_KNOWLEDGE"; "H2"; mesh
+    # clients: "grpc" (the echo client's gRPC call)
     protocol: str = ""
     body: str = ""
     sni: str = ""
@@ -296,7 +297,8 @@ class GatewayMustBe:
     - ``latest``: ``GatewayMustHaveLatestConditions`` (every condition's observedGeneration is
       the Gateway's generation);
     - ``address``: ``WaitForGatewayAddress`` (a typed status address);
-    - ``conditions``: ``GatewayMustHaveCondition``, each;
+    - ``conditions``: ``GatewayMustHaveCondition``, each (Go fails it at once, rather than
+      waiting, while a condition's observedGeneration is stale);
     - ``listeners``: ``GatewayStatusMustHaveListeners`` (exactly these listeners; supported
       kinds () means none, else at least these; attached routes compared; conditions each);
     - ``listener_conditions``: ``GatewayListenersMustHaveConditions`` on the named
@@ -345,13 +347,14 @@ class RouteMustBe:
 
     With ``match == CONDITION`` some parent status whose ref names ``parent`` (namespace
     unset or equal) must carry each condition. With ``match == PARENT`` some parent status
-    written by the suite's controller, with this group, kind and name, and this namespace
-    when ``namespace_required`` (or when the status sets one), must carry all of them; the
-    section name is not compared."""
+    written by the suite's controller, with this group, kind and name, and a namespace equal
+    to the parent's (left unset only if not ``namespace_required``), must carry all of them;
+    the section name is not compared. Either way every parent's conditions must carry the
+    route's generation."""
 
     kind: str  # HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, UDPRoute
     route: Ref
-    parent: Ref  # the Gateway (or, for mesh routes, the Service)
+    parent: Ref  # the Gateway or ListenerSet
     conditions: tuple[Condition, ...] = ()
     section_name: str = ""
     parent_kind: str = "Gateway"
@@ -463,10 +466,12 @@ class EndpointSlicesFromPods:
 
 @attrs.frozen
 class Step:
-    """Something the test does in order, taken field by field: apply manifests, create,
-    patch and delete objects, wait for namespaces, then the status checks (gateway
-    classes, gateways, listener sets, routes, policies, generations, infrastructure), then
-    the exchanges in ``requests``.
+    """Something the test does in order, taken field by field: sleep ``pause`` seconds,
+    apply manifests, create, patch and delete objects, wait for namespaces, then the status
+    checks (gateway classes, gateways, listener sets, routes, policies, generations,
+    infrastructure), then the exchanges in ``requests``. Requests keep Go's order, but Go
+    sends most of them in parallel subtests: only a ``BackendNamedByHeader`` and the
+    ``weights`` check wait for the others to pass.
 
     ``gateway`` is whose address the requests go to: the port of listener ``listener`` (Go's
     first ``NewGatewayRef`` listener name; "" = the Gateway's first listener) unless
@@ -478,7 +483,6 @@ class Step:
     time, HTTP and gRPC ones with random entropy; one batch through the mesh client) and the
     share answered by each backend (the pod name less its last two dash-separated parts)
     must be within 0.05 of these, in one of up to 10 tries; a share of 0 must see no traffic.
-    ``pause`` is a sleep of that many seconds before anything else in the step.
 
     The mesh client (Go's ``utils/echo``) defaults the host to ``echo`` and compares only
     the status code, the request headers present and absent, the response headers present
