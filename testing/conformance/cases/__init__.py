@@ -12,19 +12,26 @@ from . import (
     backendtlspolicy,
     gateway,
     grpcroute,
-    httproute_filters,
+    httproute_headers,
+    httproute_matching,
+    httproute_mirrors,
+    httproute_redirects,
     httproute_resilience,
+    httproute_rewrites,
     httproute_routing,
     httproute_status,
     listenerset,
     mesh,
+    mesh_routes,
     tcproute,
     tlsroute,
     udproute,
 )
 
-MODULES = (backendtlspolicy, gateway, grpcroute, httproute_filters, httproute_resilience,
-           httproute_routing, httproute_status, listenerset, mesh, tcproute, tlsroute, udproute)
+MODULES = (backendtlspolicy, gateway, grpcroute, httproute_headers, httproute_matching,
+           httproute_mirrors, httproute_redirects, httproute_resilience, httproute_rewrites,
+           httproute_routing, httproute_status, listenerset, mesh, mesh_routes, tcproute, tlsroute,
+           udproute)
 
 # sorted() is stable: the cases of one file keep the order their module lists them in
 ALL: tuple[Case, ...] = tuple(sorted(

@@ -1,5 +1,6 @@
-"""The suite's composite helpers (``utils/kubernetes``) spelled out as model checks, and
-``step()``, which files checks into the Step fields they belong to.
+"""The suite's composite helpers (``utils/kubernetes``) spelled out as model checks;
+``step()``, which files checks into the Step fields they belong to; and
+``single_route_case()`` and ``mesh_case()``, the shapes most HTTPRoute and mesh tests share.
 
 A Go helper such as ``GatewayAndHTTPRoutesMustBeAccepted`` checks several things at once;
 ``accepted()`` returns each of them as a model object so a case states every condition
@@ -14,10 +15,14 @@ from typing import Any
 from ..model import (
     CONDITION,
     GATEWAY_GROUP,
+    INFRA_NS,
+    MESH_NS,
     PARENT,
+    Case,
     Condition,
     Create,
     EndpointSlicesFromPods,
+    ExpectedResponse,
     GatewayClassMustBe,
     GatewayMustBe,
     GenerationObserved,
@@ -149,3 +154,44 @@ def step(*checks: Any, **fields: Any) -> Step:
     for name, values in sorted_fields.items():
         fields[name] = (*fields.get(name, ()), *values)
     return Step(**fields)
+
+
+def single_route_case(short_name: str, description: str, features: tuple[str, ...],
+                      name: str, route: str, requests: tuple[ExpectedResponse, ...], *,
+                      provisional: bool = False, check_resolved: bool = True) -> Case:
+    """A test of ``tests/<name>.go`` whose one HTTPRoute (in gateway-conformance-infra) is
+    on the Gateway ``same-namespace``: the route accepted (and, unless told otherwise, its
+    references resolved), then the requests."""
+    gateway = (INFRA_NS, "same-namespace")
+    checks: list[Any] = [accepted("HTTPRoute", gateway, (INFRA_NS, route))]
+    if check_resolved:
+        checks.append(resolved("HTTPRoute", (INFRA_NS, route), gateway))
+    return Case(
+        short_name=short_name,
+        description=description,
+        features=features,
+        manifests=(f"tests/{name}.yaml",),
+        source=f"{name}.go",
+        provisional=provisional,
+        steps=(step(*checks, gateway=gateway, requests=requests),),
+    )
+
+
+# echo.ConnectToApp: the first pod with these labels in the mesh namespace
+ECHO_V1: Ref = (MESH_NS, "app=echo,version=v1")
+ECHO_V2: Ref = (MESH_NS, "app=echo,version=v2")
+
+
+def mesh_case(short_name: str, description: str, features: tuple[str, ...], name: str,
+              requests: tuple[ExpectedResponse, ...], *, provisional: bool = False,
+              manifests: tuple[str, ...] | None = None) -> Case:
+    """A test of ``tests/mesh/<name>.go`` that sends its requests from the v1 echo pod."""
+    return Case(
+        short_name=short_name,
+        description=description,
+        features=features,
+        manifests=(f"tests/mesh/{name}.yaml",) if manifests is None else manifests,
+        source=f"mesh/{name}.go",
+        provisional=provisional,
+        steps=(Step(client=ECHO_V1, requests=requests),),
+    )
