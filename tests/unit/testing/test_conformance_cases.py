@@ -107,11 +107,9 @@ def _applied(case: Case) -> Iterator[str]:
 def test_every_manifest_referenced_exists() -> None:
     for case in ALL:
         for manifest in _applied(case):
+            # named relative to conformance/, as the Go tests name them
+            assert not Path(manifest).is_absolute(), (case.short_name, manifest)
             assert (CONFORMANCE / manifest).is_file(), (case.short_name, manifest)
-    for case in ALL:
-        for step in case.steps:
-            for ref in step.requests:
-                assert "tests/" not in repr(ref)  # manifests are named, never copied in
 
 
 def _objects(manifest: str) -> Iterator[tuple[str, str, str]]:
