@@ -214,6 +214,23 @@ def _covers(pattern: str, host: str) -> bool:
 
 
 @attrs.frozen
+class IngressListener:
+    """One ``ingress[]`` entry of the proxy's Sidecar: a port it accepts and where the
+    traffic goes (``defaultEndpoint``), replacing the ports its services would give."""
+
+    port: int
+    protocol: str
+    name: str
+    address: str  # 127.0.0.1, or 0.0.0.0 (the workload's own IP); "" for a unix socket
+    target_port: int
+    unix_path: str = ""
+    tls: Mapping[str, Any] = attrs.field(factory=dict)
+    bind: str = ""
+    capture: str = "DEFAULT"  # NONE: a listener of its own, bound to bind:port
+    connection_pool: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
 class ServiceInstance:
     """A service port a workload serves: what inbound listeners and clusters are built from."""
 
@@ -327,6 +344,31 @@ class PushContext:
             if workload.address in proxy.ip_addresses and workload.namespace == proxy.namespace:
                 return workload
         return None
+
+    def ingress_listeners(self, proxy: Proxy) -> list[IngressListener]:
+        """The proxy's Sidecar ``ingress[]`` listeners (none: its services' ports rule)."""
+        if proxy.type is not ProxyType.SIDECAR:
+            return []
+        chosen = self.sidecar_scope(proxy).obj
+        out = []
+        for raw in (chosen.spec.get("ingress") or ()) if chosen is not None else ():
+            port = raw.get("port") or {}
+            endpoint = str(raw.get("defaultEndpoint") or "")
+            unix = endpoint[len("unix://"):] if endpoint.startswith("unix://") else ""
+            host, _, target = endpoint.rpartition(":")
+            number = int(port.get("number") or 0)
+            out.append(IngressListener(
+                port=number, protocol=str(port.get("protocol") or ""),
+                name=str(port.get("name") or ""),
+                address="" if unix else ("127.0.0.1" if host in ("", "127.0.0.1") else
+                                         "0.0.0.0"),
+                target_port=0 if unix else int(target or number) if (
+                    target or "").isdigit() else number,
+                unix_path=unix, tls=raw.get("tls") or {}, bind=str(raw.get("bind") or ""),
+                capture=str(raw.get("captureMode") or "DEFAULT").upper(),
+                connection_pool=raw.get("connectionPool") or {},
+            ))
+        return out
 
     def service_instances(self, proxy: Proxy) -> list[ServiceInstance]:
         """Service ports served by the proxy's workload (selector ⊆ its labels, same namespace).

@@ -24,8 +24,14 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import Resolution, Service, ServicePort
 from pilotfish.core.protocol import Protocol
+from pilotfish.core.protocol import parse as parse_protocol
 from pilotfish.core.proxy import Proxy, ProxyType
-from pilotfish.core.push_context import SERVICE_IDENTITIES, PushContext, ServiceInstance
+from pilotfish.core.push_context import (
+    SERVICE_IDENTITIES,
+    IngressListener,
+    PushContext,
+    ServiceInstance,
+)
 from pilotfish.core.xds import types
 from pilotfish.translators import auto_mtls, cluster_policy, locality_lb
 from pilotfish.translators.common import (
@@ -81,8 +87,11 @@ class SidecarClusters(_Clusters):
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]) -> list[Any]:
         clusters = self.outbound(push, proxy)
         clusters.append(passthrough(push))
-        for instance in push.service_instances(proxy):
-            clusters.append(inbound_cluster(push, instance))
+        ingress = push.ingress_listeners(proxy)
+        if ingress:  # a Sidecar's ingress listeners replace the services' ports
+            clusters += [ingress_cluster(push, listener) for listener in ingress]
+        else:
+            clusters += [inbound_cluster(push, i) for i in push.service_instances(proxy)]
         clusters.append(inbound_passthrough(push))
         return _unique(clusters)
 
@@ -280,6 +289,35 @@ def inbound_cluster(push: PushContext, instance: ServiceInstance) -> cluster_pb2
         "host": instance.service.hostname, "name": instance.service.name,
         "namespace": instance.service.namespace,
     }]})
+    return cluster
+
+
+def ingress_cluster(push: PushContext, listener: IngressListener) -> cluster_pb2.Cluster:
+    """``inbound|PORT||`` for a Sidecar ingress listener, to its ``defaultEndpoint``:
+    ``127.0.0.1:P`` (loopback), ``0.0.0.0:P`` (the workload's own address, the port
+    replaced, sourced from 127.0.0.6) or a unix socket."""
+    name = cluster_name(INBOUND, listener.port)
+    if listener.address == "0.0.0.0":
+        cluster = _original_dst(name, push)
+        cluster.alt_stat_name = f"{name};"
+        cluster.original_dst_lb_config.upstream_port_override.value = listener.target_port
+        cluster_policy.inbound_bind(cluster, INBOUND_SOURCE_ADDRESS)
+    else:
+        cluster = _base(name, push)
+        cluster.type = cluster_pb2.Cluster.STATIC
+        address = (f"unix://{listener.unix_path}" if listener.unix_path
+                   else listener.address)
+        cluster.load_assignment.CopyFrom(endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[
+                endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(
+                    address=socket_address(address, listener.target_port)))])],
+        ))
+    protocol = parse_protocol(listener.protocol)
+    cluster_policy.set_protocol(cluster, protocol, sniffed=False)
+    if listener.connection_pool:
+        cluster_policy.apply(cluster, {"connectionPool": listener.connection_pool}, protocol,
+                             inbound=True)
     return cluster
 
 

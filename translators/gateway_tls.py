@@ -81,8 +81,14 @@ def _tls_params(tls: Mapping[str, Any]) -> common_pb2.TlsParameters:
 
 def downstream_tls(server: GatewayServer, http: bool) -> tls_pb2.DownstreamTlsContext:
     """The TLS context terminating a server's connections; raises GatewayTlsError."""
-    tls, mode = server.tls, tls_mode(server)
     where = f"Gateway {server.gateway.ref} server {server.index} (port {server.port})"
+    return server_tls(server.tls, where, http)
+
+
+def server_tls(tls: Mapping[str, Any], where: str, http: bool) -> tls_pb2.DownstreamTlsContext:
+    """A ServerTLSSettings block (a Gateway server's, a Sidecar ingress listener's) as the
+    context terminating its connections; raises GatewayTlsError naming ``where``."""
+    mode = str(tls.get("mode") or "PASSTHROUGH").upper()
     if mode not in TERMINATING_MODES:
         raise GatewayTlsError(f"{where}: tls.mode {mode} does not terminate TLS")
     common = tls_pb2.CommonTlsContext(

@@ -30,7 +30,7 @@ from pilotfish.core.sniffing import Sniffer
 from pilotfish.core.xds import types
 from pilotfish.translators.gateway_listeners import gateway_listeners
 from pilotfish.translators.listener_filters import ALL, Detection
-from pilotfish.translators.sidecar_inbound import virtual_inbound
+from pilotfish.translators.sidecar_inbound import ingress_listeners, virtual_inbound
 from pilotfish.translators.sidecar_outbound import outbound_listeners
 
 
@@ -61,7 +61,8 @@ class SidecarListeners(_Listeners):
         self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
     ) -> list[listener_pb2.Listener]:
         outbound = outbound_listeners(push, proxy, self.detection)
-        return [outbound[0], virtual_inbound(push, proxy, self.detection), *outbound[1:]]
+        return [outbound[0], virtual_inbound(push, proxy, self.detection), *outbound[1:],
+                *ingress_listeners(push, proxy)]
 
 
 class RouterListeners(_Listeners):

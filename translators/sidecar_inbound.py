@@ -32,8 +32,9 @@ from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
 
 from pilotfish.core.protocol import SERVER_FIRST_PORTS, Protocol
+from pilotfish.core.protocol import parse as parse_protocol
 from pilotfish.core.proxy import Proxy
-from pilotfish.core.push_context import PushContext
+from pilotfish.core.push_context import IngressListener, PushContext
 from pilotfish.core.security_policies import MtlsMode
 from pilotfish.core.sniffing import HTTP_INSPECTOR, TLS_INSPECTOR
 from pilotfish.translators import inbound_tls
@@ -53,11 +54,13 @@ from pilotfish.translators.filter_chains import (
     socket_address,
     tcp_proxy,
 )
+from pilotfish.translators.gateway_tls import GatewayTlsError, server_tls, transport_socket
 from pilotfish.translators.http_filters import http_connection_manager
 from pilotfish.translators.listener_filters import (
     ALL,
     ORIGINAL_DST,
     Detection,
+    inspectors_for,
     listener_filter,
 )
 from pilotfish.translators.peer_authn import (
@@ -159,6 +162,53 @@ class _Inspectors:
         return out
 
 
+def _ingress_tls_chain(name: str, port: int, kind: PortKind, listener: IngressListener,
+                       http: Callable[[], lc_pb2.Filter], cluster: str, auth: AuthFilters
+                       ) -> lc_pb2.FilterChain | None:
+    """A Sidecar ingress port with its own ``tls``: terminated with those certificates, in
+    place of mesh mTLS (as Istio), then HTTP or TCP to the app."""
+    where = f"Sidecar ingress port {port}"
+    is_http = kind is PortKind.HTTP
+    try:
+        tls = transport_socket(server_tls(listener.tls, where, http=is_http))
+    except GatewayTlsError as error:
+        log.warning("%s; skipped", error)
+        return None
+    terminal = [http()] if is_http else [*auth.tcp, tcp_proxy(cluster)]
+    chain = filter_chain(name, chain_match(destination_port=port), *terminal)
+    chain.transport_socket.CopyFrom(tls)
+    return chain
+
+
+def ingress_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
+    """Sidecar ingress listeners with ``captureMode: NONE`` or a ``bind``: listeners of
+    their own, bound on ``bind`` (every address when unset) and the port, which the app's
+    clients dial without iptables."""
+    auth = auth_filters(push, proxy)
+    out = []
+    for listener in push.ingress_listeners(proxy):
+        if listener.capture != "NONE" and not listener.bind:
+            continue
+        address = listener.bind or WILDCARD
+        name, cluster = f"{address}_{listener.port}", cluster_name(INBOUND, listener.port)
+        kind = PortKind.HTTP if parse_protocol(listener.protocol).is_http else PortKind.TCP
+        http = partial(_http, f"inbound_{name}", cluster, f"{INBOUND}|http|{listener.port}",
+                       cluster, auth)
+        if listener.tls:
+            chain = _ingress_tls_chain(name, listener.port, kind, listener, http, cluster,
+                                       auth)
+            chains = [chain] if chain is not None else []
+        else:
+            terminal = [http()] if kind is PortKind.HTTP else [*auth.tcp, tcp_proxy(cluster)]
+            chains = [filter_chain(name, None, *terminal)]
+        if chains:
+            out.append(listener_pb2.Listener(
+                name=name, address=socket_address(address, listener.port),
+                traffic_direction=base_pb2.INBOUND, filter_chains=chains,
+                listener_filters=inspectors_for(chains)))
+    return out
+
+
 def virtual_inbound(
     push: PushContext, proxy: Proxy, detection: Detection = ALL
 ) -> listener_pb2.Listener:
@@ -170,24 +220,32 @@ def virtual_inbound(
     inspectors = _Inspectors()
     common = partial(port_chains, detection=detection, trust_domain=push.mesh.trust_domain,
                      tcp_guards=auth.tcp)
-    for instance in push.service_instances(proxy):
-        port = instance.target_port
-        kind = port_kind(instance.port.protocol, port, detection)
+    ingress = push.ingress_listeners(proxy)
+    # A Sidecar's ingress listeners replace the ports the workload's services give.
+    ports = [(i.port, parse_protocol(i.protocol), f"Sidecar ingress port {i.port}", i)
+             for i in ingress if i.capture != "NONE" and not i.bind] if ingress else [
+        (i.target_port, i.port.protocol, f"inbound {i.service.hostname}", None)
+        for i in push.service_instances(proxy)]
+    for port, protocol, where, listener in ports:
+        kind = port_kind(protocol, port, detection)
         if kind is None or port in inspectors.declared:
             continue
         if port in RESERVED_PORTS:
-            log.warning("inbound %s: target port %d belongs to the proxy; skipped",
-                        instance.service.hostname, port)
+            log.warning("%s: target port %d belongs to the proxy; skipped", where, port)
             continue
         name, cluster = f"{WILDCARD}_{port}", cluster_name(INBOUND, port)
+        http = partial(_http, f"inbound_{name}", cluster, f"{INBOUND}|http|{port}", cluster,
+                       auth)
+        if listener is not None and listener.tls:
+            chain = _ingress_tls_chain(name, port, kind, listener, http, cluster, auth)
+            if chain is not None:
+                inspectors.add(port, [])
+                chains.append(chain)
+            continue
         mode = policy.for_port(port)
         inspectors.add(port, chain_options(kind, mode, detection))
-        chains += common(
-            port, kind, mode, names=(name, name),
-            http=partial(_http, f"inbound_{name}", cluster, f"{INBOUND}|http|{port}", cluster,
-                         auth),
-            tcp=partial(tcp_proxy, cluster),
-        )
+        chains += common(port, kind, mode, names=(name, name), http=http,
+                         tcp=partial(tcp_proxy, cluster))
     passthrough = partial(
         common, names=(f"{VIRTUAL_INBOUND}-catchall-http", VIRTUAL_INBOUND),
         http=partial(_http, VIRTUAL_INBOUND, INBOUND_PASSTHROUGH_CLUSTER, f"{INBOUND}|http|0",
