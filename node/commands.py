@@ -112,7 +112,8 @@ def exec_main(args: argparse.Namespace) -> int:
 
 
 def _ready(pod: PodState) -> str:
-    if not pod.sidecar:
+    """The proxy's readiness: the sidecar's, or the router's of a Gateway's pod."""
+    if not (pod.sidecar or pod.router):
         return "-"
     try:
         url = f"http://{pod.ip}:{pod.health_port}/healthz/ready"
@@ -136,8 +137,11 @@ def status_data(state: NodeState) -> dict[str, Any]:
         "subnet": state.subnet,
         "pods": [
             {"name": p.name, "namespace": p.namespace, "ip": p.ip, "netns": p.netns,
-             "status": p.status if up else "left behind", "sidecar": _ready(p),
-             "app_uid": p.app_uid}
+             "status": p.status if up else "left behind",
+             # "sidecar": the proxy's readiness; "proxy" says which proxy it is.
+             "sidecar": _ready(p), "proxy": "router" if p.router else (
+                 "sidecar" if p.sidecar else ""),
+             "owner": p.owner, "error": p.error, "app_uid": p.app_uid}
             for p in state.pods.values()
         ],
     }
@@ -166,7 +170,8 @@ def status_main(args: argparse.Namespace) -> int:
           f"at {data['discovery']['xds']}, bridge {data['bridge']} {data['subnet']}")
     for problem in data["problems"] if data["up"] else []:
         print(f"  not ready: {problem}")
-    print(table(["POD", "NAMESPACE", "IP", "STATUS", "SIDECAR"],
-                [[p["name"], p["namespace"], p["ip"], p["status"], p["sidecar"]]
+    print(table(["POD", "NAMESPACE", "IP", "STATUS", "PROXY", "OWNER"],
+                [[p["name"], p["namespace"], p["ip"], p["status"],
+                  f"{p['proxy']} {p['sidecar']}" if p["proxy"] else "-", p["owner"] or "-"]
                  for p in data["pods"]]), end="")
     return 0

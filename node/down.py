@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 
 from pilotfish.node import netns
-from pilotfish.node.state import NodeState, pid_alive
+from pilotfish.node.state import NodeState, PodState, pid_alive
 
 
 async def _stop_pid(pid: int, grace: float = 10.0) -> None:
@@ -33,34 +33,39 @@ async def _stop_pid(pid: int, grace: float = 10.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+async def remove_pod(state: NodeState, pod: PodState) -> list[str]:
+    """Kill every process in the pod's netns, CNI DEL, delete the netns, its /etc/netns
+    folder and the pod's folder; returns the problems met (each already handled)."""
+    from pilotfish.node import cni_runtime
+    problems: list[str] = []
+    try:
+        await netns.kill_all(pod.netns)
+    except netns.NodeError as exc:
+        problems.append(str(exc))
+    if state.cni_conf.exists() and netns.exists(pod.netns):
+        try:
+            await cni_runtime.delete(
+                json.loads(state.cni_conf.read_text()), netns.netns_path(pod.netns),
+                pod.container_id, "eth0", runtime_config=pod.cni_runtime,
+                cache_dir=state.cni_cache, cni_path=[Path("/usr/lib/cni"), Path(_bin_dir())])
+        except Exception as exc:  # the netns goes anyway; report and continue
+            problems.append(f"pod {pod.key}: CNI DEL: {exc}")
+    shutil.rmtree(state.pod_dir(pod), ignore_errors=True)
+    try:
+        await netns.delete(pod.netns)
+    except netns.NodeError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 async def teardown(state: NodeState, *, keep_up_pid: bool = False) -> list[str]:
     """Remove what the state lists; returns the problems met (each already handled)."""
-    from pilotfish.node import cni_runtime
     problems: list[str] = []
     if not keep_up_pid and state.up_pid and state.up_pid != os.getpid():
         await _stop_pid(state.up_pid, grace=30.0)
     await _stop_pid(state.discovery_pid)
-    conf = None
-    if state.cni_conf.exists():
-        conf = json.loads(state.cni_conf.read_text())
-    for pod in state.pods.values():
-        try:
-            await netns.kill_all(pod.netns)
-        except netns.NodeError as exc:
-            problems.append(str(exc))
-        if conf is not None and netns.exists(pod.netns):
-            try:
-                await cni_runtime.delete(
-                    conf, netns.netns_path(pod.netns), pod.container_id, "eth0",
-                    runtime_config=pod.cni_runtime, cache_dir=state.cni_cache,
-                    cni_path=[Path("/usr/lib/cni"), Path(_bin_dir())])
-            except Exception as exc:  # the netns goes anyway; report and continue
-                problems.append(f"pod {pod.key}: CNI DEL: {exc}")
-        shutil.rmtree(state.pod_dir(pod), ignore_errors=True)
-        try:
-            await netns.delete(pod.netns)
-        except netns.NodeError as exc:
-            problems.append(str(exc))
+    for pod in list(state.pods.values()):
+        problems += await remove_pod(state, pod)
     if state.bridge:
         check = await anyio.run_process(["ip", "link", "show", state.bridge], check=False)
         if check.returncode == 0:

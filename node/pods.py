@@ -1,8 +1,19 @@
 """Per-pod decisions the node makes from the Pod object (sans-IO): sidecar or not, which
-user the app runs as, the containers' command lines with Kubernetes' env expansion."""
+user the app runs as, the containers' command lines with Kubernetes' env expansion.
+
+There are no images on the node: a container runs its ``command``/``args`` on the host's
+filesystem. A container without a command whose image is in ``IMAGE_COMMANDS`` runs the
+command listed there instead (the image's entrypoint, as pilotfish provides it), and one
+whose image is Istio's proxy (``istio/proxyv2`` with ``proxy router``) is run by the node
+as ``pilotfish agent``. Secret volumes are written into the pod's folder; a ``mountPath``
+named in the container's env values or args is replaced with that folder, since pods share
+the host's filesystem.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -17,12 +28,96 @@ DEFAULT_APP_UID = 1001  # any user but the proxy's 1337
 PROXY_UID = 1337
 
 
+PYTHON = "{python}"  # in IMAGE_COMMANDS: the node's own interpreter
+# Image name (the last part of the repository, without registry or tag) → the command that
+# stands in for its entrypoint. docs/node.md lists them.
+IMAGE_COMMANDS: Mapping[str, tuple[str, ...]] = {
+    # registry.k8s.io/gateway-api/conformance/echo-basic: the Gateway API suite's backend
+    "echo-basic": (PYTHON, "-m", "pilotfish.demo.echo_basic"),
+}
+PROXY_IMAGE_NAME = "proxyv2"  # Istio's proxy image; its args say the role: proxy router
+
+
 @attrs.frozen
 class Container:
     name: str
     argv: tuple[str, ...]
     env: Mapping[str, str]
     uid: int
+    proxy: str = ""  # "router": the proxy itself, run by the node as pilotfish agent
+
+
+def image_name(image: str) -> str:
+    """``registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0`` → ``echo-basic``."""
+    last = image.rsplit("/", 1)[-1]
+    return last.split("@", 1)[0].split(":", 1)[0]
+
+
+def image_command(image: str, python: str) -> tuple[str, ...]:
+    """The stand-in entrypoint of a known image (empty when the image is not known)."""
+    command = IMAGE_COMMANDS.get(image_name(image), ())
+    return tuple(python if part == PYTHON else part for part in command)
+
+
+def proxy_role(raw: Mapping[str, Any]) -> str:
+    """``router`` for Istio's proxy image run as ``proxy router`` (the container a Gateway's
+    pod has), else ""."""
+    args = [str(a) for a in raw.get("args") or ()]
+    if image_name(str(raw.get("image") or "")) == PROXY_IMAGE_NAME and args[:1] == ["proxy"]:
+        return args[1] if len(args) > 1 and args[1] == "router" else ""
+    return ""
+
+
+def router_container(pod: ConfigObject) -> bool:
+    return any(proxy_role(raw) for raw in pod.spec.get("containers") or ())
+
+
+def sysctls(pod: ConfigObject) -> list[tuple[str, str]]:
+    """``securityContext.sysctls``: namespaced sysctls, set in the pod's netns."""
+    context = pod.spec.get("securityContext") or {}
+    return [(str(s.get("name")), str(s.get("value"))) for s in context.get("sysctls") or ()
+            if s.get("name")]
+
+
+def secret_volumes(pod: ConfigObject) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Volume name → (Secret name, [(key, file path)]; empty list: every key as itself)."""
+    out = {}
+    for volume in pod.spec.get("volumes") or ():
+        secret = volume.get("secret")
+        if isinstance(secret, Mapping) and secret.get("secretName"):
+            items = [(str(i.get("key")), str(i.get("path"))) for i in secret.get("items") or ()]
+            out[str(volume.get("name"))] = (str(secret["secretName"]), items)
+    return out
+
+
+def secret_files(secret: Mapping[str, Any], items: list[tuple[str, str]]
+                 ) -> dict[str, bytes]:
+    """The files a Secret volume holds: relative path → content."""
+    data: dict[str, bytes] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            data[str(key)] = base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+    for key, value in (secret.get("stringData") or {}).items():
+        data[str(key)] = str(value).encode()
+    if not items:
+        return data
+    return {path: data[key] for key, path in items if key in data}
+
+
+def mount_paths(raw: Mapping[str, Any], volume_dirs: Mapping[str, str]) -> dict[str, str]:
+    """A container's mountPath → the folder on the node that holds the volume."""
+    return {str(m.get("mountPath")).rstrip("/"): volume_dirs[str(m.get("name"))]
+            for m in raw.get("volumeMounts") or ()
+            if m.get("mountPath") and str(m.get("name")) in volume_dirs}
+
+
+def _remount(text: str, mounts: Mapping[str, str]) -> str:
+    for mount, folder in mounts.items():
+        if text == mount or text.startswith(mount + "/"):
+            return folder + text[len(mount):]
+    return text
 
 
 def wants_sidecar(pod: ConfigObject, namespace_labels: Mapping[str, str]) -> bool:
@@ -56,12 +151,20 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return out
 
 
-def containers(pod: ConfigObject, ip: str, node_env: Mapping[str, str] | None = None
+def containers(pod: ConfigObject, ip: str, node_env: Mapping[str, str] | None = None,
+               python: str = "python3", volume_dirs: Mapping[str, str] | None = None,
                ) -> list[Container]:
     """The pod's containers as processes to run. ``node_env`` holds what the node adds to
-    every container's environment (e.g. ``PILOTFISH_DISCOVERY``)."""
+    every container's environment (e.g. ``PILOTFISH_DISCOVERY``); ``python`` is the
+    interpreter for the images pilotfish stands in for; ``volume_dirs`` maps volume names
+    to the folders that hold them."""
     out = []
     for raw in pod.spec.get("containers") or []:
+        role = proxy_role(raw)
+        if role:
+            out.append(Container(str(raw.get("name", "")), (), {}, PROXY_UID, proxy=role))
+            continue
+        mounts = mount_paths(raw, volume_dirs or {})
         env = {**(node_env or {}), "POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace,
                "POD_IP": ip}
         for item in raw.get("env") or []:
@@ -73,9 +176,11 @@ def containers(pod: ConfigObject, ip: str, node_env: Mapping[str, str] | None = 
             elif field == "metadata.namespace":
                 env[item["name"]] = pod.namespace
             elif "value" in item:
-                env[item["name"]] = expand(str(item["value"]), env)
-        argv = tuple(expand(str(a), env) for a in [*(raw.get("command") or []),
-                                                  *(raw.get("args") or [])])
+                env[item["name"]] = _remount(expand(str(item["value"]), env), mounts)
+        command = [str(c) for c in raw.get("command") or []] or list(
+            image_command(str(raw.get("image") or ""), python))
+        argv = tuple(_remount(expand(str(a), env), mounts)
+                     for a in [*command, *(raw.get("args") or [])])
         if argv:
             out.append(Container(str(raw.get("name", "")), argv, env, _run_as(pod, raw)))
     return out

@@ -25,6 +25,8 @@ class PodState:
     container_id: str
     ip: str = ""
     sidecar: bool = False
+    router: bool = False  # a Gateway's pod: its only container is the proxy
+    owner: str = ""  # Deployment/NAME for a Deployment's pod
     app_uid: int = 1001
     health_port: int = 15021
     admin_port: int = 15000

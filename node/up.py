@@ -1,6 +1,7 @@
 """``pilotfish up``: a whole sidecar mesh on one machine.
 
-Every Pod in the config becomes a network namespace made by a real CNI chain (bridge +
+Every Pod in the config (and every pod of a Deployment, and a router pod per Gateway API
+Gateway: `pilotfish.node.workloads`) becomes a network namespace made by a real CNI chain (bridge +
 host-local + pilotfish-cni) on an isolated bridge: the pods can reach each other and the
 node, nothing else (no default route, no NAT). The node plays the API server and kubelet:
 it allocates ClusterIPs, records pod IPs, writes what discovery reads, gives each pod an
@@ -8,7 +9,9 @@ it allocates ClusterIPs, records pod IPs, writes what discovery reads, gives eac
 pods get ``pilotfish agent`` + Envoy as uid/gid 1337; apps run as their own user.
 
 Everything created is recorded in the state directory as it happens, so ``pilotfish down``
-can remove it even after ``up`` was killed.
+can remove it even after ``up`` was killed. When the config changes, pods are reconciled as
+a kubelet would: the ones no longer wanted (or changed) are stopped and removed, new ones
+created and started. A container that exits marks its pod failed; the node goes on.
 """
 
 from __future__ import annotations
@@ -35,11 +38,11 @@ from pilotfish.agent.startup import hold_application
 from pilotfish.cni.pod import RUNTIME_KEY, pod_from_runtime_config
 from pilotfish.core import meshconfig, push_context
 from pilotfish.core.interceptor import InterceptorError, InterceptorSettings, first_capturing
-from pilotfish.core.objects import ConfigObject
+from pilotfish.core.objects import ConfigKey, ConfigObject
 from pilotfish.core.plugins import Plugins
 from pilotfish.core.security.files import write_atomic
 from pilotfish.core.store import ConfigStore
-from pilotfish.node import cluster, netns, pods
+from pilotfish.node import cluster, netns, pods, workloads
 from pilotfish.node.children import ChildExited, run_child, stop
 from pilotfish.node.state import NodeState, PodState, pid_alive
 
@@ -66,6 +69,15 @@ class UpOptions:
     demo: bool = False  # print the demo's tour
     proxy_concurrency: int = 2  # worker threads per sidecar proxy (Istio's default is 2)
     cert_ttl: str = ""  # workload certificate lifetime the sidecars ask for ("" = the agent's)
+
+
+@attrs.define
+class RunningPod:
+    """A pod the node started: the object it was started from, and how to stop it."""
+
+    obj: ConfigObject
+    scope: anyio.CancelScope | None = None
+    done: anyio.Event = attrs.Factory(anyio.Event)
 
 
 def step(text: str) -> None:
@@ -125,7 +137,9 @@ class Node:
         self.state.xds_address = f"{self.state.gateway_ip}:{XDS_PORT}"
         self.state.secure_xds_address = f"{self.state.gateway_ip}:{SECURE_XDS_PORT}"
         self.store: ConfigStore | None = None
+        self.view = workloads.ClusterView((), ())
         self.runtime: dict[tuple[str, str], cluster.PodRuntime] = {}
+        self.running: dict[tuple[str, str], RunningPod] = {}
         self.bin = Path(sys.executable).parent
         # What pilotfish-cni will load for every pod: the profile's interceptors, resolved
         # here first so that a bad plugin choice stops `up` before any pod exists.
@@ -150,8 +164,17 @@ class Node:
     # -- cluster view ------------------------------------------------------------------
 
     def objects(self) -> list[ConfigObject]:
+        """The cluster's objects: the user's and what the controllers made of them."""
+        return list(self.view.objects)
+
+    def update_view(self) -> workloads.ClusterView:
         assert self.store is not None
-        return self.store.objects()
+        self.view = workloads.cluster_view(self.store.objects())
+        return self.view
+
+    def namespace_labels(self) -> dict[str, dict[str, str]]:
+        assert self.store is not None
+        return {o.name: dict(o.labels) for o in self.store.objects("Namespace")}
 
     def write_cluster(self) -> push_context.PushContext:
         """Write what discovery reads; return the same view as a push context."""
@@ -183,8 +206,10 @@ class Node:
         from pilotfish.node import cni_runtime
 
         name = pods.netns_name(obj, self.state.bridge)
+        router = pods.router_container(obj)
         pod = PodState(name=obj.name, namespace=obj.namespace, netns=name, container_id=name,
-                       sidecar=sidecar)
+                       sidecar=sidecar, router=router, owner=workloads.owner(obj),
+                       app_uid=pods.PROXY_UID if router else pods.DEFAULT_APP_UID)
         self.state.pods[pod.key] = pod
         self.state.save()
         await netns.create(pod.netns)
@@ -208,6 +233,9 @@ class Node:
         pod.ip = cni_runtime.first_ipv4(result)
         await self.ensure_bridge_address()
         await netns.add_route(pod.netns, self.state.service_cidr, self.state.gateway_ip)
+        for key, value in pods.sysctls(obj):
+            await netns.run(["ip", "netns", "exec", pod.netns, "sysctl", "-q", "-w",
+                             f"{key}={value}"], what=f"pod {pod.key}: sysctl {key}")
         self.runtime[(obj.namespace, obj.name)] = cluster.PodRuntime(pod.ip, sidecar)
         self.state.save()
         return pod
@@ -221,11 +249,12 @@ class Node:
         await netns.run(["ip", "link", "set", self.state.bridge, "up"],
                         what=f"bridge {self.state.bridge}: up")
 
-    def agent_argv(self, obj: ConfigObject, pod: PodState) -> list[str]:
+    def agent_argv(self, obj: ConfigObject, pod: PodState, proxy_type: str = "sidecar"
+                   ) -> list[str]:
         labels = ",".join(f"{k}={v}" for k, v in sorted(obj.labels.items()))
         ports = ",".join(f"{name}:{port}" if name else str(port)
                          for name, port in pods.container_ports(obj))
-        argv = [sys.executable, "-m", "pilotfish.cli", "agent", "--type", "sidecar",
+        argv = [sys.executable, "-m", "pilotfish.cli", "agent", "--type", proxy_type,
                 "--proxy", self.options.proxy, "--name", obj.name,
                 "--namespace", obj.namespace, "--ip", pod.ip,
                 "--discovery", self.state.secure_xds_address,
@@ -261,7 +290,7 @@ class Node:
             parent.chmod(0o755)
         folder.mkdir(mode=0o755, exist_ok=True)
         containers = pods.containers(obj, pod.ip)
-        owner = pods.PROXY_UID if pod.sidecar else (
+        owner = pods.PROXY_UID if pod.sidecar or pod.router else (
             containers[0].uid if containers else pods.DEFAULT_APP_UID)
         token = tokens.issue(self.state.token_key.read_bytes(), obj.namespace,
                              str(obj.spec.get("serviceAccountName") or "default"), obj.name,
@@ -272,14 +301,80 @@ class Node:
         shutil.copyfile(self.state.discovery_dir / "root-cert.pem", folder / "root-cert.pem")
         (folder / "root-cert.pem").chmod(0o644)
 
-    async def start_pod_or_fail(self, tg: anyio.abc.TaskGroup, obj: ConfigObject) -> None:
+    # -- pod lifecycle (a kubelet's) -----------------------------------------------------
+
+    async def launch(self, tg: anyio.abc.TaskGroup, obj: ConfigObject) -> None:
+        """Start a pod whose network exists, in a task of its own under ``tg`` (returns once
+        its containers are started)."""
+        handle = RunningPod(obj)
+        self.running[(obj.namespace, obj.name)] = handle
+        await tg.start(self.run_pod, handle)
+
+    async def run_pod(self, handle: RunningPod, *,
+                      task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                      ) -> None:
+        obj = handle.obj
         pod = self.state.pods[f"{obj.name}.{obj.namespace}"]
-        step(f"pod {pod.key}: start" + (" sidecar, then app" if pod.sidecar else ""))
+        started = False
         try:
-            await self.start_pod(tg, obj, pod, pod.sidecar and hold_application(
-                self.mesh.mesh, obj.annotations))
-        except Exception as exc:
-            raise netns.NodeError(f"pod {pod.key}: start: {exc}") from exc
+            with anyio.CancelScope() as scope:
+                handle.scope = scope
+                async with anyio.create_task_group() as children:
+                    what = (" sidecar, then app" if pod.sidecar else
+                            " router" if pod.router else "")
+                    step(f"pod {pod.key}: start{what}")
+                    try:
+                        await self.start_pod(children, obj, pod, pod.sidecar and
+                                             hold_application(self.mesh.mesh, obj.annotations))
+                    except Exception as exc:
+                        self.pod_failed(pod, f"start: {exc}")
+                        children.cancel_scope.cancel()
+                    started = True
+                    task_status.started()
+        finally:
+            handle.done.set()
+            if not started:
+                task_status.started()
+
+    def pod_failed(self, pod: PodState, error: str) -> None:
+        """What a kubelet shows as an error state: said once, kept in the state."""
+        if pod.status == "failed":
+            return
+        pod.status, pod.error = "failed", error
+        self.state.save()
+        print(f"    pod {pod.key}: {error}", flush=True)
+
+    async def run_container(self, pod: PodState, name: str, argv: list[str], *,
+                            env: dict[str, str] | None = None, log_path: Path,
+                            task_status: anyio.abc.TaskStatus[anyio.abc.Process]
+                            = anyio.TASK_STATUS_IGNORED) -> None:
+        """One container's process; its exit marks the pod failed (no restarts here)."""
+        try:
+            await run_child(name, argv, env=env, log_path=log_path, task_status=task_status)
+        except ChildExited as exc:
+            self.pod_failed(pod, str(exc))
+
+    def write_volumes(self, obj: ConfigObject, pod: PodState) -> dict[str, str]:
+        """Secret volumes as files in the pod's folder; volume name → folder."""
+        assert self.store is not None
+        out = {}
+        for volume, (secret_name, items) in pods.secret_volumes(obj).items():
+            folder = self.state.pod_dir(pod) / "volumes" / volume
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o755)
+            secret = self.store.get(ConfigKey("Secret", obj.namespace, secret_name))
+            if secret is None:
+                print(f"    pod {pod.key}: volume {volume}: no Secret "
+                      f"{obj.namespace}/{secret_name} (the folder stays empty)", flush=True)
+            for relative, content in pods.secret_files(
+                    secret.body if secret is not None else {}, items).items():
+                path = (folder / relative).resolve()
+                if not path.is_relative_to(folder.resolve()):
+                    continue  # a path out of the volume, which Kubernetes refuses too
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, content, 0o644)
+            out[volume] = str(folder)
+        return out
 
     async def start_pod(self, tg: anyio.abc.TaskGroup, obj: ConfigObject, pod: PodState,
                         hold: bool) -> None:
@@ -287,13 +382,7 @@ class Node:
         logs.mkdir(parents=True, exist_ok=True)
         self.write_pod_files(obj, pod)
         if pod.sidecar:
-            proxy_dir = self.state.proxy_dir(pod)
-            proxy_dir.mkdir(exist_ok=True)
-            os.chown(proxy_dir, pods.PROXY_UID, pods.PROXY_UID)
-            argv = netns.exec_argv(pod.netns, self.agent_argv(obj, pod),
-                                   pods.PROXY_UID, pods.PROXY_UID)
-            await tg.start(partial(run_child, f"{pod.key}/istio-proxy", argv,
-                                   log_path=logs / f"{pod.key}.istio-proxy.log"))
+            await self.start_proxy(tg, obj, pod, "sidecar", "istio-proxy")
             if hold:
                 step(f"pod {pod.key}: holding the app until the proxy is ready")
                 await wait_ready(pod, timeout=60)
@@ -308,47 +397,126 @@ class Node:
                     "HOME": str(scratch), "TMPDIR": str(scratch),
                     "PILOTFISH_TOKEN_FILE": str(folder / "token"),
                     "PILOTFISH_ROOT_CERT": str(folder / "root-cert.pem")}
-        for container in pods.containers(obj, pod.ip, node_env):
+        for container in pods.containers(obj, pod.ip, node_env, python=sys.executable,
+                                         volume_dirs=self.write_volumes(obj, pod)):
+            if container.proxy:
+                await self.start_proxy(tg, obj, pod, container.proxy, container.name)
+                continue
             pod.app_uid = container.uid
             argv = netns.exec_argv(pod.netns, container.argv, container.uid, container.uid)
             await tg.start(partial(
-                run_child, f"{pod.key}/{container.name}", argv, env=container.env,
-                log_path=logs / f"{pod.key}.{container.name}.log"))
-        pod.status = "running"
+                self.run_container, pod, f"{pod.key}/{container.name}", argv,
+                env=dict(container.env), log_path=logs / f"{pod.key}.{container.name}.log"))
+        if pod.status != "failed":
+            pod.status = "running"
         self.state.save()
+
+    async def start_proxy(self, tg: anyio.abc.TaskGroup, obj: ConfigObject, pod: PodState,
+                          proxy_type: str, container: str) -> None:
+        """``pilotfish agent`` and its proxy as uid/gid 1337: a sidecar, or a router pod's
+        only container (Istio's ``proxy router``), connected to discovery's 15012."""
+        proxy_dir = self.state.proxy_dir(pod)
+        proxy_dir.mkdir(exist_ok=True)
+        os.chown(proxy_dir, pods.PROXY_UID, pods.PROXY_UID)
+        argv = netns.exec_argv(pod.netns, self.agent_argv(obj, pod, proxy_type),
+                               pods.PROXY_UID, pods.PROXY_UID)
+        await tg.start(partial(self.run_container, pod, f"{pod.key}/{container}", argv,
+                               log_path=self.state.logs / f"{pod.key}.{container}.log"))
+
+    async def remove_pod(self, key: tuple[str, str]) -> None:
+        """Stop a pod's processes, then take its network down (a pod deleted)."""
+        from pilotfish.node.down import remove_pod
+
+        handle = self.running.pop(key, None)
+        if handle is not None:
+            if handle.scope is not None:
+                handle.scope.cancel()
+            await handle.done.wait()
+        pod = self.state.pods.get(f"{key[1]}.{key[0]}")
+        if pod is None:
+            return
+        for problem in await remove_pod(self.state, pod):
+            print(f"    {problem}", flush=True)
+        del self.state.pods[pod.key]
+        self.state.save()
+
+    async def reconcile(self, tg: anyio.abc.TaskGroup) -> None:
+        """Make the running pods those the config asks for: pods no longer wanted, or whose
+        object changed, are removed (their endpoints first); new ones created and started."""
+        desired = {(p.namespace, p.name): p for p in self.update_view().pods}
+        gone = [key for key, handle in self.running.items()
+                if key not in desired or not desired[key].same_content(handle.obj)]
+        for key in gone:
+            self.runtime.pop(key, None)
+        if gone:
+            await self.refresh_pods(self.write_cluster())
+        for key in gone:
+            step(f"pod {key[0]}/{key[1]}: removing")
+            await self.remove_pod(key)
+        new = [obj for key, obj in desired.items() if key not in self.running]
+        namespace_labels = self.namespace_labels()
+        created = []
+        for obj in new:
+            sidecar = pods.wants_sidecar(obj, namespace_labels.get(obj.namespace, {}))
+            step(f"pod {obj.namespace}/{obj.name}: network namespace via CNI"
+                 + (" (sidecar)" if sidecar else ""))
+            try:
+                pod = await self.create_network(obj, sidecar)
+            except Exception as exc:
+                # Kept as failed (a later change to it retries); its runtime stays unknown,
+                # so it has no endpoints.
+                broken = self.state.pods.get(f"{obj.name}.{obj.namespace}")
+                if broken is not None:
+                    self.pod_failed(broken, f"network: {exc}")
+                    handle = self.running[(obj.namespace, obj.name)] = RunningPod(obj)
+                    handle.done.set()
+                continue
+            print(f"    {pod.ip}", flush=True)
+            created.append(obj)
+        await self.refresh_pods(self.write_cluster())
+        async with anyio.create_task_group() as starting:
+            for obj in created:
+                starting.start_soon(self.launch, tg, obj)
 
     async def wait_all_ready(self, objects: list[ConfigObject],
                              timeout: float = READY_TIMEOUT) -> list[str]:
-        """What a user checks before the first request: every sidecar ready, every app
-        listening on its declared ports, the ingress gateway answering HTTP. Returns what
-        is still not so after ``timeout`` (the node stays up either way)."""
+        """What a user checks before the first request: every sidecar and router ready,
+        every app listening on its declared ports, the ingress gateway answering HTTP.
+        Returns what is still not so after ``timeout``, or at once for a pod that failed
+        (the node stays up either way)."""
         assert self.store is not None
-        checks: list[tuple[str, Any]] = []
+        checks: list[tuple[PodState | None, str, Any]] = []
         for obj in objects:
-            pod = self.state.pods[f"{obj.name}.{obj.namespace}"]
-            if pod.sidecar:
-                checks.append((f"{pod.key}: sidecar not ready",
-                               partial(http_answers, ready_url(pod), only_200=True)))
+            pod = self.state.pods.get(f"{obj.name}.{obj.namespace}")
+            if pod is None:
+                continue
+            if pod.sidecar or pod.router:
+                checks.append((pod, f"{pod.key}: {'router' if pod.router else 'sidecar'} "
+                               "not ready", partial(http_answers, ready_url(pod),
+                                                    only_200=True)))
             for _, port in pods.container_ports(obj):
-                checks.append((f"{pod.key}: nothing listening on port {port}",
+                checks.append((pod, f"{pod.key}: nothing listening on port {port}",
                                partial(listening, pod.netns, port)))
         url = gateway_url(self.state, self.store)
         if url:
-            checks.append((f"the ingress gateway does not answer at {url}",
+            checks.append((None, f"the ingress gateway does not answer at {url}",
                            partial(http_answers, url, only_200=False)))
-        problems: list[str] = []
+        problems: set[str] = set()
 
-        async def settle(problem: str, check: Any) -> None:
+        async def settle(pod: PodState | None, problem: str, check: Any) -> None:
             deadline = time.monotonic() + timeout
             while not await check():
+                if pod is not None and pod.status == "failed":
+                    problems.add(f"{pod.key}: failed: {pod.error.splitlines()[0]}")
+                    return
                 if time.monotonic() > deadline:
-                    problems.append(problem)
+                    problems.add(problem)
                     return
                 await anyio.sleep(0.05)
 
         async with anyio.create_task_group() as tg:
-            for problem, check in checks:
-                tg.start_soon(settle, problem, check)
+            for pod, problem, check in checks:
+                tg.start_soon(settle, pod, problem, check)
         return sorted(problems)
 
     # -- discovery ----------------------------------------------------------------------
@@ -391,7 +559,9 @@ class Node:
 
     # -- watching the user's config -------------------------------------------------------
 
-    async def watch_config(self) -> None:
+    async def watch_config(self, tg: anyio.abc.TaskGroup) -> None:
+        """Config changes reach discovery (the cluster view) and the pods (reconciled);
+        pods are started under ``tg``."""
         from pilotfish.plugins.files_source import FilesSource, watch
 
         assert self.store is not None
@@ -402,8 +572,7 @@ class Node:
             source.apply_changes(self.store, paths)
             for error in self.store.errors():
                 print(f"    {error}", flush=True)
-            view = self.write_cluster()
-            await self.refresh_pods(view)
+            await self.reconcile(tg)
 
         await watch(self.options.config_dir, apply, debounce_ms=50)
 
@@ -501,8 +670,8 @@ async def up(options: UpOptions) -> int:
     node.store = load_config(options.config_dir, node.mesh)
     for error in node.store.errors():
         print(f"    {error}", flush=True)
-    namespace_labels = {o.name: dict(o.labels) for o in node.store.objects("Namespace")}
-    pod_objects = sorted(node.store.objects("Pod"), key=lambda o: (o.namespace, o.name))
+    namespace_labels = node.namespace_labels()
+    pod_objects = list(node.update_view().pods)
     state.cni_conf.write_text(json.dumps(conflist(state, options.mesh_config), indent=2))
     try:
         async with anyio.create_task_group() as tg:
@@ -524,8 +693,8 @@ async def up(options: UpOptions) -> int:
             # sidecar when the mesh config says so.
             async with anyio.create_task_group() as starting:
                 for obj in pod_objects:
-                    starting.start_soon(node.start_pod_or_fail, tg, obj)
-            tg.start_soon(node.watch_config)
+                    starting.start_soon(node.launch, tg, obj)
+            tg.start_soon(node.watch_config, tg)
             step("waiting for every pod to be ready" + (
                 " and the gateway to answer" if gateway_url(state, node.store) else ""))
             problems = await node.wait_all_ready(pod_objects)
