@@ -1,0 +1,68 @@
+"""What the node runs for a container: known images, the proxy image, secret volumes."""
+
+from __future__ import annotations
+
+import base64
+
+from pilotfish.core.objects import ConfigObject
+from pilotfish.node import pods
+
+
+def pod(spec: dict[str, object]) -> ConfigObject:
+    body = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "shop"}, "spec": spec}
+    return ConfigObject("v1", "Pod", "web-1", "shop", body)
+
+
+def test_image_names_drop_registry_path_tag_and_digest():
+    assert pods.image_name("registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0") == \
+        "echo-basic"
+    assert pods.image_name("echo-basic@sha256:abc") == "echo-basic"
+    assert pods.image_name("docker.io/istio/proxyv2:1.30.0") == "proxyv2"
+
+
+def test_the_echo_basic_image_runs_pilotfish_echo_with_the_downward_api():
+    spec = {"containers": [{
+        "name": "echo", "image": "registry.k8s.io/gateway-api/conformance/echo-basic:v1",
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "NAMESPACE",
+                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+        "args": ["--extra"]}]}
+    (container,) = pods.containers(pod(spec), "10.0.0.2", python="/venv/bin/python")
+    assert container.argv == ("/venv/bin/python", "-m", "pilotfish.demo.echo_basic", "--extra")
+    assert container.env["POD_NAME"] == "web-1" and container.env["NAMESPACE"] == "shop"
+    assert container.proxy == ""
+
+
+def test_a_command_wins_over_the_image_and_unknown_images_without_one_do_not_run():
+    spec = {"containers": [
+        {"name": "a", "image": "echo-basic", "command": ["sleep", "1"]},
+        {"name": "b", "image": "example/unknown:1"}]}
+    assert [c.argv for c in pods.containers(pod(spec), "10.0.0.2")] == [("sleep", "1")]
+
+
+def test_the_proxy_image_as_router_is_the_proxy_not_an_app():
+    router = {"name": "istio-proxy", "image": "istio/proxyv2", "args": ["proxy", "router"]}
+    sidecar = {"name": "istio-proxy", "image": "istio/proxyv2", "args": ["proxy", "sidecar"]}
+    assert pods.proxy_role(router) == "router" and pods.proxy_role(sidecar) == ""
+    assert pods.router_container(pod({"containers": [router]}))
+
+
+def test_secret_volumes_become_files_and_their_mount_paths_are_rewritten():
+    spec = {"volumes": [{"name": "certs", "secret": {
+                "secretName": "tls", "items": [{"key": "tls.crt", "path": "crt"}]}}],
+            "containers": [{
+                "name": "app", "command": ["serve", "--cert=/etc/certs/crt"],
+                "volumeMounts": [{"name": "certs", "mountPath": "/etc/certs"}],
+                "env": [{"name": "TLS_SERVER_CERT", "value": "/etc/certs/crt"},
+                        {"name": "OTHER", "value": "/etc/certsmore"}]}]}
+    obj = pod(spec)
+    assert pods.secret_volumes(obj) == {"certs": ("tls", [("tls.crt", "crt")])}
+    secret = {"data": {"tls.crt": base64.b64encode(b"CERT").decode(),
+                       "tls.key": base64.b64encode(b"KEY").decode()}}
+    assert pods.secret_files(secret, [("tls.crt", "crt")]) == {"crt": b"CERT"}
+    assert pods.secret_files(secret, []) == {"tls.crt": b"CERT", "tls.key": b"KEY"}
+    (container,) = pods.containers(obj, "10.0.0.2", volume_dirs={"certs": "/run/p/certs"})
+    assert container.env["TLS_SERVER_CERT"] == "/run/p/certs/crt"
+    assert container.env["OTHER"] == "/etc/certsmore"  # not under the mount
+    assert container.argv == ("serve", "--cert=/etc/certs/crt")  # only whole arguments
