@@ -37,6 +37,7 @@ KINDS = (
     ("", "v1", "ServiceAccount", "serviceaccount-v1.json", True),
     ("", "v1", "Secret", "secret-v1.json", True),
     ("", "v1", "Node", "node-v1.json", False),
+    ("", "v1", "ConfigMap", "configmap-v1.json", True),
     ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslice-discovery-v1.json", True),
     # The local node runs a Deployment's pods (node/workloads.py); discovery stores it as
     # the API server would, and reads its pods, not it.

@@ -18,6 +18,7 @@ from typing import Any
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
 from pilotfish.core.gateway_api import SECRET_REF
+from pilotfish.core.gateway_api.backend_tls import CONFIGMAP_REF
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.proxy import Proxy
@@ -33,7 +34,8 @@ class CredentialSecrets:
     proxy_kinds = frozenset({"sidecar", "router"})
     # Gateway API Gateways and ReferenceGrants say which other namespaces' Secrets a
     # gateway may read.
-    depends_on = frozenset({"Secret", "Gateway", "ReferenceGrant"})
+    depends_on = frozenset({"Secret", "Gateway", "ReferenceGrant", "ConfigMap",
+                            "BackendTLSPolicy"})
     authenticated_only = True  # see core/xds/generator.py
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
@@ -46,10 +48,26 @@ class CredentialSecrets:
                        if gw_ns == proxy.namespace}
             others = _credentials(push, lambda s: (s.namespace, s.name) in granted)
             memo[key] = [*credentials.sds_secrets((s.name, c) for s, c in own),
+                         *_trusted_configmaps(push),
                          *credentials.sds_secrets(
                 [(f"{secret.namespace}/{secret.name}", found) for secret, found in others],
                 prefix=SECRET_REF)]
         return list(memo[key])
+
+
+def _trusted_configmaps(push: PushContext) -> list[secret_pb2.Secret]:
+    """The CA bundles BackendTLSPolicies trust (public certificates, any namespace's), as
+    ``configmap://NAMESPACE/NAME``."""
+    wanted = push.gateway_api.trusted_configmaps
+    out = []
+    for configmap in push.objects("ConfigMap"):
+        if (configmap.namespace, configmap.name) not in wanted:
+            continue
+        bundle = str((configmap.body.get("data") or {}).get("ca.crt") or "").encode()
+        name = f"{CONFIGMAP_REF}{configmap.namespace}/{configmap.name}"
+        out += [secret for secret in credentials.sds_secrets(
+            [(name, credentials.Credential(ca=bundle))], prefix="") if secret.name == name]
+    return out
 
 
 def _credentials(push: PushContext, wanted: Callable[[ConfigObject], bool]

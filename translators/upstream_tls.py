@@ -17,6 +17,7 @@ from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
+from pilotfish.core.gateway_api.backend_tls import CONFIGMAP_REF
 from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy_backend import SDS_CLUSTER
 from pilotfish.core.security import file_secrets
@@ -73,11 +74,11 @@ def agent_sds(name: str) -> secret_pb2.SdsSecretConfig:
     )
 
 
-def credential_sds(name: str) -> secret_pb2.SdsSecretConfig:
+def credential_sds(name: str, prefix: str = CREDENTIAL_PREFIX) -> secret_pb2.SdsSecretConfig:
     """A ``credentialName`` secret, served by discovery over ADS."""
     source = ads_config_source()
     source.ClearField("initial_fetch_timeout")  # a missing secret must not block forever
-    return secret_pb2.SdsSecretConfig(name=CREDENTIAL_PREFIX + name, sds_config=source)
+    return secret_pb2.SdsSecretConfig(name=prefix + name, sds_config=source)
 
 
 def _san_matchers(names: list[str]) -> list[common_pb2.SubjectAltNameMatcher]:
@@ -116,13 +117,14 @@ def _simple_context(tls: Mapping[str, Any], sni: str, protocol: Protocol, mutual
     common = tls_pb2.CommonTlsContext()
     if protocol.is_http2:
         common.alpn_protocols.append("h2")
-    credential = tls.get("credentialName")
+    credential = str(tls.get("credentialName") or "")
     if credential:
         if mutual:
             common.tls_certificate_sds_secret_configs.append(credential_sds(credential))
-        common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(
-            credential_sds(f"{credential}-cacert")
-        )
+        # A BackendTLSPolicy's CA ConfigMap is its own resource (core/gateway_api).
+        trust = (credential_sds(credential, prefix="") if credential.startswith(CONFIGMAP_REF)
+                 else credential_sds(f"{credential}-cacert"))
+        common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(trust)
         common.combined_validation_context.default_validation_context.match_typed_subject_alt_names.extend(
             _san_matchers(list(tls.get("subjectAltNames") or []))
         )

@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from pilotfish.core.gateway_api import routes
+from pilotfish.core.gateway_api import backend_tls, routes
 from pilotfish.core.gateway_api.status import (
     CONTROLLER,
     Condition,
@@ -45,7 +45,7 @@ GROUP = "gateway.networking.k8s.io"
 KINDS = frozenset({"GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute",
                    "TCPRoute", "ReferenceGrant", "BackendTLSPolicy"})
 # What the conversion reads besides the Gateway API's own kinds.
-INPUT_KINDS = KINDS | {"Service", "Namespace", "Secret", "Pod"}
+INPUT_KINDS = KINDS | {"Service", "Namespace", "Secret", "Pod", "ConfigMap"}
 # What it makes: generators that read these must move when its output moves.
 OUTPUT_KINDS = frozenset({"Gateway", "VirtualService", "DestinationRule"})
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
@@ -67,6 +67,9 @@ class Converted:
     # (namespace of the Gateway, namespace of the Secret, its name): certificates a
     # ReferenceGrant lets a Gateway's proxies read from another namespace.
     granted_secrets: frozenset[tuple[str, str, str]] = frozenset()
+    # (namespace, name) of ConfigMaps whose ``ca.crt`` a BackendTLSPolicy trusts: served as
+    # ``configmap://NAMESPACE/NAME`` SDS resources.
+    trusted_configmaps: frozenset[tuple[str, str]] = frozenset()
 
     def same_output(self, other: Converted) -> bool:
         return len(self.objects) == len(other.objects) and all(
@@ -107,6 +110,7 @@ class _Inputs:
     namespaces: dict[str, Mapping[str, str]] = attrs.Factory(dict)
     services: dict[tuple[str, str], ConfigObject] = attrs.Factory(dict)
     secrets: dict[tuple[str, str], ConfigObject] = attrs.Factory(dict)
+    configmaps: dict[tuple[str, str], ConfigObject] = attrs.Factory(dict)
     grants: list[ConfigObject] = attrs.Factory(list)
 
     def granted(self, from_kind: str, from_ns: str, to_group: str, to_kind: str, to_ns: str,
@@ -140,6 +144,8 @@ def convert(by_kind: Mapping[str, Sequence[ConfigObject]], domain: str = DEFAULT
         inputs.services[(svc.namespace, svc.name)] = svc
     for secret in by_kind.get("Secret", ()):
         inputs.secrets[(secret.namespace, secret.name)] = secret
+    for configmap in by_kind.get("ConfigMap", ()):
+        inputs.configmaps[(configmap.namespace, configmap.name)] = configmap
     inputs.grants = list(by_kind.get(index_key("ReferenceGrant"), ()))
     status = Statuses()
     classes = _classes(by_kind.get(index_key("GatewayClass"), ()), status)
@@ -157,11 +163,14 @@ def convert(by_kind: Mapping[str, Sequence[ConfigObject]], domain: str = DEFAULT
         for route in sorted(by_kind.get(index_key(kind), ()), key=_order):
             built.attach(route)
     out += built.objects()
+    rules, trusted = backend_tls.convert(by_kind.get(index_key("BackendTLSPolicy"), ()),
+                                         inputs, built.ancestors, status)
+    out += rules
     for gateway in gateways:
         owned = listeners.get((gateway.namespace, gateway.name))
         if owned is not None:
             status.set(gateway, _gateway_status(gateway, owned, by_kind.get("Pod", ())))
-    return Converted(tuple(out), status, frozenset(granted))
+    return Converted(tuple(out), status, frozenset(granted), frozenset(trusted))
 
 
 def index_key(kind: str) -> str:

@@ -61,6 +61,9 @@ class Builder:
         self.tcp: dict[str, list[Entry]] = defaultdict(list)
         self.mesh: dict[str, list[Entry]] = defaultdict(list)
         self.origins: dict[Any, ConfigObject] = {}
+        # (namespace, Service) → the Gateways (namespace, name) whose routes send to it.
+        self.ancestors: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        self._backends: set[tuple[str, str]] = set()  # of the route being attached
 
     # -- attaching ----------------------------------------------------------------------
 
@@ -68,6 +71,7 @@ class Builder:
         from pilotfish.core.gateway_api import GROUP, allows
 
         problems: list[tuple[str, str]] = []
+        self._backends = set()
         rules = [self._rule(route, index, rule, problems)
                  for index, rule in enumerate(route.spec.get("rules") or ())]
         resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved")
@@ -107,6 +111,9 @@ class Builder:
             else:
                 accepted = Condition("Accepted", True, "Accepted", "Route was valid")
             self.status.route_parent(route, ParentStatus(ref, accepted, resolved))
+            if hosted:
+                for backend in self._backends:
+                    self.ancestors[backend].add((str(ref["namespace"]), str(ref["name"])))
             for listener, hosts in hosted:
                 listener.status.attached_routes += 1
                 if listener.status.ok:
@@ -212,6 +219,7 @@ class Builder:
         if (namespace, name) not in self.inputs.services:
             problems.append(("BackendNotFound", f"backend {namespace}/{name} not found"))
             return None
+        self._backends.add((namespace, name))
         if weight <= 0:
             return None
         destination: dict[str, Any] = {"host": service_host(self.inputs, namespace, name)}

@@ -25,7 +25,7 @@ import pytest
 from cryptography import x509
 
 from pilotfish.core.security import pki, tokens
-from pilotfish.testing.certs import self_signed
+from pilotfish.testing.certs import ca_signed, self_signed
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port, http, pilotfish, wait_until
 
@@ -354,3 +354,108 @@ def test_credential_name_secrets_reach_authenticated_gateways_only(mesh: LocalMe
     assert "kubernetes://web-cert" not in secrets(plain)
     with pytest.raises((OSError, ssl.SSLError)):
         served_certificate(plain_port)
+
+
+BACKEND_TLS = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: secure, namespace: shop}}
+spec:
+  selector: {{app: secure}}
+  ports: [{{name: https, port: 443, targetPort: {backend_port}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: secure-1, namespace: shop, labels: {{app: secure}}}}
+status: {{podIP: {backend}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: secure-ca, namespace: shop}}
+data: {{ca.crt: {ca}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: btls, namespace: shop}}
+spec:
+  gatewayClassName: istio
+  listeners: [{{name: http, port: {port}, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: secure, namespace: shop}}
+spec:
+  parentRefs: [{{name: btls}}]
+  rules: [{{backendRefs: [{{name: secure, port: 443}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: secure, namespace: shop}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: secure, sectionName: https}}]
+  validation:
+    hostname: {hostname}
+    caCertificateRefs: [{{group: "", kind: ConfigMap, name: secure-ca}}]
+"""
+
+
+def https_backend(address: str, port: int, cert: bytes, key: bytes, tmp: Path
+                  ) -> socket.socket:
+    """An HTTPS server answering ``secure:<SNI>`` to every request, in a thread."""
+    (tmp / "backend.pem").write_bytes(cert)
+    (tmp / "backend.key").write_bytes(key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp / "backend.pem", tmp / "backend.key")
+    names: list[str] = []
+    context.sni_callback = lambda conn, name, ctx: names.append(name or "") and None
+    listener = socket.create_server((address, port))
+
+    def serve() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with context.wrap_socket(raw, server_side=True) as conn:
+                    conn.recv(4096)
+                    body = f"secure:{names[-1] if names else ''}".encode()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n"
+                                 b"connection: close\r\n\r\n%s" % (len(body), body))
+            except (OSError, ssl.SSLError):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+@pytest.mark.parametrize("hostname", ["secure.example.com", "wrong.example.com"])
+def test_backend_tls_policy_originates_tls_verified_with_the_configmap_ca(
+        mesh: LocalMesh, node: Node, tmp_path: Path, hostname: str):
+    """BackendTLSPolicy: the router speaks TLS to the backend with the policy's hostname
+    as SNI, trusting only the ConfigMap's CA; a hostname the backend's certificate does not
+    name fails the handshake (503)."""
+    ca, cert, key = ca_signed("secure.example.com")
+    backend, port = "127.0.23.4", free_port()
+    backend_port = free_port(backend)
+    listener = https_backend(backend, backend_port, cert, key, tmp_path)
+    try:
+        mesh.write("btls.yaml", BACKEND_TLS.format(
+            backend=backend, backend_port=backend_port, port=port, hostname=hostname,
+            ca=json.dumps(ca.decode())))
+        name = f"btls-{hostname.split('.')[0]}"
+        mesh.start_proxy(name, "shop", labels={"gateway.networking.k8s.io/gateway-name":
+                                               "btls"},
+                         extra=[*identity_args(mesh, node.token_file(name)), *secure_xds(mesh)])
+        mesh.wait_synced(f"{name}.shop")
+        answer = wait_until(lambda: (r := http(f"http://127.0.0.1:{port}/", timeout=2)).status
+                            in (200, 503) and r, 20, what="the route through the gateway")
+        if hostname == "secure.example.com":
+            answer = wait_until(lambda: (r := http(f"http://127.0.0.1:{port}/", timeout=2)
+                                         ).status == 200 and r, 20, what="TLS to the backend")
+            assert answer.body == b"secure:secure.example.com"
+        else:
+            assert answer.status == 503
+    finally:
+        listener.close()
+        mesh.remove("btls.yaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -225,3 +226,61 @@ def test_gateways_of_other_classes_are_left_alone():
               "protocol: HTTP}]\n")
     made, status = converted(config)
     assert made == {} and status == {}
+
+
+def test_backend_tls_policy_becomes_destination_rule_tls_and_reports_its_ancestors():
+    ca, _ = self_signed("ca.example.com")
+    config = SERVICES.replace("ports: [{name: http, port: 80}]",
+                              "ports: [{name: http, port: 80}, {name: tls, port: 443}]", 1)
+    config += gateway("  - {name: http, port: 80, protocol: HTTP}\n") + route("""\
+  parentRefs: [{name: edge}]
+  rules: [{backendRefs: [{name: web, port: 443}]}]
+""") + f"""---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: web-ca, namespace: shop}}
+data: {{ca.crt: {json.dumps(ca.decode())}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: web-tls, namespace: shop, creationTimestamp: '2026-01-01T00:00:00Z'}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: web, sectionName: tls}}]
+  validation:
+    hostname: web.example.com
+    caCertificateRefs: [{{group: "", kind: ConfigMap, name: web-ca}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: later, namespace: shop, creationTimestamp: '2026-02-01T00:00:00Z'}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: web, sectionName: tls}}]
+  validation: {{hostname: other.example.com, wellKnownCACertificates: System}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: no-ca, namespace: shop}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: api}}]
+  validation:
+    hostname: api.example.com
+    caCertificateRefs: [{{group: "", kind: ConfigMap, name: missing}}]
+"""
+    objects, errors = load_text(config, "gw.yaml")
+    assert not errors
+    push = push_context.build(objects, MeshSettings(), "v1")
+    made = {f"{o.kind}/{o.name}": dict(o.spec) for o in push.gateway_api.objects}
+    rule = made["DestinationRule/web-tls-web-tls-btls"]
+    assert rule == {"host": "web.shop.svc.cluster.local", "trafficPolicy": {
+        "portLevelSettings": [{"port": {"number": 443}, "tls": {
+            "mode": "SIMPLE", "sni": "web.example.com", "subjectAltNames": ["web.example.com"],
+            "credentialName": "configmap://shop/web-ca"}}]}}
+    assert push.gateway_api.trusted_configmaps == {("shop", "web-ca")}
+    status = {(i["kind"], i["name"]): i["status"] for i in push.gateway_api.status.view()}
+    (ancestor,) = status[("BackendTLSPolicy", "web-tls")]["ancestors"]
+    assert ancestor["ancestorRef"]["name"] == "edge"
+    assert reasons(ancestor) == {"Accepted": "Accepted", "ResolvedRefs": "ResolvedRefs"}
+    (later,) = status[("BackendTLSPolicy", "later")]["ancestors"]
+    assert reasons(later)["Accepted"] == "Conflicted"
+    assert status[("BackendTLSPolicy", "no-ca")]["ancestors"] == []  # no route to api
+    assert "DestinationRule/no-ca-api-btls" not in made
