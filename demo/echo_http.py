@@ -306,13 +306,13 @@ def run(env: Mapping[str, str]) -> None:
     h2c_port = int(env.get("H2C_PORT") or 3001)
     https_port = int(env.get("HTTPS_PORT") or 8443)
     cert, key = env.get("TLS_SERVER_CERT", ""), env.get("TLS_SERVER_PRIVKEY", "")
+    tls = tls_context(cert, key, env.get("TLS_CLIENT_CACERTS", "")) if cert and key else None
 
     async def serve_all() -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(partial(server.serve, int(context.http_port)))
             await tg.start(partial(server.serve, h2c_port, h2c=True))
-            if cert and key:
-                tls = tls_context(cert, key, env.get("TLS_CLIENT_CACERTS", ""))
+            if tls is not None:
                 await tg.start(partial(server.serve, https_port, tls=tls))
 
     anyio.run(serve_all)

@@ -89,12 +89,13 @@ async def connection(env: Mapping[str, str], stream: anyio.abc.ByteStream) -> No
 async def serve(env: Mapping[str, str]) -> None:
     from pilotfish.demo.echo_http import tls_context
 
+    cert, key = env.get("TLS_SERVER_CERT", ""), env.get("TLS_SERVER_PRIV_KEY", "")
+    # Go's TCP server offers no ALPN.
+    context = tls_context(cert, key, alpn=()) if cert and key else None
     async with anyio.create_task_group() as tg:
         plain = await anyio.create_tcp_listener(local_port=int(env.get("TCP_PORT") or 3000))
         tg.start_soon(plain.serve, partial(connection, env))
-        cert, key = env.get("TLS_SERVER_CERT", ""), env.get("TLS_SERVER_PRIV_KEY", "")
-        if cert and key:
-            context = tls_context(cert, key, alpn=())  # Go's TCP server offers no ALPN
+        if context is not None:
             secure = TLSListener(
                 await anyio.create_tcp_listener(local_port=int(env.get("TLS_PORT") or 8443)),
                 context, standard_compatible=False, handshake_timeout=10)

@@ -179,6 +179,8 @@ def containers(pod: ConfigObject, ip: str, node_env: Mapping[str, str] | None = 
                 env[item["name"]] = _remount(expand(str(item["value"]), env), mounts)
         command = [str(c) for c in raw.get("command") or []] or list(
             image_command(str(raw.get("image") or ""), python))
+        if not command:
+            continue  # an image's entrypoint the node does not know: nothing to run
         argv = tuple(_remount(expand(str(a), env), mounts)
                      for a in [*command, *(raw.get("args") or [])])
         if argv:

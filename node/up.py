@@ -517,6 +517,10 @@ class Node:
         async with anyio.create_task_group() as tg:
             for pod, problem, check in checks:
                 tg.start_soon(settle, pod, problem, check)
+        for obj in objects:  # failed without a check to notice it (no ports declared)
+            pod = self.state.pods.get(f"{obj.name}.{obj.namespace}")
+            if pod is not None and pod.status == "failed":
+                problems.add(f"{pod.key}: failed: {pod.error.splitlines()[0]}")
         return sorted(problems)
 
     # -- discovery ----------------------------------------------------------------------

@@ -37,7 +37,8 @@ def test_the_echo_basic_image_runs_pilotfish_echo_with_the_downward_api():
 def test_a_command_wins_over_the_image_and_unknown_images_without_one_do_not_run():
     spec = {"containers": [
         {"name": "a", "image": "echo-basic", "command": ["sleep", "1"]},
-        {"name": "b", "image": "example/unknown:1"}]}
+        {"name": "b", "image": "example/unknown:1"},
+        {"name": "c", "image": "coredns/coredns:1", "args": ["-conf", "/root/Corefile"]}]}
     assert [c.argv for c in pods.containers(pod(spec), "10.0.0.2")] == [("sleep", "1")]
 
 
