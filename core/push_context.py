@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from pilotfish.core import gateway_api, security_policies
+from pilotfish.core import gateway_api, security_policies, telemetry
 from pilotfish.core import registry as registry_mod
 from pilotfish.core.guard import Guard
 from pilotfish.core.meshconfig import MeshSettings
@@ -257,6 +257,8 @@ class PushContext:
     problems: tuple[ConfigError, ...] = ()
     # The Gateway API objects' conversion: its status, and which Secrets it lets read.
     gateway_api: gateway_api.Converted = attrs.field(factory=gateway_api.Converted)
+    telemetries: telemetry.Telemetries = attrs.field(
+        factory=lambda: telemetry.build((), "istio-system"))
 
     # -- objects ---------------------------------------------------------------------
 
@@ -437,6 +439,10 @@ class PushContext:
     def authorization_policies(self, proxy: Proxy) -> list[security_policies.AuthzPolicy]:
         return self.security.authorization(proxy.namespace, proxy.labels)
 
+    def telemetry_of(self, proxy: Proxy) -> telemetry.Settings:
+        """The access logging and metric overrides the proxy's Telemetries give it."""
+        return self.telemetries.for_workload(proxy.namespace, proxy.labels)
+
     def request_authentications(self, proxy: Proxy) -> list[ConfigObject]:
         return self.security.request_authentication(proxy.namespace, proxy.labels)
 
@@ -598,6 +604,7 @@ def build(
         security=security_policies.build(by_kind, mesh.root_namespace),
         problems=(*reg.problems, *guard.errors),
         gateway_api=converted,
+        telemetries=telemetry.build(by_kind.get("Telemetry", ()), mesh.root_namespace),
     )
 
 

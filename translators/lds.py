@@ -28,6 +28,7 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.sniffing import Sniffer
 from pilotfish.core.xds import types
+from pilotfish.translators import telemetry
 from pilotfish.translators.gateway_listeners import gateway_listeners
 from pilotfish.translators.listener_filters import ALL, Detection
 from pilotfish.translators.sidecar_inbound import ingress_listeners, virtual_inbound
@@ -41,10 +42,12 @@ class _Listeners:
     # listeners. PeerAuthentication shapes inbound chains, AuthorizationPolicy and
     # RequestAuthentication become their RBAC and JWT filters. Workload objects are absent
     # on purpose: inbound ports come from the proxy's own metadata, and endpoint churn must
-    # not rebuild listeners.
+    # not rebuild listeners. A DestinationRule's tunnel goes on tcp_proxy; Telemetry shapes
+    # the access loggers.
     depends_on = frozenset({
         "Gateway", "Service", "ServiceEntry", "Sidecar", "VirtualService",
         "PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication",
+        "DestinationRule", "Telemetry",
     })
 
     def __init__(self, detection: Detection = ALL) -> None:
@@ -61,8 +64,10 @@ class SidecarListeners(_Listeners):
         self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
     ) -> list[listener_pb2.Listener]:
         outbound = outbound_listeners(push, proxy, self.detection)
-        return [outbound[0], virtual_inbound(push, proxy, self.detection), *outbound[1:],
-                *ingress_listeners(push, proxy)]
+        listeners = [outbound[0], virtual_inbound(push, proxy, self.detection),
+                     *outbound[1:], *ingress_listeners(push, proxy)]
+        telemetry.apply(push, proxy, listeners)
+        return listeners
 
 
 class RouterListeners(_Listeners):
@@ -73,7 +78,9 @@ class RouterListeners(_Listeners):
     def generate(
         self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
     ) -> list[listener_pb2.Listener]:
-        return gateway_listeners(push, proxy, self.detection)
+        listeners = gateway_listeners(push, proxy, self.detection)
+        telemetry.apply(push, proxy, listeners)
+        return listeners
 
 
 @hookimpl

@@ -47,7 +47,6 @@ _NOT_APPLIED = {
     (NETWORKING, "EnvoyFilter"): "; use a patch plugin instead, see docs/plugins.md",
     ("extensions.istio.io", "WasmPlugin"): "",
     ("extensions.istio.io", "TrafficExtension"): "",
-    ("telemetry.istio.io", "Telemetry"): "",
     (NETWORKING, "ProxyConfig"): "",
     (NETWORKING, "WorkloadGroup"): "",
 }

@@ -20,7 +20,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2
 
 from pilotfish.core import unix_grpc
-from pilotfish.plugins.envoy.request_metrics import RequestMetrics
+from pilotfish.plugins.envoy.request_metrics import NO_OVERRIDES, Overrides, RequestMetrics
 
 log = logging.getLogger("pilotfish.als")
 
@@ -34,9 +34,12 @@ class AccessLogServer:
 
     def handler(self) -> grpc.GenericRpcHandler:
         async def stream(requests: AsyncIterator[Any], _: grpc.aio.ServicerContext) -> Any:
+            overrides = NO_OVERRIDES  # a Telemetry's, in the stream's first message
             async for message in requests:
+                if message.HasField("identifier"):
+                    overrides = Overrides.from_log_name(message.identifier.log_name)
                 try:
-                    self.metrics.record_message(message)
+                    self.metrics.record_message(message, overrides)
                 except (AttributeError, TypeError, ValueError) as exc:
                     self.metrics.bad_batches += 1
                     log.warning("access log: a batch could not be counted: %s", exc)

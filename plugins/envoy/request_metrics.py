@@ -25,11 +25,15 @@ peer's workload labels need Istio's metadata exchange, which stock Envoy lacks: 
 from __future__ import annotations
 
 import bisect
+import functools
+import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+import celpy
 
 from pilotfish.core.istio_metrics import (
     HTTP_ONLY,
@@ -83,6 +87,8 @@ _HISTOGRAMS = {
     "istio_response_bytes": SIZE_BUCKETS,
 }
 
+log = logging.getLogger("pilotfish.metrics")
+
 Extras = tuple[tuple[str, str], ...]  # the entry's own labels
 Key = tuple[str, Extras]  # (cluster name, extras)
 Labels = tuple[tuple[str, str], ...]  # a rendered series
@@ -115,6 +121,91 @@ def security(common: Any, reporter: str) -> dict[str, str]:
         return {"connection_security_policy": "none"}
     return {"connection_security_policy": "mutual_tls", "source_principal": peer or UNKNOWN,
             "destination_principal": local or UNKNOWN}
+
+
+# Telemetry's metric names → the families they are.
+FAMILIES = {
+    "REQUEST_COUNT": "istio_requests_total",
+    "REQUEST_DURATION": "istio_request_duration_milliseconds",
+    "REQUEST_SIZE": "istio_request_bytes",
+    "RESPONSE_SIZE": "istio_response_bytes",
+    "TCP_OPENED_CONNECTIONS": "istio_tcp_connections_opened_total",
+    "TCP_CLOSED_CONNECTIONS": "istio_tcp_connections_closed_total",
+    "TCP_SENT_BYTES": "istio_tcp_sent_bytes_total",
+    "TCP_RECEIVED_BYTES": "istio_tcp_received_bytes_total",
+}
+REMOVED = "\x00removed"  # an extras value: the label is left out of the series
+
+
+@attrs.frozen
+class Overrides:
+    """A Telemetry's metric overrides for the entries of one log stream (sent by the
+    translators in the stream's log name, ``pilotfish-metrics;{json}``)."""
+
+    disabled: frozenset[str] = frozenset()  # family names
+    tags: Mapping[str, Mapping[str, str | None]] = attrs.field(factory=dict)  # family → tag
+
+    @classmethod
+    def from_log_name(cls, log_name: str) -> Overrides:
+        _, sep, text = log_name.partition(";")
+        if not sep:
+            return NO_OVERRIDES
+        try:
+            raw = json.loads(text)
+            return cls(
+                frozenset(FAMILIES[m] for m, o in raw.items() if m in FAMILIES
+                          and o.get("disabled")),
+                {FAMILIES[m]: {str(t): (None if v is None else str(v))
+                               for t, v in (o.get("tags") or {}).items()}
+                 for m, o in raw.items() if m in FAMILIES and o.get("tags")})
+        except (ValueError, AttributeError, TypeError):
+            log.warning("access log stream %r: metric overrides that do not parse; ignored",
+                        log_name[:200])
+            return NO_OVERRIDES
+
+    def extras(self, family: str, extras: dict[str, str], attributes: Mapping[str, Any]
+               ) -> Extras:
+        """The entry's labels for one family, its tag overrides applied."""
+        out = dict(extras)
+        for tag, value in (self.tags.get(family) or {}).items():
+            out[tag] = REMOVED if value is None else _evaluate(value, attributes)
+        return tuple(sorted(out.items()))
+
+
+NO_OVERRIDES = Overrides()
+
+
+@functools.lru_cache(maxsize=256)
+def _program(expression: str) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(expression))
+
+
+def _evaluate(expression: str, attributes: Mapping[str, Any]) -> str:
+    """A tag's CEL value on one entry's attributes; ``unknown`` when it cannot be had."""
+    try:
+        value = _program(expression).evaluate(celpy.json_to_cel(dict(attributes)))
+    except Exception:  # any CEL failure (a missing header, a bad expression) is one value
+        return UNKNOWN
+    return str(value)
+
+
+def _attributes(entry: Any) -> dict[str, Any]:
+    """Envoy's attributes of an HTTP entry, as Telemetry's expressions name them."""
+    request, response = entry.request, entry.response
+    path = request.path
+    return {
+        "request": {"host": request.authority, "method": _METHODS.get(request.request_method,
+                                                                      ""),
+                    "path": path, "url_path": path.partition("?")[0],
+                    "scheme": request.scheme, "useragent": request.user_agent,
+                    "headers": {k.lower(): v for k, v in request.request_headers.items()}},
+        "response": {"code": int(response.response_code.value)},
+    }
+
+
+_METHODS = {1: "GET", 2: "HEAD", 3: "POST", 4: "PUT", 5: "DELETE", 6: "CONNECT",
+            7: "OPTIONS", 8: "TRACE", 9: "PATCH"}
 
 
 def _grpc_status(headers: Mapping[str, str], trailers: Mapping[str, str]) -> str:
@@ -155,14 +246,14 @@ class RequestMetrics:
 
     # -- recording ------------------------------------------------------------------------
 
-    def record_message(self, message: Any) -> None:
+    def record_message(self, message: Any, overrides: Overrides = NO_OVERRIDES) -> None:
         """One StreamAccessLogsMessage: HTTP or TCP entries."""
         if message.HasField("http_logs"):
             for entry in message.http_logs.log_entry:
-                self.record_http(entry)
+                self.record_http(entry, overrides)
         elif message.HasField("tcp_logs"):
             for entry in message.tcp_logs.log_entry:
-                self.record_tcp(entry)
+                self.record_tcp(entry, overrides)
 
     def _base(self, common: Any) -> tuple[str, str] | None:
         """(cluster, reporter) of an entry, or None when its cluster is not Istio's."""
@@ -174,7 +265,7 @@ class RequestMetrics:
             return None
         return cluster, reporter_of(ref)
 
-    def record_http(self, entry: Any) -> None:
+    def record_http(self, entry: Any, overrides: Overrides = NO_OVERRIDES) -> None:
         common = entry.common_properties
         base = self._base(common)
         if base is None:
@@ -191,19 +282,30 @@ class RequestMetrics:
             "response_flags": response_flags(common.response_flags),
             **security(common, reporter),
         }
-        key = (cluster, tuple(sorted(extras.items())))
-        self.counters["istio_requests_total"][key] += 1
+        attributes = _attributes(entry) if overrides.tags else {}
+
+        def key(family: str) -> Key | None:
+            if family in overrides.disabled:
+                return None
+            return (cluster, overrides.extras(family, extras, attributes))
+
+        counted = key("istio_requests_total")
+        if counted is not None:
+            self.counters["istio_requests_total"][counted] += 1
         finished = common.time_to_last_downstream_tx_byte if common.HasField(
             "time_to_last_downstream_tx_byte") else common.duration
-        self._observe("istio_request_duration_milliseconds", key,
-                      finished.ToNanoseconds() / 1e6)
         request, response = entry.request, entry.response
-        self._observe("istio_request_bytes", key,
-                      request.request_headers_bytes + request.request_body_bytes)
-        self._observe("istio_response_bytes", key,
-                      response.response_headers_bytes + response.response_body_bytes)
+        for family, value in (
+                ("istio_request_duration_milliseconds", finished.ToNanoseconds() / 1e6),
+                ("istio_request_bytes", request.request_headers_bytes
+                 + request.request_body_bytes),
+                ("istio_response_bytes", response.response_headers_bytes
+                 + response.response_body_bytes)):
+            observed = key(family)
+            if observed is not None:
+                self._observe(family, observed, value)
 
-    def record_tcp(self, entry: Any) -> None:
+    def record_tcp(self, entry: Any, overrides: Overrides = NO_OVERRIDES) -> None:
         common = entry.common_properties
         base = self._base(common)
         if base is None:
@@ -213,15 +315,20 @@ class RequestMetrics:
             common.response_flags), **security(common, reporter)}
         if common.access_log_type == TCP_CONNECTED:
             # Flags are only known at the end; the opened series carries none.
-            key = (cluster, tuple(sorted({**extras, "response_flags": "-"}.items())))
-            self.counters["istio_tcp_connections_opened_total"][key] += 1
+            self._count(overrides, "istio_tcp_connections_opened_total", cluster,
+                        {**extras, "response_flags": "-"}, 1)
             return
-        key = (cluster, tuple(sorted(extras.items())))
-        counters = self.counters
-        counters["istio_tcp_connections_closed_total"][key] += 1
-        counters["istio_tcp_received_bytes_total"][key] += entry.connection_properties \
-            .received_bytes
-        counters["istio_tcp_sent_bytes_total"][key] += entry.connection_properties.sent_bytes
+        properties = entry.connection_properties
+        self._count(overrides, "istio_tcp_connections_closed_total", cluster, extras, 1)
+        self._count(overrides, "istio_tcp_received_bytes_total", cluster, extras,
+                    properties.received_bytes)
+        self._count(overrides, "istio_tcp_sent_bytes_total", cluster, extras,
+                    properties.sent_bytes)
+
+    def _count(self, overrides: Overrides, family: str, cluster: str,
+               extras: dict[str, str], value: float) -> None:
+        if family not in overrides.disabled:
+            self.counters[family][(cluster, overrides.extras(family, extras, {}))] += value
 
     def _observe(self, metric: str, key: Key, value: float) -> None:
         series = self.histograms[metric]
@@ -256,9 +363,12 @@ class RequestMetrics:
             ref = parse_cluster_name(cluster)
             assert ref is not None  # only Istio's clusters are recorded
             out = {**series_labels(ref, workload, services.get(cluster)), **dict(extras)}
-            names = LABELS if out.get("request_protocol") != "tcp" else [
+            names = list(LABELS) if out.get("request_protocol") != "tcp" else [
                 n for n in LABELS if n not in HTTP_ONLY]
-            return tuple((name, out.get(name, "")) for name in names)
+            # Telemetry's tag overrides: new tags after Istio's, removed ones left out.
+            names += sorted(name for name in dict(extras) if name not in LABELS)
+            return tuple((name, out.get(name, "")) for name in names
+                         if out.get(name) != REMOVED)
 
         # Subsets and ports of one service land on the same label set: summed there.
         out = []

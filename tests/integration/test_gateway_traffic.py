@@ -545,3 +545,58 @@ def test_custom_authorization_asks_the_ext_authz_provider(mesh: LocalMesh) -> No
         assert checked[-1] == "/admin/x"
     finally:
         listener.close()
+
+
+TELEMETRY = CONFIG + """\
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  accessLogging:
+  - providers: [{{name: envoy}}]
+    filter: {{expression: "response.code >= 400"}}
+  metrics:
+  - providers: [{{name: prometheus}}]
+    overrides:
+    - match: {{metric: REQUEST_COUNT}}
+      tagOverrides:
+        response_flags: {{operation: REMOVE}}
+        request_host: {{value: "request.host"}}
+        team: {{value: "request.headers['x-team']"}}
+    - match: {{metric: REQUEST_DURATION}}
+      disabled: true
+"""
+
+
+def test_telemetry_filters_access_logs_and_overrides_metrics(mesh: LocalMesh) -> None:
+    """A Telemetry selecting the gateway: only failed requests are logged (CEL filter);
+    istio_requests_total loses response_flags and gains request_host and a header's value;
+    the duration histogram is off."""
+    http_port, tcp_port = free_port(), free_port()
+    mesh.write("mesh.yaml", TELEMETRY.format(app=APP, app_port=APP_PORT, http_port=http_port,
+                                             tcp_port=tcp_port))
+    mesh.start_discovery()
+    mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
+    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"})
+    mesh.wait_synced("gw-1.default")
+    base = f"http://127.0.0.1:{http_port}"
+    wait_until(lambda: http(base + "/ok", headers={"x-team": "blue"}).status == 200, 15,
+               what="the gateway to route")
+    assert http(base + "/status/404", headers={"x-team": "blue"}).status == 404
+
+    def metrics() -> str:
+        return http(f"{gateway.status}/stats/prometheus").body.decode()
+
+    text = wait_until(lambda: t if 'request_host="127.0.0.1' in (t := metrics()) else None,
+                      15, what="istio_requests_total with the upserted tag")
+    series = [line for line in text.splitlines()
+              if line.startswith("istio_requests_total{")]
+    assert series and all('team="blue"' in line and "response_flags" not in line
+                          for line in series), series
+    assert "istio_request_duration_milliseconds_bucket" not in text
+    assert "istio_request_bytes_bucket" in text  # the others stay
+    log = wait_until(lambda: t if '"GET /status/404' in (t := gateway.process.log(400))
+                     else None, 10, what="the failed request's access log line")
+    assert '"GET /ok HTTP/1.1" 200' not in log

@@ -1,0 +1,130 @@
+"""Telemetry applied to a proxy's listeners: access logging and metric overrides.
+
+Every HTTP connection manager and tcp_proxy carries two access loggers
+(`access_logs`): the text line on stdout, and the gRPC entry from which the agent makes
+Istio's metrics. A workload's Telemetry (``core/telemetry.py``) changes them per mode, the
+mode being SERVER on inbound listeners and CLIENT elsewhere (a gateway is a client, as in
+Istio):
+
+- access logging ``disabled`` removes the stdout logger; a ``filter.expression`` (CEL over
+  Envoy's attributes) becomes the logger's CEL filter;
+- metric overrides travel to the agent in the gRPC logger's ``log_name``
+  (``pilotfish-metrics;{json}``, read when a log stream opens): metrics ``disabled``, and
+  tags removed or upserted with a CEL value, evaluated by the agent on each entry
+  (``plugins/envoy/request_metrics.py``); the request headers such values read are added to
+  what the entry carries. When every metric of a protocol is disabled its gRPC logger goes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from pilotfish.core.proxy import Proxy
+from pilotfish.core.push_context import PushContext
+from pilotfish.core.telemetry import CLIENT, SERVER, MetricOverride, Settings
+from pilotfish.translators.access_logs import (
+    HTTP_GRPC_LOGGER,
+    METRICS_LOG_NAME,
+    STDOUT_LOGGER,
+    TCP_GRPC_LOGGER,
+)
+from pilotfish.translators.common import pack
+from pilotfish.translators.http_filters import HCM_FILTER
+
+CEL_FILTER = "envoy.access_loggers.extension_filters.cel"
+HTTP_METRICS = ("REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE")
+TCP_METRICS = ("TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES",
+               "TCP_RECEIVED_BYTES")
+_HEADER = re.compile(r"""request\.headers\[\s*['"]([^'"]+)['"]\s*\]""")
+_TCP_PROXY = "envoy.filters.network.tcp_proxy"
+
+
+def apply(push: PushContext, proxy: Proxy, listeners: Sequence[listener_pb2.Listener]) -> None:
+    """Change the listeners' access loggers in place as the proxy's Telemetry says."""
+    settings = push.telemetry_of(proxy)
+    if not settings.access_logging and not settings.metrics:
+        return
+    for listener in listeners:
+        mode = SERVER if listener.traffic_direction == base_pb2.INBOUND else CLIENT
+        for chain in [*listener.filter_chains, *([listener.default_filter_chain] if
+                                                 listener.HasField("default_filter_chain")
+                                                 else [])]:
+            for item in chain.filters:
+                if item.name == HCM_FILTER:
+                    _rewrite(item, hcm_pb2.HttpConnectionManager(), settings, mode, http=True)
+                elif item.name == _TCP_PROXY:
+                    _rewrite(item, tcp_proxy_pb2.TcpProxy(), settings, mode, http=False)
+
+
+def _rewrite(item: lc_pb2.Filter,
+             message: hcm_pb2.HttpConnectionManager | tcp_proxy_pb2.TcpProxy,
+             settings: Settings, mode: str, *, http: bool) -> None:
+    typed = item.typed_config
+    if not typed.Unpack(message):
+        return
+    kept = [log for log in (_logger(log, settings, mode, http) for log in message.access_log)
+            if log is not None]
+    del message.access_log[:]
+    message.access_log.extend(kept)
+    typed.CopyFrom(pack(message))
+
+
+def _logger(log: accesslog_pb2.AccessLog, settings: Settings, mode: str, http: bool
+            ) -> accesslog_pb2.AccessLog | None:
+    if log.name == STDOUT_LOGGER:
+        logging = settings.logging(mode)
+        if logging.disabled:
+            return None
+        if logging.filter:
+            cel = accesslog_pb2.ExtensionFilter(
+                name=CEL_FILTER, typed_config=pack(cel_pb2.ExpressionFilter(
+                    expression=logging.filter)))
+            if log.HasField("filter"):  # tcp_proxy's "only at the end": keep both
+                kept = accesslog_pb2.AccessLogFilter()
+                kept.CopyFrom(log.filter)
+                log.filter.Clear()
+                log.filter.and_filter.filters.extend(
+                    [kept, accesslog_pb2.AccessLogFilter(extension_filter=cel)])
+            else:
+                log.filter.extension_filter.CopyFrom(cel)
+        return log
+    if log.name in (HTTP_GRPC_LOGGER, TCP_GRPC_LOGGER):
+        overrides = {name: o for name, o in settings.overrides(mode).items()
+                     if name in (HTTP_METRICS if http else TCP_METRICS)}
+        if not overrides:
+            return log
+        if all(overrides.get(name, MetricOverride()).disabled
+               for name in (HTTP_METRICS if http else TCP_METRICS)):
+            return None
+        config = als_pb2.HttpGrpcAccessLogConfig() if http else als_pb2.TcpGrpcAccessLogConfig()
+        log.typed_config.Unpack(config)
+        config.common_config.log_name = f"{METRICS_LOG_NAME};{encode(overrides)}"
+        if http:
+            assert isinstance(config, als_pb2.HttpGrpcAccessLogConfig)
+            wanted = {h.lower() for o in overrides.values() for v in o.tags.values() if v
+                      for h in _HEADER.findall(v)}
+            config.additional_request_headers_to_log.extend(
+                sorted(wanted - set(config.additional_request_headers_to_log)))
+        log.typed_config.CopyFrom(pack(config))
+        return log
+    return log
+
+
+def encode(overrides: Mapping[str, MetricOverride]) -> str:
+    """The overrides as the agent reads them from a log stream's name (compact JSON)."""
+    return json.dumps({name: {"disabled": o.disabled, "tags": dict(o.tags)}
+                       for name, o in sorted(overrides.items())},
+                      separators=(",", ":"), sort_keys=True)
