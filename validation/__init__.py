@@ -31,7 +31,7 @@ from pilotfish.core.objects import (
 )
 from pilotfish.core.plugins import Plugins
 from pilotfish.core.store import ConfigError, KindRegistry, Validator
-from pilotfish.validation import catalog, semantic
+from pilotfish.validation import catalog, not_applied, semantic
 from pilotfish.validation.cel import check_rules
 from pilotfish.validation.issues import ERROR, WARNING, Issue, unsupported, warning
 from pilotfish.validation.schema import check_object, with_defaults
@@ -59,6 +59,7 @@ def validate(obj: ConfigObject, plugin_checks: PluginChecks | None = None, *,
         if plugin_checks is not None:
             errors += plugin_checks(obj)
     issues += semantic.not_applied(obj)
+    issues += not_applied.check(obj, body)
     return [_to_error(obj, issue) for issue in issues] + errors
 
 
