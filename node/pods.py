@@ -79,27 +79,35 @@ def sysctls(pod: ConfigObject) -> list[tuple[str, str]]:
             if s.get("name")]
 
 
-def secret_volumes(pod: ConfigObject) -> dict[str, tuple[str, list[tuple[str, str]]]]:
-    """Volume name → (Secret name, [(key, file path)]; empty list: every key as itself)."""
+def secret_volumes(pod: ConfigObject) -> dict[str, tuple[str, str, list[tuple[str, str]]]]:
+    """Volume name → (kind: Secret or ConfigMap, its name, [(key, file path)]; an empty
+    list: every key as itself)."""
     out = {}
     for volume in pod.spec.get("volumes") or ():
-        secret = volume.get("secret")
-        if isinstance(secret, Mapping) and secret.get("secretName"):
-            items = [(str(i.get("key")), str(i.get("path"))) for i in secret.get("items") or ()]
-            out[str(volume.get("name"))] = (str(secret["secretName"]), items)
+        for kind, field, name_field in (("Secret", "secret", "secretName"),
+                                        ("ConfigMap", "configMap", "name")):
+            source = volume.get(field)
+            if isinstance(source, Mapping) and source.get(name_field):
+                items = [(str(i.get("key")), str(i.get("path")))
+                         for i in source.get("items") or ()]
+                out[str(volume.get("name"))] = (kind, str(source[name_field]), items)
     return out
 
 
 def secret_files(secret: Mapping[str, Any], items: list[tuple[str, str]]
                  ) -> dict[str, bytes]:
-    """The files a Secret volume holds: relative path → content."""
+    """The files a Secret (or ConfigMap) volume holds: relative path → content."""
     data: dict[str, bytes] = {}
-    for key, value in (secret.get("data") or {}).items():
+    encoded = secret.get("binaryData") if secret.get("kind") == "ConfigMap" else \
+        secret.get("data")
+    for key, value in (encoded or {}).items():
         try:
             data[str(key)] = base64.b64decode(str(value), validate=True)
         except (binascii.Error, ValueError):
             continue
-    for key, value in (secret.get("stringData") or {}).items():
+    plain = secret.get("data") if secret.get("kind") == "ConfigMap" else \
+        secret.get("stringData")
+    for key, value in (plain or {}).items():
         data[str(key)] = str(value).encode()
     if not items:
         return data

@@ -355,16 +355,17 @@ class Node:
             self.pod_failed(pod, str(exc))
 
     def write_volumes(self, obj: ConfigObject, pod: PodState) -> dict[str, str]:
-        """Secret volumes as files in the pod's folder; volume name → folder."""
+        """Secret and ConfigMap volumes as files in the pod's folder; volume name →
+        folder."""
         assert self.store is not None
         out = {}
-        for volume, (secret_name, items) in pods.secret_volumes(obj).items():
+        for volume, (kind, secret_name, items) in pods.secret_volumes(obj).items():
             folder = self.state.pod_dir(pod) / "volumes" / volume
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o755)
-            secret = self.store.get(ConfigKey("Secret", obj.namespace, secret_name))
+            secret = self.store.get(ConfigKey(kind, obj.namespace, secret_name))
             if secret is None:
-                print(f"    pod {pod.key}: volume {volume}: no Secret "
+                print(f"    pod {pod.key}: volume {volume}: no {kind} "
                       f"{obj.namespace}/{secret_name} (the folder stays empty)", flush=True)
             for relative, content in pods.secret_files(
                     secret.body if secret is not None else {}, items).items():

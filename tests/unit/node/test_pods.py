@@ -58,7 +58,7 @@ def test_secret_volumes_become_files_and_their_mount_paths_are_rewritten():
                 "env": [{"name": "TLS_SERVER_CERT", "value": "/etc/certs/crt"},
                         {"name": "OTHER", "value": "/etc/certsmore"}]}]}
     obj = pod(spec)
-    assert pods.secret_volumes(obj) == {"certs": ("tls", [("tls.crt", "crt")])}
+    assert pods.secret_volumes(obj) == {"certs": ("Secret", "tls", [("tls.crt", "crt")])}
     secret = {"data": {"tls.crt": base64.b64encode(b"CERT").decode(),
                        "tls.key": base64.b64encode(b"KEY").decode()}}
     assert pods.secret_files(secret, [("tls.crt", "crt")]) == {"crt": b"CERT"}
@@ -67,3 +67,13 @@ def test_secret_volumes_become_files_and_their_mount_paths_are_rewritten():
     assert container.env["TLS_SERVER_CERT"] == "/run/p/certs/crt"
     assert container.env["OTHER"] == "/etc/certsmore"  # not under the mount
     assert container.argv == ("serve", "--cert=/etc/certs/crt")  # only whole arguments
+
+
+def test_config_map_volumes_hold_data_and_binary_data():
+    spec = {"volumes": [{"name": "ca", "configMap": {
+        "name": "ca-bundle", "items": [{"key": "ca.crt", "path": "ca"}]}}]}
+    assert pods.secret_volumes(pod(spec)) == {"ca": ("ConfigMap", "ca-bundle",
+                                                     [("ca.crt", "ca")])}
+    config_map = {"kind": "ConfigMap", "data": {"ca.crt": "PEM"},
+                  "binaryData": {"blob": base64.b64encode(b"\x00").decode()}}
+    assert pods.secret_files(config_map, []) == {"ca.crt": b"PEM", "blob": b"\x00"}
