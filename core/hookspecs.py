@@ -10,7 +10,7 @@ the module through an entry point in one of the groups listed in ``docs/plugins.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -102,9 +102,38 @@ def pilotfish_patch_resources(
     Fires after a generator produced ``resources`` (a mutable list of protobuf messages of
     ``type_url``) and before they are serialized. Edit messages in place, or add and remove
     list items. Output is cached per ``scope`` (proxy type and kind, namespace, labels, DNS
-    domain, named pod ports), so decide only from those fields and from ``push``. Every
-    implementation is called. A resource the proxy rejects is NACKed and shows as ERROR in
-    ``proxy-status``.
+    domain, named pod ports, Istio version), so decide only from those fields and from
+    ``push``. Every implementation is called. A resource the proxy rejects is NACKed and
+    shows as ERROR in ``proxy-status``. Patches that follow config objects name their kinds
+    with ``pilotfish_patch_depends_on``; ``pilotfish_patch_applies`` lets a plugin say
+    where it changes nothing.
+    """
+
+
+@hookspec
+def pilotfish_patch_depends_on(type_url: str) -> Iterable[str]:
+    """Name the config kinds whose changes can alter this plugin's patches of ``type_url``.
+
+    Optional companion of ``pilotfish_patch_resources``. Fires once per type URL when
+    discovery starts. A change to an object of one of these kinds moves the epoch of every
+    generator of that type, as if the generator itself depended on the kind, so cached
+    output is generated and patched anew and reaches connected proxies. Without it, patches
+    are assumed to follow only what the generators' own inputs move (a patch fixed when the
+    plugin loads). All results are combined.
+    """
+
+
+@hookspec
+def pilotfish_patch_applies(type_url: str, scope: ProxyScope, push: PushContext) -> bool:
+    """Say whether this plugin's ``pilotfish_patch_resources`` may change the resources of
+    ``type_url`` for ``scope`` in ``push``.
+
+    Optional companion of ``pilotfish_patch_resources``. Fires before the patch hook each
+    time a type is generated for a scope. When every patching plugin answers ``False`` the
+    generated messages are served as generated: shared between scopes without private
+    copies, and endpoint-only changes brought up to date incrementally. A plugin that does
+    not implement it is taken to patch everything. Decide from ``scope`` and from the
+    objects of the kinds named by ``pilotfish_patch_depends_on`` only.
     """
 
 

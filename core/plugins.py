@@ -285,8 +285,11 @@ class Plugins:
                             "a generator with type_url, proxy_kinds, depends_on and "
                             "generate()")
                 entries.append((label, generator))
+        # Patches that follow config objects move the generators they patch.
+        patched_by = {url: kinds for url in sorted({g.type_url for _, g in entries})
+                      if (kinds := self.patch_depends_on(url))}
         try:
-            return Generators(entries)
+            return Generators(entries, patched_by)
         except GeneratorConflict as exc:
             raise PluginError(str(exc)) from None
 
@@ -299,6 +302,27 @@ class Plugins:
     @property
     def has_patches(self) -> bool:
         return bool(self.pm.hook.pilotfish_patch_resources.get_hookimpls())
+
+    def patch_depends_on(self, type_url: str) -> frozenset[str]:
+        """The config kinds whose changes can alter some plugin's patches of a type."""
+        kinds: set[str] = set()
+        for label, result in self._results("pilotfish_patch_depends_on", type_url=type_url):
+            if isinstance(result, str) or not all(isinstance(k, str) for k in result):
+                raise PluginError(f"{label}: pilotfish_patch_depends_on returned {result!r}, "
+                                  "which is not a list of kind names")
+            kinds.update(result)
+        return frozenset(kinds)
+
+    def patches_apply(self, type_url: str, scope: ProxyScope, push: PushContext) -> bool:
+        """Whether some plugin may patch this type for this scope: one that says so, or one
+        that patches without saying where (no ``pilotfish_patch_applies``)."""
+        answering = {impl.plugin_name
+                     for impl in self.pm.hook.pilotfish_patch_applies.get_hookimpls()}
+        for impl in self.pm.hook.pilotfish_patch_resources.get_hookimpls():
+            if impl.plugin_name not in answering:
+                return True
+        return any(self.pm.hook.pilotfish_patch_applies(
+            type_url=type_url, scope=scope, push=push))
 
     def proxy_backends(self) -> dict[str, ProxyBackend]:
         from pilotfish.core.proxy_backend import ProxyBackend

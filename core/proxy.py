@@ -54,6 +54,9 @@ class ProxyScope:
     # Named container ports (from POD_PORTS): named Service targetPorts resolve through them.
     pod_ports: frozenset[tuple[str, int]] = frozenset()
     locality: str = ""
+    # ISTIO_VERSION from the node metadata: EnvoyFilter patches may match on it
+    # (``match.proxy.proxyVersion``). Proxies of one agent version share it.
+    istio_version: str = ""
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -120,6 +123,7 @@ class Proxy:
         return ProxyScope(
             self.type, self.kind, self.namespace, frozenset(self.labels.items()),
             self.dns_domain, frozenset(self.pod_ports.items()), self.locality,
+            str(self.metadata.get("ISTIO_VERSION") or ""),
         )
 
 

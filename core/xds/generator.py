@@ -82,6 +82,11 @@ class Patcher(Protocol):
     @property
     def has_patches(self) -> bool: ...
 
+    def patches_apply(self, type_url: str, scope: ProxyScope, push: PushContext) -> bool:
+        """Whether some patch may change this type for this scope (else the generated
+        messages are served as they are)."""
+        ...
+
     def patch_resources(
         self, type_url: str, scope: ProxyScope, push: PushContext, resources: list[Any]
     ) -> None: ...
@@ -110,8 +115,12 @@ class GeneratorKey:
 class Generators:
     """Which generator serves each (proxy kind, type URL). Built once when discovery starts."""
 
-    def __init__(self, entries: Iterable[tuple[str, Generator]] = ()) -> None:
-        """``entries``: (who provides it, e.g. the plugin's label, generator) pairs."""
+    def __init__(self, entries: Iterable[tuple[str, Generator]] = (),
+                 patched_by: Mapping[str, frozenset[str]] | None = None) -> None:
+        """``entries``: (who provides it, e.g. the plugin's label, generator) pairs.
+        ``patched_by``: per type URL, the config kinds patches of that type follow (see
+        `depends_on`)."""
+        self.patched_by = dict(patched_by or {})
         self._by_kind: dict[tuple[str, str], tuple[GeneratorKey, Generator]] = {}
         self._generators: dict[GeneratorKey, Generator] = {}
         owners: dict[tuple[str, str], str] = {}
@@ -154,6 +163,13 @@ class Generators:
     def kinds(self) -> list[str]:
         return sorted({kind for kind, _ in self._by_kind})
 
+    def depends_on(self, key: GeneratorKey, generator: Generator) -> frozenset[str] | None:
+        """What moves a generator's epoch: its own inputs and those of the patches of its
+        type (``pilotfish_patch_depends_on``); None means "any change"."""
+        if generator.depends_on is None:
+            return None
+        return generator.depends_on | self.patched_by.get(key.type_url, frozenset())
+
     def __len__(self) -> int:
         return len(self._generators)
 
@@ -182,12 +198,13 @@ class PushState:
             if changed_kinds & ENDPOINT_KINDS:
                 hosts = push.endpoint_changes(self.push)
         for key, generator in generators.items():
-            if affects(generator, changed_kinds):
+            depends_on = generators.depends_on(key, generator)
+            if changed_kinds is None or depends_on is None or depends_on & changed_kinds:
                 epochs[key] = epochs.get(key, 0) + 1
                 updates.pop(key, None)
                 if (hosts is not None and changed_kinds is not None
-                        and generator.depends_on is not None
-                        and generator.depends_on & changed_kinds <= ENDPOINT_KINDS):
+                        and depends_on is not None
+                        and depends_on & changed_kinds <= ENDPOINT_KINDS):
                     updates[key] = hosts
         return PushState(push, epochs, updates)
 
@@ -206,12 +223,6 @@ def _shared(memo: Mapping[Any, Any]) -> set[int]:
     for value in memo.values():
         ids.update(id(item) for item in (value if isinstance(value, tuple) else (value,)))
     return ids
-
-
-def affects(generator: Generator, changed_kinds: frozenset[str] | None) -> bool:
-    if changed_kinds is None or generator.depends_on is None:
-        return True
-    return bool(generator.depends_on & changed_kinds)
 
 
 class GenerationCache:
@@ -286,7 +297,7 @@ class GenerationCache:
     ) -> ResourceSet | None:
         """``previous`` with what the services ``hosts`` make now; None when that is not a
         replacement of resources it has (then the scope is generated afresh)."""
-        if self._patcher is not None and self._patcher.has_patches:
+        if self._patching(previous.type_url, proxy.scope, push):
             return None
         messages = generator.update_endpoints(push, proxy, memo, hosts)
         resources = self._serialize(messages, previous.type_url, memo)
@@ -301,7 +312,7 @@ class GenerationCache:
         self.generations += 1
         messages = list(generator.generate(push, proxy, memo))
         type_url = generator.type_url
-        if self._patcher is not None and self._patcher.has_patches:
+        if self._patcher is not None and self._patching(type_url, proxy.scope, push):
             # Patches edit in place: give them private copies of shared messages.
             messages = [copy.deepcopy(m) for m in messages]
             self._patcher.patch_resources(type_url, proxy.scope, push, messages)
@@ -310,6 +321,10 @@ class GenerationCache:
                 (Resource.from_message(types.resource_name(m), type_url, m) for m in messages),
             )
         return ResourceSet.of(type_url, self._serialize(messages, type_url, memo))
+
+    def _patching(self, type_url: str, scope: ProxyScope, push: PushContext) -> bool:
+        return (self._patcher is not None and self._patcher.has_patches
+                and self._patcher.patches_apply(type_url, scope, push))
 
     @staticmethod
     def _serialize(messages: Sequence[Any], type_url: str, memo: dict[Any, Any]
