@@ -28,6 +28,7 @@ from pilotfish.core.security import pki, tokens
 from pilotfish.testing.certs import ca_signed, self_signed
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port, http, pilotfish, wait_until
+from pilotfish.testing.servers import serve
 
 pytestmark = pytest.mark.envoy
 
@@ -408,25 +409,15 @@ def https_backend(address: str, port: int, cert: bytes, key: bytes, tmp: Path
     context.load_cert_chain(tmp / "backend.pem", tmp / "backend.key")
     names: list[str] = []
     context.sni_callback = lambda conn, name, ctx: names.append(name or "") and None
-    listener = socket.create_server((address, port))
 
-    def serve() -> None:
-        while True:
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                with context.wrap_socket(raw, server_side=True) as conn:
-                    conn.recv(4096)
-                    body = f"secure:{names[-1] if names else ''}".encode()
-                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n"
-                                 b"connection: close\r\n\r\n%s" % (len(body), body))
-            except (OSError, ssl.SSLError):
-                pass
+    def answer(raw: socket.socket) -> None:
+        with context.wrap_socket(raw, server_side=True) as conn:
+            conn.recv(4096)
+            body = f"secure:{names[-1] if names else ''}".encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n"
+                         b"connection: close\r\n\r\n%s" % (len(body), body))
 
-    threading.Thread(target=serve, daemon=True).start()
-    return listener
+    return serve(address, port, answer)
 
 
 @pytest.mark.parametrize("hostname", ["secure.example.com", "wrong.example.com"])

@@ -141,14 +141,6 @@ def proxy_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    local = LocalMesh(tmp_path)
-    try:
-        yield local
-    finally:
-        local.stop()
-
 
 def start_agent(mesh: LocalMesh, name: str, *extra: str, config_dir: Path | None = None,
                 as_proxy_user: bool = False) -> Proxy:

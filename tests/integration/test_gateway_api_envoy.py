@@ -10,8 +10,6 @@ missing backend, and the status conditions are checked through it.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,14 +81,6 @@ spec:
     backendRefs: [{{name: web, port: 80}}]
 """
 
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    local = LocalMesh(tmp_path)
-    try:
-        yield local
-    finally:
-        local.stop()
 
 
 def status_of(mesh: LocalMesh, kind: str, name: str) -> dict[str, Any]:

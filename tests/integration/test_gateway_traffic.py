@@ -9,8 +9,6 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import pytest
 from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import free_port, http, wait_until
+from pilotfish.testing.servers import read_head, serve
 
 pytestmark = pytest.mark.envoy
 
@@ -67,14 +66,6 @@ spec:
     route: [{{destination: {{host: web, port: {{number: 80}}}}}}]
 """
 
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    local = LocalMesh(tmp_path)
-    try:
-        yield local
-    finally:
-        local.stop()
 
 
 def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh) -> None:
@@ -214,22 +205,12 @@ def tls_backend(address: str, port: int, certs: Path) -> socket.socket:
     """A TLS server answering ``pong:<what it read>`` once per connection, in a thread."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certs / "gw.pem", certs / "gw.key")
-    listener = socket.create_server((address, port))
 
-    def serve() -> None:
-        while True:
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return  # closed: the test is over
-            try:
-                with context.wrap_socket(raw, server_side=True) as tls:
-                    tls.sendall(b"pong:" + tls.recv(1024))
-            except (OSError, ssl.SSLError):
-                pass
+    def answer(raw: socket.socket) -> None:
+        with context.wrap_socket(raw, server_side=True) as tls:
+            tls.sendall(b"pong:" + tls.recv(1024))
 
-    threading.Thread(target=serve, daemon=True).start()
-    return listener
+    return serve(address, port, answer)
 
 
 def tls_exchange(port: int, sni: str) -> tuple[bytes, bytes]:
@@ -388,28 +369,15 @@ spec:
 
 def connect_proxy(address: str, port: int, seen: list[bytes]) -> socket.socket:
     """An HTTP CONNECT proxy that answers the tunnel itself: ``tunneled:<bytes>``."""
-    listener = socket.create_server((address, port))
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    head += chunk
-                seen.append(head.split(b"\r\n")[0])
-                conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
-                data = head.partition(b"\r\n\r\n")[2] or conn.recv(4096)
-                conn.sendall(b"tunneled:" + data)
+    def tunnel(conn: socket.socket) -> None:
+        head = read_head(conn)
+        seen.append(head.split(b"\r\n")[0])
+        conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+        data = head.partition(b"\r\n\r\n")[2] or conn.recv(4096)
+        conn.sendall(b"tunneled:" + data)
 
-    threading.Thread(target=serve, daemon=True).start()
-    return listener
+    return serve(address, port, tunnel)
 
 
 def test_tunnel_carries_tcp_through_an_http_connect_proxy(mesh: LocalMesh) -> None:
@@ -489,31 +457,17 @@ mesh:
 def ext_authz_server(address: str, port: int, checked: list[str]) -> socket.socket:
     """Answers Envoy's HTTP checks: 403 (x-reason) when ``x-ext-authz: deny`` came along,
     else 200 with ``x-user`` for the upstream."""
-    listener = socket.create_server((address, port))
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    head += chunk
-                lines = head.decode(errors="replace").split("\r\n")
-                checked.append(lines[0].split(" ")[1])
-                denied = any(line.lower() == "x-ext-authz: deny" for line in lines)
-                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nx-reason: nope\r\ncontent-length: 0\r\n"
-                             b"connection: close\r\n\r\n" if denied else
-                             b"HTTP/1.1 200 OK\r\nx-user: alice\r\ncontent-length: 0\r\n"
-                             b"connection: close\r\n\r\n")
+    def check(conn: socket.socket) -> None:
+        lines = read_head(conn).decode(errors="replace").split("\r\n")
+        checked.append(lines[0].split(" ")[1])
+        denied = any(line.lower() == "x-ext-authz: deny" for line in lines)
+        conn.sendall(b"HTTP/1.1 403 Forbidden\r\nx-reason: nope\r\ncontent-length: 0\r\n"
+                     b"connection: close\r\n\r\n" if denied else
+                     b"HTTP/1.1 200 OK\r\nx-user: alice\r\ncontent-length: 0\r\n"
+                     b"connection: close\r\n\r\n")
 
-    threading.Thread(target=serve, daemon=True).start()
-    return listener
+    return serve(address, port, check)
 
 
 def test_custom_authorization_asks_the_ext_authz_provider(mesh: LocalMesh) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,12 +111,6 @@ spec:
   http:
   - route: [{{destination: {{host: web, port: {{number: 80}}}}}}]
 """
-
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    with LocalMesh(tmp_path) as mesh:
-        yield mesh
 
 
 def test_a_proxy_of_a_plugins_own_kind_gets_its_generator_and_routers_are_unchanged(

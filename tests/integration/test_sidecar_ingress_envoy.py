@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,14 +48,6 @@ spec:
     tls: {{mode: SIMPLE, serverCertificate: {certs}/web.pem, privateKey: {certs}/web.key}}
 """
 
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
-    local = LocalMesh(tmp_path)
-    try:
-        yield local
-    finally:
-        local.stop()
 
 
 def test_sidecar_ingress_listeners_replace_the_service_ports(mesh: LocalMesh,
