@@ -18,7 +18,7 @@ from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import Endpoint, Resolution, Service
 from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy import Proxy
-from pilotfish.core.push_context import PushContext
+from pilotfish.core.push_context import DestinationRule, PushContext
 from pilotfish.core.security_policies import MtlsMode
 from pilotfish.core.xds import types
 from pilotfish.translators import locality_lb
@@ -73,9 +73,7 @@ class Endpoints:
                 endpoints = push.endpoints(service.hostname, port.port)
                 for subset, labels, subset_policy in subsets:
                     name = cluster_name(OUTBOUND, port.port, subset, service.hostname)
-                    policy = effective_policy(rule.traffic_policy if rule else {},
-                                              subset_policy, port.port)
-                    locality = locality_lb.setting(push, policy)
+                    locality = _locality(push, memo, rule, subset, subset_policy, port.port)
                     key: tuple[Any, ...] = (
                         name, tuple(sorted(labels.items())) if labels else None)
                     if locality is not None:
@@ -90,6 +88,17 @@ class Endpoints:
                         memo[key] = cla
                     out.append(cla)
         return out
+
+
+def _locality(push: PushContext, memo: dict[Any, Any], rule: DestinationRule | None,
+              subset: str, subset_policy: Any, port: int) -> locality_lb.Setting | None:
+    """The locality setting of one cluster, worked out once per rule, subset and port."""
+    key = ("locality", id(rule.obj) if rule else None, subset, port)
+    if key not in memo:
+        policy = effective_policy(rule.traffic_policy if rule else {}, subset_policy, port)
+        memo[key] = (locality_lb.setting(push, policy), rule)  # the rule keeps the id alive
+    found: locality_lb.Setting | None = memo[key][0]
+    return found
 
 
 def _accepts_mtls(push: PushContext, endpoint: Endpoint) -> bool:
