@@ -12,7 +12,8 @@ from pilotfish.core.plugins import Profile
 SIDECAR = Profile(
     description="Istio's sidecar mesh: Envoy sidecars and gateways, iptables capture",
     plugins={
-        "xds": ("cds", "eds", "lds", "rds", "sds"),
+        # envoy-filter: EnvoyFilter objects patch what the generators make.
+        "xds": ("cds", "eds", "lds", "rds", "sds", "envoy-filter"),
         "sources": ("files",),
         "proxies": ("envoy",),
         "interceptors": ("iptables",),

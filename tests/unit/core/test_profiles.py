@@ -95,8 +95,8 @@ def test_the_built_in_profiles_are_installed_as_data_with_their_distribution():
 
 def test_profiles_combine_in_order_and_an_unknown_one_lists_the_installed():
     combined = plugins.select(config(profile=["sidecar", "grpc"]), ["xds"])
-    assert [p.name for p in combined] == ["cds", "eds", "lds", "rds", "sds", "grpc-lds",
-                                          "grpc-rds", "grpc-cds", "grpc-eds"]
+    assert [p.name for p in combined] == ["cds", "eds", "lds", "rds", "sds", "envoy-filter",
+                                          "grpc-lds", "grpc-rds", "grpc-cds", "grpc-eds"]
     with pytest.raises(plugins.PluginError) as info:
         plugins.select(config(profile=["sidecar", "ambient"]))
     assert "pilotfish.yaml: profile: unknown profile 'ambient'" in str(info.value)
