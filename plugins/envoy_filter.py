@@ -56,6 +56,7 @@ from pilotfish.plugins.envoy_filter_patches import (
     ROUTE_CLASS,
     Compiled,
     Patch,
+    Problem,
     compile_filter,
 )
 
@@ -83,7 +84,15 @@ class _Index:
     push: PushContext
     filters: list[Compiled]
     scopes: dict[ProxyScope, Patches] = attrs.field(factory=dict)
+    # What was logged about this push's filters, and about the previous push's: a problem
+    # that stays is logged once, not once per push or per scope.
     reported: set[str] = attrs.field(factory=set)
+    previously: frozenset[str] = frozenset()
+
+    def report(self, line: str) -> None:
+        if line not in self.reported and line not in self.previously:
+            log.warning("%s", line)
+        self.reported.add(line)
 
 
 class _State:
@@ -100,27 +109,27 @@ class _State:
     def index(self, push: PushContext) -> _Index:
         if self._index is not None and self._index.push is push:
             return self._index
+        index = _Index(push, [], previously=frozenset(
+            self._index.reported if self._index is not None else ()))
         compiled: dict[int, tuple[ConfigObject, Compiled]] = {}
         for obj in push.objects(KIND):
             if obj.group != NETWORKING:
                 continue
             hit = self._compiled.get(id(obj))
-            compiled[id(obj)] = (obj, hit[1] if hit is not None and hit[0] is obj
-                                 else compile_filter(obj))
-        self._compiled = compiled
-        root = push.mesh.root_namespace
-        usable = []
-        for obj, filter_ in compiled.values():
+            filter_ = hit[1] if hit is not None and hit[0] is obj else compile_safely(obj)
+            compiled[id(obj)] = (obj, filter_)
             if filter_.fatal:
                 first = next(p for p in filter_.problems if p.grade == "fatal")
-                log.warning("EnvoyFilter %s/%s is not applied: %s: %s", obj.namespace,
-                            obj.name, format_path(first.path), first.message)
+                index.report(f"EnvoyFilter {obj.namespace}/{obj.name} is not applied: "
+                             f"{format_path(first.path)}: {first.message}")
             else:
-                usable.append(filter_)
-        usable.sort(key=lambda f: (f.priority, f.key.namespace != root, f.creation,
-                                   f"{f.key.name}.{f.key.namespace}"))
-        self._index = _Index(push, usable)
-        return self._index
+                index.filters.append(filter_)
+        self._compiled = compiled
+        root = push.mesh.root_namespace
+        index.filters.sort(key=lambda f: (f.priority, f.key.namespace != root, f.creation,
+                                          f"{f.key.name}.{f.key.namespace}"))
+        self._index = index
+        return index
 
     def patches(self, push: PushContext, scope: ProxyScope) -> Patches:
         index = self.index(push)
@@ -132,14 +141,20 @@ class _State:
 
     def reporter(self, push: PushContext) -> Callable[[Patch, str], None]:
         index = self.index(push)
+        return lambda patch, message: index.report(f"{patch.origin}: {message}")
 
-        def report(patch: Patch, message: str) -> None:
-            line = f"{patch.origin}: {message}"
-            if line not in index.reported:  # once per push context, not once per scope
-                index.reported.add(line)
-                log.warning("%s", line)
 
-        return report
+def compile_safely(obj: ConfigObject) -> Compiled:
+    """`compile_filter`, with a failure of its own (a bug, or a shape the schema should
+    have refused) costing this EnvoyFilter, said as a fatal problem."""
+    try:
+        return compile_filter(obj)
+    except Exception as exc:
+        log.exception("reading EnvoyFilter %s/%s failed", obj.namespace, obj.name)
+        return Compiled(key=obj.key, priority=0, creation="", selector=None, gateways=None,
+                        patches=(), problems=(Problem((), f"cannot be read ("
+                                                      f"{type(exc).__name__}: {exc})",
+                                                      "fatal"),))
 
 
 _STATE = _State()
@@ -225,7 +240,7 @@ def pilotfish_validate_config(obj: ConfigObject) -> list[ConfigError]:
     if obj.group != NETWORKING or obj.kind != KIND:
         return []
     out = []
-    for problem in compile_filter(obj).problems:
+    for problem in compile_safely(obj).problems:
         message = problem.message
         if problem.grade == "fatal":
             message += "; the EnvoyFilter is not applied"

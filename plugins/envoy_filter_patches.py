@@ -135,7 +135,7 @@ def compile_filter(obj: ConfigObject) -> Compiled:
     """The patches of one EnvoyFilter object and what stands in their way."""
     spec = as_json(obj.spec)
     problems: list[Problem] = []
-    selector = (spec.get("workloadSelector") or {}).get("labels")
+    selector = object_at(object_at(spec.get("workloadSelector")).get("labels"))
     gateways = None
     if spec.get("targetRefs") is not None:
         gateways = tuple(_target_gateways(spec["targetRefs"], problems))

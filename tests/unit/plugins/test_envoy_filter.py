@@ -293,6 +293,8 @@ def test_a_merge_of_different_types_is_logged_once_and_leaves_the_filter(
     with caplog.at_level(logging.WARNING, logger="pilotfish.envoyfilter"):
         first = by_name(patched(types.LISTENER, push, router()))
         patched(types.LISTENER, push, router(istio="other-scope"))
+        # The next push with the same problem: still said once.
+        patched(types.LISTENER, build(envoy_filter_yaml("mismatch", patch)), router())
     assert first == plain
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "EnvoyFilter shop/mismatch configPatches[0]" in lines[0]
