@@ -97,7 +97,7 @@ def pilotfish_xds_generator(sniffers: Sequence[Sniffer]) -> Generator | Sequence
 def pilotfish_patch_resources(
     type_url: str, scope: ProxyScope, push: PushContext, resources: list[Any]
 ) -> None:
-    """Modify generated resources of one xDS type for a proxy scope (replaces EnvoyFilter).
+    """Modify generated resources of one xDS type for a proxy scope (as EnvoyFilter does).
 
     Fires after a generator produced ``resources`` (a mutable list of protobuf messages of
     ``type_url``) and before they are serialized. Edit messages in place, or add and remove
