@@ -281,8 +281,9 @@ def _patch_chain(listener: listener_pb2.Listener, chain: listener_components_pb2
             wanted = _filter_name(patch)
             if patch.operation in MERGES and (not wanted or wanted == network_filter.name):
                 _merge_filter(network_filter, patch, report, retype=True)
-        if network_filter.name == HCM and http:
-            _patch_http_filters(network_filter, http, report)
+        here = [p for p in http if _filter_name(p) in ("", network_filter.name)]
+        if network_filter.name == HCM and here:
+            _patch_http_filters(network_filter, here, report)
     return False
 
 

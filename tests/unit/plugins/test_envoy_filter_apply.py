@@ -79,6 +79,11 @@ def test_http_filter_insertions(operation: str, sub_filter: str, expected: list[
     assert [n.replace("envoy.filters.http.lua", "lua") for n in found] == expected
 
 
+def test_http_filter_patches_naming_another_network_filter_do_nothing():
+    patch = http_filter_patch("ADD").replace(HCM, "envoy.filters.network.tcp_proxy")
+    assert gateway_http_filters(patch) == GENERATED
+
+
 def test_http_filter_replace_and_remove_need_a_named_filter():
     assert gateway_http_filters(http_filter_patch("REPLACE", "envoy.filters.http.cors")) == [
         "envoy.filters.http.fault", "envoy.filters.http.lua", HTTP_ROUTER]
