@@ -172,6 +172,7 @@ def test_envoy_filter_added_later_adds_headers_and_removes_the_rbac_filter(mesh:
     # Envoy took every push: all types SYNCED (an ACK), none rejected.
     synced = mesh.wait_synced("gw-1.default")
     assert {r["status"] for r in synced["resources"].values()} == {"SYNCED"}
+    assert gateway.stat("listener_manager.lds.update_success") > 1  # the stats are there
     assert gateway.stat("listener_manager.lds.update_rejected") == 0
     assert gateway.stat("cluster_manager.cds.update_rejected") == 0
 
