@@ -169,7 +169,8 @@ def convert(by_kind: Mapping[str, Sequence[ConfigObject]], domain: str = DEFAULT
     for gateway in gateways:
         owned = listeners.get((gateway.namespace, gateway.name))
         if owned is not None:
-            status.set(gateway, _gateway_status(gateway, owned, by_kind.get("Pod", ())))
+            status.set(gateway, _gateway_status(gateway, owned, by_kind.get("Pod", ()),
+                                                inputs))
     return Converted(tuple(out), status, frozenset(granted), frozenset(trusted))
 
 
@@ -330,8 +331,23 @@ def derived(origin: ConfigObject, kind: str, name: str, namespace: str,
     )
 
 
+def _parameters_problem(gateway: ConfigObject, inputs: _Inputs) -> str:
+    """Why ``spec.infrastructure.parametersRef`` cannot be used ("" when it can): Istio
+    takes a ConfigMap of the Gateway's namespace, and nothing else."""
+    ref = (gateway.spec.get("infrastructure") or {}).get("parametersRef")
+    if not ref:
+        return ""
+    group, kind, name = str(ref.get("group") or ""), str(ref.get("kind") or ""), \
+        str(ref.get("name") or "")
+    if (group, kind) not in (("", "ConfigMap"), ("core", "ConfigMap")):
+        return f"parametersRef {group}/{kind} is not supported (a ConfigMap is)"
+    if (gateway.namespace, name) not in inputs.configmaps:
+        return f"parametersRef ConfigMap {gateway.namespace}/{name} not found"
+    return ""
+
+
 def _gateway_status(gateway: ConfigObject, found: Sequence[Listener],
-                    pods: Sequence[ConfigObject]) -> dict[str, Any]:
+                    pods: Sequence[ConfigObject], inputs: _Inputs) -> dict[str, Any]:
     addresses = [{"type": str(a.get("type") or "IPAddress"), "value": str(a.get("value"))}
                  for a in gateway.spec.get("addresses") or () if a.get("value")]
     unsupported = [a["type"] for a in addresses if a["type"] not in ("IPAddress", "Hostname")]
@@ -341,11 +357,21 @@ def _gateway_status(gateway: ConfigObject, found: Sequence[Listener],
             and labels_match({GATEWAY_NAME_LABEL: gateway.name}, p.labels)
             and (p.body.get("status") or {}).get("podIP")]
     accepted = Condition("Accepted", True, "Accepted", "Resource accepted")
+    invalid = [listener.name for listener in found if not listener.status.accepted.status]
+    parameters = _parameters_problem(gateway, inputs)
     if unsupported:
         accepted = Condition("Accepted", False, "UnsupportedAddress",
                              f"address type {unsupported[0]} is not supported")
+    elif parameters:
+        accepted = Condition("Accepted", False, "InvalidParameters", parameters)
+    elif invalid:
+        # Accepted while any listener is usable; the reason says some are not.
+        accepted = Condition("Accepted", len(invalid) < len(found), "ListenersNotValid",
+                             f"listeners not valid: {', '.join(invalid)}")
     programmed = Condition("Programmed", True, "Programmed", "Resource programmed")
-    if not addresses:
+    if not accepted.status:
+        programmed = Condition("Programmed", False, "Invalid", "the Gateway is not accepted")
+    elif not addresses:
         programmed = Condition("Programmed", False, "AddressNotAssigned",
                                "no proxy serves the Gateway yet (label its pods "
                                f"{GATEWAY_NAME_LABEL}={gateway.name})")

@@ -117,7 +117,8 @@ def with_proxies(view: list[dict[str, Any]], served: Mapping[tuple[str, str], li
             status = {**status, "addresses": [{"type": "IPAddress", "value": ip} for ip in ips],
                       "conditions": [
                           {**c, "status": "True", "reason": "Programmed",
-                           "message": "Resource programmed"} if c["type"] == "Programmed" else c
-                          for c in status["conditions"]]}
+                           "message": "Resource programmed"}
+                          if c["type"] == "Programmed" and c["reason"] == "AddressNotAssigned"
+                          else c for c in status["conditions"]]}
         out.append({**item, "status": status})
     return out

@@ -284,3 +284,35 @@ spec:
     assert reasons(later)["Accepted"] == "Conflicted"
     assert status[("BackendTLSPolicy", "no-ca")]["ancestors"] == []  # no route to api
     assert "DestinationRule/no-ca-api-btls" not in made
+
+
+def test_a_gateway_with_invalid_listeners_says_listeners_not_valid():
+    # GatewayListenerUnsupportedProtocol: Accepted while one listener is usable, not when none
+    config = gateway("""\
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: invalid, port: 1111, protocol: INVALID}
+""") + gateway("  - {name: invalid, port: 1111, protocol: INVALID}\n", name="none")
+    _, status = converted(config)
+    some = status[("Gateway", "edge")]["conditions"]
+    assert (some[0]["type"], some[0]["status"], some[0]["reason"]) == (
+        "Accepted", "True", "ListenersNotValid")
+    none = {c["type"]: (c["status"], c["reason"])
+            for c in status[("Gateway", "none")]["conditions"]}
+    assert none == {"Accepted": ("False", "ListenersNotValid"), "Programmed": ("False", "Invalid")}
+    invalid = status[("Gateway", "none")]["listeners"][0]
+    assert invalid["supportedKinds"] == [] and reasons(invalid)["Accepted"] == "UnsupportedProtocol"
+
+
+def test_a_gateway_parameters_ref_must_name_an_existing_configmap():
+    # GatewayInvalidParametersRef
+    def with_parameters(ref: str) -> str:
+        return (gateway("  - {name: http, port: 80, protocol: HTTP}\n")
+                + f"  infrastructure:\n    parametersRef: {ref}\n")
+    configmap = ("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: params, namespace: shop}\n"
+                 "data: {}\n")
+    for ref, reason in (("{group: invalid.io, kind: InvalidParameters, name: invalid}",
+                         "InvalidParameters"),
+                        ("{group: '', kind: ConfigMap, name: missing}", "InvalidParameters"),
+                        ("{group: '', kind: ConfigMap, name: params}", "Accepted")):
+        _, status = converted(with_parameters(ref) + configmap)
+        assert reasons(status[("Gateway", "edge")])["Accepted"] == reason, ref
