@@ -140,3 +140,55 @@ def test_gateway_api_routes_through_a_real_router(mesh: LocalMesh) -> None:
                            capture_output=True, text=True, check=True).stdout
     assert "Gateway shop/edge" in shown and "listener admin" in shown
     assert "ResolvedRefs=False (BackendNotFound)" in shown
+
+
+MESH_ROUTE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.9.1
+  selector: {app: web}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-canary, namespace: shop}
+spec:
+  clusterIP: 10.96.9.2
+  selector: {app: web, track: canary}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: canary, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - matches: [{headers: [{name: x-canary, value: "yes"}]}]
+    backendRefs: [{name: web-canary, port: 80}]
+  - backendRefs: [{name: web, port: 80}]
+"""
+
+
+def test_a_mesh_route_on_a_service_reaches_the_sidecars(mesh: LocalMesh) -> None:
+    """GAMMA: an HTTPRoute whose parent is a Service becomes the sidecars' route for that
+    Service's host (Envoy holds it, ACKed), and its status names the Service."""
+    mesh.write("shop.yaml", MESH_ROUTE)
+    mesh.start_discovery()
+    client = mesh.start_proxy("client-0", "shop", proxy_type="sidecar", ip="127.0.43.1",
+                              labels={"app": "client"})
+    mesh.wait_synced("client-0.shop")
+    dump = client.config_dump()
+    routes = next(c for c in dump["configs"] if c["@type"].endswith(".RoutesConfigDump"))
+    table = next(r["route_config"] for r in routes["dynamic_route_configs"]
+                 if r["route_config"]["name"] == "80")
+    vhost = next(v for v in table["virtual_hosts"]
+                 if "web.shop.svc.cluster.local" in v["domains"])
+    first, second = vhost["routes"][:2]
+    assert first["match"]["headers"][0]["name"] == "x-canary"
+    assert first["route"]["cluster"] == "outbound|80||web-canary.shop.svc.cluster.local"
+    assert second["route"]["cluster"] == "outbound|80||web.shop.svc.cluster.local"
+    (parent,) = status_of(mesh, "HTTPRoute", "canary")["parents"]
+    assert parent["parentRef"]["kind"] == "Service"
+    assert conditions(parent)["Accepted"] == ("True", "Accepted")
