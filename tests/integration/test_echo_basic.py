@@ -150,3 +150,15 @@ def test_tcp_echo_plain_and_tls(tmp_path: Path, certs: Path):
             assert body["tls"]["version"] == "TLS 1.3"
     finally:
         process.stop()
+
+
+def test_every_request_is_logged_as_echo_basic_logs_it(tmp_path: Path):
+    # The suite's mirror tests find a mirrored request by this line in the backend's log.
+    port = free_port()
+    process = start(tmp_path, {"HTTP_PORT": str(port), "H2C_PORT": str(free_port())}, [port])
+    try:
+        curl(f"http://127.0.0.1:{port}/mirror?id=1")
+        wait_until(lambda: "Echoing back request made to /mirror?id=1 to client (127.0.0.1:"
+                   in (tmp_path / "echo.log").read_text(), 5, what="the request's log line")
+    finally:
+        process.stop()
