@@ -49,6 +49,7 @@ INPUT_KINDS = KINDS | {"Service", "Namespace", "Secret", "Pod", "ConfigMap"}
 # What it makes: generators that read these must move when its output moves.
 OUTPUT_KINDS = frozenset({"Gateway", "VirtualService", "DestinationRule"})
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Marks a converted object: its origin, and (Gateways) that it selects in its namespace only.
 ORIGIN_ANNOTATION = "internal.pilotfish.io/gateway-api"
 BUILTIN_CLASSES = {"istio": CONTROLLER}
@@ -398,7 +399,9 @@ def allows(listener: Listener, route: ConfigObject, inputs: _Inputs) -> bool:
         return route.namespace == listener.gateway.namespace
     if source == "Selector":
         selector = namespaces.get("selector") or {}
-        labels = inputs.namespaces.get(route.namespace, {})
+        # The API server labels every namespace with its name (Kubernetes 1.22 on).
+        labels = {**inputs.namespaces.get(route.namespace, {}),
+                  NAMESPACE_NAME_LABEL: route.namespace}
         return _selects(selector, labels)
     return False
 

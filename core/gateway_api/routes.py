@@ -460,4 +460,7 @@ def _cors(spec: Mapping[str, Any]) -> dict[str, Any]:
         out["allowCredentials"] = bool(spec["allowCredentials"])
     if spec.get("maxAge") is not None:
         out["maxAge"] = f"{int(spec['maxAge'])}s"
+    # A preflight from an origin the policy does not allow is answered here, not passed on
+    # to the backend (as Istio converts it).
+    out["unmatchedPreflights"] = "IGNORE"
     return out

@@ -84,6 +84,8 @@ class APIServer:
         meta = obj.setdefault("metadata", {})
         meta["creationTimestamp"] = timestamp(self.clock())
         meta["generation"] = 1
+        if key[0] == "Namespace":  # the API server's label on every namespace (1.22 on)
+            meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": key[2]}
         obj.pop("status", None)
         self.files[key] = self.root / folder / file_name(key)
         self._store(key, obj)
