@@ -194,11 +194,13 @@ class Builder:
             out = {k: v for k, v in out.items() if k in ("headers",)}
             out["directResponse"] = {"status": 500}
         timeouts = rule.get("timeouts") or {}
-        if timeouts.get("request"):
+        if timeouts.get("request") and _seconds(str(timeouts["request"])):
             out["timeout"] = _duration(str(timeouts["request"]))
-        if timeouts.get("backendRequest"):
-            out["retries"] = {"attempts": 0, "perTryTimeout":
-                              _duration(str(timeouts["backendRequest"]))}
+        if timeouts.get("backendRequest") and _seconds(str(timeouts["backendRequest"])):
+            # Without retries the one backend request is the request (as Istio converts it;
+            # the API keeps backendRequest within request): Envoy's per-try timeout only
+            # applies where a retry policy is.
+            out["timeout"] = _duration(str(timeouts["backendRequest"]))
         return out
 
     def _backend(self, route: ConfigObject, ref: Mapping[str, Any],
@@ -350,12 +352,17 @@ def _string_match(spec: Mapping[str, Any]) -> dict[str, str]:
     return {"exact": value}
 
 
-def _duration(value: str) -> str:
-    """A Gateway API duration (``1h2m3s4ms``) as Istio writes one (``3723.004s``)."""
+def _seconds(value: str) -> float:
+    """A Gateway API duration (``1h2m3s4ms``) in seconds; 0 means no timeout."""
     seconds = 0.0
     for amount, unit in re.findall(r"([0-9]+)(h|ms|m|s)", value):
         seconds += int(amount) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
-    return f"{seconds:g}s"
+    return seconds
+
+
+def _duration(value: str) -> str:
+    """A Gateway API duration as Istio writes one (``1h2m3s4ms`` → ``3723.004s``)."""
+    return f"{_seconds(value):g}s"
 
 
 def _headers(spec: Mapping[str, Any]) -> dict[str, Any]:
