@@ -185,5 +185,18 @@ class Live:
             return done.stdout
         return run
 
+    def service_logs(self, service: Ref) -> list[str]:
+        """``DumpEchoLogs``: the log lines of the pods labelled ``app=<name>`` in the
+        namespace (container ``<name>``), but failed ones."""
+        namespace, name = service
+        lines: list[str] = []
+        state = NodeState.load(self.node.state_dir)
+        failed = {p.name for p in state.pods.values() if p.status == "failed"} if state else set()
+        for pod in self.pods():
+            if pod.namespace == namespace and pod.labels.get("app") == name and \
+                    pod.name not in failed:
+                lines += self.pod_log(pod, name).splitlines()
+        return lines
+
     def pod_log(self, pod: Pod, container: str) -> str:
         return self.node.log(f"{pod.name}.{pod.namespace}.{container}.log")

@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 import yaml
 
-from . import exchanges, manifests, mesh_client, report, status, streams
+from . import exchanges, manifests, mesh_client, mirrors, report, status, streams
 from .apiserver import Key
 from .cases import ALL
 from .model import (
@@ -46,6 +46,7 @@ from .model import (
     TCPEcho,
     TCPExpectedResponse,
     TLSConnectionRejected,
+    WebSocketEcho,
 )
 from .profiles import BY_NAME, ISTIO_1_30_SUPPORTED, PROFILES, Profile, tests_for
 from .timeouts import DEFAULT, TimeoutConfig
@@ -272,8 +273,12 @@ class Runner:
         t = self.timeouts
         try:
             if isinstance(request, ExpectedResponse):
+                if any(m.percent is not None for m in request.mirrored_to):
+                    return mirrors.percentage(request, target, self.live,
+                                              self.live.service_logs, t)
                 if request.mirrored_to:
-                    raise NotRunnable("mirrored requests are not checked yet")
+                    return mirrors.mirrored(request, target, self.live,
+                                            self.live.service_logs, t)
                 return exchanges.http_exchange(request, target, self.live, t)
             if isinstance(request, GRPCExpectedResponse):
                 return streams.grpc_exchange(request, target, t)
@@ -283,6 +288,9 @@ class Runner:
                 return streams.tcp_echo(request, target, t)
             if isinstance(request, TLSConnectionRejected):
                 return streams.tls_rejected(request, target, t)
+            if isinstance(request, WebSocketEcho):
+                raise NotRunnable("pilotfish's echo-basic does not serve WebSockets "
+                                  "(demo/echo_basic.py)")
             raise NotRunnable(f"{type(request).__name__} exchanges are not sent yet")
         except exchanges.Failed as exc:
             return str(exc)

@@ -127,3 +127,13 @@ def test_await_convergence_wants_consecutive_successes():
     assert "timeout" in str(exchanges.await_convergence(
         lambda: "never", exchanges.TimeoutConfig(max_time_to_consistency=0.05,
                                                  default_poll_interval=0.01)))
+
+
+def test_mirror_logs_and_the_percentage_band():
+    from pilotfish.testing.conformance import mirrors
+
+    line = "Echoing back request made to /mirror?id=a.b to client (10.0.0.1:5000)"
+    assert mirrors.pattern("/mirror?id=a.b").search(line)
+    assert not mirrors.pattern("/mirror?id=a.c").search(line)
+    low, high = mirrors.band(20)  # 100 ± 3·sqrt(500·0.2·0.8)
+    assert round(low, 1) == 73.2 and round(high, 1) == 126.8
