@@ -119,8 +119,23 @@ class Builder:
                 if listener.status.ok:
                     self._add(route, listener, hosts, rules)
 
+    def _isolated(self, listener: Listener, hosts: list[str]) -> list[str]:
+        """Listener isolation: a request goes to the listener of its port with the most
+        specific hostname, so hostnames a more specific sibling listener covers are not
+        served here (a route on the hostname-less listener naming ``*.example.com`` leaves
+        those names to a ``*.example.com`` listener)."""
+        gateway = listener.gateway
+        siblings = [other.hostname for other in self.listeners[(gateway.namespace, gateway.name)]
+                    if other is not listener and other.port == listener.port
+                    and other.status.accepted.status and other.hostname
+                    and other.hostname != listener.hostname
+                    and _within(other.hostname, listener.hostname or "*")]
+        return [host for host in hosts
+                if not any(_within(host, narrower) for narrower in siblings)]
+
     def _add(self, route: ConfigObject, listener: Listener, hosts: list[str],
              rules: list[list[Entry]]) -> None:
+        hosts = self._isolated(listener, hosts)
         entries = [entry for rule in rules for entry in rule]
         if route.kind in ("HTTPRoute", "GRPCRoute"):
             for host in hosts:

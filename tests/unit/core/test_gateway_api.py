@@ -373,3 +373,30 @@ def test_timeouts_request_and_backend_request():
     assert rules["/request"]["timeout"] == "90s"
     assert rules["/backend"]["timeout"] == "0.5s" and "retries" not in rules["/backend"]
     assert "timeout" not in rules["/none"]  # 0s: no timeout at all
+
+
+def test_listener_isolation_leaves_names_to_the_most_specific_listener():
+    # GatewayHTTPListenerIsolation: a route on the hostname-less listener naming names that
+    # a more specific listener of the port covers does not serve them
+    config = gateway("""\
+  - {name: empty, port: 80, protocol: HTTP}
+  - {name: wild, port: 80, protocol: HTTP, hostname: "*.example.com"}
+  - {name: abc, port: 80, protocol: HTTP, hostname: abc.foo.example.com}
+  - {name: other-port, port: 8080, protocol: HTTP, hostname: "*.example.com"}
+""") + route("""\
+  parentRefs: [{name: edge, sectionName: empty}]
+  hostnames: [bar.com, "*.example.com", abc.foo.example.com]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+""", name="on-empty") + route("""\
+  parentRefs: [{name: edge, sectionName: wild}]
+  hostnames: ["*.example.com", abc.foo.example.com]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+""", name="on-wild")
+    made, status = converted(config)
+    hosts = sorted(spec["hosts"][0] for name, spec in made.items()
+                   if name.startswith("VirtualService/"))
+    assert hosts == ["*.example.com", "bar.com"]
+    # still attached where they attached
+    attached = {entry["name"]: entry["attachedRoutes"]
+                for entry in status[("Gateway", "edge")]["listeners"]}
+    assert attached == {"empty": 1, "wild": 1, "abc": 0, "other-port": 0}
