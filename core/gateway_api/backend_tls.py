@@ -34,9 +34,10 @@ def convert(policies: Sequence[ConfigObject], inputs: _Inputs, ancestors: Mappin
     ``ancestors``: (namespace, Service) → the Gateways (namespace, name) routing to it."""
     from pilotfish.core.gateway_api import GROUP, derived, service_host
 
-    out: list[ConfigObject] = []
     trusted: set[tuple[str, str]] = set()
     taken: set[tuple[str, str, str]] = set()  # (namespace, service, section)
+    # (namespace, service) → the policy first seen, its whole-Service TLS, per-port TLS
+    rules: dict[tuple[str, str], tuple[ConfigObject, dict[str, Any], dict[int, Any]]] = {}
     for policy in sorted(policies, key=lambda p: (p.creation, p.namespace, p.name)):
         validation = policy.spec.get("validation") or {}
         resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved")
@@ -82,24 +83,32 @@ def convert(policies: Sequence[ConfigObject], inputs: _Inputs, ancestors: Mappin
             taken.add(key)
             if not resolved.status:
                 continue
-            spec: dict[str, Any] = {"host": service_host(inputs, policy.namespace, name)}
             port = _port(service, section)
             if section and port is None:
                 continue
+            _, whole, ports = rules.setdefault((policy.namespace, name), (policy, {}, {}))
             if port is None:
-                spec["trafficPolicy"] = {"tls": tls}
+                whole.update(tls)
             else:
-                spec["trafficPolicy"] = {"portLevelSettings": [
-                    {"port": {"number": port}, "tls": tls}]}
-            suffix = f"-{section}" if section else ""
-            out.append(derived(policy, "DestinationRule",
-                               f"{policy.name}-{name}{suffix}-btls", policy.namespace, spec))
+                ports[port] = tls
         status.set(policy, {"ancestors": [
             {"ancestorRef": {"group": GROUP, "kind": "Gateway", "namespace": ns,
                              "name": gw},
              "controllerName": CONTROLLER,
              "conditions": conditions(policy, [accepted, resolved])}
             for ns, gw in sorted(gateways)]})
+    # One DestinationRule per Service (a proxy takes one per host): the policy for the
+    # whole Service as its TLS, those for a port as port-level settings.
+    out = []
+    for (namespace, name), (origin, whole, ports) in sorted(rules.items()):
+        traffic: dict[str, Any] = {}
+        if whole:
+            traffic["tls"] = whole
+        if ports:
+            traffic["portLevelSettings"] = [{"port": {"number": port}, "tls": tls}
+                                            for port, tls in sorted(ports.items())]
+        out.append(derived(origin, "DestinationRule", f"{name}-btls", namespace, {
+            "host": service_host(inputs, namespace, name), "trafficPolicy": traffic}))
     return out, trusted
 
 

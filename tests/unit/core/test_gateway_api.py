@@ -270,7 +270,7 @@ spec:
     assert not errors
     push = push_context.build(objects, MeshSettings(), "v1")
     made = {f"{o.kind}/{o.name}": dict(o.spec) for o in push.gateway_api.objects}
-    rule = made["DestinationRule/web-tls-web-tls-btls"]
+    rule = made["DestinationRule/web-btls"]
     assert rule == {"host": "web.shop.svc.cluster.local", "trafficPolicy": {
         "portLevelSettings": [{"port": {"number": 443}, "tls": {
             "mode": "SIMPLE", "sni": "web.example.com", "subjectAltNames": ["web.example.com"],
@@ -283,7 +283,7 @@ spec:
     (later,) = status[("BackendTLSPolicy", "later")]["ancestors"]
     assert reasons(later)["Accepted"] == "Conflicted"
     assert status[("BackendTLSPolicy", "no-ca")]["ancestors"] == []  # no route to api
-    assert "DestinationRule/no-ca-api-btls" not in made
+    assert "DestinationRule/api-btls" not in made
 
 
 def test_a_gateway_with_invalid_listeners_says_listeners_not_valid():
@@ -400,3 +400,37 @@ def test_listener_isolation_leaves_names_to_the_most_specific_listener():
     attached = {entry["name"]: entry["attachedRoutes"]
                 for entry in status[("Gateway", "edge")]["listeners"]}
     assert attached == {"empty": 1, "wild": 1, "abc": 0, "other-port": 0}
+
+
+def test_policies_for_a_whole_service_and_for_one_port_share_its_destination_rule():
+    # BackendTLSPolicyConflictResolution: not conflicting, both apply (a proxy reads one
+    # DestinationRule per host)
+    ca, _ = self_signed("ca.example.com")
+    config = SERVICES.replace("ports: [{name: http, port: 80}]",
+                              "ports: [{name: https-1, port: 443}, {name: https-2, port: 8443}]",
+                              1) + f"""---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: web-ca, namespace: shop}}
+data: {{ca.crt: {json.dumps(ca.decode())}}}
+""" + "".join(f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: web{section}}}]
+  validation:
+    hostname: {host}
+    caCertificateRefs: [{{group: "", kind: ConfigMap, name: web-ca}}]
+""" for name, section, host in (("port", ", sectionName: https-1", "other.example.com"),
+                                ("whole", "", "abc.example.com")))
+    objects, errors = load_text(config, "gw.yaml")
+    assert not errors
+    push = push_context.build(objects, MeshSettings(), "v1")
+    made = {f"{o.kind}/{o.name}": dict(o.spec) for o in push.gateway_api.objects}
+    assert [name for name in made if name.startswith("DestinationRule/")] == [
+        "DestinationRule/web-btls"]
+    traffic = made["DestinationRule/web-btls"]["trafficPolicy"]
+    assert traffic["tls"]["sni"] == "abc.example.com"
+    assert [(p["port"]["number"], p["tls"]["sni"]) for p in traffic["portLevelSettings"]] == [
+        (443, "other.example.com")]
