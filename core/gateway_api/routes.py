@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 Entry = tuple[tuple[Any, ...], dict[str, Any]]  # (precedence key, VirtualService rule)
 _PATH_RANK = {"Exact": 0, "PathPrefix": 1, "RegularExpression": 2}
+# Where a TLS or TCP route without one valid backend sends its connections: no such service.
+UNRESOLVED_BACKEND = "unresolved-backend.pilotfish.invalid"
 MESH = "mesh"
 
 
@@ -203,7 +205,11 @@ class Builder:
         refs = rule.get("backendRefs") or ()
         destinations = [d for ref in refs
                         if (d := self._backend(route, ref, problems)) is not None]
-        if route.kind in ("TLSRoute", "TCPRoute") or destinations:
+        if route.kind in ("TLSRoute", "TCPRoute") and not destinations:
+            # Nowhere valid to send the stream: the listener still takes the connection and
+            # closes it (a cluster that does not exist), rather than not listening at all.
+            out["route"] = [{"destination": {"host": UNRESOLVED_BACKEND}}]
+        elif route.kind in ("TLSRoute", "TCPRoute") or destinations:
             out["route"] = destinations
         else:  # nowhere valid to send it: the spec's 500
             out = {k: v for k, v in out.items() if k in ("headers",)}
