@@ -63,19 +63,29 @@ class _Client:
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=types["EchoResponse"].FromString)
         try:
+            # metadata.New lowercases the keys, as HTTP/2 wants them
             answer = method(types["EchoRequest"](), timeout=max(timeout, 0.001),
-                            metadata=list(metadata.items()) or None)
+                            metadata=[(k.lower(), v) for k, v in metadata.items()] or None)
         except grpc.RpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.INTERNAL:
                 self.close()
-            return str(code.name), None
+            return go_code(code), None
         return "OK", answer
 
     def close(self) -> None:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+
+
+def go_code(code: grpc.StatusCode) -> str:
+    """A status code as Go's ``codes.Code.String()`` names it (``Unimplemented``)."""
+    if code == grpc.StatusCode.OK:
+        return "OK"
+    if code == grpc.StatusCode.CANCELLED:
+        return "Canceled"
+    return "".join(part.capitalize() for part in code.name.split("_"))
 
 
 def _compare_grpc(expected: GRPCExpectedResponse, code: str, answer: Any) -> str | None:

@@ -137,3 +137,14 @@ def test_mirror_logs_and_the_percentage_band():
     assert not mirrors.pattern("/mirror?id=a.c").search(line)
     low, high = mirrors.band(20)  # 100 ± 3·sqrt(500·0.2·0.8)
     assert round(low, 1) == 73.2 and round(high, 1) == 126.8
+
+
+def test_grpc_codes_are_named_as_go_names_them():
+    import grpc
+
+    from pilotfish.testing.conformance.streams import go_code
+
+    assert go_code(grpc.StatusCode.UNIMPLEMENTED) == "Unimplemented"
+    assert go_code(grpc.StatusCode.DEADLINE_EXCEEDED) == "DeadlineExceeded"
+    assert go_code(grpc.StatusCode.CANCELLED) == "Canceled"
+    assert go_code(grpc.StatusCode.OK) == "OK"
