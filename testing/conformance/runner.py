@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import ipaddress
 import subprocess
 import sys
 import tempfile
@@ -159,7 +160,8 @@ class Runner:
             created.append(api.create(document, folder))
         for change in step.patch:
             if isinstance(change, EndpointSlicesFromPods):
-                raise NotRunnable("EndpointSlices are not a kind pilotfish reads")
+                self.endpoint_slices(change)
+                continue
             assert isinstance(change, Patch)
             key = (change.kind, *change.object)
             before[key] = status.generation(api.get(key))
@@ -173,6 +175,29 @@ class Runner:
             self.poll(wait)
         if step.requests:
             self.exchange(step)
+
+    def endpoint_slices(self, change: EndpointSlicesFromPods) -> None:
+        """``setupEndpointSlices``: each slice ``<prefix>-ip4`` / ``-ip6`` gets an endpoint
+        per address of its family of the Deployment's pods (ready, serving, not
+        terminating, a Pod targetRef); a slice with none is left as it is."""
+        api = self.live.api
+        namespace, name = change.deployment
+        deployment = api.get(("Deployment", namespace, name))
+        wanted = (deployment["spec"].get("selector") or {}).get("matchLabels") or {}
+        pods = [p for p in self.live.pods() if p.namespace == namespace and p.ip
+                and all(p.labels.get(k) == v for k, v in wanted.items())]
+        if not pods:
+            raise CaseFailed(f"expected {name} to have running Pods")
+        for suffix, version in (("ip4", 4), ("ip6", 6)):
+            for prefix in change.slice_prefixes:
+                key = ("EndpointSlice", namespace, f"{prefix}-{suffix}")
+                endpoints = [{
+                    "addresses": [pod.ip],
+                    "conditions": {"ready": True, "serving": True, "terminating": False},
+                    "targetRef": {"kind": "Pod", "name": pod.name, "namespace": pod.namespace},
+                } for pod in pods if ipaddress.ip_address(pod.ip).version == version]
+                if endpoints:
+                    api.update({**api.get(key), "endpoints": endpoints})
 
     def poll(self, wait: status.Wait) -> None:
         """``wait.PollUntilContextTimeout`` (immediate): look, then every interval."""
@@ -371,7 +396,6 @@ def run(options: Options, log: Callable[[str], None] = _print) -> dict[str, Any]
 
 
 def _host(subnet: str, index: int) -> object:
-    import ipaddress
     return ipaddress.ip_network(subnet)[index]
 
 
