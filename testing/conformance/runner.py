@@ -56,6 +56,7 @@ SETUP_NAMESPACES = ("gateway-conformance-infra", "gateway-conformance-app-backen
                     "gateway-conformance-web-backend")
 MESH_NAMESPACES = (MESH_NS, MESH_CONSUMER_NS)
 SUBNET = "10.240.0.0/24"
+SLOW = 5.0  # a wait longer than this is logged
 BRIDGE = "pfconf0"
 ALL_PROFILES = tuple(p.name for p in PROFILES)
 
@@ -174,7 +175,11 @@ class Runner:
         for wait in status.waits(step, ctx, self.timeouts, MESH_NAMESPACES):
             self.poll(wait)
         if step.requests:
+            started = time.monotonic()
             self.exchange(step)
+            if time.monotonic() - started > SLOW:
+                self.log(f"    {len(step.requests)} requests: passed after "
+                         f"{time.monotonic() - started:.1f}s")
 
     def endpoint_slices(self, change: EndpointSlicesFromPods) -> None:
         """``setupEndpointSlices``: each slice ``<prefix>-ip4`` / ``-ip6`` gets an endpoint
@@ -201,13 +206,16 @@ class Runner:
 
     def poll(self, wait: status.Wait) -> None:
         """``wait.PollUntilContextTimeout`` (immediate): look, then every interval."""
-        deadline = time.monotonic() + wait.timeout
+        started = time.monotonic()
+        deadline = started + wait.timeout
         while True:
             try:
                 why = wait.check(self.live.snapshot(wait.needs))
             except status.Fatal as exc:
                 raise CaseFailed(f"{wait.what}: {exc}") from None
             if why is None:
+                if time.monotonic() - started > SLOW:
+                    self.log(f"    {wait.what}: met after {time.monotonic() - started:.1f}s")
                 return
             if time.monotonic() > deadline:
                 raise CaseFailed(f"{wait.what}: not met in {wait.timeout:g}s: {why}")
