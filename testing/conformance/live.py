@@ -119,11 +119,13 @@ class Live:
         objects = self._cluster_objects("Pod")
         out = []
         for pod in status_data(state)["pods"]:
-            meta = (objects.get(("Pod", pod["namespace"], pod["name"])) or {}).get(
-                "metadata") or {}
+            found = objects.get(("Pod", pod["namespace"], pod["name"]))
+            meta = (found or {}).get("metadata") or {}
             ready = pod["status"] == "running" and pod["sidecar"] in ("-", "ready")
+            # The node takes a pod out of the cluster view before it stops it.
             out.append(Pod(pod["name"], pod["namespace"], ready, pod["ip"],
-                           meta.get("labels") or {}, meta.get("annotations") or {}))
+                           meta.get("labels") or {}, meta.get("annotations") or {},
+                           terminating=found is None))
             self._netns.add(pod["netns"])
         return out
 
@@ -161,8 +163,10 @@ class Live:
         """The first pod (by name) of the namespace whose labels match the equality
         selector (``ConnectToAppInNamespace``)."""
         wanted = dict(part.split("=", 1) for part in selector.split(","))
-        matching = sorted((p for p in self.pods() if p.namespace == namespace and all(
-            p.labels.get(k) == v for k, v in wanted.items())), key=lambda p: p.name)
+        matching = sorted((p for p in self.pods() if p.namespace == namespace
+                           and not p.terminating and all(
+                               p.labels.get(k) == v for k, v in wanted.items())),
+                          key=lambda p: p.name)
         if not matching:
             raise LookupError(f"no pods found in app {selector} of {namespace}")
         return matching[0]

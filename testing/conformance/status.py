@@ -49,6 +49,7 @@ class Pod:
     ip: str = ""
     labels: Mapping[str, str] = attrs.field(factory=dict)
     annotations: Mapping[str, str] = attrs.field(factory=dict)
+    terminating: bool = False  # deleted, still stopping (Kubernetes: a deletionTimestamp)
 
 
 @attrs.frozen
@@ -548,7 +549,7 @@ def namespaces_ready(namespaces: Sequence[str], t: TimeoutConfig, *, mesh: bool 
             if not pods:
                 return f"no pods deployed yet in namespace {namespace}"
             for pod in pods:
-                if not pod.ready:
+                if not pod.ready and not pod.terminating:
                     return f"pod {namespace}/{pod.name} not ready yet"
         return None
     return Wait(f"{'Mesh' if mesh else ''}NamespacesMustBeReady {', '.join(namespaces)}",

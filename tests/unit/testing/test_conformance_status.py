@@ -189,3 +189,11 @@ def test_static_status_addresses_stand_for_the_usable_address():
     assert run(check, snap, status.Context(usable_addresses=("10.0.0.9",))) == [None]
     with pytest.raises(status.Fatal):
         run(check, snap, status.Context(usable_addresses=("10.0.0.8",)))
+
+
+def test_namespaces_ready_passes_over_pods_being_deleted():
+    # Go skips pods with a deletionTimestamp: a removed Gateway's router still draining
+    wait = status.namespaces_ready((NS,), DEFAULT)
+    draining = status.Pod("old-gw-istio-1-2", NS, False, terminating=True)
+    assert wait.check(snapshot((gateway(), READY), pods=(
+        status.Pod("echo-1", NS, True), draining))) is None
