@@ -352,11 +352,16 @@ def _gateway_status(gateway: ConfigObject, found: Sequence[Listener],
     addresses = [{"type": str(a.get("type") or "IPAddress"), "value": str(a.get("value"))}
                  for a in gateway.spec.get("addresses") or () if a.get("value")]
     unsupported = [a["type"] for a in addresses if a["type"] not in ("IPAddress", "Hostname")]
+    routers = [str((p.body.get("status") or {}).get("podIP")) for p in pods
+               if p.namespace == gateway.namespace
+               and labels_match({GATEWAY_NAME_LABEL: gateway.name}, p.labels)
+               and (p.body.get("status") or {}).get("podIP")]
+    # An IP address the Gateway asks for is usable when a router serving it has it; with no
+    # router known (proxies run by hand), the addresses are taken as given.
+    unusable = [a["value"] for a in addresses
+                if routers and a["type"] == "IPAddress" and a["value"] not in routers]
     if not addresses:
-        addresses = [{"type": "IPAddress", "value": str((p.body.get("status") or {}).get(
-            "podIP"))} for p in pods if p.namespace == gateway.namespace
-            and labels_match({GATEWAY_NAME_LABEL: gateway.name}, p.labels)
-            and (p.body.get("status") or {}).get("podIP")]
+        addresses = [{"type": "IPAddress", "value": ip} for ip in routers]
     accepted = Condition("Accepted", True, "Accepted", "Resource accepted")
     invalid = [listener.name for listener in found if not listener.status.accepted.status]
     parameters = _parameters_problem(gateway, inputs)
@@ -372,12 +377,16 @@ def _gateway_status(gateway: ConfigObject, found: Sequence[Listener],
     programmed = Condition("Programmed", True, "Programmed", "Resource programmed")
     if not accepted.status:
         programmed = Condition("Programmed", False, "Invalid", "the Gateway is not accepted")
+    elif unusable:
+        programmed = Condition("Programmed", False, "AddressNotUsable",
+                               f"no router of the Gateway has {', '.join(unusable)}")
     elif not addresses:
         programmed = Condition("Programmed", False, "AddressNotAssigned",
                                "no proxy serves the Gateway yet (label its pods "
                                f"{GATEWAY_NAME_LABEL}={gateway.name})")
     return {
-        "addresses": [a for a in addresses if a["type"] in ("IPAddress", "Hostname")],
+        "addresses": [a for a in addresses if a["type"] in ("IPAddress", "Hostname")
+                      and a["value"] not in unusable],
         "conditions": conditions(gateway, [accepted, programmed]),
         "listeners": [listener.status.as_dict(gateway) for listener in found],
     }
