@@ -19,8 +19,9 @@ answers every HTTP request with Istio's echo body, one ``Key=value`` line each::
 TCP ports echo what they get; gRPC ports accept connections and serve nothing (none of the
 mesh tests the runner reports on speaks gRPC to the echo app).
 
-``client URL [--method=M] [-H name:value ...] [--count=N]`` sends the request(s) without
-following redirects and prints what Istio's echo client prints: per request ``[i] Url=``,
+``client URL [--method=M] [-H name:value ...] [--count=N]`` sends the request(s) on one
+kept-alive connection, without following redirects, and prints what Istio's echo client
+prints: per request ``[i] Url=``,
 ``[i] StatusCode=``, ``[i] ResponseHeader=Name:value`` lines, then the body's lines as
 ``[i body] Key=value``; requests separated by a blank line. The suite parses this output
 (``utils/echo/parse.go``).
@@ -132,35 +133,50 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def request_once(url: str, method: str, headers: Sequence[tuple[str, str]],
-                 timeout: float) -> list[str]:
-    """One request; the client's lines for it (without the ``[i]`` prefix)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https":
-        context = ssl._create_unverified_context()
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname or "", parts.port or 443, timeout=timeout, context=context)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80,
-                                          timeout=timeout)
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-    try:
-        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-        sent = {name.lower() for name, _ in headers}
-        if "host" not in sent:
-            conn.putheader("Host", parts.netloc)
-        for name, value in headers:
-            conn.putheader(name, value)
-        conn.endheaders()
-        response = conn.getresponse()
-        body = response.read().decode(errors="replace")
-    finally:
-        conn.close()
-    lines = [f"Url={url}", f"StatusCode={response.status}"]
-    lines += [f"ResponseHeader={name}:{value}" for name, value in response.getheaders()]
-    return lines + [f"body] {line}" for line in body.splitlines() if line]
+class Client:
+    """Istio's echo client: requests to one URL, on one kept-alive connection (a new one
+    after an error), lines as the client prints them."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.parts = urllib.parse.urlsplit(url)
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        parts = self.parts
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(
+                parts.hostname or "", parts.port or 443, timeout=self.timeout,
+                context=ssl._create_unverified_context())
+        return http.client.HTTPConnection(parts.hostname or "", parts.port or 80,
+                                          timeout=self.timeout)
+
+    def request(self, method: str, headers: Sequence[tuple[str, str]]) -> list[str]:
+        target = self.parts.path or "/"
+        if self.parts.query:
+            target += "?" + self.parts.query
+        conn = self.conn or self._connect()
+        self.conn = None
+        try:
+            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+            if "host" not in {name.lower() for name, _ in headers}:
+                conn.putheader("Host", self.parts.netloc)
+            for name, value in headers:
+                conn.putheader(name, value)
+            conn.endheaders()
+            response = conn.getresponse()
+            body = response.read().decode(errors="replace")
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise OSError(str(exc) or type(exc).__name__) from exc
+        if response.will_close:
+            conn.close()
+        else:
+            self.conn = conn
+        lines = [f"Url={self.url}", f"StatusCode={response.status}"]
+        lines += [f"ResponseHeader={name}:{value}" for name, value in response.getheaders()]
+        return lines + [f"body] {line}" for line in body.splitlines() if line]
 
 
 def client(args: argparse.Namespace) -> int:
@@ -168,11 +184,12 @@ def client(args: argparse.Namespace) -> int:
     for header in args.header or ():
         name, _, value = header.partition(":")
         headers.append((name.strip(), value.strip()))
+    echo = Client(args.url, args.timeout)
     blocks = []
     failed = 0
     for number in range(max(args.count, 1)):
         try:
-            lines = request_once(args.url, args.method, headers, args.timeout)
+            lines = echo.request(args.method, headers)
         except OSError as exc:
             failed += 1
             print(f"[{number}] error: {exc}", file=sys.stderr)

@@ -208,6 +208,7 @@ class Runner:
         """``wait.PollUntilContextTimeout`` (immediate): look, then every interval."""
         started = time.monotonic()
         deadline = started + wait.timeout
+        last = ""
         while True:
             try:
                 why = wait.check(self.live.snapshot(wait.needs))
@@ -215,8 +216,10 @@ class Runner:
                 raise CaseFailed(f"{wait.what}: {exc}") from None
             if why is None:
                 if time.monotonic() - started > SLOW:
-                    self.log(f"    {wait.what}: met after {time.monotonic() - started:.1f}s")
+                    self.log(f"    {wait.what}: met after {time.monotonic() - started:.1f}s"
+                             f" (last: {last[:150]})")
                 return
+            last = why
             if time.monotonic() > deadline:
                 raise CaseFailed(f"{wait.what}: not met in {wait.timeout:g}s: {why}")
             time.sleep(wait.interval)
