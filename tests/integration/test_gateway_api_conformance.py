@@ -7,8 +7,9 @@ Gateways of their own: the node starts a router pod for each (~10 s) and stops i
 (the next test's config waits for that). CI runs the others — every test on the suite's
 shared Gateways: HTTPRoute, GRPCRoute, mesh, BackendTLSPolicy — and a few that make their
 own Gateway (TLS passthrough, termination and both on one listener, a certificate from
-another namespace): 73 tests, about 5½ minutes with the node. The whole set is ``python -m pilotfish.testing.conformance.runner``;
-regenerating the report with it brings a test that starts to pass into this one.
+another namespace): 73 tests, about 5½ minutes with the node. The whole set is
+``python -m pilotfish.testing.conformance.runner``; regenerating the report with it brings a
+test that starts to pass into this one.
 """
 
 from __future__ import annotations
