@@ -134,12 +134,17 @@ def gateway_deployment_name(gateway: ConfigObject) -> str:
 
 def _controlled(kind: str, api_version: str, gateway: ConfigObject, name: str,
                 labels: Mapping[str, str], spec: Mapping[str, Any] | None) -> ConfigObject:
+    """One object the controller makes for ``gateway``, owned by it and carrying its
+    ``spec.infrastructure`` annotations (its labels are in ``labels``), as Istio's do."""
+    annotations = dict((gateway.spec.get("infrastructure") or {}).get("annotations") or {})
     metadata: dict[str, Any] = {
         "name": name, "namespace": gateway.namespace, "labels": dict(labels),
         "ownerReferences": [{"apiVersion": f"{GROUP}/v1", "kind": "Gateway",
                              "name": gateway.name,
                              "uid": _uid(gateway.namespace, "Gateway", gateway.name)}],
     }
+    if annotations:
+        metadata["annotations"] = annotations
     body: dict[str, Any] = {"apiVersion": api_version, "kind": kind, "metadata": metadata}
     if spec is not None:
         body["spec"] = dict(spec)

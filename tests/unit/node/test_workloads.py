@@ -97,6 +97,16 @@ def test_a_served_gateway_gets_istios_deployment_service_and_account():
     assert container.proxy == "router" and container.uid == pods.PROXY_UID
 
 
+def test_infrastructure_labels_and_annotations_go_on_everything_the_controller_makes():
+    edge = gateway()
+    edge.spec["infrastructure"] = {"labels": {"team": "a"}, "annotations": {"key1": "value1"}}
+    for made in workloads.gateway_objects(edge):
+        assert made.labels["team"] == "a" and made.annotations == {"key1": "value1"}, made.kind
+    deployment = next(o for o in workloads.gateway_objects(edge) if o.kind == "Deployment")
+    (pod,) = workloads.deployment_pods(deployment)
+    assert pod.labels["team"] == "a" and pod.annotations["key1"] == "value1"
+
+
 def test_only_gateways_of_istio_classes_get_routers():
     other = gateway("other", "someone-else")
     mine = gateway("mine", "mine")
