@@ -4,8 +4,10 @@ Sans-IO. Given the user's objects and what the node knows (pod IPs from CNI, whi
 a sidecar), produce the objects discovery reads: Services get a ClusterIP (allocated from
 the service CIDR when the user gave none), Pods get ``status.podIP`` and, when injected,
 the ``security.istio.io/tlsMode: istio`` label injection adds. Also name resolution for a
-pod (``/etc/hosts`` lines, Kubernetes' name forms) and kube-proxy's job for pods without a
-sidecar (DNAT from a Service VIP:port to its ready endpoints).
+pod (``/etc/hosts`` lines, Kubernetes' name forms), kube-proxy's job for pods without a
+sidecar (DNAT from a Service VIP:port to its ready endpoints), and a load balancer's: a
+``LoadBalancer`` Service asking for a ``loadBalancerIP`` from the node's pool gets it, held
+by one of its pods (as MetalLB's layer-2 mode announces it from one node).
 """
 
 from __future__ import annotations
@@ -18,12 +20,73 @@ from typing import Any
 
 import attrs
 
-from pilotfish.core.model import Service
+from pilotfish.core.model import Service, labels_match
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.push_context import PushContext
 
 DEFAULT_SERVICE_CIDR = "10.96.0.0/16"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
+# The top of the pod subnet (up to 15 addresses, a quarter of a small one) is kept from
+# pod IPAM for load-balancer addresses.
+LB_POOL_MAX = 15
+
+
+def load_balancer_pool(subnet: str) -> tuple[str, str]:
+    """The subnet's load-balancer pool, as (first, last) address ("", "" when too small);
+    pods get the addresses below ``first``."""
+    network = ipaddress.ip_network(subnet)
+    size = min(LB_POOL_MAX, (network.num_addresses - 2) // 4)
+    if size <= 0:
+        return "", ""
+    last = network.broadcast_address - 1
+    return str(last - (size - 1)), str(last)
+
+
+def pod_range_end(subnet: str) -> str:
+    """The last address host-local may give a pod ("" for the whole subnet)."""
+    first, _ = load_balancer_pool(subnet)
+    return str(ipaddress.ip_address(first) - 1) if first else ""
+
+
+@attrs.frozen
+class LoadBalancerAddress:
+    """A Service's load-balancer address and the pod holding it."""
+
+    ip: str
+    pod: tuple[str, str]  # (namespace, name)
+
+
+def load_balancers(objects: Iterable[ConfigObject], pods: Mapping[tuple[str, str], PodRuntime],
+                   subnet: str) -> dict[tuple[str, str], LoadBalancerAddress]:
+    """The ``LoadBalancer`` Services that get their ``spec.loadBalancerIP``, by (namespace,
+    name): the address must be in the node's pool and no other Service's (the first by
+    namespace and name keeps it), and a running pod must back it (the first by name). A
+    Service left out stays pending, as it would with a cloud that has no such address."""
+    first, last = load_balancer_pool(subnet)
+    if not first:
+        return {}
+    low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
+    objects = sorted(objects, key=lambda o: (o.namespace, o.name))
+    running = [o for o in objects if o.kind == "Pod" and (o.namespace, o.name) in pods]
+    out: dict[tuple[str, str], LoadBalancerAddress] = {}
+    taken: set[str] = set()
+    for svc in (o for o in objects if o.kind == "Service" and o.group == ""):
+        if svc.spec.get("type") != "LoadBalancer":
+            continue
+        try:
+            ip = ipaddress.ip_address(str(svc.spec.get("loadBalancerIP") or ""))
+        except ValueError:
+            continue
+        selector = svc.spec.get("selector") or {}
+        backing = [p for p in running if p.namespace == svc.namespace
+                   and selector and labels_match(selector, p.labels)]
+        if ip.version != low.version or not int(low) <= int(ip) <= int(high) \
+                or str(ip) in taken or not backing:
+            continue
+        taken.add(str(ip))
+        out[(svc.namespace, svc.name)] = LoadBalancerAddress(
+            str(ip), (backing[0].namespace, backing[0].name))
+    return out
 
 
 def allocate_vip(namespace: str, name: str, cidr: str, taken: set[str]) -> str:
@@ -50,8 +113,10 @@ class PodRuntime:
 def cluster_objects(
     objects: Iterable[ConfigObject], pods: Mapping[tuple[str, str], PodRuntime],
     service_cidr: str = DEFAULT_SERVICE_CIDR,
+    balanced: Mapping[tuple[str, str], LoadBalancerAddress] | None = None,
 ) -> list[dict[str, Any]]:
-    """The user's objects as the cluster holds them (plain dicts, ready to write as YAML)."""
+    """The user's objects as the cluster holds them (plain dicts, ready to write as YAML);
+    ``balanced`` (from :func:`load_balancers`) gives Services their ingress address."""
     objects = list(objects)
     taken = {
         str(o.spec.get("clusterIP")) for o in objects
@@ -61,11 +126,13 @@ def cluster_objects(
     for obj in sorted(objects, key=lambda o: (o.kind, o.namespace, o.name)):
         body = copy.deepcopy(dict(obj.body))
         body.setdefault("metadata", {})["namespace"] = obj.namespace
-        if obj.kind == "Service" and not body.get("spec", {}).get("clusterIP") and (
-            body.get("spec", {}).get("type") != "ExternalName"
-        ):
-            body.setdefault("spec", {})["clusterIP"] = allocate_vip(
-                obj.namespace, obj.name, service_cidr, taken)
+        if obj.kind == "Service":
+            spec = body.setdefault("spec", {})
+            if not spec.get("clusterIP") and spec.get("type") != "ExternalName":
+                spec["clusterIP"] = allocate_vip(obj.namespace, obj.name, service_cidr, taken)
+            address = (balanced or {}).get((obj.namespace, obj.name))
+            if address is not None:
+                body.setdefault("status", {})["loadBalancer"] = {"ingress": [{"ip": address.ip}]}
         elif obj.kind == "Pod":
             runtime = pods.get((obj.namespace, obj.name))
             if runtime is None:

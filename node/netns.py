@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import anyio
@@ -58,6 +59,23 @@ async def delete(name: str) -> None:
 async def add_route(name: str, cidr: str, via: str) -> None:
     await run(["ip", "-n", name, "route", "replace", cidr, "via", via],
               what=f"netns {name}: route {cidr} via {via}")
+
+
+async def set_extra_addresses(name: str, device: str, own: str,
+                              wanted: AbstractSet[str]) -> None:
+    """Make ``wanted`` the IPv4 addresses ``device`` holds besides its own (``own``), as
+    /32s: a load balancer's addresses, answered for on the bridge by ARP."""
+    out = await run(["ip", "-n", name, "-4", "-o", "addr", "show", "dev", device],
+                    what=f"netns {name}: addresses of {device}")
+    held = {fields[3].split("/")[0]: fields[3] for line in out.splitlines()
+            if len(fields := line.split()) > 3 and fields[2] == "inet"}
+    held.pop(own, None)
+    for address in sorted(wanted - set(held)):
+        await run(["ip", "-n", name, "addr", "add", f"{address}/32", "dev", device],
+                  what=f"netns {name}: load-balancer address {address}")
+    for address in sorted(set(held) - set(wanted)):
+        await run(["ip", "-n", name, "addr", "del", held[address], "dev", device],
+                  what=f"netns {name}: load-balancer address {address} removed")
 
 
 def write_name_files(name: str, hosts: str, resolv: str) -> None:

@@ -115,13 +115,22 @@ def conflist(state: NodeState, mesh_config: Path | None = None) -> dict[str, Any
                 "isGateway": False,
                 "ipMasq": False,
                 "hairpinMode": True,
-                "ipam": {"type": "host-local", "subnet": state.subnet,
-                         "gateway": state.gateway_ip, "dataDir": str(state.ipam_dir)},
+                "ipam": _ipam(state),
             },
             # A plugin only sees the runtimeConfig keys it declares (as libcni does).
             capture,
         ],
     }
+
+
+def _ipam(state: NodeState) -> dict[str, Any]:
+    """host-local over the subnet, below the load-balancer pool at its top."""
+    ipam = {"type": "host-local", "subnet": state.subnet, "gateway": state.gateway_ip,
+            "dataDir": str(state.ipam_dir)}
+    end = cluster.pod_range_end(state.subnet)
+    if end:
+        ipam["rangeEnd"] = end
+    return ipam
 
 
 class Node:
@@ -138,6 +147,7 @@ class Node:
         self.state.secure_xds_address = f"{self.state.gateway_ip}:{SECURE_XDS_PORT}"
         self.store: ConfigStore | None = None
         self.view = workloads.ClusterView((), ())
+        self.balanced: dict[tuple[str, str], cluster.LoadBalancerAddress] = {}
         self.runtime: dict[tuple[str, str], cluster.PodRuntime] = {}
         self.running: dict[tuple[str, str], RunningPod] = {}
         self.bin = Path(sys.executable).parent
@@ -178,7 +188,9 @@ class Node:
 
     def write_cluster(self) -> push_context.PushContext:
         """Write what discovery reads; return the same view as a push context."""
-        bodies = cluster.cluster_objects(self.objects(), self.runtime, self.state.service_cidr)
+        self.balanced = cluster.load_balancers(self.objects(), self.runtime, self.state.subnet)
+        bodies = cluster.cluster_objects(self.objects(), self.runtime, self.state.service_cidr,
+                                         self.balanced)
         folder = self.state.config_dir
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".cluster.yaml.tmp"
@@ -190,10 +202,14 @@ class Node:
         return push_context.build(objects, self.mesh.mesh, "node")
 
     async def refresh_pods(self, view: push_context.PushContext) -> None:
-        """Names and kube-proxy rules in every pod, for the current services."""
+        """Names, kube-proxy rules and load-balancer addresses in every pod, for the
+        current services."""
         for pod in self.state.pods.values():
             if not pod.ip or not netns.exists(pod.netns):
                 continue
+            held = {a.ip for a in self.balanced.values()
+                    if a.pod == (pod.namespace, pod.name)}
+            await netns.set_extra_addresses(pod.netns, "eth0", pod.ip, held)
             netns.write_name_files(
                 pod.netns, cluster.hosts_file(view, pod.name, pod.ip, pod.namespace),
                 cluster.resolv_conf(pod.namespace, self.mesh.mesh.domain))

@@ -154,7 +154,8 @@ def _controlled(kind: str, api_version: str, gateway: ConfigObject, name: str,
 
 def gateway_objects(gateway: ConfigObject) -> list[ConfigObject]:
     """What Istio's deployment controller makes for one Gateway: ServiceAccount, Service,
-    Deployment (the Service is ClusterIP here: the node has no load balancer)."""
+    Deployment. The Service is ClusterIP unless the Gateway asks for an IP address: then a
+    LoadBalancer with that ``loadBalancerIP``, which the node gives from its pool."""
     name = gateway_deployment_name(gateway)
     cls = str(gateway.spec.get("gatewayClassName") or "")
     owned = {GATEWAY_NAME_LABEL: gateway.name, GATEWAY_CLASS_LABEL: cls}
@@ -189,11 +190,16 @@ def gateway_objects(gateway: ConfigObject) -> list[ConfigObject]:
             }],
         },
     }
+    service: dict[str, Any] = {"type": "ClusterIP",
+                               "selector": {GATEWAY_NAME_LABEL: gateway.name},
+                               "ports": service_ports}
+    asked = [str(a.get("value")) for a in gateway.spec.get("addresses") or ()
+             if str(a.get("type") or "IPAddress") == "IPAddress" and a.get("value")]
+    if asked:  # as Istio's template: the first address, for the load balancer to give
+        service.update(type="LoadBalancer", loadBalancerIP=asked[0])
     return [
         _controlled("ServiceAccount", "v1", gateway, name, {**extra_labels, **owned}, None),
-        _controlled("Service", "v1", gateway, name, {**extra_labels, **owned}, {
-            "type": "ClusterIP", "selector": {GATEWAY_NAME_LABEL: gateway.name},
-            "ports": service_ports}),
+        _controlled("Service", "v1", gateway, name, {**extra_labels, **owned}, service),
         _controlled("Deployment", "apps/v1", gateway, name,
                     {**extra_labels, **owned, MANAGED_LABEL: MANAGED_VALUE}, {
                         "replicas": 1,

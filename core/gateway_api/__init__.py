@@ -356,8 +356,15 @@ def _gateway_status(gateway: ConfigObject, found: Sequence[Listener],
                if p.namespace == gateway.namespace
                and labels_match({GATEWAY_NAME_LABEL: gateway.name}, p.labels)
                and (p.body.get("status") or {}).get("podIP")]
-    # An IP address the Gateway asks for is usable when a router serving it has it; with no
-    # router known (proxies run by hand), the addresses are taken as given.
+    # A load balancer in front of the routers: its addresses are theirs too.
+    routers += [str(ingress.get("ip")) for svc in inputs.services.values()
+                if svc.namespace == gateway.namespace
+                and (svc.spec.get("selector") or {}).get(GATEWAY_NAME_LABEL) == gateway.name
+                for ingress in ((svc.body.get("status") or {}).get("loadBalancer") or {})
+                .get("ingress") or () if isinstance(ingress, dict) and ingress.get("ip")]
+    # An IP address the Gateway asks for is usable when a router serving it (or its load
+    # balancer) has it; with no router known (proxies run by hand), the addresses are taken
+    # as given.
     unusable = [a["value"] for a in addresses
                 if routers and a["type"] == "IPAddress" and a["value"] not in routers]
     if not addresses:

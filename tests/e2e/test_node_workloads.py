@@ -192,6 +192,31 @@ def test_scaling_keeps_the_replicas_there_and_adds_one(node: Node):
     assert before < after
 
 
+def gateway_status(node: Node) -> dict[str, object]:
+    statuses = json.loads(http(f"{node.debug}/debug/gateway_status").body)
+    found = next(s for s in statuses if s["kind"] == "Gateway" and s["name"] == "edge")
+    return dict(found["status"])
+
+
+def test_an_address_the_gateway_asks_for_comes_from_the_nodes_load_balancer(node: Node):
+    # GatewayStaticAddresses: the address from the pool at the subnet's top, held by the
+    # router pod (which keeps running), taken back when the Gateway stops asking
+    pod = router(node)
+    wanted = "10.253.0.250"
+    asking = GATEWAY.replace("  listeners:\n",
+                             f"  addresses: [{{value: {wanted}}}]\n  listeners:\n", 1)
+    write(node.config_dir, "gateway.yaml", asking)
+    wait_until(lambda: _through_gateway(wanted), 30, what=f"the router to answer on {wanted}")
+    status = gateway_status(node)
+    assert status["addresses"] == [{"type": "IPAddress", "value": wanted}]
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Programmed"] == "Programmed"
+    assert router(node)["name"] == pod["name"]
+    write(node.config_dir, "gateway.yaml", GATEWAY)
+    wait_until(lambda: gateway_status(node)["addresses"] == [
+        {"type": "IPAddress", "value": pod["ip"]}], 30, what="the router's own address back")
+    wait_until(lambda: _through_gateway(wanted) is None, 30, what=f"{wanted} to be let go")
+
+
 def test_deleting_the_gateway_removes_its_router_pod(node: Node):
     pod = router(node)
     (node.config_dir / "gateway.yaml").unlink()

@@ -474,3 +474,31 @@ status: {podIP: 10.0.0.7}
     right = status_for("[{type: IPAddress, value: 10.0.0.7}]")
     assert reasons(right)["Programmed"] == "Programmed"
     assert right["addresses"] == [{"type": "IPAddress", "value": "10.0.0.7"}]
+
+
+def test_an_address_the_gateways_load_balancer_has_is_usable():
+    # GatewayStaticAddresses: the node's load balancer gave the Gateway's Service 10.0.0.250
+    config = gateway("  - {name: http, port: 80, protocol: HTTP}\n") + """\
+  addresses: [{type: IPAddress, value: 10.0.0.250}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: edge-istio-1
+  namespace: shop
+  labels: {gateway.networking.k8s.io/gateway-name: edge}
+status: {podIP: 10.0.0.7}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: edge-istio, namespace: shop}
+spec:
+  type: LoadBalancer
+  loadBalancerIP: 10.0.0.250
+  selector: {gateway.networking.k8s.io/gateway-name: edge}
+  ports: [{name: http-80, port: 80}]
+status: {loadBalancer: {ingress: [{ip: 10.0.0.250}]}}
+"""
+    status = converted(config)[1][("Gateway", "edge")]
+    assert reasons(status)["Programmed"] == "Programmed"
+    assert status["addresses"] == [{"type": "IPAddress", "value": "10.0.0.250"}]
