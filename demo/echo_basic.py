@@ -14,7 +14,8 @@ by its environment:
   values), httpPort, namespace, ingress, service, pod and, over TLS, tls. ``/health``
   answers OK, ``/status/NNN`` that status, ``/retry/?uuid=U&succeedAfter=N`` fails N times
   per uuid (a TCP reset, or ``responseCode``) then echoes; ``?delay=1s`` waits first;
-  ``X-Echo-Set-Header: name:value,...`` sets response headers.
+  ``X-Echo-Set-Header: name:value,...`` sets response headers. A WebSocket handshake to
+  ``/ws`` (HTTP/1.1) echoes every message back.
 - ``GRPC_ECHO_SERVER``: the suite's ``GrpcEcho`` service (``demo/echo_grpc.py``).
 - ``TCP_ECHO_SERVER``: the line protocol of its TCP server (``demo/echo_tcp.py``).
 
@@ -246,6 +247,17 @@ def answer(request: Request, context: Context, retries: RetrySimulation,
     except ValueError as exc:
         return answer_error(str(exc))
     return echo(request, context, delay)
+
+
+def websocket_key(request: Request) -> str:
+    """The key of a WebSocket handshake to ``/ws`` (the Go server's WebSocket handler), ""
+    for any other request."""
+    if urlsplit(request.target).path != "/ws" or request.method != "GET":
+        return ""
+    headers = {k.lower(): v for k, v in request.headers}
+    upgrade = headers.get("upgrade", "").lower() == "websocket"
+    connection = "upgrade" in [t.strip().lower() for t in headers.get("connection", "").split(",")]
+    return headers.get("sec-websocket-key", "") if upgrade and connection else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,10 @@
 """echo-basic's HTTP servers: the bytes around `pilotfish.demo.echo_basic`'s answers.
 
-HTTP/1.1 is h11, HTTP/2 is h2 (both sans-IO); anyio moves the bytes. Ports as the Go
-server: ``HTTP_PORT`` HTTP/1.1, ``H2C_PORT`` HTTP/2 with prior knowledge (or HTTP/1.1),
-``HTTPS_PORT`` TLS with ALPN h2 and http/1.1 when a certificate is given.
+HTTP/1.1 is h11, HTTP/2 is h2, WebSockets wsproto (all sans-IO); anyio moves the bytes.
+Ports as the Go server: ``HTTP_PORT`` HTTP/1.1, ``H2C_PORT`` HTTP/2 with prior knowledge
+(or HTTP/1.1), ``HTTPS_PORT`` TLS with ALPN h2 and http/1.1 when a certificate is given.
+An HTTP/1.1 WebSocket handshake to ``/ws`` upgrades, and every message is echoed back as
+it came (text as text, binary as binary), as the Go server's ``websocket.Copy``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h11
+import wsproto.connection
+import wsproto.events
+import wsproto.utilities
 from anyio.streams.tls import TLSAttribute, TLSListener
 
 from pilotfish.demo import echo_basic
@@ -164,6 +169,10 @@ class EchoServer:
                 host=next((v for k, v in headers if k.lower() == "host"), ""),
                 proto=f"HTTP/{head.http_version.decode()}",
                 headers=tuple((k, v) for k, v in headers if k.lower() != "host"), tls=info)
+            if echo_basic.websocket_key(request) and not h2c:
+                said(request, stream)
+                await self.websocket(conn, stream, echo_basic.websocket_key(request))
+                return
             answer = echo_basic.answer(request, self.context, self.retries, h2c_port=h2c)
             said(request, stream)
             if answer.delay > 0:
@@ -185,6 +194,38 @@ class EchoServer:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+
+    @staticmethod
+    async def websocket(conn: h11.Connection, stream: anyio.abc.ByteStream, key: str) -> None:
+        """Switch to WebSocket (the handshake's 101 by h11) and echo every message."""
+        accept = wsproto.utilities.generate_accept_token(key.encode()).decode()
+        await stream.send(conn.send(h11.InformationalResponse(status_code=101, headers=[
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept)])) or b"")
+        ws = wsproto.connection.Connection(wsproto.connection.ConnectionType.SERVER)
+        leftover, _ = conn.trailing_data
+        data = bytes(leftover)
+        parts: list[Any] = []
+        while True:
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, wsproto.events.Message):
+                    parts.append(event.data)
+                    if event.message_finished:
+                        reply: wsproto.events.Event = (
+                            wsproto.events.TextMessage(data="".join(parts))
+                            if isinstance(event, wsproto.events.TextMessage)
+                            else wsproto.events.BytesMessage(data=b"".join(parts)))
+                        parts = []
+                        await stream.send(ws.send(reply))
+                elif isinstance(event, wsproto.events.Ping):
+                    await stream.send(ws.send(event.response()))
+                elif isinstance(event, wsproto.events.CloseConnection):
+                    with contextlib.suppress(wsproto.utilities.LocalProtocolError):
+                        await stream.send(ws.send(event.response()))
+                    return
+            with anyio.fail_after(READ_TIMEOUT * 5):
+                data = await stream.receive(65536)  # EndOfStream: the peer left
 
     @staticmethod
     async def _read_request(conn: h11.Connection, stream: anyio.abc.ByteStream

@@ -325,8 +325,7 @@ class Runner:
             if isinstance(request, TLSConnectionRejected):
                 return streams.tls_rejected(request, target, t)
             if isinstance(request, WebSocketEcho):
-                raise NotRunnable("pilotfish's echo-basic does not serve WebSockets "
-                                  "(demo/echo_basic.py)")
+                return streams.websocket_echo(request, target, t)
             raise NotRunnable(f"{type(request).__name__} exchanges are not sent yet")
         except exchanges.Failed as exc:
             return str(exc)

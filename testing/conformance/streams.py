@@ -1,5 +1,6 @@
-"""The suite's gRPC, TCP and TLS helpers (``utils/grpc``, ``utils/tcp``, ``utils/tls``)
-over real sockets; each returns None when the exchange passed, else why not.
+"""The suite's gRPC, TCP, TLS and WebSocket helpers (``utils/grpc``, ``utils/tcp``,
+``utils/tls``, the WebSocket test's dialer) over real sockets; each returns None when the
+exchange passed, else why not.
 
 gRPC calls go through grpcio to the echo server's ``GrpcEcho`` service, its messages built
 from the same descriptor the echo backend serves (``pilotfish.demo.echo_grpc``). As in Go,
@@ -13,10 +14,12 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
+import wsproto
+import wsproto.events
 
 from pilotfish.demo.echo_grpc import SERVICE, messages
 
@@ -27,6 +30,7 @@ from .model import (
     TCPEcho,
     TCPExpectedResponse,
     TLSConnectionRejected,
+    WebSocketEcho,
 )
 from .roundtrip import verify_hostname
 from .timeouts import TimeoutConfig
@@ -318,3 +322,58 @@ def tls_rejected(check: TLSConnectionRejected, target: Target, t: TimeoutConfig)
             last = f"client could not connect: {exc}; retrying"
         time.sleep(t.default_poll_interval)
     return f"condition never satisfied: {last}"
+
+
+# --- WebSocket ------------------------------------------------------------------------------
+
+
+def websocket_echo(check: WebSocketEcho, target: Target, t: TimeoutConfig) -> str | None:
+    """The WebSocket test's loop: dial, a text message and a binary one must come back as
+    sent; retried until that holds consistently (``AwaitConvergence``)."""
+
+    def attempt() -> str | None:
+        try:
+            with _dial(target, t) as sock:
+                return _websocket_talk(check, sock, target.netloc("ws"))
+        except OSError as exc:
+            return f"failed to dial: {exc}"
+
+    return await_convergence(attempt, t)
+
+
+def _websocket_talk(check: WebSocketEcho, sock: socket.socket, host: str) -> str | None:
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    events = _websocket_events(ws, sock)
+    sock.sendall(ws.send(wsproto.events.Request(
+        host=host, target=check.path, extra_headers=[(b"origin", check.origin.encode())])))
+    answer = next(events)
+    if not isinstance(answer, wsproto.events.AcceptConnection):
+        status = getattr(answer, "status_code", "")
+        return f"failed to dial: the handshake was answered {status or type(answer).__name__}"
+    sent: wsproto.events.TextMessage | wsproto.events.BytesMessage
+    for sent in (wsproto.events.TextMessage(data=check.text),
+                 wsproto.events.BytesMessage(data=check.binary)):
+        sock.sendall(ws.send(sent))
+        parts = []
+        for event in events:
+            if not isinstance(event, wsproto.events.Message):
+                return f"failed to receive a message: got {type(event).__name__}"
+            parts.append(event.data)
+            if event.message_finished:
+                break
+        got = "".join(parts) if isinstance(sent.data, str) else b"".join(parts)
+        if got != sent.data:
+            return f"unexpected reply - want: {sent.data!r} got: {got!r}"
+    sock.sendall(ws.send(wsproto.events.CloseConnection(code=1000)))
+    return None
+
+
+def _websocket_events(ws: wsproto.WSConnection, sock: socket.socket
+                      ) -> Iterator[wsproto.events.Event]:
+    """The connection's events, reading as needed; a closed socket is an OSError."""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise OSError("the connection was closed")
+        ws.receive_data(data)
+        yield from ws.events()

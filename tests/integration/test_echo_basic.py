@@ -1,11 +1,16 @@
 """pilotfish's echo-basic against real clients on loopback: curl for HTTP/1.1, h2c and
-TLS h2 (ALPN), grpcio for the GrpcEcho service, TLS sockets for the TCP line protocol."""
+TLS h2 (ALPN), grpcio for the GrpcEcho service, TLS sockets for the TCP line protocol,
+RFC 6455 frames written by hand for the WebSocket echo."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -74,6 +79,46 @@ def test_http1(http_echo: dict[str, int]):
     assert body["pod"] == "echo-1" and body["namespace"] == "infra"
     assert body["httpPort"] == str(http_echo["http"]) and "tls" not in body
     assert headers["x-reply"] == "yes" and headers["content-type"] == "application/json"
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    """One final, masked client frame (RFC 6455 5.2)."""
+    mask = os.urandom(4)
+    size = (bytes([0x80 | len(payload)]) if len(payload) < 126
+            else bytes([0x80 | 126]) + struct.pack("!H", len(payload)))
+    return bytes([0x80 | opcode]) + size + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    reader = sock.makefile("rb")
+    first, second = reader.read(2)
+    assert first & 0x80 and not second & 0x80  # final, and servers do not mask
+    size = second & 0x7F
+    if size == 126:
+        (size,) = struct.unpack("!H", reader.read(2))
+    return first & 0x0F, reader.read(size)
+
+
+def test_websocket_echo(http_echo: dict[str, int]):
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", http_echo["http"]), timeout=5) as sock:
+        sock.sendall(f"GET /ws HTTP/1.1\r\nHost: echo\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     "Sec-WebSocket-Version: 13\r\nOrigin: ws://gateway/t\r\n\r\n".encode())
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += sock.recv(1)
+        status, *lines = head.decode().strip().split("\r\n")
+        assert status.startswith("HTTP/1.1 101")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        accept = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        assert headers["sec-websocket-accept"] == accept
+        sock.sendall(_frame(0x1, b"Websocket Support!"))
+        assert _read_frame(sock) == (0x1, b"Websocket Support!")
+        sock.sendall(_frame(0x2, bytes(range(200))))
+        assert _read_frame(sock) == (0x2, bytes(range(200)))
 
 
 def test_h2c_with_prior_knowledge(http_echo: dict[str, int]):
