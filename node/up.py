@@ -150,6 +150,10 @@ class Node:
         self.balanced: dict[tuple[str, str], cluster.LoadBalancerAddress] = {}
         self.runtime: dict[tuple[str, str], cluster.PodRuntime] = {}
         self.running: dict[tuple[str, str], RunningPod] = {}
+        # Pods being stopped (drain, CNI DEL) in the background; a pod of the same name
+        # starts once its predecessor is gone, as a kubelet's does.
+        self.terminating: set[tuple[str, str]] = set()
+        self.reconciling = anyio.Lock()
         self.bin = Path(sys.executable).parent
         # What pilotfish-cni will load for every pod: the profile's interceptors, resolved
         # here first so that a bad plugin choice stops `up` before any pod exists.
@@ -204,8 +208,9 @@ class Node:
     async def refresh_pods(self, view: push_context.PushContext) -> None:
         """Names, kube-proxy rules and load-balancer addresses in every pod, for the
         current services."""
-        for pod in self.state.pods.values():
-            if not pod.ip or not netns.exists(pod.netns):
+        # A copy: pods being terminated in the background leave the state meanwhile.
+        for pod in list(self.state.pods.values()):
+            if not pod.ip or pod.status == "terminating" or not netns.exists(pod.netns):
                 continue
             held = {a.ip for a in self.balanced.values()
                     if a.pod == (pod.namespace, pod.name)}
@@ -440,11 +445,12 @@ class Node:
         await tg.start(partial(self.run_container, pod, f"{pod.key}/{container}", argv,
                                log_path=self.state.logs / f"{pod.key}.{container}.log"))
 
-    async def remove_pod(self, key: tuple[str, str]) -> None:
+    async def remove_pod(self, key: tuple[str, str], handle: RunningPod | None = None
+                         ) -> None:
         """Stop a pod's processes, then take its network down (a pod deleted)."""
         from pilotfish.node.down import remove_pod
 
-        handle = self.running.pop(key, None)
+        handle = self.running.pop(key, None) or handle
         if handle is not None:
             if handle.scope is not None:
                 handle.scope.cancel()
@@ -457,9 +463,25 @@ class Node:
         del self.state.pods[pod.key]
         self.state.save()
 
+    async def terminate(self, tg: anyio.abc.TaskGroup, key: tuple[str, str],
+                        handle: RunningPod) -> None:
+        """Remove a pod in the background (its proxy's drain takes seconds); once it is gone,
+        a replacement of the same name waiting for it is started."""
+        try:
+            await self.remove_pod(key, handle)
+        finally:
+            self.terminating.discard(key)
+        if key in {(p.namespace, p.name) for p in self.view.pods}:
+            await self.reconcile(tg)
+
     async def reconcile(self, tg: anyio.abc.TaskGroup) -> None:
         """Make the running pods those the config asks for: pods no longer wanted, or whose
-        object changed, are removed (their endpoints first); new ones created and started."""
+        object changed, are removed (their endpoints first, then the rest in the
+        background); new ones created and started."""
+        async with self.reconciling:
+            await self._reconcile(tg)
+
+    async def _reconcile(self, tg: anyio.abc.TaskGroup) -> None:
         desired = {(p.namespace, p.name): p for p in self.update_view().pods}
         gone = [key for key, handle in self.running.items()
                 if key not in desired or not desired[key].same_content(handle.obj)]
@@ -469,8 +491,17 @@ class Node:
             await self.refresh_pods(self.write_cluster())
         for key in gone:
             step(f"pod {key[0]}/{key[1]}: removing")
-            await self.remove_pod(key)
-        new = [obj for key, obj in desired.items() if key not in self.running]
+            pod = self.state.pods.get(f"{key[1]}.{key[0]}")
+            if pod is not None:
+                pod.status = "terminating"
+            handle = self.running.pop(key)
+            if handle.scope is not None:
+                handle.scope.cancel()
+            self.terminating.add(key)
+            tg.start_soon(self.terminate, tg, key, handle)
+        self.state.save()
+        new = [obj for key, obj in desired.items()
+               if key not in self.running and key not in self.terminating]
         namespace_labels = self.namespace_labels()
         created = []
         for obj in new:

@@ -218,9 +218,14 @@ def test_an_address_the_gateway_asks_for_comes_from_the_nodes_load_balancer(node
 
 
 def test_deleting_the_gateway_removes_its_router_pod(node: Node):
+    # in the background: a pod asked for meanwhile starts while the router still drains
     pod = router(node)
     (node.config_dir / "gateway.yaml").unlink()
+    write(node.config_dir, "late.yaml", CLIENT.replace("name: client,", "name: late,"))
     started = time.monotonic()
+    wait_until(lambda: any(p["status"] == "running" for p in pods_of(node, "late")), 30,
+               what="the late pod to start")
+    assert [p["status"] for p in pods_of(node, "edge-istio-")] == ["terminating"]
     wait_until(lambda: not pods_of(node, "edge-istio-"), 30, what="the router pod to go")
     print(f"router pod removed in {time.monotonic() - started:.1f}s")
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
