@@ -265,6 +265,10 @@ class Node:
         """The node's own address on the pod network (discovery listens there). Pods reach
         it on-link; with no IP forwarding and no pod default route, nothing goes further."""
         prefix = ipaddress.ip_network(self.state.subnet).prefixlen
+        shown = await anyio.run_process(["ip", "link", "show", self.state.bridge], check=False)
+        if shown.returncode != 0:  # before the first pod (CNI's bridge plugin takes it as is)
+            await netns.run(["ip", "link", "add", self.state.bridge, "type", "bridge"],
+                            what=f"bridge {self.state.bridge}: create")
         await netns.run(["ip", "addr", "replace", f"{self.state.gateway_ip}/{prefix}", "dev",
                          self.state.bridge], what=f"bridge {self.state.bridge}: address")
         await netns.run(["ip", "link", "set", self.state.bridge, "up"],
@@ -739,6 +743,7 @@ async def up(options: UpOptions) -> int:
                 print(f"    {pod.ip}", flush=True)
             view = node.write_cluster()
             await node.refresh_pods(view)
+            await node.ensure_bridge_address()  # also with no pod yet: discovery binds there
             step(f"discovery on {state.xds_address} (debug {state.debug_address})")
             await tg.start(node.run_discovery)
             # Every pod at once, as a kubelet starts them; each holds its app for its own
