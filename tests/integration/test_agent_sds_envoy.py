@@ -237,14 +237,24 @@ def test_a_new_root_in_the_root_file_reaches_envoy_and_renews(mesh: LocalMesh, n
 
 def test_a_token_that_appears_late_is_used_after_retries(mesh: LocalMesh, node: Node):
     token = node.token_file("gw-4", write=False)
-    writer = threading.Timer(2.0, node.token_file, args=("gw-4",))
+    log_file = mesh.workdir / "proxy-gw-4.log"
+    stop = threading.Event()
+
+    def write_once_missed() -> None:  # the token appears once the agent has missed it
+        while not stop.wait(0.1):
+            if log_file.exists() and "cannot read the pod token" in log_file.read_text():
+                node.token_file("gw-4")
+                return
+
+    writer = threading.Thread(target=write_once_missed, daemon=True)
     writer.start()
     try:
         proxy = mesh.start_proxy("gw-4", "shop", extra=[
             *identity_args(mesh, token), *secure_xds(mesh)])
+        assert wait_until(lambda: leaf(proxy), 20, what="a certificate") is not None
     finally:
-        writer.cancel()
-    assert wait_until(lambda: leaf(proxy), 20, what="a certificate") is not None
+        stop.set()
+        writer.join()
     log = proxy.process.log(200)
     assert re.search(r"cannot get a workload certificate \(attempt 1\): cannot read the pod "
                      r"token \(--token-file\) \S+: No such file or directory; retrying in "
