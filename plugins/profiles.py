@@ -15,7 +15,7 @@ SIDECAR = Profile(
         # envoy-filter: EnvoyFilter objects patch what the generators make.
         "xds": ("cds", "eds", "lds", "rds", "sds", "envoy-filter"),
         "sources": ("files",),
-        "proxies": ("envoy",),
+        "proxies": ("envoy", "native"),
         "interceptors": ("iptables",),
         "sniffers": ("tls", "http1", "http2"),
         "certs": ("istio-ca",),

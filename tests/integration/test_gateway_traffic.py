@@ -68,13 +68,15 @@ spec:
 
 
 
-def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh) -> None:
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh, proxy: str) -> None:
     http_port, tcp_port = free_port(), free_port()
     mesh.write("mesh.yaml", CONFIG.format(app=APP, app_port=APP_PORT, http_port=http_port,
                                           tcp_port=tcp_port))
     mesh.start_discovery()
     mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
-    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"})
+    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                               extra=["--proxy", proxy])
     mesh.wait_synced("gw-1.default")
 
     # HTTP: the listener's HCM asks RDS for http.<port>, which routes to the app.

@@ -1,0 +1,85 @@
+"""``python -m pilotfish.core.native -c BOOTSTRAP``: run the native proxy in the
+foreground (the agent's ``native`` backend runs it so). SIGTERM or ``/quitquitquit`` stop
+it; ``--check`` only loads the bootstrap, as Envoy's ``--mode validate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import anyio
+
+from pilotfish.core.native import bootstrap
+from pilotfish.core.native.admin import Admin
+from pilotfish.core.native.client_session import DeltaClientSession
+from pilotfish.core.native.config import ConfigState
+from pilotfish.core.native.proxy import NativeProxy
+from pilotfish.core.native.xds_client import XdsClient
+
+LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
+              "warning": logging.WARNING, "error": logging.ERROR,
+              "critical": logging.CRITICAL, "off": logging.CRITICAL}
+
+
+async def serve(boot: bootstrap.Bootstrap) -> None:
+    state = ConfigState()
+    session = DeltaClientSession(boot.node, state)
+    proxy = NativeProxy(state)
+    client = XdsClient(boot.xds_target, session, proxy.reconcile)
+    admin = Admin(proxy, session, boot.node.id)
+    async with anyio.create_task_group() as tg:
+        await tg.start(admin.server.serve, f"{boot.admin_host}:{boot.admin_port}")
+        tg.start_soon(client.run)
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    admin.quit.set()
+                    return
+
+        tg.start_soon(stop_on_signal)
+
+        async def flush_logs() -> None:
+            while True:
+                await anyio.sleep(1)
+                proxy.flush_logs()
+
+        tg.start_soon(flush_logs)
+        await admin.quit.wait()
+        proxy.flush_logs()
+        tg.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pilotfish-native",
+                                     description="pilotfish's native proxy")
+    parser.add_argument("-c", "--config-path", type=Path, required=True,
+                        help="the bootstrap (Envoy's JSON, as the agent writes it)")
+    parser.add_argument("--check", action="store_true",
+                        help="load the bootstrap and exit (as Envoy's --mode validate)")
+    parser.add_argument("-l", "--log-level", choices=sorted(LOG_LEVELS), default="warning")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=LOG_LEVELS[args.log_level],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        boot = bootstrap.load(args.config_path)
+    except bootstrap.BootstrapError as exc:
+        print(f"pilotfish-native: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        return 0
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(boot))
+    else:
+        uvloop.run(serve(boot))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""The native proxy's admin API, answering as Envoy's does where pilotfish reads it:
+``/ready``, ``/server_info``, ``/config_dump``, ``/clusters``, ``/listeners``, ``/stats``,
+``/stats/prometheus``, ``/logging``, ``/drain_listeners``, ``/quitquitquit``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anyio
+
+from pilotfish.core.http import HttpServer, Request, Response
+from pilotfish.core.native.client_session import DeltaClientSession
+from pilotfish.core.native.proxy import NativeProxy
+from pilotfish.core.xds import config_dump
+from pilotfish.core.xds.resources import Resource, ResourceSet
+
+LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
+
+
+class Admin:
+    def __init__(self, proxy: NativeProxy, session: DeltaClientSession, node_id: str) -> None:
+        self.proxy = proxy
+        self.session = session
+        self.node_id = node_id
+        self.started = time.time()
+        self.quit = anyio.Event()
+        self.server = HttpServer({
+            "/ready": self.ready, "/server_info": self.server_info,
+            "/config_dump": self.config_dump, "/clusters": self.clusters,
+            "/listeners": self.listeners, "/stats": self.stats,
+            "/stats/prometheus": self.prometheus, "/logging": self.logging,
+            "/drain_listeners": self.drain, "/quitquitquit": self.quitquitquit,
+        })
+
+    def state(self) -> str:
+        if self.proxy.draining:
+            return "DRAINING"
+        return "PRE_INITIALIZING" if self.session.ready() else "LIVE"
+
+    async def ready(self, request: Request) -> Response:
+        state = self.state()
+        return Response.text(f"{state}\n", 200 if state == "LIVE" else 503)
+
+    async def server_info(self, request: Request) -> Response:
+        return Response.json({
+            "version": "pilotfish-native", "state": self.state(),
+            "uptime_current_epoch": f"{int(time.time() - self.started)}s",
+            "command_line_options": {"concurrency": 1},
+            "node": {"id": self.node_id},
+            "not_ready": self.session.ready(),
+            "rejected": dict(self.session.rejected),
+        })
+
+    async def config_dump(self, request: Request) -> Response:
+        state = self.proxy.state
+        sets = {}
+        for type_url, resources in state.resources.items():
+            sets[type_url] = ResourceSet(type_url, {
+                name: Resource.from_message(name, type_url, message)
+                for name, message in sorted(resources.items())})
+        data: dict[str, Any] = config_dump.build(sets)
+        return Response.json(data)
+
+    async def clusters(self, request: Request) -> Response:
+        return Response.text(self.proxy.clusters_text())
+
+    async def listeners(self, request: Request) -> Response:
+        return Response.text(self.proxy.listeners_text())
+
+    async def stats(self, request: Request) -> Response:
+        return Response.text(self.proxy.stats.text())
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(200, self.proxy.stats.prometheus().encode(),
+                        "text/plain; version=0.0.4; charset=utf-8")
+
+    async def logging(self, request: Request) -> Response:
+        level = request.query.get("level")
+        if level is not None:
+            if level not in LEVELS:
+                return Response.text(f"unknown level {level!r}: one of {', '.join(LEVELS)}\n",
+                                     400)
+            name = {"trace": "DEBUG", "off": "CRITICAL", "warning": "WARNING"}.get(
+                level, level.upper())
+            logging.getLogger("pilotfish.native").setLevel(name)
+        current = logging.getLevelName(logging.getLogger("pilotfish.native").getEffectiveLevel())
+        return Response.text(f"active loggers:\n  native: {current.lower()}\n")
+
+    async def drain(self, request: Request) -> Response:
+        if request.method != "POST":
+            return Response.text("POST only\n", 405)
+        self.proxy.drain()
+        return Response.text("OK\n")
+
+    async def quitquitquit(self, request: Request) -> Response:
+        if request.method != "POST":
+            return Response.text("POST only\n", 405)
+        self.quit.set()
+        return Response.text("OK\n")

@@ -1,0 +1,82 @@
+"""The bootstrap the native proxy starts from: Envoy's, as the agent writes it.
+
+What it reads: the node (sent on the ADS stream), the admin address, the ADS config
+(``DELTA_GRPC``) and the static cluster it points at (``xds-grpc``, one address: a socket
+address or a unix pipe). Anything the native proxy cannot do with it — xDS over TLS, state
+of the world — is a ``BootstrapError`` that says so, before the proxy starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2
+
+# The typed configs a bootstrap's clusters carry, so the JSON parser can resolve them.
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from google.protobuf import json_format
+
+PARSED = ("node", "dynamic_resources", "static_resources")
+
+
+class BootstrapError(Exception):
+    """The bootstrap cannot run on the native proxy; the message says why."""
+
+
+@attrs.frozen
+class Bootstrap:
+    node: base_pb2.Node
+    admin_host: str
+    admin_port: int
+    xds_target: str  # a gRPC target: host:port or unix:PATH
+    path: Path
+
+
+def _grpc_target(cluster: Any) -> str:
+    for locality in cluster.load_assignment.endpoints:
+        for lb_endpoint in locality.lb_endpoints:
+            address = lb_endpoint.endpoint.address
+            if address.HasField("pipe"):
+                return f"unix:{address.pipe.path}"
+            socket = address.socket_address
+            host = f"[{socket.address}]" if ":" in socket.address else socket.address
+            return f"{host}:{socket.port_value}"
+    raise BootstrapError(f"static cluster {cluster.name} has no endpoint")
+
+
+def load(path: Path) -> Bootstrap:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BootstrapError(f"{path}: {exc}") from None
+    # Only the parts read here are parsed: the rest (stats, overload, runtime) is Envoy's.
+    bootstrap = bootstrap_pb2.Bootstrap()
+    try:
+        json_format.ParseDict({key: data[key] for key in PARSED if key in data}, bootstrap)
+    except json_format.ParseError as exc:
+        raise BootstrapError(f"{path}: {exc}") from None
+    ads = bootstrap.dynamic_resources.ads_config
+    api_type = config_source_pb2.ApiConfigSource.ApiType.Name(ads.api_type)
+    if api_type != "DELTA_GRPC":
+        raise BootstrapError(f"{path}: dynamic_resources.ads_config.api_type {api_type}: the "
+                             "native proxy speaks delta xDS only (pilotfish agent "
+                             "--xds-mode delta, the default)")
+    if len(ads.grpc_services) != 1 or not ads.grpc_services[0].envoy_grpc.cluster_name:
+        raise BootstrapError(f"{path}: dynamic_resources.ads_config: expected one "
+                             "envoy_grpc service")
+    name = ads.grpc_services[0].envoy_grpc.cluster_name
+    cluster = next((c for c in bootstrap.static_resources.clusters if c.name == name), None)
+    if cluster is None:
+        raise BootstrapError(f"{path}: the ADS cluster {name} is not a static cluster")
+    if cluster.HasField("transport_socket"):
+        raise BootstrapError(f"{path}: static cluster {name}: xDS over TLS is not supported "
+                             "by the native proxy yet (run the agent without xDS over mTLS)")
+    admin = (data.get("admin") or {}).get("address", {}).get("socket_address", {})
+    return Bootstrap(bootstrap.node, str(admin.get("address") or "127.0.0.1"),
+                     int(admin.get("port_value") or 15000),
+                     _grpc_target(cluster), path)

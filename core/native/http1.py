@@ -1,0 +1,154 @@
+"""HTTP/1.1 messages for the native proxy: httptools (llhttp, in C) parses, this module
+collects what it reports into whole messages and writes messages back out.
+
+One :class:`Parser` lives as long as its connection, so pipelined and keep-alive messages
+come out one after another. Bodies are collected whole, up to ``MAX_BODY`` (beyond it the
+message is refused); an upgrade (WebSocket) stops parsing and hands back the bytes after the
+head, which then flow unparsed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import attrs
+import httptools
+
+MAX_BODY = 16 * 1024 * 1024
+MAX_HEAD = 64 * 1024
+# Hop-by-hop headers: they describe one connection and are not forwarded.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                        "te", "trailer", "upgrade"})
+
+
+class ParseError(Exception):
+    """Bytes that are not HTTP/1.1; the message says what was wrong."""
+
+
+@attrs.define
+class Message:
+    """A request (``method``, ``target``) or a response (``status``)."""
+
+    headers: list[tuple[str, str]]  # names lower-cased, in order
+    body: bytes = b""
+    method: str = ""
+    target: str = ""
+    status: int = 0
+    version: str = "1.1"
+    keep_alive: bool = True
+    upgrade: bytes | None = None  # the bytes after the head of an upgrading request
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class Parser:
+    """Whole messages from a connection's bytes; :meth:`feed` then :meth:`next`."""
+
+    def __init__(self, response: bool = False, head_only: bool = False) -> None:
+        self._response = response
+        self._parser = (httptools.HttpResponseParser if response
+                        else httptools.HttpRequestParser)(self)
+        self._done: deque[Message] = deque()
+        self.head_only = head_only  # the response to a HEAD request: no body follows
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._head = 0
+
+    # httptools' callbacks
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head += len(name) + len(value)
+        if self._head > MAX_HEAD:
+            raise ParseError(f"headers larger than {MAX_HEAD} bytes")
+        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        if self.head_only:
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > MAX_BODY:
+            raise ParseError(f"body larger than {MAX_BODY} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self.head_only:
+            self._finish()
+
+    def _finish(self) -> None:
+        parser: Any = self._parser
+        message = Message(self._headers, b"".join(self._body),
+                          version=parser.get_http_version(),
+                          keep_alive=parser.should_keep_alive())
+        if self._response:
+            message.status = parser.get_status_code()
+        else:
+            message.method = parser.get_method().decode()
+            message.target = self._url.decode("latin-1")
+        self._done.append(message)
+        self._reset()
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            if not self._done:
+                self._finish()
+            self._done[-1].upgrade = data[offset:]
+        except httptools.HttpParserError as exc:
+            raise ParseError(str(exc) or type(exc).__name__) from None
+
+    def next(self) -> Message | None:
+        return self._done.popleft() if self._done else None
+
+
+def _head(first: str, headers: list[tuple[str, str]]) -> bytearray:
+    out = bytearray(first.encode("latin-1"))
+    for name, value in headers:
+        out += f"{name}: {value}\r\n".encode("latin-1")
+    out += b"\r\n"
+    return out
+
+
+def request_bytes(message: Message) -> bytes:
+    """The request as sent upstream: its body framed by Content-Length."""
+    headers = [(k, v) for k, v in message.headers if k not in HOP_BY_HOP
+               and k != "content-length"]
+    if message.upgrade is not None:
+        headers += [("connection", "Upgrade"), ("upgrade", message.header("upgrade") or "")]
+    if message.body or message.method in ("POST", "PUT", "PATCH"):
+        headers.append(("content-length", str(len(message.body))))
+    return bytes(_head(f"{message.method} {message.target} HTTP/1.1\r\n", headers)
+                 + message.body)
+
+
+def response_bytes(message: Message, reason: str = "", head_request: bool = False,
+                   close: bool = False) -> bytes:
+    """A response as sent downstream (a 101 keeps its upgrade headers)."""
+    upgrading = message.status == 101
+    headers = [(k, v) for k, v in message.headers
+               if k != "content-length" and (upgrading or k not in HOP_BY_HOP)]
+    if upgrading:
+        headers = [(k, v) for k, v in message.headers]
+    elif message.status not in (204, 304) and message.status >= 200:
+        headers.append(("content-length", str(len(message.body))))
+    if close:
+        headers.append(("connection", "close"))
+    out = _head(f"HTTP/1.1 {message.status} {reason}\r\n", headers)
+    if not head_request and not upgrading:
+        out += message.body
+    return bytes(out)

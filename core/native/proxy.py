@@ -1,0 +1,500 @@
+"""The native proxy's event loop: listeners from LDS, HTTP/1.1 routing and TCP proxying to
+the clusters from CDS and EDS.
+
+A listener's socket is opened when LDS first names it and closed when LDS drops it; a
+changed listener keeps its socket, new connections take the new config and connections
+already open keep the one they started with, so a push never cuts a stream. Upstream
+HTTP/1.1 connections are pooled per host and reused while idle for less than
+``IDLE_TIMEOUT`` (below the usual servers' keep-alive timeouts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from pilotfish.core.native import access_log, http1, routing
+from pilotfish.core.native.config import (
+    Cluster,
+    ConfigState,
+    HttpManager,
+    Listener,
+    TcpProxy,
+)
+from pilotfish.core.native.stats import Stats
+from pilotfish.core.native.upstreams import Balancer
+
+log = logging.getLogger("pilotfish.native")
+
+IDLE_TIMEOUT = 30.0  # an idle upstream connection is not reused after this
+READ_SIZE = 65536
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+class UpstreamFailed(Exception):
+    """No response came: the reason, as Envoy words it in its 503 body."""
+
+    def __init__(self, reason: str, sent: bool) -> None:
+        super().__init__(reason)
+        self.sent = sent  # the request may have reached the upstream
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                count: Callable[[int], None] | None = None) -> None:
+    try:
+        while data := await reader.read(READ_SIZE):
+            if count is not None:
+                count(len(data))
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            if writer.can_write_eof():
+                writer.write_eof()
+
+
+def _address(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) >= 2:
+        host = str(value[0])
+        return f"[{host}]:{value[1]}" if ":" in host else f"{host}:{value[1]}"
+    return ""
+
+
+@attrs.frozen
+class Outcome:
+    """How one request went, for the access log."""
+
+    status: int
+    cluster: str = ""
+    upstream: str = ""
+    sent: int = 0
+    flags: str = "-"
+    keep: bool = True
+    route: str = ""
+
+
+class Pool:
+    """Idle upstream HTTP/1.1 connections by host."""
+
+    def __init__(self) -> None:
+        self.idle: dict[tuple[str, int], list[tuple[float, asyncio.StreamReader,
+                                                    asyncio.StreamWriter]]] = {}
+
+    def take(self, host: tuple[str, int]) -> tuple[asyncio.StreamReader,
+                                                   asyncio.StreamWriter] | None:
+        now = time.monotonic()
+        entries = self.idle.get(host) or []
+        while entries:
+            since, reader, writer = entries.pop()
+            if now - since < IDLE_TIMEOUT and not reader.at_eof() and \
+                    not writer.is_closing():
+                return reader, writer
+            writer.close()
+        return None
+
+    def give(self, host: tuple[str, int], reader: asyncio.StreamReader,
+             writer: asyncio.StreamWriter) -> None:
+        self.idle.setdefault(host, []).append((time.monotonic(), reader, writer))
+
+
+class NativeProxy:
+    def __init__(self, state: ConfigState) -> None:
+        self.state = state
+        self.stats = Stats()
+        self.servers: dict[str, asyncio.AbstractServer] = {}
+        self.bound: dict[str, tuple[str, int]] = {}
+        self.balancers: dict[str, Balancer] = {}
+        self.pool = Pool()
+        self.draining = False
+        self.rng = random.Random()
+
+    # -- access logs ---------------------------------------------------------------------
+
+    @staticmethod
+    def log(format_: access_log.Format | None, entry: access_log.Entry) -> None:
+        """One access-log line to stdout, buffered (``flush_logs`` every second, as Envoy's
+        ``--file-flush-interval-msec``)."""
+        if format_ is not None:
+            sys.stdout.write(format_.render(entry))
+
+    @staticmethod
+    def flush_logs() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+
+    # -- listeners -----------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Open the sockets of new listeners, close those of removed ones."""
+        wanted = self.state.listeners
+        for name in [n for n in self.servers if n not in wanted
+                     or self.bound[n] != (wanted[n].host, wanted[n].port)]:
+            server = self.servers.pop(name)
+            self.bound.pop(name, None)
+            server.close()
+        for name, listener in wanted.items():
+            if name in self.servers or self.draining:
+                continue
+            try:
+                server = await asyncio.start_server(
+                    self._accepting(name), listener.host, listener.port, reuse_address=True,
+                    limit=READ_SIZE)
+            except OSError as exc:
+                log.error("listener %s: cannot bind %s:%d: %s", name, listener.host,
+                          listener.port, exc)
+                self.stats.inc("listener_manager.listener_create_failure")
+                continue
+            self.servers[name] = server
+            self.bound[name] = (listener.host, listener.port)
+        self.stats.gauges["listener_manager.total_listeners_active"] = len(self.servers)
+
+    def drain(self) -> None:
+        """Stop accepting (Envoy's /drain_listeners); open connections finish."""
+        self.draining = True
+        for server in self.servers.values():
+            server.close()
+        self.servers.clear()
+
+    def _accepting(self, name: str) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                                Awaitable[None]]:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            listener = self.state.listeners.get(name)
+            try:
+                if listener is not None:
+                    await self._connection(listener, reader, writer)
+            except (ConnectionError, OSError):
+                pass
+            except Exception:  # one connection's bug must not take the proxy down
+                log.exception("listener %s: connection failed", name)
+            finally:
+                await _close(writer)
+        return accept
+
+    async def _connection(self, listener: Listener, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        local = sock.getsockname() if sock is not None else ("", listener.port)
+        chain = listener.chain(int(local[1]))
+        self.stats.inc(f"listener.{listener.host}_{listener.port}.downstream_cx_total")
+        if chain is None:
+            self.stats.inc(f"listener.{listener.host}_{listener.port}.no_filter_chain_match")
+            return
+        if isinstance(chain.network, TcpProxy):
+            await self._tcp(chain.network, reader, writer)
+        else:
+            await self._http(chain.network, reader, writer)
+
+    # -- TCP -----------------------------------------------------------------------------
+
+    async def _tcp(self, config: TcpProxy, reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter) -> None:
+        cluster = self.state.clusters.get(config.cluster)
+        if cluster is None:
+            self.stats.inc(f"tcp.{config.stat_prefix}.downstream_cx_no_route")
+            return
+        try:
+            up_reader, up_writer, upstream = await self._connect(cluster, set())
+        except UpstreamFailed:
+            return
+        stat = f"cluster.{cluster.name}"
+        started = time.time()
+        moved = [0, 0]  # received from downstream, sent to it
+
+        def received(n: int) -> None:
+            moved[0] += n
+            self.stats.inc(f"{stat}.upstream_cx_tx_bytes_total", n)
+
+        def sent(n: int) -> None:
+            moved[1] += n
+            self.stats.inc(f"{stat}.upstream_cx_rx_bytes_total", n)
+
+        try:
+            await asyncio.gather(_pipe(reader, up_writer, received),
+                                 _pipe(up_reader, writer, sent))
+        finally:
+            await _close(up_writer)
+            self.log(config.access, access_log.Entry(
+                started, received=moved[0], sent=moved[1],
+                duration_ms=int((time.time() - started) * 1000), cluster=cluster.name,
+                upstream=f"{upstream[0]}:{upstream[1]}",
+                downstream_remote=_address(writer.get_extra_info("peername")),
+                downstream_local=_address(writer.get_extra_info("sockname"))))
+
+    async def _connect(self, cluster: Cluster, avoid: set[tuple[str, int]]
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tuple[str, int]]:
+        balancer = self.balancers.setdefault(cluster.name, Balancer(cluster.lb))
+        endpoint = balancer.pick(self.state.endpoints_of(cluster), avoid, self.rng)
+        if endpoint is None:
+            self.stats.inc(f"cluster.{cluster.name}.upstream_cx_none_healthy")
+            raise UpstreamFailed("no healthy upstream", sent=False)
+        host = (endpoint.host, endpoint.port)
+        avoid.add(host)
+        self.stats.inc(f"cluster.{cluster.name}.upstream_cx_total")
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(endpoint.host, endpoint.port, limit=READ_SIZE),
+                cluster.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
+            raise UpstreamFailed("upstream connect error or disconnect/reset before "
+                                 f"headers. reset reason: connection failure ({exc})",
+                                 sent=False) from None
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return reader, writer, host
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    async def _http(self, config: HttpManager, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:
+        parser = http1.Parser()
+        prefix = config.stat_prefix
+        while True:
+            request = parser.next()
+            while request is None:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    return
+                try:
+                    parser.feed(data)
+                except http1.ParseError as exc:
+                    writer.write(http1.response_bytes(http1.Message(
+                        [("content-type", "text/plain")], f"{exc}\n".encode(), status=400),
+                        "Bad Request", close=True))
+                    return
+                request = parser.next()
+            self.stats.inc(f"http.{prefix}.downstream_rq_total")
+            started = time.time()
+            outcome = await self._exchange(config, request, reader, writer)
+            self.log(config.access, access_log.Entry(
+                started, request.method, request.target, f"HTTP/{request.version}",
+                outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
+                duration_ms=int((time.time() - started) * 1000), cluster=outcome.cluster,
+                upstream=outcome.upstream, route=outcome.route,
+                downstream_remote=_address(writer.get_extra_info("peername")),
+                downstream_local=_address(writer.get_extra_info("sockname")),
+                headers=dict(request.headers)))
+            if not outcome.keep or not request.keep_alive:
+                return
+
+    def _table(self, config: HttpManager) -> routing.RouteTable | None:
+        return config.inline or self.state.routes.get(config.route_name)
+
+    async def _exchange(self, config: HttpManager, request: http1.Message,
+                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Outcome:
+        """Answer one request."""
+        started = time.monotonic()
+        authority = request.header("host") or ""
+        headers = dict(request.headers)
+        table = self._table(config)
+        decision = table.route(authority, request.target, headers) if table else None
+        if decision is None:
+            return await self._local(config, request, writer, routing.Respond(404), flags="NR")
+        route = decision.route.name
+        action = decision.route.action
+        if isinstance(action, routing.Redirect):
+            prefix = decision.route.match.value if decision.route.match.kind == "prefix" \
+                else ""
+            return await self._local(config, request, writer,
+                                     action.answer("http", authority, request.target, prefix),
+                                     route=route)
+        if isinstance(action, routing.Respond):
+            return await self._local(config, request, writer, action, route=route)
+        cluster_name, edits = action.cluster(self.rng.randrange(action.total_weight))
+        cluster = self.state.clusters.get(cluster_name)
+        if cluster is None:
+            return await self._local(config, request, writer,
+                                     routing.Respond(503, b"no healthy upstream"),
+                                     cluster_name, "NC", route)
+        outgoing = self._outgoing(request, decision, edits, action)
+        if request.upgrade is not None:
+            if not (config.websocket or action.websocket):
+                return await self._local(config, request, writer,
+                                         routing.Respond(403, b"upgrade not allowed"),
+                                         cluster_name, route=route)
+            await self._upgrade(cluster, outgoing, reader, writer)
+            return Outcome(101, cluster_name, keep=False, route=route)
+        try:
+            response, host = await self._forward(cluster, outgoing, action)
+        except UpstreamFailed as exc:
+            timeout = str(exc) == "upstream request timeout"
+            return await self._local(config, request, writer,
+                                     routing.Respond(504 if timeout else 503,
+                                                     str(exc).encode()),
+                                     cluster_name, "UT" if timeout else "UF", route)
+        response.headers = decision.response_edits.apply(response.headers)
+        elapsed = int((time.monotonic() - started) * 1000)
+        response.headers.append(("x-envoy-upstream-service-time", str(elapsed)))
+        response.headers.append(("server", "istio-envoy"))
+        writer.write(http1.response_bytes(response, "", request.method == "HEAD"))
+        await writer.drain()
+        self.stats.request_done(cluster.name, config.stat_prefix, response.status)
+        return Outcome(response.status, cluster.name, _address(host), len(response.body),
+                       route=route)
+
+    def _outgoing(self, request: http1.Message, decision: routing.Decision,
+                  edits: routing.HeaderEdits, action: routing.Forward) -> http1.Message:
+        headers = decision.request_edits.then(edits).apply(list(request.headers))
+        target = request.target
+        if action.prefix_rewrite and decision.route.match.kind == "prefix":
+            target = action.prefix_rewrite + target[len(decision.route.match.value):]
+        if action.host_rewrite:
+            headers = [(k, v) for k, v in headers if k != "host"] + [
+                ("host", action.host_rewrite)]
+        names = {k for k, _ in headers}
+        if "x-request-id" not in names:
+            headers.append(("x-request-id", str(uuid.uuid4())))
+        if "x-forwarded-proto" not in names:
+            headers.append(("x-forwarded-proto", "http"))
+        return http1.Message(headers, request.body, request.method, target,
+                             upgrade=request.upgrade)
+
+    async def _forward(self, cluster: Cluster, request: http1.Message,
+                       action: routing.Forward) -> tuple[http1.Message, tuple[str, int]]:
+        retry = action.retry
+        attempts = 1 + (retry.num_retries if retry else 0)
+        tried: set[tuple[str, int]] = set()
+        last: UpstreamFailed | None = None
+        response: tuple[http1.Message, tuple[str, int]] | None = None
+        for attempt in range(attempts):
+            try:
+                response = await self._attempt(cluster, request, tried, action.timeout,
+                                               retry.per_try_timeout if retry else 0.0)
+            except UpstreamFailed as exc:
+                last = exc
+                self.stats.inc(f"cluster.{cluster.name}.upstream_rq_retry")
+                may_retry = retry is not None and retry.retries_connect_failure and (
+                    not exc.sent or request.method in IDEMPOTENT)
+                if str(exc) == "upstream request timeout" or not may_retry:
+                    raise
+                continue
+            if retry is not None and attempt + 1 < attempts and \
+                    retry.retries_status(response[0].status):
+                continue
+            return response
+        if response is not None:
+            return response
+        assert last is not None
+        raise last
+
+    async def _attempt(self, cluster: Cluster, request: http1.Message,
+                       tried: set[tuple[str, int]], timeout: float, per_try: float
+                       ) -> tuple[http1.Message, tuple[str, int]]:
+        limit = min(t for t in (timeout, per_try) if t > 0) if (timeout or per_try) else 0
+        balancer = self.balancers.setdefault(cluster.name, Balancer(cluster.lb))
+        pooled = None
+        endpoint_host: tuple[str, int] | None = None
+        endpoint = balancer.pick(self.state.endpoints_of(cluster), tried, self.rng)
+        if endpoint is not None:
+            endpoint_host = (endpoint.host, endpoint.port)
+            pooled = self.pool.take(endpoint_host)
+        if pooled is not None and endpoint_host is not None:
+            reader, writer = pooled
+            tried.add(endpoint_host)
+            host = endpoint_host
+        else:
+            reader, writer, host = await self._connect(cluster, tried)
+        balancer.started(host)
+        sent = False
+        try:
+            writer.write(http1.request_bytes(request))
+            sent = True
+            parser = http1.Parser(response=True, head_only=request.method == "HEAD")
+            coroutine = self._read_response(reader, parser)
+            response = await (asyncio.wait_for(coroutine, limit) if limit else coroutine)
+        except TimeoutError:
+            await _close(writer)
+            raise UpstreamFailed("upstream request timeout", sent=True) from None
+        except (OSError, ConnectionError, http1.ParseError, EOFError) as exc:
+            await _close(writer)
+            raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
+                                 f"reset reason: connection termination ({exc})",
+                                 sent=sent) from None
+        finally:
+            balancer.finished(host)
+        if response.keep_alive and request.method != "HEAD":
+            self.pool.give(host, reader, writer)
+        else:
+            await _close(writer)
+        return response, host
+
+    @staticmethod
+    async def _read_response(reader: asyncio.StreamReader, parser: http1.Parser
+                             ) -> http1.Message:
+        while True:
+            response = parser.next()
+            if response is not None and response.status >= 200:
+                return response
+            data = await reader.read(READ_SIZE)
+            if not data:
+                raise EOFError("the upstream closed the connection")
+            parser.feed(data)
+
+    async def _upgrade(self, cluster: Cluster, request: http1.Message,
+                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """An upgrade (WebSocket): the head upstream, the answer back, then bytes both ways."""
+        try:
+            up_reader, up_writer, _ = await self._connect(cluster, set())
+        except UpstreamFailed as exc:
+            writer.write(http1.response_bytes(http1.Message(
+                [], str(exc).encode(), status=503), "", close=True))
+            return
+        try:
+            up_writer.write(http1.request_bytes(request) + (request.upgrade or b""))
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            await _close(up_writer)
+
+    async def _local(self, config: HttpManager, request: http1.Message,
+                     writer: asyncio.StreamWriter, answer: routing.Respond,
+                     cluster: str = "", flags: str = "-", route: str = "") -> Outcome:
+        headers = list(answer.headers)
+        if answer.body:
+            headers.append(("content-type", "text/plain"))
+        headers.append(("server", "istio-envoy"))
+        writer.write(http1.response_bytes(http1.Message(headers, answer.body,
+                                                        status=answer.status), "",
+                                          request.method == "HEAD"))
+        await writer.drain()
+        self.stats.inc(f"http.{config.stat_prefix}.downstream_rq_{answer.status // 100}xx")
+        if cluster:
+            self.stats.inc(f"cluster.{cluster}.upstream_rq_{answer.status}")
+        return Outcome(answer.status, cluster, "", len(answer.body), flags=flags, route=route)
+
+    # -- what admin shows ----------------------------------------------------------------
+
+    def clusters_text(self) -> str:
+        lines = []
+        for name, cluster in sorted(self.state.clusters.items()):
+            for endpoint in self.state.endpoints_of(cluster):
+                flags = "healthy" if endpoint.healthy else "/failed_eds_health"
+                lines.append(f"{name}::{endpoint.host}:{endpoint.port}::health_flags::{flags}")
+                lines.append(f"{name}::{endpoint.host}:{endpoint.port}::weight::"
+                             f"{endpoint.weight}")
+        return "\n".join(lines) + "\n"
+
+    def listeners_text(self) -> str:
+        return "".join(f"{name}::{host}:{port}\n" for name, (host, port) in
+                       sorted(self.bound.items()))
+
+    def summary(self) -> dict[str, Any]:
+        return {"listeners": sorted(self.bound), "clusters": sorted(self.state.clusters)}

@@ -1,0 +1,395 @@
+"""HTTP routing as Envoy does it, sans-IO: a route configuration in, a decision out.
+
+:func:`compile_routes` turns a (checked) ``RouteConfiguration`` into a :class:`RouteTable`
+once per config; :meth:`RouteTable.route` picks the virtual host by the request's
+authority (exact, then the longest suffix wildcard, then the longest prefix wildcard, then
+``*``), then the first route whose match holds. The result says where the request goes (a
+cluster, chosen from weighted clusters by a number the caller draws), or what to answer
+directly (a fixed response, a redirect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import re2  # type: ignore[import-untyped]
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+
+Headers = Sequence[tuple[str, str]]  # lower-case names, as received
+
+
+@attrs.frozen
+class HeaderEdits:
+    add: tuple[tuple[str, str, bool], ...] = ()  # (name, value, append)
+    remove: tuple[str, ...] = ()
+
+    def apply(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        if not self.add and not self.remove:
+            return headers
+        gone = set(self.remove) | {name for name, _, append in self.add if not append}
+        out = [(k, v) for k, v in headers if k not in gone]
+        out += [(name, value) for name, value, _ in self.add]
+        return out
+
+    def then(self, other: HeaderEdits) -> HeaderEdits:
+        return HeaderEdits(self.add + other.add, self.remove + other.remove)
+
+
+def _edits(add: Sequence[base_pb2.HeaderValueOption], remove: Sequence[str]) -> HeaderEdits:
+    added = []
+    for option in add:
+        append = option.append_action == base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+        added.append((option.header.key.lower(), option.header.value, append))
+    return HeaderEdits(tuple(added), tuple(name.lower() for name in remove))
+
+
+@attrs.frozen
+class StringMatch:
+    kind: str  # exact | prefix | suffix | contains | regex | present
+    value: str = ""
+    ignore_case: bool = False
+    pattern: Any = None
+
+    def holds(self, text: str) -> bool:
+        if self.kind == "present":
+            return True
+        subject, value = (text.lower(), self.value.lower()) if self.ignore_case else \
+            (text, self.value)
+        if self.kind == "exact":
+            return subject == value
+        if self.kind == "prefix":
+            return subject.startswith(value)
+        if self.kind == "suffix":
+            return subject.endswith(value)
+        if self.kind == "contains":
+            return value in subject
+        return bool(self.pattern.fullmatch(text))
+
+
+def _string_match(matcher: Any) -> StringMatch:
+    kind = matcher.WhichOneof("match_pattern")
+    if kind == "safe_regex":
+        return StringMatch("regex", matcher.safe_regex.regex,
+                           pattern=re2.compile(matcher.safe_regex.regex))
+    return StringMatch(str(kind), getattr(matcher, str(kind)), matcher.ignore_case)
+
+
+@attrs.frozen
+class HeaderMatch:
+    name: str
+    match: StringMatch | None  # None: present
+    invert: bool = False
+    present: bool = True
+
+    def holds(self, headers: Mapping[str, str]) -> bool:
+        value = headers.get(self.name)
+        if self.match is None:
+            found = value is not None
+            return found != self.invert if self.present else found == self.invert
+        result = value is not None and self.match.holds(value)
+        return result != self.invert
+
+
+def _header_match(matcher: route_components_pb2.HeaderMatcher) -> HeaderMatch:
+    kind = matcher.WhichOneof("header_match_specifier")
+    name = matcher.name.lower()
+    if kind in (None, "present_match"):
+        return HeaderMatch(name, None, matcher.invert_match,
+                           matcher.present_match if kind else True)
+    if kind == "string_match":
+        return HeaderMatch(name, _string_match(matcher.string_match), matcher.invert_match)
+    if kind == "safe_regex_match":
+        regex = matcher.safe_regex_match.regex
+        return HeaderMatch(name, StringMatch("regex", regex, pattern=re2.compile(regex)),
+                           matcher.invert_match)
+    value = getattr(matcher, str(kind))
+    return HeaderMatch(name, StringMatch(str(kind).removesuffix("_match"), value),
+                       matcher.invert_match)
+
+
+@attrs.frozen
+class RouteMatch:
+    kind: str  # prefix | path | regex | separated
+    value: str
+    case_sensitive: bool = True
+    pattern: Any = None
+    headers: tuple[HeaderMatch, ...] = ()
+    query: tuple[tuple[str, StringMatch], ...] = ()
+
+    def holds(self, path: str, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+        if not self._path(path.split("?", 1)[0]):
+            return False
+        if not all(h.holds(headers) for h in self.headers):
+            return False
+        return all(name in query and match.holds(query[name]) for name, match in self.query)
+
+    def _path(self, path: str) -> bool:
+        subject, value = (path, self.value) if self.case_sensitive else \
+            (path.lower(), self.value.lower())
+        if self.kind == "prefix":
+            return subject.startswith(value)
+        if self.kind == "path":
+            return subject == value
+        if self.kind == "separated":
+            return subject == value or subject.startswith(value + "/")
+        return bool(self.pattern.fullmatch(path))
+
+
+def _route_match(match: route_components_pb2.RouteMatch) -> RouteMatch:
+    kind = match.WhichOneof("path_specifier")
+    case = match.case_sensitive.value if match.HasField("case_sensitive") else True
+    headers = tuple(_header_match(h) for h in match.headers)
+    query = tuple((q.name, _string_match(q.string_match) if q.HasField("string_match")
+                   else StringMatch("present")) for q in match.query_parameters)
+    if kind == "safe_regex":
+        return RouteMatch("regex", match.safe_regex.regex, case,
+                          re2.compile(match.safe_regex.regex), headers, query)
+    if kind == "path_separated_prefix":
+        return RouteMatch("separated", match.path_separated_prefix, case, None, headers, query)
+    return RouteMatch(str(kind or "prefix"), getattr(match, str(kind or "prefix")), case,
+                      None, headers, query)
+
+
+@attrs.frozen
+class RetryPolicy:
+    retry_on: frozenset[str] = frozenset()
+    num_retries: int = 1
+    per_try_timeout: float = 0.0
+    statuses: frozenset[int] = frozenset()
+    other_hosts: bool = False  # previous_hosts: a retry avoids the hosts tried
+
+    def retries_status(self, status: int) -> bool:
+        if "5xx" in self.retry_on and status >= 500:
+            return True
+        if "gateway-error" in self.retry_on and status in (502, 503, 504):
+            return True
+        return "retriable-status-codes" in self.retry_on and status in self.statuses
+
+    @property
+    def retries_connect_failure(self) -> bool:
+        return bool({"connect-failure", "5xx", "gateway-error", "reset"} & self.retry_on)
+
+
+def _retry(policy: route_components_pb2.RetryPolicy) -> RetryPolicy:
+    return RetryPolicy(
+        frozenset(p.strip() for p in policy.retry_on.split(",") if p.strip()),
+        policy.num_retries.value if policy.HasField("num_retries") else 1,
+        policy.per_try_timeout.ToTimedelta().total_seconds(),
+        frozenset(policy.retriable_status_codes),
+        any(p.name == "envoy.retry_host_predicates.previous_hosts"
+            for p in policy.retry_host_predicate))
+
+
+@attrs.frozen
+class Forward:
+    """Send the request upstream."""
+
+    clusters: tuple[tuple[str, int, HeaderEdits], ...]  # (cluster, weight, edits)
+    timeout: float = 15.0  # Envoy's default; 0: none
+    retry: RetryPolicy | None = None
+    prefix_rewrite: str = ""
+    host_rewrite: str = ""
+    websocket: bool = False
+
+    def cluster(self, draw: int) -> tuple[str, HeaderEdits]:
+        """The cluster for ``draw`` in ``[0, total weight)``."""
+        for name, weight, edits in self.clusters:
+            if draw < weight:
+                return name, edits
+            draw -= weight
+        return self.clusters[-1][0], self.clusters[-1][2]
+
+    @property
+    def total_weight(self) -> int:
+        return sum(weight for _, weight, _ in self.clusters) or 1
+
+
+@attrs.frozen
+class Respond:
+    """Answer without an upstream (direct response, redirect)."""
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class Redirect:
+    scheme: str = ""
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    prefix_rewrite: str = ""
+    status: int = 301
+    strip_query: bool = False
+
+    def answer(self, scheme: str, authority: str, path: str, matched_prefix: str) -> Respond:
+        host, _, port = authority.partition(":")
+        new_host = self.host or host
+        new_port = str(self.port) if self.port else port
+        new_scheme = self.scheme or scheme
+        if self.scheme and not self.port:
+            new_port = ""
+        target, _, query = path.partition("?")
+        if self.path:
+            target = self.path
+        elif self.prefix_rewrite:
+            target = self.prefix_rewrite + target[len(matched_prefix):]
+        if query and not self.strip_query and "?" not in target:
+            target += f"?{query}"
+        location = f"{new_scheme}://{new_host}" + (f":{new_port}" if new_port else "") + target
+        return Respond(self.status, b"", (("location", location),))
+
+
+_REDIRECT_CODES = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
+
+
+@attrs.frozen
+class Route:
+    name: str
+    match: RouteMatch
+    action: Forward | Respond | Redirect
+    request_edits: HeaderEdits = HeaderEdits()
+    response_edits: HeaderEdits = HeaderEdits()
+
+
+@attrs.frozen
+class VirtualHost:
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[Route, ...]
+    retry: RetryPolicy | None = None
+    request_edits: HeaderEdits = HeaderEdits()
+    response_edits: HeaderEdits = HeaderEdits()
+
+
+@attrs.frozen
+class Decision:
+    """What to do with one request."""
+
+    vhost: VirtualHost
+    route: Route
+
+    @property
+    def request_edits(self) -> HeaderEdits:
+        return self.route.request_edits.then(self.vhost.request_edits)
+
+    @property
+    def response_edits(self) -> HeaderEdits:
+        return self.route.response_edits.then(self.vhost.response_edits)
+
+
+@attrs.frozen
+class RouteTable:
+    name: str
+    vhosts: tuple[VirtualHost, ...]
+    ignore_port: bool = False
+    request_edits: HeaderEdits = HeaderEdits()
+    response_edits: HeaderEdits = HeaderEdits()
+    exact: Mapping[str, VirtualHost] = attrs.field(factory=dict)
+
+    def vhost(self, authority: str) -> VirtualHost | None:
+        host = authority.lower()
+        if self.ignore_port:
+            host = _strip_port(host)
+        found = self.exact.get(host)
+        if found is not None:
+            return found
+        best: tuple[int, int, VirtualHost] | None = None
+        for vhost in self.vhosts:
+            for domain in vhost.domains:
+                rank = _wildcard_rank(domain, host)
+                if rank is not None and (best is None or rank > best[:2]):
+                    best = (*rank, vhost)
+        return best[2] if best else None
+
+    def route(self, authority: str, path: str, headers: Mapping[str, str]) -> Decision | None:
+        vhost = self.vhost(authority)
+        if vhost is None:
+            return None
+        query = _query(path)
+        for route in vhost.routes:
+            if route.match.holds(path, headers, query):
+                return Decision(vhost, route)
+        return None
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _wildcard_rank(domain: str, host: str) -> tuple[int, int] | None:
+    """Envoy's order: suffix wildcards (longest first), prefix wildcards, then ``*``."""
+    if domain == "*":
+        return (0, 0)
+    if domain.startswith("*") and host.endswith(domain[1:]) and len(host) > len(domain) - 1:
+        return (2, len(domain))
+    if domain.endswith("*") and host.startswith(domain[:-1]) and len(host) > len(domain) - 1:
+        return (1, len(domain))
+    return None
+
+
+def _query(path: str) -> dict[str, str]:
+    _, _, text = path.partition("?")
+    out: dict[str, str] = {}
+    for part in text.split("&"):
+        if part:
+            key, _, value = part.partition("=")
+            out.setdefault(key, value)
+    return out
+
+
+def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
+    which = route.WhichOneof("action")
+    if which == "direct_response":
+        response = route.direct_response
+        return Respond(response.status, response.body.inline_string.encode()
+                       or response.body.inline_bytes)
+    if which == "redirect":
+        redirect = route.redirect
+        scheme = "https" if redirect.https_redirect else redirect.scheme_redirect
+        return Redirect(scheme, redirect.host_redirect, redirect.port_redirect,
+                        redirect.path_redirect, redirect.prefix_rewrite,
+                        _REDIRECT_CODES.get(redirect.response_code, 301), redirect.strip_query)
+    action = route.route
+    if action.WhichOneof("cluster_specifier") == "weighted_clusters":
+        clusters = tuple((c.name, c.weight.value, _edits(c.request_headers_to_add,
+                                                         c.request_headers_to_remove))
+                         for c in action.weighted_clusters.clusters)
+    else:
+        clusters = ((action.cluster, 1, HeaderEdits()),)
+    timeout = action.timeout.ToTimedelta().total_seconds() if action.HasField("timeout") \
+        else 15.0
+    return Forward(
+        clusters, timeout,
+        _retry(action.retry_policy) if action.HasField("retry_policy") else None,
+        action.prefix_rewrite, action.host_rewrite_literal,
+        any(u.upgrade_type.lower() == "websocket" for u in action.upgrade_configs))
+
+
+def compile_routes(config: route_pb2.RouteConfiguration) -> RouteTable:
+    vhosts = []
+    exact: dict[str, VirtualHost] = {}
+    for vh in config.virtual_hosts:
+        routes = tuple(
+            Route(r.name, _route_match(r.match), _action(r),
+                  _edits(r.request_headers_to_add, r.request_headers_to_remove),
+                  _edits(r.response_headers_to_add, r.response_headers_to_remove))
+            for r in vh.routes)
+        vhost = VirtualHost(vh.name, tuple(d.lower() for d in vh.domains), routes,
+                            _retry(vh.retry_policy) if vh.HasField("retry_policy") else None,
+                            _edits(vh.request_headers_to_add, vh.request_headers_to_remove),
+                            _edits(vh.response_headers_to_add, vh.response_headers_to_remove))
+        vhosts.append(vhost)
+        for domain in vhost.domains:
+            if "*" not in domain:
+                exact.setdefault(domain, vhost)
+    return RouteTable(config.name, tuple(vhosts), config.ignore_port_in_host_matching,
+                      _edits(config.request_headers_to_add, config.request_headers_to_remove),
+                      _edits(config.response_headers_to_add,
+                             config.response_headers_to_remove), exact)

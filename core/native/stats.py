@@ -1,0 +1,59 @@
+"""The native proxy's counters, named and exported as Envoy's are (``/stats``,
+``/stats/prometheus``), so dashboards and the agent read them the same way."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self.gauges: dict[str, int] = {}
+
+    def inc(self, name: str, by: int = 1) -> None:
+        self.counters[name] += by
+
+    def request_done(self, cluster: str, prefix: str, status: int) -> None:
+        klass = f"{status // 100}xx"
+        self.counters[f"cluster.{cluster}.upstream_rq_total"] += 1
+        self.counters[f"cluster.{cluster}.upstream_rq_{klass}"] += 1
+        self.counters[f"cluster.{cluster}.upstream_rq_{status}"] += 1
+        self.counters[f"http.{prefix}.downstream_rq_{klass}"] += 1
+
+    def text(self) -> str:
+        lines = [f"{name}: {value}" for name, value in sorted(self.counters.items())]
+        lines += [f"{name}: {value}" for name, value in sorted(self.gauges.items())]
+        return "\n".join(lines) + "\n"
+
+    def prometheus(self) -> str:
+        out: list[str] = []
+        seen: set[str] = set()
+        for name, value, kind in self._exported():
+            metric, labels = _prometheus_name(name)
+            if metric not in seen:
+                seen.add(metric)
+                out.append(f"# TYPE {metric} {kind}")
+            label_text = ",".join(f'{k}="{v}"' for k, v in labels)
+            out.append(f"{metric}{{{label_text}}} {value}" if label_text
+                       else f"{metric} {value}")
+        return "\n".join(out) + "\n"
+
+    def _exported(self) -> Iterable[tuple[str, int, str]]:
+        for name, value in sorted(self.counters.items()):
+            yield name, value, "counter"
+        for name, value in sorted(self.gauges.items()):
+            yield name, value, "gauge"
+
+
+def _prometheus_name(name: str) -> tuple[str, list[tuple[str, str]]]:
+    """Envoy's tag extraction for the names used here: ``cluster.NAME.x`` →
+    ``envoy_cluster_x{envoy_cluster_name="NAME"}``, ``http.PREFIX.x`` likewise."""
+    scope, _, rest = name.partition(".")
+    if scope in ("cluster", "http", "listener") and "." in rest:
+        tagged, _, stat = rest.rpartition(".")
+        label = {"cluster": "envoy_cluster_name", "http": "envoy_http_conn_manager_prefix",
+                 "listener": "envoy_listener_address"}[scope]
+        return f"envoy_{scope}_{stat}", [(label, tagged)]
+    return "envoy_" + name.replace(".", "_"), []

@@ -1,0 +1,245 @@
+"""The part of Envoy's v3 API the native proxy honours, as data: which fields of which
+messages, and which extensions (by type URL) it runs.
+
+A resource is checked against it before it is used (:func:`check`): a field set outside
+the subset, or an extension the proxy does not have, is refused with the field's path in
+the resource, so the NACK says exactly what the proxy cannot do — never a silent drop.
+``docs/native.md`` lists the subset, generated from this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+# The extensions the subset names, so their types resolve (symbol_database).
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
+from envoy.extensions.filters.http.cors.v3 import cors_pb2  # noqa: F401
+from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
+    http_connection_manager_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.request_id.uuid.v3 import uuid_pb2  # noqa: F401
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from google.protobuf import any_pb2, symbol_database
+from google.protobuf.message import Message
+
+ANY_FIELDS = "*"  # a message taken whole (metadata, opaque structs)
+
+# Message full name → the fields the proxy reads (or ANY_FIELDS).
+FIELDS: Mapping[str, frozenset[str] | str] = {
+    # -- clusters and endpoints ------------------------------------------------------------
+    "envoy.config.cluster.v3.Cluster": frozenset({
+        "name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
+        "load_assignment", "circuit_breakers", "metadata", "alt_stat_name",
+        "typed_extension_protocol_options", "common_lb_config", "respect_dns_ttl",
+        "dns_lookup_family"}),
+    "envoy.config.cluster.v3.Cluster.EdsClusterConfig": frozenset({"eds_config",
+                                                                    "service_name"}),
+    "envoy.config.cluster.v3.Cluster.CommonLbConfig": frozenset({"locality_weighted_lb_config"}),
+    "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig": frozenset(),
+    "envoy.config.cluster.v3.CircuitBreakers": frozenset({"thresholds"}),
+    "envoy.config.cluster.v3.CircuitBreakers.Thresholds": frozenset({
+        "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries",
+        "track_remaining"}),
+    "envoy.config.core.v3.ConfigSource": frozenset({"ads", "initial_fetch_timeout",
+                                                    "resource_api_version"}),
+    "envoy.config.core.v3.AggregatedConfigSource": frozenset(),
+    "envoy.config.core.v3.Metadata": ANY_FIELDS,
+    "envoy.config.endpoint.v3.ClusterLoadAssignment": frozenset({"cluster_name", "endpoints"}),
+    "envoy.config.endpoint.v3.LocalityLbEndpoints": frozenset({
+        "locality", "lb_endpoints", "load_balancing_weight", "priority"}),
+    "envoy.config.core.v3.Locality": frozenset({"region", "zone", "sub_zone"}),
+    "envoy.config.endpoint.v3.LbEndpoint": frozenset({
+        "endpoint", "health_status", "metadata", "load_balancing_weight"}),
+    "envoy.config.endpoint.v3.Endpoint": frozenset({"address"}),
+    "envoy.config.core.v3.Address": frozenset({"socket_address"}),
+    "envoy.config.core.v3.SocketAddress": frozenset({"address", "port_value"}),
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": frozenset({
+        "explicit_http_config", "common_http_protocol_options"}),
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": frozenset({
+        "http_protocol_options"}),
+    "envoy.config.core.v3.Http1ProtocolOptions": frozenset(),
+    "envoy.config.core.v3.HttpProtocolOptions": frozenset({"idle_timeout",
+                                                          "max_requests_per_connection"}),
+    # -- listeners ---------------------------------------------------------------------------
+    "envoy.config.listener.v3.Listener": frozenset({
+        "name", "address", "filter_chains", "traffic_direction"}),
+    "envoy.config.listener.v3.FilterChain": frozenset({"filters", "name",
+                                                       "filter_chain_match"}),
+    "envoy.config.listener.v3.FilterChainMatch": frozenset({"destination_port"}),
+    "envoy.config.listener.v3.Filter": frozenset({"name", "typed_config"}),
+    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": frozenset({
+        "stat_prefix", "cluster", "access_log", "access_log_options", "idle_timeout"}),
+    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TcpAccessLogOptions": frozenset({
+        "flush_access_log_on_connected"}),
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager":
+        frozenset({"stat_prefix", "rds", "route_config", "http_filters", "access_log",
+                   "use_remote_address", "upgrade_configs", "stream_idle_timeout",
+                   "normalize_path", "request_id_extension",
+                   "path_with_escaped_slashes_action"}),
+    "envoy.extensions.filters.network.http_connection_manager.v3.Rds": frozenset({
+        "config_source", "route_config_name"}),
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": frozenset({
+        "name", "typed_config"}),
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    ".UpgradeConfig": frozenset({"upgrade_type"}),
+    "envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension":
+        frozenset({"typed_config"}),
+    "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig": ANY_FIELDS,
+    "envoy.extensions.filters.http.router.v3.Router": frozenset(),
+    "envoy.extensions.filters.http.fault.v3.HTTPFault": frozenset(),
+    "envoy.extensions.filters.http.cors.v3.Cors": frozenset(),
+    "envoy.config.accesslog.v3.AccessLog": frozenset({"name", "typed_config", "filter"}),
+    "envoy.config.accesslog.v3.AccessLogFilter": frozenset({"log_type_filter"}),
+    "envoy.config.accesslog.v3.LogTypeFilter": frozenset({"types"}),
+    "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": frozenset({"log_format"}),
+    "envoy.config.core.v3.SubstitutionFormatString": frozenset({"text_format_source"}),
+    "envoy.config.core.v3.DataSource": frozenset({"inline_string"}),
+    # Istio's metrics: the native proxy counts them itself (see docs/native.md)
+    "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig": ANY_FIELDS,
+    "envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig": ANY_FIELDS,
+    # -- routes ------------------------------------------------------------------------------
+    "envoy.config.route.v3.RouteConfiguration": frozenset({
+        "name", "virtual_hosts", "validate_clusters", "max_direct_response_body_size_bytes",
+        "ignore_port_in_host_matching", "request_headers_to_add", "request_headers_to_remove",
+        "response_headers_to_add", "response_headers_to_remove"}),
+    "envoy.config.route.v3.VirtualHost": frozenset({
+        "name", "domains", "routes", "include_request_attempt_count", "retry_policy",
+        "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add",
+        "response_headers_to_remove"}),
+    "envoy.config.route.v3.Route": frozenset({
+        "name", "match", "route", "direct_response", "redirect", "metadata", "decorator",
+        "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add",
+        "response_headers_to_remove"}),
+    "envoy.config.route.v3.Decorator": frozenset({"operation"}),
+    "envoy.config.route.v3.RouteMatch": frozenset({
+        "prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers",
+        "query_parameters"}),
+    "envoy.type.matcher.v3.RegexMatcher": frozenset({"google_re2", "regex"}),
+    "envoy.type.matcher.v3.RegexMatcher.GoogleRE2": frozenset(),
+    "envoy.config.route.v3.HeaderMatcher": frozenset({
+        "name", "present_match", "string_match", "invert_match", "exact_match",
+        "prefix_match", "suffix_match", "safe_regex_match", "treat_missing_header_as_empty"}),
+    "envoy.config.route.v3.QueryParameterMatcher": frozenset({"name", "string_match",
+                                                             "present_match"}),
+    "envoy.type.matcher.v3.StringMatcher": frozenset({
+        "exact", "prefix", "suffix", "safe_regex", "contains", "ignore_case"}),
+    "envoy.config.route.v3.RouteAction": frozenset({
+        "cluster", "weighted_clusters", "timeout", "retry_policy", "max_grpc_timeout",
+        "prefix_rewrite", "host_rewrite_literal", "auto_host_rewrite", "upgrade_configs"}),
+    "envoy.config.route.v3.RouteAction.UpgradeConfig": frozenset({"upgrade_type", "enabled"}),
+    "envoy.config.route.v3.WeightedCluster": frozenset({"clusters", "total_weight"}),
+    "envoy.config.route.v3.WeightedCluster.ClusterWeight": frozenset({
+        "name", "weight", "request_headers_to_add", "request_headers_to_remove",
+        "response_headers_to_add", "response_headers_to_remove"}),
+    "envoy.config.route.v3.RetryPolicy": frozenset({
+        "retry_on", "num_retries", "per_try_timeout", "retry_host_predicate",
+        "host_selection_retry_max_attempts", "retriable_status_codes"}),
+    "envoy.config.route.v3.RetryPolicy.RetryHostPredicate": frozenset({"name",
+                                                                      "typed_config"}),
+    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate": frozenset(),
+    "envoy.config.route.v3.DirectResponseAction": frozenset({"status", "body"}),
+    "envoy.config.route.v3.RedirectAction": frozenset({
+        "scheme_redirect", "host_redirect", "port_redirect", "path_redirect",
+        "prefix_rewrite", "response_code", "strip_query", "https_redirect"}),
+    "envoy.config.core.v3.HeaderValueOption": frozenset({"header", "append_action",
+                                                        "keep_empty_value"}),
+    "envoy.config.core.v3.HeaderValue": frozenset({"key", "value"}),
+    # well-known types
+    "google.protobuf.Duration": ANY_FIELDS,
+    "google.protobuf.UInt32Value": ANY_FIELDS,
+    "google.protobuf.UInt64Value": ANY_FIELDS,
+    "google.protobuf.BoolValue": ANY_FIELDS,
+    "google.protobuf.Struct": ANY_FIELDS,
+}
+
+
+@attrs.frozen
+class Unsupported(Exception):
+    """A field or extension outside the subset; ``path`` is where in the resource."""
+
+    path: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.detail}"
+
+
+def _unpack(value: any_pb2.Any, path: str) -> Message:
+    name = value.type_url.rpartition("/")[2]
+    if name not in FIELDS:
+        raise Unsupported(path, f"extension {value.type_url} is not supported by the "
+                          "native proxy")
+    try:
+        cls = symbol_database.Default().GetSymbol(name)
+    except KeyError:
+        raise Unsupported(path, f"extension {value.type_url} is unknown") from None
+    message: Message = cls()
+    if not value.Unpack(message):
+        raise Unsupported(path, f"{value.type_url}: cannot decode")
+    return message
+
+
+def unpack(value: any_pb2.Any, path: str = "typed_config") -> Message:
+    """The message in ``value``, checked against the subset."""
+    message = _unpack(value, path)
+    check(message, path)
+    return message
+
+
+def check(message: Message, path: str = "") -> None:
+    """Raise :class:`Unsupported` for the first field of ``message`` (recursively, into
+    typed extensions too) that the native proxy does not honour."""
+    name = message.DESCRIPTOR.full_name
+    allowed = FIELDS.get(name)
+    if allowed is None:
+        raise Unsupported(path or name, f"{name} is not supported by the native proxy")
+    if allowed == ANY_FIELDS:
+        return
+    for field, value in message.ListFields():
+        where = f"{path}.{field.name}" if path else field.name
+        if field.name not in allowed:
+            raise Unsupported(where, f"{name}.{field.name} is not supported by the native "
+                              "proxy")
+        if field.message_type is None:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            entries = value.items()
+            for key, item in entries:
+                if isinstance(item, any_pb2.Any):
+                    check(_unpack(item, f"{where}[{key}]"), f"{where}[{key}]")
+                elif isinstance(item, Message):
+                    check(item, f"{where}[{key}]")
+            continue
+        repeated = _repeated(field)
+        items = list(value) if repeated else [value]
+        for index, item in enumerate(items):
+            at = f"{where}[{index}]" if repeated else where
+            if isinstance(item, any_pb2.Any):
+                check(_unpack(item, at), at)
+            else:
+                check(item, at)
+
+
+def _repeated(field: Any) -> bool:
+    is_repeated = getattr(field, "is_repeated", None)  # protobuf 6+; label before
+    return bool(is_repeated) if is_repeated is not None else \
+        field.label == field.LABEL_REPEATED
+
+
+def markdown() -> str:
+    """The subset as a table (docs/native.md): each message and the fields read."""
+    lines = ["| message | fields the native proxy reads |", "|---|---|"]
+    for name in sorted(FIELDS):
+        fields = FIELDS[name]
+        shown = "all (taken whole)" if fields == ANY_FIELDS else \
+            ", ".join(f"`{f}`" for f in sorted(fields)) or "none (the type itself)"
+        lines.append(f"| `{name}` | {shown} |")
+    return "\n".join(lines) + "\n"

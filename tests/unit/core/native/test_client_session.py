@@ -1,0 +1,114 @@
+"""The native proxy's delta ADS session, without a stream: what it ACKs, what it NACKs
+(naming resource, field and type), and what it subscribes to as clusters and listeners
+name endpoints and route tables."""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2, json_format
+
+from pilotfish.core.native.client_session import DeltaClientSession
+from pilotfish.core.native.config import ConfigState
+from pilotfish.core.xds import types
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3." \
+    "HttpConnectionManager"
+
+
+def response(type_url: str, nonce: str, *messages: object) -> discovery_pb2.DeltaDiscoveryResponse:
+    out = discovery_pb2.DeltaDiscoveryResponse(type_url=type_url, nonce=nonce,
+                                               system_version_info="v1")
+    for message in messages:
+        packed = any_pb2.Any()
+        packed.Pack(message)  # type: ignore[arg-type]
+        out.resources.add(name=message.name, resource=packed)  # type: ignore[attr-defined]
+    return out
+
+
+def cluster(name: str, **extra: object) -> cluster_pb2.Cluster:
+    return json_format.ParseDict({"name": name, "type": "EDS", "eds_cluster_config": {
+        "service_name": name, "eds_config": {"ads": {}}}, **extra}, cluster_pb2.Cluster())
+
+
+def listener(route: str) -> listener_pb2.Listener:
+    return json_format.ParseDict({
+        "name": "0.0.0.0_8080", "address": {"socket_address": {"address": "0.0.0.0",
+                                                               "port_value": 8080}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {"@type": HCM, "stat_prefix": "p", "rds": {
+                "route_config_name": route, "config_source": {"ads": {}}},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3."
+                             "Router"}}]}}]}]}, listener_pb2.Listener())
+
+
+def session() -> DeltaClientSession:
+    return DeltaClientSession(base_pb2.Node(id="router~1.2.3.4~gw.ns~ns.svc.cluster.local"),
+                              ConfigState())
+
+
+def test_opening_subscribes_to_clusters_and_listeners_by_wildcard_with_the_node_once():
+    opening = session().start()
+    assert [r.type_url for r in opening] == [types.CLUSTER, types.LISTENER]
+    assert opening[0].node.id and not opening[1].node.id
+    assert not opening[0].resource_names_subscribe
+
+
+def test_clusters_are_acked_and_their_endpoints_subscribed():
+    s = session()
+    s.start()
+    out = s.receive(response(types.CLUSTER, "n1", cluster("outbound|80||web")))
+    assert out[0].type_url == types.CLUSTER and out[0].response_nonce == "n1"
+    assert not out[0].error_detail.message
+    assert out[1].type_url == types.ENDPOINT
+    assert list(out[1].resource_names_subscribe) == ["outbound|80||web"]
+    assert s.ready() == "no LDS from discovery yet"
+
+
+def test_listeners_subscribe_their_route_tables_and_ready_waits_for_them():
+    s = session()
+    s.receive(response(types.CLUSTER, "n1"))
+    out = s.receive(response(types.LISTENER, "n2", listener("http.8080")))
+    assert [list(r.resource_names_subscribe) for r in out[1:]] == [["http.8080"]]
+    assert s.ready() == "route tables not received yet: http.8080"
+
+
+def test_an_unsupported_field_is_nacked_with_its_path_and_the_last_good_state_stays():
+    s = session()
+    s.receive(response(types.CLUSTER, "n1", cluster("good")))
+    bad = cluster("bad", outlier_detection={"consecutive_5xx": 3})
+    (nack,) = s.receive(response(types.CLUSTER, "n2", bad))
+    assert nack.response_nonce == "n2"
+    assert nack.error_detail.message == (
+        f"{types.CLUSTER} bad: outlier_detection: envoy.config.cluster.v3.Cluster."
+        "outlier_detection is not supported by the native proxy")
+    assert set(s.state.clusters) == {"good"}
+
+
+def test_an_unknown_extension_is_nacked_naming_its_type():
+    s = session()
+    text = listener("r")
+    text.filter_chains[0].filters[0].typed_config.type_url = \
+        "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy"
+    (nack,) = s.receive(response(types.LISTENER, "n1", text))
+    assert "filter_chains[0].filters[0].typed_config: extension type.googleapis.com/" \
+        "envoy.extensions.filters.network.redis_proxy.v3.RedisProxy is not supported" in \
+        nack.error_detail.message
+
+
+def test_docs_list_the_subset_the_code_checks():
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[4]
+    spec = importlib.util.spec_from_file_location("gen", root / "scripts" /
+                                                  "gen_native_subset.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    text = (root / "docs" / "native.md").read_text()
+    assert gen.render(text) == text, "run scripts/gen_native_subset.py"

@@ -1,0 +1,61 @@
+"""HTTP/1.1 messages from bytes (httptools) and back."""
+
+from __future__ import annotations
+
+import pytest
+
+from pilotfish.core.native import http1
+
+
+def test_pipelined_requests_come_out_one_by_one_with_chunked_bodies():
+    parser = http1.Parser()
+    parser.feed(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n")
+    first, second = parser.next(), parser.next()
+    assert first is not None and (first.method, first.target) == ("GET", "/a")
+    assert second is not None and second.body == b"abc" and second.keep_alive
+    assert parser.next() is None
+
+
+def test_a_request_arriving_in_pieces():
+    parser = http1.Parser()
+    parser.feed(b"GET / HTTP/1.1\r\nHo")
+    assert parser.next() is None
+    parser.feed(b"st: x\r\nConnection: close\r\n\r\n")
+    request = parser.next()
+    assert request is not None and request.header("host") == "x" and not request.keep_alive
+
+
+def test_an_upgrade_keeps_the_bytes_after_the_head():
+    parser = http1.Parser()
+    parser.feed(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\n\x81\x02hi")
+    request = parser.next()
+    assert request is not None and request.upgrade == b"\x81\x02hi"
+    sent = http1.request_bytes(request)
+    assert b"connection: Upgrade\r\n" in sent and b"upgrade: websocket\r\n" in sent
+
+
+def test_garbage_is_a_parse_error():
+    with pytest.raises(http1.ParseError):
+        http1.Parser().feed(b"\x16\x03\x01 not http\r\n\r\n")
+
+
+def test_forwarded_messages_drop_hop_by_hop_headers_and_frame_by_length():
+    message = http1.Message([("host", "x"), ("connection", "keep-alive"),
+                             ("transfer-encoding", "chunked"), ("x-a", "1")], b"body",
+                            method="POST", target="/p")
+    assert http1.request_bytes(message) == (
+        b"POST /p HTTP/1.1\r\nhost: x\r\nx-a: 1\r\ncontent-length: 4\r\n\r\nbody")
+    response = http1.Message([("keep-alive", "timeout=5"), ("a", "b")], b"ok", status=200)
+    assert http1.response_bytes(response, "OK") == \
+        b"HTTP/1.1 200 OK\r\na: b\r\ncontent-length: 2\r\n\r\nok"
+    assert http1.response_bytes(response, "OK", head_request=True).endswith(b"\r\n\r\n")
+
+
+def test_a_head_response_has_no_body_to_wait_for():
+    parser = http1.Parser(response=True, head_only=True)
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    response = parser.next()
+    assert response is not None and response.status == 200 and response.body == b""
