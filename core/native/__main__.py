@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 import anyio
+from google.protobuf import json_format
 
+from pilotfish.core.istio_metrics import Workload
 from pilotfish.core.native import bootstrap
 from pilotfish.core.native.admin import Admin
 from pilotfish.core.native.client_session import DeltaClientSession
@@ -25,12 +27,22 @@ LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.IN
               "critical": logging.CRITICAL, "off": logging.CRITICAL}
 
 
+def workload(boot: bootstrap.Bootstrap) -> Workload:
+    """This proxy's side of Istio's metrics, from the node metadata the agent wrote."""
+    metadata = json_format.MessageToDict(boot.node.metadata)
+    labels = metadata.get("LABELS") or {}
+    return Workload.from_labels(str(metadata.get("NAME") or boot.node.id),
+                                str(metadata.get("NAMESPACE") or "default"),
+                                {str(k): str(v) for k, v in labels.items()},
+                                str(metadata.get("CLUSTER_ID") or "Kubernetes"))
+
+
 async def serve(boot: bootstrap.Bootstrap) -> None:
     state = ConfigState()
     session = DeltaClientSession(boot.node, state)
     proxy = NativeProxy(state)
     client = XdsClient(boot.xds_target, session, proxy.reconcile)
-    admin = Admin(proxy, session, boot.node.id)
+    admin = Admin(proxy, session, boot.node.id, workload(boot))
     async with anyio.create_task_group() as tg:
         await tg.start(admin.server.serve, f"{boot.admin_host}:{boot.admin_port}")
         tg.start_soon(client.run)

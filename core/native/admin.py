@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 
 from pilotfish.core.http import HttpServer, Request, Response
+from pilotfish.core.istio_metrics import Workload
 from pilotfish.core.native.client_session import DeltaClientSession
 from pilotfish.core.native.proxy import NativeProxy
 from pilotfish.core.xds import config_dump
@@ -20,10 +21,12 @@ LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 
 
 class Admin:
-    def __init__(self, proxy: NativeProxy, session: DeltaClientSession, node_id: str) -> None:
+    def __init__(self, proxy: NativeProxy, session: DeltaClientSession, node_id: str,
+                 workload: Workload) -> None:
         self.proxy = proxy
         self.session = session
         self.node_id = node_id
+        self.workload = workload
         self.started = time.time()
         self.quit = anyio.Event()
         self.server = HttpServer({
@@ -73,7 +76,7 @@ class Admin:
         return Response.text(self.proxy.stats.text())
 
     async def prometheus(self, request: Request) -> Response:
-        return Response(200, self.proxy.stats.prometheus().encode(),
+        return Response(200, self.proxy.prometheus(self.workload).encode(),
                         "text/plain; version=0.0.4; charset=utf-8")
 
     async def logging(self, request: Request) -> Response:

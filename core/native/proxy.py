@@ -23,6 +23,8 @@ from typing import Any
 
 import attrs
 
+from pilotfish.core import istio_metrics, prometheus
+from pilotfish.core.istio_requests import IstioSeries
 from pilotfish.core.native import access_log, http1, routing
 from pilotfish.core.native.config import (
     Cluster,
@@ -119,6 +121,7 @@ class NativeProxy:
     def __init__(self, state: ConfigState) -> None:
         self.state = state
         self.stats = Stats()
+        self.istio = IstioSeries()  # Istio's standard metrics, counted as requests finish
         self.servers: dict[str, asyncio.AbstractServer] = {}
         self.bound: dict[str, tuple[str, int]] = {}
         self.balancers: dict[str, Balancer] = {}
@@ -226,11 +229,13 @@ class NativeProxy:
             moved[1] += n
             self.stats.inc(f"{stat}.upstream_cx_rx_bytes_total", n)
 
+        self.count_tcp(cluster.name, opened=True)
         try:
             await asyncio.gather(_pipe(reader, up_writer, received),
                                  _pipe(up_reader, writer, sent))
         finally:
             await _close(up_writer)
+            self.count_tcp(cluster.name, received=moved[0], sent=moved[1])
             self.log(config.access, access_log.Entry(
                 started, received=moved[0], sent=moved[1],
                 duration_ms=int((time.time() - started) * 1000), cluster=cluster.name,
@@ -293,6 +298,7 @@ class NativeProxy:
                 downstream_remote=_address(writer.get_extra_info("peername")),
                 downstream_local=_address(writer.get_extra_info("sockname")),
                 headers=dict(request.headers)))
+            self.count_request(outcome, len(request.body), time.time() - started)
             if not outcome.keep or not request.keep_alive:
                 return
 
@@ -479,6 +485,49 @@ class NativeProxy:
         if cluster:
             self.stats.inc(f"cluster.{cluster}.upstream_rq_{answer.status}")
         return Outcome(answer.status, cluster, "", len(answer.body), flags=flags, route=route)
+
+    # -- Istio's metrics -----------------------------------------------------------------
+
+    def count_request(self, outcome: Outcome, received: int, seconds: float) -> None:
+        ref = istio_metrics.parse_cluster_name(outcome.cluster)
+        if ref is None:
+            return
+        # A client-side proxy cannot tell the upstream's TLS: unknown, as Istio reports.
+        key = (outcome.cluster, (
+            ("connection_security_policy", istio_metrics.UNKNOWN),
+            ("grpc_response_status", ""), ("request_protocol", "http"),
+            ("response_code", str(outcome.status)), ("response_flags", outcome.flags)))
+        self.istio.add("istio_requests_total", key)
+        self.istio.observe("istio_request_duration_milliseconds", key, seconds * 1000)
+        self.istio.observe("istio_request_bytes", key, received)
+        self.istio.observe("istio_response_bytes", key, outcome.sent)
+
+    def count_tcp(self, cluster: str, opened: bool = False, received: int = 0,
+                  sent: int = 0) -> None:
+        if istio_metrics.parse_cluster_name(cluster) is None:
+            return
+        key = (cluster, (("connection_security_policy", istio_metrics.UNKNOWN),
+                         ("request_protocol", "tcp"), ("response_flags", "-")))
+        if opened:
+            self.istio.add("istio_tcp_connections_opened_total", key)
+            return
+        self.istio.add("istio_tcp_connections_closed_total", key)
+        self.istio.add("istio_tcp_received_bytes_total", key, received)
+        self.istio.add("istio_tcp_sent_bytes_total", key, sent)
+
+    def prometheus(self, workload: istio_metrics.Workload) -> str:
+        """Envoy-named counters, then Istio's standard metrics."""
+        services: dict[str, istio_metrics.ServiceRef | None] = {}
+        for name in self.istio.clusters():
+            cluster = self.state.clusters.get(name)
+            found = ((cluster.metadata if cluster else {}).get("filterMetadata", {})
+                     .get("istio", {}).get("services") or [None])[0]
+            services[name] = istio_metrics.ServiceRef(
+                str(found["host"]), str(found.get("name") or found["host"]),
+                str(found.get("namespace") or istio_metrics.UNKNOWN)) \
+                if isinstance(found, dict) and found.get("host") else None
+        return self.stats.prometheus() + prometheus.render(
+            self.istio.families(workload, services))
 
     # -- what admin shows ----------------------------------------------------------------
 

@@ -24,33 +24,27 @@ peer's workload labels need Istio's metadata exchange, which stock Envoy lacks: 
 
 from __future__ import annotations
 
-import bisect
 import functools
 import json
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import celpy
 
 from pilotfish.core.istio_metrics import (
-    HTTP_ONLY,
-    LABELS,
     UNKNOWN,
-    ServiceRef,
-    Workload,
     parse_cluster_name,
     reporter_of,
-    series_labels,
+)
+from pilotfish.core.istio_requests import (
+    REMOVED,
+    Extras,
+    IstioSeries,
+    Key,
 )
 from pilotfish.core.prometheus import Family, Sample
-
-# Istio's buckets: request duration in milliseconds, sizes in bytes.
-DURATION_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
-                    60000, 300000, 600000, 1800000, 3600000)
-SIZE_BUCKETS = tuple(float(10**power) for power in range(10))
 
 # Envoy's ResponseFlags fields → the short flags of %RESPONSE_FLAGS%, in Envoy's order.
 RESPONSE_FLAGS = (
@@ -71,27 +65,9 @@ RESPONSE_FLAGS = (
 )
 TCP_CONNECTED, TCP_END = 1, 3  # AccessLogType TcpUpstreamConnected, TcpConnectionEnd
 
-_HELP = {
-    "istio_requests_total": "Requests, by response code and peer (from access-log entries).",
-    "istio_request_duration_milliseconds": "Request duration in milliseconds.",
-    "istio_request_bytes": "Request size in bytes (headers and body).",
-    "istio_response_bytes": "Response size in bytes (headers and body).",
-    "istio_tcp_connections_opened_total": "TCP connections opened.",
-    "istio_tcp_connections_closed_total": "TCP connections closed.",
-    "istio_tcp_received_bytes_total": "Bytes received from the client over TCP.",
-    "istio_tcp_sent_bytes_total": "Bytes sent to the client over TCP.",
-}
-_HISTOGRAMS = {
-    "istio_request_duration_milliseconds": DURATION_BUCKETS,
-    "istio_request_bytes": SIZE_BUCKETS,
-    "istio_response_bytes": SIZE_BUCKETS,
-}
-
 log = logging.getLogger("pilotfish.metrics")
 
-Extras = tuple[tuple[str, str], ...]  # the entry's own labels
-Key = tuple[str, Extras]  # (cluster name, extras)
-Labels = tuple[tuple[str, str], ...]  # a rendered series
+
 
 
 def response_flags(flags: Any) -> str:
@@ -134,7 +110,7 @@ FAMILIES = {
     "TCP_SENT_BYTES": "istio_tcp_sent_bytes_total",
     "TCP_RECEIVED_BYTES": "istio_tcp_received_bytes_total",
 }
-REMOVED = "\x00removed"  # an extras value: the label is left out of the series
+
 
 
 @attrs.frozen
@@ -213,33 +189,9 @@ def _grpc_status(headers: Mapping[str, str], trailers: Mapping[str, str]) -> str
 
 
 @attrs.define
-class _Histogram:
-    bounds: tuple[float, ...]
-    counts: list[int] = attrs.field(init=False)  # per bucket, not yet cumulative
-    sum: float = 0.0
-    count: int = 0
-
-    def __attrs_post_init__(self) -> None:
-        self.counts = [0] * (len(self.bounds) + 1)
-
-    def add(self, other: _Histogram) -> None:
-        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
-        self.sum += other.sum
-        self.count += other.count
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
-
-
-@attrs.define
-class RequestMetrics:
+class RequestMetrics(IstioSeries):
     """Accumulates entries; `families` renders them with the current cluster metadata."""
 
-    counters: dict[str, dict[Key, float]] = attrs.Factory(
-        lambda: defaultdict(lambda: defaultdict(float)))
-    histograms: dict[str, dict[Key, _Histogram]] = attrs.Factory(lambda: defaultdict(dict))
     entries: int = 0
     skipped: int = 0  # entries whose cluster is not one of Istio's (no route, xds-grpc...)
     bad_batches: int = 0  # batches that could not be counted (the server says so)
@@ -291,7 +243,7 @@ class RequestMetrics:
 
         counted = key("istio_requests_total")
         if counted is not None:
-            self.counters["istio_requests_total"][counted] += 1
+            self.add("istio_requests_total", counted)
         finished = common.time_to_last_downstream_tx_byte if common.HasField(
             "time_to_last_downstream_tx_byte") else common.duration
         request, response = entry.request, entry.response
@@ -303,7 +255,7 @@ class RequestMetrics:
                  + response.response_body_bytes)):
             observed = key(family)
             if observed is not None:
-                self._observe(family, observed, value)
+                self.observe(family, observed, value)
 
     def record_tcp(self, entry: Any, overrides: Overrides = NO_OVERRIDES) -> None:
         common = entry.common_properties
@@ -328,13 +280,7 @@ class RequestMetrics:
     def _count(self, overrides: Overrides, family: str, cluster: str,
                extras: dict[str, str], value: float) -> None:
         if family not in overrides.disabled:
-            self.counters[family][(cluster, overrides.extras(family, extras, {}))] += value
-
-    def _observe(self, metric: str, key: Key, value: float) -> None:
-        series = self.histograms[metric]
-        if key not in series:
-            series[key] = _Histogram(_HISTOGRAMS[metric])
-        series[key].observe(value)
+            self.add(family, (cluster, overrides.extras(family, extras, {})), value)
 
     # -- rendering ------------------------------------------------------------------------
 
@@ -351,58 +297,3 @@ class RequestMetrics:
                               str(self.bad_batches)),)),
         ]
 
-    def clusters(self) -> set[str]:
-        """Clusters seen so far (whose metadata the caller should look up)."""
-        found = {cluster for series in self.counters.values() for cluster, _ in series}
-        return found | {cluster for series in self.histograms.values() for cluster, _ in series}
-
-    def families(self, workload: Workload, services: Mapping[str, ServiceRef | None]
-                 ) -> list[Family]:
-        def labels(key: Key) -> Labels:
-            cluster, extras = key
-            ref = parse_cluster_name(cluster)
-            assert ref is not None  # only Istio's clusters are recorded
-            out = {**series_labels(ref, workload, services.get(cluster)), **dict(extras)}
-            names = list(LABELS) if out.get("request_protocol") != "tcp" else [
-                n for n in LABELS if n not in HTTP_ONLY]
-            # Telemetry's tag overrides: new tags after Istio's, removed ones left out.
-            names += sorted(name for name in dict(extras) if name not in LABELS)
-            return tuple((name, out.get(name, "")) for name in names
-                         if out.get(name) != REMOVED)
-
-        # Subsets and ports of one service land on the same label set: summed there.
-        out = []
-        for name, help_text in _HELP.items():
-            if name in _HISTOGRAMS:
-                merged: dict[Labels, _Histogram] = {}
-                for key, h in self.histograms.get(name, {}).items():
-                    into = merged.setdefault(labels(key), _Histogram(h.bounds))
-                    into.add(h)
-                samples = tuple(s for rendered, h in merged.items()
-                                for s in _histogram_samples(name, rendered, h))
-                kind = "histogram"
-            else:
-                sums: dict[Labels, float] = defaultdict(float)
-                for key, value in self.counters.get(name, {}).items():
-                    sums[labels(key)] += value
-                samples = tuple(Sample(name, rendered, _number(value))
-                                for rendered, value in sums.items())
-                kind = "counter"
-            if samples:
-                out.append(Family(name, kind, help_text, samples))
-        return out
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
-
-
-def _histogram_samples(name: str, labels: Labels, h: _Histogram
-                       ) -> Iterable[Sample]:
-    running = 0
-    for bound, count in zip(h.bounds, h.counts, strict=False):
-        running += count
-        yield Sample(f"{name}_bucket", (*labels, ("le", _number(bound))), str(running))
-    yield Sample(f"{name}_bucket", (*labels, ("le", "+Inf")), str(h.count))
-    yield Sample(f"{name}_sum", labels, _number(h.sum))
-    yield Sample(f"{name}_count", labels, str(h.count))

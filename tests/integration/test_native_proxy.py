@@ -136,3 +136,29 @@ spec:
     error = wait_until(nacked, 15, what="discovery to see CDS NACKed")
     assert "outlier_detection" in error and "not supported by the native proxy" in error
     assert http(f"http://127.0.0.1:{port}/", timeout=2).status == 200
+
+
+def test_istios_metrics_are_counted_by_the_proxy_and_merged_by_the_agent(mesh: LocalMesh):
+    port, echo_port = free_port(), free_port()
+    mesh.write("mesh.yaml", CONFIG.format(echo=ECHO, echo_port=echo_port, port=port))
+    mesh.write("route.yaml", ROUTE.format(push=0))
+    mesh.start_discovery()
+    start_echo(mesh.workdir, echo_port)
+    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway",
+                                                         "app": "edge"},
+                               extra=["--proxy", "native"])
+    wait_until(lambda: http(f"http://127.0.0.1:{port}/", timeout=2).status == 200, 15,
+               what="HTTP through the native gateway")
+    for _ in range(3):
+        assert http(f"http://127.0.0.1:{port}/status/503", timeout=2).status == 503
+    text = http(f"http://127.0.0.1:{gateway.status_port}/stats/prometheus").body.decode()
+    lines = [line for line in text.splitlines()
+             if line.startswith("istio_requests_total{") and 'response_code="503"' in line]
+    assert len(lines) == 1, text
+    assert lines[0].endswith(" 3")
+    for label in ('reporter="source"', 'source_workload="gw-1"', 'source_app="edge"',
+                  'destination_service="echo.default.svc.cluster.local"',
+                  'destination_service_name="echo"', 'request_protocol="http"'):
+        assert label in lines[0], lines[0]
+    assert "istio_request_duration_milliseconds_bucket{" in text
+    assert "envoy_cluster_upstream_rq_total{" in text
