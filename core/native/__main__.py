@@ -17,10 +17,10 @@ from google.protobuf import json_format
 from pilotfish.core.istio_metrics import Workload
 from pilotfish.core.native import bootstrap
 from pilotfish.core.native.admin import Admin
-from pilotfish.core.native.client_session import DeltaClientSession
+from pilotfish.core.native.client_session import DeltaClientSession, SecretSession
 from pilotfish.core.native.config import ConfigState
 from pilotfish.core.native.proxy import NativeProxy
-from pilotfish.core.native.xds_client import XdsClient
+from pilotfish.core.native.xds_client import SDS_METHOD, XdsClient
 
 LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
               "warning": logging.WARNING, "error": logging.ERROR,
@@ -40,12 +40,22 @@ def workload(boot: bootstrap.Bootstrap) -> Workload:
 async def serve(boot: bootstrap.Bootstrap) -> None:
     state = ConfigState()
     session = DeltaClientSession(boot.node, state)
+    secrets = SecretSession(boot.node, state)
     proxy = NativeProxy(state)
-    client = XdsClient(boot.xds_target, session, proxy.reconcile)
-    admin = Admin(proxy, session, boot.node.id, workload(boot))
+    sds = XdsClient(boot.sds_target, secrets, proxy.reconcile, SDS_METHOD)
+
+    async def changed() -> None:
+        # Listeners name certificates: subscribe to them before binding (warming).
+        sds.send(secrets.want(state.secret_names()))
+        await proxy.reconcile()
+
+    client = XdsClient(boot.xds_target, session, changed)
+    admin = Admin(proxy, session, boot.node.id, workload(boot), secrets)
     async with anyio.create_task_group() as tg:
         await tg.start(admin.server.serve, f"{boot.admin_host}:{boot.admin_port}")
         tg.start_soon(client.run)
+        if boot.sds_target:
+            tg.start_soon(sds.run)
 
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

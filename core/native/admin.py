@@ -12,9 +12,9 @@ import anyio
 
 from pilotfish.core.http import HttpServer, Request, Response
 from pilotfish.core.istio_metrics import Workload
-from pilotfish.core.native.client_session import DeltaClientSession
+from pilotfish.core.native.client_session import DeltaClientSession, SecretSession
 from pilotfish.core.native.proxy import NativeProxy
-from pilotfish.core.xds import config_dump
+from pilotfish.core.xds import config_dump, types
 from pilotfish.core.xds.resources import Resource, ResourceSet
 
 LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
@@ -22,9 +22,10 @@ LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 
 class Admin:
     def __init__(self, proxy: NativeProxy, session: DeltaClientSession, node_id: str,
-                 workload: Workload) -> None:
+                 workload: Workload, secrets: SecretSession | None = None) -> None:
         self.proxy = proxy
         self.session = session
+        self.secrets = secrets
         self.node_id = node_id
         self.workload = workload
         self.started = time.time()
@@ -37,10 +38,15 @@ class Admin:
             "/drain_listeners": self.drain, "/quitquitquit": self.quitquitquit,
         })
 
+    def not_ready(self) -> str:
+        """Why the proxy does not hold its full configuration yet ("" when it does). As
+        Envoy's, a listener waiting for its certificate does not hold the proxy back."""
+        return self.session.ready()
+
     def state(self) -> str:
         if self.proxy.draining:
             return "DRAINING"
-        return "PRE_INITIALIZING" if self.session.ready() else "LIVE"
+        return "PRE_INITIALIZING" if self.not_ready() else "LIVE"
 
     async def ready(self, request: Request) -> Response:
         state = self.state()
@@ -52,14 +58,17 @@ class Admin:
             "uptime_current_epoch": f"{int(time.time() - self.started)}s",
             "command_line_options": {"concurrency": 1},
             "node": {"id": self.node_id},
-            "not_ready": self.session.ready(),
+            "not_ready": self.not_ready(),
             "rejected": dict(self.session.rejected),
+            "warming": self.secrets.ready() if self.secrets else "",
         })
 
     async def config_dump(self, request: Request) -> Response:
         state = self.proxy.state
         sets = {}
         for type_url, resources in state.resources.items():
+            if type_url == types.SECRET:
+                continue  # private keys stay in the proxy
             sets[type_url] = ResourceSet(type_url, {
                 name: Resource.from_message(name, type_url, message)
                 for name, message in sorted(resources.items())})

@@ -21,6 +21,8 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
 
+from pilotfish.core.proxy_backend import SDS_CLUSTER
+
 PARSED = ("node", "dynamic_resources", "static_resources")
 
 
@@ -35,6 +37,7 @@ class Bootstrap:
     admin_port: int
     xds_target: str  # a gRPC target: host:port or unix:PATH
     path: Path
+    sds_target: str = ""  # the agent's SDS (static cluster sds-grpc), "" if none
 
 
 def _grpc_target(cluster: Any) -> str:
@@ -77,6 +80,7 @@ def load(path: Path) -> Bootstrap:
         raise BootstrapError(f"{path}: static cluster {name}: xDS over TLS is not supported "
                              "by the native proxy yet (run the agent without xDS over mTLS)")
     admin = (data.get("admin") or {}).get("address", {}).get("socket_address", {})
+    sds = next((c for c in bootstrap.static_resources.clusters if c.name == SDS_CLUSTER), None)
     return Bootstrap(bootstrap.node, str(admin.get("address") or "127.0.0.1"),
                      int(admin.get("port_value") or 15000),
-                     _grpc_target(cluster), path)
+                     _grpc_target(cluster), path, _grpc_target(sds) if sds else "")

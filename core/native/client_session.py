@@ -83,3 +83,53 @@ class DeltaClientSession:
         if missing:
             return f"route tables not received yet: {', '.join(sorted(missing))}"
         return ""
+
+
+@attrs.define
+class SecretSession:
+    """The native proxy's side of a delta SDS stream to the agent: the secrets its TLS
+    listeners name, subscribed by name as they come and go, each response ACKed or
+    NACKed like the ADS session's."""
+
+    node: base_pb2.Node
+    state: ConfigState
+    subscribed: set[str] = attrs.field(factory=set)
+    rejected: str = ""
+
+    def start(self) -> list[discovery_pb2.DeltaDiscoveryRequest]:
+        return [discovery_pb2.DeltaDiscoveryRequest(
+            type_url=types.SECRET, node=self.node,
+            resource_names_subscribe=sorted(self.subscribed))] if self.subscribed else []
+
+    def want(self, names: set[str]) -> list[discovery_pb2.DeltaDiscoveryRequest]:
+        """The request that makes ``names`` the subscription (none if it already is)."""
+        if names == self.subscribed:
+            return []
+        first = not self.subscribed
+        request = discovery_pb2.DeltaDiscoveryRequest(
+            type_url=types.SECRET, resource_names_subscribe=sorted(names - self.subscribed),
+            resource_names_unsubscribe=sorted(self.subscribed - names))
+        if first:
+            request.node.CopyFrom(self.node)
+        self.subscribed = set(names)
+        return [request]
+
+    def receive(self, response: discovery_pb2.DeltaDiscoveryResponse
+                ) -> list[discovery_pb2.DeltaDiscoveryRequest]:
+        try:
+            self.state.apply(types.SECRET, [(r.name, r.resource.value)
+                                            for r in response.resources],
+                             response.removed_resources)
+        except Rejected as exc:
+            self.rejected = str(exc)
+            return [discovery_pb2.DeltaDiscoveryRequest(
+                type_url=types.SECRET, response_nonce=response.nonce,
+                error_detail=status_pb2.Status(code=INVALID_ARGUMENT, message=str(exc)))]
+        self.rejected = ""
+        return [discovery_pb2.DeltaDiscoveryRequest(type_url=types.SECRET,
+                                                    response_nonce=response.nonce)]
+
+    def ready(self) -> str:
+        missing = self.subscribed - {n for n, s in self.state.secrets.items() if s}
+        return f"certificates not received yet: {', '.join(sorted(missing))}" \
+            if missing else ""

@@ -22,6 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -36,7 +37,9 @@ MESSAGES: Mapping[str, type[Message]] = {
     types.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
     types.LISTENER: listener_pb2.Listener,
     types.ROUTE: route_pb2.RouteConfiguration,
+    types.SECRET: secret_pb2.Secret,
 }
+SPOKEN_ALPN = ("http/1.1",)  # what the native proxy speaks (ALPN offers are cut to these)
 
 
 class Rejected(Exception):
@@ -82,10 +85,40 @@ class HttpManager:
 
 
 @attrs.frozen
+class Termination:
+    """TLS ended at the listener with a certificate from SDS."""
+
+    secret: str
+    alpn: tuple[str, ...] = ()
+    min_version: str = "TLSv1_2"
+    max_version: str = ""
+
+
+@attrs.frozen
+class TlsSecret:
+    chain: bytes
+    key: bytes
+
+
+@attrs.frozen
 class FilterChain:
     name: str
     destination_port: int  # 0: any
     network: TcpProxy | HttpManager
+    server_names: tuple[str, ...] = ()
+    tls: Termination | None = None
+
+    def serves(self, server_name: str) -> int:
+        """How well this chain's server names match (Envoy's order): 3 exact, 2 wildcard,
+        1 any name (none listed), 0 not at all."""
+        if not self.server_names:
+            return 1
+        name = server_name.lower()
+        if name in self.server_names:
+            return 3
+        if any(n.startswith("*.") and name.endswith(n[1:]) for n in self.server_names):
+            return 2
+        return 0
 
 
 @attrs.frozen
@@ -96,10 +129,19 @@ class Listener:
     chains: tuple[FilterChain, ...]
     resource: Message | None = attrs.field(default=None, eq=False, repr=False)
 
-    def chain(self, destination_port: int) -> FilterChain | None:
+    def chain(self, destination_port: int, server_name: str = "") -> FilterChain | None:
         exact = [c for c in self.chains if c.destination_port == destination_port]
         found = exact or [c for c in self.chains if not c.destination_port]
-        return found[0] if found else None
+        ranked = sorted(((c.serves(server_name), i) for i, c in enumerate(found)),
+                        key=lambda r: (-r[0], r[1]))
+        return found[ranked[0][1]] if ranked and ranked[0][0] else None
+
+    @property
+    def tls(self) -> bool:
+        return any(c.tls is not None for c in self.chains)
+
+    def secrets(self) -> set[str]:
+        return {c.tls.secret for c in self.chains if c.tls is not None}
 
 
 def _seconds(duration: Any, default: float) -> float:
@@ -172,6 +214,30 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager:
     raise subset.Unsupported(where, f"network filter {filter_.name} is not supported")
 
 
+def _termination(socket: Any, where: str) -> Termination:
+    message = subset.unpack(socket.typed_config, f"{where}.typed_config")
+    if not isinstance(message, tls_pb2.DownstreamTlsContext):
+        raise subset.Unsupported(f"{where}.typed_config", "a listener's transport socket must "
+                                 "be a DownstreamTlsContext")
+    if message.require_client_certificate.value:
+        raise subset.Unsupported(f"{where}.typed_config.require_client_certificate",
+                                 "client certificates (mutual TLS) are not supported by the "
+                                 "native proxy yet")
+    common = message.common_tls_context
+    if len(common.tls_certificate_sds_secret_configs) != 1:
+        raise subset.Unsupported(f"{where}.typed_config.common_tls_context",
+                                 "expected one SDS certificate")
+    versions = common_pb2.TlsParameters.TlsProtocol
+    params = common.tls_params
+    return Termination(
+        common.tls_certificate_sds_secret_configs[0].name,
+        tuple(a for a in common.alpn_protocols if a in SPOKEN_ALPN),
+        versions.Name(params.tls_minimum_protocol_version)
+        if params.tls_minimum_protocol_version else "TLSv1_2",
+        versions.Name(params.tls_maximum_protocol_version)
+        if params.tls_maximum_protocol_version else "")
+
+
 def build_listener(resource: listener_pb2.Listener) -> Listener:
     chains = []
     for index, chain in enumerate(resource.filter_chains):
@@ -180,12 +246,29 @@ def build_listener(resource: listener_pb2.Listener) -> Listener:
             raise subset.Unsupported(f"{where}.filters", "the native proxy runs exactly one "
                                      "network filter per chain (tcp_proxy or "
                                      "http_connection_manager)")
+        tls = _termination(chain.transport_socket, f"{where}.transport_socket") \
+            if chain.HasField("transport_socket") else None
         chains.append(FilterChain(
             chain.name, chain.filter_chain_match.destination_port.value,
-            _network(chain.filters[0], f"{where}.filters[0]")))
+            _network(chain.filters[0], f"{where}.filters[0]"),
+            tuple(n.lower() for n in chain.filter_chain_match.server_names), tls))
+    if chains and len({c.tls is None for c in chains}) > 1:
+        raise subset.Unsupported("filter_chains", "a listener mixing TLS and plaintext "
+                                 "chains is not supported by the native proxy yet")
     address = resource.address.socket_address
     return Listener(resource.name, address.address, address.port_value, tuple(chains),
                     resource)
+
+
+def build_secret(resource: secret_pb2.Secret) -> TlsSecret | None:
+    """A certificate and key (None for a trust bundle, which nothing here uses yet)."""
+    if not resource.HasField("tls_certificate"):
+        return None
+    certificate = resource.tls_certificate
+
+    def data(source: Any) -> bytes:
+        return bytes(source.inline_bytes) or source.inline_string.encode()
+    return TlsSecret(data(certificate.certificate_chain), data(certificate.private_key))
 
 
 @attrs.define
@@ -196,6 +279,7 @@ class ConfigState:
     endpoints: dict[str, tuple[Endpoint, ...]] = attrs.field(factory=dict)
     listeners: dict[str, Listener] = attrs.field(factory=dict)
     routes: dict[str, routing.RouteTable] = attrs.field(factory=dict)
+    secrets: dict[str, TlsSecret | None] = attrs.field(factory=dict)
     resources: dict[str, dict[str, Message]] = attrs.field(
         factory=lambda: {type_url: {} for type_url in MESSAGES})
     versions: dict[str, str] = attrs.field(factory=dict)
@@ -231,7 +315,8 @@ class ConfigState:
     def _table(self, type_url: str) -> dict[str, Any]:
         tables: dict[str, dict[str, Any]] = {
             types.CLUSTER: self.clusters, types.ENDPOINT: self.endpoints,
-            types.LISTENER: self.listeners, types.ROUTE: self.routes}
+            types.LISTENER: self.listeners, types.ROUTE: self.routes,
+            types.SECRET: self.secrets}
         return tables[type_url]
 
     @staticmethod
@@ -242,6 +327,8 @@ class ConfigState:
             return tuple(endpoints_of(resource))
         if type_url == types.LISTENER:
             return build_listener(resource)
+        if type_url == types.SECRET:
+            return build_secret(resource)
         return routing.compile_routes(resource)
 
     def eds_names(self) -> set[str]:
@@ -251,6 +338,9 @@ class ConfigState:
         return {chain.network.route_name for listener in self.listeners.values()
                 for chain in listener.chains
                 if isinstance(chain.network, HttpManager) and chain.network.route_name}
+
+    def secret_names(self) -> set[str]:
+        return {name for listener in self.listeners.values() for name in listener.secrets()}
 
     def endpoints_of(self, cluster: Cluster) -> tuple[Endpoint, ...]:
         if cluster.kind == "STATIC":

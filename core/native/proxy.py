@@ -25,7 +25,7 @@ import attrs
 
 from pilotfish.core import istio_metrics, prometheus
 from pilotfish.core.istio_requests import IstioSeries
-from pilotfish.core.native import access_log, http1, routing
+from pilotfish.core.native import access_log, http1, routing, tls
 from pilotfish.core.native.config import (
     Cluster,
     ConfigState,
@@ -118,8 +118,9 @@ class Pool:
 
 
 class NativeProxy:
-    def __init__(self, state: ConfigState) -> None:
+    def __init__(self, state: ConfigState, contexts: tls.Contexts | None = None) -> None:
         self.state = state
+        self.contexts = contexts or tls.Contexts()
         self.stats = Stats()
         self.istio = IstioSeries()  # Istio's standard metrics, counted as requests finish
         self.servers: dict[str, asyncio.AbstractServer] = {}
@@ -156,10 +157,13 @@ class NativeProxy:
         for name, listener in wanted.items():
             if name in self.servers or self.draining:
                 continue
+            context = self.contexts.listener_context(name, self.state)
+            if listener.tls and context is None:
+                continue  # warming: a certificate it names has not come from SDS yet
             try:
                 server = await asyncio.start_server(
                     self._accepting(name), listener.host, listener.port, reuse_address=True,
-                    limit=READ_SIZE)
+                    limit=READ_SIZE, ssl=context, ssl_handshake_timeout=10)
             except OSError as exc:
                 log.error("listener %s: cannot bind %s:%d: %s", name, listener.host,
                           listener.port, exc)
@@ -193,9 +197,10 @@ class NativeProxy:
 
     async def _connection(self, listener: Listener, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        local = sock.getsockname() if sock is not None else ("", listener.port)
-        chain = listener.chain(int(local[1]))
+        local = writer.get_extra_info("sockname") or ("", listener.port)
+        ssl_object = writer.get_extra_info("ssl_object")
+        server_name = getattr(ssl_object, tls.SERVER_NAME, "") if ssl_object else ""
+        chain = listener.chain(int(local[1]), server_name)
         self.stats.inc(f"listener.{listener.host}_{listener.port}.downstream_cx_total")
         if chain is None:
             self.stats.inc(f"listener.{listener.host}_{listener.port}.no_filter_chain_match")
@@ -203,7 +208,8 @@ class NativeProxy:
         if isinstance(chain.network, TcpProxy):
             await self._tcp(chain.network, reader, writer)
         else:
-            await self._http(chain.network, reader, writer)
+            await self._http(chain.network, reader, writer,
+                             "https" if ssl_object is not None else "http")
 
     # -- TCP -----------------------------------------------------------------------------
 
@@ -270,7 +276,7 @@ class NativeProxy:
     # -- HTTP ----------------------------------------------------------------------------
 
     async def _http(self, config: HttpManager, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter) -> None:
+                    writer: asyncio.StreamWriter, scheme: str = "http") -> None:
         parser = http1.Parser()
         prefix = config.stat_prefix
         while True:
@@ -289,7 +295,7 @@ class NativeProxy:
                 request = parser.next()
             self.stats.inc(f"http.{prefix}.downstream_rq_total")
             started = time.time()
-            outcome = await self._exchange(config, request, reader, writer)
+            outcome = await self._exchange(config, request, reader, writer, scheme)
             self.log(config.access, access_log.Entry(
                 started, request.method, request.target, f"HTTP/{request.version}",
                 outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
@@ -306,7 +312,8 @@ class NativeProxy:
         return config.inline or self.state.routes.get(config.route_name)
 
     async def _exchange(self, config: HttpManager, request: http1.Message,
-                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Outcome:
+                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        scheme: str = "http") -> Outcome:
         """Answer one request."""
         started = time.monotonic()
         authority = request.header("host") or ""
@@ -321,7 +328,7 @@ class NativeProxy:
             prefix = decision.route.match.value if decision.route.match.kind == "prefix" \
                 else ""
             return await self._local(config, request, writer,
-                                     action.answer("http", authority, request.target, prefix),
+                                     action.answer(scheme, authority, request.target, prefix),
                                      route=route)
         if isinstance(action, routing.Respond):
             return await self._local(config, request, writer, action, route=route)
@@ -331,7 +338,7 @@ class NativeProxy:
             return await self._local(config, request, writer,
                                      routing.Respond(503, b"no healthy upstream"),
                                      cluster_name, "NC", route)
-        outgoing = self._outgoing(request, decision, edits, action)
+        outgoing = self._outgoing(request, decision, edits, action, scheme)
         if request.upgrade is not None:
             if not (config.websocket or action.websocket):
                 return await self._local(config, request, writer,
@@ -358,7 +365,8 @@ class NativeProxy:
                        route=route)
 
     def _outgoing(self, request: http1.Message, decision: routing.Decision,
-                  edits: routing.HeaderEdits, action: routing.Forward) -> http1.Message:
+                  edits: routing.HeaderEdits, action: routing.Forward,
+                  scheme: str = "http") -> http1.Message:
         headers = decision.request_edits.then(edits).apply(list(request.headers))
         target = request.target
         if action.prefix_rewrite and decision.route.match.kind == "prefix":
@@ -370,7 +378,7 @@ class NativeProxy:
         if "x-request-id" not in names:
             headers.append(("x-request-id", str(uuid.uuid4())))
         if "x-forwarded-proto" not in names:
-            headers.append(("x-forwarded-proto", "http"))
+            headers.append(("x-forwarded-proto", scheme))
         return http1.Message(headers, request.body, request.method, target,
                              upgrade=request.upgrade)
 

@@ -20,12 +20,14 @@ from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
 from envoy.extensions.filters.http.cors.v3 import cors_pb2  # noqa: F401
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.request_id.uuid.v3 import uuid_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import any_pb2, symbol_database
 from google.protobuf.message import Message
@@ -49,7 +51,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries",
         "track_remaining"}),
     "envoy.config.core.v3.ConfigSource": frozenset({"ads", "initial_fetch_timeout",
-                                                    "resource_api_version"}),
+                                                    "resource_api_version",
+                                                    "api_config_source"}),
     "envoy.config.core.v3.AggregatedConfigSource": frozenset(),
     "envoy.config.core.v3.Metadata": ANY_FIELDS,
     "envoy.config.endpoint.v3.ClusterLoadAssignment": frozenset({"cluster_name", "endpoints"}),
@@ -70,10 +73,30 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
                                                           "max_requests_per_connection"}),
     # -- listeners ---------------------------------------------------------------------------
     "envoy.config.listener.v3.Listener": frozenset({
-        "name", "address", "filter_chains", "traffic_direction"}),
+        "name", "address", "filter_chains", "traffic_direction", "listener_filters"}),
+    "envoy.config.listener.v3.ListenerFilter": frozenset({"name", "typed_config"}),
+    # SNI is read in the handshake itself (see native/tls.py)
+    "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector": frozenset(),
     "envoy.config.listener.v3.FilterChain": frozenset({"filters", "name",
-                                                       "filter_chain_match"}),
-    "envoy.config.listener.v3.FilterChainMatch": frozenset({"destination_port"}),
+                                                       "filter_chain_match",
+                                                       "transport_socket"}),
+    "envoy.config.listener.v3.FilterChainMatch": frozenset({"destination_port",
+                                                            "server_names"}),
+    "envoy.config.core.v3.TransportSocket": frozenset({"name", "typed_config"}),
+    # downstream TLS: the certificate from the agent's SDS, server side only
+    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": frozenset({
+        "common_tls_context", "require_client_certificate"}),
+    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": frozenset({
+        "tls_params", "alpn_protocols", "tls_certificate_sds_secret_configs"}),
+    "envoy.extensions.transport_sockets.tls.v3.TlsParameters": frozenset({
+        "tls_minimum_protocol_version", "tls_maximum_protocol_version"}),
+    "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig": frozenset({"name",
+                                                                            "sds_config"}),
+    "envoy.config.core.v3.ApiConfigSource": frozenset({
+        "api_type", "grpc_services", "set_node_on_first_message_only",
+        "transport_api_version"}),
+    "envoy.config.core.v3.GrpcService": frozenset({"envoy_grpc"}),
+    "envoy.config.core.v3.GrpcService.EnvoyGrpc": frozenset({"cluster_name"}),
     "envoy.config.listener.v3.Filter": frozenset({"name", "typed_config"}),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": frozenset({
         "stat_prefix", "cluster", "access_log", "access_log_options", "idle_timeout"}),
@@ -101,7 +124,13 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.accesslog.v3.LogTypeFilter": frozenset({"types"}),
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": frozenset({"log_format"}),
     "envoy.config.core.v3.SubstitutionFormatString": frozenset({"text_format_source"}),
-    "envoy.config.core.v3.DataSource": frozenset({"inline_string"}),
+    "envoy.config.core.v3.DataSource": frozenset({"inline_string", "inline_bytes"}),
+    # secrets from the agent's SDS
+    "envoy.extensions.transport_sockets.tls.v3.Secret": frozenset({
+        "name", "tls_certificate", "validation_context"}),
+    "envoy.extensions.transport_sockets.tls.v3.TlsCertificate": frozenset({
+        "certificate_chain", "private_key"}),
+    "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": ANY_FIELDS,
     # Istio's metrics: the native proxy counts them itself (see docs/native.md)
     "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig": ANY_FIELDS,
     "envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig": ANY_FIELDS,

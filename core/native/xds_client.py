@@ -8,26 +8,44 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
-
-from pilotfish.core.native.client_session import DeltaClientSession
 
 log = logging.getLogger("pilotfish.native.xds")
 
 DELTA_METHOD = ("/envoy.service.discovery.v3.AggregatedDiscoveryService/"
                 "DeltaAggregatedResources")
+SDS_METHOD = "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets"
+
+
+class Session(Protocol):
+    def start(self) -> list[discovery_pb2.DeltaDiscoveryRequest]: ...
+
+    def receive(self, response: discovery_pb2.DeltaDiscoveryResponse
+                ) -> list[discovery_pb2.DeltaDiscoveryRequest]: ...
 BACKOFF = (0.5, 30.0)
 
 
 class XdsClient:
-    def __init__(self, target: str, session: DeltaClientSession,
-                 on_change: Callable[[], Awaitable[None]]) -> None:
+    """One delta stream (ADS to discovery, or SDS to the agent) with its session."""
+
+    def __init__(self, target: str, session: Session,
+                 on_change: Callable[[], Awaitable[None]], method: str = DELTA_METHOD) -> None:
         self.target = target  # a gRPC target: host:port or unix:PATH
         self.session = session
         self.on_change = on_change
+        self.method = method
         self.connected = False
+        self._queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] | None = None
+
+    def send(self, requests: list[discovery_pb2.DeltaDiscoveryRequest]) -> None:
+        """Requests the session made outside a response (new subscriptions); on the next
+        stream ``start`` says them again if this one is down."""
+        if self._queue is not None:
+            for request in requests:
+                self._queue.put_nowait(request)
 
     async def run(self) -> None:
         """Until cancelled: keep a stream open, apply what comes."""
@@ -45,6 +63,7 @@ class XdsClient:
 
     async def _stream(self) -> None:
         queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
+        self._queue = queue
         for request in self.session.start():
             queue.put_nowait(request)
 
@@ -52,12 +71,19 @@ class XdsClient:
             while (request := await queue.get()) is not None:
                 yield request
 
+        try:
+            await self._run(queue, requests())
+        finally:
+            self._queue = None
+
+    async def _run(self, queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None],
+                   requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]) -> None:
         async with grpc.aio.insecure_channel(self.target) as channel:
             call = channel.stream_stream(
-                DELTA_METHOD,
+                self.method,
                 request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
                 response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString)
-            stream = call(requests())
+            stream = call(requests)
             self.connected = True
             async for response in stream:
                 for request in self.session.receive(response):

@@ -146,8 +146,10 @@ def https_get(port: int, trusted: Path | None) -> tuple[bytes, bytes]:
         return tls.getpeercert(binary_form=True) or b"", answer
 
 
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
 def test_gateway_waits_for_certificate_files_and_takes_rotated_ones(mesh: LocalMesh,
-                                                                      tmp_path: Path) -> None:
+                                                                      tmp_path: Path,
+                                                                      proxy: str) -> None:
     """Files named by a Gateway server come from the gateway's agent over SDS (as Istio's):
     a listener whose files are not there yet waits for them instead of being NACKed, and a
     rotated certificate is served without a restart."""
@@ -156,7 +158,8 @@ def test_gateway_waits_for_certificate_files_and_takes_rotated_ones(mesh: LocalM
                                             certs=certs))
     mesh.start_discovery()
     mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
-    mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"})
+    mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                     extra=["--proxy", proxy])
     mesh.wait_synced("gw-1.default")  # ACKed: the listener waits for its secret, no NACK
     with pytest.raises(OSError):  # no certificate to offer: no handshake completes
         https_get(https_port, None)

@@ -112,3 +112,39 @@ def test_docs_list_the_subset_the_code_checks():
     spec.loader.exec_module(gen)
     text = (root / "docs" / "native.md").read_text()
     assert gen.render(text) == text, "run scripts/gen_native_subset.py"
+
+
+def test_secrets_are_subscribed_as_listeners_name_them_and_acked():
+    from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+    from pilotfish.core.native.client_session import SecretSession
+
+    state = ConfigState()
+    secrets = SecretSession(base_pb2.Node(id="n"), state)
+    assert secrets.start() == []
+    (first,) = secrets.want({"file-cert:a~b"})
+    assert first.node.id == "n" and list(first.resource_names_subscribe) == ["file-cert:a~b"]
+    assert secrets.want({"file-cert:a~b"}) == []
+    assert secrets.ready() == "certificates not received yet: file-cert:a~b"
+    secret = json_format.ParseDict({"name": "file-cert:a~b", "tls_certificate": {
+        "certificate_chain": {"inline_bytes": "Y2VydA=="},
+        "private_key": {"inline_bytes": "a2V5"}}}, secret_pb2.Secret())
+    (ack,) = secrets.receive(response(types.SECRET, "s1", secret))
+    assert ack.response_nonce == "s1" and not ack.error_detail.message
+    assert secrets.ready() == "" and state.secrets["file-cert:a~b"] is not None
+    (change,) = secrets.want(set())
+    assert list(change.resource_names_unsubscribe) == ["file-cert:a~b"]
+
+
+def test_filter_chains_by_server_name_exact_then_wildcard_then_any():
+    from pilotfish.core.native.config import FilterChain, Listener, TcpProxy
+
+    def chain(name: str, *names: str) -> FilterChain:
+        return FilterChain(name, 0, TcpProxy("c", "s"), names)
+
+    listener = Listener("l", "0.0.0.0", 443, (
+        chain("wild", "*.example.com"), chain("exact", "api.example.com"), chain("any")))
+    assert listener.chain(443, "api.example.com").name == "exact"
+    assert listener.chain(443, "web.example.com").name == "wild"
+    assert listener.chain(443, "other.org").name == "any"
+    assert Listener("l", "", 1, (chain("wild", "*.example.com"),)).chain(1, "x.org") is None
