@@ -161,9 +161,11 @@ class NativeProxy:
             if listener.tls and context is None:
                 continue  # warming: a certificate it names has not come from SDS yet
             try:
+                tls_options: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": 10} \
+                    if context is not None else {}
                 server = await asyncio.start_server(
                     self._accepting(name), listener.host, listener.port, reuse_address=True,
-                    limit=READ_SIZE, ssl=context, ssl_handshake_timeout=10)
+                    limit=READ_SIZE, **tls_options)
             except OSError as exc:
                 log.error("listener %s: cannot bind %s:%d: %s", name, listener.host,
                           listener.port, exc)
