@@ -83,15 +83,29 @@ def backend_config(port: int, admin: int) -> dict[str, Any]:
 
 
 def pin(pid: int, cpu: str) -> None:
+    """``pid`` and its descendants (the agent's proxy), every thread, to ``cpu``."""
     if TWO_CPUS:
-        subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(pid)], capture_output=True,
-                       check=False)
+        for each in tree(pid):
+            subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(each)], capture_output=True,
+                           check=False)
 
 
 def tree(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                          text=True).stdout.split()
     return [pid, *(p for child in out for p in tree(int(child)))]
+
+
+def _command(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return str(pid)
+    words = [a.decode() for a in argv if a]
+    for known in ("pilotfish.core.native", "agent", "setpriv", "envoy"):
+        if any(known in w for w in words[:6]):
+            return "native" if known == "pilotfish.core.native" else known
+    return Path(words[0]).name if words else str(pid)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -172,8 +186,12 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
                     assert routers[name].process.popen is not None
                     pids = tree(routers[name].process.popen.pid)
                     before = cpu_seconds(pids)
+                    each = {pid: cpu_seconds([pid]) for pid in pids}
                     run = wrk(f"http://127.0.0.1:{port}/", seconds)
                     used = cpu_seconds(pids) - before
+                    run["cpu_seconds_by_process"] = {
+                        _command(pid): round(cpu_seconds([pid]) - start, 2)
+                        for pid, start in each.items()}
                     run["cpu_seconds_per_1000_requests"] = round(
                         used / max(run["requests"], 1) * 1000, 4)
                     run["rss_mib"] = rss_mib(pids)
