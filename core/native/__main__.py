@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 import anyio
+import grpc
 from google.protobuf import json_format
 
+from pilotfish.core import meshconfig, plugins
 from pilotfish.core.istio_metrics import Workload
 from pilotfish.core.native import bootstrap
 from pilotfish.core.native.admin import Admin
@@ -40,8 +42,12 @@ def workload(boot: bootstrap.Bootstrap) -> Workload:
 async def serve(boot: bootstrap.Bootstrap) -> None:
     state = ConfigState()
     session = DeltaClientSession(boot.node, state)
-    secrets = SecretSession(boot.node, state)
-    proxy = NativeProxy(state)
+    xds_secrets = frozenset({boot.xds_tls.certificate, boot.xds_tls.trust}) \
+        if boot.xds_tls else frozenset()
+    secrets = SecretSession(boot.node, state, always=xds_secrets)
+    sniffers = plugins.Plugins.from_config(meshconfig.load(None),
+                                           groups=["sniffers"]).sniffers()
+    proxy = NativeProxy(state, sniffers=sniffers)
     sds = XdsClient(boot.sds_target, secrets, proxy.reconcile, SDS_METHOD)
 
     async def changed() -> None:
@@ -49,7 +55,31 @@ async def serve(boot: bootstrap.Bootstrap) -> None:
         sds.send(secrets.want(state.secret_names()))
         await proxy.reconcile()
 
-    client = XdsClient(boot.xds_target, session, changed)
+    secrets_changed = anyio.Event()
+
+    async def secrets_arrived() -> None:
+        nonlocal secrets_changed
+        secrets_changed.set()
+        secrets_changed = anyio.Event()
+        await proxy.reconcile()
+
+    sds.on_change = secrets_arrived
+
+    async def credentials() -> tuple[grpc.ChannelCredentials, str]:
+        """The workload certificate and mesh root, once SDS has them."""
+        assert boot.xds_tls is not None
+        while True:
+            certificate = state.secrets.get(boot.xds_tls.certificate)
+            trust = state.secrets.get(boot.xds_tls.trust)
+            if certificate is not None and trust is not None:
+                return grpc.ssl_channel_credentials(
+                    root_certificates=trust.ca, private_key=certificate.key,
+                    certificate_chain=certificate.chain), boot.xds_tls.server_name
+            await secrets_changed.wait()
+
+    client = XdsClient(boot.xds_target, session, changed,
+                       credentials=credentials if boot.xds_tls else None)
+    sds.send(secrets.want(set()))
     admin = Admin(proxy, session, boot.node.id, workload(boot), secrets)
     async with anyio.create_task_group() as tg:
         await tg.start(admin.server.serve, f"{boot.admin_host}:{boot.admin_port}")

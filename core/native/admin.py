@@ -61,6 +61,7 @@ class Admin:
             "not_ready": self.not_ready(),
             "rejected": dict(self.session.rejected),
             "warming": self.secrets.ready() if self.secrets else "",
+            "secrets": sorted(n for n, s in self.proxy.state.secrets.items() if s),
         })
 
     async def config_dump(self, request: Request) -> Response:

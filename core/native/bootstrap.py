@@ -2,8 +2,9 @@
 
 What it reads: the node (sent on the ADS stream), the admin address, the ADS config
 (``DELTA_GRPC``) and the static cluster it points at (``xds-grpc``, one address: a socket
-address or a unix pipe). Anything the native proxy cannot do with it — xDS over TLS, state
-of the world — is a ``BootstrapError`` that says so, before the proxy starts.
+address or a unix pipe, in plaintext or mutual TLS with certificates from the agent's SDS),
+and the agent's SDS cluster (``sds-grpc``). Anything the native proxy cannot do with it —
+state of the world — is a ``BootstrapError`` that says so, before the proxy starts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 
 # The typed configs a bootstrap's clusters carry, so the JSON parser can resolve them.
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
 
@@ -38,6 +39,17 @@ class Bootstrap:
     xds_target: str  # a gRPC target: host:port or unix:PATH
     path: Path
     sds_target: str = ""  # the agent's SDS (static cluster sds-grpc), "" if none
+    xds_tls: XdsTls | None = None  # mutual TLS to discovery (through the agent's relay)
+
+
+@attrs.frozen
+class XdsTls:
+    """xDS over mutual TLS: the workload certificate and trust bundle from SDS, and the
+    name discovery's certificate must carry (sent as SNI)."""
+
+    server_name: str
+    certificate: str  # SDS secret names
+    trust: str
 
 
 def _grpc_target(cluster: Any) -> str:
@@ -50,6 +62,20 @@ def _grpc_target(cluster: Any) -> str:
             host = f"[{socket.address}]" if ":" in socket.address else socket.address
             return f"{host}:{socket.port_value}"
     raise BootstrapError(f"static cluster {cluster.name} has no endpoint")
+
+
+def _xds_tls(cluster: Any, path: Path) -> XdsTls:
+    context = tls_pb2.UpstreamTlsContext()
+    if not cluster.transport_socket.typed_config.Unpack(context):
+        raise BootstrapError(f"{path}: static cluster {cluster.name}: the transport socket "
+                             "is not an UpstreamTlsContext")
+    common = context.common_tls_context
+    certificates = common.tls_certificate_sds_secret_configs
+    trust = common.combined_validation_context.validation_context_sds_secret_config.name
+    if len(certificates) != 1 or not trust or not context.sni:
+        raise BootstrapError(f"{path}: static cluster {cluster.name}: xDS over TLS needs one "
+                             "SDS certificate, an SDS trust bundle and an SNI")
+    return XdsTls(context.sni, certificates[0].name, trust)
 
 
 def load(path: Path) -> Bootstrap:
@@ -76,11 +102,9 @@ def load(path: Path) -> Bootstrap:
     cluster = next((c for c in bootstrap.static_resources.clusters if c.name == name), None)
     if cluster is None:
         raise BootstrapError(f"{path}: the ADS cluster {name} is not a static cluster")
-    if cluster.HasField("transport_socket"):
-        raise BootstrapError(f"{path}: static cluster {name}: xDS over TLS is not supported "
-                             "by the native proxy yet (run the agent without xDS over mTLS)")
+    xds_tls = _xds_tls(cluster, path) if cluster.HasField("transport_socket") else None
     admin = (data.get("admin") or {}).get("address", {}).get("socket_address", {})
     sds = next((c for c in bootstrap.static_resources.clusters if c.name == SDS_CLUSTER), None)
     return Bootstrap(bootstrap.node, str(admin.get("address") or "127.0.0.1"),
                      int(admin.get("port_value") or 15000),
-                     _grpc_target(cluster), path, _grpc_target(sds) if sds else "")
+                     _grpc_target(cluster), path, _grpc_target(sds) if sds else "", xds_tls)

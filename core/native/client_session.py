@@ -95,6 +95,7 @@ class SecretSession:
     state: ConfigState
     subscribed: set[str] = attrs.field(factory=set)
     rejected: str = ""
+    always: frozenset[str] = frozenset()  # names wanted whatever the config (xDS's own)
 
     def start(self) -> list[discovery_pb2.DeltaDiscoveryRequest]:
         return [discovery_pb2.DeltaDiscoveryRequest(
@@ -103,6 +104,7 @@ class SecretSession:
 
     def want(self, names: set[str]) -> list[discovery_pb2.DeltaDiscoveryRequest]:
         """The request that makes ``names`` the subscription (none if it already is)."""
+        names = set(names) | self.always
         if names == self.subscribed:
             return []
         first = not self.subscribed
@@ -130,6 +132,7 @@ class SecretSession:
                                                     response_nonce=response.nonce)]
 
     def ready(self) -> str:
-        missing = self.subscribed - {n for n, s in self.state.secrets.items() if s}
+        missing = (self.subscribed - self.always) - {
+            n for n, s in self.state.secrets.items() if s}
         return f"certificates not received yet: {', '.join(sorted(missing))}" \
             if missing else ""

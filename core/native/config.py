@@ -52,19 +52,31 @@ class Endpoint:
     port: int
     weight: int = 1
     healthy: bool = True
+    tls_mode: str = ""  # the endpoint's istio metadata tlsMode ("istio" with a sidecar)
 
 
 @attrs.frozen
 class Cluster:
     name: str
-    kind: str  # EDS | STATIC
+    kind: str  # EDS | STATIC | ORIGINAL_DST
     service_name: str  # what EDS knows it by
-    lb: str  # ROUND_ROBIN | LEAST_REQUEST | RANDOM
+    lb: str  # ROUND_ROBIN | LEAST_REQUEST | RANDOM | CLUSTER_PROVIDED
     connect_timeout: float
     endpoints: tuple[Endpoint, ...] = ()  # STATIC's own; EDS's come from ``ConfigState``
     max_connections: int = 2**32 - 1
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
     resource: Message | None = attrs.field(default=None, eq=False, repr=False)
+    bind_address: str = ""  # upstream_bind_config: connect from this address
+    tls: Origination | None = None
+    # transport_socket_matches: (endpoint tlsMode it matches, "" for any; its TLS or None)
+    tls_matches: tuple[tuple[str, Origination | None], ...] = ()
+
+    def origination(self, endpoint: Endpoint | None) -> Origination | None:
+        """The TLS to use towards ``endpoint`` (auto mTLS picks it by the endpoint)."""
+        for mode, tls in self.tls_matches:
+            if not mode or (endpoint is not None and endpoint.tls_mode == mode):
+                return tls
+        return self.tls
 
 
 @attrs.frozen
@@ -85,6 +97,19 @@ class HttpManager:
 
 
 @attrs.frozen
+class Validation:
+    """How a peer's certificate is checked: the trust bundle from SDS (or inline), and its
+    subject alternative names (any matcher; none: any name)."""
+
+    ca_secret: str = ""
+    ca_inline: bytes = b""
+    sans: tuple[routing.StringMatch, ...] = ()
+
+    def names_match(self, names: list[str]) -> bool:
+        return not self.sans or any(m.holds(n) for m in self.sans for n in names)
+
+
+@attrs.frozen
 class Termination:
     """TLS ended at the listener with a certificate from SDS."""
 
@@ -92,12 +117,24 @@ class Termination:
     alpn: tuple[str, ...] = ()
     min_version: str = "TLSv1_2"
     max_version: str = ""
+    client: Validation | None = None  # a client certificate is required and checked
+
+
+@attrs.frozen
+class Origination:
+    """TLS from a cluster to its endpoints."""
+
+    sni: str = ""
+    secret: str = ""  # the client certificate ("" for none)
+    alpn: tuple[str, ...] = ()
+    server: Validation = Validation()
 
 
 @attrs.frozen
 class TlsSecret:
-    chain: bytes
-    key: bytes
+    chain: bytes = b""
+    key: bytes = b""
+    ca: bytes = b""  # a trust bundle (ROOTCA, a -cacert)
 
 
 @attrs.frozen
@@ -107,6 +144,8 @@ class FilterChain:
     network: TcpProxy | HttpManager
     server_names: tuple[str, ...] = ()
     tls: Termination | None = None
+    transport: str = ""  # "tls" | "raw_buffer" | "" (any)
+    alpn: tuple[str, ...] = ()  # application protocols matched (any of them)
 
     def serves(self, server_name: str) -> int:
         """How well this chain's server names match (Envoy's order): 3 exact, 2 wildcard,
@@ -122,39 +161,87 @@ class FilterChain:
 
 
 @attrs.frozen
+class Inspector:
+    """A listener filter that looks at the first bytes (tls_inspector, http_inspector)."""
+
+    protocol: str  # "tls" | "http"
+    disabled_ports: tuple[tuple[int, int], ...] = ()  # [start, end) ranges
+
+    def applies(self, port: int) -> bool:
+        return not any(start <= port < end for start, end in self.disabled_ports)
+
+
+@attrs.frozen
 class Listener:
     name: str
     host: str
     port: int
     chains: tuple[FilterChain, ...]
     resource: Message | None = attrs.field(default=None, eq=False, repr=False)
+    bind: bool = True  # bind_to_port: false for a sidecar's per-port listeners
+    use_original_dst: bool = False  # hand connections to the listener of their destination
+    original_dst: bool = False  # original_dst listener filter: match on the destination
+    inspectors: tuple[Inspector, ...] = ()
+    default: FilterChain | None = None
 
-    def chain(self, destination_port: int, server_name: str = "") -> FilterChain | None:
-        exact = [c for c in self.chains if c.destination_port == destination_port]
-        found = exact or [c for c in self.chains if not c.destination_port]
-        ranked = sorted(((c.serves(server_name), i) for i, c in enumerate(found)),
-                        key=lambda r: (-r[0], r[1]))
-        return found[ranked[0][1]] if ranked and ranked[0][0] else None
+    def chain(self, destination_port: int, server_name: str = "", transport: str = "",
+              alpn: tuple[str, ...] = ()) -> FilterChain | None:
+        """Envoy's filter-chain match: the most specific chains at each step (destination
+        port, server name, transport protocol, application protocol); else the default."""
+        found = [c for c in self.chains if c.destination_port == destination_port] or \
+            [c for c in self.chains if not c.destination_port]
+        best = max((c.serves(server_name) for c in found), default=0)
+        found = [c for c in found if best and c.serves(server_name) == best]
+        found = [c for c in found if c.transport == transport] or \
+            [c for c in found if not c.transport]
+        found = [c for c in found if set(c.alpn) & set(alpn)] or \
+            [c for c in found if not c.alpn]
+        return found[0] if found else self.default
 
     @property
     def tls(self) -> bool:
         return any(c.tls is not None for c in self.chains)
 
     def secrets(self) -> set[str]:
-        return {c.tls.secret for c in self.chains if c.tls is not None}
+        names = set()
+        for chain in (*self.chains, *((self.default,) if self.default else ())):
+            if chain.tls is not None:
+                names.add(chain.tls.secret)
+                if chain.tls.client is not None and chain.tls.client.ca_secret:
+                    names.add(chain.tls.client.ca_secret)
+        return names
 
 
 def _seconds(duration: Any, default: float) -> float:
     return duration.ToTimedelta().total_seconds() if duration.ByteSize() else default
 
 
+def _validation(common: Any) -> Validation:
+    combined = common.combined_validation_context
+    default = combined.default_validation_context
+    return Validation(
+        combined.validation_context_sds_secret_config.name,
+        bytes(default.trusted_ca.inline_bytes) or default.trusted_ca.inline_string.encode(),
+        tuple(routing.string_match(m.matcher) for m in default.match_typed_subject_alt_names))
+
+
+def _origination(socket: Any, where: str) -> Origination | None:
+    message = subset.unpack(socket.typed_config, f"{where}.typed_config")
+    if not isinstance(message, tls_pb2.UpstreamTlsContext):
+        return None  # raw_buffer: plaintext
+    common = message.common_tls_context
+    secrets = common.tls_certificate_sds_secret_configs
+    return Origination(message.sni, secrets[0].name if secrets else "",
+                       tuple(common.alpn_protocols), _validation(common))
+
+
 def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
     kind = cluster_pb2.Cluster.DiscoveryType.Name(resource.type)
-    if kind not in ("EDS", "STATIC"):
+    if kind not in ("EDS", "STATIC", "ORIGINAL_DST"):
         raise subset.Unsupported("type", f"cluster type {kind} is not supported by the "
-                                 "native proxy (EDS, STATIC are)")
+                                 "native proxy (EDS, STATIC, ORIGINAL_DST are)")
     lb = cluster_pb2.Cluster.LbPolicy.Name(resource.lb_policy)
-    if lb not in ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"):
+    if lb not in ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "CLUSTER_PROVIDED"):
         raise subset.Unsupported("lb_policy", f"load balancing {lb} is not supported by the "
                                  "native proxy")
     endpoints = tuple(endpoints_of(resource.load_assignment)) if kind == "STATIC" else ()
@@ -162,6 +249,12 @@ def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
     for threshold in resource.circuit_breakers.thresholds:
         if threshold.priority == 0 and threshold.HasField("max_connections"):
             limit = threshold.max_connections.value
+    matches = []
+    for index, match in enumerate(resource.transport_socket_matches):
+        fields = match.match.fields
+        mode = fields["tlsMode"].string_value if "tlsMode" in fields else ""
+        matches.append((mode, _origination(match.transport_socket,
+                                           f"transport_socket_matches[{index}]")))
     return Cluster(
         name=resource.name, kind=kind,
         service_name=resource.eds_cluster_config.service_name or resource.name, lb=lb,
@@ -169,7 +262,11 @@ def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
         max_connections=limit,
         metadata=json_format.MessageToDict(resource.metadata) if resource.HasField(
             "metadata") else {},
-        resource=resource)
+        resource=resource,
+        bind_address=resource.upstream_bind_config.source_address.address,
+        tls=_origination(resource.transport_socket, "transport_socket")
+        if resource.HasField("transport_socket") else None,
+        tls_matches=tuple(matches))
 
 
 def endpoints_of(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[Endpoint]:
@@ -180,8 +277,13 @@ def endpoints_of(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[Endpoin
         for lb_endpoint in locality.lb_endpoints:
             address = lb_endpoint.endpoint.address.socket_address
             weight = lb_endpoint.load_balancing_weight.value or 1
+            # what transport_socket_matches match on (Envoy's key for it)
+            marks = lb_endpoint.metadata.filter_metadata.get("envoy.transport_socket_match")
+            mode = marks.fields["tlsMode"].string_value if marks is not None and \
+                "tlsMode" in marks.fields else ""
             out.append(Endpoint(address.address, address.port_value, weight,
-                                lb_endpoint.health_status in (0, 1)))  # UNKNOWN, HEALTHY
+                                lb_endpoint.health_status in (0, 1),  # UNKNOWN, HEALTHY
+                                mode))
     return out
 
 
@@ -219,10 +321,6 @@ def _termination(socket: Any, where: str) -> Termination:
     if not isinstance(message, tls_pb2.DownstreamTlsContext):
         raise subset.Unsupported(f"{where}.typed_config", "a listener's transport socket must "
                                  "be a DownstreamTlsContext")
-    if message.require_client_certificate.value:
-        raise subset.Unsupported(f"{where}.typed_config.require_client_certificate",
-                                 "client certificates (mutual TLS) are not supported by the "
-                                 "native proxy yet")
     common = message.common_tls_context
     if len(common.tls_certificate_sds_secret_configs) != 1:
         raise subset.Unsupported(f"{where}.typed_config.common_tls_context",
@@ -235,40 +333,66 @@ def _termination(socket: Any, where: str) -> Termination:
         versions.Name(params.tls_minimum_protocol_version)
         if params.tls_minimum_protocol_version else "TLSv1_2",
         versions.Name(params.tls_maximum_protocol_version)
-        if params.tls_maximum_protocol_version else "")
+        if params.tls_maximum_protocol_version else "",
+        _validation(common) if message.require_client_certificate.value else None)
+
+
+_INSPECTORS = {"envoy.filters.listener.tls_inspector": "tls",
+               "envoy.filters.listener.http_inspector": "http"}
+ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
+
+
+def _chain(chain: Any, where: str) -> FilterChain:
+    if len(chain.filters) != 1:
+        raise subset.Unsupported(f"{where}.filters", "the native proxy runs exactly one "
+                                 "network filter per chain (tcp_proxy or "
+                                 "http_connection_manager)")
+    tls = None
+    if chain.HasField("transport_socket"):
+        tls = _termination(chain.transport_socket, f"{where}.transport_socket")
+    match = chain.filter_chain_match
+    return FilterChain(chain.name, match.destination_port.value,
+                       _network(chain.filters[0], f"{where}.filters[0]"),
+                       tuple(n.lower() for n in match.server_names), tls,
+                       match.transport_protocol, tuple(match.application_protocols))
 
 
 def build_listener(resource: listener_pb2.Listener) -> Listener:
-    chains = []
-    for index, chain in enumerate(resource.filter_chains):
-        where = f"filter_chains[{index}]"
-        if len(chain.filters) != 1:
-            raise subset.Unsupported(f"{where}.filters", "the native proxy runs exactly one "
-                                     "network filter per chain (tcp_proxy or "
-                                     "http_connection_manager)")
-        tls = _termination(chain.transport_socket, f"{where}.transport_socket") \
-            if chain.HasField("transport_socket") else None
-        chains.append(FilterChain(
-            chain.name, chain.filter_chain_match.destination_port.value,
-            _network(chain.filters[0], f"{where}.filters[0]"),
-            tuple(n.lower() for n in chain.filter_chain_match.server_names), tls))
-    if chains and len({c.tls is None for c in chains}) > 1:
-        raise subset.Unsupported("filter_chains", "a listener mixing TLS and plaintext "
-                                 "chains is not supported by the native proxy yet")
+    chains = tuple(_chain(chain, f"filter_chains[{index}]")
+                   for index, chain in enumerate(resource.filter_chains))
+    inspectors = []
+    original_dst = False
+    for index, listener_filter in enumerate(resource.listener_filters):
+        subset.unpack(listener_filter.typed_config, f"listener_filters[{index}].typed_config")
+        if listener_filter.name == ORIGINAL_DST_FILTER:
+            original_dst = True
+            continue
+        ranges = tuple((rule.destination_port_range.start, rule.destination_port_range.end)
+                       for rule in listener_filter.filter_disabled.or_match.rules)
+        if listener_filter.filter_disabled.HasField("destination_port_range"):
+            port_range = listener_filter.filter_disabled.destination_port_range
+            ranges += ((port_range.start, port_range.end),)
+        inspectors.append(Inspector(_INSPECTORS.get(listener_filter.name, "tls"), ranges))
+    default = _chain(resource.default_filter_chain, "default_filter_chain") \
+        if resource.HasField("default_filter_chain") else None
     address = resource.address.socket_address
-    return Listener(resource.name, address.address, address.port_value, tuple(chains),
-                    resource)
+    return Listener(resource.name, address.address, address.port_value, chains, resource,
+                    bind=resource.bind_to_port.value if resource.HasField("bind_to_port")
+                    else True,
+                    use_original_dst=resource.use_original_dst.value,
+                    original_dst=original_dst, inspectors=tuple(inspectors), default=default)
 
 
 def build_secret(resource: secret_pb2.Secret) -> TlsSecret | None:
-    """A certificate and key (None for a trust bundle, which nothing here uses yet)."""
-    if not resource.HasField("tls_certificate"):
-        return None
-    certificate = resource.tls_certificate
-
+    """A certificate and key, or a trust bundle."""
     def data(source: Any) -> bytes:
         return bytes(source.inline_bytes) or source.inline_string.encode()
-    return TlsSecret(data(certificate.certificate_chain), data(certificate.private_key))
+    if resource.HasField("tls_certificate"):
+        certificate = resource.tls_certificate
+        return TlsSecret(data(certificate.certificate_chain), data(certificate.private_key))
+    if resource.HasField("validation_context"):
+        return TlsSecret(ca=data(resource.validation_context.trusted_ca))
+    return None
 
 
 @attrs.define
@@ -340,7 +464,13 @@ class ConfigState:
                 if isinstance(chain.network, HttpManager) and chain.network.route_name}
 
     def secret_names(self) -> set[str]:
-        return {name for listener in self.listeners.values() for name in listener.secrets()}
+        """Every secret a listener or cluster names (certificates and trust bundles)."""
+        names = {name for listener in self.listeners.values() for name in listener.secrets()}
+        for cluster in self.clusters.values():
+            for tls in (cluster.tls, *(t for _, t in cluster.tls_matches)):
+                if tls is not None:
+                    names |= {n for n in (tls.secret, tls.server.ca_secret) if n}
+        return names
 
     def endpoints_of(self, cluster: Cluster) -> tuple[Endpoint, ...]:
         if cluster.kind == "STATIC":

@@ -15,20 +15,22 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
-from pilotfish.core import istio_metrics, prometheus
+from pilotfish.core import istio_metrics, prometheus, sniffing
 from pilotfish.core.istio_requests import IstioSeries
 from pilotfish.core.native import access_log, http1, routing, tls
 from pilotfish.core.native.config import (
     Cluster,
     ConfigState,
+    Endpoint,
     HttpManager,
     Listener,
     TcpProxy,
@@ -93,14 +95,94 @@ class Outcome:
     route: str = ""
 
 
+@attrs.frozen
+class Accepted:
+    """What the listener filters learned of a connection (travels with it)."""
+
+    transport: str = "raw_buffer"  # Envoy's default transport protocol
+    alpn: tuple[str, ...] = ()
+    server_name: str = ""
+
+
+SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
+
+
+def original_destination(conn: socket.socket) -> tuple[str, int] | None:
+    """Where a REDIRECTed connection was going (None if it was not redirected)."""
+    try:
+        raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    except OSError:
+        return None
+    return socket.inet_ntoa(raw[4:8]), int.from_bytes(raw[2:4], "big")
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _peek(conn: socket.socket, bound: int, enough: Callable[[bytes], bool],
+                settle: float = 1.0) -> bytes:
+    """The first bytes of a connection without consuming them (Envoy's inspectors peek
+    too): wait for the first, then for more until ``enough`` or ``settle`` seconds."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    deadline: float | None = None
+    while len(data) < bound:
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(conn.fileno(), _resolve, ready)
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait_for(ready, timeout)
+        except TimeoutError:
+            break
+        finally:
+            loop.remove_reader(conn.fileno())
+        peeked = conn.recv(bound, socket.MSG_PEEK)
+        if not peeked or len(peeked) == len(data):
+            break  # closed, or nothing new (the same bytes peeked again)
+        data = peeked
+        if enough(data):
+            break
+        deadline = deadline or loop.time() + settle
+    return data
+
+
+async def _streams(conn: socket.socket, context: ssl.SSLContext | None
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Reader and writer for an accepted socket, after the TLS handshake with ``context``."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=READ_SIZE)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    options: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": 10} \
+        if context is not None else {}
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn, **options)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
 class Pool:
-    """Idle upstream HTTP/1.1 connections by host."""
+    """Idle upstream HTTP/1.1 connections by (cluster, host, port): a cluster's TLS is its
+    own."""
 
     def __init__(self) -> None:
-        self.idle: dict[tuple[str, int], list[tuple[float, asyncio.StreamReader,
-                                                    asyncio.StreamWriter]]] = {}
+        self.idle: dict[tuple[Any, ...], list[tuple[float, asyncio.StreamReader,
+                                                     asyncio.StreamWriter]]] = {}
 
-    def take(self, host: tuple[str, int]) -> tuple[asyncio.StreamReader,
+    def take(self, host: tuple[Any, ...]) -> tuple[asyncio.StreamReader,
                                                    asyncio.StreamWriter] | None:
         now = time.monotonic()
         entries = self.idle.get(host) or []
@@ -112,18 +194,22 @@ class Pool:
             writer.close()
         return None
 
-    def give(self, host: tuple[str, int], reader: asyncio.StreamReader,
+    def give(self, host: tuple[Any, ...], reader: asyncio.StreamReader,
              writer: asyncio.StreamWriter) -> None:
         self.idle.setdefault(host, []).append((time.monotonic(), reader, writer))
 
 
 class NativeProxy:
-    def __init__(self, state: ConfigState, contexts: tls.Contexts | None = None) -> None:
+    def __init__(self, state: ConfigState, contexts: tls.Contexts | None = None,
+                 sniffers: Sequence[sniffing.Sniffer] = ()) -> None:
         self.state = state
         self.contexts = contexts or tls.Contexts()
+        self.sniffers = list(sniffers)
+        self._accepters: dict[str, asyncio.Task[None]] = {}
+        self._connections: set[asyncio.Task[None]] = set()
         self.stats = Stats()
         self.istio = IstioSeries()  # Istio's standard metrics, counted as requests finish
-        self.servers: dict[str, asyncio.AbstractServer] = {}
+        self.servers: dict[str, socket.socket] = {}
         self.bound: dict[str, tuple[str, int]] = {}
         self.balancers: dict[str, Balancer] = {}
         self.pool = Pool()
@@ -147,25 +233,18 @@ class NativeProxy:
     # -- listeners -----------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        """Open the sockets of new listeners, close those of removed ones."""
-        wanted = self.state.listeners
+        """Open the sockets of new listeners, close those of removed ones. A listener that
+        terminates TLS waits unbound until its certificates are there (Envoy's warming)."""
+        wanted = {name: listener for name, listener in self.state.listeners.items()
+                  if listener.bind}
         for name in [n for n in self.servers if n not in wanted
                      or self.bound[n] != (wanted[n].host, wanted[n].port)]:
-            server = self.servers.pop(name)
-            self.bound.pop(name, None)
-            server.close()
+            self._unbind(name)
         for name, listener in wanted.items():
-            if name in self.servers or self.draining:
+            if name in self.servers or self.draining or not self._warm(listener):
                 continue
-            context = self.contexts.listener_context(name, self.state)
-            if listener.tls and context is None:
-                continue  # warming: a certificate it names has not come from SDS yet
             try:
-                tls_options: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": 10} \
-                    if context is not None else {}
-                server = await asyncio.start_server(
-                    self._accepting(name), listener.host, listener.port, reuse_address=True,
-                    limit=READ_SIZE, **tls_options)
+                server = _listening_socket(listener.host, listener.port)
             except OSError as exc:
                 log.error("listener %s: cannot bind %s:%d: %s", name, listener.host,
                           listener.port, exc)
@@ -173,56 +252,141 @@ class NativeProxy:
                 continue
             self.servers[name] = server
             self.bound[name] = (listener.host, listener.port)
+            self._accepters[name] = asyncio.get_running_loop().create_task(
+                self._accept(name, server))
         self.stats.gauges["listener_manager.total_listeners_active"] = len(self.servers)
+
+    def _warm(self, listener: Listener) -> bool:
+        chains = (*listener.chains, *((listener.default,) if listener.default else ()))
+        for chain in chains:
+            if chain.tls is not None and not chain.transport:  # a TLS-only listener
+                try:
+                    self.contexts.server(chain.tls, self.state)
+                except tls.Missing:
+                    return False
+        return True
+
+    def _unbind(self, name: str) -> None:
+        server = self.servers.pop(name)
+        self.bound.pop(name, None)
+        accepter = self._accepters.pop(name, None)
+        if accepter is not None:
+            accepter.cancel()
+        server.close()
 
     def drain(self) -> None:
         """Stop accepting (Envoy's /drain_listeners); open connections finish."""
         self.draining = True
-        for server in self.servers.values():
-            server.close()
-        self.servers.clear()
+        for name in list(self.servers):
+            self._unbind(name)
 
-    def _accepting(self, name: str) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                                Awaitable[None]]:
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            listener = self.state.listeners.get(name)
+    async def _accept(self, name: str, server: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
             try:
-                if listener is not None:
-                    await self._connection(listener, reader, writer)
-            except (ConnectionError, OSError):
-                pass
-            except Exception:  # one connection's bug must not take the proxy down
-                log.exception("listener %s: connection failed", name)
-            finally:
-                await _close(writer)
-        return accept
+                conn, _ = await loop.sock_accept(server)
+            except OSError as exc:
+                log.warning("listener %s: accept failed: %s", name, exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            task = loop.create_task(self._connection(name, conn))
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
 
-    async def _connection(self, listener: Listener, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        local = writer.get_extra_info("sockname") or ("", listener.port)
-        ssl_object = writer.get_extra_info("ssl_object")
-        server_name = getattr(ssl_object, tls.SERVER_NAME, "") if ssl_object else ""
-        chain = listener.chain(int(local[1]), server_name)
-        self.stats.inc(f"listener.{listener.host}_{listener.port}.downstream_cx_total")
-        if chain is None:
-            self.stats.inc(f"listener.{listener.host}_{listener.port}.no_filter_chain_match")
-            return
-        if isinstance(chain.network, TcpProxy):
-            await self._tcp(chain.network, reader, writer)
-        else:
-            await self._http(chain.network, reader, writer,
-                             "https" if ssl_object is not None else "http")
+    def _handoff(self, destination: tuple[str, int]) -> Listener | None:
+        """The listener a virtualOutbound connection belongs to: the one bound (in name
+        only) to its original destination, exact address first, then 0.0.0.0."""
+        found = None
+        for listener in self.state.listeners.values():
+            if listener.bind or listener.port != destination[1]:
+                continue
+            if listener.host == destination[0]:
+                return listener
+            if listener.host in ("0.0.0.0", "::"):
+                found = listener
+        return found
+
+    async def _connection(self, name: str, conn: socket.socket) -> None:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            listener = self.state.listeners.get(name)
+            if listener is None:
+                return
+            local = conn.getsockname()
+            destination = (str(local[0]), int(local[1]))
+            if listener.use_original_dst or listener.original_dst:
+                destination = original_destination(conn) or destination
+            if listener.use_original_dst:
+                listener = self._handoff(destination) or listener
+            self.stats.inc(f"listener.{listener.host}_{listener.port}.downstream_cx_total")
+            accepted = await self._inspect(listener, conn, destination)
+            chain = listener.chain(destination[1], accepted.server_name, accepted.transport,
+                                   accepted.alpn)
+            if chain is None:
+                self.stats.inc(f"listener.{listener.host}_{listener.port}"
+                               ".no_filter_chain_match")
+                return
+            context = None
+            if chain.tls is not None:
+                try:
+                    context = self.contexts.server(chain.tls, self.state)
+                except tls.Missing:
+                    return
+            reader, writer = await _streams(conn, context)
+            if context is not None:
+                self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.handshake")
+            if chain.tls is not None and chain.tls.client is not None and \
+                    not chain.tls.client.names_match(
+                        tls.peer_names(writer.get_extra_info("ssl_object"))):
+                self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.fail_verify_san")
+                return
+            if isinstance(chain.network, TcpProxy):
+                await self._tcp(chain.network, reader, writer, destination)
+            else:
+                await self._http(chain.network, reader, writer,
+                                 "https" if context is not None else "http", destination)
+        except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
+            pass
+        except Exception:  # one connection's bug must not take the proxy down
+            log.exception("listener %s: connection failed", name)
+        finally:
+            if writer is not None:
+                await _close(writer)
+            else:
+                conn.close()
+
+    async def _inspect(self, listener: Listener, conn: socket.socket,
+                       destination: tuple[str, int]) -> Accepted:
+        """What the listener filters learn from the first bytes (peeked, not consumed)."""
+        wanted = {i.protocol for i in listener.inspectors if i.applies(destination[1])}
+        sniffers = [s for s in self.sniffers if
+                    (sniffing.TLS in s.protocols and "tls" in wanted) or
+                    (sniffing.TLS not in s.protocols and "http" in wanted)]
+        if not sniffers:
+            return Accepted()
+        def enough(data: bytes) -> bool:
+            return sniffing.detect(sniffers, data).verdict is not sniffing.Verdict.NEED_MORE
+
+        prefix = await _peek(conn, sniffing.read_bound(sniffers), enough)
+        found = sniffing.detect(sniffers, prefix, complete=True)
+        if found.protocol == sniffing.TLS:
+            return Accepted("tls", found.alpn, found.server_name)
+        if found.detected:
+            return Accepted("raw_buffer", (found.protocol,))
+        return Accepted()
 
     # -- TCP -----------------------------------------------------------------------------
 
     async def _tcp(self, config: TcpProxy, reader: asyncio.StreamReader,
-                   writer: asyncio.StreamWriter) -> None:
+                   writer: asyncio.StreamWriter,
+                   destination: tuple[str, int] | None = None) -> None:
         cluster = self.state.clusters.get(config.cluster)
         if cluster is None:
             self.stats.inc(f"tcp.{config.stat_prefix}.downstream_cx_no_route")
             return
         try:
-            up_reader, up_writer, upstream = await self._connect(cluster, set())
+            up_reader, up_writer, upstream = await self._connect(cluster, set(), destination)
         except UpstreamFailed:
             return
         stat = f"cluster.{cluster.name}"
@@ -251,34 +415,63 @@ class NativeProxy:
                 downstream_remote=_address(writer.get_extra_info("peername")),
                 downstream_local=_address(writer.get_extra_info("sockname"))))
 
-    async def _connect(self, cluster: Cluster, avoid: set[tuple[str, int]]
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tuple[str, int]]:
+    def _pick(self, cluster: Cluster, avoid: set[tuple[str, int]],
+              destination: tuple[str, int] | None) -> Endpoint | None:
+        if cluster.kind == "ORIGINAL_DST":
+            return Endpoint(*destination) if destination is not None else None
         balancer = self.balancers.setdefault(cluster.name, Balancer(cluster.lb))
-        endpoint = balancer.pick(self.state.endpoints_of(cluster), avoid, self.rng)
+        return balancer.pick(self.state.endpoints_of(cluster), avoid, self.rng)
+
+    async def _connect(self, cluster: Cluster, avoid: set[tuple[str, int]],
+                       destination: tuple[str, int] | None = None,
+                       endpoint: Endpoint | None = None
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tuple[str, int]]:
+        endpoint = endpoint or self._pick(cluster, avoid, destination)
         if endpoint is None:
             self.stats.inc(f"cluster.{cluster.name}.upstream_cx_none_healthy")
             raise UpstreamFailed("no healthy upstream", sent=False)
         host = (endpoint.host, endpoint.port)
         avoid.add(host)
         self.stats.inc(f"cluster.{cluster.name}.upstream_cx_total")
+        origination = cluster.origination(endpoint)
+        options: dict[str, Any] = {}
+        if origination is not None:
+            try:
+                options["ssl"] = self.contexts.client(origination, self.state)
+            except tls.Missing as exc:
+                raise UpstreamFailed(f"upstream TLS: no secret {exc} yet", sent=False) from None
+            options["server_hostname"] = origination.sni or None
+        if cluster.bind_address:
+            options["local_addr"] = (cluster.bind_address, 0)
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(endpoint.host, endpoint.port, limit=READ_SIZE),
-                cluster.connect_timeout)
-        except (OSError, TimeoutError) as exc:
+                asyncio.open_connection(endpoint.host, endpoint.port, limit=READ_SIZE,
+                                        **options), cluster.connect_timeout)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
             self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
             raise UpstreamFailed("upstream connect error or disconnect/reset before "
                                  f"headers. reset reason: connection failure ({exc})",
                                  sent=False) from None
+        if origination is not None and not origination.server.names_match(
+                tls.peer_names(writer.get_extra_info("ssl_object"))):
+            writer.close()
+            self.stats.inc(f"cluster.{cluster.name}.ssl.fail_verify_san")
+            raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
+                                 "reset reason: TLS error: certificate SAN mismatch",
+                                 sent=False)
+        if origination is not None:
+            self.stats.inc(f"cluster.{cluster.name}.ssl.handshake")
         sock = writer.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return reader, writer, host
 
     # -- HTTP ----------------------------------------------------------------------------
 
     async def _http(self, config: HttpManager, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter, scheme: str = "http") -> None:
+                    writer: asyncio.StreamWriter, scheme: str = "http",
+                    destination: tuple[str, int] | None = None) -> None:
         parser = http1.Parser()
         prefix = config.stat_prefix
         while True:
@@ -297,7 +490,8 @@ class NativeProxy:
                 request = parser.next()
             self.stats.inc(f"http.{prefix}.downstream_rq_total")
             started = time.time()
-            outcome = await self._exchange(config, request, reader, writer, scheme)
+            outcome = await self._exchange(config, request, reader, writer, scheme,
+                                           destination)
             self.log(config.access, access_log.Entry(
                 started, request.method, request.target, f"HTTP/{request.version}",
                 outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
@@ -315,7 +509,8 @@ class NativeProxy:
 
     async def _exchange(self, config: HttpManager, request: http1.Message,
                         reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        scheme: str = "http") -> Outcome:
+                        scheme: str = "http",
+                        destination: tuple[str, int] | None = None) -> Outcome:
         """Answer one request."""
         started = time.monotonic()
         authority = request.header("host") or ""
@@ -346,10 +541,10 @@ class NativeProxy:
                 return await self._local(config, request, writer,
                                          routing.Respond(403, b"upgrade not allowed"),
                                          cluster_name, route=route)
-            await self._upgrade(cluster, outgoing, reader, writer)
+            await self._upgrade(cluster, outgoing, reader, writer, destination)
             return Outcome(101, cluster_name, keep=False, route=route)
         try:
-            response, host = await self._forward(cluster, outgoing, action)
+            response, host = await self._forward(cluster, outgoing, action, destination)
         except UpstreamFailed as exc:
             timeout = str(exc) == "upstream request timeout"
             return await self._local(config, request, writer,
@@ -385,7 +580,8 @@ class NativeProxy:
                              upgrade=request.upgrade)
 
     async def _forward(self, cluster: Cluster, request: http1.Message,
-                       action: routing.Forward) -> tuple[http1.Message, tuple[str, int]]:
+                       action: routing.Forward, destination: tuple[str, int] | None = None
+                       ) -> tuple[http1.Message, tuple[str, int]]:
         retry = action.retry
         attempts = 1 + (retry.num_retries if retry else 0)
         tried: set[tuple[str, int]] = set()
@@ -394,7 +590,8 @@ class NativeProxy:
         for attempt in range(attempts):
             try:
                 response = await self._attempt(cluster, request, tried, action.timeout,
-                                               retry.per_try_timeout if retry else 0.0)
+                                               retry.per_try_timeout if retry else 0.0,
+                                               destination)
             except UpstreamFailed as exc:
                 last = exc
                 self.stats.inc(f"cluster.{cluster.name}.upstream_rq_retry")
@@ -413,22 +610,20 @@ class NativeProxy:
         raise last
 
     async def _attempt(self, cluster: Cluster, request: http1.Message,
-                       tried: set[tuple[str, int]], timeout: float, per_try: float
+                       tried: set[tuple[str, int]], timeout: float, per_try: float,
+                       destination: tuple[str, int] | None = None
                        ) -> tuple[http1.Message, tuple[str, int]]:
         limit = min(t for t in (timeout, per_try) if t > 0) if (timeout or per_try) else 0
         balancer = self.balancers.setdefault(cluster.name, Balancer(cluster.lb))
-        pooled = None
-        endpoint_host: tuple[str, int] | None = None
-        endpoint = balancer.pick(self.state.endpoints_of(cluster), tried, self.rng)
-        if endpoint is not None:
-            endpoint_host = (endpoint.host, endpoint.port)
-            pooled = self.pool.take(endpoint_host)
-        if pooled is not None and endpoint_host is not None:
+        endpoint = self._pick(cluster, tried, destination)
+        pooled = self.pool.take((cluster.name, endpoint.host, endpoint.port)) \
+            if endpoint else None
+        if pooled is not None and endpoint is not None:
             reader, writer = pooled
-            tried.add(endpoint_host)
-            host = endpoint_host
+            host = (endpoint.host, endpoint.port)
+            tried.add(host)
         else:
-            reader, writer, host = await self._connect(cluster, tried)
+            reader, writer, host = await self._connect(cluster, tried, destination, endpoint)
         balancer.started(host)
         sent = False
         try:
@@ -448,7 +643,7 @@ class NativeProxy:
         finally:
             balancer.finished(host)
         if response.keep_alive and request.method != "HEAD":
-            self.pool.give(host, reader, writer)
+            self.pool.give((cluster.name, *host), reader, writer)
         else:
             await _close(writer)
         return response, host
@@ -466,10 +661,11 @@ class NativeProxy:
             parser.feed(data)
 
     async def _upgrade(self, cluster: Cluster, request: http1.Message,
-                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       destination: tuple[str, int] | None = None) -> None:
         """An upgrade (WebSocket): the head upstream, the answer back, then bytes both ways."""
         try:
-            up_reader, up_writer, _ = await self._connect(cluster, set())
+            up_reader, up_writer, _ = await self._connect(cluster, set(), destination)
         except UpstreamFailed as exc:
             writer.write(http1.response_bytes(http1.Message(
                 [], str(exc).encode(), status=503), "", close=True))

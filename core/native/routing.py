@@ -69,7 +69,7 @@ class StringMatch:
         return bool(self.pattern.fullmatch(text))
 
 
-def _string_match(matcher: Any) -> StringMatch:
+def string_match(matcher: Any) -> StringMatch:
     kind = matcher.WhichOneof("match_pattern")
     if kind == "safe_regex":
         return StringMatch("regex", matcher.safe_regex.regex,
@@ -100,7 +100,7 @@ def _header_match(matcher: route_components_pb2.HeaderMatcher) -> HeaderMatch:
         return HeaderMatch(name, None, matcher.invert_match,
                            matcher.present_match if kind else True)
     if kind == "string_match":
-        return HeaderMatch(name, _string_match(matcher.string_match), matcher.invert_match)
+        return HeaderMatch(name, string_match(matcher.string_match), matcher.invert_match)
     if kind == "safe_regex_match":
         regex = matcher.safe_regex_match.regex
         return HeaderMatch(name, StringMatch("regex", regex, pattern=re2.compile(regex)),
@@ -142,7 +142,7 @@ def _route_match(match: route_components_pb2.RouteMatch) -> RouteMatch:
     kind = match.WhichOneof("path_specifier")
     case = match.case_sensitive.value if match.HasField("case_sensitive") else True
     headers = tuple(_header_match(h) for h in match.headers)
-    query = tuple((q.name, _string_match(q.string_match) if q.HasField("string_match")
+    query = tuple((q.name, string_match(q.string_match) if q.HasField("string_match")
                    else StringMatch("present")) for q in match.query_parameters)
     if kind == "safe_regex":
         return RouteMatch("regex", match.safe_regex.regex, case,
@@ -357,6 +357,10 @@ def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
                         redirect.path_redirect, redirect.prefix_rewrite,
                         _REDIRECT_CODES.get(redirect.response_code, 301), redirect.strip_query)
     action = route.route
+    limits = action.max_stream_duration
+    if limits.max_stream_duration.ToNanoseconds() or limits.grpc_timeout_header_max.ToNanoseconds():
+        raise ValueError("route.max_stream_duration: only zero (no limit) is supported by the "
+                         "native proxy")
     if action.WhichOneof("cluster_specifier") == "weighted_clusters":
         clusters = tuple((c.name, c.weight.value, _edits(c.request_headers_to_add,
                                                          c.request_headers_to_remove))

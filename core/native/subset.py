@@ -20,6 +20,8 @@ from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
 from envoy.extensions.filters.http.cors.v3 import cors_pb2  # noqa: F401
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2  # noqa: F401
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
@@ -27,6 +29,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.request_id.uuid.v3 import uuid_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import any_pb2, symbol_database
@@ -41,7 +44,11 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
         "load_assignment", "circuit_breakers", "metadata", "alt_stat_name",
         "typed_extension_protocol_options", "common_lb_config", "respect_dns_ttl",
-        "dns_lookup_family"}),
+        "dns_lookup_family", "upstream_bind_config", "transport_socket",
+        "transport_socket_matches"}),
+    "envoy.config.cluster.v3.Cluster.TransportSocketMatch": frozenset({
+        "name", "match", "transport_socket"}),
+    "envoy.config.core.v3.BindConfig": frozenset({"source_address"}),
     "envoy.config.cluster.v3.Cluster.EdsClusterConfig": frozenset({"eds_config",
                                                                     "service_name"}),
     "envoy.config.cluster.v3.Cluster.CommonLbConfig": frozenset({"locality_weighted_lb_config"}),
@@ -65,7 +72,12 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.core.v3.Address": frozenset({"socket_address"}),
     "envoy.config.core.v3.SocketAddress": frozenset({"address", "port_value"}),
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": frozenset({
-        "explicit_http_config", "common_http_protocol_options"}),
+        "explicit_http_config", "common_http_protocol_options",
+        "use_downstream_protocol_config"}),
+    # downstream is HTTP/1.1 here, so following it means HTTP/1.1 upstream
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig":
+        frozenset({"http_protocol_options", "http2_protocol_options"}),
+    "envoy.config.core.v3.Http2ProtocolOptions": ANY_FIELDS,
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": frozenset({
         "http_protocol_options"}),
     "envoy.config.core.v3.Http1ProtocolOptions": frozenset(),
@@ -73,23 +85,45 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
                                                           "max_requests_per_connection"}),
     # -- listeners ---------------------------------------------------------------------------
     "envoy.config.listener.v3.Listener": frozenset({
-        "name", "address", "filter_chains", "traffic_direction", "listener_filters"}),
-    "envoy.config.listener.v3.ListenerFilter": frozenset({"name", "typed_config"}),
+        "name", "address", "filter_chains", "traffic_direction", "listener_filters",
+        "use_original_dst", "bind_to_port", "default_filter_chain",
+        "listener_filters_timeout", "continue_on_listener_filters_timeout"}),
+    "envoy.config.listener.v3.ListenerFilter": frozenset({"name", "typed_config",
+                                                          "filter_disabled"}),
+    "envoy.config.listener.v3.ListenerFilterChainMatchPredicate": frozenset({
+        "or_match", "destination_port_range"}),
+    "envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet": frozenset({
+        "rules"}),
+    "envoy.type.v3.Int32Range": frozenset({"start", "end"}),
+    "envoy.extensions.filters.listener.original_dst.v3.OriginalDst": frozenset(),
+    "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector": frozenset(),
     # SNI is read in the handshake itself (see native/tls.py)
     "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector": frozenset(),
     "envoy.config.listener.v3.FilterChain": frozenset({"filters", "name",
                                                        "filter_chain_match",
                                                        "transport_socket"}),
-    "envoy.config.listener.v3.FilterChainMatch": frozenset({"destination_port",
-                                                            "server_names"}),
+    "envoy.config.listener.v3.FilterChainMatch": frozenset({
+        "destination_port", "server_names", "transport_protocol", "application_protocols"}),
     "envoy.config.core.v3.TransportSocket": frozenset({"name", "typed_config"}),
     # downstream TLS: the certificate from the agent's SDS, server side only
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": frozenset({
         "common_tls_context", "require_client_certificate"}),
+    "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext": frozenset({
+        "common_tls_context", "sni"}),
     "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": frozenset({
-        "tls_params", "alpn_protocols", "tls_certificate_sds_secret_configs"}),
+        "tls_params", "alpn_protocols", "tls_certificate_sds_secret_configs",
+        "combined_validation_context"}),
+    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext"
+    ".CombinedCertificateValidationContext": frozenset({
+        "default_validation_context", "validation_context_sds_secret_config"}),
+    "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": frozenset({
+        "match_typed_subject_alt_names", "trusted_ca"}),
+    "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher": frozenset({
+        "san_type", "matcher"}),
+    # cipher suites are OpenSSL's defaults here
     "envoy.extensions.transport_sockets.tls.v3.TlsParameters": frozenset({
-        "tls_minimum_protocol_version", "tls_maximum_protocol_version"}),
+        "tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites"}),
+    "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer": frozenset(),
     "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig": frozenset({"name",
                                                                             "sds_config"}),
     "envoy.config.core.v3.ApiConfigSource": frozenset({
@@ -130,7 +164,7 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "name", "tls_certificate", "validation_context"}),
     "envoy.extensions.transport_sockets.tls.v3.TlsCertificate": frozenset({
         "certificate_chain", "private_key"}),
-    "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": ANY_FIELDS,
+
     # Istio's metrics: the native proxy counts them itself (see docs/native.md)
     "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig": ANY_FIELDS,
     "envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig": ANY_FIELDS,
@@ -162,7 +196,11 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "exact", "prefix", "suffix", "safe_regex", "contains", "ignore_case"}),
     "envoy.config.route.v3.RouteAction": frozenset({
         "cluster", "weighted_clusters", "timeout", "retry_policy", "max_grpc_timeout",
-        "prefix_rewrite", "host_rewrite_literal", "auto_host_rewrite", "upgrade_configs"}),
+        "prefix_rewrite", "host_rewrite_literal", "auto_host_rewrite", "upgrade_configs",
+        "max_stream_duration"}),
+    # only "no limit" (zero durations) is taken: see routing._action
+    "envoy.config.route.v3.RouteAction.MaxStreamDuration": frozenset({
+        "max_stream_duration", "grpc_timeout_header_max"}),
     "envoy.config.route.v3.RouteAction.UpgradeConfig": frozenset({"upgrade_type", "enabled"}),
     "envoy.config.route.v3.WeightedCluster": frozenset({"clusters", "total_weight"}),
     "envoy.config.route.v3.WeightedCluster.ClusterWeight": frozenset({

@@ -1,10 +1,12 @@
-"""TLS for the native proxy's listeners: one ``ssl.SSLContext`` per filter chain, built from
-the certificate SDS delivered, and the handshake's SNI choosing the chain (what Envoy's
-``tls_inspector`` and ``server_names`` matching do together).
+"""TLS for the native proxy: ``ssl.SSLContext`` objects built from the certificates and
+trust bundles SDS delivered — a server context per filter chain that terminates TLS (a
+client certificate required and checked for mutual TLS), a client context per cluster
+that originates it — and the subject-alternative-name checks Envoy's validation contexts
+ask for, made on the peer's verified certificate after the handshake.
 
 Python's ssl module loads keys from files only: each certificate is written once to a
-private folder (mode 0700, files 0600) named by its content, and the context is cached
-until the secret changes.
+private folder (mode 0700, files 0600) named by its content; contexts are cached until a
+secret changes.
 """
 
 from __future__ import annotations
@@ -16,11 +18,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pilotfish.core.native.config import FilterChain, Listener, Termination, TlsSecret
+from pilotfish.core.native.config import (
+    ConfigState,
+    Origination,
+    Termination,
+    TlsSecret,
+    Validation,
+)
 
-SERVER_NAME = "_pilotfish_server_name"  # the handshake's SNI, kept on the SSL object
 _VERSIONS = {"TLSv1_0": ssl.TLSVersion.TLSv1, "TLSv1_1": ssl.TLSVersion.TLSv1_1,
              "TLSv1_2": ssl.TLSVersion.TLSv1_2, "TLSv1_3": ssl.TLSVersion.TLSv1_3}
+
+
+class Missing(Exception):
+    """A secret the context needs has not come from SDS yet."""
+
+
+def peer_names(ssl_object: Any) -> list[str]:
+    """The URI and DNS subject alternative names of the peer's verified certificate."""
+    certificate = ssl_object.getpeercert() if ssl_object is not None else None
+    return [value for kind, value in (certificate or {}).get("subjectAltName", ())
+            if kind in ("URI", "DNS")]
 
 
 class Contexts:
@@ -39,56 +57,54 @@ class Contexts:
                     out.write(data)
         return chain, key
 
-    def context(self, tls: Termination, secret: TlsSecret) -> ssl.SSLContext:
-        key = (tls, secret)
+    @staticmethod
+    def _secret(state: ConfigState, name: str) -> TlsSecret:
+        secret = state.secrets.get(name)
+        if secret is None:
+            raise Missing(name)
+        return secret
+
+    def _trust(self, state: ConfigState, validation: Validation) -> bytes:
+        if validation.ca_secret:
+            return self._secret(state, validation.ca_secret).ca
+        return validation.ca_inline
+
+    def server(self, tls: Termination, state: ConfigState) -> ssl.SSLContext:
+        """The context a chain terminates TLS with (``Missing`` while a secret is)."""
+        secret = self._secret(state, tls.secret)
+        trust = self._trust(state, tls.client) if tls.client is not None else b""
+        key = ("server", tls, secret, trust)
         found = self._cache.get(key)
         if found is None:
             found = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             found.minimum_version = _VERSIONS.get(tls.min_version, ssl.TLSVersion.TLSv1_2)
             if tls.max_version in _VERSIONS:
                 found.maximum_version = _VERSIONS[tls.max_version]
-            chain, private = self._files(secret)
-            found.load_cert_chain(chain, private)
+            found.load_cert_chain(*self._files(secret))
+            if tls.alpn:
+                found.set_alpn_protocols(list(tls.alpn))
+            if tls.client is not None:
+                found.verify_mode = ssl.CERT_REQUIRED
+                found.load_verify_locations(cadata=trust.decode())
+            self._cache[key] = found
+        return found
+
+    def client(self, tls: Origination, state: ConfigState) -> ssl.SSLContext:
+        """The context a cluster originates TLS with (``Missing`` while a secret is)."""
+        secret = self._secret(state, tls.secret) if tls.secret else None
+        trust = self._trust(state, tls.server)
+        key = ("client", tls, secret, trust)
+        found = self._cache.get(key)
+        if found is None:
+            found = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            found.check_hostname = False  # Envoy checks SANs, not the host name
+            if trust:
+                found.load_verify_locations(cadata=trust.decode())
+            else:
+                found.verify_mode = ssl.CERT_NONE
+            if secret is not None:
+                found.load_cert_chain(*self._files(secret))
             if tls.alpn:
                 found.set_alpn_protocols(list(tls.alpn))
             self._cache[key] = found
         return found
-
-    def listener_context(self, listener_name: str, state: Any) -> ssl.SSLContext | None:
-        """The context a TLS listener accepts with: its first chain's, switched in the
-        handshake to the chain its SNI selects (None while a secret is missing)."""
-        listener: Listener | None = state.listeners.get(listener_name)
-        if listener is None or not listener.tls:
-            return None
-        contexts = {}
-        for chain in listener.chains:
-            assert chain.tls is not None
-            secret = state.secrets.get(chain.tls.secret)
-            if secret is None:
-                return None
-            contexts[id(chain)] = self.context(chain.tls, secret)
-        base = contexts[id(listener.chains[0])]
-
-        def choose(ssl_object: Any, server_name: str | None, _: ssl.SSLContext) -> None:
-            setattr(ssl_object, SERVER_NAME, server_name or "")
-            current: Listener | None = state.listeners.get(listener_name)
-            if current is None:
-                return
-            chain: FilterChain | None = current.chain(0, server_name or "")
-            if chain is None or chain.tls is None:
-                return
-            secret = state.secrets.get(chain.tls.secret)
-            if secret is not None:
-                ssl_object.context = self.context(chain.tls, secret)
-
-        # One accepting context per listener; SNI switches it per connection.
-        accepting = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        accepting.minimum_version = base.minimum_version
-        first = listener.chains[0]
-        assert first.tls is not None
-        chain_file, key_file = self._files(state.secrets[first.tls.secret])
-        accepting.load_cert_chain(chain_file, key_file)
-        if first.tls.alpn:
-            accepting.set_alpn_protocols(list(first.tls.alpn))
-        accepting.sni_callback = choose
-        return accepting

@@ -32,11 +32,15 @@ class XdsClient:
     """One delta stream (ADS to discovery, or SDS to the agent) with its session."""
 
     def __init__(self, target: str, session: Session,
-                 on_change: Callable[[], Awaitable[None]], method: str = DELTA_METHOD) -> None:
+                 on_change: Callable[[], Awaitable[None]], method: str = DELTA_METHOD,
+                 credentials: Callable[[], Awaitable[tuple[grpc.ChannelCredentials, str]]]
+                 | None = None) -> None:
         self.target = target  # a gRPC target: host:port or unix:PATH
         self.session = session
         self.on_change = on_change
         self.method = method
+        # mutual TLS: waits for the certificates, then (credentials, the server's name)
+        self.credentials = credentials
         self.connected = False
         self._queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] | None = None
 
@@ -78,7 +82,13 @@ class XdsClient:
 
     async def _run(self, queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None],
                    requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]) -> None:
-        async with grpc.aio.insecure_channel(self.target) as channel:
+        if self.credentials is not None:
+            credentials, name = await self.credentials()
+            channel = grpc.aio.secure_channel(self.target, credentials, options=[
+                ("grpc.ssl_target_name_override", name), ("grpc.default_authority", name)])
+        else:
+            channel = grpc.aio.insecure_channel(self.target)
+        async with channel:
             call = channel.stream_stream(
                 self.method,
                 request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,

@@ -52,7 +52,8 @@ class NativeAdmin:
             raise ProxyError(f"the native proxy's /server_info is not JSON: {exc}") from exc
         serving = "" if info.get("state") == "LIVE" else str(info.get("state", "starting"))
         return ProxyStatus(serving=serving if info.get("state") == "DRAINING" else "",
-                           config=str(info.get("not_ready") or ""))
+                           config=str(info.get("not_ready") or ""),
+                           secrets=frozenset(info.get("secrets") or ()))
 
     async def prometheus(self, query: str = "") -> str:
         reply = await self.request("GET", "/stats/prometheus")

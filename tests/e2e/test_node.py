@@ -36,12 +36,18 @@ def write_config(folder: Path, route_mark: str = "first") -> None:
         tmp.replace(folder / name)
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+SUBNETS = {"envoy": (SUBNET, "pft0"), "native": ("10.251.1.0/24", "pft1")}
+
+
+@pytest.fixture(scope="module", params=["envoy", "native"])
+def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Node]:
     assert os.geteuid() == 0, "the e2e tests run as root (CI does)"
     workdir = tmp_path_factory.mktemp("node")
     write_config(workdir / "config")
-    node = Node(workdir, workdir / "config", SUBNET, "pft0")
+    subnet, bridge = SUBNETS[request.param]
+    node = Node(workdir, workdir / "config", subnet, bridge,
+                extra_args=("--proxy", request.param))
     try:
         node.start()
         assert node.config_errors() == []
@@ -56,7 +62,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 def test_pods_get_addresses_and_sidecars(node: Node):
     pods = {p["name"]: p for p in node.status()["pods"]}
     assert pods["client"]["sidecar"] == "ready" and pods["outsider"]["sidecar"] == "-"
-    assert all(p["ip"].startswith("10.251.0.") for p in pods.values())
+    assert all(p["ip"].startswith(node.subnet.rsplit(".", 1)[0] + ".") for p in pods.values())
 
 
 def test_call_by_service_name_goes_through_both_sidecars(node: Node):
@@ -67,6 +73,16 @@ def test_call_by_service_name_goes_through_both_sidecars(node: Node):
         assert body["headers"].get("x-outbound-sidecar"), body["headers"]
         # ... and the server's sidecar delivered it from 127.0.0.6 (inbound capture)
         assert body["peer"] == "127.0.0.6"
+
+
+def test_sidecar_to_sidecar_is_mutual_tls(node: Node):
+    # auto mTLS: the client's sidecar originates TLS (the server has a sidecar), the
+    # server's inbound listener terminates it (Envoy's stat names, on both proxies)
+    node.curl_json("client", "http://api:9080/mtls")
+    stats = node.exec("api-1", ["curl", "-s", "-m", "5", "127.0.0.1:15000/stats"]).stdout
+    handshakes = [line for line in stats.splitlines()
+                  if line.startswith("listener.0.0.0.0_15006.ssl.handshake:")]
+    assert handshakes and int(handshakes[0].split(":")[1]) > 0, stats[:2000]
 
 
 def test_call_by_vip(node: Node):
