@@ -74,9 +74,33 @@ class Admin:
                 name: Resource.from_message(name, type_url, message)
                 for name, message in sorted(resources.items())})
         data: dict[str, Any] = config_dump.build(sets)
+        data.setdefault("configs", []).append(self._secrets())
         return Response.json(data)
 
+    def _secrets(self) -> dict[str, Any]:
+        """The SecretsConfigDump, private keys redacted as Envoy's are."""
+        from envoy.admin.v3 import config_dump_pb2
+        from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+        from google.protobuf import any_pb2, json_format
+
+        dump = config_dump_pb2.SecretsConfigDump()
+        version = self.proxy.state.versions.get(types.SECRET, "")
+        for name, resource in sorted(self.proxy.state.resources[types.SECRET].items()):
+            secret = secret_pb2.Secret()
+            secret.CopyFrom(resource)
+            if secret.HasField("tls_certificate"):
+                secret.tls_certificate.private_key.Clear()
+                secret.tls_certificate.private_key.inline_string = "[redacted]"
+            packed = any_pb2.Any()
+            packed.Pack(secret)
+            dump.dynamic_active_secrets.add(name=name, version_info=version, secret=packed)
+        packed_dump = any_pb2.Any()
+        packed_dump.Pack(dump)
+        return dict(json_format.MessageToDict(packed_dump, preserving_proto_field_name=True))
+
     async def clusters(self, request: Request) -> Response:
+        if request.query.get("format") == "json":
+            return Response.json(self.proxy.clusters_json())
         return Response.text(self.proxy.clusters_text())
 
     async def listeners(self, request: Request) -> Response:

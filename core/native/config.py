@@ -32,6 +32,7 @@ from pilotfish.core.xds import types
 TCP_PROXY = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 STDOUT_LOG = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MESSAGES: Mapping[str, type[Message]] = {
     types.CLUSTER: cluster_pb2.Cluster,
     types.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
@@ -67,6 +68,8 @@ class Cluster:
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
     resource: Message | None = attrs.field(default=None, eq=False, repr=False)
     bind_address: str = ""  # upstream_bind_config: connect from this address
+    max_requests_per_connection: int = 0  # 0: no limit
+    idle_timeout: float = 0.0  # an upstream connection idle this long is not reused (0: default)
     tls: Origination | None = None
     # transport_socket_matches: (endpoint tlsMode it matches, "" for any; its TLS or None)
     tls_matches: tuple[tuple[str, Origination | None], ...] = ()
@@ -235,6 +238,16 @@ def _origination(socket: Any, where: str) -> Origination | None:
                        tuple(common.alpn_protocols), _validation(common))
 
 
+def _http_options(resource: cluster_pb2.Cluster) -> dict[str, Any]:
+    packed = resource.typed_extension_protocol_options.get(HTTP_OPTIONS)
+    if packed is None:
+        return {}
+    options: Any = subset.unpack(packed, f"typed_extension_protocol_options[{HTTP_OPTIONS}]")
+    common = options.common_http_protocol_options
+    return {"max_requests_per_connection": common.max_requests_per_connection.value,
+            "idle_timeout": _seconds(common.idle_timeout, 0.0)}
+
+
 def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
     kind = cluster_pb2.Cluster.DiscoveryType.Name(resource.type)
     if kind not in ("EDS", "STATIC", "ORIGINAL_DST"):
@@ -264,6 +277,7 @@ def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
             "metadata") else {},
         resource=resource,
         bind_address=resource.upstream_bind_config.source_address.address,
+        **_http_options(resource),
         tls=_origination(resource.transport_socket, "transport_socket")
         if resource.HasField("transport_socket") else None,
         tls_matches=tuple(matches))

@@ -176,27 +176,37 @@ async def _streams(conn: socket.socket, context: ssl.SSLContext | None
 
 class Pool:
     """Idle upstream HTTP/1.1 connections by (cluster, host, port): a cluster's TLS is its
-    own."""
+    own. A connection is reused while idle for less than the cluster's idle timeout (at most
+    ``IDLE_TIMEOUT``) and for no more requests than the cluster allows."""
 
     def __init__(self) -> None:
         self.idle: dict[tuple[Any, ...], list[tuple[float, asyncio.StreamReader,
                                                      asyncio.StreamWriter]]] = {}
+        self.used: dict[asyncio.StreamWriter, int] = {}
 
-    def take(self, host: tuple[Any, ...]) -> tuple[asyncio.StreamReader,
-                                                   asyncio.StreamWriter] | None:
+    def take(self, host: tuple[Any, ...], idle_timeout: float = 0.0
+             ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         now = time.monotonic()
+        limit = min(idle_timeout, IDLE_TIMEOUT) if idle_timeout else IDLE_TIMEOUT
         entries = self.idle.get(host) or []
         while entries:
             since, reader, writer = entries.pop()
-            if now - since < IDLE_TIMEOUT and not reader.at_eof() and \
-                    not writer.is_closing():
+            if now - since < limit and not reader.at_eof() and not writer.is_closing():
                 return reader, writer
+            self.used.pop(writer, None)
             writer.close()
         return None
 
     def give(self, host: tuple[Any, ...], reader: asyncio.StreamReader,
-             writer: asyncio.StreamWriter) -> None:
+             writer: asyncio.StreamWriter, max_requests: int = 0) -> bool:
+        """Keep ``writer`` for reuse unless it served its last request; False: close it."""
+        used = self.used.get(writer, 0) + 1
+        if max_requests and used >= max_requests:
+            self.used.pop(writer, None)
+            return False
+        self.used[writer] = used
         self.idle.setdefault(host, []).append((time.monotonic(), reader, writer))
+        return True
 
 
 class NativeProxy:
@@ -616,8 +626,8 @@ class NativeProxy:
         limit = min(t for t in (timeout, per_try) if t > 0) if (timeout or per_try) else 0
         balancer = self.balancers.setdefault(cluster.name, Balancer(cluster.lb))
         endpoint = self._pick(cluster, tried, destination)
-        pooled = self.pool.take((cluster.name, endpoint.host, endpoint.port)) \
-            if endpoint else None
+        pooled = self.pool.take((cluster.name, endpoint.host, endpoint.port),
+                                cluster.idle_timeout) if endpoint else None
         if pooled is not None and endpoint is not None:
             reader, writer = pooled
             host = (endpoint.host, endpoint.port)
@@ -633,18 +643,19 @@ class NativeProxy:
             coroutine = self._read_response(reader, parser)
             response = await (asyncio.wait_for(coroutine, limit) if limit else coroutine)
         except TimeoutError:
+            self.pool.used.pop(writer, None)
             await _close(writer)
             raise UpstreamFailed("upstream request timeout", sent=True) from None
         except (OSError, ConnectionError, http1.ParseError, EOFError) as exc:
+            self.pool.used.pop(writer, None)
             await _close(writer)
             raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
                                  f"reset reason: connection termination ({exc})",
                                  sent=sent) from None
         finally:
             balancer.finished(host)
-        if response.keep_alive and request.method != "HEAD":
-            self.pool.give((cluster.name, *host), reader, writer)
-        else:
+        if not (response.keep_alive and request.method != "HEAD" and self.pool.give(
+                (cluster.name, *host), reader, writer, cluster.max_requests_per_connection)):
             await _close(writer)
         return response, host
 
@@ -746,6 +757,17 @@ class NativeProxy:
                 lines.append(f"{name}::{endpoint.host}:{endpoint.port}::weight::"
                              f"{endpoint.weight}")
         return "\n".join(lines) + "\n"
+
+    def clusters_json(self) -> dict[str, Any]:
+        """Envoy's ``/clusters?format=json``: every cluster's hosts and their health."""
+        statuses = []
+        for name, cluster in sorted(self.state.clusters.items()):
+            statuses.append({"name": name, "host_statuses": [{
+                "address": {"socket_address": {"address": e.host, "port_value": e.port}},
+                "health_status": {"eds_health_status": "HEALTHY" if e.healthy
+                                  else "UNHEALTHY"},
+                "weight": e.weight} for e in self.state.endpoints_of(cluster)]})
+        return {"cluster_statuses": statuses}
 
     def listeners_text(self) -> str:
         return "".join(f"{name}::{host}:{port}\n" for name, (host, port) in

@@ -42,6 +42,7 @@ class XdsClient:
         # mutual TLS: waits for the certificates, then (credentials, the server's name)
         self.credentials = credentials
         self.connected = False
+        self.answered = False  # the current stream has had a response
         self._queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] | None = None
 
     def send(self, requests: list[discovery_pb2.DeltaDiscoveryRequest]) -> None:
@@ -55,13 +56,15 @@ class XdsClient:
         """Until cancelled: keep a stream open, apply what comes."""
         delay = BACKOFF[0]
         while True:
+            self.answered = False
             try:
                 await self._stream()
-                delay = BACKOFF[0]
             except grpc.aio.AioRpcError as exc:
                 log.warning("xDS stream to %s ended: %s %s", self.target, exc.code().name,
                             exc.details())
             self.connected = False
+            if self.answered:  # a stream that worked: the next attempt starts over
+                delay = BACKOFF[0]
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, BACKOFF[1])
 
@@ -96,6 +99,7 @@ class XdsClient:
             stream = call(requests)
             self.connected = True
             async for response in stream:
+                self.answered = True
                 for request in self.session.receive(response):
                     if request.error_detail.message:
                         log.warning("NACK %s: %s", response.type_url,

@@ -53,14 +53,20 @@ spec:
 }
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+NETWORKS = {"envoy": ("10.248.0.0/24", "pfr0"), "native": ("10.248.1.0/24", "pfr1")}
+
+
+@pytest.fixture(scope="module", params=["envoy", "native"])
+def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Node]:
     workdir = tmp_path_factory.mktemp("rotation-node")
     folder = workdir / "config"
     folder.mkdir()
     for name, text in CONFIG.items():
         (folder / name).write_text(text)
-    node = Node(workdir, folder, "10.248.0.0/24", "pfr0", extra_args=("--cert-ttl", TTL))
+    subnet, bridge = NETWORKS[request.param]
+    node = Node(workdir, folder, subnet, bridge,
+                extra_args=("--cert-ttl", TTL, "--proxy", request.param))
     try:
         node.start()
         assert node.config_errors() == []
