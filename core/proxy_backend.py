@@ -68,6 +68,17 @@ def split_host_port(address: str, what: str = "address") -> tuple[str, int]:
     return host, int(port_text)
 
 
+def config_dump_object(body: bytes, who: str) -> dict[str, Any]:
+    """A proxy's ``/config_dump`` answer as a JSON object; ``ProxyError`` says what is wrong."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ProxyError(f"{who}'s /config_dump is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProxyError(f"{who}'s /config_dump is not a JSON object")
+    return data
+
+
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -13,30 +13,20 @@ from pathlib import Path
 
 from pilotfish.core.native import subset
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generated_section
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "native.md"
 START, END = "<!-- subset:start -->", "<!-- subset:end -->"
 
 
 def render(text: str) -> str:
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    if not rest:
-        raise SystemExit(f"{TARGET}: no {START} marker")
-    return f"{head}{START}\n{subset.markdown()}{END}{tail}"
+    return generated_section.render(text, TARGET, START, END, subset.markdown)
 
 
 def main() -> int:
-    current = TARGET.read_text(encoding="utf-8")
-    fresh = render(current)
-    if "--check" in sys.argv[1:]:
-        if fresh != current:
-            print(f"{TARGET} is out of date; run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(fresh, encoding="utf-8")
-    print(f"wrote {TARGET}")
-    return 0
+    return generated_section.main(__file__, TARGET, render)
 
 
 if __name__ == "__main__":

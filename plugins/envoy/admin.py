@@ -18,7 +18,7 @@ import anyio.abc
 
 from pilotfish.core import http_client, istio_metrics, prometheus
 from pilotfish.core.istio_metrics import ServiceRef, Workload
-from pilotfish.core.proxy_backend import ProxyError, ProxyOptions, ProxyStatus
+from pilotfish.core.proxy_backend import ProxyError, ProxyOptions, ProxyStatus, config_dump_object
 from pilotfish.plugins.envoy import readiness
 from pilotfish.plugins.envoy.access_log_service import AccessLogServer
 from pilotfish.plugins.envoy.request_metrics import RequestMetrics
@@ -93,13 +93,7 @@ class EnvoyAdmin:
 
     async def config_dump(self) -> dict[str, Any]:
         reply = await self.request("GET", "/config_dump")
-        try:
-            data = json.loads(reply.body)
-        except ValueError as exc:
-            raise ProxyError(f"Envoy's /config_dump is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ProxyError("Envoy's /config_dump is not a JSON object")
-        return data
+        return config_dump_object(reply.body, "Envoy")
 
     async def drain(self) -> None:
         # Sidecars keep outbound listeners so in-flight requests can still call out;

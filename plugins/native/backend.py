@@ -19,7 +19,13 @@ import anyio.abc
 
 from pilotfish.core import http_client
 from pilotfish.core.hookspecs import hookimpl
-from pilotfish.core.proxy_backend import BootstrapError, ProxyError, ProxyOptions, ProxyStatus
+from pilotfish.core.proxy_backend import (
+    BootstrapError,
+    ProxyError,
+    ProxyOptions,
+    ProxyStatus,
+    config_dump_object,
+)
 from pilotfish.plugins.envoy.backend import CHECK_TIMEOUT, EnvoyBackend
 
 ADMIN_TIMEOUT = 5.0
@@ -61,13 +67,7 @@ class NativeAdmin:
 
     async def config_dump(self) -> dict[str, Any]:
         reply = await self.request("GET", "/config_dump")
-        try:
-            data = json.loads(reply.body)
-        except ValueError as exc:
-            raise ProxyError(f"the native proxy's /config_dump is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ProxyError("the native proxy's /config_dump is not a JSON object")
-        return data
+        return config_dump_object(reply.body, "the native proxy")
 
     async def drain(self) -> None:
         await self.request("POST", "/drain_listeners")

@@ -12,7 +12,7 @@ from pathlib import Path
 import wsproto
 import wsproto.events
 
-from pilotfish.testing.mesh import LocalMesh
+from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import Process, free_port, http, wait_until
 
 ECHO = "127.0.21.3"
@@ -63,6 +63,20 @@ def start_echo(workdir: Path, port: int) -> Process:
     return process
 
 
+def native_gateway(mesh: LocalMesh, app: str = "") -> tuple[int, Proxy]:
+    """Discovery, echo-basic and a native gateway routing to it: (its port, the proxy)."""
+    port, echo_port = free_port(), free_port()
+    mesh.write("mesh.yaml", CONFIG.format(echo=ECHO, echo_port=echo_port, port=port))
+    mesh.write("route.yaml", ROUTE.format(push=0))
+    mesh.start_discovery()
+    start_echo(mesh.workdir, echo_port)
+    labels = {"istio": "ingressgateway", **({"app": app} if app else {})}
+    gateway = mesh.start_proxy("gw-1", "default", labels=labels, extra=["--proxy", "native"])
+    wait_until(lambda: http(f"http://127.0.0.1:{port}/", timeout=2).status == 200, 15,
+               what="HTTP through the native gateway")
+    return port, gateway
+
+
 class WebSocket:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -86,15 +100,7 @@ class WebSocket:
 
 
 def test_a_websocket_survives_twenty_config_pushes(mesh: LocalMesh):
-    port, echo_port = free_port(), free_port()
-    mesh.write("mesh.yaml", CONFIG.format(echo=ECHO, echo_port=echo_port, port=port))
-    mesh.write("route.yaml", ROUTE.format(push=0))
-    mesh.start_discovery()
-    start_echo(mesh.workdir, echo_port)
-    mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
-                     extra=["--proxy", "native"])
-    wait_until(lambda: http(f"http://127.0.0.1:{port}/", timeout=2).status == 200, 15,
-               what="HTTP through the native gateway")
+    port, _ = native_gateway(mesh)
     stream = WebSocket(port)
     assert stream.echo("before") == "before"
     for push in range(1, 21):
@@ -107,15 +113,7 @@ def test_a_websocket_survives_twenty_config_pushes(mesh: LocalMesh):
 
 
 def test_an_unsupported_field_is_nacked_and_the_last_good_config_serves(mesh: LocalMesh):
-    port, echo_port = free_port(), free_port()
-    mesh.write("mesh.yaml", CONFIG.format(echo=ECHO, echo_port=echo_port, port=port))
-    mesh.write("route.yaml", ROUTE.format(push=0))
-    mesh.start_discovery()
-    start_echo(mesh.workdir, echo_port)
-    mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
-                     extra=["--proxy", "native"])
-    wait_until(lambda: http(f"http://127.0.0.1:{port}/", timeout=2).status == 200, 15,
-               what="HTTP through the native gateway")
+    port, _ = native_gateway(mesh)
     # outlier detection is outside the native proxy's subset (docs/native.md)
     mesh.write("dr.yaml", """\
 apiVersion: networking.istio.io/v1
@@ -139,16 +137,7 @@ spec:
 
 
 def test_istios_metrics_are_counted_by_the_proxy_and_merged_by_the_agent(mesh: LocalMesh):
-    port, echo_port = free_port(), free_port()
-    mesh.write("mesh.yaml", CONFIG.format(echo=ECHO, echo_port=echo_port, port=port))
-    mesh.write("route.yaml", ROUTE.format(push=0))
-    mesh.start_discovery()
-    start_echo(mesh.workdir, echo_port)
-    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway",
-                                                         "app": "edge"},
-                               extra=["--proxy", "native"])
-    wait_until(lambda: http(f"http://127.0.0.1:{port}/", timeout=2).status == 200, 15,
-               what="HTTP through the native gateway")
+    port, gateway = native_gateway(mesh, app="edge")
     for _ in range(3):
         assert http(f"http://127.0.0.1:{port}/status/503", timeout=2).status == 503
     text = http(f"http://127.0.0.1:{gateway.status_port}/stats/prometheus").body.decode()
