@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import sys
-from pathlib import Path
 
 import wsproto
 import wsproto.events
@@ -49,11 +48,13 @@ spec:
 """
 
 
-def start_echo(workdir: Path, port: int) -> Process:
+def start_echo(mesh: LocalMesh, port: int) -> Process:
+    """echo-basic on ``ECHO:port``, stopped with the mesh."""
     process = Process("echo", [sys.executable, "-m", "pilotfish.demo.echo_basic"],
-                      workdir / "echo.log").start({
-                          "HTTP_PORT": str(port), "H2C_PORT": str(free_port()),
-                          "POD_NAME": "echo-1", "NAMESPACE": "default"})
+                      mesh.workdir / "echo.log")
+    mesh.processes.append(process)
+    process.start({"HTTP_PORT": str(port), "H2C_PORT": str(free_port()),
+                   "POD_NAME": "echo-1", "NAMESPACE": "default"})
 
     def listening() -> bool:
         process.check_running()
@@ -69,7 +70,7 @@ def native_gateway(mesh: LocalMesh, app: str = "") -> tuple[int, Proxy]:
     mesh.write("mesh.yaml", CONFIG.format(echo=ECHO, echo_port=echo_port, port=port))
     mesh.write("route.yaml", ROUTE.format(push=0))
     mesh.start_discovery()
-    start_echo(mesh.workdir, echo_port)
+    start_echo(mesh, echo_port)
     labels = {"istio": "ingressgateway", **({"app": app} if app else {})}
     gateway = mesh.start_proxy("gw-1", "default", labels=labels, extra=["--proxy", "native"])
     wait_until(lambda: http(f"http://127.0.0.1:{port}/", timeout=2).status == 200, 15,
