@@ -214,6 +214,8 @@ class Runner:
                 why = wait.check(self.live.snapshot(wait.needs))
             except status.Fatal as exc:
                 raise CaseFailed(f"{wait.what}: {exc}") from None
+            except OSError as exc:  # the API side busy: as Go's helpers, look again
+                why = f"the status view did not answer: {exc}"
             if why is None:
                 if time.monotonic() - started > SLOW:
                     self.log(f"    {wait.what}: met after {time.monotonic() - started:.1f}s"

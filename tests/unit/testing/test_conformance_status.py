@@ -197,3 +197,22 @@ def test_namespaces_ready_passes_over_pods_being_deleted():
     draining = status.Pod("old-gw-istio-1-2", NS, False, terminating=True)
     assert wait.check(snapshot((gateway(), READY), pods=(
         status.Pod("echo-1", NS, True), draining))) is None
+
+
+def test_a_status_view_that_does_not_answer_is_looked_at_again():
+    # GRPCRouteWeight once failed as a runner error: discovery, busy, let the status
+    # request time out; Go's helpers keep polling through API errors, and so does poll
+    from pilotfish.testing.conformance.runner import Runner
+
+    class Busy:
+        calls = 0
+
+        def snapshot(self, needs: object) -> str:
+            Busy.calls += 1
+            if Busy.calls == 1:
+                raise TimeoutError("timed out")
+            return "fresh"
+
+    wait = status.Wait("a check", 5, 0.01, lambda snap: None if snap == "fresh" else "stale")
+    Runner(Busy(), frozenset(), log=lambda _: None).poll(wait)
+    assert Busy.calls == 2
