@@ -201,10 +201,6 @@ class Listener:
             [c for c in found if not c.alpn]
         return found[0] if found else self.default
 
-    @property
-    def tls(self) -> bool:
-        return any(c.tls is not None for c in self.chains)
-
     def secrets(self) -> set[str]:
         names = set()
         for chain in (*self.chains, *((self.default,) if self.default else ())):

@@ -772,6 +772,3 @@ class NativeProxy:
     def listeners_text(self) -> str:
         return "".join(f"{name}::{host}:{port}\n" for name, (host, port) in
                        sorted(self.bound.items()))
-
-    def summary(self) -> dict[str, Any]:
-        return {"listeners": sorted(self.bound), "clusters": sorted(self.state.clusters)}
