@@ -21,12 +21,13 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from pilotfish.core.native import access_log, routing, subset
+from pilotfish.core.native import access_log, http_filters, matchers, rbac, routing, subset
 from pilotfish.core.xds import types
 
 TCP_PROXY = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -97,6 +98,7 @@ class HttpManager:
     inline: routing.RouteTable | None
     websocket: bool
     access: access_log.Format | None  # the stdout access log's format
+    filters: tuple[http_filters.HttpFilter, ...] = ()  # before the router, in order
 
 
 @attrs.frozen
@@ -106,7 +108,7 @@ class Validation:
 
     ca_secret: str = ""
     ca_inline: bytes = b""
-    sans: tuple[routing.StringMatch, ...] = ()
+    sans: tuple[matchers.StringMatch, ...] = ()
 
     def names_match(self, names: list[str]) -> bool:
         return not self.sans or any(m.holds(n) for m in self.sans for n in names)
@@ -149,6 +151,7 @@ class FilterChain:
     tls: Termination | None = None
     transport: str = ""  # "tls" | "raw_buffer" | "" (any)
     alpn: tuple[str, ...] = ()  # application protocols matched (any of them)
+    guards: tuple[rbac.Filter, ...] = ()  # network RBAC filters before ``network``
 
     def serves(self, server_name: str) -> int:
         """How well this chain's server names match (Envoy's order): 3 exact, 2 wildcard,
@@ -221,7 +224,7 @@ def _validation(common: Any) -> Validation:
     return Validation(
         combined.validation_context_sds_secret_config.name,
         bytes(default.trusted_ca.inline_bytes) or default.trusted_ca.inline_string.encode(),
-        tuple(routing.string_match(m.matcher) for m in default.match_typed_subject_alt_names))
+        tuple(matchers.string_match(m.matcher) for m in default.match_typed_subject_alt_names))
 
 
 def _origination(socket: Any, where: str) -> Origination | None:
@@ -315,14 +318,13 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager:
                         _seconds(message.idle_timeout, 3600.0),
                         _access_format(message.access_log))
     if isinstance(message, hcm_pb2.HttpConnectionManager):
-        for index, http_filter in enumerate(message.http_filters):
-            subset.unpack(http_filter.typed_config, f"{where}.http_filters[{index}]")
+        filters = http_filters.compile_filters(message.http_filters, f"{where}.typed_config")
         inline = routing.compile_routes(message.route_config) if message.HasField(
             "route_config") else None
         return HttpManager(
             message.stat_prefix, message.rds.route_config_name, inline,
             any(u.upgrade_type.lower() == "websocket" for u in message.upgrade_configs),
-            _access_format(message.access_log))
+            _access_format(message.access_log), filters)
     raise subset.Unsupported(where, f"network filter {filter_.name} is not supported")
 
 
@@ -353,18 +355,26 @@ ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
 
 
 def _chain(chain: Any, where: str) -> FilterChain:
-    if len(chain.filters) != 1:
-        raise subset.Unsupported(f"{where}.filters", "the native proxy runs exactly one "
-                                 "network filter per chain (tcp_proxy or "
-                                 "http_connection_manager)")
+    if not chain.filters:
+        raise subset.Unsupported(f"{where}.filters", "a chain needs tcp_proxy or "
+                                 "http_connection_manager last")
+    guards = []
+    for index, guard in enumerate(chain.filters[:-1]):
+        message = subset.unpack(guard.typed_config, f"{where}.filters[{index}].typed_config")
+        if not isinstance(message, network_rbac_pb2.RBAC):
+            raise subset.Unsupported(f"{where}.filters[{index}]", "only RBAC may come before "
+                                     "a chain's tcp_proxy or http_connection_manager")
+        guards.append(rbac.rbac_filter(message))
     tls = None
     if chain.HasField("transport_socket"):
         tls = _termination(chain.transport_socket, f"{where}.transport_socket")
     match = chain.filter_chain_match
+    last = len(chain.filters) - 1
     return FilterChain(chain.name, match.destination_port.value,
-                       _network(chain.filters[0], f"{where}.filters[0]"),
+                       _network(chain.filters[last], f"{where}.filters[{last}]"),
                        tuple(n.lower() for n in match.server_names), tls,
-                       match.transport_protocol, tuple(match.application_protocols))
+                       match.transport_protocol, tuple(match.application_protocols),
+                       tuple(guards))
 
 
 def build_listener(resource: listener_pb2.Listener) -> Listener:

@@ -26,7 +26,7 @@ import attrs
 
 from pilotfish.core import istio_metrics, prometheus, sniffing
 from pilotfish.core.istio_requests import IstioSeries
-from pilotfish.core.native import access_log, http1, routing, tls
+from pilotfish.core.native import access_log, http1, http_filters, rbac, routing, tls
 from pilotfish.core.native.config import (
     Cluster,
     ConfigState,
@@ -42,6 +42,7 @@ log = logging.getLogger("pilotfish.native")
 
 IDLE_TIMEOUT = 30.0  # an idle upstream connection is not reused after this
 READ_SIZE = 65536
+NO_PEER = rbac.Facts()  # what a request tells of a connection nobody described
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -73,6 +74,10 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         with contextlib.suppress(Exception):
             if writer.can_write_eof():
                 writer.write_eof()
+
+
+def _host(value: Any) -> str:
+    return str(value[0]) if isinstance(value, tuple) and value else ""
 
 
 def _address(value: Any) -> str:
@@ -346,16 +351,26 @@ class NativeProxy:
             reader, writer = await _streams(conn, context)
             if context is not None:
                 self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.handshake")
+            ssl_object = writer.get_extra_info("ssl_object")
+            names = tls.peer_names(ssl_object)
             if chain.tls is not None and chain.tls.client is not None and \
-                    not chain.tls.client.names_match(
-                        tls.peer_names(writer.get_extra_info("ssl_object"))):
+                    not chain.tls.client.names_match(names):
                 self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.fail_verify_san")
                 return
+            peer = rbac.Facts(
+                _host(writer.get_extra_info("peername")), destination=destination,
+                principals=tuple(names),
+                authenticated=ssl_object is not None and ssl_object.getpeercert() is not None,
+                server_name=accepted.server_name,
+                identity=self.contexts.identity(chain.tls.secret, self.state)
+                if chain.tls is not None else "")
+            if not self._guarded(chain.guards, peer):
+                return
             if isinstance(chain.network, TcpProxy):
-                await self._tcp(chain.network, reader, writer, destination)
+                await self._tcp(chain.network, reader, writer, destination, peer)
             else:
                 await self._http(chain.network, reader, writer,
-                                 "https" if context is not None else "http", destination)
+                                 "https" if context is not None else "http", destination, peer)
         except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
             pass
         except Exception:  # one connection's bug must not take the proxy down
@@ -365,6 +380,16 @@ class NativeProxy:
                 await _close(writer)
             else:
                 conn.close()
+
+    def _guarded(self, guards: Sequence[rbac.Filter], peer: rbac.Facts) -> bool:
+        """The network RBAC filters' verdict on a new connection (denied: closed)."""
+        for guard in guards:
+            allowed, counters = guard.decide(peer)
+            for counter in counters:
+                self.stats.inc(counter)
+            if not allowed:
+                return False
+        return True
 
     async def _inspect(self, listener: Listener, conn: socket.socket,
                        destination: tuple[str, int]) -> Accepted:
@@ -390,7 +415,8 @@ class NativeProxy:
 
     async def _tcp(self, config: TcpProxy, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter,
-                   destination: tuple[str, int] | None = None) -> None:
+                   destination: tuple[str, int] | None = None,
+                   peer: rbac.Facts | None = None) -> None:
         cluster = self.state.clusters.get(config.cluster)
         if cluster is None:
             self.stats.inc(f"tcp.{config.stat_prefix}.downstream_cx_no_route")
@@ -411,13 +437,13 @@ class NativeProxy:
             moved[1] += n
             self.stats.inc(f"{stat}.upstream_cx_rx_bytes_total", n)
 
-        self.count_tcp(cluster.name, opened=True)
+        self.count_tcp(cluster.name, opened=True, peer=peer)
         try:
             await asyncio.gather(_pipe(reader, up_writer, received),
                                  _pipe(up_reader, writer, sent))
         finally:
             await _close(up_writer)
-            self.count_tcp(cluster.name, received=moved[0], sent=moved[1])
+            self.count_tcp(cluster.name, received=moved[0], sent=moved[1], peer=peer)
             self.log(config.access, access_log.Entry(
                 started, received=moved[0], sent=moved[1],
                 duration_ms=int((time.time() - started) * 1000), cluster=cluster.name,
@@ -481,7 +507,8 @@ class NativeProxy:
 
     async def _http(self, config: HttpManager, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, scheme: str = "http",
-                    destination: tuple[str, int] | None = None) -> None:
+                    destination: tuple[str, int] | None = None,
+                    peer: rbac.Facts | None = None) -> None:
         parser = http1.Parser()
         prefix = config.stat_prefix
         while True:
@@ -501,7 +528,7 @@ class NativeProxy:
             self.stats.inc(f"http.{prefix}.downstream_rq_total")
             started = time.time()
             outcome = await self._exchange(config, request, reader, writer, scheme,
-                                           destination)
+                                           destination, peer or NO_PEER)
             self.log(config.access, access_log.Entry(
                 started, request.method, request.target, f"HTTP/{request.version}",
                 outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
@@ -510,7 +537,7 @@ class NativeProxy:
                 downstream_remote=_address(writer.get_extra_info("peername")),
                 downstream_local=_address(writer.get_extra_info("sockname")),
                 headers=dict(request.headers)))
-            self.count_request(outcome, len(request.body), time.time() - started)
+            self.count_request(outcome, len(request.body), time.time() - started, peer)
             if not outcome.keep or not request.keep_alive:
                 return
 
@@ -520,13 +547,33 @@ class NativeProxy:
     async def _exchange(self, config: HttpManager, request: http1.Message,
                         reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         scheme: str = "http",
-                        destination: tuple[str, int] | None = None) -> Outcome:
+                        destination: tuple[str, int] | None = None,
+                        peer: rbac.Facts = NO_PEER) -> Outcome:
         """Answer one request."""
         started = time.monotonic()
         authority = request.header("host") or ""
         headers = dict(request.headers)
         table = self._table(config)
         decision = table.route(authority, request.target, headers) if table else None
+        added: Sequence[tuple[str, str]] = ()  # what the filters add to the answer
+        flags = "-"
+        if config.filters:
+            call = http_filters.Request(request.method, request.target, request.headers, peer,
+                                        decision.per_filter if decision else {})
+            result = http_filters.run(config.filters, call, self.rng)
+            for counter in result.counters:
+                self.stats.inc(f"http.{config.stat_prefix}.{counter}")
+            if result.delay:
+                await asyncio.sleep(result.delay)
+            added, flags = call.response_headers, result.delay_flag or flags
+            if result.answer is not None:
+                refused = result.answer
+                return await self._local(
+                    config, request, writer,
+                    routing.Respond(refused.status, refused.body, (*refused.headers, *added)),
+                    flags=refused.flags,
+                    route=decision.route.name if decision is not None else "")
+            request.headers = call.headers
         if decision is None:
             return await self._local(config, request, writer, routing.Respond(404), flags="NR")
         route = decision.route.name
@@ -534,11 +581,12 @@ class NativeProxy:
         if isinstance(action, routing.Redirect):
             prefix = decision.route.match.value if decision.route.match.kind == "prefix" \
                 else ""
-            return await self._local(config, request, writer,
-                                     action.answer(scheme, authority, request.target, prefix),
-                                     route=route)
+            answer = action.answer(scheme, authority, request.target, prefix)
+            return await self._local(config, request, writer, attrs.evolve(
+                answer, headers=(*answer.headers, *added)), route=route, flags=flags)
         if isinstance(action, routing.Respond):
-            return await self._local(config, request, writer, action, route=route)
+            return await self._local(config, request, writer, attrs.evolve(
+                action, headers=(*action.headers, *added)), route=route, flags=flags)
         cluster_name, edits = action.cluster(self.rng.randrange(action.total_weight))
         cluster = self.state.clusters.get(cluster_name)
         if cluster is None:
@@ -561,7 +609,7 @@ class NativeProxy:
                                      routing.Respond(504 if timeout else 503,
                                                      str(exc).encode()),
                                      cluster_name, "UT" if timeout else "UF", route)
-        response.headers = decision.response_edits.apply(response.headers)
+        response.headers = decision.response_edits.apply(response.headers) + list(added)
         elapsed = int((time.monotonic() - started) * 1000)
         response.headers.append(("x-envoy-upstream-service-time", str(elapsed)))
         response.headers.append(("server", "istio-envoy"))
@@ -569,7 +617,7 @@ class NativeProxy:
         await writer.drain()
         self.stats.request_done(cluster.name, config.stat_prefix, response.status)
         return Outcome(response.status, cluster.name, _address(host), len(response.body),
-                       route=route)
+                       route=route, flags=flags)
 
     def _outgoing(self, request: http1.Message, decision: routing.Decision,
                   edits: routing.HeaderEdits, action: routing.Forward,
@@ -705,13 +753,22 @@ class NativeProxy:
 
     # -- Istio's metrics -----------------------------------------------------------------
 
-    def count_request(self, outcome: Outcome, received: int, seconds: float) -> None:
+    @staticmethod
+    def _security(ref: istio_metrics.ClusterRef, peer: rbac.Facts | None
+                  ) -> tuple[tuple[str, str], ...]:
+        labels = istio_metrics.security_labels(
+            istio_metrics.reporter_of(ref),
+            istio_metrics.spiffe_name(peer.principals) if peer is not None else "",
+            peer.identity if peer is not None else "")
+        return tuple(sorted(labels.items()))
+
+    def count_request(self, outcome: Outcome, received: int, seconds: float,
+                      peer: rbac.Facts | None = None) -> None:
         ref = istio_metrics.parse_cluster_name(outcome.cluster)
         if ref is None:
             return
-        # A client-side proxy cannot tell the upstream's TLS: unknown, as Istio reports.
         key = (outcome.cluster, (
-            ("connection_security_policy", istio_metrics.UNKNOWN),
+            *self._security(ref, peer),
             ("grpc_response_status", ""), ("request_protocol", "http"),
             ("response_code", str(outcome.status)), ("response_flags", outcome.flags)))
         self.istio.add("istio_requests_total", key)
@@ -720,11 +777,12 @@ class NativeProxy:
         self.istio.observe("istio_response_bytes", key, outcome.sent)
 
     def count_tcp(self, cluster: str, opened: bool = False, received: int = 0,
-                  sent: int = 0) -> None:
-        if istio_metrics.parse_cluster_name(cluster) is None:
+                  sent: int = 0, peer: rbac.Facts | None = None) -> None:
+        ref = istio_metrics.parse_cluster_name(cluster)
+        if ref is None:
             return
-        key = (cluster, (("connection_security_policy", istio_metrics.UNKNOWN),
-                         ("request_protocol", "tcp"), ("response_flags", "-")))
+        key = (cluster, (*self._security(ref, peer), ("request_protocol", "tcp"),
+                         ("response_flags", "-")))
         if opened:
             self.istio.add("istio_tcp_connections_opened_total", key)
             return
