@@ -152,6 +152,17 @@ class FilterChain:
     transport: str = ""  # "tls" | "raw_buffer" | "" (any)
     alpn: tuple[str, ...] = ()  # application protocols matched (any of them)
     guards: tuple[rbac.Filter, ...] = ()  # network RBAC filters before ``network``
+    prefixes: tuple[matchers.Cidr, ...] = ()  # destination addresses matched (any)
+    sources: tuple[matchers.Cidr, ...] = ()  # source addresses matched (any)
+    source_ports: tuple[int, ...] = ()
+
+    def prefix_length(self, address: str) -> int:
+        """The longest of this chain's destination prefixes holding ``address``: 0 for a
+        chain that names none, -1 when none holds it."""
+        return _longest(self.prefixes, address)
+
+    def source_length(self, address: str) -> int:
+        return _longest(self.sources, address)
 
     def serves(self, server_name: str) -> int:
         """How well this chain's server names match (Envoy's order): 3 exact, 2 wildcard,
@@ -164,6 +175,13 @@ class FilterChain:
         if any(n.startswith("*.") and name.endswith(n[1:]) for n in self.server_names):
             return 2
         return 0
+
+
+def _longest(blocks: tuple[matchers.Cidr, ...], address: str) -> int:
+    if not blocks:
+        return 0
+    lengths = [b.network.prefixlen + 1 for b in blocks if b.holds(address)]
+    return max(lengths, default=-1)
 
 
 @attrs.frozen
@@ -191,17 +209,23 @@ class Listener:
     default: FilterChain | None = None
 
     def chain(self, destination_port: int, server_name: str = "", transport: str = "",
-              alpn: tuple[str, ...] = ()) -> FilterChain | None:
+              alpn: tuple[str, ...] = (), destination_ip: str = "",
+              source: tuple[str, int] = ("", 0)) -> FilterChain | None:
         """Envoy's filter-chain match: the most specific chains at each step (destination
-        port, server name, transport protocol, application protocol); else the default."""
+        port, destination address, server name, transport protocol, application protocol,
+        source address, source port); else the default."""
         found = [c for c in self.chains if c.destination_port == destination_port] or \
             [c for c in self.chains if not c.destination_port]
+        found = _most_specific(found, lambda c: c.prefix_length(destination_ip))
         best = max((c.serves(server_name) for c in found), default=0)
         found = [c for c in found if best and c.serves(server_name) == best]
         found = [c for c in found if c.transport == transport] or \
             [c for c in found if not c.transport]
         found = [c for c in found if set(c.alpn) & set(alpn)] or \
             [c for c in found if not c.alpn]
+        found = _most_specific(found, lambda c: c.source_length(source[0]))
+        found = [c for c in found if source[1] in c.source_ports] or \
+            [c for c in found if not c.source_ports]
         return found[0] if found else self.default
 
     def secrets(self) -> set[str]:
@@ -212,6 +236,12 @@ class Listener:
                 if chain.tls.client is not None and chain.tls.client.ca_secret:
                     names.add(chain.tls.client.ca_secret)
         return names
+
+
+def _most_specific(chains: list[FilterChain], rank: Any) -> list[FilterChain]:
+    """The chains ranking highest (a rank below 0: not a match)."""
+    best = max((rank(c) for c in chains), default=-1)
+    return [c for c in chains if best >= 0 and rank(c) == best]
 
 
 def _seconds(duration: Any, default: float) -> float:
@@ -374,7 +404,9 @@ def _chain(chain: Any, where: str) -> FilterChain:
                        _network(chain.filters[last], f"{where}.filters[{last}]"),
                        tuple(n.lower() for n in match.server_names), tls,
                        match.transport_protocol, tuple(match.application_protocols),
-                       tuple(guards))
+                       tuple(guards), tuple(matchers.cidr(r) for r in match.prefix_ranges),
+                       tuple(matchers.cidr(r) for r in match.source_prefix_ranges),
+                       tuple(match.source_ports))
 
 
 def build_listener(resource: listener_pb2.Listener) -> Listener:

@@ -76,6 +76,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 writer.write_eof()
 
 
+def _peer(conn: socket.socket) -> tuple[str, int]:
+    try:
+        address = conn.getpeername()
+    except OSError:
+        return ("", 0)
+    return (str(address[0]), int(address[1]))
+
+
 def _host(value: Any) -> str:
     return str(value[0]) if isinstance(value, tuple) and value else ""
 
@@ -337,7 +345,7 @@ class NativeProxy:
             self.stats.inc(f"listener.{listener.host}_{listener.port}.downstream_cx_total")
             accepted = await self._inspect(listener, conn, destination)
             chain = listener.chain(destination[1], accepted.server_name, accepted.transport,
-                                   accepted.alpn)
+                                   accepted.alpn, destination[0], _peer(conn))
             if chain is None:
                 self.stats.inc(f"listener.{listener.host}_{listener.port}"
                                ".no_filter_chain_match")

@@ -109,7 +109,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
                                                        "filter_chain_match",
                                                        "transport_socket"}),
     "envoy.config.listener.v3.FilterChainMatch": frozenset({
-        "destination_port", "server_names", "transport_protocol", "application_protocols"}),
+        "destination_port", "server_names", "transport_protocol", "application_protocols",
+        "prefix_ranges", "source_prefix_ranges", "source_ports"}),
     "envoy.config.core.v3.TransportSocket": frozenset({"name", "typed_config"}),
     # downstream TLS: the certificate from the agent's SDS, server side only
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": frozenset({

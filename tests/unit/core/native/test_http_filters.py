@@ -230,3 +230,25 @@ def test_ext_authz_is_refused_with_its_path():
     with pytest.raises(subset.Unsupported) as refused:
         http_filters.compile_filters(manager.http_filters, "hcm")
     assert refused.value.path == "hcm.http_filters[0].typed_config"
+
+
+def test_filter_chains_by_destination_prefix_then_source():
+    from pilotfish.core.native import matchers
+    from pilotfish.core.native.config import FilterChain, Listener, TcpProxy
+
+    def block(text: str) -> matchers.Cidr:
+        import ipaddress
+        return matchers.Cidr(ipaddress.ip_network(text))
+
+    listener = Listener("l", "0.0.0.0", 7000, (
+        FilterChain("wide", 0, TcpProxy("c", "s"), prefixes=(block("10.0.0.0/8"),)),
+        FilterChain("narrow", 0, TcpProxy("c", "s"), prefixes=(block("10.0.0.5/32"),)),
+        FilterChain("from-lan", 0, TcpProxy("c", "s"), prefixes=(block("10.0.0.6/32"),),
+                    sources=(block("192.168.0.0/16"),)),
+        FilterChain("any", 0, TcpProxy("c", "s"))))
+    assert listener.chain(7000, destination_ip="10.0.0.5").name == "narrow"
+    assert listener.chain(7000, destination_ip="10.9.9.9").name == "wide"
+    assert listener.chain(7000, destination_ip="172.16.0.1").name == "any"
+    assert listener.chain(7000, destination_ip="10.0.0.6",
+                          source=("192.168.1.1", 5)).name == "from-lan"
+    assert listener.chain(7000, destination_ip="10.0.0.6", source=("8.8.8.8", 5)) is None
