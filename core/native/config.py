@@ -41,7 +41,7 @@ MESSAGES: Mapping[str, type[Message]] = {
     types.ROUTE: route_pb2.RouteConfiguration,
     types.SECRET: secret_pb2.Secret,
 }
-SPOKEN_ALPN = ("http/1.1",)  # what the native proxy speaks (ALPN offers are cut to these)
+SPOKEN_ALPN = ("h2", "http/1.1")  # what the native proxy speaks (ALPN offers are cut to these)
 
 
 class Rejected(Exception):
@@ -72,6 +72,7 @@ class Cluster:
     max_requests_per_connection: int = 0  # 0: no limit
     idle_timeout: float = 0.0  # an upstream connection idle this long is not reused (0: default)
     tls: Origination | None = None
+    protocol: str = "http1"  # to the endpoints: http1 | h2 | downstream (as the request came)
     # transport_socket_matches: (endpoint tlsMode it matches, "" for any; its TLS or None)
     tls_matches: tuple[tuple[str, Origination | None], ...] = ()
 
@@ -273,8 +274,13 @@ def _http_options(resource: cluster_pb2.Cluster) -> dict[str, Any]:
         return {}
     options: Any = subset.unpack(packed, f"typed_extension_protocol_options[{HTTP_OPTIONS}]")
     common = options.common_http_protocol_options
+    protocol = "http1"
+    if options.HasField("use_downstream_protocol_config"):
+        protocol = "downstream"
+    elif options.explicit_http_config.HasField("http2_protocol_options"):
+        protocol = "h2"
     return {"max_requests_per_connection": common.max_requests_per_connection.value,
-            "idle_timeout": _seconds(common.idle_timeout, 0.0)}
+            "idle_timeout": _seconds(common.idle_timeout, 0.0), "protocol": protocol}
 
 
 def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:

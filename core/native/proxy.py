@@ -26,7 +26,7 @@ import attrs
 
 from pilotfish.core import istio_metrics, prometheus, sniffing
 from pilotfish.core.istio_requests import IstioSeries
-from pilotfish.core.native import access_log, http1, http_filters, rbac, routing, tls
+from pilotfish.core.native import access_log, http1, http2, http_filters, rbac, routing, tls
 from pilotfish.core.native.config import (
     Cluster,
     ConfigState,
@@ -35,6 +35,7 @@ from pilotfish.core.native.config import (
     Listener,
     TcpProxy,
 )
+from pilotfish.core.native.http2 import starts_h2
 from pilotfish.core.native.stats import Stats
 from pilotfish.core.native.upstreams import Balancer
 
@@ -106,6 +107,27 @@ class Outcome:
     flags: str = "-"
     keep: bool = True
     route: str = ""
+    grpc_status: str = ""  # a gRPC answer's status code ("" for other answers)
+
+
+# What a request is answered with: the response, how it went, and for an upgrade the
+# cluster and request to open the tunnel to (None otherwise).
+Answered = tuple[http1.Message, Outcome, "tuple[Cluster, http1.Message] | None"]
+
+
+def _bad_request(error: Exception) -> bytes:
+    return http1.response_bytes(http1.Message(
+        [("content-type", "text/plain")], f"{error}\n".encode(), status=400),
+        "Bad Request", close=True)
+
+
+def _grpc_status(response: http1.Message) -> str:
+    if not (response.header("content-type") or "").startswith("application/grpc"):
+        return ""
+    for name, value in (*response.trailers, *response.headers):
+        if name == "grpc-status":
+            return value
+    return ""
 
 
 @attrs.frozen
@@ -236,6 +258,7 @@ class NativeProxy:
         self.bound: dict[str, tuple[str, int]] = {}
         self.balancers: dict[str, Balancer] = {}
         self.pool = Pool()
+        self.h2_pool: dict[tuple[str, str, int], http2.Connection] = {}
         self.draining = False
         self.rng = random.Random()
 
@@ -517,8 +540,22 @@ class NativeProxy:
                     writer: asyncio.StreamWriter, scheme: str = "http",
                     destination: tuple[str, int] | None = None,
                     peer: rbac.Facts | None = None) -> None:
+        first = b""
+        while not first or starts_h2(first) is None:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                return
+            first += data
+        if starts_h2(first):
+            await self._http2(config, reader, writer, scheme, destination, peer, first)
+            return
         parser = http1.Parser()
         prefix = config.stat_prefix
+        try:
+            parser.feed(first)
+        except http1.ParseError as exc:
+            writer.write(_bad_request(exc))
+            return
         while True:
             request = parser.next()
             while request is None:
@@ -528,24 +565,16 @@ class NativeProxy:
                 try:
                     parser.feed(data)
                 except http1.ParseError as exc:
-                    writer.write(http1.response_bytes(http1.Message(
-                        [("content-type", "text/plain")], f"{exc}\n".encode(), status=400),
-                        "Bad Request", close=True))
+                    writer.write(_bad_request(exc))
                     return
                 request = parser.next()
             self.stats.inc(f"http.{prefix}.downstream_rq_total")
             started = time.time()
             outcome = await self._exchange(config, request, reader, writer, scheme,
                                            destination, peer or NO_PEER)
-            self.log(config.access, access_log.Entry(
-                started, request.method, request.target, f"HTTP/{request.version}",
-                outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
-                duration_ms=int((time.time() - started) * 1000), cluster=outcome.cluster,
-                upstream=outcome.upstream, route=outcome.route,
-                downstream_remote=_address(writer.get_extra_info("peername")),
-                downstream_local=_address(writer.get_extra_info("sockname")),
-                headers=dict(request.headers)))
-            self.count_request(outcome, len(request.body), time.time() - started, peer)
+            self._finished(config, request, outcome, started,
+                           _address(writer.get_extra_info("peername")),
+                           _address(writer.get_extra_info("sockname")), peer)
             if not outcome.keep or not request.keep_alive:
                 return
 
@@ -557,7 +586,56 @@ class NativeProxy:
                         scheme: str = "http",
                         destination: tuple[str, int] | None = None,
                         peer: rbac.Facts = NO_PEER) -> Outcome:
-        """Answer one request."""
+        """Answer one HTTP/1.1 request (an upgrade becomes a tunnel)."""
+        response, outcome, upgrade = await self._respond(config, request, scheme,
+                                                         destination, peer)
+        if upgrade is not None:
+            await self._upgrade(*upgrade, reader, writer, destination)
+            return outcome
+        writer.write(http1.response_bytes(response, "", request.method == "HEAD"))
+        await writer.drain()
+        return outcome
+
+    async def _http2(self, config: HttpManager, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter, scheme: str,
+                     destination: tuple[str, int] | None, peer: rbac.Facts | None,
+                     received: bytes) -> None:
+        """Serve an HTTP/2 connection (h2c, or h2 by ALPN): each stream one request."""
+        connection = http2.Connection(reader, writer, client=False)
+        prefix = config.stat_prefix
+        remote = _address(writer.get_extra_info("peername"))
+        local = _address(writer.get_extra_info("sockname"))
+
+        async def handle(stream: http2.Stream) -> None:
+            request = http2.request_message(stream)
+            self.stats.inc(f"http.{prefix}.downstream_rq_total")
+            self.stats.inc(f"http.{prefix}.downstream_rq_http2_total")
+            started = time.time()
+            response, outcome, _ = await self._respond(config, request, scheme, destination,
+                                                       peer or NO_PEER)
+            await connection.respond(stream.id, response, request.method == "HEAD")
+            self._finished(config, request, outcome, started, remote, local, peer)
+
+        self.stats.inc(f"http.{prefix}.downstream_cx_http2_total")
+        await connection.serve(handle, received)
+
+    def _finished(self, config: HttpManager, request: http1.Message, outcome: Outcome,
+                  started: float, remote: str, local: str, peer: rbac.Facts | None) -> None:
+        """One request done: the access log and Istio's metrics."""
+        self.log(config.access, access_log.Entry(
+            started, request.method, request.target, f"HTTP/{request.version}",
+            outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
+            duration_ms=int((time.time() - started) * 1000), cluster=outcome.cluster,
+            upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
+            downstream_local=local, headers=dict(request.headers)))
+        self.count_request(outcome, len(request.body), time.time() - started, peer,
+                           request)
+
+    async def _respond(self, config: HttpManager, request: http1.Message,
+                       scheme: str = "http", destination: tuple[str, int] | None = None,
+                       peer: rbac.Facts = NO_PEER) -> Answered:
+        """What to answer one request with, whichever protocol carried it; an upgrade
+        (WebSocket) comes back as the cluster and request to open the tunnel to."""
         started = time.monotonic()
         authority = request.header("host") or ""
         headers = dict(request.headers)
@@ -576,56 +654,52 @@ class NativeProxy:
             added, flags = call.response_headers, result.delay_flag or flags
             if result.answer is not None:
                 refused = result.answer
-                return await self._local(
-                    config, request, writer,
-                    routing.Respond(refused.status, refused.body, (*refused.headers, *added)),
+                return self._local(
+                    config, routing.Respond(refused.status, refused.body,
+                                            (*refused.headers, *added)),
                     flags=refused.flags,
                     route=decision.route.name if decision is not None else "")
             request.headers = call.headers
         if decision is None:
-            return await self._local(config, request, writer, routing.Respond(404), flags="NR")
+            return self._local(config, routing.Respond(404), flags="NR")
         route = decision.route.name
         action = decision.route.action
         if isinstance(action, routing.Redirect):
             prefix = decision.route.match.value if decision.route.match.kind == "prefix" \
                 else ""
             answer = action.answer(scheme, authority, request.target, prefix)
-            return await self._local(config, request, writer, attrs.evolve(
+            return self._local(config, attrs.evolve(
                 answer, headers=(*answer.headers, *added)), route=route, flags=flags)
         if isinstance(action, routing.Respond):
-            return await self._local(config, request, writer, attrs.evolve(
+            return self._local(config, attrs.evolve(
                 action, headers=(*action.headers, *added)), route=route, flags=flags)
         cluster_name, edits = action.cluster(self.rng.randrange(action.total_weight))
         cluster = self.state.clusters.get(cluster_name)
         if cluster is None:
-            return await self._local(config, request, writer,
-                                     routing.Respond(503, b"no healthy upstream"),
-                                     cluster_name, "NC", route)
+            return self._local(config, routing.Respond(503, b"no healthy upstream"),
+                               cluster_name, "NC", route)
         outgoing = self._outgoing(request, decision, edits, action, scheme)
         if request.upgrade is not None:
             if not (config.websocket or action.websocket):
-                return await self._local(config, request, writer,
-                                         routing.Respond(403, b"upgrade not allowed"),
-                                         cluster_name, route=route)
-            await self._upgrade(cluster, outgoing, reader, writer, destination)
-            return Outcome(101, cluster_name, keep=False, route=route)
+                return self._local(config, routing.Respond(403, b"upgrade not allowed"),
+                                   cluster_name, route=route)
+            return (http1.Message([], status=101),
+                    Outcome(101, cluster_name, keep=False, route=route), (cluster, outgoing))
         try:
             response, host = await self._forward(cluster, outgoing, action, destination)
         except UpstreamFailed as exc:
             timeout = str(exc) == "upstream request timeout"
-            return await self._local(config, request, writer,
-                                     routing.Respond(504 if timeout else 503,
-                                                     str(exc).encode()),
-                                     cluster_name, "UT" if timeout else "UF", route)
+            return self._local(config, routing.Respond(504 if timeout else 503,
+                                                       str(exc).encode()),
+                               cluster_name, "UT" if timeout else "UF", route)
         response.headers = decision.response_edits.apply(response.headers) + list(added)
         elapsed = int((time.monotonic() - started) * 1000)
         response.headers.append(("x-envoy-upstream-service-time", str(elapsed)))
         response.headers.append(("server", "istio-envoy"))
-        writer.write(http1.response_bytes(response, "", request.method == "HEAD"))
-        await writer.drain()
         self.stats.request_done(cluster.name, config.stat_prefix, response.status)
-        return Outcome(response.status, cluster.name, _address(host), len(response.body),
-                       route=route, flags=flags)
+        return response, Outcome(response.status, cluster.name, _address(host),
+                                 len(response.body), route=route, flags=flags,
+                                 grpc_status=_grpc_status(response)), None
 
     def _outgoing(self, request: http1.Message, decision: routing.Decision,
                   edits: routing.HeaderEdits, action: routing.Forward,
@@ -643,7 +717,8 @@ class NativeProxy:
         if "x-forwarded-proto" not in names:
             headers.append(("x-forwarded-proto", scheme))
         return http1.Message(headers, request.body, request.method, target,
-                             upgrade=request.upgrade)
+                             version=request.version, upgrade=request.upgrade,
+                             trailers=request.trailers)
 
     async def _forward(self, cluster: Cluster, request: http1.Message,
                        action: routing.Forward, destination: tuple[str, int] | None = None
@@ -680,6 +755,9 @@ class NativeProxy:
                        destination: tuple[str, int] | None = None
                        ) -> tuple[http1.Message, tuple[str, int]]:
         limit = min(t for t in (timeout, per_try) if t > 0) if (timeout or per_try) else 0
+        if cluster.protocol == "h2" or (cluster.protocol == "downstream" and
+                                        request.version == "2"):
+            return await self._attempt_h2(cluster, request, tried, limit, destination)
         balancer = self.balancers.setdefault(cluster.name, Balancer(cluster.lb))
         endpoint = self._pick(cluster, tried, destination)
         pooled = self.pool.take((cluster.name, endpoint.host, endpoint.port),
@@ -715,6 +793,37 @@ class NativeProxy:
             await _close(writer)
         return response, host
 
+    async def _attempt_h2(self, cluster: Cluster, request: http1.Message,
+                          tried: set[tuple[str, int]], limit: float,
+                          destination: tuple[str, int] | None = None
+                          ) -> tuple[http1.Message, tuple[str, int]]:
+        """One try over HTTP/2: a stream on the host's pooled connection (opened when
+        there is none that takes another stream)."""
+        balancer = self.balancers.setdefault(cluster.name, Balancer(cluster.lb))
+        endpoint = self._pick(cluster, tried, destination)
+        key = (cluster.name, endpoint.host, endpoint.port) if endpoint else None
+        connection = self.h2_pool.get(key) if key else None
+        if connection is not None and connection.usable and endpoint is not None:
+            host = (endpoint.host, endpoint.port)
+            tried.add(host)
+        else:
+            reader, writer, host = await self._connect(cluster, tried, destination, endpoint)
+            connection = http2.Connection(reader, writer, client=True)
+            connection.run()
+            self.h2_pool[(cluster.name, *host)] = connection
+        balancer.started(host)
+        scheme = "https" if cluster.origination(endpoint) is not None else "http"
+        try:
+            coroutine = connection.request(request, scheme)
+            return await (asyncio.wait_for(coroutine, limit) if limit else coroutine), host
+        except TimeoutError:
+            raise UpstreamFailed("upstream request timeout", sent=True) from None
+        except (http2.StreamError, OSError) as exc:
+            raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
+                                 f"reset reason: remote reset ({exc})", sent=True) from None
+        finally:
+            balancer.finished(host)
+
     @staticmethod
     async def _read_response(reader: asyncio.StreamReader, parser: http1.Parser
                              ) -> http1.Message:
@@ -743,21 +852,19 @@ class NativeProxy:
         finally:
             await _close(up_writer)
 
-    async def _local(self, config: HttpManager, request: http1.Message,
-                     writer: asyncio.StreamWriter, answer: routing.Respond,
-                     cluster: str = "", flags: str = "-", route: str = "") -> Outcome:
+    def _local(self, config: HttpManager, answer: routing.Respond, cluster: str = "",
+               flags: str = "-", route: str = "") -> Answered:
+        """An answer the proxy makes itself."""
         headers = list(answer.headers)
         if answer.body:
             headers.append(("content-type", "text/plain"))
         headers.append(("server", "istio-envoy"))
-        writer.write(http1.response_bytes(http1.Message(headers, answer.body,
-                                                        status=answer.status), "",
-                                          request.method == "HEAD"))
-        await writer.drain()
         self.stats.inc(f"http.{config.stat_prefix}.downstream_rq_{answer.status // 100}xx")
         if cluster:
             self.stats.inc(f"cluster.{cluster}.upstream_rq_{answer.status}")
-        return Outcome(answer.status, cluster, "", len(answer.body), flags=flags, route=route)
+        return (http1.Message(headers, answer.body, status=answer.status),
+                Outcome(answer.status, cluster, "", len(answer.body), flags=flags,
+                        route=route), None)
 
     # -- Istio's metrics -----------------------------------------------------------------
 
@@ -771,13 +878,17 @@ class NativeProxy:
         return tuple(sorted(labels.items()))
 
     def count_request(self, outcome: Outcome, received: int, seconds: float,
-                      peer: rbac.Facts | None = None) -> None:
+                      peer: rbac.Facts | None = None,
+                      request: http1.Message | None = None) -> None:
         ref = istio_metrics.parse_cluster_name(outcome.cluster)
         if ref is None:
             return
+        grpc = request is not None and (request.header("content-type") or "").startswith(
+            "application/grpc")
         key = (outcome.cluster, (
             *self._security(ref, peer),
-            ("grpc_response_status", ""), ("request_protocol", "http"),
+            ("grpc_response_status", outcome.grpc_status),
+            ("request_protocol", "grpc" if grpc else "http"),
             ("response_code", str(outcome.status)), ("response_flags", outcome.flags)))
         self.istio.add("istio_requests_total", key)
         self.istio.observe("istio_request_duration_milliseconds", key, seconds * 1000)

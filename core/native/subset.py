@@ -80,12 +80,11 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": frozenset({
         "explicit_http_config", "common_http_protocol_options",
         "use_downstream_protocol_config"}),
-    # downstream is HTTP/1.1 here, so following it means HTTP/1.1 upstream
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig":
         frozenset({"http_protocol_options", "http2_protocol_options"}),
     "envoy.config.core.v3.Http2ProtocolOptions": ANY_FIELDS,
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": frozenset({
-        "http_protocol_options"}),
+        "http_protocol_options", "http2_protocol_options"}),
     "envoy.config.core.v3.Http1ProtocolOptions": frozenset(),
     "envoy.config.core.v3.HttpProtocolOptions": frozenset({"idle_timeout",
                                                           "max_requests_per_connection"}),
