@@ -30,7 +30,8 @@ CORS = "envoy.filters.http.cors"
 _DENOMINATORS = {0: 100, 1: 10_000, 2: 1_000_000}  # HUNDRED, TEN_THOUSAND, MILLION
 
 
-def _share(percent: Any) -> float:
+def share(percent: Any) -> float:
+    """A ``FractionalPercent`` as a share of requests (0-1)."""
     return float(percent.numerator) / _DENOMINATORS.get(percent.denominator, 100)
 
 
@@ -53,10 +54,10 @@ def fault(message: fault_pb2.HTTPFault) -> Fault:
                                  "native proxy")
     return Fault(
         delay.fixed_delay.ToTimedelta().total_seconds() if message.HasField("delay") else 0.0,
-        _share(delay.percentage) if delay.HasField("percentage") else 1.0,
+        share(delay.percentage) if delay.HasField("percentage") else 1.0,
         abort.http_status if kind == "http_status" else 0,
         abort.grpc_status if kind == "grpc_status" else None,
-        _share(abort.percentage) if abort.HasField("percentage") else 1.0)
+        share(abort.percentage) if abort.HasField("percentage") else 1.0)
 
 
 @attrs.frozen
@@ -75,7 +76,7 @@ class Cors:
 
 
 def cors(message: cors_pb2.CorsPolicy) -> Cors:
-    enabled = _share(message.filter_enabled.default_value) \
+    enabled = share(message.filter_enabled.default_value) \
         if message.HasField("filter_enabled") else 1.0
     return Cors(tuple(matchers.string_match(m) for m in message.allow_origin_string_match),
                 message.allow_methods, message.allow_headers, message.expose_headers,

@@ -679,6 +679,9 @@ class NativeProxy:
             return self._local(config, routing.Respond(503, b"no healthy upstream"),
                                cluster_name, "NC", route)
         outgoing = self._outgoing(request, decision, edits, action, scheme)
+        for mirror, portion in action.mirrors:
+            if portion >= 1.0 or self.rng.random() < portion:
+                self._shadow(mirror, outgoing, action.timeout)
         if request.upgrade is not None:
             if not (config.websocket or action.websocket):
                 return self._local(config, routing.Respond(403, b"upgrade not allowed"),
@@ -700,6 +703,29 @@ class NativeProxy:
         return response, Outcome(response.status, cluster.name, _address(host),
                                  len(response.body), route=route, flags=flags,
                                  grpc_status=_grpc_status(response)), None
+
+    def _shadow(self, cluster_name: str, request: http1.Message, timeout: float) -> None:
+        """Send a copy of ``request`` to ``cluster_name`` and forget it (request mirroring:
+        the authority gets ``-shadow``, the answer is dropped)."""
+        cluster = self.state.clusters.get(cluster_name)
+        if cluster is None or request.upgrade is not None:
+            return
+        host, colon, port = (request.header("host") or "").rpartition(":") \
+            if not (request.header("host") or "").endswith("]") else ("", "", "")
+        if not colon or not port.isdigit():
+            host, port = request.header("host") or "", ""
+        shadow = attrs.evolve(request, headers=[(k, v) for k, v in request.headers
+                                                if k != "host"] +
+                              [("host", f"{host}-shadow" + (f":{port}" if port else ""))])
+
+        async def send() -> None:
+            with contextlib.suppress(UpstreamFailed):
+                await self._attempt(cluster, shadow, set(), timeout, 0.0)
+            self.stats.inc(f"cluster.{cluster_name}.upstream_rq_shadowed")
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
 
     def _outgoing(self, request: http1.Message, decision: routing.Decision,
                   edits: routing.HeaderEdits, action: routing.Forward,

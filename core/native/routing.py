@@ -88,6 +88,7 @@ class Forward:
     prefix_rewrite: str = ""
     host_rewrite: str = ""
     websocket: bool = False
+    mirrors: tuple[tuple[str, float], ...] = ()  # (cluster, share of requests) shadowed
 
     def cluster(self, draw: int) -> tuple[str, HeaderEdits]:
         """The cluster for ``draw`` in ``[0, total weight)``."""
@@ -277,7 +278,10 @@ def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
         clusters, timeout,
         _retry(action.retry_policy) if action.HasField("retry_policy") else None,
         action.prefix_rewrite, action.host_rewrite_literal,
-        any(u.upgrade_type.lower() == "websocket" for u in action.upgrade_configs))
+        any(u.upgrade_type.lower() == "websocket" for u in action.upgrade_configs),
+        tuple((m.cluster, http_filters.share(m.runtime_fraction.default_value)
+               if m.HasField("runtime_fraction") else 1.0)
+              for m in action.request_mirror_policies))
 
 
 def _per_filter(configs: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -264,7 +264,9 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.route.v3.RouteAction": frozenset({
         "cluster", "weighted_clusters", "timeout", "retry_policy", "max_grpc_timeout",
         "prefix_rewrite", "host_rewrite_literal", "auto_host_rewrite", "upgrade_configs",
-        "max_stream_duration"}),
+        "max_stream_duration", "request_mirror_policies"}),
+    "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": frozenset({
+        "cluster", "runtime_fraction", "trace_sampled"}),
     # only "no limit" (zero durations) is taken: see routing._action
     "envoy.config.route.v3.RouteAction.MaxStreamDuration": frozenset({
         "max_stream_duration", "grpc_timeout_header_max"}),
