@@ -89,6 +89,7 @@ class Forward:
     host_rewrite: str = ""
     websocket: bool = False
     mirrors: tuple[tuple[str, float], ...] = ()  # (cluster, share of requests) shadowed
+    connect: bool = False  # a CONNECT is terminated here: its payload goes to the cluster
 
     def cluster(self, draw: int) -> tuple[str, HeaderEdits]:
         """The cluster for ``draw`` in ``[0, total weight)``."""
@@ -281,7 +282,9 @@ def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
         any(u.upgrade_type.lower() == "websocket" for u in action.upgrade_configs),
         tuple((m.cluster, http_filters.share(m.runtime_fraction.default_value)
                if m.HasField("runtime_fraction") else 1.0)
-              for m in action.request_mirror_policies))
+              for m in action.request_mirror_policies),
+        any(u.upgrade_type.upper() == "CONNECT" and (u.enabled.value if u.HasField(
+            "enabled") else True) for u in action.upgrade_configs))
 
 
 def _per_filter(configs: Mapping[str, Any], where: str) -> dict[str, Any]:
