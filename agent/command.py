@@ -1,10 +1,10 @@
 """``pilotfish agent``: pilot-agent's job for one proxy.
 
-Turns flags into ``ProxyOptions``, picks the proxy backend named by ``--proxy`` among the
-plugins the mesh config enables, writes the bootstrap, has the proxy check it, starts
-the status server (``status_server``: readiness, merged metrics, /quitquitquit) and then
-hands the proxy to ``supervisor.Supervisor``, which runs it, drains it on SIGTERM and
-returns its exit status (see there for the shutdown sequence).
+Turns flags into ``ProxyOptions``, picks the proxy backend named by ``--proxy`` (else by the
+mesh config's ``proxy``, else envoy) among the plugins the mesh config enables, writes the
+bootstrap, has the proxy check it, starts the status server (``status_server``: readiness,
+merged metrics, /quitquitquit) and then hands the proxy to ``supervisor.Supervisor``, which
+runs it, drains it on SIGTERM and returns its exit status (see there for the shutdown sequence).
 
 ``pilotfish agent wait`` is pilot-agent's ``wait``: see ``startup``.
 
@@ -137,7 +137,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--type", dest="proxy_type", choices=PROXY_TYPES, default="sidecar",
         help="proxy role (default: sidecar)")
-    add("--proxy", default="envoy", help="proxy backend, by entry-point name (default: envoy)")
+    add("--proxy", help="proxy backend, by entry-point name (default: the mesh config's "
+        "proxy, else envoy)")
     add("--discovery", metavar="HOST:PORT", help="xDS address of discovery (required)")
     add("--name", help="pod or instance name (required)")
     add("--namespace", default="default", help="namespace (default: default)")
@@ -212,24 +213,22 @@ def options_from_args(args: argparse.Namespace, config: meshconfig.MeshConfig) -
         raise AgentError(str(exc)) from None
 
 
-def select_backend(config: meshconfig.MeshConfig, name: str) -> ProxyBackend:
-    """The active backend called ``name``; the error lists what could be chosen."""
+def select_backend(config: meshconfig.MeshConfig, flag: str | None = None) -> ProxyBackend:
+    """The active backend ``--proxy`` names, else the mesh config's ``proxy``; the error
+    says which of the two chose it and lists what could be chosen."""
+    try:
+        name, where = registry.chosen_proxy(config, flag)
+    except registry.PluginError as exc:
+        raise AgentError(str(exc)) from None
     backends = registry.Plugins.from_config(config, groups=["proxies"]).proxy_backends()
     backend = backends.get(name)
-    if backend is not None:
-        if not isinstance(backend, ProxyBackend):
-            raise ProxyError(f"--proxy {name}: the plugin returned {backend!r}, "
-                             "which lacks the ProxyBackend methods")
-        return backend
-    installed = registry.installed("proxies")
-    listed = ", ".join(
-        f"{p.name} (from {p.distribution} {p.version})" for p in installed.values()
-    ) or "none"
-    if name in installed:
-        raise AgentError(f"--proxy {name}: installed but not enabled by {config.source}; "
+    if backend is None:
+        raise AgentError(f"{where}: installed but not enabled by {config.source}; "
                          "add it under plugins.proxies")
-    raise AgentError(f"--proxy {name}: no such proxy backend; installed in "
-                     f"{registry.GROUPS['proxies']}: {listed}")
+    if not isinstance(backend, ProxyBackend):
+        raise ProxyError(f"{where}: the plugin returned {backend!r}, "
+                         "which lacks the ProxyBackend methods")
+    return backend
 
 
 async def run(supervisor: Supervisor, status: StatusServer | None, sds: SdsServer,

@@ -3,6 +3,7 @@
 Example::
 
     profile: sidecar            # the plugin set(s) to start from: a name or a list
+    proxy: envoy                # the proxy backend agents run (``--proxy`` overrides it)
     plugins:                    # per entry-point group: use / add / remove by name
       xds:
         add: [add-response-header]
@@ -199,6 +200,10 @@ class MeshConfig:
     # The plugin sets to start from, combined in order (``profile: [sidecar, grpc]``).
     profiles: tuple[str, ...] = ("sidecar",)
     plugins: Mapping[str, GroupChoice] = attrs.field(factory=dict)
+    # The proxy backend (entry-point name in pilotfish.proxies) agents run when their
+    # ``--proxy`` does not say; whether one has it is checked where it is chosen
+    # (`plugins.chosen_proxy`), since the entry points are the plugin manager's business.
+    proxy: str = "envoy"
     mesh: MeshSettings = MeshSettings()
     discovery: DiscoverySettings = DiscoverySettings()
     source: str = "<defaults>"
@@ -233,7 +238,11 @@ def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
 def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
     where = source
     data = _mapping(data, where)
-    _only(data, {"profile", "plugins", "mesh", "discovery"}, where)
+    _only(data, {"profile", "proxy", "plugins", "mesh", "discovery"}, where)
+    proxy = data.get("proxy", "envoy")
+    if not isinstance(proxy, str) or not proxy:
+        raise MeshConfigError(f"{where}: proxy: expected a proxy backend's name, as in native, "
+                              f"got {proxy!r}")
     raw_profile = data.get("profile", "sidecar")
     if isinstance(raw_profile, str):
         raw_profile = [raw_profile]
@@ -342,8 +351,8 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
             f"{where}: discovery.workloadCertTtl: expected a positive duration no longer than "
             f"maxWorkloadCertTtl ({discovery.max_workload_cert_ttl:g}s)"
         )
-    return MeshConfig(profiles=profiles, plugins=plugins, mesh=mesh, discovery=discovery,
-                      source=source)
+    return MeshConfig(profiles=profiles, plugins=plugins, proxy=proxy, mesh=mesh,
+                      discovery=discovery, source=source)
 
 
 _QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi)?\Z")

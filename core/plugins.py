@@ -157,6 +157,20 @@ def profiles(config: MeshConfig) -> list[tuple[InstalledProfile, Profile]]:
     return out
 
 
+def chosen_proxy(config: MeshConfig, flag: str | None = None) -> tuple[str, str]:
+    """The proxy backend to run, and who chose it (for messages): ``--proxy`` when given,
+    else the mesh config's ``proxy`` (default envoy). A name no installed backend has is an
+    error naming the flag, or the file, field and value."""
+    if flag:
+        name, where = flag, f"--proxy {flag}"
+    else:
+        name, where = config.proxy, f"{config.source}: proxy: {config.proxy!r}"
+    available = installed("proxies")
+    if name not in available:
+        raise PluginError(f"{where}: no such proxy backend; " + _describe("proxies", available))
+    return name, where
+
+
 def select(config: MeshConfig, groups: Iterable[str] | None = None) -> list[InstalledPlugin]:
     """The active plugins for the config's profiles and choices, in a stable order."""
     chosen = profiles(config)

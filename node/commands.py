@@ -31,7 +31,8 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config-dir", help="config with Pods to run (default: the bundled "
                         "demo mesh)")
     parser.add_argument("--mesh-config", help="pilotfish.yaml")
-    parser.add_argument("--proxy", default="envoy", help="proxy backend (default %(default)s)")
+    parser.add_argument("--proxy", help="proxy backend (default: the mesh config's proxy, "
+                        "else envoy)")
     parser.add_argument("--subnet", default="10.250.0.0/24",
                         help="pod network (default %(default)s)")
     parser.add_argument("--bridge", default="pf0", help="bridge name (default %(default)s)")
@@ -45,6 +46,8 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def up_main(args: argparse.Namespace) -> int:
+    from pilotfish.core import meshconfig
+    from pilotfish.core.plugins import PluginError, chosen_proxy
     from pilotfish.node.up import UpOptions, run_up
     if os.geteuid() != 0:
         print("pilotfish up: needs root (network namespaces, veth, iptables)", file=sys.stderr)
@@ -54,9 +57,15 @@ def up_main(args: argparse.Namespace) -> int:
     if not config_dir.is_dir():
         print(f"pilotfish up: --config-dir {config_dir}: not a directory", file=sys.stderr)
         return 2
+    mesh_config = Path(args.mesh_config) if args.mesh_config else None
+    try:  # a wrong mesh config or proxy name stops up before it makes anything
+        proxy, _ = chosen_proxy(meshconfig.load(mesh_config), args.proxy)
+    except (meshconfig.MeshConfigError, PluginError) as exc:
+        print(f"pilotfish up: {exc}", file=sys.stderr)
+        return 2
     code = run_up(UpOptions(
         config_dir=config_dir, state_dir=Path(args.state_dir),
-        mesh_config=Path(args.mesh_config) if args.mesh_config else None, proxy=args.proxy,
+        mesh_config=mesh_config, proxy=proxy,
         subnet=args.subnet, bridge=args.bridge, debug_address=args.debug_address,
         demo=demo, proxy_concurrency=args.proxy_concurrency, cert_ttl=args.cert_ttl,
     ))

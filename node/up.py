@@ -60,7 +60,7 @@ class UpOptions:
     config_dir: Path
     state_dir: Path
     mesh_config: Path | None = None
-    proxy: str = "envoy"
+    proxy: str = ""  # the proxy backend; "": the mesh config's proxy (default envoy)
     bridge: str = "pf0"
     subnet: str = "10.250.0.0/24"
     service_cidr: str = cluster.DEFAULT_SERVICE_CIDR
@@ -280,7 +280,7 @@ class Node:
         ports = ",".join(f"{name}:{port}" if name else str(port)
                          for name, port in pods.container_ports(obj))
         argv = [sys.executable, "-m", "pilotfish.cli", "agent", "--type", proxy_type,
-                "--proxy", self.options.proxy, "--name", obj.name,
+                "--proxy", self.options.proxy or self.mesh.proxy, "--name", obj.name,
                 "--namespace", obj.namespace, "--ip", pod.ip,
                 "--discovery", self.state.secure_xds_address,
                 "--token-file", str(self.state.pod_dir(pod) / "token"),

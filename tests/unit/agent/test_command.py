@@ -106,6 +106,31 @@ def test_backend_disabled_by_the_mesh_config_says_so() -> None:
         agent.select_backend(config, "envoy")
 
 
+def test_mesh_config_proxy_picks_the_backend_and_the_flag_overrides_it() -> None:
+    config = meshconfig.from_dict({"proxy": "native"}, "mesh.yaml")
+    assert agent.select_backend(config).name == "native"
+    assert isinstance(agent.select_backend(config, "envoy"), EnvoyBackend)
+    assert parse().proxy is None  # without the flag the mesh config's proxy is used
+
+
+def test_unknown_backend_in_the_mesh_config_names_file_field_and_value() -> None:
+    config = meshconfig.from_dict({"proxy": "nginx"}, "mesh.yaml")
+    with pytest.raises(AgentError) as caught:
+        agent.select_backend(config)
+    message = str(caught.value)
+    assert message.startswith("mesh.yaml: proxy: 'nginx': no such proxy backend; ")
+    assert "native (from pilotfish" in message
+
+
+def test_main_reports_an_unknown_mesh_config_proxy_with_status_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mesh = tmp_path / "pilotfish.yaml"
+    mesh.write_text("proxy: nginx\n")
+    assert agent.main(parse("--mesh-config", str(mesh))) == 2
+    assert f"pilotfish agent: error: {mesh}: proxy: 'nginx': no such proxy backend" in \
+        capsys.readouterr().err
+
+
 def test_main_reports_flag_errors_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert agent.main(parse("--labels", "app")) == 2
     assert "pilotfish agent: error: --labels: item 1, 'app'" in capsys.readouterr().err

@@ -101,6 +101,30 @@ def test_unknown_group_and_profile_are_errors():
         plugins.select(meshconfig.from_dict({"profile": "mesh"}))
 
 
+def test_proxy_defaults_to_envoy_and_the_mesh_config_may_name_another():
+    assert meshconfig.MeshConfig().proxy == "envoy"
+    assert meshconfig.from_dict({}).proxy == "envoy"
+    config = meshconfig.from_dict({"proxy": "native"}, "pilotfish.yaml")
+    assert config.proxy == "native"
+    assert plugins.chosen_proxy(config) == ("native", "pilotfish.yaml: proxy: 'native'")
+    assert plugins.chosen_proxy(config, "envoy") == ("envoy", "--proxy envoy")  # flag wins
+    with pytest.raises(meshconfig.MeshConfigError,
+                       match=r"^pilotfish.yaml: proxy: expected a proxy backend's name"):
+        meshconfig.from_dict({"proxy": ["native"]}, "pilotfish.yaml")
+
+
+def test_proxy_no_backend_has_names_file_field_and_value():
+    config = meshconfig.from_dict({"proxy": "nginx"}, "pilotfish.yaml")
+    with pytest.raises(plugins.PluginError) as caught:
+        plugins.chosen_proxy(config)
+    message = str(caught.value)
+    assert message.startswith("pilotfish.yaml: proxy: 'nginx': no such proxy backend; "
+                              "installed in pilotfish.proxies: envoy (from pilotfish ")
+    assert "native (from pilotfish " in message
+    with pytest.raises(plugins.PluginError, match=r"^--proxy nginx: no such proxy backend"):
+        plugins.chosen_proxy(meshconfig.MeshConfig(), "nginx")
+
+
 def test_remove_and_use():
     config = meshconfig.from_dict({"plugins": {"xds": {"remove": ["rds"]}}})
     assert "rds" not in {p.name for p in plugins.select(config, ["xds"])}
