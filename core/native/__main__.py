@@ -62,7 +62,7 @@ async def serve(boot: bootstrap.Bootstrap) -> None:
 
     async def changed() -> None:
         # Listeners name certificates: subscribe to them before binding (warming).
-        sds.send(secrets.want(state.secret_names()))
+        sds.send(secrets.want(state.secret_names(over_ads=False)))
         await proxy.reconcile()
 
     secrets_changed = anyio.Event()

@@ -30,7 +30,9 @@ from pilotfish.core.xds import types
 
 INVALID_ARGUMENT = 3
 WILDCARD = (types.CLUSTER, types.LISTENER)  # as types.WILDCARD_TYPES, in this order
-BY_NAME = {types.ENDPOINT: ConfigState.eds_names, types.ROUTE: ConfigState.rds_names}
+BY_NAME = {types.ENDPOINT: ConfigState.eds_names, types.ROUTE: ConfigState.rds_names,
+           # gateway credentials and trust bundles discovery serves itself (sds_config: ads)
+           types.SECRET: ConfigState.ads_secret_names}
 
 
 @attrs.define

@@ -112,6 +112,7 @@ class Validation:
     ca_secret: str = ""
     ca_inline: bytes = b""
     sans: tuple[matchers.StringMatch, ...] = ()
+    over_ads: bool = False  # the trust bundle comes over ADS (discovery), not the agent
 
     def names_match(self, names: list[str]) -> bool:
         return not self.sans or any(m.holds(n) for m in self.sans for n in names)
@@ -126,6 +127,7 @@ class Termination:
     min_version: str = "TLSv1_2"
     max_version: str = ""
     client: Validation | None = None  # a client certificate is required and checked
+    over_ads: bool = False  # the certificate comes over ADS (gateway credentials)
 
 
 @attrs.frozen
@@ -136,6 +138,7 @@ class Origination:
     secret: str = ""  # the client certificate ("" for none)
     alpn: tuple[str, ...] = ()
     server: Validation = Validation()
+    over_ads: bool = False  # the client certificate comes over ADS
 
 
 @attrs.frozen
@@ -231,13 +234,15 @@ class Listener:
             [c for c in found if not c.source_ports]
         return found[0] if found else self.default
 
-    def secrets(self) -> set[str]:
+    def secrets(self) -> set[tuple[str, bool]]:
+        """The secrets its chains name: (name, whether it comes over ADS)."""
         names = set()
         for chain in (*self.chains, *((self.default,) if self.default else ())):
             if chain.tls is not None:
-                names.add(chain.tls.secret)
-                if chain.tls.client is not None and chain.tls.client.ca_secret:
-                    names.add(chain.tls.client.ca_secret)
+                names.add((chain.tls.secret, chain.tls.over_ads))
+                client = chain.tls.client
+                if client is not None and client.ca_secret:
+                    names.add((client.ca_secret, client.over_ads))
         return names
 
 
@@ -251,13 +256,20 @@ def _seconds(duration: Any, default: float) -> float:
     return duration.ToTimedelta().total_seconds() if duration.ByteSize() else default
 
 
+def _over_ads(reference: Any) -> bool:
+    """Whether an SDS reference asks ADS (discovery) rather than an SDS server (the agent)."""
+    return bool(reference.sds_config.HasField("ads"))
+
+
 def _validation(common: Any) -> Validation:
     combined = common.combined_validation_context
     default = combined.default_validation_context
+    reference = combined.validation_context_sds_secret_config
     return Validation(
-        combined.validation_context_sds_secret_config.name,
+        reference.name,
         bytes(default.trusted_ca.inline_bytes) or default.trusted_ca.inline_string.encode(),
-        tuple(matchers.string_match(m.matcher) for m in default.match_typed_subject_alt_names))
+        tuple(matchers.string_match(m.matcher) for m in default.match_typed_subject_alt_names),
+        _over_ads(reference))
 
 
 def _origination(socket: Any, where: str) -> Origination | None:
@@ -267,7 +279,8 @@ def _origination(socket: Any, where: str) -> Origination | None:
     common = message.common_tls_context
     secrets = common.tls_certificate_sds_secret_configs
     return Origination(message.sni, secrets[0].name if secrets else "",
-                       tuple(common.alpn_protocols), _validation(common))
+                       tuple(common.alpn_protocols), _validation(common),
+                       bool(secrets) and _over_ads(secrets[0]))
 
 
 def _http_options(resource: cluster_pb2.Cluster) -> dict[str, Any]:
@@ -390,7 +403,8 @@ def _termination(socket: Any, where: str) -> Termination:
         if params.tls_minimum_protocol_version else "TLSv1_2",
         versions.Name(params.tls_maximum_protocol_version)
         if params.tls_maximum_protocol_version else "",
-        _validation(common) if message.require_client_certificate.value else None)
+        _validation(common) if message.require_client_certificate.value else None,
+        _over_ads(common.tls_certificate_sds_secret_configs[0]))
 
 
 _INSPECTORS = {"envoy.filters.listener.tls_inspector": "tls",
@@ -529,14 +543,19 @@ class ConfigState:
                 for chain in listener.chains
                 if isinstance(chain.network, HttpManager) and chain.network.route_name}
 
-    def secret_names(self) -> set[str]:
-        """Every secret a listener or cluster names (certificates and trust bundles)."""
-        names = {name for listener in self.listeners.values() for name in listener.secrets()}
+    def ads_secret_names(self) -> set[str]:
+        return self.secret_names(over_ads=True)
+
+    def secret_names(self, over_ads: bool | None = None) -> set[str]:
+        """Every secret a listener or cluster names (certificates and trust bundles); with
+        ``over_ads``, only those that come over ADS (True) or from the agent (False)."""
+        named = {item for listener in self.listeners.values() for item in listener.secrets()}
         for cluster in self.clusters.values():
             for tls in (cluster.tls, *(t for _, t in cluster.tls_matches)):
                 if tls is not None:
-                    names |= {n for n in (tls.secret, tls.server.ca_secret) if n}
-        return names
+                    named |= {(tls.secret, tls.over_ads),
+                              (tls.server.ca_secret, tls.server.over_ads)}
+        return {name for name, ads in named if name and (over_ads is None or ads == over_ads)}
 
     def endpoints_of(self, cluster: Cluster) -> tuple[Endpoint, ...]:
         if cluster.kind == "STATIC":

@@ -200,6 +200,7 @@ def _cors(policy: Cors, request: Request, rng: random.Random) -> Answer | None:
         headers = [("access-control-allow-origin", origin)]
         for name, value in (("access-control-allow-methods", policy.methods),
                             ("access-control-allow-headers", policy.headers),
+                            ("access-control-expose-headers", policy.expose),
                             ("access-control-max-age", policy.max_age)):
             if value:
                 headers.append((name, value))

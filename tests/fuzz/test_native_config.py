@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
-from pilotfish.core.native.client_session import DeltaClientSession, SotwClientSession
+from pilotfish.core.native.client_session import BY_NAME, DeltaClientSession, SotwClientSession
 from pilotfish.core.native.config import MESSAGES, ConfigState, Rejected
 from pilotfish.core.proxy import parse_node
 from pilotfish.core.xds import types
@@ -365,7 +365,7 @@ def _answers(requests: list[Any], response: Any) -> None:
     assert requests and requests[0].type_url == response.type_url
     assert requests[0].response_nonce == response.nonce
     for request in requests[1:]:  # follow-up subscriptions, never another ACK
-        assert request.type_url in (types.ENDPOINT, types.ROUTE)
+        assert request.type_url in BY_NAME  # endpoints, routes, secrets over ADS
         assert not request.error_detail.message
 
 

@@ -330,8 +330,9 @@ def served_certificate(port: int) -> bytes:
         return tls.getpeercert(binary_form=True) or b""
 
 
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
 def test_credential_name_secrets_reach_authenticated_gateways_only(mesh: LocalMesh,
-                                                                   node: Node):
+                                                                   node: Node, proxy: str):
     """``credentialName`` is a Secret in the gateway's namespace, served by discovery over
     the gateway's ADS on 15012 (as istiod): a rotated Secret is pushed; a gateway on
     plaintext 15010 with the same config gets no secret, and another namespace's Secret of
@@ -345,9 +346,11 @@ def test_credential_name_secrets_reach_authenticated_gateways_only(mesh: LocalMe
         credential_gateway("secure", "secure-gw", secure_port),
         credential_gateway("plain", "plain-gw", plain_port)]))
     mesh.start_proxy("gw-secure", "shop", labels={"istio": "secure-gw"}, extra=[
-        *identity_args(mesh, node.token_file("gw-secure")), *secure_xds(mesh)])
+        *identity_args(mesh, node.token_file("gw-secure")), *secure_xds(mesh),
+        "--proxy", proxy])
     plain = mesh.start_proxy("gw-plain", "shop", labels={"istio": "plain-gw"},
-                             extra=identity_args(mesh, node.token_file("gw-plain")))
+                             extra=[*identity_args(mesh, node.token_file("gw-plain")),
+                                    "--proxy", proxy])
     der = ssl.PEM_cert_to_DER_cert(first.decode())
     assert wait_until(lambda: served_certificate(secure_port), 20,
                       what="HTTPS with the Secret's certificate") == der
@@ -430,9 +433,10 @@ def https_backend(address: str, port: int, cert: bytes, key: bytes, tmp: Path
     return serve(address, port, answer)
 
 
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
 @pytest.mark.parametrize("hostname", ["secure.example.com", "wrong.example.com"])
 def test_backend_tls_policy_originates_tls_verified_with_the_configmap_ca(
-        mesh: LocalMesh, node: Node, tmp_path: Path, hostname: str):
+        mesh: LocalMesh, node: Node, tmp_path: Path, hostname: str, proxy: str):
     """BackendTLSPolicy: the router speaks TLS to the backend with the policy's hostname
     as SNI, trusting only the ConfigMap's CA; a hostname the backend's certificate does not
     name fails the handshake (503)."""
@@ -447,7 +451,8 @@ def test_backend_tls_policy_originates_tls_verified_with_the_configmap_ca(
         name = f"btls-{hostname.split('.')[0]}"
         mesh.start_proxy(name, "shop", labels={"gateway.networking.k8s.io/gateway-name":
                                                "btls"},
-                         extra=[*identity_args(mesh, node.token_file(name)), *secure_xds(mesh)])
+                         extra=[*identity_args(mesh, node.token_file(name)), *secure_xds(mesh),
+                                "--proxy", proxy])
         mesh.wait_synced(f"{name}.shop")
         answer = wait_until(lambda: (r := http(f"http://127.0.0.1:{port}/", timeout=2)).status
                             in (200, 503) and r, 20, what="the route through the gateway")

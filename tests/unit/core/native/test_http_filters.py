@@ -208,7 +208,8 @@ def test_cors_answers_preflights_and_marks_allowed_origins():
     assert answer is not None and dict(answer.headers) == {
         "access-control-allow-origin": "https://shop.example",
         "access-control-allow-methods": "GET,POST", "access-control-allow-headers": "x-a",
-        "access-control-max-age": "60", "access-control-allow-credentials": "true"}
+        "access-control-expose-headers": "x-b", "access-control-max-age": "60",
+        "access-control-allow-credentials": "true"}
     simple = http_filters.Request("GET", "/", [("origin", "https://shop.example")], PEER,
                                   per_route)
     assert http_filters.run(filters, simple, random.Random(1)).answer is None
