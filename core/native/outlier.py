@@ -3,8 +3,8 @@
 Each result of a request to a host is reported with the time: an HTTP status, or a
 local-origin event (connect failure, timeout, reset before a response; a connection made).
 A host that reaches a detector's count of consecutive errors is ejected, as Envoy does,
-when the ejection is enforced (``enforcing_*`` percent of the time) and fewer than
-``max_ejection_percent`` of the cluster's hosts are out already (else
+when the ejection is enforced (``enforcing_*`` percent of the time) and, with it, no more
+than ``max_ejection_percent`` of the cluster's hosts would be out (else
 ``ejections_overflow``). Without ``split_external_local_origin_errors`` a local-origin
 failure counts as the HTTP status Envoy maps it to (503, a timeout 504); with it, those
 count only towards ``consecutive_local_origin_failure``.
@@ -114,8 +114,9 @@ class Detector:
             state.consecutive_local = 0
 
     def _eject(self, host: Host, state: HostState, kind: str, now: float, size: int) -> None:
-        active = self.ejections_active
-        if size and 100.0 * active / size >= self.config.max_ejection_percent:
+        # as Envoy counts it, with the host about to go: 3 hosts at the default 10% keep all
+        if size and 100.0 * (self.ejections_active + 1) / size > \
+                self.config.max_ejection_percent:
             self.stats["ejections_overflow"] += 1
             return
         enforcing = getattr(self.config, f"enforcing_{kind}")

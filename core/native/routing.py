@@ -18,6 +18,8 @@ import re2  # type: ignore[import-untyped]
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 
+from pilotfish.core.native import hashing
+
 Headers = Sequence[tuple[str, str]]  # lower-case names, as received
 
 
@@ -193,6 +195,7 @@ class Forward:
     prefix_rewrite: str = ""
     host_rewrite: str = ""
     websocket: bool = False
+    hash_policy: tuple[hashing.HashPolicy, ...] = ()  # for RING_HASH / MAGLEV clusters
 
     def cluster(self, draw: int) -> tuple[str, HeaderEdits]:
         """The cluster for ``draw`` in ``[0, total weight)``."""
@@ -373,7 +376,8 @@ def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
         clusters, timeout,
         _retry(action.retry_policy) if action.HasField("retry_policy") else None,
         action.prefix_rewrite, action.host_rewrite_literal,
-        any(u.upgrade_type.lower() == "websocket" for u in action.upgrade_configs))
+        any(u.upgrade_type.lower() == "websocket" for u in action.upgrade_configs),
+        hashing.route_policies(action.hash_policy))
 
 
 def compile_routes(config: route_pb2.RouteConfiguration) -> RouteTable:

@@ -80,12 +80,12 @@ def test_listeners_subscribe_their_route_tables_and_ready_waits_for_them():
 def test_an_unsupported_field_is_nacked_with_its_path_and_the_last_good_state_stays():
     s = session()
     s.receive(response(types.CLUSTER, "n1", cluster("good")))
-    bad = cluster("bad", outlier_detection={"consecutive_5xx": 3})
+    bad = cluster("bad", health_checks=[{"timeout": "1s"}])  # active health checking
     (nack,) = s.receive(response(types.CLUSTER, "n2", bad))
     assert nack.response_nonce == "n2"
     assert nack.error_detail.message == (
-        f"{types.CLUSTER} bad: outlier_detection: envoy.config.cluster.v3.Cluster."
-        "outlier_detection is not supported by the native proxy")
+        f"{types.CLUSTER} bad: health_checks: envoy.config.cluster.v3.Cluster."
+        "health_checks is not supported by the native proxy")
     assert set(s.state.clusters) == {"good"}
 
 

@@ -63,10 +63,13 @@ def test_the_ejection_time_stops_at_max_ejection_time() -> None:
 
 def test_max_ejection_percent_caps_ejections() -> None:
     found = Detector(Outlier(consecutive_5xx=1))  # Envoy's default: 10%
-    found.http_status(A, 500, 0.0, 3)
-    found.http_status(B, 500, 0.0, 3)
-    assert found.ejected() == {A}
+    found.http_status(A, 500, 0.0, 3)  # one of three would be 33%
+    assert found.ejected() == frozenset()
     assert found.statistics()["ejections_overflow"] == 1
+    found.http_status(A, 500, 0.0, 10)
+    found.http_status(B, 500, 0.0, 10)
+    assert found.ejected() == {A}
+    assert found.statistics()["ejections_overflow"] == 2
     half = detector(consecutive_5xx=1, max_ejection_percent=50)
     for host in (A, B, C):
         half.http_status(host, 500, 0.0, 4)
