@@ -11,7 +11,7 @@ value for "not known"; docs/agent.md has the table.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
@@ -119,6 +119,26 @@ def service_from_host(host: str) -> ServiceRef:
     if len(labels) >= 3 and labels[2] == "svc":
         return ServiceRef(host, labels[0], labels[1])
     return ServiceRef(host, host, UNKNOWN)
+
+
+def spiffe_name(uris: Iterable[str]) -> str:
+    """A certificate's identity among its URI names: the SPIFFE ID, else the first."""
+    names = list(uris)
+    return next((u for u in names if u.startswith("spiffe://")), names[0] if names else "")
+
+
+def security_labels(reporter: str, peer: str, local: str) -> dict[str, str]:
+    """The TLS labels of one request or connection, from the peer's identity and ours as
+    the handshake showed them ("" for none). A client-side proxy cannot tell the upstream's
+    TLS from its own entry: ``unknown``, as Istio reports. On the server side a certificate
+    of ours without the peer's is still mutual TLS: inbound chains that present one
+    require the client's, which some entries (tcp_proxy's at connect) do not show yet."""
+    if reporter != "destination":
+        return {"connection_security_policy": UNKNOWN}
+    if not peer and not local:
+        return {"connection_security_policy": "none"}
+    return {"connection_security_policy": "mutual_tls", "source_principal": peer or UNKNOWN,
+            "destination_principal": local or UNKNOWN}
 
 
 def reporter_of(cluster: ClusterRef) -> str:

@@ -19,10 +19,15 @@ from pilotfish.core import meshconfig, plugins
 from pilotfish.core.istio_metrics import Workload
 from pilotfish.core.native import bootstrap
 from pilotfish.core.native.admin import Admin
-from pilotfish.core.native.client_session import DeltaClientSession, SecretSession
+from pilotfish.core.native.client_session import (
+    AdsSession,
+    DeltaClientSession,
+    SecretSession,
+    SotwClientSession,
+)
 from pilotfish.core.native.config import ConfigState
 from pilotfish.core.native.proxy import NativeProxy
-from pilotfish.core.native.xds_client import SDS_METHOD, XdsClient
+from pilotfish.core.native.xds_client import DELTA_METHOD, SDS_METHOD, SOTW_METHOD, XdsClient
 
 LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
               "warning": logging.WARNING, "error": logging.ERROR,
@@ -41,7 +46,12 @@ def workload(boot: bootstrap.Bootstrap) -> Workload:
 
 async def serve(boot: bootstrap.Bootstrap) -> None:
     state = ConfigState()
-    session = DeltaClientSession(boot.node, state)
+    # ADS as the bootstrap asks (pilotfish agent --xds-mode); SDS to the agent is delta.
+    session: AdsSession
+    if boot.api_type == "GRPC":
+        session, method = SotwClientSession(boot.node, state), SOTW_METHOD
+    else:
+        session, method = DeltaClientSession(boot.node, state), DELTA_METHOD
     xds_secrets = frozenset({boot.xds_tls.certificate, boot.xds_tls.trust}) \
         if boot.xds_tls else frozenset()
     secrets = SecretSession(boot.node, state, always=xds_secrets)
@@ -77,7 +87,7 @@ async def serve(boot: bootstrap.Bootstrap) -> None:
                     certificate_chain=certificate.chain), boot.xds_tls.server_name
             await secrets_changed.wait()
 
-    client = XdsClient(boot.xds_target, session, changed,
+    client = XdsClient(boot.xds_target, session, changed, method,
                        credentials=credentials if boot.xds_tls else None)
     sds.send(secrets.want(set()))
     admin = Admin(proxy, session, boot.node.id, workload(boot), secrets)

@@ -12,7 +12,7 @@ import anyio
 
 from pilotfish.core.http import HttpServer, Request, Response
 from pilotfish.core.istio_metrics import Workload
-from pilotfish.core.native.client_session import DeltaClientSession, SecretSession
+from pilotfish.core.native.client_session import AdsSession, SecretSession
 from pilotfish.core.native.proxy import NativeProxy
 from pilotfish.core.xds import config_dump, types
 from pilotfish.core.xds.resources import Resource, ResourceSet
@@ -21,7 +21,7 @@ LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 
 
 class Admin:
-    def __init__(self, proxy: NativeProxy, session: DeltaClientSession, node_id: str,
+    def __init__(self, proxy: NativeProxy, session: AdsSession, node_id: str,
                  workload: Workload, secrets: SecretSession | None = None) -> None:
         self.proxy = proxy
         self.session = session

@@ -1,10 +1,11 @@
 """The bootstrap the native proxy starts from: Envoy's, as the agent writes it.
 
 What it reads: the node (sent on the ADS stream), the admin address, the ADS config
-(``DELTA_GRPC``) and the static cluster it points at (``xds-grpc``, one address: a socket
-address or a unix pipe, in plaintext or mutual TLS with certificates from the agent's SDS),
-and the agent's SDS cluster (``sds-grpc``). Anything the native proxy cannot do with it —
-state of the world — is a ``BootstrapError`` that says so, before the proxy starts.
+(``DELTA_GRPC`` or ``GRPC``, state of the world) and the static cluster it points at
+(``xds-grpc``, one address: a socket address or a unix pipe, in plaintext or mutual TLS
+with certificates from the agent's SDS), and the agent's SDS cluster (``sds-grpc``).
+Anything the native proxy cannot do with it — REST polling, say — is a ``BootstrapError``
+that says so, before the proxy starts.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from google.protobuf import json_format
 from pilotfish.core.proxy_backend import SDS_CLUSTER
 
 PARSED = ("node", "dynamic_resources", "static_resources")
+API_TYPES = ("DELTA_GRPC", "GRPC")  # delta and state-of-the-world ADS
 
 
 class BootstrapError(Exception):
@@ -40,6 +42,7 @@ class Bootstrap:
     path: Path
     sds_target: str = ""  # the agent's SDS (static cluster sds-grpc), "" if none
     xds_tls: XdsTls | None = None  # mutual TLS to discovery (through the agent's relay)
+    api_type: str = "DELTA_GRPC"  # the ADS flavour: one of API_TYPES
 
 
 @attrs.frozen
@@ -91,10 +94,10 @@ def load(path: Path) -> Bootstrap:
         raise BootstrapError(f"{path}: {exc}") from None
     ads = bootstrap.dynamic_resources.ads_config
     api_type = config_source_pb2.ApiConfigSource.ApiType.Name(ads.api_type)
-    if api_type != "DELTA_GRPC":
+    if api_type not in API_TYPES:
         raise BootstrapError(f"{path}: dynamic_resources.ads_config.api_type {api_type}: the "
-                             "native proxy speaks delta xDS only (pilotfish agent "
-                             "--xds-mode delta, the default)")
+                             "native proxy speaks ADS over gRPC only, delta (DELTA_GRPC) or "
+                             "state of the world (GRPC)")
     if len(ads.grpc_services) != 1 or not ads.grpc_services[0].envoy_grpc.cluster_name:
         raise BootstrapError(f"{path}: dynamic_resources.ads_config: expected one "
                              "envoy_grpc service")
@@ -107,4 +110,5 @@ def load(path: Path) -> Bootstrap:
     sds = next((c for c in bootstrap.static_resources.clusters if c.name == SDS_CLUSTER), None)
     return Bootstrap(bootstrap.node, str(admin.get("address") or "127.0.0.1"),
                      int(admin.get("port_value") or 15000),
-                     _grpc_target(cluster), path, _grpc_target(sds) if sds else "", xds_tls)
+                     _grpc_target(cluster), path, _grpc_target(sds) if sds else "", xds_tls,
+                     api_type)

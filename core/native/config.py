@@ -21,12 +21,23 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from pilotfish.core.native import access_log, breakers, hashing, outlier, routing, subset
+from pilotfish.core.native import (
+    access_log,
+    breakers,
+    hashing,
+    http_filters,
+    matchers,
+    outlier,
+    rbac,
+    routing,
+    subset,
+)
 from pilotfish.core.xds import types
 
 TCP_PROXY = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -40,7 +51,7 @@ MESSAGES: Mapping[str, type[Message]] = {
     types.ROUTE: route_pb2.RouteConfiguration,
     types.SECRET: secret_pb2.Secret,
 }
-SPOKEN_ALPN = ("http/1.1",)  # what the native proxy speaks (ALPN offers are cut to these)
+SPOKEN_ALPN = ("h2", "http/1.1")  # what the native proxy speaks (ALPN offers are cut to these)
 
 
 class Rejected(Exception):
@@ -78,6 +89,7 @@ class Cluster:
     max_requests_per_connection: int = 0  # 0: no limit
     idle_timeout: float = 0.0  # an upstream connection idle this long is not reused (0: default)
     tls: Origination | None = None
+    protocol: str = "http1"  # to the endpoints: http1 | h2 | downstream (as the request came)
     # transport_socket_matches: (endpoint tlsMode it matches, "" for any; its TLS or None)
     tls_matches: tuple[tuple[str, Origination | None], ...] = ()
 
@@ -105,6 +117,7 @@ class HttpManager:
     inline: routing.RouteTable | None
     websocket: bool
     access: access_log.Format | None  # the stdout access log's format
+    filters: tuple[http_filters.HttpFilter, ...] = ()  # before the router, in order
 
 
 @attrs.frozen
@@ -114,7 +127,7 @@ class Validation:
 
     ca_secret: str = ""
     ca_inline: bytes = b""
-    sans: tuple[routing.StringMatch, ...] = ()
+    sans: tuple[matchers.StringMatch, ...] = ()
 
     def names_match(self, names: list[str]) -> bool:
         return not self.sans or any(m.holds(n) for m in self.sans for n in names)
@@ -157,6 +170,18 @@ class FilterChain:
     tls: Termination | None = None
     transport: str = ""  # "tls" | "raw_buffer" | "" (any)
     alpn: tuple[str, ...] = ()  # application protocols matched (any of them)
+    guards: tuple[rbac.Filter, ...] = ()  # network RBAC filters before ``network``
+    prefixes: tuple[matchers.Cidr, ...] = ()  # destination addresses matched (any)
+    sources: tuple[matchers.Cidr, ...] = ()  # source addresses matched (any)
+    source_ports: tuple[int, ...] = ()
+
+    def prefix_length(self, address: str) -> int:
+        """The longest of this chain's destination prefixes holding ``address``: 0 for a
+        chain that names none, -1 when none holds it."""
+        return _longest(self.prefixes, address)
+
+    def source_length(self, address: str) -> int:
+        return _longest(self.sources, address)
 
     def serves(self, server_name: str) -> int:
         """How well this chain's server names match (Envoy's order): 3 exact, 2 wildcard,
@@ -169,6 +194,13 @@ class FilterChain:
         if any(n.startswith("*.") and name.endswith(n[1:]) for n in self.server_names):
             return 2
         return 0
+
+
+def _longest(blocks: tuple[matchers.Cidr, ...], address: str) -> int:
+    if not blocks:
+        return 0
+    lengths = [b.network.prefixlen + 1 for b in blocks if b.holds(address)]
+    return max(lengths, default=-1)
 
 
 @attrs.frozen
@@ -196,17 +228,23 @@ class Listener:
     default: FilterChain | None = None
 
     def chain(self, destination_port: int, server_name: str = "", transport: str = "",
-              alpn: tuple[str, ...] = ()) -> FilterChain | None:
+              alpn: tuple[str, ...] = (), destination_ip: str = "",
+              source: tuple[str, int] = ("", 0)) -> FilterChain | None:
         """Envoy's filter-chain match: the most specific chains at each step (destination
-        port, server name, transport protocol, application protocol); else the default."""
+        port, destination address, server name, transport protocol, application protocol,
+        source address, source port); else the default."""
         found = [c for c in self.chains if c.destination_port == destination_port] or \
             [c for c in self.chains if not c.destination_port]
+        found = _most_specific(found, lambda c: c.prefix_length(destination_ip))
         best = max((c.serves(server_name) for c in found), default=0)
         found = [c for c in found if best and c.serves(server_name) == best]
         found = [c for c in found if c.transport == transport] or \
             [c for c in found if not c.transport]
         found = [c for c in found if set(c.alpn) & set(alpn)] or \
             [c for c in found if not c.alpn]
+        found = _most_specific(found, lambda c: c.source_length(source[0]))
+        found = [c for c in found if source[1] in c.source_ports] or \
+            [c for c in found if not c.source_ports]
         return found[0] if found else self.default
 
     def secrets(self) -> set[str]:
@@ -219,6 +257,12 @@ class Listener:
         return names
 
 
+def _most_specific(chains: list[FilterChain], rank: Any) -> list[FilterChain]:
+    """The chains ranking highest (a rank below 0: not a match)."""
+    best = max((rank(c) for c in chains), default=-1)
+    return [c for c in chains if best >= 0 and rank(c) == best]
+
+
 def _seconds(duration: Any, default: float) -> float:
     return duration.ToTimedelta().total_seconds() if duration.ByteSize() else default
 
@@ -229,7 +273,7 @@ def _validation(common: Any) -> Validation:
     return Validation(
         combined.validation_context_sds_secret_config.name,
         bytes(default.trusted_ca.inline_bytes) or default.trusted_ca.inline_string.encode(),
-        tuple(routing.string_match(m.matcher) for m in default.match_typed_subject_alt_names))
+        tuple(matchers.string_match(m.matcher) for m in default.match_typed_subject_alt_names))
 
 
 def _origination(socket: Any, where: str) -> Origination | None:
@@ -248,8 +292,13 @@ def _http_options(resource: cluster_pb2.Cluster) -> dict[str, Any]:
         return {}
     options: Any = subset.unpack(packed, f"typed_extension_protocol_options[{HTTP_OPTIONS}]")
     common = options.common_http_protocol_options
+    protocol = "http1"
+    if options.HasField("use_downstream_protocol_config"):
+        protocol = "downstream"
+    elif options.explicit_http_config.HasField("http2_protocol_options"):
+        protocol = "h2"
     return {"max_requests_per_connection": common.max_requests_per_connection.value,
-            "idle_timeout": _seconds(common.idle_timeout, 0.0)}
+            "idle_timeout": _seconds(common.idle_timeout, 0.0), "protocol": protocol}
 
 
 def _limits(resource: cluster_pb2.Cluster) -> breakers.Limits:
@@ -383,14 +432,13 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager:
                         _access_format(message.access_log),
                         hashing.tcp_policies(message.hash_policy))
     if isinstance(message, hcm_pb2.HttpConnectionManager):
-        for index, http_filter in enumerate(message.http_filters):
-            subset.unpack(http_filter.typed_config, f"{where}.http_filters[{index}]")
+        filters = http_filters.compile_filters(message.http_filters, f"{where}.typed_config")
         inline = routing.compile_routes(message.route_config) if message.HasField(
             "route_config") else None
         return HttpManager(
             message.stat_prefix, message.rds.route_config_name, inline,
             any(u.upgrade_type.lower() == "websocket" for u in message.upgrade_configs),
-            _access_format(message.access_log))
+            _access_format(message.access_log), filters)
     raise subset.Unsupported(where, f"network filter {filter_.name} is not supported")
 
 
@@ -421,18 +469,28 @@ ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
 
 
 def _chain(chain: Any, where: str) -> FilterChain:
-    if len(chain.filters) != 1:
-        raise subset.Unsupported(f"{where}.filters", "the native proxy runs exactly one "
-                                 "network filter per chain (tcp_proxy or "
-                                 "http_connection_manager)")
+    if not chain.filters:
+        raise subset.Unsupported(f"{where}.filters", "a chain needs tcp_proxy or "
+                                 "http_connection_manager last")
+    guards = []
+    for index, guard in enumerate(chain.filters[:-1]):
+        message = subset.unpack(guard.typed_config, f"{where}.filters[{index}].typed_config")
+        if not isinstance(message, network_rbac_pb2.RBAC):
+            raise subset.Unsupported(f"{where}.filters[{index}]", "only RBAC may come before "
+                                     "a chain's tcp_proxy or http_connection_manager")
+        guards.append(rbac.rbac_filter(message))
     tls = None
     if chain.HasField("transport_socket"):
         tls = _termination(chain.transport_socket, f"{where}.transport_socket")
     match = chain.filter_chain_match
+    last = len(chain.filters) - 1
     return FilterChain(chain.name, match.destination_port.value,
-                       _network(chain.filters[0], f"{where}.filters[0]"),
+                       _network(chain.filters[last], f"{where}.filters[{last}]"),
                        tuple(n.lower() for n in match.server_names), tls,
-                       match.transport_protocol, tuple(match.application_protocols))
+                       match.transport_protocol, tuple(match.application_protocols),
+                       tuple(guards), tuple(matchers.cidr(r) for r in match.prefix_ranges),
+                       tuple(matchers.cidr(r) for r in match.source_prefix_ranges),
+                       tuple(match.source_ports))
 
 
 def build_listener(resource: listener_pb2.Listener) -> Listener:

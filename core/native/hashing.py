@@ -86,8 +86,9 @@ def set_cookie_value(policy: HashPolicy, value: str) -> str:
 
 def request_key(policies: Sequence[HashPolicy], headers: Sequence[tuple[str, str]],
                 target: str = "/", source: str = "", local: str = "") -> RequestKey:
-    """Hash a request by the route's policies; ``source`` and ``local`` are the downstream
-    connection's addresses (``ip:port``)."""
+    """Hash a request by the route's policies; ``source`` is the client's address (an IP,
+    with or without the port), ``local`` the address it reached (with ``source``, what a
+    generated cookie's value comes from)."""
     combined: int | None = None
     set_cookie = ""
     by_name: Mapping[str, list[str]] = {}
@@ -104,7 +105,7 @@ def request_key(policies: Sequence[HashPolicy], headers: Sequence[tuple[str, str
                 text = f"{hash64(source + local):016x}"
                 set_cookie = set_cookie_value(policy, text)
         elif policy.kind == "source_ip":
-            text = source.rpartition(":")[0].strip("[]") or None if source else None
+            text = _ip(source) or None
         elif policy.kind == "query_parameter":
             text = _query(target, policy.name)
         if text is None:
@@ -115,6 +116,13 @@ def request_key(policies: Sequence[HashPolicy], headers: Sequence[tuple[str, str
         if policy.terminal:
             break
     return RequestKey(combined, set_cookie)
+
+
+def _ip(address: str) -> str:
+    """The IP of ``ip``, ``ip:port`` or ``[ip]:port``."""
+    if address.startswith("["):
+        return address[1:address.find("]")]
+    return address.partition(":")[0] if address.count(":") == 1 else address
 
 
 def _headers(headers: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

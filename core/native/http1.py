@@ -38,6 +38,7 @@ class Message:
     version: str = "1.1"
     keep_alive: bool = True
     upgrade: bytes | None = None  # the bytes after the head of an upgrading request
+    trailers: list[tuple[str, str]] = attrs.field(factory=list)  # HTTP/2's (gRPC status)
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:

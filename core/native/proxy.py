@@ -26,7 +26,16 @@ import attrs
 
 from pilotfish.core import istio_metrics, prometheus, sniffing
 from pilotfish.core.istio_requests import IstioSeries
-from pilotfish.core.native import access_log, hashing, http1, routing, tls
+from pilotfish.core.native import (
+    access_log,
+    hashing,
+    http1,
+    http2,
+    http_filters,
+    rbac,
+    routing,
+    tls,
+)
 from pilotfish.core.native.config import (
     Cluster,
     ConfigState,
@@ -35,6 +44,7 @@ from pilotfish.core.native.config import (
     Listener,
     TcpProxy,
 )
+from pilotfish.core.native.http2 import starts_h2
 from pilotfish.core.native.stats import Stats
 from pilotfish.core.native.upstreams import HASHED, Upstream
 
@@ -42,6 +52,7 @@ log = logging.getLogger("pilotfish.native")
 
 IDLE_TIMEOUT = 30.0  # an idle upstream connection is not reused after this
 READ_SIZE = 65536
+NO_PEER = rbac.Facts()  # what a request tells of a connection nobody described
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 OVERFLOW = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 TIMEOUT = "upstream request timeout"
@@ -78,6 +89,18 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 writer.write_eof()
 
 
+def _peer(conn: socket.socket) -> tuple[str, int]:
+    try:
+        address = conn.getpeername()
+    except OSError:
+        return ("", 0)
+    return (str(address[0]), int(address[1]))
+
+
+def _host(value: Any) -> str:
+    return str(value[0]) if isinstance(value, tuple) and value else ""
+
+
 def _address(value: Any) -> str:
     if isinstance(value, tuple) and len(value) >= 2:
         host = str(value[0])
@@ -96,6 +119,27 @@ class Outcome:
     flags: str = "-"
     keep: bool = True
     route: str = ""
+    grpc_status: str = ""  # a gRPC answer's status code ("" for other answers)
+
+
+# What a request is answered with: the response, how it went, and for an upgrade the
+# cluster and request to open the tunnel to (None otherwise).
+Answered = tuple[http1.Message, Outcome, "tuple[Cluster, http1.Message] | None"]
+
+
+def _bad_request(error: Exception) -> bytes:
+    return http1.response_bytes(http1.Message(
+        [("content-type", "text/plain")], f"{error}\n".encode(), status=400),
+        "Bad Request", close=True)
+
+
+def _grpc_status(response: http1.Message) -> str:
+    if not (response.header("content-type") or "").startswith("application/grpc"):
+        return ""
+    for name, value in (*response.trailers, *response.headers):
+        if name == "grpc-status":
+            return value
+    return ""
 
 
 @attrs.frozen
@@ -239,6 +283,7 @@ class NativeProxy:
         self.open: dict[str, dict[tuple[str, int], set[Any]]] = {}  # writers, _Connecting
         self._released: dict[str, list[asyncio.Future[None]]] = {}  # pending requests
         self.pool = Pool()
+        self.h2_pool: dict[tuple[str, str, int], http2.Connection] = {}
         self.draining = False
         self.rng = random.Random()
 
@@ -348,7 +393,7 @@ class NativeProxy:
             self.stats.inc(f"listener.{listener.host}_{listener.port}.downstream_cx_total")
             accepted = await self._inspect(listener, conn, destination)
             chain = listener.chain(destination[1], accepted.server_name, accepted.transport,
-                                   accepted.alpn)
+                                   accepted.alpn, destination[0], _peer(conn))
             if chain is None:
                 self.stats.inc(f"listener.{listener.host}_{listener.port}"
                                ".no_filter_chain_match")
@@ -362,16 +407,26 @@ class NativeProxy:
             reader, writer = await _streams(conn, context)
             if context is not None:
                 self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.handshake")
+            ssl_object = writer.get_extra_info("ssl_object")
+            names = tls.peer_names(ssl_object)
             if chain.tls is not None and chain.tls.client is not None and \
-                    not chain.tls.client.names_match(
-                        tls.peer_names(writer.get_extra_info("ssl_object"))):
+                    not chain.tls.client.names_match(names):
                 self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.fail_verify_san")
                 return
+            peer = rbac.Facts(
+                _host(writer.get_extra_info("peername")), destination=destination,
+                principals=tuple(names),
+                authenticated=ssl_object is not None and ssl_object.getpeercert() is not None,
+                server_name=accepted.server_name,
+                identity=self.contexts.identity(chain.tls.secret, self.state)
+                if chain.tls is not None else "")
+            if not self._guarded(chain.guards, peer):
+                return
             if isinstance(chain.network, TcpProxy):
-                await self._tcp(chain.network, reader, writer, destination)
+                await self._tcp(chain.network, reader, writer, destination, peer)
             else:
                 await self._http(chain.network, reader, writer,
-                                 "https" if context is not None else "http", destination)
+                                 "https" if context is not None else "http", destination, peer)
         except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
             pass
         except Exception:  # one connection's bug must not take the proxy down
@@ -381,6 +436,16 @@ class NativeProxy:
                 await _close(writer)
             else:
                 conn.close()
+
+    def _guarded(self, guards: Sequence[rbac.Filter], peer: rbac.Facts) -> bool:
+        """The network RBAC filters' verdict on a new connection (denied: closed)."""
+        for guard in guards:
+            allowed, counters = guard.decide(peer)
+            for counter in counters:
+                self.stats.inc(counter)
+            if not allowed:
+                return False
+        return True
 
     async def _inspect(self, listener: Listener, conn: socket.socket,
                        destination: tuple[str, int]) -> Accepted:
@@ -406,7 +471,8 @@ class NativeProxy:
 
     async def _tcp(self, config: TcpProxy, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter,
-                   destination: tuple[str, int] | None = None) -> None:
+                   destination: tuple[str, int] | None = None,
+                   peer: rbac.Facts | None = None) -> None:
         cluster = self.state.clusters.get(config.cluster)
         if cluster is None:
             self.stats.inc(f"tcp.{config.stat_prefix}.downstream_cx_no_route")
@@ -430,14 +496,14 @@ class NativeProxy:
             moved[1] += n
             self.stats.inc(f"{stat}.upstream_cx_rx_bytes_total", n)
 
-        self.count_tcp(cluster.name, opened=True)
+        self.count_tcp(cluster.name, opened=True, peer=peer)
         try:
             await asyncio.gather(_pipe(reader, up_writer, received),
                                  _pipe(up_reader, writer, sent))
         finally:
             await _close(up_writer)
             self._release(cluster.name)
-            self.count_tcp(cluster.name, received=moved[0], sent=moved[1])
+            self.count_tcp(cluster.name, received=moved[0], sent=moved[1], peer=peer)
             self.log(config.access, access_log.Entry(
                 started, received=moved[0], sent=moved[1],
                 duration_ms=int((time.time() - started) * 1000), cluster=cluster.name,
@@ -601,9 +667,24 @@ class NativeProxy:
 
     async def _http(self, config: HttpManager, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, scheme: str = "http",
-                    destination: tuple[str, int] | None = None) -> None:
+                    destination: tuple[str, int] | None = None,
+                    peer: rbac.Facts | None = None) -> None:
+        first = b""
+        while not first or starts_h2(first) is None:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                return
+            first += data
+        if starts_h2(first):
+            await self._http2(config, reader, writer, scheme, destination, peer, first)
+            return
         parser = http1.Parser()
         prefix = config.stat_prefix
+        try:
+            parser.feed(first)
+        except http1.ParseError as exc:
+            writer.write(_bad_request(exc))
+            return
         while True:
             request = parser.next()
             while request is None:
@@ -613,24 +694,16 @@ class NativeProxy:
                 try:
                     parser.feed(data)
                 except http1.ParseError as exc:
-                    writer.write(http1.response_bytes(http1.Message(
-                        [("content-type", "text/plain")], f"{exc}\n".encode(), status=400),
-                        "Bad Request", close=True))
+                    writer.write(_bad_request(exc))
                     return
                 request = parser.next()
             self.stats.inc(f"http.{prefix}.downstream_rq_total")
             started = time.time()
             outcome = await self._exchange(config, request, reader, writer, scheme,
-                                           destination)
-            self.log(config.access, access_log.Entry(
-                started, request.method, request.target, f"HTTP/{request.version}",
-                outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
-                duration_ms=int((time.time() - started) * 1000), cluster=outcome.cluster,
-                upstream=outcome.upstream, route=outcome.route,
-                downstream_remote=_address(writer.get_extra_info("peername")),
-                downstream_local=_address(writer.get_extra_info("sockname")),
-                headers=dict(request.headers)))
-            self.count_request(outcome, len(request.body), time.time() - started)
+                                           destination, peer or NO_PEER)
+            self._finished(config, request, outcome, started,
+                           _address(writer.get_extra_info("peername")),
+                           _address(writer.get_extra_info("sockname")), peer)
             if not outcome.keep or not request.keep_alive:
                 return
 
@@ -640,58 +713,150 @@ class NativeProxy:
     async def _exchange(self, config: HttpManager, request: http1.Message,
                         reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         scheme: str = "http",
-                        destination: tuple[str, int] | None = None) -> Outcome:
-        """Answer one request."""
+                        destination: tuple[str, int] | None = None,
+                        peer: rbac.Facts = NO_PEER) -> Outcome:
+        """Answer one HTTP/1.1 request (an upgrade becomes a tunnel)."""
+        response, outcome, upgrade = await self._respond(config, request, scheme,
+                                                         destination, peer)
+        if upgrade is not None:
+            await self._upgrade(*upgrade, reader, writer, destination)
+            return outcome
+        writer.write(http1.response_bytes(response, "", request.method == "HEAD"))
+        await writer.drain()
+        return outcome
+
+    async def _http2(self, config: HttpManager, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter, scheme: str,
+                     destination: tuple[str, int] | None, peer: rbac.Facts | None,
+                     received: bytes) -> None:
+        """Serve an HTTP/2 connection (h2c, or h2 by ALPN): each stream one request."""
+        connection = http2.Connection(reader, writer, client=False)
+        prefix = config.stat_prefix
+        remote = _address(writer.get_extra_info("peername"))
+        local = _address(writer.get_extra_info("sockname"))
+
+        async def handle(stream: http2.Stream) -> None:
+            request = http2.request_message(stream)
+            self.stats.inc(f"http.{prefix}.downstream_rq_total")
+            self.stats.inc(f"http.{prefix}.downstream_rq_http2_total")
+            started = time.time()
+            response, outcome, _ = await self._respond(config, request, scheme, destination,
+                                                       peer or NO_PEER)
+            await connection.respond(stream.id, response, request.method == "HEAD")
+            self._finished(config, request, outcome, started, remote, local, peer)
+
+        self.stats.inc(f"http.{prefix}.downstream_cx_http2_total")
+        await connection.serve(handle, received)
+
+    def _finished(self, config: HttpManager, request: http1.Message, outcome: Outcome,
+                  started: float, remote: str, local: str, peer: rbac.Facts | None) -> None:
+        """One request done: the access log and Istio's metrics."""
+        self.log(config.access, access_log.Entry(
+            started, request.method, request.target, f"HTTP/{request.version}",
+            outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
+            duration_ms=int((time.time() - started) * 1000), cluster=outcome.cluster,
+            upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
+            downstream_local=local, headers=dict(request.headers)))
+        self.count_request(outcome, len(request.body), time.time() - started, peer,
+                           request)
+
+    async def _respond(self, config: HttpManager, request: http1.Message,
+                       scheme: str = "http", destination: tuple[str, int] | None = None,
+                       peer: rbac.Facts = NO_PEER) -> Answered:
+        """What to answer one request with, whichever protocol carried it; an upgrade
+        (WebSocket) comes back as the cluster and request to open the tunnel to."""
         started = time.monotonic()
         authority = request.header("host") or ""
         headers = dict(request.headers)
         table = self._table(config)
         decision = table.route(authority, request.target, headers) if table else None
+        added: Sequence[tuple[str, str]] = ()  # what the filters add to the answer
+        flags = "-"
+        if config.filters:
+            call = http_filters.Request(request.method, request.target, request.headers, peer,
+                                        decision.per_filter if decision else {})
+            result = http_filters.run(config.filters, call, self.rng)
+            for counter in result.counters:
+                self.stats.inc(f"http.{config.stat_prefix}.{counter}")
+            if result.delay:
+                await asyncio.sleep(result.delay)
+            added, flags = call.response_headers, result.delay_flag or flags
+            if result.answer is not None:
+                refused = result.answer
+                return self._local(
+                    config, routing.Respond(refused.status, refused.body,
+                                            (*refused.headers, *added)),
+                    flags=refused.flags,
+                    route=decision.route.name if decision is not None else "")
+            request.headers = call.headers
         if decision is None:
-            return await self._local(config, request, writer, routing.Respond(404), flags="NR")
+            return self._local(config, routing.Respond(404), flags="NR")
         route = decision.route.name
         action = decision.route.action
         if isinstance(action, routing.Redirect):
             prefix = decision.route.match.value if decision.route.match.kind == "prefix" \
                 else ""
-            return await self._local(config, request, writer,
-                                     action.answer(scheme, authority, request.target, prefix),
-                                     route=route)
+            answer = action.answer(scheme, authority, request.target, prefix)
+            return self._local(config, attrs.evolve(
+                answer, headers=(*answer.headers, *added)), route=route, flags=flags)
         if isinstance(action, routing.Respond):
-            return await self._local(config, request, writer, action, route=route)
+            return self._local(config, attrs.evolve(
+                action, headers=(*action.headers, *added)), route=route, flags=flags)
         cluster_name, edits = action.cluster(self.rng.randrange(action.total_weight))
         cluster = self.state.clusters.get(cluster_name)
         if cluster is None:
-            return await self._local(config, request, writer,
-                                     routing.Respond(503, b"no healthy upstream"),
-                                     cluster_name, "NC", route)
+            return self._local(config, routing.Respond(503, b"no healthy upstream"),
+                               cluster_name, "NC", route)
         outgoing = self._outgoing(request, decision, edits, action, scheme)
+        for mirror, portion in action.mirrors:
+            if portion >= 1.0 or self.rng.random() < portion:
+                self._shadow(mirror, outgoing, action.timeout)
         if request.upgrade is not None:
             if not (config.websocket or action.websocket):
-                return await self._local(config, request, writer,
-                                         routing.Respond(403, b"upgrade not allowed"),
-                                         cluster_name, route=route)
-            await self._upgrade(cluster, outgoing, reader, writer, destination)
-            return Outcome(101, cluster_name, keep=False, route=route)
+                return self._local(config, routing.Respond(403, b"upgrade not allowed"),
+                                   cluster_name, route=route)
+            return (http1.Message([], status=101),
+                    Outcome(101, cluster_name, keep=False, route=route), (cluster, outgoing))
         try:
-            response, host = await self._forward(cluster, outgoing, action, destination, (
-                _address(writer.get_extra_info("peername")),
-                _address(writer.get_extra_info("sockname"))))
+            response, host = await self._forward(
+                cluster, outgoing, action, destination, peer.source,
+                _address(destination) if destination else "")
         except UpstreamFailed as exc:
             timeout = str(exc) == "upstream request timeout"
-            return await self._local(config, request, writer,
-                                     routing.Respond(504 if timeout else 503,
-                                                     str(exc).encode()),
-                                     cluster_name, "UT" if timeout else exc.flag, route)
-        response.headers = decision.response_edits.apply(response.headers)
+            return self._local(config, routing.Respond(504 if timeout else 503,
+                                                       str(exc).encode()),
+                               cluster_name, "UT" if timeout else exc.flag, route)
+        response.headers = decision.response_edits.apply(response.headers) + list(added)
         elapsed = int((time.monotonic() - started) * 1000)
         response.headers.append(("x-envoy-upstream-service-time", str(elapsed)))
         response.headers.append(("server", "istio-envoy"))
-        writer.write(http1.response_bytes(response, "", request.method == "HEAD"))
-        await writer.drain()
         self.stats.request_done(cluster.name, config.stat_prefix, response.status)
-        return Outcome(response.status, cluster.name, _address(host), len(response.body),
-                       route=route)
+        return response, Outcome(response.status, cluster.name, _address(host),
+                                 len(response.body), route=route, flags=flags,
+                                 grpc_status=_grpc_status(response)), None
+
+    def _shadow(self, cluster_name: str, request: http1.Message, timeout: float) -> None:
+        """Send a copy of ``request`` to ``cluster_name`` and forget it (request mirroring:
+        the authority gets ``-shadow``, the answer is dropped)."""
+        cluster = self.state.clusters.get(cluster_name)
+        if cluster is None or request.upgrade is not None:
+            return
+        host, colon, port = (request.header("host") or "").rpartition(":") \
+            if not (request.header("host") or "").endswith("]") else ("", "", "")
+        if not colon or not port.isdigit():
+            host, port = request.header("host") or "", ""
+        shadow = attrs.evolve(request, headers=[(k, v) for k, v in request.headers
+                                                if k != "host"] +
+                              [("host", f"{host}-shadow" + (f":{port}" if port else ""))])
+
+        async def send() -> None:
+            with contextlib.suppress(UpstreamFailed):
+                await self._attempt(cluster, shadow, set(), timeout, 0.0)
+            self.stats.inc(f"cluster.{cluster_name}.upstream_rq_shadowed")
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
 
     def _outgoing(self, request: http1.Message, decision: routing.Decision,
                   edits: routing.HeaderEdits, action: routing.Forward,
@@ -709,19 +874,20 @@ class NativeProxy:
         if "x-forwarded-proto" not in names:
             headers.append(("x-forwarded-proto", scheme))
         return http1.Message(headers, request.body, request.method, target,
-                             upgrade=request.upgrade)
+                             version=request.version, upgrade=request.upgrade,
+                             trailers=request.trailers)
 
     async def _forward(self, cluster: Cluster, request: http1.Message,
                        action: routing.Forward, destination: tuple[str, int] | None = None,
-                       downstream: tuple[str, str] = ("", "")
+                       source: str = "", local: str = ""
                        ) -> tuple[http1.Message, tuple[str, int]]:
-        """Send ``request`` with the route's retries; ``downstream`` is the connection's
-        (remote, local) address, for hash policies."""
+        """Send ``request`` with the route's retries; ``source`` (the client's IP) and
+        ``local`` (the address it reached) are for hash policies."""
         retry = action.retry
         attempts = 1 + (retry.num_retries if retry else 0)
         tried: set[tuple[str, int]] = set()
         key = hashing.request_key(action.hash_policy, request.headers, request.target,
-                                  *downstream) if cluster.lb in HASHED else None
+                                  source, local) if cluster.lb in HASHED else None
         # a hashed request stays on its host unless the retry policy says otherwise
         sticky = key is not None and key.hash is not None and not (
             retry is not None and retry.other_hosts)
@@ -771,6 +937,10 @@ class NativeProxy:
             self.stats.inc(f"cluster.{cluster.name}.upstream_rq_pending_overflow")
             raise UpstreamFailed(OVERFLOW, sent=False, flag="UO")
         try:
+            if cluster.protocol == "h2" or (cluster.protocol == "downstream" and
+                                            request.version == "2"):
+                return await self._attempt_h2(cluster, request, tried, limit, destination,
+                                              hash_key)
             return await self._exchange_upstream(cluster, upstream, request, tried, limit,
                                                  destination, hash_key)
         finally:
@@ -829,6 +999,42 @@ class NativeProxy:
             await _close(writer)
         return response, host
 
+    async def _attempt_h2(self, cluster: Cluster, request: http1.Message,
+                          tried: set[tuple[str, int]], limit: float,
+                          destination: tuple[str, int] | None = None,
+                          hash_key: int | None = None
+                          ) -> tuple[http1.Message, tuple[str, int]]:
+        """One try over HTTP/2: a stream on the host's pooled connection (opened when
+        there is none that takes another stream)."""
+        balancer = self._upstream(cluster).balancer
+        endpoint = self._pick(cluster, tried, destination, hash_key)
+        key = (cluster.name, endpoint.host, endpoint.port) if endpoint else None
+        connection = self.h2_pool.get(key) if key else None
+        if connection is not None and connection.usable and endpoint is not None:
+            host = (endpoint.host, endpoint.port)
+            tried.add(host)
+        else:
+            reader, writer, host = await self._connect(cluster, tried, destination, endpoint)
+            connection = http2.Connection(reader, writer, client=True)
+            connection.run()
+            self.h2_pool[(cluster.name, *host)] = connection
+        balancer.started(host)
+        scheme = "https" if cluster.origination(endpoint) is not None else "http"
+        try:
+            coroutine = connection.request(request, scheme)
+            response = await (asyncio.wait_for(coroutine, limit) if limit else coroutine)
+        except TimeoutError:
+            self._outlier(cluster, host, failed="timeout")
+            raise UpstreamFailed(TIMEOUT, sent=True) from None
+        except (http2.StreamError, OSError) as exc:
+            self._outlier(cluster, host, failed="reset")
+            raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
+                                 f"reset reason: remote reset ({exc})", sent=True) from None
+        finally:
+            balancer.finished(host)
+        self._outlier(cluster, host, status=response.status)
+        return response, host
+
     @staticmethod
     async def _read_response(reader: asyncio.StreamReader, parser: http1.Parser
                              ) -> http1.Message:
@@ -858,32 +1064,43 @@ class NativeProxy:
             await _close(up_writer)
             self._release(cluster.name)
 
-    async def _local(self, config: HttpManager, request: http1.Message,
-                     writer: asyncio.StreamWriter, answer: routing.Respond,
-                     cluster: str = "", flags: str = "-", route: str = "") -> Outcome:
+    def _local(self, config: HttpManager, answer: routing.Respond, cluster: str = "",
+               flags: str = "-", route: str = "") -> Answered:
+        """An answer the proxy makes itself."""
         headers = list(answer.headers)
         if answer.body:
             headers.append(("content-type", "text/plain"))
         headers.append(("server", "istio-envoy"))
-        writer.write(http1.response_bytes(http1.Message(headers, answer.body,
-                                                        status=answer.status), "",
-                                          request.method == "HEAD"))
-        await writer.drain()
         self.stats.inc(f"http.{config.stat_prefix}.downstream_rq_{answer.status // 100}xx")
         if cluster:
             self.stats.inc(f"cluster.{cluster}.upstream_rq_{answer.status}")
-        return Outcome(answer.status, cluster, "", len(answer.body), flags=flags, route=route)
+        return (http1.Message(headers, answer.body, status=answer.status),
+                Outcome(answer.status, cluster, "", len(answer.body), flags=flags,
+                        route=route), None)
 
     # -- Istio's metrics -----------------------------------------------------------------
 
-    def count_request(self, outcome: Outcome, received: int, seconds: float) -> None:
+    @staticmethod
+    def _security(ref: istio_metrics.ClusterRef, peer: rbac.Facts | None
+                  ) -> tuple[tuple[str, str], ...]:
+        labels = istio_metrics.security_labels(
+            istio_metrics.reporter_of(ref),
+            istio_metrics.spiffe_name(peer.principals) if peer is not None else "",
+            peer.identity if peer is not None else "")
+        return tuple(sorted(labels.items()))
+
+    def count_request(self, outcome: Outcome, received: int, seconds: float,
+                      peer: rbac.Facts | None = None,
+                      request: http1.Message | None = None) -> None:
         ref = istio_metrics.parse_cluster_name(outcome.cluster)
         if ref is None:
             return
-        # A client-side proxy cannot tell the upstream's TLS: unknown, as Istio reports.
+        grpc = request is not None and (request.header("content-type") or "").startswith(
+            "application/grpc")
         key = (outcome.cluster, (
-            ("connection_security_policy", istio_metrics.UNKNOWN),
-            ("grpc_response_status", ""), ("request_protocol", "http"),
+            *self._security(ref, peer),
+            ("grpc_response_status", outcome.grpc_status),
+            ("request_protocol", "grpc" if grpc else "http"),
             ("response_code", str(outcome.status)), ("response_flags", outcome.flags)))
         self.istio.add("istio_requests_total", key)
         self.istio.observe("istio_request_duration_milliseconds", key, seconds * 1000)
@@ -891,11 +1108,12 @@ class NativeProxy:
         self.istio.observe("istio_response_bytes", key, outcome.sent)
 
     def count_tcp(self, cluster: str, opened: bool = False, received: int = 0,
-                  sent: int = 0) -> None:
-        if istio_metrics.parse_cluster_name(cluster) is None:
+                  sent: int = 0, peer: rbac.Facts | None = None) -> None:
+        ref = istio_metrics.parse_cluster_name(cluster)
+        if ref is None:
             return
-        key = (cluster, (("connection_security_policy", istio_metrics.UNKNOWN),
-                         ("request_protocol", "tcp"), ("response_flags", "-")))
+        key = (cluster, (*self._security(ref, peer), ("request_protocol", "tcp"),
+                         ("response_flags", "-")))
         if opened:
             self.istio.add("istio_tcp_connections_opened_total", key)
             return

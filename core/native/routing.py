@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-import re2  # type: ignore[import-untyped]
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 
-from pilotfish.core.native import hashing
+from pilotfish.core.native import hashing, http_filters, subset
+from pilotfish.core.native.matchers import RouteMatch, route_match
 
 Headers = Sequence[tuple[str, str]]  # lower-case names, as received
 
@@ -46,113 +46,6 @@ def _edits(add: Sequence[base_pb2.HeaderValueOption], remove: Sequence[str]) -> 
         append = option.append_action == base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
         added.append((option.header.key.lower(), option.header.value, append))
     return HeaderEdits(tuple(added), tuple(name.lower() for name in remove))
-
-
-@attrs.frozen
-class StringMatch:
-    kind: str  # exact | prefix | suffix | contains | regex | present
-    value: str = ""
-    ignore_case: bool = False
-    pattern: Any = None
-
-    def holds(self, text: str) -> bool:
-        if self.kind == "present":
-            return True
-        subject, value = (text.lower(), self.value.lower()) if self.ignore_case else \
-            (text, self.value)
-        if self.kind == "exact":
-            return subject == value
-        if self.kind == "prefix":
-            return subject.startswith(value)
-        if self.kind == "suffix":
-            return subject.endswith(value)
-        if self.kind == "contains":
-            return value in subject
-        return bool(self.pattern.fullmatch(text))
-
-
-def string_match(matcher: Any) -> StringMatch:
-    kind = matcher.WhichOneof("match_pattern")
-    if kind == "safe_regex":
-        return StringMatch("regex", matcher.safe_regex.regex,
-                           pattern=re2.compile(matcher.safe_regex.regex))
-    return StringMatch(str(kind), getattr(matcher, str(kind)), matcher.ignore_case)
-
-
-@attrs.frozen
-class HeaderMatch:
-    name: str
-    match: StringMatch | None  # None: present
-    invert: bool = False
-    present: bool = True
-
-    def holds(self, headers: Mapping[str, str]) -> bool:
-        value = headers.get(self.name)
-        if self.match is None:
-            found = value is not None
-            return found != self.invert if self.present else found == self.invert
-        result = value is not None and self.match.holds(value)
-        return result != self.invert
-
-
-def _header_match(matcher: route_components_pb2.HeaderMatcher) -> HeaderMatch:
-    kind = matcher.WhichOneof("header_match_specifier")
-    name = matcher.name.lower()
-    if kind in (None, "present_match"):
-        return HeaderMatch(name, None, matcher.invert_match,
-                           matcher.present_match if kind else True)
-    if kind == "string_match":
-        return HeaderMatch(name, string_match(matcher.string_match), matcher.invert_match)
-    if kind == "safe_regex_match":
-        regex = matcher.safe_regex_match.regex
-        return HeaderMatch(name, StringMatch("regex", regex, pattern=re2.compile(regex)),
-                           matcher.invert_match)
-    value = getattr(matcher, str(kind))
-    return HeaderMatch(name, StringMatch(str(kind).removesuffix("_match"), value),
-                       matcher.invert_match)
-
-
-@attrs.frozen
-class RouteMatch:
-    kind: str  # prefix | path | regex | separated
-    value: str
-    case_sensitive: bool = True
-    pattern: Any = None
-    headers: tuple[HeaderMatch, ...] = ()
-    query: tuple[tuple[str, StringMatch], ...] = ()
-
-    def holds(self, path: str, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
-        if not self._path(path.split("?", 1)[0]):
-            return False
-        if not all(h.holds(headers) for h in self.headers):
-            return False
-        return all(name in query and match.holds(query[name]) for name, match in self.query)
-
-    def _path(self, path: str) -> bool:
-        subject, value = (path, self.value) if self.case_sensitive else \
-            (path.lower(), self.value.lower())
-        if self.kind == "prefix":
-            return subject.startswith(value)
-        if self.kind == "path":
-            return subject == value
-        if self.kind == "separated":
-            return subject == value or subject.startswith(value + "/")
-        return bool(self.pattern.fullmatch(path))
-
-
-def _route_match(match: route_components_pb2.RouteMatch) -> RouteMatch:
-    kind = match.WhichOneof("path_specifier")
-    case = match.case_sensitive.value if match.HasField("case_sensitive") else True
-    headers = tuple(_header_match(h) for h in match.headers)
-    query = tuple((q.name, string_match(q.string_match) if q.HasField("string_match")
-                   else StringMatch("present")) for q in match.query_parameters)
-    if kind == "safe_regex":
-        return RouteMatch("regex", match.safe_regex.regex, case,
-                          re2.compile(match.safe_regex.regex), headers, query)
-    if kind == "path_separated_prefix":
-        return RouteMatch("separated", match.path_separated_prefix, case, None, headers, query)
-    return RouteMatch(str(kind or "prefix"), getattr(match, str(kind or "prefix")), case,
-                      None, headers, query)
 
 
 @attrs.frozen
@@ -195,6 +88,7 @@ class Forward:
     prefix_rewrite: str = ""
     host_rewrite: str = ""
     websocket: bool = False
+    mirrors: tuple[tuple[str, float], ...] = ()  # (cluster, share of requests) shadowed
     hash_policy: tuple[hashing.HashPolicy, ...] = ()  # for RING_HASH / MAGLEV clusters
 
     def cluster(self, draw: int) -> tuple[str, HeaderEdits]:
@@ -257,6 +151,7 @@ class Route:
     action: Forward | Respond | Redirect
     request_edits: HeaderEdits = HeaderEdits()
     response_edits: HeaderEdits = HeaderEdits()
+    per_filter: Mapping[str, Any] = attrs.field(factory=dict)  # filter name → its config
 
 
 @attrs.frozen
@@ -267,6 +162,7 @@ class VirtualHost:
     retry: RetryPolicy | None = None
     request_edits: HeaderEdits = HeaderEdits()
     response_edits: HeaderEdits = HeaderEdits()
+    per_filter: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -283,6 +179,13 @@ class Decision:
     @property
     def response_edits(self) -> HeaderEdits:
         return self.route.response_edits.then(self.vhost.response_edits)
+
+    @property
+    def per_filter(self) -> Mapping[str, Any]:
+        """The filters' configs for this request: the route's over the virtual host's."""
+        if not self.vhost.per_filter:
+            return self.route.per_filter
+        return {**self.vhost.per_filter, **self.route.per_filter}
 
 
 @attrs.frozen
@@ -377,22 +280,35 @@ def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
         _retry(action.retry_policy) if action.HasField("retry_policy") else None,
         action.prefix_rewrite, action.host_rewrite_literal,
         any(u.upgrade_type.lower() == "websocket" for u in action.upgrade_configs),
+        tuple((m.cluster, http_filters.share(m.runtime_fraction.default_value)
+               if m.HasField("runtime_fraction") else 1.0)
+              for m in action.request_mirror_policies),
         hashing.route_policies(action.hash_policy))
+
+
+def _per_filter(configs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out = {}
+    for name, packed in configs.items():
+        at = f"{where}.typed_per_filter_config[{name}]"
+        out[name] = http_filters.route_config(name, subset.unpack(packed, at), at)
+    return out
 
 
 def compile_routes(config: route_pb2.RouteConfiguration) -> RouteTable:
     vhosts = []
     exact: dict[str, VirtualHost] = {}
-    for vh in config.virtual_hosts:
+    for v, vh in enumerate(config.virtual_hosts):
         routes = tuple(
-            Route(r.name, _route_match(r.match), _action(r),
+            Route(r.name, route_match(r.match), _action(r),
                   _edits(r.request_headers_to_add, r.request_headers_to_remove),
-                  _edits(r.response_headers_to_add, r.response_headers_to_remove))
-            for r in vh.routes)
+                  _edits(r.response_headers_to_add, r.response_headers_to_remove),
+                  _per_filter(r.typed_per_filter_config, f"virtual_hosts[{v}].routes[{i}]"))
+            for i, r in enumerate(vh.routes))
         vhost = VirtualHost(vh.name, tuple(d.lower() for d in vh.domains), routes,
                             _retry(vh.retry_policy) if vh.HasField("retry_policy") else None,
                             _edits(vh.request_headers_to_add, vh.request_headers_to_remove),
-                            _edits(vh.response_headers_to_add, vh.response_headers_to_remove))
+                            _edits(vh.response_headers_to_add, vh.response_headers_to_remove),
+                            _per_filter(vh.typed_per_filter_config, f"virtual_hosts[{v}]"))
         vhosts.append(vhost)
         for domain in vhost.domains:
             if "*" not in domain:

@@ -14,11 +14,15 @@ from typing import Any
 
 import attrs
 
-# The extensions the subset names, so their types resolve (symbol_database).
+# The messages and extensions the subset names, so their types resolve (symbol_database).
+from envoy.config.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
+from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.cors.v3 import cors_pb2  # noqa: F401
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
@@ -26,7 +30,9 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2  # noqa: F401
 from envoy.extensions.request_id.uuid.v3 import uuid_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
@@ -86,12 +92,11 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": frozenset({
         "explicit_http_config", "common_http_protocol_options",
         "use_downstream_protocol_config"}),
-    # downstream is HTTP/1.1 here, so following it means HTTP/1.1 upstream
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig":
         frozenset({"http_protocol_options", "http2_protocol_options"}),
     "envoy.config.core.v3.Http2ProtocolOptions": ANY_FIELDS,
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": frozenset({
-        "http_protocol_options"}),
+        "http_protocol_options", "http2_protocol_options"}),
     "envoy.config.core.v3.Http1ProtocolOptions": frozenset(),
     "envoy.config.core.v3.HttpProtocolOptions": frozenset({"idle_timeout",
                                                           "max_requests_per_connection"}),
@@ -115,7 +120,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
                                                        "filter_chain_match",
                                                        "transport_socket"}),
     "envoy.config.listener.v3.FilterChainMatch": frozenset({
-        "destination_port", "server_names", "transport_protocol", "application_protocols"}),
+        "destination_port", "server_names", "transport_protocol", "application_protocols",
+        "prefix_ranges", "source_prefix_ranges", "source_ports"}),
     "envoy.config.core.v3.TransportSocket": frozenset({"name", "typed_config"}),
     # downstream TLS: the certificate from the agent's SDS, server side only
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": frozenset({
@@ -166,8 +172,69 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         frozenset({"typed_config"}),
     "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig": ANY_FIELDS,
     "envoy.extensions.filters.http.router.v3.Router": frozenset(),
-    "envoy.extensions.filters.http.fault.v3.HTTPFault": frozenset(),
+    # fault injection (delays and aborts) and CORS: per route, or the filter's own
+    "envoy.extensions.filters.http.fault.v3.HTTPFault": frozenset({"delay", "abort"}),
+    "envoy.extensions.filters.common.fault.v3.FaultDelay": frozenset({"fixed_delay",
+                                                                     "percentage"}),
+    "envoy.extensions.filters.http.fault.v3.FaultAbort": frozenset({
+        "http_status", "grpc_status", "percentage"}),
+    "envoy.type.v3.FractionalPercent": frozenset({"numerator", "denominator"}),
     "envoy.extensions.filters.http.cors.v3.Cors": frozenset(),
+    "envoy.extensions.filters.http.cors.v3.CorsPolicy": frozenset({
+        "allow_origin_string_match", "allow_methods", "allow_headers", "expose_headers",
+        "max_age", "allow_credentials", "filter_enabled", "forward_not_matching_preflights"}),
+    "envoy.config.core.v3.RuntimeFractionalPercent": frozenset({"default_value",
+                                                               "runtime_key"}),
+    # authorization (AuthorizationPolicy): the HTTP and the network RBAC filters
+    "envoy.extensions.filters.http.rbac.v3.RBAC": frozenset({
+        "rules", "shadow_rules", "shadow_rules_stat_prefix"}),
+    "envoy.extensions.filters.network.rbac.v3.RBAC": frozenset({
+        "rules", "shadow_rules", "shadow_rules_stat_prefix", "stat_prefix"}),
+    "envoy.config.rbac.v3.RBAC": frozenset({"action", "policies"}),
+    "envoy.config.rbac.v3.Policy": frozenset({"permissions", "principals"}),
+    "envoy.config.rbac.v3.Permission": frozenset({
+        "and_rules", "or_rules", "any", "header", "url_path", "destination_ip",
+        "destination_port", "destination_port_range", "metadata", "not_rule",
+        "requested_server_name", "uri_template"}),
+    "envoy.config.rbac.v3.Permission.Set": frozenset({"rules"}),
+    "envoy.config.rbac.v3.Principal": frozenset({
+        "and_ids", "or_ids", "any", "authenticated", "direct_remote_ip", "source_ip",
+        "remote_ip", "header", "url_path", "metadata", "not_id"}),
+    "envoy.config.rbac.v3.Principal.Set": frozenset({"ids"}),
+    "envoy.config.rbac.v3.Principal.Authenticated": frozenset({"principal_name"}),
+    "envoy.config.core.v3.CidrRange": frozenset({"address_prefix", "prefix_len"}),
+    "envoy.type.matcher.v3.PathMatcher": frozenset({"path"}),
+    "envoy.type.matcher.v3.MetadataMatcher": frozenset({"filter", "path", "value",
+                                                       "invert"}),
+    "envoy.type.matcher.v3.MetadataMatcher.PathSegment": frozenset({"key"}),
+    "envoy.type.matcher.v3.ValueMatcher": frozenset({
+        "string_match", "present_match", "list_match", "bool_match", "null_match"}),
+    "envoy.type.matcher.v3.ValueMatcher.NullMatch": frozenset(),
+    "envoy.type.matcher.v3.ListMatcher": frozenset({"one_of"}),
+    "envoy.config.core.v3.TypedExtensionConfig": frozenset({"name", "typed_config"}),
+    "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig": frozenset({
+        "path_template"}),
+    # request authentication (RequestAuthentication): JWTs against inline key sets
+    "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication": frozenset({
+        "providers", "rules", "bypass_cors_preflight"}),
+    "envoy.extensions.filters.http.jwt_authn.v3.JwtProvider": frozenset({
+        "issuer", "audiences", "local_jwks", "forward", "forward_payload_header",
+        "payload_in_metadata", "from_params", "from_cookies", "from_headers",
+        "claim_to_headers"}),
+    "envoy.extensions.filters.http.jwt_authn.v3.JwtHeader": frozenset({"name",
+                                                                      "value_prefix"}),
+    "envoy.extensions.filters.http.jwt_authn.v3.JwtClaimToHeader": frozenset({
+        "header_name", "claim_name"}),
+    "envoy.extensions.filters.http.jwt_authn.v3.RequirementRule": frozenset({"match",
+                                                                            "requires"}),
+    "envoy.extensions.filters.http.jwt_authn.v3.JwtRequirement": frozenset({
+        "provider_name", "requires_any", "requires_all", "allow_missing",
+        "allow_missing_or_failed"}),
+    "envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementOrList": frozenset({
+        "requirements"}),
+    "envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList": frozenset({
+        "requirements"}),
+    "google.protobuf.Empty": ANY_FIELDS,
     "envoy.config.accesslog.v3.AccessLog": frozenset({"name", "typed_config", "filter"}),
     "envoy.config.accesslog.v3.AccessLogFilter": frozenset({"log_type_filter"}),
     "envoy.config.accesslog.v3.LogTypeFilter": frozenset({"types"}),
@@ -191,11 +258,11 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.route.v3.VirtualHost": frozenset({
         "name", "domains", "routes", "include_request_attempt_count", "retry_policy",
         "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add",
-        "response_headers_to_remove"}),
+        "response_headers_to_remove", "typed_per_filter_config"}),
     "envoy.config.route.v3.Route": frozenset({
         "name", "match", "route", "direct_response", "redirect", "metadata", "decorator",
         "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add",
-        "response_headers_to_remove"}),
+        "response_headers_to_remove", "typed_per_filter_config"}),
     "envoy.config.route.v3.Decorator": frozenset({"operation"}),
     "envoy.config.route.v3.RouteMatch": frozenset({
         "prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers",
@@ -212,7 +279,9 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.route.v3.RouteAction": frozenset({
         "cluster", "weighted_clusters", "timeout", "retry_policy", "max_grpc_timeout",
         "prefix_rewrite", "host_rewrite_literal", "auto_host_rewrite", "upgrade_configs",
-        "max_stream_duration", "hash_policy"}),
+        "max_stream_duration", "request_mirror_policies", "hash_policy"}),
+    "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": frozenset({
+        "cluster", "runtime_fraction", "trace_sampled"}),
     "envoy.config.route.v3.RouteAction.HashPolicy": frozenset({
         "header", "cookie", "connection_properties", "query_parameter", "terminal"}),
     "envoy.config.route.v3.RouteAction.HashPolicy.Header": frozenset({"header_name"}),

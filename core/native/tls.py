@@ -18,6 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
+from pilotfish.core import istio_metrics
 from pilotfish.core.native.config import (
     ConfigState,
     Origination,
@@ -46,6 +49,7 @@ class Contexts:
         self.folder = folder or Path(tempfile.mkdtemp(prefix="pilotfish-native-tls-"))
         self.folder.chmod(0o700)
         self._cache: dict[tuple[Any, ...], ssl.SSLContext] = {}
+        self._names: dict[tuple[Any, ...], str] = {}
 
     def _files(self, secret: TlsSecret) -> tuple[Path, Path]:
         digest = hashlib.sha256(secret.chain + secret.key).hexdigest()[:16]
@@ -68,6 +72,24 @@ class Contexts:
         if validation.ca_secret:
             return self._secret(state, validation.ca_secret).ca
         return validation.ca_inline
+
+    def identity(self, secret_name: str, state: ConfigState) -> str:
+        """The SPIFFE ID (else first URI name) of a certificate from SDS ("" if none)."""
+        secret = state.secrets.get(secret_name)
+        if secret is None or not secret.chain:
+            return ""
+        key = ("identity", secret.chain)
+        found = self._names.get(key)
+        if found is None:
+            try:
+                certificate = x509.load_pem_x509_certificate(secret.chain)
+                names = certificate.extensions.get_extension_for_class(
+                    x509.SubjectAlternativeName).value.get_values_for_type(
+                    x509.UniformResourceIdentifier)
+            except (ValueError, x509.ExtensionNotFound):
+                names = []
+            found = self._names[key] = istio_metrics.spiffe_name(names)
+        return found
 
     def server(self, tls: Termination, state: ConfigState) -> ssl.SSLContext:
         """The context a chain terminates TLS with (``Missing`` while a secret is)."""

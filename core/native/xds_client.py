@@ -1,5 +1,6 @@
-"""The native proxy's ADS stream to discovery over gRPC (delta): the IO around
-``client_session``. Reconnects with jittered exponential backoff from 0.5 s to 30 s, as
+"""The native proxy's xDS streams over gRPC: the IO around ``client_session``. ADS to
+discovery, delta or state of the world (the method says which messages it carries); SDS to
+the agent, delta. Reconnects with jittered exponential backoff from 0.5 s to 30 s, as
 Envoy's bootstrap asks, and keeps serving the last accepted config meanwhile."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -17,19 +18,27 @@ log = logging.getLogger("pilotfish.native.xds")
 
 DELTA_METHOD = ("/envoy.service.discovery.v3.AggregatedDiscoveryService/"
                 "DeltaAggregatedResources")
+SOTW_METHOD = ("/envoy.service.discovery.v3.AggregatedDiscoveryService/"
+               "StreamAggregatedResources")
 SDS_METHOD = "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets"
-
-
-class Session(Protocol):
-    def start(self) -> list[discovery_pb2.DeltaDiscoveryRequest]: ...
-
-    def receive(self, response: discovery_pb2.DeltaDiscoveryResponse
-                ) -> list[discovery_pb2.DeltaDiscoveryRequest]: ...
+# What each method's responses are (its requests are what the session makes).
+RESPONSES = {DELTA_METHOD: discovery_pb2.DeltaDiscoveryResponse,
+             SOTW_METHOD: discovery_pb2.DiscoveryResponse,
+             SDS_METHOD: discovery_pb2.DeltaDiscoveryResponse}
 BACKOFF = (0.5, 30.0)
 
 
+class Session(Protocol):
+    """A sans-IO session of ``client_session``: requests are Delta/DiscoveryRequests as
+    its method carries them."""
+
+    def start(self) -> list[Any]: ...
+
+    def receive(self, response: Any) -> list[Any]: ...
+
+
 class XdsClient:
-    """One delta stream (ADS to discovery, or SDS to the agent) with its session."""
+    """One stream (ADS to discovery, or SDS to the agent) with its session."""
 
     def __init__(self, target: str, session: Session,
                  on_change: Callable[[], Awaitable[None]], method: str = DELTA_METHOD,
@@ -43,9 +52,9 @@ class XdsClient:
         self.credentials = credentials
         self.connected = False
         self.answered = False  # the current stream has had a response
-        self._queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] | None = None
+        self._queue: asyncio.Queue[Any] | None = None
 
-    def send(self, requests: list[discovery_pb2.DeltaDiscoveryRequest]) -> None:
+    def send(self, requests: list[Any]) -> None:
         """Requests the session made outside a response (new subscriptions); on the next
         stream ``start`` says them again if this one is down."""
         if self._queue is not None:
@@ -69,12 +78,12 @@ class XdsClient:
             delay = min(delay * 2, BACKOFF[1])
 
     async def _stream(self) -> None:
-        queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
         self._queue = queue
         for request in self.session.start():
             queue.put_nowait(request)
 
-        async def requests() -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
+        async def requests() -> AsyncIterator[Any]:
             while (request := await queue.get()) is not None:
                 yield request
 
@@ -83,8 +92,7 @@ class XdsClient:
         finally:
             self._queue = None
 
-    async def _run(self, queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None],
-                   requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]) -> None:
+    async def _run(self, queue: asyncio.Queue[Any], requests: AsyncIterator[Any]) -> None:
         if self.credentials is not None:
             credentials, name = await self.credentials()
             channel = grpc.aio.secure_channel(self.target, credentials, options=[
@@ -94,8 +102,8 @@ class XdsClient:
         async with channel:
             call = channel.stream_stream(
                 self.method,
-                request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
-                response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString)
+                request_serializer=lambda request: request.SerializeToString(),
+                response_deserializer=RESPONSES[self.method].FromString)
             stream = call(requests)
             self.connected = True
             async for response in stream:

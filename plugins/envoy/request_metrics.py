@@ -37,6 +37,8 @@ from pilotfish.core.istio_metrics import (
     UNKNOWN,
     parse_cluster_name,
     reporter_of,
+    security_labels,
+    spiffe_name,
 )
 from pilotfish.core.istio_requests import (
     REMOVED,
@@ -78,25 +80,16 @@ def response_flags(flags: Any) -> str:
 
 
 def _uri_san(certificate: Any) -> str:
-    uris = [san.uri for san in certificate.subject_alt_name if san.uri]
-    return next((u for u in uris if u.startswith("spiffe://")), uris[0] if uris else "")
+    return spiffe_name(san.uri for san in certificate.subject_alt_name if san.uri)
 
 
 def security(common: Any, reporter: str) -> dict[str, str]:
-    """The TLS labels of one entry (see the module docstring for the source side).
-
-    tcp_proxy's entry at connect comes before the client's certificate is checked: it has
-    our certificate but not the peer's. Inbound chains with a certificate require the
-    client's, so that is mutual TLS already; only the caller's principal is not known yet."""
+    """The TLS labels of one entry (see ``istio_metrics.security_labels``)."""
     if reporter != "destination":
-        return {"connection_security_policy": UNKNOWN}
+        return security_labels(reporter, "", "")
     tls = common.tls_properties  # all empty on plaintext
-    peer = _uri_san(tls.peer_certificate_properties)
-    local = _uri_san(tls.local_certificate_properties)
-    if not peer and not local:
-        return {"connection_security_policy": "none"}
-    return {"connection_security_policy": "mutual_tls", "source_principal": peer or UNKNOWN,
-            "destination_principal": local or UNKNOWN}
+    return security_labels(reporter, _uri_san(tls.peer_certificate_properties),
+                           _uri_san(tls.local_certificate_properties))
 
 
 # Telemetry's metric names → the families they are.

@@ -69,6 +69,7 @@ class Live:
     subnet: str = "10.240.0.0/24"
     bridge: str = "pfconf0"
     mesh: bool = False
+    proxy: str = "envoy"
     api: APIServer = attrs.field(init=False)
     node: Node = attrs.field(init=False)
     _netns: set[str] = attrs.Factory(set)
@@ -77,7 +78,8 @@ class Live:
         config = self.workdir / "config"
         config.mkdir(parents=True, exist_ok=True)
         self.api = APIServer(config)
-        self.node = Node(self.workdir, config, self.subnet, self.bridge)
+        self.node = Node(self.workdir, config, self.subnet, self.bridge,
+                         extra_args=("--proxy", self.proxy))
 
     def start(self, timeout: float = 300) -> None:
         assert os.geteuid() == 0, "the conformance runner needs root (pilotfish up)"

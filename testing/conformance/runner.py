@@ -357,6 +357,7 @@ class Options:
     bridge: str = BRIDGE
     supported: frozenset[str] = ISTIO_1_30_SUPPORTED
     timeouts: TimeoutConfig = DEFAULT
+    proxy: str = "envoy"  # the node's proxies: envoy | native
 
 
 def implementation_version() -> str:
@@ -378,7 +379,8 @@ def run(options: Options, log: Callable[[str], None] = _print) -> dict[str, Any]
                                 unusable_addresses=(manifests.Address("203.0.113.1"),))
     with tempfile.TemporaryDirectory(prefix="pilotfish-conformance-") as tmp:
         workdir = options.workdir or Path(tmp)
-        live = Live(workdir, options.suite, applier, options.subnet, options.bridge, mesh)
+        live = Live(workdir, options.suite, applier, options.subnet, options.bridge, mesh,
+                    options.proxy)
         runner = Runner(live, options.supported, options.timeouts, log)
         results: list[report.Result] = []
         started = time.monotonic()
@@ -423,10 +425,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep the node's files here")
     parser.add_argument("--subnet", default=SUBNET, help="the node's pod network")
     parser.add_argument("--bridge", default=BRIDGE, help="the node's bridge")
+    parser.add_argument("--proxy", default="envoy", choices=("envoy", "native"),
+                        help="the proxy the node runs (default %(default)s)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     options = Options(out=args.out, profiles=tuple(args.profile or ALL_PROFILES),
                       cases=tuple(args.case), suite=args.suite, workdir=args.workdir,
-                      subnet=args.subnet, bridge=args.bridge)
+                      subnet=args.subnet, bridge=args.bridge, proxy=args.proxy)
     built = run(options)
     for name, (core, core_total, ext, ext_total) in report.counts(built).items():
         print(f"{name}: core {core}/{core_total}, extended {ext}/{ext_total}")

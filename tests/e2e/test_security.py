@@ -1,4 +1,5 @@
-"""mTLS, identities and authorization on the local node, as root, with real Envoy sidecars.
+"""mTLS, identities and authorization on the local node, as root, with real Envoy sidecars
+and again with native ones.
 
 Namespaces: ``strict`` (PeerAuthentication STRICT), ``perm`` (no policy: PERMISSIVE),
 ``disabled`` (DISABLE) — all injected — and ``plain`` (no sidecars).
@@ -37,9 +38,12 @@ def jwt_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory, jwt_key: rsa.RSAPrivateKey
-         ) -> Iterator[Node]:
+NETWORKS = {"envoy": ("10.249.0.0/24", "pfs0"), "native": ("10.249.1.0/24", "pfs1")}
+
+
+@pytest.fixture(scope="module", params=["envoy", "native"])
+def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+         jwt_key: rsa.RSAPrivateKey) -> Iterator[Node]:
     assert os.geteuid() == 0, "the e2e tests run as root (CI does)"
     workdir = tmp_path_factory.mktemp("secure-node")
     jwks = workdir / "jwks.json"
@@ -49,7 +53,8 @@ def node(tmp_path_factory: pytest.TempPathFactory, jwt_key: rsa.RSAPrivateKey
     folder.mkdir()
     for name, text in config.documents(jwks).items():
         (folder / name).write_text(text)
-    node = Node(workdir, folder, "10.249.0.0/24", "pfs0")
+    subnet, bridge = NETWORKS[request.param]
+    node = Node(workdir, folder, subnet, bridge, extra_args=("--proxy", request.param))
     try:
         node.start()
         assert node.config_errors() == []

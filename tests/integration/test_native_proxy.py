@@ -1,13 +1,15 @@
 """The native proxy as a gateway, against real discovery and real backends: what only it
 needs proving (the scenarios both proxies share are parametrized where they live, e.g.
 test_gateway_traffic.py). A long-lived stream survives config pushes; a resource outside
-the supported subset is NACKed with its field while the last good config keeps serving."""
+the supported subset is NACKed with its field while the last good config keeps serving.
+Both run over either ADS flavour (``--xds-mode``: delta, or state of the world)."""
 
 from __future__ import annotations
 
 import socket
 import sys
 
+import pytest
 import wsproto
 import wsproto.events
 
@@ -64,7 +66,8 @@ def start_echo(mesh: LocalMesh, port: int) -> Process:
     return process
 
 
-def native_gateway(mesh: LocalMesh, app: str = "") -> tuple[int, Proxy]:
+def native_gateway(mesh: LocalMesh, app: str = "", xds_mode: str = "delta"
+                   ) -> tuple[int, Proxy]:
     """Discovery, echo-basic and a native gateway routing to it: (its port, the proxy)."""
     port, echo_port = free_port(), free_port()
     mesh.write("mesh.yaml", CONFIG.format(echo=ECHO, echo_port=echo_port, port=port))
@@ -72,9 +75,13 @@ def native_gateway(mesh: LocalMesh, app: str = "") -> tuple[int, Proxy]:
     mesh.start_discovery()
     start_echo(mesh, echo_port)
     labels = {"istio": "ingressgateway", **({"app": app} if app else {})}
-    gateway = mesh.start_proxy("gw-1", "default", labels=labels, extra=["--proxy", "native"])
+    gateway = mesh.start_proxy("gw-1", "default", labels=labels, xds_mode=xds_mode,
+                               extra=["--proxy", "native"])
     wait_until(lambda: http(f"http://127.0.0.1:{port}/", timeout=2).status == 200, 15,
                what="HTTP through the native gateway")
+    streams = [c["mode"] for c in http(f"{mesh.debug}/debug/adsz").json()
+               if "gw-1" in c["proxy"]]
+    assert streams == [xds_mode], streams  # discovery serves the flavour asked for
     return port, gateway
 
 
@@ -100,8 +107,9 @@ class WebSocket:
         return str(event.data)
 
 
-def test_a_websocket_survives_twenty_config_pushes(mesh: LocalMesh):
-    port, _ = native_gateway(mesh)
+@pytest.mark.parametrize("xds_mode", ["delta", "sotw"])
+def test_a_websocket_survives_twenty_config_pushes(mesh: LocalMesh, xds_mode: str):
+    port, _ = native_gateway(mesh, xds_mode=xds_mode)
     stream = WebSocket(port)
     assert stream.echo("before") == "before"
     for push in range(1, 21):
@@ -113,8 +121,10 @@ def test_a_websocket_survives_twenty_config_pushes(mesh: LocalMesh):
         assert stream.echo(f"after push {push}") == f"after push {push}"
 
 
-def test_an_unsupported_field_is_nacked_and_the_last_good_config_serves(mesh: LocalMesh):
-    port, _ = native_gateway(mesh)
+@pytest.mark.parametrize("xds_mode", ["delta", "sotw"])
+def test_an_unsupported_field_is_nacked_and_the_last_good_config_serves(mesh: LocalMesh,
+                                                                       xds_mode: str):
+    port, _ = native_gateway(mesh, xds_mode=xds_mode)
     # slow start (a warmup) is outside the native proxy's subset (docs/native.md)
     mesh.write("dr.yaml", """\
 apiVersion: networking.istio.io/v1

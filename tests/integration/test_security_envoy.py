@@ -1,4 +1,6 @@
-"""Mesh security config is accepted by a real Envoy (``envoy --mode validate``).
+"""Mesh security config is accepted by a real Envoy (``envoy --mode validate``), and by the
+native proxy (every listener and cluster through its subset check and build, as an xDS
+update would go).
 
 Listeners and clusters from the LDS and CDS translators go into the agent's real bootstrap
 as static resources: STRICT, PERMISSIVE and DISABLE sidecars with port-level modes, auto
@@ -14,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
 from google.protobuf import json_format
 
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
+from pilotfish.core.native.config import ConfigState
 from pilotfish.core.proxy import parse_node
 from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
@@ -29,6 +34,7 @@ from pilotfish.translators.listener_filters import ALL, Detection
 pytestmark = pytest.mark.envoy
 
 envoy_binary()  # part of the dev install: a missing binary fails loudly
+PROXIES = ["envoy", "native"]
 
 JWKS = json.dumps({"keys": [{
     "kty": "RSA", "alg": "RS256", "kid": "test", "e": "AQAB",
@@ -217,18 +223,33 @@ def resources(config: str, node: str, labels: dict[str, str],
             [json_format.MessageToDict(item) for item in clusters])
 
 
-def validate(listeners: list[Any], clusters: list[Any], tmp_path: Path, proxy_type: str
-             ) -> None:
+def validate(listeners: list[Any], clusters: list[Any], tmp_path: Path, proxy_type: str,
+             proxy: str = "envoy") -> None:
+    if proxy == "native":
+        native_accepts(listeners, clusters)
+        return
     envoy_accepts(tmp_path, listeners=listeners, clusters=clusters, proxy_type=proxy_type,
                   namespace="shop")
+
+
+def native_accepts(listeners: list[Any], clusters: list[Any]) -> None:
+    """Raises ``Rejected`` naming the resource and field the native proxy refuses."""
+    state = ConfigState()
+    for type_url, items, message in ((types.CLUSTER, clusters, cluster_pb2.Cluster),
+                                     (types.LISTENER, listeners, listener_pb2.Listener)):
+        state.apply(type_url, [(item["name"], json_format.ParseDict(
+            item, message()).SerializeToString()) for item in items], ())
+    assert set(state.listeners) == {item["name"] for item in listeners}
 
 
 def has(tree: Any, key: str) -> bool:
     return key in json.dumps(tree)
 
 
+@pytest.mark.parametrize("proxy", PROXIES)
 @pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE", "DISABLE"])
-def test_envoy_accepts_sidecars_in_every_mode_with_policies(tmp_path: Path, mode: str) -> None:
+def test_envoy_accepts_sidecars_in_every_mode_with_policies(tmp_path: Path, mode: str,
+                                                            proxy: str) -> None:
     listeners, clusters = resources(WORKLOADS + POLICIES + mode_policy(mode), SIDECAR_NODE,
                                     {"app": "web", "security.istio.io/tlsMode": "istio"})
     inbound = [item for item in listeners if item["name"] == "virtualInbound"]
@@ -236,30 +257,33 @@ def test_envoy_accepts_sidecars_in_every_mode_with_policies(tmp_path: Path, mode
     assert has(inbound, "envoy.filters.http.rbac") and has(inbound, "envoy.filters.network.rbac")
     assert has(inbound, "envoy.filters.http.jwt_authn")
     assert has(clusters, "tlsMode-istio") == (mode != "DISABLE")  # auto mTLS to web
-    validate(listeners, clusters, tmp_path, "sidecar")
+    validate(listeners, clusters, tmp_path, "sidecar", proxy)
 
 
+@pytest.mark.parametrize("proxy", PROXIES)
 @pytest.mark.parametrize("detection", [Detection(tls=False), Detection(tls=True, http_alpn=())],
                          ids=["no-tls-sniffer", "no-http-sniffer"])
 def test_envoy_accepts_mtls_sidecars_for_reduced_sniffer_sets(
-    tmp_path: Path, detection: Detection
+    tmp_path: Path, detection: Detection, proxy: str
 ) -> None:
     listeners, clusters = resources(WORKLOADS + POLICIES + mode_policy("PERMISSIVE"),
                                     SIDECAR_NODE, {"app": "web"}, detection)
-    validate(listeners, clusters, tmp_path, "sidecar")
+    validate(listeners, clusters, tmp_path, "sidecar", proxy)
 
 
-def test_envoy_accepts_auto_mtls_and_istio_mutual_clusters(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proxy", PROXIES)
+def test_envoy_accepts_auto_mtls_and_istio_mutual_clusters(tmp_path: Path, proxy: str) -> None:
     listeners, clusters = resources(WORKLOADS, SIDECAR_NODE, {"app": "client"})
     by_name = {cluster["name"]: cluster for cluster in clusters}
     assert "transportSocketMatches" in by_name["outbound|80||web.shop.svc.cluster.local"]
     assert "transportSocket" in by_name["outbound|8080|v1|api.shop.svc.cluster.local"]
-    validate(listeners, clusters, tmp_path, "sidecar")
+    validate(listeners, clusters, tmp_path, "sidecar", proxy)
 
 
-def test_envoy_accepts_gateway_rbac_and_jwt(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proxy", PROXIES)
+def test_envoy_accepts_gateway_rbac_and_jwt(tmp_path: Path, proxy: str) -> None:
     listeners, clusters = resources(WORKLOADS + POLICIES + GATEWAY, ROUTER_NODE,
                                     {"istio": "ingressgateway"})
     assert has(listeners, "envoy.filters.http.jwt_authn")  # the mesh-wide RequestAuthn
     assert has(listeners, "envoy.filters.network.rbac")
-    validate(listeners, clusters, tmp_path, "router")
+    validate(listeners, clusters, tmp_path, "router", proxy)

@@ -10,7 +10,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
 
-from pilotfish.core.native.client_session import DeltaClientSession
+from pilotfish.core.native.client_session import DeltaClientSession, SotwClientSession
 from pilotfish.core.native.config import ConfigState
 from pilotfish.core.xds import types
 
@@ -148,3 +148,140 @@ def test_filter_chains_by_server_name_exact_then_wildcard_then_any():
     assert listener.chain(443, "web.example.com").name == "wild"
     assert listener.chain(443, "other.org").name == "any"
     assert Listener("l", "", 1, (chain("wild", "*.example.com"),)).chain(1, "x.org") is None
+
+
+def test_endpoints_of_a_removed_cluster_are_unsubscribed_and_dropped():
+    s = session()
+    s.receive(response(types.CLUSTER, "n1", cluster("a"), cluster("b")))
+    endpoints = discovery_pb2.DeltaDiscoveryResponse(type_url=types.ENDPOINT, nonce="n2")
+    for name in ("a", "b"):
+        endpoints.resources.add(name=name).resource.Pack(assignment(name))  # type: ignore[arg-type]
+    s.receive(endpoints)
+    removal = discovery_pb2.DeltaDiscoveryResponse(type_url=types.CLUSTER, nonce="n3",
+                                                   removed_resources=["b"])
+    _, change = s.receive(removal)
+    assert list(change.resource_names_unsubscribe) == ["b"]
+    assert set(s.state.endpoints) == {"a"}  # discovery sends nothing more for "b"
+
+# -- state of the world ---------------------------------------------------------------------
+
+
+def sotw_response(type_url: str, nonce: str, version: str, *messages: object
+                  ) -> discovery_pb2.DiscoveryResponse:
+    out = discovery_pb2.DiscoveryResponse(type_url=type_url, nonce=nonce, version_info=version)
+    for message in messages:
+        out.resources.add().Pack(message)  # type: ignore[arg-type]
+    return out
+
+
+def assignment(name: str, port: int = 80) -> object:
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    return json_format.ParseDict({"cluster_name": name, "endpoints": [{"lb_endpoints": [{
+        "endpoint": {"address": {"socket_address": {"address": "10.0.0.1",
+                                                    "port_value": port}}}}]}]},
+        endpoint_pb2.ClusterLoadAssignment())
+
+
+def sotw_session() -> SotwClientSession:
+    return SotwClientSession(base_pb2.Node(id="router~1.2.3.4~gw.ns~ns.svc.cluster.local"),
+                             ConfigState())
+
+
+def test_sotw_opening_asks_for_clusters_then_listeners_by_wildcard_with_the_node_once():
+    opening = sotw_session().start()
+    assert [r.type_url for r in opening] == [types.CLUSTER, types.LISTENER]
+    assert opening[0].node.id and not opening[1].node.id
+    assert all(not r.resource_names and not r.version_info and not r.response_nonce
+               for r in opening)
+
+
+def test_sotw_clusters_are_acked_with_their_version_before_their_endpoints_are_asked_for():
+    s = sotw_session()
+    s.start()
+    ack, eds = s.receive(sotw_response(types.CLUSTER, "n1", "v1", cluster("b"), cluster("a")))
+    assert (ack.type_url, ack.version_info, ack.response_nonce) == (types.CLUSTER, "v1", "n1")
+    assert not ack.error_detail.message and not ack.resource_names
+    assert eds.type_url == types.ENDPOINT and list(eds.resource_names) == ["a", "b"]
+    assert (eds.version_info, eds.response_nonce) == ("", "")
+    (eds_ack,) = s.receive(sotw_response(types.ENDPOINT, "n2", "e1", assignment("a")))
+    assert (eds_ack.version_info, eds_ack.response_nonce) == ("e1", "n2")
+    assert list(eds_ack.resource_names) == ["a", "b"]  # every request: the whole subscription
+    assert s.state.endpoints["a"][0].port == 80 and "b" not in s.state.endpoints
+
+
+def test_sotw_listeners_are_acked_before_their_route_tables_are_asked_for():
+    s = sotw_session()
+    s.receive(sotw_response(types.CLUSTER, "n1", "v1"))
+    ack, rds = s.receive(sotw_response(types.LISTENER, "n2", "l1", listener("http.8080")))
+    assert ack.type_url == types.LISTENER and ack.version_info == "l1"
+    assert rds.type_url == types.ROUTE and list(rds.resource_names) == ["http.8080"]
+    assert s.ready() == "route tables not received yet: http.8080"
+
+
+def test_sotw_nack_names_the_field_and_keeps_the_last_good_version_and_state():
+    s = sotw_session()
+    s.receive(sotw_response(types.CLUSTER, "n1", "v1", cluster("good")))
+    bad = cluster("bad", health_checks=[{"timeout": "1s"}])  # active health checking
+    (nack,) = s.receive(sotw_response(types.CLUSTER, "n2", "v2", cluster("good"), bad))
+    assert (nack.version_info, nack.response_nonce) == ("v1", "n2")
+    assert nack.error_detail.code == 3
+    assert nack.error_detail.message == (
+        f"{types.CLUSTER} bad: health_checks: envoy.config.cluster.v3.Cluster."
+        "health_checks is not supported by the native proxy")
+    assert set(s.state.clusters) == {"good"} and s.rejected[types.CLUSTER]
+    # The next good response is taken whole and clears the rejection.
+    s.receive(sotw_response(types.CLUSTER, "n3", "v3", cluster("other")))
+    assert set(s.state.clusters) == {"other"} and types.CLUSTER not in s.rejected
+
+
+def test_sotw_a_resource_of_another_type_or_undecodable_is_nacked_by_its_position():
+    s = sotw_session()
+    (nack,) = s.receive(sotw_response(types.CLUSTER, "n1", "v1", cluster("a"),
+                                      listener("r")))
+    assert nack.error_detail.message == (
+        f"{types.CLUSTER} resources[1]: a {types.LISTENER} resource in a response of "
+        "this type")
+    garbage = sotw_response(types.CLUSTER, "n2", "v2")
+    garbage.resources.add(type_url=types.CLUSTER, value=b"\xff\xff")
+    (nack,) = s.receive(garbage)
+    assert nack.error_detail.message.startswith(f"{types.CLUSTER} resources[0]: DecodeError")
+    assert not s.state.clusters and s.ready() == "no CDS from discovery yet"
+
+
+def test_sotw_clusters_missing_from_a_response_are_removed_with_their_endpoints():
+    s = sotw_session()
+    s.receive(sotw_response(types.CLUSTER, "n1", "v1", cluster("a"), cluster("b")))
+    s.receive(sotw_response(types.ENDPOINT, "n2", "e1", assignment("a"), assignment("b")))
+    _, eds = s.receive(sotw_response(types.CLUSTER, "n3", "v2", cluster("a")))
+    assert set(s.state.clusters) == {"a"} and set(s.state.endpoints) == {"a"}
+    assert list(eds.resource_names) == ["a"] and eds.response_nonce == "n2"
+    # An empty response is a complete set too: nothing left, nothing to ask for by name.
+    _, eds = s.receive(sotw_response(types.CLUSTER, "n4", "v3"))
+    assert not s.state.clusters and not s.state.endpoints
+    assert eds.type_url == types.ENDPOINT and not eds.resource_names  # unsubscribes
+
+
+def test_sotw_endpoints_replace_only_what_they_name_and_only_names_subscribed():
+    s = sotw_session()
+    s.receive(sotw_response(types.CLUSTER, "n1", "v1", cluster("a"), cluster("b")))
+    s.receive(sotw_response(types.ENDPOINT, "n2", "e1", assignment("a"), assignment("b")))
+    s.receive(sotw_response(types.ENDPOINT, "n3", "e2", assignment("b", 81),
+                            assignment("stranger")))
+    assert s.state.endpoints["a"][0].port == 80 and s.state.endpoints["b"][0].port == 81
+    assert set(s.state.endpoints) == {"a", "b"}
+
+
+def test_sotw_subscription_grows_with_the_clusters_and_a_new_stream_repeats_what_is_held():
+    s = sotw_session()
+    s.receive(sotw_response(types.CLUSTER, "n1", "v1", cluster("a")))
+    s.receive(sotw_response(types.ENDPOINT, "n2", "e1", assignment("a")))
+    _, eds = s.receive(sotw_response(types.CLUSTER, "n3", "v2", cluster("a"), cluster("c")))
+    assert list(eds.resource_names) == ["a", "c"] and eds.version_info == "e1"
+    assert s.receive(sotw_response(types.CLUSTER, "n4", "v3", cluster("c"), cluster("a"))
+                     )[1:] == []  # same names: nothing but the ACK
+    cds, lds, eds = s.start()
+    assert (cds.version_info, cds.response_nonce, cds.node.id) == ("v3", "", s.node.id)
+    assert lds.type_url == types.LISTENER and not lds.version_info
+    assert (eds.type_url, list(eds.resource_names), eds.version_info, eds.response_nonce) == (
+        types.ENDPOINT, ["a", "c"], "e1", "")

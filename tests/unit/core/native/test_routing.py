@@ -95,3 +95,14 @@ def test_retry_policy_and_header_edits():
     assert not action.retry.retries_status(500)
     edited = decision.request_edits.apply([("x-secret", "s"), ("x-added", "0"), ("a", "b")])
     assert edited == [("a", "b"), ("x-added", "1")]
+
+
+def test_mirrors_keep_their_share():
+    mirrored = table({"name": "m", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "main", "request_mirror_policies": [
+            {"cluster": "all"},
+            {"cluster": "tenth", "runtime_fraction": {"default_value": {
+                "numerator": 10, "denominator": "HUNDRED"}}}]}}]}]})
+    decision = mirrored.route("web", "/", {})
+    assert decision is not None and isinstance(decision.route.action, routing.Forward)
+    assert decision.route.action.mirrors == (("all", 1.0), ("tenth", 0.1))

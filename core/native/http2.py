@@ -1,0 +1,316 @@
+"""HTTP/2 for the native proxy: the h2 library's state machine (sans-IO) driven over an
+asyncio stream pair, for either side of a connection.
+
+:class:`Connection` multiplexes streams. As a server (:meth:`Connection.serve`) it hands
+each request to a handler once the request is whole, and the handler answers with
+:meth:`Connection.respond`; as a client, :meth:`Connection.request` sends one request and
+waits for its whole response, trailers included (gRPC's status travels in them). Data is
+sent as the peer's flow-control windows allow, and what is received is acknowledged as it
+is buffered, up to ``MAX_BODY`` a stream.
+
+Requests and responses are the same :class:`~pilotfish.core.native.http1.Message` the
+HTTP/1.1 path uses (the pseudo-headers become method, target and ``host``), so routing and
+the filters do not care which protocol carried them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any
+
+import attrs
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from pilotfish.core.native import http1
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_BODY = http1.MAX_BODY
+READ_SIZE = 65536
+WINDOW = 1 << 24  # what a stream and the connection may have in flight towards us
+MAX_STREAMS = 1024  # concurrent streams a peer may open towards us
+# Connection-specific headers HTTP/2 forbids (RFC 9113 §8.2.2); ``host`` is ``:authority``.
+CONNECTION_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection",
+                                "transfer-encoding", "upgrade", "host", "http2-settings"})
+
+
+class StreamError(Exception):
+    """A stream the peer reset, or a connection that ended under it."""
+
+
+@attrs.define(eq=False)
+class Stream:
+    id: int
+    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    body: bytearray = attrs.field(factory=bytearray)
+    trailers: list[tuple[str, str]] = attrs.field(factory=list)
+    ended: asyncio.Event = attrs.field(factory=asyncio.Event)  # the peer's side is done
+    error: str = ""  # why it ended badly ("" : it did not)
+
+    def pseudo(self, name: str) -> str:
+        return next((v for k, v in self.headers if k == name), "")
+
+
+def starts_h2(data: bytes) -> bool | None:
+    """Whether a connection's first bytes are HTTP/2's preface (None: too few to tell)."""
+    if len(data) < len(PREFACE):
+        return None if PREFACE.startswith(data) else False
+    return data.startswith(PREFACE)
+
+
+def request_message(stream: Stream) -> http1.Message:
+    """A received request as the router sees one (``:authority`` becomes ``host``)."""
+    headers = [(k, v) for k, v in stream.headers if not k.startswith(":")]
+    authority = stream.pseudo(":authority")
+    if authority and not any(k == "host" for k, _ in headers):
+        headers.insert(0, ("host", authority))
+    return http1.Message(headers, bytes(stream.body), stream.pseudo(":method"),
+                         stream.pseudo(":path"), version="2", trailers=stream.trailers)
+
+
+def _text(headers: Iterable[Any] | None) -> list[tuple[str, str]]:
+    """Header pairs as text (h2 gives ``str`` with a header encoding set)."""
+    return [(str(k), str(v)) for k, v in headers or ()]
+
+
+def _fields(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers if k not in CONNECTION_HEADERS and
+            not k.startswith(":") and not (k == "te" and v.lower() != "trailers")]
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 client: bool) -> None:
+        self.reader, self.writer = reader, writer
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=client, header_encoding="utf-8"))
+        codes = h2.settings.SettingCodes
+        settings = {codes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+                    codes.MAX_HEADER_LIST_SIZE: http1.MAX_HEAD,
+                    codes.INITIAL_WINDOW_SIZE: WINDOW}
+        if client:
+            settings[codes.ENABLE_PUSH] = 0
+        self.h2.local_settings = h2.settings.Settings(client=client, initial_values=settings)
+        self.streams: dict[int, Stream] = {}
+        self._windows = asyncio.Condition()
+        self.closed = False
+        self._reading: asyncio.Task[None] | None = None
+
+    # -- both sides ---------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    def start(self, received: bytes = b"") -> list[h2.events.Event]:
+        """Send our preface and settings; take bytes already read off the socket."""
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(WINDOW - 65535)
+        events = self.h2.receive_data(received) if received else []
+        self._flush()
+        return events
+
+    @property
+    def usable(self) -> bool:
+        """Still open for new streams (a client's pool asks)."""
+        if self.closed or self.writer.is_closing():
+            return False
+        limit = self.h2.remote_settings.max_concurrent_streams
+        return self.h2.open_outbound_streams < limit
+
+    async def _read(self, on_event: Callable[[h2.events.Event], None]) -> None:
+        try:
+            while not self.closed:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    break
+                try:
+                    events = self.h2.receive_data(data)
+                except h2.exceptions.ProtocolError:
+                    self._flush()  # the GOAWAY h2 queued
+                    break
+                for event in events:
+                    self._event(event, on_event)
+                self._flush()
+                await self.writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._close("the connection closed")
+
+    def _close(self, why: str) -> None:
+        self.closed = True
+        for stream in self.streams.values():
+            if not stream.ended.is_set():
+                stream.error = why
+                stream.ended.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        async def notify() -> None:
+            async with self._windows:
+                self._windows.notify_all()
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().create_task(notify())
+
+    def _event(self, event: h2.events.Event,
+               on_event: Callable[[h2.events.Event], None]) -> None:
+        if isinstance(event, (h2.events.RequestReceived, h2.events.ResponseReceived)):
+            stream = self.streams.setdefault(event.stream_id, Stream(event.stream_id))
+            stream.headers = _text(event.headers)
+        elif isinstance(event, h2.events.TrailersReceived):
+            stream = self.streams.get(event.stream_id) or Stream(event.stream_id)
+            stream.trailers = _text(event.headers)
+        elif isinstance(event, h2.events.DataReceived):
+            stream = self.streams.get(event.stream_id) or Stream(event.stream_id)
+            stream.body += event.data or b""
+            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if len(stream.body) > MAX_BODY:
+                self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                stream.error = f"body larger than {MAX_BODY} bytes"
+                stream.ended.set()
+                return
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self.streams.get(event.stream_id) or Stream(event.stream_id)
+            stream.ended.set()
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self.streams.get(event.stream_id) or Stream(event.stream_id)
+            stream.error = f"stream reset by the peer (error {event.error_code})"
+            stream.ended.set()
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            self._wake()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._close(f"the peer ended the connection (error {event.error_code})")
+        on_event(event)
+
+    async def _send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        view = memoryview(data)
+        while view:
+            window = min(self.h2.local_flow_control_window(stream_id),
+                         self.h2.max_outbound_frame_size)
+            if window <= 0:
+                async with self._windows:
+                    if self.closed:
+                        raise StreamError("the connection closed")
+                    await self._windows.wait()
+                continue
+            self.h2.send_data(stream_id, bytes(view[:window]))
+            view = view[window:]
+            self._flush()
+            await self.writer.drain()
+        if end:
+            self.h2.end_stream(stream_id)
+            self._flush()
+
+    async def _send(self, stream_id: int, head: list[tuple[str, str]], body: bytes,
+                    trailers: Sequence[tuple[str, str]] = ()) -> None:
+        self.h2.send_headers(stream_id, head, end_stream=not body and not trailers)
+        self._flush()
+        if body:
+            await self._send_data(stream_id, body, end=not trailers)
+        if trailers:
+            self.h2.send_headers(stream_id, _fields(trailers), end_stream=True)
+            self._flush()
+        await self.writer.drain()
+
+    # -- server -------------------------------------------------------------------------
+
+    async def serve(self, handle: Callable[[Stream], Coroutine[Any, Any, None]],
+                    received: bytes = b"") -> None:
+        """Answer requests until the client goes; each whole request runs ``handle``."""
+        tasks: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+
+        def dispatch(stream: Stream) -> None:
+            if stream.error:
+                return
+            task = loop.create_task(handle(stream))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        def on_event(event: h2.events.Event) -> None:
+            if isinstance(event, h2.events.StreamEnded):  # the request is whole
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    dispatch(stream)
+
+        for event in self.start(received):
+            self._event(event, on_event)
+        self._flush()
+        try:
+            await self._read(on_event)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def respond(self, stream_id: int, response: http1.Message,
+                      head_request: bool = False) -> None:
+        """Send one answer (status, headers, body, trailers) on a request's stream."""
+        head = [(":status", str(response.status)), *_fields(response.headers)]
+        if response.status >= 200 and response.status not in (204, 304):
+            head = [(k, v) for k, v in head if k != "content-length"]
+            head.append(("content-length", str(len(response.body))))
+        try:
+            await self._send(stream_id, head, b"" if head_request else response.body,
+                             response.trailers)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass  # the client gave up on this stream
+        finally:
+            self.streams.pop(stream_id, None)
+
+    # -- client -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Start a client connection: preface out, responses read in the background."""
+        self.start()
+        self._reading = asyncio.get_running_loop().create_task(self._read(lambda e: None))
+
+    async def request(self, request: http1.Message, scheme: str = "http") -> http1.Message:
+        """Send ``request`` on a new stream; its whole response (``StreamError`` if the
+        stream or the connection ends first)."""
+        if self.closed:
+            raise StreamError("the connection closed")
+        stream_id = self.h2.get_next_available_stream_id()
+        stream = self.streams[stream_id] = Stream(stream_id)
+        authority = request.header("host") or ""
+        head = [(":method", request.method), (":scheme", scheme),
+                (":authority", authority), (":path", request.target or "/"),
+                *_fields(request.headers)]
+        if request.body:
+            head.append(("content-length", str(len(request.body))))
+        try:
+            await self._send(stream_id, head, request.body, request.trailers)
+            await stream.ended.wait()
+        except asyncio.CancelledError:
+            with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
+                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+                self._flush()
+            raise
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError) as exc:
+            raise StreamError(str(exc) or type(exc).__name__) from None
+        finally:
+            self.streams.pop(stream_id, None)
+        if stream.error:
+            raise StreamError(stream.error)
+        status = stream.pseudo(":status")
+        return http1.Message([(k, v) for k, v in stream.headers if not k.startswith(":")],
+                             bytes(stream.body), status=int(status) if status.isdigit()
+                             else 502, version="2", trailers=stream.trailers)
+
+    async def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection()
+            self._flush()
+        if self._reading is not None:
+            self._reading.cancel()
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
