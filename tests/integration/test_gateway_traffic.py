@@ -7,6 +7,7 @@ serves on come from the LDS translator, their routes and clusters from RDS, CDS 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import socket
 import ssl
 import subprocess
@@ -727,3 +728,66 @@ def test_max_connections_one_overflows_with_503_uo(mesh: LocalMesh, proxy: str) 
     assert web_stat(gateway, "upstream_rq_pending_overflow") >= 3
     wait_until(lambda: " UO " in gateway.process.log(100), 10,
                what="the access log to flag UO")
+
+
+TCP_HASHED = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: tcp, port: 9000, targetPort: {app_port}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web, namespace: default}}
+spec:
+  host: web
+  trafficPolicy: {{loadBalancer: {{consistentHash: {{useSourceIp: true}}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {port}, name: tcp, protocol: TCP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tcp: [{{route: [{{destination: {{host: web, port: {{number: 9000}}}}}}]}}]
+"""
+
+
+def version_from(source: str, port: int) -> str:
+    """A request over TCP through the gateway from ``source`` (a loopback address)."""
+    with socket.socket() as conn:
+        conn.settimeout(5)
+        conn.bind((source, 0))
+        conn.connect(("127.0.0.1", port))
+        conn.sendall(b"GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return json.loads(body)["version"] if b" 200 " in head.split(b"\r\n")[0] else ""
+
+
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_tcp_hashes_on_the_source_ip(mesh: LocalMesh, proxy: str) -> None:
+    port, app_port = free_port(), free_port(BACKENDS[0])
+    mesh.write("mesh.yaml", web_pods(BACKENDS) + TCP_HASHED.format(app_port=app_port,
+                                                                   port=port))
+    mesh.start_discovery()
+    mesh.start_apps([f"web:v{i}@{a}:{app_port}" for i, a in enumerate(BACKENDS)])
+    mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                     extra=["--proxy", proxy])
+    mesh.wait_synced("gw-1.default")
+    wait_until(lambda: version_from("127.0.0.1", port), 15, what="TCP through the gateway")
+    sources = [f"127.0.31.{i}" for i in range(1, 25)]
+    for source in sources[:3]:
+        assert len({version_from(source, port) for _ in range(5)}) == 1
+    assert len({version_from(source, port) for source in sources}) > 1
