@@ -107,6 +107,7 @@ class TcpProxy:
     stat_prefix: str
     idle_timeout: float = 3600.0
     access: access_log.Format | None = None  # the stdout access log's format
+    tunnel: str = ""  # tunneling_config: CONNECT to this authority through the cluster
     hash_policy: tuple[hashing.HashPolicy, ...] = ()  # for RING_HASH / MAGLEV clusters
 
 
@@ -118,6 +119,7 @@ class HttpManager:
     websocket: bool
     access: access_log.Format | None  # the stdout access log's format
     filters: tuple[http_filters.HttpFilter, ...] = ()  # before the router, in order
+    connect: bool = False  # CONNECT requests may be terminated (upgrade_configs CONNECT)
 
 
 @attrs.frozen
@@ -427,9 +429,14 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager:
     if isinstance(message, tcp_proxy_pb2.TcpProxy):
         if not message.cluster:
             raise subset.Unsupported(f"{where}.typed_config", "tcp_proxy without a cluster")
+        if message.tunneling_config.use_post:
+            raise subset.Unsupported(f"{where}.typed_config.tunneling_config.use_post",
+                                     "tunneling over POST is not supported by the native "
+                                     "proxy (CONNECT is)")
         return TcpProxy(message.cluster, message.stat_prefix,
                         _seconds(message.idle_timeout, 3600.0),
                         _access_format(message.access_log),
+                        message.tunneling_config.hostname,
                         hashing.tcp_policies(message.hash_policy))
     if isinstance(message, hcm_pb2.HttpConnectionManager):
         filters = http_filters.compile_filters(message.http_filters, f"{where}.typed_config")
@@ -438,7 +445,8 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager:
         return HttpManager(
             message.stat_prefix, message.rds.route_config_name, inline,
             any(u.upgrade_type.lower() == "websocket" for u in message.upgrade_configs),
-            _access_format(message.access_log), filters)
+            _access_format(message.access_log), filters,
+            any(u.upgrade_type.upper() == "CONNECT" for u in message.upgrade_configs))
     raise subset.Unsupported(where, f"network filter {filter_.name} is not supported")
 
 

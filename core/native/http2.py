@@ -52,9 +52,23 @@ class Stream:
     trailers: list[tuple[str, str]] = attrs.field(factory=list)
     ended: asyncio.Event = attrs.field(factory=asyncio.Event)  # the peer's side is done
     error: str = ""  # why it ended badly ("" : it did not)
+    # a tunnel's stream (CONNECT): data as it comes, with its flow-controlled length,
+    # acknowledged as it is read; (b"", 0) at the end
+    tunnel: asyncio.Queue[tuple[bytes, int]] | None = None
+    responded: asyncio.Event = attrs.field(factory=asyncio.Event)  # the answer's head came
 
     def pseudo(self, name: str) -> str:
         return next((v for k, v in self.headers if k == name), "")
+
+    def finish(self, error: str = "") -> None:
+        """The peer's side is over (with ``error`` if it went wrong)."""
+        if self.ended.is_set():
+            return
+        self.error = self.error or error
+        self.ended.set()
+        self.responded.set()
+        if self.tunnel is not None:
+            self.tunnel.put_nowait((b"", 0))
 
 
 def starts_h2(data: bytes) -> bool | None:
@@ -148,9 +162,7 @@ class Connection:
     def _close(self, why: str) -> None:
         self.closed = True
         for stream in self.streams.values():
-            if not stream.ended.is_set():
-                stream.error = why
-                stream.ended.set()
+            stream.finish(why)
         self._wake()
 
     def _wake(self) -> None:
@@ -165,25 +177,29 @@ class Connection:
         if isinstance(event, (h2.events.RequestReceived, h2.events.ResponseReceived)):
             stream = self.streams.setdefault(event.stream_id, Stream(event.stream_id))
             stream.headers = _text(event.headers)
+            stream.responded.set()
+            if stream.pseudo(":method") == "CONNECT":
+                stream.tunnel = asyncio.Queue()
         elif isinstance(event, h2.events.TrailersReceived):
             stream = self.streams.get(event.stream_id) or Stream(event.stream_id)
             stream.trailers = _text(event.headers)
         elif isinstance(event, h2.events.DataReceived):
             stream = self.streams.get(event.stream_id) or Stream(event.stream_id)
+            if stream.tunnel is not None:
+                stream.tunnel.put_nowait((event.data or b"", event.flow_controlled_length))
+                return
             stream.body += event.data or b""
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if len(stream.body) > MAX_BODY:
                 self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-                stream.error = f"body larger than {MAX_BODY} bytes"
-                stream.ended.set()
+                stream.finish(f"body larger than {MAX_BODY} bytes")
                 return
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id) or Stream(event.stream_id)
-            stream.ended.set()
+            stream.finish()
         elif isinstance(event, h2.events.StreamReset):
             stream = self.streams.get(event.stream_id) or Stream(event.stream_id)
-            stream.error = f"stream reset by the peer (error {event.error_code})"
-            stream.ended.set()
+            stream.finish(f"stream reset by the peer (error {event.error_code})")
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             self._wake()
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -236,10 +252,13 @@ class Connection:
             task.add_done_callback(tasks.discard)
 
         def on_event(event: h2.events.Event) -> None:
-            if isinstance(event, h2.events.StreamEnded):  # the request is whole
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    dispatch(stream)
+            stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
+            if stream is None:
+                return
+            if isinstance(event, h2.events.RequestReceived) and stream.tunnel is not None:
+                dispatch(stream)  # a tunnel starts with its head
+            elif isinstance(event, h2.events.StreamEnded) and stream.tunnel is None:
+                dispatch(stream)  # the request is whole
 
         for event in self.start(received):
             self._event(event, on_event)
@@ -264,6 +283,65 @@ class Connection:
             pass  # the client gave up on this stream
         finally:
             self.streams.pop(stream_id, None)
+
+    # -- tunnels (CONNECT), either side ---------------------------------------------------
+
+    async def read(self, stream: Stream) -> bytes:
+        """The next bytes of a tunnel's stream (b"" at its end)."""
+        assert stream.tunnel is not None
+        data, length = await stream.tunnel.get()
+        if length and not self.closed:
+            with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
+                self.h2.acknowledge_received_data(length, stream.id)
+                self._flush()
+        return data
+
+    async def write(self, stream_id: int, data: bytes) -> None:
+        try:
+            await self._send_data(stream_id, data, end=False)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError) as exc:
+            raise StreamError(str(exc) or type(exc).__name__) from None
+
+    def end(self, stream_id: int, reset: bool = False) -> None:
+        """Our side of a stream is done (``reset``: abandoned)."""
+        with contextlib.suppress(h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError,
+                                 KeyError):
+            if reset:
+                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            else:
+                self.h2.end_stream(stream_id)
+            self._flush()
+
+    def release(self, stream_id: int) -> None:
+        """Forget a tunnel's stream once both sides are done with it."""
+        self.streams.pop(stream_id, None)
+
+    async def accept(self, stream_id: int, status: int = 200,
+                     headers: Sequence[tuple[str, str]] = ()) -> None:
+        """Answer a CONNECT with ``status``; a 2xx keeps the stream open as the tunnel."""
+        self.h2.send_headers(stream_id, [(":status", str(status)), *_fields(headers)],
+                             end_stream=status >= 300)
+        self._flush()
+        await self.writer.drain()
+
+    async def connect(self, authority: str, headers: Sequence[tuple[str, str]] = ()
+                      ) -> Stream:
+        """Open a tunnel (``CONNECT authority``) on a new stream; it is ready when the
+        answer's status is 2xx (``StreamError`` otherwise)."""
+        if self.closed:
+            raise StreamError("the connection closed")
+        stream_id = self.h2.get_next_available_stream_id()
+        stream = self.streams[stream_id] = Stream(stream_id, tunnel=asyncio.Queue())
+        self.h2.send_headers(stream_id, [(":method", "CONNECT"), (":authority", authority),
+                                         *_fields(headers)])
+        self._flush()
+        await self.writer.drain()
+        await stream.responded.wait()
+        status = stream.pseudo(":status")
+        if stream.error or not status.startswith("2"):
+            self.streams.pop(stream_id, None)
+            raise StreamError(stream.error or f"the tunnel was refused ({status})")
+        return stream
 
     # -- client -------------------------------------------------------------------------
 

@@ -38,6 +38,9 @@ class StringMatch:
 
 def string_match(matcher: Any) -> StringMatch:
     kind = matcher.WhichOneof("match_pattern")
+    if kind is None:
+        raise ValueError("a string matcher without a pattern (exact, prefix, suffix, "
+                         "contains or safe_regex)")
     if kind == "safe_regex":
         return StringMatch("regex", matcher.safe_regex.regex,
                            pattern=re2.compile(matcher.safe_regex.regex))
@@ -102,6 +105,8 @@ class RouteMatch:
             return subject == value
         if self.kind == "separated":
             return subject == value or subject.startswith(value + "/")
+        if self.kind == "connect":  # a CONNECT request: routed with no path
+            return not subject
         return bool(self.pattern.fullmatch(path))
 
 
@@ -114,6 +119,8 @@ def route_match(match: route_components_pb2.RouteMatch) -> RouteMatch:
     if kind == "safe_regex":
         return RouteMatch("regex", match.safe_regex.regex, case,
                           re2.compile(match.safe_regex.regex), headers, query)
+    if kind == "connect_matcher":
+        return RouteMatch("connect", "", case, None, headers, query)
     if kind == "path_separated_prefix":
         return RouteMatch("separated", match.path_separated_prefix, case, None, headers, query)
     return RouteMatch(str(kind or "prefix"), getattr(match, str(kind or "prefix")), case,

@@ -28,6 +28,7 @@ from pilotfish.core import istio_metrics, prometheus, sniffing
 from pilotfish.core.istio_requests import IstioSeries
 from pilotfish.core.native import (
     access_log,
+    channels,
     hashing,
     http1,
     http2,
@@ -71,22 +72,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(Exception):
         await writer.wait_closed()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                count: Callable[[int], None] | None = None) -> None:
-    try:
-        while data := await reader.read(READ_SIZE):
-            if count is not None:
-                count(len(data))
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            if writer.can_write_eof():
-                writer.write_eof()
 
 
 def _peer(conn: socket.socket) -> tuple[str, int]:
@@ -484,6 +469,17 @@ class NativeProxy:
                                                                  hash_key=key)
         except UpstreamFailed:
             return
+        upstream_channel: channels.Channel = channels.TcpChannel(up_reader, up_writer)
+        if config.tunnel:
+            try:
+                upstream_channel = await self._open_tunnel(cluster, up_reader, up_writer,
+                                                           config.tunnel)
+            except (UpstreamFailed, OSError, ConnectionError, http2.StreamError) as exc:
+                log.debug("tunnel to %s through %s: %s", config.tunnel, cluster.name, exc)
+                self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
+                await _close(up_writer)
+                self._release(cluster.name)
+                return
         stat = f"cluster.{cluster.name}"
         started = time.time()
         moved = [0, 0]  # received from downstream, sent to it
@@ -498,8 +494,8 @@ class NativeProxy:
 
         self.count_tcp(cluster.name, opened=True, peer=peer)
         try:
-            await asyncio.gather(_pipe(reader, up_writer, received),
-                                 _pipe(up_reader, writer, sent))
+            await channels.splice(channels.TcpChannel(reader, writer), upstream_channel,
+                                  received, sent)
         finally:
             await _close(up_writer)
             self._release(cluster.name)
@@ -510,6 +506,27 @@ class NativeProxy:
                 upstream=f"{upstream[0]}:{upstream[1]}",
                 downstream_remote=_address(writer.get_extra_info("peername")),
                 downstream_local=_address(writer.get_extra_info("sockname"))))
+
+    async def _open_tunnel(self, cluster: Cluster, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter, authority: str) -> channels.Channel:
+        """``CONNECT authority`` over a new upstream connection (Envoy's tunneling_config):
+        an HTTP/2 stream for an HTTP/2 cluster, else HTTP/1.1; the tunnel once answered 2xx."""
+        if cluster.protocol == "h2":
+            connection = http2.Connection(reader, writer, client=True)
+            connection.run()
+            return channels.StreamChannel(connection, await connection.connect(authority))
+        writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+        await writer.drain()
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            raise UpstreamFailed(f"CONNECT {authority}: no answer ({exc})", sent=True) \
+                from None
+        status = head.split(b" ", 2)[1:2]
+        if not status or not status[0].startswith(b"2"):
+            line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            raise UpstreamFailed(f"CONNECT {authority}: {line}", sent=True)
+        return channels.TcpChannel(reader, writer)  # bytes past the head stay buffered
 
     # -- clusters: picking hosts, breakers, outlier detection --------------------------------
 
@@ -740,13 +757,36 @@ class NativeProxy:
             self.stats.inc(f"http.{prefix}.downstream_rq_total")
             self.stats.inc(f"http.{prefix}.downstream_rq_http2_total")
             started = time.time()
-            response, outcome, _ = await self._respond(config, request, scheme, destination,
-                                                       peer or NO_PEER)
-            await connection.respond(stream.id, response, request.method == "HEAD")
+            response, outcome, tunnel = await self._respond(config, request, scheme,
+                                                            destination, peer or NO_PEER)
+            if tunnel is not None:
+                outcome = await self._terminate(connection, stream, tunnel[0], outcome,
+                                                destination)
+            else:
+                await connection.respond(stream.id, response, request.method == "HEAD")
             self._finished(config, request, outcome, started, remote, local, peer)
 
         self.stats.inc(f"http.{prefix}.downstream_cx_http2_total")
         await connection.serve(handle, received)
+
+    async def _terminate(self, connection: http2.Connection, stream: http2.Stream,
+                         cluster: Cluster, outcome: Outcome,
+                         destination: tuple[str, int] | None) -> Outcome:
+        """An HTTP/2 CONNECT ended here: its stream's payload to and from the cluster."""
+        try:
+            up_reader, up_writer, host = await self._connect(cluster, set(), destination)
+        except UpstreamFailed as exc:
+            await connection.accept(stream.id, 503, [("content-type", "text/plain")])
+            connection.release(stream.id)
+            return attrs.evolve(outcome, status=503, flags="UF", upstream=str(exc))
+        try:
+            await connection.accept(stream.id)
+            await channels.splice(channels.StreamChannel(connection, stream),
+                                  channels.TcpChannel(up_reader, up_writer))
+        finally:
+            await _close(up_writer)
+            connection.release(stream.id)
+        return attrs.evolve(outcome, upstream=_address(host))
 
     def _finished(self, config: HttpManager, request: http1.Message, outcome: Outcome,
                   started: float, remote: str, local: str, peer: rbac.Facts | None) -> None:
@@ -766,10 +806,13 @@ class NativeProxy:
         """What to answer one request with, whichever protocol carried it; an upgrade
         (WebSocket) comes back as the cluster and request to open the tunnel to."""
         started = time.monotonic()
-        authority = request.header("host") or ""
+        authority = request.header("host") or (request.target if request.method == "CONNECT"
+                                               else "")
         headers = dict(request.headers)
         table = self._table(config)
-        decision = table.route(authority, request.target, headers) if table else None
+        connect = request.method == "CONNECT"  # routed with no path (connect_matcher)
+        decision = table.route(authority, "" if connect else request.target, headers) \
+            if table else None
         added: Sequence[tuple[str, str]] = ()  # what the filters add to the answer
         flags = "-"
         if config.filters:
@@ -811,12 +854,16 @@ class NativeProxy:
         for mirror, portion in action.mirrors:
             if portion >= 1.0 or self.rng.random() < portion:
                 self._shadow(mirror, outgoing, action.timeout)
-        if request.upgrade is not None:
-            if not (config.websocket or action.websocket):
+        if connect or request.upgrade is not None:
+            allowed = (config.connect or action.connect) if connect else \
+                (config.websocket or action.websocket)
+            if not allowed:
                 return self._local(config, routing.Respond(403, b"upgrade not allowed"),
                                    cluster_name, route=route)
-            return (http1.Message([], status=101),
-                    Outcome(101, cluster_name, keep=False, route=route), (cluster, outgoing))
+            status = 200 if connect else 101
+            return (http1.Message([], status=status),
+                    Outcome(status, cluster_name, keep=False, route=route),
+                    (cluster, outgoing))
         try:
             response, host = await self._forward(
                 cluster, outgoing, action, destination, peer.source,
@@ -1058,8 +1105,14 @@ class NativeProxy:
                 [], str(exc).encode(), status=503), "", close=True))
             return
         try:
-            up_writer.write(http1.request_bytes(request) + (request.upgrade or b""))
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            if request.method == "CONNECT":  # terminated here: the payload goes upstream
+                writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+                if request.upgrade:
+                    up_writer.write(request.upgrade)
+            else:
+                up_writer.write(http1.request_bytes(request) + (request.upgrade or b""))
+            await channels.splice(channels.TcpChannel(reader, writer),
+                                  channels.TcpChannel(up_reader, up_writer))
         finally:
             await _close(up_writer)
             self._release(cluster.name)

@@ -89,6 +89,7 @@ class Forward:
     host_rewrite: str = ""
     websocket: bool = False
     mirrors: tuple[tuple[str, float], ...] = ()  # (cluster, share of requests) shadowed
+    connect: bool = False  # a CONNECT is terminated here: its payload goes to the cluster
     hash_policy: tuple[hashing.HashPolicy, ...] = ()  # for RING_HASH / MAGLEV clusters
 
     def cluster(self, draw: int) -> tuple[str, HeaderEdits]:
@@ -283,6 +284,8 @@ def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
         tuple((m.cluster, http_filters.share(m.runtime_fraction.default_value)
                if m.HasField("runtime_fraction") else 1.0)
               for m in action.request_mirror_policies),
+        any(u.upgrade_type.upper() == "CONNECT" and (u.enabled.value if u.HasField(
+            "enabled") else True) for u in action.upgrade_configs),
         hashing.route_policies(action.hash_policy))
 
 

@@ -152,7 +152,9 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.listener.v3.Filter": frozenset({"name", "typed_config"}),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": frozenset({
         "stat_prefix", "cluster", "access_log", "access_log_options", "idle_timeout",
-        "hash_policy"}),
+        "tunneling_config", "hash_policy"}),
+    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig": frozenset({
+        "hostname", "use_post"}),
     "envoy.type.v3.HashPolicy": frozenset({"source_ip"}),
     "envoy.type.v3.HashPolicy.SourceIp": frozenset(),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TcpAccessLogOptions": frozenset({
@@ -167,7 +169,7 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": frozenset({
         "name", "typed_config"}),
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-    ".UpgradeConfig": frozenset({"upgrade_type"}),
+    ".UpgradeConfig": frozenset({"upgrade_type", "enabled"}),
     "envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension":
         frozenset({"typed_config"}),
     "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig": ANY_FIELDS,
@@ -266,7 +268,7 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.route.v3.Decorator": frozenset({"operation"}),
     "envoy.config.route.v3.RouteMatch": frozenset({
         "prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers",
-        "query_parameters"}),
+        "query_parameters", "connect_matcher"}),
     "envoy.type.matcher.v3.RegexMatcher": frozenset({"google_re2", "regex"}),
     "envoy.type.matcher.v3.RegexMatcher.GoogleRE2": frozenset(),
     "envoy.config.route.v3.HeaderMatcher": frozenset({
@@ -293,7 +295,10 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     # only "no limit" (zero durations) is taken: see routing._action
     "envoy.config.route.v3.RouteAction.MaxStreamDuration": frozenset({
         "max_stream_duration", "grpc_timeout_header_max"}),
-    "envoy.config.route.v3.RouteAction.UpgradeConfig": frozenset({"upgrade_type", "enabled"}),
+    "envoy.config.route.v3.RouteAction.UpgradeConfig": frozenset({"upgrade_type", "enabled",
+                                                                  "connect_config"}),
+    "envoy.config.route.v3.RouteAction.UpgradeConfig.ConnectConfig": frozenset(),
+    "envoy.config.route.v3.RouteMatch.ConnectMatcher": frozenset(),
     "envoy.config.route.v3.WeightedCluster": frozenset({"clusters", "total_weight"}),
     "envoy.config.route.v3.WeightedCluster.ClusterWeight": frozenset({
         "name", "weight", "request_headers_to_add", "request_headers_to_remove",

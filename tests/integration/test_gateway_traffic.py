@@ -388,7 +388,8 @@ def connect_proxy(address: str, port: int, seen: list[bytes]) -> socket.socket:
     return serve(address, port, tunnel)
 
 
-def test_tunnel_carries_tcp_through_an_http_connect_proxy(mesh: LocalMesh) -> None:
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_tunnel_carries_tcp_through_an_http_connect_proxy(mesh: LocalMesh, proxy: str) -> None:
     """DestinationRule tunnel: the gateway's tcp_proxy opens ``CONNECT db.example.com:5432``
     to the proxy host, and the client's bytes go through the tunnel."""
     port, proxy_port = free_port(), free_port(APP)
@@ -397,7 +398,8 @@ def test_tunnel_carries_tcp_through_an_http_connect_proxy(mesh: LocalMesh) -> No
     try:
         mesh.write("mesh.yaml", TUNNEL.format(app=APP, proxy_port=proxy_port, port=port))
         mesh.start_discovery()
-        mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"})
+        mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                         extra=["--proxy", proxy])
         mesh.wait_synced("gw-1.default")
 
         def exchange() -> bytes:
