@@ -36,11 +36,15 @@ def socket_address(address: str, port: int) -> address_pb2.Address:
 
 
 def tcp_proxy(destinations: str | Weighted, stat_prefix: str = "",
-              tunnel: Mapping[str, Any] | None = None) -> lc_pb2.Filter:
+              tunnel: Mapping[str, Any] | None = None,
+              hash_source_ip: bool = False) -> lc_pb2.Filter:
     """A tcp_proxy to one cluster, or split by weight (zero weights dropped, as Istio does);
     ``tunnel`` (a DestinationRule's, see translators/tunnel.py) carries the bytes through
-    an HTTP CONNECT (or POST) to ``targetHost:targetPort``."""
+    an HTTP CONNECT (or POST) to ``targetHost:targetPort``; ``hash_source_ip`` (a
+    ``consistentHash`` with ``useSourceIp``) keys a hashed cluster on the client's IP."""
     proxy = tcp_proxy_pb2.TcpProxy(access_log=access_logs.for_tcp())
+    if hash_source_ip:
+        proxy.hash_policy.add().source_ip.SetInParent()
     if tunnel is not None:
         proxy.tunneling_config.hostname = f"{tunnel['targetHost']}:{int(tunnel['targetPort'])}"
         proxy.tunneling_config.use_post = str(tunnel.get("protocol") or "CONNECT") == "POST"

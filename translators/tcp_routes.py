@@ -22,7 +22,8 @@ from pilotfish.core.push_context import (
     VirtualService,
     _gateway_ref,  # the one normalisation of gateway names, shared with the push context
 )
-from pilotfish.translators.common import OUTBOUND, cluster_name
+from pilotfish.translators.common import OUTBOUND, cluster_name, parse_cluster_name
+from pilotfish.translators.destinations import consistent_hash
 from pilotfish.translators.filter_chains import Weighted, tcp_proxy
 from pilotfish.translators.tunnel import tunnel_for
 
@@ -51,8 +52,22 @@ class TlsRoute:
 
 
 def l4_proxy(ctx: RouteContext, destinations: str | Weighted) -> lc_pb2.Filter:
-    """tcp_proxy to ``destinations``, through the HTTP tunnel their DestinationRule sets."""
-    return tcp_proxy(destinations, tunnel=tunnel_for(ctx.push, ctx.proxy, destinations))
+    """tcp_proxy to ``destinations``, through the HTTP tunnel their DestinationRule sets,
+    hashing on the client's IP when a single destination's ``consistentHash`` says
+    ``useSourceIp`` (as Istio does)."""
+    return tcp_proxy(destinations, tunnel=tunnel_for(ctx.push, ctx.proxy, destinations),
+                     hash_source_ip=_hashes_source_ip(ctx, destinations))
+
+
+def _hashes_source_ip(ctx: RouteContext, destinations: str | Weighted) -> bool:
+    kept = [destinations] if isinstance(destinations, str) else \
+        [name for name, weight in destinations if weight > 0]
+    parsed = parse_cluster_name(kept[0]) if len(kept) == 1 else None
+    if parsed is None or parsed[0] != OUTBOUND:
+        return False
+    _, port, subset, host = parsed
+    spec = consistent_hash(ctx.push, ctx.proxy, host, port, subset)
+    return bool((spec or {}).get("useSourceIp"))
 
 
 def _in_subnets(subnets: Sequence[str], addresses: Sequence[str]) -> bool:

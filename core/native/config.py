@@ -27,7 +27,17 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from pilotfish.core.native import access_log, http_filters, matchers, rbac, routing, subset
+from pilotfish.core.native import (
+    access_log,
+    breakers,
+    hashing,
+    http_filters,
+    matchers,
+    outlier,
+    rbac,
+    routing,
+    subset,
+)
 from pilotfish.core.xds import types
 
 TCP_PROXY = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -55,6 +65,9 @@ class Endpoint:
     weight: int = 1
     healthy: bool = True
     tls_mode: str = ""  # the endpoint's istio metadata tlsMode ("istio" with a sidecar)
+    priority: int = 0
+    locality: str = ""  # region/zone/sub_zone
+    locality_weight: int = 0  # its LocalityLbEndpoints' load_balancing_weight (0: unset)
 
 
 @attrs.frozen
@@ -62,10 +75,14 @@ class Cluster:
     name: str
     kind: str  # EDS | STATIC | ORIGINAL_DST
     service_name: str  # what EDS knows it by
-    lb: str  # ROUND_ROBIN | LEAST_REQUEST | RANDOM | CLUSTER_PROVIDED
+    lb: str  # ROUND_ROBIN | LEAST_REQUEST | RANDOM | RING_HASH | MAGLEV | CLUSTER_PROVIDED
     connect_timeout: float
     endpoints: tuple[Endpoint, ...] = ()  # STATIC's own; EDS's come from ``ConfigState``
-    max_connections: int = 2**32 - 1
+    limits: breakers.Limits = attrs.field(factory=breakers.Limits)
+    outlier_detection: outlier.Outlier | None = None
+    locality_weighted: bool = False  # common_lb_config.locality_weighted_lb_config
+    ring_size: tuple[int, int] = (hashing.RING_MIN, hashing.RING_MAX)  # RING_HASH (min, max)
+    maglev_size: int = hashing.MAGLEV_SIZE
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
     resource: Message | None = attrs.field(default=None, eq=False, repr=False)
     bind_address: str = ""  # upstream_bind_config: connect from this address
@@ -91,6 +108,7 @@ class TcpProxy:
     idle_timeout: float = 3600.0
     access: access_log.Format | None = None  # the stdout access log's format
     tunnel: str = ""  # tunneling_config: CONNECT to this authority through the cluster
+    hash_policy: tuple[hashing.HashPolicy, ...] = ()  # for RING_HASH / MAGLEV clusters
 
 
 @attrs.frozen
@@ -298,20 +316,77 @@ def _http_options(resource: cluster_pb2.Cluster) -> dict[str, Any]:
             "idle_timeout": _seconds(common.idle_timeout, 0.0), "protocol": protocol}
 
 
+def _limits(resource: cluster_pb2.Cluster) -> breakers.Limits:
+    """The thresholds at DEFAULT priority; what they leave unset keeps Envoy's default."""
+    limits = breakers.Limits()
+    for threshold in resource.circuit_breakers.thresholds:
+        if threshold.priority != 0:  # HIGH: the native proxy routes everything at DEFAULT
+            continue
+        for name in ("max_connections", "max_pending_requests", "max_requests",
+                     "max_retries"):
+            if threshold.HasField(name):
+                limits = attrs.evolve(limits, **{name: getattr(threshold, name).value})
+    return limits
+
+
+def _outlier(resource: cluster_pb2.Cluster) -> outlier.Outlier | None:
+    if not resource.HasField("outlier_detection"):
+        return None
+    detection = resource.outlier_detection
+    # Success-rate ejection (Envoy enforces it unless told 0) is not implemented here:
+    # refused rather than ignored. Istio always sets it to 0.
+    for name in ("enforcing_success_rate", "enforcing_local_origin_success_rate"):
+        if not detection.HasField(name) or getattr(detection, name).value:
+            if name == "enforcing_local_origin_success_rate" and \
+                    not detection.split_external_local_origin_errors:
+                continue  # only split errors have a local-origin success rate
+            raise subset.Unsupported(f"outlier_detection.{name}", "success-rate ejection is "
+                                     "not supported by the native proxy (set it to 0)")
+    defaults = outlier.Outlier()
+    values: dict[str, Any] = {}
+    for name in ("consecutive_5xx", "consecutive_gateway_failure",
+                 "consecutive_local_origin_failure", "enforcing_consecutive_5xx",
+                 "enforcing_consecutive_gateway_failure",
+                 "enforcing_consecutive_local_origin_failure", "max_ejection_percent"):
+        if detection.HasField(name):
+            values[name] = getattr(detection, name).value
+    for name in ("interval", "base_ejection_time", "max_ejection_time"):
+        values[name] = _seconds(getattr(detection, name), getattr(defaults, name))
+    values["split_external_local_origin_errors"] = \
+        detection.split_external_local_origin_errors
+    return outlier.Outlier(**values)
+
+
+def _balancing(resource: cluster_pb2.Cluster) -> dict[str, Any]:
+    ring = resource.ring_hash_lb_config
+    if ring.hash_function != ring.XX_HASH:
+        raise subset.Unsupported("ring_hash_lb_config.hash_function", "only XX_HASH (the "
+                                 "default; hashed here with BLAKE2b) is supported")
+    size = resource.maglev_lb_config.table_size.value or hashing.MAGLEV_SIZE
+    if resource.lb_policy == cluster_pb2.Cluster.MAGLEV and (size < 2 or any(
+            size % d == 0 for d in range(2, int(size ** 0.5) + 1))):
+        raise subset.Unsupported("maglev_lb_config.table_size", "must be a prime")
+    return {
+        "limits": _limits(resource), "outlier_detection": _outlier(resource),
+        "locality_weighted": resource.common_lb_config.HasField(
+            "locality_weighted_lb_config"),
+        "ring_size": (ring.minimum_ring_size.value or hashing.RING_MIN,
+                      ring.maximum_ring_size.value or hashing.RING_MAX),
+        "maglev_size": size,
+    }
+
+
 def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
     kind = cluster_pb2.Cluster.DiscoveryType.Name(resource.type)
     if kind not in ("EDS", "STATIC", "ORIGINAL_DST"):
         raise subset.Unsupported("type", f"cluster type {kind} is not supported by the "
                                  "native proxy (EDS, STATIC, ORIGINAL_DST are)")
     lb = cluster_pb2.Cluster.LbPolicy.Name(resource.lb_policy)
-    if lb not in ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "CLUSTER_PROVIDED"):
+    if lb not in ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV",
+                  "CLUSTER_PROVIDED"):
         raise subset.Unsupported("lb_policy", f"load balancing {lb} is not supported by the "
                                  "native proxy")
     endpoints = tuple(endpoints_of(resource.load_assignment)) if kind == "STATIC" else ()
-    limit = 2**32 - 1
-    for threshold in resource.circuit_breakers.thresholds:
-        if threshold.priority == 0 and threshold.HasField("max_connections"):
-            limit = threshold.max_connections.value
     matches = []
     for index, match in enumerate(resource.transport_socket_matches):
         fields = match.match.fields
@@ -322,7 +397,7 @@ def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
         name=resource.name, kind=kind,
         service_name=resource.eds_cluster_config.service_name or resource.name, lb=lb,
         connect_timeout=_seconds(resource.connect_timeout, 5.0), endpoints=endpoints,
-        max_connections=limit,
+        **_balancing(resource),
         metadata=json_format.MessageToDict(resource.metadata) if resource.HasField(
             "metadata") else {},
         resource=resource,
@@ -336,8 +411,10 @@ def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
 def endpoints_of(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[Endpoint]:
     out = []
     for locality in assignment.endpoints:
-        if locality.priority:  # failover priorities: only the first is served here
-            continue
+        where = locality.locality
+        place = "/".join((where.region, where.zone, where.sub_zone)).rstrip("/")
+        # with locality_weighted_lb_config, a locality without a weight gets no traffic
+        locality_weight = locality.load_balancing_weight.value
         for lb_endpoint in locality.lb_endpoints:
             address = lb_endpoint.endpoint.address.socket_address
             weight = lb_endpoint.load_balancing_weight.value or 1
@@ -347,7 +424,7 @@ def endpoints_of(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[Endpoin
                 "tlsMode" in marks.fields else ""
             out.append(Endpoint(address.address, address.port_value, weight,
                                 lb_endpoint.health_status in (0, 1),  # UNKNOWN, HEALTHY
-                                mode))
+                                mode, locality.priority, place, locality_weight))
     return out
 
 
@@ -372,7 +449,8 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager:
         return TcpProxy(message.cluster, message.stat_prefix,
                         _seconds(message.idle_timeout, 3600.0),
                         _access_format(message.access_log),
-                        message.tunneling_config.hostname)
+                        message.tunneling_config.hostname,
+                        hashing.tcp_policies(message.hash_policy))
     if isinstance(message, hcm_pb2.HttpConnectionManager):
         filters = http_filters.compile_filters(message.http_filters, f"{where}.typed_config")
         inline = routing.compile_routes(message.route_config) if message.HasField(

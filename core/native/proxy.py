@@ -29,6 +29,7 @@ from pilotfish.core.istio_requests import IstioSeries
 from pilotfish.core.native import (
     access_log,
     channels,
+    hashing,
     http1,
     http2,
     http_filters,
@@ -46,7 +47,7 @@ from pilotfish.core.native.config import (
 )
 from pilotfish.core.native.http2 import starts_h2
 from pilotfish.core.native.stats import Stats
-from pilotfish.core.native.upstreams import Balancer
+from pilotfish.core.native.upstreams import HASHED, Upstream
 
 log = logging.getLogger("pilotfish.native")
 
@@ -54,14 +55,17 @@ IDLE_TIMEOUT = 30.0  # an idle upstream connection is not reused after this
 READ_SIZE = 65536
 NO_PEER = rbac.Facts()  # what a request tells of a connection nobody described
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+OVERFLOW = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+TIMEOUT = "upstream request timeout"
 
 
 class UpstreamFailed(Exception):
     """No response came: the reason, as Envoy words it in its 503 body."""
 
-    def __init__(self, reason: str, sent: bool) -> None:
+    def __init__(self, reason: str, sent: bool, flag: str = "UF") -> None:
         super().__init__(reason)
         self.sent = sent  # the request may have reached the upstream
+        self.flag = flag  # the response flag: UF, or UO for a circuit breaker's overflow
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
@@ -202,6 +206,16 @@ async def _streams(conn: socket.socket, context: ssl.SSLContext | None
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
+class _Connecting:
+    """A connection being made: it counts against max_connections already (as Envoy's)."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def is_closing(self) -> bool:
+        return self.done
+
+
 class Pool:
     """Idle upstream HTTP/1.1 connections by (cluster, host, port): a cluster's TLS is its
     own. A connection is reused while idle for less than the cluster's idle timeout (at most
@@ -249,7 +263,10 @@ class NativeProxy:
         self.istio = IstioSeries()  # Istio's standard metrics, counted as requests finish
         self.servers: dict[str, socket.socket] = {}
         self.bound: dict[str, tuple[str, int]] = {}
-        self.balancers: dict[str, Balancer] = {}
+        self.upstreams: dict[str, Upstream] = {}  # by cluster: balancer, breaker, outlier
+        # open upstream connections by cluster and host (what max_connections counts)
+        self.open: dict[str, dict[tuple[str, int], set[Any]]] = {}  # writers, _Connecting
+        self._released: dict[str, list[asyncio.Future[None]]] = {}  # pending requests
         self.pool = Pool()
         self.h2_pool: dict[tuple[str, str, int], http2.Connection] = {}
         self.draining = False
@@ -445,8 +462,11 @@ class NativeProxy:
         if cluster is None:
             self.stats.inc(f"tcp.{config.stat_prefix}.downstream_cx_no_route")
             return
+        key = hashing.request_key(config.hash_policy, (), source=_address(
+            writer.get_extra_info("peername"))).hash if cluster.lb in HASHED else None
         try:
-            up_reader, up_writer, upstream = await self._connect(cluster, set(), destination)
+            up_reader, up_writer, upstream = await self._connect(cluster, set(), destination,
+                                                                 hash_key=key)
         except UpstreamFailed:
             return
         upstream_channel: channels.Channel = channels.TcpChannel(up_reader, up_writer)
@@ -458,6 +478,7 @@ class NativeProxy:
                 log.debug("tunnel to %s through %s: %s", config.tunnel, cluster.name, exc)
                 self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
                 await _close(up_writer)
+                self._release(cluster.name)
                 return
         stat = f"cluster.{cluster.name}"
         started = time.time()
@@ -477,6 +498,7 @@ class NativeProxy:
                                   received, sent)
         finally:
             await _close(up_writer)
+            self._release(cluster.name)
             self.count_tcp(cluster.name, received=moved[0], sent=moved[1], peer=peer)
             self.log(config.access, access_log.Entry(
                 started, received=moved[0], sent=moved[1],
@@ -506,21 +528,110 @@ class NativeProxy:
             raise UpstreamFailed(f"CONNECT {authority}: {line}", sent=True)
         return channels.TcpChannel(reader, writer)  # bytes past the head stay buffered
 
+    # -- clusters: picking hosts, breakers, outlier detection --------------------------------
+
+    def _upstream(self, cluster: Cluster) -> Upstream:
+        """The cluster's balancer, breaker and detector (new ones when it changed)."""
+        found = self.upstreams.get(cluster.name)
+        if found is None or (found.cluster is not cluster and found.cluster != cluster):
+            found = self.upstreams[cluster.name] = Upstream.of(cluster, self.rng)
+        return found
+
     def _pick(self, cluster: Cluster, avoid: set[tuple[str, int]],
-              destination: tuple[str, int] | None) -> Endpoint | None:
+              destination: tuple[str, int] | None,
+              hash_key: int | None = None) -> Endpoint | None:
         if cluster.kind == "ORIGINAL_DST":
             return Endpoint(*destination) if destination is not None else None
-        balancer = self.balancers.setdefault(cluster.name, Balancer(cluster.lb))
-        return balancer.pick(self.state.endpoints_of(cluster), avoid, self.rng)
+        return self._upstream(cluster).pick(self.state.endpoints_of(cluster),
+                                            time.monotonic(), avoid, self.rng, hash_key)
+
+    def _open_count(self, cluster: str, host: tuple[str, int]) -> tuple[int, int]:
+        """Open connections of the cluster, and to ``host``, forgetting closed ones."""
+        total = mine = 0
+        hosts = self.open.get(cluster, {})
+        for key in list(hosts):
+            writers = hosts[key]
+            writers -= {w for w in writers if w.is_closing()}
+            if not writers:
+                del hosts[key]
+            total += len(writers)
+            if key == host:
+                mine = len(writers)
+        return total, mine
+
+    def _release(self, cluster: str) -> None:
+        """A connection or request came free: pending requests look again."""
+        for waiter in self._released.pop(cluster, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait_connection(self, cluster: Cluster, upstream: Upstream,
+                               endpoint: Endpoint
+                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Wait, as a pending request, until the breaker lets ``endpoint`` have a
+        connection: an idle one of its own (returned), or room for a new one (None)."""
+        host = (endpoint.host, endpoint.port)
+        counted = False
+        while not upstream.breaker.may_connect(*self._open_count(cluster.name, host)):
+            if not counted:
+                self.stats.inc(f"cluster.{cluster.name}.upstream_cx_overflow")
+                counted = True
+            if not upstream.breaker.start_pending():
+                self.stats.inc(f"cluster.{cluster.name}.upstream_rq_pending_overflow")
+                raise UpstreamFailed(OVERFLOW, sent=False, flag="UO")
+            waiter = asyncio.get_running_loop().create_future()
+            self._released.setdefault(cluster.name, []).append(waiter)
+            try:
+                await waiter
+            finally:
+                upstream.breaker.end_pending()
+            pooled = self.pool.take((cluster.name, *host), cluster.idle_timeout)
+            if pooled is not None:
+                return pooled
+        return None
+
+    def _outlier(self, cluster: Cluster, host: tuple[str, int], status: int = 0,
+                 failed: str = "") -> None:
+        """Tell outlier detection how a request to ``host`` went: its status, or a local
+        failure ("connect", "reset", "timeout"; "" with no status: connected)."""
+        upstream = self.upstreams.get(cluster.name)
+        detector = upstream.detector if upstream is not None else None
+        if detector is None or cluster.kind == "ORIGINAL_DST":
+            return
+        size = len(self.state.endpoints_of(cluster))
+        now = time.monotonic()
+        if status:
+            detector.http_status(host, status, now, size)
+        elif failed:
+            detector.local_failure(host, now, size, timeout=failed == "timeout")
+        else:
+            detector.local_success(host)
+        prefix = f"cluster.{cluster.name}.outlier_detection"
+        for name, value in detector.statistics().items():
+            if name == "ejections_active":
+                self.stats.gauges[f"{prefix}.{name}"] = value
+            else:
+                self.stats.counters[f"{prefix}.{name}"] = value
+
+    def _breaker_gauges(self, cluster: Cluster, upstream: Upstream) -> None:
+        total = sum(len(w) for w in self.open.get(cluster.name, {}).values())
+        prefix = f"cluster.{cluster.name}.circuit_breakers.default"
+        for name, value in upstream.breaker.statistics(total).items():
+            self.stats.gauges[f"{prefix}.{name}"] = value
 
     async def _connect(self, cluster: Cluster, avoid: set[tuple[str, int]],
                        destination: tuple[str, int] | None = None,
-                       endpoint: Endpoint | None = None
+                       endpoint: Endpoint | None = None, hash_key: int | None = None
                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tuple[str, int]]:
-        endpoint = endpoint or self._pick(cluster, avoid, destination)
+        endpoint = endpoint or self._pick(cluster, avoid, destination, hash_key)
         if endpoint is None:
             self.stats.inc(f"cluster.{cluster.name}.upstream_cx_none_healthy")
             raise UpstreamFailed("no healthy upstream", sent=False)
+        upstream = self._upstream(cluster)
+        if not upstream.breaker.may_connect(*self._open_count(
+                cluster.name, (endpoint.host, endpoint.port))):
+            self.stats.inc(f"cluster.{cluster.name}.upstream_cx_overflow")
+            raise UpstreamFailed(OVERFLOW, sent=False, flag="UO")
         host = (endpoint.host, endpoint.port)
         avoid.add(host)
         self.stats.inc(f"cluster.{cluster.name}.upstream_cx_total")
@@ -534,15 +645,25 @@ class NativeProxy:
             options["server_hostname"] = origination.sni or None
         if cluster.bind_address:
             options["local_addr"] = (cluster.bind_address, 0)
+        connecting = _Connecting()
+        opened = self.open.setdefault(cluster.name, {}).setdefault(host, set())
+        opened.add(connecting)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(endpoint.host, endpoint.port, limit=READ_SIZE,
                                         **options), cluster.connect_timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
+            self._outlier(cluster, host, failed="connect")
+            opened.discard(connecting)
+            self._release(cluster.name)  # its place is free again
             raise UpstreamFailed("upstream connect error or disconnect/reset before "
                                  f"headers. reset reason: connection failure ({exc})",
                                  sent=False) from None
+        finally:
+            connecting.done = True
+            opened.discard(connecting)
+        opened.add(writer)
         if origination is not None and not origination.server.names_match(
                 tls.peer_names(writer.get_extra_info("ssl_object"))):
             writer.close()
@@ -552,6 +673,7 @@ class NativeProxy:
                                  sent=False)
         if origination is not None:
             self.stats.inc(f"cluster.{cluster.name}.ssl.handshake")
+        self._outlier(cluster, host)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -743,12 +865,14 @@ class NativeProxy:
                     Outcome(status, cluster_name, keep=False, route=route),
                     (cluster, outgoing))
         try:
-            response, host = await self._forward(cluster, outgoing, action, destination)
+            response, host = await self._forward(
+                cluster, outgoing, action, destination, peer.source,
+                _address(destination) if destination else "")
         except UpstreamFailed as exc:
             timeout = str(exc) == "upstream request timeout"
             return self._local(config, routing.Respond(504 if timeout else 503,
                                                        str(exc).encode()),
-                               cluster_name, "UT" if timeout else "UF", route)
+                               cluster_name, "UT" if timeout else exc.flag, route)
         response.headers = decision.response_edits.apply(response.headers) + list(added)
         elapsed = int((time.monotonic() - started) * 1000)
         response.headers.append(("x-envoy-upstream-service-time", str(elapsed)))
@@ -801,47 +925,93 @@ class NativeProxy:
                              trailers=request.trailers)
 
     async def _forward(self, cluster: Cluster, request: http1.Message,
-                       action: routing.Forward, destination: tuple[str, int] | None = None
+                       action: routing.Forward, destination: tuple[str, int] | None = None,
+                       source: str = "", local: str = ""
                        ) -> tuple[http1.Message, tuple[str, int]]:
+        """Send ``request`` with the route's retries; ``source`` (the client's IP) and
+        ``local`` (the address it reached) are for hash policies."""
         retry = action.retry
         attempts = 1 + (retry.num_retries if retry else 0)
         tried: set[tuple[str, int]] = set()
+        key = hashing.request_key(action.hash_policy, request.headers, request.target,
+                                  source, local) if cluster.lb in HASHED else None
+        # a hashed request stays on its host unless the retry policy says otherwise
+        sticky = key is not None and key.hash is not None and not (
+            retry is not None and retry.other_hosts)
+        breaker = self._upstream(cluster).breaker
         last: UpstreamFailed | None = None
         response: tuple[http1.Message, tuple[str, int]] | None = None
         for attempt in range(attempts):
+            if attempt and not breaker.start_retry():
+                self.stats.inc(f"cluster.{cluster.name}.upstream_rq_retry_overflow")
+                break
             try:
-                response = await self._attempt(cluster, request, tried, action.timeout,
+                response = await self._attempt(cluster, request, set() if sticky else tried,
+                                               action.timeout,
                                                retry.per_try_timeout if retry else 0.0,
-                                               destination)
+                                               destination,
+                                               key.hash if key is not None else None)
             except UpstreamFailed as exc:
                 last = exc
                 self.stats.inc(f"cluster.{cluster.name}.upstream_rq_retry")
                 may_retry = retry is not None and retry.retries_connect_failure and (
-                    not exc.sent or request.method in IDEMPOTENT)
-                if str(exc) == "upstream request timeout" or not may_retry:
+                    not exc.sent or request.method in IDEMPOTENT) and exc.flag != "UO"
+                if str(exc) == TIMEOUT or not may_retry:
                     raise
                 continue
+            finally:
+                if attempt:
+                    breaker.end_retry()
             if retry is not None and attempt + 1 < attempts and \
                     retry.retries_status(response[0].status):
                 continue
-            return response
-        if response is not None:
-            return response
-        assert last is not None
-        raise last
+            break
+        if response is None:
+            assert last is not None
+            raise last
+        if key is not None and key.set_cookie:
+            response[0].headers.append(("set-cookie", key.set_cookie))
+        return response
 
     async def _attempt(self, cluster: Cluster, request: http1.Message,
                        tried: set[tuple[str, int]], timeout: float, per_try: float,
-                       destination: tuple[str, int] | None = None
+                       destination: tuple[str, int] | None = None,
+                       hash_key: int | None = None
                        ) -> tuple[http1.Message, tuple[str, int]]:
         limit = min(t for t in (timeout, per_try) if t > 0) if (timeout or per_try) else 0
-        if cluster.protocol == "h2" or (cluster.protocol == "downstream" and
-                                        request.version == "2"):
-            return await self._attempt_h2(cluster, request, tried, limit, destination)
-        balancer = self.balancers.setdefault(cluster.name, Balancer(cluster.lb))
-        endpoint = self._pick(cluster, tried, destination)
+        upstream = self._upstream(cluster)
+        if not upstream.breaker.start_request():
+            self.stats.inc(f"cluster.{cluster.name}.upstream_rq_pending_overflow")
+            raise UpstreamFailed(OVERFLOW, sent=False, flag="UO")
+        try:
+            if cluster.protocol == "h2" or (cluster.protocol == "downstream" and
+                                            request.version == "2"):
+                return await self._attempt_h2(cluster, request, tried, limit, destination,
+                                              hash_key)
+            return await self._exchange_upstream(cluster, upstream, request, tried, limit,
+                                                 destination, hash_key)
+        finally:
+            upstream.breaker.end_request()
+            self._release(cluster.name)
+            self._breaker_gauges(cluster, upstream)
+
+    async def _exchange_upstream(self, cluster: Cluster, upstream: Upstream,
+                                 request: http1.Message, tried: set[tuple[str, int]],
+                                 limit: float, destination: tuple[str, int] | None,
+                                 hash_key: int | None
+                                 ) -> tuple[http1.Message, tuple[str, int]]:
+        """One try: a host, a pooled or new connection (waiting as a pending request when
+        the breaker says so), the request, its response."""
+        balancer = upstream.balancer
+        endpoint = self._pick(cluster, tried, destination, hash_key)
         pooled = self.pool.take((cluster.name, endpoint.host, endpoint.port),
                                 cluster.idle_timeout) if endpoint else None
+        if pooled is None and endpoint is not None and cluster.kind != "ORIGINAL_DST":
+            waiting = self._wait_connection(cluster, upstream, endpoint)
+            try:
+                pooled = await (asyncio.wait_for(waiting, limit) if limit else waiting)
+            except TimeoutError:
+                raise UpstreamFailed(TIMEOUT, sent=False) from None
         if pooled is not None and endpoint is not None:
             reader, writer = pooled
             host = (endpoint.host, endpoint.port)
@@ -859,15 +1029,18 @@ class NativeProxy:
         except TimeoutError:
             self.pool.used.pop(writer, None)
             await _close(writer)
-            raise UpstreamFailed("upstream request timeout", sent=True) from None
+            self._outlier(cluster, host, failed="timeout")
+            raise UpstreamFailed(TIMEOUT, sent=True) from None
         except (OSError, ConnectionError, http1.ParseError, EOFError) as exc:
             self.pool.used.pop(writer, None)
             await _close(writer)
+            self._outlier(cluster, host, failed="reset")
             raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
                                  f"reset reason: connection termination ({exc})",
                                  sent=sent) from None
         finally:
             balancer.finished(host)
+        self._outlier(cluster, host, status=response.status)
         if not (response.keep_alive and request.method != "HEAD" and self.pool.give(
                 (cluster.name, *host), reader, writer, cluster.max_requests_per_connection)):
             await _close(writer)
@@ -875,12 +1048,13 @@ class NativeProxy:
 
     async def _attempt_h2(self, cluster: Cluster, request: http1.Message,
                           tried: set[tuple[str, int]], limit: float,
-                          destination: tuple[str, int] | None = None
+                          destination: tuple[str, int] | None = None,
+                          hash_key: int | None = None
                           ) -> tuple[http1.Message, tuple[str, int]]:
         """One try over HTTP/2: a stream on the host's pooled connection (opened when
         there is none that takes another stream)."""
-        balancer = self.balancers.setdefault(cluster.name, Balancer(cluster.lb))
-        endpoint = self._pick(cluster, tried, destination)
+        balancer = self._upstream(cluster).balancer
+        endpoint = self._pick(cluster, tried, destination, hash_key)
         key = (cluster.name, endpoint.host, endpoint.port) if endpoint else None
         connection = self.h2_pool.get(key) if key else None
         if connection is not None and connection.usable and endpoint is not None:
@@ -895,14 +1069,18 @@ class NativeProxy:
         scheme = "https" if cluster.origination(endpoint) is not None else "http"
         try:
             coroutine = connection.request(request, scheme)
-            return await (asyncio.wait_for(coroutine, limit) if limit else coroutine), host
+            response = await (asyncio.wait_for(coroutine, limit) if limit else coroutine)
         except TimeoutError:
-            raise UpstreamFailed("upstream request timeout", sent=True) from None
+            self._outlier(cluster, host, failed="timeout")
+            raise UpstreamFailed(TIMEOUT, sent=True) from None
         except (http2.StreamError, OSError) as exc:
+            self._outlier(cluster, host, failed="reset")
             raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
                                  f"reset reason: remote reset ({exc})", sent=True) from None
         finally:
             balancer.finished(host)
+        self._outlier(cluster, host, status=response.status)
+        return response, host
 
     @staticmethod
     async def _read_response(reader: asyncio.StreamReader, parser: http1.Parser
@@ -937,6 +1115,7 @@ class NativeProxy:
                                   channels.TcpChannel(up_reader, up_writer))
         finally:
             await _close(up_writer)
+            self._release(cluster.name)
 
     def _local(self, config: HttpManager, answer: routing.Respond, cluster: str = "",
                flags: str = "-", route: str = "") -> Answered:
@@ -1011,25 +1190,44 @@ class NativeProxy:
 
     # -- what admin shows ----------------------------------------------------------------
 
+    def _ejected(self, cluster: str) -> frozenset[tuple[str, int]]:
+        upstream = self.upstreams.get(cluster)
+        detector = upstream.detector if upstream is not None else None
+        return detector.ejected() if detector is not None else frozenset()
+
     def clusters_text(self) -> str:
         lines = []
         for name, cluster in sorted(self.state.clusters.items()):
+            ejected = self._ejected(name)
             for endpoint in self.state.endpoints_of(cluster):
-                flags = "healthy" if endpoint.healthy else "/failed_eds_health"
-                lines.append(f"{name}::{endpoint.host}:{endpoint.port}::health_flags::{flags}")
-                lines.append(f"{name}::{endpoint.host}:{endpoint.port}::weight::"
-                             f"{endpoint.weight}")
+                flags = "/failed_outlier_check" if (endpoint.host, endpoint.port) in ejected \
+                    else "healthy" if endpoint.healthy else "/failed_eds_health"
+                at = f"{name}::{endpoint.host}:{endpoint.port}"
+                lines.append(f"{at}::health_flags::{flags}")
+                lines.append(f"{at}::weight::{endpoint.weight}")
+                lines.append(f"{at}::priority::{endpoint.priority}")
+                if endpoint.locality:
+                    region, zone, sub_zone = [*endpoint.locality.split("/"), "", ""][:3]
+                    lines.append(f"{at}::region::{region}")
+                    lines.append(f"{at}::zone::{zone}")
+                    lines.append(f"{at}::sub_zone::{sub_zone}")
         return "\n".join(lines) + "\n"
 
     def clusters_json(self) -> dict[str, Any]:
         """Envoy's ``/clusters?format=json``: every cluster's hosts and their health."""
         statuses = []
         for name, cluster in sorted(self.state.clusters.items()):
-            statuses.append({"name": name, "host_statuses": [{
-                "address": {"socket_address": {"address": e.host, "port_value": e.port}},
-                "health_status": {"eds_health_status": "HEALTHY" if e.healthy
-                                  else "UNHEALTHY"},
-                "weight": e.weight} for e in self.state.endpoints_of(cluster)]})
+            ejected = self._ejected(name)
+            hosts = []
+            for e in self.state.endpoints_of(cluster):
+                health: dict[str, Any] = {"eds_health_status": "HEALTHY" if e.healthy
+                                          else "UNHEALTHY"}
+                if (e.host, e.port) in ejected:
+                    health["failed_outlier_check"] = True
+                hosts.append({
+                    "address": {"socket_address": {"address": e.host, "port_value": e.port}},
+                    "health_status": health, "weight": e.weight, "priority": e.priority})
+            statuses.append({"name": name, "host_statuses": hosts})
         return {"cluster_statuses": statuses}
 
     def listeners_text(self) -> str:

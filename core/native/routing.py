@@ -17,7 +17,7 @@ import attrs
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 
-from pilotfish.core.native import http_filters, subset
+from pilotfish.core.native import hashing, http_filters, subset
 from pilotfish.core.native.matchers import RouteMatch, route_match
 
 Headers = Sequence[tuple[str, str]]  # lower-case names, as received
@@ -90,6 +90,7 @@ class Forward:
     websocket: bool = False
     mirrors: tuple[tuple[str, float], ...] = ()  # (cluster, share of requests) shadowed
     connect: bool = False  # a CONNECT is terminated here: its payload goes to the cluster
+    hash_policy: tuple[hashing.HashPolicy, ...] = ()  # for RING_HASH / MAGLEV clusters
 
     def cluster(self, draw: int) -> tuple[str, HeaderEdits]:
         """The cluster for ``draw`` in ``[0, total weight)``."""
@@ -284,7 +285,8 @@ def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
                if m.HasField("runtime_fraction") else 1.0)
               for m in action.request_mirror_policies),
         any(u.upgrade_type.upper() == "CONNECT" and (u.enabled.value if u.HasField(
-            "enabled") else True) for u in action.upgrade_configs))
+            "enabled") else True) for u in action.upgrade_configs),
+        hashing.route_policies(action.hash_policy))
 
 
 def _per_filter(configs: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -51,6 +51,11 @@ def _prometheus_name(name: str) -> tuple[str, list[tuple[str, str]]]:
     """Envoy's tag extraction for the names used here: ``cluster.NAME.x`` →
     ``envoy_cluster_x{envoy_cluster_name="NAME"}``, ``http.PREFIX.x`` likewise."""
     scope, _, rest = name.partition(".")
+    for inner in (".outlier_detection.", ".circuit_breakers."):  # cluster names hold dots
+        if scope == "cluster" and inner in rest:
+            tagged, _, stat = rest.partition(inner)
+            return (f"envoy_cluster_{inner.strip('.')}_{stat.replace('.', '_')}",
+                    [("envoy_cluster_name", tagged)])
     if scope in ("cluster", "http", "listener") and "." in rest:
         tagged, _, stat = rest.rpartition(".")
         label = {"cluster": "envoy_cluster_name", "http": "envoy_http_conn_manager_prefix",

@@ -51,7 +51,19 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "load_assignment", "circuit_breakers", "metadata", "alt_stat_name",
         "typed_extension_protocol_options", "common_lb_config", "respect_dns_ttl",
         "dns_lookup_family", "upstream_bind_config", "transport_socket",
-        "transport_socket_matches"}),
+        "transport_socket_matches", "outlier_detection", "ring_hash_lb_config",
+        "maglev_lb_config"}),
+    # success-rate ejection is not run: enforcing_success_rate must be 0 (config._outlier)
+    "envoy.config.cluster.v3.OutlierDetection": frozenset({
+        "consecutive_5xx", "consecutive_gateway_failure", "consecutive_local_origin_failure",
+        "enforcing_consecutive_5xx", "enforcing_consecutive_gateway_failure",
+        "enforcing_consecutive_local_origin_failure", "interval", "base_ejection_time",
+        "max_ejection_time", "max_ejection_percent", "split_external_local_origin_errors",
+        "enforcing_success_rate", "enforcing_local_origin_success_rate"}),
+    # only XX_HASH, the default (config._balancing)
+    "envoy.config.cluster.v3.Cluster.RingHashLbConfig": frozenset({
+        "minimum_ring_size", "maximum_ring_size", "hash_function"}),
+    "envoy.config.cluster.v3.Cluster.MaglevLbConfig": frozenset({"table_size"}),
     "envoy.config.cluster.v3.Cluster.TransportSocketMatch": frozenset({
         "name", "match", "transport_socket"}),
     "envoy.config.core.v3.BindConfig": frozenset({"source_address"}),
@@ -140,9 +152,11 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.listener.v3.Filter": frozenset({"name", "typed_config"}),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": frozenset({
         "stat_prefix", "cluster", "access_log", "access_log_options", "idle_timeout",
-        "tunneling_config"}),
+        "tunneling_config", "hash_policy"}),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig": frozenset({
         "hostname", "use_post"}),
+    "envoy.type.v3.HashPolicy": frozenset({"source_ip"}),
+    "envoy.type.v3.HashPolicy.SourceIp": frozenset(),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TcpAccessLogOptions": frozenset({
         "flush_access_log_on_connected"}),
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager":
@@ -267,9 +281,17 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.route.v3.RouteAction": frozenset({
         "cluster", "weighted_clusters", "timeout", "retry_policy", "max_grpc_timeout",
         "prefix_rewrite", "host_rewrite_literal", "auto_host_rewrite", "upgrade_configs",
-        "max_stream_duration", "request_mirror_policies"}),
+        "max_stream_duration", "request_mirror_policies", "hash_policy"}),
     "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": frozenset({
         "cluster", "runtime_fraction", "trace_sampled"}),
+    "envoy.config.route.v3.RouteAction.HashPolicy": frozenset({
+        "header", "cookie", "connection_properties", "query_parameter", "terminal"}),
+    "envoy.config.route.v3.RouteAction.HashPolicy.Header": frozenset({"header_name"}),
+    "envoy.config.route.v3.RouteAction.HashPolicy.Cookie": frozenset({"name", "ttl",
+                                                                     "path"}),
+    "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties": frozenset({
+        "source_ip"}),
+    "envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter": frozenset({"name"}),
     # only "no limit" (zero durations) is taken: see routing._action
     "envoy.config.route.v3.RouteAction.MaxStreamDuration": frozenset({
         "max_stream_duration", "grpc_timeout_header_max"}),

@@ -6,6 +6,8 @@ serves on come from the LDS translator, their routes and clusters from RDS, CDS 
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import socket
 import ssl
 import subprocess
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pilotfish.plugins.envoy.backend import envoy_binary
-from pilotfish.testing.mesh import LocalMesh
+from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port, http, wait_until
 from pilotfish.testing.servers import read_head, serve
 
@@ -308,8 +310,9 @@ spec:
 """
 
 
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
 def test_locality_failover_sends_traffic_away_only_when_local_endpoints_fail(
-        mesh: LocalMesh) -> None:
+        mesh: LocalMesh, proxy: str) -> None:
     """The gateway runs in us-east/us-east-1a (its agent's --locality); one endpoint is
     on a Node there, the other in eu-west. With outlier detection, every request goes to
     the near one while it answers, and to the far one once it stops answering."""
@@ -320,7 +323,7 @@ def test_locality_failover_sends_traffic_away_only_when_local_endpoints_fail(
     near_app = mesh.start_apps([f"web:near@{near}:{app_port}"], name="near")
     mesh.start_apps([f"web:far@{far}:{app_port}"], name="far")
     mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
-                     extra=["--locality", "us-east/us-east-1a"])
+                     extra=["--locality", "us-east/us-east-1a", "--proxy", proxy])
     mesh.wait_synced("gw-1.default")
 
     def version() -> str:
@@ -561,3 +564,232 @@ def test_telemetry_filters_access_logs_and_overrides_metrics(mesh: LocalMesh) ->
     log = wait_until(lambda: t if '"GET /status/404' in (t := gateway.process.log(400))
                      else None, 10, what="the failed request's access log line")
     assert '"GET /ok HTTP/1.1" 200' not in log
+
+
+CLUSTERS = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: {app_port}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: default}}
+spec:
+  host: {name}
+  trafficPolicy: {policy}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: ["{name}.example.com"]
+  gateways: [edge]
+  http: [{{route: [{{destination: {{host: {name}, port: {{number: 80}}}}}}]}}]
+---
+"""
+EDGE = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
+"""
+BACKENDS = ("127.0.20.7", "127.0.20.8", "127.0.20.9")
+
+
+def web_pods(addresses: tuple[str, ...]) -> str:
+    return "".join(f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-{i}, namespace: default, labels: {{app: web}}}}
+status: {{podIP: {address}}}
+---
+""" for i, address in enumerate(addresses))
+
+
+def gateway_with(mesh: LocalMesh, proxy: str, policies: dict[str, str], apps: int = 3
+                 ) -> tuple[int, Proxy]:
+    """Discovery, ``apps`` (1-3) demo apps (versions v0, v1, ...) behind every service in
+    ``policies`` (each with that DestinationRule trafficPolicy, served as
+    NAME.example.com) and a gateway: (the gateway's port, the gateway)."""
+    port, app_port = free_port(), free_port(BACKENDS[0])
+    mesh.write("mesh.yaml", web_pods(BACKENDS[:apps]) + "".join(
+        CLUSTERS.format(name=name, app_port=app_port, policy=policy)
+        for name, policy in policies.items()) + EDGE.format(port=port))
+    mesh.start_discovery()
+    mesh.start_apps([f"web:v{i}@{a}:{app_port}" for i, a in enumerate(BACKENDS[:apps])])
+    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                               extra=["--proxy", proxy])
+    mesh.wait_synced("gw-1.default")
+    return port, gateway
+
+
+def version(port: int, host: str, headers: dict[str, str] | None = None,
+            path: str = "/") -> str:
+    answer = http(f"http://127.0.0.1:{port}{path}", {"host": host, **(headers or {})},
+                  timeout=5)
+    return str(answer.json()["version"]) if answer.status == 200 else str(answer.status)
+
+
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_consistent_hash_keeps_each_key_on_one_backend(mesh: LocalMesh, proxy: str) -> None:
+    port, _ = gateway_with(mesh, proxy, {
+        "byheader": "{loadBalancer: {consistentHash: {httpHeaderName: x-user}}}",
+        "bycookie": "{loadBalancer: {consistentHash: {httpCookie: {name: sticky, ttl: 60s},"
+                    " maglev: {tableSize: 1021}}}}",
+    })
+    host = "byheader.example.com"
+    wait_until(lambda: version(port, host).startswith("v"), 15, what="the gateway to route")
+    for user in ("ann", "bob", "cy"):
+        assert len({version(port, host, {"x-user": user}) for _ in range(8)}) == 1
+    # different keys spread over the three
+    assert len({version(port, host, {"x-user": f"user-{i}"}) for i in range(40)}) == 3
+
+    # A cookie with a ttl: the proxy makes it, sets it, and the client sticks with it.
+    host = "bycookie.example.com"
+    wait_until(lambda: version(port, host).startswith("v"), 15, what="the cookie route")
+    answer = http(f"http://127.0.0.1:{port}/", {"host": host}, timeout=5)
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith("sticky=") and "Max-Age=60" in cookie
+    value = cookie.split(";")[0]
+    first = answer.json()["version"]
+    assert {version(port, host, {"cookie": value}) for _ in range(8)} == {first}
+
+
+def answer_503(conn: socket.socket) -> None:
+    while read_head(conn):
+        conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nsick")
+
+
+def web_stat(proxy: Proxy, name: str) -> int:
+    """A counter or gauge of the web service's cluster, from the proxy's admin ``/stats``
+    (Envoy names the cluster by its ``alt_stat_name``, which ends in ``;``)."""
+    text = http(f"{proxy.admin}/stats", timeout=5).body.decode()
+    for line in text.splitlines():
+        key, _, value = line.partition(": ")
+        if key.startswith("cluster.outbound|80||web.default.svc.cluster.local") and \
+                key.endswith(f".{name}"):
+            return int(value)
+    return 0
+
+
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_outlier_detection_ejects_a_backend_answering_503(mesh: LocalMesh, proxy: str) -> None:
+    """Two demo apps and one that answers 503: after its first 503 the sick one is ejected
+    and gets no more requests while the others take all the traffic."""
+    port, app_port = free_port(), free_port(BACKENDS[0])
+    seen: list[int] = []
+
+    def sick(conn: socket.socket) -> None:
+        seen.append(1)
+        answer_503(conn)
+
+    mesh.write("mesh.yaml", web_pods(BACKENDS) + CLUSTERS.format(
+        name="web", app_port=app_port,
+        policy="{outlierDetection: {consecutive5xxErrors: 1, interval: 1s, "
+               "baseEjectionTime: 5m, maxEjectionPercent: 50}}") + EDGE.format(port=port))
+    listener = serve(BACKENDS[2], app_port, sick)
+    try:
+        mesh.start_discovery()
+        mesh.start_apps([f"web:v{i}@{a}:{app_port}" for i, a in enumerate(BACKENDS[:2])])
+        gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                                   extra=["--proxy", proxy])
+        mesh.wait_synced("gw-1.default")
+        host = "web.example.com"
+        wait_until(lambda: version(port, host).startswith("v"), 15, what="routing")
+        for _ in range(30):  # Istio's default retries hide the 503 from the client
+            version(port, host)
+            if web_stat(gateway, "outlier_detection.ejections_active") == 1:
+                break
+        assert web_stat(gateway, "outlier_detection.ejections_active") == 1
+        assert web_stat(gateway, "outlier_detection.ejections_enforced_total") == 1
+        before = len(seen)
+        assert {version(port, host) for _ in range(30)} == {"v0", "v1"}
+        assert len(seen) == before
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_max_connections_one_overflows_with_503_uo(mesh: LocalMesh, proxy: str) -> None:
+    """maxConnections 1 and one pending request: of six slow requests at once, one is
+    served at a time, one waits, the rest get a local 503 flagged UO."""
+    port, gateway = gateway_with(mesh, proxy, {
+        "web": "{connectionPool: {tcp: {maxConnections: 1}, "
+               "http: {http1MaxPendingRequests: 1, maxRetries: 0}}}"}, apps=1)
+    host = "web.example.com"
+    wait_until(lambda: version(port, host).startswith("v"), 15, what="routing")
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(lambda _: http(
+            f"http://127.0.0.1:{port}/delay/1", {"host": host}, timeout=10).status, range(6)))
+    assert statuses.count(200) >= 2 and statuses.count(503) >= 3, statuses
+    assert web_stat(gateway, "upstream_rq_pending_overflow") >= 3
+    wait_until(lambda: " UO " in gateway.process.log(100), 10,
+               what="the access log to flag UO")
+
+
+TCP_HASHED = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: tcp, port: 9000, targetPort: {app_port}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web, namespace: default}}
+spec:
+  host: web
+  trafficPolicy: {{loadBalancer: {{consistentHash: {{useSourceIp: true}}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {port}, name: tcp, protocol: TCP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tcp: [{{route: [{{destination: {{host: web, port: {{number: 9000}}}}}}]}}]
+"""
+
+
+def version_from(source: str, port: int) -> str:
+    """A request over TCP through the gateway from ``source`` (a loopback address)."""
+    with socket.socket() as conn:
+        conn.settimeout(5)
+        conn.bind((source, 0))
+        conn.connect(("127.0.0.1", port))
+        conn.sendall(b"GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return json.loads(body)["version"] if b" 200 " in head.split(b"\r\n")[0] else ""
+
+
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_tcp_hashes_on_the_source_ip(mesh: LocalMesh, proxy: str) -> None:
+    port, app_port = free_port(), free_port(BACKENDS[0])
+    mesh.write("mesh.yaml", web_pods(BACKENDS) + TCP_HASHED.format(app_port=app_port,
+                                                                   port=port))
+    mesh.start_discovery()
+    mesh.start_apps([f"web:v{i}@{a}:{app_port}" for i, a in enumerate(BACKENDS)])
+    mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                     extra=["--proxy", proxy])
+    mesh.wait_synced("gw-1.default")
+    wait_until(lambda: version_from("127.0.0.1", port), 15, what="TCP through the gateway")
+    sources = [f"127.0.31.{i}" for i in range(1, 25)]
+    for source in sources[:3]:
+        assert len({version_from(source, port) for _ in range(5)}) == 1
+    assert len({version_from(source, port) for source in sources}) > 1

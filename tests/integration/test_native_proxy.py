@@ -125,14 +125,14 @@ def test_a_websocket_survives_twenty_config_pushes(mesh: LocalMesh, xds_mode: st
 def test_an_unsupported_field_is_nacked_and_the_last_good_config_serves(mesh: LocalMesh,
                                                                        xds_mode: str):
     port, _ = native_gateway(mesh, xds_mode=xds_mode)
-    # outlier detection is outside the native proxy's subset (docs/native.md)
+    # slow start (a warmup) is outside the native proxy's subset (docs/native.md)
     mesh.write("dr.yaml", """\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: echo, namespace: default}
 spec:
   host: echo
-  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}}
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 10s}}
 """)
 
     def nacked() -> str | None:
@@ -143,7 +143,7 @@ spec:
                 return str(entry.get("lastError"))
         return None
     error = wait_until(nacked, 15, what="discovery to see CDS NACKed")
-    assert "outlier_detection" in error and "not supported by the native proxy" in error
+    assert "round_robin_lb_config" in error and "not supported by the native proxy" in error
     assert http(f"http://127.0.0.1:{port}/", timeout=2).status == 200
 
 

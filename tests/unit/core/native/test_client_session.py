@@ -80,12 +80,12 @@ def test_listeners_subscribe_their_route_tables_and_ready_waits_for_them():
 def test_an_unsupported_field_is_nacked_with_its_path_and_the_last_good_state_stays():
     s = session()
     s.receive(response(types.CLUSTER, "n1", cluster("good")))
-    bad = cluster("bad", outlier_detection={"consecutive_5xx": 3})
+    bad = cluster("bad", health_checks=[{"timeout": "1s"}])  # active health checking
     (nack,) = s.receive(response(types.CLUSTER, "n2", bad))
     assert nack.response_nonce == "n2"
     assert nack.error_detail.message == (
-        f"{types.CLUSTER} bad: outlier_detection: envoy.config.cluster.v3.Cluster."
-        "outlier_detection is not supported by the native proxy")
+        f"{types.CLUSTER} bad: health_checks: envoy.config.cluster.v3.Cluster."
+        "health_checks is not supported by the native proxy")
     assert set(s.state.clusters) == {"good"}
 
 
@@ -222,13 +222,13 @@ def test_sotw_listeners_are_acked_before_their_route_tables_are_asked_for():
 def test_sotw_nack_names_the_field_and_keeps_the_last_good_version_and_state():
     s = sotw_session()
     s.receive(sotw_response(types.CLUSTER, "n1", "v1", cluster("good")))
-    bad = cluster("bad", outlier_detection={"consecutive_5xx": 3})
+    bad = cluster("bad", health_checks=[{"timeout": "1s"}])  # active health checking
     (nack,) = s.receive(sotw_response(types.CLUSTER, "n2", "v2", cluster("good"), bad))
     assert (nack.version_info, nack.response_nonce) == ("v1", "n2")
     assert nack.error_detail.code == 3
     assert nack.error_detail.message == (
-        f"{types.CLUSTER} bad: outlier_detection: envoy.config.cluster.v3.Cluster."
-        "outlier_detection is not supported by the native proxy")
+        f"{types.CLUSTER} bad: health_checks: envoy.config.cluster.v3.Cluster."
+        "health_checks is not supported by the native proxy")
     assert set(s.state.clusters) == {"good"} and s.rejected[types.CLUSTER]
     # The next good response is taken whole and clears the rejection.
     s.receive(sotw_response(types.CLUSTER, "n3", "v3", cluster("other")))
