@@ -31,6 +31,9 @@ class ProxyType(enum.Enum):
 
 
 GENERATOR = "GENERATOR"  # node metadata: the generator set a proxy asks for
+# Node metadata: how traffic reaches the proxy (pilot-agent's ISTIO_META_INTERCEPTION_MODE).
+INTERCEPTION_MODE = "INTERCEPTION_MODE"
+TPROXY = "TPROXY"
 _KIND = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
@@ -57,6 +60,9 @@ class ProxyScope:
     # ISTIO_VERSION from the node metadata: EnvoyFilter patches may match on it
     # (``match.proxy.proxyVersion``). Proxies of one agent version share it.
     istio_version: str = ""
+    # REDIRECT, TPROXY or NONE (see `interception_mode`): TPROXY makes the capture
+    # listeners transparent and keeps the client's address on inbound connections.
+    interception_mode: str = "REDIRECT"
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -124,7 +130,15 @@ class Proxy:
             self.type, self.kind, self.namespace, frozenset(self.labels.items()),
             self.dns_domain, frozenset(self.pod_ports.items()), self.locality,
             str(self.metadata.get("ISTIO_VERSION") or ""),
+            interception_mode(self.metadata),
         )
+
+
+def interception_mode(metadata: Mapping[str, Any]) -> str:
+    """The node metadata's ``INTERCEPTION_MODE`` as Istio reads it (``GetInterceptionMode``):
+    exactly ``TPROXY`` or ``NONE``, anything else (or nothing) is ``REDIRECT``."""
+    mode = metadata.get(INTERCEPTION_MODE)
+    return mode if mode in (TPROXY, "NONE") else "REDIRECT"
 
 
 def parse_node(node_id: str, metadata: Mapping[str, Any] | None = None,

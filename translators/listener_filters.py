@@ -18,6 +18,7 @@ import attrs
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.type.v3 import range_pb2
 
@@ -26,6 +27,10 @@ from pilotfish.core.sniffing import HTTP_INSPECTOR, TLS_INSPECTOR, Sniffer
 from pilotfish.translators.common import pack
 
 ORIGINAL_DST = "envoy.filters.listener.original_dst"
+ORIGINAL_SRC = "envoy.filters.listener.original_src"
+# The mark on connections a TPROXY sidecar makes from its clients' addresses: istio-iptables
+# saves it on the connection and routes the app's replies back to the proxy by it.
+TPROXY_MARK = 1337
 
 # What http_inspector reports for plaintext HTTP/1.1 and prior-knowledge HTTP/2, and so
 # the ALPN values plaintext HTTP chains match on (Istio leaves http/1.0 out by default).
@@ -116,6 +121,13 @@ def listener_filter(name: str, skip_ports: Iterable[int] = ()) -> lc_pb2.Listene
     if predicate is not None:
         out.filter_disabled.CopyFrom(predicate)
     return out
+
+
+def original_src() -> lc_pb2.ListenerFilter:
+    """Istio's virtualInbound filter in TPROXY mode: connections to the app leave from the
+    client's own address (transparently bound), marked for the route back."""
+    return lc_pb2.ListenerFilter(name=ORIGINAL_SRC, typed_config=pack(
+        original_src_pb2.OriginalSrc(mark=TPROXY_MARK)))
 
 
 def inspectors_for(chains: Sequence[lc_pb2.FilterChain]) -> list[lc_pb2.ListenerFilter]:

@@ -33,7 +33,7 @@ from envoy.config.route.v3 import route_pb2
 
 from pilotfish.core.protocol import SERVER_FIRST_PORTS, Protocol
 from pilotfish.core.protocol import parse as parse_protocol
-from pilotfish.core.proxy import Proxy
+from pilotfish.core.proxy import TPROXY, Proxy
 from pilotfish.core.push_context import IngressListener, PushContext
 from pilotfish.core.security_policies import MtlsMode
 from pilotfish.core.sniffing import HTTP_INSPECTOR, TLS_INSPECTOR
@@ -62,6 +62,7 @@ from pilotfish.translators.listener_filters import (
     Detection,
     inspectors_for,
     listener_filter,
+    original_src,
 )
 from pilotfish.translators.peer_authn import (
     ChainOption,
@@ -263,7 +264,7 @@ def virtual_inbound(
         chains += passthrough(port, kind, mode)
     inspectors.add(None, chain_options(PortKind.AUTO, policy.mode, detection))
     chains += passthrough(None, PortKind.AUTO, policy.mode)
-    return listener_pb2.Listener(
+    listener = listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
         address=socket_address(WILDCARD, INBOUND_PORT),
         traffic_direction=base_pb2.INBOUND,
@@ -272,3 +273,10 @@ def virtual_inbound(
         continue_on_listener_filters_timeout=True,
         filter_chains=chains,
     )
+    if proxy.scope.interception_mode == TPROXY:
+        # As Istio: TPROXY hands the proxy connections still addressed to the pod, which
+        # only a transparent socket accepts; original_src (right after original_dst) then
+        # connects to the app from the client's own address, which is TPROXY's point.
+        listener.transparent.value = True
+        listener.listener_filters.insert(1, original_src())
+    return listener

@@ -31,7 +31,7 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 from envoy.config.listener.v3 import listener_pb2
 
 from pilotfish.core.model import Service, host_matches
-from pilotfish.core.proxy import Proxy
+from pilotfish.core.proxy import TPROXY, Proxy
 from pilotfish.core.push_context import MESH_GATEWAY, PushContext, VirtualService
 from pilotfish.translators.common import (
     BLACKHOLE_CLUSTER,
@@ -79,8 +79,9 @@ def fallback_cluster(policy: str) -> str:
     return BLACKHOLE_CLUSTER if policy == "REGISTRY_ONLY" else PASSTHROUGH_CLUSTER
 
 
-def virtual_outbound(policy: str) -> listener_pb2.Listener:
-    return listener_pb2.Listener(
+def virtual_outbound(policy: str, transparent: bool = False) -> listener_pb2.Listener:
+    """``transparent`` for a TPROXY proxy, as Istio sets it on both capture listeners."""
+    listener = listener_pb2.Listener(
         name=VIRTUAL_OUTBOUND,
         address=socket_address(WILDCARD, OUTBOUND_PORT),
         use_original_dst={"value": True},
@@ -94,6 +95,9 @@ def virtual_outbound(policy: str) -> listener_pb2.Listener:
                          tcp_proxy(fallback_cluster(policy))),
         ],
     )
+    if transparent:
+        listener.transparent.value = True
+    return listener
 
 
 def _for_host(vss: Sequence[VirtualService], host: str) -> list[VirtualService]:
@@ -258,7 +262,8 @@ def outbound_listeners(
 ) -> list[listener_pb2.Listener]:
     """``virtualOutbound`` first, then per-port listeners by port, each wildcard before VIPs."""
     builder = _Builder(push, proxy, detection)
-    out = [virtual_outbound(push.outbound_traffic_policy(proxy))]
+    out = [virtual_outbound(push.outbound_traffic_policy(proxy),
+                            proxy.scope.interception_mode == TPROXY)]
     for number, port_plan in sorted(plan(push.visible_services(proxy), detection).items()):
         wildcard = builder.wildcard(port_plan)
         if wildcard is not None:

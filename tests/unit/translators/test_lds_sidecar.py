@@ -10,6 +10,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -429,6 +430,32 @@ def test_virtual_inbound_listener_shape() -> None:
     blackhole = out.filter_chains[0]
     assert blackhole.filter_chain_match.destination_port.value == 15006
     assert target(blackhole) == "BlackHoleCluster"
+
+
+def test_tproxy_proxy_gets_transparent_capture_listeners_and_original_src() -> None:
+    push = build(MESH + PLAINTEXT)
+    tproxy = parse_node(WEB_NODE, {"LABELS": {"app": "web"}, "POD_PORTS": POD_PORTS,
+                                   "INTERCEPTION_MODE": "TPROXY"})
+    assert tproxy.scope != sidecar().scope  # generated apart from REDIRECT proxies
+    got = listeners(push, tproxy)
+    assert got["virtualOutbound"].transparent.value is True
+    inbound = got["virtualInbound"]
+    assert inbound.transparent.value is True
+    assert [f.name for f in inbound.listener_filters][:2] == [
+        "envoy.filters.listener.original_dst", "envoy.filters.listener.original_src"]
+    config = original_src_pb2.OriginalSrc()
+    assert inbound.listener_filters[1].typed_config.Unpack(config)
+    assert config.mark == 1337 and not config.bind_port
+    # REDIRECT (the default, and whatever else the metadata says, as Istio reads it)
+    for mode in (None, "REDIRECT", "tproxy"):
+        meta = {"LABELS": {"app": "web"}, "POD_PORTS": POD_PORTS}
+        if mode:
+            meta["INTERCEPTION_MODE"] = mode
+        plain = listeners(push, parse_node(WEB_NODE, meta))
+        assert not plain["virtualInbound"].HasField("transparent")
+        assert not plain["virtualOutbound"].HasField("transparent")
+        assert "envoy.filters.listener.original_src" not in [
+            f.name for f in plain["virtualInbound"].listener_filters]
 
 
 def test_inbound_http_port_routes_inline_to_the_inbound_cluster() -> None:
