@@ -18,6 +18,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -230,6 +231,11 @@ class Listener:
     use_original_dst: bool = False  # hand connections to the listener of their destination
     original_dst: bool = False  # original_dst listener filter: match on the destination
     inspectors: tuple[Inspector, ...] = ()
+    transparent: bool = False  # IP_TRANSPARENT: takes the connections TPROXY hands over
+    # original_src listener filter: connect upstream from the client's own address
+    # (transparently), with this SO_MARK when not 0.
+    original_src: bool = False
+    original_src_mark: int = 0
     default: FilterChain | None = None
 
     def chain(self, destination_port: int, server_name: str = "", transport: str = "",
@@ -520,10 +526,15 @@ def build_listener(resource: listener_pb2.Listener) -> Listener:
                    for index, chain in enumerate(resource.filter_chains))
     inspectors = []
     original_dst = False
+    source: original_src_pb2.OriginalSrc | None = None
     for index, listener_filter in enumerate(resource.listener_filters):
-        subset.unpack(listener_filter.typed_config, f"listener_filters[{index}].typed_config")
+        message = subset.unpack(listener_filter.typed_config,
+                                f"listener_filters[{index}].typed_config")
         if listener_filter.name == ORIGINAL_DST_FILTER:
             original_dst = True
+            continue
+        if isinstance(message, original_src_pb2.OriginalSrc):
+            source = message
             continue
         ranges = tuple((rule.destination_port_range.start, rule.destination_port_range.end)
                        for rule in listener_filter.filter_disabled.or_match.rules)
@@ -538,7 +549,9 @@ def build_listener(resource: listener_pb2.Listener) -> Listener:
                     bind=resource.bind_to_port.value if resource.HasField("bind_to_port")
                     else True,
                     use_original_dst=resource.use_original_dst.value,
-                    original_dst=original_dst, inspectors=tuple(inspectors), default=default)
+                    original_dst=original_dst, inspectors=tuple(inspectors), default=default,
+                    transparent=resource.transparent.value, original_src=source is not None,
+                    original_src_mark=source.mark if source is not None else 0)
 
 
 def build_secret(resource: secret_pb2.Secret) -> TlsSecret | None:

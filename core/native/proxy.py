@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import socket
@@ -148,10 +149,64 @@ def original_destination(conn: socket.socket) -> tuple[str, int] | None:
     return socket.inet_ntoa(raw[4:8]), int.from_bytes(raw[2:4], "big")
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+IPV6_TRANSPARENT = 75  # linux/in6.h (the socket module lacks it)
+
+
+@attrs.frozen
+class UpstreamSource:
+    """original_src: upstream connections leave from the client's address, marked."""
+
+    address: str
+    mark: int = 0
+
+
+# Set by a connection of an original_src listener for everything its task does upstream:
+# asyncio gives each connection's task its own context, so the client's address travels
+# with the connection down to `_connect` without every layer between passing it on.
+_upstream_source: contextvars.ContextVar[UpstreamSource | None] = contextvars.ContextVar(
+    "upstream_source", default=None)
+
+
+def _transparent(sock: socket.socket, family: int) -> None:
+    """IP_TRANSPARENT (needs CAP_NET_ADMIN): accept what TPROXY diverts to a listener, or
+    bind an upstream socket to an address that is not this host's."""
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+    else:
+        sock.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
+
+
+async def _connect_from(source: UpstreamSource, host: tuple[str, int]) -> socket.socket:
+    """A socket connected to ``host`` from the client's address (Envoy's original_src)."""
+    family = socket.AF_INET6 if ":" in host[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        _transparent(sock, family)
+        if source.mark:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, source.mark)
+        sock.bind((source.address, 0))
+        await asyncio.get_running_loop().sock_connect(sock, host)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _pool_key(cluster: str, host: tuple[str, int]) -> tuple[Any, ...]:
+    """Pooled upstream connections go by cluster and host, and under original_src by the
+    client's address too (Envoy keeps a pool per source): a connection made from one
+    client's address must not carry another client's requests."""
+    source = _upstream_source.get()
+    return (cluster, *host) if source is None else (cluster, *host, source.address)
+
+
+def _listening_socket(host: str, port: int, transparent: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        if transparent:
+            _transparent(sock, family)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(1024)
@@ -268,7 +323,7 @@ class NativeProxy:
         self.open: dict[str, dict[tuple[str, int], set[Any]]] = {}  # writers, _Connecting
         self._released: dict[str, list[asyncio.Future[None]]] = {}  # pending requests
         self.pool = Pool()
-        self.h2_pool: dict[tuple[str, str, int], http2.Connection] = {}
+        self.h2_pool: dict[tuple[Any, ...], http2.Connection] = {}
         self.draining = False
         self.rng = random.Random()
 
@@ -300,7 +355,7 @@ class NativeProxy:
             if name in self.servers or self.draining or not self._warm(listener):
                 continue
             try:
-                server = _listening_socket(listener.host, listener.port)
+                server = _listening_socket(listener.host, listener.port, listener.transparent)
             except OSError as exc:
                 log.error("listener %s: cannot bind %s:%d: %s", name, listener.host,
                           listener.port, exc)
@@ -369,6 +424,8 @@ class NativeProxy:
             listener = self.state.listeners.get(name)
             if listener is None:
                 return
+            if listener.original_src:
+                _upstream_source.set(UpstreamSource(_peer(conn)[0], listener.original_src_mark))
             local = conn.getsockname()
             destination = (str(local[0]), int(local[1]))
             if listener.use_original_dst or listener.original_dst:
@@ -585,7 +642,7 @@ class NativeProxy:
                 await waiter
             finally:
                 upstream.breaker.end_pending()
-            pooled = self.pool.take((cluster.name, *host), cluster.idle_timeout)
+            pooled = self.pool.take(_pool_key(cluster.name, host), cluster.idle_timeout)
             if pooled is not None:
                 return pooled
         return None
@@ -643,15 +700,21 @@ class NativeProxy:
             except tls.Missing as exc:
                 raise UpstreamFailed(f"upstream TLS: no secret {exc} yet", sent=False) from None
             options["server_hostname"] = origination.sni or None
-        if cluster.bind_address:
+        source = _upstream_source.get()
+        if cluster.bind_address and source is None:  # original_src wins, as on Envoy
             options["local_addr"] = (cluster.bind_address, 0)
         connecting = _Connecting()
         opened = self.open.setdefault(cluster.name, {}).setdefault(host, set())
         opened.add(connecting)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(endpoint.host, endpoint.port, limit=READ_SIZE,
-                                        **options), cluster.connect_timeout)
+            if source is not None:
+                sock = await asyncio.wait_for(_connect_from(source, host),
+                                              cluster.connect_timeout)
+                opening = asyncio.open_connection(sock=sock, limit=READ_SIZE, **options)
+            else:
+                opening = asyncio.open_connection(endpoint.host, endpoint.port,
+                                                  limit=READ_SIZE, **options)
+            reader, writer = await asyncio.wait_for(opening, cluster.connect_timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
             self._outlier(cluster, host, failed="connect")
@@ -1004,7 +1067,7 @@ class NativeProxy:
         the breaker says so), the request, its response."""
         balancer = upstream.balancer
         endpoint = self._pick(cluster, tried, destination, hash_key)
-        pooled = self.pool.take((cluster.name, endpoint.host, endpoint.port),
+        pooled = self.pool.take(_pool_key(cluster.name, (endpoint.host, endpoint.port)),
                                 cluster.idle_timeout) if endpoint else None
         if pooled is None and endpoint is not None and cluster.kind != "ORIGINAL_DST":
             waiting = self._wait_connection(cluster, upstream, endpoint)
@@ -1042,7 +1105,8 @@ class NativeProxy:
             balancer.finished(host)
         self._outlier(cluster, host, status=response.status)
         if not (response.keep_alive and request.method != "HEAD" and self.pool.give(
-                (cluster.name, *host), reader, writer, cluster.max_requests_per_connection)):
+                _pool_key(cluster.name, host), reader, writer,
+                cluster.max_requests_per_connection)):
             await _close(writer)
         return response, host
 
@@ -1055,7 +1119,7 @@ class NativeProxy:
         there is none that takes another stream)."""
         balancer = self._upstream(cluster).balancer
         endpoint = self._pick(cluster, tried, destination, hash_key)
-        key = (cluster.name, endpoint.host, endpoint.port) if endpoint else None
+        key = _pool_key(cluster.name, (endpoint.host, endpoint.port)) if endpoint else None
         connection = self.h2_pool.get(key) if key else None
         if connection is not None and connection.usable and endpoint is not None:
             host = (endpoint.host, endpoint.port)
@@ -1064,7 +1128,7 @@ class NativeProxy:
             reader, writer, host = await self._connect(cluster, tried, destination, endpoint)
             connection = http2.Connection(reader, writer, client=True)
             connection.run()
-            self.h2_pool[(cluster.name, *host)] = connection
+            self.h2_pool[_pool_key(cluster.name, host)] = connection
         balancer.started(host)
         scheme = "https" if cluster.origination(endpoint) is not None else "http"
         try:

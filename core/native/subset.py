@@ -26,6 +26,7 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2  # n
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
+from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2  # noqa: F401
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
@@ -104,7 +105,7 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.listener.v3.Listener": frozenset({
         "name", "address", "filter_chains", "traffic_direction", "listener_filters",
         "use_original_dst", "bind_to_port", "default_filter_chain",
-        "listener_filters_timeout", "continue_on_listener_filters_timeout"}),
+        "listener_filters_timeout", "continue_on_listener_filters_timeout", "transparent"}),
     "envoy.config.listener.v3.ListenerFilter": frozenset({"name", "typed_config",
                                                           "filter_disabled"}),
     "envoy.config.listener.v3.ListenerFilterChainMatchPredicate": frozenset({
@@ -113,6 +114,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "rules"}),
     "envoy.type.v3.Int32Range": frozenset({"start", "end"}),
     "envoy.extensions.filters.listener.original_dst.v3.OriginalDst": frozenset(),
+    # TPROXY's inbound: upstream connections from the client's address (not bind_port)
+    "envoy.extensions.filters.listener.original_src.v3.OriginalSrc": frozenset({"mark"}),
     "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector": frozenset(),
     # SNI is read in the handshake itself (see native/tls.py)
     "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector": frozenset(),
