@@ -88,12 +88,18 @@ def write_name_files(name: str, hosts: str, resolv: str) -> None:
 
 
 def exec_argv(name: str, argv: Sequence[str], uid: int | None = None,
-              gid: int | None = None) -> list[str]:
-    """argv that runs ``argv`` inside the pod's netns, as ``uid:gid`` when given."""
+              gid: int | None = None, caps: Sequence[str] = ()) -> list[str]:
+    """argv that runs ``argv`` inside the pod's netns, as ``uid:gid`` when given. ``caps``
+    (``net_admin``) are all a root ``uid`` keeps, for it and what it runs (a container's
+    ``capabilities: {drop: [ALL], add: [...]}``)."""
     out = ["ip", "netns", "exec", name]
     if uid is not None:
         out += ["setpriv", f"--reuid={uid}", f"--regid={gid if gid is not None else uid}",
-                "--clear-groups", "--"]
+                "--clear-groups"]
+        if caps:
+            kept = ",".join(["-all", *(f"+{cap}" for cap in caps)])
+            out += [f"--inh-caps={kept}", f"--bounding-set={kept}"]
+        out.append("--")
     return out + list(argv)
 
 

@@ -20,10 +20,12 @@ from typing import Any
 
 import attrs
 
+from pilotfish.agent.startup import proxy_config
 from pilotfish.core.objects import ConfigObject
 
 INJECT_LABEL = "istio-injection"
 INJECT_ANNOTATION = "sidecar.istio.io/inject"
+INTERCEPTION_ANNOTATION = "sidecar.istio.io/interceptionMode"
 DEFAULT_APP_UID = 1001  # any user but the proxy's 1337
 PROXY_UID = 1337
 
@@ -66,6 +68,36 @@ def proxy_role(raw: Mapping[str, Any]) -> str:
     if image_name(str(raw.get("image") or "")) == PROXY_IMAGE_NAME and args[:1] == ["proxy"]:
         return args[1] if len(args) > 1 and args[1] == "router" else ""
     return ""
+
+
+@attrs.frozen
+class ProxyUser:
+    """Who an injected sidecar's agent and proxy run as, with which capabilities."""
+
+    uid: int = PROXY_UID
+    gid: int = PROXY_UID
+    caps: tuple[str, ...] = ()
+
+
+def interception_mode(pod: ConfigObject) -> str:
+    """What Istio's injector tells the sidecar (ISTIO_META_INTERCEPTION_MODE): the pod's
+    ``sidecar.istio.io/interceptionMode``, else its ``proxy.istio.io/config``
+    ``interceptionMode``, else REDIRECT. ValueError names a bad annotation."""
+    mode = pod.annotations.get(INTERCEPTION_ANNOTATION)
+    if mode is None:
+        mode = proxy_config(pod.annotations).get("interceptionMode") or "REDIRECT"
+    return str(mode).strip().upper()
+
+
+def sidecar_user(pod: ConfigObject) -> ProxyUser:
+    """uid/gid 1337 without capabilities, as Istio injects a sidecar; in TPROXY mode, as
+    its injector does, root in group 1337 with NET_ADMIN alone: transparent sockets and
+    marks need it, and uid 0 takes the proxy's own connections to the app (sent from the
+    client's address) past the uid-1337 rule that would capture them again, while the
+    group still keeps its outbound traffic out of capture."""
+    if interception_mode(pod) == "TPROXY":
+        return ProxyUser(0, PROXY_UID, ("net_admin",))
+    return ProxyUser()
 
 
 def router_container(pod: ConfigObject) -> bool:

@@ -290,6 +290,8 @@ class Node:
                 "--concurrency", str(self.options.proxy_concurrency)]
         if self.options.cert_ttl:
             argv += ["--cert-ttl", self.options.cert_ttl]
+        if proxy_type == "sidecar" and self.interception_mode(obj, pod) == "TPROXY":
+            argv += ["--interception-mode", "TPROXY"]
         if labels:
             argv += ["--labels", labels]
         if ports:
@@ -315,8 +317,12 @@ class Node:
             parent.chmod(0o755)
         folder.mkdir(mode=0o755, exist_ok=True)
         containers = pods.containers(obj, pod.ip)
-        owner = pods.PROXY_UID if pod.sidecar or pod.router else (
-            containers[0].uid if containers else pods.DEFAULT_APP_UID)
+        if pod.sidecar:  # the token is the proxy's: its agent presents it
+            owner = self.sidecar_user(obj, pod).uid
+        elif pod.router:
+            owner = pods.PROXY_UID
+        else:
+            owner = containers[0].uid if containers else pods.DEFAULT_APP_UID
         token = tokens.issue(self.state.token_key.read_bytes(), obj.namespace,
                              str(obj.spec.get("serviceAccountName") or "default"), obj.name,
                              ttl=TOKEN_TTL)
@@ -443,11 +449,23 @@ class Node:
         only container (Istio's ``proxy router``), connected to discovery's 15012."""
         proxy_dir = self.state.proxy_dir(pod)
         proxy_dir.mkdir(exist_ok=True)
-        os.chown(proxy_dir, pods.PROXY_UID, pods.PROXY_UID)
+        user = self.sidecar_user(obj, pod) if proxy_type == "sidecar" else pods.ProxyUser()
+        os.chown(proxy_dir, user.uid, user.gid)
         argv = netns.exec_argv(pod.netns, self.agent_argv(obj, pod, proxy_type),
-                               pods.PROXY_UID, pods.PROXY_UID)
+                               user.uid, user.gid, user.caps)
         await tg.start(partial(self.run_container, pod, f"{pod.key}/{container}", argv,
                                log_path=self.state.logs / f"{pod.key}.{container}.log"))
+
+    @staticmethod
+    def interception_mode(obj: ConfigObject, pod: PodState) -> str:
+        try:
+            return pods.interception_mode(obj)
+        except ValueError as exc:
+            raise netns.NodeError(f"pod {pod.key}: {exc}") from exc
+
+    def sidecar_user(self, obj: ConfigObject, pod: PodState) -> pods.ProxyUser:
+        self.interception_mode(obj, pod)  # a bad annotation is named as the pod's
+        return pods.sidecar_user(obj)
 
     async def remove_pod(self, key: tuple[str, str], handle: RunningPod | None = None
                          ) -> None:

@@ -77,3 +77,34 @@ def test_config_map_volumes_hold_data_and_binary_data():
     config_map = {"kind": "ConfigMap", "data": {"ca.crt": "PEM"},
                   "binaryData": {"blob": base64.b64encode(b"\x00").decode()}}
     assert pods.secret_files(config_map, []) == {"ca.crt": b"PEM", "blob": b"\x00"}
+
+
+def annotated(annotations: dict[str, str]) -> ConfigObject:
+    body = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "shop", "annotations": annotations},
+            "spec": {}}
+    return ConfigObject("v1", "Pod", "web-1", "shop", body)
+
+
+def test_tproxy_sidecar_runs_as_root_in_group_1337_with_net_admin_only():
+    assert pods.interception_mode(annotated({})) == "REDIRECT"
+    assert pods.sidecar_user(annotated({})) == pods.ProxyUser(1337, 1337, ())
+    tproxy = annotated({"sidecar.istio.io/interceptionMode": "TPROXY"})
+    assert pods.interception_mode(tproxy) == "TPROXY"
+    assert pods.sidecar_user(tproxy) == pods.ProxyUser(0, 1337, ("net_admin",))
+    # the ProxyConfig annotation says it too; the interceptionMode annotation wins
+    config = {"proxy.istio.io/config": "interceptionMode: TPROXY"}
+    assert pods.interception_mode(annotated(config)) == "TPROXY"
+    assert pods.interception_mode(annotated(
+        {**config, "sidecar.istio.io/interceptionMode": "REDIRECT"})) == "REDIRECT"
+
+
+def test_exec_argv_keeps_only_the_capabilities_asked_for():
+    from pilotfish.node import netns
+
+    assert netns.exec_argv("pf-a", ["agent"], 1337, 1337) == [
+        "ip", "netns", "exec", "pf-a", "setpriv", "--reuid=1337", "--regid=1337",
+        "--clear-groups", "--", "agent"]
+    assert netns.exec_argv("pf-a", ["agent"], 0, 1337, ("net_admin",))[5:] == [
+        "--reuid=0", "--regid=1337", "--clear-groups", "--inh-caps=-all,+net_admin",
+        "--bounding-set=-all,+net_admin", "--", "agent"]
