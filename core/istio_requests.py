@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -90,6 +91,25 @@ class IstioSeries:
         if key not in series:
             series[key] = Histogram(HISTOGRAMS[metric])
         series[key].observe(value)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The series as plain data (for another process to add up)."""
+        return {"counters": {f: dict(series) for f, series in self.counters.items()},
+                "histograms": {m: {k: (h.bounds, list(h.counts), h.sum, h.count)
+                                   for k, h in series.items()}
+                               for m, series in self.histograms.items()}}
+
+    def add_snapshot(self, snapshot: Mapping[str, Any]) -> None:
+        """Add another process's series (a :meth:`snapshot`) to these."""
+        for family, series in snapshot["counters"].items():
+            for key, value in series.items():
+                self.counters[family][key] += value
+        for metric, series in snapshot["histograms"].items():
+            for key, (bounds, counts, total, count) in series.items():
+                into = self.histograms[metric].setdefault(key, Histogram(tuple(bounds)))
+                other = Histogram(tuple(bounds))
+                other.counts, other.sum, other.count = list(counts), total, count
+                into.add(other)
 
     def clusters(self) -> set[str]:
         """Clusters seen so far (whose metadata the caller should look up)."""

@@ -9,7 +9,9 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import anyio
 import grpc
@@ -27,6 +29,7 @@ from pilotfish.core.native.client_session import (
 )
 from pilotfish.core.native.config import ConfigState
 from pilotfish.core.native.proxy import NativeProxy
+from pilotfish.core.native.workers import Workers, run_worker
 from pilotfish.core.native.xds_client import DELTA_METHOD, SDS_METHOD, SOTW_METHOD, XdsClient
 
 LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
@@ -44,7 +47,8 @@ def workload(boot: bootstrap.Bootstrap) -> Workload:
                                 str(metadata.get("CLUSTER_ID") or "Kubernetes"))
 
 
-async def serve(boot: bootstrap.Bootstrap) -> None:
+async def serve(boot: bootstrap.Bootstrap, concurrency: int = 1,
+                log_level: str = "warning") -> None:
     state = ConfigState()
     # ADS as the bootstrap asks (pilotfish agent --xds-mode); SDS to the agent is delta.
     session: AdsSession
@@ -55,9 +59,11 @@ async def serve(boot: bootstrap.Bootstrap) -> None:
     xds_secrets = frozenset({boot.xds_tls.certificate, boot.xds_tls.trust}) \
         if boot.xds_tls else frozenset()
     secrets = SecretSession(boot.node, state, always=xds_secrets)
-    sniffers = plugins.Plugins.from_config(meshconfig.load(None),
-                                           groups=["sniffers"]).sniffers()
-    proxy = NativeProxy(state, sniffers=sniffers)
+    sniffers = _sniffers()
+    proxy = NativeProxy(state, sniffers=sniffers, reuse_port=concurrency > 1)
+    pool = Workers(concurrency, state, log_level) if concurrency > 1 else None
+    if pool is not None:
+        await pool.start()
     sds = XdsClient(boot.sds_target, secrets, proxy.reconcile, SDS_METHOD)
 
     async def changed() -> None:
@@ -90,7 +96,7 @@ async def serve(boot: bootstrap.Bootstrap) -> None:
     client = XdsClient(boot.xds_target, session, changed, method,
                        credentials=credentials if boot.xds_tls else None)
     sds.send(secrets.want(set()))
-    admin = Admin(proxy, session, boot.node.id, workload(boot), secrets)
+    admin = Admin(proxy, session, boot.node.id, workload(boot), secrets, pool)
     async with anyio.create_task_group() as tg:
         await tg.start(admin.server.serve, f"{boot.admin_host}:{boot.admin_port}")
         tg.start_soon(client.run)
@@ -112,6 +118,8 @@ async def serve(boot: bootstrap.Bootstrap) -> None:
 
         tg.start_soon(flush_logs)
         await admin.quit.wait()
+        if pool is not None:
+            await pool.stop()
         proxy.flush_logs()
         tg.cancel_scope.cancel()
 
@@ -119,14 +127,26 @@ async def serve(boot: bootstrap.Bootstrap) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pilotfish-native",
                                      description="pilotfish's native proxy")
-    parser.add_argument("-c", "--config-path", type=Path, required=True,
+    parser.add_argument("-c", "--config-path", type=Path,
                         help="the bootstrap (Envoy's JSON, as the agent writes it)")
     parser.add_argument("--check", action="store_true",
                         help="load the bootstrap and exit (as Envoy's --mode validate)")
     parser.add_argument("-l", "--log-level", choices=sorted(LOG_LEVELS), default="warning")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="processes serving the listeners (SO_REUSEPORT), one "
+                        "configuration (default %(default)s)")
+    parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # see workers.py
+    parser.add_argument("--worker-index", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error(f"--concurrency {args.concurrency}: at least 1")
     logging.basicConfig(level=LOG_LEVELS[args.log_level],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.worker_fd is not None:
+        _run(run_worker(args.worker_fd, args.worker_index, _sniffers()))
+        return 0
+    if args.config_path is None:
+        parser.error("the bootstrap is required: -c PATH")
     try:
         boot = bootstrap.load(args.config_path)
     except bootstrap.BootstrapError as exc:
@@ -134,13 +154,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.check:
         return 0
+    _run(serve(boot, args.concurrency, args.log_level))
+    return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(boot))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(boot))
-    return 0
+        uvloop.run(main)
+
+
+def _sniffers() -> list[Any]:
+    return list(plugins.Plugins.from_config(meshconfig.load(None),
+                                            groups=["sniffers"]).sniffers())
 
 
 if __name__ == "__main__":

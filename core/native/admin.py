@@ -12,8 +12,11 @@ import anyio
 
 from pilotfish.core.http import HttpServer, Request, Response
 from pilotfish.core.istio_metrics import Workload
+from pilotfish.core.istio_requests import IstioSeries
 from pilotfish.core.native.client_session import AdsSession, SecretSession
 from pilotfish.core.native.proxy import NativeProxy
+from pilotfish.core.native.stats import Stats
+from pilotfish.core.native.workers import Workers
 from pilotfish.core.xds import config_dump, types
 from pilotfish.core.xds.resources import Resource, ResourceSet
 
@@ -22,8 +25,10 @@ LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 
 class Admin:
     def __init__(self, proxy: NativeProxy, session: AdsSession, node_id: str,
-                 workload: Workload, secrets: SecretSession | None = None) -> None:
+                 workload: Workload, secrets: SecretSession | None = None,
+                 workers: Workers | None = None) -> None:
         self.proxy = proxy
+        self.workers = workers  # --concurrency: the other processes
         self.session = session
         self.secrets = secrets
         self.node_id = node_id
@@ -56,7 +61,8 @@ class Admin:
         return Response.json({
             "version": "pilotfish-native", "state": self.state(),
             "uptime_current_epoch": f"{int(time.time() - self.started)}s",
-            "command_line_options": {"concurrency": 1},
+            "command_line_options": {"concurrency": 1 + len(
+                self.workers.workers if self.workers else ())},
             "node": {"id": self.node_id},
             "not_ready": self.not_ready(),
             "rejected": dict(self.session.rejected),
@@ -106,11 +112,19 @@ class Admin:
     async def listeners(self, request: Request) -> Response:
         return Response.text(self.proxy.listeners_text())
 
+    async def _totals(self) -> tuple[Stats, IstioSeries]:
+        """The counters and Istio's series of every process serving."""
+        if self.workers is None:
+            return self.proxy.stats, self.proxy.istio
+        return await self.workers.totals(self.proxy.stats, self.proxy.istio)
+
     async def stats(self, request: Request) -> Response:
-        return Response.text(self.proxy.stats.text())
+        stats, _ = await self._totals()
+        return Response.text(stats.text())
 
     async def prometheus(self, request: Request) -> Response:
-        return Response(200, self.proxy.prometheus(self.workload).encode(),
+        stats, istio = await self._totals()
+        return Response(200, self.proxy.prometheus(self.workload, stats, istio).encode(),
                         "text/plain; version=0.0.4; charset=utf-8")
 
     async def logging(self, request: Request) -> Response:
@@ -129,6 +143,8 @@ class Admin:
         if request.method != "POST":
             return Response.text("POST only\n", 405)
         self.proxy.drain()
+        if self.workers is not None:
+            await self.workers.drain()
         return Response.text("OK\n")
 
     async def quitquitquit(self, request: Request) -> Response:

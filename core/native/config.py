@@ -10,7 +10,7 @@ started with while the proxy swaps in new ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -57,6 +57,16 @@ SPOKEN_ALPN = ("h2", "http/1.1")  # what the native proxy speaks (ALPN offers ar
 
 class Rejected(Exception):
     """An update the proxy cannot take; the message is the NACK's error detail."""
+
+
+@attrs.frozen
+class Update:
+    """One update of one type, as :meth:`ConfigState.apply` takes it."""
+
+    type_url: str
+    added: list[tuple[str, bytes]]
+    removed: list[str]
+    version: str = ""
 
 
 @attrs.frozen
@@ -578,11 +588,14 @@ class ConfigState:
     resources: dict[str, dict[str, Message]] = attrs.field(
         factory=lambda: {type_url: {} for type_url in MESSAGES})
     versions: dict[str, str] = attrs.field(factory=dict)
+    # told of every update taken, as it came (--concurrency: the workers get it too)
+    observers: list[Callable[[Update], None]] = attrs.field(factory=list)
 
     def apply(self, type_url: str, added: Iterable[tuple[str, bytes]],
               removed: Iterable[str], version: str = "") -> None:
         """Take one update of ``type_url`` (serialized resources by name), all or nothing;
         raise ``Rejected`` naming the resource, the field and the type."""
+        added, removed = list(added), list(removed)
         message_type = MESSAGES.get(type_url)
         if message_type is None:
             raise Rejected(f"{type_url}: the native proxy does not take this type")
@@ -606,6 +619,16 @@ class ConfigState:
             self.resources[type_url][name] = resource
         if version:
             self.versions[type_url] = version
+        for observer in self.observers:
+            observer(Update(type_url, added, removed, version))
+
+    def snapshot(self) -> list[Update]:
+        """Everything held, as updates that rebuild it (secrets first, so listeners can
+        bind at once; listeners last)."""
+        order = (types.SECRET, types.CLUSTER, types.ENDPOINT, types.ROUTE, types.LISTENER)
+        return [Update(type_url, [(name, resource.SerializeToString()) for name, resource
+                                  in self.resources[type_url].items()], [],
+                       self.versions.get(type_url, "")) for type_url in order]
 
     def _table(self, type_url: str) -> dict[str, Any]:
         tables: dict[str, dict[str, Any]] = {

@@ -201,13 +201,16 @@ def _pool_key(cluster: str, host: tuple[str, int]) -> tuple[Any, ...]:
     return (cluster, *host) if source is None else (cluster, *host, source.address)
 
 
-def _listening_socket(host: str, port: int, transparent: bool = False) -> socket.socket:
+def _listening_socket(host: str, port: int, transparent: bool = False,
+                      reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if transparent:
             _transparent(sock, family)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # --concurrency: every process listens, the kernel spreads
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(1024)
         sock.setblocking(False)
@@ -308,8 +311,11 @@ class Pool:
 
 class NativeProxy:
     def __init__(self, state: ConfigState, contexts: tls.Contexts | None = None,
-                 sniffers: Sequence[sniffing.Sniffer] = ()) -> None:
+                 sniffers: Sequence[sniffing.Sniffer] = (), reuse_port: bool = False,
+                 worker: int = 0) -> None:
         self.state = state
+        self.reuse_port = reuse_port  # listeners shared with other processes (SO_REUSEPORT)
+        self.worker = worker  # which of them (Envoy's worker_N in per-worker stats)
         self.contexts = contexts or tls.Contexts()
         self.sniffers = list(sniffers)
         self._accepters: dict[str, asyncio.Task[None]] = {}
@@ -355,7 +361,8 @@ class NativeProxy:
             if name in self.servers or self.draining or not self._warm(listener):
                 continue
             try:
-                server = _listening_socket(listener.host, listener.port, listener.transparent)
+                server = _listening_socket(listener.host, listener.port, listener.transparent,
+                                           self.reuse_port)
             except OSError as exc:
                 log.error("listener %s: cannot bind %s:%d: %s", name, listener.host,
                           listener.port, exc)
@@ -433,6 +440,8 @@ class NativeProxy:
             if listener.use_original_dst:
                 listener = self._handoff(destination) or listener
             self.stats.inc(f"listener.{listener.host}_{listener.port}.downstream_cx_total")
+            self.stats.inc(f"listener.{listener.host}_{listener.port}.worker_{self.worker}"
+                           ".downstream_cx_total")
             accepted = await self._inspect(listener, conn, destination)
             chain = listener.chain(destination[1], accepted.server_name, accepted.transport,
                                    accepted.alpn, destination[0], _peer(conn))
@@ -871,7 +880,8 @@ class NativeProxy:
         started = time.monotonic()
         authority = request.header("host") or (request.target if request.method == "CONNECT"
                                                else "")
-        headers = dict(request.headers)
+        headers = {**dict(request.headers), ":method": request.method,
+                   ":path": request.target, ":authority": authority, ":scheme": scheme}
         table = self._table(config)
         connect = request.method == "CONNECT"  # routed with no path (connect_matcher)
         decision = table.route(authority, "" if connect else request.target, headers) \
@@ -973,8 +983,10 @@ class NativeProxy:
                   scheme: str = "http") -> http1.Message:
         headers = decision.request_edits.then(edits).apply(list(request.headers))
         target = request.target
-        if action.prefix_rewrite and decision.route.match.kind == "prefix":
-            target = action.prefix_rewrite + target[len(decision.route.match.value):]
+        match = decision.route.match
+        target = routing.rewrite_path(
+            target, match.value if match.kind in ("prefix", "separated") else "",
+            action.prefix_rewrite, action.regex_rewrite)
         if action.host_rewrite:
             headers = [(k, v) for k, v in headers if k != "host"] + [
                 ("host", action.host_rewrite)]
@@ -1238,10 +1250,13 @@ class NativeProxy:
         self.istio.add("istio_tcp_received_bytes_total", key, received)
         self.istio.add("istio_tcp_sent_bytes_total", key, sent)
 
-    def prometheus(self, workload: istio_metrics.Workload) -> str:
-        """Envoy-named counters, then Istio's standard metrics."""
+    def prometheus(self, workload: istio_metrics.Workload, stats: Stats | None = None,
+                   istio: IstioSeries | None = None) -> str:
+        """Envoy-named counters, then Istio's standard metrics (this process's, or the
+        totals given)."""
+        stats, istio = stats or self.stats, istio or self.istio
         services: dict[str, istio_metrics.ServiceRef | None] = {}
-        for name in self.istio.clusters():
+        for name in istio.clusters():
             cluster = self.state.clusters.get(name)
             found = ((cluster.metadata if cluster else {}).get("filterMetadata", {})
                      .get("istio", {}).get("services") or [None])[0]
@@ -1249,8 +1264,7 @@ class NativeProxy:
                 str(found["host"]), str(found.get("name") or found["host"]),
                 str(found.get("namespace") or istio_metrics.UNKNOWN)) \
                 if isinstance(found, dict) and found.get("host") else None
-        return self.stats.prometheus() + prometheus.render(
-            self.istio.families(workload, services))
+        return stats.prometheus() + prometheus.render(istio.families(workload, services))
 
     # -- what admin shows ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+import re2  # type: ignore[import-untyped]
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 
@@ -79,6 +80,36 @@ def _retry(policy: route_components_pb2.RetryPolicy) -> RetryPolicy:
 
 
 @attrs.frozen
+class RegexRewrite:
+    """``regex_rewrite``: every match of the pattern in the path (not the query) replaced
+    by the substitution (RE2's ``\\1`` for groups)."""
+
+    pattern: Any
+    substitution: str
+
+    def apply(self, path: str) -> str:
+        return str(self.pattern.sub(self.substitution, path))
+
+
+def rewrite_path(target: str, matched_prefix: str, prefix_rewrite: str,
+                 regex: RegexRewrite | None) -> str:
+    """The request target after a route's (or redirect's) path rewrite; the query stays."""
+    path, mark, query = target.partition("?")
+    if prefix_rewrite and matched_prefix is not None and path.startswith(matched_prefix):
+        path = prefix_rewrite + path[len(matched_prefix):]
+    elif regex is not None:
+        path = regex.apply(path)
+    return path + mark + query
+
+
+def _regex_rewrite(message: Any) -> RegexRewrite | None:
+    if not message.HasField("regex_rewrite"):
+        return None
+    return RegexRewrite(re2.compile(message.regex_rewrite.pattern.regex),
+                        message.regex_rewrite.substitution)
+
+
+@attrs.frozen
 class Forward:
     """Send the request upstream."""
 
@@ -88,6 +119,7 @@ class Forward:
     prefix_rewrite: str = ""
     host_rewrite: str = ""
     websocket: bool = False
+    regex_rewrite: RegexRewrite | None = None
     mirrors: tuple[tuple[str, float], ...] = ()  # (cluster, share of requests) shadowed
     connect: bool = False  # a CONNECT is terminated here: its payload goes to the cluster
     hash_policy: tuple[hashing.HashPolicy, ...] = ()  # for RING_HASH / MAGLEV clusters
@@ -123,19 +155,29 @@ class Redirect:
     prefix_rewrite: str = ""
     status: int = 301
     strip_query: bool = False
+    regex_rewrite: RegexRewrite | None = None
 
     def answer(self, scheme: str, authority: str, path: str, matched_prefix: str) -> Respond:
-        host, _, port = authority.partition(":")
-        new_host = self.host or host
-        new_port = str(self.port) if self.port else port
+        """The redirect for a request, as Envoy builds it: a new host drops the request's
+        port; a new scheme drops it when it was the old scheme's default; a new port
+        replaces it."""
+        host, port = _host_port(authority)
         new_scheme = self.scheme or scheme
-        if self.scheme and not self.port:
-            new_port = ""
+        if self.host:
+            new_host, new_port = self.host, ""
+        else:
+            new_host, new_port = host, port
+            if self.scheme and self.scheme != scheme and \
+                    port == {"http": "80", "https": "443"}.get(scheme):
+                new_port = ""
+        if self.port:
+            new_port = str(self.port)
         target, _, query = path.partition("?")
         if self.path:
             target = self.path
-        elif self.prefix_rewrite:
-            target = self.prefix_rewrite + target[len(matched_prefix):]
+        else:
+            target = rewrite_path(target, matched_prefix, self.prefix_rewrite,
+                                  self.regex_rewrite)
         if query and not self.strip_query and "?" not in target:
             target += f"?{query}"
         location = f"{new_scheme}://{new_host}" + (f":{new_port}" if new_port else "") + target
@@ -143,6 +185,14 @@ class Redirect:
 
 
 _REDIRECT_CODES = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
+
+
+def _host_port(authority: str) -> tuple[str, str]:
+    if authority.startswith("["):  # [v6]:port
+        host, _, rest = authority.partition("]")
+        return host + "]", rest[1:] if rest.startswith(":") else ""
+    host, _, port = authority.partition(":")
+    return host, port
 
 
 @attrs.frozen
@@ -262,7 +312,8 @@ def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
         scheme = "https" if redirect.https_redirect else redirect.scheme_redirect
         return Redirect(scheme, redirect.host_redirect, redirect.port_redirect,
                         redirect.path_redirect, redirect.prefix_rewrite,
-                        _REDIRECT_CODES.get(redirect.response_code, 301), redirect.strip_query)
+                        _REDIRECT_CODES.get(redirect.response_code, 301), redirect.strip_query,
+                        _regex_rewrite(redirect))
     action = route.route
     limits = action.max_stream_duration
     if limits.max_stream_duration.ToNanoseconds() or limits.grpc_timeout_header_max.ToNanoseconds():
@@ -281,6 +332,7 @@ def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
         _retry(action.retry_policy) if action.HasField("retry_policy") else None,
         action.prefix_rewrite, action.host_rewrite_literal,
         any(u.upgrade_type.lower() == "websocket" for u in action.upgrade_configs),
+        _regex_rewrite(action),
         tuple((m.cluster, http_filters.share(m.runtime_fraction.default_value)
                if m.HasField("runtime_fraction") else 1.0)
               for m in action.request_mirror_policies),

@@ -12,6 +12,17 @@ class Stats:
         self.counters: Counter[str] = Counter()
         self.gauges: dict[str, int] = {}
 
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
+        return dict(self.counters), dict(self.gauges)
+
+    def add_snapshot(self, snapshot: tuple[dict[str, int], dict[str, int]]) -> None:
+        """Another process's counters added to these (gauges: the larger value, as each
+        process holds the same listeners)."""
+        counters, gauges = snapshot
+        self.counters.update(counters)
+        for name, value in gauges.items():
+            self.gauges[name] = max(self.gauges.get(name, 0), value)
+
     def inc(self, name: str, by: int = 1) -> None:
         self.counters[name] += by
 

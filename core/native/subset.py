@@ -284,7 +284,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.route.v3.RouteAction": frozenset({
         "cluster", "weighted_clusters", "timeout", "retry_policy", "max_grpc_timeout",
         "prefix_rewrite", "host_rewrite_literal", "auto_host_rewrite", "upgrade_configs",
-        "max_stream_duration", "request_mirror_policies", "hash_policy"}),
+        "max_stream_duration", "request_mirror_policies", "hash_policy", "regex_rewrite"}),
+    "envoy.type.matcher.v3.RegexMatchAndSubstitute": frozenset({"pattern", "substitution"}),
     "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": frozenset({
         "cluster", "runtime_fraction", "trace_sampled"}),
     "envoy.config.route.v3.RouteAction.HashPolicy": frozenset({
@@ -315,7 +316,7 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.route.v3.DirectResponseAction": frozenset({"status", "body"}),
     "envoy.config.route.v3.RedirectAction": frozenset({
         "scheme_redirect", "host_redirect", "port_redirect", "path_redirect",
-        "prefix_rewrite", "response_code", "strip_query", "https_redirect"}),
+        "prefix_rewrite", "response_code", "strip_query", "https_redirect", "regex_rewrite"}),
     "envoy.config.core.v3.HeaderValueOption": frozenset({"header", "append_action",
                                                         "keep_empty_value"}),
     "envoy.config.core.v3.HeaderValue": frozenset({"key", "value"}),

@@ -9,6 +9,7 @@ unchanged. What it supports of Envoy's API, and what it refuses: docs/native.md.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,10 @@ class NativeBackend(EnvoyBackend):
             raise BootstrapError(result.stderr.strip() or f"{path}: rejected")
 
     def command(self, options: ProxyOptions, path: Path) -> list[str]:
-        return [*PROGRAM, "-c", str(path), "-l", options.log_level]
+        # processes sharing the listeners, as Envoy's worker threads (0: one per CPU)
+        concurrency = options.concurrency or os.cpu_count() or 1
+        return [*PROGRAM, "-c", str(path), "-l", options.log_level,
+                "--concurrency", str(concurrency)]
 
     def admin(self, options: ProxyOptions) -> NativeAdmin:  # type: ignore[override]
         return NativeAdmin(options)

@@ -162,3 +162,39 @@ def test_istios_metrics_are_counted_by_the_proxy_and_merged_by_the_agent(mesh: L
         assert label in lines[0], lines[0]
     assert "istio_request_duration_milliseconds_bucket{" in text
     assert "envoy_cluster_upstream_rq_total{" in text
+
+
+def test_concurrency_spreads_connections_over_processes_sharing_one_config(mesh: LocalMesh):
+    """``--concurrency 3``: three processes listen on the same port (SO_REUSEPORT), fed by
+    one ADS stream; a push reaches all of them, the admin API adds their counters up."""
+    port, echo_port = free_port(), free_port()
+    mesh.write("mesh.yaml", CONFIG.format(echo=ECHO, echo_port=echo_port, port=port))
+    mesh.write("route.yaml", ROUTE.format(push=0))
+    mesh.start_discovery()
+    start_echo(mesh, echo_port)
+    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                               extra=["--proxy", "native", "--concurrency", "3"])
+    wait_until(lambda: http(f"http://127.0.0.1:{port}/", timeout=2).status == 200, 15,
+               what="HTTP through the native gateway")
+    assert http(f"{gateway.admin}/server_info").json()["command_line_options"][
+        "concurrency"] == 3
+    mesh.write("route.yaml", ROUTE.format(push=1))
+
+    def pushed_everywhere() -> bool:  # every new connection may land on any process
+        return all(http(f"http://127.0.0.1:{port}/", timeout=2).headers.get("x-push") == "1"
+                   for _ in range(30))
+    wait_until(pushed_everywhere, 15, what="the push to reach every process")
+    for _ in range(60):
+        assert http(f"http://127.0.0.1:{port}/", timeout=2).status == 200
+    stats = dict(line.split(": ", 1) for line in
+                 http(f"{gateway.admin}/stats").body.decode().splitlines() if ": " in line)
+    per_worker = {k: int(v) for k, v in stats.items()
+                  if ".worker_" in k and k.endswith(".downstream_cx_total")}
+    assert len([v for v in per_worker.values() if v]) >= 2, per_worker  # spread
+    total = [int(v) for k, v in stats.items() if k.startswith(f"listener.0.0.0.0_{port}.")
+             and k.endswith(".downstream_cx_total") and ".worker_" not in k]
+    assert total == [sum(per_worker.values())]  # the admin API adds every process up
+    text = http(f"http://127.0.0.1:{gateway.status_port}/stats/prometheus").body.decode()
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("istio_requests_total{"))
+    assert counted >= 60 + 30

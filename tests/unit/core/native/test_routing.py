@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from envoy.config.route.v3 import route_pb2
+import re2  # type: ignore[import-untyped]
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from google.protobuf import json_format
 
 from pilotfish.core.native import routing
@@ -106,3 +107,29 @@ def test_mirrors_keep_their_share():
     decision = mirrored.route("web", "/", {})
     assert decision is not None and isinstance(decision.route.action, routing.Forward)
     assert decision.route.action.mirrors == (("all", 1.0), ("tenth", 0.1))
+
+
+def test_redirects_build_the_location_as_envoy_does():
+    def location(redirect: dict, authority: str = "web:8080", scheme: str = "http",
+                 path: str = "/a/b?q=1") -> str:
+        answer = routing._action(json_format.ParseDict(
+            {"match": {"prefix": "/a"}, "redirect": redirect},
+            route_components_pb2.Route()))
+        assert isinstance(answer, routing.Redirect)
+        return dict(answer.answer(scheme, authority, path, "/a").headers)["location"]
+
+    assert location({"host_redirect": "example.org"}) == "http://example.org/a/b?q=1"
+    assert location({"host_redirect": "example.org", "port_redirect": 8443}) == \
+        "http://example.org:8443/a/b?q=1"
+    assert location({"scheme_redirect": "https"}, "web:80") == "https://web/a/b?q=1"
+    assert location({"scheme_redirect": "https"}) == "https://web:8080/a/b?q=1"
+    assert location({"prefix_rewrite": "/z"}) == "http://web:8080/z/b?q=1"
+    assert location({"regex_rewrite": {"pattern": {"regex": "^/a(/.*)?$"},
+                                       "substitution": "/x\\1"}}) == "http://web:8080/x/b?q=1"
+    assert location({"path_redirect": "/new", "strip_query": True}) == "http://web:8080/new"
+
+
+def test_a_regex_rewrite_keeps_the_query():
+    rewrite = routing.RegexRewrite(re2.compile("^/prefix/one"), "/one")
+    assert routing.rewrite_path("/prefix/one/two?x=1", "", "", rewrite) == "/one/two?x=1"
+    assert routing.rewrite_path("/p/rest?y", "/p", "/q", None) == "/q/rest?y"
