@@ -115,6 +115,8 @@ class Connection:
         self._windows = asyncio.Condition()
         self.closed = False
         self._reading: asyncio.Task[None] | None = None
+        # which requests are passed on as they come (by their head) rather than whole
+        self.streamed: Callable[[list[tuple[str, str]]], bool] = lambda headers: False
 
     # -- both sides ---------------------------------------------------------------------
 
@@ -178,7 +180,8 @@ class Connection:
             stream = self.streams.setdefault(event.stream_id, Stream(event.stream_id))
             stream.headers = _text(event.headers)
             stream.responded.set()
-            if stream.pseudo(":method") == "CONNECT":
+            if isinstance(event, h2.events.RequestReceived) and (
+                    stream.pseudo(":method") == "CONNECT" or self.streamed(stream.headers)):
                 stream.tunnel = asyncio.Queue()
         elif isinstance(event, h2.events.TrailersReceived):
             stream = self.streams.get(event.stream_id) or Stream(event.stream_id)
@@ -317,12 +320,40 @@ class Connection:
         self.streams.pop(stream_id, None)
 
     async def accept(self, stream_id: int, status: int = 200,
-                     headers: Sequence[tuple[str, str]] = ()) -> None:
-        """Answer a CONNECT with ``status``; a 2xx keeps the stream open as the tunnel."""
+                     headers: Sequence[tuple[str, str]] = (), end: bool | None = None
+                     ) -> None:
+        """Send an answer's head: a CONNECT's (a 2xx keeps the stream open as the tunnel),
+        or a streamed response's, its body to follow (``end``: none follows)."""
         self.h2.send_headers(stream_id, [(":status", str(status)), *_fields(headers)],
-                             end_stream=status >= 300)
+                             end_stream=status >= 300 if end is None else end)
         self._flush()
         await self.writer.drain()
+
+    async def finish(self, stream_id: int, trailers: Sequence[tuple[str, str]] = ()) -> None:
+        """End our side of a streamed message, with its trailers if it has any."""
+        if not trailers:
+            self.end(stream_id)
+            return
+        try:
+            self.h2.send_headers(stream_id, _fields(trailers), end_stream=True)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError) as exc:
+            raise StreamError(str(exc) or type(exc).__name__) from None
+        self._flush()
+        await self.writer.drain()
+
+    def open(self, request: http1.Message, scheme: str = "http") -> Stream:
+        """Start a request whose body will follow (:meth:`write`, :meth:`finish`); its
+        answer comes on the returned stream as it arrives (``responded``, :meth:`read`)."""
+        if self.closed:
+            raise StreamError("the connection closed")
+        stream_id = self.h2.get_next_available_stream_id()
+        stream = self.streams[stream_id] = Stream(stream_id, tunnel=asyncio.Queue())
+        self.h2.send_headers(stream_id, [
+            (":method", request.method), (":scheme", scheme),
+            (":authority", request.header("host") or ""), (":path", request.target or "/"),
+            *_fields(request.headers)])
+        self._flush()
+        return stream
 
     async def connect(self, authority: str, headers: Sequence[tuple[str, str]] = ()
                       ) -> Stream:

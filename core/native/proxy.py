@@ -106,6 +106,7 @@ class Outcome:
     keep: bool = True
     route: str = ""
     grpc_status: str = ""  # a gRPC answer's status code ("" for other answers)
+    streamed: bool = False  # the answer went out as it came (nothing left to send)
 
 
 # What a request is answered with: the response, how it went, and for an upgrade the
@@ -117,6 +118,29 @@ def _bad_request(error: Exception) -> bytes:
     return http1.response_bytes(http1.Message(
         [("content-type", "text/plain")], f"{error}\n".encode(), status=400),
         "Bad Request", close=True)
+
+
+def _is_grpc(headers: Sequence[tuple[str, str]]) -> bool:
+    return any(k == "content-type" and v.startswith("application/grpc") for k, v in headers)
+
+
+def _speaks_h2(cluster: Cluster, request: http1.Message) -> bool:
+    """Whether ``request`` goes to ``cluster``'s hosts over HTTP/2."""
+    return cluster.protocol == "h2" or (cluster.protocol == "downstream" and
+                                        request.version == "2")
+
+
+async def _collect(connection: http2.Connection, stream: http2.Stream
+                   ) -> tuple[bytes, list[tuple[str, str]]]:
+    """A streamed request's body and trailers, whole (for an HTTP/1.1 upstream)."""
+    body = bytearray()
+    while data := await connection.read(stream):
+        body += data
+        if len(body) > http2.MAX_BODY:
+            raise http2.StreamError(f"body larger than {http2.MAX_BODY} bytes")
+    if stream.error:
+        raise http2.StreamError(stream.error)
+    return bytes(body), list(stream.trailers)
 
 
 def _grpc_status(response: http1.Message) -> str:
@@ -829,17 +853,90 @@ class NativeProxy:
             self.stats.inc(f"http.{prefix}.downstream_rq_total")
             self.stats.inc(f"http.{prefix}.downstream_rq_http2_total")
             started = time.time()
+            streamed = (connection, stream) if stream.tunnel is not None and \
+                request.method != "CONNECT" else None
             response, outcome, tunnel = await self._respond(config, request, scheme,
-                                                            destination, peer or NO_PEER)
+                                                            destination, peer or NO_PEER,
+                                                            streamed)
             if tunnel is not None:
                 outcome = await self._terminate(connection, stream, tunnel[0], outcome,
                                                 destination)
-            else:
+            elif not outcome.streamed:
                 await connection.respond(stream.id, response, request.method == "HEAD")
             self._finished(config, request, outcome, started, remote, local, peer)
 
+        # gRPC goes on message by message (streams may never end); the rest whole
+        connection.streamed = _is_grpc
+
         self.stats.inc(f"http.{prefix}.downstream_cx_http2_total")
         await connection.serve(handle, received)
+
+    async def _relay(self, config: HttpManager, cluster: Cluster, request: http1.Message,
+                     decision: routing.Decision, added: Sequence[tuple[str, str]],
+                     flags: str, started: float, connection: http2.Connection,
+                     stream: http2.Stream) -> Answered:
+        """A streamed request (gRPC) to an HTTP/2 cluster: its messages upstream and the
+        answer's back as they come, head, data and trailers, with no retry (what was sent
+        cannot be sent again)."""
+        route = decision.route.name
+        try:
+            upstream, host = await self._h2_connection(cluster, set(), None)
+            out = upstream.open(request, "https" if cluster.origination(None) else "http")
+        except (UpstreamFailed, http2.StreamError, OSError) as exc:
+            return self._local(config, routing.Respond(503, str(exc).encode()), cluster.name,
+                               "UF", route)
+        sent = [0]
+        status = ""
+
+        async def upward() -> None:
+            try:
+                while data := await connection.read(stream):
+                    await upstream.write(out.id, data)
+                if stream.error:
+                    upstream.end(out.id, reset=True)
+                else:
+                    await upstream.finish(out.id, stream.trailers)
+            except http2.StreamError:
+                upstream.end(out.id, reset=True)
+
+        pumping = asyncio.get_running_loop().create_task(upward())
+        try:
+            await out.responded.wait()
+            status = out.pseudo(":status")
+            if out.error or not status.isdigit():
+                pumping.cancel()
+                return self._local(config, routing.Respond(503, out.error.encode()),
+                                   cluster.name, "UF", route)
+            head = [(k, v) for k, v in out.headers if not k.startswith(":")]
+            head = decision.response_edits.apply(head) + list(added)
+            head.append(("x-envoy-upstream-service-time",
+                         str(int((time.monotonic() - started) * 1000))))
+            head.append(("server", "istio-envoy"))
+            assert out.tunnel is not None
+            only_head = out.ended.is_set() and out.tunnel.qsize() == 1  # trailers-only
+            await connection.accept(stream.id, int(status), head, end=only_head)
+            if not only_head:
+                while data := await upstream.read(out):
+                    sent[0] += len(data)
+                    await connection.write(stream.id, data)
+                if out.error:
+                    connection.end(stream.id, reset=True)
+                else:
+                    await connection.finish(stream.id, out.trailers)
+            await pumping
+        except http2.StreamError:
+            connection.end(stream.id, reset=True)
+            upstream.end(out.id, reset=True)
+        finally:
+            pumping.cancel()
+            upstream.release(out.id)
+            connection.release(stream.id)
+        code = int(status) if status.isdigit() else 502
+        self.stats.request_done(cluster.name, config.stat_prefix, code)
+        grpc = next((v for k, v in (*out.trailers, *out.headers) if k == "grpc-status"), "")
+        return (http1.Message([], status=code),
+                Outcome(code, cluster.name, _address(host), sent[0], route=route,
+                        flags=flags, grpc_status=grpc, streamed=True), None)
 
     async def _terminate(self, connection: http2.Connection, stream: http2.Stream,
                          cluster: Cluster, outcome: Outcome,
@@ -874,7 +971,9 @@ class NativeProxy:
 
     async def _respond(self, config: HttpManager, request: http1.Message,
                        scheme: str = "http", destination: tuple[str, int] | None = None,
-                       peer: rbac.Facts = NO_PEER) -> Answered:
+                       peer: rbac.Facts = NO_PEER,
+                       streamed: tuple[http2.Connection, http2.Stream] | None = None
+                       ) -> Answered:
         """What to answer one request with, whichever protocol carried it; an upgrade
         (WebSocket) comes back as the cluster and request to open the tunnel to."""
         started = time.monotonic()
@@ -937,6 +1036,15 @@ class NativeProxy:
             return (http1.Message([], status=status),
                     Outcome(status, cluster_name, keep=False, route=route),
                     (cluster, outgoing))
+        if streamed is not None:
+            if _speaks_h2(cluster, outgoing):  # passed on as it comes, both ways
+                return await self._relay(config, cluster, outgoing, decision, added, flags,
+                                         started, *streamed)
+            try:
+                outgoing.body, outgoing.trailers = await _collect(*streamed)
+            except http2.StreamError as exc:
+                return self._local(config, routing.Respond(400, str(exc).encode()),
+                                   cluster_name, "DPE", route)
         try:
             response, host = await self._forward(
                 cluster, outgoing, action, destination, peer.source,
@@ -1059,8 +1167,7 @@ class NativeProxy:
             self.stats.inc(f"cluster.{cluster.name}.upstream_rq_pending_overflow")
             raise UpstreamFailed(OVERFLOW, sent=False, flag="UO")
         try:
-            if cluster.protocol == "h2" or (cluster.protocol == "downstream" and
-                                            request.version == "2"):
+            if _speaks_h2(cluster, request):
                 return await self._attempt_h2(cluster, request, tried, limit, destination,
                                               hash_key)
             return await self._exchange_upstream(cluster, upstream, request, tried, limit,
@@ -1122,6 +1229,25 @@ class NativeProxy:
             await _close(writer)
         return response, host
 
+    async def _h2_connection(self, cluster: Cluster, tried: set[tuple[str, int]],
+                             destination: tuple[str, int] | None,
+                             endpoint: Endpoint | None = None
+                             ) -> tuple[http2.Connection, tuple[str, int]]:
+        """A pooled HTTP/2 connection to a host of ``cluster`` that takes another stream
+        (a new one when there is none)."""
+        endpoint = endpoint or self._pick(cluster, tried, destination)
+        key = _pool_key(cluster.name, (endpoint.host, endpoint.port)) if endpoint else None
+        connection = self.h2_pool.get(key) if key else None
+        if connection is not None and connection.usable and endpoint is not None:
+            host = (endpoint.host, endpoint.port)
+            tried.add(host)
+            return connection, host
+        reader, writer, host = await self._connect(cluster, tried, destination, endpoint)
+        connection = http2.Connection(reader, writer, client=True)
+        connection.run()
+        self.h2_pool[_pool_key(cluster.name, host)] = connection
+        return connection, host
+
     async def _attempt_h2(self, cluster: Cluster, request: http1.Message,
                           tried: set[tuple[str, int]], limit: float,
                           destination: tuple[str, int] | None = None,
@@ -1131,16 +1257,7 @@ class NativeProxy:
         there is none that takes another stream)."""
         balancer = self._upstream(cluster).balancer
         endpoint = self._pick(cluster, tried, destination, hash_key)
-        key = _pool_key(cluster.name, (endpoint.host, endpoint.port)) if endpoint else None
-        connection = self.h2_pool.get(key) if key else None
-        if connection is not None and connection.usable and endpoint is not None:
-            host = (endpoint.host, endpoint.port)
-            tried.add(host)
-        else:
-            reader, writer, host = await self._connect(cluster, tried, destination, endpoint)
-            connection = http2.Connection(reader, writer, client=True)
-            connection.run()
-            self.h2_pool[_pool_key(cluster.name, host)] = connection
+        connection, host = await self._h2_connection(cluster, tried, destination, endpoint)
         balancer.started(host)
         scheme = "https" if cluster.origination(endpoint) is not None else "http"
         try:

@@ -4,8 +4,10 @@ metadata through), and HTTP/1.1 clients reaching an HTTP/2-only upstream."""
 
 from __future__ import annotations
 
+import queue
 import socket
 import sys
+from concurrent import futures
 
 import grpc
 import pytest
@@ -28,6 +30,18 @@ kind: Pod
 metadata: {{name: grpc-echo-1, namespace: default, labels: {{app: grpc-echo}}}}
 status: {{podIP: {host}}}
 ---
+apiVersion: v1
+kind: Service
+metadata: {{name: chat, namespace: default}}
+spec:
+  selector: {{app: chat}}
+  ports: [{{name: grpc, port: 80, targetPort: {chat_port}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: chat-1, namespace: default, labels: {{app: chat}}}}
+status: {{podIP: {host}}}
+---
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {{name: edge, namespace: default}}
@@ -42,17 +56,37 @@ spec:
   hosts: ["*"]
   gateways: [edge]
   http:
+  - match: [{{uri: {{prefix: /pilotfish.test.Chat/}}}}]
+    route: [{{destination: {{host: chat, port: {{number: 80}}}}}}]
   - headers: {{response: {{set: {{x-through: native}}}}}}
     route: [{{destination: {{host: grpc-echo, port: {{number: 80}}}}}}]
 """
+CHAT = "/pilotfish.test.Chat/Talk"
+
+
+def chat_server(port: int) -> grpc.Server:
+    """A bidirectional stream that answers each message as it comes, and a stream that
+    only ends when its caller goes."""
+    def talk(requests, context):  # type: ignore[no-untyped-def]
+        for message in requests:
+            yield b"heard:" + message
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "pilotfish.test.Chat", {"Talk": grpc.stream_stream_rpc_method_handler(talk)}),))
+    server.add_insecure_port(f"{GRPC_ECHO}:{port}")
+    server.start()
+    return server
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     mesh = LocalMesh(tmp_path_factory.mktemp("native-h2"))
     try:
-        port, grpc_port = free_port(), free_port()
-        mesh.write("mesh.yaml", CONFIG.format(host=GRPC_ECHO, grpc_port=grpc_port, port=port))
+        port, grpc_port, chat_port = free_port(), free_port(), free_port()
+        chat = chat_server(chat_port)
+        mesh.write("mesh.yaml", CONFIG.format(host=GRPC_ECHO, grpc_port=grpc_port, port=port,
+                                              chat_port=chat_port))
         mesh.start_discovery()
         echo = Process("grpc-echo", [sys.executable, "-m", "pilotfish.demo.echo_basic"],
                        mesh.workdir / "grpc-echo.log")
@@ -70,6 +104,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
         yield port, proxy
     finally:
         mesh.stop()
+        chat.stop(0)
 
 
 def _stub(port: int) -> tuple[grpc.Channel, dict[str, object]]:
@@ -118,3 +153,26 @@ def test_an_http1_client_reaches_the_http2_upstream(gateway: tuple[int, Proxy]):
                   data=b"\x00\x00\x00\x00\x00", timeout=5)
     assert result.status == 200
     assert result.headers.get("x-through") == "native"
+
+
+def test_a_bidirectional_grpc_stream_goes_message_by_message(gateway: tuple[int, Proxy]):
+    """Each answer comes back before the next message is sent: nothing waits for the
+    stream to end."""
+    port, _ = gateway
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    talk = channel.stream_stream(CHAT)
+    outgoing: queue.Queue[bytes | None] = queue.Queue()
+
+    def messages():  # type: ignore[no-untyped-def]
+        while (message := outgoing.get()) is not None:
+            yield message
+
+    outgoing.put(b"one")
+    answers = talk(messages(), timeout=20)
+    assert next(answers) == b"heard:one"
+    for word in (b"two", b"three"):
+        outgoing.put(word)
+        assert next(answers) == b"heard:" + word
+    outgoing.put(None)
+    assert list(answers) == []
+    channel.close()
