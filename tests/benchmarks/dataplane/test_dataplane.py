@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import process_use
 import pytest
+import wrk_runs
+from process_use import cpu_seconds, rss_mib, tree
 
 from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.mesh import LocalMesh
@@ -28,7 +29,6 @@ from pilotfish.testing.processes import Process, free_port, http, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 BACKEND_IP = "127.0.22.3"
-TWO_CPUS = (os.cpu_count() or 1) > 1
 BODY = "x" * 1024
 
 CONFIG = """\
@@ -82,73 +82,13 @@ def backend_config(port: int, admin: int) -> dict[str, Any]:
                     "typed_config": hcm}]}]}]}}
 
 
+def wrk(url: str, seconds: int) -> dict[str, Any]:
+    return wrk_runs.run(url, seconds)
+
+
 def pin(pid: int, cpu: str) -> None:
     """``pid`` and its descendants (the agent's proxy), every thread, to ``cpu``."""
-    if TWO_CPUS:
-        for each in tree(pid):
-            subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(each)], capture_output=True,
-                           check=False)
-
-
-def tree(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
-                         text=True).stdout.split()
-    return [pid, *(p for child in out for p in tree(int(child)))]
-
-
-def _command(pid: int) -> str:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return str(pid)
-    words = [a.decode() for a in argv if a]
-    for known in ("pilotfish.core.native", "agent", "setpriv", "envoy"):
-        if any(known in w for w in words[:6]):
-            return "native" if known == "pilotfish.core.native" else known
-    return Path(words[0]).name if words else str(pid)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
-def rss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return round(total / 1024, 1)
-
-
-def wrk(url: str, seconds: int) -> dict[str, Any]:
-    argv = ["taskset", "-c", "0"] if TWO_CPUS else []
-    out = subprocess.run([*argv, "wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", url],
-                         capture_output=True, text=True, timeout=seconds + 60)
-    assert out.returncode == 0, out.stderr
-    text = out.stdout
-    percentiles = {}
-    for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", text,
-                                       re.MULTILINE):
-        percentiles[f"p{pct}_ms"] = round(float(value) * {"us": 0.001, "ms": 1.0,
-                                                            "s": 1000.0}[unit], 3)
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    requests = re.search(r"(\d+) requests in", text)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    assert rate and requests and not errors, text
-    return {**percentiles, "requests_per_second": float(rate.group(1)),
-            "requests": int(requests.group(1))}
+    process_use.pin(tree(pid), cpu)
 
 
 def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
@@ -190,7 +130,7 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
                     run = wrk(f"http://127.0.0.1:{port}/", seconds)
                     used = cpu_seconds(pids) - before
                     run["cpu_seconds_by_process"] = {
-                        _command(pid): round(cpu_seconds([pid]) - start, 2)
+                        process_use.command(pid): round(cpu_seconds([pid]) - start, 2)
                         for pid, start in each.items()}
                     run["cpu_seconds_per_1000_requests"] = round(
                         used / max(run["requests"], 1) * 1000, 4)
@@ -208,7 +148,7 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
         "envoy_over_direct_rps": round(best["envoy"]["requests_per_second"]
                                        / best["direct"]["requests_per_second"], 3),
         "seconds_per_run": seconds, "connections": 32, "body_bytes": len(BODY),
-        "machine": {"cpus": os.cpu_count()},
+        "machine": {"cpus": os.cpu_count(), "load_average": process_use.load_average()},
     }
 
 
