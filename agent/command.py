@@ -161,7 +161,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "$TMPDIR/pilotfish/NAME.NS; as root /var/run/pilotfish/NAME.NS; "
         "else /tmp/pilotfish-UID/NAME.NS)")
     add("--mesh-config", type=Path, help="pilotfish.yaml: profile and plugin choices")
-    add("--concurrency", type=int, default=2, help="proxy worker threads (default: 2)")
+    add("--concurrency", type=int, default=None,
+        help="proxy workers, 0 for one per CPU (default: Envoy's 2 worker threads, as "
+        "Istio's sidecars; one native process)")
     # Not --log-level: `pilotfish --log-level` already sets the agent's own logging.
     add("--proxy-log-level", choices=LOG_LEVELS, default="warning",
         help="the proxy's log level (default: warning)")

@@ -160,7 +160,9 @@ class ProxyOptions:
     domain: str = DEFAULT_DOMAIN  # cluster DNS domain (mesh config ``domain``)
     admin_address: str = attrs.field(default="127.0.0.1", validator=_check_ip)
     admin_port: int = attrs.field(default=15000, validator=_check_port)
-    concurrency: int = attrs.field(default=2, validator=_check_positive)  # 0: one per CPU
+    # workers (0: one per CPU; None: the backend's default — Envoy 2, as Istio's sidecars)
+    concurrency: int | None = attrs.field(default=None, validator=attrs.validators.optional(
+        _check_positive))
     drain_seconds: int = attrs.field(default=45, validator=_check_positive)
     log_level: str = "warning"
     metadata: Mapping[str, Any] = attrs.field(factory=dict)  # extra node metadata

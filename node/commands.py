@@ -37,8 +37,9 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pod network (default %(default)s)")
     parser.add_argument("--bridge", default="pf0", help="bridge name (default %(default)s)")
     parser.add_argument("--debug-address", default="127.0.0.1:15014")
-    parser.add_argument("--proxy-concurrency", type=int, default=2,
-                        help="worker threads per sidecar proxy (default %(default)s)")
+    parser.add_argument("--proxy-concurrency", type=int, default=None,
+                        help="workers per sidecar proxy (default: the proxy's own — Envoy 2 "
+                        "threads, as Istio's sidecars; native 1 process)")
     parser.add_argument("--cert-ttl", default="",
                         help="workload certificate lifetime sidecars ask for (e.g. 2m; "
                         "default: the agent's 24h)")

@@ -67,7 +67,7 @@ class UpOptions:
     debug_address: str = "127.0.0.1:15014"
     discovery_restart_delay: float = 2.0
     demo: bool = False  # print the demo's tour
-    proxy_concurrency: int = 2  # worker threads per sidecar proxy (Istio's default is 2)
+    proxy_concurrency: int | None = None  # workers per sidecar (None: the proxy's default)
     cert_ttl: str = ""  # workload certificate lifetime the sidecars ask for ("" = the agent's)
 
 
@@ -286,8 +286,9 @@ class Node:
                 "--token-file", str(self.state.pod_dir(pod) / "token"),
                 "--root-cert", str(self.state.pod_dir(pod) / "root-cert.pem"),
                 "--service-account", str(obj.spec.get("serviceAccountName") or "default"),
-                "--config-dir", str(self.state.proxy_dir(pod)),
-                "--concurrency", str(self.options.proxy_concurrency)]
+                "--config-dir", str(self.state.proxy_dir(pod))]
+        if self.options.proxy_concurrency is not None:
+            argv += ["--concurrency", str(self.options.proxy_concurrency)]
         if self.options.cert_ttl:
             argv += ["--cert-ttl", self.options.cert_ttl]
         if proxy_type == "sidecar" and self.interception_mode(obj, pod) == "TPROXY":

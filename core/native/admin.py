@@ -114,6 +114,7 @@ class Admin:
 
     async def _totals(self) -> tuple[Stats, IstioSeries]:
         """The counters and Istio's series of every process serving."""
+        self.proxy.refresh_gauges()
         if self.workers is None:
             return self.proxy.stats, self.proxy.istio
         return await self.workers.totals(self.proxy.stats, self.proxy.istio)

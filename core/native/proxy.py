@@ -703,11 +703,14 @@ class NativeProxy:
             else:
                 self.stats.counters[f"{prefix}.{name}"] = value
 
-    def _breaker_gauges(self, cluster: Cluster, upstream: Upstream) -> None:
-        total = sum(len(w) for w in self.open.get(cluster.name, {}).values())
-        prefix = f"cluster.{cluster.name}.circuit_breakers.default"
-        for name, value in upstream.breaker.statistics(total).items():
-            self.stats.gauges[f"{prefix}.{name}"] = value
+    def refresh_gauges(self) -> None:
+        """The circuit breakers' gauges, brought up to date when they are read (not on
+        every request)."""
+        for name, upstream in self.upstreams.items():
+            total = sum(len(w) for w in self.open.get(name, {}).values())
+            prefix = f"cluster.{name}.circuit_breakers.default"
+            for gauge, value in upstream.breaker.statistics(total).items():
+                self.stats.gauges[f"{prefix}.{gauge}"] = value
 
     async def _connect(self, cluster: Cluster, avoid: set[tuple[str, int]],
                        destination: tuple[str, int] | None = None,
@@ -1175,7 +1178,6 @@ class NativeProxy:
         finally:
             upstream.breaker.end_request()
             self._release(cluster.name)
-            self._breaker_gauges(cluster, upstream)
 
     async def _exchange_upstream(self, cluster: Cluster, upstream: Upstream,
                                  request: http1.Message, tried: set[tuple[str, int]],
@@ -1206,8 +1208,9 @@ class NativeProxy:
             writer.write(http1.request_bytes(request))
             sent = True
             parser = http1.Parser(response=True, head_only=request.method == "HEAD")
-            coroutine = self._read_response(reader, parser)
-            response = await (asyncio.wait_for(coroutine, limit) if limit else coroutine)
+            # a timeout scope, not wait_for: no task made per request
+            async with asyncio.timeout(limit or None):
+                response = await self._read_response(reader, parser)
         except TimeoutError:
             self.pool.used.pop(writer, None)
             await _close(writer)
@@ -1261,8 +1264,8 @@ class NativeProxy:
         balancer.started(host)
         scheme = "https" if cluster.origination(endpoint) is not None else "http"
         try:
-            coroutine = connection.request(request, scheme)
-            response = await (asyncio.wait_for(coroutine, limit) if limit else coroutine)
+            async with asyncio.timeout(limit or None):
+                response = await connection.request(request, scheme)
         except TimeoutError:
             self._outlier(cluster, host, failed="timeout")
             raise UpstreamFailed(TIMEOUT, sent=True) from None

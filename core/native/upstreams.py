@@ -85,28 +85,46 @@ class Balancer:
     active: dict[Host, int] = attrs.field(factory=dict)
     tables: dict[tuple[tuple[Host, float], ...], hashing.Ring | hashing.Maglev] = \
         attrs.field(factory=dict)
+    # the priorities' loads and usable hosts, kept while the endpoints and ejections last
+    # (they change with EDS and outlier detection, not with each request)
+    plan_for: tuple[Any, frozenset[Host]] | None = attrs.field(default=None, init=False)
+    plan: tuple[list[tuple[int, float]], dict[int, tuple[list[Endpoint], list[Endpoint]]]] \
+        = attrs.field(default=([], {}), init=False)
+
+    def _planned(self, endpoints: Sequence[Endpoint], excluded: Collection[Host]
+                 ) -> tuple[list[tuple[int, float]],
+                            dict[int, tuple[list[Endpoint], list[Endpoint]]]]:
+        if self.plan_for is not None and self.plan_for[0] is endpoints and \
+                self.plan_for[1] == excluded:
+            return self.plan
+        usable = {_host(e) for e in endpoints if e.healthy and _host(e) not in excluded}
+        loads = priority_load(endpoints, usable)
+        levels = {}
+        for priority, _ in loads:
+            level = [e for e in endpoints if e.priority == priority]
+            levels[priority] = (level, [e for e in level if _host(e) in usable])
+        self.plan_for, self.plan = (endpoints, frozenset(excluded)), (loads, levels)
+        return self.plan
 
     def pick(self, endpoints: Sequence[Endpoint], avoid: Collection[Host] = (),
              rng: random.Random | None = None, hash_key: int | None = None,
              excluded: Collection[Host] = ()) -> Endpoint | None:
         """A host for one request; ``excluded`` are the hosts outlier detection ejected."""
         draw = rng or random
-        usable = {_host(e) for e in endpoints if e.healthy and _host(e) not in excluded}
-        loads = priority_load(endpoints, usable)
+        loads, levels = self._planned(endpoints, excluded)
         if not loads:
             return None
         if self.policy in HASHED and hash_key is None:
             hash_key = draw.getrandbits(64)
-        priority = _choose(loads, hash_key % 100 if hash_key is not None
-                           else draw.random() * 100)
-        level = [e for e in endpoints if e.priority == priority]
-        hosts = [e for e in level if _host(e) in usable]
+        priority = loads[0][0] if len(loads) == 1 else _choose(
+            loads, hash_key % 100 if hash_key is not None else draw.random() * 100)
+        level, hosts = levels[priority]
         if self.policy in HASHED and hash_key is not None:
             return self._hashed(level, hosts, hash_key, avoid)
         if self.locality_weighted:
             hosts = self._locality(level, hosts, draw)
-        fresh = [e for e in hosts if _host(e) not in avoid]
-        hosts = fresh or hosts
+        if avoid:
+            hosts = [e for e in hosts if _host(e) not in avoid] or hosts
         if self.policy == "RANDOM" or len(hosts) == 1:
             return hosts[draw.randrange(len(hosts))] if len(hosts) > 1 else hosts[0]
         if self.policy == "LEAST_REQUEST":

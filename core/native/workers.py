@@ -198,6 +198,7 @@ async def run_worker(fd: int, index: int, sniffers: list[Any]) -> None:
             elif message == "sync":
                 await _send(writer, "synced")
             elif message == "stats":
+                proxy.refresh_gauges()
                 await _send(writer, (proxy.stats.snapshot(), proxy.istio.snapshot()))
             elif message == "drain":
                 proxy.drain()

