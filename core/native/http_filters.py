@@ -72,7 +72,9 @@ class Cors:
     forward_unmatched_preflights: bool = True
 
     def allows(self, origin: str) -> bool:
-        return any(m.holds(origin) for m in self.origins)
+        # an exact "*" is any origin (Envoy's reading; the answer names the origin asked)
+        return any((m.kind == "exact" and m.value == "*") or m.holds(origin)
+                   for m in self.origins)
 
 
 def cors(message: cors_pb2.CorsPolicy) -> Cors:

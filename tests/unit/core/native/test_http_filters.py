@@ -253,3 +253,14 @@ def test_filter_chains_by_destination_prefix_then_source():
     assert listener.chain(7000, destination_ip="10.0.0.6",
                           source=("192.168.1.1", 5)).name == "from-lan"
     assert listener.chain(7000, destination_ip="10.0.0.6", source=("8.8.8.8", 5)) is None
+
+
+def test_cors_takes_an_exact_star_for_any_origin():
+    policy = cors({"allowOrigins": [{"exact": "*"}], "allowMethods": ["PUT"]})
+    per_route = _route_with({http_filters.CORS: _packed(policy)})
+    preflight = http_filters.Request("OPTIONS", "/", [
+        ("origin", "https://foobar.com"), ("access-control-request-method", "PUT")],
+        PEER, per_route)
+    answer = http_filters.run(chain([]), preflight, random.Random(1)).answer
+    assert answer is not None
+    assert dict(answer.headers)["access-control-allow-origin"] == "https://foobar.com"
