@@ -1,11 +1,12 @@
 """The Gateway API conformance suite's tests that pass (docs/conformance/report.yaml says
 which) keep passing: one ``pilotfish up`` with the suite's infrastructure, every test the
-report says passed, back to back as the runner runs them, on real Envoy, CNI and iptables,
-as root — about 8 minutes for the 107, most of it spent waiting on the node (a router pod
-for each test that makes a Gateway of its own). ``./dev test`` runs this module beside the
-rest of the suite, which it shares nothing with (its own subnet and bridge). The whole set is
-``python -m pilotfish.testing.conformance.runner``; regenerating the report with it brings a
-test that starts to pass into this one.
+report says passed, back to back as the runner runs them, with real CNI and iptables, as
+root — once with Envoy as the routers, once with the native proxy, each on a node of its
+own; about 8 minutes each for the 107, most of it spent waiting on the node (a router pod
+for each test that makes a Gateway of its own). ``./dev test`` runs the two beside the rest
+of the suite and each other, which they share nothing with (own subnets and bridges). The
+whole set is ``python -m pilotfish.testing.conformance.runner [--proxy native]``;
+regenerating the report with it brings a test that starts to pass into this one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pilotfish.testing.node import Node, leftovers
 pytestmark = [pytest.mark.envoy, pytest.mark.e2e, pytest.mark.corpus]
 
 REPORT = Path(__file__).resolve().parents[2] / "docs" / "conformance" / "report.yaml"
-SUBNET = "10.241.0.0/24"  # apart from the runner's default and the other node tests'
+# apart from the runner's default and the other node tests'; one node per proxy
+NETWORKS = {"envoy": ("10.241.0.0/24", "pfconf1"), "native": ("10.241.1.0/24", "pfconf3")}
 
 
 def chosen() -> tuple[str, ...]:
@@ -49,17 +51,19 @@ def test_every_test_istios_report_counted_is_among_them():
 
 
 @pytest.mark.timeout(1800)
-def test_the_tests_the_report_says_pass_still_pass(tmp_path: Path):
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_the_tests_the_report_says_pass_still_pass(tmp_path: Path, proxy: str):
     assert os.geteuid() == 0, "the conformance runner needs root (pilotfish up)"
     assert manifests.DEFAULT_SUITE.is_dir()
     cases = chosen()
     assert len(cases) >= 107, "the report lists too few passing tests"
     started = time.monotonic()
-    built = runner.run(runner.Options(cases=cases, workdir=tmp_path, subnet=SUBNET,
-                                      bridge="pfconf1"))
-    print(f"{len(cases)} conformance tests in {time.monotonic() - started:.0f}s")
+    subnet, bridge = NETWORKS[proxy]
+    built = runner.run(runner.Options(cases=cases, workdir=tmp_path, subnet=subnet,
+                                      bridge=bridge, proxy=proxy))
+    print(f"{len(cases)} conformance tests on {proxy} in {time.monotonic() - started:.0f}s")
     results = {t["name"]: (t["result"], t.get("reason", "")) for t in built["tests"]}
     assert set(results) == set(cases)
     assert {name: r for name, r in results.items() if r[0] != "SUCCEEDED"} == {}
     # the node is gone: bridge, processes, state
-    assert leftovers(Node(tmp_path, tmp_path / "config", SUBNET, "pfconf1"), []) == []
+    assert leftovers(Node(tmp_path, tmp_path / "config", subnet, bridge), []) == []
