@@ -23,6 +23,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
+from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from google.protobuf import json_format
@@ -190,6 +191,7 @@ class FilterChain:
     prefixes: tuple[matchers.Cidr, ...] = ()  # destination addresses matched (any)
     sources: tuple[matchers.Cidr, ...] = ()  # source addresses matched (any)
     source_ports: tuple[int, ...] = ()
+    sni_cluster: bool = False  # sni_cluster: tcp_proxy's cluster is the one the SNI names
 
     def prefix_length(self, address: str) -> int:
         """The longest of this chain's destination prefixes holding ``address``: 0 for a
@@ -511,12 +513,17 @@ def _chain(chain: Any, where: str) -> FilterChain:
         raise subset.Unsupported(f"{where}.filters", "a chain needs tcp_proxy or "
                                  "http_connection_manager last")
     guards = []
+    sni_cluster = False
     for index, guard in enumerate(chain.filters[:-1]):
         message = subset.unpack(guard.typed_config, f"{where}.filters[{index}].typed_config")
-        if not isinstance(message, network_rbac_pb2.RBAC):
-            raise subset.Unsupported(f"{where}.filters[{index}]", "only RBAC may come before "
-                                     "a chain's tcp_proxy or http_connection_manager")
-        guards.append(rbac.rbac_filter(message))
+        if isinstance(message, sni_cluster_pb2.SniCluster):
+            sni_cluster = True
+        elif isinstance(message, network_rbac_pb2.RBAC):
+            guards.append(rbac.rbac_filter(message))
+        else:
+            raise subset.Unsupported(f"{where}.filters[{index}]", "only RBAC and sni_cluster "
+                                     "may come before a chain's tcp_proxy or "
+                                     "http_connection_manager")
     tls = None
     if chain.HasField("transport_socket"):
         tls = _termination(chain.transport_socket, f"{where}.transport_socket")
@@ -528,7 +535,7 @@ def _chain(chain: Any, where: str) -> FilterChain:
                        match.transport_protocol, tuple(match.application_protocols),
                        tuple(guards), tuple(matchers.cidr(r) for r in match.prefix_ranges),
                        tuple(matchers.cidr(r) for r in match.source_prefix_ranges),
-                       tuple(match.source_ports))
+                       tuple(match.source_ports), sni_cluster)
 
 
 def build_listener(resource: listener_pb2.Listener) -> Listener:

@@ -498,7 +498,10 @@ class NativeProxy:
             if not self._guarded(chain.guards, peer):
                 return
             if isinstance(chain.network, TcpProxy):
-                await self._tcp(chain.network, reader, writer, destination, peer)
+                network = chain.network
+                if chain.sni_cluster and accepted.server_name:
+                    network = attrs.evolve(network, cluster=accepted.server_name)
+                await self._tcp(network, reader, writer, destination, peer)
             else:
                 await self._http(chain.network, reader, writer,
                                  "https" if context is not None else "http", destination, peer)

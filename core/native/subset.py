@@ -32,6 +32,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
     http_connection_manager_pb2,
 )
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
+from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2  # noqa: F401
 from envoy.extensions.request_id.uuid.v3 import uuid_pb2  # noqa: F401
@@ -156,6 +157,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": frozenset({
         "stat_prefix", "cluster", "access_log", "access_log_options", "idle_timeout",
         "tunneling_config", "hash_policy"}),
+    # the SNI names the cluster (AUTO_PASSTHROUGH gateways)
+    "envoy.extensions.filters.network.sni_cluster.v3.SniCluster": frozenset(),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig": frozenset({
         "hostname", "use_post"}),
     "envoy.type.v3.HashPolicy": frozenset({"source_ip"}),

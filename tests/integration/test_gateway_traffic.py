@@ -231,8 +231,9 @@ def tls_exchange(port: int, sni: str) -> tuple[bytes, bytes]:
         return tls.getpeercert(binary_form=True) or b"", tls.recv(1024)
 
 
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
 def test_auto_passthrough_sends_each_connection_to_the_cluster_its_sni_names(
-        mesh: LocalMesh, tmp_path: Path) -> None:
+        mesh: LocalMesh, tmp_path: Path, proxy: str) -> None:
     """Istio's east-west gateway (samples/multicluster/expose-services.yaml): no
     VirtualService; the SNI ``outbound_.PORT_.SUBSET_.HOST`` picks the cluster and the
     client's TLS goes through to the backend untouched."""
@@ -242,7 +243,8 @@ def test_auto_passthrough_sends_each_connection_to_the_cluster_its_sni_names(
     try:
         mesh.write("mesh.yaml", AUTO_PASSTHROUGH.format(app=APP, app_port=app_port, port=port))
         mesh.start_discovery()
-        mesh.start_proxy("eastwest-1", "default", labels={"istio": "eastwestgateway"})
+        mesh.start_proxy("eastwest-1", "default", labels={"istio": "eastwestgateway"},
+                         extra=["--proxy", proxy])
         mesh.wait_synced("eastwest-1.default")
         sni = "outbound_.443_._.secure.default.svc.cluster.local"
         cert, answer = wait_until(lambda: tls_exchange(port, sni), 15,
