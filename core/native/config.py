@@ -446,13 +446,19 @@ def endpoints_of(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[Endpoin
     return out
 
 
-def _access_format(logs: Iterable[Any]) -> access_log.Format | None:
-    for log in logs:
-        if log.typed_config.type_url.endswith(STDOUT_LOG):
-            message: Any = subset.unpack(log.typed_config)
+def _access_format(logs: Iterable[Any], where: str = "access_log") -> access_log.Format | None:
+    found = None
+    for index, log in enumerate(logs):
+        message: Any = subset.unpack(log.typed_config, f"{where}[{index}].typed_config")
+        if log.typed_config.type_url.endswith(STDOUT_LOG) and found is None:
             text = str(message.log_format.text_format_source.inline_string)
-            return access_log.compile_format(text or access_log.DEFAULT_FORMAT)
-    return None
+            found = access_log.compile_format(text or access_log.DEFAULT_FORMAT)
+        elif ";" in getattr(getattr(message, "common_config", None), "log_name", ""):
+            # the metrics stream with a Telemetry's overrides: not applied here, so refused
+            raise subset.Unsupported(f"{where}[{index}].typed_config.common_config.log_name",
+                                     "Telemetry metric overrides are not supported by the "
+                                     "native proxy")
+    return found
 
 
 def _network(filter_: Any, where: str) -> TcpProxy | HttpManager:
@@ -466,7 +472,7 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager:
                                      "proxy (CONNECT is)")
         return TcpProxy(message.cluster, message.stat_prefix,
                         _seconds(message.idle_timeout, 3600.0),
-                        _access_format(message.access_log),
+                        _access_format(message.access_log, f"{where}.typed_config.access_log"),
                         message.tunneling_config.hostname,
                         hashing.tcp_policies(message.hash_policy))
     if isinstance(message, hcm_pb2.HttpConnectionManager):
@@ -476,7 +482,7 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager:
         return HttpManager(
             message.stat_prefix, message.rds.route_config_name, inline,
             any(u.upgrade_type.lower() == "websocket" for u in message.upgrade_configs),
-            _access_format(message.access_log), filters,
+            _access_format(message.access_log, f"{where}.typed_config.access_log"), filters,
             any(u.upgrade_type.upper() == "CONNECT" for u in message.upgrade_configs))
     raise subset.Unsupported(where, f"network filter {filter_.name} is not supported")
 

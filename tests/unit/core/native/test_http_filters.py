@@ -264,3 +264,20 @@ def test_cors_takes_an_exact_star_for_any_origin():
     answer = http_filters.run(chain([]), preflight, random.Random(1)).answer
     assert answer is not None
     assert dict(answer.headers)["access-control-allow-origin"] == "https://foobar.com"
+
+
+def test_telemetry_metric_overrides_are_refused_not_dropped():
+    from envoy.config.accesslog.v3 import accesslog_pb2
+    from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+
+    from pilotfish.core.native.config import _network
+
+    als = als_pb2.HttpGrpcAccessLogConfig()
+    als.common_config.log_name = 'pilotfish-metrics;{"REQUEST_COUNT": {"disabled": true}}'
+    manager = hcm_pb2.HttpConnectionManager(stat_prefix="x", access_log=[
+        accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc", typed_config=pack(als))])
+    manager.route_config.name = "r"
+    item = type("Filter", (), {"typed_config": pack(manager), "name": "hcm"})()
+    with pytest.raises(subset.Unsupported) as refused:
+        _network(item, "filters[0]")
+    assert refused.value.path.endswith("access_log[0].typed_config.common_config.log_name")
