@@ -20,6 +20,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2
 
 from pilotfish.core import unix_grpc
+from pilotfish.plugins.envoy import slim_entries
 from pilotfish.plugins.envoy.request_metrics import NO_OVERRIDES, Overrides, RequestMetrics
 
 log = logging.getLogger("pilotfish.als")
@@ -47,7 +48,8 @@ class AccessLogServer:
 
         return grpc.method_handlers_generic_handler(SERVICE, {
             "StreamAccessLogs": grpc.stream_unary_rpc_method_handler(
-                stream, request_deserializer=als_pb2.StreamAccessLogsMessage.FromString,
+                # Only the fields the metrics read are decoded (``slim_entries``).
+                stream, request_deserializer=slim_entries.StreamAccessLogsMessage.FromString,
                 response_serializer=als_pb2.StreamAccessLogsResponse.SerializeToString),
         })
 

@@ -41,8 +41,10 @@ from pilotfish.core.istio_metrics import (
     spiffe_name,
 )
 from pilotfish.core.istio_requests import (
+    HISTOGRAMS,
     REMOVED,
     Extras,
+    Histogram,
     IstioSeries,
     Key,
 )
@@ -81,15 +83,6 @@ def response_flags(flags: Any) -> str:
 
 def _uri_san(certificate: Any) -> str:
     return spiffe_name(san.uri for san in certificate.subject_alt_name if san.uri)
-
-
-def security(common: Any, reporter: str) -> dict[str, str]:
-    """The TLS labels of one entry (see ``istio_metrics.security_labels``)."""
-    if reporter != "destination":
-        return security_labels(reporter, "", "")
-    tls = common.tls_properties  # all empty on plaintext
-    return security_labels(reporter, _uri_san(tls.peer_certificate_properties),
-                           _uri_san(tls.local_certificate_properties))
 
 
 # Telemetry's metric names → the families they are.
@@ -177,38 +170,177 @@ _METHODS = {1: "GET", 2: "HEAD", 3: "POST", 4: "PUT", 5: "DELETE", 6: "CONNECT",
             7: "OPTIONS", 8: "TRACE", 9: "PATCH"}
 
 
+def _certificates(tls: Any) -> tuple[bytes, bytes]:
+    return (tls.peer_certificate_properties.SerializeToString(),
+            tls.local_certificate_properties.SerializeToString())
+
+
 def _grpc_status(headers: Mapping[str, str], trailers: Mapping[str, str]) -> str:
     return trailers.get("grpc-status") or headers.get("grpc-status") or ""
 
 
+# What one kind of HTTP entry adds to: the istio_requests_total counts and key (None when
+# disabled), and the duration, request size and response size histograms (None: disabled).
+_HttpSeries = tuple[dict[Key, float], Key | None, Histogram | None, Histogram | None,
+                    Histogram | None]
+CACHE_LIMIT = 4096  # kinds of entry remembered; past it the caches start over
+
+
 @attrs.define
 class RequestMetrics(IstioSeries):
-    """Accumulates entries; `families` renders them with the current cluster metadata."""
+    """Accumulates entries; `families` renders them with the current cluster metadata.
+
+    Entries of a router or sidecar come in few kinds (cluster, code, flags, peer): the
+    labels of each kind are worked out once and remembered with the series they add to,
+    so an entry costs reading the fields that tell its kind and its three measures. A
+    Telemetry's tag overrides (CEL over each entry's attributes) take the slow path."""
 
     entries: int = 0
     skipped: int = 0  # entries whose cluster is not one of Istio's (no route, xds-grpc...)
     bad_batches: int = 0  # batches that could not be counted (the server says so)
+    # cluster name → reporter, or None when the cluster is not Istio's
+    _reporters: dict[str, str | None] = attrs.field(factory=dict, init=False, repr=False)
+    _http: dict[tuple[Any, ...], _HttpSeries] = attrs.field(factory=dict, init=False,
+                                                            repr=False)
+    _flags: dict[bytes, str] = attrs.field(factory=dict, init=False, repr=False)
+    _names: dict[bytes, str] = attrs.field(factory=dict, init=False, repr=False)
 
     # -- recording ------------------------------------------------------------------------
 
     def record_message(self, message: Any, overrides: Overrides = NO_OVERRIDES) -> None:
         """One StreamAccessLogsMessage: HTTP or TCP entries."""
         if message.HasField("http_logs"):
+            record = self.record_http if overrides.tags else self._record_http_kind
             for entry in message.http_logs.log_entry:
-                self.record_http(entry, overrides)
+                record(entry, overrides)
         elif message.HasField("tcp_logs"):
             for entry in message.tcp_logs.log_entry:
                 self.record_tcp(entry, overrides)
+
+    def _reporter(self, cluster: str) -> str | None:
+        if cluster not in self._reporters:
+            if len(self._reporters) >= CACHE_LIMIT:
+                self._reporters.clear()
+            ref = parse_cluster_name(cluster)
+            self._reporters[cluster] = None if ref is None else reporter_of(ref)
+        return self._reporters[cluster]
 
     def _base(self, common: Any) -> tuple[str, str] | None:
         """(cluster, reporter) of an entry, or None when its cluster is not Istio's."""
         self.entries += 1
         cluster = common.upstream_cluster  # the real name, not the alt_stat_name "name;"
-        ref = parse_cluster_name(cluster)
-        if ref is None:
+        reporter = self._reporter(cluster)
+        if reporter is None:
             self.skipped += 1
             return None
-        return cluster, reporter_of(ref)
+        return cluster, reporter
+
+    def _response_flags(self, common: Any) -> str:
+        if not common.HasField("response_flags"):  # Envoy sets it only when a flag is up
+            return "-"
+        flags = common.response_flags
+        raw = flags.SerializeToString(deterministic=True)
+        found = self._flags.get(raw)
+        if found is None:
+            if len(self._flags) >= CACHE_LIMIT:
+                self._flags.clear()
+            found = self._flags[raw] = response_flags(flags)
+        return found
+
+    def _name(self, certificate: Any) -> str:
+        raw = certificate.SerializeToString(deterministic=True)
+        found = self._names.get(raw)
+        if found is None:
+            if len(self._names) >= CACHE_LIMIT:
+                self._names.clear()
+            found = self._names[raw] = _uri_san(certificate)
+        return found
+
+    def _security(self, common: Any, reporter: str) -> dict[str, str]:
+        """The TLS labels of one entry (see ``istio_metrics.security_labels``)."""
+        if reporter != "destination" or not common.HasField("tls_properties"):
+            return security_labels(reporter, "", "")
+        tls = common.tls_properties
+        return security_labels(reporter, self._name(tls.peer_certificate_properties),
+                               self._name(tls.local_certificate_properties))
+
+    def _record_http_kind(self, entry: Any, overrides: Overrides) -> None:
+        """`record_http` for overrides without tags: labels remembered per kind of entry."""
+        self.entries += 1
+        common = entry.common_properties
+        cluster = common.upstream_cluster
+        reporter = self._reporters.get(cluster, "") or self._reporter(cluster)
+        if reporter is None:
+            self.skipped += 1
+            return
+        request, response = entry.request, entry.response
+        content_type = request.request_headers.get("content-type")
+        # What the labels depend on, read as cheaply as can be: the flags and certificates
+        # as bytes (Envoy sets them only when there is something to say; the rest of the
+        # TLS properties, a session id among them, differs from one connection to the next).
+        kind = (overrides.disabled, cluster, response.response_code.value,
+                _grpc_status(response.response_headers, response.response_trailers)
+                if content_type and content_type.startswith("application/grpc") else None,
+                common.response_flags.SerializeToString()
+                if common.HasField("response_flags") else None,
+                _certificates(common.tls_properties)
+                if reporter == "destination" and common.HasField("tls_properties") else None)
+        series = self._http.get(kind)
+        if series is None:
+            series = self._http_series(entry, cluster, reporter, overrides, kind)
+        counts, counted, duration, request_bytes, response_bytes = series
+        if counted is not None:
+            counts[counted] += 1
+        if duration is not None:
+            finished = common.time_to_last_downstream_tx_byte if common.HasField(
+                "time_to_last_downstream_tx_byte") else common.duration
+            duration.observe((finished.seconds * 1_000_000_000 + finished.nanos) / 1e6)
+        if request_bytes is not None:
+            request_bytes.observe(request.request_headers_bytes + request.request_body_bytes)
+        if response_bytes is not None:
+            response_bytes.observe(response.response_headers_bytes
+                                   + response.response_body_bytes)
+
+    def _http_series(self, entry: Any, cluster: str, reporter: str, overrides: Overrides,
+                     kind: tuple[Any, ...]) -> _HttpSeries:
+        if len(self._http) >= CACHE_LIMIT:
+            self._http.clear()
+        extras = self._http_extras(entry, reporter)
+
+        def key(family: str) -> Key | None:
+            if family in overrides.disabled:
+                return None
+            return (cluster, overrides.extras(family, extras, {}))
+
+        def histogram(family: str) -> Histogram | None:
+            found = key(family)
+            if found is None:
+                return None
+            series = self.histograms[family]
+            if found not in series:
+                series[found] = Histogram(HISTOGRAMS[family])
+            return series[found]
+
+        made = (self.counters["istio_requests_total"], key("istio_requests_total"),
+                histogram("istio_request_duration_milliseconds"),
+                histogram("istio_request_bytes"), histogram("istio_response_bytes"))
+        self._http[kind] = made
+        return made
+
+    def _http_extras(self, entry: Any, reporter: str) -> dict[str, str]:
+        """The labels an HTTP entry tells itself."""
+        common = entry.common_properties
+        headers = dict(entry.response.response_headers)
+        trailers = dict(entry.response.response_trailers)
+        content_type = entry.request.request_headers.get("content-type", "")
+        grpc = content_type.startswith("application/grpc")
+        return {
+            "request_protocol": "grpc" if grpc else "http",
+            "response_code": str(entry.response.response_code.value),
+            "grpc_response_status": _grpc_status(headers, trailers) if grpc else "",
+            "response_flags": self._response_flags(common),
+            **self._security(common, reporter),
+        }
 
     def record_http(self, entry: Any, overrides: Overrides = NO_OVERRIDES) -> None:
         common = entry.common_properties
@@ -216,17 +348,7 @@ class RequestMetrics(IstioSeries):
         if base is None:
             return
         cluster, reporter = base
-        headers = dict(entry.response.response_headers)
-        trailers = dict(entry.response.response_trailers)
-        content_type = entry.request.request_headers.get("content-type", "")
-        grpc = content_type.startswith("application/grpc")
-        extras = {
-            "request_protocol": "grpc" if grpc else "http",
-            "response_code": str(entry.response.response_code.value),
-            "grpc_response_status": _grpc_status(headers, trailers) if grpc else "",
-            "response_flags": response_flags(common.response_flags),
-            **security(common, reporter),
-        }
+        extras = self._http_extras(entry, reporter)
         attributes = _attributes(entry) if overrides.tags else {}
 
         def key(family: str) -> Key | None:
@@ -256,8 +378,8 @@ class RequestMetrics(IstioSeries):
         if base is None:
             return
         cluster, reporter = base
-        extras = {"request_protocol": "tcp", "response_flags": response_flags(
-            common.response_flags), **security(common, reporter)}
+        extras = {"request_protocol": "tcp", "response_flags": self._response_flags(common),
+                  **self._security(common, reporter)}
         if common.access_log_type == TCP_CONNECTED:
             # Flags are only known at the end; the opened series carries none.
             self._count(overrides, "istio_tcp_connections_opened_total", cluster,

@@ -7,8 +7,14 @@ from envoy.service.accesslog.v3 import als_pb2
 
 from pilotfish.core.istio_metrics import ServiceRef, Workload
 from pilotfish.core.prometheus import Family, render
-from pilotfish.plugins.envoy.request_metrics import RequestMetrics, response_flags
-from pilotfish.testing.access_logs import http_entry
+from pilotfish.plugins.envoy import slim_entries
+from pilotfish.plugins.envoy.request_metrics import (
+    NO_OVERRIDES,
+    Overrides,
+    RequestMetrics,
+    response_flags,
+)
+from pilotfish.testing.access_logs import envoy_http_entry, http_entry
 
 INBOUND = "inbound|8080||"
 OUTBOUND = "outbound|9080||reviews.shop.svc.cluster.local"
@@ -140,3 +146,56 @@ def test_subsets_of_one_service_sum_onto_one_series():
     counts = [s for s in found["istio_request_duration_milliseconds"].samples
               if s.name.endswith("_count")]
     assert [s.value for s in counts] == ["2"]
+
+
+def _varied_entries() -> list[entry_pb2.HTTPAccessLogEntry]:
+    out = []
+    for index in range(60):
+        cluster = (INBOUND, OUTBOUND, "outbound|9080|v2|reviews.shop.svc.cluster.local",
+                   "", "xds-grpc")[index % 5]
+        out.append(envoy_http_entry(
+            cluster, index, (200, 503, 404)[index % 3],
+            peer=CLIENT if index % 4 == 0 else "", local=SERVER if index % 4 < 2 else "",
+            grpc_status=str(index % 3) if index % 7 == 0 else "",
+            flags=("upstream_connection_failure",) if index % 6 == 0 else ()))
+    return out
+
+
+def test_entries_counted_by_kind_get_the_labels_counted_one_by_one():
+    """The batch path remembers labels per kind of entry; what it renders is what counting
+    each entry on its own (``record_http``) renders, with metrics disabled too."""
+    disabled = Overrides.from_log_name(
+        'pilotfish-metrics;{"REQUEST_SIZE":{"disabled":true,"tags":{}}}')
+    for overrides in (NO_OVERRIDES, disabled):
+        message = als_pb2.StreamAccessLogsMessage()
+        message.http_logs.log_entry.extend(_varied_entries())
+        batched, one_by_one = RequestMetrics(), RequestMetrics()
+        # As the access-log service decodes a batch: the slim types.
+        batched.record_message(slim_entries.StreamAccessLogsMessage.FromString(
+            message.SerializeToString()), overrides)
+        for entry in message.http_logs.log_entry:
+            one_by_one.record_http(entry, overrides)
+        assert render(batched.families(ME, {})) == render(one_by_one.families(ME, {}))
+        assert (batched.entries, batched.skipped) == (one_by_one.entries, one_by_one.skipped)
+    assert "istio_request_bytes" not in render(batched.families(ME, {}))
+
+
+def test_slim_entries_read_envoys_bytes_as_envoys_types_do():
+    entry = envoy_http_entry(INBOUND, 7, 503, peer=CLIENT, local=SERVER, grpc_status="14",
+                             flags=("no_healthy_upstream",))
+    slim = slim_entries.HTTPAccessLogEntry.FromString(entry.SerializeToString())
+    for read in (lambda e: e.common_properties.upstream_cluster,
+                 lambda e: e.common_properties.time_to_last_downstream_tx_byte.nanos,
+                 lambda e: e.common_properties.tls_properties.peer_certificate_properties
+                 .subject_alt_name[0].uri,
+                 lambda e: response_flags(e.common_properties.response_flags),
+                 lambda e: e.request.request_headers["content-type"],
+                 lambda e: e.request.request_headers_bytes + e.request.request_body_bytes,
+                 lambda e: e.request.request_method, lambda e: e.request.authority,
+                 lambda e: e.response.response_code.value,
+                 lambda e: e.response.response_trailers["grpc-status"],
+                 lambda e: e.response.response_headers_bytes):
+        assert read(slim) == read(entry)
+    # What the metrics do not read is not decoded.
+    assert not hasattr(slim.common_properties, "downstream_remote_address")
+    assert len(slim.SerializeToString()) == len(entry.SerializeToString())  # kept as bytes
