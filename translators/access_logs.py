@@ -19,6 +19,7 @@ from envoy.config.core.v3.base_pb2 import DataSource
 from envoy.data.accesslog.v3 import accesslog_pb2 as entry_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from google.protobuf import wrappers_pb2
 
 from pilotfish.core.proxy_backend import ALS_CLUSTER
 from pilotfish.translators.common import duration, pack
@@ -28,6 +29,9 @@ HTTP_GRPC_LOGGER = "envoy.access_loggers.http_grpc"
 TCP_GRPC_LOGGER = "envoy.access_loggers.tcp_grpc"
 METRICS_LOG_NAME = "pilotfish-metrics"  # the agent keeps one logger per name: one for all
 FLUSH_INTERVAL = 1.0  # seconds; Envoy's default, said out loud
+# A batch is sent when this full (Envoy's default: 16 KiB, ~40 entries). Each batch costs
+# the agent a gRPC message on top of its entries; bigger batches, fewer messages.
+BUFFER_SIZE_BYTES = 65536
 
 # One line per request or TCP connection, in the spirit of Istio's default text format but
 # shorter: what was asked, what happened (code, flags, details), how long, and where it went.
@@ -67,6 +71,7 @@ def _common() -> als_pb2.CommonGrpcAccessLogConfig:
             envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=ALS_CLUSTER)),
         transport_api_version=config_source_pb2.V3,
         buffer_flush_interval=duration(FLUSH_INTERVAL),
+        buffer_size_bytes=wrappers_pb2.UInt32Value(value=BUFFER_SIZE_BYTES),
     )
 
 
