@@ -22,12 +22,13 @@ from pilotfish.core.istio_metrics import Workload
 from pilotfish.core.native import bootstrap
 from pilotfish.core.native.admin import Admin
 from pilotfish.core.native.client_session import (
+    WILDCARD,
     AdsSession,
     DeltaClientSession,
     SecretSession,
     SotwClientSession,
 )
-from pilotfish.core.native.config import ConfigState
+from pilotfish.core.native.config import ConfigState, Rejected
 from pilotfish.core.native.proxy import NativeProxy
 from pilotfish.core.native.workers import Workers, run_worker
 from pilotfish.core.native.xds_client import DELTA_METHOD, SDS_METHOD, SOTW_METHOD, XdsClient
@@ -96,10 +97,17 @@ async def serve(boot: bootstrap.Bootstrap, concurrency: int = 1,
     client = XdsClient(boot.xds_target, session, changed, method,
                        credentials=credentials if boot.xds_tls else None)
     sds.send(secrets.want(set()))
+    if not boot.xds_target:  # a static bootstrap: its resources are the whole config
+        for type_url, items in boot.static:
+            state.apply(type_url, items, ())
+        session.answered.update(WILDCARD)
     admin = Admin(proxy, session, boot.node.id, workload(boot), secrets, pool)
     async with anyio.create_task_group() as tg:
         await tg.start(admin.server.serve, f"{boot.admin_host}:{boot.admin_port}")
-        tg.start_soon(client.run)
+        if boot.xds_target:
+            tg.start_soon(client.run)
+        else:
+            await proxy.reconcile()
         if boot.sds_target:
             tg.start_soon(sds.run)
 
@@ -152,9 +160,21 @@ def main(argv: list[str] | None = None) -> int:
     except bootstrap.BootstrapError as exc:
         print(f"pilotfish-native: {exc}", file=sys.stderr)
         return 1
-    if args.check:
+    if args.check and not boot.static:
         return 0
-    _run(serve(boot, args.concurrency, args.log_level))
+    if args.check:  # a static bootstrap's resources are checked as an update would be
+        try:
+            for type_url, items in boot.static:
+                ConfigState().apply(type_url, items, ())
+        except Rejected as exc:
+            print(f"pilotfish-native: {args.config_path}: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    try:
+        _run(serve(boot, args.concurrency, args.log_level))
+    except Rejected as exc:
+        print(f"pilotfish-native: {args.config_path}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

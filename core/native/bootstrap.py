@@ -6,6 +6,10 @@ What it reads: the node (sent on the ADS stream), the admin address, the ADS con
 with certificates from the agent's SDS), and the agent's SDS cluster (``sds-grpc``).
 Anything the native proxy cannot do with it — REST polling, say — is a ``BootstrapError``
 that says so, before the proxy starts.
+
+A bootstrap without ``dynamic_resources`` is a static one (as a hand-written Envoy config):
+its ``static_resources`` — listeners, clusters and secrets — are the whole configuration,
+checked against the subset as an xDS update would be.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import attrs
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 
-# The typed configs a bootstrap's clusters carry, so the JSON parser can resolve them.
+# The typed configs a bootstrap's clusters carry, so the JSON parser can resolve them (and
+# through the subset, every extension a static bootstrap's listeners may name).
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
 
+from pilotfish.core.native import subset  # noqa: F401  (registers the extensions' types)
 from pilotfish.core.proxy_backend import SDS_CLUSTER
+from pilotfish.core.xds import types
 
 PARSED = ("node", "dynamic_resources", "static_resources")
 API_TYPES = ("DELTA_GRPC", "GRPC")  # delta and state-of-the-world ADS
@@ -38,11 +45,13 @@ class Bootstrap:
     node: base_pb2.Node
     admin_host: str
     admin_port: int
-    xds_target: str  # a gRPC target: host:port or unix:PATH
+    xds_target: str  # a gRPC target: host:port or unix:PATH ("" for a static bootstrap)
     path: Path
     sds_target: str = ""  # the agent's SDS (static cluster sds-grpc), "" if none
     xds_tls: XdsTls | None = None  # mutual TLS to discovery (through the agent's relay)
     api_type: str = "DELTA_GRPC"  # the ADS flavour: one of API_TYPES
+    # a static bootstrap's resources: (type URL, [(name, serialized)]), secrets first
+    static: tuple[tuple[str, tuple[tuple[str, bytes], ...]], ...] = ()
 
 
 @attrs.frozen
@@ -92,6 +101,12 @@ def load(path: Path) -> Bootstrap:
         json_format.ParseDict({key: data[key] for key in PARSED if key in data}, bootstrap)
     except json_format.ParseError as exc:
         raise BootstrapError(f"{path}: {exc}") from None
+    admin = (data.get("admin") or {}).get("address", {}).get("socket_address", {})
+    admin_host, admin_port = str(admin.get("address") or "127.0.0.1"), \
+        int(admin.get("port_value") or 15000)
+    if not bootstrap.HasField("dynamic_resources"):
+        return Bootstrap(bootstrap.node, admin_host, admin_port, "", path,
+                         static=_static(bootstrap.static_resources))
     ads = bootstrap.dynamic_resources.ads_config
     api_type = config_source_pb2.ApiConfigSource.ApiType.Name(ads.api_type)
     if api_type not in API_TYPES:
@@ -106,9 +121,14 @@ def load(path: Path) -> Bootstrap:
     if cluster is None:
         raise BootstrapError(f"{path}: the ADS cluster {name} is not a static cluster")
     xds_tls = _xds_tls(cluster, path) if cluster.HasField("transport_socket") else None
-    admin = (data.get("admin") or {}).get("address", {}).get("socket_address", {})
     sds = next((c for c in bootstrap.static_resources.clusters if c.name == SDS_CLUSTER), None)
-    return Bootstrap(bootstrap.node, str(admin.get("address") or "127.0.0.1"),
-                     int(admin.get("port_value") or 15000),
+    return Bootstrap(bootstrap.node, admin_host, admin_port,
                      _grpc_target(cluster), path, _grpc_target(sds) if sds else "", xds_tls,
                      api_type)
+
+
+def _static(resources: Any) -> tuple[tuple[str, tuple[tuple[str, bytes], ...]], ...]:
+    return tuple((type_url, tuple((item.name, item.SerializeToString()) for item in items))
+                 for type_url, items in ((types.SECRET, resources.secrets),
+                                         (types.CLUSTER, resources.clusters),
+                                         (types.LISTENER, resources.listeners)))

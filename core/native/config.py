@@ -19,6 +19,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
+from envoy.extensions.filters.network.echo.v3 import echo_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -124,6 +125,11 @@ class TcpProxy:
 
 
 @attrs.frozen
+class Echo:
+    """The echo network filter: what comes in goes back (a test's or a probe's app)."""
+
+
+@attrs.frozen
 class HttpManager:
     stat_prefix: str
     route_name: str  # RDS name ("" with an inline table)
@@ -182,7 +188,7 @@ class TlsSecret:
 class FilterChain:
     name: str
     destination_port: int  # 0: any
-    network: TcpProxy | HttpManager
+    network: TcpProxy | HttpManager | Echo
     server_names: tuple[str, ...] = ()
     tls: Termination | None = None
     transport: str = ""  # "tls" | "raw_buffer" | "" (any)
@@ -303,7 +309,7 @@ def _validation(common: Any) -> Validation:
     reference = combined.validation_context_sds_secret_config
     return Validation(
         reference.name,
-        bytes(default.trusted_ca.inline_bytes) or default.trusted_ca.inline_string.encode(),
+        subset.data(default.trusted_ca),
         tuple(matchers.string_match(m.matcher) for m in default.match_typed_subject_alt_names),
         _over_ads(reference))
 
@@ -451,7 +457,7 @@ def _access_format(logs: Iterable[Any], where: str = "access_log") -> access_log
     for index, log in enumerate(logs):
         message: Any = subset.unpack(log.typed_config, f"{where}[{index}].typed_config")
         if log.typed_config.type_url.endswith(STDOUT_LOG) and found is None:
-            text = str(message.log_format.text_format_source.inline_string)
+            text = subset.data(message.log_format.text_format_source).decode()
             found = access_log.compile_format(text or access_log.DEFAULT_FORMAT)
         elif ";" in getattr(getattr(message, "common_config", None), "log_name", ""):
             # the metrics stream with a Telemetry's overrides: not applied here, so refused
@@ -461,8 +467,10 @@ def _access_format(logs: Iterable[Any], where: str = "access_log") -> access_log
     return found
 
 
-def _network(filter_: Any, where: str) -> TcpProxy | HttpManager:
+def _network(filter_: Any, where: str) -> TcpProxy | HttpManager | Echo:
     message = subset.unpack(filter_.typed_config, f"{where}.typed_config")
+    if isinstance(message, echo_pb2.Echo):
+        return Echo()
     if isinstance(message, tcp_proxy_pb2.TcpProxy):
         if not message.cluster:
             raise subset.Unsupported(f"{where}.typed_config", "tcp_proxy without a cluster")
@@ -579,13 +587,12 @@ def build_listener(resource: listener_pb2.Listener) -> Listener:
 
 def build_secret(resource: secret_pb2.Secret) -> TlsSecret | None:
     """A certificate and key, or a trust bundle."""
-    def data(source: Any) -> bytes:
-        return bytes(source.inline_bytes) or source.inline_string.encode()
     if resource.HasField("tls_certificate"):
         certificate = resource.tls_certificate
-        return TlsSecret(data(certificate.certificate_chain), data(certificate.private_key))
+        return TlsSecret(subset.data(certificate.certificate_chain),
+                         subset.data(certificate.private_key))
     if resource.HasField("validation_context"):
-        return TlsSecret(ca=data(resource.validation_context.trusted_ca))
+        return TlsSecret(ca=subset.data(resource.validation_context.trusted_ca))
     return None
 
 

@@ -10,6 +10,7 @@ head, which then flow unparsed.
 from __future__ import annotations
 
 from collections import deque
+from http import HTTPStatus
 from typing import Any
 
 import attrs
@@ -137,6 +138,14 @@ def request_bytes(message: Message) -> bytes:
                  + message.body)
 
 
+def _reason(status: int) -> str:
+    """The status line's reason phrase, as Envoy writes it."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
 def response_bytes(message: Message, reason: str = "", head_request: bool = False,
                    close: bool = False) -> bytes:
     """A response as sent downstream (a 101 keeps its upgrade headers)."""
@@ -149,7 +158,7 @@ def response_bytes(message: Message, reason: str = "", head_request: bool = Fals
         headers.append(("content-length", str(len(message.body))))
     if close:
         headers.append(("connection", "close"))
-    out = _head(f"HTTP/1.1 {message.status} {reason}\r\n", headers)
+    out = _head(f"HTTP/1.1 {message.status} {reason or _reason(message.status)}\r\n", headers)
     if not head_request and not upgrading:
         out += message.body
     return bytes(out)

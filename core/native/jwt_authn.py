@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 import attrs
 import jwt
 
-from pilotfish.core.native import matchers
+from pilotfish.core.native import matchers, subset
 
 FILTER = "envoy.filters.http.jwt_authn"
 CLOCK_SKEW = 60  # seconds, Envoy's default
@@ -145,7 +145,7 @@ def _key_set(text: str) -> tuple[jwt.PyJWK, ...]:
 
 def provider(name: str, message: Any) -> Provider:
     local = message.local_jwks
-    text = local.inline_string or bytes(local.inline_bytes).decode()
+    text = subset.data(local).decode()
     return Provider(
         name, message.issuer, frozenset(message.audiences), _key_set(text),
         message.forward, message.forward_payload_header.lower(),

@@ -41,6 +41,7 @@ from pilotfish.core.native import (
 from pilotfish.core.native.config import (
     Cluster,
     ConfigState,
+    Echo,
     Endpoint,
     HttpManager,
     Listener,
@@ -118,6 +119,22 @@ def _bad_request(error: Exception) -> bytes:
     return http1.response_bytes(http1.Message(
         [("content-type", "text/plain")], f"{error}\n".encode(), status=400),
         "Bad Request", close=True)
+
+
+def _header_facts(edits: routing.HeaderEdits, peer: rbac.Facts) -> dict[str, str] | None:
+    """What header values' %OPERATOR%s are filled with (None when no value has one)."""
+    if not edits.formatted:
+        return None
+    def joined(host: str, port: int) -> str:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    local_host, local_port = peer.destination
+    return {
+        "DOWNSTREAM_REMOTE_ADDRESS": joined(peer.source, peer.source_port),
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": peer.source,
+        "DOWNSTREAM_LOCAL_ADDRESS": joined(local_host, local_port),
+        "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT": local_host,
+        "DOWNSTREAM_PEER_URI_SAN": ",".join(n for n in peer.principals if "://" in n),
+        "DOWNSTREAM_LOCAL_URI_SAN": peer.identity, "HOSTNAME": socket.gethostname()}
 
 
 def _is_grpc(headers: Sequence[tuple[str, str]]) -> bool:
@@ -488,8 +505,10 @@ class NativeProxy:
                     not chain.tls.client.names_match(names):
                 self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.fail_verify_san")
                 return
+            remote = writer.get_extra_info("peername")
             peer = rbac.Facts(
-                _host(writer.get_extra_info("peername")), destination=destination,
+                _host(remote), int(remote[1]) if isinstance(remote, tuple) else 0,
+                destination=destination,
                 principals=tuple(names),
                 authenticated=ssl_object is not None and ssl_object.getpeercert() is not None,
                 server_name=accepted.server_name,
@@ -497,7 +516,10 @@ class NativeProxy:
                 if chain.tls is not None else "")
             if not self._guarded(chain.guards, peer):
                 return
-            if isinstance(chain.network, TcpProxy):
+            if isinstance(chain.network, Echo):
+                echo = channels.TcpChannel(reader, writer)
+                await channels.pipe(echo, echo)
+            elif isinstance(chain.network, TcpProxy):
                 network = chain.network
                 if chain.sni_cluster and accepted.server_name:
                     network = attrs.evolve(network, cluster=accepted.server_name)
@@ -879,8 +901,8 @@ class NativeProxy:
 
     async def _relay(self, config: HttpManager, cluster: Cluster, request: http1.Message,
                      decision: routing.Decision, added: Sequence[tuple[str, str]],
-                     flags: str, started: float, connection: http2.Connection,
-                     stream: http2.Stream) -> Answered:
+                     flags: str, started: float, peer: rbac.Facts,
+                     connection: http2.Connection, stream: http2.Stream) -> Answered:
         """A streamed request (gRPC) to an HTTP/2 cluster: its messages upstream and the
         answer's back as they come, head, data and trailers, with no retry (what was sent
         cannot be sent again)."""
@@ -914,7 +936,8 @@ class NativeProxy:
                 return self._local(config, routing.Respond(503, out.error.encode()),
                                    cluster.name, "UF", route)
             head = [(k, v) for k, v in out.headers if not k.startswith(":")]
-            head = decision.response_edits.apply(head) + list(added)
+            head = decision.response_edits.apply(head, _header_facts(
+                decision.response_edits, peer)) + list(added)
             head.append(("x-envoy-upstream-service-time",
                          str(int((time.monotonic() - started) * 1000))))
             head.append(("server", "istio-envoy"))
@@ -1014,21 +1037,24 @@ class NativeProxy:
             return self._local(config, routing.Respond(404), flags="NR")
         route = decision.route.name
         action = decision.route.action
-        if isinstance(action, routing.Redirect):
-            prefix = decision.route.match.value if decision.route.match.kind == "prefix" \
-                else ""
-            answer = action.answer(scheme, authority, request.target, prefix)
-            return self._local(config, attrs.evolve(
-                answer, headers=(*answer.headers, *added)), route=route, flags=flags)
-        if isinstance(action, routing.Respond):
-            return self._local(config, attrs.evolve(
-                action, headers=(*action.headers, *added)), route=route, flags=flags)
+        if isinstance(action, (routing.Redirect, routing.Respond)):
+            if isinstance(action, routing.Redirect):
+                prefix = decision.route.match.value \
+                    if decision.route.match.kind == "prefix" else ""
+                answer = action.answer(scheme, authority, request.target, prefix)
+            else:
+                answer = action
+            # the route's and virtual host's response headers go on direct answers too
+            edited = decision.response_edits.apply(
+                list(answer.headers), _header_facts(decision.response_edits, peer))
+            return self._local(config, attrs.evolve(answer, headers=(*edited, *added)),
+                               route=route, flags=flags)
         cluster_name, edits = action.cluster(self.rng.randrange(action.total_weight))
         cluster = self.state.clusters.get(cluster_name)
         if cluster is None:
             return self._local(config, routing.Respond(503, b"no healthy upstream"),
                                cluster_name, "NC", route)
-        outgoing = self._outgoing(request, decision, edits, action, scheme)
+        outgoing = self._outgoing(request, decision, edits, action, scheme, peer)
         for mirror, portion in action.mirrors:
             if portion >= 1.0 or self.rng.random() < portion:
                 self._shadow(mirror, outgoing, action.timeout)
@@ -1045,7 +1071,7 @@ class NativeProxy:
         if streamed is not None:
             if _speaks_h2(cluster, outgoing):  # passed on as it comes, both ways
                 return await self._relay(config, cluster, outgoing, decision, added, flags,
-                                         started, *streamed)
+                                         started, peer, *streamed)
             try:
                 outgoing.body, outgoing.trailers = await _collect(*streamed)
             except http2.StreamError as exc:
@@ -1060,7 +1086,8 @@ class NativeProxy:
             return self._local(config, routing.Respond(504 if timeout else 503,
                                                        str(exc).encode()),
                                cluster_name, "UT" if timeout else exc.flag, route)
-        response.headers = decision.response_edits.apply(response.headers) + list(added)
+        response.headers = decision.response_edits.apply(
+            response.headers, _header_facts(decision.response_edits, peer)) + list(added)
         elapsed = int((time.monotonic() - started) * 1000)
         response.headers.append(("x-envoy-upstream-service-time", str(elapsed)))
         response.headers.append(("server", "istio-envoy"))
@@ -1094,8 +1121,10 @@ class NativeProxy:
 
     def _outgoing(self, request: http1.Message, decision: routing.Decision,
                   edits: routing.HeaderEdits, action: routing.Forward,
-                  scheme: str = "http") -> http1.Message:
-        headers = decision.request_edits.then(edits).apply(list(request.headers))
+                  scheme: str = "http", peer: rbac.Facts = NO_PEER) -> http1.Message:
+        request_edits = decision.request_edits.then(edits)
+        headers = request_edits.apply(list(request.headers),
+                                      _header_facts(request_edits, peer))
         target = request.target
         match = decision.route.match
         target = routing.rewrite_path(

@@ -27,6 +27,7 @@ class Facts:
     """What a policy can ask about one connection (and, on HTTP, one request)."""
 
     source: str = ""  # the peer's address
+    source_port: int = 0
     remote: str = ""  # the client address the proxy trusts ("" : the peer's)
     destination: tuple[str, int] = ("", 0)
     principals: tuple[str, ...] = ()  # the peer certificate's URI/DNS names

@@ -24,18 +24,61 @@ from pilotfish.core.native.matchers import RouteMatch, route_match
 Headers = Sequence[tuple[str, str]]  # lower-case names, as received
 
 
+# Envoy's header value operators the native proxy fills in (%NAME%; %% is a percent sign)
+HEADER_OPERATORS = frozenset({
+    "DOWNSTREAM_REMOTE_ADDRESS", "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_LOCAL_ADDRESS", "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_PEER_URI_SAN", "DOWNSTREAM_LOCAL_URI_SAN", "HOSTNAME"})
+_OPERATOR = re2.compile(r"%([A-Z_]*)%")
+Template = tuple[str, ...]  # literal text at even places, operator names at odd ones
+
+
+def _template(value: str) -> str | Template:
+    """A header value as Envoy reads it: plain, or with %OPERATOR%s to fill per request."""
+    if "%" not in value:
+        return value
+    parts = _OPERATOR.split(value)
+    if len(parts) % 2 == 0 or any("%" in text for text in parts[::2]):
+        raise ValueError(f"header value {value!r}: a '%' that opens no operator the "
+                         "native proxy fills (write %% for a percent sign)")
+    out = [parts[0]]
+    for name, text in zip(parts[1::2], parts[2::2], strict=True):
+        if name and name not in HEADER_OPERATORS:
+            raise ValueError(f"header value {value!r}: %{name}% is not supported by the "
+                             "native proxy")
+        if name:
+            out += [name, text]
+        else:  # %%: a literal percent sign
+            out[-1] += "%" + text
+    return tuple(out) if len(out) > 1 else out[0]
+
+
+def _fill(value: str | Template, facts: Mapping[str, str]) -> str:
+    if isinstance(value, str):
+        return value
+    return "".join(part if index % 2 == 0 else facts.get(part, "")
+                   for index, part in enumerate(value))
+
+
 @attrs.frozen
 class HeaderEdits:
-    add: tuple[tuple[str, str, bool], ...] = ()  # (name, value, append)
+    add: tuple[tuple[str, str | Template, bool], ...] = ()  # (name, value, append)
     remove: tuple[str, ...] = ()
 
-    def apply(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    def apply(self, headers: list[tuple[str, str]],
+              facts: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+        """``headers`` edited; ``facts`` fill values' %OPERATOR%s (by operator name)."""
         if not self.add and not self.remove:
             return headers
         gone = set(self.remove) | {name for name, _, append in self.add if not append}
         out = [(k, v) for k, v in headers if k not in gone]
-        out += [(name, value) for name, value, _ in self.add]
+        out += [(name, _fill(value, facts or {})) for name, value, _ in self.add]
         return out
+
+    @property
+    def formatted(self) -> bool:
+        """Whether a value needs the request's facts."""
+        return any(not isinstance(value, str) for _, value, _ in self.add)
 
     def then(self, other: HeaderEdits) -> HeaderEdits:
         return HeaderEdits(self.add + other.add, self.remove + other.remove)
@@ -45,7 +88,7 @@ def _edits(add: Sequence[base_pb2.HeaderValueOption], remove: Sequence[str]) -> 
     added = []
     for option in add:
         append = option.append_action == base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
-        added.append((option.header.key.lower(), option.header.value, append))
+        added.append((option.header.key.lower(), _template(option.header.value), append))
     return HeaderEdits(tuple(added), tuple(name.lower() for name in remove))
 
 
@@ -305,8 +348,7 @@ def _action(route: route_components_pb2.Route) -> Forward | Respond | Redirect:
     which = route.WhichOneof("action")
     if which == "direct_response":
         response = route.direct_response
-        return Respond(response.status, response.body.inline_string.encode()
-                       or response.body.inline_bytes)
+        return Respond(response.status, subset.data(response.body))
     if which == "redirect":
         redirect = route.redirect
         scheme = "https" if redirect.https_redirect else redirect.scheme_redirect

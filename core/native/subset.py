@@ -28,6 +28,7 @@ from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_p
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
 from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2  # noqa: F401
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
+from envoy.extensions.filters.network.echo.v3 import echo_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )
@@ -157,6 +158,7 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": frozenset({
         "stat_prefix", "cluster", "access_log", "access_log_options", "idle_timeout",
         "tunneling_config", "hash_policy"}),
+    "envoy.extensions.filters.network.echo.v3.Echo": frozenset(),
     # the SNI names the cluster (AUTO_PASSTHROUGH gateways)
     "envoy.extensions.filters.network.sni_cluster.v3.SniCluster": frozenset(),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig": frozenset({
@@ -248,7 +250,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.accesslog.v3.LogTypeFilter": frozenset({"types"}),
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": frozenset({"log_format"}),
     "envoy.config.core.v3.SubstitutionFormatString": frozenset({"text_format_source"}),
-    "envoy.config.core.v3.DataSource": frozenset({"inline_string", "inline_bytes"}),
+    "envoy.config.core.v3.DataSource": frozenset({"inline_string", "inline_bytes",
+                                                  "filename"}),
     # secrets from the agent's SDS
     "envoy.extensions.transport_sockets.tls.v3.Secret": frozenset({
         "name", "tls_certificate", "validation_context"}),
@@ -403,6 +406,21 @@ def _repeated(field: Any) -> bool:
     is_repeated = getattr(field, "is_repeated", None)  # protobuf 6+; label before
     return bool(is_repeated) if is_repeated is not None else \
         field.label == field.LABEL_REPEATED
+
+
+MAX_FILE = 1 << 20  # a DataSource file: certificates, keys, key sets, bodies
+
+
+def data(source: Any) -> bytes:
+    """A ``DataSource``'s contents: inline, or read from its file when the config is built
+    (as Envoy reads it); an unreadable file fails the update that names it."""
+    if source.filename:
+        with open(source.filename, "rb") as handle:
+            found = handle.read(MAX_FILE + 1)
+        if len(found) > MAX_FILE:
+            raise ValueError(f"{source.filename}: larger than {MAX_FILE} bytes")
+        return found
+    return bytes(source.inline_bytes) or source.inline_string.encode()
 
 
 def markdown() -> str:
