@@ -80,23 +80,34 @@ def _authenticated(matcher: Any) -> Predicate:
                                                      for name in facts.principals)
 
 
-def permission(rule: rbac_pb2.Permission) -> Predicate:
-    kind = rule.WhichOneof("rule")
+# What permissions and principals share: the combinators (by their field names in each
+# message: and, or, not) and the request matchers.
+_SETS = {"and_rules": ("rules", _all), "or_rules": ("rules", _any),
+         "and_ids": ("ids", _all), "or_ids": ("ids", _any)}
+_MATCHERS: dict[str, Callable[[Any], Predicate]] = {
+    "header": _header, "url_path": _url_path, "metadata": _metadata}
+
+
+def _shared(kind: str | None, rule: Any, build: Callable[[Any], Predicate]
+            ) -> Predicate | None:
     if kind == "any":
         return lambda facts: True
-    if kind == "and_rules":
-        return _all([permission(r) for r in rule.and_rules.rules])
-    if kind == "or_rules":
-        return _any([permission(r) for r in rule.or_rules.rules])
-    if kind == "not_rule":
-        inner = permission(rule.not_rule)
+    if kind in _SETS:
+        field, combine = _SETS[kind]
+        return combine([build(r) for r in getattr(getattr(rule, kind), field)])
+    if kind in ("not_rule", "not_id"):
+        inner = build(getattr(rule, kind))
         return lambda facts: not inner(facts)
-    if kind == "header":
-        return _header(rule.header)
-    if kind == "url_path":
-        return _url_path(rule.url_path)
-    if kind == "metadata":
-        return _metadata(rule.metadata)
+    if kind in _MATCHERS:
+        return _MATCHERS[kind](getattr(rule, kind))
+    return None
+
+
+def permission(rule: rbac_pb2.Permission) -> Predicate:
+    kind = rule.WhichOneof("rule")
+    shared = _shared(kind, rule, permission)
+    if shared is not None:
+        return shared
     if kind == "destination_ip":
         block = matchers.cidr(rule.destination_ip)
         return lambda facts: block.holds(facts.destination[0])
@@ -120,27 +131,15 @@ def permission(rule: rbac_pb2.Permission) -> Predicate:
 
 def principal(rule: rbac_pb2.Principal) -> Predicate:
     kind = rule.WhichOneof("identifier")
-    if kind == "any":
-        return lambda facts: True
-    if kind == "and_ids":
-        return _all([principal(r) for r in rule.and_ids.ids])
-    if kind == "or_ids":
-        return _any([principal(r) for r in rule.or_ids.ids])
-    if kind == "not_id":
-        inner = principal(rule.not_id)
-        return lambda facts: not inner(facts)
+    shared = _shared(kind, rule, principal)
+    if shared is not None:
+        return shared
     if kind == "authenticated":
         return _authenticated(rule.authenticated)
     if kind in ("direct_remote_ip", "source_ip"):
         return _address(getattr(rule, kind), "direct")
     if kind == "remote_ip":
         return _address(rule.remote_ip, "remote")
-    if kind == "header":
-        return _header(rule.header)
-    if kind == "url_path":
-        return _url_path(rule.url_path)
-    if kind == "metadata":
-        return _metadata(rule.metadata)
     raise subset.Unsupported("principal", f"RBAC principal {kind} is not supported by the "
                              "native proxy")
 
