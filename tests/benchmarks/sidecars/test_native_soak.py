@@ -30,7 +30,7 @@ import wrk_runs
 from pilotfish.testing.processes import pilotfish
 
 ROOT = Path(__file__).resolve().parents[3]
-NETWORK = ("10.245.2.0/24", "pfb2")
+NETWORK = ("10.245.2.0/24", "pfsc2")
 RATE = 1000
 CHANGE_EVERY = 10.0
 WARM_UP = 60.0

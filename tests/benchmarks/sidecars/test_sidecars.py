@@ -41,7 +41,7 @@ import sidecar_node
 from sidecar_node import URLS
 
 ROOT = Path(__file__).resolve().parents[3]
-NETWORKS = {"envoy": ("10.245.0.0/24", "pfb0"), "native": ("10.245.1.0/24", "pfb1")}
+NETWORKS = {"envoy": ("10.245.0.0/24", "pfsc0"), "native": ("10.245.1.0/24", "pfsc1")}
 TARGETS = {"mtls_rps": 0.8, "plaintext_rps": 1.0, "added_p99": 1.5, "rss": 1.0}
 
 
