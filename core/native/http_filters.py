@@ -200,8 +200,15 @@ def _cors(policy: Cors, request: Request, rng: random.Random) -> Answer | None:
         if not allowed:
             return None if policy.forward_unmatched_preflights else Answer(200)
         headers = [("access-control-allow-origin", origin)]
-        for name, value in (("access-control-allow-methods", policy.methods),
-                            ("access-control-allow-headers", policy.headers),
+        asked = dict(request.headers)
+        # "*" answers with what the preflight asks for (a wildcard means nothing to a
+        # browser when credentials are allowed)
+        methods = asked.get("access-control-request-method", "*") \
+            if policy.methods == "*" else policy.methods
+        allowed_headers = asked.get("access-control-request-headers", "*") \
+            if policy.headers == "*" else policy.headers
+        for name, value in (("access-control-allow-methods", methods),
+                            ("access-control-allow-headers", allowed_headers),
                             ("access-control-expose-headers", policy.expose),
                             ("access-control-max-age", policy.max_age)):
             if value:

@@ -345,12 +345,23 @@ def test_credential_name_secrets_reach_authenticated_gateways_only(mesh: LocalMe
         tls_secret("web-cert", "elsewhere", other, other_key),
         credential_gateway("secure", "secure-gw", secure_port),
         credential_gateway("plain", "plain-gw", plain_port)]))
-    mesh.start_proxy("gw-secure", "shop", labels={"istio": "secure-gw"}, extra=[
+    secure = mesh.start_proxy("gw-secure", "shop", labels={"istio": "secure-gw"}, extra=[
         *identity_args(mesh, node.token_file("gw-secure")), *secure_xds(mesh),
         "--proxy", proxy])
     plain = mesh.start_proxy("gw-plain", "shop", labels={"istio": "plain-gw"},
                              extra=[*identity_args(mesh, node.token_file("gw-plain")),
                                     "--proxy", proxy])
+    try:
+        _credentials_reach_only_the_secure_gateway(mesh, plain, first, key, secure_port,
+                                                   plain_port)
+    finally:  # the module's mesh goes on: the next test's gateways take these ports' places
+        secure.process.stop()
+        plain.process.stop()
+
+
+def _credentials_reach_only_the_secure_gateway(mesh: LocalMesh, plain: Proxy, first: bytes,
+                                               key: bytes, secure_port: int,
+                                               plain_port: int) -> None:
     der = ssl.PEM_cert_to_DER_cert(first.decode())
     assert wait_until(lambda: served_certificate(secure_port), 20,
                       what="HTTPS with the Secret's certificate") == der
@@ -444,15 +455,16 @@ def test_backend_tls_policy_originates_tls_verified_with_the_configmap_ca(
     backend, port = "127.0.23.4", free_port()
     backend_port = free_port(backend)
     listener = https_backend(backend, backend_port, cert, key, tmp_path)
+    router: Proxy | None = None
     try:
         mesh.write("btls.yaml", BACKEND_TLS.format(
             backend=backend, backend_port=backend_port, port=port, hostname=hostname,
             ca=json.dumps(ca.decode())))
         name = f"btls-{hostname.split('.')[0]}"
-        mesh.start_proxy(name, "shop", labels={"gateway.networking.k8s.io/gateway-name":
-                                               "btls"},
-                         extra=[*identity_args(mesh, node.token_file(name)), *secure_xds(mesh),
-                                "--proxy", proxy])
+        router = mesh.start_proxy(
+            name, "shop", labels={"gateway.networking.k8s.io/gateway-name": "btls"},
+            extra=[*identity_args(mesh, node.token_file(name)), *secure_xds(mesh),
+                   "--proxy", proxy])
         mesh.wait_synced(f"{name}.shop")
         answer = wait_until(lambda: (r := http(f"http://127.0.0.1:{port}/", timeout=2)).status
                             in (200, 503) and r, 20, what="the route through the gateway")
@@ -463,5 +475,7 @@ def test_backend_tls_policy_originates_tls_verified_with_the_configmap_ca(
         else:
             assert answer.status == 503
     finally:
+        if router is not None:  # the module's mesh goes on; the next router serves this
+            router.process.stop()
         listener.close()
         mesh.remove("btls.yaml")

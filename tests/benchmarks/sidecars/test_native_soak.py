@@ -114,6 +114,9 @@ def check(result: dict[str, Any]) -> None:
     assert result["native_rss_mib"]["growth"] < 0.05, result["native_rss_mib"]
 
 
+# A local node and its load: over half a minute, so it runs with ./dev bench, not in the
+# suite.
+@pytest.mark.benchmark
 @pytest.mark.e2e
 def test_native_soak_small(tmp_path: Path) -> None:
     result = soak(tmp_path, 20)

@@ -281,3 +281,18 @@ def test_telemetry_metric_overrides_are_refused_not_dropped():
     with pytest.raises(subset.Unsupported) as refused:
         _network(item, "filters[0]")
     assert refused.value.path.endswith("access_log[0].typed_config.common_config.log_name")
+
+
+def test_cors_wildcard_methods_and_headers_answer_what_the_preflight_asks():
+    policy = cors({"allowOrigins": [{"exact": "*"}], "allowMethods": ["*"],
+                   "allowHeaders": ["*"], "allowCredentials": True})
+    per_route = _route_with({http_filters.CORS: _packed(policy)})
+    preflight = http_filters.Request("OPTIONS", "/", [
+        ("origin", "https://other.foo.com"), ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "x-header-1, x-header-2")], PEER, per_route)
+    answer = http_filters.run(chain([]), preflight, random.Random(1)).answer
+    assert answer is not None
+    headers = dict(answer.headers)
+    assert headers["access-control-allow-methods"] == "PUT"
+    assert headers["access-control-allow-headers"] == "x-header-1, x-header-2"
+    assert headers["access-control-allow-credentials"] == "true"
