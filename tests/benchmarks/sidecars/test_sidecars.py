@@ -22,10 +22,10 @@ on CPU 0. The two nodes' discoveries sit idle and are not pinned.
 Each round runs every path once at full speed (closed loop: the maximum rate, the pair's
 CPU per 1,000 requests); then every path once paced to one fixed rate, half the lowest
 maximum (``paced.lua``), for the latency a pair adds at a load both can carry. Each run
-follows 2 s of the same load, unmeasured, so it meets warm connection pools (``WARM``). RSS of the
-pair (agents and proxies) after the warm-up and after the runs. The best round of each
-path is kept: rounds alternate the proxies, so a burst of someone else's work on this
-shared machine lands on one round, not one proxy.
+follows 2 s of the same load, unmeasured, so it meets warm connection pools (``WARM``).
+RSS of the pair (agents and proxies) after the warm-up and after the runs. The best round
+of each path is kept: rounds alternate the proxies, so a burst of someone else's work on
+this shared machine lands on one round, not one proxy.
 """
 
 from __future__ import annotations
