@@ -1,11 +1,12 @@
-"""The native proxy's event loop: listeners from LDS, HTTP/1.1 routing and TCP proxying to
-the clusters from CDS and EDS.
+"""The native proxy's event loop: listeners from LDS, HTTP/1.1 and HTTP/2 routing and TCP
+proxying to the clusters from CDS and EDS.
 
 A listener's socket is opened when LDS first names it and closed when LDS drops it; a
 changed listener keeps its socket, new connections take the new config and connections
 already open keep the one they started with, so a push never cuts a stream. Upstream
-HTTP/1.1 connections are pooled per host and reused while idle for less than
-``IDLE_TIMEOUT`` (below the usual servers' keep-alive timeouts).
+HTTP/1.1 connections are pooled per host and reused while idle for less than the cluster's
+idle timeout (Envoy's hour when it sets none) and not closed by the upstream; HTTP/2 ones
+carry many streams each.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from pilotfish.core.native.upstreams import HASHED, Upstream
 
 log = logging.getLogger("pilotfish.native")
 
-IDLE_TIMEOUT = 30.0  # an idle upstream connection is not reused after this
+IDLE_TIMEOUT = 3600.0  # Envoy's default: an idle upstream connection is not reused after
 READ_SIZE = 65536
 NO_PEER = rbac.Facts()  # what a request tells of a connection nobody described
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -317,8 +318,9 @@ class _Connecting:
 
 class Pool:
     """Idle upstream HTTP/1.1 connections by (cluster, host, port): a cluster's TLS is its
-    own. A connection is reused while idle for less than the cluster's idle timeout (at most
-    ``IDLE_TIMEOUT``) and for no more requests than the cluster allows."""
+    own. A connection is reused while idle for less than the cluster's idle timeout (Envoy's
+    hour, ``IDLE_TIMEOUT``, when it sets none), while its upstream has not closed it, and
+    for no more requests than the cluster allows."""
 
     def __init__(self) -> None:
         self.idle: dict[tuple[Any, ...], list[tuple[float, asyncio.StreamReader,
@@ -328,7 +330,7 @@ class Pool:
     def take(self, host: tuple[Any, ...], idle_timeout: float = 0.0
              ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         now = time.monotonic()
-        limit = min(idle_timeout, IDLE_TIMEOUT) if idle_timeout else IDLE_TIMEOUT
+        limit = idle_timeout or IDLE_TIMEOUT
         entries = self.idle.get(host) or []
         while entries:
             since, reader, writer = entries.pop()
