@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -21,7 +21,7 @@ DEFAULT_FORMAT = ('[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PA
 _OPERATOR = re.compile(r"%([A-Z_]+)(?:\(([^)]*)\))?(?::\d+)?%")
 
 
-@attrs.frozen
+@attrs.define
 class Entry:
     start: float  # epoch seconds
     method: str = ""
@@ -39,26 +39,32 @@ class Entry:
     downstream_local: str = ""
     server_name: str = ""
     route: str = ""
-    headers: Mapping[str, str] = attrs.field(factory=dict)
+    headers: Sequence[tuple[str, str]] = ()  # the request's, names lower-cased
+
+
+_second: list[tuple[int, str]] = [(-1, "")]  # the last second rendered, as text
 
 
 def _start(entry: Entry, _: str) -> str:
-    moment = datetime.datetime.fromtimestamp(entry.start, datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    whole = int(entry.start)
+    second, text = _second[0]
+    if whole != second:  # the date and time change once a second, not once a request
+        moment = datetime.datetime.fromtimestamp(whole, datetime.UTC)
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S.")
+        _second[0] = (whole, text)
+    return f"{text}{int((entry.start - whole) * 1000):03d}Z"
 
 
 def _request_header(entry: Entry, argument: str) -> str:
-    for name in argument.split("?"):
-        if name.lower() in (":method",):
+    for name in argument.lower().split("?"):
+        if name == ":method":
             return entry.method or "-"
-        if name.lower() == ":path":
+        if name == ":path":
             return entry.path or "-"
-        if name.lower() == ":authority":
-            value = entry.headers.get("host")
-        else:
-            value = entry.headers.get(name.lower())
-        if value:
-            return value
+        wanted = "host" if name == ":authority" else name
+        for key, value in entry.headers:
+            if key == wanted and value:
+                return value
     return "-"
 
 
@@ -94,8 +100,8 @@ class Format:
     parts: tuple[str | tuple[Callable[[Entry, str], str], str], ...]
 
     def render(self, entry: Entry) -> str:
-        return "".join(part if isinstance(part, str) else part[0](entry, part[1])
-                       for part in self.parts)
+        return "".join([part if isinstance(part, str) else part[0](entry, part[1])
+                        for part in self.parts])
 
 
 def compile_format(text: str) -> Format:

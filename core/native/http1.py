@@ -57,6 +57,7 @@ class Parser:
                         else httptools.HttpRequestParser)(self)
         self._done: deque[Message] = deque()
         self.head_only = head_only  # the response to a HEAD request: no body follows
+        self.upgraded = False  # a message switched protocols: no more HTTP/1.1 follows
         self._reset()
 
     def _reset(self) -> None:
@@ -111,6 +112,7 @@ class Parser:
             if not self._done:
                 self._finish()
             self._done[-1].upgrade = data[offset:]
+            self.upgraded = True
         except httptools.HttpParserError as exc:
             raise ParseError(str(exc) or type(exc).__name__) from None
 
@@ -118,12 +120,11 @@ class Parser:
         return self._done.popleft() if self._done else None
 
 
-def _head(first: str, headers: list[tuple[str, str]]) -> bytearray:
-    out = bytearray(first.encode("latin-1"))
-    for name, value in headers:
-        out += f"{name}: {value}\r\n".encode("latin-1")
-    out += b"\r\n"
-    return out
+def _head(first: str, headers: list[tuple[str, str]]) -> bytes:
+    lines = [first]
+    lines += [f"{name}: {value}\r\n" for name, value in headers]
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
 
 
 def request_bytes(message: Message) -> bytes:
@@ -134,16 +135,15 @@ def request_bytes(message: Message) -> bytes:
         headers += [("connection", "Upgrade"), ("upgrade", message.header("upgrade") or "")]
     if message.body or message.method in ("POST", "PUT", "PATCH"):
         headers.append(("content-length", str(len(message.body))))
-    return bytes(_head(f"{message.method} {message.target} HTTP/1.1\r\n", headers)
-                 + message.body)
+    return _head(f"{message.method} {message.target} HTTP/1.1\r\n", headers) + message.body
+
+
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
 def _reason(status: int) -> str:
     """The status line's reason phrase, as Envoy writes it."""
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _REASONS.get(status, "Unknown")
 
 
 def response_bytes(message: Message, reason: str = "", head_request: bool = False,
@@ -160,5 +160,5 @@ def response_bytes(message: Message, reason: str = "", head_request: bool = Fals
         headers.append(("connection", "close"))
     out = _head(f"HTTP/1.1 {message.status} {reason or _reason(message.status)}\r\n", headers)
     if not head_request and not upgrading:
-        out += message.body
-    return bytes(out)
+        return out + message.body
+    return out

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import random
 import socket
 import ssl
 import sys
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -48,6 +48,7 @@ from pilotfish.core.native.config import (
     Listener,
     TcpProxy,
 )
+from pilotfish.core.native.connection import Http1Connection
 from pilotfish.core.native.http2 import starts_h2
 from pilotfish.core.native.stats import Stats
 from pilotfish.core.native.upstreams import HASHED, Upstream
@@ -71,10 +72,11 @@ class UpstreamFailed(Exception):
         self.flag = flag  # the response flag: UF, or UO for a circuit breaker's overflow
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
+async def _close(writer: asyncio.StreamWriter | Http1Connection) -> None:
     writer.close()
-    with contextlib.suppress(Exception):
-        await writer.wait_closed()
+    if isinstance(writer, asyncio.StreamWriter):
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
 
 
 def _peer(conn: socket.socket) -> tuple[str, int]:
@@ -89,6 +91,7 @@ def _host(value: Any) -> str:
     return str(value[0]) if isinstance(value, tuple) and value else ""
 
 
+@functools.lru_cache(maxsize=4096)  # a few hosts and peers, each seen request after request
 def _address(value: Any) -> str:
     if isinstance(value, tuple) and len(value) >= 2:
         host = str(value[0])
@@ -96,7 +99,7 @@ def _address(value: Any) -> str:
     return ""
 
 
-@attrs.frozen
+@attrs.define
 class Outcome:
     """How one request went, for the access log."""
 
@@ -110,6 +113,8 @@ class Outcome:
     grpc_status: str = ""  # a gRPC answer's status code ("" for other answers)
     streamed: bool = False  # the answer went out as it came (nothing left to send)
 
+
+_Labels = tuple[tuple[str, str], ...]  # a series' labels, in order
 
 # What a request is answered with: the response, how it went, and for an upgrade the
 # cluster and request to open the tunnel to (None otherwise).
@@ -138,6 +143,34 @@ def _header_facts(edits: routing.HeaderEdits, peer: rbac.Facts) -> dict[str, str
         "DOWNSTREAM_LOCAL_URI_SAN": peer.identity, "HOSTNAME": socket.gethostname()}
 
 
+class _MatchedHeaders(Mapping[str, str]):
+    """A request's headers and pseudo-headers as route matches read them, gathered only
+    when a match reads one (most routes match on the path alone)."""
+
+    __slots__ = ("_authority", "_found", "_request", "_scheme")
+
+    def __init__(self, request: http1.Message, authority: str, scheme: str) -> None:
+        self._request, self._authority, self._scheme = request, authority, scheme
+        self._found: dict[str, str] | None = None
+
+    def _all(self) -> dict[str, str]:
+        if self._found is None:
+            request = self._request
+            self._found = {**dict(request.headers), ":method": request.method,
+                           ":path": request.target, ":authority": self._authority,
+                           ":scheme": self._scheme}
+        return self._found
+
+    def __getitem__(self, name: str) -> str:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
 def _is_grpc(headers: Sequence[tuple[str, str]]) -> bool:
     return any(k == "content-type" and v.startswith("application/grpc") for k, v in headers)
 
@@ -159,6 +192,16 @@ async def _collect(connection: http2.Connection, stream: http2.Stream
     if stream.error:
         raise http2.StreamError(stream.error)
     return bytes(body), list(stream.trailers)
+
+
+_VERSION_4 = ~(0xF << 76 | 0x3 << 62)
+
+
+def request_id(rng: random.Random) -> str:
+    """A random (version 4) UUID for ``x-request-id``, drawn from the proxy's generator
+    as Envoy draws its own: no system call per request, as ``uuid.uuid4`` makes."""
+    text = f"{rng.getrandbits(128) & _VERSION_4 | 4 << 76 | 2 << 62:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _grpc_status(response: http1.Message) -> str:
@@ -294,16 +337,25 @@ async def _peek(conn: socket.socket, bound: int, enough: Callable[[bytes], bool]
     return data
 
 
+async def _accepted(conn: socket.socket, context: ssl.SSLContext | None,
+                    protocol: asyncio.BaseProtocol) -> asyncio.BaseTransport:
+    """An accepted socket's transport to ``protocol``, after the TLS handshake with
+    ``context``."""
+    options: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": 10} \
+        if context is not None else {}
+    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+        lambda: protocol, conn, **options)
+    return transport
+
+
 async def _streams(conn: socket.socket, context: ssl.SSLContext | None
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Reader and writer for an accepted socket, after the TLS handshake with ``context``."""
-    loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=READ_SIZE)
     protocol = asyncio.StreamReaderProtocol(reader)
-    options: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": 10} \
-        if context is not None else {}
-    transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn, **options)
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+    transport = await _accepted(conn, context, protocol)
+    return reader, asyncio.StreamWriter(transport, protocol, reader,  # type: ignore[arg-type]
+                                        asyncio.get_running_loop())
 
 
 class _Connecting:
@@ -323,33 +375,37 @@ class Pool:
     for no more requests than the cluster allows."""
 
     def __init__(self) -> None:
-        self.idle: dict[tuple[Any, ...], list[tuple[float, asyncio.StreamReader,
-                                                     asyncio.StreamWriter]]] = {}
-        self.used: dict[asyncio.StreamWriter, int] = {}
+        self.idle: dict[tuple[Any, ...], list[tuple[float, Http1Connection]]] = {}
+        self.used: dict[Http1Connection, int] = {}
 
     def take(self, host: tuple[Any, ...], idle_timeout: float = 0.0
-             ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+             ) -> Http1Connection | None:
         now = time.monotonic()
         limit = idle_timeout or IDLE_TIMEOUT
         entries = self.idle.get(host) or []
         while entries:
-            since, reader, writer = entries.pop()
-            if now - since < limit and not reader.at_eof() and not writer.is_closing():
-                return reader, writer
-            self.used.pop(writer, None)
-            writer.close()
+            since, connection = entries.pop()
+            if now - since < limit and not connection.is_closing():
+                return connection
+            self.forget(connection)
+            connection.close()
         return None
 
-    def give(self, host: tuple[Any, ...], reader: asyncio.StreamReader,
-             writer: asyncio.StreamWriter, max_requests: int = 0) -> bool:
-        """Keep ``writer`` for reuse unless it served its last request; False: close it."""
-        used = self.used.get(writer, 0) + 1
+    def give(self, host: tuple[Any, ...], connection: Http1Connection,
+             max_requests: int = 0) -> bool:
+        """Keep ``connection`` for reuse unless it served its last request; False: close
+        it."""
+        used = self.used.get(connection, 0) + 1
         if max_requests and used >= max_requests:
-            self.used.pop(writer, None)
+            self.forget(connection)
             return False
-        self.used[writer] = used
-        self.idle.setdefault(host, []).append((time.monotonic(), reader, writer))
+        self.used[connection] = used
+        self.idle.setdefault(host, []).append((time.monotonic(), connection))
         return True
+
+    def forget(self, connection: Http1Connection) -> None:
+        """``connection`` is not reused."""
+        self.used.pop(connection, None)
 
 
 class NativeProxy:
@@ -375,19 +431,22 @@ class NativeProxy:
         self.h2_pool: dict[tuple[Any, ...], http2.Connection] = {}
         self.draining = False
         self.rng = random.Random()
+        self._log_lines: list[str] = []  # access-log lines not yet written
+        # Istio's TLS labels by (cluster, peer principals, our identity); None: not Istio's
+        self._labels: dict[tuple[str, tuple[str, ...], str], _Labels | None] = {}
 
     # -- access logs ---------------------------------------------------------------------
 
-    @staticmethod
-    def log(format_: access_log.Format | None, entry: access_log.Entry) -> None:
-        """One access-log line to stdout, buffered (``flush_logs`` every second, as Envoy's
-        ``--file-flush-interval-msec``)."""
+    def log(self, format_: access_log.Format | None, entry: access_log.Entry) -> None:
+        """One access-log line to stdout, held until ``flush_logs`` (every second, as
+        Envoy's ``--file-flush-interval-msec``)."""
         if format_ is not None:
-            sys.stdout.write(format_.render(entry))
+            self._log_lines.append(format_.render(entry))
 
-    @staticmethod
-    def flush_logs() -> None:
+    def flush_logs(self) -> None:
+        lines, self._log_lines = self._log_lines, []
         with contextlib.suppress(OSError, ValueError):
+            sys.stdout.write("".join(lines))
             sys.stdout.flush()
 
     # -- listeners -----------------------------------------------------------------------
@@ -469,7 +528,7 @@ class NativeProxy:
         return found
 
     async def _connection(self, name: str, conn: socket.socket) -> None:
-        writer: asyncio.StreamWriter | None = None
+        writer: asyncio.StreamWriter | Http1Connection | None = None
         try:
             listener = self.state.listeners.get(name)
             if listener is None:
@@ -498,7 +557,12 @@ class NativeProxy:
                     context = self.contexts.server(chain.tls, self.state)
                 except tls.Missing:
                     return
-            reader, writer = await _streams(conn, context)
+            if isinstance(chain.network, HttpManager):  # parsed as it arrives
+                http = Http1Connection(http1.Parser(), raw=True)
+                await _accepted(conn, context, http)
+                writer = http
+            else:
+                reader, writer = await _streams(conn, context)
             if context is not None:
                 self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.handshake")
             ssl_object = writer.get_extra_info("ssl_object")
@@ -518,7 +582,11 @@ class NativeProxy:
                 if chain.tls is not None else "")
             if not self._guarded(chain.guards, peer):
                 return
-            if isinstance(chain.network, Echo):
+            if isinstance(writer, Http1Connection):
+                assert isinstance(chain.network, HttpManager)
+                await self._http(chain.network, writer,
+                                 "https" if context is not None else "http", destination, peer)
+            elif isinstance(chain.network, Echo):
                 echo = channels.TcpChannel(reader, writer)
                 await channels.pipe(echo, echo)
             elif isinstance(chain.network, TcpProxy):
@@ -526,9 +594,6 @@ class NativeProxy:
                 if chain.sni_cluster and accepted.server_name:
                     network = attrs.evolve(network, cluster=accepted.server_name)
                 await self._tcp(network, reader, writer, destination, peer)
-            else:
-                await self._http(chain.network, reader, writer,
-                                 "https" if context is not None else "http", destination, peer)
         except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
             pass
         except Exception:  # one connection's bug must not take the proxy down
@@ -683,8 +748,7 @@ class NativeProxy:
                 waiter.set_result(None)
 
     async def _wait_connection(self, cluster: Cluster, upstream: Upstream,
-                               endpoint: Endpoint
-                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+                               endpoint: Endpoint) -> Http1Connection | None:
         """Wait, as a pending request, until the breaker lets ``endpoint`` have a
         connection: an idle one of its own (returned), or room for a new one (None)."""
         host = (endpoint.host, endpoint.port)
@@ -808,45 +872,36 @@ class NativeProxy:
 
     # -- HTTP ----------------------------------------------------------------------------
 
-    async def _http(self, config: HttpManager, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter, scheme: str = "http",
-                    destination: tuple[str, int] | None = None,
+    async def _http(self, config: HttpManager, connection: Http1Connection,
+                    scheme: str = "http", destination: tuple[str, int] | None = None,
                     peer: rbac.Facts | None = None) -> None:
         first = b""
-        while not first or starts_h2(first) is None:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                return
-            first += data
+        while starts_h2(first) is None:
+            data = await connection.first(len(first) + 1)
+            if len(data) == len(first):
+                return  # closed before saying anything
+            first = data
         if starts_h2(first):
-            await self._http2(config, reader, writer, scheme, destination, peer, first)
+            reader, writer = connection.streams()
+            await self._http2(config, reader, writer, scheme, destination, peer, b"")
             return
-        parser = http1.Parser()
-        prefix = config.stat_prefix
-        try:
-            parser.feed(first)
-        except http1.ParseError as exc:
-            writer.write(_bad_request(exc))
-            return
+        connection.parse()
+        total = f"http.{config.stat_prefix}.downstream_rq_total"
+        remote = _address(connection.get_extra_info("peername"))
+        local = _address(connection.get_extra_info("sockname"))
         while True:
-            request = parser.next()
-            while request is None:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    return
-                try:
-                    parser.feed(data)
-                except http1.ParseError as exc:
-                    writer.write(_bad_request(exc))
-                    return
-                request = parser.next()
-            self.stats.inc(f"http.{prefix}.downstream_rq_total")
+            try:
+                request = await connection.next()
+            except http1.ParseError as exc:
+                connection.write(_bad_request(exc))
+                return
+            if request is None:
+                return
+            self.stats.counters[total] += 1
             started = time.time()
-            outcome = await self._exchange(config, request, reader, writer, scheme,
+            outcome = await self._exchange(config, request, connection, scheme,
                                            destination, peer or NO_PEER)
-            self._finished(config, request, outcome, started,
-                           _address(writer.get_extra_info("peername")),
-                           _address(writer.get_extra_info("sockname")), peer)
+            self._finished(config, request, outcome, started, remote, local, peer)
             if not outcome.keep or not request.keep_alive:
                 return
 
@@ -854,18 +909,17 @@ class NativeProxy:
         return config.inline or self.state.routes.get(config.route_name)
 
     async def _exchange(self, config: HttpManager, request: http1.Message,
-                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        scheme: str = "http",
+                        connection: Http1Connection, scheme: str = "http",
                         destination: tuple[str, int] | None = None,
                         peer: rbac.Facts = NO_PEER) -> Outcome:
         """Answer one HTTP/1.1 request (an upgrade becomes a tunnel)."""
         response, outcome, upgrade = await self._respond(config, request, scheme,
                                                          destination, peer)
         if upgrade is not None:
-            await self._upgrade(*upgrade, reader, writer, destination)
+            await self._upgrade(*upgrade, *connection.streams(), destination)
             return outcome
-        writer.write(http1.response_bytes(response, "", request.method == "HEAD"))
-        await writer.drain()
+        connection.write(http1.response_bytes(response, "", request.method == "HEAD"))
+        await connection.drain()
         return outcome
 
     async def _http2(self, config: HttpManager, reader: asyncio.StreamReader,
@@ -991,14 +1045,15 @@ class NativeProxy:
     def _finished(self, config: HttpManager, request: http1.Message, outcome: Outcome,
                   started: float, remote: str, local: str, peer: rbac.Facts | None) -> None:
         """One request done: the access log and Istio's metrics."""
-        self.log(config.access, access_log.Entry(
-            started, request.method, request.target, f"HTTP/{request.version}",
-            outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
-            duration_ms=int((time.time() - started) * 1000), cluster=outcome.cluster,
-            upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
-            downstream_local=local, headers=dict(request.headers)))
-        self.count_request(outcome, len(request.body), time.time() - started, peer,
-                           request)
+        seconds = time.time() - started
+        if config.access is not None:
+            self.log(config.access, access_log.Entry(
+                started, request.method, request.target, f"HTTP/{request.version}",
+                outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
+                duration_ms=int(seconds * 1000), cluster=outcome.cluster,
+                upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
+                downstream_local=local, headers=request.headers))
+        self.count_request(outcome, len(request.body), seconds, peer, request)
 
     async def _respond(self, config: HttpManager, request: http1.Message,
                        scheme: str = "http", destination: tuple[str, int] | None = None,
@@ -1010,8 +1065,7 @@ class NativeProxy:
         started = time.monotonic()
         authority = request.header("host") or (request.target if request.method == "CONNECT"
                                                else "")
-        headers = {**dict(request.headers), ":method": request.method,
-                   ":path": request.target, ":authority": authority, ":scheme": scheme}
+        headers = _MatchedHeaders(request, authority, scheme)
         table = self._table(config)
         connect = request.method == "CONNECT"  # routed with no path (connect_matcher)
         decision = table.route(authority, "" if connect else request.target, headers) \
@@ -1048,7 +1102,7 @@ class NativeProxy:
                 answer = action
             # the route's and virtual host's response headers go on direct answers too
             edited = decision.response_edits.apply(
-                list(answer.headers), _header_facts(decision.response_edits, peer))
+                answer.headers, _header_facts(decision.response_edits, peer))
             return self._local(config, attrs.evolve(answer, headers=(*edited, *added)),
                                route=route, flags=flags)
         cluster_name, edits = action.cluster(self.rng.randrange(action.total_weight))
@@ -1125,19 +1179,19 @@ class NativeProxy:
                   edits: routing.HeaderEdits, action: routing.Forward,
                   scheme: str = "http", peer: rbac.Facts = NO_PEER) -> http1.Message:
         request_edits = decision.request_edits.then(edits)
-        headers = request_edits.apply(list(request.headers),
-                                      _header_facts(request_edits, peer))
+        headers = request_edits.apply(request.headers, _header_facts(request_edits, peer))
         target = request.target
-        match = decision.route.match
-        target = routing.rewrite_path(
-            target, match.value if match.kind in ("prefix", "separated") else "",
-            action.prefix_rewrite, action.regex_rewrite)
+        if action.prefix_rewrite or action.regex_rewrite:
+            match = decision.route.match
+            target = routing.rewrite_path(
+                target, match.value if match.kind in ("prefix", "separated") else "",
+                action.prefix_rewrite, action.regex_rewrite)
         if action.host_rewrite:
             headers = [(k, v) for k, v in headers if k != "host"] + [
                 ("host", action.host_rewrite)]
         names = {k for k, _ in headers}
         if "x-request-id" not in names:
-            headers.append(("x-request-id", str(uuid.uuid4())))
+            headers.append(("x-request-id", request_id(self.rng)))
         if "x-forwarded-proto" not in names:
             headers.append(("x-forwarded-proto", scheme))
         return http1.Message(headers, request.body, request.method, target,
@@ -1231,39 +1285,36 @@ class NativeProxy:
             except TimeoutError:
                 raise UpstreamFailed(TIMEOUT, sent=False) from None
         if pooled is not None and endpoint is not None:
-            reader, writer = pooled
+            connection = pooled
             host = (endpoint.host, endpoint.port)
             tried.add(host)
         else:
-            reader, writer, host = await self._connect(cluster, tried, destination, endpoint)
+            _, writer, host = await self._connect(cluster, tried, destination, endpoint)
+            connection = Http1Connection.adopt(writer, http1.Parser(response=True))
         balancer.started(host)
-        sent = False
         try:
-            writer.write(http1.request_bytes(request))
-            sent = True
-            parser = http1.Parser(response=True, head_only=request.method == "HEAD")
-            # a timeout scope, not wait_for: no task made per request
-            async with asyncio.timeout(limit or None):
-                response = await self._read_response(reader, parser)
+            response = await connection.exchange(http1.request_bytes(request),
+                                                 request.method == "HEAD", limit)
         except TimeoutError:
-            self.pool.used.pop(writer, None)
-            await _close(writer)
+            self.pool.forget(connection)
+            connection.close()
             self._outlier(cluster, host, failed="timeout")
             raise UpstreamFailed(TIMEOUT, sent=True) from None
         except (OSError, ConnectionError, http1.ParseError, EOFError) as exc:
-            self.pool.used.pop(writer, None)
-            await _close(writer)
+            self.pool.forget(connection)
+            connection.close()
             self._outlier(cluster, host, failed="reset")
             raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
                                  f"reset reason: connection termination ({exc})",
-                                 sent=sent) from None
+                                 sent=True) from None
         finally:
             balancer.finished(host)
         self._outlier(cluster, host, status=response.status)
         if not (response.keep_alive and request.method != "HEAD" and self.pool.give(
-                _pool_key(cluster.name, host), reader, writer,
+                _pool_key(cluster.name, host), connection,
                 cluster.max_requests_per_connection)):
-            await _close(writer)
+            self.pool.forget(connection)
+            connection.close()
         return response, host
 
     async def _h2_connection(self, cluster: Cluster, tried: set[tuple[str, int]],
@@ -1312,18 +1363,6 @@ class NativeProxy:
         self._outlier(cluster, host, status=response.status)
         return response, host
 
-    @staticmethod
-    async def _read_response(reader: asyncio.StreamReader, parser: http1.Parser
-                             ) -> http1.Message:
-        while True:
-            response = parser.next()
-            if response is not None and response.status >= 200:
-                return response
-            data = await reader.read(READ_SIZE)
-            if not data:
-                raise EOFError("the upstream closed the connection")
-            parser.feed(data)
-
     async def _upgrade(self, cluster: Cluster, request: http1.Message,
                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        destination: tuple[str, int] | None = None) -> None:
@@ -1363,25 +1402,33 @@ class NativeProxy:
 
     # -- Istio's metrics -----------------------------------------------------------------
 
-    @staticmethod
-    def _security(ref: istio_metrics.ClusterRef, peer: rbac.Facts | None
-                  ) -> tuple[tuple[str, str], ...]:
-        labels = istio_metrics.security_labels(
-            istio_metrics.reporter_of(ref),
-            istio_metrics.spiffe_name(peer.principals) if peer is not None else "",
-            peer.identity if peer is not None else "")
-        return tuple(sorted(labels.items()))
+    def _security(self, cluster: str, peer: rbac.Facts | None) -> _Labels | None:
+        """The TLS labels of a request or connection to ``cluster`` from ``peer``; None
+        for a cluster that is not Istio's. Worked out once per cluster and peer identity."""
+        principals, identity = (peer.principals, peer.identity) if peer is not None \
+            else ((), "")
+        key = (cluster, principals, identity)
+        if key in self._labels:
+            return self._labels[key]
+        ref = istio_metrics.parse_cluster_name(cluster)
+        labels = None if ref is None else tuple(sorted(istio_metrics.security_labels(
+            istio_metrics.reporter_of(ref), istio_metrics.spiffe_name(principals),
+            identity).items()))
+        if len(self._labels) > 10_000:  # peers come and go: forget them all now and then
+            self._labels.clear()
+        self._labels[key] = labels
+        return labels
 
     def count_request(self, outcome: Outcome, received: int, seconds: float,
                       peer: rbac.Facts | None = None,
                       request: http1.Message | None = None) -> None:
-        ref = istio_metrics.parse_cluster_name(outcome.cluster)
-        if ref is None:
+        security = self._security(outcome.cluster, peer)
+        if security is None:
             return
         grpc = request is not None and (request.header("content-type") or "").startswith(
             "application/grpc")
         key = (outcome.cluster, (
-            *self._security(ref, peer),
+            *security,
             ("grpc_response_status", outcome.grpc_status),
             ("request_protocol", "grpc" if grpc else "http"),
             ("response_code", str(outcome.status)), ("response_flags", outcome.flags)))
@@ -1392,11 +1439,10 @@ class NativeProxy:
 
     def count_tcp(self, cluster: str, opened: bool = False, received: int = 0,
                   sent: int = 0, peer: rbac.Facts | None = None) -> None:
-        ref = istio_metrics.parse_cluster_name(cluster)
-        if ref is None:
+        security = self._security(cluster, peer)
+        if security is None:
             return
-        key = (cluster, (*self._security(ref, peer), ("request_protocol", "tcp"),
-                         ("response_flags", "-")))
+        key = (cluster, (*security, ("request_protocol", "tcp"), ("response_flags", "-")))
         if opened:
             self.istio.add("istio_tcp_connections_opened_total", key)
             return

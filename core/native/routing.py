@@ -64,23 +64,33 @@ def _fill(value: str | Template, facts: Mapping[str, str]) -> str:
 class HeaderEdits:
     add: tuple[tuple[str, str | Template, bool], ...] = ()  # (name, value, append)
     remove: tuple[str, ...] = ()
+    # whether a value needs the request's facts
+    formatted: bool = attrs.field(init=False, eq=False)
+    gone: frozenset[str] = attrs.field(init=False, eq=False)  # names taken out first
 
-    def apply(self, headers: list[tuple[str, str]],
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "formatted",
+                           any(not isinstance(value, str) for _, value, _ in self.add))
+        object.__setattr__(self, "gone", frozenset(self.remove) | {
+            name for name, _, append in self.add if not append})
+
+    def apply(self, headers: Headers,
               facts: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
-        """``headers`` edited; ``facts`` fill values' %OPERATOR%s (by operator name)."""
+        """``headers`` edited, as a new list; ``facts`` fill values' %OPERATOR%s (by
+        operator name)."""
         if not self.add and not self.remove:
-            return headers
-        gone = set(self.remove) | {name for name, _, append in self.add if not append}
-        out = [(k, v) for k, v in headers if k not in gone]
-        out += [(name, _fill(value, facts or {})) for name, value, _ in self.add]
+            return list(headers)
+        gone = self.gone
+        out = [(k, v) for k, v in headers if k not in gone] if gone else list(headers)
+        if self.formatted:
+            out += [(name, _fill(value, facts or {})) for name, value, _ in self.add]
+        else:
+            out += [(name, value) for name, value, _ in self.add]  # type: ignore[misc]
         return out
 
-    @property
-    def formatted(self) -> bool:
-        """Whether a value needs the request's facts."""
-        return any(not isinstance(value, str) for _, value, _ in self.add)
-
     def then(self, other: HeaderEdits) -> HeaderEdits:
+        if not other.add and not other.remove:
+            return self
         return HeaderEdits(self.add + other.add, self.remove + other.remove)
 
 
@@ -257,29 +267,32 @@ class VirtualHost:
     request_edits: HeaderEdits = HeaderEdits()
     response_edits: HeaderEdits = HeaderEdits()
     per_filter: Mapping[str, Any] = attrs.field(factory=dict)
+    # one decision per route, made once per config rather than once per request
+    decisions: tuple[Decision, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "decisions", tuple(Decision(self, r) for r in self.routes))
 
 
 @attrs.frozen
 class Decision:
-    """What to do with one request."""
+    """What to do with a request that matched ``route``: the route's header edits and
+    filter configs joined with its virtual host's."""
 
-    vhost: VirtualHost
+    vhost: VirtualHost = attrs.field(repr=False)
     route: Route
+    request_edits: HeaderEdits = attrs.field(init=False, eq=False)
+    response_edits: HeaderEdits = attrs.field(init=False, eq=False)
+    # the filters' configs for this request: the route's over the virtual host's
+    per_filter: Mapping[str, Any] = attrs.field(init=False, eq=False)
 
-    @property
-    def request_edits(self) -> HeaderEdits:
-        return self.route.request_edits.then(self.vhost.request_edits)
-
-    @property
-    def response_edits(self) -> HeaderEdits:
-        return self.route.response_edits.then(self.vhost.response_edits)
-
-    @property
-    def per_filter(self) -> Mapping[str, Any]:
-        """The filters' configs for this request: the route's over the virtual host's."""
-        if not self.vhost.per_filter:
-            return self.route.per_filter
-        return {**self.vhost.per_filter, **self.route.per_filter}
+    def __attrs_post_init__(self) -> None:
+        route, vhost = self.route, self.vhost
+        object.__setattr__(self, "request_edits", route.request_edits.then(vhost.request_edits))
+        object.__setattr__(self, "response_edits",
+                           route.response_edits.then(vhost.response_edits))
+        object.__setattr__(self, "per_filter", {**vhost.per_filter, **route.per_filter}
+                           if vhost.per_filter else route.per_filter)
 
 
 @attrs.frozen
@@ -310,10 +323,10 @@ class RouteTable:
         vhost = self.vhost(authority)
         if vhost is None:
             return None
-        query = _query(path)
-        for route in vhost.routes:
-            if route.match.holds(path, headers, query):
-                return Decision(vhost, route)
+        query = _query(path) if "?" in path else NO_QUERY
+        for decision in vhost.decisions:
+            if decision.route.match.holds(path, headers, query):
+                return decision
         return None
 
 
@@ -332,6 +345,9 @@ def _wildcard_rank(domain: str, host: str) -> tuple[int, int] | None:
     if domain.endswith("*") and host.startswith(domain[:-1]) and len(host) > len(domain) - 1:
         return (1, len(domain))
     return None
+
+
+NO_QUERY: Mapping[str, str] = {}
 
 
 def _query(path: str) -> dict[str, str]:

@@ -11,6 +11,8 @@ class Stats:
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
         self.gauges: dict[str, int] = {}
+        # the counters a finished request adds to, by (cluster, prefix, status): named once
+        self._done: dict[tuple[str, str, int], tuple[str, ...]] = {}
 
     def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
         return dict(self.counters), dict(self.gauges)
@@ -27,11 +29,15 @@ class Stats:
         self.counters[name] += by
 
     def request_done(self, cluster: str, prefix: str, status: int) -> None:
-        klass = f"{status // 100}xx"
-        self.counters[f"cluster.{cluster}.upstream_rq_total"] += 1
-        self.counters[f"cluster.{cluster}.upstream_rq_{klass}"] += 1
-        self.counters[f"cluster.{cluster}.upstream_rq_{status}"] += 1
-        self.counters[f"http.{prefix}.downstream_rq_{klass}"] += 1
+        names = self._done.get((cluster, prefix, status))
+        if names is None:
+            klass = f"{status // 100}xx"
+            names = self._done[cluster, prefix, status] = (
+                f"cluster.{cluster}.upstream_rq_total", f"cluster.{cluster}.upstream_rq_{klass}",
+                f"cluster.{cluster}.upstream_rq_{status}", f"http.{prefix}.downstream_rq_{klass}")
+        counters = self.counters
+        for name in names:
+            counters[name] += 1
 
     def text(self) -> str:
         lines = [f"{name}: {value}" for name, value in sorted(self.counters.items())]

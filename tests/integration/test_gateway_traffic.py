@@ -93,9 +93,10 @@ def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh, proxy: str) -> Non
         and r, 15, what="TCP through the gateway")
     assert answer.json()["path"] == "/raw"
 
-    # Both connections were logged to the proxy's stdout by the access loggers.
-    log = gateway.process.log(200)
-    assert "outbound|80||web.default.svc.cluster.local" in log
+    # Both connections were logged to the proxy's stdout by the access loggers (written
+    # out once a second, as Envoy flushes its access-log files).
+    wait_until(lambda: "outbound|80||web.default.svc.cluster.local" in gateway.process.log(200),
+               5, what="the access-log lines")
 
 
 FILE_TLS = WEB + """\

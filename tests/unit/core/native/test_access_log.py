@@ -11,6 +11,6 @@ def test_istios_format_renders_with_missing_values_as_dashes():
         '%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER_RAW% "%REQ(USER-AGENT)%" '
         '%UNKNOWN_OPERATOR% %DURATION%ms\n').render(access_log.Entry(
             0.5, "GET", "/p", "HTTP/1.1", 200, cluster="outbound|80||web",
-            duration_ms=3, headers={}))
+            duration_ms=3, headers=[]))
     assert line == ('[1970-01-01T00:00:00.500Z] "GET /p HTTP/1.1" 200 - outbound|80||web '
                     '"-" - 3ms\n')

@@ -1,0 +1,196 @@
+"""HTTP/1.1 connections on asyncio protocols, for the native proxy's hot path.
+
+Bytes go from the transport straight into the connection's parser (``http1``) and whole
+messages come out: no stream buffer in between, and the task serving the connection wakes
+once per message rather than once per read. The same class serves both sides: downstream
+it hands out requests (:meth:`Http1Connection.next`), upstream it exchanges a request for
+its response (:meth:`Http1Connection.exchange`, which skips 1xx answers and keeps one
+timer for the whole wait).
+
+A downstream connection starts *raw* (bytes kept as they come) until the proxy knows the
+protocol from the first bytes; one that turns out to speak HTTP/2, or that upgrades
+(WebSocket, CONNECT), is handed over as asyncio streams (:meth:`Http1Connection.streams`)
+with every byte not yet consumed, so the code that pipes or multiplexes reads on
+unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pilotfish.core.native import http1
+
+READ_SIZE = 65536
+
+
+class Http1Connection(asyncio.Protocol):
+    def __init__(self, parser: http1.Parser, raw: bool = False) -> None:
+        self.parser = parser
+        self.transport: asyncio.Transport | None = None
+        self._raw: bytearray | None = bytearray() if raw else None  # bytes not parsed yet
+        self._waiter: asyncio.Future[None] | None = None  # the serving task, waiting
+        self._drained: asyncio.Future[None] | None = None  # a writer waiting for room
+        self._paused = False  # the transport's write buffer is over its high mark
+        self._ended = False  # no more bytes will come
+        self._error: Exception | None = None  # bytes that were not HTTP/1.1
+        self._late = False  # an exchange's answer took longer than its timeout
+
+    @classmethod
+    def adopt(cls, writer: asyncio.StreamWriter, parser: http1.Parser) -> Http1Connection:
+        """Take over a connection just opened as streams, before anything was read from
+        it (an upstream connection: the server speaks only once asked)."""
+        connection = cls(parser)
+        transport: Any = writer.transport
+        transport.set_protocol(connection)
+        connection.transport = transport
+        return connection
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._raw is not None:
+            self._raw += data
+        elif self._error is None:
+            try:
+                self.parser.feed(data)
+            except http1.ParseError as exc:
+                self._error = exc
+            if self.parser.upgraded:  # what follows is not HTTP/1.1: kept for the tunnel
+                self._raw = bytearray()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._ended = True
+        self._wake()
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._waiter = loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    # -- what the proxy calls ----------------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default) if self.transport else default
+
+    def is_closing(self) -> bool:
+        return self._ended or self.transport is None or self.transport.is_closing()
+
+    async def first(self, enough: int = 1) -> bytes:
+        """The bytes received so far, once there are ``enough`` (fewer: all there will
+        be); they stay unconsumed until :meth:`parse` or :meth:`streams`."""
+        assert self._raw is not None, "the connection is parsed already"
+        loop = asyncio.get_running_loop()
+        while len(self._raw) < enough and not self._ended:
+            await self._wait(loop)
+        return bytes(self._raw)
+
+    def parse(self) -> None:
+        """From now on bytes are HTTP/1.1 (the raw ones first)."""
+        raw, self._raw = self._raw, None
+        if raw:
+            self.data_received(bytes(raw))
+
+    async def next(self) -> http1.Message | None:
+        """The next whole message; None once the peer has closed without one."""
+        loop = asyncio.get_running_loop()
+        while True:
+            message = self.parser.next()
+            if message is not None:
+                return message
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return None
+            await self._wait(loop)
+
+    async def exchange(self, data: bytes, head_only: bool = False,
+                       timeout: float = 0.0) -> http1.Message:
+        """Send a request; its final response (raises TimeoutError past ``timeout``
+        seconds, EOFError when the peer closes first, ``http1.ParseError``)."""
+        loop = asyncio.get_running_loop()
+        self.parser.head_only = head_only
+        self.write(data)
+        timer = loop.call_later(timeout, self._time_out) if timeout else None
+        try:
+            while True:
+                message = self.parser.next()
+                if message is not None:
+                    if message.status >= 200:
+                        return message
+                    continue  # 1xx: the answer is still to come
+                if self._error is not None:
+                    raise self._error
+                if self._ended:
+                    raise EOFError("the upstream closed the connection")
+                if self._late:
+                    raise TimeoutError()
+                await self._wait(loop)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _time_out(self) -> None:
+        self._late = True
+        self._wake()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the peer is slower than what was written to it."""
+        if self._ended and self.transport is not None and self.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        if self._paused:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The connection as asyncio streams from here on, holding the bytes not yet
+        consumed (raw ones, or what follows an upgrade's head)."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+        if self._raw:
+            reader.feed_data(bytes(self._raw))
+        self._raw = None
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport: Any = self.transport
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self._paused:
+            protocol.pause_writing()
+        if self._ended:
+            reader.feed_eof()
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
