@@ -42,10 +42,11 @@ class Entry:
     headers: Sequence[tuple[str, str]] = ()  # the request's, names lower-cased
 
 
+Render = Callable[[Entry], str]  # one operator's text for an entry
 _second: list[tuple[int, str]] = [(-1, "")]  # the last second rendered, as text
 
 
-def _start(entry: Entry, _: str) -> str:
+def _start(entry: Entry) -> str:
     whole = int(entry.start)
     second, text = _second[0]
     if whole != second:  # the date and time change once a second, not once a request
@@ -55,36 +56,48 @@ def _start(entry: Entry, _: str) -> str:
     return f"{text}{int((entry.start - whole) * 1000):03d}Z"
 
 
-def _request_header(entry: Entry, argument: str) -> str:
-    for name in argument.lower().split("?"):
-        if name == ":method":
-            return entry.method or "-"
-        if name == ":path":
-            return entry.path or "-"
-        wanted = "host" if name == ":authority" else name
-        for key, value in entry.headers:
-            if key == wanted and value:
-                return value
-    return "-"
+def _request_header(argument: str) -> Render:
+    """``%REQ(A?B)%``: header A, else B (pseudo-headers as the request tells them)."""
+    names = tuple("host" if name == ":authority" else name
+                  for name in argument.lower().split("?"))
 
-
-def _field(name: str) -> Callable[[Entry, str], str]:
-    def render(entry: Entry, _: str) -> str:
-        value = getattr(entry, name)
-        return str(value) if value not in ("", None) else "-"
+    def render(entry: Entry) -> str:
+        for name in names:
+            if name == ":method":
+                return entry.method or "-"
+            if name == ":path":
+                return entry.path or "-"
+            for key, value in entry.headers:
+                if key == name and value:
+                    return value
+        return "-"
     return render
 
 
-OPERATORS: Mapping[str, Callable[[Entry, str], str]] = {
-    "START_TIME": _start,
+def _field(name: str) -> Callable[[str], Render]:
+    def render(entry: Entry) -> str:
+        value = getattr(entry, name)
+        return str(value) if value not in ("", None) else "-"
+    return lambda _: render
+
+
+def _number(name: str) -> Callable[[str], Render]:
+    def render(entry: Entry) -> str:
+        return str(getattr(entry, name))
+    return lambda _: render
+
+
+# Each operator's renderer, made once per format from the operator's argument.
+OPERATORS: Mapping[str, Callable[[str], Render]] = {
+    "START_TIME": lambda _: _start,
     "REQ": _request_header,
     "PROTOCOL": _field("protocol"),
-    "RESPONSE_CODE": lambda e, _: str(e.status),
+    "RESPONSE_CODE": _number("status"),
     "RESPONSE_FLAGS": _field("flags"),
     "RESPONSE_CODE_DETAILS": _field("details"),
-    "BYTES_RECEIVED": lambda e, _: str(e.received),
-    "BYTES_SENT": lambda e, _: str(e.sent),
-    "DURATION": lambda e, _: str(e.duration_ms),
+    "BYTES_RECEIVED": _number("received"),
+    "BYTES_SENT": _number("sent"),
+    "DURATION": _number("duration_ms"),
     "UPSTREAM_CLUSTER": _field("cluster"),
     "UPSTREAM_CLUSTER_RAW": _field("cluster"),
     "UPSTREAM_HOST": _field("upstream"),
@@ -97,21 +110,20 @@ OPERATORS: Mapping[str, Callable[[Entry, str], str]] = {
 
 @attrs.frozen
 class Format:
-    parts: tuple[str | tuple[Callable[[Entry, str], str], str], ...]
+    parts: tuple[str | Render, ...]  # literal text, or an operator's renderer
 
     def render(self, entry: Entry) -> str:
-        return "".join([part if isinstance(part, str) else part[0](entry, part[1])
-                        for part in self.parts])
+        return "".join([part if isinstance(part, str) else part(entry) for part in self.parts])
 
 
 def compile_format(text: str) -> Format:
-    parts: list[str | tuple[Callable[[Entry, str], str], str]] = []
+    parts: list[str | Render] = []
     at = 0
     for match in _OPERATOR.finditer(text):
         if match.start() > at:
             parts.append(text[at:match.start()])
         operator = OPERATORS.get(match.group(1))
-        parts.append((operator, match.group(2) or "") if operator else "-")
+        parts.append(operator(match.group(2) or "") if operator else "-")
         at = match.end()
     if at < len(text):
         parts.append(text[at:])

@@ -743,7 +743,7 @@ class NativeProxy:
 
     def _release(self, cluster: str) -> None:
         """A connection or request came free: pending requests look again."""
-        for waiter in self._released.pop(cluster, []):
+        for waiter in self._released.pop(cluster, ()):
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -1072,7 +1072,8 @@ class NativeProxy:
             if table else None
         added: Sequence[tuple[str, str]] = ()  # what the filters add to the answer
         flags = "-"
-        if config.filters:
+        if config.filters and not http_filters.idle(
+                config.filters, decision.per_filter if decision else {}):
             call = http_filters.Request(request.method, request.target, request.headers, peer,
                                         decision.per_filter if decision else {})
             result = http_filters.run(config.filters, call, self.rng)
@@ -1105,7 +1106,7 @@ class NativeProxy:
                 answer.headers, _header_facts(decision.response_edits, peer))
             return self._local(config, attrs.evolve(answer, headers=(*edited, *added)),
                                route=route, flags=flags)
-        cluster_name, edits = action.cluster(self.rng.randrange(action.total_weight))
+        cluster_name, edits = action.choose(self.rng)
         cluster = self.state.clusters.get(cluster_name)
         if cluster is None:
             return self._local(config, routing.Respond(503, b"no healthy upstream"),

@@ -10,6 +10,7 @@ directly (a fixed response, a redirect).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -188,6 +189,13 @@ class Forward:
     @property
     def total_weight(self) -> int:
         return sum(weight for _, weight, _ in self.clusters) or 1
+
+    def choose(self, rng: random.Random) -> tuple[str, HeaderEdits]:
+        """The cluster for one request (drawn by weight when there are several)."""
+        if len(self.clusters) == 1:
+            name, _, edits = self.clusters[0]
+            return name, edits
+        return self.cluster(rng.randrange(self.total_weight))
 
 
 @attrs.frozen
