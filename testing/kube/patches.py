@@ -39,31 +39,27 @@ def merge_key(field: str, items: Sequence[Any]) -> str | None:
 
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge, ``null`` removes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+    return _merge(target, patch, strategic=False)
 
 
 def strategic_merge(target: Any, patch: Any) -> Any:
     """Merge patch, with lists of keyed objects merged by key (see the module docstring)."""
+    return _merge(target, patch, strategic=True)
+
+
+def _merge(target: Any, patch: Any, strategic: bool) -> Any:
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
-        if key.startswith("$"):
+        if strategic and key.startswith("$"):
             continue  # $setElementOrder, $retainKeys: order and pruning hints
         if value is None:
             result.pop(key, None)
-        elif isinstance(value, list) and isinstance(result.get(key), list):
+        elif strategic and isinstance(value, list) and isinstance(result.get(key), list):
             result[key] = _merge_list(key, result[key], value)
         else:
-            result[key] = strategic_merge(result.get(key), value)
+            result[key] = _merge(result.get(key), value, strategic)
     return result
 
 
