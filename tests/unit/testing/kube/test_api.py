@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -20,23 +19,6 @@ from kubernetes.client import ApiException
 from pilotfish.testing.kube import FakeKubeApi, running
 
 APPLY = "application/apply-patch+yaml"
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[FakeKubeApi]:
-    with running(tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def client(api: FakeKubeApi) -> Iterator[kubernetes.client.ApiClient]:
-    with kubernetes.config.new_client_from_config(str(api.kubeconfig)) as made:
-        yield made
-
-
-@pytest.fixture
-def core(client: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(client)
 
 
 def refusal(call: Callable[[], Any]) -> tuple[int, dict[str, Any]]:

@@ -19,7 +19,7 @@ import pytest
 from kubernetes.client import ApiException
 
 from pilotfish.testing.certs import ca_signed
-from pilotfish.testing.kube import FakeKubeApi, TokenUser, running, service_account
+from pilotfish.testing.kube import FakeKubeApi, TokenUser, service_account
 
 HOOK = "hook.webhooks.svc"  # the name of Service webhooks/hook, as certificates carry it
 
@@ -72,23 +72,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[FakeKubeApi]:
-    with running(tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def client(api: FakeKubeApi) -> Iterator[kubernetes.client.ApiClient]:
-    with kubernetes.config.new_client_from_config(str(api.kubeconfig)) as made:
-        yield made
-
-
-@pytest.fixture
-def core(client: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(client)
 
 
 @pytest.fixture
