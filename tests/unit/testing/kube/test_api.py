@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import kubernetes
+import kubernetes.dynamic
 import pytest
 import urllib3
 import yaml
@@ -514,6 +515,23 @@ def test_custom_resources_are_served_from_their_crd_on(client):
     code, _ = refusal(lambda: custom.list_namespaced_custom_object(
         "example.com", "v1", "default", "widgets"))
     assert code == 404
+
+
+def test_a_discovering_client_finds_built_in_and_custom_kinds(client, tmp_path):
+    dynamic = kubernetes.dynamic.DynamicClient(client, cache_file=str(tmp_path / "cache"))
+    pods = dynamic.resources.get(api_version="v1", kind="Pod")
+    assert (pods.name, pods.namespaced) == ("pods", True)
+    assert dynamic.resources.get(api_version="discovery.k8s.io/v1",
+                                 kind="EndpointSlice").name == "endpointslices"
+    crds = dynamic.resources.get(api_version="apiextensions.k8s.io/v1",
+                                 kind="CustomResourceDefinition")
+    crds.create(body=WIDGETS)
+    widgets = dynamic.resources.get(api_version="example.com/v1", kind="Widget")
+    made = widgets.server_side_apply(body={
+        "apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w", "namespace": "default"}, "spec": {"size": 3}},
+        namespace="default", field_manager="installer")
+    assert made.spec.size == 3 and made.metadata.managedFields[0].manager == "installer"
 
 
 @pytest.mark.corpus
