@@ -2,8 +2,9 @@
 
 ``FakeKubeApi.serve`` runs it in a task group; ``running()`` runs it in a thread of its own
 (an anyio blocking portal) for synchronous tests and the `kubernetes` client. Test hooks
-(``seed``, ``compact``, ``cut_watches``, ``bookmark``, ``add_token``,
-``set_service_address``) may be called from the test's thread or the server's loop.
+(``seed``, ``compact``, ``cut_watches``, ``bookmark``, ``add_token``, ``revoke_token``,
+``set_service_address``, ``statistics``) may be called from the test's thread or the
+server's loop.
 """
 
 from __future__ import annotations
@@ -211,6 +212,9 @@ class FakeKubeApi:
     def add_token(self, user: TokenUser, token: str = "") -> str:
         """Register a bearer token for ``user`` (see ``tokens.service_account``)."""
         return self._on_loop(self.tokens.add, user, token)
+
+    def revoke_token(self, token: str) -> None:
+        self._on_loop(self.tokens.revoke, token)
 
     def set_service_address(self, namespace: str, name: str, address: str) -> None:
         """Where webhooks naming Service ``namespace/name`` are called (``HOST:PORT``)."""

@@ -144,7 +144,7 @@ def test_a_registered_token_for_the_api_authenticates_its_requests(api, tmp_path
     with kubernetes.client.ApiClient(configuration) as own:
         names = kubernetes.client.CoreV1Api(own).list_namespace().items
     assert "default" in [n.metadata.name for n in names]
-    api.tokens.revoke(token)
+    api.revoke_token(token)
     with kubernetes.client.ApiClient(configuration) as own:
         code, _ = refusal(lambda: kubernetes.client.CoreV1Api(own).list_namespace())
     assert code == 401

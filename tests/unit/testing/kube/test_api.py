@@ -222,8 +222,9 @@ def test_bookmarks_carry_the_current_version(api, core):
     start = core.list_namespaced_pod("default").metadata.resource_version
     api.seed(*(pod(f"p{i}") for i in range(3)))
     revision = api.statistics()["revision"]
-    threading.Thread(target=lambda: (wait_for(lambda: api.statistics()["watches"] == 1),
-                                     api.bookmark())).start()
+    marker = threading.Thread(target=lambda: (
+        wait_for(lambda: api.statistics()["watches"] == 1), api.bookmark()))
+    marker.start()
     watch = kubernetes.watch.Watch()
     types = []
     for event in watch.stream(core.list_namespaced_pod, "default", resource_version=start,
@@ -232,6 +233,7 @@ def test_bookmarks_carry_the_current_version(api, core):
         if event["type"] == "BOOKMARK":
             assert event["raw_object"]["metadata"]["resourceVersion"] == str(revision)
             watch.stop()
+    marker.join()
     assert types == ["ADDED", "ADDED", "ADDED", "BOOKMARK"]
     assert watch.resource_version == str(revision)
 
