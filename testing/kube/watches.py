@@ -7,7 +7,8 @@ an object that stops matching is DELETED for the watch. A watch that allowed boo
 a BOOKMARK with the current resourceVersion after each ``bookmark_interval`` of quiet and
 whenever the test asks. Events queue per watch, up to ``WATCH_BUFFER``; a watch that falls
 further behind is ended (its client watches again from the last version it saw), as
-kube-apiserver ends slow watchers.
+kube-apiserver ends slow watchers. A watch whose client went away is noticed when the next
+event or bookmark is written to it; until then it still counts as open.
 """
 
 from __future__ import annotations

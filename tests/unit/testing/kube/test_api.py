@@ -45,8 +45,10 @@ def watched(api: FakeKubeApi, list_call: Callable[..., Any], *args: Any, **optio
             ) -> list[tuple[str, str]]:
     """(type, name) of the events a watch sees before a bookmark sent once it is open:
     everything it was going to be sent so far, without waiting for a timeout."""
+    already = api.statistics()["watches"]  # a closed watch counts until its next write
+
     def mark() -> None:
-        wait_for(lambda: api.statistics()["watches"] == 1)
+        wait_for(lambda: api.statistics()["watches"] > already)
         api.bookmark()
 
     marker = threading.Thread(target=mark)
