@@ -2,19 +2,22 @@
 
 Debug and status endpoints (discovery's 15014, the agent's 15020/15021) need routing by
 path, JSON/text bodies, keep-alive and bounded reads — nothing more. h11 does the protocol;
-this module only moves bytes and dispatches.
+this module only moves bytes and dispatches. A response may also stream its body (chunked:
+the test kit's Kubernetes API server streams watch events), and a server may speak TLS.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
+import anyio.streams.tls
 import attrs
 import h11
 
@@ -47,6 +50,9 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
+    # Sent chunk by chunk (chunked encoding) instead of ``body``. An exception from it drops
+    # the connection mid-body, as a peer sees a server that went away.
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, data: Any, status: int = 200) -> Response:
@@ -71,9 +77,11 @@ def parse_address(address: str, default_host: str = "127.0.0.1") -> tuple[str, i
 
 
 class HttpServer:
-    def __init__(self, routes: Mapping[str, Handler], fallback: Handler | None = None) -> None:
+    def __init__(self, routes: Mapping[str, Handler], fallback: Handler | None = None,
+                 max_body: int = MAX_BODY) -> None:
         self.routes = dict(routes)
         self.fallback = fallback
+        self.max_body = max_body
 
     async def dispatch(self, request: Request) -> Response:
         handler = self.routes.get(request.path, self.fallback)
@@ -87,18 +95,22 @@ class HttpServer:
             return Response.text(f"internal error: {exc}\n", 500)
 
     async def serve(
-        self, address: str, *,
+        self, address: str, *, ssl_context: ssl.SSLContext | None = None,
         task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         host, port = parse_address(address)
-        listener = await anyio.create_tcp_listener(local_host=host, local_port=port,
-                                                   reuse_port=False)
-        bound = listener.extra(anyio.abc.SocketAttribute.local_port)
+        tcp = await anyio.create_tcp_listener(local_host=host, local_port=port,
+                                              reuse_port=False)
+        bound = tcp.extra(anyio.abc.SocketAttribute.local_port)
+        listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp
+        if ssl_context is not None:
+            listener = anyio.streams.tls.TLSListener(tcp, ssl_context,
+                                                     standard_compatible=False)
         task_status.started(bound)
         async with listener:
             await listener.serve(self._connection)
 
-    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+    async def _connection(self, stream: anyio.abc.ByteStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
@@ -127,6 +139,9 @@ class HttpServer:
                     await self._send(conn, stream, response)
                 except (anyio.BrokenResourceError, ConnectionError, h11.LocalProtocolError):
                     return
+                except Exception:  # a streamed body broke off: so does the connection
+                    log.debug("streamed response to %s broke off", request.path, exc_info=True)
+                    return
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 try:
@@ -135,7 +150,7 @@ class HttpServer:
                     return
 
     async def _read_request(
-        self, conn: h11.Connection, stream: anyio.abc.SocketStream, peer: str
+        self, conn: h11.Connection, stream: anyio.abc.ByteStream, peer: str
     ) -> Request | None:
         head: h11.Request | None = None
         body = bytearray()
@@ -154,7 +169,7 @@ class HttpServer:
                 head = event
             elif isinstance(event, h11.Data):
                 body += event.data
-                if len(body) > MAX_BODY:
+                if len(body) > self.max_body:
                     raise h11.RemoteProtocolError("request body too large", 413)
             elif isinstance(event, h11.EndOfMessage):
                 assert head is not None
@@ -168,14 +183,23 @@ class HttpServer:
                 return None
 
     async def _send(
-        self, conn: h11.Connection, stream: anyio.abc.SocketStream, response: Response
+        self, conn: h11.Connection, stream: anyio.abc.ByteStream, response: Response
     ) -> None:
-        headers = [
-            ("content-type", response.content_type),
-            ("content-length", str(len(response.body))),
-            *response.headers,
-        ]
+        length = [] if response.stream else [("content-length", str(len(response.body)))]
+        headers = [("content-type", response.content_type), *length, *response.headers]
         data = conn.send(h11.Response(status_code=response.status, headers=headers))
+        if response.stream is not None:
+            try:
+                await stream.send(data)
+                async for chunk in response.stream:
+                    await stream.send(conn.send(h11.Data(data=chunk)) or b"")
+                await stream.send(conn.send(h11.EndOfMessage()) or b"")
+            finally:  # a generator's clean-up runs now, not whenever it is collected
+                aclose = getattr(response.stream, "aclose", None)
+                if aclose is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
+            return
         data += conn.send(h11.Data(data=response.body)) or b""
         data += conn.send(h11.EndOfMessage()) or b""
         await stream.send(data)

@@ -2,15 +2,18 @@
 
 The agent asks the proxy's admin API for stats and scrapes the app's metrics endpoint,
 both on this host, while it serves probes on the same event loop — so the client must
-be async, bounded in time and size, and say which URL failed and how.
+be async, bounded in time and size, and say which URL failed and how. A request may carry a
+body and go over TLS (the test kit's Kubernetes API server calls admission webhooks so).
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.abc
 import attrs
 import h11
 
@@ -36,31 +39,44 @@ class HttpReply:
         return self.body.decode("utf-8", "replace")
 
 
-def split_url(url: str) -> tuple[str, int, str]:
-    """``http://host:port/path?q`` → (host, port, target); only plain HTTP is spoken."""
+def split_url(url: str, scheme: str = "http") -> tuple[str, int, str]:
+    """``http://host:port/path?q`` → (host, port, target), for a URL of ``scheme``."""
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"{url!r}: expected an http://HOST[:PORT]/PATH URL")
+    if parts.scheme != scheme or not parts.hostname:
+        raise ValueError(f"{url!r}: expected an {scheme}://HOST[:PORT]/PATH URL")
     target = parts.path or "/"
     if parts.query:
         target += f"?{parts.query}"
-    return parts.hostname, parts.port or 80, target
+    return parts.hostname, parts.port or (443 if scheme == "https" else 80), target
+
+
+async def _connect(host: str, port: int, ssl_context: ssl.SSLContext | None,
+                   server_name: str) -> anyio.abc.ByteStream:
+    if ssl_context is None:
+        return await anyio.connect_tcp(host, port)
+    return await anyio.connect_tcp(host, port, ssl_context=ssl_context,
+                                   tls_hostname=server_name, tls_standard_compatible=False)
 
 
 async def request(url: str, method: str = "GET", *, timeout: float = 5.0,
-                  headers: Sequence[tuple[str, str]] = ()) -> HttpReply:
-    """Send one request with ``Connection: close`` and read the whole response."""
-    host, port, target = split_url(url)
+                  headers: Sequence[tuple[str, str]] = (), body: bytes = b"",
+                  ssl_context: ssl.SSLContext | None = None,
+                  server_name: str | None = None) -> HttpReply:
+    """Send one request with ``Connection: close`` and read the whole response. With
+    ``ssl_context`` the URL is https and the server's certificate must name
+    ``server_name`` (default: the URL's host)."""
+    host, port, target = split_url(url, "https" if ssl_context else "http")
     conn = h11.Connection(h11.CLIENT)
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    status, reply_headers, body = 0, {}, bytearray()
+    status, reply_headers, reply = 0, {}, bytearray()
     try:
         with anyio.fail_after(timeout):
-            async with await anyio.connect_tcp(host, port) as stream:
+            async with await _connect(host, port, ssl_context, server_name or host) as stream:
                 await stream.send(conn.send(h11.Request(method=method, target=target, headers=[
-                    ("Host", authority), ("Content-Length", "0"), ("Connection", "close"),
-                    *headers,
-                ])) + (conn.send(h11.EndOfMessage()) or b""))
+                    ("Host", authority), ("Content-Length", str(len(body))),
+                    ("Connection", "close"), *headers,
+                ])) + ((conn.send(h11.Data(data=body)) or b"") if body else b"")
+                    + (conn.send(h11.EndOfMessage()) or b""))
                 while True:
                     event = conn.next_event()
                     if event is h11.NEED_DATA:
@@ -73,8 +89,8 @@ async def request(url: str, method: str = "GET", *, timeout: float = 5.0,
                         reply_headers = {k.decode().lower(): v.decode("latin-1")
                                          for k, v in event.headers}
                     elif isinstance(event, h11.Data):
-                        body += event.data
-                        if len(body) > MAX_BODY:
+                        reply += event.data
+                        if len(reply) > MAX_BODY:
                             raise HttpClientError(url, f"response larger than {MAX_BODY} bytes")
                     elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                         break
@@ -85,4 +101,4 @@ async def request(url: str, method: str = "GET", *, timeout: float = 5.0,
         cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
         reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
         raise HttpClientError(url, reason) from exc
-    return HttpReply(status, reply_headers, bytes(body))
+    return HttpReply(status, reply_headers, bytes(reply))

@@ -12,6 +12,7 @@ tests of agents and discovery use too.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import itertools
 import time
 from collections.abc import Sequence
@@ -69,26 +70,33 @@ def self_signed(dns_name: str, days: int = 1) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key_pem(key).encode()
 
 
-def ca_signed(dns_name: str, days: int = 1) -> tuple[bytes, bytes, bytes]:
-    """A CA certificate, and a server certificate for ``dns_name`` it signed with its key:
-    (CA, certificate, key), PEM."""
+def ca_signed(dns_name: str, days: int = 1, ips: Sequence[str] = ()
+              ) -> tuple[bytes, bytes, bytes]:
+    """A CA certificate, and a server certificate for ``dns_name`` (and the IP addresses
+    ``ips``) it signed with its key: (CA, certificate, key), PEM. Both carry the key
+    identifiers a strict verifier (Python 3.13's default) asks for."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key, key = make_key(), make_key()
     ca_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "test CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
           .not_valid_before(now - datetime.timedelta(minutes=5))
           .not_valid_after(now + datetime.timedelta(days=days))
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(ca_ski, critical=False)
           .sign(ca_key, hashes.SHA256()))
+    names: list[x509.GeneralName] = [x509.DNSName(dns_name)]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     leaf = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, dns_name)]))
             .issuer_name(ca_name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]),
-                           critical=False)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                ca_ski), critical=False)
             .sign(ca_key, hashes.SHA256()))
     pem = serialization.Encoding.PEM
     return ca.public_bytes(pem), leaf.public_bytes(pem), key_pem(key).encode()
