@@ -35,6 +35,12 @@ class Http1Connection(asyncio.Protocol):
         self._ended = False  # no more bytes will come
         self._error: Exception | None = None  # bytes that were not HTTP/1.1
         self._late = False  # an exchange's answer took longer than its timeout
+        # The running exchange's deadline (loop time), and the timer that checks it. The
+        # timer is left armed when an exchange ends early, and moved on when it fires
+        # while a later exchange runs: keep-alive exchanges with the same timeout arm
+        # about one timer per timeout, not one per request.
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def adopt(cls, writer: asyncio.StreamWriter, parser: http1.Parser) -> Http1Connection:
@@ -72,6 +78,9 @@ class Http1Connection(asyncio.Protocol):
         self._ended = True
         self._wake()
         self.resume_writing()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -136,8 +145,15 @@ class Http1Connection(asyncio.Protocol):
         seconds, EOFError when the peer closes first, ``http1.ParseError``)."""
         loop = asyncio.get_running_loop()
         self.parser.head_only = head_only
+        self._late = False
         self.write(data)
-        timer = loop.call_later(timeout, self._time_out) if timeout else None
+        if timeout:
+            deadline = self._deadline = loop.time() + timeout
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._check_deadline)
         try:
             while True:
                 message = self.parser.next()
@@ -153,12 +169,19 @@ class Http1Connection(asyncio.Protocol):
                     raise TimeoutError()
                 await self._wait(loop)
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._deadline = None
 
-    def _time_out(self) -> None:
-        self._late = True
-        self._wake()
+    def _check_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # the exchange it was armed for ended in time, and none runs now
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            self._late = True
+            self._wake()
+        else:  # a later exchange runs: check again at its deadline
+            self._timer = loop.call_at(deadline, self._check_deadline)
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None

@@ -92,9 +92,10 @@ class RouteMatch:
     def holds(self, path: str, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         if not self._path(path.split("?", 1)[0]):
             return False
-        if not all(h.holds(headers) for h in self.headers):
+        if self.headers and not all(h.holds(headers) for h in self.headers):
             return False
-        return all(name in query and match.holds(query[name]) for name, match in self.query)
+        return not self.query or all(name in query and match.holds(query[name])
+                                     for name, match in self.query)
 
     def _path(self, path: str) -> bool:
         subject, value = (path, self.value) if self.case_sensitive else \

@@ -715,8 +715,11 @@ class NativeProxy:
     def _upstream(self, cluster: Cluster) -> Upstream:
         """The cluster's balancer, breaker and detector (new ones when it changed)."""
         found = self.upstreams.get(cluster.name)
-        if found is None or (found.cluster is not cluster and found.cluster != cluster):
+        if found is not None and found.cluster is cluster:
+            return found
+        if found is None or found.cluster != cluster:
             found = self.upstreams[cluster.name] = Upstream.of(cluster, self.rng)
+        found.cluster = cluster  # the same cluster pushed again: compared once, not per request
         return found
 
     def _pick(self, cluster: Cluster, avoid: set[tuple[str, int]],
@@ -1253,7 +1256,7 @@ class NativeProxy:
                        destination: tuple[str, int] | None = None,
                        hash_key: int | None = None
                        ) -> tuple[http1.Message, tuple[str, int]]:
-        limit = min(t for t in (timeout, per_try) if t > 0) if (timeout or per_try) else 0
+        limit = min(timeout, per_try) if timeout and per_try else timeout or per_try
         upstream = self._upstream(cluster)
         if not upstream.breaker.start_request():
             self.stats.inc(f"cluster.{cluster.name}.upstream_rq_pending_overflow")
