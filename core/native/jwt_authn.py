@@ -15,13 +15,15 @@ import base64
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import attrs
-import jwt
 
 from pilotfish.core.native import matchers, subset
+
+if TYPE_CHECKING:  # PyJWT (and the cryptography it loads: ~12 MiB) only when a filter asks
+    import jwt
 
 FILTER = "envoy.filters.http.jwt_authn"
 CLOCK_SKEW = 60  # seconds, Envoy's default
@@ -103,6 +105,7 @@ class Provider:
         return payload
 
     def _verify(self, token: str) -> dict[str, Any]:
+        import jwt
         if token.count(".") != 2:
             raise Failure(MALFORMED)
         try:
@@ -133,6 +136,7 @@ class Provider:
 
 
 def _key_set(text: str) -> tuple[jwt.PyJWK, ...]:
+    import jwt
     data = json.loads(text)
     keys = []
     for entry in data.get("keys") or ():

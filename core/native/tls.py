@@ -11,14 +11,14 @@ secret changes.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 import ssl
 import tempfile
 from pathlib import Path
 from typing import Any
-
-from cryptography import x509
 
 from pilotfish.core import istio_metrics
 from pilotfish.core.native.config import (
@@ -31,6 +31,60 @@ from pilotfish.core.native.config import (
 
 _VERSIONS = {"TLSv1_0": ssl.TLSVersion.TLSv1, "TLSv1_1": ssl.TLSVersion.TLSv1_1,
              "TLSv1_2": ssl.TLSVersion.TLSv1_2, "TLSv1_3": ssl.TLSVersion.TLSv1_3}
+
+
+# DER: the tags looked for, and subjectAltName's object identifier (2.5.29.17)
+_OID, _EXTENSIONS, _URI = 0x06, 0xA3, 0x86
+_SUBJECT_ALT_NAME = bytes((0x55, 0x1D, 0x11))
+
+
+def _elements(der: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    """The (tag, first byte, end) of each DER element between ``start`` and ``end``."""
+    out = []
+    at = start
+    while at < end:
+        if at + 2 > end:
+            raise ValueError("truncated element")
+        tag, length = der[at], der[at + 1]
+        at += 2
+        if length & 0x80:  # long form: the length's own length, then the length
+            size = length & 0x7F
+            if not 0 < size <= 4 or at + size > end:
+                raise ValueError("bad length")
+            length = int.from_bytes(der[at:at + size], "big")
+            at += size
+        if at + length > end:
+            raise ValueError("element past its parent")
+        out.append((tag, at, at + length))
+        at += length
+    return out
+
+
+def uri_names(pem: bytes) -> list[str]:
+    """The URI names (SPIFFE IDs) in the subject alternative names of the first
+    certificate of a PEM chain; [] when it has none or cannot be read. A short walk of the
+    DER, so the proxy need not load a whole X.509 library (~10 MiB) to learn who it is."""
+    try:
+        text = pem.split(b"-----BEGIN CERTIFICATE-----", 1)[1].split(b"-----END", 1)[0]
+        der = base64.b64decode(b"".join(text.split()))
+        (tag, start, end), *_ = _elements(der, 0, len(der))
+        tbs = _elements(der, start, end)[0]
+        for tag, start, end in _elements(der, tbs[1], tbs[2]):
+            if tag != _EXTENSIONS:
+                continue
+            (_, start, end), *_ = _elements(der, start, end)
+            for _, first, last in _elements(der, start, end):  # each extension
+                parts = _elements(der, first, last)
+                oid, a, b = parts[0]
+                if oid != _OID or der[a:b] != _SUBJECT_ALT_NAME:
+                    continue
+                _, value, value_end = parts[-1]  # extnValue: an OCTET STRING of DER
+                (_, names, names_end), *_ = _elements(der, value, value_end)
+                return [der[a:b].decode("ascii") for tag, a, b in
+                        _elements(der, names, names_end) if tag == _URI]
+    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
+        pass
+    return []
 
 
 class Missing(Exception):
@@ -81,14 +135,7 @@ class Contexts:
         key = ("identity", secret.chain)
         found = self._names.get(key)
         if found is None:
-            try:
-                certificate = x509.load_pem_x509_certificate(secret.chain)
-                names = certificate.extensions.get_extension_for_class(
-                    x509.SubjectAlternativeName).value.get_values_for_type(
-                    x509.UniformResourceIdentifier)
-            except (ValueError, x509.ExtensionNotFound):
-                names = []
-            found = self._names[key] = istio_metrics.spiffe_name(names)
+            found = self._names[key] = istio_metrics.spiffe_name(uri_names(secret.chain))
         return found
 
     def server(self, tls: Termination, state: ConfigState) -> ssl.SSLContext:
