@@ -143,6 +143,27 @@ def _header_facts(edits: routing.HeaderEdits, peer: rbac.Facts) -> dict[str, str
         "DOWNSTREAM_LOCAL_URI_SAN": peer.identity, "HOSTNAME": socket.gethostname()}
 
 
+# What the proxy sets on every answer from upstream, in place of the upstream's own (an
+# upstream behind another proxy has them already): Envoy's router sets the first, its
+# connection manager overwrites the second.
+_SET_ON_ANSWERS = frozenset({"x-envoy-upstream-service-time", "server", ":status"})
+
+
+def _answer_head(headers: Sequence[tuple[str, str]], decision: routing.Decision,
+                 peer: rbac.Facts, added: Sequence[tuple[str, str]],
+                 started: float) -> list[tuple[str, str]]:
+    """An upstream answer's headers as they go downstream: the route's response edits,
+    what the filters add, and the proxy's own."""
+    head = [(k, v) for k, v in headers if k not in _SET_ON_ANSWERS]
+    edits = decision.response_edits
+    head = edits.apply(head, _header_facts(edits, peer))
+    head += added
+    head.append(("x-envoy-upstream-service-time",
+                 str(int((time.monotonic() - started) * 1000))))
+    head.append(("server", "istio-envoy"))
+    return head
+
+
 class _MatchedHeaders(Mapping[str, str]):
     """A request's headers and pseudo-headers as route matches read them, gathered only
     when a match reads one (most routes match on the path alone)."""
@@ -994,12 +1015,7 @@ class NativeProxy:
                 pumping.cancel()
                 return self._local(config, routing.Respond(503, out.error.encode()),
                                    cluster.name, "UF", route)
-            head = [(k, v) for k, v in out.headers if not k.startswith(":")]
-            head = decision.response_edits.apply(head, _header_facts(
-                decision.response_edits, peer)) + list(added)
-            head.append(("x-envoy-upstream-service-time",
-                         str(int((time.monotonic() - started) * 1000))))
-            head.append(("server", "istio-envoy"))
+            head = _answer_head(out.headers, decision, peer, added, started)
             assert out.tunnel is not None
             only_head = out.ended.is_set() and out.tunnel.qsize() == 1  # trailers-only
             await connection.accept(stream.id, int(status), head, end=only_head)
@@ -1146,11 +1162,7 @@ class NativeProxy:
             return self._local(config, routing.Respond(504 if timeout else 503,
                                                        str(exc).encode()),
                                cluster_name, "UT" if timeout else exc.flag, route)
-        response.headers = decision.response_edits.apply(
-            response.headers, _header_facts(decision.response_edits, peer)) + list(added)
-        elapsed = int((time.monotonic() - started) * 1000)
-        response.headers.append(("x-envoy-upstream-service-time", str(elapsed)))
-        response.headers.append(("server", "istio-envoy"))
+        response.headers = _answer_head(response.headers, decision, peer, added, started)
         self.stats.request_done(cluster.name, config.stat_prefix, response.status)
         return response, Outcome(response.status, cluster.name, _address(host),
                                  len(response.body), route=route, flags=flags,
