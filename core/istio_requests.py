@@ -87,10 +87,16 @@ class IstioSeries:
         self.counters[family][key] += value
 
     def observe(self, metric: str, key: Key, value: float) -> None:
+        self.histogram(metric, key).observe(value)
+
+    def histogram(self, metric: str, key: Key) -> Histogram:
+        """The histogram of one series (made empty the first time): a caller that sees the
+        same series request after request may keep it."""
         series = self.histograms[metric]
-        if key not in series:
-            series[key] = Histogram(HISTOGRAMS[metric])
-        series[key].observe(value)
+        found = series.get(key)
+        if found is None:
+            found = series[key] = Histogram(HISTOGRAMS[metric])
+        return found
 
     def snapshot(self) -> dict[str, Any]:
         """The series as plain data (for another process to add up)."""

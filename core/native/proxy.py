@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 
 from pilotfish.core import istio_metrics, prometheus, sniffing
-from pilotfish.core.istio_requests import IstioSeries
+from pilotfish.core.istio_requests import Histogram, IstioSeries
 from pilotfish.core.native import (
     access_log,
     channels,
@@ -115,6 +115,8 @@ class Outcome:
 
 
 _Labels = tuple[tuple[str, str], ...]  # a series' labels, in order
+# istio_requests_total's counts, the series key, and its three histograms
+_RequestSeries = tuple[dict[Any, float], Any, Histogram, Histogram, Histogram]
 
 # What a request is answered with: the response, how it went, and for an upgrade the
 # cluster and request to open the tunnel to (None otherwise).
@@ -455,6 +457,7 @@ class NativeProxy:
         self._log_lines: list[str] = []  # access-log lines not yet written
         # Istio's TLS labels by (cluster, peer principals, our identity); None: not Istio's
         self._labels: dict[tuple[str, tuple[str, ...], str], _Labels | None] = {}
+        self._series: dict[tuple[Any, ...], _RequestSeries] = {}  # by kind of request
 
     # -- access logs ---------------------------------------------------------------------
 
@@ -1438,20 +1441,44 @@ class NativeProxy:
     def count_request(self, outcome: Outcome, received: int, seconds: float,
                       peer: rbac.Facts | None = None,
                       request: http1.Message | None = None) -> None:
-        security = self._security(outcome.cluster, peer)
-        if security is None:
-            return
         grpc = request is not None and (request.header("content-type") or "").startswith(
             "application/grpc")
+        principals, identity = (peer.principals, peer.identity) if peer is not None \
+            else ((), "")
+        kind = (outcome.cluster, principals, identity, outcome.status, outcome.flags,
+                outcome.grpc_status, grpc)
+        series = self._series.get(kind)
+        if series is None:
+            series = self._request_series(outcome, peer, grpc, kind)
+            if series is None:
+                return
+        counts, key, duration, request_bytes, response_bytes = series
+        counts[key] += 1
+        duration.observe(seconds * 1000)
+        request_bytes.observe(received)
+        response_bytes.observe(outcome.sent)
+
+    def _request_series(self, outcome: Outcome, peer: rbac.Facts | None, grpc: bool,
+                        kind: tuple[Any, ...]) -> _RequestSeries | None:
+        """Where a request of this ``kind`` is counted (None: not an Istio cluster's),
+        looked up once per kind rather than once per request."""
+        security = self._security(outcome.cluster, peer)
+        if security is None:
+            return None
         key = (outcome.cluster, (
             *security,
             ("grpc_response_status", outcome.grpc_status),
             ("request_protocol", "grpc" if grpc else "http"),
             ("response_code", str(outcome.status)), ("response_flags", outcome.flags)))
-        self.istio.add("istio_requests_total", key)
-        self.istio.observe("istio_request_duration_milliseconds", key, seconds * 1000)
-        self.istio.observe("istio_request_bytes", key, received)
-        self.istio.observe("istio_response_bytes", key, outcome.sent)
+        istio = self.istio
+        if len(self._series) > 10_000:  # peers come and go: forget them all now and then
+            self._series.clear()
+        series = self._series[kind] = (
+            istio.counters["istio_requests_total"], key,
+            istio.histogram("istio_request_duration_milliseconds", key),
+            istio.histogram("istio_request_bytes", key),
+            istio.histogram("istio_response_bytes", key))
+        return series
 
     def count_tcp(self, cluster: str, opened: bool = False, received: int = 0,
                   sent: int = 0, peer: rbac.Facts | None = None) -> None:

@@ -41,7 +41,6 @@ from pilotfish.core.istio_metrics import (
     spiffe_name,
 )
 from pilotfish.core.istio_requests import (
-    HISTOGRAMS,
     REMOVED,
     Extras,
     Histogram,
@@ -314,12 +313,7 @@ class RequestMetrics(IstioSeries):
 
         def histogram(family: str) -> Histogram | None:
             found = key(family)
-            if found is None:
-                return None
-            series = self.histograms[family]
-            if found not in series:
-                series[found] = Histogram(HISTOGRAMS[family])
-            return series[found]
+            return None if found is None else self.histogram(family, found)
 
         made = (self.counters["istio_requests_total"], key("istio_requests_total"),
                 histogram("istio_request_duration_milliseconds"),
