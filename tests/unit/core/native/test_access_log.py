@@ -14,3 +14,13 @@ def test_istios_format_renders_with_missing_values_as_dashes():
             duration_ms=3, headers=[]))
     assert line == ('[1970-01-01T00:00:00.500Z] "GET /p HTTP/1.1" 200 - outbound|80||web '
                     '"-" - 3ms\n')
+
+
+def test_literal_text_of_any_kind_is_kept_as_written():
+    # The format is compiled into a function: quotes, backslashes and braces in its text
+    # stay text, an empty format renders nothing.
+    entry = access_log.Entry(0.0, headers=[("x-b", "v")], sent=12)
+    line = access_log.compile_format(
+        "%BYTES_SENT% \"q'\\{x}%% %REQ(X-A?X-B)% %PROTOCOL%\n").render(entry)
+    assert line == "12 \"q'\\{x}%% v -\n"
+    assert access_log.compile_format("").render(entry) == ""
