@@ -988,7 +988,26 @@ class NativeProxy:
                      connection: http2.Connection, stream: http2.Stream) -> Answered:
         """A streamed request (gRPC) to an HTTP/2 cluster: its messages upstream and the
         answer's back as they come, head, data and trailers, with no retry (what was sent
-        cannot be sent again)."""
+        cannot be sent again). It counts against the cluster's circuit breaker and tells
+        outlier detection how it went, as a request collected whole does."""
+        route = decision.route.name
+        state = self._upstream(cluster)
+        if not state.breaker.start_request():
+            self.stats.inc(f"cluster.{cluster.name}.upstream_rq_pending_overflow")
+            return self._local(config, routing.Respond(503, OVERFLOW.encode()), cluster.name,
+                               "UO", route)
+        try:
+            return await self._relay_stream(config, cluster, request, decision, added, flags,
+                                            started, peer, connection, stream)
+        finally:
+            state.breaker.end_request()
+            self._release(cluster.name)
+
+    async def _relay_stream(self, config: HttpManager, cluster: Cluster,
+                            request: http1.Message, decision: routing.Decision,
+                            added: Sequence[tuple[str, str]], flags: str, started: float,
+                            peer: rbac.Facts, connection: http2.Connection,
+                            stream: http2.Stream) -> Answered:
         route = decision.route.name
         try:
             upstream, host = await self._h2_connection(cluster, set(), None)
@@ -996,6 +1015,8 @@ class NativeProxy:
         except (UpstreamFailed, http2.StreamError, OSError) as exc:
             return self._local(config, routing.Respond(503, str(exc).encode()), cluster.name,
                                "UF", route)
+        balancer = self._upstream(cluster).balancer
+        balancer.started(host)
         sent = [0]
         status = ""
 
@@ -1016,8 +1037,10 @@ class NativeProxy:
             status = out.pseudo(":status")
             if out.error or not status.isdigit():
                 pumping.cancel()
+                self._outlier(cluster, host, failed="reset")
                 return self._local(config, routing.Respond(503, out.error.encode()),
                                    cluster.name, "UF", route)
+            self._outlier(cluster, host, status=int(status))
             head = _answer_head(out.headers, decision, peer, added, started)
             assert out.tunnel is not None
             only_head = out.ended.is_set() and out.tunnel.qsize() == 1  # trailers-only
@@ -1038,6 +1061,7 @@ class NativeProxy:
             pumping.cancel()
             upstream.release(out.id)
             connection.release(stream.id)
+            balancer.finished(host)
         code = int(status) if status.isdigit() else 502
         self.stats.request_done(cluster.name, config.stat_prefix, code)
         grpc = next((v for k, v in (*out.trailers, *out.headers) if k == "grpc-status"), "")

@@ -60,6 +60,13 @@ spec:
     route: [{{destination: {{host: chat, port: {{number: 80}}}}}}]
   - headers: {{response: {{set: {{x-through: native}}}}}}
     route: [{{destination: {{host: grpc-echo, port: {{number: 80}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: chat, namespace: default}}
+spec:
+  host: chat.default.svc.cluster.local
+  trafficPolicy: {{connectionPool: {{http: {{http2MaxRequests: 1}}}}}}
 """
 CHAT = "/pilotfish.test.Chat/Talk"
 
@@ -176,3 +183,32 @@ def test_a_bidirectional_grpc_stream_goes_message_by_message(gateway: tuple[int,
     outgoing.put(None)
     assert list(answers) == []
     channel.close()
+
+
+def test_a_streamed_call_counts_against_the_circuit_breaker(gateway: tuple[int, Proxy]):
+    """A stream relayed message by message holds one of the cluster's requests while it
+    lasts: with http2MaxRequests 1, a second call meanwhile is refused (UNAVAILABLE, the
+    breaker's overflow) and one made after the first ends goes through."""
+    port, proxy = gateway
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    talk = channel.stream_stream(CHAT)
+    outgoing: queue.Queue[bytes | None] = queue.Queue()
+
+    def messages():  # type: ignore[no-untyped-def]
+        while (message := outgoing.get()) is not None:
+            yield message
+
+    outgoing.put(b"held")
+    held = talk(messages(), timeout=20)
+    assert next(held) == b"heard:held"
+    with pytest.raises(grpc.RpcError) as refused:
+        list(talk(iter([b"second"]), timeout=5))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    outgoing.put(None)
+    assert list(held) == []
+    assert wait_until(lambda: list(talk(iter([b"after"]), timeout=5)) == [b"heard:after"],
+                      10, what="a call once the stream held ended")
+    channel.close()
+    stats = http(f"{proxy.admin}/stats").body.decode()
+    assert "cluster.outbound|80||chat.default.svc.cluster.local.upstream_rq_pending_overflow:" \
+        in stats
