@@ -80,14 +80,16 @@ class _Watcher:
         self.synced = anyio.Event()
         self.lock = anyio.Lock()  # its changes and `references` reach the store in turn
         self.stored: set[Key] = set()  # objects of it the store was given
+        self.watching = False  # a watch is open (it may break off)
 
     async def run(self) -> None:
         name = self.resource.name
         counts = self.source.counts
         backoff = _backoff()
         listing = True
+        resumed_at = -1.0  # when a broken watch was last opened again without a wait
         while True:
-            began = time.monotonic()
+            self.watching = False
             try:
                 if listing:
                     await self._list()
@@ -101,11 +103,13 @@ class _Watcher:
             except ApiError as exc:
                 counts["errors"] += 1
                 if exc.status != 410:
-                    if not listing and time.monotonic() - began > 1.0:
-                        # A watch that ran, then broke: resume from where it was, at once.
+                    now = time.monotonic()
+                    if self.watching and now - resumed_at > 1.0:
+                        # A watch that was open broke off: resume where it was, at once;
+                        # a server that keeps dropping them gets the backoff.
                         log.info("%s: watch broke off (%s); resuming from %s", name, exc,
                                  self.reflector.resource_version)
-                        backoff.reset()
+                        resumed_at = now
                         continue
                     delay = backoff.next(random.random())
                     log.warning("%s: %s; retrying in %.1fs", name, exc, delay)
@@ -148,6 +152,7 @@ class _Watcher:
         watch = await source.thread(source.client.watch, self.resource.path(),
                                     self.reflector.watch_query(timeout))
         source.counts["watches"] += 1
+        self.watching = True
         interrupted = False
         try:
             while True:
