@@ -323,21 +323,22 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
                       discovery=discovery, source=source, mesh_fields=mesh_raw)
 
 
+def _policy_mode(mesh_raw: Mapping[str, Any], field: str, modes: tuple[str, str],
+                 where: str) -> str:
+    """``outboundTrafficPolicy.mode`` and the like: one of ``modes``, the first by default."""
+    policy = _mapping(mesh_raw.get(field), f"{where}.{field}")
+    mode = str(policy.get("mode", modes[0]))
+    if mode not in modes:
+        raise MeshConfigError(f"{where}.{field}.mode: Unsupported value {mode!r}; expected "
+                              f"{' or '.join(modes)}")
+    return mode
+
+
 def _mesh_settings(mesh_raw: Mapping[str, Any], where: str) -> MeshSettings:
-    otp = _mapping(mesh_raw.get("outboundTrafficPolicy"), f"{where}.outboundTrafficPolicy")
-    otp_mode = str(otp.get("mode", "ALLOW_ANY"))
-    if otp_mode not in ("ALLOW_ANY", "REGISTRY_ONLY"):
-        raise MeshConfigError(
-            f"{where}.outboundTrafficPolicy.mode: Unsupported value {otp_mode!r}; "
-            "expected ALLOW_ANY or REGISTRY_ONLY"
-        )
-    itp = _mapping(mesh_raw.get("inboundTrafficPolicy"), f"{where}.inboundTrafficPolicy")
-    itp_mode = str(itp.get("mode", "PASSTHROUGH"))
-    if itp_mode not in ("PASSTHROUGH", "LOCALHOST"):
-        raise MeshConfigError(
-            f"{where}.inboundTrafficPolicy.mode: Unsupported value {itp_mode!r}; "
-            "expected PASSTHROUGH or LOCALHOST"
-        )
+    otp_mode = _policy_mode(mesh_raw, "outboundTrafficPolicy", ("ALLOW_ANY", "REGISTRY_ONLY"),
+                            where)
+    itp_mode = _policy_mode(mesh_raw, "inboundTrafficPolicy", ("PASSTHROUGH", "LOCALHOST"),
+                            where)
     default_config = _mapping(mesh_raw.get("defaultConfig"), f"{where}.defaultConfig")
     return MeshSettings(
         root_namespace=str(mesh_raw.get("rootNamespace", "istio-system")),
