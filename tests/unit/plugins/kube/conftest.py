@@ -1,12 +1,12 @@
 """The Kubernetes source against the fake API server, through the official client: the
-server in a thread of its own, the source with its store in another (a blocking portal),
-the test driving the cluster through the client as a user would."""
+server in a thread of its own (``api``, ``client`` and ``core`` come from the unit tests'
+conftest), the source with its store in another (a blocking portal), the test driving the
+cluster through the client as a user would."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.from_thread
@@ -18,7 +18,7 @@ from pilotfish.core.objects import ConfigKey, ConfigObject
 from pilotfish.core.store import ConfigStore, StoreUpdate
 from pilotfish.plugins.kube.resources import custom_kinds
 from pilotfish.plugins.kube.source import KubernetesSource
-from pilotfish.testing.kube import FakeKubeApi, running
+from pilotfish.testing.kube import FakeKubeApi
 from pilotfish.testing.kube.crds import for_kinds
 from pilotfish.testing.processes import wait_until
 from pilotfish.validation import make_kinds, make_validator
@@ -60,23 +60,6 @@ def running_source(api: FakeKubeApi, **options: Any) -> Iterator[Running]:
             yield found
         finally:
             future.cancel()
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[FakeKubeApi]:
-    with running(tmp_path / "api") as server:
-        yield server
-
-
-@pytest.fixture
-def client(api: FakeKubeApi) -> Iterator[kubernetes.client.ApiClient]:
-    with kubernetes.config.new_client_from_config(str(api.kubeconfig)) as made:
-        yield made
-
-
-@pytest.fixture
-def core(client: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(client)
 
 
 @pytest.fixture

@@ -124,8 +124,11 @@ def test_a_410_gone_lists_again_loses_nothing_and_pushes_only_what_changed(api, 
         core.create_namespaced_service("default", service(name))
     with running_source(api) as found:
         all_watching(api, found)
+        watches = found.statistics()["watches"]
+        first = api.cut_watches()  # resumed at once, and cut off again within a second:
+        found.wait(lambda: found.statistics()["watches"] >= watches + first, "the watches back")
         updates = len(found.updates)
-        cut = api.cut_watches()
+        cut = api.cut_watches()  # this time they back off before they resume
         core.delete_namespaced_service("b", "default")
         core.create_namespaced_service("default", service("d"))
         api.compact()  # the history every watch would resume from is gone: 410s
