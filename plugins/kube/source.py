@@ -266,8 +266,8 @@ class KubernetesSource:
                 for watcher in self._kept.values():
                     await watcher.synced.wait()
                 log.info("synced %d objects from %s (%d custom kinds watched, %d not "
-                         "installed)", len(store), self.client.host, len(self._custom),
-                         len(self._missing))
+                         "installed)", sum(len(w.stored) for w in self._watchers.values()),
+                         self.client.host, len(self._custom), len(self._missing))
                 task_status.started()
                 tg.start_soon(self._follow_references)
         finally:
