@@ -11,7 +11,7 @@ The ``kubernetes`` package is imported when a client is made, not with this modu
 
 Where the cluster is: a kubeconfig (``--kubeconfig``, ``--context``), or, in a pod, the
 service account's token and CA at the standard paths with ``KUBERNETES_SERVICE_HOST`` and
-``KUBERNETES_SERVICE_PORT`` (the token is read again as the kubelet rotates it).
+``KUBERNETES_SERVICE_PORT`` (the token is read again every minute: the kubelet rotates it).
 """
 
 from __future__ import annotations
