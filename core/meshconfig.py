@@ -195,6 +195,17 @@ class DiscoverySettings:
     xds_limits: XdsLimits = DEFAULT_XDS_LIMITS  # what one xDS client may hold
 
 
+# Istio's mesh config as a cluster holds it: ConfigMap ``istio`` (key ``mesh``) in the root
+# namespace; a source that holds one overrides ``mesh:`` with it (`overlay`).
+MESH_CONFIGMAP = "istio"
+# The MeshConfig fields pilotfish honours (``mesh:``; the ``istio`` ConfigMap's ``mesh``).
+MESH_FIELDS = frozenset({
+    "rootNamespace", "trustDomain", "domain", "connectTimeout", "outboundTrafficPolicy",
+    "enableAutoMtls", "protocolDetectionTimeout", "defaultConfig", "defaultHttpRetryPolicy",
+    "inboundTrafficPolicy", "localityLbSetting", "extensionProviders",
+})
+
+
 @attrs.frozen
 class MeshConfig:
     # The plugin sets to start from, combined in order (``profile: [sidecar, grpc]``).
@@ -207,6 +218,7 @@ class MeshConfig:
     mesh: MeshSettings = MeshSettings()
     discovery: DiscoverySettings = DiscoverySettings()
     source: str = "<defaults>"
+    mesh_fields: Mapping[str, Any] = attrs.field(factory=dict)  # ``mesh:`` as written
 
 
 def _names(value: Any, where: str) -> tuple[str, ...]:
@@ -227,7 +239,7 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _only(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+def _only(data: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise MeshConfigError(
@@ -267,52 +279,8 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
         )
 
     mesh_raw = _mapping(data.get("mesh"), f"{where}: mesh")
-    _only(mesh_raw, {
-        "rootNamespace", "trustDomain", "domain", "connectTimeout", "outboundTrafficPolicy",
-        "enableAutoMtls", "protocolDetectionTimeout", "defaultConfig", "defaultHttpRetryPolicy",
-        "inboundTrafficPolicy", "localityLbSetting", "extensionProviders",
-    }, f"{where}: mesh")
-    otp = _mapping(mesh_raw.get("outboundTrafficPolicy"), f"{where}: mesh.outboundTrafficPolicy")
-    otp_mode = str(otp.get("mode", "ALLOW_ANY"))
-    if otp_mode not in ("ALLOW_ANY", "REGISTRY_ONLY"):
-        raise MeshConfigError(
-            f"{where}: mesh.outboundTrafficPolicy.mode: Unsupported value {otp_mode!r}; "
-            "expected ALLOW_ANY or REGISTRY_ONLY"
-        )
-    itp = _mapping(mesh_raw.get("inboundTrafficPolicy"), f"{where}: mesh.inboundTrafficPolicy")
-    itp_mode = str(itp.get("mode", "PASSTHROUGH"))
-    if itp_mode not in ("PASSTHROUGH", "LOCALHOST"):
-        raise MeshConfigError(
-            f"{where}: mesh.inboundTrafficPolicy.mode: Unsupported value {itp_mode!r}; "
-            "expected PASSTHROUGH or LOCALHOST"
-        )
-    default_config = _mapping(mesh_raw.get("defaultConfig"), f"{where}: mesh.defaultConfig")
-    mesh = MeshSettings(
-        root_namespace=str(mesh_raw.get("rootNamespace", "istio-system")),
-        trust_domain=str(mesh_raw.get("trustDomain", "cluster.local")),
-        domain=str(mesh_raw.get("domain", DEFAULT_DOMAIN)),
-        connect_timeout=parse_duration(
-            mesh_raw.get("connectTimeout", "10s"), f"{where}: mesh.connectTimeout"
-        ),
-        outbound_traffic_policy=otp_mode,
-        inbound_traffic_policy=itp_mode,
-        enable_auto_mtls=bool(mesh_raw.get("enableAutoMtls", True)),
-        protocol_detection_timeout=parse_duration(
-            mesh_raw.get("protocolDetectionTimeout", "0s"),
-            f"{where}: mesh.protocolDetectionTimeout",
-        ),
-        hold_application_until_proxy_starts=bool(
-            default_config.get("holdApplicationUntilProxyStarts", False)
-        ),
-        default_http_retry_policy=_mapping(
-            mesh_raw.get("defaultHttpRetryPolicy"), f"{where}: mesh.defaultHttpRetryPolicy"
-        ) or None,
-        locality_lb_setting=_mapping(
-            mesh_raw.get("localityLbSetting"), f"{where}: mesh.localityLbSetting"
-        ) or {"enabled": True},
-        extension_providers=_providers(mesh_raw.get("extensionProviders"),
-                                       f"{where}: mesh.extensionProviders"),
-    )
+    _only(mesh_raw, MESH_FIELDS, f"{where}: mesh")
+    mesh = _mesh_settings(mesh_raw, f"{where}: mesh")
 
     disc_raw = _mapping(data.get("discovery"), f"{where}: discovery")
     _only(disc_raw, {"debounceAfter", "debounceMax", "pushConcurrency", "workloadCertTtl",
@@ -352,7 +320,67 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
             f"maxWorkloadCertTtl ({discovery.max_workload_cert_ttl:g}s)"
         )
     return MeshConfig(profiles=profiles, plugins=plugins, proxy=proxy, mesh=mesh,
-                      discovery=discovery, source=source)
+                      discovery=discovery, source=source, mesh_fields=mesh_raw)
+
+
+def _policy_mode(mesh_raw: Mapping[str, Any], field: str, modes: tuple[str, str],
+                 where: str) -> str:
+    """``outboundTrafficPolicy.mode`` and the like: one of ``modes``, the first by default."""
+    policy = _mapping(mesh_raw.get(field), f"{where}.{field}")
+    mode = str(policy.get("mode", modes[0]))
+    if mode not in modes:
+        raise MeshConfigError(f"{where}.{field}.mode: Unsupported value {mode!r}; expected "
+                              f"{' or '.join(modes)}")
+    return mode
+
+
+def _mesh_settings(mesh_raw: Mapping[str, Any], where: str) -> MeshSettings:
+    otp_mode = _policy_mode(mesh_raw, "outboundTrafficPolicy", ("ALLOW_ANY", "REGISTRY_ONLY"),
+                            where)
+    itp_mode = _policy_mode(mesh_raw, "inboundTrafficPolicy", ("PASSTHROUGH", "LOCALHOST"),
+                            where)
+    default_config = _mapping(mesh_raw.get("defaultConfig"), f"{where}.defaultConfig")
+    return MeshSettings(
+        root_namespace=str(mesh_raw.get("rootNamespace", "istio-system")),
+        trust_domain=str(mesh_raw.get("trustDomain", "cluster.local")),
+        domain=str(mesh_raw.get("domain", DEFAULT_DOMAIN)),
+        connect_timeout=parse_duration(
+            mesh_raw.get("connectTimeout", "10s"), f"{where}.connectTimeout"
+        ),
+        outbound_traffic_policy=otp_mode,
+        inbound_traffic_policy=itp_mode,
+        enable_auto_mtls=bool(mesh_raw.get("enableAutoMtls", True)),
+        protocol_detection_timeout=parse_duration(
+            mesh_raw.get("protocolDetectionTimeout", "0s"),
+            f"{where}.protocolDetectionTimeout",
+        ),
+        hold_application_until_proxy_starts=bool(
+            default_config.get("holdApplicationUntilProxyStarts", False)
+        ),
+        default_http_retry_policy=_mapping(
+            mesh_raw.get("defaultHttpRetryPolicy"), f"{where}.defaultHttpRetryPolicy"
+        ) or None,
+        locality_lb_setting=_mapping(
+            mesh_raw.get("localityLbSetting"), f"{where}.localityLbSetting"
+        ) or {"enabled": True},
+        extension_providers=_providers(mesh_raw.get("extensionProviders"),
+                                       f"{where}.extensionProviders"),
+    )
+
+
+def overlay(config: MeshConfig, text: str, where: str) -> tuple[MeshSettings, list[str]]:
+    """Mesh settings from Istio's mesh config text (the ``istio`` ConfigMap's ``mesh``) over
+    those of ``config``'s ``mesh:``, field by field; and the fields of it pilotfish does not
+    honour (Istio has many more: they are left out, not refused). Raises MeshConfigError
+    naming ``where`` and the field."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise MeshConfigError(f"{where}: invalid YAML: {exc}") from exc
+    data = _mapping(data, where)
+    honoured = {field: value for field, value in data.items() if field in MESH_FIELDS}
+    return (_mesh_settings({**config.mesh_fields, **honoured}, where),
+            sorted(str(field) for field in set(data) - MESH_FIELDS))
 
 
 _QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi)?\Z")

@@ -105,6 +105,8 @@ def _pod_workload(obj: ConfigObject, node_locality: str = "") -> Workload | None
             healthy = False
     if status.get("phase") in ("Failed", "Succeeded", "Pending"):
         healthy = False
+    if obj.metadata.get("deletionTimestamp"):
+        healthy = False  # terminating: Kubernetes' endpoints take it out of the ready ones
     locality = workload_locality(obj.labels, node_locality)
     labels = endpoint_labels(obj.labels, locality, str(spec.get("nodeName") or ""))
     return Workload(

@@ -1,4 +1,4 @@
-"""Config sources: what feeds the store (files now; a Kubernetes API server later)."""
+"""Config sources: what feeds the store (a directory of files, a Kubernetes API server)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ class SourceSettings:
     # Seconds of quiet before a burst of file events is read (editors write in steps).
     file_debounce: float = 0.05
     limits: LoadLimits = DEFAULT_LIMITS  # what one config file may hold (mesh config)
+    # A Kubernetes API server: a kubeconfig (and its context), or the pod's own cluster.
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
+    in_cluster: bool = False
+    # Where the mesh's own objects live (the ``istio`` mesh config ConfigMap).
+    root_namespace: str = "istio-system"
 
 
 @runtime_checkable

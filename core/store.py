@@ -209,23 +209,35 @@ class ConfigStore:
 
     def upsert(self, origin: str, obj: ConfigObject) -> StoreUpdate:
         """One object changed in an origin that is fed object by object."""
-        objects = dict(self._origins.get(origin, {}))
-        obj = self._normalise(obj)
-        ok, problems = self._check(obj)
-        errors = [e for e in self._errors.get(origin, []) if e.key != obj.key] + problems
-        self._errors[origin] = errors
-        if not ok:
-            return self._commit(set(), problems)
-        objects[obj.key] = obj
-        self._origins[origin] = objects
-        return self._commit({obj.key}, problems)
+        return self.apply_checked(origin, [(obj.key, item) for item in self.check([obj])])
 
     def delete(self, origin: str, key: ConfigKey) -> StoreUpdate:
-        objects = self._origins.get(origin, {})
-        if objects.pop(key, None) is None:
-            return StoreUpdate(frozenset())
-        self._errors[origin] = [e for e in self._errors.get(origin, []) if e.key != key]
-        return self._commit({key}, [])
+        return self.apply_checked(origin, [(key, None)])
+
+    def apply_checked(self, origin: str, changes: Iterable[tuple[ConfigKey, Checked | None]]
+                      ) -> StoreUpdate:
+        """Objects of an origin fed object by object (a watch) changed, in this order: an
+        object ``check`` validated, or ``None`` for a key deleted. An invalid object keeps
+        the last good version of it in force; its problems stand until it changes again.
+        One notification for the whole batch."""
+        latest = dict(changes)  # the last change of a key is what holds
+        objects = self._origins.setdefault(origin, {})
+        touched: set[ConfigKey] = set()
+        errors: list[ConfigError] = []
+        for key, item in latest.items():
+            if item is None:
+                if objects.pop(key, None) is not None:
+                    touched.add(key)
+                continue
+            errors.extend(item.problems)
+            if item.ok:
+                objects[key] = item.obj
+                touched.add(key)
+        if not objects:
+            del self._origins[origin]
+        self._set_errors(origin, [e for e in self._errors.get(origin, []) if e.key not in latest]
+                         + errors)
+        return self._commit(touched, errors)
 
     # -- internals ---------------------------------------------------------------
 

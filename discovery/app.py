@@ -24,8 +24,10 @@ import attrs
 
 from pilotfish import analysis
 from pilotfish.analysis.base import Finding, Level
+from pilotfish.core import meshconfig
 from pilotfish.core import push_context as push_context_mod
-from pilotfish.core.meshconfig import MeshConfig
+from pilotfish.core.meshconfig import MeshConfig, MeshSettings
+from pilotfish.core.objects import ConfigKey
 from pilotfish.core.plugins import Plugins
 from pilotfish.core.proxy import Proxy, ProxyScope
 from pilotfish.core.push import Debouncer, PushRequest
@@ -87,6 +89,13 @@ class Discovery:
         self.generators = plugins.xds_generators()
         self.cache = GenerationCache(self.generators, plugins)
         self._versions = itertools.count(1)
+        # The mesh config ConfigMap: its key, the last good settings, the text read last,
+        # and what is wrong with that text.
+        self._mesh_key = ConfigKey("ConfigMap", config.mesh.root_namespace,
+                                   meshconfig.MESH_CONFIGMAP)
+        self._mesh: MeshSettings = config.mesh
+        self._mesh_text: str | None = None
+        self._mesh_problem: ConfigError | None = None
         self.state = PushState(self._build_context(), {})
         self.xds = xds_server.XdsServer(
             self._resources, push_concurrency=config.discovery.push_concurrency,
@@ -119,7 +128,38 @@ class Discovery:
     def _build_context(self) -> push_context_mod.PushContext:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         version = f"{stamp}/{next(self._versions)}"
-        return push_context_mod.build(self.store.objects(), self.config.mesh, version)
+        return push_context_mod.build(self.store.objects(), self.mesh_settings(), version)
+
+    def mesh_settings(self) -> MeshSettings:
+        """The mesh settings pushes use: the mesh config file's ``mesh:``, under Istio's
+        mesh config in the ``istio`` ConfigMap of the root namespace when a source holds
+        one (a cluster's, or a file's). A ConfigMap that cannot be read is reported and the
+        last good settings stay."""
+        holder = self.store.get(self._mesh_key)
+        text = (holder.body.get("data") or {}).get("mesh") if holder is not None else None
+        if holder is None or not isinstance(text, str):
+            self._mesh, self._mesh_text, self._mesh_problem = self.config.mesh, None, None
+            return self._mesh
+        if self._mesh_text == text:
+            return self._mesh  # read already (and what failed, reported)
+        self._mesh_text = text
+        where = f"{holder.source}: ConfigMap {holder.namespace}/{holder.name}: data.mesh"
+        try:
+            settings, ignored = meshconfig.overlay(self.config, text, where)
+        except meshconfig.MeshConfigError as exc:
+            message = str(exc).removeprefix(where).lstrip(":. ")
+            self._mesh_problem = ConfigError(holder.source.file, holder.source.line, message,
+                                             self._mesh_key, "data.mesh")
+            log.warning("%s; the last good mesh settings stay", exc)
+            return self._mesh
+        if ignored:
+            log.info("%s: not honoured by pilotfish: %s", where, ", ".join(ignored))
+        if settings.trust_domain != self.config.mesh.trust_domain:
+            log.warning("%s: trustDomain %s applies to new pushes; the CA signs for %s until "
+                        "discovery restarts", where, settings.trust_domain,
+                        self.config.mesh.trust_domain)
+        self._mesh, self._mesh_problem = settings, None
+        return settings
 
     def _resources(self, type_url: str, proxy: Proxy) -> ResourceSet:
         return self.cache.resources(self.state, type_url, proxy)
@@ -169,7 +209,9 @@ class Discovery:
         and generations that failed (``/debug/config_errors``)."""
         failed = [ConfigError("(generation)", 0, message, severity="error")
                   for message in sorted(set(self.cache.failures.values()))]
-        return [*self.store.errors(), *self.state.push.problems, *self.analysis, *failed]
+        mesh = [self._mesh_problem] if self._mesh_problem is not None else []
+        return [*self.store.errors(), *mesh, *self.state.push.problems, *self.analysis,
+                *failed]
 
     def _analyze(self, push: push_context_mod.PushContext) -> tuple[ConfigError, ...]:
         """What ``pilotfish analyze`` calls an error in the config being served (a route to
@@ -200,7 +242,10 @@ class Discovery:
     def _on_store_update(self, update: StoreUpdate) -> None:
         for error in update.errors:
             (log.warning if error.severity == "error" else log.info)("%s", error)
-        if update.changed:
+        if self._mesh_key in update.changed:  # every generator reads the mesh settings
+            self.debouncer.add(PushRequest.full("mesh", self._clock()), self._clock())
+            self._wake.set()
+        elif update.changed:
             self.debouncer.add(PushRequest.for_keys(update.changed, "config", self._clock()),
                                self._clock())
             self._wake.set()

@@ -8,6 +8,7 @@ import resource
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -19,9 +20,15 @@ from pilotfish.discovery.app import Discovery, DiscoveryOptions, tune_gc
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = "Serve xDS to proxies from Istio config in a directory."
+    p.description = ("Serve xDS to proxies from Istio config in a directory, or in a "
+                     "Kubernetes cluster.")
     p.add_argument("--config-dir", help="directory of Istio/Kubernetes YAML (read recursively, "
                    "watched for changes)")
+    p.add_argument("--kubeconfig", help="read config from the Kubernetes cluster this "
+                   "kubeconfig names (listed, then watched). In a pod, without --config-dir "
+                   "or --kubeconfig: the pod's own cluster, as its service account")
+    p.add_argument("--context", help="the kubeconfig's context to use (default: its "
+                   "current-context)")
     p.add_argument("--mesh-config", help="pilotfish.yaml: profile, plugins, mesh settings")
     p.add_argument("--xds-address", default="127.0.0.1:15010",
                    help="gRPC ADS address (default %(default)s)")
@@ -61,7 +68,9 @@ def main(args: argparse.Namespace) -> int:
         xds_address=args.xds_address,
         debug_address=args.debug_address or None,
         sources=SourceSettings(config_dir=Path(args.config_dir) if args.config_dir else None,
-                               limits=config.discovery.config_limits),
+                               limits=config.discovery.config_limits,
+                               root_namespace=config.mesh.root_namespace,
+                               **kube_settings(args)),
         secure_xds_address=args.secure_xds_address or None,
         certs=cert_settings(args, config),
         token_key=Path(args.token_key) if args.token_key else None,
@@ -83,6 +92,25 @@ def main(args: argparse.Namespace) -> int:
 
     anyio.run(main)
     return 0
+
+
+def kube_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Which Kubernetes cluster to read, if any; a kubeconfig that cannot be used is the
+    command's error, before anything starts."""
+    from pilotfish.plugins.kube import client
+
+    kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
+    if args.context and kubeconfig is None:
+        raise CommandError("--context needs --kubeconfig")
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise CommandError(f"--kubeconfig {args.kubeconfig}: no such file")
+    in_cluster = kubeconfig is None and not args.config_dir and client.in_cluster()
+    if kubeconfig is not None or in_cluster:
+        try:
+            client.load(kubeconfig, args.context).close()
+        except client.ConfigError as exc:
+            raise CommandError(str(exc)) from exc
+    return {"kubeconfig": kubeconfig, "kube_context": args.context, "in_cluster": in_cluster}
 
 
 def cert_settings(args: argparse.Namespace, config: meshconfig.MeshConfig) -> CertSettings:

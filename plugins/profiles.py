@@ -14,7 +14,7 @@ SIDECAR = Profile(
     plugins={
         # envoy-filter: EnvoyFilter objects patch what the generators make.
         "xds": ("cds", "eds", "lds", "rds", "sds", "envoy-filter"),
-        "sources": ("files",),
+        "sources": ("files", "kubernetes"),
         "proxies": ("envoy", "native"),
         "interceptors": ("iptables",),
         "sniffers": ("tls", "http1", "http2"),
@@ -27,7 +27,7 @@ GRPC = Profile(
                 "routes, clusters and endpoints",
     plugins={
         "xds": ("grpc-lds", "grpc-rds", "grpc-cds", "grpc-eds"),
-        "sources": ("files",),
+        "sources": ("files", "kubernetes"),
         "certs": ("istio-ca",),
     },
 )

@@ -99,15 +99,20 @@ class LocalMesh:
         (self.config_dir / name).unlink()
 
     def _process(self, name: str, argv: Sequence[str]) -> Process:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         process = Process(name, argv, self.workdir / f"{name}.log")
         self.processes.append(process)
         return process
 
     def start_discovery(self, mesh_config: str | None = None,
                         extra_env: Mapping[str, str] | None = None,
-                        token_key: Path | None = None, extra: Sequence[str] = ()) -> Process:
-        """``token_key``: the node's public key, so discovery accepts pod tokens."""
-        args = ["--log-level", "info", "discovery", "--config-dir", str(self.config_dir),
+                        token_key: Path | None = None, extra: Sequence[str] = (),
+                        kubeconfig: Path | None = None) -> Process:
+        """``token_key``: the node's public key, so discovery accepts pod tokens;
+        ``kubeconfig``: read config from that cluster instead of ``config_dir``."""
+        source = ["--kubeconfig", str(kubeconfig)] if kubeconfig is not None else [
+            "--config-dir", str(self.config_dir)]
+        args = ["--log-level", "info", "discovery", *source,
                 "--xds-address", f"127.0.0.1:{self.xds_port}",
                 "--debug-address", f"127.0.0.1:{self.debug_port}",
                 "--secure-xds-address", self.secure_address, "--state-dir", str(self.state_dir),

@@ -30,14 +30,11 @@ from collections.abc import Callable, Sequence
 import attrs
 from cryptography import x509
 
+from pilotfish.core.backoff import Backoff
 from pilotfish.core.security.workload_cert import WorkloadSecret, merge_roots
 
 GRACE_RATIO = 0.5
 GRACE_JITTER = 0.01
-BACKOFF_INITIAL = 0.5
-BACKOFF_MAX = 60.0
-BACKOFF_MULTIPLIER = 1.5
-BACKOFF_RANDOMIZATION = 0.5
 
 
 def renew_time(received_at: float, not_after: float, draw: float, sign: int,
@@ -46,27 +43,6 @@ def renew_time(received_at: float, not_after: float, draw: float, sign: int,
     ``sign`` ±1: the jitter's size and direction)."""
     grace = min(1.0, max(0.0, ratio + draw * jitter * sign))
     return max(received_at, not_after - grace * (not_after - received_at))
-
-
-@attrs.define
-class Backoff:
-    initial: float = BACKOFF_INITIAL
-    maximum: float = BACKOFF_MAX
-    multiplier: float = BACKOFF_MULTIPLIER
-    randomization: float = BACKOFF_RANDOMIZATION
-    interval: float = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.interval = self.initial
-
-    def next(self, draw: float) -> float:
-        """The wait before the next attempt (``draw`` in [0, 1)); grows the interval."""
-        delay = self.interval * (1 + self.randomization * (2 * draw - 1))
-        self.interval = min(self.interval * self.multiplier, self.maximum)
-        return min(delay, self.maximum)
-
-    def reset(self) -> None:
-        self.interval = self.initial
 
 
 class Phase(enum.Enum):

@@ -130,6 +130,18 @@ def test_selector_endpoints_resolve_named_target_ports_and_health():
     assert by_address["10.2.0.1"].port == 7000 and by_address["10.2.0.1"].tls_mode == "istio"
 
 
+def test_a_terminating_pod_is_an_unhealthy_endpoint():
+    objects, errors = load_text(MESH.replace(
+        "name: reviews-v1, namespace: default,",
+        "name: reviews-v1, namespace: default, deletionTimestamp: 2026-01-01T00:00:00Z,"),
+        "mesh.yaml")
+    assert not errors
+    push = push_context.build(objects, MeshSettings(), "v1")
+    by_address = {e.address: e for e in push.endpoints("reviews.default.svc.cluster.local",
+                                                         9080)}
+    assert by_address["10.1.0.1"].health is Health.UNHEALTHY
+
+
 def test_explicit_endpoints_for_service_without_selector():
     push = context()
     eps = push.endpoints("legacy.other.svc.cluster.local", 5432)

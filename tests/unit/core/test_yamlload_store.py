@@ -173,6 +173,26 @@ def test_check_validates_without_changing_the_store():
     assert [e.message for e in store.errors()] == ["bad"]
 
 
+def test_a_watch_batch_applies_in_order_with_one_notification_and_keeps_the_last_good():
+    store = ConfigStore(lambda obj: [ConfigError("k8s", 0, "port must be 80", obj.key)]
+                        if obj.spec["ports"][0]["port"] != 80 else [])
+    seen = []
+    store.subscribe(seen.append)
+    web, db = ConfigKey("Service", "default", "web"), ConfigKey("Service", "default", "db")
+    store.apply_checked("k8s", [(o.key, c) for o in (svc("web"), svc("db"))
+                                for c in store.check([o])])
+    bad = store.check([svc("web", 99)])[0]
+    update = store.apply_checked("k8s", [(web, bad), (db, None), (db, None)])
+    assert update.changed == {db} and len(seen) == 2
+    assert store.get(web).spec["ports"][0]["port"] == 80  # the last good one
+    assert [str(e) for e in store.errors()] == ["k8s: Service default/web: port must be 80"]
+    # The problem stands until the object changes again; a new good version clears it.
+    store.apply_checked("k8s", [(web, store.check([svc("web", 80)])[0])])
+    assert store.errors() == [] and store.get(web) is not None
+    assert store.apply_checked("k8s", [(web, None)]).changed == {web}
+    assert len(store) == 0 and store.origins() == []
+
+
 # -- limits: what one file may hold ------------------------------------------------------
 
 LIMITED = LoadLimits(max_file_bytes=400, max_objects=2, max_depth=5, max_nodes=50,

@@ -8,7 +8,7 @@ from pilotfish.cli import main as cli
 from pilotfish.core import meshconfig
 from pilotfish.core.output import CommandError
 from pilotfish.core.security.files import SYSTEM_STATE_DIR, default_state_dir
-from pilotfish.discovery.command import cert_settings
+from pilotfish.discovery.command import cert_settings, kube_settings
 from pilotfish.discovery.secure_xds import serving_names
 
 
@@ -60,3 +60,35 @@ def test_serving_certificate_names():
     assert serving_names("10.250.0.1:15012") == (dns, ["10.250.0.1"])
     assert serving_names("0.0.0.0:15012") == (dns, ["127.0.0.1"])
     assert serving_names("localhost:15012") == ([*dns, "localhost"], [])
+
+
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+current-context: one
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: one, context: {cluster: c, user: u}}, {name: two, context: {cluster: c,
+  user: u}}]
+"""
+
+
+def test_a_kubeconfig_selects_the_kubernetes_source(tmp_path):
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG)
+    settings = kube_settings(parse("--kubeconfig", str(path), "--context", "two"))
+    assert settings == {"kubeconfig": path, "kube_context": "two", "in_cluster": False}
+    # Outside a pod, no flag: no cluster.
+    assert kube_settings(parse("--config-dir", str(tmp_path)))["kubeconfig"] is None
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--context", "two"], "--context needs --kubeconfig"),
+    (["--kubeconfig", "{tmp}/nope"], "--kubeconfig .*/nope: no such file"),
+    (["--kubeconfig", "{tmp}/kubeconfig", "--context", "three"],
+     "--kubeconfig .*/kubeconfig: .*three"),
+])
+def test_a_kubeconfig_that_cannot_be_used_is_the_commands_error(tmp_path, argv, message):
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    with pytest.raises(CommandError, match=message):
+        kube_settings(parse(*(a.format(tmp=tmp_path) for a in argv)))

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from pilotfish.core.backoff import Backoff
 from pilotfish.core.security import pki, signing, workload_cert
-from pilotfish.core.security.cert_rotation import Backoff, Phase, Rotation, Update, renew_time
+from pilotfish.core.security.cert_rotation import Phase, Rotation, Update, renew_time
 from pilotfish.core.security.identity import Identity
 from pilotfish.core.security.provider import SigningRequest
 

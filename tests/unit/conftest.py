@@ -1,4 +1,6 @@
-"""A fake API server per test, and the official client pointed at it by its kubeconfig."""
+"""For the unit tests that talk to a Kubernetes API server (the fake one's own, the
+Kubernetes source's): a fake API server per test, and the official client pointed at it by
+its kubeconfig."""
 
 from __future__ import annotations
 
