@@ -303,6 +303,9 @@ class Decision:
                            if vhost.per_filter else route.per_filter)
 
 
+VHOSTS_KEPT = 4096  # authorities whose virtual host a route table remembers
+
+
 @attrs.frozen
 class RouteTable:
     name: str
@@ -311,8 +314,21 @@ class RouteTable:
     request_edits: HeaderEdits = HeaderEdits()
     response_edits: HeaderEdits = HeaderEdits()
     exact: Mapping[str, VirtualHost] = attrs.field(factory=dict)
+    # authorities seen, and the virtual host each got (wildcards are ranked once per
+    # authority, not per request); emptied when it grows past VHOSTS_KEPT
+    seen: dict[str, VirtualHost | None] = attrs.field(factory=dict, eq=False, repr=False)
 
     def vhost(self, authority: str) -> VirtualHost | None:
+        try:
+            return self.seen[authority]
+        except KeyError:
+            pass
+        if len(self.seen) >= VHOSTS_KEPT:
+            self.seen.clear()
+        found = self.seen[authority] = self._vhost(authority)
+        return found
+
+    def _vhost(self, authority: str) -> VirtualHost | None:
         host = authority.lower()
         if self.ignore_port:
             host = _strip_port(host)

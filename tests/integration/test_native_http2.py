@@ -7,6 +7,7 @@ from __future__ import annotations
 import queue
 import socket
 import sys
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -162,20 +163,26 @@ def test_an_http1_client_reaches_the_http2_upstream(gateway: tuple[int, Proxy]):
     assert result.headers.get("x-through") == "native"
 
 
+def _open_chat(channel: grpc.Channel, first: bytes
+               ) -> tuple[queue.Queue[bytes | None], Iterator[bytes]]:
+    """A bidirectional Chat stream that sends ``first``, then what is put on the queue
+    (None ends it); and its answers."""
+    outgoing: queue.Queue[bytes | None] = queue.Queue()
+
+    def messages() -> Iterator[bytes]:
+        while (message := outgoing.get()) is not None:
+            yield message
+
+    outgoing.put(first)
+    return outgoing, channel.stream_stream(CHAT)(messages(), timeout=20)
+
+
 def test_a_bidirectional_grpc_stream_goes_message_by_message(gateway: tuple[int, Proxy]):
     """Each answer comes back before the next message is sent: nothing waits for the
     stream to end."""
     port, _ = gateway
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    talk = channel.stream_stream(CHAT)
-    outgoing: queue.Queue[bytes | None] = queue.Queue()
-
-    def messages():  # type: ignore[no-untyped-def]
-        while (message := outgoing.get()) is not None:
-            yield message
-
-    outgoing.put(b"one")
-    answers = talk(messages(), timeout=20)
+    outgoing, answers = _open_chat(channel, b"one")
     assert next(answers) == b"heard:one"
     for word in (b"two", b"three"):
         outgoing.put(word)
@@ -192,14 +199,7 @@ def test_a_streamed_call_counts_against_the_circuit_breaker(gateway: tuple[int, 
     port, proxy = gateway
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     talk = channel.stream_stream(CHAT)
-    outgoing: queue.Queue[bytes | None] = queue.Queue()
-
-    def messages():  # type: ignore[no-untyped-def]
-        while (message := outgoing.get()) is not None:
-            yield message
-
-    outgoing.put(b"held")
-    held = talk(messages(), timeout=20)
+    outgoing, held = _open_chat(channel, b"held")
     assert next(held) == b"heard:held"
     with pytest.raises(grpc.RpcError) as refused:
         list(talk(iter([b"second"]), timeout=5))
