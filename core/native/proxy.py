@@ -1234,7 +1234,9 @@ class NativeProxy:
                 ("host", action.host_rewrite)]
         names = {k for k, _ in headers}
         if "x-request-id" not in names:
-            headers.append(("x-request-id", request_id(self.rng)))
+            generated = ("x-request-id", request_id(self.rng))
+            headers.append(generated)
+            request.headers.append(generated)  # Envoy's access log shows the id it made
         if "x-forwarded-proto" not in names:
             headers.append(("x-forwarded-proto", scheme))
         return http1.Message(headers, request.body, request.method, target,

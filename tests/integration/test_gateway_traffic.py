@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -95,8 +96,11 @@ def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh, proxy: str) -> Non
 
     # Both connections were logged to the proxy's stdout by the access loggers (written
     # out once a second, as Envoy flushes its access-log files).
-    wait_until(lambda: "outbound|80||web.default.svc.cluster.local" in gateway.process.log(200),
-               5, what="the access-log lines")
+    log = wait_until(lambda: t if "outbound|80||web.default.svc.cluster.local" in (
+        t := gateway.process.log(200)) else None, 5, what="the access-log lines")
+    # the request came without an x-request-id: the line shows the one the proxy made
+    assert re.search(r'"GET /hello HTTP/1.1" 200 .* "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-'
+                     r'[89ab][0-9a-f]{3}-[0-9a-f]{12}"', log), log
 
 
 FILE_TLS = WEB + """\
