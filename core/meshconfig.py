@@ -383,6 +383,29 @@ def overlay(config: MeshConfig, text: str, where: str) -> tuple[MeshSettings, li
             sorted(str(field) for field in set(data) - MESH_FIELDS))
 
 
+# A pod's ProxyConfig overrides (Istio's annotation), read by the injector, the agent and
+# the local node alike.
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+
+
+def proxy_config(annotations: Mapping[str, str]) -> Mapping[str, Any]:
+    """The pod's ProxyConfig overrides (annotation ``proxy.istio.io/config``, YAML).
+    ValueError names the annotation when it is not a mapping."""
+    text = annotations.get(PROXY_CONFIG_ANNOTATION)
+    if not text:
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"annotation {PROXY_CONFIG_ANNOTATION}: not YAML: {exc}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"annotation {PROXY_CONFIG_ANNOTATION}: expected a mapping of "
+                         f"ProxyConfig fields, got {type(value).__name__}")
+    return value
+
+
 _QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi)?\Z")
 _BYTE_UNITS = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 

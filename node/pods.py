@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from pilotfish.agent.startup import proxy_config
+from pilotfish.core.meshconfig import proxy_config
 from pilotfish.core.objects import ConfigObject
 
 INJECT_LABEL = "istio-injection"
