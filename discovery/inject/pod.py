@@ -92,7 +92,8 @@ def inject(pod: Mapping[str, Any], request: Request) -> dict[str, Any]:
     merged_meta.setdefault("annotations", {})
     merged_meta.setdefault("labels", {})
     rewrite.merge_prometheus(merged, settings)
-    rewrite.rewrite_probes(merged, settings)
+    rewrite.rewrite_probes(merged, settings, rewrite.probers_of(_spec(original))
+                           if STATUS in annotations else None)
     _metadata(merged, injected, settings, network)
     _reorder(merged, settings, config)
     return merged
@@ -209,10 +210,12 @@ def _reapply_overrides(merged: dict[str, Any], original: Mapping[str, Any],
     for field in ("containers", "initContainers"):
         for container in (injected.get("spec") or {}).get(field) or ():
             name = container.get("name")
-            if name in status.get(field, ()):
-                continue  # injected before: the new template's version stands
-            match = _find(existing.get(field), name) or _find(spec.get("containers"), name) \
-                or _find(spec.get("initContainers"), name)
+            match = _find(existing.get(field), name)  # what a first injection recorded
+            if match is None:
+                if name in status.get(field, ()):
+                    continue  # injected before: the new template's version stands
+                match = _find(spec.get("containers"), name) or \
+                    _find(spec.get("initContainers"), name)
             if match is None:
                 continue
             overlay = copy.deepcopy(dict(match))

@@ -56,8 +56,24 @@ def _parse_bool(text: str) -> bool | None:
     return None
 
 
-def rewrite_probes(pod: dict[str, Any], settings: Settings) -> None:
-    """Point the app's probes and hooks at the agent; record the originals on the proxy."""
+def probers_of(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The probes an injected pod's proxy holds (``ISTIO_KUBE_APP_PROBERS``)."""
+    proxy = find_proxy(spec) or {}
+    for item in proxy.get("env") or ():
+        if item.get("name") == PROBERS_ENV:
+            try:
+                value = json.loads(item.get("value") or "{}")
+            except ValueError:
+                return {}
+            return value if isinstance(value, dict) else {}
+    return {}
+
+
+def rewrite_probes(pod: dict[str, Any], settings: Settings,
+                   previous: Mapping[str, Any] | None = None) -> None:
+    """Point the app's probes and hooks at the agent; record the originals on the proxy,
+    with those an earlier injection recorded (``previous``: its probes point at the agent
+    already, so only its proxy still knows them)."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     spec = pod.get("spec") or {}
     proxy = find_proxy(spec)
@@ -69,7 +85,7 @@ def rewrite_probes(pod: dict[str, Any], settings: Settings) -> None:
     if not wanted:
         return
     target = int((settings.mesh.get("defaultConfig") or {}).get("statusPort") or 15020)
-    probers = app_probers(spec, target)
+    probers = {**app_probers(spec, target), **(previous or {})}
     if probers:
         env = proxy.setdefault("env", [])
         for item in env:
