@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import yaml
 
 from pilotfish.core import meshconfig
-from pilotfish.core.output import CommandError
+from pilotfish.core.output import CommandError, manifests
 from pilotfish.discovery.inject.settings import InjectionError, Settings, set_value
 from pilotfish.discovery.inject.workloads import inject_object
 
@@ -83,7 +83,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         except InjectionError as exc:
             what = _describe(document)
             raise CommandError(f"{name}: document {index}{what}: {exc}") from None
-    rendered = "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in injected)
+    rendered = manifests(injected)
     if args.output:
         try:
             Path(args.output).write_text(rendered)

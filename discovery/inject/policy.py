@@ -64,26 +64,29 @@ def injection_webhooks(revision: str = "", enable_namespaces_by_default: bool = 
                        ) -> list[dict[str, Any]]:
     """The selectors of Istio's injection webhooks for a revision (``""``: default)."""
     rev = revision or "default"
-    not_false = _expression(INJECT, "NotIn", "false")
+
+    def not_false() -> dict[str, Any]:
+        return _expression(INJECT, "NotIn", "false")
+
     hooks = [
         {"name": "rev.namespace.sidecar-injector.istio.io",
          "namespaceSelector": {"matchExpressions": [
              _expression(REVISION_LABEL, "In", rev),
              _expression(NAMESPACE_LABEL, "DoesNotExist")]},
-         "objectSelector": {"matchExpressions": [not_false]}},
+         "objectSelector": {"matchExpressions": [not_false()]}},
         {"name": "rev.object.sidecar-injector.istio.io",
          "namespaceSelector": {"matchExpressions": [
              _expression(REVISION_LABEL, "DoesNotExist"),
              _expression(NAMESPACE_LABEL, "DoesNotExist")]},
          "objectSelector": {"matchExpressions": [
-             not_false, _expression(REVISION_LABEL, "In", rev)]}},
+             not_false(), _expression(REVISION_LABEL, "In", rev)]}},
     ]
     if rev == "default":
         hooks += [
             {"name": "namespace.sidecar-injector.istio.io",
              "namespaceSelector": {"matchExpressions": [
                  _expression(NAMESPACE_LABEL, "In", "enabled")]},
-             "objectSelector": {"matchExpressions": [not_false]}},
+             "objectSelector": {"matchExpressions": [not_false()]}},
             {"name": "object.sidecar-injector.istio.io",
              "namespaceSelector": {"matchExpressions": [
                  _expression(NAMESPACE_LABEL, "DoesNotExist"),
@@ -101,7 +104,7 @@ def injection_webhooks(revision: str = "", enable_namespaces_by_default: bool = 
                     _expression("kubernetes.io/metadata.name", "NotIn",
                                 *sorted(IGNORED_NAMESPACES))]},
                 "objectSelector": {"matchExpressions": [
-                    not_false, _expression(REVISION_LABEL, "DoesNotExist")]}})
+                    not_false(), _expression(REVISION_LABEL, "DoesNotExist")]}})
     return hooks
 
 
