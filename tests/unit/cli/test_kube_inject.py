@@ -153,3 +153,26 @@ def test_unreadable_yaml_is_an_error_with_the_file_and_line(tmp_path: Path, caps
     source.write_text("kind: Pod\nmetadata: {name: [\n")
     assert main(["kube-inject", "-f", str(source)]) == 2
     assert f"{source}:3: invalid YAML" in capsys.readouterr().err
+
+
+def test_the_example_of_the_docs_is_injected_as_they_say(tmp_path: Path, capsys):
+    import re
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "injection.md").read_text()
+    example = re.search(r"For example, `web.yaml`:\n\n```yaml\n(.*?)```", doc, re.S)
+    assert example is not None
+    (tmp_path / "web.yaml").write_text(example.group(1))
+    assert main(["kube-inject", "-f", str(tmp_path / "web.yaml")]) == 0
+    service, deployment = yaml.safe_load_all(capsys.readouterr().out)
+    assert service == yaml.safe_load(example.group(1).split("---")[0])
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"]["service.istio.io/canonical-revision"] == "v1"
+    init, proxy = template["spec"]["initContainers"]
+    assert init["args"] == ["--log-level", "info", "iptables", "-p", "15001", "-z", "15006",
+                            "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
+                            "-d", "15090,15021,15020"]
+    assert proxy["restartPolicy"] == "Always"
+    assert proxy["lifecycle"]["preStop"]["exec"]["command"] == [
+        "pilotfish", "agent", "request", "--debug-port=15020", "POST", "drain"]
+    assert template["spec"]["containers"][0]["readinessProbe"]["httpGet"] == {
+        "path": "/app-health/web/readyz", "port": 15020}
