@@ -25,6 +25,7 @@ from typing import Any
 
 from pilotfish.discovery.inject.settings import InjectionError, Settings
 from pilotfish.discovery.inject.template import PROXY
+from pilotfish.interceptors.capture_settings import parse_bool
 
 PROBERS_ENV = "ISTIO_KUBE_APP_PROBERS"
 PROMETHEUS_ENV = "ISTIO_PROMETHEUS_ANNOTATIONS"
@@ -44,15 +45,6 @@ def find_proxy(spec: Mapping[str, Any]) -> dict[str, Any] | None:
         for container in spec.get(field) or ():
             if container.get("name") == PROXY:
                 return container
-    return None
-
-
-def _parse_bool(text: str) -> bool | None:
-    # Go's strconv.ParseBool, which Istio reads these annotations with.
-    if text in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if text in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
     return None
 
 
@@ -79,7 +71,7 @@ def rewrite_probes(pod: dict[str, Any], settings: Settings,
     proxy = find_proxy(spec)
     if proxy is None:
         return
-    chosen = _parse_bool(str(annotations.get(REWRITE_ANNOTATION, "")))
+    chosen = parse_bool(str(annotations.get(REWRITE_ANNOTATION, "")))
     wanted = chosen if chosen is not None else settings.flag(
         "sidecarInjectorWebhook.rewriteAppHTTPProbe")
     if not wanted:
@@ -209,7 +201,7 @@ def merge_prometheus(pod: dict[str, Any], settings: Settings) -> None:
     annotations = metadata.setdefault("annotations", {})
     if _first(annotations, "prometheus.io/scrape", "prometheus.io.scrape") == "false":
         return
-    chosen = _parse_bool(str(annotations.get(MERGE_ANNOTATION, "")))
+    chosen = parse_bool(str(annotations.get(MERGE_ANNOTATION, "")))
     mesh_on = settings.mesh.get("enablePrometheusMerge")
     if not (chosen if chosen is not None else mesh_on is None or bool(mesh_on)):
         return

@@ -1,65 +1,60 @@
-"""``pilotfish agent request``: the injected sidecar's preStop hook (``POST drain`` on the
-status port), against a small local server."""
+"""``pilotfish agent request``: the injected sidecar's preStop hook (``POST drain``) against
+the agent's own status server."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
+import anyio.abc
+import anyio.from_thread
 import pytest
 
+from pilotfish.agent.merged_metrics import MergedMetrics
+from pilotfish.agent.status_server import StatusPorts, StatusServer
 from pilotfish.cli.main import main
+from pilotfish.testing.processes import free_port
 
 
-class Recorder(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.seen: list[tuple[str, str, bytes]] = []
+class Control:
+    """The agent's side of a drain: records that it was asked."""
 
+    draining = False
 
-class _Handler(BaseHTTPRequestHandler):
-    server: Recorder
+    def request_stop(self) -> None:
+        raise AssertionError("not expected")
 
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.seen.append(("POST", self.path, body))
-        status, text = (200, b"draining\n") if self.path == "/drain" else (404, b"no such path")
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(text)))
-        self.end_headers()
-        self.wfile.write(text)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+    async def drain(self) -> None:
+        self.draining = True
 
 
 @pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    server = Recorder()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+def agent() -> Iterator[tuple[int, Control]]:
+    port, control = free_port(), Control()
+    server = StatusServer(StatusPorts(status=port, health=0), control, None,  # type: ignore[arg-type]
+                          MergedMetrics(None))  # type: ignore[arg-type]
+    with anyio.from_thread.start_blocking_portal() as portal:
+        portal.start_task(_serve, server)  # returns once the port is bound
+        yield port, control
+        portal.call(portal.stop, True)
 
 
-def test_the_prestop_hook_posts_drain_to_the_status_port(recorder: Recorder, capsys):
-    port = recorder.server_address[1]
+async def _serve(server: StatusServer, *,
+                 task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async with anyio.create_task_group() as tg:
+        await server.start(tg)
+        task_status.started()
+
+
+def test_the_prestop_hook_drains_the_agent(agent: tuple[int, Control], capsys):
+    port, control = agent
     assert main(["agent", "request", f"--debug-port={port}", "POST", "drain"]) == 0
-    assert recorder.seen == [("POST", "/drain", b"")]
-    assert capsys.readouterr().out == "draining\n"
+    assert control.draining
+    assert capsys.readouterr().out
 
 
-def test_an_error_answer_or_no_answer_is_exit_status_1(recorder: Recorder, capsys):
-    port = recorder.server_address[1]
-    assert main(["agent", "request", "--debug-port", str(port), "POST", "/other"]) == 1
-    assert f"POST http://127.0.0.1:{port}/other: HTTP 404: no such path" in \
-        capsys.readouterr().err
-    recorder.shutdown()
-    recorder.server_close()
-    assert main(["agent", "request", "--debug-port", str(port), "POST", "drain"]) == 1
+def test_an_error_answer_or_no_answer_is_exit_status_1(agent: tuple[int, Control], capsys):
+    port, _ = agent
+    assert main(["agent", "request", "--debug-port", str(port), "GET", "/drain"]) == 1
+    assert f"GET http://127.0.0.1:{port}/drain: HTTP 405" in capsys.readouterr().err
+    assert main(["agent", "request", "--debug-port", str(free_port()), "POST", "drain"]) == 1
+    assert "Connection refused" in capsys.readouterr().err
