@@ -17,6 +17,7 @@ from pilotfish.core.output import CommandError
 from pilotfish.core.security.provider import CaSetupError, CertSettings
 from pilotfish.core.sources import SourceSettings
 from pilotfish.discovery.app import Discovery, DiscoveryOptions, tune_gc
+from pilotfish.discovery.inject.settings import InjectionError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -89,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
         discovery = Discovery(config, active, options)
     except CaSetupError as exc:
         raise CommandError(str(exc)) from exc
+    except InjectionError as exc:
+        raise CommandError(f"{config.source}: {exc}") from exc
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:

@@ -61,6 +61,7 @@ class Webhooks:
         self._mesh_key = ConfigKey("ConfigMap", config.mesh.root_namespace,
                                    meshconfig.MESH_CONFIGMAP)
         self._cached: tuple[Any, Settings] | None = None
+        self.settings()  # bad injection values fail the start, naming the value
 
     def renewed(self, serving: ServingCert) -> None:
         load_serving(self.context, serving)
