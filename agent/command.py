@@ -30,6 +30,7 @@ import anyio
 import attrs
 
 from pilotfish.agent import identity as agent_identity
+from pilotfish.agent import request as agent_request
 from pilotfish.agent import startup, status_server
 from pilotfish.agent.sds_server import SdsServer
 from pilotfish.agent.status_server import StatusServer, StatusServerError
@@ -176,12 +177,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "sidecars, 0 = off for routers, several of which may share a host)")
     status_server.add_arguments(parser)
     agent_identity.add_arguments(parser)
-    sub = parser.add_subparsers(dest="agent_command", metavar="[wait]")
+    sub = parser.add_subparsers(dest="agent_command", metavar="[wait|request]")
     wait = sub.add_parser("wait", help="exit 0 once the proxy is ready "
                           "(holdApplicationUntilProxyStarts)",
                           description="Poll the agent's readiness endpoint until it answers "
                           "200 (pilot-agent wait).")
     startup.add_wait_arguments(wait)
+    request = sub.add_parser("request", help="one HTTP request to the local proxy or agent "
+                             "(pilot-agent request; the sidecar's preStop: POST drain)",
+                             description="Send one HTTP request to 127.0.0.1:DEBUG_PORT, as "
+                             "pilot-agent request does.")
+    agent_request.add_arguments(request)
 
 
 def options_from_args(args: argparse.Namespace, config: meshconfig.MeshConfig) -> ProxyOptions:
@@ -267,6 +273,8 @@ async def run(supervisor: Supervisor, status: StatusServer | None, sds: SdsServe
 def main(args: argparse.Namespace) -> int:
     if getattr(args, "agent_command", None) == "wait":
         return startup.wait_main(args)
+    if getattr(args, "agent_command", None) == "request":
+        return agent_request.main(args)
     try:
         config = meshconfig.load(args.mesh_config)
         try:

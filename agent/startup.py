@@ -20,30 +20,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import yaml
 
 from pilotfish.core import meshconfig
-
-PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
-
-
-def proxy_config(annotations: Mapping[str, str]) -> Mapping[str, Any]:
-    """The pod's ProxyConfig overrides (annotation ``proxy.istio.io/config``, YAML)."""
-    text = annotations.get(PROXY_CONFIG_ANNOTATION)
-    if not text:
-        return {}
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"annotation {PROXY_CONFIG_ANNOTATION}: not YAML: {exc}") from None
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"annotation {PROXY_CONFIG_ANNOTATION}: expected a mapping of "
-                         f"ProxyConfig fields, got {type(value).__name__}")
-    return value
+from pilotfish.core.meshconfig import PROXY_CONFIG_ANNOTATION, proxy_config
 
 
 def hold_application(mesh: meshconfig.MeshSettings, annotations: Mapping[str, str]) -> bool:

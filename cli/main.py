@@ -41,6 +41,10 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "pilotfish.cli.gateway_status", "add_arguments", "main"),
     ("iptables", "capture a pod's traffic with istio-iptables's rules",
      "pilotfish.cli.iptables", "add_arguments", "main"),
+    ("kube-inject", "inject sidecars into Kubernetes manifests offline",
+     "pilotfish.cli.kube_inject", "add_arguments", "main"),
+    ("webhook-config", "the webhook configurations that send pods and config to discovery",
+     "pilotfish.cli.webhook_config", "add_arguments", "main"),
 )
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 

@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import TextIO
 
 from pilotfish.core import meshconfig
-from pilotfish.core.objects import BUILTIN_KINDS, ConfigObject, split_api_version
 from pilotfish.core.store import ConfigError
 from pilotfish.core.yamlload import YAMLFileError, load_text
-from pilotfish.validation import FIELD_VALIDATION, catalog, validate
+from pilotfish.validation import FIELD_VALIDATION, check
 
 SUFFIXES = (".yaml", ".yml", ".json")
-_CORE_KINDS = {(info.group, info.kind): info for info in BUILTIN_KINDS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,22 +88,6 @@ def _check_file(path: Path, problems: list[ConfigError],
     problems.extend(ConfigError(e.file, e.line, e.message) for e in load_errors)
     unknown = FIELD_VALIDATION[settings.field_validation]
     for obj in objects:
-        problems.extend(_check_object(obj, unknown))
+        problems.extend(check(obj, unknown_fields=unknown))
     return len(objects)
-
-
-def _check_object(obj: ConfigObject, unknown: str) -> list[ConfigError]:
-    group, version = split_api_version(obj.api_version)
-    core = _CORE_KINDS.get((group, obj.kind))
-    if core is None and catalog.lookup(group, obj.kind) is None:
-        return [ConfigError(obj.source.file, obj.source.line, f"unknown kind {obj.kind} "
-                            f"({obj.api_version}); not validated", obj.key,
-                            severity="warning")]
-    if core is not None and version not in core.versions:
-        return [ConfigError(obj.source.file, obj.line_of(("apiVersion",)),
-                            f"Unsupported value: {json.dumps(obj.api_version)}: supported "
-                            f"values: {', '.join(map(json.dumps, core.api_versions()))}",
-                            obj.key, "apiVersion")]
-    return validate(obj, unknown_fields=unknown)
-
 

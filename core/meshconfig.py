@@ -19,6 +19,10 @@ Example::
       maxWorkloadCertTtl: 2160h # istio-ca: longer requests are refused (90 days)
       configLimits:             # what one config file may hold (yamlload.LoadLimits)
         maxFileSize: 16Mi
+    injection:                  # sidecar injection: Istio's injector values, as Helm has them
+      global:
+        hub: registry.example.com/mesh
+        proxy: {resources: {requests: {cpu: 50m}}}
 """
 
 from __future__ import annotations
@@ -203,6 +207,8 @@ MESH_FIELDS = frozenset({
     "rootNamespace", "trustDomain", "domain", "connectTimeout", "outboundTrafficPolicy",
     "enableAutoMtls", "protocolDetectionTimeout", "defaultConfig", "defaultHttpRetryPolicy",
     "inboundTrafficPolicy", "localityLbSetting", "extensionProviders",
+    # read by sidecar injection
+    "proxyListenPort", "proxyInboundListenPort", "enablePrometheusMerge",
 })
 
 
@@ -219,6 +225,9 @@ class MeshConfig:
     discovery: DiscoverySettings = DiscoverySettings()
     source: str = "<defaults>"
     mesh_fields: Mapping[str, Any] = attrs.field(factory=dict)  # ``mesh:`` as written
+    # ``injection:`` as written: Istio's injector values (global.proxy.image, ...), which
+    # the injector checks where it reads them.
+    injection: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 def _names(value: Any, where: str) -> tuple[str, ...]:
@@ -250,7 +259,7 @@ def _only(data: Mapping[str, Any], allowed: set[str] | frozenset[str], where: st
 def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
     where = source
     data = _mapping(data, where)
-    _only(data, {"profile", "proxy", "plugins", "mesh", "discovery"}, where)
+    _only(data, {"profile", "proxy", "plugins", "mesh", "discovery", "injection"}, where)
     proxy = data.get("proxy", "envoy")
     if not isinstance(proxy, str) or not proxy:
         raise MeshConfigError(f"{where}: proxy: expected a proxy backend's name, as in native, "
@@ -320,7 +329,8 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
             f"maxWorkloadCertTtl ({discovery.max_workload_cert_ttl:g}s)"
         )
     return MeshConfig(profiles=profiles, plugins=plugins, proxy=proxy, mesh=mesh,
-                      discovery=discovery, source=source, mesh_fields=mesh_raw)
+                      discovery=discovery, source=source, mesh_fields=mesh_raw,
+                      injection=_mapping(data.get("injection"), f"{where}: injection"))
 
 
 def _policy_mode(mesh_raw: Mapping[str, Any], field: str, modes: tuple[str, str],
@@ -381,6 +391,29 @@ def overlay(config: MeshConfig, text: str, where: str) -> tuple[MeshSettings, li
     honoured = {field: value for field, value in data.items() if field in MESH_FIELDS}
     return (_mesh_settings({**config.mesh_fields, **honoured}, where),
             sorted(str(field) for field in set(data) - MESH_FIELDS))
+
+
+# A pod's ProxyConfig overrides (Istio's annotation), read by the injector, the agent and
+# the local node alike.
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+
+
+def proxy_config(annotations: Mapping[str, str]) -> Mapping[str, Any]:
+    """The pod's ProxyConfig overrides (annotation ``proxy.istio.io/config``, YAML).
+    ValueError names the annotation when it is not a mapping."""
+    text = annotations.get(PROXY_CONFIG_ANNOTATION)
+    if not text:
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"annotation {PROXY_CONFIG_ANNOTATION}: not YAML: {exc}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"annotation {PROXY_CONFIG_ANNOTATION}: expected a mapping of "
+                         f"ProxyConfig fields, got {type(value).__name__}")
+    return value
 
 
 _QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi)?\Z")

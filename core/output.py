@@ -33,3 +33,15 @@ def emit(data: Any, output: str) -> None:
         import yaml
 
         print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+def manifests(documents: Iterable[Any]) -> str:
+    """Kubernetes objects as one YAML stream (``---`` between documents), in their own key
+    order, without anchors: what kubectl and a reader expect."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return "---\n".join(yaml.dump(d, Dumper=Dumper, sort_keys=False) for d in documents)

@@ -41,6 +41,7 @@ from pilotfish.validation import make_kinds, make_validator
 if TYPE_CHECKING:
     from pilotfish.core.security.provider import CertSettings
     from pilotfish.discovery.secure_xds import SecureXds
+    from pilotfish.discovery.webhooks import Webhooks
 log = logging.getLogger("pilotfish.discovery")
 
 
@@ -54,6 +55,8 @@ class DiscoveryOptions:
     secure_xds_address: str | None = None
     certs: CertSettings | None = None  # required with secure_xds_address
     token_key: Path | None = None  # the node's public key for pod tokens
+    # 15017: the injection and validation webhooks (TLS from the CA); None: not served.
+    webhook_address: str | None = None
 
 
 @attrs.define
@@ -121,7 +124,16 @@ class Discovery:
             # Raises CaSetupError before anything listens: bad CA files fail the start.
             self.secure = SecureXds.create(plugins, self.xds, options.secure_xds_address,
                                            options.certs, options.token_key,
-                                           config.mesh.root_namespace)
+                                           config.mesh.root_namespace,
+                                           str(config.injection.get("revision") or ""))
+        self.webhooks: Webhooks | None = None
+        if options.webhook_address:
+            from pilotfish.discovery.webhooks import Webhooks
+            if self.secure is None:
+                raise ValueError("the webhooks serve TLS with a certificate from the CA: "
+                                 "they need secure_xds_address (--secure-xds-address)")
+            self.webhooks = Webhooks(config, self.store, plugins, self.secure.serving)
+            self.secure.on_renew.append(self.webhooks.renewed)
 
     # -- generation ----------------------------------------------------------------------
 
@@ -306,6 +318,8 @@ class Discovery:
             await tg.start(xds_server.serve, self.xds, self.options.xds_address)
             if self.secure is not None:
                 await tg.start(self.secure.serve)
+            if self.webhooks is not None and self.options.webhook_address:
+                await tg.start(self.webhooks.serve, self.options.webhook_address)
             if self.options.debug_address:
                 await tg.start(debug.server(self).serve, self.options.debug_address)
             self.ready = True

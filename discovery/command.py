@@ -17,6 +17,7 @@ from pilotfish.core.output import CommandError
 from pilotfish.core.security.provider import CaSetupError, CertSettings
 from pilotfish.core.sources import SourceSettings
 from pilotfish.discovery.app import Discovery, DiscoveryOptions, tune_gc
+from pilotfish.discovery.inject.settings import InjectionError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--secure-xds-address", default="127.0.0.1:15012",
                    help="TLS address for ADS (callers must authenticate) and the CA, empty "
                    "to disable (default %(default)s)")
+    p.add_argument("--webhook-address", default="",
+                   help="serve the sidecar injection (/inject) and config validation "
+                   "(/validate) webhooks over TLS here, istiod's :15017, with a certificate "
+                   "from discovery's CA; needs --secure-xds-address (default: off)")
     p.add_argument("--state-dir", help="where the CA keeps its root and writes root-cert.pem "
                    "(default /var/lib/pilotfish/discovery as root, else "
                    "~/.local/state/pilotfish/discovery)")
@@ -74,13 +79,19 @@ def main(args: argparse.Namespace) -> int:
         secure_xds_address=args.secure_xds_address or None,
         certs=cert_settings(args, config),
         token_key=Path(args.token_key) if args.token_key else None,
+        webhook_address=args.webhook_address or None,
     )
+    if options.webhook_address and not options.secure_xds_address:
+        raise CommandError("--webhook-address needs --secure-xds-address: the webhooks' "
+                           "certificate comes from discovery's CA")
     if options.sources.config_dir is not None and not options.sources.config_dir.is_dir():
         raise CommandError(f"--config-dir {args.config_dir}: not a directory")
     try:
         discovery = Discovery(config, active, options)
     except CaSetupError as exc:
         raise CommandError(str(exc)) from exc
+    except InjectionError as exc:
+        raise CommandError(f"{config.source}: {exc}") from exc
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:

@@ -45,11 +45,15 @@ ROOT_CERT = "root-cert.pem"
 RENEW_AT = 0.5  # of the serving certificate's lifetime
 
 
-def serving_names(address: str, namespace: str = "istio-system"
+def serving_names(address: str, namespace: str = "istio-system", revision: str = ""
                   ) -> tuple[list[str], list[str]]:
-    """istiod's DNS names, ours, and the address clients dial (an IP SAN, or a DNS one)."""
+    """istiod's DNS names (``istiod[-REV].NAMESPACE.svc``: the webhooks' Service name, which
+    the API server checks), ours, and the address clients dial (an IP SAN, or a DNS one)."""
     dns = [f"istiod.{namespace}.svc", f"istiod.{namespace}.svc.cluster.local",
            "pilotfish-discovery"]
+    if revision:
+        dns += [f"istiod-{revision}.{namespace}.svc",
+                f"istiod-{revision}.{namespace}.svc.cluster.local"]
     host, _ = split_host_port(address)
     try:
         ip = ipaddress.ip_address(host)
@@ -75,13 +79,15 @@ def read_token_key(path: Path | None) -> bytes | None:
 class SecureXds:
     def __init__(self, xds: XdsServer, provider: CertProvider, settings: CertSettings,
                  authenticator: Authenticator, address: str, namespace: str = "istio-system",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, revision: str = "") -> None:
         self.xds = xds
         self.provider = provider
         self.settings = settings
         self.address = address
         self.clock = clock
-        self.names = serving_names(address, namespace)
+        self.names = serving_names(address, namespace, revision)
+        # Told the new certificate when it is renewed (the webhook server's TLS).
+        self.on_renew: list[Callable[[ServingCert], None]] = []
         self.serving = self._issue_serving()
         self.front = TlsFront(server_context(self.serving, provider.trust_bundle()))
         self.authenticator = authenticator
@@ -89,7 +95,8 @@ class SecureXds:
 
     @classmethod
     def create(cls, plugins: Plugins, xds: XdsServer, address: str, settings: CertSettings,
-               token_key: Path | None, namespace: str = "istio-system") -> SecureXds:
+               token_key: Path | None, namespace: str = "istio-system", revision: str = ""
+               ) -> SecureXds:
         key = read_token_key(token_key)
         try:
             provider = plugins.cert_provider(settings)
@@ -103,7 +110,7 @@ class SecureXds:
         if files.write_if_changed(state / ROOT_CERT, provider.trust_bundle(), files.PUBLIC_MODE):
             log.info("wrote the mesh root to %s", state / ROOT_CERT)
         return cls(xds, provider, settings, Authenticator(settings.trust_domain, key), address,
-                   namespace)
+                   namespace, revision=revision)
 
     @property
     def root_cert_path(self) -> Path:
@@ -173,6 +180,8 @@ class SecureXds:
             try:
                 self.serving = self._issue_serving()
                 self.front.context = server_context(self.serving, self.provider.trust_bundle())
+                for listener in self.on_renew:
+                    listener(self.serving)
                 log.info("renewed discovery's serving certificate")
             except Exception:
                 log.exception("could not renew discovery's serving certificate; retrying")

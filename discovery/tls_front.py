@@ -51,6 +51,13 @@ def server_context(serving: ServingCert, roots_pem: str) -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_OPTIONAL
     context.load_verify_locations(cadata=roots_pem)
     context.set_alpn_protocols(["h2"])  # gRPC clients refuse a server that picks no ALPN
+    load_serving(context, serving)
+    return context
+
+
+def load_serving(context: ssl.SSLContext, serving: ServingCert) -> None:
+    """Give ``context`` this certificate and key (again, on renewal: connections from then
+    on get the new one)."""
     # ssl loads keys from files only: a private scratch file, gone once loaded.
     with tempfile.TemporaryDirectory(prefix="pilotfish-tls-") as tmp:
         cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
@@ -59,7 +66,6 @@ def server_context(serving: ServingCert, roots_pem: str) -> ssl.SSLContext:
         with os.fdopen(fd, "w") as out:
             out.write(serving.key_pem)
         context.load_cert_chain(cert, key)
-    return context
 
 
 def split_host_port(address: str) -> tuple[str, int]:

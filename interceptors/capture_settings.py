@@ -45,6 +45,16 @@ def split_list(value: str | Iterable[Any] | None) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+def parse_bool(text: str) -> bool | None:
+    """Go's ``strconv.ParseBool``, which Istio reads its boolean annotations and variables
+    with: ``None`` for anything else."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    return None
+
+
 def parse_ports(value: str | Iterable[Any] | None, what: str) -> Ports:
     ports = []
     for item in split_list(value):

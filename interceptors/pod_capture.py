@@ -28,6 +28,7 @@ from pilotfish.interceptors.capture_settings import (
     TPROXY,
     CaptureSettings,
     SettingsError,
+    parse_bool,
     parse_cidrs,
     parse_cidrs_or_all,
     parse_interfaces,
@@ -56,9 +57,9 @@ def skip_reason(pod: PodFacts) -> str | None:
     if not pod.sidecar:
         return "no sidecar"
     inject = pod.labels.get(INJECT, pod.annotations.get(INJECT, ""))  # the label wins
-    if _parse_bool(inject) is False:
+    if parse_bool(inject) is False:
         return f"{INJECT}={inject}"
-    if _parse_bool(proxy_env(pod).get("DISABLE_ENVOY", "")):
+    if parse_bool(proxy_env(pod).get("DISABLE_ENVOY", "")):
         return "DISABLE_ENVOY is set on the proxy"
     if _interception_mode(pod) == "NONE":
         return f"{INTERCEPTION_MODE}=NONE"
@@ -101,7 +102,7 @@ def settings_for(pod: PodFacts, environ: Mapping[str, str] = {}, *,
         exclude_outbound_default = ""
     else:
         raise ValueError(f"flavour: expected 'cni' or 'init', got {flavour!r}")
-    dual_stack = bool(_parse_bool(env.get("ISTIO_DUAL_STACK", "")))
+    dual_stack = bool(parse_bool(env.get("ISTIO_DUAL_STACK", "")))
     try:
         return CaptureSettings(
             proxy_port=15001, inbound_capture_port=15006,
@@ -121,9 +122,9 @@ def settings_for(pod: PodFacts, environ: Mapping[str, str] = {}, *,
             exclude_interfaces=annotation(TRAFFIC + "excludeInterfaces", "", parse_interfaces),
             reroute_virtual_interfaces=annotation(REROUTE if REROUTE in a else KUBEVIRT, "",
                                                   parse_interfaces),
-            redirect_dns=bool(_parse_bool(env.get("ISTIO_META_DNS_CAPTURE", ""))),
-            capture_all_dns=bool(_parse_bool(env.get("ISTIO_META_DNS_CAPTURE", ""))),
-            drop_invalid=bool(_parse_bool(env.get("INVALID_DROP", ""))),
+            redirect_dns=bool(parse_bool(env.get("ISTIO_META_DNS_CAPTURE", ""))),
+            capture_all_dns=bool(parse_bool(env.get("ISTIO_META_DNS_CAPTURE", ""))),
+            drop_invalid=bool(parse_bool(env.get("INVALID_DROP", ""))),
             enable_ipv6=_ipv6(pod.ips, dual_stack),
             host_ipv4_loopback_cidr=environ.get("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",
                                                 "127.0.0.1/32"),
@@ -174,12 +175,3 @@ def _ipv6(ips: tuple[str, ...], dual_stack: bool) -> bool:
     if dual_stack:
         return 6 in families
     return bool(families) and families[0] == 6
-
-
-def _parse_bool(text: str) -> bool | None:
-    # Go's strconv.ParseBool, which Istio uses for these variables.
-    if text in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if text in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    return None

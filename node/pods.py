@@ -20,11 +20,10 @@ from typing import Any
 
 import attrs
 
-from pilotfish.agent.startup import proxy_config
+from pilotfish.core.meshconfig import proxy_config
 from pilotfish.core.objects import ConfigObject
+from pilotfish.discovery.inject import policy
 
-INJECT_LABEL = "istio-injection"
-INJECT_ANNOTATION = "sidecar.istio.io/inject"
 INTERCEPTION_ANNOTATION = "sidecar.istio.io/interceptionMode"
 DEFAULT_APP_UID = 1001  # any user but the proxy's 1337
 PROXY_UID = 1337
@@ -161,13 +160,15 @@ def _remount(text: str, mounts: Mapping[str, str]) -> str:
 
 
 def wants_sidecar(pod: ConfigObject, namespace_labels: Mapping[str, str]) -> bool:
-    """Istio's injection rule: the pod annotation wins, else the namespace label."""
-    annotation = str(pod.annotations.get(INJECT_ANNOTATION, "")).lower()
-    label = str(pod.labels.get(INJECT_ANNOTATION, "")).lower()
-    for choice in (label, annotation):
-        if choice in ("true", "false"):
-            return choice == "true"
-    return namespace_labels.get(INJECT_LABEL) == "enabled"
+    """Istio's injection rules, as the injector has them (``inject.policy``): the pod's
+    ``sidecar.istio.io/inject`` (label, else annotation) when it says true or false, else
+    the injection webhooks' selectors (``istio-injection=enabled`` or ``istio.io/rev=default``
+    on the namespace, or on the pod in a namespace with neither). The node has no webhook
+    stage, so an annotation saying true counts as the label would."""
+    choice = policy.explicit_choice({"metadata": pod.metadata})
+    if choice is not None:
+        return choice
+    return policy.selected(namespace_labels, pod.labels)
 
 
 def netns_name(pod: ConfigObject, node: str = "") -> str:

@@ -19,6 +19,7 @@ and the field path, with the API server's wording.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,12 +37,14 @@ from pilotfish.validation.cel import check_rules
 from pilotfish.validation.issues import ERROR, WARNING, Issue, unsupported, warning
 from pilotfish.validation.schema import check_object, with_defaults
 
-__all__ = ["FIELD_VALIDATION", "PluginChecks", "make_kinds", "make_validator", "schema_kinds",
-           "validate"]
+__all__ = ["FIELD_VALIDATION", "PluginChecks", "check", "known_kind", "make_kinds",
+           "make_validator", "schema_kinds", "validate"]
 # The mesh config's discovery.fieldValidation → the severity of an unknown field.
 FIELD_VALIDATION = {"Strict": ERROR, "Warn": WARNING}
 
 PluginChecks = Callable[[ConfigObject], Iterable[ConfigError]]
+
+_CORE_KINDS = {(info.group, info.kind): info for info in BUILTIN_KINDS}
 
 _RULES_SKIPPED = ("some validation rules were not checked because the object was invalid; "
                   "correct the existing errors to complete validation")
@@ -61,6 +64,31 @@ def validate(obj: ConfigObject, plugin_checks: PluginChecks | None = None, *,
     issues += semantic.not_applied(obj)
     issues += not_applied.check(obj, body)
     return [_to_error(obj, issue) for issue in issues] + errors
+
+
+def known_kind(obj: ConfigObject) -> bool:
+    """Whether pilotfish validates this kind: a core kind or one with a schema."""
+    group, _ = split_api_version(obj.api_version)
+    return (group, obj.kind) in _CORE_KINDS or catalog.lookup(group, obj.kind) is not None
+
+
+def check(obj: ConfigObject, plugin_checks: PluginChecks | None = None, *,
+          unknown_fields: str = ERROR) -> list[ConfigError]:
+    """What ``pilotfish validate`` (and the validation webhook) says about one object: an
+    unknown kind is a warning, a core kind in a version Kubernetes does not serve an
+    error, anything else ``validate``'s findings."""
+    group, version = split_api_version(obj.api_version)
+    core = _CORE_KINDS.get((group, obj.kind))
+    if not known_kind(obj):
+        return [ConfigError(obj.source.file, obj.source.line, f"unknown kind {obj.kind} "
+                            f"({obj.api_version}); not validated", obj.key,
+                            severity="warning")]
+    if core is not None and version not in core.versions:
+        return [ConfigError(obj.source.file, obj.line_of(("apiVersion",)),
+                            f"Unsupported value: {json.dumps(obj.api_version)}: supported "
+                            f"values: {', '.join(map(json.dumps, core.api_versions()))}",
+                            obj.key, "apiVersion")]
+    return validate(obj, plugin_checks, unknown_fields=unknown_fields)
 
 
 def schema_kinds() -> list[KindInfo]:

@@ -92,3 +92,17 @@ def test_a_kubeconfig_that_cannot_be_used_is_the_commands_error(tmp_path, argv, 
     (tmp_path / "kubeconfig").write_text(KUBECONFIG)
     with pytest.raises(CommandError, match=message):
         kube_settings(parse(*(a.format(tmp=tmp_path) for a in argv)))
+
+
+def test_the_webhooks_need_the_ca_and_good_injection_values(tmp_path, capsys):
+    assert cli.main(["discovery", "--config-dir", str(tmp_path), "--secure-xds-address", "",
+                     "--webhook-address", "127.0.0.1:0"]) == 2
+    assert "--webhook-address needs --secure-xds-address" in capsys.readouterr().err
+    mesh = tmp_path / "pilotfish.yaml"
+    mesh.write_text("injection: {global: {proxy: {statusPort: lots}}}\n")
+    assert cli.main(["discovery", "--config-dir", str(tmp_path), "--mesh-config", str(mesh),
+                     "--state-dir", str(tmp_path / "state"), "--xds-address", "127.0.0.1:0",
+                     "--secure-xds-address", "127.0.0.1:0", "--debug-address", "",
+                     "--webhook-address", "127.0.0.1:0"]) == 2
+    assert (f"{mesh}: injection values: global.proxy.statusPort: expected a whole number, "
+            "got 'lots'") in capsys.readouterr().err

@@ -108,3 +108,25 @@ def test_exec_argv_keeps_only_the_capabilities_asked_for():
     assert netns.exec_argv("pf-a", ["agent"], 0, 1337, ("net_admin",))[5:] == [
         "--reuid=0", "--regid=1337", "--clear-groups", "--inh-caps=-all,+net_admin",
         "--bounding-set=-all,+net_admin", "--", "agent"]
+
+
+def labelled(labels: dict[str, str], annotations: dict[str, str] | None = None) -> ConfigObject:
+    body = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "shop", "labels": labels,
+                         "annotations": annotations or {}}, "spec": {}}
+    return ConfigObject("v1", "Pod", "web-1", "shop", body)
+
+
+def test_the_node_injects_the_pods_the_injection_webhooks_would_select():
+    enabled = {"istio-injection": "enabled"}
+    assert pods.wants_sidecar(labelled({}), enabled)
+    assert pods.wants_sidecar(labelled({}), {"istio.io/rev": "default"})
+    assert not pods.wants_sidecar(labelled({}), {"istio.io/rev": "canary"})
+    assert not pods.wants_sidecar(labelled({}), {})
+    assert not pods.wants_sidecar(labelled({}), {"istio-injection": "disabled"})
+    assert pods.wants_sidecar(labelled({"sidecar.istio.io/inject": "true"}), {})
+    assert not pods.wants_sidecar(labelled({"sidecar.istio.io/inject": "false"}), enabled)
+    # the label wins over the annotation; an annotation alone counts on the node
+    assert not pods.wants_sidecar(labelled({"sidecar.istio.io/inject": "false"},
+                                           {"sidecar.istio.io/inject": "true"}), enabled)
+    assert pods.wants_sidecar(labelled({}, {"sidecar.istio.io/inject": "true"}), {})
