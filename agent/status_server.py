@@ -4,7 +4,9 @@ Status port: ``/healthz/ready``, the merged scrape on ``/stats/prometheus`` (and
 ``/metrics``), and, only from localhost as in pilot-agent, two controls —
 ``POST /quitquitquit`` (stop as on SIGTERM: drain, wait, stop the proxy, exit) and
 ``POST /drain`` (start draining now and keep running — a preStop hook's job) — and
-``GET /config_dump``, what the proxy runs in Envoy's shape, whichever proxy it is.
+``GET /config_dump``, what the proxy runs in Envoy's shape, whichever proxy it is. And
+the app's own probes and hooks that injection pointed here (``/app-health/...``,
+``/app-lifecycle/...``; ``app_probes``), run against the app for the kubelet.
 
 Readiness, metrics, the dump and the drain are asked of the proxy backend's
 ``ProxyAdmin``: this module names no proxy's stat or endpoint.
@@ -27,13 +29,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
+from collections.abc import Mapping
 from importlib import metadata
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 import attrs
 
+from pilotfish.agent import app_probes
 from pilotfish.agent.merged_metrics import MergedMetrics
 from pilotfish.agent.readiness import Readiness, Verdict
 from pilotfish.core import http_client
@@ -86,9 +91,12 @@ def is_local(host: str) -> bool:
 
 class StatusServer:
     def __init__(self, ports: StatusPorts, control: AgentControl, admin: ProxyAdmin,
-                 metrics: MergedMetrics, secrets: tuple[str, ...] = ()) -> None:
+                 metrics: MergedMetrics, secrets: tuple[str, ...] = (),
+                 probers: Mapping[str, Mapping[str, Any]] | None = None,
+                 pod_ip: str = "127.0.0.1") -> None:
         self.ports, self.control, self.admin, self.metrics = ports, control, admin, metrics
         self.readiness = Readiness(secrets)
+        self.probers, self.pod_ip = dict(probers or {}), pod_ip
         self.status_http = HttpServer({
             "/healthz/ready": self.ready,
             "/stats/prometheus": self.prometheus,
@@ -96,6 +104,7 @@ class StatusServer:
             "/config_dump": self.config_dump,
             "/quitquitquit": self.quit,
             "/drain": self.drain,
+            **dict.fromkeys(self.probers, self.app_probe),
         })
         self.health_http = HttpServer({"/healthz/ready": self.ready})
 
@@ -157,6 +166,13 @@ class StatusServer:
         self.control.request_stop()
         return Response.text("OK\n")
 
+    async def app_probe(self, request: Request) -> Response:
+        """One of the app's probes or hooks, run now (``app_probes``)."""
+        answer = await app_probes.run(self.probers[request.path], self.pod_ip)
+        if answer.status >= 400:
+            log.info("%s: %s", request.path, answer.body)
+        return Response.text(answer.body + "\n", answer.status)
+
     async def drain(self, request: Request) -> Response:
         refused = _refuse(request)
         if refused is not None:
@@ -203,6 +219,7 @@ def check_args(args: argparse.Namespace) -> None:
             http_client.split_url(url)
         except ValueError as exc:
             raise ValueError(f"--app-metrics {exc}") from None
+    app_probes.load(os.environ.get(app_probes.ENV, ""))
 
 
 def from_args(args: argparse.Namespace, options: ProxyOptions, control: AgentControl,
@@ -216,5 +233,5 @@ def from_args(args: argparse.Namespace, options: ProxyOptions, control: AgentCon
         version = "unknown"
     metrics = MergedMetrics(admin, args.app_metrics, version)
     ports = StatusPorts(args.status_port, args.health_port, listen_hosts(options.ip))
-    return StatusServer(ports, control, admin,
-                        metrics, secrets)
+    return StatusServer(ports, control, admin, metrics, secrets,
+                        app_probes.load(os.environ.get(app_probes.ENV, "")), options.ip)
