@@ -264,6 +264,7 @@ def run(filters: Sequence[HttpFilter], request: Request, rng: random.Random,
     """Take ``request`` through ``filters`` (changing its headers and metadata)."""
     counters: list[str] = []
     delay = 0.0
+    facts: rbac.Facts | None = None  # what RBAC filters ask, gathered once between changes
     for item in filters:
         if isinstance(item, Jwt):
             verdict = item.rules.check(request.method, request.target, request.headers, now)
@@ -277,8 +278,10 @@ def run(filters: Sequence[HttpFilter], request: Request, rng: random.Random,
             request.headers = verdict.headers
             if verdict.metadata:
                 request.metadata[jwt_authn.FILTER] = verdict.metadata
+            facts = None
         elif isinstance(item, Rbac):
-            allowed, bumped = item.rules.decide(_facts(request))
+            facts = facts or _facts(request)
+            allowed, bumped = item.rules.decide(facts)
             counters += bumped
             if not allowed:
                 return Outcome(answer=Answer(403, b"RBAC: access denied"),
