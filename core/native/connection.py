@@ -22,6 +22,8 @@ from typing import Any
 from pilotfish.core.native import http1
 
 READ_SIZE = 65536
+# A streamed body's parts held before reading from the peer pauses until they are taken.
+BODY_BUFFER = 1024 * 1024
 
 
 class Http1Connection(asyncio.Protocol):
@@ -67,6 +69,9 @@ class Http1Connection(asyncio.Protocol):
                 self._error = exc
             if self.parser.upgraded:  # what follows is not HTTP/1.1: kept for the tunnel
                 self._raw = bytearray()
+            elif self.parser.streaming and self.transport is not None and \
+                    sum(map(len, self.parser.chunks)) > BODY_BUFFER:
+                self.transport.pause_reading()  # the taker is slower than the sender
         self._wake()
 
     def eof_received(self) -> bool:
@@ -140,11 +145,14 @@ class Http1Connection(asyncio.Protocol):
             await self._wait(loop)
 
     async def exchange(self, data: bytes, head_only: bool = False,
-                       timeout: float = 0.0) -> http1.Message:
+                       timeout: float = 0.0, stream_over: int = 0) -> http1.Message:
         """Send a request; its final response (raises TimeoutError past ``timeout``
-        seconds, EOFError when the peer closes first, ``http1.ParseError``)."""
+        seconds, EOFError when the peer closes first, ``http1.ParseError``). With
+        ``stream_over``, a longer answer (or one of unknown length) comes back at its
+        head, ``streamed``: its body from :meth:`chunk`."""
         loop = asyncio.get_running_loop()
         self.parser.head_only = head_only
+        self.parser.stream_over = stream_over
         self._late = False
         self.write(data)
         if timeout:
@@ -170,6 +178,28 @@ class Http1Connection(asyncio.Protocol):
                 await self._wait(loop)
         finally:
             self._deadline = None
+
+    async def chunk(self) -> bytes:
+        """The next part of a streamed answer's body (``exchange`` returned its head);
+        b"" once it has all come. Raises EOFError when the peer closes first."""
+        loop = asyncio.get_running_loop()
+        parser = self.parser
+        while True:
+            if parser.chunks:
+                data = parser.chunks.popleft()
+                if not parser.chunks and self.transport is not None:
+                    self.transport.resume_reading()
+                return data
+            if not parser.streaming:
+                return b""
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                if parser.until_close:  # no length given: the close is the end
+                    parser.streaming = False
+                    return b""
+                raise EOFError("the upstream closed the connection in the body")
+            await self._wait(loop)
 
     def _check_deadline(self) -> None:
         self._timer = None

@@ -3,15 +3,18 @@ collects what it reports into whole messages and writes messages back out.
 
 One :class:`Parser` lives as long as its connection, so pipelined and keep-alive messages
 come out one after another. Bodies are collected whole, up to ``MAX_BODY`` (beyond it the
-message is refused); an upgrade (WebSocket) stops parsing and hands back the bytes after the
-head, which then flow unparsed.
+message is refused) — except a response parser's with ``stream_over`` set: an answer with
+no length (chunked, or up to the close: server-sent events, streamed output) or a longer
+one comes out at its head, ``streamed``, and its body follows in ``chunks`` as it arrives.
+An upgrade (WebSocket) stops parsing and hands back the bytes after the head, which then
+flow unparsed.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import httptools
@@ -27,6 +30,16 @@ class ParseError(Exception):
     """Bytes that are not HTTP/1.1; the message says what was wrong."""
 
 
+class BodySource(Protocol):
+    """Where a streamed message's body comes from."""
+
+    async def chunk(self) -> bytes:
+        """The next part of the body; b"" once it has all come."""
+
+    def close(self) -> None:
+        """The rest is not wanted (or could not come): give up the connection."""
+
+
 @attrs.define
 class Message:
     """A request (``method``, ``target``) or a response (``status``)."""
@@ -40,6 +53,9 @@ class Message:
     keep_alive: bool = True
     upgrade: bytes | None = None  # the bytes after the head of an upgrading request
     trailers: list[tuple[str, str]] = attrs.field(factory=list)  # HTTP/2's (gRPC status)
+    # The body is still coming (``Parser.stream_over``): read it from ``body_source``.
+    streamed: bool = False
+    body_source: BodySource | None = None
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -58,6 +74,10 @@ class Parser:
         self._done: deque[Message] = deque()
         self.head_only = head_only  # the response to a HEAD request: no body follows
         self.upgraded = False  # a message switched protocols: no more HTTP/1.1 follows
+        self.stream_over = 0  # a response longer than this (or of unknown length) streams
+        self.chunks: deque[bytes] = deque()  # a streamed body's parts not yet taken
+        self.streaming = False  # a streamed message's body is still coming
+        self.until_close = False  # ...and ends when the connection does (no length given)
         self._reset()
 
     def _reset(self) -> None:
@@ -80,15 +100,35 @@ class Parser:
     def on_headers_complete(self) -> None:
         if self.head_only:
             self._finish()
+        elif self.stream_over and self._response and self._long():
+            self._finish()
+            self._done[-1].streamed = self.streaming = True
+
+    def _long(self) -> bool:
+        """Whether the answer's body is longer than ``stream_over``, or of unknown length."""
+        parser: Any = self._parser
+        status = parser.get_status_code()
+        if status < 200 or status in (204, 304):
+            return False
+        length = next((v for k, v in self._headers if k == "content-length"), None)
+        chunked = any(k == "transfer-encoding" and "chunked" in v.lower()
+                      for k, v in self._headers)
+        self.until_close = length is None and not chunked
+        return length is None or not length.isdigit() or int(length) > self.stream_over
 
     def on_body(self, body: bytes) -> None:
+        if self.streaming:
+            self.chunks.append(body)
+            return
         self._size += len(body)
         if self._size > MAX_BODY:
             raise ParseError(f"body larger than {MAX_BODY} bytes")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if not self.head_only:
+        if self.streaming:
+            self.streaming = False
+        elif not self.head_only:
             self._finish()
 
     def _finish(self) -> None:
@@ -144,6 +184,17 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 def _reason(status: int) -> str:
     """The status line's reason phrase, as Envoy writes it."""
     return _REASONS.get(status, "Unknown")
+
+
+def streamed_head(message: Message) -> tuple[bytes, bool]:
+    """The head of an answer whose body follows as it comes, and whether that body goes
+    chunked: the upstream's length is kept when it gave one."""
+    length = message.header("content-length") or ""
+    chunked = not length.isdigit()
+    headers = [(k, v) for k, v in message.headers
+               if k not in HOP_BY_HOP and k != "content-length"]
+    headers.append(("transfer-encoding", "chunked") if chunked else ("content-length", length))
+    return _head(f"HTTP/1.1 {message.status} {_reason(message.status)}\r\n", headers), chunked
 
 
 def response_bytes(message: Message, reason: str = "", head_request: bool = False,

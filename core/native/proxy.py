@@ -431,6 +431,38 @@ class Pool:
         self.used.pop(connection, None)
 
 
+# An upstream answer longer than this, or of unknown length, is passed on as it comes
+# rather than collected first (Envoy streams every body; a server-sent-events stream never
+# ends, a download may not fit in memory).
+STREAM_OVER = 1024 * 1024
+
+
+class _UpstreamBody:
+    """The rest of a streamed answer's body, read from its upstream connection; the
+    connection goes back to the pool once the body has all come, and is closed when it
+    broke off or the rest is not wanted."""
+
+    def __init__(self, pool: Pool, key: tuple[Any, ...], connection: Http1Connection,
+                 keep: bool, max_requests: int) -> None:
+        self.pool, self.key, self.connection = pool, key, connection
+        self.keep, self.max_requests = keep, max_requests
+
+    async def chunk(self) -> bytes:
+        try:
+            data = await self.connection.chunk()
+        except (OSError, EOFError, http1.ParseError):
+            self.close()
+            raise
+        if not data and not (self.keep and self.pool.give(self.key, self.connection,
+                                                           self.max_requests)):
+            self.close()
+        return data
+
+    def close(self) -> None:
+        self.pool.forget(self.connection)
+        self.connection.close()
+
+
 class NativeProxy:
     def __init__(self, state: ConfigState, contexts: tls.Contexts | None = None,
                  sniffers: Sequence[sniffing.Sniffer] = (), reuse_port: bool = False,
@@ -945,8 +977,35 @@ class NativeProxy:
         if upgrade is not None:
             await self._upgrade(*upgrade, *connection.streams(), destination)
             return outcome
+        if response.body_source is not None:
+            return await self._stream_answer(connection, response, outcome)
         connection.write(http1.response_bytes(response, "", request.method == "HEAD"))
         await connection.drain()
+        return outcome
+
+    @staticmethod
+    async def _stream_answer(connection: Http1Connection, response: http1.Message,
+                             outcome: Outcome) -> Outcome:
+        """A streamed answer passed on as it comes: its length kept when the upstream gave
+        one, else chunked. One that breaks off closes the downstream connection too (the
+        only way HTTP/1.1 can say so)."""
+        source = response.body_source
+        assert source is not None
+        head, chunked = http1.streamed_head(response)
+        connection.write(head)
+        sent = 0
+        try:
+            while data := await source.chunk():
+                sent += len(data)
+                connection.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+                await connection.drain()
+            if chunked:
+                connection.write(b"0\r\n\r\n")
+            await connection.drain()
+        except (OSError, EOFError, http1.ParseError):
+            source.close()
+            outcome.flags, outcome.keep = "UPE", False
+        outcome.sent = sent
         return outcome
 
     async def _http2(self, config: HttpManager, reader: asyncio.StreamReader,
@@ -972,6 +1031,8 @@ class NativeProxy:
             if tunnel is not None:
                 outcome = await self._terminate(connection, stream, tunnel[0], outcome,
                                                 destination)
+            elif response.body_source is not None:
+                await self._stream_answer_h2(connection, stream, response, outcome)
             elif not outcome.streamed:
                 await connection.respond(stream.id, response, request.method == "HEAD")
             self._finished(config, request, outcome, started, remote, local, peer)
@@ -981,6 +1042,27 @@ class NativeProxy:
 
         self.stats.inc(f"http.{prefix}.downstream_cx_http2_total")
         await connection.serve(handle, received)
+
+    @staticmethod
+    async def _stream_answer_h2(connection: http2.Connection, stream: http2.Stream,
+                                response: http1.Message, outcome: Outcome) -> None:
+        """A streamed answer from an HTTP/1.1 upstream on an HTTP/2 stream, as it comes;
+        one that breaks off resets the stream."""
+        source = response.body_source
+        assert source is not None
+        head = [(k, v) for k, v in response.headers if k not in http1.HOP_BY_HOP]
+        try:
+            await connection.accept(stream.id, response.status, head)
+            while data := await source.chunk():
+                outcome.sent += len(data)
+                await connection.write(stream.id, data)
+            await connection.finish(stream.id)
+        except (OSError, EOFError, http1.ParseError, http2.StreamError):
+            source.close()
+            outcome.flags = "UPE"
+            connection.end(stream.id, reset=True)
+        finally:
+            connection.release(stream.id)
 
     async def _relay(self, config: HttpManager, cluster: Cluster, request: http1.Message,
                      decision: routing.Decision, added: Sequence[tuple[str, str]],
@@ -1211,7 +1293,9 @@ class NativeProxy:
 
         async def send() -> None:
             with contextlib.suppress(UpstreamFailed):
-                await self._attempt(cluster, shadow, set(), timeout, 0.0)
+                answer, _ = await self._attempt(cluster, shadow, set(), timeout, 0.0)
+                if answer.body_source is not None:  # dropped, so not read either
+                    answer.body_source.close()
             self.stats.inc(f"cluster.{cluster_name}.upstream_rq_shadowed")
 
         task = asyncio.get_running_loop().create_task(send())
@@ -1283,6 +1367,8 @@ class NativeProxy:
                     breaker.end_retry()
             if retry is not None and attempt + 1 < attempts and \
                     retry.retries_status(response[0].status):
+                if response[0].body_source is not None:
+                    response[0].body_source.close()
                 continue
             break
         if response is None:
@@ -1339,7 +1425,7 @@ class NativeProxy:
         balancer.started(host)
         try:
             response = await connection.exchange(http1.request_bytes(request),
-                                                 request.method == "HEAD", limit)
+                                                 request.method == "HEAD", limit, STREAM_OVER)
         except TimeoutError:
             self.pool.forget(connection)
             connection.close()
@@ -1355,7 +1441,11 @@ class NativeProxy:
         finally:
             balancer.finished(host)
         self._outlier(cluster, host, status=response.status)
-        if not (response.keep_alive and request.method != "HEAD" and self.pool.give(
+        if response.streamed:  # the connection is the body's until it has all come
+            response.body_source = _UpstreamBody(
+                self.pool, _pool_key(cluster.name, host), connection, response.keep_alive,
+                cluster.max_requests_per_connection)
+        elif not (response.keep_alive and request.method != "HEAD" and self.pool.give(
                 _pool_key(cluster.name, host), connection,
                 cluster.max_requests_per_connection)):
             self.pool.forget(connection)

@@ -196,3 +196,29 @@ def test_bytes_that_are_not_http_are_an_error() -> None:
             await connection.next()
 
     asyncio.run(_downstream(client, serve))
+
+
+def test_a_streamed_body_is_read_only_as_fast_as_it_is_taken() -> None:
+    body = b"x" * (3 << 20)
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        await reader.read()
+
+    async def main() -> None:
+        connection, server = await _upstream(big)
+        async with server:
+            head = await connection.exchange(REQUEST, timeout=5, stream_over=1024)
+            assert head.streamed and head.body == b""
+            await asyncio.sleep(0.3)  # nothing taken: past the buffer, reading stops
+            assert connection.transport is not None
+            assert not connection.transport.is_reading()  # type: ignore[attr-defined]
+            received = 0
+            while data := await connection.chunk():
+                received += len(data)
+            assert received == len(body)
+            assert connection.transport.is_reading()  # type: ignore[attr-defined]
+            connection.close()
+    asyncio.run(main())

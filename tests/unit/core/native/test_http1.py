@@ -59,3 +59,41 @@ def test_a_head_response_has_no_body_to_wait_for():
     parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
     response = parser.next()
     assert response is not None and response.status == 200 and response.body == b""
+
+
+def test_a_long_or_unmeasured_answer_comes_out_at_its_head_and_streams():
+    parser = http1.Parser(response=True)
+    parser.stream_over = 10
+    parser.feed(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nshor")  # short: whole
+    short = parser.next()
+    assert short is not None and not short.streamed and short.body == b"shor"
+    parser = http1.Parser(response=True)
+    parser.stream_over = 10
+    parser.feed(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+    head = parser.next()
+    assert head is not None and head.streamed and head.body == b""
+    assert list(parser.chunks) == [b"first"] and parser.streaming
+    parser.feed(b"4\r\nnext\r\n0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+    assert list(parser.chunks) == [b"first", b"next"] and not parser.streaming
+    after = parser.next()  # the next answer on the connection is its own message
+    assert after is not None and after.status == 204 and not after.streamed
+    assert not parser.until_close
+
+
+def test_an_answer_without_length_or_chunks_ends_at_the_close():
+    parser = http1.Parser(response=True)
+    parser.stream_over = 10
+    parser.feed(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil")
+    head = parser.next()
+    assert head is not None and head.streamed and parser.until_close
+    assert list(parser.chunks) == [b"until"]
+
+
+def test_a_streamed_head_keeps_the_length_it_was_given_else_goes_chunked():
+    known = http1.Message([("content-length", "3000000"), ("connection", "keep-alive")],
+                          status=200)
+    head, chunked = http1.streamed_head(known)
+    assert not chunked and b"content-length: 3000000" in head and b"connection" not in head
+    head, chunked = http1.streamed_head(http1.Message([("transfer-encoding", "chunked")],
+                                                      status=200))
+    assert chunked and head.count(b"transfer-encoding: chunked") == 1
