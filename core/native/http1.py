@@ -105,16 +105,23 @@ class Parser:
             self._done[-1].streamed = self.streaming = True
 
     def _long(self) -> bool:
-        """Whether the answer's body is longer than ``stream_over``, or of unknown length."""
+        """Whether the answer's body is longer than ``stream_over``, or of unknown length
+        (asked of every answer: the common one, short with its length, is told first)."""
+        length = ""
+        chunked = False
+        for name, value in self._headers:
+            if name == "content-length":
+                length = value
+            elif name == "transfer-encoding":
+                chunked = "chunked" in value.lower()
+        if length.isdigit() and int(length) <= self.stream_over:
+            return False
         parser: Any = self._parser
         status = parser.get_status_code()
         if status < 200 or status in (204, 304):
             return False
-        length = next((v for k, v in self._headers if k == "content-length"), None)
-        chunked = any(k == "transfer-encoding" and "chunked" in v.lower()
-                      for k, v in self._headers)
-        self.until_close = length is None and not chunked
-        return length is None or not length.isdigit() or int(length) > self.stream_over
+        self.until_close = not length and not chunked
+        return True
 
     def on_body(self, body: bytes) -> None:
         if self.streaming:
