@@ -45,6 +45,8 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "pilotfish.cli.kube_inject", "add_arguments", "main"),
     ("webhook-config", "the webhook configurations that send pods and config to discovery",
      "pilotfish.cli.webhook_config", "add_arguments", "main"),
+    ("manifest", "the manifests that install pilotfish on a Kubernetes cluster",
+     "pilotfish.cli.manifest", "add_arguments", "main"),
 )
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
