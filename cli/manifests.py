@@ -327,6 +327,7 @@ def webhooks(vals: Mapping[str, Any]) -> list[dict[str, Any]]:
     return configurations
 
 
+VENV = "/opt/pilotfish"  # where the Containerfile installs pilotfish
 CNI_BIN, CNI_CONF, CNI_RUN = "/opt/cni/bin", "/etc/cni/net.d", "/var/run/pilotfish-cni"
 # The node's runtime runs CNI plugins as host programs; pilotfish-cni is Python inside this
 # image, so the host gets a wrapper that runs it in this pod's mount namespace, and the
@@ -335,7 +336,7 @@ CNI_INSTALL = f"""set -eu
 echo $$ > {CNI_RUN}/pid
 cat > /host{CNI_BIN}/pilotfish-cni.new <<'EOF'
 #!/bin/sh
-exec nsenter --mount=/proc/$(cat {CNI_RUN}/pid)/ns/mnt -- pilotfish-cni "$@"
+exec nsenter --mount=/proc/$(cat {CNI_RUN}/pid)/ns/mnt -- {VENV}/bin/pilotfish-cni "$@"
 EOF
 chmod 755 /host{CNI_BIN}/pilotfish-cni.new
 mv /host{CNI_BIN}/pilotfish-cni.new /host{CNI_BIN}/pilotfish-cni
