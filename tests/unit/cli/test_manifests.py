@@ -191,3 +191,22 @@ def test_every_manifest_passes_the_two_newest_kubernetes_schemas(profile: str):
     for version in versions[-2:]:
         for obj in manifests.generate(vals):
             kubernetes_validate.validate(obj, version, strict=True)  # raises naming the field
+
+
+def test_every_install_command_in_the_docs_parses_and_every_manifest_one_runs(capsys):
+    import shlex
+
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    section = text[text.index("## Install"):text.index("## Reading config from a cluster")]
+    commands = []
+    for line in section.splitlines():
+        command = line.removeprefix("$ ")
+        words = shlex.split(command) if command.startswith("pilotfish ") else []
+        if words[:1] == ["pilotfish"] and not words[1].endswith(":"):  # not an error line
+            commands.append(words[1:words.index(">")] if ">" in words else words[1:])
+    assert len(commands) >= 9
+    for argv in commands:
+        args = build_parser(argv).parse_args(argv)
+        if args.command == "manifest" and "components.cni.enable=true" not in argv:
+            assert main(argv) == 0, argv
+    capsys.readouterr()
