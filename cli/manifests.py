@@ -16,7 +16,7 @@ ConfigMap, as istioctl's does):
 | ``components.crds.enabled`` | true | Istio's and the Gateway API's CRDs |
 | ``components.discovery.replicas`` | 1 | |
 | ``components.discovery.cpu``, ``.memory`` | ``500m``, ``2048Mi`` | requests (Istio's) |
-| ``components.webhooks.enabled`` | true | injection and validation (``--webhook-address :15017``) |
+| ``components.webhooks.enabled`` | true | injection and validation (on 15017) |
 | ``components.cni.enabled`` | false | the CNI DaemonSet; injection adds no ``istio-init`` |
 """
 
@@ -263,7 +263,9 @@ def discovery_args(vals: Mapping[str, Any]) -> list[str]:
             "--debug-address", f"0.0.0.0:{PORTS['http-monitoring']}",
             "--state-dir", STATE_DIR, "--mesh-config", f"{CONFIG_DIR}/pilotfish.yaml"]
     if vals["components.webhooks.enabled"]:
-        args += ["--webhook-address", f":{WEBHOOK_PORT}"]
+        # all addresses: a bare ":PORT" is 127.0.0.1 to discovery, which the API server
+        # and the kubelet cannot reach
+        args += ["--webhook-address", f"0.0.0.0:{WEBHOOK_PORT}"]
     return args
 
 
@@ -286,7 +288,8 @@ def deployment(vals: Mapping[str, Any]) -> dict[str, Any]:
                             "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "state", "mountPath": STATE_DIR},
-                         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}],
+                         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],  # the root is read-only
     }
     pod = {"metadata": {"labels": {**SELECTOR, "sidecar.istio.io/inject": "false"}},
            "spec": {"serviceAccountName": "istiod",
@@ -294,7 +297,8 @@ def deployment(vals: Mapping[str, Any]) -> dict[str, Any]:
                                         "runAsNonRoot": True, "fsGroup": 1337},
                     "containers": [container],
                     "volumes": [{"name": "state", "emptyDir": {}},
-                                {"name": "config", "configMap": {"name": "pilotfish"}}]}}
+                                {"name": "config", "configMap": {"name": "pilotfish"}},
+                                {"name": "tmp", "emptyDir": {}}]}}
     dep = _object("apps/v1", "Deployment", "istiod", vals["namespace"], spec={
         "replicas": vals["components.discovery.replicas"],
         "selector": {"matchLabels": dict(SELECTOR)},

@@ -74,7 +74,7 @@ def test_deployment_runs_discovery_with_args_it_accepts(capsys):
     args = build_parser(container["args"]).parse_args(container["args"])
     assert (args.xds_address, args.secure_xds_address, args.debug_address,
             args.webhook_address) == ("0.0.0.0:15010", "0.0.0.0:15012", "0.0.0.0:15014",
-                                      ":15017")
+                                      "0.0.0.0:15017")
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 15014}
     assert pod["serviceAccountName"] == "istiod"
     assert pod["securityContext"]["runAsUser"] == 1337
