@@ -45,6 +45,12 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "pilotfish.cli.kube_inject", "add_arguments", "main"),
     ("webhook-config", "the webhook configurations that send pods and config to discovery",
      "pilotfish.cli.webhook_config", "add_arguments", "main"),
+    ("manifest", "the manifests that install pilotfish on a Kubernetes cluster",
+     "pilotfish.cli.manifest", "add_arguments", "main"),
+    ("install", "install pilotfish on a Kubernetes cluster and wait until it serves",
+     "pilotfish.cli.install", "add_install_arguments", "install_main"),
+    ("uninstall", "remove what pilotfish install put on a cluster",
+     "pilotfish.cli.install", "add_uninstall_arguments", "uninstall_main"),
 )
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 

@@ -17,7 +17,9 @@ or, inside a task group, ``port = await tg.start(FakeKubeApi(tmp_path).serve)``.
 What it serves:
 
 - kinds: core/v1 Namespace, Service, Pod, Node, ServiceAccount, Secret, ConfigMap, Event;
-  discovery.k8s.io/v1 EndpointSlice; coordination.k8s.io/v1 Lease;
+  discovery.k8s.io/v1 EndpointSlice; coordination.k8s.io/v1 Lease; apps/v1 Deployment
+  and DaemonSet (stored, never run: their status is what a test writes);
+  policy/v1 PodDisruptionBudget; rbac.authorization.k8s.io/v1 (Cluster)Role(Binding);
   admissionregistration.k8s.io/v1 Mutating- and ValidatingWebhookConfiguration;
   apiextensions.k8s.io/v1 CustomResourceDefinition, and every custom resource a created CRD
   defines (404 until then); authentication.k8s.io/v1 TokenReview. Discovery at ``/api``,

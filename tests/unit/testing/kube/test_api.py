@@ -567,3 +567,28 @@ def test_istio_and_gateway_api_crds_from_the_corpus_serve_their_kinds(client, co
     route = custom.get_namespaced_custom_object_status(
         "gateway.networking.k8s.io", "v1", "default", "httproutes", "route")
     assert route["spec"]["parentRefs"] == [{"name": "gw"}]
+
+
+def test_what_an_install_applies_is_served_and_a_deployments_status_is_its_own(tmp_path):
+    with running(tmp_path) as api:
+        client = kubernetes.config.new_client_from_config(str(api.kubeconfig))
+        apps = kubernetes.client.AppsV1Api(client)
+        body = {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"selector": {"matchLabels": {"app": "web"}},
+                         "template": {"metadata": {"labels": {"app": "web"}},
+                                      "spec": {"containers": [{"name": "w", "image": "w"}]}}},
+                "status": {"availableReplicas": 5}}
+        created = apps.create_namespaced_deployment("default", body)
+        assert created.status is None  # status only through /status
+        apps.patch_namespaced_deployment_status("web", "default",
+                                                {"status": {"availableReplicas": 1}})
+        assert apps.read_namespaced_deployment("web", "default").status.available_replicas == 1
+        rbac = kubernetes.client.RbacAuthorizationV1Api(client)
+        rbac.create_cluster_role({"metadata": {"name": "reader"}, "rules": []})
+        assert [r.metadata.name for r in rbac.list_cluster_role().items] == ["reader"]
+        policy = kubernetes.client.PolicyV1Api(client)
+        policy.create_namespaced_pod_disruption_budget("default", {
+            "metadata": {"name": "web"}, "spec": {"maxUnavailable": 1}})
+        assert policy.read_namespaced_pod_disruption_budget("web", "default").spec \
+            .max_unavailable == 1
