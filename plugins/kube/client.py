@@ -86,14 +86,14 @@ class Client:
         self.api.close()
 
     def _open(self, method: str, path: str, query: Mapping[str, str] | None = None,
-              body: Any = None, read_timeout: float = READ_TIMEOUT
-              ) -> urllib3.BaseHTTPResponse:
+              body: Any = None, read_timeout: float = READ_TIMEOUT,
+              content_type: str = "application/json") -> urllib3.BaseHTTPResponse:
         from kubernetes.client import ApiException
 
         request = self.api.param_serialize(
             method, path, query_params=list((query or {}).items()),
             header_params={"Accept": "application/json",
-                           **({"Content-Type": "application/json"} if body else {})},
+                           **({"Content-Type": content_type} if body else {})},
             body=body, auth_settings=["BearerToken"])
         try:
             response = self.api.call_api(*request, _request_timeout=(CONNECT_TIMEOUT,
@@ -113,9 +113,11 @@ class Client:
         return response
 
     def request(self, method: str, path: str, query: Mapping[str, str] | None = None,
-                body: Any = None) -> dict[str, Any]:
-        """One request, its JSON answer (a list page, an object)."""
-        response = self._open(method, path, query, body)
+                body: Any = None, content_type: str = "application/json"
+                ) -> dict[str, Any]:
+        """One request, its JSON answer (a list page, an object); ``content_type`` says
+        what ``body`` is (a PATCH's kind of patch)."""
+        response = self._open(method, path, query, body, content_type=content_type)
         try:
             data = response.read()
         except (urllib3.exceptions.HTTPError, OSError) as exc:
