@@ -107,6 +107,10 @@ class SecretRootStore:
         try:
             self.client.request("POST", _secret_path(self.namespace), body=body)
         except ApiError as exc:
+            if exc.status == 404:
+                raise CaSetupError(f"cannot create {where} at {self.client.host}: namespace "
+                                   f"{self.namespace!r} does not exist (the install creates "
+                                   f"it; discovery keeps the CA's root there): {exc}") from exc
             if exc.status != 409:
                 raise CaSetupError(f"cannot create {where} at {self.client.host}: "
                                    f"{exc}") from exc
