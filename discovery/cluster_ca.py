@@ -186,19 +186,18 @@ def ca_bundle_patch(configuration: Mapping[str, Any], root_pem: str) -> list[dic
 # -- writing it (blocking calls, run in a worker thread) ------------------------------------
 
 
+@attrs.define
 class RootPublisher:
     """Keeps the root ConfigMaps and the webhooks' ``caBundle`` current (see the module)."""
 
-    def __init__(self, client: Client, root_pem: Callable[[], str],
-                 namespace: str = "istio-system", revision: str = "",
-                 interval: float = INTERVAL) -> None:
-        self.client = client
-        self.root_pem = root_pem
-        self.namespace = namespace
-        self.revision = revision
-        self.interval = interval
-        self.writes = 0
-        self._missing: set[str] = set()  # configurations not installed (said once)
+    client: Client
+    root_pem: Callable[[], str]
+    namespace: str = "istio-system"
+    revision: str = ""
+    interval: float = INTERVAL
+    writes: int = attrs.field(default=0, init=False)
+    # Configurations not installed (said once).
+    _missing: set[str] = attrs.field(factory=set, init=False)
 
     def reconcile(self) -> None:
         """One pass; a failure of one write is logged and leaves the others done."""
