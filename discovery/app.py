@@ -59,8 +59,9 @@ class DiscoveryOptions:
     token_key: Path | None = None  # the node's public key for pod tokens
     # 15017: the injection and validation webhooks (TLS from the CA); None: not served.
     webhook_address: str | None = None
-    # On a cluster: how often the root ConfigMaps and webhook caBundles are reconciled.
-    root_publish_interval: float = 10.0
+    # On a cluster: the root ConfigMaps and webhook caBundles are reconciled on every
+    # change their watches see, and this often in any case.
+    root_publish_interval: float = 60.0
 
 
 @attrs.define
@@ -155,7 +156,7 @@ class Discovery:
         from pilotfish.core.security.provider import CaSetupError
         from pilotfish.plugins.kube import client
         try:
-            return client.load(sources.kubeconfig, sources.kube_context, pool_size=8)
+            return client.load(sources.kubeconfig, sources.kube_context, pool_size=16)
         except client.ConfigError as exc:
             raise CaSetupError(str(exc)) from exc
 

@@ -17,9 +17,11 @@ As istiod does it:
   installed is skipped.
 
 What to change is decided over data (``configmap_changes``, ``ca_bundle_patch``); the
-publisher only lists, compares and writes, every ``interval`` seconds (a periodic
-reconcile, not a watch: a deleted ConfigMap is back within one interval). Writes are made
-only where something differs, so several replicas doing it converge without churn.
+publisher only lists, compares and writes: at start, whenever its watches (namespaces, the
+root ConfigMaps, the two webhook configurations) see a change, and every ``interval``
+seconds in any case. Writes are made only where something differs, so several replicas
+doing it converge without churn, and its own writes' events cost one pass that writes
+nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -50,7 +51,8 @@ CONFIG_LABEL = "istio.io/config"
 # inject.IgnoredNamespaces: Istio writes no root ConfigMap there.
 IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease",
                                 "local-path-storage"})
-INTERVAL = 10.0
+INTERVAL = 60.0  # a full pass even when the watches saw nothing
+WATCH_SECONDS = 300
 WEBHOOKS = "/apis/admissionregistration.k8s.io/v1"
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -198,6 +200,7 @@ class RootPublisher:
     writes: int = attrs.field(default=0, init=False)
     # Configurations not installed (said once).
     _missing: set[str] = attrs.field(factory=set, init=False)
+    _wake: anyio.Event | None = attrs.field(default=None, init=False)  # while running
 
     def reconcile(self) -> None:
         """One pass; a failure of one write is logged and leaves the others done."""
@@ -253,21 +256,75 @@ class RootPublisher:
         self.writes += 1
         log.info("%s", what)
 
+    def watched(self) -> list[tuple[str, dict[str, str]]]:
+        """What a change of calls for a pass: namespaces, the root ConfigMaps, the webhook
+        configurations (path, and the list's query)."""
+        found = [("/api/v1/namespaces", {}),
+                 ("/api/v1/configmaps", {"fieldSelector": f"metadata.name={ROOT_CONFIGMAP}"})]
+        for name, plural in webhook_configuration_names(self.namespace, self.revision).items():
+            found.append((f"{WEBHOOKS}/{plural}", {"fieldSelector": f"metadata.name={name}"}))
+        return found
+
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Reconcile now (before ``started``), then every ``interval`` seconds."""
-        started = False
+        """Reconcile now (before ``started``), then whenever a watch sees a change, and
+        every ``interval`` seconds in any case (a watch that keeps failing loses nothing)."""
+        self._wake = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            await self._pass()
+            for path, query in self.watched():
+                tg.start_soon(self._follow, path, query)
+            task_status.started()
+            while True:
+                with anyio.move_on_after(self.interval):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                await self._pass()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _pass(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self.reconcile, abandon_on_cancel=True)
+        except ApiError as exc:
+            log.warning("publishing the root: %s; trying again in %gs", exc, self.interval)
+        except Exception:
+            log.exception("publishing the root failed; trying again in %gs", self.interval)
+
+    async def _follow(self, path: str, query: Mapping[str, str]) -> None:
+        """Wake the publisher on every change of ``path``: list (for the version to watch
+        from, and a pass, as changes may have been missed meanwhile), then watch."""
         while True:
-            began = time.monotonic()
             try:
-                await anyio.to_thread.run_sync(self.reconcile, abandon_on_cancel=True)
+                listed = await anyio.to_thread.run_sync(
+                    self.client.request, "GET", path, {**query, "limit": "1"})
+                version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
+                self._poke()
+                watch = await anyio.to_thread.run_sync(self.client.watch, path, {
+                    **query, "watch": "true", "resourceVersion": version,
+                    "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS)})
             except ApiError as exc:
-                log.warning("publishing the root: %s; trying again in %gs", exc,
-                            self.interval)
-            except Exception:
-                log.exception("publishing the root failed; trying again in %gs",
-                              self.interval)
-            if not started:
-                task_status.started()
-                started = True
-            await anyio.sleep(max(self.interval - (time.monotonic() - began), 0.0))
+                log.debug("watching %s: %s; again in %gs", path, exc, self.interval)
+                await anyio.sleep(self.interval)
+                continue
+            interrupted = False
+            try:
+                while True:
+                    try:
+                        events = await anyio.to_thread.run_sync(watch.read,
+                                                                abandon_on_cancel=True)
+                    except anyio.get_cancelled_exc_class():
+                        interrupted = True
+                        watch.interrupt()
+                        raise
+                    if events is None:
+                        break
+                    if any(event.get("type") != "BOOKMARK" for event in events):
+                        self._poke()  # an ERROR (410 Gone) too: the next list resumes
+            except ApiError as exc:
+                log.debug("watch of %s broke off: %s", path, exc)
+            finally:
+                if not interrupted:
+                    watch.close()

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
 import kubernetes
 import pytest
 from kubernetes.client import ApiException
@@ -25,6 +26,7 @@ from pilotfish.plugins.certs import istio_ca
 from pilotfish.plugins.kube import client as kube_client
 from pilotfish.testing.kube import FakeKubeApi, running
 from pilotfish.testing.kube.tokens import TokenUser, service_account
+from pilotfish.testing.processes import wait_until
 
 NOW = time.time()
 
@@ -239,6 +241,29 @@ def test_the_webhooks_ca_bundle_is_kept_current(api, client):
         assert {hook.client_config.ca_bundle.encode() if isinstance(
             hook.client_config.ca_bundle, str) else hook.client_config.ca_bundle
             for config in found for hook in config.webhooks} == {bundle}
+
+
+def test_a_running_publisher_acts_on_watch_events_not_just_its_interval(api, client, core):
+    publisher = cluster_ca.RootPublisher(client, lambda: ROOT, interval=3600)
+    with anyio.from_thread.start_blocking_portal() as portal:
+        future, _ = portal.start_task(publisher.run)
+        assert root_in(core, "shop") == ROOT  # the first pass runs before it is started
+        core.delete_namespaced_config_map("istio-ca-root-cert", "shop")
+        core.create_namespace({"metadata": {"name": "later"}})
+        wait_until(lambda: root_in(core, "shop") == ROOT and root_in(core, "later") == ROOT,
+                   10, what="the ConfigMaps to be put back and made")
+        with kubernetes.config.new_client_from_config(str(api.kubeconfig)) as made:
+            admission = kubernetes.client.AdmissionregistrationV1Api(made)
+            mutating, _ = webhook_configurations(base64.b64encode(b"stale").decode())
+            admission.create_mutating_webhook_configuration(mutating)
+
+            def patched() -> bool:
+                found = admission.read_mutating_webhook_configuration("istio-sidecar-injector")
+                return all(hook.client_config.ca_bundle != base64.b64encode(b"stale").decode()
+                           for hook in found.webhooks)
+
+            wait_until(patched, 10, what="the caBundle to be patched")
+        future.cancel()
 
 
 # -- decisions over data --------------------------------------------------------------------
