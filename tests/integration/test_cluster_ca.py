@@ -10,6 +10,7 @@ else; bad tokens are refused saying why.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,10 @@ import attrs
 import grpc
 import kubernetes
 import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from pilotfish.core.xds import types
 from pilotfish.discovery.inject.policy import webhook_configurations
 from pilotfish.testing.certs import create_certificate, make_csr, uri_sans, verify_chain
 from pilotfish.testing.kube import FakeKubeApi, running
@@ -118,3 +122,32 @@ def test_the_webhooks_ca_bundle_is_patched_to_the_root(cluster: Cluster):
     bundle = configuration.webhooks[0].client_config.ca_bundle
     bundle = bundle if isinstance(bundle, str) else bundle.decode()
     assert base64.b64decode(bundle).decode() == cluster.meshes[0].root_cert.read_text()
+
+
+def ads_cds(mesh: LocalMesh, token: str, namespace: str) -> discovery_pb2.DiscoveryResponse:
+    """One CDS request on 15012 as a proxy in ``namespace``, with a pod token."""
+    async def call() -> discovery_pb2.DiscoveryResponse:
+        creds = grpc.ssl_channel_credentials(mesh.root_cert.read_bytes())
+        async with grpc.aio.secure_channel(mesh.secure_address, creds, options=[
+                ("grpc.ssl_target_name_override", "istiod.istio-system.svc")]) as channel:
+            stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel) \
+                .StreamAggregatedResources(metadata=[("authorization", f"Bearer {token}")],
+                                           timeout=10)
+            node = f"sidecar~127.0.0.1~reviews-v1-0.{namespace}~{namespace}.svc.cluster.local"
+            await stream.write(discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id=node),
+                                                              type_url=types.CLUSTER))
+            response = await stream.read()
+            stream.cancel()
+            assert isinstance(response, discovery_pb2.DiscoveryResponse), response
+            return response
+
+    return asyncio.run(call())
+
+
+def test_ads_on_15012_takes_a_reviewed_token_for_its_own_namespace_only(cluster: Cluster):
+    token = cluster.api.add_token(service_account("shop", "reviews"))
+    assert ads_cds(cluster.meshes[0], token, "shop").type_url == types.CLUSTER
+    with pytest.raises(grpc.RpcError) as info:
+        ads_cds(cluster.meshes[0], token, "default")
+    error: Any = info.value
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
