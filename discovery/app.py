@@ -123,12 +123,13 @@ class Discovery:
         self.store.subscribe(self._on_store_update)
         self.secure: SecureXds | None = None
         self.root_publisher: RootPublisher | None = None
+        self.cluster: Client | None = None  # the CA's API server, on a cluster
         if options.secure_xds_address:
             from pilotfish.discovery.secure_xds import SecureXds
             if options.certs is None:
                 raise ValueError("DiscoveryOptions.certs is required with secure_xds_address")
             revision = str(config.injection.get("revision") or "")
-            cluster = self._cluster_client()
+            self.cluster = cluster = self._cluster_client()
             # Raises CaSetupError before anything listens: bad CA files fail the start.
             self.secure = SecureXds.create(plugins, self.xds, options.secure_xds_address,
                                            options.certs, options.token_key,
@@ -332,28 +333,32 @@ class Discovery:
         from pilotfish.discovery import debug
         if sources is None:
             sources = self.plugins.config_sources(self.options.sources)
-        async with anyio.create_task_group() as tg:
-            for source in sources:
-                await tg.start(source.run, self.store)
-            # Serve a complete view from the first connection on: never push empty config.
-            self.debouncer = Debouncer(self.debouncer.after, self.debouncer.max)
-            self.rebuild(PushRequest.full("init", self._clock(), forced=True))
-            tg.start_soon(self.run_pushes)
-            await tg.start(self.xds.run)
-            await tg.start(xds_server.serve, self.xds, self.options.xds_address)
-            if self.secure is not None:
-                await tg.start(self.secure.serve)
-            if self.root_publisher is not None:
-                await tg.start(self.root_publisher.run)
-            if self.webhooks is not None and self.options.webhook_address:
-                await tg.start(self.webhooks.serve, self.options.webhook_address)
-            if self.options.debug_address:
-                await tg.start(debug.server(self).serve, self.options.debug_address)
-            self.ready = True
-            log.info("discovery ready: xDS on %s, secure xDS on %s, debug on %s",
-                     self.options.xds_address, self.options.secure_xds_address or "(off)",
-                     self.options.debug_address)
-            task_status.started(self)
+        try:
+            async with anyio.create_task_group() as tg:
+                for source in sources:
+                    await tg.start(source.run, self.store)
+                # Serve a complete view from the first connection on: never push empty config.
+                self.debouncer = Debouncer(self.debouncer.after, self.debouncer.max)
+                self.rebuild(PushRequest.full("init", self._clock(), forced=True))
+                tg.start_soon(self.run_pushes)
+                await tg.start(self.xds.run)
+                await tg.start(xds_server.serve, self.xds, self.options.xds_address)
+                if self.secure is not None:
+                    await tg.start(self.secure.serve)
+                if self.root_publisher is not None:
+                    await tg.start(self.root_publisher.run)
+                if self.webhooks is not None and self.options.webhook_address:
+                    await tg.start(self.webhooks.serve, self.options.webhook_address)
+                if self.options.debug_address:
+                    await tg.start(debug.server(self).serve, self.options.debug_address)
+                self.ready = True
+                log.info("discovery ready: xDS on %s, secure xDS on %s, debug on %s",
+                         self.options.xds_address, self.options.secure_xds_address or "(off)",
+                         self.options.debug_address)
+                task_status.started(self)
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
 
 
 GC_THRESHOLDS = (50_000, 20, 100)
