@@ -40,8 +40,10 @@ from pilotfish.validation import make_kinds, make_validator
 
 if TYPE_CHECKING:
     from pilotfish.core.security.provider import CertSettings
+    from pilotfish.discovery.cluster_ca import RootPublisher
     from pilotfish.discovery.secure_xds import SecureXds
     from pilotfish.discovery.webhooks import Webhooks
+    from pilotfish.plugins.kube.client import Client
 log = logging.getLogger("pilotfish.discovery")
 
 
@@ -57,6 +59,9 @@ class DiscoveryOptions:
     token_key: Path | None = None  # the node's public key for pod tokens
     # 15017: the injection and validation webhooks (TLS from the CA); None: not served.
     webhook_address: str | None = None
+    # On a cluster: the root ConfigMaps and webhook caBundles are reconciled on every
+    # change their watches see, and this often in any case.
+    root_publish_interval: float = 60.0
 
 
 @attrs.define
@@ -117,15 +122,23 @@ class Discovery:
         self.ready = False
         self.store.subscribe(self._on_store_update)
         self.secure: SecureXds | None = None
+        self.root_publisher: RootPublisher | None = None
+        self.cluster: Client | None = None  # the CA's API server, on a cluster
         if options.secure_xds_address:
             from pilotfish.discovery.secure_xds import SecureXds
             if options.certs is None:
                 raise ValueError("DiscoveryOptions.certs is required with secure_xds_address")
+            revision = str(config.injection.get("revision") or "")
+            self.cluster = cluster = self._cluster_client()
             # Raises CaSetupError before anything listens: bad CA files fail the start.
             self.secure = SecureXds.create(plugins, self.xds, options.secure_xds_address,
                                            options.certs, options.token_key,
-                                           config.mesh.root_namespace,
-                                           str(config.injection.get("revision") or ""))
+                                           config.mesh.root_namespace, revision, cluster)
+            if cluster is not None:
+                from pilotfish.discovery.cluster_ca import RootPublisher
+                self.root_publisher = RootPublisher(
+                    cluster, self.secure.provider.trust_bundle, config.mesh.root_namespace,
+                    revision, options.root_publish_interval)
         self.webhooks: Webhooks | None = None
         if options.webhook_address:
             from pilotfish.discovery.webhooks import Webhooks
@@ -134,6 +147,19 @@ class Discovery:
                                  "they need secure_xds_address (--secure-xds-address)")
             self.webhooks = Webhooks(config, self.store, plugins, self.secure.serving)
             self.secure.on_renew.append(self.webhooks.renewed)
+
+    def _cluster_client(self) -> Client | None:
+        """The API server the CA keeps its root in and asks about pod tokens: the one the
+        config comes from (a kubeconfig, or the pod's own cluster)."""
+        sources = self.options.sources
+        if sources.kubeconfig is None and not sources.in_cluster:
+            return None
+        from pilotfish.core.security.provider import CaSetupError
+        from pilotfish.plugins.kube import client
+        try:
+            return client.load(sources.kubeconfig, sources.kube_context, pool_size=16)
+        except client.ConfigError as exc:
+            raise CaSetupError(str(exc)) from exc
 
     # -- generation ----------------------------------------------------------------------
 
@@ -307,26 +333,32 @@ class Discovery:
         from pilotfish.discovery import debug
         if sources is None:
             sources = self.plugins.config_sources(self.options.sources)
-        async with anyio.create_task_group() as tg:
-            for source in sources:
-                await tg.start(source.run, self.store)
-            # Serve a complete view from the first connection on: never push empty config.
-            self.debouncer = Debouncer(self.debouncer.after, self.debouncer.max)
-            self.rebuild(PushRequest.full("init", self._clock(), forced=True))
-            tg.start_soon(self.run_pushes)
-            await tg.start(self.xds.run)
-            await tg.start(xds_server.serve, self.xds, self.options.xds_address)
-            if self.secure is not None:
-                await tg.start(self.secure.serve)
-            if self.webhooks is not None and self.options.webhook_address:
-                await tg.start(self.webhooks.serve, self.options.webhook_address)
-            if self.options.debug_address:
-                await tg.start(debug.server(self).serve, self.options.debug_address)
-            self.ready = True
-            log.info("discovery ready: xDS on %s, secure xDS on %s, debug on %s",
-                     self.options.xds_address, self.options.secure_xds_address or "(off)",
-                     self.options.debug_address)
-            task_status.started(self)
+        try:
+            async with anyio.create_task_group() as tg:
+                for source in sources:
+                    await tg.start(source.run, self.store)
+                # Serve a complete view from the first connection on: never push empty config.
+                self.debouncer = Debouncer(self.debouncer.after, self.debouncer.max)
+                self.rebuild(PushRequest.full("init", self._clock(), forced=True))
+                tg.start_soon(self.run_pushes)
+                await tg.start(self.xds.run)
+                await tg.start(xds_server.serve, self.xds, self.options.xds_address)
+                if self.secure is not None:
+                    await tg.start(self.secure.serve)
+                if self.root_publisher is not None:
+                    await tg.start(self.root_publisher.run)
+                if self.webhooks is not None and self.options.webhook_address:
+                    await tg.start(self.webhooks.serve, self.options.webhook_address)
+                if self.options.debug_address:
+                    await tg.start(debug.server(self).serve, self.options.debug_address)
+                self.ready = True
+                log.info("discovery ready: xDS on %s, secure xDS on %s, debug on %s",
+                         self.options.xds_address, self.options.secure_xds_address or "(off)",
+                         self.options.debug_address)
+                task_status.started(self)
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
 
 
 GC_THRESHOLDS = (50_000, 20, 100)

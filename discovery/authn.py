@@ -1,16 +1,22 @@
-"""Who is calling on 15012 (sans-IO): a workload certificate, else a pod token.
+"""Who is calling on 15012: a workload certificate, else a pod token.
 
 Istio's order: the client certificate first (a workload renewing with the cert it has;
 the TLS layer has already checked that it chains to the root and has not expired), then
 the bearer token (a workload's first request, before it has any certificate). The first
 proof that holds wins; when none does, the refusal says what each one lacked.
+
+A bearer token is the local node's (signed with its key, checked here with ``--token-key``)
+or, on a cluster, a projected service-account token the API server vouches for through a
+TokenReview (``reviewer``, which blocks: ``authenticate_async`` runs it in a worker thread).
+Without a reviewer all of this is sans-IO.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import anyio.to_thread
 import attrs
 from cryptography import x509
 
@@ -44,12 +50,23 @@ def _unauthenticated(message: str) -> CertError:
     return CertError(Refusal.UNAUTHENTICATED, message)
 
 
+# (token, now) → the identity the cluster vouches for, or CertError; blocks.
+Reviewer = Callable[[str, float], Identity]
+
+
 class Authenticator:
     def __init__(self, trust_domain: str, token_key_pem: bytes | None,
-                 audience: str = tokens.AUDIENCE) -> None:
+                 audience: str = tokens.AUDIENCE, reviewer: Reviewer | None = None) -> None:
         self.trust_domain = trust_domain
         self.token_key_pem = token_key_pem
         self.audience = audience
+        self.reviewer = reviewer
+
+    async def authenticate_async(self, credentials: Credentials, now: float) -> Identity:
+        """``authenticate``, off the event loop when a token may need a TokenReview."""
+        if self.reviewer is None or not credentials.tokens:
+            return self.authenticate(credentials, now)
+        return await anyio.to_thread.run_sync(self.authenticate, credentials, now)
 
     def authenticate(self, credentials: Credentials, now: float) -> Identity:
         problems = []
@@ -91,13 +108,22 @@ class Authenticator:
         return identity
 
     def from_token(self, token: str, now: float) -> Identity:
-        if self.token_key_pem is None:
+        if self.token_key_pem is None and self.reviewer is None:
             raise _unauthenticated("discovery was started without --token-key, so it cannot "
                                    "verify pod tokens")
+        node_problem = ""
+        if self.token_key_pem is not None:
+            try:
+                return tokens.verify(self.token_key_pem, token, self.audience, now=now)
+            except tokens.TokenError as exc:
+                if self.reviewer is None:
+                    raise _unauthenticated(str(exc)) from exc
+                node_problem = f"not the node's ({exc}); "
+        assert self.reviewer is not None
         try:
-            return tokens.verify(self.token_key_pem, token, self.audience, now=now)
-        except tokens.TokenError as exc:
-            raise _unauthenticated(str(exc)) from exc
+            return self.reviewer(token, now)
+        except CertError as exc:
+            raise CertError(exc.refusal, f"{node_problem}{exc}") from exc
 
 
 def check_proxy_identity(identity: Identity, namespace: str,

@@ -72,7 +72,7 @@ class CertificateService(ca_pb2_grpc.IstioCertificateServiceServicer):
         credentials = Credentials.from_metadata(context.invocation_metadata(),
                                                 peer.certificate if peer else None)
         try:
-            caller = self.authenticator.authenticate(credentials, now)
+            caller = await self.authenticator.authenticate_async(credentials, now)
             metadata = json_format.MessageToDict(request.metadata)
             chain = create_certificate(self.provider, self.settings, caller, request.csr,
                                        request.validity_duration, metadata, now)

@@ -19,9 +19,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import attrs
 import grpc
 
 from pilotfish.core.plugins import PluginError, Plugins
@@ -38,6 +40,9 @@ from pilotfish.core.xds.server import SERVER_OPTIONS, XdsServer
 from pilotfish.discovery.authn import Authenticator, Credentials, check_proxy_identity
 from pilotfish.discovery.ca_service import STATUS, CertificateService
 from pilotfish.discovery.tls_front import TlsFront, server_context, split_host_port
+
+if TYPE_CHECKING:
+    from pilotfish.plugins.kube.client import Client
 
 log = logging.getLogger("pilotfish.secure_xds")
 
@@ -95,9 +100,18 @@ class SecureXds:
 
     @classmethod
     def create(cls, plugins: Plugins, xds: XdsServer, address: str, settings: CertSettings,
-               token_key: Path | None, namespace: str = "istio-system", revision: str = ""
-               ) -> SecureXds:
+               token_key: Path | None, namespace: str = "istio-system", revision: str = "",
+               cluster: Client | None = None) -> SecureXds:
+        """``cluster``: the Kubernetes API server discovery runs against, if any: the root
+        then lives in its Secrets (``cluster_ca``) and pod tokens are checked by it."""
         key = read_token_key(token_key)
+        reviewer = None
+        if cluster is not None:
+            from pilotfish.discovery.cluster_ca import SecretRootStore
+            from pilotfish.discovery.token_review import TokenReviewer
+            if settings.ca_dir is None:
+                settings = attrs.evolve(settings, root_store=SecretRootStore(cluster, namespace))
+            reviewer = TokenReviewer(cluster).review
         try:
             provider = plugins.cert_provider(settings)
         except PluginError as exc:
@@ -109,7 +123,8 @@ class SecureXds:
         state = files.ensure_dir(settings.state_dir)
         if files.write_if_changed(state / ROOT_CERT, provider.trust_bundle(), files.PUBLIC_MODE):
             log.info("wrote the mesh root to %s", state / ROOT_CERT)
-        return cls(xds, provider, settings, Authenticator(settings.trust_domain, key), address,
+        return cls(xds, provider, settings,
+                   Authenticator(settings.trust_domain, key, reviewer=reviewer), address,
                    namespace, revision=revision)
 
     @property
@@ -131,7 +146,7 @@ class SecureXds:
         credentials = Credentials.from_metadata(context.invocation_metadata(),
                                                 peer.certificate)
         try:
-            identity = self.authenticator.authenticate(credentials, self.clock())
+            identity = await self.authenticator.authenticate_async(credentials, self.clock())
             check_proxy_identity(identity, proxy.namespace, proxy.metadata)
         except CertError as exc:
             log.warning("ADS from %s as %s refused: %s", peer.address, proxy.id, exc)

@@ -9,7 +9,7 @@ checks a provider against this contract.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -45,6 +45,18 @@ class CaSetupError(Exception):
     """Discovery cannot set up its CA (bad plugged-in files, unwritable state directory)."""
 
 
+@runtime_checkable
+class RootStore(Protocol):
+    """Where every replica finds the one root on a cluster (discovery's Secrets)."""
+
+    def load_or_create(self, make: Callable[[], Mapping[str, str]]
+                       ) -> tuple[Mapping[str, str], str]:
+        """The CA's files (Istio's ``cacerts`` names → PEM text) and where they came from;
+        ``make`` gives a new self-signed root's files when none is stored yet, and what is
+        stored first wins."""
+        ...
+
+
 @attrs.frozen
 class CertSettings:
     """What discovery tells cert providers (``pilotfish_cert_provider``)."""
@@ -54,6 +66,8 @@ class CertSettings:
     trust_domain: str = "cluster.local"
     workload_ttl: float = DEFAULT_WORKLOAD_TTL
     max_workload_ttl: float = MAX_WORKLOAD_TTL
+    # On a cluster: the root shared through Secrets (used when no ca_dir is given).
+    root_store: RootStore | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen

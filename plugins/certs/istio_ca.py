@@ -4,8 +4,10 @@ The root of trust is, in order of preference:
 
 1. a plugged-in CA in ``--ca-dir`` (Istio's ``cacerts`` layout: ``ca-cert.pem``,
    ``ca-key.pem``, ``root-cert.pem``, optional ``cert-chain.pem`` with the intermediates);
-2. the same files in the state directory (a CA plugged in there, or one made earlier);
-3. a self-signed root made on first start and written to the state directory
+2. on a cluster (discovery gives a ``root_store``): the ``cacerts`` Secret, else the
+   ``istio-ca-secret`` one, made with a self-signed root by the first replica;
+3. the same files in the state directory (a CA plugged in there, or one made earlier);
+4. a self-signed root made on first start and written to the state directory
    (``ca-key.pem`` 0600, ``ca-cert.pem`` and ``root-cert.pem`` 0644), so a restart, or a
    second replica sharing the directory, signs with the same root.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pilotfish.core.hookspecs import hookimpl
@@ -44,44 +46,67 @@ CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN = "ca-cert.pem", "ca-key.pem", "root-cert
 
 def load_bundle(directory: Path, now: float) -> SigningBundle:
     """A plugged-in CA from ``directory``; every problem names the file."""
-    cert_text = files.read_text(directory / CA_CERT, "the CA's signing certificate")
-    key_text = files.read_text(directory / CA_KEY, "the CA's private key")
+    texts = {CA_CERT: files.read_text(directory / CA_CERT, "the CA's signing certificate"),
+             CA_KEY: files.read_text(directory / CA_KEY, "the CA's private key")}
+    for name, what in ((CERT_CHAIN, "the intermediate chain"), (ROOT_CERT, "the root bundle")):
+        if (directory / name).exists():
+            texts[name] = files.read_text(directory / name, what)
+    return bundle_from_pem(texts, lambda name: str(directory / name), str(directory), now)
+
+
+def bundle_from_pem(texts: Mapping[str, str], label: Callable[[str], str], where: str,
+                    now: float) -> SigningBundle:
+    """A CA from its files' text (``ca-cert.pem``, ``ca-key.pem``, optional
+    ``cert-chain.pem`` and ``root-cert.pem``); ``label`` names a file in errors."""
+    for name in (CA_CERT, CA_KEY):
+        if not texts.get(name, "").strip():
+            raise CaSetupError(f"{label(name)}: missing or empty")
     try:
-        cert = load_certs(cert_text, str(directory / CA_CERT))[0]
-        key = load_key(key_text, str(directory / CA_KEY))
-        chain_path = directory / CERT_CHAIN
-        chain = load_certs(files.read_text(chain_path, "the intermediate chain"),
-                           str(chain_path)) if chain_path.exists() else []
-        root_path = directory / ROOT_CERT
-        if root_path.exists():
-            roots = load_certs(files.read_text(root_path, "the root bundle"), str(root_path))
+        cert = load_certs(texts[CA_CERT], label(CA_CERT))[0]
+        key = load_key(texts[CA_KEY], label(CA_KEY))
+        chain_text = texts.get(CERT_CHAIN, "")
+        chain = load_certs(chain_text, label(CERT_CHAIN)) if chain_text.strip() else []
+        root_text = texts.get(ROOT_CERT, "")
+        if root_text.strip():
+            roots = load_certs(root_text, label(ROOT_CERT))
         elif cert.issuer == cert.subject:
             roots = [cert]  # a self-signed signing cert is its own root
         else:
-            raise CaSetupError(f"{root_path}: missing, and {CA_CERT} is not self-signed: "
-                               "give the root the signing certificate chains to")
+            raise CaSetupError(f"{label(ROOT_CERT)}: missing, and {CA_CERT} is not "
+                               "self-signed: give the root the signing certificate chains to")
         bundle = make_bundle(cert, key, chain, roots)
-        bundle.check(now, str(directory))
+        bundle.check(now, where)
     except PkiError as exc:
         raise CaSetupError(str(exc)) from exc
     return bundle
 
 
-def create_root(directory: Path, trust_domain: str, now: float) -> SigningBundle:
+def self_signed_files(trust_domain: str, now: float) -> dict[str, str]:
+    """A new self-signed root, as the files ``istio-ca-secret`` holds."""
     cert, key = self_signed_root(trust_domain, now)
+    log.info("made a self-signed root for %s (serial %x, valid until %s)", trust_domain,
+             cert.serial_number, f"{cert.not_valid_after_utc:%Y-%m-%d}")
+    return {CA_CERT: cert_pem(cert), CA_KEY: key_pem(key)}
+
+
+def create_root(directory: Path, trust_domain: str, now: float) -> SigningBundle:
+    texts = self_signed_files(trust_domain, now)
     # The key first: a crash between the two writes leaves no certificate without its key.
-    files.write_atomic(directory / CA_KEY, key_pem(key), files.KEY_MODE)
-    files.write_atomic(directory / CA_CERT, cert_pem(cert), files.PUBLIC_MODE)
-    files.write_atomic(directory / ROOT_CERT, cert_pem(cert), files.PUBLIC_MODE)
-    log.info("made a self-signed root for %s in %s (serial %x, valid until %s)", trust_domain,
-             directory, cert.serial_number, f"{cert.not_valid_after_utc:%Y-%m-%d}")
-    return make_bundle(cert, key, [], [cert])
+    files.write_atomic(directory / CA_KEY, texts[CA_KEY], files.KEY_MODE)
+    files.write_atomic(directory / CA_CERT, texts[CA_CERT], files.PUBLIC_MODE)
+    files.write_atomic(directory / ROOT_CERT, texts[CA_CERT], files.PUBLIC_MODE)
+    log.info("wrote the new root to %s", directory)
+    return bundle_from_pem(texts, lambda name: str(directory / name), str(directory), now)
 
 
 def load_or_create(settings: CertSettings, now: float) -> tuple[SigningBundle, str]:
     """The signing bundle and where it came from (for the start-up log)."""
     if settings.ca_dir is not None:
         return load_bundle(settings.ca_dir, now), f"plugged-in CA from {settings.ca_dir}"
+    if settings.root_store is not None:
+        texts, origin = settings.root_store.load_or_create(
+            lambda: self_signed_files(settings.trust_domain, now))
+        return bundle_from_pem(texts, lambda name: f"{origin}: {name}", origin, now), origin
     state = files.ensure_dir(settings.state_dir)
     with files.locked(state):
         if (state / CA_CERT).exists() or (state / CA_KEY).exists():

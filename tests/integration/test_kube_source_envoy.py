@@ -86,6 +86,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             extensions.create_custom_resource_definition(crd)
         core = kubernetes.client.CoreV1Api(client)
         custom = kubernetes.client.CustomObjectsApi(client)
+        # Discovery's own namespace, where its CA keeps the root (istio-ca-secret).
+        core.create_namespace({"metadata": {"name": "istio-system"}})
         core.create_namespace({"metadata": {"name": NS}})
         for name in ("alpha", "beta"):
             core.create_namespaced_service(NS, service(name, app_port))

@@ -55,6 +55,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         core.create_namespace({"metadata": {"name": "shop",
                                             "labels": {"istio-injection": "enabled"}}})
         core.create_namespace({"metadata": {"name": "plain"}})
+        # Discovery's own namespace, where its CA keeps the root (istio-ca-secret).
+        core.create_namespace({"metadata": {"name": "istio-system"}})
         mesh.start_discovery(kubeconfig=api.kubeconfig,
                              extra=["--webhook-address", f"127.0.0.1:{port}"])
         api.set_service_address("istio-system", "istiod", f"127.0.0.1:{port}")
