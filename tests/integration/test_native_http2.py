@@ -14,60 +14,30 @@ import grpc
 import pytest
 
 from pilotfish.demo import echo_grpc
+from pilotfish.testing.config import backend, documents, ingress_gateway
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import Process, free_port, http, wait_until
 
 GRPC_ECHO = "127.0.21.5"
-CONFIG = """\
-apiVersion: v1
-kind: Service
-metadata: {{name: grpc-echo, namespace: default}}
-spec:
-  selector: {{app: grpc-echo}}
-  ports: [{{name: grpc, port: 80, targetPort: {grpc_port}}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: grpc-echo-1, namespace: default, labels: {{app: grpc-echo}}}}
-status: {{podIP: {host}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: chat, namespace: default}}
-spec:
-  selector: {{app: chat}}
-  ports: [{{name: grpc, port: 80, targetPort: {chat_port}}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: chat-1, namespace: default, labels: {{app: chat}}}}
-status: {{podIP: {host}}}
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: default}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers: [{{port: {{number: {port}, name: grpc, protocol: GRPC}}, hosts: ["*"]}}]
----
+ROUTES = """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: grpc-echo, namespace: default}}
+metadata: {name: grpc-echo, namespace: default}
 spec:
   hosts: ["*"]
   gateways: [edge]
   http:
-  - match: [{{uri: {{prefix: /pilotfish.test.Chat/}}}}]
-    route: [{{destination: {{host: chat, port: {{number: 80}}}}}}]
-  - headers: {{response: {{set: {{x-through: native}}}}}}
-    route: [{{destination: {{host: grpc-echo, port: {{number: 80}}}}}}]
+  - match: [{uri: {prefix: /pilotfish.test.Chat/}}]
+    route: [{destination: {host: chat, port: {number: 80}}}]
+  - headers: {response: {set: {x-through: native}}}
+    route: [{destination: {host: grpc-echo, port: {number: 80}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {{name: chat, namespace: default}}
+metadata: {name: chat, namespace: default}
 spec:
   host: chat.default.svc.cluster.local
-  trafficPolicy: {{connectionPool: {{http: {{http2MaxRequests: 1}}}}}}
+  trafficPolicy: {connectionPool: {http: {http2MaxRequests: 1}}}
 """
 CHAT = "/pilotfish.test.Chat/Talk"
 
@@ -93,8 +63,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     try:
         port, grpc_port, chat_port = free_port(), free_port(), free_port()
         chat = chat_server(chat_port)
-        mesh.write("mesh.yaml", CONFIG.format(host=GRPC_ECHO, grpc_port=grpc_port, port=port,
-                                              chat_port=chat_port))
+        mesh.write("mesh.yaml", documents(
+            backend("grpc-echo", GRPC_ECHO, grpc_port, port_name="grpc"),
+            backend("chat", GRPC_ECHO, chat_port, port_name="grpc"),
+            ingress_gateway(port, protocol="GRPC"), ROUTES))
         mesh.start_discovery()
         echo = Process("grpc-echo", [sys.executable, "-m", "pilotfish.demo.echo_basic"],
                        mesh.workdir / "grpc-echo.log")

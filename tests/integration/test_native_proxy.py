@@ -13,30 +13,11 @@ import pytest
 import wsproto
 import wsproto.events
 
+from pilotfish.testing.config import backend, documents, ingress_gateway
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import Process, free_port, http, wait_until
 
 ECHO = "127.0.21.3"
-CONFIG = """\
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 80, targetPort: {echo_port}}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: echo-1, namespace: default, labels: {{app: echo}}}}
-status: {{podIP: {echo}}}
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: default}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
-"""
 ROUTE = """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -70,7 +51,7 @@ def native_gateway(mesh: LocalMesh, app: str = "", xds_mode: str = "delta"
                    ) -> tuple[int, Proxy]:
     """Discovery, echo-basic and a native gateway routing to it: (its port, the proxy)."""
     port, echo_port = free_port(), free_port()
-    mesh.write("mesh.yaml", CONFIG.format(echo=ECHO, echo_port=echo_port, port=port))
+    mesh.write("mesh.yaml", documents(backend("echo", ECHO, echo_port), ingress_gateway(port)))
     mesh.write("route.yaml", ROUTE.format(push=0))
     mesh.start_discovery()
     start_echo(mesh, echo_port)
@@ -114,8 +95,8 @@ def test_a_websocket_survives_twenty_config_pushes(mesh: LocalMesh, xds_mode: st
     assert stream.echo("before") == "before"
     for push in range(1, 21):
         mesh.write("route.yaml", ROUTE.format(push=push))
-        mesh.write(f"other-{push}.yaml", CONFIG.split("---")[0].replace(
-            "name: echo,", f"name: other-{push},"))
+        # and an unrelated Service each time
+        mesh.write(f"other-{push}.yaml", backend(f"other-{push}", ECHO, 80).split("---")[0])
         wait_until(lambda p=push: http(f"http://127.0.0.1:{port}/", timeout=2).headers.get(
             "x-push") == str(p), 15, what=f"push {push} to be served")
         assert stream.echo(f"after push {push}") == f"after push {push}"
@@ -168,7 +149,7 @@ def test_concurrency_spreads_connections_over_processes_sharing_one_config(mesh:
     """``--concurrency 3``: three processes listen on the same port (SO_REUSEPORT), fed by
     one ADS stream; a push reaches all of them, the admin API adds their counters up."""
     port, echo_port = free_port(), free_port()
-    mesh.write("mesh.yaml", CONFIG.format(echo=ECHO, echo_port=echo_port, port=port))
+    mesh.write("mesh.yaml", documents(backend("echo", ECHO, echo_port), ingress_gateway(port)))
     mesh.write("route.yaml", ROUTE.format(push=0))
     mesh.start_discovery()
     start_echo(mesh, echo_port)

@@ -15,38 +15,20 @@ from collections.abc import Iterator
 
 import pytest
 
+from pilotfish.testing.config import backend, documents, ingress_gateway
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port, http, wait_until
 
 UPSTREAM = "127.0.21.7"
 BIG = bytes(range(256)) * (3 * 4096)  # 3 MiB: past what the proxy collects (1 MiB)
-CONFIG = """\
-apiVersion: v1
-kind: Service
-metadata: {{name: streams, namespace: default}}
-spec:
-  selector: {{app: streams}}
-  ports: [{{name: http, port: 80, targetPort: {upstream_port}}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: streams-1, namespace: default, labels: {{app: streams}}}}
-status: {{podIP: {upstream}}}
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: default}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
----
+ROUTE = """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: streams, namespace: default}}
+metadata: {name: streams, namespace: default}
 spec:
   hosts: ["*"]
   gateways: [edge]
-  http: [{{route: [{{destination: {{host: streams, port: {{number: 80}}}}}}]}}]
+  http: [{route: [{destination: {host: streams, port: {number: 80}}}]}]
 """
 
 
@@ -110,8 +92,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Pro
     upstream = Upstream(free_port())
     try:
         port = free_port()
-        mesh.write("mesh.yaml", CONFIG.format(upstream=UPSTREAM, upstream_port=upstream.port,
-                                              port=port))
+        mesh.write("mesh.yaml", documents(backend("streams", UPSTREAM, upstream.port),
+                                          ingress_gateway(port), ROUTE))
         mesh.start_discovery()
         proxy = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
                                  extra=["--proxy", "native"])
