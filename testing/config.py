@@ -58,3 +58,12 @@ spec:
 def documents(*parts: str) -> str:
     """YAML documents, one after another."""
     return "---\n".join(part if part.endswith("\n") else part + "\n" for part in parts)
+
+
+def routes_to(host: str, *, gateway: str = "gw", name: str = "shop") -> dict:
+    """A VirtualService ``name`` (as an object for the Kubernetes API) sending every host's
+    requests through ``gateway`` to ``host``."""
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": name},
+            "spec": {"hosts": ["*"], "gateways": [gateway],
+                     "http": [{"route": [{"destination": {"host": host}}]}]}}

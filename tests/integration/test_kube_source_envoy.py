@@ -13,6 +13,7 @@ import kubernetes
 import pytest
 
 from pilotfish.plugins.kube.resources import custom_kinds
+from pilotfish.testing.config import routes_to
 from pilotfish.testing.kube import FakeKubeApi, running
 from pilotfish.testing.kube.crds import for_kinds
 from pilotfish.testing.mesh import LocalMesh, Proxy
@@ -37,13 +38,6 @@ def pod(name: str, ip: str) -> dict:
             "spec": {"containers": [{"name": "app", "image": "demo"}]},
             "status": {"phase": "Running", "podIP": ip,
                        "conditions": [{"type": "Ready", "status": "True"}]}}
-
-
-def routes(target: str) -> dict:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "shop"},
-            "spec": {"hosts": ["*"], "gateways": ["gw"],
-                     "http": [{"route": [{"destination": {"host": target}}]}]}}
 
 
 @attrs.define
@@ -98,7 +92,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{
                 "port": {"number": gateway_port, "name": "http", "protocol": "HTTP"},
                 "hosts": ["*"]}]}})
-        custom.create_namespaced_custom_object(*VS, routes("alpha"))
+        custom.create_namespaced_custom_object(*VS, routes_to("alpha"))
         mesh.start_discovery(kubeconfig=api.kubeconfig)
         mesh.start_apps([f"alpha:v1@127.0.30.1:{app_port}", f"beta:v1@127.0.30.2:{app_port}",
                          f"legacy:v1@127.0.30.3:{app_port}"])
@@ -115,7 +109,7 @@ def test_created_changed_and_deleted_objects_reach_envoy_within_a_second(cluster
     legacy = f"outbound|9080||legacy.{ns}.svc.cluster.local"
 
     cluster.lands("a changed VirtualService", lambda: cluster.custom.patch_namespaced_custom_object(
-        *VS, "shop", {"spec": routes("beta")["spec"]}), lambda: cluster.serves() == "beta")
+        *VS, "shop", {"spec": routes_to("beta")["spec"]}), lambda: cluster.serves() == "beta")
 
     def create_legacy() -> None:
         # A Service without a selector and its EndpointSlice, as a controller would write it.
@@ -127,7 +121,7 @@ def test_created_changed_and_deleted_objects_reach_envoy_within_a_second(cluster
             "endpoints": [{"addresses": ["127.0.30.3"], "conditions": {"ready": True}}],
             "ports": [{"name": "http", "port": cluster.app_port}]})
         cluster.custom.patch_namespaced_custom_object(*VS, "shop",
-                                                      {"spec": routes("legacy")["spec"]})
+                                                      {"spec": routes_to("legacy")["spec"]})
 
     cluster.lands("a created Service, EndpointSlice and route", create_legacy,
                   lambda: cluster.serves() == "legacy")
@@ -137,7 +131,7 @@ def test_created_changed_and_deleted_objects_reach_envoy_within_a_second(cluster
     assert cluster.api.cut_watches() > 0
     cluster.lands("a change after the watches were cut off",
                   lambda: cluster.custom.patch_namespaced_custom_object(
-                      *VS, "shop", {"spec": routes("alpha")["spec"]}),
+                      *VS, "shop", {"spec": routes_to("alpha")["spec"]}),
                   lambda: cluster.serves() == "alpha")
     cluster.lands("a deleted EndpointSlice", lambda: cluster.discovery.
                   delete_namespaced_endpoint_slice("legacy-1", ns),
