@@ -151,12 +151,14 @@ class LocalMesh:
     def start_proxy(
         self, name: str, namespace: str, *, proxy_type: str = "router", ip: str = "127.0.0.1",
         labels: Mapping[str, str] | None = None, xds_mode: str = "delta",
-        extra: Sequence[str] = (),
+        extra: Sequence[str] = (), discovery: str | None = None,
     ) -> Proxy:
+        """``discovery``: the address the agent dials (this mesh's own xDS port unless given,
+        e.g. a load balancer in front of several discovery replicas)."""
         admin_port, status_port, health_port = free_port(), free_port(), free_port()
         label_text = ",".join(f"{k}={v}" for k, v in (labels or {}).items())
         args = ["agent", "--type", proxy_type, "--name", name, "--namespace", namespace,
-                "--ip", ip, "--discovery", f"127.0.0.1:{self.xds_port}",
+                "--ip", ip, "--discovery", discovery or f"127.0.0.1:{self.xds_port}",
                 "--admin-port", str(admin_port), "--xds-mode", xds_mode,
                 "--config-dir", str(self.workdir / f"proxy-{name}"),
                 "--termination-drain-duration", "0s",
