@@ -1,13 +1,15 @@
 """Two ``pilotfish discovery --kubeconfig`` replicas on one cluster (the test kit's fake API
 server, driven by the official client), behind one address as a Service puts them: they
 serve a proxy the same config, and a real Envoy that loses its replica reconnects to the
-other and resyncs while requests through it keep succeeding; a change made afterwards
-reaches it through the survivor."""
+other (its replica stopped, or killed) and resyncs without being sent again what it holds,
+while requests through it keep succeeding; a change made afterwards reaches it through the
+survivor."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import signal
 import socket
 import threading
 import time
@@ -126,6 +128,15 @@ class Replicas:
         return out
 
 
+    def updates(self) -> dict[str, int]:
+        """Envoy's count of accepted xDS answers, per subscription (CDS, LDS, each RDS and
+        EDS one)."""
+        text = http(f"{self.gateway.admin}/stats?filter=update_success$").body.decode()
+        return {name: int(value) for name, _, value in
+                (line.partition(": ") for line in text.splitlines() if line)
+                if not name.startswith("cluster.xds-grpc")}
+
+
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[Replicas]:
     app_port, gateway_port = free_port(), free_port()
@@ -195,16 +206,19 @@ class Traffic:
             self.thread.join(5)
 
 
-def test_a_proxy_fails_over_to_the_other_replica_without_losing_a_request(replicas: Replicas):
+@pytest.mark.parametrize("end", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_a_proxy_fails_over_to_the_other_replica_without_losing_a_request(
+        replicas: Replicas, end: signal.Signals):
     first = replicas.connected()
     proxy_id = replicas.meshes[first].wait_synced(replicas.meshes[first].syncz()[0]["proxy"])[
         "proxy"]
     before = replicas.served(first, proxy_id)
-    held = replicas.envoy_versions()
+    held, updates = replicas.envoy_versions(), replicas.updates()
     traffic = Traffic(replicas).start()
     try:
         time.sleep(0.5)
         stopped = time.monotonic()
+        replicas.discoveries[first].signal(end)
         replicas.discoveries[first].stop()
         other = 1 - first
         assert replicas.connected() == other
@@ -215,6 +229,11 @@ def test_a_proxy_fails_over_to_the_other_replica_without_losing_a_request(replic
         # Envoy (which told it what it held) keeps every resource as it was.
         assert replicas.served(other, proxy_id) == before
         assert replicas.envoy_versions() == held
+        # Told what Envoy holds (delta xDS), the survivor resends none of it: only the
+        # wildcard types (CDS, LDS) get their first answer, every route and endpoint none.
+        after = replicas.updates()
+        assert {n for n in after if after[n] != updates[n]} == {
+            "cluster_manager.cds.update_success", "listener_manager.lds.update_success"}
 
         changed = time.monotonic()
         replicas.custom.patch_namespaced_custom_object(*VS, "shop",
@@ -227,6 +246,6 @@ def test_a_proxy_fails_over_to_the_other_replica_without_losing_a_request(replic
         traffic.stop()
     assert traffic.failed == []
     assert traffic.sent > 50
-    print(f"failover: {traffic.sent} requests, {len(traffic.failed)} failed; resynced on the "
-          f"other replica {resynced * 1000:.0f} ms after the stop; a change then reached "
-          f"Envoy in {landed * 1000:.0f} ms")
+    print(f"failover ({end.name}): {traffic.sent} requests, {len(traffic.failed)} failed; "
+          f"resynced on the other replica {resynced * 1000:.0f} ms after the stop; "
+          f"a change then reached Envoy in {landed * 1000:.0f} ms")
