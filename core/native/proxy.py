@@ -1004,7 +1004,9 @@ class NativeProxy:
             await connection.drain()
         except (OSError, EOFError, http1.ParseError):
             source.close()
-            outcome.flags, outcome.keep = "UPE", False
+            # the client went away (Envoy's DC), or the upstream's body broke off (UPE)
+            outcome.flags = "DC" if connection.is_closing() else "UPE"
+            outcome.keep = False
         outcome.sent = sent
         return outcome
 
@@ -1057,7 +1059,10 @@ class NativeProxy:
                 outcome.sent += len(data)
                 await connection.write(stream.id, data)
             await connection.finish(stream.id)
-        except (OSError, EOFError, http1.ParseError, http2.StreamError):
+        except http2.StreamError:  # the client reset the stream (Envoy's DR)
+            source.close()
+            outcome.flags = "DR"
+        except (OSError, EOFError, http1.ParseError):
             source.close()
             outcome.flags = "UPE"
             connection.end(stream.id, reset=True)
