@@ -38,7 +38,11 @@ What it serves:
   generation (moved by changes outside metadata and status) and managedFields filled in;
   refusals as ``Status`` objects with kube-apiserver's codes and reasons (400, 401, 404,
   405, 409, 410, 415, 422, 500, 504).
-- TokenReview for the tokens a test registers (``add_token``, ``tokens.service_account``).
+- TokenReview for the tokens a test registers (``add_token``, ``tokens.service_account``)
+  and for those it issued on a TokenRequest (``serviceaccounts/NAME/token``, a kubelet's
+  request for a pod's projected token: the audiences asked, bound to the pod named).
+- ClusterIPs: a Service created without one gets the first free address of the service
+  range (``service_cidr``, default 10.96.0.0/16; ``.1`` is left for the API's own).
 - admission: webhooks of the stored configurations called over HTTPS with their
   ``caBundle``, as kube-apiserver calls them (``admission``).
 

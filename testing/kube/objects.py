@@ -8,10 +8,12 @@ Sans-IO: the time and the uid are passed in.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from pilotfish.testing.kube import errors
 from pilotfish.testing.kube.resources import ResourceType, crd_problems
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -53,6 +55,28 @@ def on_create(rtype: ResourceType, obj: dict[str, Any], *, uid: str, now: str
     if rtype.storage == ("apiextensions.k8s.io", "customresourcedefinitions"):
         new["status"] = crd_status(new)
     return new
+
+
+def allocate_cluster_ip(service: dict[str, Any], cidr: str, taken: set[str]) -> None:
+    """kube-apiserver's ClusterIP allocator: a Service (not ExternalName, not headless)
+    created without ``spec.clusterIP`` gets the first free address of the service CIDR,
+    in ``clusterIP`` and ``clusterIPs``."""
+    spec = service.setdefault("spec", {})
+    if not isinstance(spec, dict) or spec.get("type") == "ExternalName":
+        return
+    if spec.get("clusterIP"):
+        if spec["clusterIP"] != "None":
+            spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        return
+    network = ipaddress.ip_network(cidr)
+    for address in network.hosts():
+        if int(address) - int(network.network_address) < 2 or str(address) in taken:
+            continue  # .1 is the API server's own Service (kubernetes.default)
+        spec["clusterIP"], spec["clusterIPs"] = str(address), [str(address)]
+        return
+    raise errors.invalid("Service", str((service.get("metadata") or {}).get("name")), [
+        ("spec.clusterIPs", f"Internal error: failed to allocate a serviceIP: range {cidr} "
+         "is full")])
 
 
 def on_update(rtype: ResourceType, old: Mapping[str, Any], obj: Mapping[str, Any],

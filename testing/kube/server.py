@@ -35,7 +35,7 @@ from pilotfish.testing.kube import admission, apply, errors, objects
 from pilotfish.testing.kube.patches import PatchError, json_patch, merge_patch, strategic_merge
 from pilotfish.testing.kube.resources import CRDS, Registry, ResourceType
 from pilotfish.testing.kube.store import Store, key_of
-from pilotfish.testing.kube.tokens import Tokens, TokenUser
+from pilotfish.testing.kube.tokens import API_AUDIENCE, Tokens, TokenUser, service_account
 from pilotfish.testing.kube.watches import Selection, Watches, revision, true
 
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's limit on a request body
@@ -51,6 +51,12 @@ _T = TypeVar("_T")
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _serves(rtype: ResourceType, subresource: str) -> bool:
+    if subresource == "status":
+        return rtype.status
+    return subresource == "token" and rtype.storage == ("", "serviceaccounts")
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -107,8 +113,9 @@ class FakeKubeApi:
     """
 
     def __init__(self, directory: Path, *, tls: bool = True, history: int = 100_000,
-                 bookmark_interval: float = 60.0) -> None:
+                 bookmark_interval: float = 60.0, service_cidr: str = "10.96.0.0/16") -> None:
         self.directory = Path(directory)
+        self.service_cidr = service_cidr
         self.tls = tls
         self.store = Store(history)
         self.registry = Registry()
@@ -263,7 +270,7 @@ class FakeKubeApi:
         name = rest[1] if len(rest) > 1 else ""
         subresource = rest[2] if len(rest) > 2 else ""
         if rtype is None or len(rest) > 3 or (namespace and not rtype.namespaced) or \
-                (subresource and (subresource != "status" or not rtype.status)):
+                (subresource and not _serves(rtype, subresource)):
             raise errors.no_such_path()
         call = _Call(rtype, namespace, name, subresource, request, user)
         return await self._verb(call, request.method)
@@ -273,6 +280,10 @@ class FakeKubeApi:
             if method != "POST" or call.name:
                 raise errors.method_not_allowed(method)
             return _json(self.tokens.review(call.body() or {}), 201)
+        if call.subresource == "token":
+            if method != "POST":
+                raise errors.method_not_allowed(method)
+            return _json(self._token_request(call), 201)
         namespace_missing = call.rtype.namespaced and not call.namespace
         if not call.name:
             if method == "GET":
@@ -297,6 +308,29 @@ class FakeKubeApi:
         elif method == "DELETE":
             return await self._delete(call)
         raise errors.method_not_allowed(method)
+
+    def _token_request(self, call: _Call) -> dict[str, Any]:
+        """A TokenRequest (``serviceaccounts/NAME/token``, what a kubelet asks for a pod's
+        projected token): a token for the audiences asked (the API server's by default),
+        bound to the pod named in ``boundObjectRef``. The service account is not looked up
+        (a namespace's ``default`` one is not created here)."""
+        body = call.body()
+        spec = (body or {}).get("spec") if isinstance(body, dict) else None
+        if not isinstance(spec, dict):
+            raise errors.bad_request("a TokenRequest needs a spec")
+        seconds = int(spec.get("expirationSeconds") or 3600)
+        bound = spec.get("boundObjectRef") or {}
+        pod = str(bound.get("name") or "") if bound.get("kind") == "Pod" else ""
+        user = service_account(call.namespace, call.name, pod=pod,
+                               pod_uid=str(bound.get("uid") or ""),
+                               audiences=spec.get("audiences") or [API_AUDIENCE])
+        token = self.tokens.add(user)
+        expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+        return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "metadata": {"name": call.name, "namespace": call.namespace},
+                "spec": {**spec, "expirationSeconds": seconds},
+                "status": {"token": token,
+                           "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
     def _authenticate(self, request: Request) -> dict[str, Any]:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -389,6 +423,10 @@ class FakeKubeApi:
         if metadata.get("resourceVersion"):
             raise errors.internal("resourceVersion should not be set on objects to be created")
         call.name = metadata["name"]
+        if call.rtype.storage == ("", "services"):
+            taken = {str(ip) for svc in self.store.objects(("", "services")).values()
+                     for ip in (svc.get("spec") or {}).get("clusterIPs") or ()}
+            objects.allocate_cluster_ip(body, self.service_cidr, taken)
         now = _now()
         new = objects.on_create(call.rtype, body, uid=str(uuid.uuid4()), now=now)
         apply.record_update(None, new, call.manager(), api_version=call.rtype.api_version,

@@ -16,6 +16,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import urllib3
 from kubernetes.client import ApiException
 
 from pilotfish.testing.certs import ca_signed
@@ -235,3 +236,28 @@ def test_a_webhook_that_cannot_be_called_fails_the_request_unless_ignored(
         assert why in status["message"]
         admission.delete_validating_webhook_configuration(name)
     assert webhook.reviews == []  # the untrusted one was never sent its review
+
+
+def test_a_token_request_gives_a_pod_bound_token_the_review_accepts(api, client):
+    """What a kubelet asks for a pod's projected token (``serviceaccounts/NAME/token``)."""
+    core = kubernetes.client.CoreV1Api(client)
+    reviews = kubernetes.client.AuthenticationV1Api(client)
+    made = core.create_namespaced_service_account_token("web", "shop", {
+        "spec": {"audiences": ["istio-ca"], "expirationSeconds": 600,
+                 "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "web-1",
+                                    "uid": "uid-1"}}})
+    assert made.status.token and made.status.expiration_timestamp
+    status = reviews.create_token_review({"spec": {"token": made.status.token,
+                                                   "audiences": ["istio-ca"]}}).status
+    assert status.authenticated and status.user.username == "system:serviceaccount:shop:web"
+    assert status.user.extra["authentication.kubernetes.io/pod-name"] == ["web-1"]
+    assert not reviews.create_token_review({"spec": {"token": made.status.token}}
+                                           ).status.authenticated  # not for the API server
+    raw = urllib3.PoolManager(ca_certs=str(api.directory / "ca.crt"))
+    read = raw.request("GET", f"{api.url}/api/v1/namespaces/shop/serviceaccounts/web/token",
+                       headers={"Authorization": f"Bearer {api.token}"})
+    assert read.status == 405
+    nonsense = raw.request(
+        "POST", f"{api.url}/api/v1/namespaces/shop/serviceaccounts/web/token", body=b"[]",
+        headers={"Authorization": f"Bearer {api.token}", "Content-Type": "application/json"})
+    assert nonsense.status == 400

@@ -592,3 +592,21 @@ def test_what_an_install_applies_is_served_and_a_deployments_status_is_its_own(t
             "metadata": {"name": "web"}, "spec": {"maxUnavailable": 1}})
         assert policy.read_namespaced_pod_disruption_budget("web", "default").spec \
             .max_unavailable == 1
+
+
+def test_a_service_gets_a_cluster_ip_from_the_service_range(tmp_path):
+    with running(tmp_path, service_cidr="10.97.0.0/24") as api, \
+            kubernetes.config.new_client_from_config(str(api.kubeconfig)) as client:
+        core = kubernetes.client.CoreV1Api(client)
+
+        def service(name: str, **spec: Any) -> Any:
+            return core.create_namespaced_service("default", {
+                "metadata": {"name": name}, "spec": {"ports": [{"port": 80}], **spec}}).spec
+
+        first, second = service("a"), service("b")
+        assert (first.cluster_ip, first.cluster_ips) == ("10.97.0.2", ["10.97.0.2"])
+        assert second.cluster_ip == "10.97.0.3"
+        assert service("chosen", clusterIP="10.97.0.9").cluster_ips == ["10.97.0.9"]
+        assert service("headless", clusterIP="None").cluster_ips is None
+        assert service("external", type="ExternalName",
+                       externalName="example.com").cluster_ip is None
