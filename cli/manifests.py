@@ -149,6 +149,7 @@ def generate(vals: Mapping[str, Any]) -> list[dict[str, Any]]:
         objects.extend(webhooks(vals))
     if vals["components.cni.enabled"]:
         objects.append(_object("v1", "ServiceAccount", "istio-cni", ns))
+        objects.extend(cni_rbac(ns))
         objects.append(cni_daemonset(vals))
     return objects
 
@@ -333,9 +334,12 @@ def webhooks(vals: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 VENV = "/opt/pilotfish"  # where the Containerfile installs pilotfish
 CNI_BIN, CNI_CONF, CNI_RUN = "/opt/cni/bin", "/etc/cni/net.d", "/var/run/pilotfish-cni"
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # The node's runtime runs CNI plugins as host programs; pilotfish-cni is Python inside this
 # image, so the host gets a wrapper that runs it in this pod's mount namespace, and the
-# plugin is chained into the node's first conflist.
+# plugin is chained into the node's first conflist. The runtime passes only each pod's name
+# and namespace, so the plugin reads the pod from the API server, with this pod's service
+# account (a kubeconfig written here, its token file read at each call: it rotates).
 CNI_INSTALL = f"""set -eu
 echo $$ > {CNI_RUN}/pid
 cat > /host{CNI_BIN}/pilotfish-cni.new <<'EOF'
@@ -345,18 +349,41 @@ EOF
 chmod 755 /host{CNI_BIN}/pilotfish-cni.new
 mv /host{CNI_BIN}/pilotfish-cni.new /host{CNI_BIN}/pilotfish-cni
 python3 - <<'EOF'
-import json, pathlib
+import json, os, pathlib
+host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+server = f"https://[{{host}}]:{{port}}" if ":" in host else f"https://{{host}}:{{port}}"
+kubeconfig = pathlib.Path("{CNI_RUN}/kubeconfig")
+kubeconfig.write_text(json.dumps({{
+    "apiVersion": "v1", "kind": "Config", "current-context": "cni",
+    "clusters": [{{"name": "cluster", "cluster": {{
+        "server": server, "certificate-authority": "{SA_DIR}/ca.crt"}}}}],
+    "users": [{{"name": "istio-cni", "user": {{"tokenFile": "{SA_DIR}/token"}}}}],
+    "contexts": [{{"name": "cni", "context": {{"cluster": "cluster", "user": "istio-cni"}}}}]}}))
 confs = sorted(pathlib.Path("/host{CNI_CONF}").glob("*.conflist"))
 if not confs:
     raise SystemExit("no conflist in {CNI_CONF}: install the pod network first")
 conf = json.loads(confs[0].read_text())
-if not any(p.get("type") == "pilotfish-cni" for p in conf["plugins"]):
-    conf["plugins"].append({{"type": "pilotfish-cni", "capabilities": {{"pilotfishPod": True}}}})
+ours = {{"type": "pilotfish-cni", "kubernetes": {{"kubeconfig": str(kubeconfig)}}}}
+if ours not in conf["plugins"]:
+    conf["plugins"] = [p for p in conf["plugins"] if p.get("type") != "pilotfish-cni"]
+    conf["plugins"].append(ours)
     confs[0].write_text(json.dumps(conf, indent=2))
     print("pilotfish-cni chained into", confs[0])
 EOF
 exec sleep infinity
 """
+
+
+def cni_rbac(ns: str) -> list[dict[str, Any]]:
+    """The CNI plugin reads the pods it captures (their annotations and containers)."""
+    rbac_v1, name = "rbac.authorization.k8s.io/v1", f"istio-cni-{ns}"
+    return [
+        _object(rbac_v1, "ClusterRole", name, rules=[_rule([""], ["pods"], ["get"])]),
+        _object(rbac_v1, "ClusterRoleBinding", name,
+                subjects=[{"kind": "ServiceAccount", "name": "istio-cni", "namespace": ns}],
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": name}),
+    ]
 
 
 def cni_daemonset(vals: Mapping[str, Any]) -> dict[str, Any]:

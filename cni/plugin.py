@@ -9,9 +9,12 @@ plugin prints the previous plugin's result unchanged. DEL asks every active inte
 remove its capture (nothing to remove is fine); CHECK fails when the capture is not
 exactly in place. Pods no interceptor captures (no sidecar, opted out) pass untouched.
 
-There is no Kubernetes API to ask about the pod, so the runtime passes its facts in the
-network config's ``runtimeConfig`` under ``pilotfishPod``. As with any runtime config, the
-plugin's entry in the conflist must declare the capability for libcni to hand it over::
+On a cluster the plugin reads the pod from the API server, as Istio's CNI plugin does: the
+runtime passes only its name and namespace (``CNI_ARGS``), and the network config names a
+kubeconfig (``"kubernetes": {"kubeconfig": PATH}``; `read_pod`). Without an API server (the
+local node reading files), the runtime passes the pod's facts in the network config's
+``runtimeConfig`` under ``pilotfishPod``. As with any runtime config, the plugin's entry
+in the conflist must declare the capability for libcni to hand it over::
 
     {"type": "pilotfish-cni", "capabilities": {"pilotfishPod": true}}
 
@@ -45,10 +48,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 from pilotfish.cni import protocol
-from pilotfish.cni.pod import RUNTIME_KEY, PodError, pod_from_runtime_config
+from pilotfish.cni.pod import RUNTIME_KEY, PodError, pod_from_object, pod_from_runtime_config
 from pilotfish.cni.protocol import CniError, CniRequest
 from pilotfish.core.interceptor import (
     Interceptor,
@@ -60,6 +64,8 @@ from pilotfish.core.interceptor import (
 
 APPLY_FAILED = 100  # the capture could not be installed or removed
 NOT_IN_PLACE = 101  # CHECK: the installed capture is not the planned one
+API_WAIT = 30.0  # how long a pod not (yet) found, or an API server not answering, is retried
+API_RETRY = 0.5
 
 
 def _log(message: str) -> None:
@@ -90,25 +96,86 @@ def interceptors(request: CniRequest) -> list[Interceptor]:
         raise CniError(protocol.INVALID_CONFIG, f"network config: mesh_config: {exc}") from None
 
 
-def pod_facts(request: CniRequest) -> PodFacts | None:
-    """The pod the runtime describes, or ``None`` when it is not one of ours (logged why)."""
+def pod_facts(request: CniRequest, *, ask_api: bool = True) -> PodFacts | None:
+    """The pod the runtime describes (or, with ``kubernetes.kubeconfig`` in the network
+    config and ``ask_api``, the API server), or ``None`` when it is not one of ours
+    (logged why)."""
     raw = request.runtime_config.get(RUNTIME_KEY)
-    if raw is None:
+    kubeconfig = _kubeconfig(request)
+    if raw is None and kubeconfig is None:
         _log(f"no runtimeConfig.{RUNTIME_KEY} (the conflist entry needs "
-             f'"capabilities": {{"{RUNTIME_KEY}": true}}): not a pod pilotfish knows')
+             f'"capabilities": {{"{RUNTIME_KEY}": true}}) and no kubernetes.kubeconfig to '
+             "ask the API server with: not a pod pilotfish knows")
         return None
+    namespace = request.args.get("K8S_POD_NAMESPACE", "")
     try:
-        pod = pod_from_runtime_config(raw, ips=_prev_ips(request.prev_result),
-                                      cni_args=request.args)
         excluded = request.config.get("exclude_namespaces", [])
         if not isinstance(excluded, list):
             raise PodError("network config: exclude_namespaces: expected a list of names")
+        if raw is None and namespace in excluded:
+            _log(f"pod {namespace}/{request.args.get('K8S_POD_NAME', '')}: namespace excluded")
+            return None
+        if raw is None:
+            if not ask_api:
+                return None
+            pod = pod_from_object(read_pod(request, kubeconfig or ""),
+                                  ips=_prev_ips(request.prev_result))
+        else:
+            pod = pod_from_runtime_config(raw, ips=_prev_ips(request.prev_result),
+                                          cni_args=request.args)
     except PodError as exc:
         raise CniError(protocol.INVALID_CONFIG, str(exc)) from None
     if pod.namespace in excluded:
         _log(f"pod {pod.key}: namespace excluded")
         return None
     return pod
+
+
+def _kubeconfig(request: CniRequest) -> str | None:
+    settings = request.config.get("kubernetes")
+    if settings is None:
+        return None
+    path = settings.get("kubeconfig") if isinstance(settings, dict) else None
+    if not isinstance(path, str) or not path:
+        raise CniError(protocol.INVALID_CONFIG, "network config: kubernetes.kubeconfig: "
+                       "expected the path of a kubeconfig")
+    return path
+
+
+def read_pod(request: CniRequest, kubeconfig: str) -> dict[str, Any]:
+    """The Pod named by ``K8S_POD_NAMESPACE``/``K8S_POD_NAME`` in CNI_ARGS, from the API
+    server; tried again while it is not found or unreachable (the runtime may be quicker
+    than the API server's watchers), for ``API_WAIT`` seconds."""
+    from pathlib import Path
+
+    from pilotfish.plugins.kube import client
+
+    name, namespace = (request.args.get(key, "") for key in ("K8S_POD_NAME",
+                                                              "K8S_POD_NAMESPACE"))
+    if not name or not namespace:
+        raise CniError(protocol.INVALID_CONFIG, "CNI_ARGS: K8S_POD_NAME and "
+                       "K8S_POD_NAMESPACE are needed to read the pod from the API server")
+    try:
+        api = client.load(Path(kubeconfig), pool_size=1)
+    except client.ConfigError as exc:
+        raise CniError(protocol.INVALID_CONFIG, f"network config: kubernetes.kubeconfig: "
+                       f"{exc}") from None
+    deadline = time.monotonic() + API_WAIT
+    try:
+        while True:
+            try:
+                return api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+            except client.ApiError as exc:
+                if exc.status != 404 or time.monotonic() > deadline:
+                    raise CniError(protocol.TRY_AGAIN_LATER,
+                                   f"pod {namespace}/{name}: the API server: {exc}") from None
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise CniError(protocol.TRY_AGAIN_LATER, f"pod {namespace}/{name}: the "
+                                   f"API server cannot be reached: {exc}") from None
+            time.sleep(API_RETRY)
+    finally:
+        api.close()
 
 
 def capture_for(request: CniRequest) -> tuple[Interceptor, PodFacts] | None:
@@ -157,8 +224,8 @@ def cmd_add(request: CniRequest) -> dict[str, Any]:
 def cmd_del(request: CniRequest) -> None:
     if not request.netns or not os.path.exists(request.netns):
         return None  # the namespace is gone, and our capture with it
-    try:
-        pod = pod_facts(request)
+    try:  # not from the API server: the pod may be gone, and DEL must work without it
+        pod = pod_facts(request, ask_api=False)
     except CniError as exc:  # DEL must not fail on config it cannot read: remove all ours
         _log(f"{exc.msg}; removing every interceptor's capture")
         pod = None

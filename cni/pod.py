@@ -1,8 +1,9 @@
 """The pod a CNI runtime hands ``pilotfish-cni``, read into ``PodFacts``.
 
-There is no Kubernetes API to ask about the pod, so the runtime passes its facts in the
-network config's ``runtimeConfig`` under ``pilotfishPod`` (the local node does; see
-``cni/plugin.py`` for the shape). Sans-IO.
+Either the runtime passes its facts in the network config's ``runtimeConfig`` under
+``pilotfishPod`` (the local node reading files does; see ``cni/plugin.py`` for the shape),
+or, as kubelets' runtimes pass only the pod's name and namespace, the plugin reads the Pod
+from the API server (`pod_from_object`), as Istio's CNI plugin does. Sans-IO.
 """
 
 from __future__ import annotations
@@ -51,6 +52,44 @@ def pod_from_runtime_config(value: Any, *, where: str = f"runtimeConfig.{RUNTIME
                                                             f"{where}.proxyEnv"),
         run_as_user=ids["runAsUser"], run_as_group=ids["runAsGroup"], ips=ips,
     )
+
+
+SIDECAR_CONTAINER = "istio-proxy"
+INJECTED_ANNOTATION = "sidecar.istio.io/status"
+
+
+def injected_proxy(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The Pod's injected ``istio-proxy`` container (or native sidecar: an init
+    container), or None when the injector has not been at it (no status annotation)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if INJECTED_ANNOTATION not in annotations:
+        return None
+    spec = pod.get("spec") or {}
+    return next((c for field in ("containers", "initContainers")
+                 for c in spec.get(field) or ()
+                 if isinstance(c, Mapping) and c.get("name") == SIDECAR_CONTAINER), None)
+
+
+def pod_from_object(pod: Mapping[str, Any], *, ips: tuple[str, ...] = ()) -> PodFacts:
+    """The facts of a Pod as the API server holds it: the injected proxy's env values,
+    user and group, the other containers' ports."""
+    where = "the API server's Pod"
+    metadata = pod.get("metadata") or {}
+    proxy = injected_proxy(pod) or {}
+    ports = [int(port["containerPort"]) for c in (pod.get("spec") or {}).get("containers") or ()
+             if isinstance(c, Mapping) and c is not proxy
+             for port in c.get("ports") or () if isinstance(port, Mapping)
+             and isinstance(port.get("containerPort"), int)]
+    context = proxy.get("securityContext") or {}
+    env = {str(e["name"]): str(e["value"]) for e in proxy.get("env") or ()
+           if isinstance(e, Mapping) and "name" in e and "value" in e}
+    return pod_from_runtime_config({
+        "name": metadata.get("name"), "namespace": metadata.get("namespace"),
+        "annotations": metadata.get("annotations") or {},
+        "labels": metadata.get("labels") or {}, "sidecar": bool(proxy),
+        "containerPorts": ports, "proxyEnv": env,
+        "runAsUser": context.get("runAsUser"), "runAsGroup": context.get("runAsGroup"),
+    }, where=where, ips=ips)
 
 
 def _string_map(value: Any, where: str) -> dict[str, str]:
