@@ -30,6 +30,10 @@ def bundled_config() -> Path:
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config-dir", help="config with Pods to run (default: the bundled "
                         "demo mesh)")
+    parser.add_argument("--kubeconfig", help="be the node of this cluster's API server: run "
+                        "its pods, and discovery reading it (instead of --config-dir)")
+    parser.add_argument("--context", help="the kubeconfig's context (default: its "
+                        "current-context)")
     parser.add_argument("--mesh-config", help="pilotfish.yaml")
     parser.add_argument("--proxy", help="proxy backend (default: the mesh config's proxy, "
                         "else envoy)")
@@ -53,7 +57,18 @@ def up_main(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("pilotfish up: needs root (network namespaces, veth, iptables)", file=sys.stderr)
         return 2
-    demo = args.config_dir is None
+    kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
+    if kubeconfig is not None and args.config_dir:
+        print("pilotfish up: --kubeconfig and --config-dir: the objects come from one or "
+              "the other", file=sys.stderr)
+        return 2
+    if args.context and kubeconfig is None:
+        print("pilotfish up: --context needs --kubeconfig", file=sys.stderr)
+        return 2
+    if kubeconfig is not None and not kubeconfig.is_file():
+        print(f"pilotfish up: --kubeconfig {kubeconfig}: no such file", file=sys.stderr)
+        return 2
+    demo = args.config_dir is None and kubeconfig is None
     config_dir = Path(args.config_dir) if args.config_dir else bundled_config()
     if not config_dir.is_dir():
         print(f"pilotfish up: --config-dir {config_dir}: not a directory", file=sys.stderr)
@@ -69,6 +84,7 @@ def up_main(args: argparse.Namespace) -> int:
         mesh_config=mesh_config, proxy=proxy,
         subnet=args.subnet, bridge=args.bridge, debug_address=args.debug_address,
         demo=demo, proxy_concurrency=args.proxy_concurrency, cert_ttl=args.cert_ttl,
+        kubeconfig=kubeconfig, context=args.context,
     ))
     return code
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from pilotfish.cni.pod import injected_proxy
 from pilotfish.core.meshconfig import proxy_config
 from pilotfish.core.objects import ConfigObject
 from pilotfish.discovery.inject import policy
@@ -99,6 +100,18 @@ def sidecar_user(pod: ConfigObject) -> ProxyUser:
     return ProxyUser()
 
 
+def injected(pod: ConfigObject) -> bool:
+    """Whether the injection webhook gave the pod its sidecar."""
+    return injected_proxy(pod.body) is not None
+
+
+def app_containers(pod: ConfigObject) -> list[Mapping[str, Any]]:
+    """The pod's containers but an injected sidecar, which the node runs itself (as
+    ``pilotfish agent`` with the node's paths for what it mounts)."""
+    proxy = injected_proxy(pod.body)
+    return [raw for raw in pod.spec.get("containers") or () if raw is not proxy]
+
+
 def router_container(pod: ConfigObject) -> bool:
     return any(proxy_role(raw) for raw in pod.spec.get("containers") or ())
 
@@ -110,9 +123,19 @@ def sysctls(pod: ConfigObject) -> list[tuple[str, str]]:
             if s.get("name")]
 
 
-def secret_volumes(pod: ConfigObject) -> dict[str, tuple[str, str, list[tuple[str, str]]]]:
-    """Volume name → (kind: Secret or ConfigMap, its name, [(key, file path)]; an empty
-    list: every key as itself)."""
+@attrs.frozen
+class VolumeSource:
+    """A Secret or ConfigMap volume: which object, which keys as which files (none: every
+    key as itself), and whether the pod starts without it (``optional``)."""
+
+    kind: str  # Secret or ConfigMap
+    name: str
+    items: list[tuple[str, str]] = attrs.Factory(list)  # (key, file path)
+    optional: bool = False
+
+
+def secret_volumes(pod: ConfigObject) -> dict[str, VolumeSource]:
+    """Volume name → its source, for the Secret and ConfigMap volumes."""
     out = {}
     for volume in pod.spec.get("volumes") or ():
         for kind, field, name_field in (("Secret", "secret", "secretName"),
@@ -121,7 +144,8 @@ def secret_volumes(pod: ConfigObject) -> dict[str, tuple[str, str, list[tuple[st
             if isinstance(source, Mapping) and source.get(name_field):
                 items = [(str(i.get("key")), str(i.get("path")))
                          for i in source.get("items") or ()]
-                out[str(volume.get("name"))] = (kind, str(source[name_field]), items)
+                out[str(volume.get("name"))] = VolumeSource(
+                    kind, str(source[name_field]), items, source.get("optional") is True)
     return out
 
 
@@ -200,7 +224,7 @@ def containers(pod: ConfigObject, ip: str, node_env: Mapping[str, str] | None = 
     interpreter for the images pilotfish stands in for; ``volume_dirs`` maps volume names
     to the folders that hold them."""
     out = []
-    for raw in pod.spec.get("containers") or []:
+    for raw in app_containers(pod):
         role = proxy_role(raw)
         if role:
             out.append(Container(str(raw.get("name", "")), (), {}, PROXY_UID, proxy=role))
@@ -231,7 +255,7 @@ def containers(pod: ConfigObject, ip: str, node_env: Mapping[str, str] | None = 
 
 def container_ports(pod: ConfigObject) -> list[tuple[str, int]]:
     ports = []
-    for raw in pod.spec.get("containers") or []:
+    for raw in app_containers(pod):
         for port in raw.get("ports") or []:
             if port.get("containerPort"):
                 ports.append((str(port.get("name") or ""), int(port["containerPort"])))

@@ -12,6 +12,9 @@ Everything created is recorded in the state directory as it happens, so ``pilotf
 can remove it even after ``up`` was killed. When the config changes, pods are reconciled as
 a kubelet would: the ones no longer wanted (or changed) are stopped and removed, new ones
 created and started. A container that exits marks its pod failed; the node goes on.
+
+With ``--kubeconfig`` the objects come from a cluster's API server instead, and the node
+is that cluster's node (`pilotfish.node.kube`).
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ import ipaddress
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,12 @@ from pilotfish.agent.merged_metrics import app_metrics_url
 from pilotfish.agent.startup import hold_application
 from pilotfish.cni.pod import RUNTIME_KEY, pod_from_runtime_config
 from pilotfish.core import meshconfig, push_context
-from pilotfish.core.interceptor import InterceptorError, InterceptorSettings, first_capturing
+from pilotfish.core.interceptor import (
+    InterceptorError,
+    InterceptorSettings,
+    PodFacts,
+    first_capturing,
+)
 from pilotfish.core.objects import ConfigKey, ConfigObject
 from pilotfish.core.plugins import Plugins
 from pilotfish.core.security.files import write_atomic
@@ -69,6 +77,8 @@ class UpOptions:
     demo: bool = False  # print the demo's tour
     proxy_concurrency: int | None = None  # workers per sidecar (None: the proxy's default)
     cert_ttl: str = ""  # workload certificate lifetime the sidecars ask for ("" = the agent's)
+    kubeconfig: Path | None = None  # the node of this cluster's API server, not of files
+    context: str | None = None
 
 
 @attrs.define
@@ -84,14 +94,20 @@ def step(text: str) -> None:
     print(f"==> {text}", flush=True)
 
 
-def load_config(config_dir: Path, mesh: meshconfig.MeshConfig) -> ConfigStore:
-    """The user's config, validated the way discovery validates it."""
-    from pilotfish.plugins.files_source import config_files, load_file
+def new_store(mesh: meshconfig.MeshConfig) -> ConfigStore:
+    """An empty store that validates objects the way discovery does."""
     from pilotfish.validation import make_kinds, make_validator
 
     plugins = Plugins.from_config(mesh, groups=["xds"])
-    store = ConfigStore(make_validator(plugins, mesh.discovery.field_validation),
-                        make_kinds(plugins))
+    return ConfigStore(make_validator(plugins, mesh.discovery.field_validation),
+                       make_kinds(plugins))
+
+
+def load_config(config_dir: Path, mesh: meshconfig.MeshConfig) -> ConfigStore:
+    """The user's config, validated the way discovery validates it."""
+    from pilotfish.plugins.files_source import config_files, load_file
+
+    store = new_store(mesh)
     for path in config_files(config_dir):
         load_file(store, path, config_dir, mesh.discovery.config_limits)
     return store
@@ -160,9 +176,24 @@ class Node:
         self.interceptors = Plugins.from_config(self.mesh, groups=["interceptors"]).interceptors(
             InterceptorSettings(runtime="cni", environ=os.environ))
 
-    def capture_of(self, runtime_config: dict[str, Any]) -> str:
+    def conflist(self) -> dict[str, Any]:
+        return conflist(self.state, self.options.mesh_config)
+
+    def cni_inputs(self, obj: ConfigObject, sidecar: bool
+                   ) -> tuple[dict[str, Any], dict[str, str] | None, PodFacts]:
+        """What the runtime hands the CNI chain for a pod (its runtime config, and its
+        CNI_ARGS: None for those the runtime config implies), and the facts pilotfish-cni
+        will read from them. Here the pod's facts are in the runtime config."""
+        runtime_config = {RUNTIME_KEY: {
+            "name": obj.name, "namespace": obj.namespace,
+            "annotations": dict(obj.annotations), "labels": dict(obj.labels),
+            "sidecar": sidecar,
+            "containerPorts": [p for _, p in pods.container_ports(obj)],
+        }}
+        return runtime_config, None, pod_from_runtime_config(runtime_config[RUNTIME_KEY])
+
+    def capture_of(self, pod: PodFacts) -> str:
         """Which interceptor pilotfish-cni will hand the pod to, said for the log."""
-        pod = pod_from_runtime_config(runtime_config[RUNTIME_KEY])
         try:
             chosen = first_capturing(self.interceptors, pod)
         except InterceptorError as exc:
@@ -195,15 +226,19 @@ class Node:
         self.balanced = cluster.load_balancers(self.objects(), self.runtime, self.state.subnet)
         bodies = cluster.cluster_objects(self.objects(), self.runtime, self.state.service_cidr,
                                          self.balanced)
+        self.publish(bodies)
+        from pilotfish.core.yamlload import load_text
+
+        objects, _ = load_text(yaml.safe_dump_all(bodies), "cluster.yaml")
+        return push_context.build(objects, self.mesh.mesh, "node")
+
+    def publish(self, bodies: list[dict[str, Any]]) -> None:
+        """The cluster's objects where discovery reads them: a file in its config dir."""
         folder = self.state.config_dir
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".cluster.yaml.tmp"
         tmp.write_text(yaml.safe_dump_all(bodies, sort_keys=False))
         tmp.replace(folder / "cluster.yaml")
-        from pilotfish.core.yamlload import load_text
-
-        objects, _ = load_text(yaml.safe_dump_all(bodies), "cluster.yaml")
-        return push_context.build(objects, self.mesh.mesh, "node")
 
     async def refresh_pods(self, view: push_context.PushContext) -> None:
         """Names, kube-proxy rules and load-balancer addresses in every pod, for the
@@ -234,22 +269,16 @@ class Node:
         self.state.pods[pod.key] = pod
         self.state.save()
         await netns.create(pod.netns)
-        runtime_config = {"pilotfishPod": {
-            "name": obj.name, "namespace": obj.namespace,
-            "annotations": dict(obj.annotations), "labels": dict(obj.labels),
-            "sidecar": sidecar,
-            "containerPorts": [p for _, p in pods.container_ports(obj)],
-        }}
+        runtime_config, cni_args, facts = self.cni_inputs(obj, sidecar)
         pod.cni_runtime = runtime_config
         self.state.save()
-        capture = self.capture_of(runtime_config)
+        capture = self.capture_of(facts)
         if capture:
             print(f"    {capture}", flush=True)
         result = await cni_runtime.add(
-            conflist(self.state, self.options.mesh_config), netns.netns_path(pod.netns),
-            pod.container_id, "eth0",
-            runtime_config=runtime_config, cni_path=[Path("/usr/lib/cni"), self.bin],
-            cache_dir=self.state.cni_cache,
+            self.conflist(), netns.netns_path(pod.netns), pod.container_id, "eth0",
+            runtime_config=runtime_config, cni_args=cni_args,
+            cni_path=[Path("/usr/lib/cni"), self.bin], cache_dir=self.state.cni_cache,
         )
         pod.ip = cni_runtime.first_ipv4(result)
         await self.ensure_bridge_address()
@@ -307,11 +336,27 @@ class Node:
             argv += ["--app-metrics", metrics]
         return argv
 
-    def write_pod_files(self, obj: ConfigObject, pod: PodState) -> None:
-        """What Kubernetes mounts into every pod: its service-account token (here for the
-        istio-ca audience, readable by the user who presents it) and the mesh root."""
+    def wants_sidecar(self, obj: ConfigObject, namespace_labels: dict[str, str]) -> bool:
+        return pods.wants_sidecar(obj, namespace_labels)
+
+    @staticmethod
+    def unchanged(wanted: ConfigObject, running: ConfigObject) -> bool:
+        """Whether a running pod is still what is wanted (else it is replaced)."""
+        return wanted.same_content(running)
+
+    async def credentials(self, obj: ConfigObject, pod: PodState) -> tuple[str, bytes]:
+        """The pod's service-account token for the istio-ca audience (signed with the
+        node's key, which discovery's ``--token-key`` checks) and the mesh root."""
         from pilotfish.core.security import tokens
 
+        token = tokens.issue(self.state.token_key.read_bytes(), obj.namespace,
+                             str(obj.spec.get("serviceAccountName") or "default"), obj.name,
+                             ttl=TOKEN_TTL)
+        return token, (self.state.discovery_dir / "root-cert.pem").read_bytes()
+
+    async def write_pod_files(self, obj: ConfigObject, pod: PodState) -> None:
+        """What Kubernetes mounts into every pod: its service-account token (here for the
+        istio-ca audience, readable by the user who presents it) and the mesh root."""
         folder = self.state.pod_dir(pod)
         for parent in (folder.parent.parent, folder.parent):
             parent.mkdir(mode=0o755, exist_ok=True)
@@ -324,14 +369,11 @@ class Node:
             owner = pods.PROXY_UID
         else:
             owner = containers[0].uid if containers else pods.DEFAULT_APP_UID
-        token = tokens.issue(self.state.token_key.read_bytes(), obj.namespace,
-                             str(obj.spec.get("serviceAccountName") or "default"), obj.name,
-                             ttl=TOKEN_TTL)
+        token, root = await self.credentials(obj, pod)
         path = folder / "token"
         write_atomic(path, token, 0o600)  # 0600 from its first byte
         os.chown(path, owner, owner)
-        shutil.copyfile(self.state.discovery_dir / "root-cert.pem", folder / "root-cert.pem")
-        (folder / "root-cert.pem").chmod(0o644)
+        write_atomic(folder / "root-cert.pem", root, 0o644)
 
     # -- pod lifecycle (a kubelet's) -----------------------------------------------------
 
@@ -386,21 +428,26 @@ class Node:
         except ChildExited as exc:
             self.pod_failed(pod, str(exc))
 
-    def write_volumes(self, obj: ConfigObject, pod: PodState) -> dict[str, str]:
+    async def volume_object(self, kind: str, namespace: str, name: str
+                            ) -> Mapping[str, Any] | None:
+        """The Secret or ConfigMap a volume names (None when there is none)."""
+        assert self.store is not None
+        found = self.store.get(ConfigKey(kind, namespace, name))
+        return found.body if found is not None else None
+
+    async def write_volumes(self, obj: ConfigObject, pod: PodState) -> dict[str, str]:
         """Secret and ConfigMap volumes as files in the pod's folder; volume name →
         folder."""
-        assert self.store is not None
         out = {}
-        for volume, (kind, secret_name, items) in pods.secret_volumes(obj).items():
+        for volume, source in pods.secret_volumes(obj).items():
             folder = self.state.pod_dir(pod) / "volumes" / volume
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o755)
-            secret = self.store.get(ConfigKey(kind, obj.namespace, secret_name))
-            if secret is None:
-                print(f"    pod {pod.key}: volume {volume}: no {kind} "
-                      f"{obj.namespace}/{secret_name} (the folder stays empty)", flush=True)
-            for relative, content in pods.secret_files(
-                    secret.body if secret is not None else {}, items).items():
+            secret = await self.volume_object(source.kind, obj.namespace, source.name)
+            if secret is None and not source.optional:
+                print(f"    pod {pod.key}: volume {volume}: no {source.kind} "
+                      f"{obj.namespace}/{source.name} (the folder stays empty)", flush=True)
+            for relative, content in pods.secret_files(secret or {}, source.items).items():
                 path = (folder / relative).resolve()
                 if not path.is_relative_to(folder.resolve()):
                     continue  # a path out of the volume, which Kubernetes refuses too
@@ -413,7 +460,7 @@ class Node:
                         hold: bool) -> None:
         logs = self.state.logs
         logs.mkdir(parents=True, exist_ok=True)
-        self.write_pod_files(obj, pod)
+        await self.write_pod_files(obj, pod)
         if pod.sidecar:
             await self.start_proxy(tg, obj, pod, "sidecar", "istio-proxy")
             if hold:
@@ -431,7 +478,7 @@ class Node:
                     "PILOTFISH_TOKEN_FILE": str(folder / "token"),
                     "PILOTFISH_ROOT_CERT": str(folder / "root-cert.pem")}
         for container in pods.containers(obj, pod.ip, node_env, python=sys.executable,
-                                         volume_dirs=self.write_volumes(obj, pod)):
+                                         volume_dirs=await self.write_volumes(obj, pod)):
             if container.proxy:
                 await self.start_proxy(tg, obj, pod, container.proxy, container.name)
                 continue
@@ -507,7 +554,7 @@ class Node:
     async def _reconcile(self, tg: anyio.abc.TaskGroup) -> None:
         desired = {(p.namespace, p.name): p for p in self.update_view().pods}
         gone = [key for key, handle in self.running.items()
-                if key not in desired or not desired[key].same_content(handle.obj)]
+                if key not in desired or not self.unchanged(desired[key], handle.obj)]
         for key in gone:
             self.runtime.pop(key, None)
         if gone:
@@ -528,7 +575,7 @@ class Node:
         namespace_labels = self.namespace_labels()
         created = []
         for obj in new:
-            sidecar = pods.wants_sidecar(obj, namespace_labels.get(obj.namespace, {}))
+            sidecar = self.wants_sidecar(obj, namespace_labels.get(obj.namespace, {}))
             step(f"pod {obj.namespace}/{obj.name}: network namespace via CNI"
                  + (" (sidecar)" if sidecar else ""))
             try:
@@ -596,20 +643,27 @@ class Node:
 
     # -- discovery ----------------------------------------------------------------------
 
-    async def run_discovery(self, *, task_status: anyio.abc.TaskStatus[None]
-                            = anyio.TASK_STATUS_IGNORED) -> None:
-        """Discovery as a supervised child (a Deployment would restart it too)."""
+    def discovery_argv(self) -> list[str]:
+        """Discovery reading what the node writes, its CA checking the node's tokens."""
+        return [*self.discovery_common_argv(), "--config-dir", str(self.state.config_dir),
+                "--token-key", str(self.state.token_key.with_suffix(".pub"))]
+
+    def discovery_common_argv(self) -> list[str]:
         argv = [sys.executable, "-m", "pilotfish.cli", "discovery",
-                "--config-dir", str(self.state.config_dir),
                 "--xds-address", self.state.xds_address,
                 "--debug-address", self.state.debug_address,
                 # 15012 and the CA's root on this node's own address and state: two nodes on
                 # one host must not share them.
                 "--secure-xds-address", self.state.secure_xds_address,
-                "--state-dir", str(self.state.discovery_dir),
-                "--token-key", str(self.state.token_key.with_suffix(".pub"))]
+                "--state-dir", str(self.state.discovery_dir)]
         if self.options.mesh_config:
             argv += ["--mesh-config", str(self.options.mesh_config)]
+        return argv
+
+    async def run_discovery(self, *, task_status: anyio.abc.TaskStatus[None]
+                            = anyio.TASK_STATUS_IGNORED) -> None:
+        """Discovery as a supervised child (a Deployment would restart it too)."""
+        argv = self.discovery_argv()
         started = False
         while True:
             with log_file(self.state.logs / "discovery.log") as out:
@@ -633,6 +687,21 @@ class Node:
             await anyio.sleep(self.options.discovery_restart_delay)
 
     # -- watching the user's config -------------------------------------------------------
+
+    async def load(self, tg: anyio.abc.TaskGroup) -> None:
+        """The user's objects into ``self.store``; ``tg`` holds anything that keeps them
+        current."""
+        step(f"config from {self.options.config_dir}")
+        self.store = load_config(self.options.config_dir, self.mesh)
+        for error in self.store.errors():
+            print(f"    {error}", flush=True)
+
+    def initial_pods(self) -> list[ConfigObject]:
+        """The pods made before discovery starts (discovery then finds them all)."""
+        return list(self.update_view().pods)
+
+    async def discovery_started(self, tg: anyio.abc.TaskGroup) -> None:
+        """What waits for discovery (nothing here: every pod is already started)."""
 
     async def watch_config(self, tg: anyio.abc.TaskGroup) -> None:
         """Config changes reach discovery (the cluster view) and the pods (reconciled);
@@ -733,7 +802,7 @@ async def up(options: UpOptions) -> int:
                 f"a node is already up (pid {existing.up_pid}); run pilotfish down first")
         step("cleaning up what a previous run left behind")
         await teardown(existing)
-    node = Node(options)
+    node = make_node(options)
     state = node.state
     state.save()
     from pilotfish.core.security import tokens
@@ -741,17 +810,15 @@ async def up(options: UpOptions) -> int:
     private, public = tokens.generate_keypair()
     write_atomic(state.token_key, private, 0o600)
     write_atomic(state.token_key.with_suffix(".pub"), public, 0o644)
-    step(f"config from {options.config_dir}")
-    node.store = load_config(options.config_dir, node.mesh)
-    for error in node.store.errors():
-        print(f"    {error}", flush=True)
-    namespace_labels = node.namespace_labels()
-    pod_objects = list(node.update_view().pods)
-    state.cni_conf.write_text(json.dumps(conflist(state, options.mesh_config), indent=2))
+    state.cni_conf.write_text(json.dumps(node.conflist(), indent=2))
     try:
         async with anyio.create_task_group() as tg:
+            await node.load(tg)
+            assert node.store is not None
+            namespace_labels = node.namespace_labels()
+            pod_objects = node.initial_pods()
             for obj in pod_objects:
-                sidecar = pods.wants_sidecar(obj, namespace_labels.get(obj.namespace, {}))
+                sidecar = node.wants_sidecar(obj, namespace_labels.get(obj.namespace, {}))
                 step(f"pod {obj.namespace}/{obj.name}: network namespace via CNI"
                      + (" (sidecar)" if sidecar else ""))
                 try:
@@ -770,10 +837,11 @@ async def up(options: UpOptions) -> int:
             async with anyio.create_task_group() as starting:
                 for obj in pod_objects:
                     starting.start_soon(node.launch, tg, obj)
+            await node.discovery_started(tg)
             tg.start_soon(node.watch_config, tg)
             step("waiting for every pod to be ready" + (
                 " and the gateway to answer" if gateway_url(state, node.store) else ""))
-            problems = await node.wait_all_ready(pod_objects)
+            problems = await node.wait_all_ready(list(node.view.pods))
             state.phase, state.problems = ("not-ready", problems) if problems else ("ready", [])
             state.save()
             print(summary(state, node.store, problems), flush=True)
@@ -839,6 +907,15 @@ def tour(state: NodeState, store: ConfigStore) -> list[str]:
         "and from a pod outside the mesh (kube-proxy's job, done by the node):",
         "  pilotfish exec client -- curl -s http://reviews.default:9080/reviews/1",
     ]
+
+
+def make_node(options: UpOptions) -> Node:
+    """The node for the options: reading files, or a cluster's API server."""
+    if options.kubeconfig is None:
+        return Node(options)
+    from pilotfish.node.kube import KubeNode
+
+    return KubeNode(options)
 
 
 def run_up(options: UpOptions) -> int:

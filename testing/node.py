@@ -21,7 +21,7 @@ from pilotfish.testing.processes import Process, free_port, http, pilotfish, wai
 @attrs.define
 class Node:
     workdir: Path
-    config_dir: Path
+    config_dir: Path | None  # None: the objects come from --kubeconfig in extra_args
     subnet: str
     bridge: str
     debug_port: int = attrs.field(factory=free_port)
@@ -40,7 +40,8 @@ class Node:
         return pilotfish(*args)
 
     def start(self, timeout: float = 120) -> Node:
-        argv = pilotfish("up", "--config-dir", str(self.config_dir), "--state-dir",
+        source = ("--config-dir", str(self.config_dir)) if self.config_dir else ()
+        argv = pilotfish("up", *source, "--state-dir",
                          str(self.state_dir), "--subnet", self.subnet, "--bridge", self.bridge,
                          "--debug-address", f"127.0.0.1:{self.debug_port}", *self.extra_args)
         self.process = Process("up", argv, self.workdir / "up.log").start()

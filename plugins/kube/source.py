@@ -181,8 +181,10 @@ class KubernetesSource:
 
     def __init__(self, kubeconfig: Path | None = None, context: str | None = None, *,
                  root_namespace: str = "istio-system", page_size: int = PAGE,
-                 watch_timeout: tuple[int, int] = WATCH_TIMEOUT) -> None:
+                 watch_timeout: tuple[int, int] = WATCH_TIMEOUT,
+                 extra: Sequence[Resource] = ()) -> None:
         self.kubeconfig, self.context = kubeconfig, context
+        self.extra = tuple(extra)  # built-in resources read besides discovery's (a node's)
         self.root_namespace = root_namespace
         self.page_size = page_size
         self.watch_timeout = watch_timeout
@@ -252,7 +254,8 @@ class KubernetesSource:
                 crds = _Watcher(self, CRDS, self._crds_changed)
                 tg.start_soon(crds.run)
                 await crds.synced.wait()
-                plain = [_Watcher(self, r, self._feed) for r in BUILTIN if not r.referenced_only]
+                plain = [_Watcher(self, r, self._feed) for r in (*BUILTIN, *self.extra)
+                         if not r.referenced_only]
                 for watcher in plain:
                     tg.start_soon(watcher.run)
                 for watcher in [*plain, *(w for w, _ in self._custom.values())]:

@@ -32,3 +32,22 @@ def test_up_refuses_a_mesh_config_proxy_no_backend_has(
     # the flag overrides the file; a wrong flag is named as the flag
     assert commands.up_main(parse("--config-dir", str(tmp_path), "--proxy", "nope")) == 2
     assert "pilotfish up: --proxy nope: no such proxy backend" in capsys.readouterr().err
+
+
+def test_up_takes_its_objects_from_files_or_a_cluster_not_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(commands.os, "geteuid", lambda: 0)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    state = ("--state-dir", str(tmp_path / "state"))
+    for argv, said in [
+        (("--kubeconfig", str(kubeconfig), "--config-dir", str(tmp_path)),
+         "pilotfish up: --kubeconfig and --config-dir: the objects come from one or the other"),
+        (("--context", "prod"), "pilotfish up: --context needs --kubeconfig"),
+        (("--kubeconfig", str(tmp_path / "missing")),
+         f"pilotfish up: --kubeconfig {tmp_path / 'missing'}: no such file"),
+    ]:
+        assert commands.up_main(parse(*argv, *state)) == 2
+        assert capsys.readouterr().err.strip() == said
+    assert not (tmp_path / "state").exists()

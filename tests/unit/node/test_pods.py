@@ -8,9 +8,10 @@ from pilotfish.core.objects import ConfigObject
 from pilotfish.node import pods
 
 
-def pod(spec: dict[str, object]) -> ConfigObject:
+def pod(spec: dict[str, object], **annotations: str) -> ConfigObject:
     body = {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "web-1", "namespace": "shop"}, "spec": spec}
+            "metadata": {"name": "web-1", "namespace": "shop", "annotations": annotations},
+            "spec": spec}
     return ConfigObject("v1", "Pod", "web-1", "shop", body)
 
 
@@ -58,7 +59,8 @@ def test_secret_volumes_become_files_and_their_mount_paths_are_rewritten():
                 "env": [{"name": "TLS_SERVER_CERT", "value": "/etc/certs/crt"},
                         {"name": "OTHER", "value": "/etc/certsmore"}]}]}
     obj = pod(spec)
-    assert pods.secret_volumes(obj) == {"certs": ("Secret", "tls", [("tls.crt", "crt")])}
+    assert pods.secret_volumes(obj) == {
+        "certs": pods.VolumeSource("Secret", "tls", [("tls.crt", "crt")])}
     secret = {"data": {"tls.crt": base64.b64encode(b"CERT").decode(),
                        "tls.key": base64.b64encode(b"KEY").decode()}}
     assert pods.secret_files(secret, [("tls.crt", "crt")]) == {"crt": b"CERT"}
@@ -71,9 +73,11 @@ def test_secret_volumes_become_files_and_their_mount_paths_are_rewritten():
 
 def test_config_map_volumes_hold_data_and_binary_data():
     spec = {"volumes": [{"name": "ca", "configMap": {
-        "name": "ca-bundle", "items": [{"key": "ca.crt", "path": "ca"}]}}]}
-    assert pods.secret_volumes(pod(spec)) == {"ca": ("ConfigMap", "ca-bundle",
-                                                     [("ca.crt", "ca")])}
+        "name": "ca-bundle", "items": [{"key": "ca.crt", "path": "ca"}]}},
+        {"name": "crl", "configMap": {"name": "istio-ca-crl", "optional": True}}]}
+    assert pods.secret_volumes(pod(spec)) == {
+        "ca": pods.VolumeSource("ConfigMap", "ca-bundle", [("ca.crt", "ca")]),
+        "crl": pods.VolumeSource("ConfigMap", "istio-ca-crl", optional=True)}
     config_map = {"kind": "ConfigMap", "data": {"ca.crt": "PEM"},
                   "binaryData": {"blob": base64.b64encode(b"\x00").decode()}}
     assert pods.secret_files(config_map, []) == {"ca.crt": b"PEM", "blob": b"\x00"}
@@ -130,3 +134,21 @@ def test_the_node_injects_the_pods_the_injection_webhooks_would_select():
     assert not pods.wants_sidecar(labelled({"sidecar.istio.io/inject": "false"},
                                            {"sidecar.istio.io/inject": "true"}), enabled)
     assert pods.wants_sidecar(labelled({}, {"sidecar.istio.io/inject": "true"}), {})
+
+
+def test_an_injected_sidecar_is_the_nodes_to_run_not_an_app_container():
+    app = {"name": "app", "command": ["serve"], "ports": [{"containerPort": 8080}]}
+    proxy = {"name": "istio-proxy", "image": "localhost/pilotfish:1", "args": ["agent"],
+             "ports": [{"name": "http-envoy-prom", "containerPort": 15090}]}
+    status = {"sidecar.istio.io/status": "{}"}
+    injected = pod({"containers": [app, proxy]}, **status)
+    assert pods.injected(injected)
+    assert [c.name for c in pods.containers(injected, "10.0.0.2")] == ["app"]
+    assert pods.container_ports(injected) == [("", 8080)]
+    # a native sidecar (an init container) counts too; a container of that name alone not
+    native = pod({"initContainers": [{**proxy, "restartPolicy": "Always"}],
+                  "containers": [app]}, **status)
+    assert pods.injected(native)
+    named_so = pod({"containers": [app, proxy]})
+    assert not pods.injected(named_so)
+    assert pods.container_ports(named_so) == [("", 8080), ("http-envoy-prom", 15090)]
