@@ -17,6 +17,7 @@ unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from pilotfish.core.native import http1
@@ -24,6 +25,7 @@ from pilotfish.core.native import http1
 READ_SIZE = 65536
 # A streamed body's parts held before reading from the peer pauses until they are taken.
 BODY_BUFFER = 1024 * 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Http1Connection(asyncio.Protocol):
@@ -43,6 +45,8 @@ class Http1Connection(asyncio.Protocol):
         # about one timer per timeout, not one per request.
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.taken = 0  # of the streamed message's body, so far (`chunk`)
+        self._discard = False  # lingering (`linger`): what comes is dropped
 
     @classmethod
     def adopt(cls, writer: asyncio.StreamWriter, parser: http1.Parser) -> Http1Connection:
@@ -60,6 +64,8 @@ class Http1Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._discard:
+            return
         if self._raw is not None:
             self._raw += data
         elif self._error is None:
@@ -67,6 +73,10 @@ class Http1Connection(asyncio.Protocol):
                 self.parser.feed(data)
             except http1.ParseError as exc:
                 self._error = exc
+            if self.parser.continue_wanted:
+                self.parser.continue_wanted = False
+                if self.transport is not None:
+                    self.transport.write(CONTINUE)
             if self.parser.upgraded:  # what follows is not HTTP/1.1: kept for the tunnel
                 self._raw = bytearray()
             elif self.parser.streaming and self.transport is not None and \
@@ -137,6 +147,8 @@ class Http1Connection(asyncio.Protocol):
         while True:
             message = self.parser.next()
             if message is not None:
+                if message.streamed:  # its body comes from here, as it arrives
+                    message.body_source, self.taken = self, 0
                 return message
             if self._error is not None:
                 raise self._error
@@ -180,8 +192,8 @@ class Http1Connection(asyncio.Protocol):
             self._deadline = None
 
     async def chunk(self) -> bytes:
-        """The next part of a streamed answer's body (``exchange`` returned its head);
-        b"" once it has all come. Raises EOFError when the peer closes first."""
+        """The next part of a streamed message's body (``exchange`` or ``next`` returned
+        its head); b"" once it has all come. Raises EOFError when the peer closes first."""
         loop = asyncio.get_running_loop()
         parser = self.parser
         while True:
@@ -189,6 +201,7 @@ class Http1Connection(asyncio.Protocol):
                 data = parser.chunks.popleft()
                 if not parser.chunks and self.transport is not None:
                     self.transport.resume_reading()
+                self.taken += len(data)
                 return data
             if not parser.streaming:
                 return b""
@@ -198,7 +211,7 @@ class Http1Connection(asyncio.Protocol):
                 if parser.until_close:  # no length given: the close is the end
                     parser.streaming = False
                     return b""
-                raise EOFError("the upstream closed the connection in the body")
+                raise EOFError("the peer closed the connection in the body")
             await self._wait(loop)
 
     def _check_deadline(self) -> None:
@@ -214,8 +227,11 @@ class Http1Connection(asyncio.Protocol):
             self._timer = loop.call_at(deadline, self._check_deadline)
 
     def write(self, data: bytes) -> None:
+        """Send ``data``; nothing once the connection is closed (its peer gone: `drain`
+        says so to a writer that waits)."""
         assert self.transport is not None
-        self.transport.write(data)
+        if not self.transport.is_closing():
+            self.transport.write(data)
 
     async def drain(self) -> None:
         """Wait while the peer is slower than what was written to it."""
@@ -228,6 +244,25 @@ class Http1Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    async def linger(self, seconds: float) -> None:
+        """Before closing, as Envoy's delayed close: our side ended, what the peer still
+        sends (the rest of an upload nobody reads) dropped until it closes too or
+        ``seconds`` pass. Closing with unread bytes would reset the connection, and the
+        answer just sent could be lost with it."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._discard = True
+        self.parser.chunks.clear()
+        transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while not self._ended:
+                    await self._wait(loop)
 
     def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """The connection as asyncio streams from here on, holding the bytes not yet

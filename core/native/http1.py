@@ -3,9 +3,11 @@ collects what it reports into whole messages and writes messages back out.
 
 One :class:`Parser` lives as long as its connection, so pipelined and keep-alive messages
 come out one after another. Bodies are collected whole, up to ``MAX_BODY`` (beyond it the
-message is refused) — except a response parser's with ``stream_over`` set: an answer with
-no length (chunked, or up to the close: server-sent events, streamed output) or a longer
-one comes out at its head, ``streamed``, and its body follows in ``chunks`` as it arrives.
+message is refused) — except with ``stream_over`` set: a message longer than that, or of
+unknown length (a chunked upload; an answer up to the close: server-sent events, streamed
+output) comes out at its head, ``streamed``, and its body follows in ``chunks`` as it
+arrives. A request that says ``Expect: 100-continue`` is answered ``100 Continue`` by the
+proxy itself, as Envoy does (``continue_wanted``), and the header is not passed on.
 An upgrade (WebSocket) stops parsing and hands back the bytes after the head, which then
 flow unparsed.
 """
@@ -32,6 +34,10 @@ class ParseError(Exception):
 
 class BodySource(Protocol):
     """Where a streamed message's body comes from."""
+
+    @property
+    def taken(self) -> int:
+        """How much of the body has been taken so far."""
 
     async def chunk(self) -> bytes:
         """The next part of the body; b"" once it has all come."""
@@ -78,6 +84,7 @@ class Parser:
         self.chunks: deque[bytes] = deque()  # a streamed body's parts not yet taken
         self.streaming = False  # a streamed message's body is still coming
         self.until_close = False  # ...and ends when the connection does (no length given)
+        self.continue_wanted = False  # a request's head asked for 100 Continue, not yet sent
         self._reset()
 
     def _reset(self) -> None:
@@ -95,12 +102,16 @@ class Parser:
         self._head += len(name) + len(value)
         if self._head > MAX_HEAD:
             raise ParseError(f"headers larger than {MAX_HEAD} bytes")
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        key = name.decode("latin-1").lower()
+        if key == "expect" and not self._response and value.lower() == b"100-continue":
+            self.continue_wanted = True  # the proxy answers it; upstreams never see it
+            return
+        self._headers.append((key, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         if self.head_only:
             self._finish()
-        elif self.stream_over and self._response and self._long():
+        elif self.stream_over and self._long():
             self._finish()
             self._done[-1].streamed = self.streaming = True
 
@@ -116,6 +127,8 @@ class Parser:
                 chunked = "chunked" in value.lower()
         if length.isdigit() and int(length) <= self.stream_over:
             return False
+        if not self._response:  # a request without a length has no body
+            return chunked or bool(length)
         parser: Any = self._parser
         status = parser.get_status_code()
         if status < 200 or status in (204, 304):
@@ -175,14 +188,25 @@ def _head(first: str, headers: list[tuple[str, str]]) -> bytes:
 
 
 def request_bytes(message: Message) -> bytes:
-    """The request as sent upstream: its body framed by Content-Length."""
+    """The request as sent upstream: its body framed by Content-Length; a streamed one's
+    head only, its length kept when the client gave one, else chunked (`chunked_body`)."""
     headers = [(k, v) for k, v in message.headers if k not in HOP_BY_HOP
                and k != "content-length"]
     if message.upgrade is not None:
         headers += [("connection", "Upgrade"), ("upgrade", message.header("upgrade") or "")]
+    if message.streamed:
+        length = message.header("content-length") or ""
+        headers.append(("content-length", length) if length.isdigit()
+                       else ("transfer-encoding", "chunked"))
+        return _head(f"{message.method} {message.target} HTTP/1.1\r\n", headers)
     if message.body or message.method in ("POST", "PUT", "PATCH"):
         headers.append(("content-length", str(len(message.body))))
     return _head(f"{message.method} {message.target} HTTP/1.1\r\n", headers) + message.body
+
+
+def chunked_body(message: Message) -> bool:
+    """Whether a streamed message's body goes out chunked (it has no length of its own)."""
+    return not (message.header("content-length") or "").isdigit()
 
 
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
@@ -197,7 +221,7 @@ def streamed_head(message: Message) -> tuple[bytes, bool]:
     """The head of an answer whose body follows as it comes, and whether that body goes
     chunked: the upstream's length is kept when it gave one."""
     length = message.header("content-length") or ""
-    chunked = not length.isdigit()
+    chunked = chunked_body(message)
     headers = [(k, v) for k, v in message.headers
                if k not in HOP_BY_HOP and k != "content-length"]
     headers.append(("transfer-encoding", "chunked") if chunked else ("content-length", length))

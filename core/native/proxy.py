@@ -198,6 +198,15 @@ def _is_grpc(headers: Sequence[tuple[str, str]]) -> bool:
     return any(k == "content-type" and v.startswith("application/grpc") for k, v in headers)
 
 
+def _streams_h2(headers: Sequence[tuple[str, str]]) -> bool:
+    """Whether a request on an HTTP/2 stream is passed on as it comes: gRPC, and a body
+    longer than the proxy collects."""
+    if _is_grpc(headers):
+        return True
+    length = next((v for k, v in headers if k == "content-length"), "")
+    return length.isdigit() and int(length) > STREAM_OVER
+
+
 def _speaks_h2(cluster: Cluster, request: http1.Message) -> bool:
     """Whether ``request`` goes to ``cluster``'s hosts over HTTP/2."""
     return cluster.protocol == "h2" or (cluster.protocol == "downstream" and
@@ -435,6 +444,90 @@ class Pool:
 # rather than collected first (Envoy streams every body; a server-sent-events stream never
 # ends, a download may not fit in memory).
 STREAM_OVER = 1024 * 1024
+DELAYED_CLOSE = 1.0  # Envoy's delayed_close_timeout default
+
+
+class _DownstreamGone(Exception):
+    """The client stopped sending the body it was streaming."""
+
+
+async def _send_body(connection: Http1Connection, request: http1.Message) -> None:
+    """A streamed request's body, passed upstream as it comes (chunked when it has no
+    length of its own); reads pause while the upstream is slow to take it."""
+    source = request.body_source
+    assert source is not None
+    chunked = http1.chunked_body(request)
+    try:
+        while data := await source.chunk():
+            connection.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+            await connection.drain()
+    except (EOFError, http1.ParseError) as exc:
+        raise _DownstreamGone() from exc
+    if chunked:
+        connection.write(b"0\r\n\r\n")
+
+
+async def _exchange_streamed(connection: Http1Connection, request: http1.Message,
+                             limit: float) -> http1.Message:
+    """The head, then the body as it comes while the answer is awaited: an upstream may
+    answer before it has read the body (a refusal); the rest is then not sent, and the
+    connection is not used again."""
+    answer = asyncio.ensure_future(connection.exchange(
+        http1.request_bytes(request), False, limit, STREAM_OVER))
+    body = asyncio.ensure_future(_send_body(connection, request))
+    try:
+        await asyncio.wait((answer, body), return_when=asyncio.FIRST_COMPLETED)
+        if body.done() and isinstance(body.exception(), _DownstreamGone):
+            body.result()
+        # An upstream that stopped taking the body may have answered all the same.
+        response = await answer
+    finally:
+        for task in (answer, body):
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # seen: what failed is told by the answer, or raised above
+    if not body.done() or body.cancelled() or body.exception() is not None:
+        response.keep_alive = False  # what is on the wire now is half a request
+    return response
+
+
+async def _buffer(request: http1.Message) -> None:
+    """A streamed request's body read whole, for an upstream it cannot stream to (up to
+    ``MAX_BODY``)."""
+    source = request.body_source
+    assert source is not None
+    parts, size = [], 0
+    while data := await source.chunk():
+        size += len(data)
+        if size > http1.MAX_BODY:
+            raise UpstreamFailed(f"request body larger than {http1.MAX_BODY} bytes",
+                                 sent=False, flag="DPE")
+        parts.append(data)
+    request.body, request.streamed, request.body_source = b"".join(parts), False, None
+
+
+class _H2Body:
+    """A long upload on an HTTP/2 stream, read as it comes (for an HTTP/1.1 upstream)."""
+
+    def __init__(self, connection: http2.Connection, stream: http2.Stream) -> None:
+        self.connection, self.stream = connection, stream
+        self.taken = 0
+
+    async def chunk(self) -> bytes:
+        data = await self.connection.read(self.stream)
+        if not data and self.stream.error:
+            raise EOFError(self.stream.error)
+        self.taken += len(data)
+        return data
+
+    def close(self) -> None:
+        self.connection.end(self.stream.id, reset=True)
+
+
+def _received(request: http1.Message) -> int:
+    """The request body's size, as far as it was taken when it streamed."""
+    return request.body_source.taken if request.body_source is not None else len(request.body)
 
 
 class _UpstreamBody:
@@ -446,6 +539,10 @@ class _UpstreamBody:
                  keep: bool, max_requests: int) -> None:
         self.pool, self.key, self.connection = pool, key, connection
         self.keep, self.max_requests = keep, max_requests
+
+    @property
+    def taken(self) -> int:
+        return self.connection.taken
 
     async def chunk(self) -> bytes:
         try:
@@ -614,7 +711,9 @@ class NativeProxy:
                 except tls.Missing:
                     return
             if isinstance(chain.network, HttpManager):  # parsed as it arrives
-                http = Http1Connection(http1.Parser(), raw=True)
+                parser = http1.Parser()
+                parser.stream_over = STREAM_OVER  # longer uploads pass on as they come
+                http = Http1Connection(parser, raw=True)
                 await _accepted(conn, context, http)
                 writer = http
             else:
@@ -961,6 +1060,9 @@ class NativeProxy:
             outcome = await self._exchange(config, request, connection, scheme,
                                            destination, peer or NO_PEER)
             self._finished(config, request, outcome, started, remote, local, peer)
+            if connection.parser.streaming:  # the rest of an upload nobody read
+                await connection.linger(DELAYED_CLOSE)
+                return
             if not outcome.keep or not request.keep_alive:
                 return
 
@@ -979,7 +1081,9 @@ class NativeProxy:
             return outcome
         if response.body_source is not None:
             return await self._stream_answer(connection, response, outcome)
-        connection.write(http1.response_bytes(response, "", request.method == "HEAD"))
+        # an upload answered before it was all read: the connection ends with the answer
+        connection.write(http1.response_bytes(response, "", request.method == "HEAD",
+                                              close=connection.parser.streaming))
         await connection.drain()
         return outcome
 
@@ -1039,8 +1143,9 @@ class NativeProxy:
                 await connection.respond(stream.id, response, request.method == "HEAD")
             self._finished(config, request, outcome, started, remote, local, peer)
 
-        # gRPC goes on message by message (streams may never end); the rest whole
-        connection.streamed = _is_grpc
+        # gRPC goes on message by message (streams may never end), and long uploads as
+        # they come; the rest whole
+        connection.streamed = _streams_h2
 
         self.stats.inc(f"http.{prefix}.downstream_cx_http2_total")
         await connection.serve(handle, received)
@@ -1182,11 +1287,11 @@ class NativeProxy:
         if config.access is not None:
             self.log(config.access, access_log.Entry(
                 started, request.method, request.target, f"HTTP/{request.version}",
-                outcome.status, outcome.flags, received=len(request.body), sent=outcome.sent,
+                outcome.status, outcome.flags, received=_received(request), sent=outcome.sent,
                 duration_ms=int(seconds * 1000), cluster=outcome.cluster,
                 upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
                 downstream_local=local, headers=request.headers))
-        self.count_request(outcome, len(request.body), seconds, peer, request)
+        self.count_request(outcome, _received(request), seconds, peer, request)
 
     async def _respond(self, config: HttpManager, request: http1.Message,
                        scheme: str = "http", destination: tuple[str, int] | None = None,
@@ -1262,11 +1367,15 @@ class NativeProxy:
             if _speaks_h2(cluster, outgoing):  # passed on as it comes, both ways
                 return await self._relay(config, cluster, outgoing, decision, added, flags,
                                          started, peer, *streamed)
-            try:
-                outgoing.body, outgoing.trailers = await _collect(*streamed)
-            except http2.StreamError as exc:
-                return self._local(config, routing.Respond(400, str(exc).encode()),
-                                   cluster_name, "DPE", route)
+            if not _is_grpc(request.headers):  # a long upload: to stream to HTTP/1.1
+                request.body_source = outgoing.body_source = _H2Body(*streamed)
+                request.streamed = outgoing.streamed = True
+            else:
+                try:
+                    outgoing.body, outgoing.trailers = await _collect(*streamed)
+                except http2.StreamError as exc:
+                    return self._local(config, routing.Respond(400, str(exc).encode()),
+                                       cluster_name, "DPE", route)
         try:
             response, host = await self._forward(
                 cluster, outgoing, action, destination, peer.source,
@@ -1286,8 +1395,8 @@ class NativeProxy:
         """Send a copy of ``request`` to ``cluster_name`` and forget it (request mirroring:
         the authority gets ``-shadow``, the answer is dropped)."""
         cluster = self.state.clusters.get(cluster_name)
-        if cluster is None or request.upgrade is not None:
-            return
+        if cluster is None or request.upgrade is not None or request.streamed:
+            return  # (a streamed body goes once, to the route's cluster)
         host, colon, port = (request.header("host") or "").rpartition(":") \
             if not (request.header("host") or "").endswith("]") else ("", "", "")
         if not colon or not port.isdigit():
@@ -1330,7 +1439,8 @@ class NativeProxy:
             headers.append(("x-forwarded-proto", scheme))
         return http1.Message(headers, request.body, request.method, target,
                              version=request.version, upgrade=request.upgrade,
-                             trailers=request.trailers)
+                             trailers=request.trailers, streamed=request.streamed,
+                             body_source=request.body_source)
 
     async def _forward(self, cluster: Cluster, request: http1.Message,
                        action: routing.Forward, destination: tuple[str, int] | None = None,
@@ -1339,7 +1449,8 @@ class NativeProxy:
         """Send ``request`` with the route's retries; ``source`` (the client's IP) and
         ``local`` (the address it reached) are for hash policies."""
         retry = action.retry
-        attempts = 1 + (retry.num_retries if retry else 0)
+        # A streamed body cannot be sent twice: no retry (as Envoy, past its buffer limit).
+        attempts = 1 + (retry.num_retries if retry and not request.streamed else 0)
         tried: set[tuple[str, int]] = set()
         key = hashing.request_key(action.hash_policy, request.headers, request.target,
                                   source, local) if cluster.lb in HASHED else None
@@ -1395,6 +1506,8 @@ class NativeProxy:
             raise UpstreamFailed(OVERFLOW, sent=False, flag="UO")
         try:
             if _speaks_h2(cluster, request):
+                if request.streamed:
+                    await _buffer(request)
                 return await self._attempt_h2(cluster, request, tried, limit, destination,
                                               hash_key)
             return await self._exchange_upstream(cluster, upstream, request, tried, limit,
@@ -1429,8 +1542,17 @@ class NativeProxy:
             connection = Http1Connection.adopt(writer, http1.Parser(response=True))
         balancer.started(host)
         try:
-            response = await connection.exchange(http1.request_bytes(request),
-                                                 request.method == "HEAD", limit, STREAM_OVER)
+            if request.streamed:
+                response = await _exchange_streamed(connection, request, limit)
+            else:
+                response = await connection.exchange(
+                    http1.request_bytes(request), request.method == "HEAD", limit,
+                    STREAM_OVER)
+        except _DownstreamGone:
+            self.pool.forget(connection)
+            connection.close()
+            raise UpstreamFailed("downstream closed the connection in the request body",
+                                 sent=True, flag="DC") from None
         except TimeoutError:
             self.pool.forget(connection)
             connection.close()

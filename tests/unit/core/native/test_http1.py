@@ -97,3 +97,40 @@ def test_a_streamed_head_keeps_the_length_it_was_given_else_goes_chunked():
     head, chunked = http1.streamed_head(http1.Message([("transfer-encoding", "chunked")],
                                                       status=200))
     assert chunked and head.count(b"transfer-encoding: chunked") == 1
+
+
+def test_a_long_or_chunked_upload_streams_and_a_short_one_comes_whole():
+    parser = http1.Parser()
+    parser.stream_over = 10
+    parser.feed(b"POST /s HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"
+                b"GET /g HTTP/1.1\r\nhost: x\r\n\r\n"
+                b"PUT /l HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\n\r\n0123456789")
+    short, get, long = parser.next(), parser.next(), parser.next()
+    assert short is not None and short.body == b"abc" and not short.streamed
+    assert get is not None and not get.streamed  # no length: no body
+    assert long is not None and long.streamed and list(parser.chunks) == [b"0123456789"]
+    parser.feed(b"0123456789")
+    assert not parser.streaming
+    parser.feed(b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+    chunked = parser.next()
+    assert chunked is not None and chunked.streamed and parser.streaming
+    parser.feed(b"2\r\nhi\r\n0\r\n\r\n")
+    assert list(parser.chunks)[-1] == b"hi" and not parser.streaming
+    # the head of a streamed request keeps its length, else goes chunked
+    assert b"content-length: 20" in http1.request_bytes(long)
+    framed = http1.request_bytes(chunked)
+    assert framed.endswith(b"transfer-encoding: chunked\r\n\r\n") and http1.chunked_body(chunked)
+
+
+def test_expect_100_continue_is_flagged_for_the_proxy_and_not_kept():
+    parser = http1.Parser()
+    parser.feed(b"POST /u HTTP/1.1\r\nhost: x\r\nExpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
+    assert parser.continue_wanted and parser.next() is None  # the body is still to come
+    parser.continue_wanted = False
+    parser.feed(b"ok")
+    request = parser.next()
+    assert request is not None and request.body == b"ok"
+    assert request.header("expect") is None
+    answer = http1.Parser(response=True)  # an answer's Expect is just a header
+    answer.feed(b"HTTP/1.1 200 OK\r\nexpect: 100-continue\r\ncontent-length: 0\r\n\r\n")
+    assert not answer.continue_wanted
