@@ -197,6 +197,9 @@ class RootPublisher:
     namespace: str = "istio-system"
     revision: str = ""
     interval: float = INTERVAL
+    # What this publisher keeps: the root ConfigMaps (one replica at a time, behind the
+    # namespace controller's Lease), the webhooks' caBundle (every replica), or both.
+    parts: frozenset[str] = frozenset({"configmaps", "webhooks"})
     writes: int = attrs.field(default=0, init=False)
     # Configurations not installed (said once).
     _missing: set[str] = attrs.field(factory=set, init=False)
@@ -205,8 +208,10 @@ class RootPublisher:
     def reconcile(self) -> None:
         """One pass; a failure of one write is logged and leaves the others done."""
         root = self.root_pem()
-        self._configmaps(root)
-        self._webhooks(root)
+        if "configmaps" in self.parts:
+            self._configmaps(root)
+        if "webhooks" in self.parts:
+            self._webhooks(root)
 
     def _configmaps(self, root: str) -> None:
         namespaces = self.client.request("GET", "/api/v1/namespaces").get("items") or []
@@ -259,10 +264,15 @@ class RootPublisher:
     def watched(self) -> list[tuple[str, dict[str, str]]]:
         """What a change of calls for a pass: namespaces, the root ConfigMaps, the webhook
         configurations (path, and the list's query)."""
-        found = [("/api/v1/namespaces", {}),
-                 ("/api/v1/configmaps", {"fieldSelector": f"metadata.name={ROOT_CONFIGMAP}"})]
-        for name, plural in webhook_configuration_names(self.namespace, self.revision).items():
-            found.append((f"{WEBHOOKS}/{plural}", {"fieldSelector": f"metadata.name={name}"}))
+        found: list[tuple[str, dict[str, str]]] = []
+        if "configmaps" in self.parts:
+            found += [("/api/v1/namespaces", {}),
+                      ("/api/v1/configmaps",
+                       {"fieldSelector": f"metadata.name={ROOT_CONFIGMAP}"})]
+        if "webhooks" in self.parts:
+            found += [(f"{WEBHOOKS}/{plural}", {"fieldSelector": f"metadata.name={name}"})
+                      for name, plural in webhook_configuration_names(self.namespace,
+                                                                      self.revision).items()]
         return found
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -30,7 +30,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -198,7 +198,7 @@ class LeaderElection:
     election: Election
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
-    _runs: list[Callable[[], Awaitable[None]]] = attrs.field(factory=list, init=False)
+    _runs: list[Callable[[], Coroutine[Any, Any, None]]] = attrs.field(factory=list, init=False)
     _warned: bool = attrs.field(default=False, init=False)
 
     @property
@@ -209,7 +209,16 @@ class LeaderElection:
     def name(self) -> str:
         return f"Lease {self.election.namespace}/{self.election.name}"
 
-    def add_run(self, run: Callable[[], Awaitable[None]]) -> None:
+    def statistics(self) -> dict[str, Any]:
+        """The Lease as this replica last saw it, and whether it leads (``/debug/leases``)."""
+        election = self.election
+        observed = election.observed or Record()
+        return {"namespace": election.namespace, "name": election.name,
+                "identity": election.identity, "leading": election.leading,
+                "holder": observed.holder, "transitions": observed.transitions,
+                "renewTime": observed.renew_time}
+
+    def add_run(self, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``run`` each time we come to lead; it is cancelled when we stop leading."""
         self._runs.append(run)
 
