@@ -19,9 +19,13 @@ As istiod does it:
 What to change is decided over data (``configmap_changes``, ``ca_bundle_patch``); the
 publisher only lists, compares and writes: at start, whenever its watches (namespaces, the
 root ConfigMaps, the two webhook configurations) see a change, and every ``interval``
-seconds in any case. Writes are made only where something differs, so several replicas
-doing it converge without churn, and its own writes' events cost one pass that writes
-nothing.
+seconds in any case. Writes are made only where something differs, and its own writes'
+events cost one pass that writes nothing.
+
+Discovery runs two publishers (``parts``): the ConfigMaps' only on the replica holding the
+``istio-namespace-controller-election`` Lease (`pilotfish.discovery.leader`), as istiod's
+namespace controller; the ``caBundle``'s on every replica, as istiod's webhook patcher (a
+JSON patch that tests the ``resourceVersion``, so replicas never overwrite each other).
 """
 
 from __future__ import annotations
