@@ -2,9 +2,9 @@
 
 Every object the conversion looks at gets a status body of the shape the API server would
 store (``conditions`` with ``type``, ``status``, ``reason``, ``message`` and
-``observedGeneration``; listeners and route parents in their own lists). The file source
-cannot write status back, so discovery shows them (``/debug/gateway_status``) and
-``pilotfish gateway-status`` prints them.
+``observedGeneration``; listeners and route parents in their own lists). Discovery shows
+them (``/debug/gateway_status``, printed by ``pilotfish gateway-status``) and, on a
+cluster, its leader writes them back (``pilotfish.discovery.gateway_status``).
 """
 
 from __future__ import annotations
