@@ -22,12 +22,10 @@ import kubernetes
 import pytest
 
 from pilotfish.core.gateway_api.status import CONTROLLER
-from pilotfish.plugins.kube.resources import custom_kinds
-from pilotfish.testing.kube import FakeKubeApi, running
-from pilotfish.testing.kube.crds import for_kinds
+from pilotfish.testing.kube import FakeKubeApi
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import Process, http, wait_until
-from pilotfish.validation import make_kinds
+from tests.integration.conftest import KubeCluster
 
 NS = "shop"
 GROUP = "gateway.networking.k8s.io"
@@ -113,22 +111,15 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running(tmp_path / "api") as api, \
-            kubernetes.config.new_client_from_config(str(api.kubeconfig)) as client, \
-            LocalMesh(tmp_path / "one") as one, LocalMesh(tmp_path / "two") as two:
-        extensions = kubernetes.client.ApiextensionsV1Api(client)
-        for crd in for_kinds(custom_kinds(make_kinds())):
-            extensions.create_custom_resource_definition(crd)
-        core = kubernetes.client.CoreV1Api(client)
-        for name in ("istio-system", NS):
-            core.create_namespace({"metadata": {"name": name}})
+def cluster(tmp_path: Path, kube_cluster: KubeCluster) -> Iterator[Cluster]:
+    api, custom, core = kube_cluster.api, kube_cluster.custom, kube_cluster.core
+    with LocalMesh(tmp_path / "one") as one, LocalMesh(tmp_path / "two") as two:
+        core.create_namespace({"metadata": {"name": NS}})
         api.seed(*SEEDED)
-        custom = kubernetes.client.CustomObjectsApi(client)
         custom.create_namespaced_custom_object(GROUP, "v1", NS, "gateways", gateway())
         custom.create_namespaced_custom_object(GROUP, "v1", NS, "httproutes", ROUTE)
-        found = Cluster(api, custom, kubernetes.client.CoordinationV1Api(client), core,
-                        (one, two), [])
+        found = Cluster(api, custom, kubernetes.client.CoordinationV1Api(kube_cluster.client),
+                        core, (one, two), [])
         found.replicas = [found.start(0)]
         found.replicas.append(found.start(1))
         yield found
