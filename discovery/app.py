@@ -185,8 +185,9 @@ class Discovery:
         self.elections[leader.GATEWAY_STATUS].add_run(self.status_writer.run)
 
     def gateway_statuses(self) -> list[dict[str, Any]]:
-        """The Gateway API status computed by the latest rebuild, by object."""
-        return self.state.push.gateway_api.status.view()
+        """The Gateway API status the latest rebuild computed for the cluster's objects
+        (not for those of a ``--config-dir`` beside it)."""
+        return self.state.push.gateway_api.status.view(origin="kubernetes:")
 
     def _cluster_client(self) -> Client | None:
         """The API server the CA keeps its root in and asks about pod tokens: the one the

@@ -12,7 +12,12 @@ from typing import Any
 import kubernetes
 import pytest
 
+from pilotfish.core import meshconfig
 from pilotfish.core.gateway_api.status import CONTROLLER
+from pilotfish.core.plugins import Plugins
+from pilotfish.core.push import PushRequest
+from pilotfish.core.yamlload import load_text
+from pilotfish.discovery.app import Discovery, DiscoveryOptions
 from pilotfish.discovery.gateway_status import StatusWriter, status_patch, timed
 from pilotfish.plugins.kube import client as kube_client
 from pilotfish.testing.kube import FakeKubeApi, running
@@ -176,3 +181,28 @@ def test_a_failed_write_is_reported_for_a_retry_not_raised(api, custom, client):
     assert not writer.reconcile([{"apiVersion": V1, "kind": "GRPCRoute", "namespace": "shop",
                                   "name": "g", "status": {"parents": [parent("gw")]}}])
     assert writer.writes == 0
+
+
+# -- in discovery --------------------------------------------------------------------------
+
+
+def gateway_yaml(name: str) -> str:
+    return (f"apiVersion: {V1}\nkind: Gateway\nmetadata: {{name: {name}, namespace: shop}}\n"
+            "spec:\n  gatewayClassName: istio\n"
+            "  listeners: [{name: http, port: 8080, protocol: HTTP}]\n")
+
+
+def test_without_a_cluster_nothing_is_written_and_only_cluster_objects_would_be():
+    config = meshconfig.MeshConfig()
+    found = Discovery(config, Plugins.from_config(config), DiscoveryOptions(
+        debug_address=None))
+    assert found.status_writer is None and not found.elections  # files: the view only
+    for origin, name in (("kubernetes:gateways.gateway.networking.k8s.io", "from-cluster"),
+                         ("gateways.yaml", "from-file")):
+        objects, errors = load_text(gateway_yaml(name), origin)
+        assert not errors
+        found.store.replace(origin, objects)
+    found.rebuild(PushRequest.full("test", 0.0, forced=True))
+    assert [item["name"] for item in found.state.push.gateway_api.status.view()] == [
+        "from-cluster", "from-file"]
+    assert [item["name"] for item in found.gateway_statuses()] == ["from-cluster"]
