@@ -22,6 +22,7 @@ from pilotfish.discovery.gateway_status import StatusWriter, status_patch, timed
 from pilotfish.plugins.kube import client as kube_client
 from pilotfish.testing.kube import FakeKubeApi, running
 from pilotfish.testing.kube.crds import crd
+from tests.unit.discovery.racing_client import RacingClient
 
 GROUP, V1 = "gateway.networking.k8s.io", "gateway.networking.k8s.io/v1"
 THEN, NOW = "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z"
@@ -206,3 +207,21 @@ def test_without_a_cluster_nothing_is_written_and_only_cluster_objects_would_be(
     assert [item["name"] for item in found.state.push.gateway_api.status.view()] == [
         "from-cluster", "from-file"]
     assert [item["name"] for item in found.gateway_statuses()] == ["from-cluster"]
+
+
+def test_a_concurrent_change_fails_the_write_and_the_next_pass_makes_it(api, custom, client):
+    custom.create_namespaced_custom_object(GROUP, "v1", "shop", "gateways", {
+        "apiVersion": V1, "kind": "Gateway", "metadata": {"name": "gw"},
+        "spec": {"gatewayClassName": "istio", "listeners": []}})
+    def edit() -> None:
+        custom.patch_namespaced_custom_object(GROUP, "v1", "shop", "gateways", "gw", {
+            "metadata": {"labels": {"edited": "yes"}}})
+
+    writer = StatusWriter(RacingClient(client, edit, ["PATCH"]), lambda: [])
+    statuses = view(gateway_status(), {"parents": []})[:1]
+    assert not writer.reconcile(statuses)  # 409: written at a stale resourceVersion
+    assert writer.failures == 1 and "status" not in custom.get_namespaced_custom_object(
+        GROUP, "v1", "shop", "gateways", "gw")
+    assert writer.reconcile(statuses) and writer.writes == 1
+    gw = custom.get_namespaced_custom_object(GROUP, "v1", "shop", "gateways", "gw")
+    assert gw["metadata"]["labels"] == {"edited": "yes"} and gw["status"]["conditions"]

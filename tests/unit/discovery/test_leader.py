@@ -19,6 +19,7 @@ from pilotfish.discovery.leader import Election, LeaderElection, Record, Timing
 from pilotfish.plugins.kube import client as kube_client
 from pilotfish.testing.kube import FakeKubeApi, running
 from pilotfish.testing.processes import wait_until
+from tests.unit.discovery.racing_client import RacingClient
 
 NS = "istio-system"
 MICRO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -179,29 +180,13 @@ def test_one_of_two_acquires_the_other_waits_then_takes_over_an_expired_lease(cl
     assert not a.try_acquire_or_renew() and not a.leading  # sees b's lease
 
 
-class Interleaved(kube_client.Client):
-    """A real client that lets another replica write just before its own writes: the
-    race a 409 Conflict settles."""
-
-    def __init__(self, client: kube_client.Client, before_write: Any) -> None:
-        super().__init__(client.api)
-        self.before_write = before_write
-
-    def request(self, method: str, path: str, query: Any = None, body: Any = None,
-                content_type: str = "application/json") -> dict[str, Any]:
-        if method in ("PUT", "POST") and self.before_write is not None:
-            hook, self.before_write = self.before_write, None
-            hook()
-        return super().request(method, path, query, body, content_type)
-
-
 def test_a_takeover_racing_a_renewal_conflicts_and_does_not_lead(clients):
     clock = Clock()
     a, b = electors(clients, clock)
     assert a.try_acquire_or_renew()
     assert not b.try_acquire_or_renew()
     clock.now += 10  # a's lease ran out on b's clock; b reads it, a renews, b writes
-    b.client = Interleaved(clients[1], a.try_acquire_or_renew)
+    b.client = RacingClient(clients[1], a.try_acquire_or_renew)
     assert not b.try_acquire_or_renew() and not b.leading
     assert stored(clients[0]).holder == "a" and a.leading
 
