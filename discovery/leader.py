@@ -306,5 +306,7 @@ class LeaderElection:
                 log.warning("%s lost (now held by %r): no longer leading", self.name,
                             self.election.held_by())
         finally:
+            # Bounded: an API server that does not answer must not hold up the stop (the
+            # lease then lapses).
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
-                await anyio.to_thread.run_sync(self.release)
+                await anyio.to_thread.run_sync(self.release, abandon_on_cancel=True)
