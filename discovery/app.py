@@ -190,8 +190,9 @@ class Discovery:
         return self.state.push.gateway_api.status.view(origin="kubernetes:")
 
     def _cluster_client(self) -> Client | None:
-        """The API server the CA keeps its root in and asks about pod tokens: the one the
-        config comes from (a kubeconfig, or the pod's own cluster)."""
+        """The API server the CA keeps its root in and asks about pod tokens, and the
+        leaders write to: the one the config comes from (a kubeconfig, or the pod's own
+        cluster)."""
         sources = self.options.sources
         if sources.kubeconfig is None and not sources.in_cluster:
             return None
