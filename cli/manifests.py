@@ -199,6 +199,10 @@ def _rule(groups: Iterable[str], resources_: Iterable[str], verbs: Iterable[str]
 
 
 READ = ("get", "list", "watch")
+# What discovery writes the status of (the Gateway API's kinds), and its Leases.
+STATUS_PLURALS = ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes",
+                  "tcproutes", "backendtlspolicies")
+LEASES = ("istio-gateway-status-leader", "istio-namespace-controller-election")
 CONFIG_GROUPS = ("networking.istio.io", "security.istio.io", "telemetry.istio.io",
                  "extensions.istio.io", "gateway.networking.k8s.io")
 
@@ -224,10 +228,16 @@ def rbac(ns: str) -> list[dict[str, Any]]:
               ["update", "patch"], ["istio-sidecar-injector"]),
         _rule(["admissionregistration.k8s.io"], ["validatingwebhookconfigurations"],
               ["update", "patch"], [f"istio-validator-{ns}"]),
+        # the leader's Gateway API status write-back (the status subresource only)
+        _rule(["gateway.networking.k8s.io"], [f"{plural}/status" for plural in STATUS_PLURALS],
+              ["update", "patch"]),
     ]
-    # The CA's root, shared by every replica, lives in a Secret of discovery's namespace.
+    # The CA's root, shared by every replica, lives in a Secret of discovery's namespace;
+    # so do the Leases that elect one replica for the status and the root ConfigMaps.
     role_rules = [_rule([""], ["secrets"], ["create"]),
-                  _rule([""], ["secrets"], ["update", "patch"], ["istio-ca-secret"])]
+                  _rule([""], ["secrets"], ["update", "patch"], ["istio-ca-secret"]),
+                  _rule(["coordination.k8s.io"], ["leases"], ["create"]),
+                  _rule(["coordination.k8s.io"], ["leases"], ["get", "update"], LEASES)]
     subject = [{"kind": "ServiceAccount", "name": "istiod", "namespace": ns}]
     rbac_v1 = "rbac.authorization.k8s.io/v1"
     cluster_name = f"istiod-clusterrole-{ns}"
@@ -279,6 +289,9 @@ def deployment(vals: Mapping[str, Any]) -> dict[str, Any]:
     container = {
         "name": "discovery", "image": image(vals), "imagePullPolicy": vals["imagePullPolicy"],
         "command": ["pilotfish"], "args": discovery_args(vals), "ports": ports,
+        # Its identity in the Leases, as istiod's (with a random suffix per start).
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {
+            "apiVersion": "v1", "fieldPath": "metadata.name"}}}],
         # /ready: every kind listed and the first push made, as istiod's
         "readinessProbe": {"httpGet": {"path": "/ready", "port": PORTS["http-monitoring"]},
                            "initialDelaySeconds": 1, "periodSeconds": 3,

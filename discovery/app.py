@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -41,6 +41,8 @@ from pilotfish.validation import make_kinds, make_validator
 if TYPE_CHECKING:
     from pilotfish.core.security.provider import CertSettings
     from pilotfish.discovery.cluster_ca import RootPublisher
+    from pilotfish.discovery.gateway_status import StatusWriter
+    from pilotfish.discovery.leader import LeaderElection
     from pilotfish.discovery.secure_xds import SecureXds
     from pilotfish.discovery.webhooks import Webhooks
     from pilotfish.plugins.kube.client import Client
@@ -62,6 +64,12 @@ class DiscoveryOptions:
     # On a cluster: the root ConfigMaps and webhook caBundles are reconciled on every
     # change their watches see, and this often in any case.
     root_publish_interval: float = 60.0
+    # On a cluster: the Leases that let one replica at a time write Gateway API status and
+    # the root ConfigMaps (Istio's 30 s; renewed within half, tried every quarter of it).
+    lease_duration: float = 30.0
+    # The leader writes Gateway API status after each rebuild that changes it, and checks
+    # every object's this often in any case.
+    status_interval: float = 60.0
 
 
 @attrs.define
@@ -123,22 +131,35 @@ class Discovery:
         self.store.subscribe(self._on_store_update)
         self.secure: SecureXds | None = None
         self.root_publisher: RootPublisher | None = None
-        self.cluster: Client | None = None  # the CA's API server, on a cluster
+        # The API server config comes from, on a cluster: the CA's and the leaders' writes.
+        self.cluster: Client | None = self._cluster_client()
+        self.elections: dict[str, LeaderElection] = {}
+        self.status_writer: StatusWriter | None = None
+        if self.cluster is not None:
+            self._elect(self.cluster)
         if options.secure_xds_address:
             from pilotfish.discovery.secure_xds import SecureXds
             if options.certs is None:
                 raise ValueError("DiscoveryOptions.certs is required with secure_xds_address")
             revision = str(config.injection.get("revision") or "")
-            self.cluster = cluster = self._cluster_client()
+            cluster = self.cluster
             # Raises CaSetupError before anything listens: bad CA files fail the start.
             self.secure = SecureXds.create(plugins, self.xds, options.secure_xds_address,
                                            options.certs, options.token_key,
                                            config.mesh.root_namespace, revision, cluster)
             if cluster is not None:
                 from pilotfish.discovery.cluster_ca import RootPublisher
+                from pilotfish.discovery.leader import NAMESPACE_CONTROLLER
+                # The webhooks' caBundle on every replica (as istiod's webhook patcher:
+                # its writes test the resourceVersion), the ConfigMaps by the leader only.
                 self.root_publisher = RootPublisher(
                     cluster, self.secure.provider.trust_bundle, config.mesh.root_namespace,
-                    revision, options.root_publish_interval)
+                    revision, options.root_publish_interval, parts=frozenset({"webhooks"}))
+                configmaps = RootPublisher(
+                    cluster, self.secure.provider.trust_bundle, config.mesh.root_namespace,
+                    revision, options.root_publish_interval,
+                    parts=frozenset({"configmaps"}))
+                self.elections[NAMESPACE_CONTROLLER].add_run(configmaps.run)
         self.webhooks: Webhooks | None = None
         if options.webhook_address:
             from pilotfish.discovery.webhooks import Webhooks
@@ -148,9 +169,30 @@ class Discovery:
             self.webhooks = Webhooks(config, self.store, plugins, self.secure.serving)
             self.secure.on_renew.append(self.webhooks.renewed)
 
+    def _elect(self, cluster: Client) -> None:
+        """The Leases of discovery's namespace (the root namespace) that make one replica
+        at a time do some work, and the Gateway API status writer, run while leading."""
+        from pilotfish.discovery import leader
+        from pilotfish.discovery.gateway_status import StatusWriter
+
+        me = leader.identity()
+        timing = leader.Timing.for_lease(self.options.lease_duration)
+        for name in (leader.GATEWAY_STATUS, leader.NAMESPACE_CONTROLLER):
+            self.elections[name] = leader.LeaderElection(cluster, leader.Election(
+                self.config.mesh.root_namespace, name, me, timing))
+        self.status_writer = StatusWriter(cluster, self.gateway_statuses,
+                                          self.options.status_interval)
+        self.elections[leader.GATEWAY_STATUS].add_run(self.status_writer.run)
+
+    def gateway_statuses(self) -> list[dict[str, Any]]:
+        """The Gateway API status the latest rebuild computed for the cluster's objects
+        (not for those of a ``--config-dir`` beside it)."""
+        return self.state.push.gateway_api.status.view(origin="kubernetes:")
+
     def _cluster_client(self) -> Client | None:
-        """The API server the CA keeps its root in and asks about pod tokens: the one the
-        config comes from (a kubeconfig, or the pod's own cluster)."""
+        """The API server the CA keeps its root in and asks about pod tokens, and the
+        leaders write to: the one the config comes from (a kubeconfig, or the pod's own
+        cluster)."""
         sources = self.options.sources
         if sources.kubeconfig is None and not sources.in_cluster:
             return None
@@ -219,6 +261,8 @@ class Discovery:
         self.analysis = self._analyze(push)
         self._report([*push.problems, *self.analysis])
         changed = self.state.changed_types(previous)
+        if self.status_writer is not None:
+            self.status_writer.changed()
         self.last_push = PushRecord(
             version=push.version,
             at=time.time(),
@@ -347,6 +391,9 @@ class Discovery:
                     await tg.start(self.secure.serve)
                 if self.root_publisher is not None:
                     await tg.start(self.root_publisher.run)
+                # With a complete view built: a new leader writes no status from half of it.
+                for election in self.elections.values():
+                    await tg.start(election.run)
                 if self.webhooks is not None and self.options.webhook_address:
                     await tg.start(self.webhooks.serve, self.options.webhook_address)
                 if self.options.debug_address:

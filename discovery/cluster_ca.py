@@ -19,9 +19,13 @@ As istiod does it:
 What to change is decided over data (``configmap_changes``, ``ca_bundle_patch``); the
 publisher only lists, compares and writes: at start, whenever its watches (namespaces, the
 root ConfigMaps, the two webhook configurations) see a change, and every ``interval``
-seconds in any case. Writes are made only where something differs, so several replicas
-doing it converge without churn, and its own writes' events cost one pass that writes
-nothing.
+seconds in any case. Writes are made only where something differs, and its own writes'
+events cost one pass that writes nothing.
+
+Discovery runs two publishers (``parts``): the ConfigMaps' only on the replica holding the
+``istio-namespace-controller-election`` Lease (`pilotfish.discovery.leader`), as istiod's
+namespace controller; the ``caBundle``'s on every replica, as istiod's webhook patcher (a
+JSON patch that tests the ``resourceVersion``, so replicas never overwrite each other).
 """
 
 from __future__ import annotations
@@ -197,6 +201,9 @@ class RootPublisher:
     namespace: str = "istio-system"
     revision: str = ""
     interval: float = INTERVAL
+    # What this publisher keeps: the root ConfigMaps (one replica at a time, behind the
+    # namespace controller's Lease), the webhooks' caBundle (every replica), or both.
+    parts: frozenset[str] = frozenset({"configmaps", "webhooks"})
     writes: int = attrs.field(default=0, init=False)
     # Configurations not installed (said once).
     _missing: set[str] = attrs.field(factory=set, init=False)
@@ -205,8 +212,10 @@ class RootPublisher:
     def reconcile(self) -> None:
         """One pass; a failure of one write is logged and leaves the others done."""
         root = self.root_pem()
-        self._configmaps(root)
-        self._webhooks(root)
+        if "configmaps" in self.parts:
+            self._configmaps(root)
+        if "webhooks" in self.parts:
+            self._webhooks(root)
 
     def _configmaps(self, root: str) -> None:
         namespaces = self.client.request("GET", "/api/v1/namespaces").get("items") or []
@@ -259,10 +268,15 @@ class RootPublisher:
     def watched(self) -> list[tuple[str, dict[str, str]]]:
         """What a change of calls for a pass: namespaces, the root ConfigMaps, the webhook
         configurations (path, and the list's query)."""
-        found = [("/api/v1/namespaces", {}),
-                 ("/api/v1/configmaps", {"fieldSelector": f"metadata.name={ROOT_CONFIGMAP}"})]
-        for name, plural in webhook_configuration_names(self.namespace, self.revision).items():
-            found.append((f"{WEBHOOKS}/{plural}", {"fieldSelector": f"metadata.name={name}"}))
+        found: list[tuple[str, dict[str, str]]] = []
+        if "configmaps" in self.parts:
+            found += [("/api/v1/namespaces", {}),
+                      ("/api/v1/configmaps",
+                       {"fieldSelector": f"metadata.name={ROOT_CONFIGMAP}"})]
+        if "webhooks" in self.parts:
+            found += [(f"{WEBHOOKS}/{plural}", {"fieldSelector": f"metadata.name={name}"})
+                      for name, plural in webhook_configuration_names(self.namespace,
+                                                                      self.revision).items()]
         return found
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

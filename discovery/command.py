@@ -42,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve the sidecar injection (/inject) and config validation "
                    "(/validate) webhooks over TLS here, istiod's :15017, with a certificate "
                    "from discovery's CA; needs --secure-xds-address (default: off)")
+    p.add_argument("--lease-duration", type=float, default=30.0, metavar="SECONDS",
+                   help="on a cluster: how long a replica's Lease (Gateway API status "
+                   "write-back, the root ConfigMaps) holds without renewal; renewed within "
+                   "half of it, tried every quarter (default %(default)gs, as Istio)")
     p.add_argument("--state-dir", help="where the CA keeps its root and writes root-cert.pem "
                    "(default /var/lib/pilotfish/discovery as root, else "
                    "~/.local/state/pilotfish/discovery)")
@@ -80,7 +84,10 @@ def main(args: argparse.Namespace) -> int:
         certs=cert_settings(args, config),
         token_key=Path(args.token_key) if args.token_key else None,
         webhook_address=args.webhook_address or None,
+        lease_duration=args.lease_duration,
     )
+    if not args.lease_duration > 0:
+        raise CommandError(f"--lease-duration {args.lease_duration:g}: must be positive")
     if options.webhook_address and not options.secure_xds_address:
         raise CommandError("--webhook-address needs --secure-xds-address: the webhooks' "
                            "certificate comes from discovery's CA")

@@ -129,6 +129,16 @@ def server(discovery: Discovery) -> HttpServer:
         return Response.json(gateway_status.with_proxies(
             view, {key: sorted(set(ips)) for key, ips in served.items()}))
 
+    async def leases(request: Request) -> Response:
+        """On a cluster: the Leases this replica takes part in, whether it leads each, and
+        what the Gateway API status writer did while it led."""
+        writer = discovery.status_writer
+        return Response.json({
+            "leases": [election.statistics() for election in discovery.elections.values()],
+            "gatewayStatus": {"writes": writer.writes, "failures": writer.failures}
+            if writer is not None else None,
+        })
+
     async def configz(request: Request) -> Response:
         return Response.json([
             {"kind": o.kind, "apiVersion": o.api_version, "namespace": o.namespace,
@@ -194,6 +204,7 @@ def server(discovery: Discovery) -> HttpServer:
         "/debug/registryz": registryz,
         "/debug/configz": configz,
         "/debug/gateway_status": gateway_status_view,
+        "/debug/leases": leases,
         "/debug/config_errors": errorz,
         "/debug/push_status": push_status,
         "/debug/adsz": adsz,

@@ -2,9 +2,9 @@
 
 Every object the conversion looks at gets a status body of the shape the API server would
 store (``conditions`` with ``type``, ``status``, ``reason``, ``message`` and
-``observedGeneration``; listeners and route parents in their own lists). The file source
-cannot write status back, so discovery shows them (``/debug/gateway_status``) and
-``pilotfish gateway-status`` prints them.
+``observedGeneration``; listeners and route parents in their own lists). Discovery shows
+them (``/debug/gateway_status``, printed by ``pilotfish gateway-status``) and, on a
+cluster, its leader writes them back (``pilotfish.discovery.gateway_status``).
 """
 
 from __future__ import annotations
@@ -95,12 +95,14 @@ class Statuses:
         self.objects[obj.key] = obj
         body["parents"].append(parent.as_dict(obj))
 
-    def view(self) -> list[dict[str, Any]]:
-        """Every object's status, as ``kubectl get -o yaml`` would show kind, name, status."""
+    def view(self, origin: str = "") -> list[dict[str, Any]]:
+        """Every object's status, as ``kubectl get -o yaml`` would show kind, name, status;
+        with ``origin``, only that of objects whose source starts with it."""
         return [
             {"apiVersion": self.objects[key].api_version, "kind": key.kind,
              "namespace": key.namespace, "name": key.name, "status": body}
             for key, body in sorted(self.bodies.items(), key=lambda kv: str(kv[0]))
+            if self.objects[key].source.file.startswith(origin)
         ]
 
 

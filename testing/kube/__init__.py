@@ -38,6 +38,8 @@ What it serves:
   generation (moved by changes outside metadata and status) and managedFields filled in;
   refusals as ``Status`` objects with kube-apiserver's codes and reasons (400, 401, 404,
   405, 409, 410, 415, 422, 500, 504).
+- ``requests(method, plural, subresource)``: how many requests of a method reached a kind
+  (a test's count of writes, e.g. PATCHes of ``gateways`` ``status``).
 - TokenReview for the tokens a test registers (``add_token``, ``tokens.service_account``)
   and for those it issued on a TokenRequest (``serviceaccounts/NAME/token``, a kubelet's
   request for a pod's projected token: the audiences asked, bound to the pod named).

@@ -10,6 +10,7 @@ server's loop.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import copy
 import datetime
@@ -128,6 +129,8 @@ class FakeKubeApi:
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._loop_thread: int | None = None
         self.watches = Watches(self.store, bookmark_interval)
+        # Requests served, by (method, plural, subresource): what a test counts writes by.
+        self._requests: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.seed(*({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
                     for name in NAMESPACES))
 
@@ -232,6 +235,11 @@ class FakeKubeApi:
                                       "revision": self.store.revision,
                                       "compacted": self.store.compacted})
 
+    def requests(self, method: str, plural: str, subresource: str = "") -> int:
+        """How many ``method`` requests (``PATCH``, ``PUT``...) reached a resource type's
+        objects or collection (``plural``: ``gateways``) or ``subresource`` (``status``)."""
+        return self._on_loop(self._requests.__getitem__, (method, plural, subresource))
+
     # -- routing ------------------------------------------------------------------------
 
     async def handle(self, request: Request) -> Response:
@@ -273,6 +281,7 @@ class FakeKubeApi:
                 (subresource and not _serves(rtype, subresource)):
             raise errors.no_such_path()
         call = _Call(rtype, namespace, name, subresource, request, user)
+        self._requests[(request.method, rtype.plural, subresource)] += 1
         return await self._verb(call, request.method)
 
     async def _verb(self, call: _Call, method: str) -> Response:

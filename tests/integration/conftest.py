@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
+import kubernetes
 import pytest
 
+from pilotfish.plugins.kube.resources import custom_kinds
+from pilotfish.testing.kube import FakeKubeApi, running
+from pilotfish.testing.kube.crds import for_kinds
 from pilotfish.testing.mesh import LocalMesh
+from pilotfish.validation import make_kinds
 
 
 @pytest.fixture
@@ -19,3 +25,27 @@ def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
         yield local
     finally:
         local.stop()
+
+
+@attrs.frozen
+class KubeCluster:
+    """The test kit's API server and the official client's APIs for it."""
+
+    api: FakeKubeApi
+    client: kubernetes.client.ApiClient
+    core: kubernetes.client.CoreV1Api
+    custom: kubernetes.client.CustomObjectsApi
+
+
+@pytest.fixture
+def kube_cluster(tmp_path: Path) -> Iterator[KubeCluster]:
+    """A fake cluster serving every kind the store accepts (a CRD each), with discovery's
+    namespace ``istio-system``; its API server and client end with the test."""
+    with running(tmp_path / "api") as api, \
+            kubernetes.config.new_client_from_config(str(api.kubeconfig)) as client:
+        extensions = kubernetes.client.ApiextensionsV1Api(client)
+        for crd in for_kinds(custom_kinds(make_kinds())):
+            extensions.create_custom_resource_definition(crd)
+        core = kubernetes.client.CoreV1Api(client)
+        core.create_namespace({"metadata": {"name": "istio-system"}})
+        yield KubeCluster(api, client, core, kubernetes.client.CustomObjectsApi(client))

@@ -22,13 +22,10 @@ import kubernetes
 import pytest
 import yaml
 
-from pilotfish.plugins.kube.resources import custom_kinds
 from pilotfish.testing.config import backend, documents, ingress_gateway, routes_to
-from pilotfish.testing.kube import running
-from pilotfish.testing.kube.crds import for_kinds
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import Process, free_port, http, wait_until
-from pilotfish.validation import make_kinds
+from tests.integration.conftest import KubeCluster
 
 pytestmark = pytest.mark.envoy
 
@@ -138,18 +135,11 @@ class Replicas:
 
 
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[Replicas]:
+def replicas(tmp_path: Path, kube_cluster: KubeCluster) -> Iterator[Replicas]:
     app_port, gateway_port = free_port(), free_port()
-    with running(tmp_path / "api") as api, \
-            kubernetes.config.new_client_from_config(str(api.kubeconfig)) as client, \
-            LocalMesh(tmp_path / "one") as one, LocalMesh(tmp_path / "two") as two:
-        extensions = kubernetes.client.ApiextensionsV1Api(client)
-        for crd in for_kinds(custom_kinds(make_kinds())):
-            extensions.create_custom_resource_definition(crd)
-        core = kubernetes.client.CoreV1Api(client)
-        custom = kubernetes.client.CustomObjectsApi(client)
-        for name in ("istio-system", NS):
-            core.create_namespace({"metadata": {"name": name}})
+    api, custom = kube_cluster.api, kube_cluster.custom
+    with LocalMesh(tmp_path / "one") as one, LocalMesh(tmp_path / "two") as two:
+        kube_cluster.core.create_namespace({"metadata": {"name": NS}})
         objects = list(yaml.safe_load_all(documents(
             backend("alpha", "127.0.31.1", app_port, namespace=NS, port=9080),
             backend("beta", "127.0.31.2", app_port, namespace=NS, port=9080),

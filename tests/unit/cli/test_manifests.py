@@ -113,7 +113,26 @@ def test_rbac_grants_reads_and_only_named_webhook_writes(capsys):
     writes = [r for r in role["rules"] if set(r["verbs"]) - {"get", "list", "watch"}]
     for rule in writes:
         assert rule.get("resourceNames") or rule["resources"] in (
-            ["events"], ["tokenreviews"], ["configmaps"]), rule
+            ["events"], ["tokenreviews"], ["configmaps"]) or all(
+            resource.endswith("/status") for resource in rule["resources"]), rule
+    (status,) = [r for r in writes if r["apiGroups"] == ["gateway.networking.k8s.io"]]
+    assert set(status["verbs"]) == {"update", "patch"}
+    assert {"gateways/status", "httproutes/status", "gatewayclasses/status"} <= set(
+        status["resources"])
+
+
+def test_rbac_lets_discovery_hold_its_leases_in_its_namespace_only(capsys):
+    objects = generate(capsys)
+    assert not [r for r in by_kind(objects, "ClusterRole")["rules"]
+                if "coordination.k8s.io" in r["apiGroups"]]
+    leases = [r for r in by_kind(objects, "Role")["rules"]
+              if r["apiGroups"] == ["coordination.k8s.io"]]
+    assert {verb for r in leases for verb in r["verbs"]} == {"get", "create", "update"}
+    assert [r.get("resourceNames") for r in leases if "update" in r["verbs"]] == [
+        ["istio-gateway-status-leader", "istio-namespace-controller-election"]]
+    container = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {
+        "apiVersion": "v1", "fieldPath": "metadata.name"}}} in container["env"]
 
 
 def test_minimal_profile_has_no_webhooks(capsys):

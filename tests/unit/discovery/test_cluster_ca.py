@@ -286,3 +286,25 @@ def test_ca_bundle_patch_touches_only_stale_webhooks_and_tests_the_version():
         {"op": "add", "path": "/webhooks/1/clientConfig/caBundle", "value": bundle}]
     config["webhooks"][1]["clientConfig"]["caBundle"] = bundle
     assert cluster_ca.ca_bundle_patch(config, ROOT) == []
+
+
+def test_a_publisher_keeps_only_its_parts(api, client, core):
+    """The leader's publisher keeps the ConfigMaps, every replica's the caBundle."""
+    with kubernetes.config.new_client_from_config(str(api.kubeconfig)) as made:
+        admission = kubernetes.client.AdmissionregistrationV1Api(made)
+        mutating, _ = webhook_configurations(base64.b64encode(b"stale").decode())
+        admission.create_mutating_webhook_configuration(mutating)
+        webhooks = cluster_ca.RootPublisher(client, lambda: ROOT, parts=frozenset({"webhooks"}))
+        assert [path for path, _ in webhooks.watched()] == [
+            f"{cluster_ca.WEBHOOKS}/mutatingwebhookconfigurations",
+            f"{cluster_ca.WEBHOOKS}/validatingwebhookconfigurations"]
+        webhooks.reconcile()
+        assert root_in(core, "shop") is None
+        hook = admission.read_mutating_webhook_configuration("istio-sidecar-injector")
+        assert base64.b64decode(hook.webhooks[0].client_config.ca_bundle).decode() == ROOT
+        configmaps = cluster_ca.RootPublisher(client, lambda: ROOT,
+                                              parts=frozenset({"configmaps"}))
+        assert [path for path, _ in configmaps.watched()] == ["/api/v1/namespaces",
+                                                              "/api/v1/configmaps"]
+        configmaps.reconcile()
+        assert root_in(core, "shop") == ROOT

@@ -106,3 +106,9 @@ def test_the_webhooks_need_the_ca_and_good_injection_values(tmp_path, capsys):
                      "--webhook-address", "127.0.0.1:0"]) == 2
     assert (f"{mesh}: injection values: global.proxy.statusPort: expected a whole number, "
             "got 'lots'") in capsys.readouterr().err
+
+
+def test_a_lease_duration_must_be_positive(tmp_path, capsys):
+    assert cli.main(["discovery", "--config-dir", str(tmp_path), "--secure-xds-address", "",
+                     "--lease-duration", "0"]) == 2
+    assert "--lease-duration 0: must be positive" in capsys.readouterr().err

@@ -393,6 +393,18 @@ def test_the_status_subresource_is_written_apart_from_the_object(api, core):
     patched = core.patch_namespaced_pod_status("p", "default",
                                                {"status": {"podIP": "10.0.0.2"}})
     assert patched.status.pod_ip == "10.0.0.2"
+    # What a test counts writes by: requests per method, kind and subresource.
+    assert (api.requests("POST", "pods"), api.requests("PUT", "pods"),
+            api.requests("PUT", "pods", "status"), api.requests("PATCH", "pods", "status"),
+            api.requests("PATCH", "pods")) == (1, 1, 1, 1, 0)
+
+
+def test_a_merge_patch_at_a_stale_resource_version_conflicts(core):
+    made = core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+    core.patch_namespaced_config_map("c", "default", {"data": {"a": "1"}})
+    status, body = refusal(lambda: core.patch_namespaced_config_map("c", "default", {
+        "metadata": {"resourceVersion": made.metadata.resource_version}, "data": {"a": "2"}}))
+    assert (status, body["reason"]) == (409, "Conflict")
 
 
 def test_a_scheduled_pod_terminates_first_and_finalizers_hold_deletion(api, core):
