@@ -228,6 +228,20 @@ def test_a_gateway_through_the_api_server_gets_a_router_pod(cluster: Cluster):
     body = wait_until(through, 30, interval=0.5, what="the router to serve the HTTPRoute")
     assert body["pod"].startswith("web-") and body["host"] == "web.example.com"
 
+    # discovery (the Lease's holder) writes the Gateway API status back to the objects
+    def conditions(plural: str, name: str) -> dict:
+        status = cluster.custom.get_namespaced_custom_object(group, version, NS, plural,
+                                                             name).get("status") or {}
+        found = status.get("conditions") or (status.get("parents") or [{}])[0].get(
+            "conditions") or []
+        return {c["type"]: c["status"] for c in found}
+
+    wait_until(lambda: conditions("gateways", "edge").get("Programmed") == "True", 30,
+               interval=0.5, what="the Gateway's status in the API server")
+    assert conditions("gateways", "edge")["Accepted"] == "True"
+    wait_until(lambda: conditions("httproutes", "web").get("Accepted") == "True", 30,
+               interval=0.5, what="the HTTPRoute's status in the API server")
+
     cluster.custom.delete_namespaced_custom_object(group, version, NS, "gateways", "edge")
     wait_until(lambda: not [p for p in cluster.node.status()["pods"]
                             if p["name"].startswith("edge-istio-")], 60, interval=0.5,
