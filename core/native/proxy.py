@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
 import logging
 import random
 import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -39,6 +37,16 @@ from pilotfish.core.native import (
     routing,
     tls,
 )
+from pilotfish.core.native.bodies import (
+    STREAM_OVER,
+    BodyTooLarge,
+    DownstreamGone,
+    H2Body,
+    body_received,
+    buffer_body,
+    collect_body,
+    exchange_streamed,
+)
 from pilotfish.core.native.config import (
     Cluster,
     ConfigState,
@@ -50,13 +58,30 @@ from pilotfish.core.native.config import (
 )
 from pilotfish.core.native.connection import Http1Connection
 from pilotfish.core.native.http2 import starts_h2
+from pilotfish.core.native.pool import Connecting, Pool, UpstreamBody, pool_key
+from pilotfish.core.native.sockets import (
+    READ_SIZE,
+    UPSTREAM_SOURCE,
+    Accepted,
+    UpstreamSource,
+    accept_into,
+    address_text,
+    close_writer,
+    connect_from,
+    host_of,
+    listening_socket,
+    open_streams,
+    original_destination,
+    peek_first,
+    peer_of,
+)
 from pilotfish.core.native.stats import Stats
 from pilotfish.core.native.upstreams import HASHED, Upstream
 
 log = logging.getLogger("pilotfish.native")
 
-IDLE_TIMEOUT = 3600.0  # Envoy's default: an idle upstream connection is not reused after
-READ_SIZE = 65536
+DELAYED_CLOSE = 1.0  # Envoy's delayed_close_timeout default
+
 NO_PEER = rbac.Facts()  # what a request tells of a connection nobody described
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 OVERFLOW = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
@@ -70,33 +95,6 @@ class UpstreamFailed(Exception):
         super().__init__(reason)
         self.sent = sent  # the request may have reached the upstream
         self.flag = flag  # the response flag: UF, or UO for a circuit breaker's overflow
-
-
-async def _close(writer: asyncio.StreamWriter | Http1Connection) -> None:
-    writer.close()
-    if isinstance(writer, asyncio.StreamWriter):
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-
-
-def _peer(conn: socket.socket) -> tuple[str, int]:
-    try:
-        address = conn.getpeername()
-    except OSError:
-        return ("", 0)
-    return (str(address[0]), int(address[1]))
-
-
-def _host(value: Any) -> str:
-    return str(value[0]) if isinstance(value, tuple) and value else ""
-
-
-@functools.lru_cache(maxsize=4096)  # a few hosts and peers, each seen request after request
-def _address(value: Any) -> str:
-    if isinstance(value, tuple) and len(value) >= 2:
-        host = str(value[0])
-        return f"[{host}]:{value[1]}" if ":" in host else f"{host}:{value[1]}"
-    return ""
 
 
 @attrs.define
@@ -213,19 +211,6 @@ def _speaks_h2(cluster: Cluster, request: http1.Message) -> bool:
                                         request.version == "2")
 
 
-async def _collect(connection: http2.Connection, stream: http2.Stream
-                   ) -> tuple[bytes, list[tuple[str, str]]]:
-    """A streamed request's body and trailers, whole (for an HTTP/1.1 upstream)."""
-    body = bytearray()
-    while data := await connection.read(stream):
-        body += data
-        if len(body) > http2.MAX_BODY:
-            raise http2.StreamError(f"body larger than {http2.MAX_BODY} bytes")
-    if stream.error:
-        raise http2.StreamError(stream.error)
-    return bytes(body), list(stream.trailers)
-
-
 _VERSION_4 = ~(0xF << 76 | 0x3 << 62)
 
 
@@ -245,321 +230,6 @@ def _grpc_status(response: http1.Message) -> str:
     return ""
 
 
-@attrs.frozen
-class Accepted:
-    """What the listener filters learned of a connection (travels with it)."""
-
-    transport: str = "raw_buffer"  # Envoy's default transport protocol
-    alpn: tuple[str, ...] = ()
-    server_name: str = ""
-
-
-SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
-
-
-def original_destination(conn: socket.socket) -> tuple[str, int] | None:
-    """Where a REDIRECTed connection was going (None if it was not redirected)."""
-    try:
-        raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-    except OSError:
-        return None
-    return socket.inet_ntoa(raw[4:8]), int.from_bytes(raw[2:4], "big")
-
-
-IPV6_TRANSPARENT = 75  # linux/in6.h (the socket module lacks it)
-
-
-@attrs.frozen
-class UpstreamSource:
-    """original_src: upstream connections leave from the client's address, marked."""
-
-    address: str
-    mark: int = 0
-
-
-# Set by a connection of an original_src listener for everything its task does upstream:
-# asyncio gives each connection's task its own context, so the client's address travels
-# with the connection down to `_connect` without every layer between passing it on.
-_upstream_source: contextvars.ContextVar[UpstreamSource | None] = contextvars.ContextVar(
-    "upstream_source", default=None)
-
-
-def _transparent(sock: socket.socket, family: int) -> None:
-    """IP_TRANSPARENT (needs CAP_NET_ADMIN): accept what TPROXY diverts to a listener, or
-    bind an upstream socket to an address that is not this host's."""
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
-    else:
-        sock.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
-
-
-async def _connect_from(source: UpstreamSource, host: tuple[str, int]) -> socket.socket:
-    """A socket connected to ``host`` from the client's address (Envoy's original_src)."""
-    family = socket.AF_INET6 if ":" in host[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        _transparent(sock, family)
-        if source.mark:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, source.mark)
-        sock.bind((source.address, 0))
-        await asyncio.get_running_loop().sock_connect(sock, host)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _pool_key(cluster: str, host: tuple[str, int]) -> tuple[Any, ...]:
-    """Pooled upstream connections go by cluster and host, and under original_src by the
-    client's address too (Envoy keeps a pool per source): a connection made from one
-    client's address must not carry another client's requests."""
-    source = _upstream_source.get()
-    return (cluster, *host) if source is None else (cluster, *host, source.address)
-
-
-def _listening_socket(host: str, port: int, transparent: bool = False,
-                      reuse_port: bool = False) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if transparent:
-            _transparent(sock, family)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:  # --concurrency: every process listens, the kernel spreads
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-async def _peek(conn: socket.socket, bound: int, enough: Callable[[bytes], bool],
-                settle: float = 1.0) -> bytes:
-    """The first bytes of a connection without consuming them (Envoy's inspectors peek
-    too): wait for the first, then for more until ``enough`` or ``settle`` seconds."""
-    loop = asyncio.get_running_loop()
-    data = b""
-    deadline: float | None = None
-    while len(data) < bound:
-        ready: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(conn.fileno(), _resolve, ready)
-        try:
-            timeout = None if deadline is None else max(0.0, deadline - loop.time())
-            await asyncio.wait_for(ready, timeout)
-        except TimeoutError:
-            break
-        finally:
-            loop.remove_reader(conn.fileno())
-        peeked = conn.recv(bound, socket.MSG_PEEK)
-        if not peeked or len(peeked) == len(data):
-            break  # closed, or nothing new (the same bytes peeked again)
-        data = peeked
-        if enough(data):
-            break
-        deadline = deadline or loop.time() + settle
-    return data
-
-
-async def _accepted(conn: socket.socket, context: ssl.SSLContext | None,
-                    protocol: asyncio.BaseProtocol) -> asyncio.BaseTransport:
-    """An accepted socket's transport to ``protocol``, after the TLS handshake with
-    ``context``."""
-    options: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": 10} \
-        if context is not None else {}
-    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
-        lambda: protocol, conn, **options)
-    return transport
-
-
-async def _streams(conn: socket.socket, context: ssl.SSLContext | None
-                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Reader and writer for an accepted socket, after the TLS handshake with ``context``."""
-    reader = asyncio.StreamReader(limit=READ_SIZE)
-    protocol = asyncio.StreamReaderProtocol(reader)
-    transport = await _accepted(conn, context, protocol)
-    return reader, asyncio.StreamWriter(transport, protocol, reader,  # type: ignore[arg-type]
-                                        asyncio.get_running_loop())
-
-
-class _Connecting:
-    """A connection being made: it counts against max_connections already (as Envoy's)."""
-
-    def __init__(self) -> None:
-        self.done = False
-
-    def is_closing(self) -> bool:
-        return self.done
-
-
-class Pool:
-    """Idle upstream HTTP/1.1 connections by (cluster, host, port): a cluster's TLS is its
-    own. A connection is reused while idle for less than the cluster's idle timeout (Envoy's
-    hour, ``IDLE_TIMEOUT``, when it sets none), while its upstream has not closed it, and
-    for no more requests than the cluster allows."""
-
-    def __init__(self) -> None:
-        self.idle: dict[tuple[Any, ...], list[tuple[float, Http1Connection]]] = {}
-        self.used: dict[Http1Connection, int] = {}
-
-    def take(self, host: tuple[Any, ...], idle_timeout: float = 0.0
-             ) -> Http1Connection | None:
-        now = time.monotonic()
-        limit = idle_timeout or IDLE_TIMEOUT
-        entries = self.idle.get(host) or []
-        while entries:
-            since, connection = entries.pop()
-            if now - since < limit and not connection.is_closing():
-                return connection
-            self.forget(connection)
-            connection.close()
-        return None
-
-    def give(self, host: tuple[Any, ...], connection: Http1Connection,
-             max_requests: int = 0) -> bool:
-        """Keep ``connection`` for reuse unless it served its last request; False: close
-        it."""
-        used = self.used.get(connection, 0) + 1
-        if max_requests and used >= max_requests:
-            self.forget(connection)
-            return False
-        self.used[connection] = used
-        self.idle.setdefault(host, []).append((time.monotonic(), connection))
-        return True
-
-    def forget(self, connection: Http1Connection) -> None:
-        """``connection`` is not reused."""
-        self.used.pop(connection, None)
-
-
-# An upstream answer longer than this, or of unknown length, is passed on as it comes
-# rather than collected first (Envoy streams every body; a server-sent-events stream never
-# ends, a download may not fit in memory).
-STREAM_OVER = 1024 * 1024
-DELAYED_CLOSE = 1.0  # Envoy's delayed_close_timeout default
-
-
-class _DownstreamGone(Exception):
-    """The client stopped sending the body it was streaming."""
-
-
-async def _send_body(connection: Http1Connection, request: http1.Message) -> None:
-    """A streamed request's body, passed upstream as it comes (chunked when it has no
-    length of its own); reads pause while the upstream is slow to take it."""
-    source = request.body_source
-    assert source is not None
-    chunked = http1.chunked_body(request)
-    try:
-        while data := await source.chunk():
-            connection.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
-            await connection.drain()
-    except (EOFError, http1.ParseError) as exc:
-        raise _DownstreamGone() from exc
-    if chunked:
-        connection.write(b"0\r\n\r\n")
-
-
-async def _exchange_streamed(connection: Http1Connection, request: http1.Message,
-                             limit: float) -> http1.Message:
-    """The head, then the body as it comes while the answer is awaited: an upstream may
-    answer before it has read the body (a refusal); the rest is then not sent, and the
-    connection is not used again."""
-    answer = asyncio.ensure_future(connection.exchange(
-        http1.request_bytes(request), False, limit, STREAM_OVER))
-    body = asyncio.ensure_future(_send_body(connection, request))
-    try:
-        await asyncio.wait((answer, body), return_when=asyncio.FIRST_COMPLETED)
-        if body.done() and isinstance(body.exception(), _DownstreamGone):
-            body.result()
-        # An upstream that stopped taking the body may have answered all the same.
-        response = await answer
-    finally:
-        for task in (answer, body):
-            if not task.done():
-                task.cancel()
-            elif not task.cancelled():
-                task.exception()  # seen: what failed is told by the answer, or raised above
-    if not body.done() or body.cancelled() or body.exception() is not None:
-        response.keep_alive = False  # what is on the wire now is half a request
-    return response
-
-
-async def _buffer(request: http1.Message) -> None:
-    """A streamed request's body read whole, for an upstream it cannot stream to (up to
-    ``MAX_BODY``)."""
-    source = request.body_source
-    assert source is not None
-    parts, size = [], 0
-    while data := await source.chunk():
-        size += len(data)
-        if size > http1.MAX_BODY:
-            raise UpstreamFailed(f"request body larger than {http1.MAX_BODY} bytes",
-                                 sent=False, flag="DPE")
-        parts.append(data)
-    request.body, request.streamed, request.body_source = b"".join(parts), False, None
-
-
-class _H2Body:
-    """A long upload on an HTTP/2 stream, read as it comes (for an HTTP/1.1 upstream)."""
-
-    def __init__(self, connection: http2.Connection, stream: http2.Stream) -> None:
-        self.connection, self.stream = connection, stream
-        self.taken = 0
-
-    async def chunk(self) -> bytes:
-        data = await self.connection.read(self.stream)
-        if not data and self.stream.error:
-            raise EOFError(self.stream.error)
-        self.taken += len(data)
-        return data
-
-    def close(self) -> None:
-        self.connection.end(self.stream.id, reset=True)
-
-
-def _received(request: http1.Message) -> int:
-    """The request body's size, as far as it was taken when it streamed."""
-    return request.body_source.taken if request.body_source is not None else len(request.body)
-
-
-class _UpstreamBody:
-    """The rest of a streamed answer's body, read from its upstream connection; the
-    connection goes back to the pool once the body has all come, and is closed when it
-    broke off or the rest is not wanted."""
-
-    def __init__(self, pool: Pool, key: tuple[Any, ...], connection: Http1Connection,
-                 keep: bool, max_requests: int) -> None:
-        self.pool, self.key, self.connection = pool, key, connection
-        self.keep, self.max_requests = keep, max_requests
-
-    @property
-    def taken(self) -> int:
-        return self.connection.taken
-
-    async def chunk(self) -> bytes:
-        try:
-            data = await self.connection.chunk()
-        except (OSError, EOFError, http1.ParseError):
-            self.close()
-            raise
-        if not data and not (self.keep and self.pool.give(self.key, self.connection,
-                                                           self.max_requests)):
-            self.close()
-        return data
-
-    def close(self) -> None:
-        self.pool.forget(self.connection)
-        self.connection.close()
-
-
 class NativeProxy:
     def __init__(self, state: ConfigState, contexts: tls.Contexts | None = None,
                  sniffers: Sequence[sniffing.Sniffer] = (), reuse_port: bool = False,
@@ -577,7 +247,7 @@ class NativeProxy:
         self.bound: dict[str, tuple[str, int]] = {}
         self.upstreams: dict[str, Upstream] = {}  # by cluster: balancer, breaker, outlier
         # open upstream connections by cluster and host (what max_connections counts)
-        self.open: dict[str, dict[tuple[str, int], set[Any]]] = {}  # writers, _Connecting
+        self.open: dict[str, dict[tuple[str, int], set[Any]]] = {}  # writers, Connecting
         self._released: dict[str, list[asyncio.Future[None]]] = {}  # pending requests
         self.pool = Pool()
         self.h2_pool: dict[tuple[Any, ...], http2.Connection] = {}
@@ -616,7 +286,7 @@ class NativeProxy:
             if name in self.servers or self.draining or not self._warm(listener):
                 continue
             try:
-                server = _listening_socket(listener.host, listener.port, listener.transparent,
+                server = listening_socket(listener.host, listener.port, listener.transparent,
                                            self.reuse_port)
             except OSError as exc:
                 log.error("listener %s: cannot bind %s:%d: %s", name, listener.host,
@@ -687,7 +357,7 @@ class NativeProxy:
             if listener is None:
                 return
             if listener.original_src:
-                _upstream_source.set(UpstreamSource(_peer(conn)[0], listener.original_src_mark))
+                UPSTREAM_SOURCE.set(UpstreamSource(peer_of(conn)[0], listener.original_src_mark))
             local = conn.getsockname()
             destination = (str(local[0]), int(local[1]))
             if listener.use_original_dst or listener.original_dst:
@@ -699,7 +369,7 @@ class NativeProxy:
                            ".downstream_cx_total")
             accepted = await self._inspect(listener, conn, destination)
             chain = listener.chain(destination[1], accepted.server_name, accepted.transport,
-                                   accepted.alpn, destination[0], _peer(conn))
+                                   accepted.alpn, destination[0], peer_of(conn))
             if chain is None:
                 self.stats.inc(f"listener.{listener.host}_{listener.port}"
                                ".no_filter_chain_match")
@@ -714,10 +384,10 @@ class NativeProxy:
                 parser = http1.Parser()
                 parser.stream_over = STREAM_OVER  # longer uploads pass on as they come
                 http = Http1Connection(parser, raw=True)
-                await _accepted(conn, context, http)
+                await accept_into(conn, context, http)
                 writer = http
             else:
-                reader, writer = await _streams(conn, context)
+                reader, writer = await open_streams(conn, context)
             if context is not None:
                 self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.handshake")
             ssl_object = writer.get_extra_info("ssl_object")
@@ -728,7 +398,7 @@ class NativeProxy:
                 return
             remote = writer.get_extra_info("peername")
             peer = rbac.Facts(
-                _host(remote), int(remote[1]) if isinstance(remote, tuple) else 0,
+                host_of(remote), int(remote[1]) if isinstance(remote, tuple) else 0,
                 destination=destination,
                 principals=tuple(names),
                 authenticated=ssl_object is not None and ssl_object.getpeercert() is not None,
@@ -755,7 +425,7 @@ class NativeProxy:
             log.exception("listener %s: connection failed", name)
         finally:
             if writer is not None:
-                await _close(writer)
+                await close_writer(writer)
             else:
                 conn.close()
 
@@ -781,7 +451,7 @@ class NativeProxy:
         def enough(data: bytes) -> bool:
             return sniffing.detect(sniffers, data).verdict is not sniffing.Verdict.NEED_MORE
 
-        prefix = await _peek(conn, sniffing.read_bound(sniffers), enough)
+        prefix = await peek_first(conn, sniffing.read_bound(sniffers), enough)
         found = sniffing.detect(sniffers, prefix, complete=True)
         if found.protocol == sniffing.TLS:
             return Accepted("tls", found.alpn, found.server_name)
@@ -799,7 +469,7 @@ class NativeProxy:
         if cluster is None:
             self.stats.inc(f"tcp.{config.stat_prefix}.downstream_cx_no_route")
             return
-        key = hashing.request_key(config.hash_policy, (), source=_address(
+        key = hashing.request_key(config.hash_policy, (), source=address_text(
             writer.get_extra_info("peername"))).hash if cluster.lb in HASHED else None
         try:
             up_reader, up_writer, upstream = await self._connect(cluster, set(), destination,
@@ -814,7 +484,7 @@ class NativeProxy:
             except (UpstreamFailed, OSError, ConnectionError, http2.StreamError) as exc:
                 log.debug("tunnel to %s through %s: %s", config.tunnel, cluster.name, exc)
                 self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
-                await _close(up_writer)
+                await close_writer(up_writer)
                 self._release(cluster.name)
                 return
         stat = f"cluster.{cluster.name}"
@@ -834,15 +504,15 @@ class NativeProxy:
             await channels.splice(channels.TcpChannel(reader, writer), upstream_channel,
                                   received, sent)
         finally:
-            await _close(up_writer)
+            await close_writer(up_writer)
             self._release(cluster.name)
             self.count_tcp(cluster.name, received=moved[0], sent=moved[1], peer=peer)
             self.log(config.access, access_log.Entry(
                 started, received=moved[0], sent=moved[1],
                 duration_ms=int((time.time() - started) * 1000), cluster=cluster.name,
                 upstream=f"{upstream[0]}:{upstream[1]}",
-                downstream_remote=_address(writer.get_extra_info("peername")),
-                downstream_local=_address(writer.get_extra_info("sockname"))))
+                downstream_remote=address_text(writer.get_extra_info("peername")),
+                downstream_local=address_text(writer.get_extra_info("sockname"))))
 
     async def _open_tunnel(self, cluster: Cluster, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter, authority: str) -> channels.Channel:
@@ -924,7 +594,7 @@ class NativeProxy:
                 await waiter
             finally:
                 upstream.breaker.end_pending()
-            pooled = self.pool.take(_pool_key(cluster.name, host), cluster.idle_timeout)
+            pooled = self.pool.take(pool_key(cluster.name, host), cluster.idle_timeout)
             if pooled is not None:
                 return pooled
         return None
@@ -985,15 +655,15 @@ class NativeProxy:
             except tls.Missing as exc:
                 raise UpstreamFailed(f"upstream TLS: no secret {exc} yet", sent=False) from None
             options["server_hostname"] = origination.sni or None
-        source = _upstream_source.get()
+        source = UPSTREAM_SOURCE.get()
         if cluster.bind_address and source is None:  # original_src wins, as on Envoy
             options["local_addr"] = (cluster.bind_address, 0)
-        connecting = _Connecting()
+        connecting = Connecting()
         opened = self.open.setdefault(cluster.name, {}).setdefault(host, set())
         opened.add(connecting)
         try:
             if source is not None:
-                sock = await asyncio.wait_for(_connect_from(source, host),
+                sock = await asyncio.wait_for(connect_from(source, host),
                                               cluster.connect_timeout)
                 opening = asyncio.open_connection(sock=sock, limit=READ_SIZE, **options)
             else:
@@ -1045,8 +715,8 @@ class NativeProxy:
             return
         connection.parse()
         total = f"http.{config.stat_prefix}.downstream_rq_total"
-        remote = _address(connection.get_extra_info("peername"))
-        local = _address(connection.get_extra_info("sockname"))
+        remote = address_text(connection.get_extra_info("peername"))
+        local = address_text(connection.get_extra_info("sockname"))
         while True:
             try:
                 request = await connection.next()
@@ -1121,8 +791,8 @@ class NativeProxy:
         """Serve an HTTP/2 connection (h2c, or h2 by ALPN): each stream one request."""
         connection = http2.Connection(reader, writer, client=False)
         prefix = config.stat_prefix
-        remote = _address(writer.get_extra_info("peername"))
-        local = _address(writer.get_extra_info("sockname"))
+        remote = address_text(writer.get_extra_info("peername"))
+        local = address_text(writer.get_extra_info("sockname"))
 
         async def handle(stream: http2.Stream) -> None:
             request = http2.request_message(stream)
@@ -1258,7 +928,7 @@ class NativeProxy:
         self.stats.request_done(cluster.name, config.stat_prefix, code)
         grpc = next((v for k, v in (*out.trailers, *out.headers) if k == "grpc-status"), "")
         return (http1.Message([], status=code),
-                Outcome(code, cluster.name, _address(host), sent[0], route=route,
+                Outcome(code, cluster.name, address_text(host), sent[0], route=route,
                         flags=flags, grpc_status=grpc, streamed=True), None)
 
     async def _terminate(self, connection: http2.Connection, stream: http2.Stream,
@@ -1276,9 +946,9 @@ class NativeProxy:
             await channels.splice(channels.StreamChannel(connection, stream),
                                   channels.TcpChannel(up_reader, up_writer))
         finally:
-            await _close(up_writer)
+            await close_writer(up_writer)
             connection.release(stream.id)
-        return attrs.evolve(outcome, upstream=_address(host))
+        return attrs.evolve(outcome, upstream=address_text(host))
 
     def _finished(self, config: HttpManager, request: http1.Message, outcome: Outcome,
                   started: float, remote: str, local: str, peer: rbac.Facts | None) -> None:
@@ -1287,11 +957,11 @@ class NativeProxy:
         if config.access is not None:
             self.log(config.access, access_log.Entry(
                 started, request.method, request.target, f"HTTP/{request.version}",
-                outcome.status, outcome.flags, received=_received(request), sent=outcome.sent,
+                outcome.status, outcome.flags, received=body_received(request), sent=outcome.sent,
                 duration_ms=int(seconds * 1000), cluster=outcome.cluster,
                 upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
                 downstream_local=local, headers=request.headers))
-        self.count_request(outcome, _received(request), seconds, peer, request)
+        self.count_request(outcome, body_received(request), seconds, peer, request)
 
     async def _respond(self, config: HttpManager, request: http1.Message,
                        scheme: str = "http", destination: tuple[str, int] | None = None,
@@ -1368,18 +1038,18 @@ class NativeProxy:
                 return await self._relay(config, cluster, outgoing, decision, added, flags,
                                          started, peer, *streamed)
             if not _is_grpc(request.headers):  # a long upload: to stream to HTTP/1.1
-                request.body_source = outgoing.body_source = _H2Body(*streamed)
+                request.body_source = outgoing.body_source = H2Body(*streamed)
                 request.streamed = outgoing.streamed = True
             else:
                 try:
-                    outgoing.body, outgoing.trailers = await _collect(*streamed)
+                    outgoing.body, outgoing.trailers = await collect_body(*streamed)
                 except http2.StreamError as exc:
                     return self._local(config, routing.Respond(400, str(exc).encode()),
                                        cluster_name, "DPE", route)
         try:
             response, host = await self._forward(
                 cluster, outgoing, action, destination, peer.source,
-                _address(destination) if destination else "")
+                address_text(destination) if destination else "")
         except UpstreamFailed as exc:
             timeout = str(exc) == "upstream request timeout"
             return self._local(config, routing.Respond(504 if timeout else 503,
@@ -1387,7 +1057,7 @@ class NativeProxy:
                                cluster_name, "UT" if timeout else exc.flag, route)
         response.headers = _answer_head(response.headers, decision, peer, added, started)
         self.stats.request_done(cluster.name, config.stat_prefix, response.status)
-        return response, Outcome(response.status, cluster.name, _address(host),
+        return response, Outcome(response.status, cluster.name, address_text(host),
                                  len(response.body), route=route, flags=flags,
                                  grpc_status=_grpc_status(response)), None
 
@@ -1507,7 +1177,10 @@ class NativeProxy:
         try:
             if _speaks_h2(cluster, request):
                 if request.streamed:
-                    await _buffer(request)
+                    try:
+                        await buffer_body(request)
+                    except BodyTooLarge as exc:
+                        raise UpstreamFailed(str(exc), sent=False, flag="DPE") from None
                 return await self._attempt_h2(cluster, request, tried, limit, destination,
                                               hash_key)
             return await self._exchange_upstream(cluster, upstream, request, tried, limit,
@@ -1525,7 +1198,7 @@ class NativeProxy:
         the breaker says so), the request, its response."""
         balancer = upstream.balancer
         endpoint = self._pick(cluster, tried, destination, hash_key)
-        pooled = self.pool.take(_pool_key(cluster.name, (endpoint.host, endpoint.port)),
+        pooled = self.pool.take(pool_key(cluster.name, (endpoint.host, endpoint.port)),
                                 cluster.idle_timeout) if endpoint else None
         if pooled is None and endpoint is not None and cluster.kind != "ORIGINAL_DST":
             waiting = self._wait_connection(cluster, upstream, endpoint)
@@ -1543,12 +1216,12 @@ class NativeProxy:
         balancer.started(host)
         try:
             if request.streamed:
-                response = await _exchange_streamed(connection, request, limit)
+                response = await exchange_streamed(connection, request, limit)
             else:
                 response = await connection.exchange(
                     http1.request_bytes(request), request.method == "HEAD", limit,
                     STREAM_OVER)
-        except _DownstreamGone:
+        except DownstreamGone:
             self.pool.forget(connection)
             connection.close()
             raise UpstreamFailed("downstream closed the connection in the request body",
@@ -1569,11 +1242,11 @@ class NativeProxy:
             balancer.finished(host)
         self._outlier(cluster, host, status=response.status)
         if response.streamed:  # the connection is the body's until it has all come
-            response.body_source = _UpstreamBody(
-                self.pool, _pool_key(cluster.name, host), connection, response.keep_alive,
+            response.body_source = UpstreamBody(
+                self.pool, pool_key(cluster.name, host), connection, response.keep_alive,
                 cluster.max_requests_per_connection)
         elif not (response.keep_alive and request.method != "HEAD" and self.pool.give(
-                _pool_key(cluster.name, host), connection,
+                pool_key(cluster.name, host), connection,
                 cluster.max_requests_per_connection)):
             self.pool.forget(connection)
             connection.close()
@@ -1586,7 +1259,7 @@ class NativeProxy:
         """A pooled HTTP/2 connection to a host of ``cluster`` that takes another stream
         (a new one when there is none)."""
         endpoint = endpoint or self._pick(cluster, tried, destination)
-        key = _pool_key(cluster.name, (endpoint.host, endpoint.port)) if endpoint else None
+        key = pool_key(cluster.name, (endpoint.host, endpoint.port)) if endpoint else None
         connection = self.h2_pool.get(key) if key else None
         if connection is not None and connection.usable and endpoint is not None:
             host = (endpoint.host, endpoint.port)
@@ -1595,7 +1268,7 @@ class NativeProxy:
         reader, writer, host = await self._connect(cluster, tried, destination, endpoint)
         connection = http2.Connection(reader, writer, client=True)
         connection.run()
-        self.h2_pool[_pool_key(cluster.name, host)] = connection
+        self.h2_pool[pool_key(cluster.name, host)] = connection
         return connection, host
 
     async def _attempt_h2(self, cluster: Cluster, request: http1.Message,
@@ -1645,7 +1318,7 @@ class NativeProxy:
             await channels.splice(channels.TcpChannel(reader, writer),
                                   channels.TcpChannel(up_reader, up_writer))
         finally:
-            await _close(up_writer)
+            await close_writer(up_writer)
             self._release(cluster.name)
 
     def _local(self, config: HttpManager, answer: routing.Respond, cluster: str = "",

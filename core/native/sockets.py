@@ -1,0 +1,186 @@
+"""Sockets for the native proxy: listening (TPROXY's transparent ones too), peeking at a
+connection's first bytes for the listener filters, taking an accepted socket into a
+protocol or streams after its TLS handshake, where a REDIRECTed connection was going, and
+connecting upstream from the client's own address (Envoy's ``original_src``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from pilotfish.core.native.connection import Http1Connection
+
+READ_SIZE = 65536
+
+
+async def close_writer(writer: asyncio.StreamWriter | Http1Connection) -> None:
+    writer.close()
+    if isinstance(writer, asyncio.StreamWriter):
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def peer_of(conn: socket.socket) -> tuple[str, int]:
+    try:
+        address = conn.getpeername()
+    except OSError:
+        return ("", 0)
+    return (str(address[0]), int(address[1]))
+
+
+def host_of(value: Any) -> str:
+    return str(value[0]) if isinstance(value, tuple) and value else ""
+
+
+@functools.lru_cache(maxsize=4096)  # a few hosts and peers, each seen request after request
+def address_text(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) >= 2:
+        host = str(value[0])
+        return f"[{host}]:{value[1]}" if ":" in host else f"{host}:{value[1]}"
+    return ""
+
+
+@attrs.frozen
+class Accepted:
+    """What the listener filters learned of a connection (travels with it)."""
+
+    transport: str = "raw_buffer"  # Envoy's default transport protocol
+    alpn: tuple[str, ...] = ()
+    server_name: str = ""
+
+
+SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
+
+
+def original_destination(conn: socket.socket) -> tuple[str, int] | None:
+    """Where a REDIRECTed connection was going (None if it was not redirected)."""
+    try:
+        raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    except OSError:
+        return None
+    return socket.inet_ntoa(raw[4:8]), int.from_bytes(raw[2:4], "big")
+
+
+IPV6_TRANSPARENT = 75  # linux/in6.h (the socket module lacks it)
+
+
+@attrs.frozen
+class UpstreamSource:
+    """original_src: upstream connections leave from the client's address, marked."""
+
+    address: str
+    mark: int = 0
+
+
+# Set by a connection of an original_src listener for everything its task does upstream:
+# asyncio gives each connection's task its own context, so the client's address travels
+# with the connection down to `_connect` without every layer between passing it on.
+UPSTREAM_SOURCE: contextvars.ContextVar[UpstreamSource | None] = contextvars.ContextVar(
+    "upstream_source", default=None)
+
+
+def set_transparent(sock: socket.socket, family: int) -> None:
+    """IP_TRANSPARENT (needs CAP_NET_ADMIN): accept what TPROXY diverts to a listener, or
+    bind an upstream socket to an address that is not this host's."""
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+    else:
+        sock.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
+
+
+async def connect_from(source: UpstreamSource, host: tuple[str, int]) -> socket.socket:
+    """A socket connected to ``host`` from the client's address (Envoy's original_src)."""
+    family = socket.AF_INET6 if ":" in host[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        set_transparent(sock, family)
+        if source.mark:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, source.mark)
+        sock.bind((source.address, 0))
+        await asyncio.get_running_loop().sock_connect(sock, host)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def listening_socket(host: str, port: int, transparent: bool = False,
+                      reuse_port: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if transparent:
+            set_transparent(sock, family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # --concurrency: every process listens, the kernel spreads
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def peek_first(conn: socket.socket, bound: int, enough: Callable[[bytes], bool],
+                settle: float = 1.0) -> bytes:
+    """The first bytes of a connection without consuming them (Envoy's inspectors peek
+    too): wait for the first, then for more until ``enough`` or ``settle`` seconds."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    deadline: float | None = None
+    while len(data) < bound:
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(conn.fileno(), _resolve, ready)
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait_for(ready, timeout)
+        except TimeoutError:
+            break
+        finally:
+            loop.remove_reader(conn.fileno())
+        peeked = conn.recv(bound, socket.MSG_PEEK)
+        if not peeked or len(peeked) == len(data):
+            break  # closed, or nothing new (the same bytes peeked again)
+        data = peeked
+        if enough(data):
+            break
+        deadline = deadline or loop.time() + settle
+    return data
+
+
+async def accept_into(conn: socket.socket, context: ssl.SSLContext | None,
+                    protocol: asyncio.BaseProtocol) -> asyncio.BaseTransport:
+    """An accepted socket's transport to ``protocol``, after the TLS handshake with
+    ``context``."""
+    options: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": 10} \
+        if context is not None else {}
+    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+        lambda: protocol, conn, **options)
+    return transport
+
+
+async def open_streams(conn: socket.socket, context: ssl.SSLContext | None
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Reader and writer for an accepted socket, after the TLS handshake with ``context``."""
+    reader = asyncio.StreamReader(limit=READ_SIZE)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    transport = await accept_into(conn, context, protocol)
+    return reader, asyncio.StreamWriter(transport, protocol, reader,  # type: ignore[arg-type]
+                                        asyncio.get_running_loop())
