@@ -1,12 +1,15 @@
 """The HTTP filters an ``http_connection_manager`` runs before its router, sans-IO: JWT
-authentication, RBAC, fault injection and CORS, in the listener's order.
+authentication, RBAC, external authorization (`ext_authz`), fault injection and CORS, in
+the listener's order.
 
 Each filter's config is compiled once per config (:func:`compile_filters`; the per-route
 configs of fault and CORS by :func:`route_config`, which routing calls for
 ``typed_per_filter_config``). :func:`run` takes one request through them and says what
 happens to it: go on upstream (with the headers and dynamic metadata the filters left), or
-answer here, after an injected delay or not. Headers the filters add to the answer (CORS)
-ride along either way.
+answer here, after an injected delay or not; or, at an ``ext_authz`` filter, first ask the
+authorization service (``Outcome.check``: the caller does, applies the answer with the
+filter, and runs the rest from ``Outcome.resume``). Headers the filters add to the answer
+(CORS, the authorization service's) ride along either way.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from typing import Any
 
 import attrs
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from google.protobuf.message import Message
 
-from pilotfish.core.native import jwt_authn, matchers, rbac, subset
+from pilotfish.core.native import ext_authz, jwt_authn, matchers, rbac, subset
 
 FAULT = "envoy.filters.http.fault"
 CORS = "envoy.filters.http.cors"
@@ -117,7 +121,7 @@ class CorsFilter:
     pass
 
 
-HttpFilter = Rbac | Jwt | FaultFilter | CorsFilter
+HttpFilter = Rbac | Jwt | ext_authz.ExtAuthz | FaultFilter | CorsFilter
 
 
 def compile_filters(filters: Sequence[Any], where: str) -> tuple[HttpFilter, ...]:
@@ -128,6 +132,8 @@ def compile_filters(filters: Sequence[Any], where: str) -> tuple[HttpFilter, ...
         message = subset.unpack(http_filter.typed_config, f"{at}.typed_config")
         if isinstance(message, http_rbac_pb2.RBAC):
             out.append(Rbac(rbac.rbac_filter(message)))
+        elif isinstance(message, ext_authz_pb2.ExtAuthz):
+            out.append(ext_authz.ext_authz(message, f"{at}.typed_config"))
         elif isinstance(message, jwt_pb2.JwtAuthentication):
             out.append(Jwt(jwt_authn.jwt_filter(message)))
         elif isinstance(message, fault_pb2.HTTPFault):
@@ -172,6 +178,11 @@ class Outcome:
     answer: Answer | None = None  # None: go on to the router
     delay_flag: str = ""  # "DI" when a delay was injected
     counters: tuple[str, ...] = ()  # stats under http.<stat_prefix>.
+    # Ask the authorization service first: with what, which filter reads the answer, and
+    # the filter to go on from.
+    check: ext_authz.Check | None = None
+    checker: ext_authz.ExtAuthz | None = None
+    resume: int = 0
 
 
 def _facts(request: Request) -> rbac.Facts:
@@ -260,12 +271,14 @@ def idle(filters: Sequence[HttpFilter], per_route: Mapping[str, Any]) -> bool:
 
 
 def run(filters: Sequence[HttpFilter], request: Request, rng: random.Random,
-        now: float | None = None) -> Outcome:
-    """Take ``request`` through ``filters`` (changing its headers and metadata)."""
+        now: float | None = None, start: int = 0) -> Outcome:
+    """Take ``request`` through ``filters`` from ``start`` (changing its headers and
+    metadata)."""
     counters: list[str] = []
     delay = 0.0
     facts: rbac.Facts | None = None  # what RBAC filters ask, gathered once between changes
-    for item in filters:
+    for index in range(start, len(filters)):
+        item = filters[index]
         if isinstance(item, Jwt):
             verdict = item.rules.check(request.method, request.target, request.headers, now)
             if verdict.error:
@@ -281,11 +294,16 @@ def run(filters: Sequence[HttpFilter], request: Request, rng: random.Random,
             facts = None
         elif isinstance(item, Rbac):
             facts = facts or _facts(request)
-            allowed, bumped = item.rules.decide(facts)
+            allowed, bumped = item.rules.decide(facts, request.metadata)
             counters += bumped
             if not allowed:
                 return Outcome(answer=Answer(403, b"RBAC: access denied"),
                                counters=tuple(counters))
+        elif isinstance(item, ext_authz.ExtAuthz):
+            if item.applies(request.metadata):
+                return Outcome(delay, None, "DI" if delay else "", tuple(counters),
+                               item.check(request.method, request.target, request.headers),
+                               item, index + 1)
         elif isinstance(item, FaultFilter):
             config = request.per_route.get(FAULT) or item.default
             if config is not None:

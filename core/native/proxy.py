@@ -29,6 +29,7 @@ from pilotfish.core.istio_requests import Histogram, IstioSeries
 from pilotfish.core.native import (
     access_log,
     channels,
+    ext_authz,
     hashing,
     http1,
     http2,
@@ -985,6 +986,8 @@ class NativeProxy:
             call = http_filters.Request(request.method, request.target, request.headers, peer,
                                         decision.per_filter if decision else {})
             result = http_filters.run(config.filters, call, self.rng)
+            if result.check is not None:
+                result = await self._authorize(config, call, result)
             for counter in result.counters:
                 self.stats.inc(f"http.{config.stat_prefix}.{counter}")
             if result.delay:
@@ -1060,6 +1063,58 @@ class NativeProxy:
         return response, Outcome(response.status, cluster.name, address_text(host),
                                  len(response.body), route=route, flags=flags,
                                  grpc_status=_grpc_status(response)), None
+
+    async def _authorize(self, config: HttpManager, call: http_filters.Request,
+                         result: http_filters.Outcome) -> http_filters.Outcome:
+        """The ext_authz checks the filters asked for, each answer applied by its filter,
+        then the rest of the filters."""
+        counters = list(result.counters)
+        while result.check is not None and result.checker is not None:
+            checker = result.checker
+            answer = await self._ask(result.check)
+            denial: ext_authz.Denial | None = None
+            if answer is None or answer.status >= 500:  # an error, not a verdict
+                denial = checker.failed()
+                counters.append("ext_authz.error" if denial is not None
+                                else "ext_authz.failure_mode_allowed")
+            elif answer.status == 200:
+                counters.append("ext_authz.ok")
+                call.headers = checker.allowed(answer.headers, call.headers,
+                                               call.response_headers)
+            else:
+                counters.append("ext_authz.denied")
+                denial = checker.denied(answer.status, answer.headers, answer.body)
+            if denial is not None:
+                return http_filters.Outcome(result.delay, http_filters.Answer(
+                    denial.status, denial.body, denial.headers, ext_authz.DENIED_FLAG),
+                    result.delay_flag, tuple(counters))
+            delay, flag = result.delay, result.delay_flag
+            result = http_filters.run(config.filters, call, self.rng, start=result.resume)
+            counters += result.counters
+            if not result.delay:
+                result = attrs.evolve(result, delay=delay, delay_flag=flag)
+        return attrs.evolve(result, counters=tuple(counters))
+
+    async def _ask(self, check: ext_authz.Check) -> http1.Message | None:
+        """The authorization service's answer (its body up to ``MAX_BODY``); None when it
+        could not be asked."""
+        cluster = self.state.clusters.get(check.cluster)
+        if cluster is None:
+            return None
+        request = http1.Message(list(check.headers), b"", check.method, check.target)
+        try:
+            response, _ = await self._attempt(cluster, request, set(), check.timeout, 0.0)
+            if response.body_source is not None:
+                parts = []
+                while data := await response.body_source.chunk():
+                    parts.append(data)
+                    if sum(map(len, parts)) > http1.MAX_BODY:
+                        response.body_source.close()
+                        return None
+                response.body, response.body_source = b"".join(parts), None
+        except (UpstreamFailed, OSError, EOFError, http1.ParseError):
+            return None
+        return response
 
     def _shadow(self, cluster_name: str, request: http1.Message, timeout: float) -> None:
         """Send a copy of ``request`` to ``cluster_name`` and forget it (request mirroring:

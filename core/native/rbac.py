@@ -174,6 +174,9 @@ def rules(message: rbac_pb2.RBAC) -> Rules:
     return Rules(rbac_pb2.RBAC.Action.Name(message.action), tuple(policies))
 
 
+HTTP_FILTER = "envoy.filters.http.rbac"
+
+
 @attrs.frozen
 class Filter:
     """An RBAC filter (HTTP or network): what it enforces and what it only counts."""
@@ -183,12 +186,23 @@ class Filter:
     shadow_prefix: str = ""
     stat_prefix: str = ""  # the network filter's (the HTTP one counts under the manager's)
 
-    def decide(self, facts: Facts) -> tuple[bool, list[str]]:
-        """(allowed, the counters to bump) for one connection or request."""
+    def decide(self, facts: Facts, metadata: dict[str, Any] | None = None
+               ) -> tuple[bool, list[str]]:
+        """(allowed, the counters to bump) for one connection or request; a request's
+        ``metadata`` gets the shadow rules' verdict under the HTTP filter's name, as
+        Envoy leaves it (the policy that matched, if one did)."""
         counters = []
         if self.shadow is not None:
-            verdict = "allowed" if self.shadow.allows(facts) else "denied"
+            matched = self.shadow.matched(facts)
+            allowed = self.shadow.action == "LOG" or (
+                (matched is not None) == (self.shadow.action == "ALLOW"))
+            verdict = "allowed" if allowed else "denied"
             counters.append(f"{self.stat_prefix}rbac.{self.shadow_prefix}shadow_{verdict}")
+            if metadata is not None:
+                found = {f"{self.shadow_prefix}shadow_engine_result": verdict}
+                if matched is not None:
+                    found[f"{self.shadow_prefix}shadow_effective_policy_id"] = matched
+                metadata[HTTP_FILTER] = found
         if self.enforced is None:
             return True, counters
         allowed = self.enforced.allows(facts)

@@ -20,6 +20,7 @@ from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.cors.v3 import cors_pb2  # noqa: F401
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2  # noqa: F401
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2  # noqa: F401
@@ -201,6 +202,20 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.extensions.filters.network.rbac.v3.RBAC": frozenset({
         "rules", "shadow_rules", "shadow_rules_stat_prefix", "stat_prefix"}),
     "envoy.config.rbac.v3.RBAC": frozenset({"action", "policies"}),
+    # CUSTOM with an HTTP authorization service (envoyExtAuthzHttp; not a gRPC one)
+    "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz": frozenset({
+        "transport_api_version", "failure_mode_allow", "status_on_error",
+        "filter_enabled_metadata", "http_service", "allowed_headers"}),
+    "envoy.extensions.filters.http.ext_authz.v3.HttpService": frozenset({
+        "server_uri", "path_prefix", "authorization_request", "authorization_response"}),
+    "envoy.extensions.filters.http.ext_authz.v3.AuthorizationRequest": frozenset({
+        "headers_to_add"}),
+    "envoy.extensions.filters.http.ext_authz.v3.AuthorizationResponse": frozenset({
+        "allowed_upstream_headers", "allowed_client_headers",
+        "allowed_client_headers_on_success"}),
+    "envoy.config.core.v3.HttpUri": frozenset({"uri", "cluster", "timeout"}),
+    "envoy.type.matcher.v3.ListStringMatcher": frozenset({"patterns"}),
+    "envoy.type.v3.HttpStatus": frozenset({"code"}),
     "envoy.config.rbac.v3.Policy": frozenset({"permissions", "principals"}),
     "envoy.config.rbac.v3.Permission": frozenset({
         "and_rules", "or_rules", "any", "header", "url_path", "destination_ip",

@@ -487,7 +487,8 @@ def ext_authz_server(address: str, port: int, checked: list[str]) -> socket.sock
     return serve(address, port, check)
 
 
-def test_custom_authorization_asks_the_ext_authz_provider(mesh: LocalMesh) -> None:
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_custom_authorization_asks_the_ext_authz_provider(mesh: LocalMesh, proxy: str) -> None:
     """AuthorizationPolicy CUSTOM with an envoyExtAuthzHttp provider from the mesh config:
     only requests the policy's rules select are checked; a denial reaches the client with
     the provider's header, an allow passes the provider's header upstream."""
@@ -500,7 +501,8 @@ def test_custom_authorization_asks_the_ext_authz_provider(mesh: LocalMesh) -> No
                                                  authz=authz, authz_port=authz_port))
         mesh.start_discovery(mesh_config=EXT_AUTHZ_MESH)
         mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
-        mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"})
+        mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                         extra=["--proxy", proxy])
         mesh.wait_synced("gw-1.default")
         base = f"http://127.0.0.1:{port}"
         deny = {"x-ext-authz": "deny"}

@@ -225,12 +225,16 @@ def test_cors_policy_type_is_what_the_translator_packs():
     assert isinstance(cors({}), cors_pb2.CorsPolicy)
 
 
-def test_ext_authz_is_refused_with_its_path():
-    manager = hcm_pb2.HttpConnectionManager(http_filters=[hcm_pb2.HttpFilter(
-        name="envoy.filters.http.ext_authz", typed_config=pack(ext_authz_pb2.ExtAuthz()))])
-    with pytest.raises(subset.Unsupported) as refused:
-        http_filters.compile_filters(manager.http_filters, "hcm")
-    assert refused.value.path == "hcm.http_filters[0].typed_config"
+def test_ext_authz_without_an_http_service_is_refused_with_its_path():
+    grpc = ext_authz_pb2.ExtAuthz()
+    grpc.grpc_service.envoy_grpc.cluster_name = "outbound|9000||authz"
+    for config, path in [(grpc, "hcm.http_filters[0].typed_config.grpc_service"),
+                         (ext_authz_pb2.ExtAuthz(), "hcm.http_filters[0].typed_config")]:
+        manager = hcm_pb2.HttpConnectionManager(http_filters=[hcm_pb2.HttpFilter(
+            name="envoy.filters.http.ext_authz", typed_config=pack(config))])
+        with pytest.raises(subset.Unsupported) as refused:
+            http_filters.compile_filters(manager.http_filters, "hcm")
+        assert refused.value.path == path
 
 
 def test_filter_chains_by_destination_prefix_then_source():
