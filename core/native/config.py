@@ -30,6 +30,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from pilotfish.core.metric_overrides import ALL_OFF, NO_OVERRIDES, Overrides
 from pilotfish.core.native import (
     access_log,
     breakers,
@@ -46,6 +47,8 @@ from pilotfish.core.xds import types
 TCP_PROXY = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 STDOUT_LOG = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+GRPC_LOGS = ("envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+             "envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig")
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MESSAGES: Mapping[str, type[Message]] = {
     types.CLUSTER: cluster_pb2.Cluster,
@@ -119,7 +122,7 @@ class TcpProxy:
     cluster: str
     stat_prefix: str
     idle_timeout: float = 3600.0
-    access: access_log.Format | None = None  # the stdout access log's format
+    logging: Logging = attrs.Factory(lambda: Logging())
     tunnel: str = ""  # tunneling_config: CONNECT to this authority through the cluster
     hash_policy: tuple[hashing.HashPolicy, ...] = ()  # for RING_HASH / MAGLEV clusters
 
@@ -135,7 +138,7 @@ class HttpManager:
     route_name: str  # RDS name ("" with an inline table)
     inline: routing.RouteTable | None
     websocket: bool
-    access: access_log.Format | None  # the stdout access log's format
+    logging: Logging
     filters: tuple[http_filters.HttpFilter, ...] = ()  # before the router, in order
     connect: bool = False  # CONNECT requests may be terminated (upgrade_configs CONNECT)
 
@@ -452,19 +455,46 @@ def endpoints_of(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[Endpoin
     return out
 
 
-def _access_format(logs: Iterable[Any], where: str = "access_log") -> access_log.Format | None:
-    found = None
+@attrs.frozen
+class Logging:
+    """What a network filter's access loggers ask: the stdout line (its format, and the
+    CEL filters an entry must pass), and Istio's metrics with a Telemetry's overrides
+    (`metric_overrides.ALL_OFF` when there is no metrics logger: none are counted)."""
+
+    access: access_log.Format | None = None
+    access_when: tuple[str, ...] = ()
+    metrics: Overrides = NO_OVERRIDES
+
+
+def _logging(logs: Iterable[Any], where: str = "access_log") -> Logging:
+    found: access_log.Format | None = None
+    when: tuple[str, ...] = ()
+    metrics = ALL_OFF
     for index, log in enumerate(logs):
         message: Any = subset.unpack(log.typed_config, f"{where}[{index}].typed_config")
         if log.typed_config.type_url.endswith(STDOUT_LOG) and found is None:
             text = subset.data(message.log_format.text_format_source).decode()
             found = access_log.compile_format(text or access_log.DEFAULT_FORMAT)
-        elif ";" in getattr(getattr(message, "common_config", None), "log_name", ""):
-            # the metrics stream with a Telemetry's overrides: not applied here, so refused
-            raise subset.Unsupported(f"{where}[{index}].typed_config.common_config.log_name",
-                                     "Telemetry metric overrides are not supported by the "
-                                     "native proxy")
-    return found
+            when = _expressions(log.filter, f"{where}[{index}].filter") \
+                if log.HasField("filter") else ()
+        elif log.typed_config.type_url.endswith(GRPC_LOGS):
+            metrics = Overrides.from_log_name(message.common_config.log_name)
+    return Logging(found, when, metrics)
+
+
+def _expressions(found: Any, where: str) -> tuple[str, ...]:
+    """The CEL expressions an access-log filter holds (all must hold): Telemetry's
+    ``filter.expression``, alone or beside tcp_proxy's end-of-connection type filter,
+    which the native proxy's single entry per connection meets anyway."""
+    kind = found.WhichOneof("filter_specifier")
+    if kind == "extension_filter":
+        expression: Any = subset.unpack(found.extension_filter.typed_config,
+                                        f"{where}.extension_filter.typed_config")
+        return (expression.expression,)
+    if kind == "and_filter":
+        return tuple(e for index, item in enumerate(found.and_filter.filters)
+                     for e in _expressions(item, f"{where}.and_filter.filters[{index}]"))
+    return ()
 
 
 def _network(filter_: Any, where: str) -> TcpProxy | HttpManager | Echo:
@@ -480,7 +510,7 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager | Echo:
                                      "proxy (CONNECT is)")
         return TcpProxy(message.cluster, message.stat_prefix,
                         _seconds(message.idle_timeout, 3600.0),
-                        _access_format(message.access_log, f"{where}.typed_config.access_log"),
+                        _logging(message.access_log, f"{where}.typed_config.access_log"),
                         message.tunneling_config.hostname,
                         hashing.tcp_policies(message.hash_policy))
     if isinstance(message, hcm_pb2.HttpConnectionManager):
@@ -490,7 +520,7 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager | Echo:
         return HttpManager(
             message.stat_prefix, message.rds.route_config_name, inline,
             any(u.upgrade_type.lower() == "websocket" for u in message.upgrade_configs),
-            _access_format(message.access_log, f"{where}.typed_config.access_log"), filters,
+            _logging(message.access_log, f"{where}.typed_config.access_log"), filters,
             any(u.upgrade_type.upper() == "CONNECT" for u in message.upgrade_configs))
     raise subset.Unsupported(where, f"network filter {filter_.name} is not supported")
 

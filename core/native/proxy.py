@@ -24,8 +24,9 @@ from typing import Any
 
 import attrs
 
-from pilotfish.core import istio_metrics, prometheus, sniffing
-from pilotfish.core.istio_requests import Histogram, IstioSeries
+from pilotfish.core import istio_metrics, metric_overrides, prometheus, sniffing
+from pilotfish.core.istio_requests import Histogram, IstioSeries, Key
+from pilotfish.core.metric_overrides import NO_OVERRIDES, Overrides
 from pilotfish.core.native import (
     access_log,
     channels,
@@ -114,8 +115,10 @@ class Outcome:
 
 
 _Labels = tuple[tuple[str, str], ...]  # a series' labels, in order
-# istio_requests_total's counts, the series key, and its three histograms
-_RequestSeries = tuple[dict[Any, float], Any, Histogram, Histogram, Histogram]
+# istio_requests_total's counts, the series key, and its three histograms (each None when
+# a Telemetry turns it off)
+_RequestSeries = tuple[dict[Any, float], "Key | None", "Histogram | None", "Histogram | None",
+                       "Histogram | None"]
 
 # What a request is answered with: the response, how it went, and for an upgrade the
 # cluster and request to open the tunnel to (None otherwise).
@@ -215,6 +218,14 @@ def _speaks_h2(cluster: Cluster, request: http1.Message) -> bool:
 _VERSION_4 = ~(0xF << 76 | 0x3 << 62)
 
 
+def _attributes(request: http1.Message, outcome: Outcome) -> dict[str, Any]:
+    """Envoy's attributes of a finished request, for a Telemetry's CEL expressions."""
+    headers = dict(request.headers)
+    return metric_overrides.http_attributes(
+        request.method, headers.get("host", ""), request.target, "http",
+        headers.get("user-agent", ""), headers, outcome.status)
+
+
 def request_id(rng: random.Random) -> str:
     """A random (version 4) UUID for ``x-request-id``, drawn from the proxy's generator
     as Envoy draws its own: no system call per request, as ``uuid.uuid4`` makes."""
@@ -257,7 +268,8 @@ class NativeProxy:
         self._log_lines: list[str] = []  # access-log lines not yet written
         # Istio's TLS labels by (cluster, peer principals, our identity); None: not Istio's
         self._labels: dict[tuple[str, tuple[str, ...], str], _Labels | None] = {}
-        self._series: dict[tuple[Any, ...], _RequestSeries] = {}  # by kind of request
+        # by kind of request (None: a cluster that is not Istio's, nothing counted)
+        self._series: dict[tuple[Any, ...], _RequestSeries | None] = {}
 
     # -- access logs ---------------------------------------------------------------------
 
@@ -500,15 +512,18 @@ class NativeProxy:
             moved[1] += n
             self.stats.inc(f"{stat}.upstream_cx_rx_bytes_total", n)
 
-        self.count_tcp(cluster.name, opened=True, peer=peer)
+        metrics = config.logging.metrics
+        self.count_tcp(cluster.name, metrics, opened=True, peer=peer)
         try:
             await channels.splice(channels.TcpChannel(reader, writer), upstream_channel,
                                   received, sent)
         finally:
             await close_writer(up_writer)
             self._release(cluster.name)
-            self.count_tcp(cluster.name, received=moved[0], sent=moved[1], peer=peer)
-            self.log(config.access, access_log.Entry(
+            self.count_tcp(cluster.name, metrics, received=moved[0], sent=moved[1],
+                           peer=peer)
+            self.log(config.logging.access if not config.logging.access_when else None,
+                     access_log.Entry(
                 started, received=moved[0], sent=moved[1],
                 duration_ms=int((time.time() - started) * 1000), cluster=cluster.name,
                 upstream=f"{upstream[0]}:{upstream[1]}",
@@ -955,14 +970,19 @@ class NativeProxy:
                   started: float, remote: str, local: str, peer: rbac.Facts | None) -> None:
         """One request done: the access log and Istio's metrics."""
         seconds = time.time() - started
-        if config.access is not None:
-            self.log(config.access, access_log.Entry(
+        logging = config.logging
+        attributes = _attributes(request, outcome) \
+            if logging.access_when or logging.metrics.tags else {}
+        if logging.access is not None and all(
+                metric_overrides.passes(e, attributes) for e in logging.access_when):
+            self.log(logging.access, access_log.Entry(
                 started, request.method, request.target, f"HTTP/{request.version}",
-                outcome.status, outcome.flags, received=body_received(request), sent=outcome.sent,
-                duration_ms=int(seconds * 1000), cluster=outcome.cluster,
+                outcome.status, outcome.flags, received=body_received(request),
+                sent=outcome.sent, duration_ms=int(seconds * 1000), cluster=outcome.cluster,
                 upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
                 downstream_local=local, headers=request.headers))
-        self.count_request(outcome, body_received(request), seconds, peer, request)
+        self.count_request(outcome, body_received(request), seconds, peer, request,
+                           logging.metrics, attributes)
 
     async def _respond(self, config: HttpManager, request: http1.Message,
                        scheme: str = "http", destination: tuple[str, int] | None = None,
@@ -1411,58 +1431,79 @@ class NativeProxy:
 
     def count_request(self, outcome: Outcome, received: int, seconds: float,
                       peer: rbac.Facts | None = None,
-                      request: http1.Message | None = None) -> None:
+                      request: http1.Message | None = None,
+                      metrics: Overrides = NO_OVERRIDES,
+                      attributes: Mapping[str, Any] | None = None) -> None:
+        """Istio's request metrics for one request, with a Telemetry's ``metrics``
+        overrides (tags set from CEL on the request's ``attributes``)."""
         grpc = request is not None and (request.header("content-type") or "").startswith(
             "application/grpc")
-        principals, identity = (peer.principals, peer.identity) if peer is not None \
-            else ((), "")
-        kind = (outcome.cluster, principals, identity, outcome.status, outcome.flags,
-                outcome.grpc_status, grpc)
-        series = self._series.get(kind)
+        if metrics.tags:  # labels of this request's own: no series to remember
+            series = self._request_series(outcome, peer, grpc, metrics, attributes or {})
+        else:
+            principals, identity = (peer.principals, peer.identity) if peer is not None \
+                else ((), "")
+            kind = (metrics.disabled, outcome.cluster, principals, identity, outcome.status,
+                    outcome.flags, outcome.grpc_status, grpc)
+            if kind in self._series:
+                series = self._series[kind]
+            else:
+                series = self._request_series(outcome, peer, grpc, metrics, {})
+                if len(self._series) > 10_000:  # peers come and go: forget them now and then
+                    self._series.clear()
+                self._series[kind] = series
         if series is None:
-            series = self._request_series(outcome, peer, grpc, kind)
-            if series is None:
-                return
+            return
         counts, key, duration, request_bytes, response_bytes = series
-        counts[key] += 1
-        duration.observe(seconds * 1000)
-        request_bytes.observe(received)
-        response_bytes.observe(outcome.sent)
+        if key is not None:
+            counts[key] += 1
+        if duration is not None:
+            duration.observe(seconds * 1000)
+        if request_bytes is not None:
+            request_bytes.observe(received)
+        if response_bytes is not None:
+            response_bytes.observe(outcome.sent)
 
     def _request_series(self, outcome: Outcome, peer: rbac.Facts | None, grpc: bool,
-                        kind: tuple[Any, ...]) -> _RequestSeries | None:
-        """Where a request of this ``kind`` is counted (None: not an Istio cluster's),
-        looked up once per kind rather than once per request."""
+                        metrics: Overrides, attributes: Mapping[str, Any]
+                        ) -> _RequestSeries | None:
+        """Where a request is counted (None: not an Istio cluster's; a family the
+        overrides disable, None in its place)."""
         security = self._security(outcome.cluster, peer)
         if security is None:
             return None
-        key = (outcome.cluster, (
-            *security,
-            ("grpc_response_status", outcome.grpc_status),
-            ("request_protocol", "grpc" if grpc else "http"),
-            ("response_code", str(outcome.status)), ("response_flags", outcome.flags)))
+        extras = {**dict(security), "grpc_response_status": outcome.grpc_status,
+                  "request_protocol": "grpc" if grpc else "http",
+                  "response_code": str(outcome.status), "response_flags": outcome.flags}
         istio = self.istio
-        if len(self._series) > 10_000:  # peers come and go: forget them all now and then
-            self._series.clear()
-        series = self._series[kind] = (
-            istio.counters["istio_requests_total"], key,
-            istio.histogram("istio_request_duration_milliseconds", key),
-            istio.histogram("istio_request_bytes", key),
-            istio.histogram("istio_response_bytes", key))
-        return series
 
-    def count_tcp(self, cluster: str, opened: bool = False, received: int = 0,
-                  sent: int = 0, peer: rbac.Facts | None = None) -> None:
+        def key(family: str) -> Key | None:
+            if family in metrics.disabled:
+                return None
+            return (outcome.cluster, metrics.extras(family, extras, attributes))
+
+        def histogram(family: str) -> Histogram | None:
+            found = key(family)
+            return None if found is None else istio.histogram(family, found)
+
+        return (istio.counters["istio_requests_total"], key("istio_requests_total"),
+                histogram("istio_request_duration_milliseconds"),
+                histogram("istio_request_bytes"), histogram("istio_response_bytes"))
+
+    def count_tcp(self, cluster: str, metrics: Overrides = NO_OVERRIDES,
+                  opened: bool = False, received: int = 0, sent: int = 0,
+                  peer: rbac.Facts | None = None) -> None:
         security = self._security(cluster, peer)
         if security is None:
             return
-        key = (cluster, (*security, ("request_protocol", "tcp"), ("response_flags", "-")))
-        if opened:
-            self.istio.add("istio_tcp_connections_opened_total", key)
-            return
-        self.istio.add("istio_tcp_connections_closed_total", key)
-        self.istio.add("istio_tcp_received_bytes_total", key, received)
-        self.istio.add("istio_tcp_sent_bytes_total", key, sent)
+        extras = {**dict(security), "request_protocol": "tcp", "response_flags": "-"}
+        counted = (("istio_tcp_connections_opened_total", 1),) if opened else (
+            ("istio_tcp_connections_closed_total", 1),
+            ("istio_tcp_received_bytes_total", received),
+            ("istio_tcp_sent_bytes_total", sent))
+        for family, value in counted:
+            if family not in metrics.disabled:
+                self.istio.add(family, (cluster, metrics.extras(family, extras, {})), value)
 
     def prometheus(self, workload: istio_metrics.Workload, stats: Stats | None = None,
                    istio: IstioSeries | None = None) -> str:

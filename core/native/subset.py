@@ -16,6 +16,7 @@ import attrs
 
 # The messages and extensions the subset names, so their types resolve (symbol_database).
 from envoy.config.rbac.v3 import rbac_pb2  # noqa: F401
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2  # noqa: F401
@@ -261,7 +262,12 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "requirements"}),
     "google.protobuf.Empty": ANY_FIELDS,
     "envoy.config.accesslog.v3.AccessLog": frozenset({"name", "typed_config", "filter"}),
-    "envoy.config.accesslog.v3.AccessLogFilter": frozenset({"log_type_filter"}),
+    "envoy.config.accesslog.v3.AccessLogFilter": frozenset({
+        "log_type_filter", "and_filter", "extension_filter"}),
+    "envoy.config.accesslog.v3.AndFilter": frozenset({"filters"}),
+    "envoy.config.accesslog.v3.ExtensionFilter": frozenset({"name", "typed_config"}),
+    "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter": frozenset({
+        "expression"}),
     "envoy.config.accesslog.v3.LogTypeFilter": frozenset({"types"}),
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": frozenset({"log_format"}),
     "envoy.config.core.v3.SubstitutionFormatString": frozenset({"text_format_source"}),

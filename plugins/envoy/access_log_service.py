@@ -20,8 +20,9 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2
 
 from pilotfish.core import unix_grpc
+from pilotfish.core.metric_overrides import NO_OVERRIDES, Overrides
 from pilotfish.plugins.envoy import slim_entries
-from pilotfish.plugins.envoy.request_metrics import NO_OVERRIDES, Overrides, RequestMetrics
+from pilotfish.plugins.envoy.request_metrics import RequestMetrics
 
 log = logging.getLogger("pilotfish.als")
 

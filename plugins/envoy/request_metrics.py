@@ -24,28 +24,27 @@ peer's workload labels need Istio's metadata exchange, which stock Envoy lacks: 
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import celpy
 
 from pilotfish.core.istio_metrics import (
-    UNKNOWN,
     parse_cluster_name,
     reporter_of,
     security_labels,
     spiffe_name,
 )
 from pilotfish.core.istio_requests import (
-    REMOVED,
-    Extras,
     Histogram,
     IstioSeries,
     Key,
+)
+from pilotfish.core.metric_overrides import (
+    NO_OVERRIDES,
+    Overrides,
+    http_attributes,
 )
 from pilotfish.core.prometheus import Family, Sample
 
@@ -84,85 +83,12 @@ def _uri_san(certificate: Any) -> str:
     return spiffe_name(san.uri for san in certificate.subject_alt_name if san.uri)
 
 
-# Telemetry's metric names → the families they are.
-FAMILIES = {
-    "REQUEST_COUNT": "istio_requests_total",
-    "REQUEST_DURATION": "istio_request_duration_milliseconds",
-    "REQUEST_SIZE": "istio_request_bytes",
-    "RESPONSE_SIZE": "istio_response_bytes",
-    "TCP_OPENED_CONNECTIONS": "istio_tcp_connections_opened_total",
-    "TCP_CLOSED_CONNECTIONS": "istio_tcp_connections_closed_total",
-    "TCP_SENT_BYTES": "istio_tcp_sent_bytes_total",
-    "TCP_RECEIVED_BYTES": "istio_tcp_received_bytes_total",
-}
-
-
-
-@attrs.frozen
-class Overrides:
-    """A Telemetry's metric overrides for the entries of one log stream (sent by the
-    translators in the stream's log name, ``pilotfish-metrics;{json}``)."""
-
-    disabled: frozenset[str] = frozenset()  # family names
-    tags: Mapping[str, Mapping[str, str | None]] = attrs.field(factory=dict)  # family → tag
-
-    @classmethod
-    def from_log_name(cls, log_name: str) -> Overrides:
-        _, sep, text = log_name.partition(";")
-        if not sep:
-            return NO_OVERRIDES
-        try:
-            raw = json.loads(text)
-            return cls(
-                frozenset(FAMILIES[m] for m, o in raw.items() if m in FAMILIES
-                          and o.get("disabled")),
-                {FAMILIES[m]: {str(t): (None if v is None else str(v))
-                               for t, v in (o.get("tags") or {}).items()}
-                 for m, o in raw.items() if m in FAMILIES and o.get("tags")})
-        except (ValueError, AttributeError, TypeError):
-            log.warning("access log stream %r: metric overrides that do not parse; ignored",
-                        log_name[:200])
-            return NO_OVERRIDES
-
-    def extras(self, family: str, extras: dict[str, str], attributes: Mapping[str, Any]
-               ) -> Extras:
-        """The entry's labels for one family, its tag overrides applied."""
-        out = dict(extras)
-        for tag, value in (self.tags.get(family) or {}).items():
-            out[tag] = REMOVED if value is None else _evaluate(value, attributes)
-        return tuple(sorted(out.items()))
-
-
-NO_OVERRIDES = Overrides()
-
-
-@functools.lru_cache(maxsize=256)
-def _program(expression: str) -> Any:
-    env = celpy.Environment()
-    return env.program(env.compile(expression))
-
-
-def _evaluate(expression: str, attributes: Mapping[str, Any]) -> str:
-    """A tag's CEL value on one entry's attributes; ``unknown`` when it cannot be had."""
-    try:
-        value = _program(expression).evaluate(celpy.json_to_cel(dict(attributes)))
-    except Exception:  # any CEL failure (a missing header, a bad expression) is one value
-        return UNKNOWN
-    return str(value)
-
-
 def _attributes(entry: Any) -> dict[str, Any]:
     """Envoy's attributes of an HTTP entry, as Telemetry's expressions name them."""
-    request, response = entry.request, entry.response
-    path = request.path
-    return {
-        "request": {"host": request.authority, "method": _METHODS.get(request.request_method,
-                                                                      ""),
-                    "path": path, "url_path": path.partition("?")[0],
-                    "scheme": request.scheme, "useragent": request.user_agent,
-                    "headers": {k.lower(): v for k, v in request.request_headers.items()}},
-        "response": {"code": int(response.response_code.value)},
-    }
+    request = entry.request
+    return http_attributes(_METHODS.get(request.request_method, ""), request.authority,
+                           request.path, request.scheme, request.user_agent,
+                           request.request_headers, int(entry.response.response_code.value))
 
 
 _METHODS = {1: "GET", 2: "HEAD", 3: "POST", 4: "PUT", 5: "DELETE", 6: "CONNECT",

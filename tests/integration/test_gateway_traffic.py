@@ -543,7 +543,9 @@ spec:
 """
 
 
-def test_telemetry_filters_access_logs_and_overrides_metrics(mesh: LocalMesh) -> None:
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_telemetry_filters_access_logs_and_overrides_metrics(mesh: LocalMesh, proxy: str
+                                                            ) -> None:
     """A Telemetry selecting the gateway: only failed requests are logged (CEL filter);
     istio_requests_total loses response_flags and gains request_host and a header's value;
     the duration histogram is off."""
@@ -552,7 +554,8 @@ def test_telemetry_filters_access_logs_and_overrides_metrics(mesh: LocalMesh) ->
                                              tcp_port=tcp_port))
     mesh.start_discovery()
     mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
-    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"})
+    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                               extra=["--proxy", proxy])
     mesh.wait_synced("gw-1.default")
     base = f"http://127.0.0.1:{http_port}"
     wait_until(lambda: http(base + "/ok", headers={"x-team": "blue"}).status == 200, 15,

@@ -26,8 +26,9 @@ from envoy.data.accesslog.v3 import accesslog_pb2 as entry_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
 from pilotfish.core.istio_metrics import ServiceRef, Workload
+from pilotfish.core.metric_overrides import Overrides
 from pilotfish.plugins.envoy import slim_entries
-from pilotfish.plugins.envoy.request_metrics import Overrides, RequestMetrics
+from pilotfish.plugins.envoy.request_metrics import RequestMetrics
 from pilotfish.testing.access_logs import envoy_http_entry
 from pilotfish.translators.access_logs import BUFFER_SIZE_BYTES
 

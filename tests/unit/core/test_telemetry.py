@@ -4,8 +4,9 @@ agent's halves of it: access loggers per mode, metric overrides through the log 
 from __future__ import annotations
 
 from pilotfish.core import telemetry
+from pilotfish.core.istio_requests import REMOVED
+from pilotfish.core.metric_overrides import FAMILIES, Overrides
 from pilotfish.core.yamlload import load_text
-from pilotfish.plugins.envoy.request_metrics import FAMILIES, REMOVED, Overrides
 from pilotfish.translators.telemetry import encode
 
 
@@ -70,3 +71,14 @@ def test_overrides_cross_to_the_agent_in_the_log_name():
     assert dict(extras) == {"request_protocol": REMOVED, "request_host": "web.example.com"}
     assert Overrides.from_log_name("pilotfish-metrics;{not json") == Overrides()
     assert Overrides.from_log_name("pilotfish-metrics") == Overrides()
+
+
+def test_an_access_log_filter_passes_what_its_expression_holds_for():
+    from pilotfish.core.metric_overrides import http_attributes, passes
+
+    failed = http_attributes("GET", "shop", "/a?b=1", "http", "curl", {"X-Team": "blue"}, 404)
+    assert failed["request"]["url_path"] == "/a" and failed["request"]["headers"] == {
+        "x-team": "blue"}
+    assert passes("response.code >= 400", failed)
+    assert not passes("response.code >= 400", {**failed, "response": {"code": 200}})
+    assert not passes("request.headers['missing'] == 'x'", failed)  # an error drops it

@@ -270,21 +270,36 @@ def test_cors_takes_an_exact_star_for_any_origin():
     assert dict(answer.headers)["access-control-allow-origin"] == "https://foobar.com"
 
 
-def test_telemetry_metric_overrides_are_refused_not_dropped():
+def test_a_telemetrys_overrides_and_log_filter_are_read_from_the_loggers():
     from envoy.config.accesslog.v3 import accesslog_pb2
+    from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
     from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+    from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 
-    from pilotfish.core.native.config import _network
+    from pilotfish.core.metric_overrides import ALL_OFF
+    from pilotfish.core.native.config import HttpManager, _network
 
     als = als_pb2.HttpGrpcAccessLogConfig()
     als.common_config.log_name = 'pilotfish-metrics;{"REQUEST_COUNT": {"disabled": true}}'
-    manager = hcm_pb2.HttpConnectionManager(stat_prefix="x", access_log=[
-        accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc", typed_config=pack(als))])
-    manager.route_config.name = "r"
-    item = type("Filter", (), {"typed_config": pack(manager), "name": "hcm"})()
-    with pytest.raises(subset.Unsupported) as refused:
-        _network(item, "filters[0]")
-    assert refused.value.path.endswith("access_log[0].typed_config.common_config.log_name")
+    stdout = accesslog_pb2.AccessLog(name="envoy.access_loggers.stdout",
+                                     typed_config=pack(stream_pb2.StdoutAccessLog()))
+    stdout.filter.extension_filter.name = "envoy.access_loggers.extension_filters.cel"
+    stdout.filter.extension_filter.typed_config.CopyFrom(pack(cel_pb2.ExpressionFilter(
+        expression="response.code >= 400")))
+
+    def manager(*logs: accesslog_pb2.AccessLog) -> HttpManager:
+        message = hcm_pb2.HttpConnectionManager(stat_prefix="x", access_log=logs)
+        message.route_config.name = "r"
+        item = type("Filter", (), {"typed_config": pack(message), "name": "hcm"})()
+        made = _network(item, "filters[0]")
+        assert isinstance(made, HttpManager)
+        return made
+
+    logged = manager(stdout, accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc",
+                                                     typed_config=pack(als))).logging
+    assert logged.access is not None and logged.access_when == ("response.code >= 400",)
+    assert logged.metrics.disabled == frozenset({"istio_requests_total"})
+    assert manager(stdout).logging.metrics is ALL_OFF  # no metrics logger: none counted
 
 
 def test_cors_wildcard_methods_and_headers_answer_what_the_preflight_asks():
