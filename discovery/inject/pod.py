@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from pilotfish.discovery.inject import annotations as annotation_checks
-from pilotfish.discovery.inject import rewrite
+from pilotfish.discovery.inject import gateway, rewrite
 from pilotfish.discovery.inject.merge import merge
 from pilotfish.discovery.inject.quantity import canonical_resources
 from pilotfish.discovery.inject.settings import InjectionError, Settings
@@ -37,6 +37,7 @@ from pilotfish.discovery.inject.template import INIT, PROXY, Context, Workload, 
 STATUS = "sidecar.istio.io/status"
 OVERRIDES = "proxy.istio.io/overrides"
 TEMPLATES = "inject.istio.io/templates"
+GATEWAY = "gateway"  # the template of a pod that is a gateway (gateway.py)
 VALIDATION = "istio-validation"
 CORE_DUMP = "enable-core-dump"
 AUTO_IMAGE = "auto"  # a container image the injector fills in
@@ -77,11 +78,12 @@ def inject(pod: Mapping[str, Any], request: Request) -> dict[str, Any]:
                       workload=request.workload, native=native,
                       proxy_uid=_id(security.get("runAsUser")),
                       proxy_gid=_id(security.get("runAsGroup")))
-    if context.native_sidecar:
-        stripped = _proxy_to_init(stripped)
+    templates = _templates(annotations, settings)
+    if context.native_sidecar and GATEWAY not in templates:
+        stripped = _proxy_to_init(stripped)  # a gateway's proxy is its main container
     merged: dict[str, Any] = stripped
     injected: dict[str, Any] = {}
-    for name in _templates(annotations, settings):
+    for name in templates:
         fragment = _template(name, context)
         merged = merge(merged, fragment)
         injected = merge(injected, fragment)
@@ -108,16 +110,19 @@ def _templates(annotations: Mapping[str, Any], settings: Settings) -> list[str]:
 
 
 def _template(name: str, context: Context) -> Mapping[str, Any]:
-    """A template's fragment: ``sidecar`` is built here; others are static YAML from the
-    values' ``sidecarInjectorWebhook.templates`` (Go template syntax is not supported)."""
+    """A template's fragment: ``sidecar`` and ``gateway`` are built here; others are static
+    YAML from the values' ``sidecarInjectorWebhook.templates`` (Go template syntax is not
+    supported)."""
     if name == "sidecar":
         return render(context)
+    if name == GATEWAY:
+        return gateway.render(context)
     import yaml
 
     text = (context.settings.value("sidecarInjectorWebhook.templates") or {}).get(name)
     if text is None:
         raise InjectionError(f"annotation {TEMPLATES}: no template {name!r}; pilotfish "
-                             "has 'sidecar' and those in the values' "
+                             "has 'sidecar', 'gateway' and those in the values' "
                              "sidecarInjectorWebhook.templates")
     if "{{" in str(text):
         raise InjectionError(f"template {name!r}: Go template directives are not supported "

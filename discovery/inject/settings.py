@@ -97,6 +97,8 @@ DEFAULT_VALUES: Mapping[str, Any] = {
         },
         "proxy_init": {"image": IMAGE, "forceApplyIptables": False},
     },
+    # The gateway template's pod security context (default: ports below 1024 allowed).
+    "gateways": {"securityContext": {}},
     "pilot": {"cni": {"enabled": False, "provider": "default"}, "env": {},
               "crlConfigMapName": ""},
     "sidecarInjectorWebhook": {
@@ -243,7 +245,8 @@ class Settings:
                      "global.proxy.startupProbe.failureThreshold"):
             self.number(path)
         for path in ("global.proxy.resources", "global.proxy.lifecycle",
-                     "sidecarInjectorWebhook.templates", "mesh.defaultConfig"):
+                     "sidecarInjectorWebhook.templates", "gateways.securityContext",
+                     "mesh.defaultConfig"):
             where = self.mesh.get("defaultConfig") if path == "mesh.defaultConfig" \
                 else self.value(path)
             if where is not None and not isinstance(where, Mapping):
