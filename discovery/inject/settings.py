@@ -61,6 +61,9 @@ DEFAULT_VALUES: Mapping[str, Any] = {
         "trustDomain": "",
         "trustBundleName": "",
         "nativeNftables": False,
+        # Istio's PLATFORM (its chart's global.platform): "openshift" takes the proxy's
+        # uid and gid from the namespace's SCC ranges.
+        "platform": "",
         # Istio's COMPLIANCE_POLICY (fips-140-3): told to the proxy.
         "compliancePolicy": "",
         # pilotfish: whether the proxy is a native sidecar (an init container with
@@ -262,6 +265,10 @@ class Settings:
     @property
     def revision(self) -> str:
         return str(self.value("revision") or "")
+
+    @property
+    def openshift(self) -> bool:
+        return self.text("global.platform").strip().lower() == "openshift"
 
     @property
     def cni(self) -> bool:
