@@ -53,3 +53,8 @@ def test_a_gateway_has_no_crl_volume_and_the_status_lists_what_it_added():
     assert "istio-ca-crl" not in names and "istiod-ca-cert" in names
     status = json.loads(out["metadata"]["annotations"]["sidecar.istio.io/status"])
     assert status["containers"] == ["istio-proxy"] and status["initContainers"] is None
+
+
+def test_injecting_a_gateway_again_changes_nothing():
+    once = injected(gateway_pod())
+    assert injected(once) == once
