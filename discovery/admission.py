@@ -125,8 +125,11 @@ def parse_inject_path(path: str) -> dict[str, str]:
     return {names.get(key, key.upper()): value for key, value in pairs}
 
 
-def inject_review(review: Review, settings: Settings, path: str = "/inject") -> dict[str, Any]:
-    """The answer to a Pod's review: the patch that injects it, or none."""
+def inject_review(review: Review, settings: Settings, path: str = "/inject",
+                  namespaces: Callable[[str], Mapping[str, str]] = lambda _: {}
+                  ) -> dict[str, Any]:
+    """The answer to a Pod's review: the patch that injects it, or none. ``namespaces``
+    gives a namespace's annotations (what the webhook's cluster view holds of them)."""
     kind = review.kind.get("kind")
     if kind not in (None, "Pod"):
         raise ReviewError(f"request.kind.kind: /inject admits Pods, got {kind!r}")
@@ -142,7 +145,8 @@ def inject_review(review: Review, settings: Settings, path: str = "/inject") -> 
         return answer(review, True)
     try:
         injected = inject(pod, Request(settings, policy.workload_of(pod, namespace),
-                                       proxy_env=parse_inject_path(path)))
+                                       proxy_env=parse_inject_path(path),
+                                       namespace_annotations=namespaces(namespace)))
     except InjectionError as exc:
         return answer(review, False, message=f"injection failed: {exc}", code=400)
     return answer(review, True, patch=create_patch(pod, injected))

@@ -114,7 +114,13 @@ class Webhooks:
 
     async def inject(self, request: Request) -> Response:
         return self._answer(request, lambda review: admission.inject_review(
-            review, self.settings(), request.path))
+            review, self.settings(), request.path, self.namespace_annotations))
+
+    def namespace_annotations(self, namespace: str) -> Mapping[str, str]:
+        """A Namespace's annotations as the config source holds it ({} when it does not,
+        as with files): on OpenShift they give the proxy's uid and gid."""
+        holder = self.store.get(ConfigKey("Namespace", "", namespace))
+        return holder.annotations if holder is not None else {}
 
     async def validate(self, request: Request) -> Response:
         return self._answer(request, lambda review: admission.validate_review(

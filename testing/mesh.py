@@ -121,6 +121,7 @@ class LocalMesh:
             args += ["--token-key", str(token_key)]
         if mesh_config is not None:
             path = self.workdir / "pilotfish.yaml"
+            self.workdir.mkdir(parents=True, exist_ok=True)
             path.write_text(mesh_config)
             args += ["--mesh-config", str(path)]
         process = self._process("discovery", pilotfish(*args)).start(env=extra_env)

@@ -28,15 +28,16 @@ from typing import Any
 import attrs
 
 from pilotfish.discovery.inject import annotations as annotation_checks
-from pilotfish.discovery.inject import rewrite
+from pilotfish.discovery.inject import gateway, grpc, openshift, rewrite
 from pilotfish.discovery.inject.merge import merge
 from pilotfish.discovery.inject.quantity import canonical_resources
 from pilotfish.discovery.inject.settings import InjectionError, Settings
-from pilotfish.discovery.inject.template import INIT, PROXY, Context, Workload, render
+from pilotfish.discovery.inject.template import ANN, INIT, PROXY, Context, Workload, render
 
 STATUS = "sidecar.istio.io/status"
 OVERRIDES = "proxy.istio.io/overrides"
 TEMPLATES = "inject.istio.io/templates"
+GATEWAY = "gateway"  # the template of a pod that is a gateway (gateway.py)
 VALIDATION = "istio-validation"
 CORE_DUMP = "enable-core-dump"
 AUTO_IMAGE = "auto"  # a container image the injector fills in
@@ -51,6 +52,9 @@ class Request:
     workload: Workload
     native_sidecars: bool | None = None  # None: the values' global.nativeSidecar
     proxy_env: Mapping[str, str] = attrs.field(factory=dict)  # /inject/cluster/X/net/Y
+    # The pod's Namespace's annotations, where the caller knows them (the webhook): on
+    # OpenShift they give the proxy's uid and gid (openshift.py).
+    namespace_annotations: Mapping[str, str] = attrs.field(factory=dict)
 
 
 def inject(pod: Mapping[str, Any], request: Request) -> dict[str, Any]:
@@ -73,19 +77,22 @@ def inject(pod: Mapping[str, Any], request: Request) -> dict[str, Any]:
     user_proxy = _find(_spec(original).get("containers"), PROXY) or \
         _find(_spec(original).get("initContainers"), PROXY) or {}
     security = user_proxy.get("securityContext") or {}
+    uid, gid = _id(security.get("runAsUser")), _id(security.get("runAsGroup"))
+    platform_ids = _openshift(annotations, config, request)
+    if platform_ids:
+        uid, gid = platform_ids
     context = Context(pod=stripped, settings=settings, proxy_config=config,
-                      workload=request.workload, native=native,
-                      proxy_uid=_id(security.get("runAsUser")),
-                      proxy_gid=_id(security.get("runAsGroup")))
-    if context.native_sidecar:
-        stripped = _proxy_to_init(stripped)
+                      workload=request.workload, native=native, proxy_uid=uid, proxy_gid=gid)
+    templates = _templates(annotations, settings)
+    if context.native_sidecar and GATEWAY not in templates:
+        stripped = _proxy_to_init(stripped)  # a gateway's proxy is its main container
     merged: dict[str, Any] = stripped
     injected: dict[str, Any] = {}
-    for name in _templates(annotations, settings):
+    for name in templates:
         fragment = _template(name, context)
         merged = merge(merged, fragment)
         injected = merge(injected, fragment)
-    merged = _reapply_overrides(merged, original, injected)
+    merged = _reapply_overrides(merged, original, injected, platform_ids is not None)
     _proxy_env(merged, {**proxy_env, **({"ISTIO_META_CLUSTER_ID": cluster} if cluster else {}),
                         **({"ISTIO_META_NETWORK": network} if network else {})})
     merged_meta = merged.setdefault("metadata", {})
@@ -99,6 +106,19 @@ def inject(pod: Mapping[str, Any], request: Request) -> dict[str, Any]:
     return merged
 
 
+def _openshift(annotations: Mapping[str, Any], config: Mapping[str, Any],
+               request: Request) -> tuple[int, int] | None:
+    """On OpenShift, the proxy's uid and gid from the namespace's ranges — not in TPROXY
+    mode, where the proxy runs as root in group 1337 as everywhere."""
+    if not request.settings.openshift:
+        return None
+    key = ANN + "interceptionMode"
+    mode = annotations[key] if key in annotations else config.get("interceptionMode")
+    if str(mode) == "TPROXY":
+        return None
+    return openshift.proxy_ids(request.namespace_annotations)
+
+
 def _templates(annotations: Mapping[str, Any], settings: Settings) -> list[str]:
     chosen = str(annotations.get(TEMPLATES) or "")
     if chosen:
@@ -108,16 +128,18 @@ def _templates(annotations: Mapping[str, Any], settings: Settings) -> list[str]:
 
 
 def _template(name: str, context: Context) -> Mapping[str, Any]:
-    """A template's fragment: ``sidecar`` is built here; others are static YAML from the
-    values' ``sidecarInjectorWebhook.templates`` (Go template syntax is not supported)."""
-    if name == "sidecar":
-        return render(context)
+    """A template's fragment: ``sidecar``, ``gateway`` and ``grpc-simple`` are built here;
+    others are static YAML from the values' ``sidecarInjectorWebhook.templates`` (Go
+    template syntax is not supported)."""
+    built_in = {"sidecar": render, GATEWAY: gateway.render, "grpc-simple": grpc.render}
+    if name in built_in:
+        return built_in[name](context)
     import yaml
 
     text = (context.settings.value("sidecarInjectorWebhook.templates") or {}).get(name)
     if text is None:
         raise InjectionError(f"annotation {TEMPLATES}: no template {name!r}; pilotfish "
-                             "has 'sidecar' and those in the values' "
+                             "has 'sidecar', 'gateway', 'grpc-simple' and those in the values' "
                              "sidecarInjectorWebhook.templates")
     if "{{" in str(text):
         raise InjectionError(f"template {name!r}: Go template directives are not supported "
@@ -200,8 +222,11 @@ def _find(containers: Sequence[Mapping[str, Any]] | None, name: str
 
 
 def _reapply_overrides(merged: dict[str, Any], original: Mapping[str, Any],
-                       injected: Mapping[str, Any]) -> dict[str, Any]:
-    """The user's own version of each injected container, merged over the injected one."""
+                       injected: Mapping[str, Any], platform_ids: bool = False
+                       ) -> dict[str, Any]:
+    """The user's own version of each injected container, merged over the injected one.
+    With ``platform_ids`` (OpenShift) the proxy's uid and gid are the namespace's: the
+    user's ``runAsUser`` and ``runAsGroup`` for it are neither applied nor recorded."""
     annotations = (original.get("metadata") or {}).get("annotations") or {}
     status = parse_status(annotations.get(STATUS))
     existing = _overrides(annotations)
@@ -223,6 +248,11 @@ def _reapply_overrides(merged: dict[str, Any], original: Mapping[str, Any],
                 overlay.pop("image")
             if isinstance(overlay.get("resources"), Mapping):
                 overlay["resources"] = canonical_resources(overlay["resources"])
+            if name == PROXY and platform_ids and \
+                    isinstance(overlay.get("securityContext"), Mapping):
+                overlay["securityContext"] = {
+                    k: v for k, v in overlay["securityContext"].items()
+                    if k not in ("runAsUser", "runAsGroup")}
             recorded.setdefault(field, []).append(overlay)
             if name == PROXY and isinstance(overlay.get("securityContext"), Mapping):
                 # The user's runAsUser is the proxy's uid already (the template used it,

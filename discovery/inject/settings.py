@@ -61,6 +61,9 @@ DEFAULT_VALUES: Mapping[str, Any] = {
         "trustDomain": "",
         "trustBundleName": "",
         "nativeNftables": False,
+        # Istio's PLATFORM (its chart's global.platform): "openshift" takes the proxy's
+        # uid and gid from the namespace's SCC ranges.
+        "platform": "",
         # Istio's COMPLIANCE_POLICY (fips-140-3): told to the proxy.
         "compliancePolicy": "",
         # pilotfish: whether the proxy is a native sidecar (an init container with
@@ -97,6 +100,8 @@ DEFAULT_VALUES: Mapping[str, Any] = {
         },
         "proxy_init": {"image": IMAGE, "forceApplyIptables": False},
     },
+    # The gateway template's pod security context (default: ports below 1024 allowed).
+    "gateways": {"securityContext": {}},
     "pilot": {"cni": {"enabled": False, "provider": "default"}, "env": {},
               "crlConfigMapName": ""},
     "sidecarInjectorWebhook": {
@@ -243,7 +248,8 @@ class Settings:
                      "global.proxy.startupProbe.failureThreshold"):
             self.number(path)
         for path in ("global.proxy.resources", "global.proxy.lifecycle",
-                     "sidecarInjectorWebhook.templates", "mesh.defaultConfig"):
+                     "sidecarInjectorWebhook.templates", "gateways.securityContext",
+                     "mesh.defaultConfig"):
             where = self.mesh.get("defaultConfig") if path == "mesh.defaultConfig" \
                 else self.value(path)
             if where is not None and not isinstance(where, Mapping):
@@ -259,6 +265,10 @@ class Settings:
     @property
     def revision(self) -> str:
         return str(self.value("revision") or "")
+
+    @property
+    def openshift(self) -> bool:
+        return self.text("global.platform").strip().lower() == "openshift"
 
     @property
     def cni(self) -> bool:

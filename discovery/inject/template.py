@@ -301,14 +301,16 @@ def _seccomp(s: Settings) -> dict[str, Any]:
     return {"seccompProfile": dict(profile)} if profile else {}
 
 
-def agent_args(ctx: Context) -> list[str]:
+def agent_args(ctx: Context, proxy_type: str = "sidecar",
+               injected: Mapping[str, str] | None = None) -> list[str]:
     """``pilotfish agent``'s command line for this pod: what pilot-agent takes from its
     environment (the pod's name, namespace, IP and service account through Kubernetes'
-    ``$(VAR)`` expansion of the env the template sets) and flags."""
+    ``$(VAR)`` expansion of the env the template sets) and flags. ``injected``: the labels
+    the template adds (default: the sidecar's)."""
     s, config = ctx.settings, ctx.proxy_config
     agent_level = ctx.annotation(ANN + "agentLogLevel", s.value("global.logging.level"))
     proxy_level = ctx.annotation(ANN + "logLevel", s.value("global.proxy.logLevel"))
-    args = ["--log-level", log_level(agent_level), "agent", "--type", "sidecar",
+    args = ["--log-level", log_level(agent_level), "agent", "--type", proxy_type,
             "--discovery", s.discovery_address(config),
             "--name", "$(POD_NAME)", "--namespace", "$(POD_NAMESPACE)",
             "--ip", "$(INSTANCE_IP)", "--service-account", "$(SERVICE_ACCOUNT)",
@@ -320,8 +322,9 @@ def agent_args(ctx: Context) -> list[str]:
             "--token-file", f"{TOKEN_DIR}/istio-token",
             "--root-cert", f"{ROOT_CERT_DIR}/root-cert.pem",
             "--ca-address", "$(CA_ADDR)"]
-    labels = {**ctx.labels, **{k: v for k, v in injected_labels(ctx).items()
-                               if k not in ctx.labels}}
+    if injected is None:
+        injected = injected_labels(ctx)
+    labels = {**ctx.labels, **{k: v for k, v in injected.items() if k not in ctx.labels}}
     if labels:
         args += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
     ports = pod_ports(ctx.spec)
@@ -360,10 +363,13 @@ def _env(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value} if value else {"name": name}
 
 
-def proxy_env(ctx: Context) -> list[dict[str, Any]]:
+def proxy_env(ctx: Context, router: bool = False) -> list[dict[str, Any]]:
+    """The proxy's environment; a gateway's (``router``) has no app probes to rewrite and
+    names the app containers after the memory limit."""
     s, mesh = ctx.settings, ctx.settings.mesh
     env: list[dict[str, Any]] = []
-    if str((mesh.get("inboundTrafficPolicy") or {}).get("mode", "")).upper() == "LOCALHOST":
+    if not router and \
+            str((mesh.get("inboundTrafficPolicy") or {}).get("mode", "")).upper() == "LOCALHOST":
         env.append(_env("REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", "true"))
     env += [_env("PILOT_CERT_PROVIDER", s.text("global.pilotCertProvider")),
             _env("CA_ADDR", s.ca_address()),
@@ -375,8 +381,9 @@ def proxy_env(ctx: Context) -> list[dict[str, Any]]:
     ports = pod_ports(ctx.spec)
     lines = ["    " + ("," if i else "") + _port_json(p) for i, p in enumerate(ports)]
     env.append(_env("ISTIO_META_POD_PORTS", "\n".join(["[", *lines, "]"])))
-    env += [_env("ISTIO_META_APP_CONTAINERS", ",".join(ctx.app_containers)),
-            _limit("GOMEMLIMIT", "limits.memory")]
+    apps = [_env("ISTIO_META_APP_CONTAINERS", ",".join(ctx.app_containers))]
+    memory = [_limit("GOMEMLIMIT", "limits.memory")]
+    env += [*memory, *apps] if router else [*apps, *memory]
     compliance = s.text("global.compliancePolicy")
     if compliance:
         env.append(_env("COMPLIANCE_POLICY", compliance))
@@ -468,21 +475,27 @@ def proxy_container(ctx: Context) -> dict[str, Any]:
                 "httpGet": {"path": "/healthz/ready", "port": HEALTH_PORT},
                 "periodSeconds": 1, "timeoutSeconds": 3,
                 "failureThreshold": s.number("global.proxy.startupProbe.failureThreshold")}
-        readiness: dict[str, Any] = {"httpGet": {"path": "/healthz/ready",
-                                                 "port": HEALTH_PORT}}
-        for field in ("initialDelaySeconds", "periodSeconds"):
-            value = _whole(ctx, READINESS + field,
-                           s.value(f"global.proxy.readiness{field[0].upper()}{field[1:]}"))
-            if value:
-                readiness[field] = value
-        readiness["timeoutSeconds"] = 3
-        readiness["failureThreshold"] = _whole(ctx, READINESS + "failureThreshold",
-                                               s.value("global.proxy.readinessFailureThreshold"))
-        container["readinessProbe"] = readiness
+        container["readinessProbe"] = readiness_probe(ctx)
     container["securityContext"] = proxy_security_context(ctx)
     container["resources"] = resources(ctx)
     container["volumeMounts"] = volume_mounts(ctx)
     return container
+
+
+def readiness_probe(ctx: Context) -> dict[str, Any]:
+    """The agent's ``/healthz/ready``, with the readiness values or the pod's
+    ``readiness.status.sidecar.istio.io/*`` annotations."""
+    s = ctx.settings
+    readiness: dict[str, Any] = {"httpGet": {"path": "/healthz/ready", "port": HEALTH_PORT}}
+    for field in ("initialDelaySeconds", "periodSeconds"):
+        value = _whole(ctx, READINESS + field,
+                       s.value(f"global.proxy.readiness{field[0].upper()}{field[1:]}"))
+        if value:
+            readiness[field] = value
+    readiness["timeoutSeconds"] = 3
+    readiness["failureThreshold"] = _whole(ctx, READINESS + "failureThreshold",
+                                           s.value("global.proxy.readinessFailureThreshold"))
+    return readiness
 
 
 def _whole(ctx: Context, annotation: str, default: Any) -> int:

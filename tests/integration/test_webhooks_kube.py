@@ -55,9 +55,16 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         core.create_namespace({"metadata": {"name": "shop",
                                             "labels": {"istio-injection": "enabled"}}})
         core.create_namespace({"metadata": {"name": "plain"}})
+        # An OpenShift project: its pods may run only as users of its range.
+        core.create_namespace({"metadata": {
+            "name": "project", "labels": {"istio-injection": "enabled"},
+            "annotations": {"openshift.io/sa.scc.uid-range": "1000620000/10000",
+                            "openshift.io/sa.scc.supplemental-groups": "1000620000/10000"}}})
         # Discovery's own namespace, where its CA keeps the root (istio-ca-secret).
         core.create_namespace({"metadata": {"name": "istio-system"}})
+        # As on OpenShift: pods of namespaces without SCC ranges are injected as anywhere.
         mesh.start_discovery(kubeconfig=api.kubeconfig,
+                             mesh_config="injection: {global: {platform: openshift}}\n",
                              extra=["--webhook-address", f"127.0.0.1:{port}"])
         api.set_service_address("istio-system", "istiod", f"127.0.0.1:{port}")
         ca_pem = mesh.root_cert.read_bytes()
@@ -105,6 +112,18 @@ def test_a_deployments_pod_in_a_labelled_namespace_comes_back_injected(cluster: 
     assert metadata["labels"]["service.istio.io/canonical-name"] == "web"
     assert json.loads(metadata["annotations"]["sidecar.istio.io/status"])["initContainers"] \
         == ["istio-init", "istio-proxy"]
+
+
+def test_on_openshift_the_proxy_runs_as_the_last_uid_of_the_namespaces_range(
+        cluster: Cluster):
+    created = cluster.core.create_namespaced_pod("project", replica_pod("project"))
+    init, proxy = created.spec.init_containers
+    assert (proxy.security_context.run_as_user, proxy.security_context.run_as_group) == \
+        (1000629999, 1000629999)
+    assert init.args[init.args.index("-u") + 1] == "1000629999"  # capture exempts it
+    [shop] = cluster.core.create_namespaced_pod("shop", replica_pod("shop")) \
+        .spec.init_containers[1:]
+    assert shop.security_context.run_as_user == 1337
 
 
 def test_a_pod_in_an_unlabelled_namespace_is_not_injected(cluster: Cluster):
