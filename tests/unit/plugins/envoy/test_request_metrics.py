@@ -6,9 +6,9 @@ from envoy.data.accesslog.v3 import accesslog_pb2 as entry_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
 from pilotfish.core.istio_metrics import ServiceRef, Workload
+from pilotfish.core.metric_overrides import NO_OVERRIDES, Overrides
 from pilotfish.core.prometheus import Family, render
 from pilotfish.plugins.envoy import slim_entries
-from pilotfish.core.metric_overrides import NO_OVERRIDES, Overrides
 from pilotfish.plugins.envoy.request_metrics import RequestMetrics, response_flags
 from pilotfish.testing.access_logs import envoy_http_entry, http_entry
 
