@@ -70,12 +70,27 @@ def injected_proxy(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
                  if isinstance(c, Mapping) and c.get("name") == SIDECAR_CONTAINER), None)
 
 
+def proxy_type(container: Mapping[str, Any]) -> str:
+    """The role a proxy container's arguments give it: Istio's ``proxy ROLE``, or
+    pilotfish's ``agent --type ROLE`` (``sidecar`` when they name none). A gateway pod's
+    injected proxy is a ``router``, whose traffic is not captured (as Istio's CNI skips
+    it)."""
+    args = [str(a) for a in container.get("args") or ()]
+    if args[:1] == ["proxy"] and len(args) > 1:
+        return args[1]
+    if "--type" in args and args.index("--type") + 1 < len(args):
+        return args[args.index("--type") + 1]
+    return "sidecar"
+
+
 def pod_from_object(pod: Mapping[str, Any], *, ips: tuple[str, ...] = ()) -> PodFacts:
     """The facts of a Pod as the API server holds it: the injected proxy's env values,
     user and group, the other containers' ports."""
     where = "the API server's Pod"
     metadata = pod.get("metadata") or {}
     proxy = injected_proxy(pod) or {}
+    if proxy and proxy_type(proxy) != "sidecar":
+        proxy = {}  # a gateway's router: not a sidecar to capture for
     ports = [int(port["containerPort"]) for c in (pod.get("spec") or {}).get("containers") or ()
              if isinstance(c, Mapping) and c is not proxy
              for port in c.get("ports") or () if isinstance(port, Mapping)

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from pilotfish.cni.pod import injected_proxy
+from pilotfish.cni.pod import injected_proxy, proxy_type
 from pilotfish.core.meshconfig import proxy_config
 from pilotfish.core.objects import ConfigObject
 from pilotfish.discovery.inject import policy
@@ -63,10 +63,13 @@ def image_command(image: str, python: str) -> tuple[str, ...]:
 
 def proxy_role(raw: Mapping[str, Any]) -> str:
     """``router`` for Istio's proxy image run as ``proxy router`` (the container a Gateway's
-    pod has), else ""."""
+    pod has), or pilotfish's as ``agent --type router`` (the gateway injection template's),
+    else ""."""
     args = [str(a) for a in raw.get("args") or ()]
     if image_name(str(raw.get("image") or "")) == PROXY_IMAGE_NAME and args[:1] == ["proxy"]:
         return args[1] if len(args) > 1 and args[1] == "router" else ""
+    if "agent" in args and proxy_type(raw) == "router":  # the gateway injection template's
+        return "router"
     return ""
 
 
@@ -101,14 +104,15 @@ def sidecar_user(pod: ConfigObject) -> ProxyUser:
 
 
 def injected(pod: ConfigObject) -> bool:
-    """Whether the injection webhook gave the pod its sidecar."""
-    return injected_proxy(pod.body) is not None
+    """Whether the injection webhook gave the pod its sidecar (not a gateway's router)."""
+    proxy = injected_proxy(pod.body)
+    return proxy is not None and proxy_type(proxy) == "sidecar"
 
 
 def app_containers(pod: ConfigObject) -> list[Mapping[str, Any]]:
     """The pod's containers but an injected sidecar, which the node runs itself (as
     ``pilotfish agent`` with the node's paths for what it mounts)."""
-    proxy = injected_proxy(pod.body)
+    proxy = injected_proxy(pod.body) if injected(pod) else None
     return [raw for raw in pod.spec.get("containers") or () if raw is not proxy]
 
 

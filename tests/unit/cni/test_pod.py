@@ -52,3 +52,12 @@ def test_a_pod_from_the_api_server_gives_its_injected_proxys_facts():
     assert not pod_from_object(plain).sidecar and pod_from_object(plain).proxy_env == {}
     with pytest.raises(PodError, match=r"the API server's Pod\.name: expected a non-empty"):
         pod_from_object({"metadata": {"namespace": "shop"}})
+
+
+def test_a_gateways_router_is_not_a_sidecar_to_capture_for():
+    router = {"name": "istio-proxy", "args": ["agent", "--type", "router"]}
+    istio = {"name": "istio-proxy", "args": ["proxy", "router"]}
+    for proxy in (router, istio):
+        pod = {"metadata": {"name": "gw", "namespace": "shop", "annotations": STATUS},
+               "spec": {"containers": [proxy]}}
+        assert not pod_from_object(pod).sidecar

@@ -152,3 +152,11 @@ def test_an_injected_sidecar_is_the_nodes_to_run_not_an_app_container():
     named_so = pod({"containers": [app, proxy]})
     assert not pods.injected(named_so)
     assert pods.container_ports(named_so) == [("", 8080), ("http-envoy-prom", 15090)]
+
+
+def test_a_gateway_templates_injected_proxy_is_a_router_to_run_not_a_sidecar():
+    proxy = {"name": "istio-proxy", "image": "localhost/pilotfish:1",
+             "args": ["--log-level", "info", "agent", "--type", "router"]}
+    gateway = pod({"containers": [proxy]}, **{"sidecar.istio.io/status": "{}"})
+    assert not pods.injected(gateway) and pods.router_container(gateway)
+    assert [c.proxy for c in pods.containers(gateway, "10.0.0.2")] == ["router"]
