@@ -104,6 +104,9 @@ class Cluster:
     bind_address: str = ""  # upstream_bind_config: connect from this address
     max_requests_per_connection: int = 0  # 0: no limit
     idle_timeout: float = 0.0  # an upstream connection idle this long is not reused (0: default)
+    max_connection_duration: float = 0.0  # nor one open this long (0: no limit)
+    panic_threshold: float = 50.0  # healthy_panic_threshold, percent (Envoy's default)
+    keepalive: Keepalive | None = None  # upstream_connection_options.tcp_keepalive
     tls: Origination | None = None
     protocol: str = "http1"  # to the endpoints: http1 | h2 | downstream (as the request came)
     # transport_socket_matches: (endpoint tlsMode it matches, "" for any; its TLS or None)
@@ -115,6 +118,15 @@ class Cluster:
             if not mode or (endpoint is not None and endpoint.tls_mode == mode):
                 return tls
         return self.tls
+
+
+@attrs.frozen
+class Keepalive:
+    """TCP keepalive on upstream connections (0: the system's value)."""
+
+    probes: int = 0
+    time: int = 0  # seconds idle before the first probe
+    interval: int = 0  # seconds between probes
 
 
 @attrs.frozen
@@ -340,7 +352,9 @@ def _http_options(resource: cluster_pb2.Cluster) -> dict[str, Any]:
     elif options.explicit_http_config.HasField("http2_protocol_options"):
         protocol = "h2"
     return {"max_requests_per_connection": common.max_requests_per_connection.value,
-            "idle_timeout": _seconds(common.idle_timeout, 0.0), "protocol": protocol}
+            "idle_timeout": _seconds(common.idle_timeout, 0.0),
+            "max_connection_duration": _seconds(common.max_connection_duration, 0.0),
+            "protocol": protocol}
 
 
 def _limits(resource: cluster_pb2.Cluster) -> breakers.Limits:
@@ -400,6 +414,8 @@ def _balancing(resource: cluster_pb2.Cluster) -> dict[str, Any]:
         "ring_size": (ring.minimum_ring_size.value or hashing.RING_MIN,
                       ring.maximum_ring_size.value or hashing.RING_MAX),
         "maglev_size": size,
+        "panic_threshold": resource.common_lb_config.healthy_panic_threshold.value
+        if resource.common_lb_config.HasField("healthy_panic_threshold") else 50.0,
     }
 
 
@@ -414,6 +430,7 @@ def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
         raise subset.Unsupported("lb_policy", f"load balancing {lb} is not supported by the "
                                  "native proxy")
     endpoints = tuple(endpoints_of(resource.load_assignment)) if kind == "STATIC" else ()
+    keepalive = resource.upstream_connection_options.tcp_keepalive
     matches = []
     for index, match in enumerate(resource.transport_socket_matches):
         fields = match.match.fields
@@ -429,6 +446,9 @@ def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
             "metadata") else {},
         resource=resource,
         bind_address=resource.upstream_bind_config.source_address.address,
+        keepalive=Keepalive(keepalive.keepalive_probes.value, keepalive.keepalive_time.value,
+                            keepalive.keepalive_interval.value)
+        if resource.upstream_connection_options.HasField("tcp_keepalive") else None,
         **_http_options(resource),
         tls=_origination(resource.transport_socket, "transport_socket")
         if resource.HasField("transport_socket") else None,

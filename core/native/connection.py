@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from pilotfish.core.native import http1
@@ -46,6 +47,7 @@ class Http1Connection(asyncio.Protocol):
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.taken = 0  # of the streamed message's body, so far (`chunk`)
+        self.opened = time.monotonic()  # for the cluster's max_connection_duration
         self._discard = False  # lingering (`linger`): what comes is dropped
 
     @classmethod

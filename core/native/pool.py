@@ -42,14 +42,18 @@ class Pool:
         self.idle: dict[tuple[Any, ...], list[tuple[float, Http1Connection]]] = {}
         self.used: dict[Http1Connection, int] = {}
 
-    def take(self, host: tuple[Any, ...], idle_timeout: float = 0.0
-             ) -> Http1Connection | None:
+    def take(self, host: tuple[Any, ...], idle_timeout: float = 0.0,
+             max_duration: float = 0.0) -> Http1Connection | None:
+        """An idle connection to reuse; one idle too long, open longer than
+        ``max_duration`` (the cluster's ``max_connection_duration``) or closed by its
+        upstream is closed instead."""
         now = time.monotonic()
         limit = idle_timeout or IDLE_TIMEOUT
         entries = self.idle.get(host) or []
         while entries:
             since, connection = entries.pop()
-            if now - since < limit and not connection.is_closing():
+            if now - since < limit and not connection.is_closing() and not (
+                    max_duration and now - connection.opened >= max_duration):
                 return connection
             self.forget(connection)
             connection.close()

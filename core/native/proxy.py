@@ -76,6 +76,7 @@ from pilotfish.core.native.sockets import (
     original_destination,
     peek_first,
     peer_of,
+    set_keepalive,
 )
 from pilotfish.core.native.stats import Stats
 from pilotfish.core.native.upstreams import HASHED, Upstream
@@ -712,6 +713,8 @@ class NativeProxy:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if cluster.keepalive is not None:
+                    set_keepalive(sock, cluster.keepalive)
         return reader, writer, host
 
     # -- HTTP ----------------------------------------------------------------------------
@@ -1274,7 +1277,8 @@ class NativeProxy:
         balancer = upstream.balancer
         endpoint = self._pick(cluster, tried, destination, hash_key)
         pooled = self.pool.take(pool_key(cluster.name, (endpoint.host, endpoint.port)),
-                                cluster.idle_timeout) if endpoint else None
+                                cluster.idle_timeout, cluster.max_connection_duration) \
+            if endpoint else None
         if pooled is None and endpoint is not None and cluster.kind != "ORIGINAL_DST":
             waiting = self._wait_connection(cluster, upstream, endpoint)
             try:

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from pilotfish.core.native.config import Keepalive
 from pilotfish.core.native.connection import Http1Connection
 
 READ_SIZE = 65536
@@ -184,3 +185,14 @@ async def open_streams(conn: socket.socket, context: ssl.SSLContext | None
     transport = await accept_into(conn, context, protocol)
     return reader, asyncio.StreamWriter(transport, protocol, reader,  # type: ignore[arg-type]
                                         asyncio.get_running_loop())
+
+
+def set_keepalive(sock: socket.socket, keepalive: Keepalive) -> None:
+    """TCP keepalive on an upstream socket (the cluster's ``tcp_keepalive``; what it leaves
+    at 0 keeps the system's value)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in ((socket.TCP_KEEPCNT, keepalive.probes),
+                          (socket.TCP_KEEPIDLE, keepalive.time),
+                          (socket.TCP_KEEPINTVL, keepalive.interval)):
+        if value:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)

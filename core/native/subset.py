@@ -57,7 +57,7 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "typed_extension_protocol_options", "common_lb_config", "respect_dns_ttl",
         "dns_lookup_family", "upstream_bind_config", "transport_socket",
         "transport_socket_matches", "outlier_detection", "ring_hash_lb_config",
-        "maglev_lb_config"}),
+        "maglev_lb_config", "upstream_connection_options"}),
     # success-rate ejection is not run: enforcing_success_rate must be 0 (config._outlier)
     "envoy.config.cluster.v3.OutlierDetection": frozenset({
         "consecutive_5xx", "consecutive_gateway_failure", "consecutive_local_origin_failure",
@@ -74,7 +74,12 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.core.v3.BindConfig": frozenset({"source_address"}),
     "envoy.config.cluster.v3.Cluster.EdsClusterConfig": frozenset({"eds_config",
                                                                     "service_name"}),
-    "envoy.config.cluster.v3.Cluster.CommonLbConfig": frozenset({"locality_weighted_lb_config"}),
+    "envoy.config.cluster.v3.Cluster.CommonLbConfig": frozenset({
+        "locality_weighted_lb_config", "healthy_panic_threshold"}),
+    "envoy.type.v3.Percent": frozenset({"value"}),
+    "envoy.config.cluster.v3.UpstreamConnectionOptions": frozenset({"tcp_keepalive"}),
+    "envoy.config.core.v3.TcpKeepalive": frozenset({"keepalive_probes", "keepalive_time",
+                                                    "keepalive_interval"}),
     "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig": frozenset(),
     "envoy.config.cluster.v3.CircuitBreakers": frozenset({"thresholds"}),
     "envoy.config.cluster.v3.CircuitBreakers.Thresholds": frozenset({
@@ -103,8 +108,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": frozenset({
         "http_protocol_options", "http2_protocol_options"}),
     "envoy.config.core.v3.Http1ProtocolOptions": frozenset(),
-    "envoy.config.core.v3.HttpProtocolOptions": frozenset({"idle_timeout",
-                                                          "max_requests_per_connection"}),
+    "envoy.config.core.v3.HttpProtocolOptions": frozenset({
+        "idle_timeout", "max_requests_per_connection", "max_connection_duration"}),
     # -- listeners ---------------------------------------------------------------------------
     "envoy.config.listener.v3.Listener": frozenset({
         "name", "address", "filter_chains", "traffic_direction", "listener_filters",

@@ -5,6 +5,10 @@ are usable (EDS healthy or unknown, and not ejected by outlier detection) times 
 overprovisioning factor 1.4, at most 100%; priority 0 takes as much of the load as its
 health, priority 1 the next part of what is left, and so on (scaled up when the priorities
 together are under 100%). A priority at 72% healthy or better keeps all its traffic.
+When the priorities together are under 100% (Envoy's normalized total availability), a
+priority whose usable share is below the cluster's panic threshold (``healthy_panic_
+threshold``, 50% unless set; 0 turns panic off) is in panic: its traffic goes to all its
+hosts, usable or not; with no usable host anywhere, the first priority panics.
 
 Then, with ``locality_weighted_lb_config``, the locality: by its ``load_balancing_weight``
 times its own availability (the same 1.4 rule), at random. Then the host: round robin and
@@ -39,6 +43,16 @@ def _host(endpoint: Endpoint) -> Host:
 
 def _availability(usable: int, total: int) -> float:
     return min(1.0, OVERPROVISIONING * usable / total) if total else 0.0
+
+
+def _total_availability(endpoints: Sequence[Endpoint], usable: Collection[Host]) -> float:
+    """Envoy's normalized total availability: the priorities' health summed, at most 100."""
+    totals: dict[int, list[int]] = {}
+    for endpoint in endpoints:
+        counts = totals.setdefault(endpoint.priority, [0, 0])
+        counts[1] += 1
+        counts[0] += _host(endpoint) in usable
+    return min(100.0, sum(100.0 * _availability(*counts) for counts in totals.values()))
 
 
 def priority_load(endpoints: Sequence[Endpoint], usable: Collection[Host]
@@ -81,6 +95,7 @@ class Balancer:
     ring_min: int = hashing.RING_MIN
     ring_max: int = hashing.RING_MAX
     table_size: int = hashing.MAGLEV_SIZE
+    panic: float = 50.0  # percent of usable hosts under which a priority panics (0: never)
     position: int = 0
     active: dict[Host, int] = attrs.field(factory=dict)
     tables: dict[tuple[tuple[Host, float], ...], hashing.Ring | hashing.Maglev] = \
@@ -99,10 +114,16 @@ class Balancer:
             return self.plan
         usable = {_host(e) for e in endpoints if e.healthy and _host(e) not in excluded}
         loads = priority_load(endpoints, usable)
+        if not loads and endpoints and self.panic > 0:  # nothing usable: panic in the first
+            loads = [(min(e.priority for e in endpoints), 100.0)]
+        short = self.panic > 0 and _total_availability(endpoints, usable) < 100.0
         levels = {}
         for priority, _ in loads:
             level = [e for e in endpoints if e.priority == priority]
-            levels[priority] = (level, [e for e in level if _host(e) in usable])
+            hosts = [e for e in level if _host(e) in usable]
+            if short and 100.0 * len(hosts) / len(level) < self.panic:
+                hosts = level  # panic: every host of the priority, usable or not
+            levels[priority] = (level, hosts)
         self.plan_for, self.plan = (endpoints, frozenset(excluded)), (loads, levels)
         return self.plan
 
@@ -199,7 +220,7 @@ class Upstream:
     @classmethod
     def of(cls, cluster: Cluster, rng: random.Random | None = None) -> Upstream:
         balancer = Balancer(cluster.lb, cluster.locality_weighted, *cluster.ring_size,
-                            table_size=cluster.maglev_size)
+                            table_size=cluster.maglev_size, panic=cluster.panic_threshold)
         detector = outlier.Detector(cluster.outlier_detection, rng or random.Random()) \
             if cluster.outlier_detection is not None else None
         return cls(cluster, balancer, breakers.Breaker(cluster.limits), detector)

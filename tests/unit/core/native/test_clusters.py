@@ -11,7 +11,7 @@ import pytest
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.native import breakers, hashing, routing
-from pilotfish.core.native.config import ConfigState, Rejected
+from pilotfish.core.native.config import ConfigState, Keepalive, Rejected
 from pilotfish.core.native.outlier import Outlier
 from pilotfish.core.proxy import parse_node
 from pilotfish.core.xds import types
@@ -166,12 +166,7 @@ def test_tcp_routes_hash_on_the_source_when_istio_says_so() -> None:
                        for n in tcp)
 
 
-@pytest.mark.parametrize(("policy", "field"), [
-    ("outlierDetection: {consecutive5xxErrors: 1, minHealthPercent: 20}",
-     "common_lb_config.healthy_panic_threshold"),
-    ("loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 10s}", "round_robin_lb_config"),
-])
-def test_what_stays_outside_is_nacked_by_name(policy: str, field: str) -> None:
+def _pool_with(policy: str) -> Any:
     extra = f"""\
 ---
 apiVersion: networking.istio.io/v1
@@ -181,6 +176,25 @@ spec:
   host: pool
   trafficPolicy: {{{policy}}}
 """
-    objects = generated(types.CLUSTER, rules=extra)
+    return generated(types.CLUSTER, rules=extra)["outbound|80||pool.default.svc.cluster.local"]
+
+
+@pytest.mark.parametrize(("policy", "field"), [
+    ("loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 10s}", "round_robin_lb_config"),
+])
+def test_what_stays_outside_is_nacked_by_name(policy: str, field: str) -> None:
     with pytest.raises(Rejected, match=field.replace(".", r"\.")):
-        accepted(types.CLUSTER, {"c": objects["outbound|80||pool.default.svc.cluster.local"]})
+        accepted(types.CLUSTER, {"c": _pool_with(policy)})
+
+
+def test_panic_threshold_keepalive_and_connection_duration_are_read() -> None:
+    name = "outbound|80||pool.default.svc.cluster.local"
+    state = accepted(types.CLUSTER, {name: _pool_with(
+        "outlierDetection: {consecutive5xxErrors: 1, minHealthPercent: 20}, "
+        "connectionPool: {tcp: {tcpKeepalive: {probes: 3, time: 30s, interval: 5s}, "
+        "maxConnectionDuration: 1m}}")})
+    cluster = state.clusters[name]
+    assert cluster.panic_threshold == 20.0 and cluster.max_connection_duration == 60.0
+    assert cluster.keepalive == Keepalive(3, 30, 5)
+    plain = accepted(types.CLUSTER, {name: _pool_with("loadBalancer: {simple: RANDOM}")})
+    assert plain.clusters[name].panic_threshold == 50.0

@@ -160,7 +160,24 @@ def test_priority_failover_picks_the_next_priority_only_when_needed() -> None:
                                                                    healthy=False)]
     assert {where(balancer.pick(unhealthy + far, rng=rng)) for _ in range(20)} == \
         {"10.9.0.1"}
-    assert balancer.pick(unhealthy) is None
+    # nothing usable anywhere: Envoy's panic (threshold 50% unless set) tries them all;
+    # with panic off, there is no host
+    assert {where(balancer.pick(unhealthy, rng=rng)) for _ in range(20)} == \
+        {"10.0.0.1", "10.0.0.2"}
+    assert Balancer("ROUND_ROBIN", panic=0).pick(unhealthy) is None
+
+
+def test_a_priority_under_its_panic_threshold_uses_every_host() -> None:
+    """Three of four ejected (25% usable < 50%), and no other priority to take the
+    rest: Envoy balances over all four; at a 20% threshold only the usable one."""
+    hosts = [Endpoint(f"10.0.0.{i}", 80) for i in range(4)]
+    ejected = {(f"10.0.0.{i}", 80) for i in range(3)}
+    rng, balancer = random.Random(2), Balancer("ROUND_ROBIN")
+    panicked = {where(balancer.pick(hosts, rng=rng, excluded=ejected)) for _ in range(40)}
+    assert len(panicked) == 4
+    calm = Balancer("ROUND_ROBIN", panic=20.0)
+    assert {where(calm.pick(hosts, rng=rng, excluded=ejected)) for _ in range(40)} == \
+        {"10.0.0.3"}
 
 
 def test_locality_weights_share_the_traffic() -> None:
