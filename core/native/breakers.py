@@ -5,8 +5,10 @@ connection when the cluster has ``max_connections`` open waits for one to come f
 fewer than ``max_pending_requests`` already wait, else fails (``upstream_cx_overflow``,
 then ``upstream_rq_pending_overflow``); a host with no connection at all may always open
 one (Envoy's rule, so no host's requests wait on others' connections); a retry over
-``max_retries`` retries in flight is not made (``upstream_rq_retry_overflow``). The
-failures are local 503s flagged ``UO``.
+``max_retries`` retries in flight is not made (``upstream_rq_retry_overflow``) — or, with
+a ``retry_budget`` (Istio's ``retryBudget``), over ``budget_percent`` of the requests
+active and pending, but never under ``min_retry_concurrency``. The failures are local
+503s flagged ``UO``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class Limits:
     max_pending_requests: int = 1024
     max_requests: int = 1024
     max_retries: int = 3
+    # retry_budget: (percent of active and pending requests, min retry concurrency)
+    retry_budget: tuple[float, int] | None = None
 
 
 @attrs.define
@@ -52,8 +56,15 @@ class Breaker:
     def end_pending(self) -> None:
         self.pending = max(0, self.pending - 1)
 
+    def retry_limit(self) -> int:
+        budget = self.limits.retry_budget
+        if budget is None:
+            return self.limits.max_retries
+        percent, least = budget
+        return max(least, int((self.requests + self.pending) * percent / 100))
+
     def start_retry(self) -> bool:
-        if self.retries >= self.limits.max_retries:
+        if self.retries >= self.retry_limit():
             return False
         self.retries += 1
         return True
@@ -69,7 +80,7 @@ class Breaker:
                 "rq_pending": (self.pending, limits.max_pending_requests,
                                "remaining_pending"),
                 "rq": (self.requests, limits.max_requests, "remaining_rq"),
-                "rq_retry": (self.retries, limits.max_retries, "remaining_retries")}
+                "rq_retry": (self.retries, self.retry_limit(), "remaining_retries")}
         out = {}
         for name, (count, limit, remaining) in used.items():
             out[f"{name}_open"] = int(count >= limit)

@@ -367,6 +367,12 @@ def _limits(resource: cluster_pb2.Cluster) -> breakers.Limits:
                      "max_retries"):
             if threshold.HasField(name):
                 limits = attrs.evolve(limits, **{name: getattr(threshold, name).value})
+        if threshold.HasField("retry_budget"):
+            budget = threshold.retry_budget
+            limits = attrs.evolve(limits, retry_budget=(
+                budget.budget_percent.value if budget.HasField("budget_percent") else 20.0,
+                budget.min_retry_concurrency.value
+                if budget.HasField("min_retry_concurrency") else 3))
     return limits
 
 

@@ -84,7 +84,9 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.cluster.v3.CircuitBreakers": frozenset({"thresholds"}),
     "envoy.config.cluster.v3.CircuitBreakers.Thresholds": frozenset({
         "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries",
-        "track_remaining"}),
+        "track_remaining", "retry_budget"}),
+    "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget": frozenset({
+        "budget_percent", "min_retry_concurrency"}),
     "envoy.config.core.v3.ConfigSource": frozenset({"ads", "initial_fetch_timeout",
                                                     "resource_api_version",
                                                     "api_config_source"}),

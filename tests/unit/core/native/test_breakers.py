@@ -40,3 +40,15 @@ def test_statistics_say_which_breakers_are_open_and_what_remains() -> None:
     assert stats["cx_open"] == 1 and stats["remaining_cx"] == 0
     assert stats["rq_open"] == 0 and stats["remaining_rq"] == 4
     assert stats["remaining_pending"] == 5 and stats["remaining_retries"] == 3
+
+
+def test_a_retry_budget_scales_with_the_requests_in_flight() -> None:
+    """Istio's retryBudget: 25% of the active and pending requests may be retries, but
+    never fewer than 2 at once (max_retries no longer counts)."""
+    breaker = Breaker(Limits(max_retries=100, retry_budget=(25.0, 2)))
+    assert breaker.retry_limit() == 2  # nothing in flight: the floor
+    for _ in range(16):
+        breaker.start_request()
+    assert breaker.retry_limit() == 4
+    assert all(breaker.start_retry() for _ in range(4)) and not breaker.start_retry()
+    assert breaker.statistics(0)["remaining_retries"] == 0

@@ -187,7 +187,7 @@ def test_what_stays_outside_is_nacked_by_name(policy: str, field: str) -> None:
         accepted(types.CLUSTER, {"c": _pool_with(policy)})
 
 
-def test_panic_threshold_keepalive_and_connection_duration_are_read() -> None:
+def test_panic_threshold_keepalive_duration_and_retry_budget_are_read() -> None:
     name = "outbound|80||pool.default.svc.cluster.local"
     state = accepted(types.CLUSTER, {name: _pool_with(
         "outlierDetection: {consecutive5xxErrors: 1, minHealthPercent: 20}, "
@@ -196,5 +196,8 @@ def test_panic_threshold_keepalive_and_connection_duration_are_read() -> None:
     cluster = state.clusters[name]
     assert cluster.panic_threshold == 20.0 and cluster.max_connection_duration == 60.0
     assert cluster.keepalive == Keepalive(3, 30, 5)
+    budget = accepted(types.CLUSTER, {name: _pool_with(
+        "retryBudget: {percent: 25, minRetryConcurrency: 2}")})
+    assert budget.clusters[name].limits.retry_budget == (25.0, 2)
     plain = accepted(types.CLUSTER, {name: _pool_with("loadBalancer: {simple: RANDOM}")})
     assert plain.clusters[name].panic_threshold == 50.0
