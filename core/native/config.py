@@ -107,6 +107,7 @@ class Cluster:
     max_connection_duration: float = 0.0  # nor one open this long (0: no limit)
     panic_threshold: float = 50.0  # healthy_panic_threshold, percent (Envoy's default)
     keepalive: Keepalive | None = None  # upstream_connection_options.tcp_keepalive
+    slow_start: SlowStart | None = None  # round robin's or least request's slow_start_config
     tls: Origination | None = None
     protocol: str = "http1"  # to the endpoints: http1 | h2 | downstream (as the request came)
     # transport_socket_matches: (endpoint tlsMode it matches, "" for any; its TLS or None)
@@ -118,6 +119,13 @@ class Cluster:
             if not mode or (endpoint is not None and endpoint.tls_mode == mode):
                 return tls
         return self.tls
+
+
+@attrs.frozen
+class SlowStart:
+    window: float  # seconds a new host warms up
+    aggression: float = 1.0
+    min_weight: float = 0.1  # a warming host's least share of its weight
 
 
 @attrs.frozen
@@ -422,7 +430,22 @@ def _balancing(resource: cluster_pb2.Cluster) -> dict[str, Any]:
         "maglev_size": size,
         "panic_threshold": resource.common_lb_config.healthy_panic_threshold.value
         if resource.common_lb_config.HasField("healthy_panic_threshold") else 50.0,
+        "slow_start": _slow_start(resource),
     }
+
+
+def _slow_start(resource: cluster_pb2.Cluster) -> SlowStart | None:
+    config = resource.round_robin_lb_config.slow_start_config \
+        if resource.HasField("round_robin_lb_config") else \
+        resource.least_request_lb_config.slow_start_config
+    window = _seconds(config.slow_start_window, 0.0)
+    if not window:
+        return None
+    aggression = config.aggression.default_value if config.HasField("aggression") else 1.0
+    if aggression <= 0:
+        raise subset.Unsupported("slow_start_config.aggression", "must be above 0")
+    return SlowStart(window, aggression, config.min_weight_percent.value / 100
+                     if config.HasField("min_weight_percent") else 0.1)
 
 
 def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:

@@ -57,7 +57,13 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "typed_extension_protocol_options", "common_lb_config", "respect_dns_ttl",
         "dns_lookup_family", "upstream_bind_config", "transport_socket",
         "transport_socket_matches", "outlier_detection", "ring_hash_lb_config",
-        "maglev_lb_config", "upstream_connection_options"}),
+        "maglev_lb_config", "upstream_connection_options", "round_robin_lb_config",
+        "least_request_lb_config"}),
+    "envoy.config.cluster.v3.Cluster.RoundRobinLbConfig": frozenset({"slow_start_config"}),
+    "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": frozenset({"slow_start_config"}),
+    "envoy.config.cluster.v3.Cluster.SlowStartConfig": frozenset({
+        "slow_start_window", "aggression", "min_weight_percent"}),
+    "envoy.config.core.v3.RuntimeDouble": frozenset({"default_value", "runtime_key"}),
     # success-rate ejection is not run: enforcing_success_rate must be 0 (config._outlier)
     "envoy.config.cluster.v3.OutlierDetection": frozenset({
         "consecutive_5xx", "consecutive_gateway_failure", "consecutive_local_origin_failure",

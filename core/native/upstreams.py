@@ -15,7 +15,12 @@ times its own availability (the same 1.4 rule), at random. Then the host: round 
 random as Envoy's; least request as Envoy's power of two choices (two hosts drawn at
 random, the one with fewer active requests wins); RING_HASH and MAGLEV by the request's
 hash (``hashing``), a table per set of usable hosts (a request without a hash gets a
-random one, as in Envoy). Hosts a retry should avoid (``previous_hosts``) are skipped
+random one, as in Envoy). With slow start (``slow_start_config``, Istio's
+``warmupDurationSecs``/``warmup``), a round robin or least request host that joined within
+the window is picked less, its share scaled by ``(time in / window) ** (1 / aggression)``
+and at least ``min_weight_percent`` (10% unless set): while any host warms up, hosts are
+drawn at random by those weights. Hosts present when the balancer was made are not new.
+Hosts a retry should avoid (``previous_hosts``) are skipped
 while others are left; hashed, the table is walked on to the next host.
 """
 
@@ -28,7 +33,7 @@ from typing import Any
 import attrs
 
 from pilotfish.core.native import breakers, hashing, outlier
-from pilotfish.core.native.config import Cluster, Endpoint
+from pilotfish.core.native.config import Cluster, Endpoint, SlowStart
 
 OVERPROVISIONING = 1.4  # Envoy's default overprovisioning factor
 HASHED = frozenset({"RING_HASH", "MAGLEV"})
@@ -96,6 +101,7 @@ class Balancer:
     ring_max: int = hashing.RING_MAX
     table_size: int = hashing.MAGLEV_SIZE
     panic: float = 50.0  # percent of usable hosts under which a priority panics (0: never)
+    slow_start: SlowStart | None = None
     position: int = 0
     active: dict[Host, int] = attrs.field(factory=dict)
     tables: dict[tuple[tuple[Host, float], ...], hashing.Ring | hashing.Maglev] = \
@@ -103,6 +109,7 @@ class Balancer:
     # the priorities' loads and usable hosts, kept while the endpoints and ejections last
     # (they change with EDS and outlier detection, not with each request)
     plan_for: tuple[Any, frozenset[Host]] | None = attrs.field(default=None, init=False)
+    joined: dict[Host, float] = attrs.field(factory=dict, init=False)  # slow start: since when
     plan: tuple[list[tuple[int, float]], dict[int, tuple[list[Endpoint], list[Endpoint]]]] \
         = attrs.field(default=([], {}), init=False)
 
@@ -129,7 +136,7 @@ class Balancer:
 
     def pick(self, endpoints: Sequence[Endpoint], avoid: Collection[Host] = (),
              rng: random.Random | None = None, hash_key: int | None = None,
-             excluded: Collection[Host] = ()) -> Endpoint | None:
+             excluded: Collection[Host] = (), now: float = 0.0) -> Endpoint | None:
         """A host for one request; ``excluded`` are the hosts outlier detection ejected."""
         draw = rng or random
         loads, levels = self._planned(endpoints, excluded)
@@ -146,6 +153,10 @@ class Balancer:
             hosts = self._locality(level, hosts, draw)
         if avoid:
             hosts = [e for e in hosts if _host(e) not in avoid] or hosts
+        if self.slow_start is not None and len(hosts) > 1:
+            weights = self._warming(hosts, now)
+            if weights is not None:
+                return draw.choices(hosts, weights)[0]
         if self.policy == "RANDOM" or len(hosts) == 1:
             return hosts[draw.randrange(len(hosts))] if len(hosts) > 1 else hosts[0]
         if self.policy == "LEAST_REQUEST":
@@ -154,6 +165,26 @@ class Balancer:
                 self.active.get(_host(second), 0) else second
         self.position = (self.position + 1) % len(hosts)
         return hosts[self.position]
+
+    def _warming(self, hosts: Sequence[Endpoint], now: float) -> list[float] | None:
+        """Slow start's weights of ``hosts``, or None when none of them is warming up."""
+        assert self.slow_start is not None
+        window = self.slow_start.window
+        if not self.joined:  # the hosts there at the start are not new
+            self.joined = {_host(e): now - window for e in hosts}
+        elif len(self.joined) > 2 * len(hosts) + 64:  # hosts gone long since: forgotten
+            self.joined = {_host(e): self.joined.get(_host(e), now) for e in hosts}
+        weights, warming = [], False
+        for endpoint in hosts:
+            since = now - self.joined.setdefault(_host(endpoint), now)
+            if since >= window:
+                weights.append(1.0)
+                continue
+            warming = True
+            share = max(since, 0.0) / window
+            weights.append(max(self.slow_start.min_weight,
+                               share ** (1.0 / self.slow_start.aggression)))
+        return weights if warming else None
 
     def _locality(self, level: Sequence[Endpoint], hosts: list[Endpoint],
                   draw: random.Random | Any) -> list[Endpoint]:
@@ -220,7 +251,8 @@ class Upstream:
     @classmethod
     def of(cls, cluster: Cluster, rng: random.Random | None = None) -> Upstream:
         balancer = Balancer(cluster.lb, cluster.locality_weighted, *cluster.ring_size,
-                            table_size=cluster.maglev_size, panic=cluster.panic_threshold)
+                            table_size=cluster.maglev_size, panic=cluster.panic_threshold,
+                            slow_start=cluster.slow_start)
         detector = outlier.Detector(cluster.outlier_detection, rng or random.Random()) \
             if cluster.outlier_detection is not None else None
         return cls(cluster, balancer, breakers.Breaker(cluster.limits), detector)
@@ -232,4 +264,4 @@ class Upstream:
         if self.detector is not None:
             self.detector.refresh(now, {_host(e) for e in endpoints})
             excluded = self.detector.ejected()
-        return self.balancer.pick(endpoints, avoid, rng, hash_key, excluded)
+        return self.balancer.pick(endpoints, avoid, rng, hash_key, excluded, now)

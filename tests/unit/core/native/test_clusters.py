@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.native import breakers, hashing, routing
-from pilotfish.core.native.config import ConfigState, Keepalive, Rejected
+from pilotfish.core.native.config import ConfigState, Keepalive, SlowStart
 from pilotfish.core.native.outlier import Outlier
 from pilotfish.core.proxy import parse_node
 from pilotfish.core.xds import types
@@ -179,15 +177,7 @@ spec:
     return generated(types.CLUSTER, rules=extra)["outbound|80||pool.default.svc.cluster.local"]
 
 
-@pytest.mark.parametrize(("policy", "field"), [
-    ("loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 10s}", "round_robin_lb_config"),
-])
-def test_what_stays_outside_is_nacked_by_name(policy: str, field: str) -> None:
-    with pytest.raises(Rejected, match=field.replace(".", r"\.")):
-        accepted(types.CLUSTER, {"c": _pool_with(policy)})
-
-
-def test_panic_threshold_keepalive_duration_and_retry_budget_are_read() -> None:
+def test_panic_keepalive_duration_warmup_and_retry_budget_are_read() -> None:
     name = "outbound|80||pool.default.svc.cluster.local"
     state = accepted(types.CLUSTER, {name: _pool_with(
         "outlierDetection: {consecutive5xxErrors: 1, minHealthPercent: 20}, "
@@ -196,6 +186,10 @@ def test_panic_threshold_keepalive_duration_and_retry_budget_are_read() -> None:
     cluster = state.clusters[name]
     assert cluster.panic_threshold == 20.0 and cluster.max_connection_duration == 60.0
     assert cluster.keepalive == Keepalive(3, 30, 5)
+    warm = accepted(types.CLUSTER, {name: _pool_with(
+        "loadBalancer: {simple: LEAST_REQUEST, warmup: {duration: 10s, minimumPercent: 20, "
+        "aggression: 2}}")})
+    assert warm.clusters[name].slow_start == SlowStart(10.0, 2.0, 0.2)
     budget = accepted(types.CLUSTER, {name: _pool_with(
         "retryBudget: {percent: 25, minRetryConcurrency: 2}")})
     assert budget.clusters[name].limits.retry_budget == (25.0, 2)

@@ -208,3 +208,22 @@ def test_hashing_with_locality_weights_scales_host_weights() -> None:
     balancer = Balancer("RING_HASH", locality_weighted=True)
     spread = Counter(where(balancer.pick(x + y, hash_key=k)) for k in KEYS)
     assert spread["10.0.0.1"] / len(KEYS) == pytest.approx(0.75, abs=0.06)
+
+
+def test_a_new_host_warms_up_over_the_slow_start_window() -> None:
+    """Istio's warmupDurationSecs 10s: a host that joins gets at least 10% of its share,
+    half of it 5 s in, all of it once the window is over; the first hosts are not new."""
+    from pilotfish.core.native.config import SlowStart
+
+    a, b, c = (Endpoint(f"10.0.0.{i}", 80) for i in (1, 2, 3))
+    balancer, rng = Balancer("ROUND_ROBIN", slow_start=SlowStart(10.0)), random.Random(4)
+
+    def share_of_c(now: float) -> float:
+        picks = [where(balancer.pick([a, b, c], rng=rng, now=now)) for _ in range(4000)]
+        return picks.count("10.0.0.3") / len(picks)
+
+    assert {where(balancer.pick([a, b], rng=rng, now=0.0)) for _ in range(4)} == \
+        {"10.0.0.1", "10.0.0.2"}  # no one warming: plain round robin
+    assert share_of_c(100.0) == pytest.approx(0.1 / 2.1, abs=0.02)  # joins now: the floor
+    assert share_of_c(105.0) == pytest.approx(0.5 / 2.5, abs=0.03)
+    assert share_of_c(111.0) == pytest.approx(1 / 3, abs=0.03)
