@@ -3,7 +3,9 @@ server, driven by the official client), behind one address as a Service puts the
 serve a proxy the same config, and a real Envoy that loses its replica reconnects to the
 other (its replica stopped, or killed) and resyncs without being sent again what it holds,
 while requests through it keep succeeding; a change made afterwards reaches it through the
-survivor."""
+survivor. Over plaintext xDS (15010), and over mutual TLS (15012) through the agent's
+relay, the agent's identity from a service-account token both replicas review and its
+certificate from their shared root."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pytest
 import yaml
 
 from pilotfish.testing.config import backend, documents, ingress_gateway, routes_to
+from pilotfish.testing.kube import service_account
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import Process, free_port, http, wait_until
 from tests.integration.conftest import KubeCluster
@@ -135,7 +138,9 @@ class Replicas:
 
 
 @pytest.fixture
-def replicas(tmp_path: Path, kube_cluster: KubeCluster) -> Iterator[Replicas]:
+def replicas(tmp_path: Path, kube_cluster: KubeCluster, request: pytest.FixtureRequest
+             ) -> Iterator[Replicas]:
+    secure = getattr(request, "param", "plaintext") == "mtls"
     app_port, gateway_port = free_port(), free_port()
     api, custom = kube_cluster.api, kube_cluster.custom
     with LocalMesh(tmp_path / "one") as one, LocalMesh(tmp_path / "two") as two:
@@ -151,18 +156,34 @@ def replicas(tmp_path: Path, kube_cluster: KubeCluster) -> Iterator[Replicas]:
         custom.create_namespaced_custom_object(*VS, routes_to("alpha"))
         discoveries = (one.start_discovery(kubeconfig=api.kubeconfig),
                        two.start_discovery(kubeconfig=api.kubeconfig))
-        balancer = Balancer([one.xds_port, two.xds_port])
+        balancer = Balancer([one.secure_port, two.secure_port] if secure else
+                            [one.xds_port, two.xds_port])
         try:
             one.start_apps([f"alpha:v1@127.0.31.1:{app_port}",
                             f"beta:v1@127.0.31.2:{app_port}"])
             gateway = one.start_proxy("gw", NS, labels={"istio": "ingressgateway"},
-                                      discovery=balancer.address)
+                                      discovery=balancer.address,
+                                      extra=identity(tmp_path, kube_cluster, balancer.address)
+                                      if secure else ())
             found = Replicas(custom, (one, two), discoveries, gateway,
                              f"http://127.0.0.1:{gateway_port}/")
             wait_until(lambda: found.serves() == "alpha", 10, what="the gateway to route")
             yield found
         finally:
             balancer.close()
+
+
+def identity(folder: Path, cluster: KubeCluster, address: str) -> list[str]:
+    """The agent's flags for mTLS xDS through ``address``: a projected token the replicas
+    review (TokenReview), and the root they publish in the namespace."""
+    token = folder / "token"
+    token.write_text(cluster.api.add_token(service_account(NS, "default", pod="gw")))
+    root = wait_until(lambda: (cluster.core.read_namespaced_config_map(
+        "istio-ca-root-cert", NS).data or {}).get("root-cert.pem"), 15,
+        what="the root published in the namespace")
+    (folder / "root-cert.pem").write_text(root)
+    return ["--service-account", "default", "--token-file", str(token), "--root-cert",
+            str(folder / "root-cert.pem"), "--ca-address", address, "--xds-tls"]
 
 
 @attrs.define
@@ -196,7 +217,9 @@ class Traffic:
             self.thread.join(5)
 
 
-@pytest.mark.parametrize("end", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+@pytest.mark.parametrize(("replicas", "end"), [
+    ("plaintext", signal.SIGTERM), ("plaintext", signal.SIGKILL), ("mtls", signal.SIGTERM)],
+    ids=["stopped", "killed", "stopped-mtls"], indirect=["replicas"])
 def test_a_proxy_fails_over_to_the_other_replica_without_losing_a_request(
         replicas: Replicas, end: signal.Signals):
     first = replicas.connected()
