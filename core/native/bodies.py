@@ -1,6 +1,7 @@
-"""Request bodies passed on as they come: an upload from an HTTP/1.1 connection or an
-HTTP/2 stream sent to an HTTP/1.1 upstream while its answer is awaited, or read whole for
-an upstream that cannot take it as it comes.
+"""Bodies passed on as they come: an upload from an HTTP/1.1 connection or an HTTP/2
+stream sent to an HTTP/1.1 upstream while its answer is awaited, or to an HTTP/2 upstream
+on its stream; an HTTP/2 upstream's long answer read from its stream as the client takes
+it (`H2Answer`), a short one whole.
 """
 
 from __future__ import annotations
@@ -77,20 +78,6 @@ async def exchange_streamed(connection: Http1Connection, request: http1.Message,
     return response
 
 
-async def buffer_body(request: http1.Message) -> None:
-    """A streamed request's body read whole, for an upstream it cannot stream to (up to
-    ``MAX_BODY``)."""
-    source = request.body_source
-    assert source is not None
-    parts, size = [], 0
-    while data := await source.chunk():
-        size += len(data)
-        if size > http1.MAX_BODY:
-            raise BodyTooLarge(f"request body larger than {http1.MAX_BODY} bytes")
-        parts.append(data)
-    request.body, request.streamed, request.body_source = b"".join(parts), False, None
-
-
 class H2Body:
     """A long upload on an HTTP/2 stream, read as it comes (for an HTTP/1.1 upstream)."""
 
@@ -125,3 +112,65 @@ async def collect_body(connection: http2.Connection, stream: http2.Stream
     if stream.error:
         raise http2.StreamError(stream.error)
     return bytes(body), list(stream.trailers)
+
+
+async def send_h2_body(connection: http2.Connection, stream_id: int,
+                       request: http1.Message) -> None:
+    """A request's body on its HTTP/2 stream (a streamed one as it comes), then the end
+    of the stream with its trailers; stream flow control paces it."""
+    source = request.body_source
+    if source is None:
+        if request.body:
+            await connection.write(stream_id, request.body)
+    else:
+        try:
+            while data := await source.chunk():
+                await connection.write(stream_id, data)
+        except (EOFError, http1.ParseError) as exc:
+            connection.end(stream_id, reset=True)
+            raise DownstreamGone(str(exc)) from exc
+    await connection.finish(stream_id, request.trailers)
+
+
+def long_answer(answer: http1.Message, over: int) -> bool:
+    """Whether an answer's body is passed on as it comes: longer than ``over``, or of a
+    length not given (a stream that may never end: server-sent events)."""
+    if answer.status < 200 or answer.status in (204, 304):
+        return False
+    length = answer.header("content-length") or ""
+    return not length.isdigit() or int(length) > over
+
+
+async def read_h2_answer(connection: http2.Connection, stream: http2.Stream) -> bytes:
+    """A short answer's whole body (``BodyTooLarge`` past ``MAX_BODY``)."""
+    parts, size = [], 0
+    while data := await connection.read(stream):
+        size += len(data)
+        if size > http1.MAX_BODY:
+            raise BodyTooLarge(f"answer larger than {http1.MAX_BODY} bytes")
+        parts.append(data)
+    if stream.error:
+        raise http2.StreamError(stream.error)
+    return b"".join(parts)
+
+
+class H2Answer:
+    """The rest of an HTTP/2 upstream's answer, read from its stream as it is taken; the
+    stream is let go at its end, and reset when the rest is not wanted."""
+
+    def __init__(self, connection: http2.Connection, stream: http2.Stream) -> None:
+        self.connection, self.stream = connection, stream
+        self.taken = 0
+
+    async def chunk(self) -> bytes:
+        data = await self.connection.read(self.stream)
+        if not data:
+            self.connection.release(self.stream.id)
+            if self.stream.error:
+                raise EOFError(self.stream.error)
+        self.taken += len(data)
+        return data
+
+    def close(self) -> None:
+        self.connection.end(self.stream.id, reset=True)
+        self.connection.release(self.stream.id)

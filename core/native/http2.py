@@ -78,6 +78,13 @@ def starts_h2(data: bytes) -> bool | None:
     return data.startswith(PREFACE)
 
 
+def response_message(stream: Stream) -> http1.Message:
+    """An answer's head as the router passes it on (its body and trailers to come)."""
+    status = stream.pseudo(":status")
+    return http1.Message([(k, v) for k, v in stream.headers if not k.startswith(":")],
+                         status=int(status) if status.isdigit() else 502, version="2")
+
+
 def request_message(stream: Stream) -> http1.Message:
     """A received request as the router sees one (``:authority`` becomes ``host``)."""
     headers = [(k, v) for k, v in stream.headers if not k.startswith(":")]
@@ -408,10 +415,9 @@ class Connection:
             self.streams.pop(stream_id, None)
         if stream.error:
             raise StreamError(stream.error)
-        status = stream.pseudo(":status")
-        return http1.Message([(k, v) for k, v in stream.headers if not k.startswith(":")],
-                             bytes(stream.body), status=int(status) if status.isdigit()
-                             else 502, version="2", trailers=stream.trailers)
+        answer = response_message(stream)
+        answer.body, answer.trailers = bytes(stream.body), stream.trailers
+        return answer
 
     async def close(self) -> None:
         self.closed = True

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
+from h2 import exceptions as h2_exceptions
 
 from pilotfish.core import istio_metrics, metric_overrides, prometheus, sniffing
 from pilotfish.core.istio_requests import Histogram, IstioSeries, Key
@@ -43,11 +44,14 @@ from pilotfish.core.native.bodies import (
     STREAM_OVER,
     BodyTooLarge,
     DownstreamGone,
+    H2Answer,
     H2Body,
     body_received,
-    buffer_body,
     collect_body,
     exchange_streamed,
+    long_answer,
+    read_h2_answer,
+    send_h2_body,
 )
 from pilotfish.core.native.config import (
     Cluster,
@@ -1254,11 +1258,6 @@ class NativeProxy:
             raise UpstreamFailed(OVERFLOW, sent=False, flag="UO")
         try:
             if _speaks_h2(cluster, request):
-                if request.streamed:
-                    try:
-                        await buffer_body(request)
-                    except BodyTooLarge as exc:
-                        raise UpstreamFailed(str(exc), sent=False, flag="DPE") from None
                 return await self._attempt_h2(cluster, request, tried, limit, destination,
                                               hash_key)
             return await self._exchange_upstream(cluster, upstream, request, tried, limit,
@@ -1362,18 +1361,38 @@ class NativeProxy:
         connection, host = await self._h2_connection(cluster, tried, destination, endpoint)
         balancer.started(host)
         scheme = "https" if cluster.origination(endpoint) is not None else "http"
+        stream: http2.Stream | None = None
+        streamed = False
         try:
             async with asyncio.timeout(limit or None):
-                response = await connection.request(request, scheme)
+                stream = connection.open(request, scheme)
+                await send_h2_body(connection, stream.id, request)
+                await stream.responded.wait()
+                if stream.error:
+                    raise http2.StreamError(stream.error)
+                response = http2.response_message(stream)
+                if request.method != "HEAD" and long_answer(response, STREAM_OVER):
+                    response.streamed, streamed = True, True  # the rest as it comes
+                    response.body_source = H2Answer(connection, stream)
+                else:
+                    response.body = await read_h2_answer(connection, stream)
+                    response.trailers = list(stream.trailers)
         except TimeoutError:
             self._outlier(cluster, host, failed="timeout")
             raise UpstreamFailed(TIMEOUT, sent=True) from None
-        except (http2.StreamError, OSError) as exc:
+        except BodyTooLarge as exc:
+            raise UpstreamFailed(str(exc), sent=True, flag="UPE") from None
+        except DownstreamGone:
+            raise UpstreamFailed("downstream closed the connection in the request body",
+                                 sent=True, flag="DC") from None
+        except (http2.StreamError, OSError, h2_exceptions.ProtocolError) as exc:
             self._outlier(cluster, host, failed="reset")
             raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
                                  f"reset reason: remote reset ({exc})", sent=True) from None
         finally:
             balancer.finished(host)
+            if stream is not None and not streamed:
+                connection.release(stream.id)
         self._outlier(cluster, host, status=response.status)
         return response, host
 

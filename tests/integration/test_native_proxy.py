@@ -106,14 +106,18 @@ def test_a_websocket_survives_twenty_config_pushes(mesh: LocalMesh, xds_mode: st
 def test_an_unsupported_field_is_nacked_and_the_last_good_config_serves(mesh: LocalMesh,
                                                                        xds_mode: str):
     port, _ = native_gateway(mesh, xds_mode=xds_mode)
-    # slow start (a warmup) is outside the native proxy's subset (docs/native.md)
-    mesh.write("dr.yaml", """\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: echo, namespace: default}
+    # a cluster's per-connection buffer limit is outside the native proxy's subset
+    # (docs/native.md); an EnvoyFilter sets it on every cluster
+    mesh.write("ef.yaml", """\
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: buffers, namespace: default}
 spec:
-  host: echo
-  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 10s}}
+  configPatches:
+  - applyTo: CLUSTER
+    patch:
+      operation: MERGE
+      value: {per_connection_buffer_limit_bytes: 32768}
 """)
 
     def nacked() -> str | None:
@@ -124,7 +128,8 @@ spec:
                 return str(entry.get("lastError"))
         return None
     error = wait_until(nacked, 15, what="discovery to see CDS NACKed")
-    assert "round_robin_lb_config" in error and "not supported by the native proxy" in error
+    assert "per_connection_buffer_limit_bytes" in error and \
+        "not supported by the native proxy" in error
     assert http(f"http://127.0.0.1:{port}/", timeout=2).status == 200
 
 
