@@ -25,9 +25,8 @@ from typing import Any
 import attrs
 from h2 import exceptions as h2_exceptions
 
-from pilotfish.core import istio_metrics, metric_overrides, prometheus, sniffing
-from pilotfish.core.istio_requests import Histogram, IstioSeries, Key
-from pilotfish.core.metric_overrides import NO_OVERRIDES, Overrides
+from pilotfish.core import istio_metrics, metric_overrides, sniffing
+from pilotfish.core.istio_requests import IstioSeries
 from pilotfish.core.native import (
     access_log,
     channels,
@@ -83,6 +82,7 @@ from pilotfish.core.native.sockets import (
     set_keepalive,
 )
 from pilotfish.core.native.stats import Stats
+from pilotfish.core.native.telemetry import IstioCounts, Outcome
 from pilotfish.core.native.upstreams import HASHED, Upstream
 
 log = logging.getLogger("pilotfish.native")
@@ -103,27 +103,6 @@ class UpstreamFailed(Exception):
         self.sent = sent  # the request may have reached the upstream
         self.flag = flag  # the response flag: UF, or UO for a circuit breaker's overflow
 
-
-@attrs.define
-class Outcome:
-    """How one request went, for the access log."""
-
-    status: int
-    cluster: str = ""
-    upstream: str = ""
-    sent: int = 0
-    flags: str = "-"
-    keep: bool = True
-    route: str = ""
-    grpc_status: str = ""  # a gRPC answer's status code ("" for other answers)
-    streamed: bool = False  # the answer went out as it came (nothing left to send)
-
-
-_Labels = tuple[tuple[str, str], ...]  # a series' labels, in order
-# istio_requests_total's counts, the series key, and its three histograms (each None when
-# a Telemetry turns it off)
-_RequestSeries = tuple[dict[Any, float], "Key | None", "Histogram | None", "Histogram | None",
-                       "Histogram | None"]
 
 # What a request is answered with: the response, how it went, and for an upgrade the
 # cluster and request to open the tunnel to (None otherwise).
@@ -259,7 +238,7 @@ class NativeProxy:
         self._accepters: dict[str, asyncio.Task[None]] = {}
         self._connections: set[asyncio.Task[None]] = set()
         self.stats = Stats()
-        self.istio = IstioSeries()  # Istio's standard metrics, counted as requests finish
+        self.counts = IstioCounts()  # Istio's standard metrics, counted as requests finish
         self.servers: dict[str, socket.socket] = {}
         self.bound: dict[str, tuple[str, int]] = {}
         self.upstreams: dict[str, Upstream] = {}  # by cluster: balancer, breaker, outlier
@@ -271,10 +250,11 @@ class NativeProxy:
         self.draining = False
         self.rng = random.Random()
         self._log_lines: list[str] = []  # access-log lines not yet written
-        # Istio's TLS labels by (cluster, peer principals, our identity); None: not Istio's
-        self._labels: dict[tuple[str, tuple[str, ...], str], _Labels | None] = {}
-        # by kind of request (None: a cluster that is not Istio's, nothing counted)
-        self._series: dict[tuple[Any, ...], _RequestSeries | None] = {}
+
+    @property
+    def istio(self) -> IstioSeries:
+        """Istio's standard metrics of this process (what workers send the first)."""
+        return self.counts.series
 
     # -- access logs ---------------------------------------------------------------------
 
@@ -518,14 +498,14 @@ class NativeProxy:
             self.stats.inc(f"{stat}.upstream_cx_rx_bytes_total", n)
 
         metrics = config.logging.metrics
-        self.count_tcp(cluster.name, metrics, opened=True, peer=peer)
+        self.counts.tcp(cluster.name, metrics, opened=True, peer=peer)
         try:
             await channels.splice(channels.TcpChannel(reader, writer), upstream_channel,
                                   received, sent)
         finally:
             await close_writer(up_writer)
             self._release(cluster.name)
-            self.count_tcp(cluster.name, metrics, received=moved[0], sent=moved[1],
+            self.counts.tcp(cluster.name, metrics, received=moved[0], sent=moved[1],
                            peer=peer)
             self.log(config.logging.access if not config.logging.access_when else None,
                      access_log.Entry(
@@ -988,7 +968,7 @@ class NativeProxy:
                 sent=outcome.sent, duration_ms=int(seconds * 1000), cluster=outcome.cluster,
                 upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
                 downstream_local=local, headers=request.headers))
-        self.count_request(outcome, body_received(request), seconds, peer, request,
+        self.counts.request(outcome, body_received(request), seconds, peer, request,
                            logging.metrics, attributes)
 
     async def _respond(self, config: HttpManager, request: http1.Message,
@@ -1433,116 +1413,12 @@ class NativeProxy:
                 Outcome(answer.status, cluster, "", len(answer.body), flags=flags,
                         route=route), None)
 
-    # -- Istio's metrics -----------------------------------------------------------------
-
-    def _security(self, cluster: str, peer: rbac.Facts | None) -> _Labels | None:
-        """The TLS labels of a request or connection to ``cluster`` from ``peer``; None
-        for a cluster that is not Istio's. Worked out once per cluster and peer identity."""
-        principals, identity = (peer.principals, peer.identity) if peer is not None \
-            else ((), "")
-        key = (cluster, principals, identity)
-        if key in self._labels:
-            return self._labels[key]
-        ref = istio_metrics.parse_cluster_name(cluster)
-        labels = None if ref is None else tuple(sorted(istio_metrics.security_labels(
-            istio_metrics.reporter_of(ref), istio_metrics.spiffe_name(principals),
-            identity).items()))
-        if len(self._labels) > 10_000:  # peers come and go: forget them all now and then
-            self._labels.clear()
-        self._labels[key] = labels
-        return labels
-
-    def count_request(self, outcome: Outcome, received: int, seconds: float,
-                      peer: rbac.Facts | None = None,
-                      request: http1.Message | None = None,
-                      metrics: Overrides = NO_OVERRIDES,
-                      attributes: Mapping[str, Any] | None = None) -> None:
-        """Istio's request metrics for one request, with a Telemetry's ``metrics``
-        overrides (tags set from CEL on the request's ``attributes``)."""
-        grpc = request is not None and (request.header("content-type") or "").startswith(
-            "application/grpc")
-        if metrics.tags:  # labels of this request's own: no series to remember
-            series = self._request_series(outcome, peer, grpc, metrics, attributes or {})
-        else:
-            principals, identity = (peer.principals, peer.identity) if peer is not None \
-                else ((), "")
-            kind = (metrics.disabled, outcome.cluster, principals, identity, outcome.status,
-                    outcome.flags, outcome.grpc_status, grpc)
-            if kind in self._series:
-                series = self._series[kind]
-            else:
-                series = self._request_series(outcome, peer, grpc, metrics, {})
-                if len(self._series) > 10_000:  # peers come and go: forget them now and then
-                    self._series.clear()
-                self._series[kind] = series
-        if series is None:
-            return
-        counts, key, duration, request_bytes, response_bytes = series
-        if key is not None:
-            counts[key] += 1
-        if duration is not None:
-            duration.observe(seconds * 1000)
-        if request_bytes is not None:
-            request_bytes.observe(received)
-        if response_bytes is not None:
-            response_bytes.observe(outcome.sent)
-
-    def _request_series(self, outcome: Outcome, peer: rbac.Facts | None, grpc: bool,
-                        metrics: Overrides, attributes: Mapping[str, Any]
-                        ) -> _RequestSeries | None:
-        """Where a request is counted (None: not an Istio cluster's; a family the
-        overrides disable, None in its place)."""
-        security = self._security(outcome.cluster, peer)
-        if security is None:
-            return None
-        extras = {**dict(security), "grpc_response_status": outcome.grpc_status,
-                  "request_protocol": "grpc" if grpc else "http",
-                  "response_code": str(outcome.status), "response_flags": outcome.flags}
-        istio = self.istio
-
-        def key(family: str) -> Key | None:
-            if family in metrics.disabled:
-                return None
-            return (outcome.cluster, metrics.extras(family, extras, attributes))
-
-        def histogram(family: str) -> Histogram | None:
-            found = key(family)
-            return None if found is None else istio.histogram(family, found)
-
-        return (istio.counters["istio_requests_total"], key("istio_requests_total"),
-                histogram("istio_request_duration_milliseconds"),
-                histogram("istio_request_bytes"), histogram("istio_response_bytes"))
-
-    def count_tcp(self, cluster: str, metrics: Overrides = NO_OVERRIDES,
-                  opened: bool = False, received: int = 0, sent: int = 0,
-                  peer: rbac.Facts | None = None) -> None:
-        security = self._security(cluster, peer)
-        if security is None:
-            return
-        extras = {**dict(security), "request_protocol": "tcp", "response_flags": "-"}
-        counted = (("istio_tcp_connections_opened_total", 1),) if opened else (
-            ("istio_tcp_connections_closed_total", 1),
-            ("istio_tcp_received_bytes_total", received),
-            ("istio_tcp_sent_bytes_total", sent))
-        for family, value in counted:
-            if family not in metrics.disabled:
-                self.istio.add(family, (cluster, metrics.extras(family, extras, {})), value)
-
     def prometheus(self, workload: istio_metrics.Workload, stats: Stats | None = None,
                    istio: IstioSeries | None = None) -> str:
         """Envoy-named counters, then Istio's standard metrics (this process's, or the
         totals given)."""
-        stats, istio = stats or self.stats, istio or self.istio
-        services: dict[str, istio_metrics.ServiceRef | None] = {}
-        for name in istio.clusters():
-            cluster = self.state.clusters.get(name)
-            found = ((cluster.metadata if cluster else {}).get("filterMetadata", {})
-                     .get("istio", {}).get("services") or [None])[0]
-            services[name] = istio_metrics.ServiceRef(
-                str(found["host"]), str(found.get("name") or found["host"]),
-                str(found.get("namespace") or istio_metrics.UNKNOWN)) \
-                if isinstance(found, dict) and found.get("host") else None
-        return stats.prometheus() + prometheus.render(istio.families(workload, services))
+        return self.counts.prometheus(workload, stats or self.stats, self.state.clusters,
+                                      istio)
 
     # -- what admin shows ----------------------------------------------------------------
 
