@@ -8,7 +8,9 @@ a rule goes to both families, to one, or to both with a family-specific value (t
 ``restore_text`` writes what ``iptables-restore --noflush`` reads, in Istio's layout:
 tables in the order filter, mangle, nat, raw (empty ones left out), each opened by
 ``* table``, then ``-N`` for every chain that holds a rule (not the built-in ones) in
-order of first use, then the rules in the order they were added, then ``COMMIT``.
+order of first use, then ``-N`` for any chain of ours that is only jumped to (the ambient
+in-pod rules jump into an empty ``ISTIO_PRERT`` in ingress mode), then the rules in the
+order they were added, then ``COMMIT``.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ def restore_text(rules: Iterable[Rule]) -> str:
         for rule in table_rules:
             if rule.chain not in BUILTIN_CHAINS and rule.chain not in declared:
                 declared.append(rule.chain)
+        for rule in table_rules:
+            if rule.jumps_to_ours and rule.target not in declared:
+                declared.append(rule.target or "")
         lines += [f"-N {chain}" for chain in declared]
         lines += [rule.line() for rule in table_rules]
         lines.append("COMMIT")
