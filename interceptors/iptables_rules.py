@@ -128,9 +128,12 @@ def check_text(rules: Iterable[Rule]) -> str:
 
 def chain_rule_counts(rules: Iterable[Rule]) -> dict[tuple[str, str], int]:
     """Planned number of rules per (table, chain) for our chains, and per (table, "->")
-    for built-in-chain rules that jump into ours — what a correct state must hold exactly."""
+    for built-in-chain rules that jump into ours — what a correct state must hold exactly.
+    A chain of ours that is only jumped to counts 0: restore creates it empty."""
     counts: dict[tuple[str, str], int] = {}
     for rule in rules:
+        if rule.jumps_to_ours:
+            counts.setdefault((rule.table, rule.target or ""), 0)
         if is_ours(rule.chain):
             key = (rule.table, rule.chain)
         elif rule.jumps_to_ours:

@@ -160,3 +160,11 @@ def test_the_sidecar_state_checks_and_cleanup_serve_the_ambient_rules_too():
         "-D PREROUTING -j ISTIO_PRERT", "-D OUTPUT -j ISTIO_OUTPUT",  # raw
     ]
     assert cleanup.count("-X ISTIO_PRERT") == cleanup.count("-X ISTIO_OUTPUT") == 3
+
+
+def test_an_empty_chain_jumped_to_in_ingress_mode_is_planned_not_a_mismatch():
+    plan = inpod_plan(AmbientSettings(enable_ipv6=False, redirect_dns=False),
+                      PodOverrides(ingress_mode=True))
+    state = parse_save(saved_form(plan))
+    assert state["nat"].chains == ("ISTIO_OUTPUT", "ISTIO_PRERT")
+    assert mismatches(plan.v4, state) == []
