@@ -62,7 +62,7 @@ class AmbientPlan:
     enable_ipv6: bool
     v4: tuple[Rule, ...]
     v6: tuple[Rule, ...]  # empty unless enable_ipv6
-    routes: tuple[tuple[str, ...], ...]  # `ip` argument lists, run before the rules
+    routes: tuple[tuple[str, ...], ...]  # `ip` argument lists: the routing the rules rely on
 
     def restore_v4(self) -> str:
         return restore_text(self.v4)
