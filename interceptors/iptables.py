@@ -11,7 +11,10 @@ reader (``iptables_state``):
   UDP) so no connection slips past half-installed capture. Returns whether it changed
   anything; a second call changes nothing.
 - ``remove(netns, plan)``: take out every ``ISTIO*`` chain and every jump into one, plus
-  the plan's own rules in built-in chains and its TPROXY routes.
+  the plan's own rules in built-in chains and its routes.
+
+They take any ``RulePlan``: the sidecar's ``CapturePlan`` and ambient's in-pod
+``AmbientPlan`` (``ambient_rules``) alike.
 
 Errors are ``InterceptorError``s naming the namespace and, for restore, the failing line.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Protocol
 
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.interceptor import InterceptorError, InterceptorSettings, PodFacts
@@ -45,11 +49,26 @@ GUARDRAILS = [(chain, proto) for chain in ("INPUT", "FORWARD", "OUTPUT")
 _FAILED_LINE = re.compile(r"line (\d+) failed|at line: (\d+)")
 
 
-def families(capture: CapturePlan) -> list[int]:
-    return [4, 6] if capture.settings.enable_ipv6 else [4]
+class RulePlan(Protocol):
+    """What installing, checking and removing need of a plan."""
+
+    @property
+    def enable_ipv6(self) -> bool: ...
+    @property
+    def v4(self) -> tuple[Rule, ...]: ...
+    @property
+    def v6(self) -> tuple[Rule, ...]: ...
+    @property
+    def routes(self) -> tuple[tuple[str, ...], ...]: ...  # `ip` argument lists
+    def restore_v4(self) -> str: ...
+    def restore_v6(self) -> str | None: ...
 
 
-def rules_of(capture: CapturePlan, family: int) -> tuple[Rule, ...]:
+def families(capture: RulePlan) -> list[int]:
+    return [4, 6] if capture.enable_ipv6 else [4]
+
+
+def rules_of(capture: RulePlan, family: int) -> tuple[Rule, ...]:
     return capture.v4 if family == 4 else capture.v6
 
 
@@ -58,7 +77,7 @@ def saved(netns: Netns, family: int) -> dict[str, SavedTable]:
     return parse_save(netns.run([tool], what=tool).stdout)
 
 
-def differences(capture: CapturePlan, netns: Netns) -> list[str]:
+def differences(capture: RulePlan, netns: Netns) -> list[str]:
     """Why the installed rules are not exactly ``capture``'s; empty when they are."""
     problems = []
     for family in families(capture):
@@ -72,7 +91,7 @@ def differences(capture: CapturePlan, netns: Netns) -> list[str]:
     return problems
 
 
-def apply(capture: CapturePlan, netns: Netns) -> bool:
+def apply(capture: RulePlan, netns: Netns) -> bool:
     """Install ``capture`` unless it is in place; verify; return whether anything changed."""
     if not differences(capture, netns):
         _add_routes(capture, netns)
@@ -96,7 +115,7 @@ def apply(capture: CapturePlan, netns: Netns) -> bool:
     return True
 
 
-def remove(netns: Netns, capture: CapturePlan | None = None) -> bool:
+def remove(netns: Netns, capture: RulePlan | None = None) -> bool:
     """Remove all capture of ours from ``netns``; return whether anything was there."""
     present = [4] + ([6] if _ipv6_tables_work(netns) else [])
     found = any(has_residue(saved(netns, family)) for family in present)
@@ -106,12 +125,12 @@ def remove(netns: Netns, capture: CapturePlan | None = None) -> bool:
     return found
 
 
-def _remove_rules(netns: Netns, capture: CapturePlan | None, fams: list[int]) -> None:
+def _remove_rules(netns: Netns, capture: RulePlan | None, fams: list[int]) -> None:
     for family in fams:
         text = cleanup_text(saved(netns, family))
         if text:
             _restore(netns, family, text, "removing capture rules")
-        if capture is None or (family == 6 and not capture.settings.enable_ipv6):
+        if capture is None or (family == 6 and not capture.enable_ipv6):
             continue
         for rule in foreign_rules(rules_of(capture, family)):
             # Delete until absent: a rule added twice by an older run goes too.
@@ -153,7 +172,7 @@ def _guardrails(netns: Netns, fams: list[int], op: str) -> None:
                       check=False)
 
 
-def _add_routes(capture: CapturePlan, netns: Netns) -> None:
+def _add_routes(capture: RulePlan, netns: Netns) -> None:
     for argv in capture.routes:
         if argv[1:3] == ("rule", "add"):
             listed = netns.run(["ip", argv[0], "rule", "list", *argv[3:]], check=False)
@@ -167,14 +186,14 @@ def _add_routes(capture: CapturePlan, netns: Netns) -> None:
                                    f"{result.stderr.strip()}")
 
 
-def _remove_routes(capture: CapturePlan, netns: Netns) -> None:
+def _remove_routes(capture: RulePlan, netns: Netns) -> None:
     for argv in capture.routes:
         if argv[1:3] == ("rule", "add"):
             for _ in range(16):
                 if netns.run(["ip", argv[0], "rule", "del", *argv[3:]],
                              check=False).returncode:
                     break
-        elif argv[1:3] == ("route", "add"):
+        elif argv[1:3] in (("route", "add"), ("route", "replace")):
             netns.run(["ip", argv[0], "route", "flush", "table", argv[-1]], check=False)
 
 

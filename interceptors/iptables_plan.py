@@ -51,11 +51,15 @@ class CapturePlan:
     v6: tuple[Rule, ...]  # empty unless settings.enable_ipv6
     routes: tuple[tuple[str, ...], ...]  # `ip` argument lists, run after the rules
 
+    @property
+    def enable_ipv6(self) -> bool:
+        return self.settings.enable_ipv6
+
     def restore_v4(self) -> str:
         return restore_text(self.v4)
 
     def restore_v6(self) -> str | None:
-        return restore_text(self.v6) if self.settings.enable_ipv6 else None
+        return restore_text(self.v6) if self.enable_ipv6 else None
 
     def dry_run_text(self) -> str:
         """What a run does, in istio-iptables's dry-run form: the state dumps taken before

@@ -8,7 +8,9 @@ a rule goes to both families, to one, or to both with a family-specific value (t
 ``restore_text`` writes what ``iptables-restore --noflush`` reads, in Istio's layout:
 tables in the order filter, mangle, nat, raw (empty ones left out), each opened by
 ``* table``, then ``-N`` for every chain that holds a rule (not the built-in ones) in
-order of first use, then the rules in the order they were added, then ``COMMIT``.
+order of first use, then ``-N`` for any chain of ours that is only jumped to (the ambient
+in-pod rules jump into an empty ``ISTIO_PRERT`` in ingress mode), then the rules in the
+order they were added, then ``COMMIT``.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ def restore_text(rules: Iterable[Rule]) -> str:
         for rule in table_rules:
             if rule.chain not in BUILTIN_CHAINS and rule.chain not in declared:
                 declared.append(rule.chain)
+        for rule in table_rules:
+            if rule.jumps_to_ours and rule.target not in declared:
+                declared.append(rule.target or "")
         lines += [f"-N {chain}" for chain in declared]
         lines += [rule.line() for rule in table_rules]
         lines.append("COMMIT")
@@ -123,9 +128,12 @@ def check_text(rules: Iterable[Rule]) -> str:
 
 def chain_rule_counts(rules: Iterable[Rule]) -> dict[tuple[str, str], int]:
     """Planned number of rules per (table, chain) for our chains, and per (table, "->")
-    for built-in-chain rules that jump into ours — what a correct state must hold exactly."""
+    for built-in-chain rules that jump into ours — what a correct state must hold exactly.
+    A chain of ours that is only jumped to counts 0: restore creates it empty."""
     counts: dict[tuple[str, str], int] = {}
     for rule in rules:
+        if rule.jumps_to_ours:
+            counts.setdefault((rule.table, rule.target or ""), 0)
         if is_ours(rule.chain):
             key = (rule.table, rule.chain)
         elif rule.jumps_to_ours:

@@ -1,7 +1,10 @@
 """The iptables interceptor in a real network namespace: apply, re-apply, repair, remove.
 
 Runs as root (CI does): it creates a network namespace per test and deletes it afterwards,
-even when the test fails.
+even when the test fails. The same IO installs ambient's in-pod rules (``ambient_rules``);
+nothing listens on ztunnel's ports here, so those tests prove the kernel takes Istio's rules
+and routing as generated, not traffic. The node rule (``host_plan``) needs the agent's
+ipset, which these machines lack.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import pytest
 
 from pilotfish.core.interceptor import InterceptorError
 from pilotfish.interceptors import iptables
+from pilotfish.interceptors.ambient_rules import inpod_plan
+from pilotfish.interceptors.ambient_settings import AmbientSettings, PodOverrides
 from pilotfish.interceptors.capture_settings import CaptureSettings
 from pilotfish.interceptors.iptables_plan import plan
 from pilotfish.interceptors.netns_exec import Netns
@@ -137,3 +142,46 @@ def test_ipv6_and_dns_servers_are_found_in_the_namespace(netns: str):
     assert "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN" in v6
     assert "-d 10.96.0.10/32" in saved(netns, "iptables-save", "-t", "nat")
     assert "inet6 ::6/128" in sh("ip", "-n", netns, "addr", "show", "dev", "lo")
+
+
+def test_default_in_pod_rules_install_once_with_their_routing_and_come_out(netns: str):
+    where = Netns(netns)
+    capture = inpod_plan(AmbientSettings())
+    assert iptables.apply(capture, where)
+    nat = saved(netns, "iptables-save", "-t", "nat")
+    assert "-j REDIRECT --to-ports 15006" in nat and "-j REDIRECT --to-ports 15001" in nat
+    assert "--dport 53 -j REDIRECT --to-ports 15053" in nat
+    assert "-j CT --zone 1" in saved(netns, "iptables-save", "-t", "raw")
+    assert "-d ::1/128" in saved(netns, "ip6tables-save", "-t", "nat")
+    assert "32764:\tfrom all fwmark 0x111/0xfff lookup 100" in sh("ip", "-n", netns, "rule")
+    assert "local default dev lo" in sh("ip", "-n", netns, "route", "show", "table", "100")
+
+    before = saved(netns)
+    assert not iptables.apply(capture, where)  # in place: nothing is run
+    assert saved(netns) == before
+    assert sh("ip", "-n", netns, "rule").count("lookup 100") == 1
+
+    assert iptables.remove(where, capture)
+    assert "ISTIO" not in saved(netns) and "ISTIO" not in saved(netns, "ip6tables-save")
+    assert "lookup 100" not in sh("ip", "-n", netns, "rule")
+    routes = subprocess.run(["ip", "-n", netns, "route", "show", "table", "100"],
+                            capture_output=True, text=True, check=False).stdout
+    assert routes.strip() == ""
+
+
+def test_a_pod_turned_to_ingress_mode_with_virtual_interfaces_gets_its_rules_replaced(netns: str):
+    where = Netns(netns)
+    assert iptables.apply(inpod_plan(AmbientSettings(enable_ipv6=False)), where)
+    ingress = inpod_plan(AmbientSettings(enable_ipv6=False),
+                         PodOverrides(ingress_mode=True, dns_capture=False,
+                                      virtual_interfaces="veth9"))
+    assert iptables.differences(ingress, where)
+    assert iptables.apply(ingress, where)
+    assert iptables.differences(ingress, where) == []
+    nat = saved(netns, "iptables-save", "-t", "nat")
+    assert "15006" not in nat and ":ISTIO_PRERT - [0:0]" in nat
+    assert "-A ISTIO_PRERT -i veth9 -p tcp -j REDIRECT --to-ports 15001" in nat
+    assert "ISTIO" not in saved(netns, "iptables-save", "-t", "raw")
+    assert "-j DROP" not in saved(netns, "iptables-save", "-t", "filter")  # guardrails gone
+    assert iptables.remove(where, ingress)
+    assert "ISTIO" not in saved(netns)

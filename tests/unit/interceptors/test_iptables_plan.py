@@ -111,6 +111,13 @@ def test_restore_declares_only_chains_holding_rules_in_order_of_first_rule():
     assert check_text(rules[2:3]) == "*nat\n-C ISTIO_B -j ISTIO_A\nCOMMIT\n"
 
 
+def test_restore_declares_a_chain_of_ours_that_is_only_jumped_to_after_those_holding_rules():
+    rules = [Rule("nat", "OUTPUT", ("-j", "ISTIO_OUT")),
+             Rule("nat", "PREROUTING", ("-j", "ISTIO_PRE")),
+             Rule("nat", "ISTIO_OUT", ("-j", "ACCEPT")), Rule("nat", "OUTPUT", ("-j", "ACCEPT"))]
+    assert restore_text(rules).splitlines()[:3] == ["* nat", "-N ISTIO_OUT", "-N ISTIO_PRE"]
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"inbound_ports_include": "80,http"}, "inbound_ports_include: 'http' is not a port"),
     ({"outbound_ports_exclude": "70000"}, "outbound_ports_exclude: '70000' is not a port"),
