@@ -21,6 +21,7 @@ import pytest
 from pilotfish.testing.config import backend, documents, ingress_gateway
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port, http, wait_until
+from pilotfish.testing.wire import events_arrive_as_sent, head_and_rest, whole_answer
 
 UPSTREAM = "127.0.21.7"
 BIG = bytes(range(256)) * (3 * 4096)  # 3 MiB: past what the proxy collects (1 MiB)
@@ -137,49 +138,33 @@ class Upstream:
         self.thread.join(5)
 
 
+def native_gateway(mesh: LocalMesh, streams: str, probe: str = "/") -> tuple[int, Proxy]:
+    """A native gateway routing everything to the ``streams`` backend (its YAML), once it
+    answers ``probe``: (its port, the proxy)."""
+    port = free_port()
+    mesh.write("mesh.yaml", documents(streams, ingress_gateway(port), ROUTE))
+    mesh.start_discovery()
+    proxy = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                             extra=["--proxy", "native"])
+    wait_until(lambda: http(f"http://127.0.0.1:{port}{probe}", timeout=2).status == 200, 15,
+               what="HTTP through the native gateway")
+    return port, proxy
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Proxy, Upstream]]:
     mesh = LocalMesh(tmp_path_factory.mktemp("native-streaming"))
     upstream = Upstream(free_port())
     try:
-        port = free_port()
-        mesh.write("mesh.yaml", documents(backend("streams", UPSTREAM, upstream.port),
-                                          ingress_gateway(port), ROUTE))
-        mesh.start_discovery()
-        proxy = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
-                                 extra=["--proxy", "native"])
-        wait_until(lambda: http(f"http://127.0.0.1:{port}/", timeout=2).status == 200, 15,
-                   what="HTTP through the native gateway")
-        yield port, proxy, upstream
+        yield (*native_gateway(mesh, backend("streams", UPSTREAM, upstream.port)), upstream)
     finally:
         mesh.stop()
         upstream.stop()
 
 
-def _head_and_rest(sock: socket.socket) -> tuple[bytes, bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        more = sock.recv(65536)
-        assert more, data
-        data += more
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head.lower(), rest
-
-
 def test_server_sent_events_arrive_as_they_are_sent(gateway: tuple[int, Proxy, Upstream]):
     port, _, upstream = gateway
-    upstream.arrived.clear()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"GET /sse HTTP/1.1\r\nhost: streams\r\n\r\n")
-        head, body = _head_and_rest(sock)
-        assert b" 200 " in head.split(b"\r\n")[0] and b"transfer-encoding: chunked" in head
-        while b"data: 0" not in body:  # the upstream sends no more until this arrives
-            body += sock.recv(65536)
-        upstream.arrived.set()
-        while not body.endswith(b"0\r\n\r\n"):
-            more = sock.recv(65536)
-            assert more, body
-            body += more
+    body = events_arrive_as_sent(port, upstream.arrived)
     assert b"data: 1" in body and b"data: 2" in body
 
 
@@ -189,7 +174,7 @@ def test_a_long_download_keeps_its_length_and_the_connection(
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         for _ in range(2):  # one downstream connection, kept alive after a streamed answer
             sock.sendall(b"GET /big HTTP/1.1\r\nhost: streams\r\n\r\n")
-            head, body = _head_and_rest(sock)
+            head, body = head_and_rest(sock)
             assert b"content-length: %d" % len(BIG) in head, head
             while len(body) < len(BIG):
                 more = sock.recv(1 << 20)
@@ -227,16 +212,6 @@ def _upload_head(port: int, path: str, *extra: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def _answer(sock: socket.socket) -> tuple[bytes, bytes]:
-    head, body = _head_and_rest(sock)
-    length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
-    while len(body) < length:
-        more = sock.recv(65536)
-        assert more
-        body += more
-    return head, body
-
-
 def test_an_upload_passes_on_as_it_comes(gateway: tuple[int, Proxy, Upstream]):
     """3 MiB with its length: the upstream has the first 2 MiB before the client sends the
     rest (a proxy collecting the body first would wait for ever); then the same connection
@@ -248,7 +223,7 @@ def test_an_upload_passes_on_as_it_comes(gateway: tuple[int, Proxy, Upstream]):
         sock.sendall(BIG[:2 << 20])
         assert upstream.uploading.wait(10), "the first 2 MiB did not reach the upstream"
         sock.sendall(BIG[2 << 20:])
-        head, body = _answer(sock)
+        head, body = whole_answer(sock)
         assert b" 200 " in head.split(b"\r\n")[0]
         assert body == b"%d %s" % (len(BIG), hashlib.sha256(BIG).hexdigest().encode())
         sock.sendall(_upload_head(port, "/upload", "transfer-encoding: chunked"))
@@ -256,7 +231,7 @@ def test_an_upload_passes_on_as_it_comes(gateway: tuple[int, Proxy, Upstream]):
             part = BIG[start:start + 300_000]
             sock.sendall(b"%x\r\n%b\r\n" % (len(part), part))
         sock.sendall(b"0\r\n\r\n")
-        head, body = _answer(sock)
+        head, body = whole_answer(sock)
         assert body == b"%d %s" % (len(BIG), hashlib.sha256(BIG).hexdigest().encode())
     heads = [head for head, _ in upstream.uploads[-2:]]
     assert b"content-length: %d" % len(BIG) in heads[0]
@@ -272,7 +247,7 @@ def test_expect_100_continue_is_answered_by_the_proxy(gateway: tuple[int, Proxy,
         interim = sock.recv(65536)
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
-        _, answer = _answer(sock)
+        _, answer = whole_answer(sock)
         assert answer.startswith(b"%d " % len(body))
     assert b"expect" not in upstream.uploads[-1][0]  # the proxy's to answer, not passed on
 
@@ -283,7 +258,7 @@ def test_an_upstream_that_refuses_before_reading_is_answered_and_the_rest_not_se
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(_upload_head(port, "/refuse", f"content-length: {len(BIG)}"))
         sock.sendall(BIG[:1 << 20])  # more than the proxy holds, less than announced
-        head, _ = _head_and_rest(sock)
+        head, _ = head_and_rest(sock)
         assert b" 413 " in head.split(b"\r\n")[0] and b"connection: close" in head
     assert http(f"http://127.0.0.1:{port}/", timeout=5).status == 200  # the proxy goes on
 

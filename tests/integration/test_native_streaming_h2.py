@@ -17,21 +17,14 @@ import h2.connection
 import h2.events
 import pytest
 
-from pilotfish.testing.config import backend, documents, ingress_gateway
+from pilotfish.testing.config import backend
 from pilotfish.testing.mesh import LocalMesh, Proxy
-from pilotfish.testing.processes import free_port, http, wait_until
+from pilotfish.testing.processes import free_port
+from pilotfish.testing.wire import events_arrive_as_sent, head_and_rest
+from tests.integration.test_native_streaming import native_gateway
 
 UPSTREAM = "127.0.21.8"
 HUGE = bytes(range(256)) * (20 * 4096)  # 20 MiB
-ROUTE = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: streams, namespace: default}
-spec:
-  hosts: ["*"]
-  gateways: [edge]
-  http: [{route: [{destination: {host: streams, port: {number: 80}}}]}]
-"""
 
 
 class H2Upstream:
@@ -138,48 +131,17 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Pro
     mesh = LocalMesh(tmp_path_factory.mktemp("native-streaming-h2"))
     upstream = H2Upstream(free_port())
     try:
-        port = free_port()
-        mesh.write("mesh.yaml", documents(
-            backend("streams", UPSTREAM, upstream.port, port_name="http2"),
-            ingress_gateway(port), ROUTE))
-        mesh.start_discovery()
-        proxy = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
-                                 extra=["--proxy", "native"])
-        wait_until(lambda: http(f"http://127.0.0.1:{port}/upload", timeout=2).status == 200,
-                   15, what="HTTP through the native gateway to the HTTP/2 upstream")
-        yield port, proxy, upstream
+        yield (*native_gateway(mesh, backend("streams", UPSTREAM, upstream.port,
+                                             port_name="http2"), "/upload"), upstream)
     finally:
         mesh.stop()
         upstream.stop()
 
 
-def _head_and_rest(sock: socket.socket) -> tuple[bytes, bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        more = sock.recv(65536)
-        assert more, data
-        data += more
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head.lower(), rest
-
-
 def test_server_sent_events_from_an_http2_upstream_arrive_as_they_are_sent(
         gateway: tuple[int, Proxy, H2Upstream]):
     port, _, upstream = gateway
-    upstream.arrived.clear()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"GET /sse HTTP/1.1\r\nhost: streams\r\n\r\n")
-        head, body = _head_and_rest(sock)
-        assert b" 200 " in head.split(b"\r\n")[0] and b"transfer-encoding: chunked" in head
-        while b"data: 0" not in body:  # the upstream sends no more until this arrives
-            more = sock.recv(65536)
-            assert more, body
-            body += more
-        upstream.arrived.set()
-        while not body.endswith(b"0\r\n\r\n"):
-            more = sock.recv(65536)
-            assert more, body
-            body += more
+    body = events_arrive_as_sent(port, upstream.arrived)
     assert b"data: 1" in body and b"data: 2" in body
 
 
@@ -188,7 +150,7 @@ def test_a_download_longer_than_the_proxy_holds_keeps_its_length(
     port, _, _ = gateway
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(b"GET /huge HTTP/1.1\r\nhost: streams\r\n\r\n")
-        head, body = _head_and_rest(sock)
+        head, body = head_and_rest(sock)
         assert b"content-length: %d" % len(HUGE) in head, head
         digest = hashlib.sha256(body)
         size = len(body)
@@ -207,7 +169,7 @@ def test_an_upload_longer_than_the_proxy_holds_goes_to_the_http2_upstream(
         sock.sendall(b"POST /upload HTTP/1.1\r\nhost: streams\r\ncontent-length: %d\r\n\r\n"
                      % len(HUGE))
         sock.sendall(HUGE)
-        head, body = _head_and_rest(sock)
+        head, body = head_and_rest(sock)
         length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
         while len(body) < length:
             body += sock.recv(65536)
