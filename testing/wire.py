@@ -3,6 +3,7 @@ answer's first event before the rest is sent) rather than the whole answer at th
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 
@@ -49,3 +50,28 @@ def events_arrive_as_sent(port: int, arrived: threading.Event) -> bytes:
             assert more, body
             body += more
     return body
+
+
+class ThreadedServer:
+    """A test's own asyncio TCP server on a thread of its own (its connections handled by
+    ``serve``), so a synchronous test can talk to it; ``arrived`` is set by the test when a
+    streamed event reached the client."""
+
+    def __init__(self, address: str, port: int) -> None:
+        self.address, self.port = address, port
+        self.arrived = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(5)
+
+    async def _listen(self) -> None:
+        self.server = await asyncio.start_server(self.serve, self.address, self.port)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError  # each test server answers in its own way
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)

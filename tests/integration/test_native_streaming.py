@@ -21,7 +21,12 @@ import pytest
 from pilotfish.testing.config import backend, documents, ingress_gateway
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port, http, wait_until
-from pilotfish.testing.wire import events_arrive_as_sent, head_and_rest, whole_answer
+from pilotfish.testing.wire import (
+    ThreadedServer,
+    events_arrive_as_sent,
+    head_and_rest,
+    whole_answer,
+)
 
 UPSTREAM = "127.0.21.7"
 BIG = bytes(range(256)) * (3 * 4096)  # 3 MiB: past what the proxy collects (1 MiB)
@@ -36,26 +41,18 @@ spec:
 """
 
 
-class Upstream:
+class Upstream(ThreadedServer):
     """An HTTP/1.1 server on its own thread: ``/sse`` sends an event, then waits for the
     test to say it arrived before sending the next (a proxy that collected the answer would
     never deliver the first); ``/big`` 3 MiB with its length; ``/close`` a body that ends
     when the connection does; anything else a short answer."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
-        self.arrived = threading.Event()
         self.uploading = threading.Event()  # an upload's first 2 MiB reached the upstream
         self.uploads: list[tuple[bytes, str]] = []  # (the head, how the body ended)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(5)
+        super().__init__(UPSTREAM, port)
 
-    async def _listen(self) -> None:
-        self.server = await asyncio.start_server(self._serve, UPSTREAM, self.port)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -131,11 +128,6 @@ class Upstream:
                     self.uploading.set()
         except (asyncio.IncompleteReadError, ConnectionError):
             return digest, size, "cut"
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 def native_gateway(mesh: LocalMesh, streams: str, probe: str = "/") -> tuple[int, Proxy]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,30 +19,22 @@ import pytest
 from pilotfish.testing.config import backend
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port
-from pilotfish.testing.wire import events_arrive_as_sent, head_and_rest
+from pilotfish.testing.wire import ThreadedServer, events_arrive_as_sent, head_and_rest
 from tests.integration.test_native_streaming import native_gateway
 
 UPSTREAM = "127.0.21.8"
 HUGE = bytes(range(256)) * (20 * 4096)  # 20 MiB
 
 
-class H2Upstream:
+class H2Upstream(ThreadedServer):
     """An h2c server on its own thread: ``/sse`` sends an event, then waits for the test to
     say it arrived before the next; ``/huge`` 20 MiB with its length; ``/upload`` answers
     the size and digest of what it was sent."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
-        self.arrived = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(5)
+        super().__init__(UPSTREAM, port)
 
-    async def _listen(self) -> None:
-        self.server = await asyncio.start_server(self._serve, UPSTREAM, self.port)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         conn.initiate_connection()
         writer.write(conn.data_to_send())
@@ -119,11 +110,6 @@ class H2Upstream:
             for task in tasks:
                 task.cancel()
             writer.close()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 @pytest.fixture(scope="module")
