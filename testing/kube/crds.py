@@ -45,3 +45,17 @@ def for_kinds(kinds: Iterable[KindInfo]) -> list[dict[str, Any]]:
     """One CRD per kind, serving the versions pilotfish reads."""
     return [crd(info.group, info.kind, info.versions, namespaced=info.namespaced)
             for info in kinds]
+
+
+def install(client: Any, *kinds: str) -> None:
+    """Create, through ``client`` (a ``kubernetes.client.ApiClient``), the CRDs of the
+    custom kinds pilotfish reads: all of them, or the kinds named."""
+    import kubernetes
+
+    from pilotfish.plugins.kube.resources import custom_kinds
+    from pilotfish.validation import make_kinds
+
+    extensions: Any = kubernetes.client.ApiextensionsV1Api(client)  # takes plain dicts too
+    for crd in for_kinds(custom_kinds(make_kinds())):
+        if not kinds or crd["spec"]["names"]["kind"] in kinds:
+            extensions.create_custom_resource_definition(crd)

@@ -17,12 +17,9 @@ import attrs
 import kubernetes
 import pytest
 
-from pilotfish.plugins.kube.resources import custom_kinds
-from pilotfish.testing.kube import FakeKubeApi, running
-from pilotfish.testing.kube.crds import for_kinds
+from pilotfish.testing.kube import FakeKubeApi, crds, running
 from pilotfish.testing.node import Node, leftovers
 from pilotfish.testing.processes import http, wait_until
-from pilotfish.validation import make_kinds
 
 pytestmark = [pytest.mark.envoy, pytest.mark.e2e]
 
@@ -78,9 +75,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = tmp_path_factory.mktemp("kube-node")
     with running(workdir / "api") as api, \
             kubernetes.config.new_client_from_config(str(api.kubeconfig)) as client:
-        extensions = kubernetes.client.ApiextensionsV1Api(client)
-        for crd in for_kinds(custom_kinds(make_kinds())):
-            extensions.create_custom_resource_definition(crd)
+        crds.install(client)
         core = kubernetes.client.CoreV1Api(client)
         core.create_namespace({"metadata": {"name": NS, "labels": {"istio-injection":
                                                                    "enabled"}}})

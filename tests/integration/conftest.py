@@ -9,11 +9,8 @@ import attrs
 import kubernetes
 import pytest
 
-from pilotfish.plugins.kube.resources import custom_kinds
-from pilotfish.testing.kube import FakeKubeApi, running
-from pilotfish.testing.kube.crds import for_kinds
+from pilotfish.testing.kube import FakeKubeApi, crds, running
 from pilotfish.testing.mesh import LocalMesh
-from pilotfish.validation import make_kinds
 
 
 @pytest.fixture
@@ -43,9 +40,7 @@ def kube_cluster(tmp_path: Path) -> Iterator[KubeCluster]:
     namespace ``istio-system``; its API server and client end with the test."""
     with running(tmp_path / "api") as api, \
             kubernetes.config.new_client_from_config(str(api.kubeconfig)) as client:
-        extensions = kubernetes.client.ApiextensionsV1Api(client)
-        for crd in for_kinds(custom_kinds(make_kinds())):
-            extensions.create_custom_resource_definition(crd)
+        crds.install(client)
         core = kubernetes.client.CoreV1Api(client)
         core.create_namespace({"metadata": {"name": "istio-system"}})
         yield KubeCluster(api, client, core, kubernetes.client.CustomObjectsApi(client))

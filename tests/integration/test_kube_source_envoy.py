@@ -12,13 +12,10 @@ import attrs
 import kubernetes
 import pytest
 
-from pilotfish.plugins.kube.resources import custom_kinds
 from pilotfish.testing.config import routes_to
-from pilotfish.testing.kube import FakeKubeApi, running
-from pilotfish.testing.kube.crds import for_kinds
+from pilotfish.testing.kube import FakeKubeApi, crds, running
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port, http, wait_until
-from pilotfish.validation import make_kinds
 
 pytestmark = pytest.mark.envoy
 
@@ -75,9 +72,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with running(tmp_path / "api") as api, \
             kubernetes.config.new_client_from_config(str(api.kubeconfig)) as client, \
             LocalMesh(tmp_path / "mesh") as mesh:
-        extensions = kubernetes.client.ApiextensionsV1Api(client)
-        for crd in for_kinds(custom_kinds(make_kinds())):
-            extensions.create_custom_resource_definition(crd)
+        crds.install(client)
         core = kubernetes.client.CoreV1Api(client)
         custom = kubernetes.client.CustomObjectsApi(client)
         # Discovery's own namespace, where its CA keeps the root (istio-ca-secret).

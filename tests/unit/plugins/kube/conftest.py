@@ -6,6 +6,7 @@ cluster through the client as a user would."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -16,10 +17,9 @@ import pytest
 
 from pilotfish.core.objects import ConfigKey, ConfigObject
 from pilotfish.core.store import ConfigStore, StoreUpdate
-from pilotfish.plugins.kube.resources import custom_kinds
 from pilotfish.plugins.kube.source import KubernetesSource
 from pilotfish.testing.kube import FakeKubeApi
-from pilotfish.testing.kube.crds import for_kinds
+from pilotfish.testing.kube import crds as kube_crds
 from pilotfish.testing.processes import wait_until
 from pilotfish.validation import make_kinds, make_validator
 
@@ -70,11 +70,4 @@ def custom(client: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjec
 @pytest.fixture
 def crds(client: kubernetes.client.ApiClient) -> Callable[..., None]:
     """Install the CRDs of the custom kinds pilotfish reads (all, or those named)."""
-    extensions = kubernetes.client.ApiextensionsV1Api(client)
-
-    def install(*kinds: str) -> None:
-        for crd in for_kinds(custom_kinds(make_kinds())):
-            if not kinds or crd["spec"]["names"]["kind"] in kinds:
-                extensions.create_custom_resource_definition(crd)
-
-    return install
+    return functools.partial(kube_crds.install, client)
