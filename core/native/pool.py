@@ -9,17 +9,17 @@ from typing import Any
 
 from pilotfish.core.native import http1
 from pilotfish.core.native.connection import Http1Connection
-from pilotfish.core.native.sockets import UPSTREAM_SOURCE
+from pilotfish.core.native.sockets import UpstreamSource
 
 IDLE_TIMEOUT = 3600.0  # Envoy's default: an idle upstream connection is not reused after
 
 
-def pool_key(cluster: str, host: tuple[str, int]) -> tuple[Any, ...]:
+def pool_key(cluster: str, host: tuple[str, int], origin: UpstreamSource | None = None
+             ) -> tuple[Any, ...]:
     """Pooled upstream connections go by cluster and host, and under original_src by the
     client's address too (Envoy keeps a pool per source): a connection made from one
     client's address must not carry another client's requests."""
-    source = UPSTREAM_SOURCE.get()
-    return (cluster, *host) if source is None else (cluster, *host, source.address)
+    return (cluster, *host) if origin is None else (cluster, *host, origin.address)
 
 
 class Connecting:

@@ -66,7 +66,6 @@ from pilotfish.core.native.http2 import starts_h2
 from pilotfish.core.native.pool import Connecting, Pool, UpstreamBody, pool_key
 from pilotfish.core.native.sockets import (
     READ_SIZE,
-    UPSTREAM_SOURCE,
     Accepted,
     UpstreamSource,
     accept_into,
@@ -354,8 +353,9 @@ class NativeProxy:
             listener = self.state.listeners.get(name)
             if listener is None:
                 return
-            if listener.original_src:
-                UPSTREAM_SOURCE.set(UpstreamSource(peer_of(conn)[0], listener.original_src_mark))
+            # original_src: this connection's upstream connections leave from its client
+            origin = UpstreamSource(peer_of(conn)[0], listener.original_src_mark) \
+                if listener.original_src else None
             local = conn.getsockname()
             destination = (str(local[0]), int(local[1]))
             if listener.use_original_dst or listener.original_dst:
@@ -408,7 +408,8 @@ class NativeProxy:
             if isinstance(writer, Http1Connection):
                 assert isinstance(chain.network, HttpManager)
                 await self._http(chain.network, writer,
-                                 "https" if context is not None else "http", destination, peer)
+                                 "https" if context is not None else "http", destination, peer,
+                                 origin)
             elif isinstance(chain.network, Echo):
                 echo = channels.TcpChannel(reader, writer)
                 await channels.pipe(echo, echo)
@@ -416,7 +417,7 @@ class NativeProxy:
                 network = chain.network
                 if chain.sni_cluster and accepted.server_name:
                     network = attrs.evolve(network, cluster=accepted.server_name)
-                await self._tcp(network, reader, writer, destination, peer)
+                await self._tcp(network, reader, writer, destination, peer, origin)
         except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
             pass
         except Exception:  # one connection's bug must not take the proxy down
@@ -462,7 +463,7 @@ class NativeProxy:
     async def _tcp(self, config: TcpProxy, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter,
                    destination: tuple[str, int] | None = None,
-                   peer: rbac.Facts | None = None) -> None:
+                   peer: rbac.Facts | None = None, origin: UpstreamSource | None = None) -> None:
         cluster = self.state.clusters.get(config.cluster)
         if cluster is None:
             self.stats.inc(f"tcp.{config.stat_prefix}.downstream_cx_no_route")
@@ -471,7 +472,7 @@ class NativeProxy:
             writer.get_extra_info("peername"))).hash if cluster.lb in HASHED else None
         try:
             up_reader, up_writer, upstream = await self._connect(cluster, set(), destination,
-                                                                 hash_key=key)
+                                                                 hash_key=key, origin=origin)
         except UpstreamFailed:
             return
         upstream_channel: channels.Channel = channels.TcpChannel(up_reader, up_writer)
@@ -577,7 +578,8 @@ class NativeProxy:
                 waiter.set_result(None)
 
     async def _wait_connection(self, cluster: Cluster, upstream: Upstream,
-                               endpoint: Endpoint) -> Http1Connection | None:
+                               endpoint: Endpoint, origin: UpstreamSource | None = None
+                               ) -> Http1Connection | None:
         """Wait, as a pending request, until the breaker lets ``endpoint`` have a
         connection: an idle one of its own (returned), or room for a new one (None)."""
         host = (endpoint.host, endpoint.port)
@@ -595,7 +597,7 @@ class NativeProxy:
                 await waiter
             finally:
                 upstream.breaker.end_pending()
-            pooled = self.pool.take(pool_key(cluster.name, host), cluster.idle_timeout)
+            pooled = self.pool.take(pool_key(cluster.name, host, origin), cluster.idle_timeout)
             if pooled is not None:
                 return pooled
         return None
@@ -634,7 +636,8 @@ class NativeProxy:
 
     async def _connect(self, cluster: Cluster, avoid: set[tuple[str, int]],
                        destination: tuple[str, int] | None = None,
-                       endpoint: Endpoint | None = None, hash_key: int | None = None
+                       endpoint: Endpoint | None = None, hash_key: int | None = None,
+                       origin: UpstreamSource | None = None
                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tuple[str, int]]:
         endpoint = endpoint or self._pick(cluster, avoid, destination, hash_key)
         if endpoint is None:
@@ -656,7 +659,7 @@ class NativeProxy:
             except tls.Missing as exc:
                 raise UpstreamFailed(f"upstream TLS: no secret {exc} yet", sent=False) from None
             options["server_hostname"] = origination.sni or None
-        source = UPSTREAM_SOURCE.get()
+        source = origin
         if cluster.bind_address and source is None:  # original_src wins, as on Envoy
             options["local_addr"] = (cluster.bind_address, 0)
         connecting = Connecting()
@@ -705,7 +708,7 @@ class NativeProxy:
 
     async def _http(self, config: HttpManager, connection: Http1Connection,
                     scheme: str = "http", destination: tuple[str, int] | None = None,
-                    peer: rbac.Facts | None = None) -> None:
+                    peer: rbac.Facts | None = None, origin: UpstreamSource | None = None) -> None:
         first = b""
         while starts_h2(first) is None:
             data = await connection.first(len(first) + 1)
@@ -714,7 +717,7 @@ class NativeProxy:
             first = data
         if starts_h2(first):
             reader, writer = connection.streams()
-            await self._http2(config, reader, writer, scheme, destination, peer, b"")
+            await self._http2(config, reader, writer, scheme, destination, peer, b"", origin)
             return
         connection.parse()
         total = f"http.{config.stat_prefix}.downstream_rq_total"
@@ -731,7 +734,7 @@ class NativeProxy:
             self.stats.counters[total] += 1
             started = time.time()
             outcome = await self._exchange(config, request, connection, scheme,
-                                           destination, peer or NO_PEER)
+                                           destination, peer or NO_PEER, origin)
             self._finished(config, request, outcome, started, remote, local, peer)
             if connection.parser.streaming:  # the rest of an upload nobody read
                 await connection.linger(DELAYED_CLOSE)
@@ -745,12 +748,13 @@ class NativeProxy:
     async def _exchange(self, config: HttpManager, request: http1.Message,
                         connection: Http1Connection, scheme: str = "http",
                         destination: tuple[str, int] | None = None,
-                        peer: rbac.Facts = NO_PEER) -> Outcome:
+                        peer: rbac.Facts = NO_PEER, origin: UpstreamSource | None = None
+                        ) -> Outcome:
         """Answer one HTTP/1.1 request (an upgrade becomes a tunnel)."""
         response, outcome, upgrade = await self._respond(config, request, scheme,
-                                                         destination, peer)
+                                                         destination, peer, origin=origin)
         if upgrade is not None:
-            await self._upgrade(*upgrade, *connection.streams(), destination)
+            await self._upgrade(*upgrade, *connection.streams(), destination, origin)
             return outcome
         if response.body_source is not None:
             return await self._stream_answer(connection, response, outcome)
@@ -790,7 +794,7 @@ class NativeProxy:
     async def _http2(self, config: HttpManager, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter, scheme: str,
                      destination: tuple[str, int] | None, peer: rbac.Facts | None,
-                     received: bytes) -> None:
+                     received: bytes, origin: UpstreamSource | None = None) -> None:
         """Serve an HTTP/2 connection (h2c, or h2 by ALPN): each stream one request."""
         connection = http2.Connection(reader, writer, client=False)
         prefix = config.stat_prefix
@@ -806,10 +810,10 @@ class NativeProxy:
                 request.method != "CONNECT" else None
             response, outcome, tunnel = await self._respond(config, request, scheme,
                                                             destination, peer or NO_PEER,
-                                                            streamed)
+                                                            streamed, origin)
             if tunnel is not None:
                 outcome = await self._terminate(connection, stream, tunnel[0], outcome,
-                                                destination)
+                                                destination, origin)
             elif response.body_source is not None:
                 await self._stream_answer_h2(connection, stream, response, outcome)
             elif not outcome.streamed:
@@ -850,7 +854,8 @@ class NativeProxy:
     async def _relay(self, config: HttpManager, cluster: Cluster, request: http1.Message,
                      decision: routing.Decision, added: Sequence[tuple[str, str]],
                      flags: str, started: float, peer: rbac.Facts,
-                     connection: http2.Connection, stream: http2.Stream) -> Answered:
+                     connection: http2.Connection, stream: http2.Stream,
+                     origin: UpstreamSource | None = None) -> Answered:
         """A streamed request (gRPC) to an HTTP/2 cluster: its messages upstream and the
         answer's back as they come, head, data and trailers, with no retry (what was sent
         cannot be sent again). It counts against the cluster's circuit breaker and tells
@@ -863,7 +868,7 @@ class NativeProxy:
                                "UO", route)
         try:
             return await self._relay_stream(config, cluster, request, decision, added, flags,
-                                            started, peer, connection, stream)
+                                            started, peer, connection, stream, origin)
         finally:
             state.breaker.end_request()
             self._release(cluster.name)
@@ -872,10 +877,10 @@ class NativeProxy:
                             request: http1.Message, decision: routing.Decision,
                             added: Sequence[tuple[str, str]], flags: str, started: float,
                             peer: rbac.Facts, connection: http2.Connection,
-                            stream: http2.Stream) -> Answered:
+                            stream: http2.Stream, origin: UpstreamSource | None = None) -> Answered:
         route = decision.route.name
         try:
-            upstream, host = await self._h2_connection(cluster, set(), None)
+            upstream, host = await self._h2_connection(cluster, set(), None, origin=origin)
             out = upstream.open(request, "https" if cluster.origination(None) else "http")
         except (UpstreamFailed, http2.StreamError, OSError) as exc:
             return self._local(config, routing.Respond(503, str(exc).encode()), cluster.name,
@@ -936,10 +941,12 @@ class NativeProxy:
 
     async def _terminate(self, connection: http2.Connection, stream: http2.Stream,
                          cluster: Cluster, outcome: Outcome,
-                         destination: tuple[str, int] | None) -> Outcome:
+                         destination: tuple[str, int] | None,
+                         origin: UpstreamSource | None = None) -> Outcome:
         """An HTTP/2 CONNECT ended here: its stream's payload to and from the cluster."""
         try:
-            up_reader, up_writer, host = await self._connect(cluster, set(), destination)
+            up_reader, up_writer, host = await self._connect(cluster, set(), destination,
+                                                             origin=origin)
         except UpstreamFailed as exc:
             await connection.accept(stream.id, 503, [("content-type", "text/plain")])
             connection.release(stream.id)
@@ -974,7 +981,8 @@ class NativeProxy:
     async def _respond(self, config: HttpManager, request: http1.Message,
                        scheme: str = "http", destination: tuple[str, int] | None = None,
                        peer: rbac.Facts = NO_PEER,
-                       streamed: tuple[http2.Connection, http2.Stream] | None = None
+                       streamed: tuple[http2.Connection, http2.Stream] | None = None,
+                       origin: UpstreamSource | None = None
                        ) -> Answered:
         """What to answer one request with, whichever protocol carried it; an upgrade
         (WebSocket) comes back as the cluster and request to open the tunnel to."""
@@ -1032,7 +1040,7 @@ class NativeProxy:
         outgoing = self._outgoing(request, decision, edits, action, scheme, peer)
         for mirror, portion in action.mirrors:
             if portion >= 1.0 or self.rng.random() < portion:
-                self._shadow(mirror, outgoing, action.timeout)
+                self._shadow(mirror, outgoing, action.timeout, origin)
         if connect or request.upgrade is not None:
             allowed = (config.connect or action.connect) if connect else \
                 (config.websocket or action.websocket)
@@ -1046,7 +1054,7 @@ class NativeProxy:
         if streamed is not None:
             if _speaks_h2(cluster, outgoing):  # passed on as it comes, both ways
                 return await self._relay(config, cluster, outgoing, decision, added, flags,
-                                         started, peer, *streamed)
+                                         started, peer, *streamed, origin=origin)
             if not _is_grpc(request.headers):  # a long upload: to stream to HTTP/1.1
                 request.body_source = outgoing.body_source = H2Body(*streamed)
                 request.streamed = outgoing.streamed = True
@@ -1059,7 +1067,7 @@ class NativeProxy:
         try:
             response, host = await self._forward(
                 cluster, outgoing, action, destination, peer.source,
-                address_text(destination) if destination else "")
+                address_text(destination) if destination else "", origin)
         except UpstreamFailed as exc:
             timeout = str(exc) == "upstream request timeout"
             return self._local(config, routing.Respond(504 if timeout else 503,
@@ -1123,7 +1131,8 @@ class NativeProxy:
             return None
         return response
 
-    def _shadow(self, cluster_name: str, request: http1.Message, timeout: float) -> None:
+    def _shadow(self, cluster_name: str, request: http1.Message, timeout: float,
+                origin: UpstreamSource | None = None) -> None:
         """Send a copy of ``request`` to ``cluster_name`` and forget it (request mirroring:
         the authority gets ``-shadow``, the answer is dropped)."""
         cluster = self.state.clusters.get(cluster_name)
@@ -1139,7 +1148,8 @@ class NativeProxy:
 
         async def send() -> None:
             with contextlib.suppress(UpstreamFailed):
-                answer, _ = await self._attempt(cluster, shadow, set(), timeout, 0.0)
+                answer, _ = await self._attempt(cluster, shadow, set(), timeout, 0.0,
+                                                origin=origin)
                 if answer.body_source is not None:  # dropped, so not read either
                     answer.body_source.close()
             self.stats.inc(f"cluster.{cluster_name}.upstream_rq_shadowed")
@@ -1176,7 +1186,7 @@ class NativeProxy:
 
     async def _forward(self, cluster: Cluster, request: http1.Message,
                        action: routing.Forward, destination: tuple[str, int] | None = None,
-                       source: str = "", local: str = ""
+                       source: str = "", local: str = "", origin: UpstreamSource | None = None
                        ) -> tuple[http1.Message, tuple[str, int]]:
         """Send ``request`` with the route's retries; ``source`` (the client's IP) and
         ``local`` (the address it reached) are for hash policies."""
@@ -1201,7 +1211,7 @@ class NativeProxy:
                                                action.timeout,
                                                retry.per_try_timeout if retry else 0.0,
                                                destination,
-                                               key.hash if key is not None else None)
+                                               key.hash if key is not None else None, origin)
             except UpstreamFailed as exc:
                 last = exc
                 self.stats.inc(f"cluster.{cluster.name}.upstream_rq_retry")
@@ -1229,7 +1239,7 @@ class NativeProxy:
     async def _attempt(self, cluster: Cluster, request: http1.Message,
                        tried: set[tuple[str, int]], timeout: float, per_try: float,
                        destination: tuple[str, int] | None = None,
-                       hash_key: int | None = None
+                       hash_key: int | None = None, origin: UpstreamSource | None = None
                        ) -> tuple[http1.Message, tuple[str, int]]:
         limit = min(timeout, per_try) if timeout and per_try else timeout or per_try
         upstream = self._upstream(cluster)
@@ -1239,9 +1249,9 @@ class NativeProxy:
         try:
             if _speaks_h2(cluster, request):
                 return await self._attempt_h2(cluster, request, tried, limit, destination,
-                                              hash_key)
+                                              hash_key, origin)
             return await self._exchange_upstream(cluster, upstream, request, tried, limit,
-                                                 destination, hash_key)
+                                                 destination, hash_key, origin)
         finally:
             upstream.breaker.end_request()
             self._release(cluster.name)
@@ -1249,17 +1259,17 @@ class NativeProxy:
     async def _exchange_upstream(self, cluster: Cluster, upstream: Upstream,
                                  request: http1.Message, tried: set[tuple[str, int]],
                                  limit: float, destination: tuple[str, int] | None,
-                                 hash_key: int | None
+                                 hash_key: int | None, origin: UpstreamSource | None = None
                                  ) -> tuple[http1.Message, tuple[str, int]]:
         """One try: a host, a pooled or new connection (waiting as a pending request when
         the breaker says so), the request, its response."""
         balancer = upstream.balancer
         endpoint = self._pick(cluster, tried, destination, hash_key)
-        pooled = self.pool.take(pool_key(cluster.name, (endpoint.host, endpoint.port)),
+        pooled = self.pool.take(pool_key(cluster.name, (endpoint.host, endpoint.port), origin),
                                 cluster.idle_timeout, cluster.max_connection_duration) \
             if endpoint else None
         if pooled is None and endpoint is not None and cluster.kind != "ORIGINAL_DST":
-            waiting = self._wait_connection(cluster, upstream, endpoint)
+            waiting = self._wait_connection(cluster, upstream, endpoint, origin)
             try:
                 pooled = await (asyncio.wait_for(waiting, limit) if limit else waiting)
             except TimeoutError:
@@ -1269,7 +1279,8 @@ class NativeProxy:
             host = (endpoint.host, endpoint.port)
             tried.add(host)
         else:
-            _, writer, host = await self._connect(cluster, tried, destination, endpoint)
+            _, writer, host = await self._connect(cluster, tried, destination, endpoint,
+                                                  origin=origin)
             connection = Http1Connection.adopt(writer, http1.Parser(response=True))
         balancer.started(host)
         try:
@@ -1301,10 +1312,10 @@ class NativeProxy:
         self._outlier(cluster, host, status=response.status)
         if response.streamed:  # the connection is the body's until it has all come
             response.body_source = UpstreamBody(
-                self.pool, pool_key(cluster.name, host), connection, response.keep_alive,
+                self.pool, pool_key(cluster.name, host, origin), connection, response.keep_alive,
                 cluster.max_requests_per_connection)
         elif not (response.keep_alive and request.method != "HEAD" and self.pool.give(
-                pool_key(cluster.name, host), connection,
+                pool_key(cluster.name, host, origin), connection,
                 cluster.max_requests_per_connection)):
             self.pool.forget(connection)
             connection.close()
@@ -1312,33 +1323,36 @@ class NativeProxy:
 
     async def _h2_connection(self, cluster: Cluster, tried: set[tuple[str, int]],
                              destination: tuple[str, int] | None,
-                             endpoint: Endpoint | None = None
+                             endpoint: Endpoint | None = None, origin: UpstreamSource | None = None
                              ) -> tuple[http2.Connection, tuple[str, int]]:
         """A pooled HTTP/2 connection to a host of ``cluster`` that takes another stream
         (a new one when there is none)."""
         endpoint = endpoint or self._pick(cluster, tried, destination)
-        key = pool_key(cluster.name, (endpoint.host, endpoint.port)) if endpoint else None
+        key = pool_key(cluster.name, (endpoint.host, endpoint.port), origin) \
+            if endpoint else None
         connection = self.h2_pool.get(key) if key else None
         if connection is not None and connection.usable and endpoint is not None:
             host = (endpoint.host, endpoint.port)
             tried.add(host)
             return connection, host
-        reader, writer, host = await self._connect(cluster, tried, destination, endpoint)
+        reader, writer, host = await self._connect(cluster, tried, destination, endpoint,
+                                                   origin=origin)
         connection = http2.Connection(reader, writer, client=True)
         connection.run()
-        self.h2_pool[pool_key(cluster.name, host)] = connection
+        self.h2_pool[pool_key(cluster.name, host, origin)] = connection
         return connection, host
 
     async def _attempt_h2(self, cluster: Cluster, request: http1.Message,
                           tried: set[tuple[str, int]], limit: float,
                           destination: tuple[str, int] | None = None,
-                          hash_key: int | None = None
+                          hash_key: int | None = None, origin: UpstreamSource | None = None
                           ) -> tuple[http1.Message, tuple[str, int]]:
         """One try over HTTP/2: a stream on the host's pooled connection (opened when
         there is none that takes another stream)."""
         balancer = self._upstream(cluster).balancer
         endpoint = self._pick(cluster, tried, destination, hash_key)
-        connection, host = await self._h2_connection(cluster, tried, destination, endpoint)
+        connection, host = await self._h2_connection(cluster, tried, destination, endpoint,
+                                                     origin)
         balancer.started(host)
         scheme = "https" if cluster.origination(endpoint) is not None else "http"
         stream: http2.Stream | None = None
@@ -1378,10 +1392,12 @@ class NativeProxy:
 
     async def _upgrade(self, cluster: Cluster, request: http1.Message,
                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                       destination: tuple[str, int] | None = None) -> None:
+                       destination: tuple[str, int] | None = None,
+                       origin: UpstreamSource | None = None) -> None:
         """An upgrade (WebSocket): the head upstream, the answer back, then bytes both ways."""
         try:
-            up_reader, up_writer, _ = await self._connect(cluster, set(), destination)
+            up_reader, up_writer, _ = await self._connect(cluster, set(), destination,
+                                                          origin=origin)
         except UpstreamFailed as exc:
             writer.write(http1.response_bytes(http1.Message(
                 [], str(exc).encode(), status=503), "", close=True))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import socket
 import ssl
@@ -82,11 +81,6 @@ class UpstreamSource:
     mark: int = 0
 
 
-# Set by a connection of an original_src listener for everything its task does upstream:
-# asyncio gives each connection's task its own context, so the client's address travels
-# with the connection down to `_connect` without every layer between passing it on.
-UPSTREAM_SOURCE: contextvars.ContextVar[UpstreamSource | None] = contextvars.ContextVar(
-    "upstream_source", default=None)
 
 
 def set_transparent(sock: socket.socket, family: int) -> None:
