@@ -184,6 +184,7 @@ class SecureXds:
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
+                self.xds.end_streams()  # ADS streams end at once; CA calls have grace
                 await server.stop(grace=1.0)
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -132,6 +132,13 @@ class XdsServer:
         """The push workers, until cancelled: run it beside the servers of `handler`."""
         await self._pushes.run(task_status=task_status)
 
+    def end_streams(self) -> None:
+        """End every open stream now (this replica is stopping): each proxy sees its
+        stream closed and reconnects at once, to a replica that stays, rather than when
+        the gRPC server's grace is over."""
+        for connection in list(self.connections.values()):
+            connection.stop.cancel()
+
     def handler(self, check: CallerCheck | None = None,
                 client_host: Callable[[str], str] = peer_host) -> grpc.GenericRpcHandler:
         """gRPC handlers for ADS. ``client_host`` names the client behind a gRPC peer
@@ -388,4 +395,5 @@ async def serve(
         await anyio.sleep_forever()
     finally:
         with anyio.CancelScope(shield=True):
+            server.end_streams()  # ADS streams end at once; a CA call in flight has grace
             await grpc_server.stop(grace=1.0)
