@@ -33,6 +33,8 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import random
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -41,6 +43,7 @@ import anyio.abc
 import anyio.to_thread
 import attrs
 
+from pilotfish.core.backoff import Backoff
 from pilotfish.core.security.provider import CaSetupError
 from pilotfish.plugins.kube.client import ApiError, Client
 
@@ -80,16 +83,41 @@ def secret_files(secret: Mapping[str, Any], where: str) -> dict[str, str]:
     return found
 
 
-class SecretRootStore:
-    """The root shared by every replica, in Secrets of discovery's namespace (blocking)."""
+UNREACHABLE_WAIT = 300.0  # how long start-up waits for an API server that does not answer
 
-    def __init__(self, client: Client, namespace: str = "istio-system") -> None:
+
+class SecretRootStore:
+    """The root shared by every replica, in Secrets of discovery's namespace (blocking).
+
+    At start the API server may not answer yet (a replica scheduled as the control plane
+    comes up): a request it cannot answer (no connection, a 5xx, 429) is tried again with
+    client-go's backoff for up to ``wait`` seconds, each retry logged, before giving up."""
+
+    def __init__(self, client: Client, namespace: str = "istio-system", *,
+                 wait: float = UNREACHABLE_WAIT,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.client = client
         self.namespace = namespace
+        self.wait, self.sleep = wait, sleep
+
+    def _request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        backoff, waited = Backoff(0.8, 30.0, 2.0), 0.0
+        while True:
+            try:
+                return self.client.request(method, path, body=body)
+            except ApiError as exc:
+                if not (exc.status == 0 or exc.status == 429 or exc.status >= 500) or \
+                        waited >= self.wait:
+                    raise
+                delay = backoff.next(random.random())
+                log.warning("the API server at %s did not answer %s %s (%s); trying again "
+                            "in %.1fs", self.client.host, method, path, exc, delay)
+                self.sleep(delay)
+                waited += delay
 
     def _get(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.client.request("GET", _secret_path(self.namespace, name))
+            return self._request("GET", _secret_path(self.namespace, name))
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -111,7 +139,7 @@ class SecretRootStore:
                          for key, text in files.items()}}
         where = f"Secret {self.namespace}/{CA_SECRET}"
         try:
-            self.client.request("POST", _secret_path(self.namespace), body=body)
+            self._request("POST", _secret_path(self.namespace), body=body)
         except ApiError as exc:
             if exc.status == 404:
                 raise CaSetupError(f"cannot create {where} at {self.client.host}: namespace "

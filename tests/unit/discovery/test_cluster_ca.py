@@ -308,3 +308,39 @@ def test_a_publisher_keeps_only_its_parts(api, client, core):
                                                               "/api/v1/configmaps"]
         configmaps.reconcile()
         assert root_in(core, "shop") == ROOT
+
+
+def test_the_root_waits_for_an_api_server_that_is_not_up_yet(tmp_path, caplog):
+    """A replica started before its API server answers retries, with backoff, then takes
+    the root (here: the server comes up during the third wait); one that never answers
+    gives up after the wait, naming the server."""
+    from pilotfish.testing.processes import free_port
+
+    port = free_port()
+    (tmp_path / "kubeconfig").write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    late = kube_client.load(tmp_path / "kubeconfig")
+    waits: list[float] = []
+    with anyio.from_thread.start_blocking_portal() as portal:
+        api = FakeKubeApi(tmp_path / "api", tls=False)
+        api.token = api.add_token(TokenUser("admin"), "x")
+
+        def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            if len(waits) == 3:  # the API server comes up
+                portal.start_task_soon(api.serve, f"127.0.0.1:{port}")
+                wait_until(lambda: api.port, 5)
+
+        api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}})
+        store = cluster_ca.SecretRootStore(late, sleep=sleep)
+        _, origin = store.load_or_create(lambda: {"root-cert.pem": "ROOT"})
+        assert origin.endswith("(new self-signed root)") and len(waits) == 3
+        assert waits[0] < waits[2]  # backing off
+        assert "did not answer GET" in caplog.text
+        portal.call(portal.stop, True)
+    gone = cluster_ca.SecretRootStore(late, wait=1.0, sleep=lambda s: None)
+    with pytest.raises(cluster_ca.CaSetupError, match=f"127.0.0.1:{port}"):
+        gone.load_or_create(lambda: {})
