@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import celpy
 
 from pilotfish.core.istio_metrics import UNKNOWN
 from pilotfish.core.istio_requests import REMOVED, Extras
@@ -78,14 +77,24 @@ ALL_OFF = Overrides(frozenset(FAMILIES.values()))  # no metrics logger: nothing 
 
 @functools.lru_cache(maxsize=256)
 def _program(expression: str) -> Any:
+    # celpy (and lark under it) is ~16 MiB: loaded by the first expression, not by every
+    # proxy that might meet one
+    import celpy
+
     env = celpy.Environment()
     return env.program(env.compile(expression))
+
+
+def _value(expression: str, attributes: Mapping[str, Any]) -> Any:
+    import celpy
+
+    return _program(expression).evaluate(celpy.json_to_cel(dict(attributes)))
 
 
 def evaluate(expression: str, attributes: Mapping[str, Any]) -> str:
     """A tag's CEL value; ``unknown`` when it cannot be had."""
     try:
-        value = _program(expression).evaluate(celpy.json_to_cel(dict(attributes)))
+        value = _value(expression, attributes)
     except Exception:  # any CEL failure (a missing header, a bad expression) is one value
         return UNKNOWN
     return str(value)
@@ -95,10 +104,9 @@ def passes(expression: str, attributes: Mapping[str, Any]) -> bool:
     """Whether an access-log entry passes a CEL filter (one that fails to evaluate does
     not, as Envoy's filter drops the entry)."""
     try:
-        value = _program(expression).evaluate(celpy.json_to_cel(dict(attributes)))
+        return bool(_value(expression, attributes))
     except Exception:
         return False
-    return bool(value)
 
 
 def http_attributes(method: str, authority: str, path: str, scheme: str, user_agent: str,
