@@ -33,9 +33,9 @@ from pilotfish.discovery.inject.template import (
     Context,
     _env,
     _field,
-    _port_json,
     agent_args,
-    pod_ports,
+    identity_env,
+    pod_ports_env,
     readiness_probe,
     resources,
     volume_mounts,
@@ -75,16 +75,9 @@ def agent_env(ctx: Context) -> list[dict[str, Any]]:
     env = [_env("ISTIO_META_GENERATOR", "grpc"), _env("OUTPUT_CERTS", DATA_DIR)]
     if str((mesh.get("inboundTrafficPolicy") or {}).get("mode", "")).upper() == "LOCALHOST":
         env.append(_env("REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", "true"))
-    env += [_env("PILOT_CERT_PROVIDER", s.text("global.pilotCertProvider")),
-            _env("CA_ADDR", s.ca_address()),
-            _field("POD_NAME", "metadata.name"), _field("POD_NAMESPACE", "metadata.namespace"),
-            _field("INSTANCE_IP", "status.podIP"),
-            _field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-            _field("HOST_IP", "status.hostIP"),
-            _env("PROXY_CONFIG", clean_proxy_config(ctx.proxy_config) + "\n")]
-    lines = ["    " + ("," if i else "") + _port_json(p)
-             for i, p in enumerate(pod_ports(ctx.spec))]
-    env += [_env("ISTIO_META_POD_PORTS", "\n".join(["[", *lines, "]"])),
+    env += [*identity_env(ctx),
+            _env("PROXY_CONFIG", clean_proxy_config(ctx.proxy_config) + "\n"),
+            pod_ports_env(ctx),
             _env("ISTIO_META_APP_CONTAINERS", ",".join(ctx.app_containers)),
             _env("ISTIO_META_CLUSTER_ID", s.text("global.multiCluster.clusterName")
                  or "Kubernetes"),

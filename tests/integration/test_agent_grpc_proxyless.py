@@ -26,25 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from pilotfish.core.security import tokens
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import Process, free_port, http, pilotfish, wait_until
+from tests.integration.test_grpc_proxyless import SERVERS, SERVICE, TARGET, TARGET_PORT, pod
 
-PORT, TARGET_PORT = 7070, 17071
-TARGET = f"xds:///echo.grpc.svc.cluster.local:{PORT}"
-SERVER = "127.0.42.1"
 SPIFFE = "spiffe://cluster.local/ns/grpc/sa/client"
-
-CONFIG = f"""\
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: grpc}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: grpc, port: {PORT}, targetPort: {TARGET_PORT}}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: echo-v1, namespace: grpc, labels: {{app: echo, version: v1}}}}
-status: {{podIP: {SERVER}}}
-"""
 
 
 @pytest.fixture
@@ -56,14 +40,14 @@ def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
     with LocalMesh(tmp_path) as mesh:
         mesh.processes.append(Process(
             "grpc-v1", [sys.executable, "-m", "pilotfish.testing.grpc_apps", "serve",
-                        "--listen", f"{SERVER}:{TARGET_PORT}", "--name", "v1"],
+                        "--listen", f"{SERVERS['v1']}:{TARGET_PORT}", "--name", "v1"],
             tmp_path / "grpc-v1.log").start())
-        mesh.write("echo.yaml", CONFIG)
+        mesh.write("echo.yaml", "---\n".join([SERVICE, pod("v1")]))  # test_grpc_proxyless's
         mesh.start_discovery("profile: [sidecar, grpc]\n", token_key=tmp_path / "token-key.pem")
         yield mesh
 
 
-def start_agent(mesh: LocalMesh, *, env: dict[str, str]) -> tuple[Process, int]:
+def start_agent(mesh: LocalMesh, *extra: str, env: dict[str, str]) -> tuple[Process, int]:
     health = free_port()
     args = ["agent", "--proxy", "grpc", "--name", "client-1", "--namespace", "grpc",
             "--ip", "127.0.0.1", "--service-account", "client",
@@ -71,7 +55,7 @@ def start_agent(mesh: LocalMesh, *, env: dict[str, str]) -> tuple[Process, int]:
             "--token-file", str(mesh.workdir / "client.token"),
             "--root-cert", str(mesh.root_cert),
             "--config-dir", str(mesh.workdir / "xds"),
-            "--status-port", str(free_port()), "--health-port", str(health)]
+            "--status-port", str(free_port()), "--health-port", str(health), *extra]
     process = Process("agent", pilotfish(*args), mesh.workdir / "agent.log").start(env=env)
     mesh.processes.append(process)
     return process, health
@@ -131,3 +115,36 @@ def test_a_grpc_app_calls_through_the_agents_bootstrap_certificates_and_mtls_rel
     agent.signal(signal.SIGTERM)
     assert agent.popen is not None
     assert agent.popen.wait(10) == 0
+
+
+def serial(path: Path) -> int:
+    return x509.load_pem_x509_certificates(path.read_bytes())[0].serial_number
+
+
+def test_a_renewal_rewrites_the_files_and_the_app_redials_with_the_new_certificate(
+        mesh: LocalMesh):
+    certs = mesh.workdir / "certs"
+    agent, health = start_agent(mesh, "--cert-ttl", "6s", "--output-certs", str(certs),
+                                env={})
+    wait_until(lambda: http(f"http://127.0.0.1:{health}/healthz/ready", timeout=1).status
+               == 200, 30, what="the agent to be ready")
+    client = Process("client", [sys.executable, "-m", "pilotfish.testing.grpc_apps", "call",
+                                "--target", TARGET, "--count", "1500", "--interval", "0.01"],
+                     mesh.workdir / "client.log").start(
+        env={"GRPC_XDS_BOOTSTRAP": str(mesh.workdir / "xds" / "grpc-bootstrap.json")})
+    mesh.processes.append(client)
+    wait_until(lambda: "\nv1" in client.log(), 30, what="the client's first answers")
+    first = serial(certs / "cert-chain.pem")
+
+    # Renewed at about half of 6 s: new files, and the relayed xDS cut so the app's xDS
+    # client handshakes again, with the new certificate.
+    wait_until(lambda: serial(certs / "cert-chain.pem") != first, 15,
+               what="the renewed certificate in the files")
+    wait_until(lambda: "so the proxy reconnects with the new certificate" in agent.log(200),
+               10, what="the relay to cut the app's xDS after the renewal")
+    answered = client.log(5000).count("\nv1")
+    wait_until(lambda: client.log(5000).count("\nv1") > answered + 50, 15,
+               what="answers after the reconnect")
+    wait_until(lambda: [i for i in mesh.syncz() if i["proxy"] == "client-1.grpc"], 15,
+               what="the app's xDS back at discovery")
+    assert "error" not in client.log(5000)
