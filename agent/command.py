@@ -4,7 +4,8 @@ Turns flags into ``ProxyOptions``, picks the proxy backend named by ``--proxy`` 
 mesh config's ``proxy``, else envoy) among the plugins the mesh config enables, writes the
 bootstrap, has the proxy check it, starts the status server (``status_server``: readiness,
 merged metrics, /quitquitquit) and then hands the proxy to ``supervisor.Supervisor``, which
-runs it, drains it on SIGTERM and returns its exit status (see there for the shutdown sequence).
+runs it, drains it on SIGTERM and returns its exit status (see there for the shutdown sequence;
+a backend with nothing to run, ``grpc``, is held until stopped instead).
 
 ``pilotfish agent wait`` is pilot-agent's ``wait``: see ``startup``.
 

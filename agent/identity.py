@@ -92,7 +92,8 @@ def settings_from_args(args: argparse.Namespace, trust_domain: str) -> IdentityS
     xds_tls = wants_xds_tls(args)
     if args.token_file is None:
         if args.output_certs is not None:
-            raise IdentityError(f"--output-certs {args.output_certs} needs --token-file: "
+            raise IdentityError(f"--output-certs {args.output_certs} (or OUTPUT_CERTS) needs "
+                                "--token-file: "
                                 "the certificate written there is the one the agent gets "
                                 "with the pod token")
         if xds_tls:

@@ -88,7 +88,8 @@ def test_socket_paths_must_fit_a_unix_socket(tmp_path: Path):
 
 
 def test_output_certs_needs_a_token_and_defaults_to_the_environment(monkeypatch, root: Path):
-    with pytest.raises(IdentityError, match="--output-certs /c needs --token-file"):
+    with pytest.raises(IdentityError,
+                       match=r"--output-certs /c \(or OUTPUT_CERTS\) needs --token-file"):
         agent_identity.settings_from_args(
             parse("--discovery", "10.96.0.1:15010", "--output-certs", "/c"), "cluster.local")
     monkeypatch.setenv("OUTPUT_CERTS", "/var/lib/istio/data")  # as Istio's template sets it
