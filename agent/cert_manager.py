@@ -5,7 +5,9 @@ the CA whenever the rotation says a request is due (at start, at renewal time, a
 backoff), another polls the ``--root-cert`` file. Each certificate received goes to the
 SDS server at once, which pushes it to the proxy without restarting it; with xDS over
 mTLS, once the proxy has taken the new certificate the relayed xDS connection is cut so
-that the proxy reconnects with it (``xds_relay``).
+that the proxy reconnects with it (``xds_relay``). With ``output_certs`` each certificate
+(and each root change) is also written there as files (``cert_files``), for apps that
+read them.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import anyio.abc
 import attrs
 from cryptography import x509
 
+from pilotfish.agent import cert_files
 from pilotfish.agent.sds_server import SdsServer, secret_resources
 from pilotfish.agent.xds_relay import XdsRelay
 from pilotfish.core.security import workload_cert
 from pilotfish.core.security.ca_client import CaClient, CaError
 from pilotfish.core.security.cert_rotation import Phase, Rotation
+from pilotfish.core.security.workload_cert import WorkloadSecret
 
 log = logging.getLogger("pilotfish.certs")
 
@@ -49,9 +53,12 @@ class CertRequest:
 class CertManager:
     def __init__(self, request: CertRequest, client: CaClient, sds: SdsServer,
                  relay: XdsRelay | None = None, *, root_poll: float = ROOT_POLL,
+                 output_certs: Path | None = None,
                  clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random) -> None:
         self.request, self.client, self.sds, self.relay = request, client, sds, relay
+        self.output_certs = output_certs
+        self._first = anyio.Event()
         self.root_poll = root_poll
         self.clock = clock
         self.rotation = Rotation(random=rng)
@@ -65,6 +72,12 @@ class CertManager:
             tg.start_soon(self._watch_roots)
             task_status.started()
             await self._rotate()
+
+    async def wait_secret(self) -> WorkloadSecret:
+        """The certificate held now, once there is one."""
+        await self._first.wait()
+        assert self.rotation.secret is not None
+        return self.rotation.secret
 
     # -- requesting ----------------------------------------------------------------------
 
@@ -129,17 +142,29 @@ class CertManager:
         secret = self.rotation.secret
         assert secret is not None
         self.sds.update(secret_resources(secret))
+        await self._write_files(secret)
+        self._first.set()
         if self.relay is None or not reconnect:
             return
-        with anyio.move_on_after(DELIVERY_TIMEOUT) as waited:
-            await self.sds.wait_delivered()
-        if waited.cancelled_caught:
-            log.warning("the proxy has not taken the new certificate within %gs; "
-                        "reconnecting its xDS anyway", DELIVERY_TIMEOUT)
+        if self.relay.tls is None:  # the proxy's own TLS: it must hold the new one first
+            with anyio.move_on_after(DELIVERY_TIMEOUT) as waited:
+                await self.sds.wait_delivered()
+            if waited.cancelled_caught:
+                log.warning("the proxy has not taken the new certificate within %gs; "
+                            "reconnecting its xDS anyway", DELIVERY_TIMEOUT)
         cut = self.relay.reconnect()
         if cut:
             log.info("closed %d xDS connection(s) so the proxy reconnects with the new "
                      "certificate", cut)
+
+    async def _write_files(self, secret: WorkloadSecret) -> None:
+        if self.output_certs is None:
+            return
+        try:
+            await anyio.to_thread.run_sync(cert_files.write, self.output_certs, secret)
+        except OSError as exc:  # the certificate is still served over SDS; say so, go on
+            log.error("cannot write the workload certificate to %s: %s", self.output_certs,
+                      exc.strerror or exc)
 
     # -- the root file ---------------------------------------------------------------------
 
@@ -171,4 +196,5 @@ class CertManager:
                      else "renewing the certificate", "; pushing ROOTCA" if update.roots else "")
             if update.roots and self.rotation.secret is not None:
                 self.sds.update(secret_resources(self.rotation.secret))
+                await self._write_files(self.rotation.secret)
             self._wake.set()

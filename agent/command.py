@@ -4,7 +4,8 @@ Turns flags into ``ProxyOptions``, picks the proxy backend named by ``--proxy`` 
 mesh config's ``proxy``, else envoy) among the plugins the mesh config enables, writes the
 bootstrap, has the proxy check it, starts the status server (``status_server``: readiness,
 merged metrics, /quitquitquit) and then hands the proxy to ``supervisor.Supervisor``, which
-runs it, drains it on SIGTERM and returns its exit status (see there for the shutdown sequence).
+runs it, drains it on SIGTERM and returns its exit status (see there for the shutdown sequence;
+a backend with nothing to run, ``grpc``, is held until stopped instead).
 
 ``pilotfish agent wait`` is pilot-agent's ``wait``: see ``startup``.
 
@@ -216,6 +217,7 @@ def options_from_args(args: argparse.Namespace, config: meshconfig.MeshConfig) -
             log_level=args.proxy_log_level, metadata=parse_meta(args.meta),
             pod_ports=parse_pod_ports(args.pod_ports),
             prometheus_port=prometheus_port, locality=args.locality,
+            output_certs=args.output_certs,
         )
     except ValueError as exc:  # ProxyOptions validators and durations name the field
         raise AgentError(str(exc)) from None
@@ -290,6 +292,11 @@ def main(args: argparse.Namespace) -> int:
             args.termination_drain_duration, "--termination-drain-duration"
         )
         backend = select_backend(config, args.proxy)
+        # A proxy that speaks plaintext xDS to the agent (proxyless gRPC) reads its
+        # certificate from files: they go to the config dir unless --output-certs says.
+        relay_tls = bool(getattr(backend, "plaintext_xds", False))
+        if relay_tls and identity_settings is not None and options.output_certs is None:
+            options = attrs.evolve(options, output_certs=options.config_dir)
     except (AgentError, agent_identity.IdentityError, meshconfig.MeshConfigError,
             registry.PluginError) as exc:
         print(f"pilotfish agent: error: {exc}", file=sys.stderr)
@@ -308,7 +315,8 @@ def main(args: argparse.Namespace) -> int:
         secrets = ("default", "ROOTCA") if options.xds_tls else ()
         status = status_server.from_args(args, options, supervisor, admin, secrets)
         sds = SdsServer(options.sds_socket)
-        identity = (agent_identity.AgentIdentity(identity_settings, options, sds)
+        identity = (agent_identity.AgentIdentity(identity_settings, options, sds,
+                                                 relay_tls=relay_tls)
                     if identity_settings is not None else None)
         return anyio.run(run, supervisor, status, sds, identity)
     except (ProxyError, StatusServerError) as exc:

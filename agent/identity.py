@@ -8,12 +8,19 @@ result over SDS on ``CONFIG_DIR/SDS`` and renews it at about half its lifetime
 ``--xds-tls`` (implied by a ``--discovery`` address on port 15012) also puts the proxy's
 own xDS connection under mTLS: Envoy dials the agent's relay on ``CONFIG_DIR/XDS`` and
 runs TLS through it to discovery with the ``default`` and ``ROOTCA`` secrets this agent
-serves (see ``xds_relay`` for why the relay, and ``plugins/envoy/bootstrap.py``).
+serves (see ``xds_relay`` for why the relay, and ``plugins/envoy/bootstrap.py``). A proxy
+that speaks plaintext to the relay (``relay_tls``: proxyless gRPC) has the relay run that
+mTLS for it.
+
+``--output-certs DIR`` (or ``OUTPUT_CERTS``, as pilot-agent reads it) also writes the
+certificate there as files (``cert_files``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import ssl
 from pathlib import Path
 
 import anyio.abc
@@ -21,7 +28,7 @@ import attrs
 
 from pilotfish.agent.cert_manager import CertManager, CertRequest
 from pilotfish.agent.sds_server import SdsServer
-from pilotfish.agent.xds_relay import XdsRelay
+from pilotfish.agent.xds_relay import XdsRelay, client_context
 from pilotfish.core import meshconfig
 from pilotfish.core.proxy_backend import ProxyOptions, split_host_port
 from pilotfish.core.security import workload_cert
@@ -53,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--xds-tls", action="store_true",
         help="proxy's xDS over mTLS with the workload certificate (implied when "
              "--discovery is on port 15012); needs --token-file")
+    add("--output-certs", type=Path, metavar="DIR",
+        default=Path(os.environ["OUTPUT_CERTS"]) if os.environ.get("OUTPUT_CERTS") else None,
+        help="also write the workload certificate there as key.pem, cert-chain.pem and "
+             "root-cert.pem, renewed (default: $OUTPUT_CERTS; unset: not written); "
+             "needs --token-file")
 
 
 @attrs.frozen
@@ -79,6 +91,11 @@ def settings_from_args(args: argparse.Namespace, trust_domain: str) -> IdentityS
     """None without ``--token-file``; IdentityError for flags that cannot work."""
     xds_tls = wants_xds_tls(args)
     if args.token_file is None:
+        if args.output_certs is not None:
+            raise IdentityError(f"--output-certs {args.output_certs} (or OUTPUT_CERTS) needs "
+                                "--token-file: "
+                                "the certificate written there is the one the agent gets "
+                                "with the pod token")
         if xds_tls:
             why = "--xds-tls" if args.xds_tls else f"--discovery {args.discovery} (port 15012)"
             raise IdentityError(f"{why} needs --token-file: the proxy authenticates to "
@@ -127,18 +144,26 @@ class AgentIdentity:
     """What runs beside the proxy when the agent has an identity to serve."""
 
     def __init__(self, settings: IdentitySettings, options: ProxyOptions,
-                 sds: SdsServer) -> None:
-        """``sds``: the agent's SDS server (running already), which serves the certificate."""
+                 sds: SdsServer, *, relay_tls: bool = False) -> None:
+        """``sds``: the agent's SDS server (running already), which serves the certificate.
+        ``relay_tls``: the proxy speaks plaintext to the xDS relay, which runs the mTLS."""
         self.settings = settings
         self.sds = sds
         self.relay: XdsRelay | None = None
+        server_name = options.discovery_san or SERVER_NAME
         if settings.xds_tls:
             host, port = split_host_port(options.discovery_address, "--discovery")
-            self.relay = XdsRelay(options.xds_socket, host, port)
+            self.relay = XdsRelay(options.xds_socket, host, port,
+                                  tls=self._relay_context if relay_tls else None,
+                                  server_name=server_name)
         client = CaClient(settings.ca_address, settings.root_cert, settings.token_file,
-                          server_name=options.discovery_san or SERVER_NAME)
+                          server_name=server_name)
         request = CertRequest(settings.spiffe_id, settings.cert_ttl, settings.key_type)
-        self.manager = CertManager(request, client, self.sds, self.relay)
+        self.manager = CertManager(request, client, self.sds, self.relay,
+                                   output_certs=options.output_certs)
+
+    async def _relay_context(self) -> ssl.SSLContext:
+        return client_context(await self.manager.wait_secret())
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
         """Bind the relay's socket (before the proxy starts, so it never dials nothing),

@@ -17,6 +17,11 @@ agent starting where a crashed one left a proxy running stops that proxy first.
 The status server asks for the same things over HTTP: ``request_stop()`` is what
 ``/quitquitquit`` calls (the same sequence as SIGTERM) and ``drain()`` what ``/drain``
 calls (drain now, keep running). ``draining`` turns readiness off for both.
+
+A backend may have no process to run (``ProxyBackend.command`` gives None: proxyless gRPC,
+where the app's gRPC library is the proxy and the agent only serves it). The supervisor
+then holds the agent until the first stop request or signal and returns 0: there are no
+listeners to drain, so the termination drain is not waited.
 """
 
 from __future__ import annotations
@@ -133,8 +138,11 @@ class Supervisor:
         await self.admin.drain()
 
     async def run(self) -> int:
+        command = self.backend.command(self.options, self.path)
+        if command is None:
+            return await self._hold()
         await anyio.to_thread.run_sync(stop_stale, self.options.config_dir, self.path)
-        argv = with_parent_death_signal(self.backend.command(self.options, self.path))
+        argv = with_parent_death_signal(command)
         # Receive signals before the child exists: a SIGTERM in between must not kill
         # the agent and leave the proxy running.
         with anyio.open_signal_receiver(*STOP_SIGNALS, *RELAYED_SIGNALS) as signals:
@@ -167,6 +175,23 @@ class Supervisor:
         if returncode != 0 and not self.stop_requested:
             log.error("%s exited with status %s", self.backend.name, returncode)
         return exit_status(returncode, self.stop_requested)
+
+    async def _hold(self) -> int:
+        """Nothing to run: wait for SIGTERM/SIGINT or ``request_stop()``, then exit 0."""
+        with anyio.open_signal_receiver(*STOP_SIGNALS, *RELAYED_SIGNALS) as signals:
+            log.info("%s runs no process; serving until stopped", self.backend.name)
+            async with anyio.create_task_group() as tg:
+                async def on_signals() -> None:
+                    async for signum in signals:
+                        if signum in STOP_SIGNALS:  # nothing to pass SIGHUP/SIGUSR1 to
+                            self.request_stop()
+
+                tg.start_soon(on_signals)
+                await self._stop_asked.wait()
+                self.draining = True
+                tg.cancel_scope.cancel()
+        log.info("stopped")
+        return 0
 
     async def _handle_signals(self, signals: AsyncIterator[signal.Signals],
                               process: Process) -> None:

@@ -11,6 +11,11 @@ Everything else that depends on which proxy runs goes through the backend's
 serving (readiness), its metrics in Prometheus text with Istio's standard ones, its config
 dump in Envoy's shape, a drain, and whatever it needs served beside it. The agent names no
 proxy's stat or endpoint.
+
+A backend may say ``plaintext_xds = True`` (an optional class attribute): its proxy speaks
+xDS in plaintext to the agent's relay socket and cannot run TLS itself with secrets from
+SDS (proxyless gRPC), so with xDS over mTLS the agent's relay originates the mTLS to
+discovery, and the certificate is written as files (``output_certs``) for the app.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ INTERCEPTION_MODES = ("REDIRECT", "TPROXY", "NONE")
 SDS_SOCKET = "SDS"  # in the config dir: the agent's SDS server (cluster sds-grpc)
 ALS_SOCKET = "ALS"  # in the config dir: the agent's access-log sink (cluster als-grpc)
 XDS_SOCKET = "XDS"  # in the config dir: the agent's xDS relay, with xDS over mTLS
+# The workload certificate as files (``--output-certs``, Istio's OUTPUT_CERTS), by Istio's names.
+CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE = "cert-chain.pem", "key.pem", "root-cert.pem"
 DISCOVERY_SAN = "istiod.istio-system.svc"  # the name discovery's certificate carries
 # Static clusters every bootstrap defines, which generated config names (Istio's names).
 XDS_CLUSTER = "xds-grpc"  # ADS to discovery (directly, or through the agent's XDS relay)
@@ -177,6 +184,9 @@ class ProxyOptions:
     # discovery through it with the workload certificate the agent serves over SDS.
     xds_tls: bool = False
     discovery_san: str = DISCOVERY_SAN  # checked in discovery's certificate, sent as SNI
+    # Where the agent also writes the workload certificate as PEM files (Istio's
+    # OUTPUT_CERTS); None: nowhere, the key stays in memory.
+    output_certs: Path | None = None
 
     @property
     def node_id(self) -> str:
@@ -274,8 +284,10 @@ class ProxyBackend(Protocol):
         or ProxyNotInstalled if the proxy binary cannot be found."""
         ...
 
-    def command(self, options: ProxyOptions, path: Path) -> list[str]:
-        """The argv that runs the proxy on ``path`` in the foreground."""
+    def command(self, options: ProxyOptions, path: Path) -> list[str] | None:
+        """The argv that runs the proxy on ``path`` in the foreground; None when there is
+        no process to run (proxyless gRPC: the app's own gRPC library is the proxy, and
+        the agent serves it a bootstrap, certificates and xDS until told to stop)."""
         ...
 
     def admin(self, options: ProxyOptions) -> ProxyAdmin:

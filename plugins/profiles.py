@@ -15,7 +15,8 @@ SIDECAR = Profile(
         # envoy-filter: EnvoyFilter objects patch what the generators make.
         "xds": ("cds", "eds", "lds", "rds", "sds", "envoy-filter"),
         "sources": ("files", "kubernetes"),
-        "proxies": ("envoy", "native"),
+        # grpc: the agent alone, for proxyless gRPC apps (Istio's grpc-agent template)
+        "proxies": ("envoy", "native", "grpc"),
         "interceptors": ("iptables",),
         "sniffers": ("tls", "http1", "http2"),
         "certs": ("istio-ca",),
@@ -28,6 +29,7 @@ GRPC = Profile(
     plugins={
         "xds": ("grpc-lds", "grpc-rds", "grpc-cds", "grpc-eds"),
         "sources": ("files", "kubernetes"),
+        "proxies": ("grpc",),
         "certs": ("istio-ca",),
     },
 )

@@ -4,7 +4,8 @@
 (raw bytes: no generated code needed) and the standard health service
 (``grpcio-health-checking``). ``call`` is the proxyless client: it dials an ``xds:///``
 target through gRPC's own xDS resolver, with a bootstrap file it writes from the flags
-(``GRPC_XDS_BOOTSTRAP``, node metadata ``GENERATOR: grpc``, as Istio's agent writes it),
+(node metadata ``GENERATOR: grpc``, as Istio's agent writes it) or with the bootstrap
+file an agent wrote (``GRPC_XDS_BOOTSTRAP``, ``pilotfish agent --proxy grpc``),
 checks the health service once, then calls ``Who`` and prints one answer per line (or
 ``error: ...``) so a test can follow what the client sees while config changes::
 
@@ -60,11 +61,17 @@ def serve(listen: str, name: str) -> None:
     server.wait_for_termination()
 
 
-def call(target: str, discovery: str, node_id: str, namespace: str, count: int,
+def call(target: str, discovery: str | None, node_id: str, namespace: str, count: int,
          interval: float, headers: Sequence[tuple[str, str]], timeout: float) -> int:
     # Read once, when the first xds:/// channel of the process starts its xDS client; given
-    # inline (gRPC's other bootstrap variable), so there is no file to leave behind.
-    os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = json.dumps(bootstrap(discovery, node_id, namespace))
+    # inline (gRPC's other bootstrap variable), so there is no file to leave behind. Without
+    # --discovery the bootstrap is the one GRPC_XDS_BOOTSTRAP names (an agent wrote it).
+    if discovery is not None:
+        os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = json.dumps(
+            bootstrap(discovery, node_id, namespace))
+    elif not os.environ.get("GRPC_XDS_BOOTSTRAP"):
+        print("error: give --discovery, or a bootstrap file in GRPC_XDS_BOOTSTRAP", flush=True)
+        return 2
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -101,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--name", required=True)
     c = sub.add_parser("call")
     c.add_argument("--target", required=True, help="xds:///HOST:PORT")
-    c.add_argument("--discovery", required=True, help="discovery's plaintext xDS HOST:PORT")
+    c.add_argument("--discovery", help="discovery's plaintext xDS HOST:PORT (default: use "
+                   "the bootstrap file GRPC_XDS_BOOTSTRAP names, as an agent writes it)")
     c.add_argument("--node-id", default="sidecar~127.0.0.1~client.grpc~grpc.svc.cluster.local")
     c.add_argument("--namespace", default="grpc")
     c.add_argument("--count", type=int, default=1)

@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from pilotfish.discovery.inject import annotations as annotation_checks
-from pilotfish.discovery.inject import gateway, grpc, openshift, rewrite
+from pilotfish.discovery.inject import gateway, grpc, grpc_agent, openshift, rewrite
 from pilotfish.discovery.inject.merge import merge
 from pilotfish.discovery.inject.quantity import canonical_resources
 from pilotfish.discovery.inject.settings import InjectionError, Settings
@@ -128,10 +128,11 @@ def _templates(annotations: Mapping[str, Any], settings: Settings) -> list[str]:
 
 
 def _template(name: str, context: Context) -> Mapping[str, Any]:
-    """A template's fragment: ``sidecar``, ``gateway`` and ``grpc-simple`` are built here;
-    others are static YAML from the values' ``sidecarInjectorWebhook.templates`` (Go
-    template syntax is not supported)."""
-    built_in = {"sidecar": render, GATEWAY: gateway.render, "grpc-simple": grpc.render}
+    """A template's fragment: ``sidecar``, ``gateway``, ``grpc-simple`` and ``grpc-agent``
+    are built here; others are static YAML from the values'
+    ``sidecarInjectorWebhook.templates`` (Go template syntax is not supported)."""
+    built_in = {"sidecar": render, GATEWAY: gateway.render, "grpc-simple": grpc.render,
+                "grpc-agent": grpc_agent.render}
     if name in built_in:
         return built_in[name](context)
     import yaml
@@ -139,8 +140,8 @@ def _template(name: str, context: Context) -> Mapping[str, Any]:
     text = (context.settings.value("sidecarInjectorWebhook.templates") or {}).get(name)
     if text is None:
         raise InjectionError(f"annotation {TEMPLATES}: no template {name!r}; pilotfish "
-                             "has 'sidecar', 'gateway', 'grpc-simple' and those in the values' "
-                             "sidecarInjectorWebhook.templates")
+                             "has 'sidecar', 'gateway', 'grpc-simple', 'grpc-agent' and "
+                             "those in the values' sidecarInjectorWebhook.templates")
     if "{{" in str(text):
         raise InjectionError(f"template {name!r}: Go template directives are not supported "
                              "by pilotfish; write the template as plain YAML")

@@ -363,6 +363,24 @@ def _env(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value} if value else {"name": name}
 
 
+def identity_env(ctx: Context) -> list[dict[str, Any]]:
+    """Who the pod is and where its CA is, as every agent template gives them."""
+    s = ctx.settings
+    return [_env("PILOT_CERT_PROVIDER", s.text("global.pilotCertProvider")),
+            _env("CA_ADDR", s.ca_address()),
+            _field("POD_NAME", "metadata.name"), _field("POD_NAMESPACE", "metadata.namespace"),
+            _field("INSTANCE_IP", "status.podIP"),
+            _field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+            _field("HOST_IP", "status.hostIP")]
+
+
+def pod_ports_env(ctx: Context) -> dict[str, Any]:
+    """``ISTIO_META_POD_PORTS``: the containers' ports, one JSON object a line."""
+    lines = ["    " + ("," if i else "") + _port_json(p)
+             for i, p in enumerate(pod_ports(ctx.spec))]
+    return _env("ISTIO_META_POD_PORTS", "\n".join(["[", *lines, "]"]))
+
+
 def proxy_env(ctx: Context, router: bool = False) -> list[dict[str, Any]]:
     """The proxy's environment; a gateway's (``router``) has no app probes to rewrite and
     names the app containers after the memory limit."""
@@ -371,16 +389,9 @@ def proxy_env(ctx: Context, router: bool = False) -> list[dict[str, Any]]:
     if not router and \
             str((mesh.get("inboundTrafficPolicy") or {}).get("mode", "")).upper() == "LOCALHOST":
         env.append(_env("REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", "true"))
-    env += [_env("PILOT_CERT_PROVIDER", s.text("global.pilotCertProvider")),
-            _env("CA_ADDR", s.ca_address()),
-            _field("POD_NAME", "metadata.name"), _field("POD_NAMESPACE", "metadata.namespace"),
-            _field("INSTANCE_IP", "status.podIP"),
-            _field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-            _field("HOST_IP", "status.hostIP"), _limit("ISTIO_CPU_LIMIT", "limits.cpu"),
-            _env("PROXY_CONFIG", clean_proxy_config(ctx.proxy_config) + "\n")]
-    ports = pod_ports(ctx.spec)
-    lines = ["    " + ("," if i else "") + _port_json(p) for i, p in enumerate(ports)]
-    env.append(_env("ISTIO_META_POD_PORTS", "\n".join(["[", *lines, "]"])))
+    env += [*identity_env(ctx), _limit("ISTIO_CPU_LIMIT", "limits.cpu"),
+            _env("PROXY_CONFIG", clean_proxy_config(ctx.proxy_config) + "\n"),
+            pod_ports_env(ctx)]
     apps = [_env("ISTIO_META_APP_CONTAINERS", ",".join(ctx.app_containers))]
     memory = [_limit("GOMEMLIMIT", "limits.memory")]
     env += [*memory, *apps] if router else [*apps, *memory]

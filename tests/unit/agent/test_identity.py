@@ -85,3 +85,16 @@ def test_socket_paths_must_fit_a_unix_socket(tmp_path: Path):
                            config_dir=tmp_path / ("x" * 120))
     with pytest.raises(IdentityError, match=r"longer than 107 bytes.*shorter directory"):
         agent_identity.check_socket_paths(options)
+
+
+def test_output_certs_needs_a_token_and_defaults_to_the_environment(monkeypatch, root: Path):
+    with pytest.raises(IdentityError,
+                       match=r"--output-certs /c \(or OUTPUT_CERTS\) needs --token-file"):
+        agent_identity.settings_from_args(
+            parse("--discovery", "10.96.0.1:15010", "--output-certs", "/c"), "cluster.local")
+    monkeypatch.setenv("OUTPUT_CERTS", "/var/lib/istio/data")  # as Istio's template sets it
+    args = parse("--discovery", "10.96.0.1:15010", "--token-file", "/t",
+                 "--root-cert", str(root))
+    assert args.output_certs == Path("/var/lib/istio/data")
+    assert agent.options_from_args(args, agent.meshconfig.MeshConfig()).output_certs == \
+        Path("/var/lib/istio/data")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
+import anyio
 import pytest
 
 from pilotfish.agent import supervisor
+from pilotfish.core.proxy_backend import ProxyOptions
+from pilotfish.plugins.proxyless.backend import ProxylessGrpcBackend
 
 
 @pytest.mark.parametrize(("returncode", "stop_requested", "status"), [
@@ -51,3 +55,39 @@ def test_the_proxy_is_started_to_die_with_the_agent() -> None:
     argv = supervisor.with_parent_death_signal(["envoy", "-c", "x.json"])
     assert argv[1:] == ["--pdeathsig", "SIGTERM", "--", "envoy", "-c", "x.json"]
     assert argv[0].endswith("setpriv")
+
+
+def _proxyless(tmp_path) -> supervisor.Supervisor:
+    options = ProxyOptions(name="client-1", namespace="grpc", ip="10.0.0.9",
+                           discovery_address="127.0.0.1:15010", config_dir=tmp_path)
+    backend = ProxylessGrpcBackend()
+    return supervisor.Supervisor(backend, options, backend.write_bootstrap(options),
+                                 termination_drain=30.0)
+
+
+@pytest.mark.parametrize("stop", ["request", "SIGTERM"])
+def test_a_backend_with_nothing_to_run_holds_until_stopped_then_exits_0(tmp_path, stop):
+    held = _proxyless(tmp_path)
+
+    async def main() -> int:
+        async with anyio.create_task_group() as tg:
+            result: list[int] = []
+
+            async def run() -> None:
+                result.append(await held.run())
+
+            tg.start_soon(run)
+            await anyio.sleep(0.2)
+            assert not result  # still holding: nothing ended it
+            if stop == "request":
+                held.request_stop()
+            else:
+                os.kill(os.getpid(), signal.SIGTERM)
+            with anyio.fail_after(2):  # no termination drain: nothing listens to drain
+                while not result:
+                    await anyio.sleep(0.01)
+        return result[0]
+
+    assert anyio.run(main) == 0
+    assert held.draining  # readiness turns 503 on the way out
+    assert not (tmp_path / supervisor.PID_FILE).exists()  # there was no process

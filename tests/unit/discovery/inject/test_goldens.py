@@ -20,6 +20,9 @@ Istio's output is compared with pilotfish's after one documented mapping
    ``test_a_gateway_runs_pilotfish_agent_as_a_router``, then compared only for the role it
    runs), where Istio's is ``proxy sidecar --domain ... --proxyLogLevel=...`` (``proxy
    router ...`` for the gateway template): ``proxy ROLE`` maps to ``agent --type ROLE``;
+   Istio's agent without Envoy (env ``DISABLE_ENVOY=true``, the grpc-agent template) maps
+   only to ``agent --type ROLE --proxy grpc`` and the other way round
+   (``test_a_grpc_agent_pod_runs_pilotfish_agent_without_a_proxy``);
 4. lifecycle hooks: ``pilot-agent wait`` / ``pilot-agent request ...`` become
    ``pilotfish agent wait`` / ``pilotfish agent request ...``;
 5. with the CNI plugin Istio adds ``istio-validation`` (pilot-agent's check that the CNI
@@ -70,8 +73,6 @@ NAMESPACES = {"test-ns": {"openshift.io/sa.scc.uid-range": "1000620000/10000",
                           "openshift.io/sa.scc.supplemental-groups": "1000620000/10000"}}
 
 GAPS = {
-    "grpc-agent.yaml.injected": "the grpc-agent template: pilot-agent for proxyless gRPC "
-    "without a proxy, a mode pilotfish's agent does not have",
     "custom-template.yaml.injected": "a custom template in Go template syntax ({{ range }}); "
     "pilotfish takes custom templates as plain YAML only",
 }
@@ -288,14 +289,21 @@ def istio_to_pilotfish(golden: Any, held: set[str]) -> Any:
     return out
 
 
-def _proxy_role(args: list[Any]) -> str | None:
+def _proxy_role(container: dict[str, Any]) -> str | None:
     """The role a proxy's command line runs: Istio's ``proxy sidecar`` / ``proxy router``,
-    pilotfish's ``[--log-level L] agent --type sidecar`` / ``... --type router``."""
+    pilotfish's ``[--log-level L] agent --type sidecar`` / ``... --type router``; either
+    without a proxy (Istio's ``DISABLE_ENVOY=true``, pilotfish's ``--proxy grpc``)."""
+    args = container["args"]
     if args[:1] == ["proxy"] and len(args) > 1:
-        return str(args[1])
+        env = {e.get("name"): e.get("value") for e in container.get("env") or ()}
+        return str(args[1]) + (" without a proxy" if env.get("DISABLE_ENVOY") == "true"
+                               else "")
     if "agent" in args[:3]:
         rest = args[args.index("agent") + 1:]
-        return str(rest[1]) if rest[:1] == ["--type"] and len(rest) > 1 else None
+        if rest[:1] != ["--type"] or len(rest) < 2:
+            return None
+        proxyless = rest[2:4] == ["--proxy", "grpc"]
+        return str(rest[1]) + (" without a proxy" if proxyless else "")
     return None
 
 
@@ -308,7 +316,7 @@ def agent_args_left_out(obj: Any, held: set[str]) -> Any:
             args = c.get("args")
             if c.get("name") == "istio-proxy" and isinstance(args, list) and \
                     json.dumps(args) not in held:
-                role = _proxy_role(args)
+                role = _proxy_role(c)
                 if role is not None:
                     c["args"] = f"<the agent's command line, as {role}>"
     return obj
@@ -470,7 +478,7 @@ def _outcome(run: Any, case: Case) -> bool:
 
 
 @pytest.mark.parametrize(("path", "matched", "total"), [
-    ("kube-inject", 115, 117), ("webhook", 115, 117)])
+    ("kube-inject", 116, 117), ("webhook", 116, 117)])
 def test_every_golden_matches_but_the_known_gaps(path: str, matched: int, total: int):
     run = kube_inject if path == "kube-inject" else webhook
     runs = [c for c in cases() if not c.error and getattr(c, path.replace("-", "_"))]
@@ -559,3 +567,37 @@ def test_a_role_maps_only_to_the_same_role():
     [got] = agent_args_left_out({"containers": [sidecar]}, set())["containers"]
     [want] = agent_args_left_out({"containers": [router]}, set())["containers"]
     assert got["args"] != want["args"]
+
+
+def test_a_grpc_agent_pod_runs_pilotfish_agent_without_a_proxy():
+    [doc] = _docs("grpc-agent.yaml")
+    injected = inject_object(doc, Case("grpc-agent.yaml").settings())
+    spec = injected["spec"]["template"]["spec"]
+    assert "initContainers" not in spec  # no capture
+    [app, proxy] = spec["containers"]
+    args = proxy["args"]
+    assert args[:7] == ["--log-level", "info", "agent", "--type", "sidecar", "--proxy", "grpc"]
+    flags = dict(zip(args[5::2], args[6::2], strict=False))
+    assert flags["--discovery"] == "istiod.istio-system.svc:15012"  # xDS over mTLS
+    assert flags["--status-port"] == "15020" and flags["--config-dir"] == "/etc/istio/proxy"
+    assert flags["--token-file"] == "/var/run/secrets/tokens/istio-token"
+    env = {e["name"]: e.get("value") for e in proxy["env"]}
+    assert env["OUTPUT_CERTS"] == "/var/lib/istio/data"  # where the agent writes the files
+    parsed = _parsed_as_kubernetes_runs_it(args)
+    assert (parsed.command, parsed.proxy_type, parsed.proxy) == ("agent", "sidecar", "grpc")
+    assert proxy["lifecycle"]["postStart"]["exec"]["command"] == [
+        "pilotfish", "agent", "wait", "--url=http://localhost:15020/healthz/ready"]
+    assert {"name": "GRPC_XDS_BOOTSTRAP", "value": "/etc/istio/proxy/grpc-bootstrap.json"} \
+        in app["env"]
+
+
+def test_a_proxyless_agent_maps_only_to_a_proxyless_agent():
+    agent = ["--log-level", "info", "agent", "--type", "sidecar"]
+    pilotfish = {"name": "istio-proxy", "args": [*agent, "--proxy", "grpc", "--name", "x"]}
+    istio = {"name": "istio-proxy", "args": ["proxy", "sidecar", "--domain", "d"],
+             "env": [{"name": "DISABLE_ENVOY", "value": "true"}]}
+    with_envoy = {"name": "istio-proxy", "args": [*agent, "--name", "x"]}
+    [got, envoy] = agent_args_left_out({"containers": [pilotfish, with_envoy]},
+                                       set())["containers"]
+    [want] = agent_args_left_out({"containers": [istio]}, set())["containers"]
+    assert got["args"] == want["args"] != envoy["args"]

@@ -168,8 +168,8 @@ def test_a_prometheus_target_on_an_istio_port_is_refused():
 
 
 def test_a_go_template_or_missing_template_is_refused_naming_it():
-    with pytest.raises(InjectionError, match="no template 'grpc-agent'"):
-        inject(pod(annotations={"inject.istio.io/templates": "grpc-agent"}), REQUEST)
+    with pytest.raises(InjectionError, match="no template 'grpc-mystery'"):
+        inject(pod(annotations={"inject.istio.io/templates": "grpc-mystery"}), REQUEST)
     settings = Settings.create({"sidecarInjectorWebhook": {"templates": {
         "extra": "spec:\n  containers:\n  {{ range .Spec.Containers }}"}}})
     with pytest.raises(InjectionError, match="Go template directives"):

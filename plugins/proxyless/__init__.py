@@ -1,0 +1,1 @@
+"""Proxyless gRPC: the agent without a proxy (``pilotfish agent --proxy grpc``)."""
