@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from pilotfish.discovery.inject import annotations as annotation_checks
-from pilotfish.discovery.inject import gateway, grpc, grpc_agent, openshift, rewrite
+from pilotfish.discovery.inject import gateway, gotemplate, grpc, grpc_agent, openshift, rewrite
 from pilotfish.discovery.inject.merge import merge
 from pilotfish.discovery.inject.quantity import canonical_resources
 from pilotfish.discovery.inject.settings import InjectionError, Settings
@@ -129,8 +129,8 @@ def _templates(annotations: Mapping[str, Any], settings: Settings) -> list[str]:
 
 def _template(name: str, context: Context) -> Mapping[str, Any]:
     """A template's fragment: ``sidecar``, ``gateway``, ``grpc-simple`` and ``grpc-agent``
-    are built here; others are static YAML from the values'
-    ``sidecarInjectorWebhook.templates`` (Go template syntax is not supported)."""
+    are built here; others come from the values' ``sidecarInjectorWebhook.templates``,
+    YAML with Go template directives (`gotemplate`: the subset custom templates use)."""
     built_in = {"sidecar": render, GATEWAY: gateway.render, "grpc-simple": grpc.render,
                 "grpc-agent": grpc_agent.render}
     if name in built_in:
@@ -142,11 +142,17 @@ def _template(name: str, context: Context) -> Mapping[str, Any]:
         raise InjectionError(f"annotation {TEMPLATES}: no template {name!r}; pilotfish "
                              "has 'sidecar', 'gateway', 'grpc-simple', 'grpc-agent' and "
                              "those in the values' sidecarInjectorWebhook.templates")
-    if "{{" in str(text):
-        raise InjectionError(f"template {name!r}: Go template directives are not supported "
-                             "by pilotfish; write the template as plain YAML")
+    text = str(text)
+    if "{{" in text:  # Go template directives, over the pod as Istio's injector gives it
+        try:
+            text = gotemplate.render(text, {
+                "ObjectMeta": context.pod.get("metadata") or {}, "Spec": context.spec,
+                "Values": context.settings.values, "Revision": context.settings.revision,
+                "ProxyConfig": context.proxy_config})
+        except gotemplate.TemplateError as exc:
+            raise InjectionError(f"template {name!r}: {exc}") from None
     try:
-        fragment = yaml.safe_load(str(text)) or {}
+        fragment = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise InjectionError(f"template {name!r}: not YAML: {exc}") from None
     if not isinstance(fragment, dict):

@@ -167,12 +167,12 @@ def test_a_prometheus_target_on_an_istio_port_is_refused():
         inject(subject, REQUEST)
 
 
-def test_a_go_template_or_missing_template_is_refused_naming_it():
+def test_a_broken_go_template_or_missing_template_is_refused_naming_it():
     with pytest.raises(InjectionError, match="no template 'grpc-mystery'"):
         inject(pod(annotations={"inject.istio.io/templates": "grpc-mystery"}), REQUEST)
     settings = Settings.create({"sidecarInjectorWebhook": {"templates": {
         "extra": "spec:\n  containers:\n  {{ range .Spec.Containers }}"}}})
-    with pytest.raises(InjectionError, match="Go template directives"):
+    with pytest.raises(InjectionError, match=r"template 'extra': missing \{\{ end \}\}"):
         inject(pod(annotations={"inject.istio.io/templates": "sidecar,extra"}),
                Request(settings, REQUEST.workload))
 
