@@ -1,77 +1,79 @@
-"""HTTP/1.1 read off a raw socket, for tests that must see when bytes arrive (a streamed
-answer's first event before the rest is sent) rather than the whole answer at the end."""
+"""What actually crosses the wire: a tiny raw-socket capture for tests (run as root inside a
+pod's network namespace). It records TCP payloads to or from one port on one interface and
+says whether a plaintext marker appeared and how many segments began with a TLS record.
+Listen on the pod's own interface, not on all of them: a sidecar hands decrypted traffic to
+the app over loopback.
+
+    python -m pilotfish.testing.wire --interface eth0 --port 8080 --seconds 3 --marker /wire-check
+"""
 
 from __future__ import annotations
 
-import asyncio
+import argparse
+import json
 import socket
-import threading
+import struct
+import sys
+import time
+
+ETH_P_ALL = 0x0003
+# A TLS record header: content type (handshake 0x16, application data 0x17), version 3.x.
+TLS_HANDSHAKE_START, TLS_DATA_START = b"\x16\x03", b"\x17\x03"
 
 
-def head_and_rest(sock: socket.socket) -> tuple[bytes, bytes]:
-    """An answer's head (lower-cased) and what has come of its body so far."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        more = sock.recv(65536)
-        assert more, data
-        data += more
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head.lower(), rest
+def tcp_payload(frame: bytes) -> tuple[int, int, bytes] | None:
+    """(source port, destination port, payload) of an Ethernet/IPv4/TCP frame."""
+    if len(frame) < 14 or struct.unpack("!H", frame[12:14])[0] != 0x0800:
+        return None
+    ip = frame[14:]
+    if len(ip) < 20 or ip[9] != 6:  # not TCP
+        return None
+    ip_header = (ip[0] & 0x0F) * 4
+    total = struct.unpack("!H", ip[2:4])[0]
+    tcp = ip[ip_header:total]
+    if len(tcp) < 20:
+        return None
+    source, destination = struct.unpack("!HH", tcp[:4])
+    return source, destination, tcp[(tcp[12] >> 4) * 4:]
 
 
-def whole_answer(sock: socket.socket) -> tuple[bytes, bytes]:
-    """An answer with a Content-Length: its head and all its body."""
-    head, body = head_and_rest(sock)
-    length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
-    while len(body) < length:
-        more = sock.recv(65536)
-        assert more
-        body += more
-    return head, body
+def capture(interface: str, port: int, seconds: float, marker: bytes) -> dict[str, object]:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.bind((interface, 0))
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + seconds
+    packets = payload_bytes = tls_records = 0
+    marker_seen = False
+    while time.monotonic() < deadline:
+        try:
+            frame = sock.recv(65535)
+        except TimeoutError:
+            continue
+        parsed = tcp_payload(frame)
+        if parsed is None or port not in parsed[:2] or not parsed[2]:
+            continue
+        payload = parsed[2]
+        packets += 1
+        payload_bytes += len(payload)
+        marker_seen = marker_seen or marker in payload
+        if payload[:2] in (TLS_HANDSHAKE_START, TLS_DATA_START):
+            tls_records += 1
+    return {"packets": packets, "payload_bytes": payload_bytes, "marker": marker_seen,
+            "tls_records": tls_records}
 
 
-def events_arrive_as_sent(port: int, arrived: threading.Event) -> bytes:
-    """``GET /sse`` through ``127.0.0.1:port`` from an upstream that sends its first event,
-    then waits for ``arrived`` before the next ones: the first must reach the client on
-    its own (a proxy that collected the answer would never deliver it). The whole chunked
-    body."""
-    arrived.clear()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"GET /sse HTTP/1.1\r\nhost: streams\r\n\r\n")
-        head, body = head_and_rest(sock)
-        assert b" 200 " in head.split(b"\r\n")[0] and b"transfer-encoding: chunked" in head
-        while b"data: 0" not in body:  # the upstream sends no more until this arrives
-            more = sock.recv(65536)
-            assert more, body
-            body += more
-        arrived.set()
-        while not body.endswith(b"0\r\n\r\n"):
-            more = sock.recv(65536)
-            assert more, body
-            body += more
-    return body
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--interface", default="eth0")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--marker", required=True, help="plaintext to look for")
+    args = parser.parse_args()
+    print("capturing", flush=True)
+    seen = capture(args.interface, args.port, args.seconds, args.marker.encode())
+    print(json.dumps(seen), flush=True)
+    return 0
 
 
-class ThreadedServer:
-    """A test's own asyncio TCP server on a thread of its own (its connections handled by
-    ``serve``), so a synchronous test can talk to it; ``arrived`` is set by the test when a
-    streamed event reached the client."""
-
-    def __init__(self, address: str, port: int) -> None:
-        self.address, self.port = address, port
-        self.arrived = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(5)
-
-    async def _listen(self) -> None:
-        self.server = await asyncio.start_server(self.serve, self.address, self.port)
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError  # each test server answers in its own way
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 
 from pilotfish.testing.config import backend, documents, ingress_gateway
-from pilotfish.testing.mesh import LocalMesh, Proxy
-from pilotfish.testing.processes import free_port, http, wait_until
-from pilotfish.testing.wire import (
+from pilotfish.testing.http_wire import (
     ThreadedServer,
     events_arrive_as_sent,
     head_and_rest,
     whole_answer,
 )
+from pilotfish.testing.mesh import LocalMesh, Proxy
+from pilotfish.testing.processes import free_port, http, wait_until
 
 UPSTREAM = "127.0.21.7"
 BIG = bytes(range(256)) * (3 * 4096)  # 3 MiB: past what the proxy collects (1 MiB)

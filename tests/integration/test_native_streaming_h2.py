@@ -17,9 +17,9 @@ import h2.events
 import pytest
 
 from pilotfish.testing.config import backend
+from pilotfish.testing.http_wire import ThreadedServer, events_arrive_as_sent, head_and_rest
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port
-from pilotfish.testing.wire import ThreadedServer, events_arrive_as_sent, head_and_rest
 from tests.integration.test_native_streaming import native_gateway
 
 UPSTREAM = "127.0.21.8"
