@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[4]
 
 
 def test_generated_modules_are_current():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_ca_proto.py"),
-                             "--check"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"),
+                             "--check", "core/security"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
