@@ -1,0 +1,177 @@
+"""AuthorizationPolicy → ztunnel's L4 ``istio.security.Authorization``, as istiod converts it
+(``pilot/pkg/serviceregistry/kube/controller/ambient/authorization.go``).
+
+- Only ALLOW and DENY policies without ``targetRef(s)`` are ztunnel's (CUSTOM and AUDIT
+  policies, and those aimed at a waypoint or gateway, are not sent).
+- Scope: a ``selector`` with labels → WORKLOAD_SELECTOR (ztunnel learns which workloads from
+  ``Workload.authorization_policies``); none → NAMESPACE, or GLOBAL in the root namespace.
+- A rule becomes clauses that are AND-ed: one clause of its ``from`` entries (a Match each,
+  OR-ed), one of its ``to`` entries, one per ``when`` condition.
+- What L4 cannot see: HTTP fields (``hosts``, ``methods``, ``paths``, ``remoteIpBlocks``,
+  ``requestPrincipals``, ``when`` keys other than source/destination IP, source namespace and
+  principal, destination port). In an ALLOW policy such a rule is dropped: it could never
+  match, so it allows nothing (a policy left with no rules allows nothing). In a DENY policy the
+  HTTP fields are left out and the rest kept, so the rule matches more connections, never
+  fewer — a DENY with ``methods: [GET]`` and no other field denies every connection. pilotfish
+  also treats ``trustDomains``, which a Match cannot express with the AND it needs, that way.
+- Values: ``*`` → presence, ``*x`` → suffix, ``x*`` → prefix, else exact; ports that are not
+  numbers and addresses that are not IPs or CIDRs are skipped, as istiod skips them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from google.protobuf import empty_pb2
+
+from pilotfish.core.ambient import authorization_pb2 as pb
+from pilotfish.core.objects import ConfigObject
+from pilotfish.core.security_policies import DRY_RUN_ANNOTATION
+
+AUTHORIZATION = "type.googleapis.com/istio.security.Authorization"
+_ACTIONS = {"ALLOW": pb.ALLOW, "DENY": pb.DENY}
+_HTTP_OPERATION = ("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths")
+_HTTP_SOURCE = ("remoteIpBlocks", "notRemoteIpBlocks", "requestPrincipals",
+                "notRequestPrincipals", "trustDomains", "notTrustDomains")
+
+
+def policy_key(obj: ConfigObject) -> str:
+    """The resource's xDS name and its key in ``Workload.authorization_policies``."""
+    return f"{obj.namespace}/{obj.name}"
+
+
+def for_ztunnel(obj: ConfigObject) -> bool:
+    """Is the policy one ztunnel enforces (see the module docstring)?"""
+    spec = obj.spec
+    if spec.get("targetRef") or spec.get("targetRefs"):
+        return False
+    return str(spec.get("action") or "ALLOW").upper() in _ACTIONS
+
+
+def selector(obj: ConfigObject) -> Mapping[str, str]:
+    """The policy's workload selector labels (empty: it selects by namespace)."""
+    return (obj.spec.get("selector") or {}).get("matchLabels") or {}
+
+
+def string_matches(values: Iterable[str]) -> list[pb.StringMatch]:
+    out = []
+    for value in values:
+        if value == "*":
+            out.append(pb.StringMatch(presence=empty_pb2.Empty()))
+        elif value.startswith("*"):
+            out.append(pb.StringMatch(suffix=value[1:]))
+        elif value.endswith("*"):
+            out.append(pb.StringMatch(prefix=value[:-1]))
+        else:
+            out.append(pb.StringMatch(exact=value))
+    return out
+
+
+def ports(values: Iterable[str]) -> list[int]:
+    return [int(v) for v in map(str, values) if v.isdigit() and int(v) <= 65535]
+
+
+def addresses(values: Iterable[str]) -> list[pb.Address]:
+    out = []
+    for value in map(str, values):
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            continue
+        # A bare IP is a host address; a CIDR keeps its address as written, as Go's
+        # netip.ParsePrefix does.
+        address = ipaddress.ip_address(value.split("/")[0]) if "/" in value else \
+            network.network_address
+        out.append(pb.Address(address=address.packed, length=network.prefixlen))
+    return out
+
+
+def service_accounts(values: Iterable[str]) -> list[pb.ServiceAccountMatch]:
+    out = []
+    for value in map(str, values):
+        namespace, slash, name = value.partition("/")
+        if slash and namespace and name:
+            out.append(pb.ServiceAccountMatch(namespace=namespace, serviceAccount=name))
+    return out
+
+
+# ``when`` keys ztunnel can see → (Match field, its negation, value conversion).
+_WHEN: dict[str, tuple[str, str, Callable[[Iterable[str]], Sequence[Any]]]] = {
+    "source.ip": ("source_ips", "not_source_ips", addresses),
+    "source.namespace": ("namespaces", "not_namespaces", string_matches),
+    "source.principal": ("principals", "not_principals", string_matches),
+    "destination.ip": ("destination_ips", "not_destination_ips", addresses),
+    "destination.port": ("destination_ports", "not_destination_ports", ports),
+}
+
+
+def _any(raw: Mapping[str, Any], fields: Iterable[str]) -> bool:
+    return any(raw.get(name) for name in fields)
+
+
+def _source_match(source: Mapping[str, Any]) -> pb.Match:
+    return pb.Match(
+        source_ips=addresses(source.get("ipBlocks") or ()),
+        not_source_ips=addresses(source.get("notIpBlocks") or ()),
+        namespaces=string_matches(source.get("namespaces") or ()),
+        not_namespaces=string_matches(source.get("notNamespaces") or ()),
+        principals=string_matches(source.get("principals") or ()),
+        not_principals=string_matches(source.get("notPrincipals") or ()),
+        service_accounts=service_accounts(source.get("serviceAccounts") or ()),
+        not_service_accounts=service_accounts(source.get("notServiceAccounts") or ()),
+    )
+
+
+def convert_rule(rule: Mapping[str, Any], action: int) -> pb.Rule | None:
+    """One AuthorizationPolicy rule as L4 clauses; None: an ALLOW rule that needs HTTP."""
+    allow = action == pb.ALLOW
+    sources = [entry.get("source") or {} for entry in rule.get("from") or ()]
+    operations = [entry.get("operation") or {} for entry in rule.get("to") or ()]
+    if allow and (any(_any(s, _HTTP_SOURCE) for s in sources)
+                  or any(_any(o, _HTTP_OPERATION) for o in operations)):
+        return None
+    clauses = []
+    if sources:
+        clauses.append(pb.Clause(matches=[_source_match(s) for s in sources]))
+    if operations:
+        clauses.append(pb.Clause(matches=[
+            pb.Match(destination_ports=ports(o.get("ports") or ()),
+                     not_destination_ports=ports(o.get("notPorts") or ()))
+            for o in operations]))
+    for condition in rule.get("when") or ():
+        known = _WHEN.get(str(condition.get("key") or ""))
+        if known is None:
+            if allow:
+                return None
+            continue  # DENY: the condition is left out (the rule matches more)
+        field, negated, convert = known
+        match = pb.Match()
+        getattr(match, field).extend(convert(condition.get("values") or ()))
+        getattr(match, negated).extend(convert(condition.get("notValues") or ()))
+        clauses.append(pb.Clause(matches=[match]))
+    return pb.Rule(clauses=clauses)
+
+
+def convert(obj: ConfigObject, root_namespace: str) -> pb.Authorization | None:
+    """The policy as ztunnel's Authorization, or None when it is not ztunnel's."""
+    if not for_ztunnel(obj):
+        return None
+    action = _ACTIONS[str(obj.spec.get("action") or "ALLOW").upper()]
+    if selector(obj):
+        scope = pb.WORKLOAD_SELECTOR
+    else:
+        scope = pb.GLOBAL if obj.namespace == root_namespace else pb.NAMESPACE
+    rules = (convert_rule(rule, action) for rule in obj.spec.get("rules") or ())
+    return pb.Authorization(
+        name=obj.name, namespace=obj.namespace, scope=scope, action=action,
+        rules=[rule for rule in rules if rule is not None],
+        dry_run=str(obj.annotations.get(DRY_RUN_ANNOTATION, "")).lower() == "true")
+
+
+def authorizations(policies: Iterable[ConfigObject], root_namespace: str
+                   ) -> list[pb.Authorization]:
+    """Every AuthorizationPolicy ztunnel enforces, converted, in the order given."""
+    converted = (convert(obj, root_namespace) for obj in policies)
+    return [policy for policy in converted if policy is not None]
