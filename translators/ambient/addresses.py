@@ -1,0 +1,237 @@
+"""The push context → ztunnel's ``istio.workload.Address`` resources, as istiod builds them
+(``pilot/pkg/serviceregistry/kube/controller/ambient/{workloads,services}.go``).
+
+- A **Workload** per Pod (with an IP, not finished) and per WorkloadEntry, named by its uid
+  ``CLUSTER//Pod/NS/NAME`` or ``CLUSTER/networking.istio.io/WorkloadEntry/NS/NAME``: its
+  addresses as bytes, network, identity (service account; the trust domain only when it is not
+  ``cluster.local``, which ztunnel assumes), node, canonical name and revision, what owns it,
+  health, locality, the services it backs with their port maps (``NS/HOSTNAME`` → service port
+  → target port), the selector policies that apply to it, and its waypoint. The tunnel is
+  HBONE for a pod ambient captures (core/ambient/enrollment.py), or one the node agent marked
+  redirected, or one labelled ``networking.istio.io/tunnel: http`` (which also receives HBONE
+  natively); NONE (plain TCP) otherwise.
+- A **Service** per Kubernetes Service and per ServiceEntry host, named ``NS/HOSTNAME``: its
+  VIPs (CIDRs keep their length), ports (a named Kubernetes targetPort is 0 here: each workload
+  resolves it), and its waypoint.
+
+Sans-IO: a push context in, messages out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Mapping
+
+from pilotfish.core.ambient import enrollment, waypoints
+from pilotfish.core.ambient import workload_pb2 as pb
+from pilotfish.core.gateway_api import index_key
+from pilotfish.core.model import Service, ServicePort, Workload
+from pilotfish.core.objects import ConfigObject
+from pilotfish.core.pod_owner import pod_owner
+from pilotfish.core.protocol import Protocol
+from pilotfish.core.push_context import PushContext
+from pilotfish.translators.ambient import authorization
+
+ADDRESS = "type.googleapis.com/istio.workload.Address"
+DEFAULT_CLUSTER = "Kubernetes"
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+NETWORK_LABEL = "topology.istio.io/network"
+TUNNEL_LABEL = "networking.istio.io/tunnel"
+_APP_PROTOCOL = {Protocol.HTTP: pb.HTTP11, Protocol.HTTP2: pb.HTTP2, Protocol.GRPC: pb.GRPC}
+_WORKLOAD_TYPE = {"Deployment": pb.DEPLOYMENT, "CronJob": pb.CRONJOB, "Job": pb.JOB}
+_GROUP = {"Pod": "", "WorkloadEntry": "networking.istio.io"}
+
+
+def workload_uid(kind: str, namespace: str, name: str, cluster: str = DEFAULT_CLUSTER) -> str:
+    """``cluster/group/kind/namespace/name``, as istiod names Pods and WorkloadEntries."""
+    return f"{cluster}/{_GROUP[kind]}/{kind}/{namespace}/{name}"
+
+
+def service_key(namespace: str, hostname: str) -> str:
+    return f"{namespace}/{hostname}"
+
+
+def resource_name(address: pb.Address) -> str:
+    """The xDS name of an Address: the workload's uid or the service's ``NS/HOSTNAME``."""
+    if address.HasField("workload"):
+        return address.workload.uid
+    return service_key(address.service.namespace, address.service.hostname)
+
+
+def _ip_bytes(value: str) -> bytes | None:
+    try:
+        return ipaddress.ip_address(value).packed
+    except ValueError:
+        return None
+
+
+def _network_address(value: str, network: str = "") -> pb.NetworkAddress | None:
+    try:
+        parsed = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return None
+    if "/" not in value:
+        return pb.NetworkAddress(network=network, address=parsed.network_address.packed)
+    return pb.NetworkAddress(network=network, address=ipaddress.ip_address(
+        value.split("/")[0]).packed, length=parsed.prefixlen)
+
+
+def _gateway_address(waypoint: waypoints.Waypoint | None) -> pb.GatewayAddress | None:
+    if waypoint is None:
+        return None
+    if waypoint.address:
+        return pb.GatewayAddress(address=_network_address(waypoint.address),
+                                 hbone_mtls_port=waypoints.HBONE_PORT)
+    return pb.GatewayAddress(
+        hostname=pb.NamespacedHostname(namespace=waypoint.namespace, hostname=waypoint.hostname),
+        hbone_mtls_port=waypoints.HBONE_PORT)
+
+
+class _Context:
+    """What every Address of one push reads, indexed once."""
+
+    def __init__(self, push: PushContext) -> None:
+        self.push = push
+        self.root_namespace = push.mesh.root_namespace
+        trust_domain = push.mesh.trust_domain
+        self.trust_domain = "" if trust_domain == DEFAULT_TRUST_DOMAIN else trust_domain
+        self.objects = {(obj.kind, obj.namespace, obj.name): obj
+                        for kind in ("Pod", "WorkloadEntry") for obj in push.objects(kind)}
+        self.waypoints = waypoints.index(
+            push.objects(index_key("Gateway")),
+            {host: service.vips for host, service in push.services.items()}, push.mesh.domain)
+        self.policies = [obj for obj in push.security.authorization_policies
+                         if authorization.for_ztunnel(obj) and authorization.selector(obj)]
+        # (namespace, workload name, address) → service key → its ports there.
+        members: dict[tuple[str, str, str], dict[str, list[pb.Port]]] = defaultdict(
+            lambda: defaultdict(list))
+        for (hostname, _), endpoints in sorted(push.registry.endpoints.items()):
+            service = push.service(hostname)
+            if service is None:
+                continue
+            for endpoint in endpoints:
+                members[(endpoint.namespace, endpoint.workload_name, endpoint.address)][
+                    service_key(service.namespace, hostname)].append(
+                    pb.Port(service_port=endpoint.service_port, target_port=endpoint.port))
+        self.members = members
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        return self.push.namespaces.get(namespace) or {}
+
+    def policy_keys(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
+        """Selector policies that apply: of the workload's namespace, or the root's; sorted."""
+        return sorted(authorization.policy_key(obj) for obj in self.policies
+                if obj.namespace in (namespace, self.root_namespace)
+                and all(labels.get(k) == v for k, v in authorization.selector(obj).items()))
+
+
+def _pod_addresses(pod: ConfigObject, fallback: str) -> list[bytes]:
+    status = pod.body.get("status") or {}
+    ips = [str(entry.get("ip")) for entry in status.get("podIPs") or () if entry.get("ip")]
+    return [b for ip in ips or [fallback] if (b := _ip_bytes(ip)) is not None]
+
+
+def _workload(ctx: _Context, workload: Workload) -> pb.Workload | None:
+    obj = ctx.objects.get((workload.kind, workload.namespace, workload.name))
+    if obj is None:
+        return None
+    labels = dict(obj.labels) if workload.kind == "Pod" else dict(workload.labels)
+    annotations = dict(obj.annotations)
+    ns_labels = ctx.namespace_labels(workload.namespace)
+    message = pb.Workload(
+        uid=workload_uid(workload.kind, workload.namespace, workload.name),
+        name=workload.name, namespace=workload.namespace,
+        network=workload.network or labels.get(NETWORK_LABEL) or ns_labels.get(NETWORK_LABEL, ""),
+        trust_domain=ctx.trust_domain, service_account=workload.service_account,
+        status=pb.HEALTHY if workload.healthy else pb.UNHEALTHY,
+        cluster_id=DEFAULT_CLUSTER,
+        authorization_policies=ctx.policy_keys(workload.namespace, labels),
+    )
+    if workload.kind == "Pod":
+        if obj.body.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            return None
+        message.addresses.extend(_pod_addresses(obj, workload.address))
+        message.node = str(obj.spec.get("nodeName") or "")
+        owner = pod_owner(obj.body, workload.namespace)
+        message.workload_name = owner.name
+        message.workload_type = _WORKLOAD_TYPE.get(owner.kind, pb.POD)
+        if obj.spec.get("hostNetwork"):
+            message.network_mode = pb.HOST_NETWORK
+        ambient = enrollment.in_ambient(obj.labels, annotations, ns_labels, obj.spec)
+    else:
+        packed = _ip_bytes(workload.address)
+        if packed is None:
+            message.hostname = workload.address
+        else:
+            message.addresses.append(packed)
+        message.workload_name = workload.name
+        ambient = False
+    # Istio's canonical-service fallbacks: the explicit label, Kubernetes' recommended label,
+    # app, then the workload's own name.
+    message.canonical_name = (labels.get("service.istio.io/canonical-name")
+                              or labels.get("app.kubernetes.io/name") or labels.get("app")
+                              or message.workload_name)
+    message.canonical_revision = (labels.get("service.istio.io/canonical-revision")
+                                  or labels.get("app.kubernetes.io/version")
+                                  or labels.get("version") or "latest")
+    if ambient or enrollment.redirected(annotations):
+        message.tunnel_protocol = pb.HBONE
+    if labels.get(TUNNEL_LABEL) == "http":
+        message.tunnel_protocol = pb.HBONE
+        message.native_tunnel = True
+    if workload.locality:
+        region, zone, subzone = [*workload.locality.split("/"), "", ""][:3]
+        message.locality.CopyFrom(pb.Locality(region=region, zone=zone, subzone=subzone))
+    for key, ports in ctx.members.get(
+            (workload.namespace, workload.name, workload.address), {}).items():
+        message.services[key].ports.extend(ports)
+    waypoint = _gateway_address(waypoints.binding(labels, workload.namespace, ns_labels,
+                                                  ctx.waypoints, waypoints.WORKLOAD))
+    if waypoint is not None:
+        message.waypoint.CopyFrom(waypoint)
+    return message
+
+
+def _target_port(service: Service, port: ServicePort) -> int:
+    target = port.target_port
+    if target is None:
+        # Kubernetes defaults targetPort to the port; a ServiceEntry leaves it unset (0).
+        return 0 if service.origin is not None and service.origin.kind == "ServiceEntry" \
+            else port.port
+    if isinstance(target, int):
+        return target
+    return int(target) if target.isdigit() else 0
+
+
+def _service(ctx: _Context, service: Service) -> pb.Service:
+    ns_labels = ctx.namespace_labels(service.namespace)
+    message = pb.Service(
+        name=service.name, namespace=service.namespace, hostname=service.hostname,
+        addresses=[a for vip in service.vips if (a := _network_address(vip)) is not None],
+        ports=[pb.Port(service_port=port.port, target_port=_target_port(service, port),
+                       app_protocol=_APP_PROTOCOL.get(port.protocol, pb.UNKNOWN))
+               for port in service.ports],
+        ingress_use_waypoint=waypoints.ingress_uses_waypoint(service.labels, ns_labels),
+    )
+    waypoint = _gateway_address(waypoints.binding(service.labels, service.namespace, ns_labels,
+                                                  ctx.waypoints, waypoints.SERVICE))
+    if waypoint is not None:
+        message.waypoint.CopyFrom(waypoint)
+    return message
+
+
+def addresses(push: PushContext) -> list[pb.Address]:
+    """Every workload's and service's Address: workloads in registry order, then services
+    by hostname."""
+    ctx = _Context(push)
+    out = []
+    for workload in push.registry.workloads:
+        built = _workload(ctx, workload)
+        if built is not None:
+            out.append(pb.Address(workload=built))
+    for _, service in sorted(push.services.items()):
+        if service.external_name:
+            continue  # ExternalName: an alias, no address of its own
+        out.append(pb.Address(service=_service(ctx, service)))
+    return out
