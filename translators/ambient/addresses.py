@@ -14,7 +14,9 @@
   VIPs (CIDRs keep their length), ports (a named Kubernetes targetPort is 0 here: each workload
   resolves it), and its waypoint.
 
-Sans-IO: a push context in, messages out.
+Sans-IO: a push context in, messages out. The ``wds-addresses`` generator serves them to
+proxies of kind ``ztunnel`` (every one gets every Address, as istiod sends them without
+``XDS_ON_DEMAND``).
 """
 
 from __future__ import annotations
@@ -22,18 +24,21 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping
+from typing import Any
 
 from pilotfish.core.ambient import enrollment, waypoints
 from pilotfish.core.ambient import workload_pb2 as pb
 from pilotfish.core.gateway_api import index_key
+from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import Service, ServicePort, Workload
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.pod_owner import pod_owner
 from pilotfish.core.protocol import Protocol
+from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
+from pilotfish.core.xds import types
 from pilotfish.translators.ambient import authorization
 
-ADDRESS = "type.googleapis.com/istio.workload.Address"
 DEFAULT_CLUSTER = "Kubernetes"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 NETWORK_LABEL = "topology.istio.io/network"
@@ -49,14 +54,8 @@ def workload_uid(kind: str, namespace: str, name: str, cluster: str = DEFAULT_CL
 
 
 def service_key(namespace: str, hostname: str) -> str:
+    """A service's xDS name and its key in ``Workload.services``."""
     return f"{namespace}/{hostname}"
-
-
-def resource_name(address: pb.Address) -> str:
-    """The xDS name of an Address: the workload's uid or the service's ``NS/HOSTNAME``."""
-    if address.HasField("workload"):
-        return address.workload.uid
-    return service_key(address.service.namespace, address.service.hostname)
 
 
 def _ip_bytes(value: str) -> bytes | None:
@@ -235,3 +234,25 @@ def addresses(push: PushContext) -> list[pb.Address]:
             continue  # ExternalName: an alias, no address of its own
         out.append(pb.Address(service=_service(ctx, service)))
     return out
+
+
+class Addresses:
+    """``istio.workload.Address`` for ztunnels: the same for every one, made once per epoch."""
+
+    type_url = types.ADDRESS
+    proxy_kinds = frozenset({"ztunnel"})
+    # Workloads, services, namespaces' labels, waypoints, selector policies: nearly every
+    # kind; regenerate on any change rather than miss one.
+    depends_on = None
+
+    def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
+                 ) -> list[pb.Address]:
+        if "addresses" not in memo:
+            memo["addresses"] = addresses(push)
+        built: list[pb.Address] = memo["addresses"]
+        return built
+
+
+@hookimpl
+def pilotfish_xds_generator() -> Addresses:
+    return Addresses()

@@ -16,6 +16,9 @@
   also treats ``trustDomains``, which a Match cannot express with the AND it needs, that way.
 - Values: ``*`` → presence, ``*x`` → suffix, ``x*`` → prefix, else exact; ports that are not
   numbers and addresses that are not IPs or CIDRs are skipped, as istiod skips them.
+
+The ``wds-authorization`` generator serves every converted policy to proxies of kind
+``ztunnel``, named ``NAMESPACE/NAME``.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from typing import Any
 from google.protobuf import empty_pb2
 
 from pilotfish.core.ambient import authorization_pb2 as pb
+from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.objects import ConfigObject
+from pilotfish.core.proxy import Proxy
+from pilotfish.core.push_context import PushContext
 from pilotfish.core.security_policies import DRY_RUN_ANNOTATION
+from pilotfish.core.xds import types
 
-AUTHORIZATION = "type.googleapis.com/istio.security.Authorization"
 _ACTIONS = {"ALLOW": pb.ALLOW, "DENY": pb.DENY}
 _HTTP_OPERATION = ("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths")
 _HTTP_SOURCE = ("remoteIpBlocks", "notRemoteIpBlocks", "requestPrincipals",
@@ -175,3 +181,24 @@ def authorizations(policies: Iterable[ConfigObject], root_namespace: str
     """Every AuthorizationPolicy ztunnel enforces, converted, in the order given."""
     converted = (convert(obj, root_namespace) for obj in policies)
     return [policy for policy in converted if policy is not None]
+
+
+class Authorizations:
+    """``istio.security.Authorization`` for ztunnels: every policy, made once per epoch."""
+
+    type_url = types.AUTHORIZATION
+    proxy_kinds = frozenset({"ztunnel"})
+    depends_on = frozenset({"AuthorizationPolicy"})
+
+    def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
+                 ) -> list[pb.Authorization]:
+        if "authorizations" not in memo:
+            memo["authorizations"] = authorizations(push.security.authorization_policies,
+                                                    push.mesh.root_namespace)
+        built: list[pb.Authorization] = memo["authorizations"]
+        return built
+
+
+@hookimpl
+def pilotfish_xds_generator() -> Authorizations:
+    return Authorizations()

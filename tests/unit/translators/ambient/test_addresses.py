@@ -8,8 +8,9 @@ import ipaddress
 from pilotfish.core import push_context
 from pilotfish.core.ambient import workload_pb2 as pb
 from pilotfish.core.meshconfig import MeshSettings
+from pilotfish.core.xds.types import resource_name
 from pilotfish.core.yamlload import load_text
-from pilotfish.translators.ambient.addresses import addresses, resource_name
+from pilotfish.translators.ambient.addresses import addresses
 
 CONFIG = """
 apiVersion: v1
