@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import anyio
 import grpc
+import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
@@ -40,6 +41,11 @@ kind: AuthorizationPolicy
 metadata: {name: deny-evil, namespace: shop}
 spec: {action: DENY, rules: [{from: [{source: {namespaces: [evil]}}]}]}
 """
+# As docs/ambient.md shows it.
+MESH_CONFIG = """
+plugins:
+  xds: {add: [wds-addresses, wds-authorization]}
+"""
 ZTUNNEL = "ztunnel~10.0.0.2~ztunnel-x7k2p.istio-system~istio-system.svc.cluster.local"
 
 
@@ -55,8 +61,7 @@ async def subscribe(port: int, type_url: str) -> discovery_pb2.DeltaDiscoveryRes
 
 
 def test_a_ztunnels_delta_subscription_gets_addresses_and_authorizations() -> None:
-    config = meshconfig.from_dict(
-        {"plugins": {"xds": {"add": ["wds-addresses", "wds-authorization"]}}})
+    config = meshconfig.from_dict(yaml.safe_load(MESH_CONFIG))
     discovery = Discovery(config, Plugins.from_config(config, groups=["xds"]),
                           DiscoveryOptions(xds_address=f"127.0.0.1:{(port := free_port())}",
                                            debug_address=None))
