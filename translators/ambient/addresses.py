@@ -1,8 +1,10 @@
 """The push context → ztunnel's ``istio.workload.Address`` resources, as istiod builds them
 (``pilot/pkg/serviceregistry/kube/controller/ambient/{workloads,services}.go``).
 
-- A **Workload** per Pod (with an IP, not finished) and per WorkloadEntry, named by its uid
-  ``CLUSTER//Pod/NS/NAME`` or ``CLUSTER/networking.istio.io/WorkloadEntry/NS/NAME``: its
+- A **Workload** per Pod (with an IP, not finished), per WorkloadEntry and per inline endpoint
+  of a ServiceEntry, named by its uid ``CLUSTER//Pod/NS/NAME``,
+  ``CLUSTER/networking.istio.io/WorkloadEntry/NS/NAME`` or
+  ``CLUSTER/networking.istio.io/ServiceEntry/NS/NAME/ADDRESS``: its
   addresses as bytes, network, identity (service account; the trust domain only when it is not
   ``cluster.local``, which ztunnel assumes), node, canonical name and revision, what owns it,
   health, locality, the services it backs with their port maps (``NS/HOSTNAME`` → service port
@@ -36,6 +38,7 @@ from pilotfish.core.pod_owner import pod_owner
 from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
+from pilotfish.core.registry import entry_workload
 from pilotfish.core.xds import types
 from pilotfish.translators.ambient import authorization
 
@@ -131,16 +134,14 @@ def _pod_addresses(pod: ConfigObject, fallback: str) -> list[bytes]:
     return [b for ip in ips or [fallback] if (b := _ip_bytes(ip)) is not None]
 
 
-def _workload(ctx: _Context, workload: Workload) -> pb.Workload | None:
-    obj = ctx.objects.get((workload.kind, workload.namespace, workload.name))
-    if obj is None:
-        return None
+def _workload(ctx: _Context, workload: Workload, obj: ConfigObject, uid: str
+              ) -> pb.Workload | None:
+    """``workload`` as ztunnel's; ``obj``: the Pod, WorkloadEntry or ServiceEntry it is from."""
     labels = dict(obj.labels) if workload.kind == "Pod" else dict(workload.labels)
-    annotations = dict(obj.annotations)
+    annotations = dict(obj.annotations) if obj.kind != "ServiceEntry" else {}
     ns_labels = ctx.namespace_labels(workload.namespace)
     message = pb.Workload(
-        uid=workload_uid(workload.kind, workload.namespace, workload.name),
-        name=workload.name, namespace=workload.namespace,
+        uid=uid, name=obj.name, namespace=workload.namespace,
         network=workload.network or labels.get(NETWORK_LABEL) or ns_labels.get(NETWORK_LABEL, ""),
         trust_domain=ctx.trust_domain, service_account=workload.service_account,
         status=pb.HEALTHY if workload.healthy else pb.UNHEALTHY,
@@ -164,7 +165,7 @@ def _workload(ctx: _Context, workload: Workload) -> pb.Workload | None:
             message.hostname = workload.address
         else:
             message.addresses.append(packed)
-        message.workload_name = workload.name
+        message.workload_name = obj.name
         ambient = False
     # Istio's canonical-service fallbacks: the explicit label, Kubernetes' recommended label,
     # app, then the workload's own name.
@@ -190,6 +191,23 @@ def _workload(ctx: _Context, workload: Workload) -> pb.Workload | None:
     if waypoint is not None:
         message.waypoint.CopyFrom(waypoint)
     return message
+
+
+def _entry_endpoints(ctx: _Context, obj: ConfigObject) -> list[pb.Workload]:
+    """A ServiceEntry's inline endpoints (it has no workloadSelector), one Workload per
+    address, named ``CLUSTER/networking.istio.io/ServiceEntry/NS/NAME/ADDRESS``."""
+    if (obj.spec.get("workloadSelector") or {}).get("labels"):
+        return []
+    out: dict[str, pb.Workload] = {}
+    for index, raw in enumerate(obj.spec.get("endpoints") or ()):
+        # Named as the registry names it, so its service ports are found under that name.
+        workload = entry_workload(raw, f"{obj.name}-{index}", obj.namespace)
+        uid = f"{DEFAULT_CLUSTER}/networking.istio.io/ServiceEntry/{obj.namespace}/" \
+              f"{obj.name}/{workload.address}"
+        built = _workload(ctx, workload, obj, uid)
+        if built is not None:
+            out.setdefault(uid, built)
+    return list(out.values())
 
 
 def _target_port(service: Service, port: ServicePort) -> int:
@@ -226,9 +244,13 @@ def addresses(push: PushContext) -> list[pb.Address]:
     ctx = _Context(push)
     out = []
     for workload in push.registry.workloads:
-        built = _workload(ctx, workload)
+        obj = ctx.objects.get((workload.kind, workload.namespace, workload.name))
+        built = None if obj is None else _workload(
+            ctx, workload, obj, workload_uid(workload.kind, workload.namespace, workload.name))
         if built is not None:
             out.append(pb.Address(workload=built))
+    for obj in push.objects("ServiceEntry"):
+        out.extend(pb.Address(workload=built) for built in _entry_endpoints(ctx, obj))
     for _, service in sorted(push.services.items()):
         if service.external_name:
             continue  # ExternalName: an alias, no address of its own

@@ -269,3 +269,36 @@ def test_a_service_entry_host_is_a_service_with_its_addresses() -> None:
     assert [(str(ipaddress.ip_address(a.address)), a.HasField("length"), a.length)
             for a in payments.addresses] == [("240.240.0.1", False, 0), ("10.40.0.0", True, 16)]
     assert [(p.service_port, p.target_port) for p in payments.ports] == [(443, 0)]
+
+
+ENTRY = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy-db, namespace: legacy}
+spec:
+  hosts: [db.legacy.internal]
+  ports: [{number: 5432, name: tcp, protocol: TCP, targetPort: 15432}]
+  resolution: STATIC
+  endpoints:
+  - {address: 10.9.0.1, labels: {app: legacy-db, networking.istio.io/tunnel: http},
+     serviceAccount: legacy-db}
+  - {address: 10.9.0.2, network: dc2, ports: {tcp: 25432}}
+"""
+
+
+def test_a_service_entrys_inline_endpoints_are_workloads() -> None:
+    objects, errors = load_text(ENTRY, "entry.yaml")
+    assert not errors, errors
+    push = push_context.build(objects, MeshSettings(), "v1")
+    found = {resource_name(a): a.workload for a in addresses(push) if a.HasField("workload")}
+    prefix = "Kubernetes/networking.istio.io/ServiceEntry/legacy/legacy-db/"
+    assert sorted(found) == [prefix + "10.9.0.1", prefix + "10.9.0.2"]
+    first, second = found[prefix + "10.9.0.1"], found[prefix + "10.9.0.2"]
+    assert (first.name, first.service_account, first.canonical_name) == (
+        "legacy-db", "legacy-db", "legacy-db")
+    assert first.tunnel_protocol == pb.HBONE and first.native_tunnel
+    assert [(p.service_port, p.target_port) for p in
+            first.services["legacy/db.legacy.internal"].ports] == [(5432, 15432)]
+    assert second.network == "dc2" and second.tunnel_protocol == pb.NONE
+    assert [(p.service_port, p.target_port) for p in
+            second.services["legacy/db.legacy.internal"].ports] == [(5432, 25432)]
