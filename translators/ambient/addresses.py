@@ -32,7 +32,7 @@ from pilotfish.core.ambient import enrollment, waypoints
 from pilotfish.core.ambient import workload_pb2 as pb
 from pilotfish.core.gateway_api import index_key
 from pilotfish.core.hookspecs import hookimpl
-from pilotfish.core.model import Service, ServicePort, Workload
+from pilotfish.core.model import Service, ServicePort, Workload, labels_match
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.pod_owner import pod_owner
 from pilotfish.core.protocol import Protocol
@@ -69,6 +69,7 @@ def _ip_bytes(value: str) -> bytes | None:
 
 
 def _network_address(value: str, network: str = "") -> pb.NetworkAddress | None:
+    """An IP (a host address) or a CIDR (its address as written, and its length)."""
     try:
         parsed = ipaddress.ip_network(value, strict=False)
     except ValueError:
@@ -125,7 +126,7 @@ class _Context:
         """Selector policies that apply: of the workload's namespace, or the root's; sorted."""
         return sorted(authorization.policy_key(obj) for obj in self.policies
                 if obj.namespace in (namespace, self.root_namespace)
-                and all(labels.get(k) == v for k, v in authorization.selector(obj).items()))
+                and labels_match(authorization.selector(obj), labels))
 
 
 def _pod_addresses(pod: ConfigObject, fallback: str) -> list[bytes]:
