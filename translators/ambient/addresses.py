@@ -11,7 +11,8 @@
   → target port), the selector policies that apply to it, and its waypoint. The tunnel is
   HBONE for a pod ambient captures (core/ambient/enrollment.py), or one the node agent marked
   redirected, or one labelled ``networking.istio.io/tunnel: http`` (which also receives HBONE
-  natively); NONE (plain TCP) otherwise.
+  natively); LEGACY_ISTIO_MTLS for a sidecar's workload (``security.istio.io/tlsMode: istio``);
+  NONE (plain TCP) otherwise.
 - A **Service** per Kubernetes Service and per ServiceEntry host, named ``NS/HOSTNAME``: its
   VIPs (CIDRs keep their length), ports (a named Kubernetes targetPort is 0 here: each workload
   resolves it), and its waypoint.
@@ -38,7 +39,7 @@ from pilotfish.core.pod_owner import pod_owner
 from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
-from pilotfish.core.registry import entry_workload
+from pilotfish.core.registry import TLS_MODE_LABEL, entry_workload
 from pilotfish.core.xds import types
 from pilotfish.translators.ambient import authorization
 
@@ -105,7 +106,7 @@ class _Context:
             push.objects(index_key("Gateway")),
             {host: service.vips for host, service in push.services.items()}, push.mesh.domain)
         self.policies = [obj for obj in push.security.authorization_policies
-                         if authorization.for_ztunnel(obj) and authorization.selector(obj)]
+                         if authorization.for_ztunnel(obj) and authorization.has_selector(obj)]
         # (namespace, workload name, address) → service key → its ports there.
         members: dict[tuple[str, str, str], dict[str, list[pb.Port]]] = defaultdict(
             lambda: defaultdict(list))
@@ -181,6 +182,8 @@ def _workload(ctx: _Context, workload: Workload, obj: ConfigObject, uid: str
     if labels.get(TUNNEL_LABEL) == "http":
         message.tunnel_protocol = pb.HBONE
         message.native_tunnel = True
+    if message.tunnel_protocol == pb.NONE and labels.get(TLS_MODE_LABEL) == "istio":
+        message.tunnel_protocol = pb.LEGACY_ISTIO_MTLS  # a sidecar: Istio's mTLS, no HBONE
     if workload.locality:
         region, zone, subzone = [*workload.locality.split("/"), "", ""][:3]
         message.locality.CopyFrom(pb.Locality(region=region, zone=zone, subzone=subzone))

@@ -3,17 +3,23 @@
 
 - Only ALLOW and DENY policies without ``targetRef(s)`` are ztunnel's (CUSTOM and AUDIT
   policies, and those aimed at a waypoint or gateway, are not sent).
-- Scope: a ``selector`` with labels → WORKLOAD_SELECTOR (ztunnel learns which workloads from
-  ``Workload.authorization_policies``); none → NAMESPACE, or GLOBAL in the root namespace.
-- A rule becomes clauses that are AND-ed: one clause of its ``from`` entries (a Match each,
-  OR-ed), one of its ``to`` entries, one per ``when`` condition.
+- Scope: a ``selector`` (even one without labels) → WORKLOAD_SELECTOR (ztunnel learns which
+  workloads from ``Workload.authorization_policies``); none → NAMESPACE, or GLOBAL in the root
+  namespace.
+- A rule becomes clauses that are AND-ed: one of its ``to`` entries (a Match each, OR-ed), one
+  of its ``from`` entries, one per ``when`` condition. ``serviceAccounts`` are ``NS/SA``, or
+  ``SA`` of the policy's namespace.
 - What L4 cannot see: HTTP fields (``hosts``, ``methods``, ``paths``, ``remoteIpBlocks``,
   ``requestPrincipals``, ``when`` keys other than source/destination IP, source namespace and
   principal, destination port). In an ALLOW policy such a rule is dropped: it could never
   match, so it allows nothing (a policy left with no rules allows nothing). In a DENY policy the
   HTTP fields are left out and the rest kept, so the rule matches more connections, never
-  fewer — a DENY with ``methods: [GET]`` and no other field denies every connection. pilotfish
-  also treats ``trustDomains``, which a Match cannot express with the AND it needs, that way.
+  fewer — a DENY with ``methods: [GET]`` and no other field denies every connection (a ``when``
+  condition on such a key becomes an empty Match, as istiod makes it). istiod ignores
+  ``trustDomains`` altogether, so an ALLOW rule with them allows more than written; pilotfish,
+  which cannot express them in a Match either, treats them as it treats HTTP fields instead.
+- ``dry_run`` comes from the ``istio.io/dry-run`` annotation (istiod leaves it unset, so
+  ztunnel would enforce a dry-run policy).
 - Values: ``*`` → presence, ``*x`` → suffix, ``x*`` → prefix, else exact; ports that are not
   numbers and addresses that are not IPs or CIDRs are skipped, as istiod skips them.
 
@@ -56,8 +62,13 @@ def for_ztunnel(obj: ConfigObject) -> bool:
     return str(spec.get("action") or "ALLOW").upper() in _ACTIONS
 
 
+def has_selector(obj: ConfigObject) -> bool:
+    """Does the policy select workloads (a ``selector``, even one with no labels)?"""
+    return obj.spec.get("selector") is not None
+
+
 def selector(obj: ConfigObject) -> Mapping[str, str]:
-    """The policy's workload selector labels (empty: it selects by namespace)."""
+    """The policy's selector labels (none: every workload of its namespace)."""
     return (obj.spec.get("selector") or {}).get("matchLabels") or {}
 
 
@@ -94,12 +105,13 @@ def addresses(values: Iterable[str]) -> list[pb.Address]:
     return out
 
 
-def service_accounts(values: Iterable[str]) -> list[pb.ServiceAccountMatch]:
+def service_accounts(values: Iterable[str], namespace: str) -> list[pb.ServiceAccountMatch]:
+    """``NS/SA``, or ``SA`` of the policy's own ``namespace``."""
     out = []
     for value in map(str, values):
-        namespace, slash, name = value.partition("/")
-        if slash and namespace and name:
-            out.append(pb.ServiceAccountMatch(namespace=namespace, serviceAccount=name))
+        own, slash, name = value.partition("/")
+        out.append(pb.ServiceAccountMatch(namespace=own, serviceAccount=name) if slash
+                   else pb.ServiceAccountMatch(namespace=namespace, serviceAccount=value))
     return out
 
 
@@ -117,7 +129,7 @@ def _any(raw: Mapping[str, Any], fields: Iterable[str]) -> bool:
     return any(raw.get(name) for name in fields)
 
 
-def _source_match(source: Mapping[str, Any]) -> pb.Match:
+def _source_match(source: Mapping[str, Any], namespace: str) -> pb.Match:
     return pb.Match(
         source_ips=addresses(source.get("ipBlocks") or ()),
         not_source_ips=addresses(source.get("notIpBlocks") or ()),
@@ -125,37 +137,39 @@ def _source_match(source: Mapping[str, Any]) -> pb.Match:
         not_namespaces=string_matches(source.get("notNamespaces") or ()),
         principals=string_matches(source.get("principals") or ()),
         not_principals=string_matches(source.get("notPrincipals") or ()),
-        service_accounts=service_accounts(source.get("serviceAccounts") or ()),
-        not_service_accounts=service_accounts(source.get("notServiceAccounts") or ()),
+        service_accounts=service_accounts(source.get("serviceAccounts") or (), namespace),
+        not_service_accounts=service_accounts(source.get("notServiceAccounts") or (),
+                                              namespace),
     )
 
 
-def convert_rule(rule: Mapping[str, Any], action: int) -> pb.Rule | None:
-    """One AuthorizationPolicy rule as L4 clauses; None: an ALLOW rule that needs HTTP."""
-    allow = action == pb.ALLOW
+def convert_rule(rule: Mapping[str, Any], action: int, namespace: str) -> pb.Rule | None:
+    """One rule of a policy of ``namespace`` as L4 clauses (operations, sources, then each
+    condition, as istiod orders them); None: an ALLOW rule that needs HTTP."""
     sources = [entry.get("source") or {} for entry in rule.get("from") or ()]
     operations = [entry.get("operation") or {} for entry in rule.get("to") or ()]
-    if allow and (any(_any(s, _HTTP_SOURCE) for s in sources)
-                  or any(_any(o, _HTTP_OPERATION) for o in operations)):
+    conditions = list(rule.get("when") or ())
+    needs_http = (any(_any(s, _HTTP_SOURCE) for s in sources)
+                  or any(_any(o, _HTTP_OPERATION) for o in operations)
+                  or any(str(c.get("key") or "") not in _WHEN for c in conditions))
+    if action == pb.ALLOW and needs_http:
         return None
     clauses = []
-    if sources:
-        clauses.append(pb.Clause(matches=[_source_match(s) for s in sources]))
     if operations:
         clauses.append(pb.Clause(matches=[
             pb.Match(destination_ports=ports(o.get("ports") or ()),
                      not_destination_ports=ports(o.get("notPorts") or ()))
             for o in operations]))
-    for condition in rule.get("when") or ():
-        known = _WHEN.get(str(condition.get("key") or ""))
-        if known is None:
-            if allow:
-                return None
-            continue  # DENY: the condition is left out (the rule matches more)
-        field, negated, convert = known
+    if sources:
+        clauses.append(pb.Clause(matches=[_source_match(s, namespace) for s in sources]))
+    for condition in conditions:
         match = pb.Match()
-        getattr(match, field).extend(convert(condition.get("values") or ()))
-        getattr(match, negated).extend(convert(condition.get("notValues") or ()))
+        # A key L4 cannot see (DENY only, by now) leaves the Match empty: it matches all.
+        known = _WHEN.get(str(condition.get("key") or ""))
+        if known is not None:
+            field, negated, convert = known
+            getattr(match, field).extend(convert(condition.get("values") or ()))
+            getattr(match, negated).extend(convert(condition.get("notValues") or ()))
         clauses.append(pb.Clause(matches=[match]))
     return pb.Rule(clauses=clauses)
 
@@ -165,11 +179,11 @@ def convert(obj: ConfigObject, root_namespace: str) -> pb.Authorization | None:
     if not for_ztunnel(obj):
         return None
     action = _ACTIONS[str(obj.spec.get("action") or "ALLOW").upper()]
-    if selector(obj):
+    if has_selector(obj):
         scope = pb.WORKLOAD_SELECTOR
     else:
         scope = pb.GLOBAL if obj.namespace == root_namespace else pb.NAMESPACE
-    rules = (convert_rule(rule, action) for rule in obj.spec.get("rules") or ())
+    rules = (convert_rule(rule, action, obj.namespace) for rule in obj.spec.get("rules") or ())
     return pb.Authorization(
         name=obj.name, namespace=obj.namespace, scope=scope, action=action,
         rules=[rule for rule in rules if rule is not None],

@@ -55,7 +55,7 @@ kind: Pod
 metadata:
   name: with-sidecar
   namespace: shop
-  labels: {app: cart}
+  labels: {app: cart, security.istio.io/tlsMode: istio}
   annotations: {sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}
 spec: {nodeName: node-b, containers: [{name: app}]}
 status: {phase: Running, podIP: 10.0.1.7, conditions: [{type: Ready, status: "False"}]}
@@ -214,10 +214,10 @@ def test_an_ambient_pod_is_a_workload_with_its_identity_services_and_policies() 
     assert not cart.HasField("waypoint")
 
 
-def test_pods_outside_ambient_keep_plain_tcp() -> None:
+def test_pods_outside_ambient_keep_plain_tcp_or_their_sidecars_mtls() -> None:
     assert workload("Kubernetes//Pod/shop/opted-out").tunnel_protocol == pb.NONE
     sidecar = workload("Kubernetes//Pod/shop/with-sidecar")
-    assert sidecar.tunnel_protocol == pb.NONE
+    assert sidecar.tunnel_protocol == pb.LEGACY_ISTIO_MTLS
     assert sidecar.status == pb.UNHEALTHY
     assert (sidecar.workload_name, sidecar.workload_type) == ("with-sidecar", pb.POD)
 

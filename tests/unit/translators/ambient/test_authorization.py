@@ -23,7 +23,7 @@ spec:
         principals: [cluster.local/ns/shop/sa/frontend, "*/sa/admin"]
         namespaces: ["shop*"]
         ipBlocks: [10.1.0.0/16, 10.2.3.4]
-        serviceAccounts: [shop/checkout]
+        serviceAccounts: [shop/checkout, payments]
     - source: {notNamespaces: [legacy]}
     to:
     - operation: {ports: ["8080", "http"], notPorts: ["9090"]}
@@ -42,6 +42,11 @@ apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: mesh-wide, namespace: istio-system}
 spec: {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: empty-selector, namespace: shop}
+spec: {selector: {}, rules: [{}]}
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -100,7 +105,8 @@ def as_dict(message: Any) -> Any:
 
 def test_only_allow_and_deny_policies_without_target_refs_are_ztunnels() -> None:
     assert sorted(converted()) == ["istio-system/mesh-wide", "shop/allow-frontend",
-                                   "shop/deny-evil", "shop/deny-http", "shop/http-rules"]
+                                   "shop/deny-evil", "shop/deny-http", "shop/empty-selector",
+                                   "shop/http-rules"]
 
 
 def test_scope_follows_the_selector_and_the_root_namespace() -> None:
@@ -109,20 +115,25 @@ def test_scope_follows_the_selector_and_the_root_namespace() -> None:
     assert policies["shop/deny-evil"].scope == pb.NAMESPACE
     assert policies["shop/deny-evil"].action == pb.DENY
     assert policies["istio-system/mesh-wide"].scope == pb.GLOBAL
+    # A selector without labels still makes a selector policy, as istiod sees it.
+    assert policies["shop/empty-selector"].scope == pb.WORKLOAD_SELECTOR
     # No rules in an ALLOW policy: it matches nothing, so it allows nothing.
     assert list(policies["istio-system/mesh-wide"].rules) == []
 
 
 def test_a_rule_is_a_clause_of_sources_one_of_operations_and_one_per_condition() -> None:
     (rule,) = converted()["shop/allow-frontend"].rules
-    sources, operations, port, principal = (as_dict(c)["matches"] for c in rule.clauses)
+    # As istiod orders them: operations, sources, then each condition.
+    operations, sources, port, principal = (as_dict(c)["matches"] for c in rule.clauses)
     assert sources == [
         {"namespaces": [{"prefix": "shop"}],
          "principals": [{"exact": "cluster.local/ns/shop/sa/frontend"},
                         {"suffix": "/sa/admin"}],
          "sourceIps": [{"address": "CgEAAA==", "length": 16},  # 10.1.0.0/16
                        {"address": "CgIDBA==", "length": 32}],  # 10.2.3.4
-         "serviceAccounts": [{"namespace": "shop", "serviceAccount": "checkout"}]},
+         # A bare service account is one of the policy's namespace.
+         "serviceAccounts": [{"namespace": "shop", "serviceAccount": "checkout"},
+                             {"namespace": "shop", "serviceAccount": "payments"}]},
         {"notNamespaces": [{"exact": "legacy"}]},
     ]
     # A named port means nothing at L4: skipped, as istiod skips it.
@@ -143,8 +154,10 @@ def test_deny_rules_lose_their_http_parts_and_so_match_more() -> None:
     first, second = converted()["shop/deny-http"].rules
     # POST on port 80 → every connection to port 80.
     assert [as_dict(c) for c in first.clauses] == [{"matches": [{"destinationPorts": [80]}]}]
-    # A path and a JWT claim, left out: the source IP condition is what remains.
+    # A path and a JWT claim, left out (empty Matches, which match all): the source IP
+    # condition is what remains.
     assert [as_dict(c) for c in second.clauses] == [
+        {"matches": [{}]},
         {"matches": [{}]},
         {"matches": [{"sourceIps": [{"address": "CgAAAA==", "length": 8}]}]},
     ]
