@@ -15,7 +15,8 @@
   NONE (plain TCP) otherwise.
 - A **Service** per Kubernetes Service and per ServiceEntry host, named ``NS/HOSTNAME``: its
   VIPs (CIDRs keep their length), ports (a named Kubernetes targetPort is 0 here: each workload
-  resolves it), and its waypoint.
+  resolves it), a Kubernetes Service's load balancing, a ServiceEntry's subjectAltNames, and its
+  waypoint.
 
 Sans-IO: a push context in, messages out. The ``wds-addresses`` generator serves them to
 proxies of kind ``ztunnel`` (every one gets every Address, as istiod sends them without
@@ -36,7 +37,6 @@ from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import Service, ServicePort, Workload, labels_match
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.pod_owner import pod_owner
-from pilotfish.core.protocol import Protocol
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.registry import TLS_MODE_LABEL, entry_workload
@@ -47,7 +47,6 @@ DEFAULT_CLUSTER = "Kubernetes"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 NETWORK_LABEL = "topology.istio.io/network"
 TUNNEL_LABEL = "networking.istio.io/tunnel"
-_APP_PROTOCOL = {Protocol.HTTP: pb.HTTP11, Protocol.HTTP2: pb.HTTP2, Protocol.GRPC: pb.GRPC}
 _WORKLOAD_TYPE = {"Deployment": pb.DEPLOYMENT, "CronJob": pb.CRONJOB, "Job": pb.JOB}
 _GROUP = {"Pod": "", "WorkloadEntry": "networking.istio.io"}
 
@@ -102,6 +101,9 @@ class _Context:
         self.trust_domain = "" if trust_domain == DEFAULT_TRUST_DOMAIN else trust_domain
         self.objects = {(obj.kind, obj.namespace, obj.name): obj
                         for kind in ("Pod", "WorkloadEntry") for obj in push.objects(kind)}
+        # What each service was made from (its spec's fields the registry does not keep).
+        self.sources = {(obj.kind, obj.namespace, obj.name): obj
+                        for kind in ("Service", "ServiceEntry") for obj in push.objects(kind)}
         self.waypoints = waypoints.index(
             push.objects(index_key("Gateway")),
             {host: service.vips for host, service in push.services.items()}, push.mesh.domain)
@@ -214,27 +216,56 @@ def _entry_endpoints(ctx: _Context, obj: ConfigObject) -> list[pb.Workload]:
     return list(out.values())
 
 
-def _target_port(service: Service, port: ServicePort) -> int:
+def _target_port(port: ServicePort) -> int:
+    """The port number it forwards to: unset is the port itself (Kubernetes defaults it so,
+    istiod does so for a ServiceEntry); a named Kubernetes targetPort is 0 (each workload
+    resolves it)."""
     target = port.target_port
     if target is None:
-        # Kubernetes defaults targetPort to the port; a ServiceEntry leaves it unset (0).
-        return 0 if service.origin is not None and service.origin.kind == "ServiceEntry" \
-            else port.port
+        return port.port
     if isinstance(target, int):
         return target
     return int(target) if target.isdigit() else 0
 
 
+# Prefer the closest endpoints, spilling over where required.
+_PREFER_CLOSE = pb.LoadBalancing(
+    routing_preference=[pb.LoadBalancing.NETWORK, pb.LoadBalancing.REGION,
+                        pb.LoadBalancing.ZONE, pb.LoadBalancing.SUBZONE],
+    mode=pb.LoadBalancing.FAILOVER)
+_SAME_NODE = pb.LoadBalancing(routing_preference=[pb.LoadBalancing.NODE],
+                              mode=pb.LoadBalancing.STRICT)
+
+
+def _load_balancing(service: Service, spec: Mapping[str, Any]) -> pb.LoadBalancing | None:
+    """A Kubernetes Service's: ``internalTrafficPolicy: Local`` keeps to the node;
+    ``trafficDistribution: PreferClose``, and a waypoint's own Service, prefer what is close."""
+    if spec.get("internalTrafficPolicy") == "Local":
+        return _SAME_NODE
+    if spec.get("trafficDistribution") == "PreferClose" or \
+            service.labels.get(waypoints.MANAGED_LABEL) == waypoints.MESH_CONTROLLER:
+        return _PREFER_CLOSE
+    return None
+
+
 def _service(ctx: _Context, service: Service) -> pb.Service:
     ns_labels = ctx.namespace_labels(service.namespace)
+    origin = service.origin
+    obj = ctx.sources.get((origin.kind, origin.namespace, origin.name)) if origin else None
+    spec = obj.spec if obj is not None else {}
     message = pb.Service(
         name=service.name, namespace=service.namespace, hostname=service.hostname,
         addresses=[a for vip in service.vips if (a := _network_address(vip)) is not None],
-        ports=[pb.Port(service_port=port.port, target_port=_target_port(service, port),
-                       app_protocol=_APP_PROTOCOL.get(port.protocol, pb.UNKNOWN))
+        ports=[pb.Port(service_port=port.port, target_port=_target_port(port))
                for port in service.ports],
         ingress_use_waypoint=waypoints.ingress_uses_waypoint(service.labels, ns_labels),
     )
+    if origin is not None and origin.kind == "ServiceEntry":
+        message.subject_alt_names.extend(str(san) for san in spec.get("subjectAltNames") or ())
+    else:
+        balancing = _load_balancing(service, spec)
+        if balancing is not None:
+            message.load_balancing.CopyFrom(balancing)
     waypoint = _gateway_address(waypoints.binding(service.labels, service.namespace, ns_labels,
                                                   ctx.waypoints, waypoints.SERVICE))
     if waypoint is not None:

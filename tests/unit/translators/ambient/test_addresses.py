@@ -84,6 +84,7 @@ kind: Service
 metadata: {name: cart, namespace: shop}
 spec:
   clusterIP: 10.96.0.10
+  trafficDistribution: PreferClose
   selector: {app: cart}
   ports:
   - {name: http, port: 80, targetPort: http}
@@ -105,6 +106,7 @@ kind: Service
 metadata: {name: db, namespace: legacy, labels: {istio.io/use-waypoint: legacy-wp}}
 spec:
   clusterIP: 10.96.0.20
+  internalTrafficPolicy: Local
   selector: {app: db}
   ports: [{name: tcp-db, port: 5432}]
 ---
@@ -141,6 +143,7 @@ spec:
   addresses: [240.240.0.1, 10.40.0.0/16]
   ports: [{number: 443, name: tls, protocol: TLS}]
   resolution: DNS
+  subjectAltNames: [spiffe://cluster.local/ns/shop/sa/payments]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -251,8 +254,8 @@ def test_a_service_has_its_vips_ports_and_namespace_waypoint() -> None:
         "cart", "shop", "cart.shop.svc.cluster.local")
     assert [(a.network, str(ipaddress.ip_address(a.address))) for a in cart.addresses] == [
         ("", "10.96.0.10")]
-    assert [(p.service_port, p.target_port, p.app_protocol) for p in cart.ports] == [
-        (80, 0, pb.HTTP11), (9000, 9000, pb.GRPC)]
+    assert [(p.service_port, p.target_port) for p in cart.ports] == [(80, 0), (9000, 9000)]
+    assert cart.load_balancing.mode == pb.LoadBalancing.FAILOVER  # trafficDistribution
     # The namespace's waypoint, reached at its Service's VIP.
     assert str(ipaddress.ip_address(cart.waypoint.address.address)) == "10.96.0.30"
     assert cart.waypoint.hbone_mtls_port == 15008
@@ -261,6 +264,8 @@ def test_a_service_has_its_vips_ports_and_namespace_waypoint() -> None:
 def test_a_service_label_names_its_waypoint() -> None:
     db = service("legacy/db.legacy.svc.cluster.local")
     assert db.waypoint.hostname.hostname == "legacy-wp.legacy.svc.cluster.local"
+    assert list(db.load_balancing.routing_preference) == [pb.LoadBalancing.NODE]
+    assert db.load_balancing.mode == pb.LoadBalancing.STRICT
 
 
 def test_a_service_entry_host_is_a_service_with_its_addresses() -> None:
@@ -268,7 +273,9 @@ def test_a_service_entry_host_is_a_service_with_its_addresses() -> None:
     assert (payments.name, payments.hostname) == ("payments", "payments.example.com")
     assert [(str(ipaddress.ip_address(a.address)), a.HasField("length"), a.length)
             for a in payments.addresses] == [("240.240.0.1", False, 0), ("10.40.0.0", True, 16)]
-    assert [(p.service_port, p.target_port) for p in payments.ports] == [(443, 0)]
+    # No targetPort: the port itself, as istiod fills it in.
+    assert [(p.service_port, p.target_port) for p in payments.ports] == [(443, 443)]
+    assert list(payments.subject_alt_names) == ["spiffe://cluster.local/ns/shop/sa/payments"]
 
 
 ENTRY = """
