@@ -8,7 +8,8 @@
   addresses as bytes, network, identity (service account; the trust domain only when it is not
   ``cluster.local``, which ztunnel assumes), node, canonical name and revision, what owns it,
   health, locality, the services it backs with their port maps (``NS/HOSTNAME`` → service port
-  → target port), the selector policies that apply to it, and its waypoint. The tunnel is
+  → target port), the selector policies that apply to it (and the PeerAuthentication-derived
+  ones, `peer_authentication`), and its waypoint. The tunnel is
   HBONE for a pod ambient captures (core/ambient/enrollment.py), or one the node agent marked
   redirected, or one labelled ``networking.istio.io/tunnel: http`` (which also receives HBONE
   natively); LEGACY_ISTIO_MTLS for a sidecar's workload (``security.istio.io/tlsMode: istio``);
@@ -41,7 +42,7 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.registry import TLS_MODE_LABEL, entry_workload
 from pilotfish.core.xds import types
-from pilotfish.translators.ambient import authorization
+from pilotfish.translators.ambient import authorization, peer_authentication
 
 DEFAULT_CLUSTER = "Kubernetes"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
@@ -126,10 +127,13 @@ class _Context:
         return self.push.namespaces.get(namespace) or {}
 
     def policy_keys(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
-        """Selector policies that apply: of the workload's namespace, or the root's; sorted."""
-        return sorted(authorization.policy_key(obj) for obj in self.policies
-                if obj.namespace in (namespace, self.root_namespace)
-                and labels_match(authorization.selector(obj), labels))
+        """Selector policies that apply (of the workload's namespace or the root's, sorted),
+        then those its PeerAuthentications make."""
+        selected = sorted(authorization.policy_key(obj) for obj in self.policies
+                          if obj.namespace in (namespace, self.root_namespace)
+                          and labels_match(authorization.selector(obj), labels))
+        return [*selected, *peer_authentication.workload_keys(
+            self.push.security.peer_authentications, self.root_namespace, namespace, labels)]
 
 
 def _pod_addresses(pod: ConfigObject, fallback: str) -> list[bytes]:

@@ -23,8 +23,8 @@
 - Values: ``*`` → presence, ``*x`` → suffix, ``x*`` → prefix, else exact; ports that are not
   numbers and addresses that are not IPs or CIDRs are skipped, as istiod skips them.
 
-The ``wds-authorization`` generator serves every converted policy to proxies of kind
-``ztunnel``, named ``NAMESPACE/NAME``.
+The ``wds-authorization`` generator serves every converted policy, and what PeerAuthentications
+add (`peer_authentication`), to proxies of kind ``ztunnel``, named ``NAMESPACE/NAME``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.security_policies import DRY_RUN_ANNOTATION
 from pilotfish.core.xds import types
+from pilotfish.translators.ambient import peer_authentication
 
 _ACTIONS = {"ALLOW": pb.ALLOW, "DENY": pb.DENY}
 _HTTP_OPERATION = ("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths")
@@ -202,13 +203,15 @@ class Authorizations:
 
     type_url = types.AUTHORIZATION
     proxy_kinds = frozenset({"ztunnel"})
-    depends_on = frozenset({"AuthorizationPolicy"})
+    depends_on = frozenset({"AuthorizationPolicy", "PeerAuthentication"})
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
                  ) -> list[pb.Authorization]:
         if "authorizations" not in memo:
-            memo["authorizations"] = authorizations(push.security.authorization_policies,
-                                                    push.mesh.root_namespace)
+            root = push.mesh.root_namespace
+            memo["authorizations"] = [
+                *authorizations(push.security.authorization_policies, root),
+                *peer_authentication.authorizations(push.security.peer_authentications, root)]
         built: list[pb.Authorization] = memo["authorizations"]
         return built
 
