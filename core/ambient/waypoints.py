@@ -9,6 +9,11 @@ when the namespace names one. A waypoint takes the kinds of traffic its
 ``none``): a service binds only to a waypoint for ``service`` or ``all``, a workload only to one
 for ``workload`` or ``all``. A name with no such Gateway binds nothing (istiod reports it in the
 object's status). Waypoints themselves never use a waypoint. Sans-IO.
+
+Where ztunnel reaches a waypoint: the Gateway's first IP status address, as istiod reads it;
+istiod ignores a Gateway with no status address yet, but pilotfish may run where nothing writes
+Gateway status (file mode), so it falls back to the VIP of the waypoint's Service, then to that
+Service's hostname.
 """
 
 from __future__ import annotations
