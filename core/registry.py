@@ -125,7 +125,8 @@ def _pod_workload(obj: ConfigObject, node_locality: str = "") -> Workload | None
     )
 
 
-def _entry_workload(spec: Mapping[str, Any], name: str, namespace: str) -> Workload:
+def entry_workload(spec: Mapping[str, Any], name: str, namespace: str) -> Workload:
+    """A WorkloadEntry's spec (or a ServiceEntry's inline endpoint) as a workload."""
     labels = dict(spec.get("labels") or {})
     service_account = str(spec.get("serviceAccount") or "")
     tls_mode = labels.get(TLS_MODE_LABEL) or ("istio" if service_account else "disabled")
@@ -254,7 +255,7 @@ def build(objects: Iterable[ConfigObject], domain: str = DEFAULT_DOMAIN) -> Regi
         if pod is not None:
             workloads.append(pod)
     for obj in by_kind["WorkloadEntry"]:
-        entry = guard.run(obj, _entry_workload, obj.spec, obj.name, obj.namespace)
+        entry = guard.run(obj, entry_workload, obj.spec, obj.name, obj.namespace)
         if entry is not None:
             workloads.append(entry)
     by_labels = _WorkloadIndex(workloads)
@@ -327,7 +328,7 @@ def _entry_endpoints(obj: ConfigObject, by_labels: _WorkloadIndex
             continue
         inline = obj.spec.get("endpoints") or []
         for index, raw in enumerate(inline):
-            workload = _entry_workload(raw, f"{obj.name}-{index}", obj.namespace)
+            workload = entry_workload(raw, f"{obj.name}-{index}", obj.namespace)
             for port in service.ports:
                 target = workload.ports.get(port.name) or (
                     port.target_port if isinstance(port.target_port, int) else port.port

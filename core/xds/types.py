@@ -10,6 +10,9 @@ LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 EXTENSION_CONFIG = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+# ztunnel's Workload Discovery (WDS): workloads and services, and L4 authorization policies.
+ADDRESS = "type.googleapis.com/istio.workload.Address"
+AUTHORIZATION = "type.googleapis.com/istio.security.Authorization"
 
 SHORT_NAMES = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS", SECRET: "SDS",
                EXTENSION_CONFIG: "ECDS"}
@@ -19,8 +22,9 @@ BY_SHORT_NAME = {short: url for url, short in SHORT_NAMES.items()}
 # and routes that point at them).
 PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
 
-# Only listeners and clusters have wildcard ("send me everything for my node") semantics.
-WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+# Listeners and clusters have wildcard ("send me everything for my node") semantics, and so
+# have ztunnel's types: ztunnel's first request subscribes to every Address and Authorization.
+WILDCARD_TYPES = frozenset({CLUSTER, LISTENER, ADDRESS, AUTHORIZATION})
 
 
 # Envoy warms a cluster only when a fresh ClusterLoadAssignment arrives for it.
@@ -43,7 +47,16 @@ def order_key(type_url: str) -> tuple[int, str]:
 
 
 def resource_name(message: Any) -> str:
-    """The xDS name of a resource message (ClusterLoadAssignments are named by cluster)."""
+    """The xDS name of a resource message (ClusterLoadAssignments are named by cluster;
+    ztunnel's types as istiod names them: a workload by its uid, a service and a policy
+    ``NAMESPACE/NAME``, the service's name being its hostname)."""
+    full_name = message.DESCRIPTOR.full_name
+    if full_name == "istio.workload.Address":
+        if message.HasField("workload"):
+            return str(message.workload.uid)
+        return f"{message.service.namespace}/{message.service.hostname}"
+    if full_name == "istio.security.Authorization":
+        return f"{message.namespace}/{message.name}"
     name = getattr(message, "cluster_name", None)
     if name is not None and message.DESCRIPTOR.full_name.endswith("ClusterLoadAssignment"):
         return str(name)

@@ -16,19 +16,19 @@ Two stages, as in Istio:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from pilotfish.core.pod_owner import pod_owner
 from pilotfish.discovery.inject.settings import Settings
-from pilotfish.discovery.inject.template import Workload
 
 INJECT = "sidecar.istio.io/inject"
 NAMESPACE_LABEL = "istio-injection"
 REVISION_LABEL = "istio.io/rev"
+# What owns a pod, as Istio guesses it (the template's ``Workload``).
+workload_of = pod_owner
 IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease",
                                 "local-path-storage"})
-_JOB_NAME = re.compile(r"^(.+)-\d{8,11}\Z")  # a CronJob's Job: NAME-<timestamp>
 
 
 def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
@@ -148,34 +148,6 @@ def injection_required(pod: Mapping[str, Any], namespace: str, settings: Setting
     if policy == "enabled":
         return True, ""
     return False, f"is left out by the injection policy ({policy or 'off'})"
-
-
-def workload_of(pod: Mapping[str, Any], namespace: str) -> Workload:
-    """What owns a pod, as Istio guesses it: a generated pod's controller, with a
-    Deployment behind a ReplicaSet named NAME-HASH and a CronJob behind a Job named
-    NAME-TIMESTAMP; else the pod itself."""
-    metadata = pod.get("metadata") or {}
-    name = str(metadata.get("name") or "")
-    labels = metadata.get("labels") or {}
-    if metadata.get("generateName"):
-        owner = next((ref for ref in metadata.get("ownerReferences") or ()
-                      if ref.get("controller")), None)
-        if owner is not None:
-            kind, api_version = str(owner.get("kind")), str(owner.get("apiVersion"))
-            owner_name = str(owner.get("name") or "")
-            template_hash = str(labels.get("pod-template-hash") or "")
-            if kind == "ReplicaSet" and template_hash and \
-                    owner_name.endswith("-" + template_hash):
-                return Workload(owner_name.removesuffix("-" + template_hash), namespace,
-                                api_version, "Deployment")
-            if kind == "ReplicationController" and labels.get("deploymentconfig"):
-                return Workload(str(labels["deploymentconfig"]), namespace, api_version,
-                                "DeploymentConfig")
-            job = _JOB_NAME.match(owner_name) if kind == "Job" else None
-            if job:
-                return Workload(job[1], namespace, "batch/v1", "CronJob")
-            return Workload(owner_name or name, namespace, api_version, kind)
-    return Workload(name, namespace, "v1", "Pod")
 
 
 def webhook_configurations(ca_bundle: str, settings: Settings | None = None, *,

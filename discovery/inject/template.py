@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from pilotfish.core.pod_owner import PodOwner
 from pilotfish.discovery.inject.quantity import canonical_resources
 from pilotfish.discovery.inject.settings import (
     InjectionError,
@@ -44,15 +45,8 @@ AGENT_LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warning", "warnin
                     "error": "error", "fatal": "error", "none": "error"}
 
 
-@attrs.frozen
-class Workload:
-    """What owns the pod (Istio's DeploymentMeta and TypeMeta): a Deployment's name and
-    ``apps/v1``, or the pod itself."""
-
-    name: str
-    namespace: str
-    api_version: str = "v1"
-    kind: str = "Pod"
+# What owns the pod (Istio's DeploymentMeta and TypeMeta), as the template names it.
+Workload = PodOwner
 
 
 @attrs.frozen
