@@ -23,6 +23,16 @@ SIDECAR = Profile(
     },
 )
 
+AMBIENT = Profile(
+    description="ambient mode's control-plane side so far: ztunnel's Workload Discovery "
+                "(Address, Authorization); ztunnel and waypoints are still to come",
+    plugins={
+        "xds": ("wds-addresses", "wds-authorization"),
+        "sources": ("files", "kubernetes"),
+        "certs": ("istio-ca",),
+    },
+)
+
 GRPC = Profile(
     description="proxyless gRPC: gRPC's own xDS client (GENERATOR: grpc) gets API listeners, "
                 "routes, clusters and endpoints",

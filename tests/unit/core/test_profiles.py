@@ -97,9 +97,11 @@ def test_profiles_combine_in_order_and_an_unknown_one_lists_the_installed():
     combined = plugins.select(config(profile=["sidecar", "grpc"]), ["xds"])
     assert [p.name for p in combined] == ["cds", "eds", "lds", "rds", "sds", "envoy-filter",
                                           "grpc-lds", "grpc-rds", "grpc-cds", "grpc-eds"]
+    with_ambient = plugins.select(config(profile=["sidecar", "ambient"]), ["xds"])
+    assert [p.name for p in with_ambient][-2:] == ["wds-addresses", "wds-authorization"]
     with pytest.raises(plugins.PluginError) as info:
-        plugins.select(config(profile=["sidecar", "ambient"]))
-    assert "pilotfish.yaml: profile: unknown profile 'ambient'" in str(info.value)
+        plugins.select(config(profile=["sidecar", "waypoint"]))
+    assert "pilotfish.yaml: profile: unknown profile 'waypoint'" in str(info.value)
     assert "grpc (from pilotfish" in str(info.value)
     with pytest.raises(meshconfig.MeshConfigError, match="profile: expected a profile name"):
         config(profile=[])

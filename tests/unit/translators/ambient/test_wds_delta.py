@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import anyio
 import grpc
+import pytest
 import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -60,8 +61,11 @@ async def subscribe(port: int, type_url: str) -> discovery_pb2.DeltaDiscoveryRes
         return response
 
 
-def test_a_ztunnels_delta_subscription_gets_addresses_and_authorizations() -> None:
-    config = meshconfig.from_dict(yaml.safe_load(MESH_CONFIG))
+@pytest.mark.parametrize("mesh_config", [MESH_CONFIG, "profile: [sidecar, ambient]\n"],
+                         ids=["added-by-name", "ambient-profile"])
+def test_a_ztunnels_delta_subscription_gets_addresses_and_authorizations(
+        mesh_config: str) -> None:
+    config = meshconfig.from_dict(yaml.safe_load(mesh_config))
     discovery = Discovery(config, Plugins.from_config(config, groups=["xds"]),
                           DiscoveryOptions(xds_address=f"127.0.0.1:{(port := free_port())}",
                                            debug_address=None))
