@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Awaitable, Callable
 
 
 def head_and_rest(sock: socket.socket) -> tuple[bytes, bytes]:
@@ -57,8 +58,10 @@ class ThreadedServer:
     ``serve``), so a synchronous test can talk to it; ``arrived`` is set by the test when a
     streamed event reached the client."""
 
-    def __init__(self, address: str, port: int) -> None:
-        self.address, self.port = address, port
+    def __init__(self, address: str, port: int,
+                 serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                 Awaitable[None]]) -> None:
+        self.address, self.port, self._handler = address, port, serve
         self.arrived = threading.Event()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -66,10 +69,7 @@ class ThreadedServer:
         asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(5)
 
     async def _listen(self) -> None:
-        self.server = await asyncio.start_server(self.serve, self.address, self.port)
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError  # each test server answers in its own way
+        self.server = await asyncio.start_server(self._handler, self.address, self.port)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.server.close)

@@ -50,7 +50,7 @@ class Upstream(ThreadedServer):
     def __init__(self, port: int) -> None:
         self.uploading = threading.Event()  # an upload's first 2 MiB reached the upstream
         self.uploads: list[tuple[bytes, str]] = []  # (the head, how the body ended)
-        super().__init__(UPSTREAM, port)
+        super().__init__(UPSTREAM, port, self.serve)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

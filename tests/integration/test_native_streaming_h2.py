@@ -32,7 +32,7 @@ class H2Upstream(ThreadedServer):
     the size and digest of what it was sent."""
 
     def __init__(self, port: int) -> None:
-        super().__init__(UPSTREAM, port)
+        super().__init__(UPSTREAM, port, self.serve)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
