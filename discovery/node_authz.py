@@ -9,8 +9,9 @@ it only when
    ``kube-system/ztunnel`` by default);
 2. the caller proved itself with a token bound to its pod — a TokenReview's
    ``authentication.kubernetes.io/pod-name``, or the ``kubernetes.io.pod`` claim of the local
-   node's token — and that pod exists, runs as that service account, and so tells the node
-   (``spec.nodeName``). A certificate names no pod, so it does not do;
+   node's token — and that pod exists (the same one: its UID, when the token names one),
+   runs as that service account, and so tells the node (``spec.nodeName``). A certificate
+   names no pod, so it does not do;
 3. a pod running as the requested identity (not finished) is on that same node.
 
 Pods without ``spec.nodeName`` count as being on one unnamed node: the local node of file
@@ -81,6 +82,13 @@ def authorize_impersonation(caller: Identity, requested: str, trust_domain: str,
     if own is None:
         raise _denied(f"node agent {account}: its pod {caller.namespace}/{caller.pod} is not "
                       "known to discovery, so its node is unknown")
+    uid = str(own.metadata.get("uid") or "")
+    if caller.pod_uid and uid and caller.pod_uid != uid:
+        # A pod re-created under the same name: the token is the old one's, whose node
+        # says nothing about where the new one runs. The agent retries with its new token.
+        raise _denied(f"node agent {account}: its token is bound to pod "
+                      f"{caller.namespace}/{caller.pod} with UID {caller.pod_uid}, but the "
+                      f"pod of that name now has UID {uid}")
     if service_account(own) != caller.service_account:
         raise _denied(f"node agent {account}: its pod {caller.namespace}/{caller.pod} runs as "
                       f"service account {service_account(own)!r}, not "

@@ -164,7 +164,9 @@ def test_a_node_agent_gets_the_identities_on_its_node_only(cluster: Cluster):
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"nodeName": node, "serviceAccountName": account,
                      "containers": [{"name": "c", "image": "x"}]}})
-    token = cluster.api.add_token(service_account("istio-system", "ztunnel", pod="ztunnel-a"))
+    uid = cluster.core.read_namespaced_pod("ztunnel-a", "istio-system").metadata.uid
+    token = cluster.api.add_token(service_account("istio-system", "ztunnel", pod="ztunnel-a",
+                                                  pod_uid=uid))
     root = cluster.root_configmap("shop")
     csr, _ = make_csr("ec", uris=[REVIEWS])
     for mesh in cluster.meshes:

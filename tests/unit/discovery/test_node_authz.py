@@ -94,6 +94,17 @@ def test_the_node_comes_from_the_callers_own_pod() -> None:
     assert "runs as service account 'default', not 'ztunnel'" in refusal(borrowed, RATINGS)
 
 
+def test_a_token_of_a_pod_since_re_created_is_refused() -> None:
+    recreated = pods(pod("ztunnel-a", "istio-system", "ztunnel", "node-a").replace(
+        "namespace: istio-system}", "namespace: istio-system, uid: new-uid}"))
+    found = [*recreated, *CLUSTER[2:]]
+    old = Identity("istio-system", "ztunnel", pod="ztunnel-a", pod_uid="old-uid")
+    assert "bound to pod istio-system/ztunnel-a with UID old-uid, but the pod of that name " \
+        "now has UID new-uid" in refusal(old, REVIEWS, found)
+    current = Identity("istio-system", "ztunnel", pod="ztunnel-a", pod_uid="new-uid")
+    assert authorize_impersonation(current, REVIEWS, "cluster.local", found).pod == ""
+
+
 def test_pods_without_a_node_name_share_the_local_node() -> None:
     local = pods("---".join([pod("ztunnel-0", "istio-system", "ztunnel", None),
                              pod("reviews-0", "shop", "reviews", None),
