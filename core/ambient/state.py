@@ -62,6 +62,9 @@ class WorkloadState:
         self._pods: dict[tuple[str, str], dict[str, None]] = defaultdict(dict)
         # service key → workload resource names listing it
         self._members: dict[str, dict[str, None]] = defaultdict(dict)
+        # Bumped by every change: open connections were authorized against an older state
+        # when theirs is lower (ztunnel re-checks them when policies change).
+        self.revision = 0
 
     # -- the xDS side ----------------------------------------------------------------------
 
@@ -70,7 +73,8 @@ class WorkloadState:
         ``istio.security.Authorization``, serialized; ``None`` removes ``name``."""
         if type_url == ADDRESS:
             if resource is None:
-                self._remove_address(name)
+                if self._remove_address(name):
+                    self.revision += 1
                 return
             address = self._decode(wpb.Address(), type_url, name, resource)
             which = address.WhichOneof("type")
@@ -88,15 +92,18 @@ class WorkloadState:
                 self._add_workload(name, workload)
             else:
                 self._add_service(name, service)
+            self.revision += 1
         elif type_url == AUTHORIZATION:
             if resource is None:
-                self._policies.pop(name, None)
+                if self._policies.pop(name, None) is not None:
+                    self.revision += 1
                 return
             message = self._decode(apb.Authorization(), type_url, name, resource)
             try:
                 self._policies[name] = policy_from(message)
             except ValueError as exc:
                 raise StateError(f"{type_url} {name!r}: {exc}") from exc
+            self.revision += 1
         else:
             raise StateError(f"{type_url} {name!r}: not a type ztunnel knows (expected "
                              f"{ADDRESS} or {AUTHORIZATION})")
@@ -123,7 +130,8 @@ class WorkloadState:
             self._vips[(network, address)][name] = None
         self._hosts[service.hostname][name] = None
 
-    def _remove_address(self, name: str) -> None:
+    def _remove_address(self, name: str) -> bool:
+        """Forget the workload or service named ``name``; was there one?"""
         workload = self._workloads.pop(name, None)
         if workload is not None:
             for ip in workload.addresses:
@@ -136,6 +144,7 @@ class WorkloadState:
             for network, address in service.addresses:
                 _discard(self._vips, (network, address), name)
             _discard(self._hosts, service.hostname, name)
+        return workload is not None or service is not None
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -239,7 +248,7 @@ class WorkloadState:
 
     def statistics(self) -> dict[str, int]:
         return {"workloads": len(self._workloads), "services": len(self._services),
-                "policies": len(self._policies)}
+                "policies": len(self._policies), "revision": self.revision}
 
 
 def _discard(index: dict[Any, dict[str, None]], key: Any, name: str) -> None:

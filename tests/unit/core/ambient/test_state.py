@@ -58,7 +58,11 @@ def test_removal_clears_every_index(state: WorkloadState) -> None:
     assert [w.name for w, _ in mine.endpoints(cart, 80)] == ["cart-a", "cart-c"]
     mine.apply(ADDRESS, f"shop/{CART_HOST}", None)
     assert mine.service_by_vip("10.96.0.10") is None and mine.service_by_host(CART_HOST) is None
-    mine.apply(ADDRESS, "never-sent", None)  # removing what is not there is no error
+    revision = mine.revision
+    mine.apply(ADDRESS, "never-sent", None)  # removing what is not there is no error...
+    assert mine.revision == revision  # ...and no change
+    mine.apply(AUTHORIZATION, "shop/never-sent", None)
+    assert mine.revision == revision
 
 
 def test_an_updated_workload_replaces_its_old_addresses() -> None:
@@ -69,6 +73,7 @@ def test_an_updated_workload_replaces_its_old_addresses() -> None:
     second = wpb.Address(workload=wpb.Workload(uid="u", name="p", namespace="ns",
                                                addresses=[bytes([10, 0, 0, 2])]))
     state.apply(ADDRESS, "u", second.SerializeToString())
+    assert state.revision == 2
     assert state.workload_by_ip("10.0.0.1") is None
     found = state.workload_by_ip("10.0.0.2")
     assert found is not None and found.identity == "spiffe://cluster.local/ns/ns/sa/default"
