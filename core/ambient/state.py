@@ -62,6 +62,8 @@ class WorkloadState:
         self._pods: dict[tuple[str, str], dict[str, None]] = defaultdict(dict)
         # service key → workload resource names listing it
         self._members: dict[str, dict[str, None]] = defaultdict(dict)
+        # GLOBAL policies (under "") and NAMESPACE ones (under their namespace), by name
+        self._scoped: dict[str, dict[str, None]] = defaultdict(dict)
         # Bumped by every change: open connections were authorized against an older state
         # when theirs is lower (ztunnel re-checks them when policies change).
         self.revision = 0
@@ -95,14 +97,18 @@ class WorkloadState:
             self.revision += 1
         elif type_url == AUTHORIZATION:
             if resource is None:
-                if self._policies.pop(name, None) is not None:
+                if self._remove_policy(name):
                     self.revision += 1
                 return
             message = self._decode(apb.Authorization(), type_url, name, resource)
             try:
-                self._policies[name] = policy_from(message)
+                policy = policy_from(message)
             except ValueError as exc:
                 raise StateError(f"{type_url} {name!r}: {exc}") from exc
+            self._remove_policy(name)
+            self._policies[name] = policy
+            if policy.scope in ("GLOBAL", "NAMESPACE"):
+                self._scoped["" if policy.scope == "GLOBAL" else policy.namespace][name] = None
             self.revision += 1
         else:
             raise StateError(f"{type_url} {name!r}: not a type ztunnel knows (expected "
@@ -129,6 +135,13 @@ class WorkloadState:
         for network, address in service.addresses:
             self._vips[(network, address)][name] = None
         self._hosts[service.hostname][name] = None
+
+    def _remove_policy(self, name: str) -> bool:
+        policy = self._policies.pop(name, None)
+        if policy is None:
+            return False
+        _discard(self._scoped, "" if policy.scope == "GLOBAL" else policy.namespace, name)
+        return True
 
     def _remove_address(self, name: str) -> bool:
         """Forget the workload or service named ``name``; was there one?"""
@@ -218,9 +231,8 @@ class WorkloadState:
         """The policies that apply to ``workload``: every GLOBAL one, the NAMESPACE ones of
         its namespace, and the ones it lists (its selector policies and PeerAuthentication's
         DENYs); each once, by key."""
-        chosen = {key: policy for key, policy in self._policies.items()
-                  if policy.scope == "GLOBAL"
-                  or (policy.scope == "NAMESPACE" and policy.namespace == workload.namespace)}
+        chosen = {key: self._policies[key]
+                  for scope in ("", workload.namespace) for key in self._scoped.get(scope, ())}
         for key in workload.authorization_policies:
             policy = self._policies.get(key)
             if policy is not None:

@@ -136,6 +136,11 @@ spec: {rules: [{}]}
     state.apply(AUTHORIZATION, "shop/cart-only", None)
     assert [p.key for p in state.policies_for(cart)] == [
         "istio-system/mesh-wide", "shop/shop-wide"]
+    # shop-wide given a selector: no longer the namespace's, and cart does not list it.
+    narrowed = apb.Authorization(name="shop-wide", namespace="shop",
+                                 scope=apb.WORKLOAD_SELECTOR, rules=[apb.Rule()])
+    state.apply(AUTHORIZATION, "shop/shop-wide", narrowed.SerializeToString())
+    assert [p.key for p in state.policies_for(cart)] == ["istio-system/mesh-wide"]
 
 
 def test_dump_is_json_shaped_like_ztunnels_config_dump(state: WorkloadState) -> None:
