@@ -86,3 +86,9 @@ def test_a_workload_may_not_ask_for_another_identity(mesh):
 def test_a_node_agent_token_for_an_unknown_pod_is_refused(mesh):
     with pytest.raises(CaError, match="its pod istio-system/ztunnel-z is not known"):
         ask(client(mesh, "istio-system", "ztunnel", "ztunnel-z"), REVIEWS)
+
+
+def test_asking_as_a_node_agent_needs_a_pod_token(mesh):
+    local = mesh[0]
+    with pytest.raises(CaError, match="needs the agent's pod token"):
+        ask(CaClient(local.secure_address, local.root_cert), REVIEWS)
