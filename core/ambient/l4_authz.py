@@ -5,9 +5,10 @@ AuthorizationPolicy: a matching DENY denies; with no ALLOW policy everything els
 otherwise some ALLOW must match. Dry-run policies decide nothing: the ones that matched are
 reported, for the logs.
 
-A policy matches when one of its rules does; a rule when every clause does; a clause when one
-of its matches does; a match when every field it sets does. A positive field holds when one
-of its values does, a negative one when none does. What a field looks at:
+A policy matches when one of its rules does (no rules: it matches nothing); a rule when every
+clause does; a clause when one of its matches does (no matches: it matches all); a match when
+every field it sets does. A positive field holds when one of its values does, a negative one
+when none does. What a field looks at:
 
 - principals: the peer's SPIFFE ID without ``spiffe://`` (``TD/ns/NS/sa/SA``);
 - namespaces and service accounts: those of the peer's identity;
@@ -17,6 +18,15 @@ A connection without a peer identity (plaintext on 15006) has no principal, name
 service account: positive lists on them fail, negative ones hold. That is how STRICT
 PeerAuthentication denies it: discovery sends STRICT as a DENY of ``not_principals:
 [presence]``.
+
+An empty match (no field set) is what discovery makes of an entry L4 cannot judge — a ``to``
+of only HTTP methods or paths, a ``when`` on a request header — or of an entry that is empty
+as written. ztunnel skips it: it matches nothing, so an ALLOW rule made of one allows
+nothing, and so does a DENY rule, which then denies nothing. pilotfish takes ztunnel's
+reading for ALLOW and the opposite for DENY, where an empty match matches every connection:
+the DENY is enforced without its HTTP parts, more restrictive than written, which is what
+istiod's status says happens and what the translator promises. A deliberate difference, on
+the safe side either way.
 """
 
 from __future__ import annotations
@@ -122,8 +132,17 @@ def _field(positive: tuple[V, ...], negative: tuple[V, ...],
 
 
 def policy_matches(policy: Policy, peer: _Peer) -> bool:
-    return any(all(any(matches(m, peer) for m in clause) for clause in rule)
+    # What an empty match is taken to mean: see the module docstring.
+    empty = policy.action == "DENY"
+
+    def holds(match: Match) -> bool:
+        return empty if match == _EMPTY else matches(match, peer)
+
+    return any(all(not clause or any(holds(m) for m in clause) for clause in rule)
                for rule in policy.rules)
+
+
+_EMPTY = Match()
 
 
 def authorize(policies: Sequence[Policy], connection: Connection, destination: Workload

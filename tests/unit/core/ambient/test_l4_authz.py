@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pilotfish.core.ambient.l4_authz import Connection, Verdict, authorize
+from pilotfish.core.ambient.model import Match, Policy, Rule, Workload
 from pilotfish.core.ambient.state import WorkloadState
 from tests.unit.core.ambient.wds_state import FRONTEND, MESH, state_from
 
@@ -217,3 +218,51 @@ metadata: {name: allow-nothing, namespace: shop}
 spec: {selector: {matchLabels: {app: cart}}}
 """)
     assert not verdict(state, identity).allowed
+
+
+def test_empty_rules_clauses_and_matches_as_ztunnel_reads_them() -> None:
+    def allow(*rules: Rule) -> Policy:
+        return Policy("p", "shop", "NAMESPACE", "ALLOW", rules)
+
+    cart = Workload(uid="u", name="cart-a", namespace="shop", addresses=("10.0.1.5",))
+    plain = Connection("10.0.1.2", None, "10.0.1.5", 8080)
+    assert authorize([allow(((),))], plain, cart).allowed  # a clause without matches: all
+    assert authorize([allow(())], plain, cart).allowed  # a rule without clauses: all
+    assert not authorize([allow()], plain, cart).allowed  # no rules: nothing
+    assert not authorize([allow(((Match(),),))], plain, cart).allowed  # an empty match
+
+
+def test_an_empty_source_allows_nothing_and_an_http_only_deny_denies_everything() -> None:
+    state = with_policies("""
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: empty-source, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  rules: [{from: [{source: {}}]}]
+""")
+    assert not verdict(state, FRONTEND).allowed  # as ztunnel: the empty match is skipped
+    state = with_policies("""
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-gets, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  action: DENY
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: evil-with-header, namespace: shop}
+spec:
+  selector: {matchLabels: {app: client}}
+  action: DENY
+  rules:
+  - from: [{source: {namespaces: [evil]}}]
+    when: [{key: "request.headers[x-user]", values: [mallory]}]
+""")
+    # Enforced without its HTTP part: every connection to cart is denied...
+    assert verdict(state, FRONTEND).policy == "shop/no-gets"
+    # ...and the header condition is dropped, the namespace kept.
+    assert verdict(state, EVIL, pod="client-0").policy == "shop/evil-with-header"
+    assert verdict(state, FRONTEND, pod="client-0").allowed
