@@ -146,7 +146,8 @@ class Discovery:
             # Raises CaSetupError before anything listens: bad CA files fail the start.
             self.secure = SecureXds.create(plugins, self.xds, options.secure_xds_address,
                                            options.certs, options.token_key,
-                                           config.mesh.root_namespace, revision, cluster)
+                                           config.mesh.root_namespace, revision, cluster,
+                                           pods=lambda: self.store.objects("Pod"))
             if cluster is not None:
                 from pilotfish.discovery.cluster_ca import RootPublisher
                 from pilotfish.discovery.leader import NAMESPACE_CONTROLLER

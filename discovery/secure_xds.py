@@ -38,7 +38,7 @@ from pilotfish.core.security.provider import (
 )
 from pilotfish.core.xds.server import SERVER_OPTIONS, XdsServer
 from pilotfish.discovery.authn import Authenticator, Credentials, check_proxy_identity
-from pilotfish.discovery.ca_service import STATUS, CertificateService
+from pilotfish.discovery.ca_service import STATUS, CertificateService, PodSource
 from pilotfish.discovery.tls_front import TlsFront, server_context, split_host_port
 
 if TYPE_CHECKING:
@@ -84,7 +84,8 @@ def read_token_key(path: Path | None) -> bytes | None:
 class SecureXds:
     def __init__(self, xds: XdsServer, provider: CertProvider, settings: CertSettings,
                  authenticator: Authenticator, address: str, namespace: str = "istio-system",
-                 clock: Callable[[], float] = time.time, revision: str = "") -> None:
+                 clock: Callable[[], float] = time.time, revision: str = "",
+                 pods: PodSource = tuple) -> None:
         self.xds = xds
         self.provider = provider
         self.settings = settings
@@ -96,14 +97,17 @@ class SecureXds:
         self.serving = self._issue_serving()
         self.front = TlsFront(server_context(self.serving, provider.trust_bundle()))
         self.authenticator = authenticator
-        self.ca = CertificateService(provider, settings, authenticator, self.front.peer, clock)
+        self.ca = CertificateService(provider, settings, authenticator, self.front.peer, clock,
+                                     pods)
 
     @classmethod
     def create(cls, plugins: Plugins, xds: XdsServer, address: str, settings: CertSettings,
                token_key: Path | None, namespace: str = "istio-system", revision: str = "",
-               cluster: Client | None = None) -> SecureXds:
+               cluster: Client | None = None, pods: PodSource = tuple) -> SecureXds:
         """``cluster``: the Kubernetes API server discovery runs against, if any: the root
-        then lives in its Secrets (``cluster_ca``) and pod tokens are checked by it."""
+        then lives in its Secrets (``cluster_ca``) and pod tokens are checked by it.
+        ``pods``: the pods discovery knows, which say which node a node agent and the
+        identities it asks for run on."""
         key = read_token_key(token_key)
         reviewer = None
         if cluster is not None:
@@ -125,7 +129,7 @@ class SecureXds:
             log.info("wrote the mesh root to %s", state / ROOT_CERT)
         return cls(xds, provider, settings,
                    Authenticator(settings.trust_domain, key, reviewer=reviewer), address,
-                   namespace, revision=revision)
+                   namespace, revision=revision, pods=pods)
 
     @property
     def root_cert_path(self) -> Path:

@@ -2,11 +2,11 @@
 
 A workload's projected service-account token (audience ``istio-ca``) is sent to the API
 server as a ``TokenReview``; its answer says whether the token is good for that audience and
-whose it is (``system:serviceaccount:NS:SA``, the pod under ``extra``). ``identity_from``
-reads that answer (sans-IO); every refusal says why. ``TokenReviewer`` does the round trip,
-blocking (the ``kubernetes`` client is synchronous: callers run it in a worker thread), and
-remembers successful reviews briefly so a burst of CSRs and ADS streams from one pod costs
-one review: at most ``CACHE_SECONDS``, never past the token's own expiry, at most
+whose it is (``system:serviceaccount:NS:SA``, the pod's name and UID under ``extra``).
+``identity_from`` reads that answer (sans-IO); every refusal says why. ``TokenReviewer``
+does the round trip, blocking (the ``kubernetes`` client is synchronous: callers run it in a
+worker thread), and remembers successful reviews briefly so a burst of CSRs and ADS streams
+from one pod costs one review: at most ``CACHE_SECONDS``, never past the token's own expiry, at most
 ``CACHE_ENTRIES`` tokens (the oldest forgotten first). Refusals are never cached: a token
 the API server did not know a moment ago may be known now.
 """
@@ -30,6 +30,7 @@ AUDIENCE = "istio-ca"  # Istio's TOKEN_AUDIENCES default
 PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 SA_PREFIX = "system:serviceaccount:"
 POD_NAME = "authentication.kubernetes.io/pod-name"
+POD_UID = "authentication.kubernetes.io/pod-uid"
 CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 10_000
 
@@ -59,10 +60,12 @@ def identity_from(answer: Mapping[str, Any], audience: str = AUDIENCE) -> Identi
         raise _refused(f"the token belongs to {username or 'nobody'!r}, not to a service "
                        "account (system:serviceaccount:NAMESPACE:NAME)")
     namespace, _, account = username.removeprefix(SA_PREFIX).partition(":")
-    pods = (user.get("extra") or {}).get(POD_NAME) or []
+    extra = user.get("extra") or {}
+    pods = extra.get(POD_NAME) or []
+    uids = extra.get(POD_UID) or []
     try:
         return Identity(namespace, account, pod=str(pods[0]) if pods else "",
-                        source="token review")
+                        source="token review", pod_uid=str(uids[0]) if uids else "")
     except IdentityError as exc:
         raise _refused(str(exc)) from exc
 

@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from google.protobuf import struct_pb2
 
 from pilotfish.core.security import ca_pb2, ca_pb2_grpc
 from pilotfish.core.security.identity import Identity
@@ -149,9 +150,10 @@ def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
 def create_certificate(address: str, root_pem: bytes, csr: str, *, token: str | None = None,
                        key_pem: str | None = None, chain: Sequence[str] = (),
                        validity: int = 0, server_name: str = DISCOVERY_NAME,
-                       timeout: float = 10.0) -> list[str]:
+                       timeout: float = 10.0, impersonate: str = "") -> list[str]:
     """``CreateCertificate`` on 15012 as a workload would call it: with its pod token, or
-    with its current certificate (``key_pem`` and ``chain``, leaf first) for a renewal.
+    with its current certificate (``key_pem`` and ``chain``, leaf first) for a renewal;
+    ``impersonate``: as a node agent asking for that SPIFFE ID (``ImpersonatedIdentity``).
     Refusals raise ``grpc.RpcError`` with the status code and message."""
     credentials = grpc.ssl_channel_credentials(
         root_pem, key_pem.encode() if key_pem else None,
@@ -160,7 +162,10 @@ def create_certificate(address: str, root_pem: bytes, csr: str, *, token: str | 
     with grpc.secure_channel(address, credentials, options=options) as channel:
         stub = ca_pb2_grpc.IstioCertificateServiceStub(channel)
         response = stub.CreateCertificate(
-            ca_pb2.IstioCertificateRequest(csr=csr, validity_duration=validity),
+            ca_pb2.IstioCertificateRequest(
+                csr=csr, validity_duration=validity,
+                metadata=struct_pb2.Struct(fields={"ImpersonatedIdentity": struct_pb2.Value(
+                    string_value=impersonate)}) if impersonate else None),
             metadata=[("authorization", f"Bearer {token}")] if token else None,
             timeout=timeout)
     return list(response.cert_chain)

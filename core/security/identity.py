@@ -50,6 +50,9 @@ class Identity:
     pod: str = ""
     # How the caller proved it: "token" or "certificate" (for logs and /debug/syncz).
     source: str = "token"
+    # The UID of the pod a cluster's token is bound to: tells a pod from a re-created one
+    # of the same name.
+    pod_uid: str = ""
 
     def spiffe_id(self, trust_domain: str) -> str:
         return spiffe_id(trust_domain, self.namespace, self.service_account)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,40 @@ def test_ads_on_15012_takes_a_reviewed_token_for_its_own_namespace_only(cluster:
         ads_cds(cluster.meshes[0], token, "default")
     error: Any = info.value
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_node_agent_gets_the_identities_on_its_node_only(cluster: Cluster):
+    """ztunnel's token, bound to its pod (TokenReview ``extra``), and that pod's
+    ``spec.nodeName``, read from the cluster, decide which identities it may ask for."""
+    for name, namespace, account, node in [("ztunnel-a", "istio-system", "ztunnel", "node-a"),
+                                           ("reviews-0", "shop", "reviews", "node-a"),
+                                           ("ratings-0", "shop", "ratings", "node-b")]:
+        cluster.core.create_namespaced_pod(namespace, {
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"nodeName": node, "serviceAccountName": account,
+                     "containers": [{"name": "c", "image": "x"}]}})
+    uid = cluster.core.read_namespaced_pod("ztunnel-a", "istio-system").metadata.uid
+    token = cluster.api.add_token(service_account("istio-system", "ztunnel", pod="ztunnel-a",
+                                                  pod_uid=uid))
+    root = cluster.root_configmap("shop")
+    csr, _ = make_csr("ec", uris=[REVIEWS])
+    for mesh in cluster.meshes:
+        deadline = time.monotonic() + 10
+        while True:  # until discovery's watch has the pods
+            try:
+                chain = create_certificate(mesh.secure_address, mesh.root_cert.read_bytes(),
+                                           csr, token=token, impersonate=REVIEWS)
+                break
+            except grpc.RpcError as exc:
+                if "not known to discovery" not in (exc.details() or "") or \
+                        time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert uri_sans(verify_chain(chain, root)) == [REVIEWS]
+        with pytest.raises(grpc.RpcError) as info:
+            create_certificate(mesh.secure_address, mesh.root_cert.read_bytes(),
+                               make_csr("ec", uris=[RATINGS])[0], token=token,
+                               impersonate=RATINGS)
+        error: Any = info.value
+        assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "runs on node 'node-a'" in error.details()

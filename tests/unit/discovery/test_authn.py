@@ -114,6 +114,6 @@ def test_create_certificate_signs_for_the_caller_only(ca):
                                3600, {}, NOW)
     leaf = verify_chain(chain, ca.trust_bundle(), NOW)
     assert uri_sans(leaf) == ["spiffe://cluster.local/ns/shop/sa/reviews"]
-    with pytest.raises(CertError, match="ImpersonatedIdentity is not allowed"):
+    with pytest.raises(CertError, match="caller shop/reviews is not a node agent"):
         create_certificate(ca, settings, Identity("shop", "reviews"), make_csr()[0], 0,
                            {"ImpersonatedIdentity": "spiffe://cluster.local/ns/x/sa/y"}, NOW)

@@ -119,10 +119,11 @@ def test_a_broken_cacerts_secret_fails_the_start_naming_it(api, client, tmp_path
 
 
 def test_a_projected_token_is_its_service_account_and_pod(api, client):
-    token = api.add_token(service_account("shop", "reviews", pod="reviews-v1-0"))
+    token = api.add_token(service_account("shop", "reviews", pod="reviews-v1-0",
+                                          pod_uid="0b5e-uid"))
     identity = token_review.TokenReviewer(client).review(token, NOW)
-    assert (identity.namespace, identity.service_account, identity.pod) == (
-        "shop", "reviews", "reviews-v1-0")
+    assert (identity.namespace, identity.service_account, identity.pod, identity.pod_uid) == (
+        "shop", "reviews", "reviews-v1-0", "0b5e-uid")
 
 
 @pytest.mark.parametrize(("user", "reason"), [
