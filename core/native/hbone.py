@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import logging
 import socket
@@ -129,6 +130,7 @@ class TunnelRequest:
 # An upstream channel, already connected (answered 200 and spliced), or the status to
 # refuse the tunnel with (400, 401, 503).
 Handler = Callable[[TunnelRequest], Awaitable[Channel | int]]
+_ACCEPT_RETRY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ContextFor = Callable[[tuple[str, int]], ssl.SSLContext | Awaitable[ssl.SSLContext]]
 
 
@@ -247,6 +249,14 @@ async def serve(listener: socket.socket, context_for: ContextFor, handler: Handl
             try:
                 conn, _ = await loop.sock_accept(listener)
             except (ConnectionAbortedError, BlockingIOError):  # the client gave up first
+                continue
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RETRY:
+                    raise
+                # out of descriptors or memory for now: accepting again at once would spin
+                log.warning("HBONE listener %s: %s", address_text(listener.getsockname()),
+                            exc)
+                await anyio.sleep(0.1)
                 continue
             tasks.start_soon(_accepted, conn, context_for, handler)
 
@@ -376,6 +386,9 @@ class HbonePool:
             except http2.StreamError as exc:
                 raise HboneError(f"CONNECT {authority} via {address_text(key.destination)}: "
                                  f"{exc}", exc.status) from None
+            except h2.exceptions.ProtocolError as exc:  # the connection could take no stream
+                raise HboneError(f"CONNECT {authority} via {address_text(key.destination)}: "
+                                 f"{exc or type(exc).__name__}") from None
         except BaseException:
             entry.give_back()
             raise

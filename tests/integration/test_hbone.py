@@ -50,6 +50,7 @@ class Server:
     accepted: int = 0
     requests: list[hbone.TunnelRequest] = attrs.field(factory=list)
     answer: int | None = None  # refuse every tunnel with this status
+    fail: bool = False  # the handler raises
 
     def key(self, identities: tuple[str, ...] = (DB.spiffe_id,)) -> hbone.PoolKey:
         return hbone.PoolKey(WEB.spiffe_id, identities, "127.0.0.1", ("127.0.0.1", self.port))
@@ -81,6 +82,8 @@ async def hbone_server(upstream: Callable[..., Awaitable[None]] = echo
 
     async def handler(request: hbone.TunnelRequest) -> Channel | int:
         server.requests.append(request)
+        if server.fail:
+            raise RuntimeError("the handler's own bug")
         if server.answer is not None:
             return server.answer
         reader, writer = await asyncio.open_connection("127.0.0.1", server.upstream_port)
@@ -251,6 +254,21 @@ def test_a_refusal_surfaces_with_its_status(status: int) -> None:
             # the refused stream is not left counting against the connection
             assert pool.statistics() == hbone.PoolStatistics(connections=1, streams=0)
             server.answer = None
+            tunnel = await pool.open(server.key(), AUTHORITY, (), client_context, tcp_connect)
+            await tunnel.close()
+            assert server.accepted == 1
+
+    run(main)
+
+
+def test_a_handler_that_fails_answers_503_and_the_connection_goes_on() -> None:
+    async def main() -> None:
+        async with hbone_server() as server, hbone.HbonePool() as pool:
+            server.fail = True
+            with pytest.raises(hbone.HboneError) as caught:
+                await pool.open(server.key(), AUTHORITY, (), client_context, tcp_connect)
+            assert caught.value.status == 503
+            server.fail = False
             tunnel = await pool.open(server.key(), AUTHORITY, (), client_context, tcp_connect)
             await tunnel.close()
             assert server.accepted == 1
