@@ -109,6 +109,15 @@ def peer_identities(ssl_object: Any) -> tuple[str, ...]:
                  if kind == "URI")
 
 
+def _tune(sock: socket.socket) -> None:
+    """ztunnel's socket options: keepalive, and no Nagle delay (a tunnel's small writes,
+    a CONNECT's answer or a last DATA frame, would otherwise wait for the peer's delayed
+    ACK; asyncio sets TCP_NODELAY only on sockets it connects itself)."""
+    with contextlib.suppress(OSError):
+        set_keepalive(sock, KEEPALIVE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 # -- the server side ------------------------------------------------------------------------
 
 
@@ -144,8 +153,7 @@ async def serve_connection(conn: socket.socket, context: ssl.SSLContext,
     handled at once in a task group (anything else is answered 400). Returns when the
     connection ends; its tunnels end with it."""
     local, peer = _address(conn.getsockname()), peer_of(conn)
-    with contextlib.suppress(OSError):
-        set_keepalive(conn, KEEPALIVE)
+    _tune(conn)
     try:
         reader, writer = await open_streams(conn, context)
     except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
@@ -462,8 +470,7 @@ async def _handshake(key: PoolKey, context: Callable[[], ssl.SSLContext],
                      ) -> http2.Connection:
     """TCP (the caller's), TLS, the server's identity checked, HTTP/2 started."""
     sock = await connect(key.destination)
-    with contextlib.suppress(OSError):
-        set_keepalive(sock, KEEPALIVE)
+    _tune(sock)
     try:
         reader, writer = await asyncio.open_connection(
             sock=sock, ssl=context(), server_hostname="",  # "": no SNI

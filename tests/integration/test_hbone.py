@@ -120,6 +120,10 @@ def test_a_tunnel_carries_bytes_and_the_request_facts() -> None:
                        ("baggage", hbone.baggage(namespace="shop", workload_name="web")),
                        ("traceparent", hbone.traceparent())]
             tunnel = await pool.open(server.key(), AUTHORITY, headers, client_context, connect)
+            assert isinstance(tunnel, hbone.PooledChannel)
+            # no Nagle delay on the caller's socket (a tunnel's end waited 40 ms without)
+            raw = tunnel.connection.writer.get_extra_info("socket")
+            assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
             await tunnel.write(b"hello")
             tunnel.end()
             assert await read_all(tunnel) == b"hello"
