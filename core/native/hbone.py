@@ -210,7 +210,7 @@ async def _answer(connection: http2.Connection, stream: http2.Stream,
     tunnel = channels.StreamChannel(connection, stream)
     try:
         await connection.accept(stream.id, 200, end=False)
-        await relay(tunnel, answer, stream)
+        await relay(tunnel, answer)
     except (http2.StreamError, h2.exceptions.ProtocolError, OSError):
         pass  # the client went away before or during the tunnel
     finally:
@@ -219,14 +219,15 @@ async def _answer(connection: http2.Connection, stream: http2.Stream,
             await tunnel.close()
 
 
-async def relay(tunnel: Channel, other: Channel, stream: http2.Stream) -> None:
-    """Bytes both ways between a tunnel's stream and ``other``, each half-close passed on,
-    until both ways ended; a stream that is reset (or whose connection goes) ends the
-    relay at once, the other way included."""
+async def relay(tunnel: channels.StreamChannel, other: Channel) -> None:
+    """Bytes both ways between a tunnel and ``other`` (the app's connection, either side),
+    each half close passed on, until both ways ended; a stream that is reset (or whose
+    connection goes) ends the relay at once, the other way included. Closing both is the
+    caller's."""
     async with anyio.create_task_group() as tasks:
         async def watch() -> None:
-            await stream.ended.wait()
-            if stream.error:
+            await tunnel.stream.ended.wait()
+            if tunnel.stream.error:
                 tasks.cancel_scope.cancel()
 
         tasks.start_soon(watch)

@@ -51,6 +51,7 @@ class Server:
     requests: list[hbone.TunnelRequest] = attrs.field(factory=list)
     answer: int | None = None  # refuse every tunnel with this status
     fail: bool = False  # the handler raises
+    serving: asyncio.Task[None] | None = None  # serve(), to cancel
 
     def key(self, identities: tuple[str, ...] = (DB.spiffe_id,)) -> hbone.PoolKey:
         return hbone.PoolKey(WEB.spiffe_id, identities, "127.0.0.1", ("127.0.0.1", self.port))
@@ -89,7 +90,8 @@ async def hbone_server(upstream: Callable[..., Awaitable[None]] = echo
         reader, writer = await asyncio.open_connection("127.0.0.1", server.upstream_port)
         return channels.TcpChannel(reader, writer)
 
-    task = asyncio.get_running_loop().create_task(hbone.serve(listener, context_for, handler))
+    task = server.serving = asyncio.get_running_loop().create_task(
+        hbone.serve(listener, context_for, handler))
     try:
         yield server
     finally:
@@ -401,5 +403,47 @@ def test_an_abandoned_tunnel_closes_its_upstream() -> None:
             await tunnel.close()  # no end(): a reset, not a half close
             await asyncio.wait_for(upstream_done.wait(), 5)
             assert pool.statistics().streams == 0
+
+    run(main)
+
+
+def test_relay_joins_an_app_connection_to_a_tunnel_and_ends_when_the_tunnel_breaks() -> None:
+    """An outbound path as ztunnel's: an app connection relayed into a pooled tunnel. The
+    app never closes its side; when the server goes, the relay ends at once and the app's
+    connection is closed."""
+    async def main() -> None:
+        received = asyncio.Queue[bytes]()
+
+        async def app_upstream(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+            received.put_nowait(await reader.read(100))
+            await reader.read()
+
+        relayed = asyncio.Event()
+        async with hbone_server(app_upstream) as server, hbone.HbonePool() as pool:
+            async def outbound(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+                tunnel = await pool.open(server.key(), AUTHORITY, (), client_context,
+                                         tcp_connect)
+                assert isinstance(tunnel, hbone.PooledChannel)
+                app = channels.TcpChannel(reader, writer)
+                try:
+                    await hbone.relay(tunnel, app)
+                finally:
+                    await tunnel.close()
+                    await app.close()
+                    relayed.set()
+
+            front = await asyncio.start_server(outbound, "127.0.0.1", 0)
+            reader, writer = await asyncio.open_connection(*front.sockets[0].getsockname()[:2])
+            writer.write(b"abc")
+            await writer.drain()
+            assert await asyncio.wait_for(received.get(), 5) == b"abc"
+            assert server.serving is not None
+            server.serving.cancel()  # the server goes, the app's side still open
+            await asyncio.wait_for(relayed.wait(), 5)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            front.close()
 
     run(main)
