@@ -213,6 +213,8 @@ async def _answer(connection: http2.Connection, stream: http2.Stream,
         await relay(tunnel, answer)
     except (http2.StreamError, h2.exceptions.ProtocolError, OSError):
         pass  # the client went away before or during the tunnel
+    except Exception:  # a bug in one tunnel must not end the others on its connection
+        log.exception("HBONE tunnel to %s failed", request.authority)
     finally:
         with anyio.CancelScope(shield=True):
             await answer.close()
@@ -236,15 +238,18 @@ async def relay(tunnel: channels.StreamChannel, other: Channel) -> None:
 
 
 async def _accepted(conn: socket.socket, context_for: ContextFor, handler: Handler) -> None:
+    peer = address_text(peer_of(conn))
     try:
         chosen = context_for(_address(conn.getsockname()))
         context = await chosen if inspect.isawaitable(chosen) else chosen
     except Exception as exc:  # no certificate for that address (yet): refuse it
-        log.warning("HBONE from %s: no server certificate: %s", address_text(peer_of(conn)),
-                    exc)
+        log.warning("HBONE from %s: no server certificate: %s", peer, exc)
         conn.close()
         return
-    await serve_connection(conn, context, handler)
+    try:
+        await serve_connection(conn, context, handler)
+    except Exception:  # a bug in one connection must not stop the listener
+        log.exception("HBONE connection from %s failed", peer)
 
 
 async def serve(listener: socket.socket, context_for: ContextFor, handler: Handler) -> None:
