@@ -447,3 +447,52 @@ def test_relay_joins_an_app_connection_to_a_tunnel_and_ends_when_the_tunnel_brea
             front.close()
 
     run(main)
+
+
+def test_the_server_certificate_is_chosen_by_local_address_and_may_be_awaited() -> None:
+    """One listener answering for several addresses, as ztunnel answers for each pod with
+    that pod's certificate: 127.0.0.1 is db, 127.0.0.2 is reviews, 127.0.0.3 has none."""
+    reviews = CA.issue("shop", "reviews")
+    contexts = {"127.0.0.1": hbone.server_context(DB.chain_pem, DB.key_pem, CA.roots_pem),
+                "127.0.0.2": hbone.server_context(reviews.chain_pem, reviews.key_pem,
+                                                  CA.roots_pem)}
+
+    async def main() -> None:
+        app = await asyncio.start_server(echo, "127.0.0.1", 0)
+        listener = socket.socket()
+        listener.bind(("0.0.0.0", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        asked: list[tuple[str, int]] = []
+
+        async def context_for(local: tuple[str, int]) -> ssl.SSLContext:
+            asked.append(local)
+            await asyncio.sleep(0)  # as a certificate fetched on demand would
+            return contexts[local[0]]  # KeyError: no workload there
+
+        async def handler(request: hbone.TunnelRequest) -> Channel:
+            reader, writer = await asyncio.open_connection(*app.sockets[0].getsockname()[:2])
+            return channels.TcpChannel(reader, writer)
+
+        serving = asyncio.get_running_loop().create_task(
+            hbone.serve(listener, context_for, handler))
+        async with hbone.HbonePool() as pool:
+            for ip, identity in (("127.0.0.1", DB.spiffe_id),
+                                 ("127.0.0.2", reviews.spiffe_id)):
+                key = hbone.PoolKey(WEB.spiffe_id, (identity,), "127.0.0.1", (ip, port))
+                tunnel = await pool.open(key, AUTHORITY, (), client_context, tcp_connect)
+                await tunnel.write(ip.encode())
+                tunnel.end()
+                assert await read_all(tunnel) == ip.encode()
+                await tunnel.close()
+            nobody = hbone.PoolKey(WEB.spiffe_id, (DB.spiffe_id,), "127.0.0.1",
+                                   ("127.0.0.3", port))
+            with pytest.raises(hbone.HboneError):
+                await pool.open(nobody, AUTHORITY, (), client_context, tcp_connect)
+        assert asked == [("127.0.0.1", port), ("127.0.0.2", port), ("127.0.0.3", port)]
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        listener.close()
+        app.close()
+
+    run(main)
