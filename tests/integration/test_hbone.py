@@ -261,6 +261,8 @@ def test_a_refusal_surfaces_with_its_status(status: int) -> None:
             assert pool.statistics() == hbone.PoolStatistics(connections=1, streams=0)
             server.answer = None
             tunnel = await pool.open(server.key(), AUTHORITY, (), client_context, tcp_connect)
+            assert isinstance(tunnel, hbone.PooledChannel)
+            assert tunnel.connection.h2.open_outbound_streams == 1  # HTTP/2's count too
             await tunnel.close()
             assert server.accepted == 1
 
