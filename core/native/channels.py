@@ -24,6 +24,9 @@ class Channel(Protocol):
     def end(self) -> None:
         """No more bytes from us (a half close: the other way may go on)."""
 
+    async def close(self) -> None:
+        """Let the transport go: after both ways ended, or to abandon what is left."""
+
 
 class TcpChannel:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -41,6 +44,11 @@ class TcpChannel:
             if self.writer.can_write_eof():
                 self.writer.write_eof()
 
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
 
 class StreamChannel:
     """One HTTP/2 stream of an open tunnel."""
@@ -50,7 +58,10 @@ class StreamChannel:
         self.ended = False
 
     async def read(self) -> bytes:
-        return await self.connection.read(self.stream)
+        data = await self.connection.read(self.stream)
+        if not data and self.stream.error:  # reset, or the connection went: not an end
+            raise http2.StreamError(self.stream.error)
+        return data
 
     async def write(self, data: bytes) -> None:
         await self.connection.write(self.stream.id, data)
@@ -60,10 +71,21 @@ class StreamChannel:
             self.ended = True
             self.connection.end(self.stream.id)
 
+    async def close(self) -> None:
+        """Forget the stream; one not over both ways yet is reset (its peer learns the
+        tunnel was abandoned, not finished)."""
+        finished = self.ended and self.stream.ended.is_set()
+        self.ended = True
+        if not finished:
+            self.connection.end(self.stream.id, reset=True)
+        self.connection.release(self.stream.id)
+
 
 async def pipe(source: Channel, sink: Channel,
                count: Callable[[int], None] | None = None) -> None:
-    """Bytes from ``source`` to ``sink`` until ``source`` ends, then end ``sink``."""
+    """Bytes from ``source`` to ``sink`` until ``source`` ends, then end ``sink``. A pipe
+    cancelled does not end ``sink``: a half close would pass for the data's whole end, so
+    whoever cancelled closes (or resets) it instead."""
     try:
         while data := await source.read():
             if count is not None:
@@ -71,8 +93,9 @@ async def pipe(source: Channel, sink: Channel,
             await sink.write(data)
     except (ConnectionError, OSError, http2.StreamError):
         pass
-    finally:
-        sink.end()
+    except asyncio.CancelledError:
+        raise
+    sink.end()
 
 
 async def splice(one: Channel, other: Channel, one_to_other: Callable[[int], None] | None = None,

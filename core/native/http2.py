@@ -34,6 +34,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_BODY = http1.MAX_BODY
 READ_SIZE = 65536
 WINDOW = 1 << 24  # what a stream and the connection may have in flight towards us
+DEFAULT_FRAME = 16384  # HTTP/2's initial SETTINGS_MAX_FRAME_SIZE
 MAX_STREAMS = 1024  # concurrent streams a peer may open towards us
 # Connection-specific headers HTTP/2 forbids (RFC 9113 §8.2.2); ``host`` is ``:authority``.
 CONNECTION_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection",
@@ -41,7 +42,12 @@ CONNECTION_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection",
 
 
 class StreamError(Exception):
-    """A stream the peer reset, or a connection that ended under it."""
+    """A stream the peer reset, a connection that ended under it, or a tunnel refused
+    (``status``: the answer's status, when one came)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @attrs.define(eq=False)
@@ -106,18 +112,30 @@ def _fields(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 class Connection:
+    """``stream_window`` and ``connection_window`` are what the peer may have in flight
+    towards us on one stream and on the whole connection; ``max_frame`` the largest frame
+    it may send (HBONE asks 4 MiB, 16 MiB and 1 MiB; the proxy's defaults are 16 MiB for
+    both windows and HTTP/2's 16 KiB frames)."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 client: bool) -> None:
+                 client: bool, *, stream_window: int = WINDOW, connection_window: int = WINDOW,
+                 max_frame: int = DEFAULT_FRAME) -> None:
         self.reader, self.writer = reader, writer
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=client, header_encoding="utf-8"))
         codes = h2.settings.SettingCodes
         settings = {codes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
                     codes.MAX_HEADER_LIST_SIZE: http1.MAX_HEAD,
-                    codes.INITIAL_WINDOW_SIZE: WINDOW}
+                    codes.INITIAL_WINDOW_SIZE: stream_window}
+        if max_frame != DEFAULT_FRAME:
+            settings[codes.MAX_FRAME_SIZE] = max_frame
         if client:
             settings[codes.ENABLE_PUSH] = 0
         self.h2.local_settings = h2.settings.Settings(client=client, initial_values=settings)
+        # settings given as initial values are never "acknowledged" as changes, so h2 would
+        # go on refusing frames past 16 KiB: it is told the larger limit here
+        self.h2.max_inbound_frame_size = max_frame
+        self.connection_window = connection_window
         self.streams: dict[int, Stream] = {}
         self._windows = asyncio.Condition()
         self.closed = False
@@ -135,7 +153,8 @@ class Connection:
     def start(self, received: bytes = b"") -> list[h2.events.Event]:
         """Send our preface and settings; take bytes already read off the socket."""
         self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(WINDOW - 65535)
+        if self.connection_window > 65535:
+            self.h2.increment_flow_control_window(self.connection_window - 65535)
         events = self.h2.receive_data(received) if received else []
         self._flush()
         return events
@@ -147,6 +166,12 @@ class Connection:
             return False
         limit = self.h2.remote_settings.max_concurrent_streams
         return self.h2.open_outbound_streams < limit
+
+    async def receive(self, on_event: Callable[[h2.events.Event], None] = lambda e: None
+                      ) -> None:
+        """Read and act on what the peer sends (``on_event`` sees each event after the
+        connection did) until the connection ends; every stream is finished then."""
+        await self._read(on_event)
 
     async def _read(self, on_event: Callable[[h2.events.Event], None]) -> None:
         try:
@@ -373,12 +398,20 @@ class Connection:
         self.h2.send_headers(stream_id, [(":method", "CONNECT"), (":authority", authority),
                                          *_fields(headers)])
         self._flush()
-        await self.writer.drain()
-        await stream.responded.wait()
+        try:
+            await self.writer.drain()
+            await stream.responded.wait()
+        except BaseException:  # cancelled (a timeout): the stream is abandoned
+            self.end(stream_id, reset=True)
+            self.streams.pop(stream_id, None)
+            raise
         status = stream.pseudo(":status")
         if stream.error or not status.startswith("2"):
+            # our side is still open: reset it, so the stream stops counting as open
+            self.end(stream_id, reset=True)
             self.streams.pop(stream_id, None)
-            raise StreamError(stream.error or f"the tunnel was refused ({status})")
+            raise StreamError(stream.error or f"the tunnel was refused ({status})",
+                              int(status) if status.isdigit() else None)
         return stream
 
     # -- client -------------------------------------------------------------------------
@@ -386,7 +419,7 @@ class Connection:
     def run(self) -> None:
         """Start a client connection: preface out, responses read in the background."""
         self.start()
-        self._reading = asyncio.get_running_loop().create_task(self._read(lambda e: None))
+        self._reading = asyncio.get_running_loop().create_task(self.receive())
 
     async def request(self, request: http1.Message, scheme: str = "http") -> http1.Message:
         """Send ``request`` on a new stream; its whole response (``StreamError`` if the

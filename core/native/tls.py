@@ -87,6 +87,24 @@ def uri_names(pem: bytes) -> list[str]:
     return []
 
 
+def load_identity(context: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
+    """Give ``context`` a certificate chain and its key held in memory (a certificate
+    fetched from the CA): through files in a private folder (0700, files 0600) removed as
+    soon as they are loaded, since the ssl module reads keys from files only."""
+    with tempfile.TemporaryDirectory(prefix="pilotfish-identity-") as folder:
+        chain, key = Path(folder) / "chain.pem", Path(folder) / "key.pem"
+        for path, data in ((chain, chain_pem), (key, key_pem)):
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as out:
+                out.write(data)
+        try:
+            context.load_cert_chain(chain, key)
+        except ssl.SSLError as exc:
+            raise ValueError(f"the certificate chain and key do not load ({exc.reason or exc})"
+                             " - PEM chain, leaf first, and its unencrypted PEM key expected"
+                             ) from None
+
+
 class Missing(Exception):
     """A secret the context needs has not come from SDS yet."""
 
