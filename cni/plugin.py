@@ -28,8 +28,19 @@ and the runtime passes, in its runtimeConfig::
                                      #   sidecar.istio.io/status is present)
       "containerPorts": [9080],      # optional; Istio captures all inbound ports anyway
       "proxyEnv": {"ISTIO_META_DNS_CAPTURE": "true"},  # the proxy container's env
-      "runAsUser": 1337, "runAsGroup": 1337            # the proxy container's ids
+      "runAsUser": 1337, "runAsGroup": 1337,           # the proxy container's ids
+      "uid": "5b9c...",              # default: CNI_ARGS K8S_POD_UID (ambient needs it)
+      "serviceAccount": "reviews",   # default: "default"
+      "namespaceLabels": {"istio.io/dataplane-mode": "ambient"}  # enrolls the namespace
     }
+
+Ambient pods. With the ``ambient`` profile, the ``ztunnel-sockets`` interceptor takes the
+pods ambient mode enrolls (``istio.io/dataplane-mode: ambient`` on the pod or in
+``namespaceLabels``; no sidecar) and, as Istio's plugin does, posts each to the CNI node agent
+(``pilotfish cni-agent``) instead of writing rules itself: the agent writes the in-pod rules
+and hands the pod's network namespace to ztunnel before ADD returns. The agent's socket is
+``pluginevent.sock`` in the network config's ``cni_agent_run_dir`` (Istio's field; default
+``/var/run/istio-cni``). DEL asks the agent to let the pod go.
 
 Annotations the ``iptables`` interceptor honours (as Istio CNI does): ``sidecar.istio.io/inject``,
 ``sidecar.istio.io/interceptionMode`` (REDIRECT, TPROXY; NONE skips the pod),
@@ -62,6 +73,10 @@ from pilotfish.core.interceptor import (
     first_capturing,
 )
 
+# Istio's: the node agent's folder, and its pod-event socket there, which the ambient
+# interceptor (ztunnel-sockets) posts pods to; handed to interceptors in their environment.
+EVENTS_SOCKET = "pluginevent.sock"
+EVENTS_SOCKET_ENV = "PILOTFISH_CNI_EVENTS_SOCKET"
 APPLY_FAILED = 100  # the capture could not be installed or removed
 NOT_IN_PLACE = 101  # CHECK: the installed capture is not the planned one
 API_WAIT = 30.0  # how long a pod not (yet) found, or an API server not answering, is retried
@@ -89,9 +104,16 @@ def interceptors(request: CniRequest) -> list[Interceptor]:
     if path is not None and not isinstance(path, str):
         raise CniError(protocol.INVALID_CONFIG,
                        "network config: mesh_config: expected the path of a pilotfish.yaml")
+    environ = dict(os.environ)
+    run_dir = request.config.get("cni_agent_run_dir")
+    if run_dir is not None:
+        if not isinstance(run_dir, str) or not run_dir:
+            raise CniError(protocol.INVALID_CONFIG, "network config: cni_agent_run_dir: "
+                           "expected the node agent's folder (a path)")
+        environ[EVENTS_SOCKET_ENV] = os.path.join(run_dir, EVENTS_SOCKET)
     try:
         active = plugins.Plugins.from_config(meshconfig.load(path), groups=["interceptors"])
-        return active.interceptors(InterceptorSettings(runtime="cni", environ=os.environ))
+        return active.interceptors(InterceptorSettings(runtime="cni", environ=environ))
     except (meshconfig.MeshConfigError, plugins.PluginError) as exc:
         raise CniError(protocol.INVALID_CONFIG, f"network config: mesh_config: {exc}") from None
 

@@ -190,7 +190,7 @@ def test_a_newer_connection_replaces_the_older_one(path: Path):
             new = await raw_ztunnel(path)
             # The old connection is closed by the agent: its next read is the end.
             assert await asyncio.to_thread(old.recv, 64) == b""
-            assert server.connected
+            await asyncio.wait_for(server.wait_connected(), 5)  # the newer one's snapshot
             old.close()
             new.close()
             serving.cancel()

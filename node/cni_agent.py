@@ -1,0 +1,221 @@
+"""``pilotfish cni-agent``: Istio CNI's long-running node part, for ambient pods.
+
+One per node, as root. It holds two unix sockets:
+
+- the ZDS server (``--zds-socket``, default ``/var/run/ztunnel/ztunnel.sock``), which the
+  node's ztunnel connects to and gets every ambient pod's network namespace from;
+- the pod-event API (``--events-socket``, default ``/var/run/istio-cni/pluginevent.sock``),
+  an HTTP server ``pilotfish-cni`` posts pod events to (the ``ztunnel-sockets`` interceptor;
+  bodies in ``interceptors/ambient_events.py``).
+
+On ``/cmdadd`` (a new pod) or ``/enroll`` (a running pod newly labelled ambient) for an ambient
+pod it opens the pod's network namespace and keeps it open, writes the in-pod rules there
+(``ambient_rules``, byte for byte Istio's), hands the namespace to ztunnel and waits for its
+Ack, then answers ``{"redirection": "enabled"}`` — what Istio records as the pod annotation
+``ambient.istio.io/redirection``. With no ztunnel connected the pod is held and handed over
+when one connects (the answer says so). ``/cmddel`` removes the rules while the namespace
+still exists and tells ztunnel. ``GET /pods`` lists what the agent holds.
+
+Answers: 400 for a body or pod it cannot use (naming the field), 500 when the rules cannot be
+written, 503 when ztunnel refuses the pod or does not answer (retry later; the rules stay and
+the pod is held, so the next ztunnel connection gets it). Bad input never stops the agent.
+
+Not done here: the node rule and ipset that let the kubelet's probes bypass ztunnel
+(``hostprobe.golden``; these machines have no ``ipset``), and watching the API server for
+pods labelled ambient while running (the node posts ``/enroll`` instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+
+from pilotfish.core.ambient.enrollment import in_ambient
+from pilotfish.core.ambient.zds import WorkloadInfo, ZdsError, ZdsServer
+from pilotfish.core.http import HttpServer, Request, Response
+from pilotfish.core.interceptor import InterceptorError
+from pilotfish.interceptors import iptables
+from pilotfish.interceptors.ambient_events import (
+    ADD,
+    DEFAULT_SOCKET,
+    DELETE,
+    ENROLL,
+    EventError,
+    PodEvent,
+    parse_add,
+    parse_delete,
+)
+from pilotfish.interceptors.ambient_rules import AmbientPlan, inpod_plan
+from pilotfish.interceptors.ambient_settings import AmbientSettings, pod_overrides
+from pilotfish.interceptors.capture_settings import SettingsError
+from pilotfish.interceptors.netns_exec import Netns
+
+DEFAULT_ZDS_SOCKET = "/var/run/ztunnel/ztunnel.sock"
+log = logging.getLogger("pilotfish.cni_agent")
+
+
+class AgentError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@attrs.frozen
+class HeldPod:
+    event: PodEvent
+    plan: AmbientPlan
+
+
+class CniAgent:
+    def __init__(self, zds_socket: str | Path, events_socket: str | Path,
+                 settings: AmbientSettings | None = None) -> None:
+        self.settings = settings or AmbientSettings()
+        self.zds = ZdsServer(zds_socket)
+        self.events_socket = str(events_socket)
+        self.pods: dict[str, HeldPod] = {}
+        self.http = HttpServer({ADD: self._on_add, ENROLL: self._on_add,
+                                DELETE: self._on_delete, "/pods": self._on_pods})
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Serve both sockets until cancelled; started once both exist."""
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self.zds.serve)
+            await tasks.start(self.http.serve_unix, self.events_socket)
+            while not self.zds.path.exists():  # serve() binds before its first await
+                await anyio.sleep(0.005)
+            log.info("cni-agent: pod events on %s, ZDS on %s", self.events_socket,
+                     self.zds.path)
+            task_status.started()
+
+    # --- the work -------------------------------------------------------------------------
+
+    async def add_pod(self, event: PodEvent) -> dict[str, Any]:
+        pod = event.pod
+        if not in_ambient(pod.labels, pod.annotations, pod.namespace_labels):
+            raise AgentError(400, f"pod {pod.key}: not in ambient mode (neither it nor its "
+                             "namespace is labelled istio.io/dataplane-mode=ambient, or it "
+                             "opted out or has a sidecar)")
+        try:
+            plan = inpod_plan(self.settings, pod_overrides(pod.annotations))
+        except SettingsError as exc:
+            raise AgentError(400, f"pod {pod.key}: {exc}") from None
+        try:
+            netns = Netns(event.netns)
+            assert netns.path is not None
+            fd = os.open(netns.path, os.O_RDONLY | os.O_CLOEXEC)
+        except (InterceptorError, OSError) as exc:
+            raise AgentError(400, f"Netns: {event.netns!r}: {exc}") from None
+        try:
+            try:
+                await anyio.to_thread.run_sync(iptables.apply, plan, netns)
+            except InterceptorError as exc:
+                raise AgentError(500, f"pod {pod.key}: writing the in-pod rules: {exc}"
+                                 ) from None
+            self.pods[pod.uid] = HeldPod(event, plan)
+            info = WorkloadInfo(pod.name, pod.namespace, pod.service_account)
+            try:
+                await self.zds.add(pod.uid, info, fd)
+            except ZdsError as exc:
+                raise AgentError(503, f"pod {pod.key}: ztunnel: {exc}") from None
+        finally:
+            os.close(fd)  # the ZDS server holds its own duplicate
+        ztunnel = "acknowledged" if self.zds.connected else \
+            "not connected: the pod is handed over when ztunnel connects"
+        log.info("cni-agent: pod %s (%s) captured; ztunnel %s", pod.key, pod.uid, ztunnel)
+        return {"pod": pod.key, "uid": pod.uid, "redirection": "enabled", "ztunnel": ztunnel}
+
+    async def remove_pod(self, event: PodEvent) -> dict[str, Any]:
+        uid = event.pod.uid
+        held = self.pods.pop(uid, None)
+        removed = False
+        if held is not None:
+            path = event.netns or held.event.netns
+            try:
+                netns: Netns | None = Netns(path)
+            except InterceptorError:
+                netns = None  # the namespace is gone, and the rules with it
+            if netns is not None:
+                try:
+                    removed = await anyio.to_thread.run_sync(iptables.remove, netns, held.plan)
+                except InterceptorError as exc:
+                    log.warning("cni-agent: pod %s: removing the in-pod rules: %s",
+                                held.event.pod.key, exc)
+        try:
+            await self.zds.delete(uid)
+        except ZdsError as exc:
+            raise AgentError(503, f"pod {uid}: ztunnel: {exc}") from None
+        return {"uid": uid, "rulesRemoved": removed, "held": held is not None}
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    async def _on_add(self, request: Request) -> Response:
+        return await self._answer(request, parse_add, self.add_pod)
+
+    async def _on_delete(self, request: Request) -> Response:
+        return await self._answer(request, parse_delete, self.remove_pod)
+
+    async def _answer(self, request: Request, parse: Any, act: Any) -> Response:
+        if request.method != "POST":
+            return Response.json({"error": f"{request.path}: use POST"}, 405)
+        try:
+            return Response.json(await act(parse(request.body)))
+        except EventError as exc:
+            return Response.json({"error": f"{request.path}: {exc}"}, 400)
+        except AgentError as exc:
+            log.warning("cni-agent: %s: %s", request.path, exc)
+            return Response.json({"error": str(exc)}, exc.status)
+
+    async def _on_pods(self, request: Request) -> Response:
+        return Response.json({"ztunnelConnected": self.zds.connected, "pods": [
+            {"uid": uid, "pod": held.event.pod.key, "netns": held.event.netns}
+            for uid, held in sorted(self.pods.items())]})
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value in ("1", "t", "true", "yes", "on")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--zds-socket", default=DEFAULT_ZDS_SOCKET,
+                        help="where ztunnel connects for pods (default %(default)s)")
+    parser.add_argument("--events-socket", default=DEFAULT_SOCKET,
+                        help="where pilotfish-cni posts pod events (default %(default)s)")
+    parser.add_argument("--dns-capture", action=argparse.BooleanOptionalAction,
+                        default=_env_bool("AMBIENT_DNS_CAPTURE", True),
+                        help="send pods' DNS to ztunnel (env AMBIENT_DNS_CAPTURE; default on)")
+    parser.add_argument("--ipv6", action=argparse.BooleanOptionalAction,
+                        default=_env_bool("AMBIENT_IPV6", True),
+                        help="write IPv6 rules too (env AMBIENT_IPV6; default on)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from pilotfish.core.output import CommandError
+
+    if os.geteuid() != 0:
+        raise CommandError("needs root (it enters pods' network namespaces)")
+    settings = AmbientSettings(enable_ipv6=args.ipv6, redirect_dns=args.dns_capture)
+    agent = CniAgent(args.zds_socket, args.events_socket, settings)
+
+    async def until_signalled() -> None:
+        # SIGTERM, as a DaemonSet's pod gets: stop cleanly, removing both sockets.
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(agent.run)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    tasks.cancel_scope.cancel()
+                    break
+    anyio.run(until_signalled)
+    return 0
