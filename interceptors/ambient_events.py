@@ -76,7 +76,9 @@ def _string(value: Mapping[str, Any], field: str, *, required: bool = True,
 
 
 def _strings(value: Mapping[str, Any], field: str) -> dict[str, str]:
-    found = value.get(field) or {}
+    found = value.get(field)
+    if found is None:
+        return {}
     if not isinstance(found, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in found.items()):
         raise EventError(f"{field}: expected an object mapping strings to strings")
@@ -85,7 +87,9 @@ def _strings(value: Mapping[str, Any], field: str) -> dict[str, str]:
 
 def parse_add(body: bytes) -> PodEvent:
     value = _object(body)
-    ips = value.get("IPs") or []
+    ips = value.get("IPs", [])
+    if ips is None:
+        ips = []
     if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
         raise EventError("IPs: expected a list of addresses (strings such as 10.0.0.5/24)")
     pod = PodFacts(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from pilotfish.core.ambient.zds import WorkloadInfo, run_client
@@ -126,17 +127,30 @@ def pod(name: str, labels: dict[str, str], **extra: Any) -> dict[str, Any]:
                              "serviceAccount": f"sa-{name}", "labels": labels, **extra}}
 
 
+async def start_ztunnel(tasks: anyio.abc.TaskGroup, node: Node, ztunnel: Ztunnel
+                        ) -> anyio.CancelScope:
+    """A ztunnel connecting to the agent; cancel the scope to kill it."""
+    scope = anyio.CancelScope()
+
+    async def client() -> None:
+        with scope:
+            await run_client(node.zds_socket, ztunnel, retry=Backoff(initial=0.02,
+                                                                      maximum=0.1))
+    tasks.start_soon(client)
+    return scope
+
+
 @asynccontextmanager
-async def running(node: Node, ztunnel: Ztunnel | None = None) -> AsyncIterator[CniAgent]:
+async def running(node: Node, ztunnel: Ztunnel | None = None
+                  ) -> AsyncIterator[tuple[CniAgent, anyio.abc.TaskGroup]]:
     agent = CniAgent(node.zds_socket, node.run_dir / "pluginevent.sock", SETTINGS)
     async with anyio.create_task_group() as tasks:
         await tasks.start(agent.run)
         if ztunnel is not None:
-            tasks.start_soon(lambda: run_client(node.zds_socket, ztunnel,
-                                                retry=Backoff(initial=0.02, maximum=0.1)))
+            await start_ztunnel(tasks, node, ztunnel)
             await asyncio.wait_for(agent.zds.wait_connected(), 5)
             assert await ztunnel.next() == ("snapshot_sent", frozenset())
-        yield agent
+        yield agent, tasks
         tasks.cancel_scope.cancel()
 
 
@@ -159,7 +173,9 @@ def test_cni_add_writes_the_inpod_rules_and_hands_ztunnel_the_netns_and_del_undo
     runtime = pod("web", AMBIENT)
 
     async def body() -> None:
-        async with running(node, ztunnel) as agent:
+        async with running(node) as (agent, tasks):
+            first = await start_ztunnel(tasks, node, ztunnel)
+            assert await ztunnel.next() == ("snapshot_sent", frozenset())
             await node.cni("ADD", "web", runtime)
             assert await ztunnel.next() == ("add", "uid-web",
                                             WorkloadInfo("web", "shop", "sa-web"), True)
@@ -168,8 +184,17 @@ def test_cni_add_writes_the_inpod_rules_and_hands_ztunnel_the_netns_and_del_undo
             assert "uid-web" in agent.zds.known()
             await node.cni("CHECK", "web", runtime)
 
+            # ztunnel restarted: the new one is handed the pod's netns again.
+            first.cancel()
+            restarted = Ztunnel()
+            restarted.netns_paths = ztunnel.netns_paths
+            await start_ztunnel(tasks, node, restarted)
+            assert await restarted.next() == ("add", "uid-web",
+                                              WorkloadInfo("web", "shop", "sa-web"), True)
+            assert await restarted.next() == ("snapshot_sent", frozenset({"uid-web"}))
+
             await node.cni("DEL", "web", runtime)
-            assert await ztunnel.next() == ("del", "uid-web")
+            assert await restarted.next() == ("del", "uid-web")
             assert "ISTIO" not in rules_in(netns)
             assert "lookup 100" not in sh("ip", "-n", netns, "rule")
             assert agent.zds.known() == frozenset()
@@ -183,7 +208,7 @@ def test_sidecar_and_plain_pods_are_not_the_agents(node: Node):
     node.pod_netns("opted-out")
 
     async def body() -> None:
-        async with running(node, ztunnel) as agent:
+        async with running(node, ztunnel) as (agent, _):
             await node.cni("ADD", "plain", pod("plain", {}))
             await node.cni("ADD", "opted-out", pod(
                 "opted-out", {"istio.io/dataplane-mode": "none"},
@@ -228,7 +253,7 @@ def test_bad_events_get_a_4xx_naming_the_field_and_the_agent_carries_on(node: No
         return reply.status, json.loads(reply.body)["error"] if reply.status != 200 else ""
 
     async def body() -> None:
-        async with running(node) as agent:
+        async with running(node) as (agent, _):
             assert await post("/cmdadd", b"{nope") == (
                 400, "/cmdadd: the body is not JSON: Expecting property name enclosed in "
                      "double quotes: line 1 column 2 (char 1)")
