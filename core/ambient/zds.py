@@ -217,6 +217,8 @@ class ZdsServer:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.unlink(missing_ok=True)
             listener.bind(str(self.path))
+            # Whoever connects is handed every pod's network namespace: root only.
+            os.chmod(self.path, 0o600)
             listener.listen(8)
             listener.setblocking(False)
             log.info("zds: listening on %s", self.path)
@@ -242,10 +244,17 @@ class ZdsServer:
     async def _serve_link(self, link: _Link) -> None:
         reader = asyncio.ensure_future(link.read())
         try:
+            hello = asyncio.ensure_future(link.hello.wait())
+            gone = asyncio.ensure_future(link.closed.wait())
             try:
-                await asyncio.wait_for(link.hello.wait(), ACK_TIMEOUT)
-            except TimeoutError:
-                log.warning("zds: a connection said no hello within %g s; dropped", ACK_TIMEOUT)
+                await asyncio.wait({hello, gone}, timeout=ACK_TIMEOUT,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hello.cancel()
+                gone.cancel()
+            if not link.hello.is_set():
+                log.warning("zds: a connection said no hello within %g s (%s); dropped",
+                            ACK_TIMEOUT, link.problem if link.closed.is_set() else "silent")
                 return
             async with self._lock:
                 if self._link is not None:

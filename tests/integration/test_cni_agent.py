@@ -293,3 +293,31 @@ def test_without_the_agent_cni_add_fails_saying_so(node: Node):
         assert "is `pilotfish cni-agent` running?" in error.details
 
     run(body)
+
+
+def test_the_command_serves_both_sockets_and_removes_them_on_sigterm(tmp_path: Path):
+    zds_socket, events = tmp_path / "ztunnel" / "ztunnel.sock", tmp_path / "cni" / "ev.sock"
+    agent = subprocess.Popen([str(Path(sys.executable).parent / "pilotfish"), "cni-agent",
+                              "--zds-socket", str(zds_socket), "--events-socket", str(events)],
+                             stderr=subprocess.PIPE, text=True)
+    ztunnel = Ztunnel()
+
+    async def body() -> None:
+        while not (zds_socket.exists() and events.exists()):
+            await anyio.sleep(0.02)
+        assert zds_socket.stat().st_mode & 0o777 == 0o600
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(lambda: run_client(zds_socket, ztunnel))
+            assert await ztunnel.next() == ("snapshot_sent", frozenset())
+            reply = await request("http://unix/pods", unix_socket=str(events))
+            assert json.loads(reply.body) == {"ztunnelConnected": True, "pods": []}
+            tasks.cancel_scope.cancel()
+
+    try:
+        run(body)
+        agent.send_signal(15)
+        _, err = agent.communicate(timeout=10)
+        assert agent.returncode == 0, err
+        assert not zds_socket.exists() and not events.exists()
+    finally:
+        agent.kill()
