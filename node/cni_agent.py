@@ -16,6 +16,11 @@ Ack, then answers ``{"redirection": "enabled"}`` — what Istio records as the p
 when one connects (the answer says so). ``/cmddel`` removes the rules while the namespace
 still exists and tells ztunnel. ``GET /pods`` lists what the agent holds.
 
+The pods it holds are written to ``--state-file`` (default: ``ambient-pods.json`` beside the
+events socket) after every change. A restarted agent reads it back: each pod whose namespace
+still exists is held again (and so in the snapshot the reconnecting ztunnel gets); a pod whose
+namespace is gone is left out, and ztunnel forgets it.
+
 Answers: 400 for a body or pod it cannot use (naming the field), 500 when the rules cannot be
 written, 503 when ztunnel refuses the pod or does not answer (retry later; the rules stay and
 the pod is held, so the next ztunnel connection gets it). Bad input never stops the agent.
@@ -28,6 +33,7 @@ pods labelled ambient while running (the node posts ``/enroll`` instead).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -50,6 +56,7 @@ from pilotfish.interceptors.ambient_events import (
     ENROLL,
     EventError,
     PodEvent,
+    add_body,
     parse_add,
     parse_delete,
 )
@@ -59,6 +66,7 @@ from pilotfish.interceptors.capture_settings import SettingsError
 from pilotfish.interceptors.netns_exec import Netns
 
 DEFAULT_ZDS_SOCKET = "/var/run/ztunnel/ztunnel.sock"
+STATE_FILE = "ambient-pods.json"
 log = logging.getLogger("pilotfish.cni_agent")
 
 
@@ -76,10 +84,13 @@ class HeldPod:
 
 class CniAgent:
     def __init__(self, zds_socket: str | Path, events_socket: str | Path,
-                 settings: AmbientSettings | None = None) -> None:
+                 settings: AmbientSettings | None = None,
+                 state_file: str | Path | None = None) -> None:
         self.settings = settings or AmbientSettings()
         self.zds = ZdsServer(zds_socket)
         self.events_socket = str(events_socket)
+        self.state_file = Path(state_file) if state_file else \
+            Path(events_socket).parent / STATE_FILE
         self.pods: dict[str, HeldPod] = {}
         self.http = HttpServer({ADD: self._on_add, ENROLL: self._on_add,
                                 DELETE: self._on_delete, "/pods": self._on_pods})
@@ -87,6 +98,7 @@ class CniAgent:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
         """Serve both sockets until cancelled; started once both exist."""
+        await self._restore()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self.zds.serve)
             await tasks.start(self.http.serve_unix, self.events_socket)
@@ -121,6 +133,7 @@ class CniAgent:
                 raise AgentError(500, f"pod {pod.key}: writing the in-pod rules: {exc}"
                                  ) from None
             self.pods[pod.uid] = HeldPod(event, plan)
+            self._save()
             info = WorkloadInfo(pod.name, pod.namespace, pod.service_account)
             try:
                 await self.zds.add(pod.uid, info, fd)
@@ -136,6 +149,8 @@ class CniAgent:
     async def remove_pod(self, event: PodEvent) -> dict[str, Any]:
         uid = event.pod.uid
         held = self.pods.pop(uid, None)
+        if held is not None:
+            self._save()
         removed = False
         if held is not None:
             path = event.netns or held.event.netns
@@ -154,6 +169,53 @@ class CniAgent:
         except ZdsError as exc:
             raise AgentError(503, f"pod {uid}: ztunnel: {exc}") from None
         return {"uid": uid, "rulesRemoved": removed, "held": held is not None}
+
+    # --- across restarts -------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.state_file.with_suffix(".tmp")
+        scratch.write_text(json.dumps([json.loads(add_body(held.event.pod, held.event.netns))
+                                       for held in self.pods.values()], indent=1))
+        scratch.replace(self.state_file)  # a crash mid-write leaves the old list
+
+    async def _restore(self) -> None:
+        """Hold again the pods a previous run held (before ztunnel can connect)."""
+        try:
+            saved = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return
+        except ValueError as exc:
+            log.warning("cni-agent: %s: not JSON (%s); starting with no pods",
+                        self.state_file, exc)
+            return
+        for entry in saved if isinstance(saved, list) else []:
+            try:
+                event = parse_add(json.dumps(entry).encode())
+                plan = inpod_plan(self.settings, pod_overrides(event.pod.annotations))
+            except (EventError, SettingsError) as exc:
+                log.warning("cni-agent: %s: a pod left out: %s", self.state_file, exc)
+                continue
+            pod = event.pod
+            info = WorkloadInfo(pod.name, pod.namespace, pod.service_account)
+            try:
+                fd = os.open(event.netns, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                log.info("cni-agent: pod %s: its netns %s is gone; not held", pod.key,
+                         event.netns)
+                continue
+            except OSError as exc:  # there, but not ours to open: ztunnel keeps what it has
+                log.warning("cni-agent: pod %s: %s; ztunnel is told to keep it", pod.key, exc)
+                await self.zds.keep(pod.uid, info)
+                self.pods[pod.uid] = HeldPod(event, plan)
+                continue
+            try:
+                await self.zds.add(pod.uid, info, fd)  # no ztunnel yet: held for the snapshot
+            finally:
+                os.close(fd)
+            self.pods[pod.uid] = HeldPod(event, plan)
+        self._save()
+        log.info("cni-agent: %d pod(s) held again from %s", len(self.pods), self.state_file)
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -193,6 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where ztunnel connects for pods (default %(default)s)")
     parser.add_argument("--events-socket", default=DEFAULT_SOCKET,
                         help="where pilotfish-cni posts pod events (default %(default)s)")
+    parser.add_argument("--state-file",
+                        help="where the held pods are kept across restarts (default: "
+                        f"{STATE_FILE} beside the events socket)")
     parser.add_argument("--dns-capture", action=argparse.BooleanOptionalAction,
                         default=_env_bool("AMBIENT_DNS_CAPTURE", True),
                         help="send pods' DNS to ztunnel (env AMBIENT_DNS_CAPTURE; default on)")
@@ -207,7 +272,7 @@ def main(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise CommandError("needs root (it enters pods' network namespaces)")
     settings = AmbientSettings(enable_ipv6=args.ipv6, redirect_dns=args.dns_capture)
-    agent = CniAgent(args.zds_socket, args.events_socket, settings)
+    agent = CniAgent(args.zds_socket, args.events_socket, settings, args.state_file)
 
     async def until_signalled() -> None:
         # SIGTERM, as a DaemonSet's pod gets: stop cleanly, removing both sockets.

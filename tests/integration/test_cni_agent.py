@@ -321,3 +321,35 @@ def test_the_command_serves_both_sockets_and_removes_them_on_sigterm(tmp_path: P
         assert not zds_socket.exists() and not events.exists()
     finally:
         agent.kill()
+
+
+def test_a_restarted_agent_holds_its_pods_again_but_not_the_gone_ones(node: Node):
+    stays, goes = node.pod_netns("stays"), node.pod_netns("goes")
+    ztunnel = Ztunnel()
+    ztunnel.netns_paths["uid-stays"] = f"/run/netns/{stays}"
+    events = str(node.run_dir / "pluginevent.sock")
+
+    async def enroll(name: str, netns: str) -> None:
+        body = {"Netns": f"/run/netns/{netns}", "PodName": name, "PodNamespace": "shop",
+                "PodUID": f"uid-{name}", "Labels": AMBIENT}
+        reply = await request("http://unix/cmdadd", "POST", body=json.dumps(body).encode(),
+                              unix_socket=events)
+        assert reply.status == 200, reply.text
+
+    async def body() -> None:
+        async with running(node):
+            await enroll("stays", stays)
+            await enroll("goes", goes)
+        sh("ip", "netns", "delete", goes)  # the pod went while the agent was down
+        async with running(node) as (agent, tasks):
+            assert agent.zds.known() == {"uid-stays"}
+            await start_ztunnel(tasks, node, ztunnel)
+            assert await ztunnel.next() == ("add", "uid-stays",
+                                            WorkloadInfo("stays", "shop", "default"), True)
+            assert await ztunnel.next() == ("snapshot_sent", frozenset({"uid-stays"}))
+            await node.cni("DEL", "stays", pod("stays", AMBIENT))
+            assert "ISTIO" not in rules_in(stays)  # the rules of a pod held again go too
+        saved = json.loads((node.run_dir / "ambient-pods.json").read_text())
+        assert saved == []
+
+    run(body)
