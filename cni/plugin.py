@@ -140,8 +140,9 @@ def pod_facts(request: CniRequest, *, ask_api: bool = True) -> PodFacts | None:
         if raw is None:
             if not ask_api:
                 return None
-            pod = pod_from_object(read_pod(request, kubeconfig or ""),
-                                  ips=_prev_ips(request.prev_result))
+            obj, namespace_labels = read_pod(request, kubeconfig or "")
+            pod = pod_from_object(obj, ips=_prev_ips(request.prev_result),
+                                  namespace_labels=namespace_labels)
         else:
             pod = pod_from_runtime_config(raw, ips=_prev_ips(request.prev_result),
                                           cni_args=request.args)
@@ -164,10 +165,12 @@ def _kubeconfig(request: CniRequest) -> str | None:
     return path
 
 
-def read_pod(request: CniRequest, kubeconfig: str) -> dict[str, Any]:
+def read_pod(request: CniRequest, kubeconfig: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The Pod named by ``K8S_POD_NAMESPACE``/``K8S_POD_NAME`` in CNI_ARGS, from the API
     server; tried again while it is not found or unreachable (the runtime may be quicker
-    than the API server's watchers), for ``API_WAIT`` seconds."""
+    than the API server's watchers), for ``API_WAIT`` seconds. With it, its namespace's
+    labels (ambient mode may enroll a whole namespace), as Istio's plugin reads them; a
+    namespace that cannot be read has none."""
     from pathlib import Path
 
     from pilotfish.plugins.kube import client
@@ -186,7 +189,8 @@ def read_pod(request: CniRequest, kubeconfig: str) -> dict[str, Any]:
     try:
         while True:
             try:
-                return api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+                pod = api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+                return pod, _namespace_labels(api, namespace)
             except client.ApiError as exc:
                 if exc.status != 404 or time.monotonic() > deadline:
                     raise CniError(protocol.TRY_AGAIN_LATER,
@@ -198,6 +202,18 @@ def read_pod(request: CniRequest, kubeconfig: str) -> dict[str, Any]:
             time.sleep(API_RETRY)
     finally:
         api.close()
+
+
+def _namespace_labels(api: Any, namespace: str) -> dict[str, str]:
+    from pilotfish.plugins.kube import client
+
+    try:
+        found = api.request("GET", f"/api/v1/namespaces/{namespace}")
+    except (client.ApiError, OSError) as exc:
+        _log(f"namespace {namespace}: not read ({exc}): its labels are taken as none")
+        return {}
+    labels = (found.get("metadata") or {}).get("labels") or {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def capture_for(request: CniRequest) -> tuple[Interceptor, PodFacts] | None:

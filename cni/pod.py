@@ -90,7 +90,8 @@ def proxy_type(container: Mapping[str, Any]) -> str:
     return "sidecar"
 
 
-def pod_from_object(pod: Mapping[str, Any], *, ips: tuple[str, ...] = ()) -> PodFacts:
+def pod_from_object(pod: Mapping[str, Any], *, ips: tuple[str, ...] = (),
+                    namespace_labels: Mapping[str, str] | None = None) -> PodFacts:
     """The facts of a Pod as the API server holds it: the injected proxy's env values,
     user and group, the other containers' ports."""
     where = "the API server's Pod"
@@ -113,6 +114,7 @@ def pod_from_object(pod: Mapping[str, Any], *, ips: tuple[str, ...] = ()) -> Pod
         "labels": metadata.get("labels") or {}, "sidecar": bool(proxy),
         "containerPorts": ports, "proxyEnv": env,
         "runAsUser": context.get("runAsUser"), "runAsGroup": context.get("runAsGroup"),
+        "namespaceLabels": dict(namespace_labels or {}),
     }, where=where, ips=ips)
 
 
