@@ -25,9 +25,12 @@ Answers: 400 for a body or pod it cannot use (naming the field), 500 when the ru
 written, 503 when ztunnel refuses the pod or does not answer (retry later; the rules stay and
 the pod is held, so the next ztunnel connection gets it). Bad input never stops the agent.
 
+With ``--kubeconfig`` it also watches the API server for pods of its node (``--node-name``)
+that join or leave ambient mode while running (``node/ambient_watch.py``); without one, the
+node posts ``/enroll`` for them.
+
 Not done here: the node rule and ipset that let the kubelet's probes bypass ztunnel
-(``hostprobe.golden``; these machines have no ``ipset``), and watching the API server for
-pods labelled ambient while running (the node posts ``/enroll`` instead).
+(``hostprobe.golden``; these machines have no ``ipset``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +262,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-file",
                         help="where the held pods are kept across restarts (default: "
                         f"{STATE_FILE} beside the events socket)")
+    parser.add_argument("--kubeconfig", help="watch this cluster's API server for pods of "
+                        "this node joining or leaving ambient mode while running")
+    parser.add_argument("--context", help="the kubeconfig's context (default: its "
+                        "current-context)")
+    parser.add_argument("--node-name", default=os.environ.get("NODE_NAME") or
+                        socket.gethostname(),
+                        help="this node's name in the cluster (default: env NODE_NAME, else "
+                        "the host name)")
     parser.add_argument("--dns-capture", action=argparse.BooleanOptionalAction,
                         default=_env_bool("AMBIENT_DNS_CAPTURE", True),
                         help="send pods' DNS to ztunnel (env AMBIENT_DNS_CAPTURE; default on)")
@@ -278,6 +290,11 @@ def main(args: argparse.Namespace) -> int:
         # SIGTERM, as a DaemonSet's pod gets: stop cleanly, removing both sockets.
         async with anyio.create_task_group() as tasks:
             await tasks.start(agent.run)
+            if args.kubeconfig:
+                from pilotfish.node.ambient_watch import PodWatch
+
+                watch = PodWatch(agent, Path(args.kubeconfig), args.node_name, args.context)
+                await tasks.start(watch.run)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     tasks.cancel_scope.cancel()
