@@ -269,7 +269,8 @@ def cmd_del(request: CniRequest) -> None:
         pod = None
     if pod is None:  # facts unusable or the pod was excluded later: clean up all the same
         pod = PodFacts(name=request.args.get("K8S_POD_NAME", "unknown"),
-                       namespace=request.args.get("K8S_POD_NAMESPACE", "unknown"))
+                       namespace=request.args.get("K8S_POD_NAMESPACE", "unknown"),
+                       uid=request.args.get("K8S_POD_UID", ""))
     for interceptor in interceptors(request):
         try:
             _run(interceptor.remove, pod, request.netns)

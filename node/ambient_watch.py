@@ -6,7 +6,8 @@ A new pod reaches the agent through ``pilotfish-cni``. A pod already running tha
 so the agent watches Pods and Namespaces (the Kubernetes source: list, then watch, resumed
 without loss) and, for each running pod of its node that ambient mode now enrolls and it does
 not hold, finds the pod's network namespace and captures it as on ``/cmdadd``; a held pod that
-is no longer enrolled (label removed, ``none``) is let go as on ``/cmddel``. The pod is then
+is no longer enrolled (label removed, ``none``), or that the watch captured and is deleted,
+is let go as on ``/cmddel``. The pod is then
 annotated ``ambient.istio.io/redirection: enabled`` (or ``disabled``), as Istio's agent marks it.
 
 The namespace is found by the pod's IP: the one network namespace, among the named ones
@@ -97,11 +98,13 @@ class PodWatch:
         """Capture and let go as the held objects say; whether something is to be retried."""
         namespaces = {o.name: dict(o.labels) for o in self.store.objects("Namespace")}
         retry = False
+        seen: set[str] = set()
         for obj in self.store.objects("Pod"):
             spec, status = obj.body.get("spec") or {}, obj.body.get("status") or {}
             uid = str(obj.metadata.get("uid") or "")
             if spec.get("nodeName") != self.node_name or not uid:
                 continue
+            seen.add(uid)
             enrolled = in_ambient(obj.labels, obj.annotations, namespaces.get(obj.namespace, {}),
                                   spec)
             held = uid in self.agent.pods
@@ -116,6 +119,17 @@ class PodWatch:
                     await self._mark(obj, "disabled")
             except AgentError as exc:
                 log.warning("cni-agent: pod %s/%s: %s", obj.namespace, obj.name, exc)
+                retry = True
+        # Pods this watch captured and the API server no longer has (a plugin's pods get
+        # their DEL from the runtime).
+        for uid in sorted(self.watched - seen):
+            gone = self.agent.pods.get(uid)
+            try:
+                if gone is not None:
+                    await self.agent.remove_pod(gone.event)
+                self.watched.discard(uid)
+            except AgentError as exc:
+                log.warning("cni-agent: pod %s: letting go: %s", uid, exc)
                 retry = True
         return retry
 

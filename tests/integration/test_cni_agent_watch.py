@@ -134,6 +134,16 @@ def test_a_running_pod_labelled_ambient_is_captured_and_let_go_when_it_leaves(
             assert await ztunnel.next() == ("del", uid)
             assert "ISTIO" not in rules()
             assert agent.pods == {}
+
+            # Back in, then deleted from the API server: let go as well.
+            await anyio.to_thread.run_sync(patch, "/api/v1/namespaces/shop/pods/web", {
+                "metadata": {"labels": {"istio.io/dataplane-mode": None}}})
+            assert (await ztunnel.next())[:2] == ("add", uid)
+            await anyio.to_thread.run_sync(
+                kube.request, "DELETE", "/api/v1/namespaces/shop/pods/web",
+                {"gracePeriodSeconds": "0"})
+            assert await ztunnel.next() == ("del", uid)
+            assert "ISTIO" not in rules()
             tasks.cancel_scope.cancel()
 
     try:
