@@ -152,9 +152,20 @@ class _Link:
             self.close()
 
     def close(self) -> None:
+        """End the connection. The socket is shut down, which wakes the reader; it is closed
+        only once the reader is done (``release``), so that its descriptor number cannot be
+        taken by a new connection while the reader still watches it."""
         if not self.closed.is_set():
             self.closed.set()
-            self.sock.close()
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+    async def release(self, reader: asyncio.Future[None]) -> None:
+        self.close()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        self.sock.close()
 
     async def request(self, what: str, data: bytes, fd: int | None = None) -> str:
         """Send one request and wait for its Ack; the Ack's error text ("" for success)."""
@@ -268,11 +279,10 @@ class ZdsServer:
             log.info("zds: ztunnel connection ended: %s", link.problem)
         except ZdsError as exc:
             log.warning("zds: snapshot not acknowledged: %s", exc)
+        except Exception:  # a bug here must not stop the server: this connection goes
+            log.exception("zds: serving a ztunnel connection failed")
         finally:
-            link.close()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await link.release(reader)
             if self._link is link:
                 self._link = None
 
