@@ -115,6 +115,8 @@ class CniAgent:
     # --- the work -------------------------------------------------------------------------
 
     async def add_pod(self, event: PodEvent) -> dict[str, Any]:
+        """Capture an ambient pod (see the module docstring); ``AgentError`` says why not,
+        with the HTTP status that fits."""
         pod = event.pod
         if not in_ambient(pod.labels, pod.annotations, pod.namespace_labels):
             raise AgentError(400, f"pod {pod.key}: not in ambient mode (neither it nor its "
@@ -151,12 +153,13 @@ class CniAgent:
         return {"pod": pod.key, "uid": pod.uid, "redirection": "enabled", "ztunnel": ztunnel}
 
     async def remove_pod(self, event: PodEvent) -> dict[str, Any]:
+        """Let a pod go: its rules out while its namespace exists (only a pod this agent
+        holds: DEL names every pod, ambient or not), and ztunnel told in any case."""
         uid = event.pod.uid
         held = self.pods.pop(uid, None)
-        if held is not None:
-            self._save()
         removed = False
         if held is not None:
+            self._save()
             path = event.netns or held.event.netns
             try:
                 netns: Netns | None = Netns(path)
