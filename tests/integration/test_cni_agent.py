@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from pilotfish.interceptors.ambient_settings import AmbientSettings
 from pilotfish.interceptors.netns_exec import Netns
 from pilotfish.node import cni_runtime
 from pilotfish.node.cni_agent import CniAgent
+from pilotfish.testing.zds import RecordingZtunnel as Ztunnel
+from pilotfish.testing.zds import netns_id
 
 CNI_PATH = [Path("/usr/lib/cni"), Path(sys.executable).parent]
 SETTINGS = AmbientSettings()  # Istio's defaults: IPv6 and DNS capture on
@@ -41,34 +42,6 @@ AMBIENT = {"istio.io/dataplane-mode": "ambient"}
 
 def sh(*argv: str, check: bool = True) -> str:
     return subprocess.run(argv, check=check, capture_output=True, text=True).stdout
-
-
-class Ztunnel:
-    """Records what the agent hands over; checks each netns is the pod's own."""
-
-    def __init__(self) -> None:
-        self.events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        self.netns_paths: dict[str, str] = {}  # uid → the path the test made the pod at
-
-    async def add(self, uid: str, info: WorkloadInfo, netns_fd: int) -> None:
-        try:
-            path = self.netns_paths.get(uid, "")
-            same = bool(path) and os.path.samestat(os.fstat(netns_fd), os.stat(path))
-            await self.events.put(("add", uid, info, same))
-        finally:
-            os.close(netns_fd)
-
-    async def keep(self, uid: str) -> None:
-        await self.events.put(("keep", uid))
-
-    async def delete(self, uid: str) -> None:
-        await self.events.put(("del", uid))
-
-    async def snapshot_sent(self, known: frozenset[str]) -> None:
-        await self.events.put(("snapshot_sent", known))
-
-    async def next(self) -> tuple[Any, ...]:
-        return await asyncio.wait_for(self.events.get(), 5)
 
 
 class Node:
@@ -169,7 +142,6 @@ def test_cni_add_writes_the_inpod_rules_and_hands_ztunnel_the_netns_and_del_undo
         node: Node):
     netns = node.pod_netns("web")
     ztunnel = Ztunnel()
-    ztunnel.netns_paths["uid-web"] = f"/run/netns/{netns}"
     runtime = pod("web", AMBIENT)
 
     async def body() -> None:
@@ -178,7 +150,8 @@ def test_cni_add_writes_the_inpod_rules_and_hands_ztunnel_the_netns_and_del_undo
             assert await ztunnel.next() == ("snapshot_sent", frozenset())
             await node.cni("ADD", "web", runtime)
             assert await ztunnel.next() == ("add", "uid-web",
-                                            WorkloadInfo("web", "shop", "sa-web"), True)
+                                            WorkloadInfo("web", "shop", "sa-web"),
+                                            netns_id(f"/run/netns/{netns}"))
             assert await anyio.to_thread.run_sync(
                 iptables.differences, inpod_plan(SETTINGS), Netns(netns)) == []
             assert "uid-web" in agent.zds.known()
@@ -187,10 +160,10 @@ def test_cni_add_writes_the_inpod_rules_and_hands_ztunnel_the_netns_and_del_undo
             # ztunnel restarted: the new one is handed the pod's netns again.
             first.cancel()
             restarted = Ztunnel()
-            restarted.netns_paths = ztunnel.netns_paths
             await start_ztunnel(tasks, node, restarted)
             assert await restarted.next() == ("add", "uid-web",
-                                              WorkloadInfo("web", "shop", "sa-web"), True)
+                                              WorkloadInfo("web", "shop", "sa-web"),
+                                              netns_id(f"/run/netns/{netns}"))
             assert await restarted.next() == ("snapshot_sent", frozenset({"uid-web"}))
 
             await node.cni("DEL", "web", runtime)
@@ -223,7 +196,6 @@ def test_sidecar_and_plain_pods_are_not_the_agents(node: Node):
 def test_a_running_pod_labelled_ambient_is_enrolled_without_the_plugin(node: Node):
     netns = node.pod_netns("late")
     ztunnel = Ztunnel()
-    ztunnel.netns_paths["uid-late"] = f"/run/netns/{netns}"
     events = str(node.run_dir / "pluginevent.sock")
 
     async def body() -> None:
@@ -235,7 +207,8 @@ def test_a_running_pod_labelled_ambient_is_enrolled_without_the_plugin(node: Nod
             assert reply.status == 200, reply.text
             assert json.loads(reply.body)["redirection"] == "enabled"
             assert await ztunnel.next() == ("add", "uid-late",
-                                            WorkloadInfo("late", "shop", "default"), True)
+                                            WorkloadInfo("late", "shop", "default"),
+                                            netns_id(f"/run/netns/{netns}"))
             assert "-A ISTIO_OUTPUT" in rules_in(netns)
 
     run(body)
@@ -326,7 +299,6 @@ def test_the_command_serves_both_sockets_and_removes_them_on_sigterm(tmp_path: P
 def test_a_restarted_agent_holds_its_pods_again_but_not_the_gone_ones(node: Node):
     stays, goes = node.pod_netns("stays"), node.pod_netns("goes")
     ztunnel = Ztunnel()
-    ztunnel.netns_paths["uid-stays"] = f"/run/netns/{stays}"
     events = str(node.run_dir / "pluginevent.sock")
 
     async def enroll(name: str, netns: str) -> None:
@@ -345,7 +317,8 @@ def test_a_restarted_agent_holds_its_pods_again_but_not_the_gone_ones(node: Node
             assert agent.zds.known() == {"uid-stays"}
             await start_ztunnel(tasks, node, ztunnel)
             assert await ztunnel.next() == ("add", "uid-stays",
-                                            WorkloadInfo("stays", "shop", "default"), True)
+                                            WorkloadInfo("stays", "shop", "default"),
+                                            netns_id(f"/run/netns/{stays}"))
             assert await ztunnel.next() == ("snapshot_sent", frozenset({"uid-stays"}))
             await node.cni("DEL", "stays", pod("stays", AMBIENT))
             assert "ISTIO" not in rules_in(stays)  # the rules of a pod held again go too

@@ -4,7 +4,6 @@ namespace holding the pod's IP. Runs as root."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import uuid
@@ -21,6 +20,7 @@ from pilotfish.node.ambient_watch import PodWatch, netns_holding
 from pilotfish.node.cni_agent import CniAgent
 from pilotfish.plugins.kube import client
 from pilotfish.testing.kube import FakeKubeApi, running
+from pilotfish.testing.zds import RecordingZtunnel, netns_id
 
 AMBIENT = {"istio.io/dataplane-mode": "ambient"}
 
@@ -49,28 +49,6 @@ def api(tmp_path: Path) -> Iterator[FakeKubeApi]:
         yield server
 
 
-class Ztunnel:
-    def __init__(self) -> None:
-        self.events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-
-    async def add(self, uid: str, info: WorkloadInfo, netns_fd: int) -> None:
-        stat = os.fstat(netns_fd)
-        os.close(netns_fd)
-        await self.events.put(("add", uid, info, (stat.st_dev, stat.st_ino)))
-
-    async def keep(self, uid: str) -> None:
-        await self.events.put(("keep", uid))
-
-    async def delete(self, uid: str) -> None:
-        await self.events.put(("del", uid))
-
-    async def snapshot_sent(self, known: frozenset[str]) -> None:
-        await self.events.put(("snapshot_sent", known))
-
-    async def next(self) -> tuple[Any, ...]:
-        return await asyncio.wait_for(self.events.get(), 10)
-
-
 def test_netns_holding_finds_the_namespace_by_address(pod_netns: tuple[str, str]):
     name, address = pod_netns
     assert netns_holding(address) == f"/run/netns/{name}"
@@ -93,7 +71,7 @@ def test_a_running_pod_labelled_ambient_is_captured_and_let_go_when_it_leaves(
          "status": {"phase": "Running", "podIP": "10.79.254.1"}})
     uid = web["metadata"]["uid"]
     kube = client.load(api.kubeconfig, pool_size=1)
-    ztunnel = Ztunnel()
+    ztunnel = RecordingZtunnel()
     agent = CniAgent(tmp_path / "ztunnel.sock", tmp_path / "cni" / "pluginevent.sock")
 
     def patch(path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -114,10 +92,8 @@ def test_a_running_pod_labelled_ambient_is_captured_and_let_go_when_it_leaves(
             # The namespace joins ambient: the running pod is captured.
             await anyio.to_thread.run_sync(patch, "/api/v1/namespaces/shop",
                                            {"metadata": {"labels": AMBIENT}})
-            event = await ztunnel.next()
-            stat = os.stat(f"/run/netns/{netns}")
-            assert event == ("add", uid, WorkloadInfo("web", "shop", "web"),
-                             (stat.st_dev, stat.st_ino))
+            assert await ztunnel.next() == ("add", uid, WorkloadInfo("web", "shop", "web"),
+                                            netns_id(f"/run/netns/{netns}"))
             assert "-A ISTIO_OUTPUT" in rules()
             for _ in range(100):
                 pod = await anyio.to_thread.run_sync(

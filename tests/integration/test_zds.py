@@ -27,6 +27,7 @@ from pilotfish.core.ambient.zds import WorkloadInfo, ZdsError, ZdsServer, run_cl
 from pilotfish.core.ambient.zds_session import ZtunnelSession
 from pilotfish.core.backoff import Backoff
 from pilotfish.core.native.sockets import in_netns
+from pilotfish.testing.zds import RecordingZtunnel, netns_id
 
 INFO = WorkloadInfo(name="web-1", namespace="shop", service_account="web")
 FAST = Backoff(initial=0.02, maximum=0.1, multiplier=2.0)
@@ -54,27 +55,20 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "ztunnel.sock"
 
 
-class Ztunnel:
-    """A handler that records what the agent sends and listens inside each added pod."""
+class Ztunnel(RecordingZtunnel):
+    """Records what the agent sends, and listens inside each added pod as ztunnel does."""
 
     def __init__(self, port: int = 0, refuse: str = "") -> None:
-        self.events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        self.port, self.refuse = port, refuse
+        super().__init__(refuse)
+        self.port = port
         self.listeners: dict[str, socket.socket] = {}
         self.delay = 0.0
 
-    async def add(self, uid: str, info: WorkloadInfo, netns_fd: int) -> None:
-        try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            if self.refuse:
-                raise RuntimeError(self.refuse)
-            if self.port:
-                self.listeners[uid] = await in_netns(netns_fd, self._listen)
-            same = os.path.samestat(os.fstat(netns_fd), os.stat("/proc/self/ns/net"))
-            await self.events.put(("add", uid, info, same))
-        finally:
-            os.close(netns_fd)
+    async def enter(self, uid: str, netns_fd: int) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.port:
+            self.listeners[uid] = await in_netns(netns_fd, self._listen)
 
     def _listen(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -82,22 +76,13 @@ class Ztunnel:
         sock.listen(4)
         return sock
 
-    async def keep(self, uid: str) -> None:
-        await self.events.put(("keep", uid))
-
-    async def delete(self, uid: str) -> None:
-        await self.events.put(("del", uid))
-
-    async def snapshot_sent(self, known: frozenset[str]) -> None:
-        await self.events.put(("snapshot_sent", known))
-
     def close(self) -> None:
         for sock in self.listeners.values():
             sock.close()
 
 
 async def next_event(ztunnel: Ztunnel) -> tuple[Any, ...]:
-    return await asyncio.wait_for(ztunnel.events.get(), 5)
+    return await ztunnel.next(5)
 
 
 def open_netns(name: str) -> int:
@@ -122,7 +107,8 @@ def test_the_netns_reaches_ztunnel_and_a_socket_opened_in_it_lives_in_the_pod(
                 await server.add("uid-1", INFO, fd)
             finally:
                 os.close(fd)  # the server holds its own duplicate
-            assert await next_event(ztunnel) == ("add", "uid-1", INFO, False)
+            assert await next_event(ztunnel) == ("add", "uid-1", INFO,
+                                                  netns_id(f"/run/netns/{netns}"))
             listener = ztunnel.listeners["uid-1"]
             # From inside the pod's namespace, 127.0.0.1:port is ztunnel's listener ...
             inside = await asyncio.create_subprocess_exec(
@@ -162,7 +148,8 @@ def test_a_reconnecting_ztunnel_gets_a_snapshot_of_every_pod(path: Path, netns: 
             for _ in range(2):  # a first ztunnel, then a restarted one
                 ztunnel = Ztunnel()
                 client = tasks.create_task(run_client(path, ztunnel, retry=FAST))
-                assert await next_event(ztunnel) == ("add", "uid-1", INFO, False)
+                assert await next_event(ztunnel) == ("add", "uid-1", INFO,
+                                                      netns_id(f"/run/netns/{netns}"))
                 assert await next_event(ztunnel) == ("keep", "uid-2")
                 assert await next_event(ztunnel) == ("snapshot_sent",
                                                      frozenset({"uid-1", "uid-2"}))
