@@ -326,3 +326,20 @@ def test_a_restarted_agent_holds_its_pods_again_but_not_the_gone_ones(node: Node
         assert saved == []
 
     run(body)
+
+
+def test_a_pod_with_ipv6_off_on_its_loopback_is_captured_without_the_ipv6_route(node: Node):
+    netns = node.pod_netns("v4")
+    sh("ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=1")
+    ztunnel = Ztunnel()
+
+    async def body() -> None:
+        async with running(node, ztunnel):
+            await node.cni("ADD", "v4", pod("v4", AMBIENT))
+            assert (await ztunnel.next())[:2] == ("add", "uid-v4")
+            assert "local default dev lo" in sh("ip", "-n", netns, "route", "show",
+                                                "table", "100")
+            assert sh("ip", "-n", netns, "-6", "route", "show", "table", "100").strip() == ""
+            assert "-A ISTIO_OUTPUT" in rules_in(netns)
+
+    run(body)
