@@ -254,3 +254,28 @@ def test_a_descriptor_on_a_message_other_than_add_makes_ztunnel_hang_up(path: Pa
         await asyncio.gather(client, return_exceptions=True)
 
     run(body)
+
+
+def test_both_sides_run_on_uvloop_as_ztunnel_does(path: Path, netns: str):
+    import uvloop
+
+    ztunnel = Ztunnel(port=random.randrange(30000, 40000))
+
+    async def body() -> None:
+        server = ZdsServer(path)
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(server.serve())
+            client = tasks.create_task(run_client(path, ztunnel, retry=FAST))
+            assert await next_event(ztunnel) == ("snapshot_sent", frozenset())
+            fd = open_netns(netns)
+            await server.add("uid-1", INFO, fd)
+            os.close(fd)
+            assert await next_event(ztunnel) == ("add", "uid-1", INFO,
+                                                  netns_id(f"/run/netns/{netns}"))
+            await server.delete("uid-1")
+            assert await next_event(ztunnel) == ("del", "uid-1")
+            client.cancel()
+            serving.cancel()
+        ztunnel.close()
+
+    uvloop.run(asyncio.wait_for(body(), 20))
