@@ -289,10 +289,14 @@ class ZdsServer:
     async def _send_snapshot(self, link: _Link) -> None:
         for uid, pod in self._pods.items():
             if pod.netns_fd is None:
-                await self._exchange(link, f"keep {uid}", link.session.request_keep(uid))
+                error = await link.request(f"keep {uid}", link.session.request_keep(uid))
             else:
-                await self._exchange(link, f"add {uid}",
-                                     link.session.request_add(uid, pod.info), pod.netns_fd)
+                error = await link.request(f"add {uid}", link.session.request_add(
+                    uid, pod.info), pod.netns_fd)
+            if error:
+                # One pod ztunnel cannot serve must not keep it from the others: the pod
+                # stays held, and the next connection's snapshot offers it again.
+                log.warning("zds: snapshot: ztunnel refused pod %s: %s", uid, error)
         await self._exchange(link, "snapshot_sent", link.session.request_snapshot_sent())
 
     async def _exchange(self, link: _Link, what: str, data: bytes, fd: int | None = None

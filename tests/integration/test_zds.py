@@ -279,3 +279,33 @@ def test_both_sides_run_on_uvloop_as_ztunnel_does(path: Path, netns: str):
         ztunnel.close()
 
     uvloop.run(asyncio.wait_for(body(), 20))
+
+
+def test_a_pod_ztunnel_refuses_in_a_snapshot_does_not_hold_up_the_others(
+        path: Path, netns: str):
+    class Picky(Ztunnel):
+        async def enter(self, uid: str, netns_fd: int) -> None:
+            if uid == "uid-bad":
+                raise RuntimeError("no certificate for this one")
+
+    ztunnel = Picky()
+
+    async def body() -> None:
+        server = ZdsServer(path)
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(server.serve())
+            fd = open_netns(netns)
+            await server.add("uid-bad", INFO, fd)  # held: no ztunnel yet
+            await server.add("uid-ok", INFO, fd)
+            os.close(fd)
+            client = tasks.create_task(run_client(path, ztunnel, retry=FAST))
+            assert await next_event(ztunnel) == ("add", "uid-ok", INFO,
+                                                  netns_id(f"/run/netns/{netns}"))
+            assert await next_event(ztunnel) == ("snapshot_sent",
+                                                  frozenset({"uid-bad", "uid-ok"}))
+            await asyncio.wait_for(server.wait_connected(), 5)
+            assert server.known() == {"uid-bad", "uid-ok"}  # offered again next time
+            client.cancel()
+            serving.cancel()
+
+    run(body)
