@@ -41,6 +41,8 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "pilotfish.cli.gateway_status", "add_arguments", "main"),
     ("iptables", "capture a pod's traffic with istio-iptables's rules",
      "pilotfish.cli.iptables", "add_arguments", "main"),
+    ("cni-agent", "the CNI node agent for ambient pods: in-pod rules, ZDS to ztunnel",
+     "pilotfish.node.cni_agent", "add_arguments", "main"),
     ("kube-inject", "inject sidecars into Kubernetes manifests offline",
      "pilotfish.cli.kube_inject", "add_arguments", "main"),
     ("webhook-config", "the webhook configurations that send pods and config to discovery",

@@ -28,8 +28,19 @@ and the runtime passes, in its runtimeConfig::
                                      #   sidecar.istio.io/status is present)
       "containerPorts": [9080],      # optional; Istio captures all inbound ports anyway
       "proxyEnv": {"ISTIO_META_DNS_CAPTURE": "true"},  # the proxy container's env
-      "runAsUser": 1337, "runAsGroup": 1337            # the proxy container's ids
+      "runAsUser": 1337, "runAsGroup": 1337,           # the proxy container's ids
+      "uid": "5b9c...",              # default: CNI_ARGS K8S_POD_UID (ambient needs it)
+      "serviceAccount": "reviews",   # default: "default"
+      "namespaceLabels": {"istio.io/dataplane-mode": "ambient"}  # enrolls the namespace
     }
+
+Ambient pods. With the ``ambient`` profile, the ``ztunnel-sockets`` interceptor takes the
+pods ambient mode enrolls (``istio.io/dataplane-mode: ambient`` on the pod or in
+``namespaceLabels``; no sidecar) and, as Istio's plugin does, posts each to the CNI node agent
+(``pilotfish cni-agent``) instead of writing rules itself: the agent writes the in-pod rules
+and hands the pod's network namespace to ztunnel before ADD returns. The agent's socket is
+``pluginevent.sock`` in the network config's ``cni_agent_run_dir`` (Istio's field; default
+``/var/run/istio-cni``). DEL asks the agent to let the pod go.
 
 Annotations the ``iptables`` interceptor honours (as Istio CNI does): ``sidecar.istio.io/inject``,
 ``sidecar.istio.io/interceptionMode`` (REDIRECT, TPROXY; NONE skips the pod),
@@ -62,6 +73,10 @@ from pilotfish.core.interceptor import (
     first_capturing,
 )
 
+# Istio's: the node agent's folder, and its pod-event socket there, which the ambient
+# interceptor (ztunnel-sockets) posts pods to; handed to interceptors in their environment.
+EVENTS_SOCKET = "pluginevent.sock"
+EVENTS_SOCKET_ENV = "PILOTFISH_CNI_EVENTS_SOCKET"
 APPLY_FAILED = 100  # the capture could not be installed or removed
 NOT_IN_PLACE = 101  # CHECK: the installed capture is not the planned one
 API_WAIT = 30.0  # how long a pod not (yet) found, or an API server not answering, is retried
@@ -89,9 +104,16 @@ def interceptors(request: CniRequest) -> list[Interceptor]:
     if path is not None and not isinstance(path, str):
         raise CniError(protocol.INVALID_CONFIG,
                        "network config: mesh_config: expected the path of a pilotfish.yaml")
+    environ = dict(os.environ)
+    run_dir = request.config.get("cni_agent_run_dir")
+    if run_dir is not None:
+        if not isinstance(run_dir, str) or not run_dir:
+            raise CniError(protocol.INVALID_CONFIG, "network config: cni_agent_run_dir: "
+                           "expected the node agent's folder (a path)")
+        environ[EVENTS_SOCKET_ENV] = os.path.join(run_dir, EVENTS_SOCKET)
     try:
         active = plugins.Plugins.from_config(meshconfig.load(path), groups=["interceptors"])
-        return active.interceptors(InterceptorSettings(runtime="cni", environ=os.environ))
+        return active.interceptors(InterceptorSettings(runtime="cni", environ=environ))
     except (meshconfig.MeshConfigError, plugins.PluginError) as exc:
         raise CniError(protocol.INVALID_CONFIG, f"network config: mesh_config: {exc}") from None
 
@@ -118,8 +140,9 @@ def pod_facts(request: CniRequest, *, ask_api: bool = True) -> PodFacts | None:
         if raw is None:
             if not ask_api:
                 return None
-            pod = pod_from_object(read_pod(request, kubeconfig or ""),
-                                  ips=_prev_ips(request.prev_result))
+            obj, namespace_labels = read_pod(request, kubeconfig or "")
+            pod = pod_from_object(obj, ips=_prev_ips(request.prev_result),
+                                  namespace_labels=namespace_labels)
         else:
             pod = pod_from_runtime_config(raw, ips=_prev_ips(request.prev_result),
                                           cni_args=request.args)
@@ -142,10 +165,12 @@ def _kubeconfig(request: CniRequest) -> str | None:
     return path
 
 
-def read_pod(request: CniRequest, kubeconfig: str) -> dict[str, Any]:
+def read_pod(request: CniRequest, kubeconfig: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The Pod named by ``K8S_POD_NAMESPACE``/``K8S_POD_NAME`` in CNI_ARGS, from the API
     server; tried again while it is not found or unreachable (the runtime may be quicker
-    than the API server's watchers), for ``API_WAIT`` seconds."""
+    than the API server's watchers), for ``API_WAIT`` seconds. With it, its namespace's
+    labels (ambient mode may enroll a whole namespace), as Istio's plugin reads them; a
+    namespace that cannot be read has none."""
     from pathlib import Path
 
     from pilotfish.plugins.kube import client
@@ -164,7 +189,8 @@ def read_pod(request: CniRequest, kubeconfig: str) -> dict[str, Any]:
     try:
         while True:
             try:
-                return api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+                pod = api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+                return pod, _namespace_labels(api, namespace)
             except client.ApiError as exc:
                 if exc.status != 404 or time.monotonic() > deadline:
                     raise CniError(protocol.TRY_AGAIN_LATER,
@@ -176,6 +202,18 @@ def read_pod(request: CniRequest, kubeconfig: str) -> dict[str, Any]:
             time.sleep(API_RETRY)
     finally:
         api.close()
+
+
+def _namespace_labels(api: Any, namespace: str) -> dict[str, str]:
+    from pilotfish.plugins.kube import client
+
+    try:
+        found = api.request("GET", f"/api/v1/namespaces/{namespace}")
+    except (client.ApiError, OSError) as exc:
+        _log(f"namespace {namespace}: not read ({exc}): its labels are taken as none")
+        return {}
+    labels = (found.get("metadata") or {}).get("labels") or {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def capture_for(request: CniRequest) -> tuple[Interceptor, PodFacts] | None:
@@ -231,7 +269,8 @@ def cmd_del(request: CniRequest) -> None:
         pod = None
     if pod is None:  # facts unusable or the pod was excluded later: clean up all the same
         pod = PodFacts(name=request.args.get("K8S_POD_NAME", "unknown"),
-                       namespace=request.args.get("K8S_POD_NAMESPACE", "unknown"))
+                       namespace=request.args.get("K8S_POD_NAMESPACE", "unknown"),
+                       uid=request.args.get("K8S_POD_UID", ""))
     for interceptor in interceptors(request):
         try:
             _run(interceptor.remove, pod, request.netns)

@@ -45,7 +45,14 @@ def pod_from_runtime_config(value: Any, *, where: str = f"runtimeConfig.{RUNTIME
         if id_ is not None and (not isinstance(id_, int) or isinstance(id_, bool) or id_ < 0):
             raise PodError(f"{where}.{field}: expected a user/group id (a number >= 0)")
         ids[field] = id_
+    uid = value.get("uid", cni_args.get("K8S_POD_UID", ""))
+    account = value.get("serviceAccount", "default")
+    for field, text in (("uid", uid), ("serviceAccount", account)):
+        if not isinstance(text, str):
+            raise PodError(f"{where}.{field}: expected a string")
     return PodFacts(
+        uid=uid, service_account=account or "default",
+        namespace_labels=_string_map(value.get("namespaceLabels"), f"{where}.namespaceLabels"),
         name=name, namespace=namespace, annotations=annotations,
         labels=_string_map(value.get("labels"), f"{where}.labels"), sidecar=sidecar,
         container_ports=tuple(ports), proxy_env=_string_map(value.get("proxyEnv"),
@@ -83,7 +90,8 @@ def proxy_type(container: Mapping[str, Any]) -> str:
     return "sidecar"
 
 
-def pod_from_object(pod: Mapping[str, Any], *, ips: tuple[str, ...] = ()) -> PodFacts:
+def pod_from_object(pod: Mapping[str, Any], *, ips: tuple[str, ...] = (),
+                    namespace_labels: Mapping[str, str] | None = None) -> PodFacts:
     """The facts of a Pod as the API server holds it: the injected proxy's env values,
     user and group, the other containers' ports."""
     where = "the API server's Pod"
@@ -100,10 +108,13 @@ def pod_from_object(pod: Mapping[str, Any], *, ips: tuple[str, ...] = ()) -> Pod
            if isinstance(e, Mapping) and "name" in e and "value" in e}
     return pod_from_runtime_config({
         "name": metadata.get("name"), "namespace": metadata.get("namespace"),
+        "uid": metadata.get("uid") or "",
+        "serviceAccount": (pod.get("spec") or {}).get("serviceAccountName") or "default",
         "annotations": metadata.get("annotations") or {},
         "labels": metadata.get("labels") or {}, "sidecar": bool(proxy),
         "containerPorts": ports, "proxyEnv": env,
         "runAsUser": context.get("runAsUser"), "runAsGroup": context.get("runAsGroup"),
+        "namespaceLabels": dict(namespace_labels or {}),
     }, where=where, ips=ips)
 
 

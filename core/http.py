@@ -110,6 +110,27 @@ class HttpServer:
         async with listener:
             await listener.serve(self._connection)
 
+    async def serve_unix(
+        self, path: str, *, mode: int = 0o600,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on a unix socket at ``path`` (a stale one is replaced; only the owner may
+        connect unless ``mode`` says otherwise); the socket is removed on the way out."""
+        import os
+        from pathlib import Path
+
+        socket_path = Path(path)
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        socket_path.unlink(missing_ok=True)
+        listener = await anyio.create_unix_listener(socket_path)
+        os.chmod(socket_path, mode)
+        task_status.started()
+        try:
+            async with listener:
+                await listener.serve(self._connection)
+        finally:
+            socket_path.unlink(missing_ok=True)
+
     async def _connection(self, stream: anyio.abc.ByteStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:

@@ -51,7 +51,9 @@ def split_url(url: str, scheme: str = "http") -> tuple[str, int, str]:
 
 
 async def _connect(host: str, port: int, ssl_context: ssl.SSLContext | None,
-                   server_name: str) -> anyio.abc.ByteStream:
+                   server_name: str, unix_socket: str | None = None) -> anyio.abc.ByteStream:
+    if unix_socket is not None:
+        return await anyio.connect_unix(unix_socket)
     if ssl_context is None:
         return await anyio.connect_tcp(host, port)
     return await anyio.connect_tcp(host, port, ssl_context=ssl_context,
@@ -61,17 +63,20 @@ async def _connect(host: str, port: int, ssl_context: ssl.SSLContext | None,
 async def request(url: str, method: str = "GET", *, timeout: float = 5.0,
                   headers: Sequence[tuple[str, str]] = (), body: bytes = b"",
                   ssl_context: ssl.SSLContext | None = None,
-                  server_name: str | None = None) -> HttpReply:
+                  server_name: str | None = None, unix_socket: str | None = None
+                  ) -> HttpReply:
     """Send one request with ``Connection: close`` and read the whole response. With
     ``ssl_context`` the URL is https and the server's certificate must name
-    ``server_name`` (default: the URL's host)."""
+    ``server_name`` (default: the URL's host). With ``unix_socket`` the request goes to the
+    server on that socket (the URL's host is then only the Host header, as ``http://unix/``)."""
     host, port, target = split_url(url, "https" if ssl_context else "http")
     conn = h11.Connection(h11.CLIENT)
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     status, reply_headers, reply = 0, {}, bytearray()
     try:
         with anyio.fail_after(timeout):
-            async with await _connect(host, port, ssl_context, server_name or host) as stream:
+            async with await _connect(host, port, ssl_context, server_name or host,
+                                      unix_socket) as stream:
                 await stream.send(conn.send(h11.Request(method=method, target=target, headers=[
                     ("Host", authority), ("Content-Length", str(len(body))),
                     ("Connection", "close"), *headers,

@@ -46,6 +46,11 @@ class PodFacts:
     run_as_user: int | None = None  # the proxy container's securityContext
     run_as_group: int | None = None
     ips: tuple[str, ...] = attrs.field(default=(), converter=_strings)  # the pod's addresses
+    # Ambient mode's needs: ztunnel is told who the pod is (its UID, its service account), and
+    # a namespace label may enroll every pod in it.
+    uid: str = ""  # Kubernetes metadata.uid (CNI_ARGS K8S_POD_UID)
+    service_account: str = "default"
+    namespace_labels: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
 
     @property
     def key(self) -> str:

@@ -173,7 +173,13 @@ def _guardrails(netns: Netns, fams: list[int], op: str) -> None:
 
 
 def _add_routes(capture: RulePlan, netns: Netns) -> None:
+    ipv6_lo: bool | None = None
     for argv in capture.routes:
+        if argv[:2] == ("-6", "route"):
+            if ipv6_lo is None:
+                ipv6_lo = _lo_has_ipv6(netns)
+            if not ipv6_lo:
+                continue  # IPv6 is off on the pod's lo: Istio leaves the route out too
         if argv[1:3] == ("rule", "add"):
             listed = netns.run(["ip", argv[0], "rule", "list", *argv[3:]], check=False)
             if listed.returncode == 0 and listed.stdout.strip():
@@ -184,6 +190,11 @@ def _add_routes(capture: RulePlan, netns: Netns) -> None:
                                                     result.stderr):
             raise InterceptorError(f"{netns.label}: ip {' '.join(argv)} failed: "
                                    f"{result.stderr.strip()}")
+
+
+def _lo_has_ipv6(netns: Netns) -> bool:
+    listed = netns.run(["ip", "-6", "-o", "addr", "show", "dev", "lo"], check=False)
+    return listed.returncode == 0 and bool(listed.stdout.strip())
 
 
 def _remove_routes(capture: RulePlan, netns: Netns) -> None:

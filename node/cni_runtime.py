@@ -132,6 +132,8 @@ def _cni_args(runtime_config: Mapping[str, Any],
     args = {"IgnoreUnknown": "1"}
     if isinstance(pod, dict) and pod.get("name") and pod.get("namespace"):
         args.update(K8S_POD_NAMESPACE=str(pod["namespace"]), K8S_POD_NAME=str(pod["name"]))
+        if pod.get("uid"):
+            args["K8S_POD_UID"] = str(pod["uid"])
     return args
 
 

@@ -115,7 +115,7 @@ class KubeNode(Node):
     def cni_inputs(self, obj: ConfigObject, sidecar: bool
                    ) -> tuple[dict[str, Any], dict[str, str] | None, PodFacts]:
         args = {"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": obj.namespace,
-                "K8S_POD_NAME": obj.name,
+                "K8S_POD_NAME": obj.name, "K8S_POD_UID": str(obj.metadata.get("uid") or ""),
                 "K8S_POD_INFRA_CONTAINER_ID": pods.netns_name(obj, self.state.bridge)}
         return {}, args, pod_from_object(obj.body)
 

@@ -24,11 +24,13 @@ SIDECAR = Profile(
 )
 
 AMBIENT = Profile(
-    description="ambient mode's control-plane side so far: ztunnel's Workload Discovery "
-                "(Address, Authorization); ztunnel and waypoints are still to come",
+    description="ambient mode so far: ztunnel's Workload Discovery (Address, Authorization) "
+                "and the ztunnel-sockets interceptor (in-pod rules and ZDS through the CNI "
+                "node agent); ztunnel and waypoints are still to come",
     plugins={
         "xds": ("wds-addresses", "wds-authorization"),
         "sources": ("files", "kubernetes"),
+        "interceptors": ("ztunnel-sockets",),
         "certs": ("istio-ca",),
     },
 )

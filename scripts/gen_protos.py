@@ -10,6 +10,8 @@ The sets:
 - ``core/security/ca.proto``: Istio's CA API (messages and the gRPC service).
 - ``core/ambient/{workload,authorization}.proto``: ztunnel's Workload Discovery types
   (``istio.workload``, ``istio.security``), as ztunnel publishes them (see core/ambient/SOURCE.md).
+- ``core/ambient/zds.proto``: ZDS (``istio.workload.zds``), the node agent's messages to ztunnel
+  (pods and their network namespaces) and its acks; compiled with the Workload Discovery set.
 
 Each proto is compiled as ``pilotfish/<folder>/<name>.proto`` so that generated imports name
 the installed modules (``pilotfish.core.ambient.workload_pb2``). ztunnel's
@@ -57,7 +59,7 @@ class ProtoSet:
 
 SETS = (
     ProtoSet("core/security", ("ca.proto",), grpc=True),
-    ProtoSet("core/ambient", ("workload.proto", "authorization.proto")),
+    ProtoSet("core/ambient", ("workload.proto", "authorization.proto", "zds.proto")),
 )
 
 

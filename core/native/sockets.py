@@ -1,18 +1,22 @@
 """Sockets for the native proxy: listening (TPROXY's transparent ones too), peeking at a
 connection's first bytes for the listener filters, taking an accepted socket into a
 protocol or streams after its TLS handshake, where a REDIRECTed connection was going, and
-connecting upstream from the client's own address (Envoy's ``original_src``).
+connecting upstream from the client's own address (Envoy's ``original_src``), and opening
+sockets inside another network namespace (``in_netns``: ztunnel's listeners in a pod).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
+import os
 import socket
 import ssl
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -190,3 +194,61 @@ def set_keepalive(sock: socket.socket, keepalive: Keepalive) -> None:
                           (socket.TCP_KEEPINTVL, keepalive.interval)):
         if value:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000  # linux/sched.h
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int, what: str) -> None:
+    # Python 3.11 has no os.setns; setns(2) moves only the calling thread.
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns({what}): {os.strerror(err)}")
+
+
+async def in_netns(netns_fd: int, fn: Callable[[], T]) -> T:
+    """``fn()`` run inside the network namespace ``netns_fd`` refers to, and its result.
+
+    A namespace belongs to a thread, not a process, so ``fn`` runs on a thread of its own that
+    enters the namespace, calls ``fn`` and goes back to its own namespace before it ends;
+    the event loop's threads never move. A socket ``fn`` creates stays in the namespace it
+    was created in, whichever thread uses it later: that is how ztunnel listens inside a pod.
+    Needs CAP_SYS_ADMIN; raises ``OSError`` when the namespace cannot be entered, or what
+    ``fn`` raised.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _setns(netns_fd, f"fd {netns_fd}")
+                try:
+                    result = fn()
+                finally:
+                    _setns(home, "the thread's own namespace")
+            finally:
+                os.close(home)
+        except BaseException as exc:
+            error = exc
+        loop.call_soon_threadsafe(settle, result, error)
+
+    worker = threading.Thread(target=run, name=f"in-netns-{netns_fd}", daemon=True)
+    worker.start()
+    try:
+        return await asyncio.shield(done)
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, worker.join)

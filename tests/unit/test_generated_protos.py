@@ -1,5 +1,5 @@
 """The generated modules shipped beside each proto set match their protos
-(scripts/gen_protos.py: the CA's API, ztunnel's Workload Discovery types)."""
+(scripts/gen_protos.py: the CA's API, ztunnel's Workload Discovery types and ZDS)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,17 @@ def test_generated_modules_are_current(folder: str) -> None:
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"),
                              "--check", folder], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_check_covers_zds() -> None:
+    import runpy
+
+    sets = runpy.run_path(str(ROOT / "scripts" / "gen_protos.py"))["SETS"]
+    outputs = {f"{s.folder}/{name}" for s in sets for name in s.outputs}
+    assert {"core/ambient/zds_pb2.py", "core/ambient/zds_pb2.pyi"} <= outputs
+
+
+@pytest.mark.corpus
+def test_zds_proto_is_ztunnels_unchanged(corpus: Path) -> None:
+    shipped = (ROOT / "core" / "ambient" / "zds.proto").read_bytes()
+    assert shipped == (corpus / "ambient" / "proto" / "zds.proto").read_bytes()

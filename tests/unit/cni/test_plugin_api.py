@@ -114,3 +114,16 @@ def test_the_cni_daemonset_chains_the_plugin_with_a_kubeconfig_that_reads_pods(
     req = request(kubeconfig=str(run / "kubeconfig"), K8S_POD_NAME="web",
                   K8S_POD_NAMESPACE="default")
     assert plugin.pod_facts(req) is not None
+
+
+def test_the_namespace_labels_come_with_the_pod_so_a_namespace_can_enroll_it(api: FakeKubeApi):
+    _, seeded = api.seed({"apiVersion": "v1", "kind": "Namespace",
+              "metadata": {"name": "shop", "labels": {"istio.io/dataplane-mode": "ambient"}}},
+             {"apiVersion": "v1", "kind": "Pod",
+              "metadata": {"name": "web", "namespace": "shop", "uid": "u-web"},
+              "spec": {"serviceAccountName": "web", "containers": [{"name": "app"}]}})
+    facts = plugin.pod_facts(request(kubeconfig=str(api.kubeconfig), K8S_POD_NAME="web",
+                                     K8S_POD_NAMESPACE="shop"))
+    assert facts is not None
+    assert facts.namespace_labels["istio.io/dataplane-mode"] == "ambient"
+    assert (facts.uid, facts.service_account) == (seeded["metadata"]["uid"], "web")
