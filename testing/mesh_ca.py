@@ -42,8 +42,13 @@ class MeshCA:
         """A certificate for ``spiffe://TD/ns/NAMESPACE/sa/SERVICE_ACCOUNT`` and its key."""
         spiffe = self.spiffe(namespace, service_account)
         key = workload_cert.generate_key()
-        csr = x509.load_pem_x509_csr(workload_cert.make_csr(key, spiffe).encode())
-        chain = signing.sign_workload(self.bundle, SigningRequest(
-            csr, Identity(namespace, service_account), spiffe, ttl), time.time())
+        chain = self.sign_csr(workload_cert.make_csr(key, spiffe), spiffe, ttl)
         return WorkloadCert(spiffe, "".join(chain).encode(),
                             workload_cert.key_pem(key).encode())
+
+    def sign_csr(self, csr_pem: str, spiffe_id: str, ttl: float = 3600.0) -> list[str]:
+        """The CA's ``cert_chain`` answer (leaf, then the root) for a CSR of ``spiffe_id``."""
+        namespace, account = spiffe_id.split("/ns/", 1)[1].split("/sa/", 1)
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        return signing.sign_workload(self.bundle, SigningRequest(
+            csr, Identity(namespace, account), spiffe_id, ttl), time.time())

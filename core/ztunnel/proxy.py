@@ -1,0 +1,428 @@
+"""ztunnel's traffic: each served pod's three listeners and what a connection on each does.
+
+- **15001, outbound**: where the pod's connection was going (``SO_ORIGINAL_DST``) goes
+  through ``ambient.outbound.route``: HBONE (to the destination pod's 15008, or to a
+  waypoint) on a pooled tunnel made with the pod's own certificate, plain TCP to a workload
+  outside the mesh, or passthrough to an unknown destination. Connections leave from the
+  pod's network namespace, so they carry the pod's address.
+- **15008, inbound HBONE**: mutual TLS with the pod's certificate; each CONNECT is checked
+  (``ambient.inbound.hbone_target``), authorized (``ambient.l4_authz``) with the client's
+  SPIFFE identity, and delivered to the app from the client's address.
+- **15006, inbound plaintext**: the same without an identity (a STRICT PeerAuthentication
+  denies it).
+
+Every connection is counted in Istio's TCP metrics (``metrics``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from pilotfish.core.ambient import inbound, l4_authz, outbound
+from pilotfish.core.ambient.model import Workload
+from pilotfish.core.ambient.state import WorkloadState
+from pilotfish.core.ambient.zds import WorkloadInfo
+from pilotfish.core.native import channels, hbone
+from pilotfish.core.native.channels import Channel, TcpChannel
+from pilotfish.core.native.sockets import address_text, original_destination, peer_of
+from pilotfish.core.security.workload_cert import WorkloadSecret
+from pilotfish.core.ztunnel.certs import IdentityCerts
+from pilotfish.core.ztunnel.inpod import (
+    INBOUND,
+    INBOUND_PLAINTEXT,
+    OUTBOUND,
+    Dialer,
+    open_listeners,
+)
+from pilotfish.core.ztunnel.metrics import Flow, Metrics
+
+log = logging.getLogger("pilotfish.ztunnel")
+
+WORKLOAD_WAIT = 5.0  # a pod handed over before discovery has told of it: wait this long
+
+
+@attrs.define
+class Pod:
+    """One pod ztunnel serves: what ZDS said of it and its network namespace."""
+
+    uid: str
+    info: WorkloadInfo
+    netns_fd: int
+    listeners: dict[int, socket.socket] = attrs.field(factory=dict)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def dialer(self) -> Dialer:
+        return Dialer(self.netns_fd)
+
+    def close(self) -> None:
+        for sock in self.listeners.values():
+            sock.close()
+        self.listeners.clear()
+        with contextlib.suppress(OSError):
+            os.close(self.netns_fd)
+
+
+class _Counting:
+    """A channel whose bytes are counted as they pass: what is read from it under
+    ``read_as``, what is written to it under ``written_as``."""
+
+    def __init__(self, inner: Channel, metrics: Metrics, labels: Any,
+                 read_as: str = "istio_tcp_received_bytes",
+                 written_as: str = "istio_tcp_sent_bytes") -> None:
+        self.inner, self.metrics, self.labels = inner, metrics, labels
+        self.read_as, self.written_as = read_as, written_as
+
+    async def read(self) -> bytes:
+        data = await self.inner.read()
+        if data:
+            self.metrics.add(self.read_as, self.labels, len(data))
+        return data
+
+    async def write(self, data: bytes) -> None:
+        self.metrics.add(self.written_as, self.labels, len(data))
+        await self.inner.write(data)
+
+    def end(self) -> None:
+        self.inner.end()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class _Open(_Counting):
+    """A connection's counted side that, when closed, counts the connection closed and
+    forgets it (``ztunnel-config connections``)."""
+
+    def __init__(self, inner: Channel, metrics: Metrics, labels: Any,
+                 forget: Callable[[], object], **names: str) -> None:
+        super().__init__(inner, metrics, labels, **names)
+        self.forget = forget
+        self.closed = False
+        metrics.add("istio_tcp_connections_opened", labels)
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.metrics.add("istio_tcp_connections_closed", self.labels)
+            self.forget()
+        await super().close()
+
+
+async def _tcp(sock: socket.socket) -> TcpChannel:
+    reader, writer = await asyncio.open_connection(sock=sock)
+    return TcpChannel(reader, writer)
+
+
+class Contexts:
+    """TLS contexts per identity, made once per certificate."""
+
+    def __init__(self, certs: IdentityCerts) -> None:
+        self.certs = certs
+        self._made: dict[tuple[str, str], tuple[ssl.SSLContext, ssl.SSLContext]] = {}
+
+    async def _pair(self, identity: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        secret = await self.certs.get(identity)
+        key = (identity, secret.leaf.serial)
+        pair = self._made.get(key)
+        if pair is None:
+            self._made = {k: v for k, v in self._made.items() if k[0] != identity}
+            pair = self._made[key] = _contexts(secret)
+        return pair
+
+    async def server(self, identity: str) -> ssl.SSLContext:
+        return (await self._pair(identity))[0]
+
+    async def client(self, identity: str) -> ssl.SSLContext:
+        return (await self._pair(identity))[1]
+
+
+def _contexts(secret: WorkloadSecret) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    chain, key, roots = (secret.chain_pem.encode(), secret.key_pem.encode(),
+                         secret.roots_pem.encode())
+    return (hbone.server_context(chain, key, roots), hbone.client_context(chain, key, roots))
+
+
+class Ztunnel:
+    """The pods served and their traffic."""
+
+    def __init__(self, state: WorkloadState, certs: IdentityCerts, metrics: Metrics,
+                 trust_domain: str = "cluster.local") -> None:
+        self.state = state
+        self.certs = certs
+        self.contexts = Contexts(certs)
+        self.metrics = metrics
+        self.trust_domain = trust_domain
+        self.pool = hbone.HbonePool()
+        self.pods: dict[str, Pod] = {}
+        self.changed = asyncio.Event()  # set whenever discovery's state changes
+        # The connections being carried, for ``ztunnel-config connections``.
+        self.connections: dict[int, dict[str, str]] = {}
+        self._next_connection = itertools.count()
+
+    def track(self, pod: Pod, direction: str, source: tuple[str, int],
+              destination: tuple[str, int], source_identity: str | None,
+              destination_identity: str | None, protocol: str) -> int:
+        key = next(self._next_connection)
+        self.connections[key] = {
+            "pod": f"{pod.info.namespace}/{pod.info.name}", "direction": direction,
+            "src": address_text(source), "dst": address_text(destination),
+            "srcIdentity": source_identity or "", "dstIdentity": destination_identity or "",
+            "protocol": protocol}
+        return key
+
+    # -- the pods, as ZDS hands them over -------------------------------------------------
+
+    def identity(self, info: WorkloadInfo) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{info.namespace}/sa/{info.service_account}"
+
+    async def start_pod(self, pod: Pod, listeners: dict[int, socket.socket]) -> None:
+        old = self.pods.get(pod.uid)
+        if old is not None:
+            await self.stop_pod(pod.uid)
+        pod.listeners = listeners
+        self.pods[pod.uid] = pod
+        pod.task = asyncio.get_running_loop().create_task(self._serve_pod(pod))
+        # Ask for the pod's certificate now: its first connection should not wait for it.
+        if pod.info.service_account:
+            self.certs.warm(self.identity(pod.info))
+
+    async def stop_pod(self, uid: str) -> None:
+        pod = self.pods.pop(uid, None)
+        if pod is None:
+            return
+        if pod.task is not None:
+            pod.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pod.task
+        pod.close()
+        identity = self.identity(pod.info)
+        if not any(self.identity(p.info) == identity for p in self.pods.values()):
+            self.certs.forget(identity)
+
+    async def close(self) -> None:
+        for uid in list(self.pods):
+            await self.stop_pod(uid)
+        await self.pool.close()
+
+    async def _serve_pod(self, pod: Pod) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._accept(pod, OUTBOUND, self._outbound))
+            group.create_task(self._accept(pod, INBOUND_PLAINTEXT, self._inbound_plaintext))
+            group.create_task(hbone.serve(
+                pod.listeners[INBOUND], lambda local: self._server_context(pod),
+                lambda request: self._inbound_hbone(pod, request)))
+
+    async def _accept(self, pod: Pod, port: int,
+                      handle: Callable[[Pod, socket.socket], Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        listener = pod.listeners[port]
+        async with asyncio.TaskGroup() as group:
+            while True:
+                conn, _ = await loop.sock_accept(listener)
+                group.create_task(self._guarded(handle, pod, conn))
+
+    @staticmethod
+    async def _guarded(handle: Callable[[Pod, socket.socket], Awaitable[None]], pod: Pod,
+                       conn: socket.socket) -> None:
+        try:
+            await handle(pod, conn)
+        except Exception:  # one connection's failure is that connection's
+            log.exception("pod %s/%s: connection failed", pod.info.namespace, pod.info.name)
+        finally:
+            conn.close()
+
+    async def workload_of(self, pod: Pod) -> Workload | None:
+        """The pod's Workload from discovery (waiting a little for a pod just started)."""
+        deadline = asyncio.get_running_loop().time() + WORKLOAD_WAIT
+        while True:
+            found = self.state.find_pod(pod.info.namespace, pod.info.name)
+            if found is not None:
+                return found
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return None
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), left)
+
+    async def _server_context(self, pod: Pod) -> ssl.SSLContext:
+        return await self.contexts.server(self.identity(pod.info))
+
+    # -- 15001 -------------------------------------------------------------------------
+
+    async def _outbound(self, pod: Pod, conn: socket.socket) -> None:
+        destination = original_destination(conn)
+        source = await self.workload_of(pod)
+        if destination is None or source is None:
+            log.warning("pod %s/%s: outbound connection %s dropped (%s)", pod.info.namespace,
+                        pod.info.name, destination,
+                        "not redirected" if destination is None else
+                        "discovery has not told of this pod")
+            return
+        route = outbound.route(self.state, source, destination)
+        client = peer_of(conn)
+        if isinstance(route, outbound.Refused):
+            log.info("pod %s/%s: outbound to %s:%d refused: %s", pod.info.namespace,
+                     pod.info.name, *destination, route.reason)
+            return
+        own_identity = self.identity(pod.info)
+        peer_identity = route.identities[0] if isinstance(route, outbound.Hbone) and \
+            route.identities else None
+        labels = self._flow("source", source, own_identity, getattr(route, "workload", None),
+                            peer_identity, getattr(route, "service", None),
+                            mutual_tls=isinstance(route, outbound.Hbone)).labels()
+        try:
+            if isinstance(route, outbound.Hbone):
+                context = await self.contexts.client(own_identity)
+                upstream: Channel = await self.pool.open(
+                    hbone.PoolKey(own_identity, route.identities,
+                                  source.addresses[0] if source.addresses else "",
+                                  route.address),
+                    route.authority, self._headers(source, client), lambda: context,
+                    pod.dialer.connect)
+            else:
+                upstream = await _tcp(await pod.dialer.connect(route.address))
+        except (hbone.HboneError, OSError, LookupError) as exc:
+            self.metrics.add("istio_tcp_connections_failed", labels)
+            log.info("pod %s/%s: to %s:%d via %s failed: %s", pod.info.namespace,
+                     pod.info.name, *destination, route.address, exc)
+            return
+        tracked = self.track(pod, "outbound", client, destination, own_identity, peer_identity,
+                             "HBONE" if isinstance(route, outbound.Hbone) else "TCP")
+        # The app's side is the one counted: what it sends is sent to the destination.
+        downstream = _Open(await _tcp(conn), self.metrics, labels,
+                           lambda: self.connections.pop(tracked, None),
+                           read_as="istio_tcp_sent_bytes",
+                           written_as="istio_tcp_received_bytes")
+        try:
+            if isinstance(upstream, channels.StreamChannel):
+                await hbone.relay(upstream, downstream)
+            else:
+                await channels.splice(downstream, upstream)
+        finally:
+            with contextlib.suppress(Exception):
+                await upstream.close()
+            await downstream.close()
+
+    @staticmethod
+    def _headers(source: Workload, client: tuple[str, int]) -> list[tuple[str, str]]:
+        kind = source.workload_type.lower()
+        facts = hbone.baggage(
+            cluster_id=source.cluster_id or "Kubernetes", namespace=source.namespace,
+            workload_name=source.workload_name or source.name,
+            workload_type=kind if kind in ("deployment", "cronjob", "pod", "job") else "",
+            service_name=source.canonical_name, revision=source.canonical_revision,
+            region=source.locality.region, zone=source.locality.zone)
+        return [("forwarded", hbone.forwarded(client)), ("baggage", facts),
+                ("traceparent", hbone.traceparent())]
+
+    def _flow(self, reporter: str, source: Workload | None, source_principal: str | None,
+              destination: Workload | None, destination_principal: str | None,
+              service: Any, mutual_tls: bool) -> Flow:
+        return Flow(reporter, source, source_principal, destination, destination_principal,
+                    service_host=getattr(service, "hostname", "") if service else "",
+                    service_name=getattr(service, "name", "") if service else "",
+                    service_namespace=getattr(service, "namespace", "") if service else "",
+                    mutual_tls=mutual_tls)
+
+    # -- 15008 and 15006 ---------------------------------------------------------------
+
+    async def _inbound_hbone(self, pod: Pod, request: hbone.TunnelRequest) -> Channel | int:
+        target = inbound.hbone_target(self.state, request.authority, request.local[0])
+        if isinstance(target, int):
+            return target
+        identity = request.peer_identities[0] if request.peer_identities else None
+        found = await self._deliver(pod, request.peer, identity, target, mutual_tls=True)
+        if isinstance(found, int):
+            return found
+        channel, labels = found
+        tracked = self.track(pod, "inbound", request.peer, target, identity,
+                             self.identity(pod.info), "HBONE")
+        # The server relays and closes it; what the client sends is received here.
+        return _Open(channel, self.metrics, labels, lambda: self.connections.pop(tracked, None),
+                     read_as="istio_tcp_sent_bytes", written_as="istio_tcp_received_bytes")
+
+    async def _inbound_plaintext(self, pod: Pod, conn: socket.socket) -> None:
+        destination = original_destination(conn)
+        if destination is None or destination[1] in (OUTBOUND, INBOUND_PLAINTEXT, INBOUND):
+            return  # not redirected, or a self call (ztunnel's own ports)
+        client = peer_of(conn)
+        found = await self._deliver(pod, client, None, destination, mutual_tls=False)
+        if not isinstance(found, int):
+            app, labels = found
+            tracked = self.track(pod, "inbound", client, destination, None,
+                                 self.identity(pod.info), "TCP")
+            upstream = _Open(app, self.metrics, labels,
+                             lambda: self.connections.pop(tracked, None),
+                             read_as="istio_tcp_sent_bytes",
+                             written_as="istio_tcp_received_bytes")
+            downstream = await _tcp(conn)
+            try:
+                await channels.splice(downstream, upstream)
+            finally:
+                await upstream.close()
+                await downstream.close()
+
+    async def _deliver(self, pod: Pod, client: tuple[str, int], identity: str | None,
+                       target: tuple[str, int], mutual_tls: bool
+                       ) -> tuple[TcpChannel, Any] | int:
+        """Authorize a connection to the pod and connect it to the app: the app's channel
+        and the series' labels, or the refusal's status (401 denied, 503 unreachable)."""
+        local = await self.workload_of(pod)
+        if local is None:
+            return 503
+        source = self.state.workload_by_ip(client[0])
+        connection = l4_authz.Connection(client[0], identity, target[0], target[1])
+        verdict = l4_authz.authorize(self.state.policies_for(local), connection, local)
+        labels = self._flow("destination", source, identity, local, self.identity(pod.info),
+                            None, mutual_tls).labels()
+        if not verdict.allowed:
+            log.info("pod %s/%s: connection from %s (%s) to port %d denied by %s",
+                     pod.info.namespace, pod.info.name, client[0], identity or "no identity",
+                     target[1], verdict.policy or "the ALLOW policies")
+            self.metrics.add("istio_tcp_connections_failed", labels)
+            return 401
+        try:
+            sock = await pod.dialer.connect(target, source=client[0])
+        except OSError as exc:
+            log.info("pod %s/%s: cannot reach the app on %s: %s", pod.info.namespace,
+                     pod.info.name, target, exc)
+            self.metrics.add("istio_tcp_connections_failed", labels)
+            return 503
+        return await _tcp(sock), labels
+
+    # -- ZDS: the node agent hands pods over (``ambient.zds.WorkloadHandler``) ------------
+
+    async def add(self, uid: str, info: WorkloadInfo, netns_fd: int) -> None:
+        try:
+            listeners = await open_listeners(netns_fd)
+        except OSError:
+            os.close(netns_fd)
+            raise
+        await self.start_pod(Pod(uid, info, netns_fd), listeners)
+        log.info("serving pod %s/%s (%s)", info.namespace, info.name, uid)
+
+    async def keep(self, uid: str) -> None:
+        if uid not in self.pods:
+            log.info("pod %s kept by the node agent, but not held here", uid)
+
+    async def delete(self, uid: str) -> None:
+        pod = self.pods.get(uid)
+        await self.stop_pod(uid)
+        if pod is not None:
+            log.info("no longer serving pod %s/%s", pod.info.namespace, pod.info.name)
+
+    async def snapshot_sent(self, known: frozenset[str]) -> None:
+        for uid in set(self.pods) - known:
+            await self.delete(uid)
