@@ -31,6 +31,10 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "pilotfish.node.commands", "add_exec_arguments", "exec_main"),
     ("status", "the node's pods, IPs and sidecars",
      "pilotfish.node.commands", "add_status_arguments", "status_main"),
+    ("ztunnel", "ambient mode's node proxy: HBONE, in-pod sockets, L4 policy",
+     "pilotfish.agent.ztunnel", "add_arguments", "main"),
+    ("ztunnel-config", "what a ztunnel holds: workloads, services, policies, certificates, "
+     "connections", "pilotfish.cli.ztunnel_config", "add_arguments", "main"),
     ("plugins", "show the profiles and active plugins, and where they come from",
      "pilotfish.cli.plugins", "add_arguments", "main"),
     ("proxy-status", "sync state of every connected proxy",

@@ -12,11 +12,15 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.to_thread
+
+from pilotfish.node.netns import NodeError
 
 STOP_GRACE = 10.0
 
@@ -69,3 +73,21 @@ async def stop(process: anyio.abc.Process, grace: float = STOP_GRACE) -> None:
         await process.wait()
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)  # whatever the child started goes too
+
+
+async def wait_http(url: str, timeout: float, what: str) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except Exception:
+            return False
+
+    while not await anyio.to_thread.run_sync(probe):
+        if time.monotonic() > deadline:
+            raise NodeError(f"timed out after {timeout:.0f}s waiting for {what} ({url})")
+        await anyio.sleep(0.1)

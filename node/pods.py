@@ -187,6 +187,18 @@ def _remount(text: str, mounts: Mapping[str, str]) -> str:
     return text
 
 
+def same_but_metadata(one: ConfigObject, other: ConfigObject) -> bool:
+    """Do two versions of a pod differ only in labels and annotations (which change on a
+    running pod, where anything else replaces it)?"""
+    def rest(obj: ConfigObject) -> dict[str, Any]:
+        body = dict(obj.body)
+        metadata = {k: v for k, v in dict(body.get("metadata") or {}).items()
+                    if k not in ("labels", "annotations")}
+        return {**body, "metadata": metadata}
+
+    return one.api_version == other.api_version and rest(one) == rest(other)
+
+
 def wants_sidecar(pod: ConfigObject, namespace_labels: Mapping[str, str]) -> bool:
     """Istio's injection rules, as the injector has them (``inject.policy``): the pod's
     ``sidecar.istio.io/inject`` (label, else annotation) when it says true or false, else

@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -51,7 +52,8 @@ from pilotfish.core.plugins import Plugins
 from pilotfish.core.security.files import write_atomic
 from pilotfish.core.store import ConfigStore
 from pilotfish.node import cluster, netns, pods, workloads
-from pilotfish.node.children import ChildExited, run_child, stop
+from pilotfish.node.ambient import AMBIENT_INTERCEPTOR, AmbientNode
+from pilotfish.node.children import ChildExited, run_child, stop, wait_http
 from pilotfish.node.state import NodeState, PodState, pid_alive
 
 log = logging.getLogger("pilotfish.node")
@@ -173,8 +175,17 @@ class Node:
         self.bin = Path(sys.executable).parent
         # What pilotfish-cni will load for every pod: the profile's interceptors, resolved
         # here first so that a bad plugin choice stops `up` before any pod exists.
-        self.interceptors = Plugins.from_config(self.mesh, groups=["interceptors"]).interceptors(
+        plugins = Plugins.from_config(self.mesh, groups=["interceptors"])
+        self.interceptors = plugins.interceptors(
             InterceptorSettings(runtime="cni", environ=os.environ))
+        # Ambient mode: the CNI node agent and ztunnel run beside the pods, and
+        # pilotfish-cni (and the node itself, for pods relabelled while running) finds the
+        # agent through its environment.
+        self.ambient = AmbientNode(self.state) if any(
+            i.name == AMBIENT_INTERCEPTOR for i in self.interceptors) else None
+        if self.ambient is not None:
+            self.interceptors = plugins.interceptors(InterceptorSettings(
+                runtime="cni", environ={**os.environ, **self.ambient.plugin_environment()}))
 
     def conflist(self) -> dict[str, Any]:
         return conflist(self.state, self.options.mesh_config)
@@ -186,7 +197,10 @@ class Node:
         will read from them. Here the pod's facts are in the runtime config."""
         runtime_config = {RUNTIME_KEY: {
             "name": obj.name, "namespace": obj.namespace,
+            "uid": str(obj.metadata.get("uid") or uuid.uuid4()),
+            "serviceAccount": str(obj.spec.get("serviceAccountName") or "default"),
             "annotations": dict(obj.annotations), "labels": dict(obj.labels),
+            "namespaceLabels": self.namespace_labels().get(obj.namespace, {}),
             "sidecar": sidecar,
             "containerPorts": [p for _, p in pods.container_ports(obj)],
         }}
@@ -226,6 +240,8 @@ class Node:
         self.balanced = cluster.load_balancers(self.objects(), self.runtime, self.state.subnet)
         bodies = cluster.cluster_objects(self.objects(), self.runtime, self.state.service_cidr,
                                          self.balanced)
+        if self.ambient is not None:
+            bodies.append(self.ambient.ztunnel_pod())
         self.publish(bodies)
         from pilotfish.core.yamlload import load_text
 
@@ -257,6 +273,42 @@ class Node:
                                   cluster.SERVICES_CHAIN)
 
     # -- pods ----------------------------------------------------------------------------
+
+    async def recapture(self) -> None:
+        """Capture that follows labels: a running pod whose labels (or its namespace's) move
+        it into ambient mode is handed to the ambient interceptor, one that moves out is
+        let go, as Istio's node agent does for pods relabelled while running."""
+        ambient = next((i for i in self.interceptors if i.name == AMBIENT_INTERCEPTOR), None)
+        if ambient is None:
+            return
+        namespace_labels = self.namespace_labels()
+        for (namespace, name), handle in list(self.running.items()):
+            pod = self.state.pods.get(f"{name}.{namespace}")
+            given = (pod.cni_runtime if pod is not None else {}).get(RUNTIME_KEY)
+            if pod is None or not given or not pod.ip or pod.status in ("failed",
+                                                                        "terminating"):
+                continue
+            now = {**given, "labels": dict(handle.obj.labels),
+                   "annotations": dict(handle.obj.annotations),
+                   "namespaceLabels": namespace_labels.get(namespace, {})}
+            before_facts = pod_from_runtime_config(given, ips=(pod.ip,))
+            now_facts = pod_from_runtime_config(now, ips=(pod.ip,))
+            was, wanted = ambient.plan(before_facts) is not None, \
+                ambient.plan(now_facts) is not None
+            if now == given:
+                continue
+            try:
+                if wanted and not was:
+                    step(f"pod {namespace}/{name}: into ambient mode")
+                    await ambient.apply(now_facts, pod.netns)
+                elif was and not wanted:
+                    step(f"pod {namespace}/{name}: out of ambient mode")
+                    await ambient.remove(before_facts, pod.netns)
+            except InterceptorError as exc:
+                print(f"    {exc}", flush=True)
+                continue
+            pod.cni_runtime = {**pod.cni_runtime, RUNTIME_KEY: now}
+        self.state.save()
 
     async def create_network(self, obj: ConfigObject, sidecar: bool) -> PodState:
         from pilotfish.node import cni_runtime
@@ -553,6 +605,12 @@ class Node:
 
     async def _reconcile(self, tg: anyio.abc.TaskGroup) -> None:
         desired = {(p.namespace, p.name): p for p in self.update_view().pods}
+        # Labels and annotations change on a running pod, as on a cluster; anything else
+        # replaces it.
+        for key, handle in self.running.items():
+            if key in desired and not self.unchanged(desired[key], handle.obj) and \
+                    pods.same_but_metadata(desired[key], handle.obj):
+                handle.obj = desired[key]
         gone = [key for key, handle in self.running.items()
                 if key not in desired or not self.unchanged(desired[key], handle.obj)]
         for key in gone:
@@ -592,6 +650,7 @@ class Node:
             print(f"    {pod.ip}", flush=True)
             created.append(obj)
         await self.refresh_pods(self.write_cluster())
+        await self.recapture()
         async with anyio.create_task_group() as starting:
             for obj in created:
                 starting.start_soon(self.launch, tg, obj)
@@ -726,24 +785,6 @@ def log_file(path: Path) -> Any:
     return path.open("ab")
 
 
-async def wait_http(url: str, timeout: float, what: str) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-
-    def probe() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-        except Exception:
-            return False
-
-    while not await anyio.to_thread.run_sync(probe):
-        if time.monotonic() > deadline:
-            raise netns.NodeError(f"timed out after {timeout:.0f}s waiting for {what} ({url})")
-        await anyio.sleep(0.1)
-
-
 def ready_url(pod: PodState) -> str:
     return f"http://{pod.ip}:{AGENT_HEALTH_PORT}/healthz/ready"
 
@@ -817,6 +858,10 @@ async def up(options: UpOptions) -> int:
             assert node.store is not None
             namespace_labels = node.namespace_labels()
             pod_objects = node.initial_pods()
+            if node.ambient is not None:
+                step("CNI node agent (ambient: in-pod rules, ZDS)")
+                node.ambient.export_environment()
+                await tg.start(node.ambient.run_agent)
             for obj in pod_objects:
                 sidecar = node.wants_sidecar(obj, namespace_labels.get(obj.namespace, {}))
                 step(f"pod {obj.namespace}/{obj.name}: network namespace via CNI"
@@ -832,6 +877,9 @@ async def up(options: UpOptions) -> int:
             await node.ensure_bridge_address()  # also with no pod yet: discovery binds there
             step(f"discovery on {state.xds_address} (debug {state.debug_address})")
             await tg.start(node.run_discovery)
+            if node.ambient is not None:
+                step("ztunnel (ambient: HBONE, L4 policy)")
+                await tg.start(node.ambient.run_ztunnel)
             # Every pod at once, as a kubelet starts them; each holds its app for its own
             # sidecar when the mesh config says so.
             async with anyio.create_task_group() as starting:

@@ -1,0 +1,133 @@
+"""Ambient mode on the local node: the CNI node agent and ztunnel, when the mesh config's
+profile activates the ``ztunnel-sockets`` interceptor.
+
+The node runs them as a cluster runs Istio's DaemonSets: ``pilotfish cni-agent`` before the
+first pod's network is made (``pilotfish-cni`` posts ambient pods to it; it writes their
+in-pod rules and hands their network namespaces to ztunnel over ZDS), and ``pilotfish
+ztunnel`` once discovery serves (its certificate and Workload Discovery come from there).
+ztunnel is a host-network pod of its own in the cluster view, ``istio-system/ztunnel``, so
+that the CA knows it runs on this node when it asks for the certificates of the node's pods.
+DNS capture is off: ztunnel does not serve 15053 yet.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from pilotfish.core.security import tokens
+from pilotfish.core.security.files import write_atomic
+from pilotfish.node.children import ChildExited, run_child, wait_http
+from pilotfish.node.netns import NodeError
+from pilotfish.node.state import NodeState
+
+ZTUNNEL_NAMESPACE, ZTUNNEL_ACCOUNT = "istio-system", "ztunnel"
+AMBIENT_INTERCEPTOR = "ztunnel-sockets"  # the profile's interceptor that makes a node ambient
+EVENTS_SOCKET_ENV = "PILOTFISH_CNI_EVENTS_SOCKET"
+START_TIMEOUT = 30.0
+RESTART_DELAY = 0.5
+
+
+class AmbientNode:
+    """Where the node's ambient parts live and how they are started."""
+
+    def __init__(self, state: NodeState) -> None:
+        self.state = state
+        self.folder = state.state_dir / "ambient"
+
+    @property
+    def zds_socket(self) -> Path:
+        return self.folder / "ztunnel.sock"
+
+    @property
+    def events_socket(self) -> Path:
+        return self.folder / "pluginevent.sock"
+
+    @property
+    def ztunnel_name(self) -> str:
+        return f"ztunnel-{self.state.bridge}"
+
+    @property
+    def ztunnel_ip(self) -> str:
+        return self.state.gateway_ip
+
+    def plugin_environment(self) -> dict[str, str]:
+        """What pilotfish-cni needs to find the agent, in the environment it inherits."""
+        return {EVENTS_SOCKET_ENV: str(self.events_socket), "AMBIENT_DNS_CAPTURE": "false",
+                "AMBIENT_IPV6": "false"}
+
+    def ztunnel_pod(self) -> dict[str, Any]:
+        """ztunnel's own pod, as its DaemonSet would make it (host network)."""
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": self.ztunnel_name, "namespace": ZTUNNEL_NAMESPACE,
+                             "labels": {"app": "ztunnel"}},
+                "spec": {"serviceAccountName": ZTUNNEL_ACCOUNT, "hostNetwork": True,
+                         "containers": [{"name": "istio-proxy", "image": "pilotfish"}]},
+                "status": {"phase": "Running", "podIP": self.ztunnel_ip}}
+
+    async def run_agent(self, *, task_status: anyio.abc.TaskStatus[None]
+                        = anyio.TASK_STATUS_IGNORED) -> None:
+        """``pilotfish cni-agent`` as a child, started once its events socket answers."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.state.logs.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "pilotfish.cli", "cni-agent",
+                "--zds-socket", str(self.zds_socket),
+                "--events-socket", str(self.events_socket),
+                "--state-file", str(self.folder / "cni-agent.json"),
+                "--no-dns-capture", "--no-ipv6"]
+        async with anyio.create_task_group() as tg:
+            await tg.start(partial(run_child, "cni-agent", argv,
+                                   log_path=self.state.logs / "cni-agent.log"))
+            await _wait_for(self.events_socket, "the CNI node agent's events socket")
+            task_status.started()
+
+    async def run_ztunnel(self, *, task_status: anyio.abc.TaskStatus[None]
+                          = anyio.TASK_STATUS_IGNORED) -> None:
+        """``pilotfish ztunnel`` as a child, with its token; started once it is ready."""
+        folder = self.folder / "ztunnel"
+        folder.mkdir(parents=True, exist_ok=True)
+        token = tokens.issue(self.state.token_key.read_bytes(), ZTUNNEL_NAMESPACE,
+                             ZTUNNEL_ACCOUNT, self.ztunnel_name, ttl=7 * 24 * 3600.0)
+        write_atomic(folder / "token", token, 0o600)
+        argv = [sys.executable, "-m", "pilotfish.cli", "ztunnel",
+                "--discovery", self.state.secure_xds_address,
+                "--root-cert", str(self.state.discovery_dir / "root-cert.pem"),
+                "--token-file", str(folder / "token"),
+                "--zds-socket", str(self.zds_socket),
+                "--name", self.ztunnel_name, "--namespace", ZTUNNEL_NAMESPACE,
+                "--ip", self.ztunnel_ip,
+                "--metrics-address", f"{self.ztunnel_ip}:15020",
+                "--readiness-address", f"{self.ztunnel_ip}:15021"]
+        started = False
+        while True:  # as its DaemonSet would, a ztunnel that exits is started again
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(partial(run_child, "ztunnel", argv,
+                                           log_path=self.state.logs / "ztunnel.log"))
+                    if not started:
+                        await wait_http(f"http://{self.ztunnel_ip}:15021/healthz/ready",
+                                        START_TIMEOUT, "ztunnel to be ready")
+                        started = True
+                        task_status.started()
+            except* ChildExited as exited:
+                codes = [getattr(e, "returncode", "?") for e in exited.exceptions]
+                print(f"    ztunnel exited ({codes[0]}); restarting it (logs/ztunnel.log)",
+                      flush=True)
+            await anyio.sleep(RESTART_DELAY)
+
+    def export_environment(self) -> None:
+        os.environ.update(self.plugin_environment())
+
+
+async def _wait_for(path: Path, what: str) -> None:
+    with anyio.move_on_after(START_TIMEOUT):
+        while not path.exists():
+            await anyio.sleep(0.05)
+        return
+    raise NodeError(f"{what} ({path}) did not appear within {START_TIMEOUT:.0f}s")
