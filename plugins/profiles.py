@@ -25,10 +25,14 @@ SIDECAR = Profile(
 
 AMBIENT = Profile(
     description="ambient mode's control-plane side so far: ztunnel's Workload Discovery "
-                "(Address, Authorization); ztunnel and waypoints are still to come",
+                "(Address, Authorization) and the waypoint proxies' Envoy config; "
+                "ztunnel is still to come",
     plugins={
-        "xds": ("wds-addresses", "wds-authorization"),
+        "xds": ("wds-addresses", "wds-authorization",
+                "waypoint-lds", "waypoint-rds", "waypoint-cds", "waypoint-eds"),
         "sources": ("files", "kubernetes"),
+        # envoy: waypoints run on Envoy (proxy kind waypoint, internal listeners)
+        "proxies": ("envoy",),
         "certs": ("istio-ca",),
     },
 )
