@@ -48,6 +48,7 @@ PODS = {"v1": "127.0.31.11", "v2": "127.0.31.12"}
 # A pod of another service whose HBONE server shows the reviews identity, not its own.
 IMPOSTER = "127.0.31.13"
 RATINGS_VIP = "10.96.31.21"
+DETAILS_VIP = "10.96.31.22"  # its HTTPRoute splits to details-v1 and details-v2
 APP_PORT = 18080
 WAYPOINT_SPIFFE = "spiffe://cluster.local/ns/shop/sa/waypoint"
 
@@ -96,6 +97,40 @@ kind: Pod
 metadata: {{name: ratings-1, namespace: shop, labels: {{app: ratings}}}}
 spec: {{serviceAccountName: ratings, containers: [{{name: app}}]}}
 status: {{phase: Running, podIP: {IMPOSTER}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: details, namespace: shop, labels: {{istio.io/use-waypoint: waypoint}}}}
+spec:
+  clusterIP: {DETAILS_VIP}
+  selector: {{app: reviews}}
+  ports: [{{name: http, port: 9080, targetPort: {APP_PORT}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: details-v1, namespace: shop}}
+spec:
+  clusterIP: 10.96.31.23
+  selector: {{app: reviews, version: v1}}
+  ports: [{{name: http, port: 9080, targetPort: {APP_PORT}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: details-v2, namespace: shop}}
+spec:
+  clusterIP: 10.96.31.24
+  selector: {{app: reviews, version: v2}}
+  ports: [{{name: http, port: 9080, targetPort: {APP_PORT}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: details, namespace: shop}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: details, port: 9080}}]
+  rules:
+  - backendRefs:
+    - {{name: details-v1, port: 9080, weight: 80}}
+    - {{name: details-v2, port: 9080, weight: 20}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -396,6 +431,19 @@ def test_split_80_20_over_200_requests(waypoint: dict[str, Any]) -> None:
         versions[json.loads(body)["version"]] += 1
     assert versions["v1"] + versions["v2"] == 200
     # 80/20 over 200 draws: v2 is Binomial(200, 0.2), mean 40, sd 5.7; 20..62 is > 3.5 sd.
+    assert 20 <= versions["v2"] <= 62, versions
+
+
+def test_httproute_split_80_20_over_200_requests(waypoint: dict[str, Any]) -> None:
+    """The same through a Gateway API HTTPRoute whose parent is the Service: its backends
+    are two other services, which the waypoint reaches over HBONE too."""
+    client: HboneClient = waypoint["client"]
+    versions: collections.Counter[str] = collections.Counter()
+    for index in range(200):
+        status, _, body = client.request(f"{DETAILS_VIP}:9080", f"/details/{index}")
+        assert status == 200
+        versions[json.loads(body)["version"]] += 1
+    assert versions["v1"] + versions["v2"] == 200
     assert 20 <= versions["v2"] <= 62, versions
 
 

@@ -5,7 +5,8 @@ waypoint (their endpoints: `waypoint_endpoints`):
   every terminated CONNECT stream there, through the internal upstream transport so that
   the original destination and the client's identity travel along as filter state.
 - ``inbound-vip|PORT|http|HOST`` (``tcp`` for TCP ports) per port of every service bound to
-  the waypoint, and ``inbound-vip|PORT|http/SUBSET|HOST`` per DestinationRule subset: EDS
+  the waypoint (and of every service their routes send to: HTTP only), and
+  ``inbound-vip|PORT|http/SUBSET|HOST`` per DestinationRule subset: EDS
   clusters whose endpoints are the service's pods, each an internal address on the
   internal listener ``connect_originate`` that carries the pod's ``IP:targetPort`` (endpoint
   metadata under ``envoy.filters.listener.original_dst``, key ``local``) and its SPIFFE ID
@@ -41,7 +42,11 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.xds import types
 from pilotfish.translators import cluster_policy
-from pilotfish.translators.ambient.waypoint_scope import KIND, Bound, bound_services
+from pilotfish.translators.ambient.waypoint_scope import (
+    KIND,
+    bound_services,
+    route_destinations,
+)
 from pilotfish.translators.common import ads_config_source, duration, pack
 from pilotfish.translators.inbound_tls import trust_domain_matcher
 from pilotfish.translators.upstream_tls import (
@@ -162,13 +167,20 @@ def _subsets(push: PushContext, proxy: Proxy, service: Service
     return out
 
 
-def vip_clusters(push: PushContext, proxy: Proxy, bound: Bound) -> Iterator[
-        tuple[str, ServicePort, Mapping[str, str] | None, Any]]:
-    """(cluster name, port, subset labels, subset policy) of one bound service; subsets only
-    for HTTP ports, where routes can name them."""
-    service = bound.service
+def reached_services(push: PushContext, proxy: Proxy) -> list[tuple[Service, bool]]:
+    """The services the waypoint sends to, each with whether it is reached only through
+    HTTP routes (a backend of a bound service's routes, not bound itself)."""
+    return ([(bound.service, False) for bound in bound_services(push, proxy)]
+            + [(service, True) for service in route_destinations(push, proxy)])
+
+
+def vip_clusters(push: PushContext, proxy: Proxy, service: Service, routed_only: bool
+                 ) -> Iterator[tuple[str, ServicePort, Mapping[str, str] | None, Any]]:
+    """(cluster name, port, subset labels, subset policy) of one service; subsets only for
+    HTTP ports, where routes can name them; a service reached only through routes has HTTP
+    clusters only."""
     for port in served_ports(service):
-        kind = port_kind(port)
+        kind = "http" if routed_only else port_kind(port)
         for subset, labels, policy in _subsets(push, proxy, service):
             if subset and kind != "http":
                 continue
@@ -225,20 +237,22 @@ def vip_assignment(push: PushContext, name: str, endpoints: list[Endpoint],
 
 
 class WaypointClusters:
-    """``main_internal``, ``connect_originate``, then the bound services' VIP clusters."""
+    """``main_internal``, ``connect_originate``, then the VIP clusters of the services the
+    waypoint sends to."""
 
     type_url = types.CLUSTER
     proxy_kinds = frozenset({KIND})
-    # Which services bind (their labels, the Gateway, namespaces) and the subsets.
+    # Which services bind (their labels, the Gateway, namespaces), the subsets, and the
+    # routes' destinations.
     depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Gateway",
-                            "Namespace"})
+                            "Namespace", "VirtualService", "HTTPRoute"})
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
                  ) -> list[cluster_pb2.Cluster]:
         out = [main_internal_cluster(push), connect_originate_cluster(push)]
-        for bound in bound_services(push, proxy):
-            for name, port, _, policy in vip_clusters(push, proxy, bound):
-                out.append(vip_cluster(push, proxy, bound.service, name, port, policy))
+        for service, routed_only in reached_services(push, proxy):
+            for name, port, _, policy in vip_clusters(push, proxy, service, routed_only):
+                out.append(vip_cluster(push, proxy, service, name, port, policy))
         return out
 
 

@@ -13,8 +13,12 @@ from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.xds import types
-from pilotfish.translators.ambient.waypoint_clusters import vip_assignment, vip_clusters
-from pilotfish.translators.ambient.waypoint_scope import KIND, bound_services
+from pilotfish.translators.ambient.waypoint_clusters import (
+    reached_services,
+    vip_assignment,
+    vip_clusters,
+)
+from pilotfish.translators.ambient.waypoint_scope import KIND
 
 
 class WaypointEndpoints:
@@ -23,15 +27,15 @@ class WaypointEndpoints:
     type_url = types.ENDPOINT
     proxy_kinds = frozenset({KIND})
     depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Gateway",
-                            "Namespace", "Pod", "WorkloadEntry", "Endpoints",
-                            "EndpointSlice"})
+                            "Namespace", "VirtualService", "HTTPRoute", "Pod",
+                            "WorkloadEntry", "Endpoints", "EndpointSlice"})
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
                  ) -> list[endpoint_pb2.ClusterLoadAssignment]:
         out = []
-        for bound in bound_services(push, proxy):
-            for name, port, labels, _ in vip_clusters(push, proxy, bound):
-                endpoints = list(push.endpoints(bound.service.hostname, port.port))
+        for service, routed_only in reached_services(push, proxy):
+            for name, port, labels, _ in vip_clusters(push, proxy, service, routed_only):
+                endpoints = list(push.endpoints(service.hostname, port.port))
                 out.append(vip_assignment(push, name, endpoints, labels))
         return out
 

@@ -24,19 +24,24 @@ from google.protobuf import wrappers_pb2
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import Service
 from pilotfish.core.proxy import Proxy
-from pilotfish.core.push_context import PushContext, VirtualService
+from pilotfish.core.push_context import PushContext
 from pilotfish.core.xds import types
 from pilotfish.translators.ambient.waypoint_clusters import (
     port_kind,
     served_ports,
     vip_cluster_name,
 )
-from pilotfish.translators.ambient.waypoint_scope import KIND, bound_services
+from pilotfish.translators.ambient.waypoint_scope import (
+    KIND,
+    bound_services,
+    owning_virtual_service,
+    route_destinations,
+)
 from pilotfish.translators.common import OUTBOUND, parse_cluster_name
 from pilotfish.translators.destinations import RouteContext, consistent_hash, hash_policy
 from pilotfish.translators.route_match import MESH_GATEWAY
 from pilotfish.translators.routes import default_route, vs_routes
-from pilotfish.translators.virtual_hosts import MAX_DIRECT_RESPONSE_BODY, vs_owners
+from pilotfish.translators.virtual_hosts import MAX_DIRECT_RESPONSE_BODY
 
 
 def retarget(name: str, bound: frozenset[str]) -> str:
@@ -58,14 +63,6 @@ def _retarget_route(route: rc.Route, bound: frozenset[str]) -> None:
         weighted.name = retarget(weighted.name, bound)
     for mirror in action.request_mirror_policies:
         mirror.cluster = retarget(mirror.cluster, bound)
-
-
-def owning_virtual_service(push: PushContext, proxy: Proxy,
-                           service: Service) -> VirtualService | None:
-    """The mesh VirtualService that routes ``service`` (exact host beats wildcard)."""
-    vss = [vs for vs in push.virtual_services_for(proxy, MESH_GATEWAY) if vs.hosts]
-    index = vs_owners(vss, [service]).get(service.hostname)
-    return vss[index] if index is not None else None
 
 
 def route_config(push: PushContext, proxy: Proxy, service: Service, port: int,
@@ -98,7 +95,8 @@ class WaypointRoutes:
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
                  ) -> list[route_pb2.RouteConfiguration]:
         services = bound_services(push, proxy)
-        bound = frozenset(b.service.hostname for b in services)
+        bound = frozenset(b.service.hostname for b in services) | frozenset(
+            s.hostname for s in route_destinations(push, proxy))
         return [route_config(push, proxy, b.service, port.port, bound, memo)
                 for b in services for port in served_ports(b.service)
                 if port_kind(port) == "http"]

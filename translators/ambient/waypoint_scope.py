@@ -21,11 +21,14 @@ import attrs
 
 from pilotfish.core.ambient import waypoints
 from pilotfish.core.gateway_api import GATEWAY_NAME_LABEL, index_key
-from pilotfish.core.model import Resolution, Service
+from pilotfish.core.model import Resolution, Service, resolve_host
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.proxy import Proxy
-from pilotfish.core.push_context import PushContext
+from pilotfish.core.push_context import PushContext, VirtualService
 from pilotfish.core.security_policies import AuthzPolicy, authz_policy
+from pilotfish.translators.delegates import http_rules
+from pilotfish.translators.route_match import MESH_GATEWAY
+from pilotfish.translators.virtual_hosts import vs_owners
 
 KIND = "waypoint"
 
@@ -81,6 +84,44 @@ def bound_services(push: PushContext, proxy: Proxy) -> list[Bound]:
         if vips:
             out.append(Bound(service, vips))
     return out
+
+
+def owning_virtual_service(push: PushContext, proxy: Proxy,
+                           service: Service) -> VirtualService | None:
+    """The mesh VirtualService that routes ``service`` (exact host beats wildcard), as a
+    sidecar picks it; HTTPRoutes whose parentRef is the Service arrive as such."""
+    vss = [vs for vs in push.virtual_services_for(proxy, MESH_GATEWAY) if vs.hosts]
+    index = vs_owners(vss, [service]).get(service.hostname)
+    return vss[index] if index is not None else None
+
+
+def route_destinations(push: PushContext, proxy: Proxy) -> list[Service]:
+    """Services the bound services' routes send to (or mirror to) that are not bound to the
+    waypoint themselves, such as an HTTPRoute's backends: the waypoint reaches their pods
+    too, so they get clusters of their own."""
+    bound = bound_services(push, proxy)
+    names = {b.service.hostname for b in bound}
+    found: dict[str, Service] = {}
+    memo: dict[Any, Any] = {}
+    for item in bound:
+        vs = owning_virtual_service(push, proxy, item.service)
+        if vs is None:
+            continue
+        for rule in http_rules(push, vs, memo):
+            spec = rule.spec
+            destinations = [entry.get("destination") for entry in spec.get("route") or ()]
+            destinations += [entry.get("destination") for entry in spec.get("mirrors") or ()]
+            destinations.append(spec.get("mirror"))
+            for destination in destinations:
+                if not isinstance(destination, Mapping):
+                    continue
+                host = resolve_host(str(destination.get("host") or ""), rule.namespace,
+                                    push.mesh.domain)
+                service = push.service(host)
+                if service is not None and host not in names and (
+                        service.resolution is not Resolution.ALIAS):
+                    found[host] = service
+    return [found[host] for host in sorted(found)]
 
 
 def _refs(obj: ConfigObject) -> list[Mapping[str, Any]]:

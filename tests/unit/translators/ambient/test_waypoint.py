@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.common.set_filter_state.v3 import value_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.set_filter_state.v3 import (
@@ -34,8 +35,12 @@ from pilotfish.core.yamlload import load_text
 from pilotfish.translators.ambient import waypoint_scope
 from pilotfish.translators.ambient.waypoint_clusters import WaypointClusters
 from pilotfish.translators.ambient.waypoint_endpoints import WaypointEndpoints
-from pilotfish.translators.ambient.waypoint_listeners import WaypointListeners
+from pilotfish.translators.ambient.waypoint_listeners import (
+    WaypointListeners,
+    peer_from_filter_state,
+)
 from pilotfish.translators.ambient.waypoint_routes import WaypointRoutes
+from pilotfish.translators.rbac_matchers import namespace, principal
 
 HOST = "reviews.shop.svc.cluster.local"
 HTTP = f"inbound-vip|9080|http|{HOST}"
@@ -331,3 +336,95 @@ spec:
     (bound,) = waypoint_scope.bound_services(push, _proxy())
     names = [p.name for p in waypoint_scope.policies_for(push, waypoint, bound.service)]
     assert sorted(names) == ["all-waypoints", "no-admin", "on-waypoint"]
+
+
+GAMMA = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: details, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
+spec:
+  clusterIP: 10.96.0.30
+  selector: {app: details}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: details-v1, namespace: shop}
+spec:
+  clusterIP: 10.96.0.31
+  selector: {app: details, version: v1}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: details-v2, namespace: shop}
+spec:
+  clusterIP: 10.96.0.32
+  selector: {app: details, version: v2}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: details-v2, namespace: shop, labels: {app: details, version: v2}}
+spec: {serviceAccountName: details, containers: [{name: app}]}
+status: {phase: Running, podIP: 10.0.0.22}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: details, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: details, port: 9080}]
+  rules:
+  - backendRefs:
+    - {name: details-v1, port: 9080, weight: 80}
+    - {name: details-v2, port: 9080, weight: 20}
+"""
+
+
+def test_an_httproute_on_the_service_splits_to_its_backends_over_hbone() -> None:
+    push = _push(GAMMA)
+    proxy = _proxy()
+    detail = "details.shop.svc.cluster.local"
+    (config,) = WaypointRoutes().generate(push, proxy, {})
+    assert config.name == f"inbound-vip|9080|http|{detail}"
+    (route,) = config.virtual_hosts[0].routes
+    assert [(c.name, c.weight.value) for c in route.route.weighted_clusters.clusters] == [
+        ("inbound-vip|9080|http|details-v1.shop.svc.cluster.local", 80),
+        ("inbound-vip|9080|http|details-v2.shop.svc.cluster.local", 20)]
+    # The backends are not bound to the waypoint, yet it has their clusters and pods.
+    assert [c.name for c in WaypointClusters().generate(push, proxy, {})][2:] == [
+        f"inbound-vip|9080|http|{detail}",
+        "inbound-vip|9080|http|details-v1.shop.svc.cluster.local",
+        "inbound-vip|9080|http|details-v2.shop.svc.cluster.local"]
+    v2 = {a.cluster_name: a for a in WaypointEndpoints().generate(push, proxy, {})}[
+        "inbound-vip|9080|http|details-v2.shop.svc.cluster.local"]
+    assert [lb.endpoint.address.envoy_internal_address.endpoint_id
+            for lb in v2.endpoints[0].lb_endpoints] == ["10.0.0.22:8080"]
+    # Only the bound service's VIP has a chain on main_internal.
+    chains = _listeners(push)["main_internal"].filter_chains
+    assert [c.name for c in chains] == [f"inbound-vip|9080|http|{detail}"]
+
+
+def test_peer_matches_anywhere_in_a_principal_read_the_filter_state() -> None:
+    tree = rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=[
+        rbac_pb2.Principal(not_id=principal("cluster.local/ns/shop/sa/admin")),
+        rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=[namespace("shop")])),
+    ]))
+    peer_from_filter_state(tree)
+    text = str(_json(tree))
+    assert "authenticated" not in text
+    assert text.count("io.istio.peer_principal") == 2
+    assert _json(tree.and_ids.ids[0].not_id) == {"filter_state": {
+        "key": "io.istio.peer_principal",
+        "string_match": {"exact": "spiffe://cluster.local/ns/shop/sa/admin"}}}
