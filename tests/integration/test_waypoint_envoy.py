@@ -315,7 +315,8 @@ class HboneClient:
             for event in self.conn.receive_data(chunk):
                 if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
                     status = dict(event.headers).get(b":status")
-                    assert status == b"200", f"CONNECT answered {status!r}"
+                    if status != b"200":
+                        raise ConnectionError(f"CONNECT answered {status!r}")
                     self.conn.send_data(stream, ("\r\n".join(lines) + "\r\n\r\n").encode())
                     sent = True
                 elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream:
@@ -329,6 +330,8 @@ class HboneClient:
                     else:
                         raise ConnectionError(f"CONNECT reset: {event.error_code!r}")
             self._flush()
+            if ended and not received:
+                raise ConnectionError("the tunnel closed without an answer")
             if ended or _complete(received):
                 if not ended:
                     self.conn.end_stream(stream)
@@ -499,3 +502,29 @@ def test_the_tunnel_checks_the_destination_pods_identity(waypoint: dict[str, Any
     assert status == 503, body
     assert waypoint["proxy"].stat("cluster.connect_originate.ssl.fail_verify_san") >= 1
     assert "imposter" not in waypoint["log"].read_text()
+
+
+def test_a_vip_no_service_bound_here_has_is_refused(waypoint: dict[str, Any]) -> None:
+    """``main_internal`` has no chain for it: its default chain closes the tunnel, which the
+    client sees as a 503 to its CONNECT (HBONE's "no upstream")."""
+    client: HboneClient = waypoint["client"]
+    with pytest.raises(ConnectionError, match="CONNECT answered b'503'"):
+        client.request("10.96.31.99:9080", "/nobody")
+    assert client.request(f"{VIP}:9080", "/still-there")[0] == 200  # the connection lives on
+
+
+def test_a_changed_virtual_service_reaches_the_waypoint(waypoint: dict[str, Any]) -> None:
+    """Config edits flow to the running waypoint: the split becomes all-v1 (RDS only)."""
+    mesh: LocalMesh = waypoint["mesh"]
+    client: HboneClient = waypoint["client"]
+    edited = CONFIG.replace("subset: v1}, weight: 80}", "subset: v1}, weight: 100}").replace(
+        "    - {destination: {host: reviews, subset: v2}, weight: 20}\n", "")
+    assert edited.count("weight: 100") == 1 and "subset: v2}, weight: 20" not in edited
+    mesh.write("shop.yaml", edited)
+
+    def all_v1() -> bool:
+        return all(json.loads(client.request(f"{VIP}:9080", "/after")[2])["version"] == "v1"
+                   for _ in range(20))
+
+    wait_until(all_v1, 10, what="the new routes on the waypoint")
+    mesh.write("shop.yaml", CONFIG)

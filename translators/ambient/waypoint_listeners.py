@@ -50,6 +50,7 @@ from envoy.extensions.filters.http.set_filter_state.v3 import (
     set_filter_state_pb2 as http_state_pb2,
 )
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.network.direct_response.v3 import config_pb2 as direct_response_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -61,6 +62,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import filter_state_pb2
 
+from pilotfish.core.ambient.waypoints import Waypoint
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
@@ -108,6 +110,8 @@ STRING_FACTORY = "envoy.string"
 ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
 SET_FILTER_STATE_HTTP = "envoy.filters.http.set_filter_state"
 SET_FILTER_STATE_NETWORK = "envoy.filters.network.set_filter_state"
+DIRECT_RESPONSE = "envoy.filters.network.direct_response"
+NO_SERVICE = "no-bound-service"
 
 
 def _state(key: str, format_string: str, factory: str = "") -> value_pb2.FilterStateValue:
@@ -236,9 +240,8 @@ def waypoint_network_rbac(policies: Sequence[Any]) -> list[lc_pb2.Filter]:
 
 # -- main_internal and connect_originate ---------------------------------------------------
 
-def _service_chains(push: PushContext, proxy: Proxy, bound: Bound) -> Iterable[lc_pb2.FilterChain]:
-    waypoint = waypoint_of(push, proxy)
-    assert waypoint is not None  # bound services exist only for a known waypoint
+def _service_chains(push: PushContext, waypoint: Waypoint, bound: Bound
+                    ) -> Iterable[lc_pb2.FilterChain]:
     policies = policies_for(push, waypoint, bound.service)
     for port in served_ports(bound.service):
         kind = port_kind(port)
@@ -254,9 +257,17 @@ def _service_chains(push: PushContext, proxy: Proxy, bound: Bound) -> Iterable[l
 
 
 def main_internal(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
+    """A tunnel to an address no chain takes (a service not bound here) lands on the
+    default chain, which closes it; the waypoint may have no service yet, and Envoy wants
+    some chain."""
     listener = _internal(MAIN_INTERNAL)
-    for bound in bound_services(push, proxy):
-        listener.filter_chains.extend(_service_chains(push, proxy, bound))
+    listener.default_filter_chain.CopyFrom(lc_pb2.FilterChain(
+        name=NO_SERVICE, filters=[lc_pb2.Filter(
+            name=DIRECT_RESPONSE, typed_config=pack(direct_response_pb2.Config()))]))
+    waypoint = waypoint_of(push, proxy)
+    if waypoint is not None:
+        for bound in bound_services(push, proxy):
+            listener.filter_chains.extend(_service_chains(push, waypoint, bound))
     return listener
 
 

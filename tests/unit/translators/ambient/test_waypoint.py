@@ -4,6 +4,7 @@ DENY on a path aimed at the service."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ from pilotfish.core import push_context
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.proxy import Proxy, parse_node
 from pilotfish.core.yamlload import load_text
+from pilotfish.testing.envoy_check import envoy_accepts
 from pilotfish.translators.ambient import waypoint_scope
 from pilotfish.translators.ambient.waypoint_clusters import WaypointClusters
 from pilotfish.translators.ambient.waypoint_endpoints import WaypointEndpoints
@@ -428,3 +430,21 @@ def test_peer_matches_anywhere_in_a_principal_read_the_filter_state() -> None:
     assert _json(tree.and_ids.ids[0].not_id) == {"filter_state": {
         "key": "io.istio.peer_principal",
         "string_match": {"exact": "spiffe://cluster.local/ns/shop/sa/admin"}}}
+
+
+@pytest.mark.parametrize("gateway", ["waypoint", "no-such-gateway"])
+def test_envoy_accepts_the_listeners_and_clusters(tmp_path: Path, gateway: str) -> None:
+    """Real Envoy (``--mode validate``, the waypoint bootstrap with internal listeners)
+    takes them as they are, also for a waypoint that serves nothing yet (``main_internal``
+    then holds only its default chain)."""
+    push = _push()
+    proxy = _proxy(gateway)
+    listeners = WaypointListeners().generate(push, proxy, {})
+    if gateway != "waypoint":
+        main = next(item for item in listeners if item.name == "main_internal")
+        assert not main.filter_chains
+        assert main.default_filter_chain.name == "no-bound-service"
+    envoy_accepts(tmp_path, proxy_type="waypoint", namespace="shop",
+                  listeners=[json_format.MessageToDict(item) for item in listeners],
+                  clusters=[json_format.MessageToDict(item)
+                            for item in WaypointClusters().generate(push, proxy, {})])
