@@ -52,6 +52,8 @@ def test_apply_writes_istioctls_gateway_and_enrolls_the_namespace(
     assert "✅ waypoint shop/waypoint applied" in out
     assert '✅ namespace shop labeled with "istio.io/use-waypoint: waypoint"' in out
     assert yaml.safe_load((tmp_path / "waypoint-shop-waypoint.yaml").read_text()) == GATEWAY
+    assert main(["validate", str(tmp_path)]) == 0  # what it wrote validates cleanly
+    assert "0 errors, 0 warnings" in capsys.readouterr().err
     # What discovery will read from the folder binds the namespace's service to it.
     objects = []
     for path in sorted(tmp_path.glob("*.yaml")):
