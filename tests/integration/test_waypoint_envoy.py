@@ -104,7 +104,9 @@ metadata: {{name: details, namespace: shop, labels: {{istio.io/use-waypoint: way
 spec:
   clusterIP: {DETAILS_VIP}
   selector: {{app: reviews}}
-  ports: [{{name: http, port: 9080, targetPort: {APP_PORT}}}]
+  ports:
+  - {{name: http, port: 9080, targetPort: {APP_PORT}}}
+  - {{name: web, port: 9081, targetPort: {APP_PORT}}}  # no protocol: the waypoint sniffs it
 ---
 apiVersion: v1
 kind: Service
@@ -448,6 +450,17 @@ def test_httproute_split_80_20_over_200_requests(waypoint: dict[str, Any]) -> No
         versions[json.loads(body)["version"]] += 1
     assert versions["v1"] + versions["v2"] == 200
     assert 20 <= versions["v2"] <= 62, versions
+
+
+def test_a_port_without_a_protocol_is_sniffed_as_http(waypoint: dict[str, Any]) -> None:
+    """The HTTP inspector finds HTTP on the undeclared port: the request takes the HTTP
+    chain (Envoy's router answers, adding its upstream time), not the byte-for-byte one."""
+    client: HboneClient = waypoint["client"]
+    status, headers, body = client.request(f"{DETAILS_VIP}:9081", "/sniffed")
+    assert status == 200, body
+    assert "x-envoy-upstream-service-time" in headers
+    status, headers, _ = client.request(f"{DETAILS_VIP}:9080", "/declared")
+    assert "x-envoy-upstream-service-time" in headers
 
 
 def test_header_match_goes_to_v2(waypoint: dict[str, Any]) -> None:

@@ -4,10 +4,10 @@ waypoint (their endpoints: `waypoint_endpoints`):
 - ``main_internal``: the internal listener of the same name. ``connect_terminate`` sends
   every terminated CONNECT stream there, through the internal upstream transport so that
   the original destination and the client's identity travel along as filter state.
-- ``inbound-vip|PORT|http|HOST`` (``tcp`` for TCP ports) per port of every service bound to
-  the waypoint (and of every service their routes send to: HTTP only), and
-  ``inbound-vip|PORT|http/SUBSET|HOST`` per DestinationRule subset: EDS
-  clusters whose endpoints are the service's pods, each an internal address on the
+- ``inbound-vip|PORT|http|HOST`` (``tcp`` for TCP ports, both for undeclared ones) per port
+  of every service bound to the waypoint (and of every service their routes send to: HTTP
+  only), and ``inbound-vip|PORT|http/SUBSET|HOST`` per DestinationRule subset: EDS clusters
+  whose endpoints are the service's pods, each an internal address on the
   internal listener ``connect_originate`` that carries the pod's ``IP:targetPort`` (endpoint
   metadata under ``envoy.filters.listener.original_dst``, key ``local``) and its SPIFFE ID
   (under ``tunnel``, key ``identity``) to that listener.
@@ -72,10 +72,13 @@ def vip_cluster_name(port: int, protocol: str, host: str, subset: str = "") -> s
     return f"{INBOUND_VIP}|{port}|{kind}|{host}"
 
 
-def port_kind(port: ServicePort) -> str:
-    """``http`` for ports the waypoint parses as HTTP, ``tcp`` for the rest (a port with no
-    declared protocol is TCP: the waypoint does not sniff)."""
-    return "http" if port.protocol.is_http else "tcp"
+def port_kinds(port: ServicePort) -> tuple[str, ...]:
+    """How the waypoint may carry a port: ``http`` for a declared HTTP protocol, ``tcp`` for
+    another declared one, both for a port without one (the waypoint sniffs it, as istiod's
+    does, when the HTTP sniffer is active; see `waypoint_listeners`)."""
+    if port.protocol.is_http:
+        return ("http",)
+    return ("tcp", "http") if port.protocol.is_unsupported else ("tcp",)
 
 
 def served_ports(service: Service) -> list[ServicePort]:
@@ -179,12 +182,14 @@ def vip_clusters(push: PushContext, proxy: Proxy, service: Service, routed_only:
     """(cluster name, port, subset labels, subset policy) of one service; subsets only for
     HTTP ports, where routes can name them; a service reached only through routes has HTTP
     clusters only."""
+    subsets = _subsets(push, proxy, service)
     for port in served_ports(service):
-        kind = "http" if routed_only else port_kind(port)
-        for subset, labels, policy in _subsets(push, proxy, service):
-            if subset and kind != "http":
-                continue
-            yield vip_cluster_name(port.port, kind, service.hostname, subset), port, labels, policy
+        for kind in ("http",) if routed_only else port_kinds(port):
+            for subset, labels, policy in subsets:
+                if subset and kind != "http":
+                    continue
+                name = vip_cluster_name(port.port, kind, service.hostname, subset)
+                yield name, port, labels, policy
 
 
 def vip_cluster(push: PushContext, proxy: Proxy, service: Service, name: str,

@@ -66,6 +66,7 @@ from pilotfish.core.ambient.waypoints import Waypoint
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
+from pilotfish.core.sniffing import HTTP_INSPECTOR, Sniffer
 from pilotfish.core.xds import types
 from pilotfish.translators.ambient.waypoint_clusters import (
     CONNECT_ORIGINATE,
@@ -73,7 +74,7 @@ from pilotfish.translators.ambient.waypoint_clusters import (
     HBONE_PORT,
     MAIN_INTERNAL,
     TUNNEL_METADATA,
-    port_kind,
+    port_kinds,
     served_ports,
     vip_cluster_name,
 )
@@ -88,6 +89,7 @@ from pilotfish.translators.common import duration, pack
 from pilotfish.translators.filter_chains import cidr, tcp_proxy
 from pilotfish.translators.http_filters import HCM_FILTER, ROUTER_FILTER, http_connection_manager
 from pilotfish.translators.inbound_tls import trust_domain_matcher
+from pilotfish.translators.listener_filters import ALL, Detection, listener_filter
 from pilotfish.translators.rbac import (
     HTTP_RBAC,
     NETWORK_RBAC,
@@ -240,34 +242,53 @@ def waypoint_network_rbac(policies: Sequence[Any]) -> list[lc_pb2.Filter]:
 
 # -- main_internal and connect_originate ---------------------------------------------------
 
-def _service_chains(push: PushContext, waypoint: Waypoint, bound: Bound
-                    ) -> Iterable[lc_pb2.FilterChain]:
+def _service_chains(push: PushContext, waypoint: Waypoint, bound: Bound,
+                    detection: Detection) -> Iterable[tuple[lc_pb2.FilterChain, bool]]:
+    """The chains of one bound service, each with whether it is a sniffed HTTP chain."""
     policies = policies_for(push, waypoint, bound.service)
     for port in served_ports(bound.service):
-        kind = port_kind(port)
-        name = vip_cluster_name(port.port, kind, bound.service.hostname)
-        if kind == "http":
-            filters = [http_connection_manager(name, rds=name,
-                                               auth_filters=waypoint_http_rbac(policies))]
-        else:
-            filters = [*waypoint_network_rbac(policies), tcp_proxy(name, stat_prefix=name)]
-        match = lc_pb2.FilterChainMatch(destination_port={"value": port.port})
-        match.prefix_ranges.extend(r for r in (cidr(vip) for vip in bound.vips) if r)
-        yield lc_pb2.FilterChain(name=name, filter_chain_match=match, filters=filters)
+        kinds = port_kinds(port)
+        sniffed = len(kinds) > 1 and detection.sniffs(port.port)
+        if len(kinds) > 1 and not sniffed:
+            kinds = ("tcp",)  # undeclared and not sniffed: bytes only
+        for kind in kinds:
+            name = vip_cluster_name(port.port, kind, bound.service.hostname)
+            if kind == "http":
+                filters = [http_connection_manager(name, rds=name,
+                                                   auth_filters=waypoint_http_rbac(policies))]
+            else:
+                filters = [*waypoint_network_rbac(policies), tcp_proxy(name, stat_prefix=name)]
+            match = lc_pb2.FilterChainMatch(destination_port={"value": port.port})
+            match.prefix_ranges.extend(r for r in (cidr(vip) for vip in bound.vips) if r)
+            if sniffed and kind == "http":
+                match.application_protocols.extend(detection.http_alpn)
+            yield (lc_pb2.FilterChain(name=name, filter_chain_match=match, filters=filters),
+                   sniffed and kind == "http")
 
 
-def main_internal(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
+def main_internal(push: PushContext, proxy: Proxy, detection: Detection = ALL
+                  ) -> listener_pb2.Listener:
     """A tunnel to an address no chain takes (a service not bound here) lands on the
     default chain, which closes it; the waypoint may have no service yet, and Envoy wants
-    some chain."""
+    some chain. The HTTP inspector runs only on the ports it sniffs: it would hold a
+    server-first protocol's connection waiting for the client to speak."""
     listener = _internal(MAIN_INTERNAL)
     listener.default_filter_chain.CopyFrom(lc_pb2.FilterChain(
         name=NO_SERVICE, filters=[lc_pb2.Filter(
             name=DIRECT_RESPONSE, typed_config=pack(direct_response_pb2.Config()))]))
     waypoint = waypoint_of(push, proxy)
-    if waypoint is not None:
-        for bound in bound_services(push, proxy):
-            listener.filter_chains.extend(_service_chains(push, waypoint, bound))
+    if waypoint is None:
+        return listener
+    sniffed_ports: set[int] = set()
+    for bound in bound_services(push, proxy):
+        for chain, sniffed in _service_chains(push, waypoint, bound, detection):
+            listener.filter_chains.append(chain)
+            if sniffed:
+                sniffed_ports.add(chain.filter_chain_match.destination_port.value)
+    if sniffed_ports:
+        others = {c.filter_chain_match.destination_port.value
+                  for c in listener.filter_chains} - sniffed_ports
+        listener.listener_filters.append(listener_filter(HTTP_INSPECTOR, skip_ports=others))
     return listener
 
 
@@ -287,16 +308,24 @@ def connect_originate() -> listener_pb2.Listener:
 
 
 class WaypointListeners:
+    """connect_terminate, main_internal, connect_originate. ``detection``: what the active
+    sniffers let ``main_internal`` tell apart on undeclared ports (group
+    ``pilotfish.sniffers``, as for sidecars)."""
+
     type_url = types.LISTENER
     proxy_kinds = frozenset({KIND})
     depends_on = frozenset({"Service", "ServiceEntry", "Gateway", "Namespace",
                             "AuthorizationPolicy"})
 
+    def __init__(self, detection: Detection = ALL) -> None:
+        self.detection = detection  # fixed: the plugin set does not change while it runs
+
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
                  ) -> list[listener_pb2.Listener]:
-        return [connect_terminate(push), main_internal(push, proxy), connect_originate()]
+        return [connect_terminate(push), main_internal(push, proxy, self.detection),
+                connect_originate()]
 
 
 @hookimpl
-def pilotfish_xds_generator() -> WaypointListeners:
-    return WaypointListeners()
+def pilotfish_xds_generator(sniffers: Sequence[Sniffer]) -> WaypointListeners:
+    return WaypointListeners(Detection.of(sniffers))

@@ -1,6 +1,7 @@
 """RDS for waypoint proxies (entry point ``waypoint-rds``): one route configuration per
-HTTP port of every service bound to the waypoint, named like its cluster
-(``inbound-vip|PORT|http|HOST``), asked for by that port's chain of ``main_internal``.
+HTTP (or undeclared, sniffed) port of every service bound to the waypoint, named like its
+cluster (``inbound-vip|PORT|http|HOST``), asked for by that port's chain of
+``main_internal``.
 
 The routes are a sidecar's for the same service (`routes.vs_routes`): the VirtualService
 bound to ``mesh`` whose hosts name the service most precisely (HTTPRoutes whose parentRef
@@ -27,7 +28,7 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.xds import types
 from pilotfish.translators.ambient.waypoint_clusters import (
-    port_kind,
+    port_kinds,
     served_ports,
     vip_cluster_name,
 )
@@ -99,7 +100,7 @@ class WaypointRoutes:
             s.hostname for s in route_destinations(push, proxy))
         return [route_config(push, proxy, b.service, port.port, bound, memo)
                 for b in services for port in served_ports(b.service)
-                if port_kind(port) == "http"]
+                if "http" in port_kinds(port)]
 
 
 @hookimpl

@@ -42,6 +42,7 @@ from pilotfish.translators.ambient.waypoint_listeners import (
     peer_from_filter_state,
 )
 from pilotfish.translators.ambient.waypoint_routes import WaypointRoutes
+from pilotfish.translators.listener_filters import NONE
 from pilotfish.translators.rbac_matchers import namespace, principal
 
 HOST = "reviews.shop.svc.cluster.local"
@@ -435,9 +436,9 @@ def test_peer_matches_anywhere_in_a_principal_read_the_filter_state() -> None:
 @pytest.mark.parametrize("gateway", ["waypoint", "no-such-gateway"])
 def test_envoy_accepts_the_listeners_and_clusters(tmp_path: Path, gateway: str) -> None:
     """Real Envoy (``--mode validate``, the waypoint bootstrap with internal listeners)
-    takes them as they are, also for a waypoint that serves nothing yet (``main_internal``
-    then holds only its default chain)."""
-    push = _push()
+    takes them as they are (with a sniffed port too), also for a waypoint that serves
+    nothing yet (``main_internal`` then holds only its default chain)."""
+    push = _push(SNIFFED)
     proxy = _proxy(gateway)
     listeners = WaypointListeners().generate(push, proxy, {})
     if gateway != "waypoint":
@@ -448,3 +449,41 @@ def test_envoy_accepts_the_listeners_and_clusters(tmp_path: Path, gateway: str) 
                   listeners=[json_format.MessageToDict(item) for item in listeners],
                   clusters=[json_format.MessageToDict(item)
                             for item in WaypointClusters().generate(push, proxy, {})])
+
+
+SNIFFED = CONFIG.replace(
+    "ports: [{name: http, port: 9080, targetPort: 8080}, {name: tcp-db, port: 5432}]",
+    "ports: [{name: http, port: 9080, targetPort: 8080}, {name: tcp-db, port: 5432},\n"
+    "          {name: web, port: 8000}]")
+
+
+def test_a_port_without_a_protocol_gets_sniffed_http_and_tcp_chains() -> None:
+    push = _push(SNIFFED)
+    listener = next(item for item in WaypointListeners().generate(push, _proxy(), {})
+                    if item.name == "main_internal")
+    chains = {c.name: c for c in listener.filter_chains}
+    http, tcp = chains[f"inbound-vip|8000|http|{HOST}"], chains[f"inbound-vip|8000|tcp|{HOST}"]
+    assert list(http.filter_chain_match.application_protocols) == ["http/1.1", "h2c"]
+    assert not tcp.filter_chain_match.application_protocols
+    assert [f.name for f in listener.listener_filters] == [
+        "envoy.filters.listener.original_dst", "envoy.filters.listener.http_inspector"]
+    # Off on the declared ports: a server-first protocol there must not wait for it.
+    disabled = _json(listener.listener_filters[1].filter_disabled)
+    assert disabled == {"or_match": {"rules": [
+        {"destination_port_range": {"start": 5432, "end": 5433}},
+        {"destination_port_range": {"start": 9080, "end": 9081}}]}}
+    names = [c.name for c in WaypointClusters().generate(push, _proxy(), {})]
+    assert {f"inbound-vip|8000|tcp|{HOST}", f"inbound-vip|8000|http|{HOST}",
+            f"inbound-vip|8000|http/v1|{HOST}"} <= set(names)
+    assert f"inbound-vip|8000|http|{HOST}" in [
+        r.name for r in WaypointRoutes().generate(push, _proxy(), {})]
+
+
+def test_without_the_http_sniffer_an_undeclared_port_is_tcp() -> None:
+    push = _push(SNIFFED)
+    listener = next(item for item in WaypointListeners(NONE).generate(push, _proxy(), {})
+                    if item.name == "main_internal")
+    assert [c.name for c in listener.filter_chains if "|8000|" in c.name] == [
+        f"inbound-vip|8000|tcp|{HOST}"]
+    assert [f.name for f in listener.listener_filters] == [
+        "envoy.filters.listener.original_dst"]
