@@ -6,8 +6,9 @@ a waypoint.
   h2, a client certificate required; an HTTP/2 connection manager that accepts CONNECT and
   routes it (``connect_matcher``) to ``main_internal``, after ``set_filter_state`` noted
   for the internal listener the CONNECT ``:authority`` (the service VIP:port ztunnel was
-  asked for) as the original destination, the client's address as the source and the
-  client's SPIFFE ID as ``io.istio.peer_principal``, all shared with the upstream.
+  asked for) as the original destination, the client's address as the source, the
+  client's SPIFFE ID as ``io.istio.peer_principal`` and the waypoint's own as
+  ``io.istio.local_principal``, all shared with the upstream.
 - ``main_internal``, an internal listener: the original destination filter restores that
   VIP:port as the connection's local address, and a filter chain per (VIP, port) of each
   bound service takes it: on HTTP ports a connection manager routing by RDS
@@ -105,6 +106,7 @@ from pilotfish.translators.upstream_tls import (
 
 CONNECT_TERMINATE = "connect_terminate"
 PEER_PRINCIPAL = "io.istio.peer_principal"
+LOCAL_PRINCIPAL = "io.istio.local_principal"
 LOCAL_IP = "envoy.filters.listener.original_dst.local_ip"
 REMOTE_IP = "envoy.filters.listener.original_dst.remote_ip"
 UPSTREAM_SANS = "envoy.network.upstream_subject_alt_names"
@@ -166,6 +168,7 @@ def connect_terminate(push: PushContext) -> listener_pb2.Listener:
         _state(LOCAL_IP, "%REQ(:AUTHORITY)%"),
         _state(REMOTE_IP, "%DOWNSTREAM_REMOTE_ADDRESS%"),
         _state(PEER_PRINCIPAL, "%DOWNSTREAM_PEER_URI_SAN%", STRING_FACTORY),
+        _state(LOCAL_PRINCIPAL, "%DOWNSTREAM_LOCAL_URI_SAN%", STRING_FACTORY),
     ])
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=CONNECT_TERMINATE,
@@ -182,8 +185,8 @@ def connect_terminate(push: PushContext) -> listener_pb2.Listener:
             hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
         ],
     )
-    return listener_pb2.Listener(
-        name=CONNECT_TERMINATE,
+    listener = listener_pb2.Listener(
+        name=CONNECT_TERMINATE, traffic_direction=base_pb2.INBOUND,
         address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
             address="0.0.0.0", port_value=HBONE_PORT)),
         filter_chains=[lc_pb2.FilterChain(
@@ -193,6 +196,10 @@ def connect_terminate(push: PushContext) -> listener_pb2.Listener:
             filters=[lc_pb2.Filter(name=HCM_FILTER, typed_config=pack(manager))],
         )],
     )
+    # Few, long-lived tunnel connections, each carrying many streams: spread them evenly
+    # over the workers rather than leave it to the kernel.
+    listener.connection_balance_config.exact_balance.SetInParent()
+    return listener
 
 
 # -- the client's identity on the internal hop ---------------------------------------------
@@ -273,6 +280,7 @@ def main_internal(push: PushContext, proxy: Proxy, detection: Detection = ALL
     some chain. The HTTP inspector runs only on the ports it sniffs: it would hold a
     server-first protocol's connection waiting for the client to speak."""
     listener = _internal(MAIN_INTERNAL)
+    listener.traffic_direction = base_pb2.INBOUND
     listener.default_filter_chain.CopyFrom(lc_pb2.FilterChain(
         name=NO_SERVICE, filters=[lc_pb2.Filter(
             name=DIRECT_RESPONSE, typed_config=pack(direct_response_pb2.Config()))]))

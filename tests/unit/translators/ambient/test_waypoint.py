@@ -234,6 +234,7 @@ def test_connect_terminate(push: push_context.PushContext) -> None:
     listener = _listeners(push)["connect_terminate"]
     address = listener.address.socket_address
     assert (address.address, address.port_value) == ("0.0.0.0", 15008)
+    assert listener.connection_balance_config.HasField("exact_balance")
     (chain,) = listener.filter_chains
     tls = tls_pb2.DownstreamTlsContext()
     chain.transport_socket.typed_config.Unpack(tls)
@@ -254,7 +255,8 @@ def test_connect_terminate(push: push_context.PushContext) -> None:
             for v in state.on_request_headers} == {
         ("envoy.filters.listener.original_dst.local_ip", "%REQ(:AUTHORITY)%", ""),
         ("envoy.filters.listener.original_dst.remote_ip", "%DOWNSTREAM_REMOTE_ADDRESS%", ""),
-        ("io.istio.peer_principal", "%DOWNSTREAM_PEER_URI_SAN%", "envoy.string")}
+        ("io.istio.peer_principal", "%DOWNSTREAM_PEER_URI_SAN%", "envoy.string"),
+        ("io.istio.local_principal", "%DOWNSTREAM_LOCAL_URI_SAN%", "envoy.string")}
     assert all(v.shared_with_upstream == value_pb2.FilterStateValue.ONCE
                for v in state.on_request_headers)
 
