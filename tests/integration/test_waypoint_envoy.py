@@ -59,7 +59,7 @@ metadata: {{name: shop, labels: {{istio.io/dataplane-mode: ambient}}}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {{name: waypoint, namespace: shop, labels: {{istio.io/waypoint-for: service}}}}
+metadata: {{name: waypoint, namespace: shop, labels: {{istio.io/waypoint-for: all}}}}
 spec:
   gatewayClassName: istio-waypoint
   listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]
@@ -74,7 +74,11 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
-metadata: {{name: reviews-v1, namespace: shop, labels: {{app: reviews, version: v1}}}}
+metadata:
+  name: reviews-v1
+  namespace: shop
+  # traffic addressed to this pod itself goes through the waypoint too
+  labels: {{app: reviews, version: v1, istio.io/use-waypoint: waypoint}}
 spec: {{serviceAccountName: reviews, containers: [{{name: app}}]}}
 status: {{phase: Running, podIP: {PODS["v1"]}}}
 ---
@@ -94,7 +98,8 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
-metadata: {{name: ratings-1, namespace: shop, labels: {{app: ratings}}}}
+metadata: {{name: ratings-1, namespace: shop,
+           labels: {{app: ratings, istio.io/use-waypoint: waypoint}}}}
 spec: {{serviceAccountName: ratings, containers: [{{name: app}}]}}
 status: {{phase: Running, podIP: {IMPOSTER}}}
 ---
@@ -297,15 +302,17 @@ class HboneClient:
         if data:
             self.sock.sendall(data)
 
-    def request(self, authority: str, path: str, headers: dict[str, str] | None = None
-                ) -> tuple[int, dict[str, str], bytes]:
+    def request(self, authority: str, path: str, headers: dict[str, str] | None = None,
+                *, close: bool = True) -> tuple[int, dict[str, str], bytes]:
         """One CONNECT to ``authority`` carrying ``GET path``: the HTTP status line's code,
-        the response headers and body (the CONNECT's own status must be 200)."""
+        the response headers and body (the CONNECT's own status must be 200). ``close``:
+        ask the server to close after answering; else the client ends the tunnel once the
+        whole answer is in."""
         stream = self.conn.get_next_available_stream_id()
         self.conn.send_headers(stream, [(":method", "CONNECT"), (":authority", authority)])
         self._flush()
         lines = [f"GET {path} HTTP/1.1", "Host: reviews.shop.svc.cluster.local:9080",
-                 "Connection: close",
+                 *(["Connection: close"] if close else []),
                  *(f"{k}: {v}" for k, v in (headers or {}).items())]
         sent = False
         received = bytearray()
@@ -515,6 +522,26 @@ def test_the_tunnel_checks_the_destination_pods_identity(waypoint: dict[str, Any
     assert status == 503, body
     assert waypoint["proxy"].stat("cluster.connect_originate.ssl.fail_verify_san") >= 1
     assert "imposter" not in waypoint["log"].read_text()
+
+
+def test_traffic_addressed_to_a_bound_pod(waypoint: dict[str, Any]) -> None:
+    """A CONNECT to the pod's own IP:port (the pod uses the waypoint for workload traffic):
+    the waypoint passes the bytes on in a tunnel to that pod, checking its identity."""
+    client: HboneClient = waypoint["client"]
+    # Bytes only on this path: the client ends the tunnel, as the server closing first over
+    # a tunnel may cost its last bytes (Envoy cannot half-close a CONNECT upstream yet).
+    status, _, body = client.request(f"{PODS['v1']}:{APP_PORT}", "/direct", close=False)
+    assert status == 200, body
+    assert json.loads(body)["version"] == "v1"
+    # The impostor pod uses it too, and is refused for its identity on this path as well.
+    before = waypoint["proxy"].stat("cluster.connect_originate.ssl.fail_verify_san")
+    with pytest.raises(ConnectionError):
+        client.request(f"{IMPOSTER}:{APP_PORT}", "/direct", close=False)
+    assert waypoint["proxy"].stat("cluster.connect_originate.ssl.fail_verify_san") > before
+    # reviews-v2 does not use the waypoint for its own address: nothing takes it (refused at
+    # once, or, where the HTTP inspector first waits for the request, right after).
+    with pytest.raises(ConnectionError, match=r"CONNECT (answered b'503'|reset)"):
+        client.request(f"{PODS['v2']}:{APP_PORT}", "/direct", close=False)
 
 
 def test_a_vip_no_service_bound_here_has_is_refused(waypoint: dict[str, Any]) -> None:

@@ -11,6 +11,8 @@ waypoint (their endpoints: `waypoint_endpoints`):
   internal listener ``connect_originate`` that carries the pod's ``IP:targetPort`` (endpoint
   metadata under ``envoy.filters.listener.original_dst``, key ``local``) and its SPIFFE ID
   (under ``tunnel``, key ``identity``) to that listener.
+- ``encap``, when workloads are bound to the waypoint: traffic addressed to one of them
+  goes straight to the internal listener ``connect_originate``.
 - ``connect_originate``: ORIGINAL_DST, HTTP/2 over mTLS to port 15008 of the address the
   listener restored: the HBONE tunnel to the destination pod, with the waypoint's own
   certificate. The pod's SPIFFE ID is checked per connection (filter state
@@ -45,6 +47,7 @@ from pilotfish.translators import cluster_policy
 from pilotfish.translators.ambient.waypoint_scope import (
     KIND,
     bound_services,
+    bound_workloads,
     route_destinations,
 )
 from pilotfish.translators.common import ads_config_source, duration, pack
@@ -57,6 +60,7 @@ from pilotfish.translators.upstream_tls import (
 )
 
 MAIN_INTERNAL = "main_internal"
+ENCAP = "encap"
 CONNECT_ORIGINATE = "connect_originate"
 INBOUND_VIP = "inbound-vip"
 HBONE_PORT = 15008
@@ -117,6 +121,20 @@ def main_internal_cluster(push: PushContext) -> cluster_pb2.Cluster:
     cluster.load_assignment.cluster_name = MAIN_INTERNAL
     cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
         internal_address(MAIN_INTERNAL))
+    return cluster
+
+
+def encap_cluster(push: PushContext) -> cluster_pb2.Cluster:
+    """Traffic addressed to a workload: straight to ``connect_originate``, which restores the
+    workload's address from the filter state ``main_internal`` shares."""
+    cluster = cluster_pb2.Cluster(
+        name=ENCAP, type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=duration(push.mesh.connect_timeout),
+        transport_socket=_internal_socket(),
+    )
+    cluster.load_assignment.cluster_name = ENCAP
+    cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
+        internal_address(CONNECT_ORIGINATE))
     return cluster
 
 
@@ -214,9 +232,8 @@ def vip_cluster(push: PushContext, proxy: Proxy, service: Service, name: str,
     return cluster
 
 
-def spiffe_id(trust_domain: str, endpoint: Endpoint) -> str:
-    return (f"spiffe://{trust_domain}/ns/{endpoint.namespace}"
-            f"/sa/{endpoint.service_account or 'default'}")
+def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account or 'default'}"
 
 
 def vip_assignment(push: PushContext, name: str, endpoints: list[Endpoint],
@@ -234,7 +251,8 @@ def vip_assignment(push: PushContext, name: str, endpoints: list[Endpoint],
         lb.metadata.filter_metadata[ORIGINAL_DST_METADATA].update({"local": target})
         lb.metadata.filter_metadata[TUNNEL_METADATA].update({
             "destination": target,
-            "identity": spiffe_id(push.mesh.trust_domain, endpoint)})
+            "identity": spiffe_id(push.mesh.trust_domain, endpoint.namespace,
+                                  endpoint.service_account)})
         lbs.append(lb)
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=name,
@@ -247,14 +265,17 @@ class WaypointClusters:
 
     type_url = types.CLUSTER
     proxy_kinds = frozenset({KIND})
-    # Which services bind (their labels, the Gateway, namespaces), the subsets, and the
-    # routes' destinations.
+    # Which services and workloads bind (their labels, the Gateway, namespaces), the
+    # subsets, and the routes' destinations.
     depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Gateway",
-                            "Namespace", "VirtualService", "HTTPRoute"})
+                            "Namespace", "VirtualService", "HTTPRoute", "Pod",
+                            "WorkloadEntry"})
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
                  ) -> list[cluster_pb2.Cluster]:
         out = [main_internal_cluster(push), connect_originate_cluster(push)]
+        if bound_workloads(push, proxy):
+            out.append(encap_cluster(push))
         for service, routed_only in reached_services(push, proxy):
             for name, port, _, policy in vip_clusters(push, proxy, service, routed_only):
                 out.append(vip_cluster(push, proxy, service, name, port, policy))

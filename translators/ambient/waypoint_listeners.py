@@ -65,24 +65,28 @@ from envoy.type.matcher.v3 import filter_state_pb2
 
 from pilotfish.core.ambient.waypoints import Waypoint
 from pilotfish.core.hookspecs import hookimpl
+from pilotfish.core.model import Workload
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.sniffing import HTTP_INSPECTOR, Sniffer
 from pilotfish.core.xds import types
 from pilotfish.translators.ambient.waypoint_clusters import (
     CONNECT_ORIGINATE,
+    ENCAP,
     HBONE_ALPN,
     HBONE_PORT,
     MAIN_INTERNAL,
     TUNNEL_METADATA,
     port_kinds,
     served_ports,
+    spiffe_id,
     vip_cluster_name,
 )
 from pilotfish.translators.ambient.waypoint_scope import (
     KIND,
     Bound,
     bound_services,
+    bound_workloads,
     policies_for,
     waypoint_of,
 )
@@ -116,14 +120,19 @@ SET_FILTER_STATE_HTTP = "envoy.filters.http.set_filter_state"
 SET_FILTER_STATE_NETWORK = "envoy.filters.network.set_filter_state"
 DIRECT_RESPONSE = "envoy.filters.network.direct_response"
 NO_SERVICE = "no-bound-service"
+DIRECT_TCP = "direct-tcp"
 
 
-def _state(key: str, format_string: str, factory: str = "") -> value_pb2.FilterStateValue:
+def _state(key: str, format_string: str, factory: str = "", *,
+           sharing: value_pb2.FilterStateValue.SharedWithUpstream.ValueType = (
+               value_pb2.FilterStateValue.ONCE),
+           skip_if_empty: bool = False) -> value_pb2.FilterStateValue:
     return value_pb2.FilterStateValue(
         object_key=key, factory_key=factory,
         format_string=substitution_format_string_pb2.SubstitutionFormatString(
-            text_format_source=base_pb2.DataSource(inline_string=format_string)),
-        shared_with_upstream=value_pb2.FilterStateValue.ONCE,
+            text_format_source=base_pb2.DataSource(inline_string=format_string),
+            omit_empty_values=skip_if_empty),
+        shared_with_upstream=sharing, skip_if_empty=skip_if_empty,
     )
 
 
@@ -273,6 +282,27 @@ def _service_chains(push: PushContext, waypoint: Waypoint, bound: Bound,
                    sniffed and kind == "http")
 
 
+def _workload_chain(push: PushContext, waypoint: Waypoint,
+                    workload: Workload) -> lc_pb2.FilterChain:
+    """Traffic addressed to a bound workload, any port: the waypoint's own policies at L4,
+    then the bytes to ``encap``, with the workload's address and SPIFFE ID noted for
+    ``connect_originate`` (the address for its listener, the identity for the TLS of its
+    upstream, hence shared all the way)."""
+    state = network_state_pb2.Config(on_new_connection=[
+        _state(LOCAL_IP, "%DOWNSTREAM_LOCAL_ADDRESS%"),
+        _state(UPSTREAM_SANS, spiffe_id(push.mesh.trust_domain, workload.namespace,
+                                        workload.service_account),
+               sharing=value_pb2.FilterStateValue.TRANSITIVE),
+    ])
+    match = lc_pb2.FilterChainMatch()
+    match.prefix_ranges.extend(r for r in [cidr(workload.address)] if r)
+    return lc_pb2.FilterChain(
+        name=f"{DIRECT_TCP}|{workload.address}", filter_chain_match=match, filters=[
+            lc_pb2.Filter(name=SET_FILTER_STATE_NETWORK, typed_config=pack(state)),
+            *waypoint_network_rbac(policies_for(push, waypoint, None)),
+            tcp_proxy(ENCAP, stat_prefix=ENCAP)])
+
+
 def main_internal(push: PushContext, proxy: Proxy, detection: Detection = ALL
                   ) -> listener_pb2.Listener:
     """A tunnel to an address no chain takes (a service not bound here) lands on the
@@ -297,13 +327,18 @@ def main_internal(push: PushContext, proxy: Proxy, detection: Detection = ALL
         others = {c.filter_chain_match.destination_port.value
                   for c in listener.filter_chains} - sniffed_ports
         listener.listener_filters.append(listener_filter(HTTP_INSPECTOR, skip_ports=others))
+    listener.filter_chains.extend(_workload_chain(push, waypoint, workload)
+                                  for workload in bound_workloads(push, proxy))
     return listener
 
 
 def connect_originate() -> listener_pb2.Listener:
     """HBONE out: the bytes of one upstream connection, in a CONNECT to the pod."""
+    # From the endpoint's metadata (a service's pod); traffic through ``encap`` has none and
+    # brings the identity in the filter state instead, which an empty value must not erase.
     sans = network_state_pb2.Config(on_new_connection=[
-        _state(UPSTREAM_SANS, f"%DYNAMIC_METADATA({TUNNEL_METADATA}:identity)%")])
+        _state(UPSTREAM_SANS, f"%DYNAMIC_METADATA({TUNNEL_METADATA}:identity)%",
+               skip_if_empty=True)])
     tunnel = tcp_proxy(CONNECT_ORIGINATE, stat_prefix=CONNECT_ORIGINATE)
     config = tcp_proxy_pb2.TcpProxy()
     tunnel.typed_config.Unpack(config)

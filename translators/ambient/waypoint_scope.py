@@ -21,7 +21,7 @@ import attrs
 
 from pilotfish.core.ambient import waypoints
 from pilotfish.core.gateway_api import GATEWAY_NAME_LABEL, index_key
-from pilotfish.core.model import Resolution, Service, resolve_host
+from pilotfish.core.model import Resolution, Service, Workload, resolve_host
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext, VirtualService
@@ -86,6 +86,24 @@ def bound_services(push: PushContext, proxy: Proxy) -> list[Bound]:
     return out
 
 
+def bound_workloads(push: PushContext, proxy: Proxy) -> list[Workload]:
+    """The workloads whose own addresses ztunnel sends to this waypoint (a waypoint for
+    ``workload`` or ``all`` traffic named on the pod or its namespace), by address."""
+    own = waypoint_of(push, proxy)
+    if own is None or not own.accepts(waypoints.WORKLOAD):
+        return []
+    index = _index(push)
+    out = []
+    for workload in push.registry.workloads:
+        chosen = waypoints.binding(workload.labels, workload.namespace,
+                                   push.namespaces.get(workload.namespace, {}), index,
+                                   waypoints.WORKLOAD)
+        if chosen is not None and (chosen.namespace, chosen.name) == (own.namespace, own.name) \
+                and _ip(workload.address):
+            out.append(workload)
+    return sorted(out, key=lambda w: w.address)
+
+
 def owning_virtual_service(push: PushContext, proxy: Proxy,
                            service: Service) -> VirtualService | None:
     """The mesh VirtualService that routes ``service`` (exact host beats wildcard), as a
@@ -140,12 +158,13 @@ def targets(obj: ConfigObject, kind: str, namespace: str, name: str) -> bool:
 
 
 def policies_for(push: PushContext, waypoint: waypoints.Waypoint,
-                 service: Service) -> list[AuthzPolicy]:
-    """The AuthorizationPolicies enforced on the waypoint for traffic to ``service``."""
+                 service: Service | None) -> list[AuthzPolicy]:
+    """The AuthorizationPolicies enforced on the waypoint for traffic to ``service`` (None:
+    traffic addressed to a workload, which only the waypoint's own policies guard)."""
     root = push.mesh.root_namespace
     chosen: Iterable[ConfigObject] = (
         obj for obj in push.security.authorization_policies
         if targets(obj, "Gateway", waypoint.namespace, waypoint.name)
-        or targets(obj, "Service", service.namespace, service.name)
+        or (service is not None and targets(obj, "Service", service.namespace, service.name))
         or targets(obj, "GatewayClass", root, waypoints.WAYPOINT_CLASS))
     return [authz_policy(obj) for obj in chosen]

@@ -489,3 +489,42 @@ def test_without_the_http_sniffer_an_undeclared_port_is_tcp() -> None:
         f"inbound-vip|8000|tcp|{HOST}"]
     assert [f.name for f in listener.listener_filters] == [
         "envoy.filters.listener.original_dst"]
+
+
+WORKLOADS = SNIFFED.replace("istio.io/waypoint-for: service", "istio.io/waypoint-for: all").replace(
+    "labels: {app: reviews, version: v1}}",
+    "labels: {app: reviews, version: v1, istio.io/use-waypoint: waypoint}}")
+
+
+def test_a_pod_bound_for_workload_traffic_gets_a_chain_to_encap(tmp_path: Path) -> None:
+    push = _push(WORKLOADS)
+    assert [w.address for w in waypoint_scope.bound_workloads(push, _proxy())] == ["10.0.0.11"]
+    listeners = WaypointListeners().generate(push, _proxy(), {})
+    main = next(item for item in listeners if item.name == "main_internal")
+    chain = main.filter_chains[-1]
+    assert chain.name == "direct-tcp|10.0.0.11"
+    assert _json(chain.filter_chain_match) == {
+        "prefix_ranges": [{"address_prefix": "10.0.0.11", "prefix_len": 32}]}
+    state = network_state_pb2.Config()
+    chain.filters[0].typed_config.Unpack(state)
+    assert [(v.object_key, v.format_string.text_format_source.inline_string,
+             v.shared_with_upstream) for v in state.on_new_connection] == [
+        ("envoy.filters.listener.original_dst.local_ip", "%DOWNSTREAM_LOCAL_ADDRESS%",
+         value_pb2.FilterStateValue.ONCE),
+        ("envoy.network.upstream_subject_alt_names", "spiffe://cluster.local/ns/shop/sa/reviews",
+         value_pb2.FilterStateValue.TRANSITIVE)]
+    proxy = tcp_proxy_pb2.TcpProxy()
+    chain.filters[-1].typed_config.Unpack(proxy)
+    assert proxy.cluster == "encap"
+    clusters = WaypointClusters().generate(push, _proxy(), {})
+    encap = next(c for c in clusters if c.name == "encap")
+    assert encap.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address \
+        .envoy_internal_address.server_listener_name == "connect_originate"
+    # A waypoint for services only takes no workload traffic.
+    assert waypoint_scope.bound_workloads(_push(SNIFFED.replace(
+        "labels: {app: reviews, version: v1}}",
+        "labels: {app: reviews, version: v1, istio.io/use-waypoint: waypoint}}")),
+        _proxy()) == []
+    envoy_accepts(tmp_path, proxy_type="waypoint", namespace="shop",
+                  listeners=[json_format.MessageToDict(item) for item in listeners],
+                  clusters=[json_format.MessageToDict(item) for item in clusters])
