@@ -14,7 +14,9 @@ a waypoint.
   bound service takes it: on HTTP ports a connection manager routing by RDS
   (``inbound-vip|PORT|http|HOST``, see `waypoint_routes`) behind the RBAC filters of the
   AuthorizationPolicies that target the waypoint or the service; on TCP ports network
-  RBAC and a tcp_proxy to ``inbound-vip|PORT|tcp|HOST``. The client is known by
+  RBAC and a tcp_proxy to ``inbound-vip|PORT|tcp|HOST``; on undeclared ports both, told
+  apart by the HTTP inspector. A pod bound for workload traffic gets a ``direct-tcp|IP``
+  chain (any port, L4 only) to ``encap``. The client is known by
   ``io.istio.peer_principal``, not by a certificate: this hop has no TLS, so the policies'
   peer matchers read that filter state instead.
 - ``connect_originate``, an internal listener: every endpoint of a VIP cluster lands here
