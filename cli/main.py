@@ -43,6 +43,8 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "pilotfish.cli.proxy_status", "add_config_arguments", "proxy_config"),
     ("gateway-status", "Gateway API status: Gateways, listeners and routes with conditions",
      "pilotfish.cli.gateway_status", "add_arguments", "main"),
+    ("waypoint", "apply, list or delete waypoints (istio-waypoint Gateways)",
+     "pilotfish.cli.waypoint", "add_arguments", "main"),
     ("iptables", "capture a pod's traffic with istio-iptables's rules",
      "pilotfish.cli.iptables", "add_arguments", "main"),
     ("cni-agent", "the CNI node agent for ambient pods: in-pod rules, ZDS to ztunnel",

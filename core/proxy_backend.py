@@ -32,7 +32,7 @@ import attrs
 
 from pilotfish.core.model import DEFAULT_DOMAIN
 
-PROXY_TYPES = ("sidecar", "router")
+PROXY_TYPES = ("sidecar", "router", "waypoint")
 XDS_MODES = ("sotw", "delta")
 INTERCEPTION_MODES = ("REDIRECT", "TPROXY", "NONE")
 SDS_SOCKET = "SDS"  # in the config dir: the agent's SDS server (cluster sds-grpc)

@@ -105,7 +105,7 @@ class SecurityPolicies:
             selector = _selector(obj)
             if selector is None:
                 # Policies aimed at gateways or waypoints by targetRef do not select
-                # sidecars by namespace; pilotfish serves no targetRef'd proxies yet.
+                # sidecars by namespace (waypoints select theirs by targetRefs).
                 if not _targets_something(obj):
                     out.append(obj)
             elif labels_match(selector, labels):
@@ -164,20 +164,26 @@ class SecurityPolicies:
         cached = self._memo.get(key)
         if cached is None:
             cached = self._memo[key] = [
-                AuthzPolicy(
-                    name=obj.name,
-                    namespace=obj.namespace,
-                    action=str(obj.spec.get("action") or "ALLOW").upper(),
-                    rules=tuple(obj.spec.get("rules") or ()),
-                    dry_run=str(obj.annotations.get(DRY_RUN_ANNOTATION, "")).lower() == "true",
-                    provider=str((obj.spec.get("provider") or {}).get("name") or ""),
-                )
+                authz_policy(obj)
                 for obj in self._for_workload(self.authorization_policies, namespace, labels)
             ]
         return list(cached)
 
     def request_authentication(self, namespace: str, labels: Labels) -> list[ConfigObject]:
         return self._for_workload(self.request_authentications, namespace, labels)
+
+
+def authz_policy(obj: ConfigObject) -> AuthzPolicy:
+    """An AuthorizationPolicy object as the RBAC translator reads it (sidecars select theirs
+    by `SecurityPolicies.authorization`, waypoints by ``targetRefs``)."""
+    return AuthzPolicy(
+        name=obj.name,
+        namespace=obj.namespace,
+        action=str(obj.spec.get("action") or "ALLOW").upper(),
+        rules=tuple(obj.spec.get("rules") or ()),
+        dry_run=str(obj.annotations.get(DRY_RUN_ANNOTATION, "")).lower() == "true",
+        provider=str((obj.spec.get("provider") or {}).get("name") or ""),
+    )
 
 
 def _mode_of(setting: Any) -> MtlsMode:

@@ -24,13 +24,17 @@ SIDECAR = Profile(
 )
 
 AMBIENT = Profile(
-    description="ambient mode so far: ztunnel's Workload Discovery (Address, Authorization) "
-                "and the ztunnel-sockets interceptor (in-pod rules and ZDS through the CNI "
-                "node agent); ztunnel and waypoints are still to come",
+    description="ambient mode: ztunnel's Workload Discovery (Address, Authorization), the "
+                "ztunnel-sockets interceptor (in-pod rules and ZDS through the CNI node "
+                "agent) and the waypoint proxies' Envoy config; ztunnel itself is "
+                "`pilotfish ztunnel`",
     plugins={
-        "xds": ("wds-addresses", "wds-authorization"),
+        "xds": ("wds-addresses", "wds-authorization",
+                "waypoint-lds", "waypoint-rds", "waypoint-cds", "waypoint-eds"),
         "sources": ("files", "kubernetes"),
         "interceptors": ("ztunnel-sockets",),
+        # envoy: waypoints run on Envoy (proxy kind waypoint, internal listeners)
+        "proxies": ("envoy",),
         "certs": ("istio-ca",),
     },
 )

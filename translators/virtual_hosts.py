@@ -91,7 +91,7 @@ def _bound_virtual_services(push: PushContext, proxy: Proxy) -> list[VirtualServ
     return [vs for vs in bound if any(scope.imports(vs.namespace, h) for h in vs.hosts)]
 
 
-def _owners(vss: Sequence[VirtualService], services: Iterable[Service]) -> dict[str, int]:
+def vs_owners(vss: Sequence[VirtualService], services: Iterable[Service]) -> dict[str, int]:
     """For each service, the index of the VirtualService whose host names it most precisely
     (exact beats wildcard, longer wildcard beats shorter, earlier beats later)."""
     owners: dict[str, tuple[int, int]] = {}
@@ -173,7 +173,7 @@ def _route_config(
         s for s in view.visible if s.resolution is not Resolution.ALIAS and _http_port(s, port)
     ]
     by_host = {s.hostname: s for s in services}
-    owners = _owners(view.vss, services)
+    owners = vs_owners(view.vss, services)
     ctx = RouteContext(push, proxy, port, frozenset({MESH_GATEWAY}))
     builder = _Builder(known_fqdns=set(by_host))
     claimed: set[str] = set()

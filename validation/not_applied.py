@@ -64,7 +64,8 @@ FIELDS: tuple[Field, ...] = (
     Field(TELEMETRY, "Telemetry", ("spec", "metrics", ANY, "reportingInterval"),
           "the agent renders metrics when scraped"),
     Field(SECURITY, "AuthorizationPolicy", ("spec", "targetRefs"),
-          "policies aimed at gateways or waypoints by reference are not applied yet"),
+          "applied by waypoints only (a waypoint Gateway, a Service bound to one, the "
+          "istio-waypoint GatewayClass); aimed at another gateway it is not applied yet"),
     Field(SECURITY, "RequestAuthentication", ("spec", "targetRefs"),
           "policies aimed at gateways or waypoints by reference are not applied yet"),
     Field(GATEWAY_API, "HTTPRoute", ("spec", "rules", ANY, "sessionPersistence"),

@@ -207,7 +207,25 @@ def static_resources(options: ProxyOptions) -> dict[str, Any]:
             "listeners": [stats.prometheus_listener(options)]}
 
 
+# Waypoints chain listeners inside Envoy (connect_terminate → main_internal →
+# connect_originate): internal listeners exist only with this bootstrap extension.
+INTERNAL_LISTENER_EXTENSION = {
+    "name": "envoy.bootstrap.internal_listener",
+    "typed_config": {
+        "@type": "type.googleapis.com/"
+                 "envoy.extensions.bootstrap.internal_listener.v3.InternalListener",
+    },
+}
+
+
 def bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
+    out = _bootstrap(options, version)
+    if options.proxy_type == "waypoint":
+        out["bootstrap_extensions"] = [INTERNAL_LISTENER_EXTENSION]
+    return out
+
+
+def _bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
     metadata = node_metadata(options, version)
     config_source = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
     node: dict[str, Any] = {

@@ -98,7 +98,9 @@ def test_profiles_combine_in_order_and_an_unknown_one_lists_the_installed():
     assert [p.name for p in combined] == ["cds", "eds", "lds", "rds", "sds", "envoy-filter",
                                           "grpc-lds", "grpc-rds", "grpc-cds", "grpc-eds"]
     with_ambient = plugins.select(config(profile=["sidecar", "ambient"]), ["xds"])
-    assert [p.name for p in with_ambient][-2:] == ["wds-addresses", "wds-authorization"]
+    assert [p.name for p in with_ambient][-6:] == [
+        "wds-addresses", "wds-authorization",
+        "waypoint-lds", "waypoint-rds", "waypoint-cds", "waypoint-eds"]
     with pytest.raises(plugins.PluginError) as info:
         plugins.select(config(profile=["sidecar", "waypoint"]))
     assert "pilotfish.yaml: profile: unknown profile 'waypoint'" in str(info.value)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401 - Any type
+from envoy.extensions.bootstrap.internal_listener.v3 import internal_listener_pb2
 from envoy.extensions.resource_monitors.downstream_connections.v3 import (  # noqa: F401
     downstream_connections_pb2,
 )
@@ -173,6 +174,16 @@ def test_bootstrap_parses_as_envoys_bootstrap_message() -> None:
         json_format.ParseDict(config, bootstrap_pb2.Bootstrap())
 
 
+def test_a_waypoint_bootstrap_enables_internal_listeners() -> None:
+    config = build(proxy_type="waypoint")
+    assert config["node"]["id"].startswith("waypoint~10.1.0.7~")
+    assert [e["name"] for e in config["bootstrap_extensions"]] == [
+        "envoy.bootstrap.internal_listener"]
+    internal_listener_pb2.InternalListener()  # the type the typed_config names must load
+    json_format.ParseDict(config, bootstrap_pb2.Bootstrap())
+    assert "bootstrap_extensions" not in build()  # sidecars have no internal listeners
+
+
 def test_backend_writes_the_bootstrap_as_json(tmp_path: Path) -> None:
     backend = EnvoyBackend(binary=Path("/nonexistent/envoy"))
     opts = options(config_dir=tmp_path / "proxy")
@@ -203,7 +214,7 @@ def test_command_runs_envoy_without_hot_restart() -> None:
     ("ip", "10.1.0", "ip: '10.1.0' is not an IP address"),
     ("discovery_address", "pilot", "expected HOST:PORT"),
     ("discovery_address", "fd00::1:15010", "[ADDR]:PORT"),
-    ("proxy_type", "waypoint", "proxy_type: expected one of sidecar, router"),
+    ("proxy_type", "ztunnel", "proxy_type: expected one of sidecar, router, waypoint"),
     ("xds_mode", "incremental", "xds_mode: expected one of sotw, delta"),
     ("admin_port", 70000, "admin_port: expected a port"),
 ])
