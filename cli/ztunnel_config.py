@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pilotfish.cli.proxy_status import fetch_json
 from pilotfish.core.output import emit, table
+from pilotfish.node.state import DEFAULT_STATE_DIR, NodeState
 
 KINDS = ("workloads", "services", "policies", "certificates", "connections", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=KINDS)
-    parser.add_argument("--address", default="127.0.0.1:15000",
-                        help="the ztunnel's admin address (default %(default)s)")
+    parser.add_argument("--address",
+                        help="the ztunnel's admin address (default: the local node's "
+                             "ztunnel, else 127.0.0.1:15000)")
+    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
+                        help="the local node's state (default %(default)s)")
     parser.add_argument("-n", "--namespace", default="",
                         help="only what is in this namespace (default: all)")
     parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
@@ -93,8 +98,16 @@ SECTIONS: Sequence[tuple[str, list[str], Callable[..., list[list[str]]], bool]] 
 )
 
 
+def admin_address(args: argparse.Namespace) -> str:
+    if args.address:
+        return str(args.address)
+    state = NodeState.load(Path(args.state_dir))
+    return state.ztunnel_admin if state is not None and state.ztunnel_admin else \
+        "127.0.0.1:15000"
+
+
 def main(args: argparse.Namespace) -> int:
-    dump = fetch_json(f"http://{args.address}/config_dump")
+    dump = fetch_json(f"http://{admin_address(args)}/config_dump")
     wanted = [s for s in SECTIONS if args.kind in (s[0], "all")]
     if args.output != "table":
         emit(dump if args.kind == "all" else dump.get(args.kind) or [], args.output)

@@ -13,6 +13,7 @@ DNS capture is off: ztunnel does not serve 15053 yet.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from functools import partial
 from pathlib import Path
@@ -32,6 +33,7 @@ AMBIENT_INTERCEPTOR = "ztunnel-sockets"  # the profile's interceptor that makes 
 EVENTS_SOCKET_ENV = "PILOTFISH_CNI_EVENTS_SOCKET"
 START_TIMEOUT = 30.0
 RESTART_DELAY = 0.5
+ADMIN_PORT = 15000
 
 
 class AmbientNode:
@@ -101,7 +103,7 @@ class AmbientNode:
                 "--token-file", str(folder / "token"),
                 "--zds-socket", str(self.zds_socket),
                 "--name", self.ztunnel_name, "--namespace", ZTUNNEL_NAMESPACE,
-                "--ip", self.ztunnel_ip,
+                "--ip", self.ztunnel_ip, "--admin-address", self.admin_address(),
                 "--metrics-address", f"{self.ztunnel_ip}:15020",
                 "--readiness-address", f"{self.ztunnel_ip}:15021"]
         started = False
@@ -120,6 +122,21 @@ class AmbientNode:
                 print(f"    ztunnel exited ({codes[0]}); restarting it (logs/ztunnel.log)",
                       flush=True)
             await anyio.sleep(RESTART_DELAY)
+
+    def admin_address(self) -> str:
+        """Istio's 127.0.0.1:15000, unless another node on this host holds it (then a free
+        port); recorded in the node's state for ``pilotfish ztunnel-config``."""
+        if not self.state.ztunnel_admin:
+            port = ADMIN_PORT
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", ADMIN_PORT))
+                except OSError:
+                    probe.bind(("127.0.0.1", 0))
+                    port = probe.getsockname()[1]
+            self.state.ztunnel_admin = f"127.0.0.1:{port}"
+            self.state.save()
+        return self.state.ztunnel_admin
 
     def export_environment(self) -> None:
         os.environ.update(self.plugin_environment())

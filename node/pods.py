@@ -63,11 +63,11 @@ def image_command(image: str, python: str) -> tuple[str, ...]:
 
 def proxy_role(raw: Mapping[str, Any]) -> str:
     """``router`` for Istio's proxy image run as ``proxy router`` (the container a Gateway's
-    pod has), or pilotfish's as ``agent --type router`` (the gateway injection template's),
-    else ""."""
+    pod has), ``waypoint`` for ``proxy waypoint`` (a waypoint's), or pilotfish's as ``agent
+    --type router`` (the gateway injection template's), else ""."""
     args = [str(a) for a in raw.get("args") or ()]
     if image_name(str(raw.get("image") or "")) == PROXY_IMAGE_NAME and args[:1] == ["proxy"]:
-        return args[1] if len(args) > 1 and args[1] == "router" else ""
+        return args[1] if len(args) > 1 and args[1] in ("router", "waypoint") else ""
     if "agent" in args and proxy_type(raw) == "router":  # the gateway injection template's
         return "router"
     return ""

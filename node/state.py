@@ -52,6 +52,7 @@ class NodeState:
     xds_address: str = ""
     secure_xds_address: str = ""
     debug_address: str = ""
+    ztunnel_admin: str = ""  # ambient mode: ztunnel's admin API (pilotfish ztunnel-config)
     # starting → ready (every pod ready, the gateway answering) or not-ready (``problems``
     # says what was not, once up stopped waiting).
     phase: str = "starting"

@@ -378,8 +378,8 @@ class Node:
             argv += ["--labels", labels]
         if ports:
             argv += ["--pod-ports", ports]
-        if self.options.mesh_config:
-            argv += ["--mesh-config", str(self.options.mesh_config)]
+        if self.options.mesh_config:  # the pod's copy: the agent runs as 1337
+            argv += ["--mesh-config", str(self.state.pod_dir(pod) / "pilotfish.yaml")]
         try:
             metrics = app_metrics_url(obj.annotations, pod.ip)
         except ValueError as exc:
@@ -426,6 +426,9 @@ class Node:
         write_atomic(path, token, 0o600)  # 0600 from its first byte
         os.chown(path, owner, owner)
         write_atomic(folder / "root-cert.pem", root, 0o644)
+        if self.options.mesh_config:  # readable by the pod's agent, wherever the user's is
+            write_atomic(folder / "pilotfish.yaml",
+                         Path(self.options.mesh_config).read_bytes(), 0o644)
 
     # -- pod lifecycle (a kubelet's) -----------------------------------------------------
 

@@ -11,7 +11,10 @@
   a Service and a Deployment ``<gateway>-<class>`` whose pods carry the
   ``gateway.networking.k8s.io/gateway-name`` label and whose only container is the proxy
   (``istio/proxyv2`` with ``proxy router``), which the node runs as ``pilotfish agent
-  --type router``.
+  --type router``. A Gateway of class ``istio-waypoint`` is a waypoint (ambient mode's L7
+  proxy): the same three objects, named as the Gateway, with pods labelled
+  ``gateway.istio.io/managed: istio.io-mesh-controller`` (and out of ambient capture) whose
+  proxy runs as ``proxy waypoint``, and a Service with the HBONE port 15008.
 
 ``cluster_view`` puts the user's objects and what these controllers make together: the
 objects the cluster holds, and the pods the node must run.
@@ -28,6 +31,8 @@ from typing import Any
 
 import attrs
 
+from pilotfish.core.ambient.enrollment import DATAPLANE_MODE_LABEL
+from pilotfish.core.ambient.waypoints import HBONE_PORT, MESH_CONTROLLER, WAYPOINT_CLASS
 from pilotfish.core.gateway_api import BUILTIN_CLASSES, GATEWAY_NAME_LABEL, GROUP
 from pilotfish.core.gateway_api.status import CONTROLLER
 from pilotfish.core.objects import ConfigObject, Source
@@ -42,6 +47,8 @@ MANAGED_VALUE = "istio.io-gateway-controller"
 PROXY_IMAGE = "istio/proxyv2"
 STATUS_PORT = 15021
 _CONTROLLER_SOURCE = Source("<gateway deployment controller>")
+# The class istiod makes for waypoints, served by its mesh controller.
+WAYPOINT_CONTROLLER = "istio.io/mesh-controller"
 
 
 def safe_encode(text: str) -> str:
@@ -121,14 +128,23 @@ def gateway_classes(objects: Iterable[ConfigObject]) -> dict[str, str]:
 
 
 def served_gateways(objects: Sequence[ConfigObject]) -> list[ConfigObject]:
-    """The Gateway API Gateways whose class Istio's controller (so pilotfish) serves."""
-    classes = gateway_classes(objects)
+    """The Gateway API Gateways whose class Istio's controllers (so pilotfish) serve:
+    gateways, and waypoints."""
+    classes = {**gateway_classes(objects), WAYPOINT_CLASS: WAYPOINT_CONTROLLER}
     return [o for o in objects if o.kind == "Gateway" and o.group == GROUP
-            and classes.get(str(o.spec.get("gatewayClassName") or "")) == CONTROLLER]
+            and classes.get(str(o.spec.get("gatewayClassName") or "")) in (
+                CONTROLLER, WAYPOINT_CONTROLLER)]
+
+
+def is_waypoint(gateway: ConfigObject) -> bool:
+    return gateway.spec.get("gatewayClassName") == WAYPOINT_CLASS
 
 
 def gateway_deployment_name(gateway: ConfigObject) -> str:
-    """Istio's ``<gateway>-<class>`` (its ``gateway.istio.io/name-override`` aside)."""
+    """Istio's ``<gateway>-<class>`` (its ``gateway.istio.io/name-override`` aside); a
+    waypoint's objects carry the Gateway's own name."""
+    if is_waypoint(gateway):
+        return gateway.name
     return f"{gateway.name}-{gateway.spec.get('gatewayClassName')}"
 
 
@@ -162,18 +178,23 @@ def gateway_objects(gateway: ConfigObject) -> list[ConfigObject]:
     infrastructure = (gateway.spec.get("infrastructure") or {})
     extra_labels = dict(infrastructure.get("labels") or {})
     extra_annotations = dict(infrastructure.get("annotations") or {})
+    waypoint = is_waypoint(gateway)
+    managed = MESH_CONTROLLER if waypoint else MANAGED_VALUE
     pod_labels = {"sidecar.istio.io/inject": "false",
                   "service.istio.io/canonical-name": name,
                   "service.istio.io/canonical-revision": "latest",
-                  **extra_labels, **owned, MANAGED_LABEL: MANAGED_VALUE}
+                  **extra_labels, **owned, MANAGED_LABEL: managed}
+    if waypoint:  # a waypoint takes HBONE itself: ztunnel must not capture it
+        pod_labels[DATAPLANE_MODE_LABEL] = "none"
     ports = []
     seen: set[int] = set()
     for listener in gateway.spec.get("listeners") or ():
         port = int(listener.get("port") or 0)
         if port and port not in seen:
             seen.add(port)
-            ports.append({"name": f"{str(listener.get('protocol') or 'tcp').lower()}-{port}",
-                          "port": port, "protocol": "TCP"})
+            name_of = "mesh" if waypoint and port == HBONE_PORT else \
+                f"{str(listener.get('protocol') or 'tcp').lower()}-{port}"
+            ports.append({"name": name_of, "port": port, "protocol": "TCP"})
     service_ports = [{"name": "status-port", "port": STATUS_PORT, "protocol": "TCP"}, *ports]
     template: dict[str, Any] = {
         "metadata": {"labels": pod_labels,
@@ -185,7 +206,7 @@ def gateway_objects(gateway: ConfigObject) -> list[ConfigObject]:
                 {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
             "containers": [{
                 "name": "istio-proxy", "image": PROXY_IMAGE,
-                "args": ["proxy", "router"],
+                "args": ["proxy", "waypoint" if waypoint else "router"],
                 "securityContext": {"runAsUser": 1337, "runAsGroup": 1337},
             }],
         },
@@ -201,7 +222,7 @@ def gateway_objects(gateway: ConfigObject) -> list[ConfigObject]:
         _controlled("ServiceAccount", "v1", gateway, name, {**extra_labels, **owned}, None),
         _controlled("Service", "v1", gateway, name, {**extra_labels, **owned}, service),
         _controlled("Deployment", "apps/v1", gateway, name,
-                    {**extra_labels, **owned, MANAGED_LABEL: MANAGED_VALUE}, {
+                    {**extra_labels, **owned, MANAGED_LABEL: managed}, {
                         "replicas": 1,
                         "selector": {"matchLabels": {GATEWAY_NAME_LABEL: gateway.name}},
                         "template": template}),

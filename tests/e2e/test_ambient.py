@@ -82,7 +82,8 @@ def get(node: Node, pod: str, url: str) -> subprocess.CompletedProcess[str]:
 
 def ztunnel_dump(node: Node) -> dict[str, object]:
     out = subprocess.run([sys.executable, "-m", "pilotfish.cli", "ztunnel-config", "all",
-                          "-o", "json"], capture_output=True, text=True, timeout=30)
+                          "-o", "json", "--state-dir", str(node.state_dir)],
+                         capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))
 
