@@ -22,6 +22,8 @@ from pilotfish.core.output import CommandError, emit, table
 from pilotfish.core.xds import config_dump, types
 
 STATUS_TYPES = (types.CLUSTER, types.LISTENER, types.ENDPOINT, types.ROUTE)
+# ztunnel's Workload Discovery: one column for its two types (Address, Authorization).
+WDS_TYPES = (types.ADDRESS, types.AUTHORIZATION)
 
 
 def fetch_json(url: str, timeout: float = 5.0) -> Any:
@@ -57,15 +59,24 @@ def _cell(state: dict[str, Any] | None) -> str:
     return str(status)
 
 
+def _wds_cell(resources: dict[str, Any]) -> str:
+    """Both WDS types as one cell: the worse of the two (IGNORED when neither is asked)."""
+    cells = [_cell(resources.get(t)) for t in WDS_TYPES if t in resources]
+    if not cells:
+        return "IGNORED"
+    not_synced = [c for c in cells if not c.startswith("SYNCED")]
+    return not_synced[0] if not_synced else min(cells)
+
+
 def status_table(items: list[dict[str, Any]]) -> str:
     rows = []
     errors = []
     for item in items:
         resources = item.get("resources", {})
         cells = [_cell(resources.get(t)) for t in STATUS_TYPES]
-        rows.append([item["proxy"], item.get("proxy_type", ""), *cells,
+        rows.append([item["proxy"], item.get("proxy_type", ""), *cells, _wds_cell(resources),
                      item.get("istiod", ""), item.get("proxy_version", "")])
-        for type_url in STATUS_TYPES:
+        for type_url in (*STATUS_TYPES, *WDS_TYPES):
             state = resources.get(type_url)
             if state and state.get("lastError"):
                 errors.append(
@@ -74,7 +85,7 @@ def status_table(items: list[dict[str, Any]]) -> str:
                     f"{state['lastError']}"
                 )
     out = table(
-        ["NAME", "TYPE", "CDS", "LDS", "EDS", "RDS", "DISCOVERY", "VERSION"], rows
+        ["NAME", "TYPE", "CDS", "LDS", "EDS", "RDS", "WDS", "DISCOVERY", "VERSION"], rows
     )
     if errors:
         out += "\nNACKs:\n" + "\n".join(f"  {e}" for e in errors) + "\n"

@@ -233,3 +233,14 @@ def test_ztunnel_restarted_new_connections_work_within_2s(node: Node) -> None:
     took = time.monotonic() - killed
     print(f"new connections work {took:.2f}s after ztunnel was killed")
     assert took < 2.0 + 1.0  # 2 s as the issue asks, plus the curl calls' own time
+
+
+def test_proxy_status_lists_ztunnel(node: Node) -> None:
+    out = subprocess.run([sys.executable, "-m", "pilotfish.cli", "proxy-status",
+                          "--discovery-address", node.debug.removeprefix("http://")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.split()[:7] == ["NAME", "TYPE", "CDS", "LDS", "EDS", "RDS", "WDS"]
+    ztunnel = next(row.split() for row in rows if row.startswith("ztunnel-"))
+    assert ztunnel[1] == "ztunnel" and ztunnel[6] == "SYNCED", out.stdout

@@ -184,3 +184,13 @@ def test_waypoint_in_ztunnel_config(node: Node) -> None:
     rows = {line.split()[1]: line.split() for line in out.stdout.splitlines()[1:]}
     assert rows["server"][3] == rows["waypoint"][2], out.stdout  # the waypoint's VIP
     assert rows["server-v1"][3] == "None", out.stdout
+
+
+def test_proxy_status_lists_the_waypoint_and_ztunnel(node: Node) -> None:
+    out = subprocess.run([sys.executable, "-m", "pilotfish.cli", "proxy-status",
+                          "--discovery-address", node.debug.removeprefix("http://")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    types = {row.split()[0].split(".")[0]: row.split()[1] for row in out.stdout.splitlines()[1:]}
+    assert "waypoint" in [t for name, t in types.items() if name.startswith("waypoint-")], types
+    assert "ztunnel" in types.values(), types
