@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import signal
 import time
@@ -69,7 +70,8 @@ def node(args: argparse.Namespace) -> base_pb2.Node:
     metadata = struct_pb2.Struct()
     metadata.update({"NAME": args.name, "NAMESPACE": args.namespace,
                      "NODE_NAME": args.node, "CLUSTER_ID": args.cluster_id,
-                     "SERVICE_ACCOUNT": args.service_account})
+                     "SERVICE_ACCOUNT": args.service_account,
+                     "ISTIO_VERSION": importlib.metadata.version("pilotfish")})
     return base_pb2.Node(
         id=f"ztunnel~{args.ip}~{args.name}.{args.namespace}~{args.namespace}.svc.cluster.local",
         cluster=args.cluster_id, metadata=metadata)
