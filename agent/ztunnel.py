@@ -109,6 +109,7 @@ class Process:
 
     async def _changed(self) -> None:
         self.ztunnel.changed.set()
+        self.ztunnel.recheck()
 
     # -- HTTP ------------------------------------------------------------------------
 

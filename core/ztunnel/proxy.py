@@ -169,6 +169,36 @@ class Ztunnel:
         # The connections being carried, for ``ztunnel-config connections``.
         self.connections: dict[int, dict[str, str]] = {}
         self._next_connection = itertools.count()
+        # Inbound connections as authorized, checked again when policies change: the pod,
+        # what was authorized, and how to cut it.
+        self.authorized: dict[int, tuple[Pod, l4_authz.Connection, Callable[[], None]]] = {}
+        self._checked_revision = -1
+
+    def recheck(self) -> int:
+        """Authorize every inbound connection again after the policies may have changed (as
+        ztunnel's connection manager does); cut those now denied. Returns how many."""
+        if self.state.revision == self._checked_revision:
+            return 0
+        self._checked_revision = self.state.revision
+        cut = 0
+        for key, (pod, connection, abort) in list(self.authorized.items()):
+            local = self.state.find_pod(pod.info.namespace, pod.info.name)
+            verdict = None if local is None else l4_authz.authorize(
+                self.state.policies_for(local), connection, local)
+            if verdict is not None and verdict.allowed:
+                continue
+            log.info("pod %s/%s: connection from %s (%s) cut: now denied by %s",
+                     pod.info.namespace, pod.info.name, connection.source_ip,
+                     connection.source_identity or "no identity",
+                     (verdict.policy if verdict else None) or "the policies")
+            self.authorized.pop(key, None)
+            abort()
+            cut += 1
+        return cut
+
+    def _forget(self, key: int) -> None:
+        self.connections.pop(key, None)
+        self.authorized.pop(key, None)
 
     def track(self, pod: Pod, direction: str, source: tuple[str, int],
               destination: tuple[str, int], source_identity: str | None,
@@ -346,11 +376,12 @@ class Ztunnel:
         found = await self._deliver(pod, request.peer, identity, target, mutual_tls=True)
         if isinstance(found, int):
             return found
-        channel, labels = found
+        channel, labels, connection = found
         tracked = self.track(pod, "inbound", request.peer, target, identity,
                              self.identity(pod.info), "HBONE")
+        self.authorized[tracked] = (pod, connection, channel.writer.transport.abort)
         # The server relays and closes it; what the client sends is received here.
-        return _Open(channel, self.metrics, labels, lambda: self.connections.pop(tracked, None),
+        return _Open(channel, self.metrics, labels, lambda: self._forget(tracked),
                      read_as="istio_tcp_sent_bytes", written_as="istio_tcp_received_bytes")
 
     async def _inbound_plaintext(self, pod: Pod, conn: socket.socket) -> None:
@@ -360,14 +391,19 @@ class Ztunnel:
         client = peer_of(conn)
         found = await self._deliver(pod, client, None, destination, mutual_tls=False)
         if not isinstance(found, int):
-            app, labels = found
+            app, labels, connection = found
             tracked = self.track(pod, "inbound", client, destination, None,
                                  self.identity(pod.info), "TCP")
-            upstream = _Open(app, self.metrics, labels,
-                             lambda: self.connections.pop(tracked, None),
+            upstream = _Open(app, self.metrics, labels, lambda: self._forget(tracked),
                              read_as="istio_tcp_sent_bytes",
                              written_as="istio_tcp_received_bytes")
             downstream = await _tcp(conn)
+
+            def abort() -> None:
+                app.writer.transport.abort()
+                downstream.writer.transport.abort()
+
+            self.authorized[tracked] = (pod, connection, abort)
             try:
                 await channels.splice(downstream, upstream)
             finally:
@@ -376,9 +412,10 @@ class Ztunnel:
 
     async def _deliver(self, pod: Pod, client: tuple[str, int], identity: str | None,
                        target: tuple[str, int], mutual_tls: bool
-                       ) -> tuple[TcpChannel, Any] | int:
-        """Authorize a connection to the pod and connect it to the app: the app's channel
-        and the series' labels, or the refusal's status (401 denied, 503 unreachable)."""
+                       ) -> tuple[TcpChannel, Any, l4_authz.Connection] | int:
+        """Authorize a connection to the pod and connect it to the app: the app's channel,
+        the series' labels and what was authorized, or the refusal's status (401 denied,
+        503 unreachable)."""
         local = await self.workload_of(pod)
         if local is None:
             return 503
@@ -400,7 +437,7 @@ class Ztunnel:
                      pod.info.name, target, exc)
             self.metrics.add("istio_tcp_connections_failed", labels)
             return 503
-        return await _tcp(sock), labels
+        return await _tcp(sock), labels, connection
 
     # -- ZDS: the node agent hands pods over (``ambient.zds.WorkloadHandler``) ------------
 

@@ -297,3 +297,40 @@ def test_plaintext_from_outside_the_mesh_until_strict(network: dict[str, int]) -
             await harness.certs.close()
 
     run(main())
+
+
+def test_an_open_connection_is_cut_when_a_policy_now_denies_it(network: dict[str, int]
+                                                               ) -> None:
+    async def main() -> None:
+        harness = Harness(network)
+        await harness.start(mesh_yaml())
+        listener = await harness.echo_server()
+
+        def make() -> socket.socket:
+            sock = socket.socket()
+            sock.setblocking(False)
+            return sock
+
+        try:
+            sock = await in_netns(network["pfzt-a"], make)
+            await asyncio.get_running_loop().sock_connect(sock, (VIP, 80))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(b"first")
+            assert await asyncio.wait_for(reader.readexactly(5), 10) == b"first"
+            assert harness.ztunnel.recheck() == 0  # nothing changed that denies it
+            load_state(harness.state, mesh_yaml(DENY_CLIENT))
+            assert harness.ztunnel.recheck() == 1
+            try:
+                rest = await asyncio.wait_for(reader.read(), 10)
+            except ConnectionResetError:
+                rest = b""
+            assert rest == b""  # cut
+            writer.close()
+            # new connections are refused from the start
+            assert await harness.call("pfzt-a", (VIP, 80), b"again") == b""
+        finally:
+            listener.close()
+            await harness.ztunnel.close()
+            await harness.certs.close()
+
+    run(main())
