@@ -86,9 +86,13 @@ class AdsSession:
         return ""
 
 
-@attrs.define
-class DeltaClientSession(AdsSession):
-    _sent_node: bool = False
+class DeltaRequests:
+    """What every delta session's requests share: the node rides on a stream's first request
+    only, as Envoy sends it (``start`` clears ``_sent_node`` for a new stream). Mixed into
+    attrs classes that hold ``node`` and ``_sent_node``; ztunnel's WDS session uses it too."""
+
+    node: base_pb2.Node
+    _sent_node: bool
 
     def _request(self, type_url: str, **fields: object) -> discovery_pb2.DeltaDiscoveryRequest:
         request = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, **fields)
@@ -96,6 +100,11 @@ class DeltaClientSession(AdsSession):
             request.node.CopyFrom(self.node)
             self._sent_node = True
         return request
+
+
+@attrs.define
+class DeltaClientSession(AdsSession, DeltaRequests):
+    _sent_node: bool = False
 
     def start(self) -> list[discovery_pb2.DeltaDiscoveryRequest]:
         """The opening requests of a (new) stream: wildcards, then what is subscribed."""

@@ -114,10 +114,13 @@ async def connect_from(source: UpstreamSource, host: tuple[str, int]) -> socket.
 
 
 def listening_socket(host: str, port: int, transparent: bool = False,
-                      reuse_port: bool = False) -> socket.socket:
+                      reuse_port: bool = False, mark: int = 0) -> socket.socket:
+    """A non-blocking listening TCP socket (``mark``: its packets' SO_MARK)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        if mark:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
         if transparent:
             set_transparent(sock, family)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -16,7 +16,7 @@ import socket
 
 import attrs
 
-from pilotfish.core.native.sockets import in_netns, set_transparent
+from pilotfish.core.native.sockets import in_netns, listening_socket, set_transparent
 
 MARK = 1337  # 0x539: Istio's InpodMark
 OUTBOUND, INBOUND_PLAINTEXT, INBOUND = 15001, 15006, 15008
@@ -24,20 +24,9 @@ PORTS = (OUTBOUND, INBOUND_PLAINTEXT, INBOUND)
 
 
 def _listener(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # An old and a new ztunnel may hold a pod's ports at once (Istio's INPOD_PORT_REUSE).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        set_transparent(sock, socket.AF_INET)
-        sock.bind(("0.0.0.0", port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    # SO_REUSEPORT: an old and a new ztunnel may hold a pod's ports at once (Istio's
+    # INPOD_PORT_REUSE).
+    return listening_socket("0.0.0.0", port, transparent=True, reuse_port=True, mark=MARK)
 
 
 def _listeners() -> dict[int, socket.socket]:

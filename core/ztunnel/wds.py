@@ -15,6 +15,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
 from pilotfish.core.ambient.state import StateError, WorkloadState
+from pilotfish.core.native.client_session import DeltaRequests
 from pilotfish.core.xds import types
 
 TYPES = (types.ADDRESS, types.AUTHORIZATION)
@@ -22,20 +23,13 @@ INVALID_ARGUMENT = 3
 
 
 @attrs.define
-class WdsSession:
+class WdsSession(DeltaRequests):
     node: base_pb2.Node
     state: WorkloadState
     held: dict[str, set[str]] = attrs.field(factory=lambda: {t: set() for t in TYPES})
     answered: set[str] = attrs.field(factory=set)
     rejected: dict[str, str] = attrs.field(factory=dict)  # type → last NACK's detail
     _sent_node: bool = False
-
-    def _request(self, type_url: str, **fields: object) -> discovery_pb2.DeltaDiscoveryRequest:
-        request = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, **fields)
-        if not self._sent_node:
-            request.node.CopyFrom(self.node)
-            self._sent_node = True
-        return request
 
     def start(self) -> list[discovery_pb2.DeltaDiscoveryRequest]:
         self._sent_node = False

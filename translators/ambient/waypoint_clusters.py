@@ -138,10 +138,9 @@ def encap_cluster(push: PushContext) -> cluster_pb2.Cluster:
     return cluster
 
 
-def hbone_client_context(trust_domain: str) -> tls_pb2.UpstreamTlsContext:
-    """mTLS 1.3 with the waypoint's certificate, ALPN h2, no SNI, no session resumption;
-    the server must chain to the mesh root and be of the trust domain (its exact identity
-    is checked per connection by the filter state the internal listener sets)."""
+def hbone_common_tls(trust_domain: str) -> tls_pb2.CommonTlsContext:
+    """HBONE's TLS, either side: 1.3 only, the proxy's certificate over SDS, ALPN h2, the
+    peer chaining to the mesh root and of the trust domain."""
     common = tls_pb2.CommonTlsContext(
         tls_params=common_pb2.TlsParameters(
             tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_3,
@@ -153,7 +152,14 @@ def hbone_client_context(trust_domain: str) -> tls_pb2.UpstreamTlsContext:
     validation.default_validation_context.match_typed_subject_alt_names.append(
         trust_domain_matcher(trust_domain))
     validation.validation_context_sds_secret_config.CopyFrom(agent_sds(ROOT_SECRET))
-    context = tls_pb2.UpstreamTlsContext(common_tls_context=common)
+    return common
+
+
+def hbone_client_context(trust_domain: str) -> tls_pb2.UpstreamTlsContext:
+    """mTLS 1.3 with the waypoint's certificate, ALPN h2, no SNI, no session resumption;
+    the server must chain to the mesh root and be of the trust domain (its exact identity
+    is checked per connection by the filter state the internal listener sets)."""
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=hbone_common_tls(trust_domain))
     context.max_session_keys.value = 0  # no resumption, as ztunnel's HBONE client
     return context
 

@@ -62,7 +62,7 @@ from envoy.extensions.filters.network.set_filter_state.v3 import (
     set_filter_state_pb2 as network_state_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.type.matcher.v3 import filter_state_pb2
 
 from pilotfish.core.ambient.waypoints import Waypoint
@@ -75,10 +75,10 @@ from pilotfish.core.xds import types
 from pilotfish.translators.ambient.waypoint_clusters import (
     CONNECT_ORIGINATE,
     ENCAP,
-    HBONE_ALPN,
     HBONE_PORT,
     MAIN_INTERNAL,
     TUNNEL_METADATA,
+    hbone_common_tls,
     port_kinds,
     served_ports,
     spiffe_id,
@@ -95,7 +95,6 @@ from pilotfish.translators.ambient.waypoint_scope import (
 from pilotfish.translators.common import duration, pack
 from pilotfish.translators.filter_chains import cidr, tcp_proxy
 from pilotfish.translators.http_filters import HCM_FILTER, ROUTER_FILTER, http_connection_manager
-from pilotfish.translators.inbound_tls import trust_domain_matcher
 from pilotfish.translators.listener_filters import ALL, Detection, listener_filter
 from pilotfish.translators.rbac import (
     HTTP_RBAC,
@@ -104,10 +103,7 @@ from pilotfish.translators.rbac import (
     network_rbac_filters,
 )
 from pilotfish.translators.upstream_tls import (
-    ROOT_SECRET,
     TLS_TRANSPORT_SOCKET,
-    WORKLOAD_SECRET,
-    agent_sds,
 )
 
 CONNECT_TERMINATE = "connect_terminate"
@@ -151,18 +147,7 @@ def _internal(name: str) -> listener_pb2.Listener:
 
 
 def hbone_server_context(trust_domain: str) -> tls_pb2.DownstreamTlsContext:
-    common = tls_pb2.CommonTlsContext(
-        tls_params=common_pb2.TlsParameters(
-            tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_3,
-            tls_maximum_protocol_version=common_pb2.TlsParameters.TLSv1_3),
-        tls_certificate_sds_secret_configs=[agent_sds(WORKLOAD_SECRET)],
-        alpn_protocols=[HBONE_ALPN],
-    )
-    validation = common.combined_validation_context
-    validation.default_validation_context.match_typed_subject_alt_names.append(
-        trust_domain_matcher(trust_domain))
-    validation.validation_context_sds_secret_config.CopyFrom(agent_sds(ROOT_SECRET))
-    context = tls_pb2.DownstreamTlsContext(common_tls_context=common)
+    context = tls_pb2.DownstreamTlsContext(common_tls_context=hbone_common_tls(trust_domain))
     context.require_client_certificate.value = True
     return context
 
