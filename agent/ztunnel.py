@@ -4,7 +4,9 @@ It takes pods from the node agent over ZDS (``--zds-socket``), learns the mesh f
 discovery over Workload Discovery (``--discovery``), gets each served pod's certificate from
 the CA in that pod's name (its own token, ``--token-file``, says who is asking), and serves
 Istio's ztunnel ports: admin ``/config_dump`` on 15000 (localhost), metrics on 15020,
-readiness on 15021. The runtime is ``pilotfish.core.ztunnel``; this module assembles it.
+readiness on 15021. In each pod it serves 15001/15006/15008 and the DNS proxy on 15053, which
+forwards what the mesh does not know to the nameservers of ``--dns-resolv-conf``. The
+runtime is ``pilotfish.core.ztunnel``; this module assembles it.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
 
 from pilotfish.core.ambient import zds
+from pilotfish.core.ambient.dns import nameservers
 from pilotfish.core.ambient.state import WorkloadState
 from pilotfish.core.http import HttpServer, Request, Response
 from pilotfish.core.native.xds_client import DELTA_METHOD, XdsClient
 from pilotfish.core.output import CommandError
 from pilotfish.core.security.ca_client import CaClient
 from pilotfish.core.ztunnel.certs import IdentityCerts
+from pilotfish.core.ztunnel.dns import DnsProxy
 from pilotfish.core.ztunnel.metrics import Metrics
 from pilotfish.core.ztunnel.proxy import Ztunnel
 from pilotfish.core.ztunnel.wds import WdsSession
@@ -61,9 +65,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--cluster-id", default="Kubernetes")
     add("--zds-socket", type=Path, default=DEFAULT_ZDS_SOCKET,
         help=f"the node agent's ZDS socket (default: {DEFAULT_ZDS_SOCKET})")
+    add("--dns-resolv-conf", type=Path, metavar="PATH", default=Path("/etc/resolv.conf"),
+        help="the resolv.conf whose nameservers the DNS proxy forwards other names to, "
+             "from inside each pod (default: /etc/resolv.conf, ztunnel's own, as Istio's)")
+    add("--cluster-domain", default="cluster.local",
+        help="the cluster's DNS domain, for the pods' search path (default: cluster.local)")
     add("--admin-address", default="127.0.0.1:15000")
     add("--metrics-address", default="0.0.0.0:15020")
     add("--readiness-address", default="0.0.0.0:15021")
+
+
+def _upstreams(path: Path) -> tuple[str, ...]:
+    try:
+        return nameservers(path.read_text())
+    except OSError as exc:
+        raise CommandError(f"--dns-resolv-conf {path}: cannot read it: "
+                           f"{exc.strerror or exc}") from exc
 
 
 def node(args: argparse.Namespace) -> base_pb2.Node:
@@ -89,7 +106,9 @@ class Process:
         self.certs = IdentityCerts(self._sign)
         self.state = WorkloadState()
         self.metrics = Metrics()
-        self.ztunnel = Ztunnel(self.state, self.certs, self.metrics, args.trust_domain)
+        self.ztunnel = Ztunnel(self.state, self.certs, self.metrics, args.trust_domain,
+                               DnsProxy(self.state, _upstreams(args.dns_resolv_conf),
+                                        args.cluster_domain))
         self.session = WdsSession(node(args), self.state)
         secure = args.discovery.endswith(":15012")
         self.xds = XdsClient(args.discovery, self.session, self._changed, DELTA_METHOD,
@@ -120,6 +139,9 @@ class Process:
                               "serviceAccount": pod.info.service_account}
                         for uid, pod in sorted(self.ztunnel.pods.items())}
         dump["connections"] = list(self.ztunnel.connections.values())
+        dns = self.ztunnel.dns
+        dump["dns"] = {"upstreams": list(dns.upstreams), "domain": dns.domain,
+                       "statistics": dns.statistics()}
         return Response.json(dump)
 
     async def _quit(self, request: Request) -> Response:

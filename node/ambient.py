@@ -7,7 +7,11 @@ in-pod rules and hands their network namespaces to ztunnel over ZDS), and ``pilo
 ztunnel`` once discovery serves (its certificate and Workload Discovery come from there).
 ztunnel is a host-network pod of its own in the cluster view, ``istio-system/ztunnel``, so
 that the CA knows it runs on this node when it asks for the certificates of the node's pods.
-DNS capture is off: ztunnel does not serve 15053 yet.
+DNS capture is on, as in Istio's chart: a pod's DNS goes to ztunnel's 15053 in the pod,
+which answers the mesh's names and forwards the rest to the nameservers of its own
+/etc/resolv.conf (from inside the pod). Pods still read /etc/hosts first
+(``cluster.hosts_file``): ztunnel answers what is not there (headless services' pods) and
+what changed since the node last wrote it.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ ADMIN_PORT = 15000
 class AmbientNode:
     """Where the node's ambient parts live and how they are started."""
 
-    def __init__(self, state: NodeState) -> None:
+    def __init__(self, state: NodeState, domain: str = "cluster.local") -> None:
         self.state = state
+        self.domain = domain  # the cluster's DNS domain: the pods' search path
         self.folder = state.state_dir / "ambient"
 
     @property
@@ -61,7 +66,7 @@ class AmbientNode:
 
     def plugin_environment(self) -> dict[str, str]:
         """What pilotfish-cni needs to find the agent, in the environment it inherits."""
-        return {EVENTS_SOCKET_ENV: str(self.events_socket), "AMBIENT_DNS_CAPTURE": "false",
+        return {EVENTS_SOCKET_ENV: str(self.events_socket), "AMBIENT_DNS_CAPTURE": "true",
                 "AMBIENT_IPV6": "false"}
 
     def ztunnel_pod(self) -> dict[str, Any]:
@@ -82,7 +87,7 @@ class AmbientNode:
                 "--zds-socket", str(self.zds_socket),
                 "--events-socket", str(self.events_socket),
                 "--state-file", str(self.folder / "cni-agent.json"),
-                "--no-dns-capture", "--no-ipv6"]
+                "--dns-capture", "--no-ipv6"]
         async with anyio.create_task_group() as tg:
             await tg.start(partial(run_child, "cni-agent", argv,
                                    log_path=self.state.logs / "cni-agent.log"))
@@ -104,6 +109,7 @@ class AmbientNode:
                 "--zds-socket", str(self.zds_socket),
                 "--name", self.ztunnel_name, "--namespace", ZTUNNEL_NAMESPACE,
                 "--ip", self.ztunnel_ip, "--admin-address", self.admin_address(),
+                "--cluster-domain", self.domain,
                 "--metrics-address", f"{self.ztunnel_ip}:15020",
                 "--readiness-address", f"{self.ztunnel_ip}:15021"]
         started = False

@@ -166,9 +166,13 @@ def hosts_file(push: PushContext, pod_name: str, pod_ip: str, namespace: str) ->
     return "\n".join(lines) + "\n"
 
 
-def resolv_conf(namespace: str, domain: str) -> str:
-    # No DNS server: every service name is in /etc/hosts. Unknown names fail fast.
-    return (f"search {namespace}.svc.{domain} svc.{domain} {domain}\n"
+def resolv_conf(namespace: str, domain: str, nameserver: str = "") -> str:
+    """A pod's resolv.conf. Every service name is in /etc/hosts (read first). The nameserver
+    is the node's own address on the bridge, standing where kube-dns' VIP would: nothing
+    answers there, so an unknown name fails at once, but an ambient pod's in-pod rules send
+    what is addressed to it to ztunnel, which knows the mesh's names."""
+    server = f"nameserver {nameserver}\n" if nameserver else ""
+    return (f"{server}search {namespace}.svc.{domain} svc.{domain} {domain}\n"
             "options ndots:5 timeout:1 attempts:1\n")
 
 

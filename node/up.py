@@ -181,7 +181,7 @@ class Node:
         # Ambient mode: the CNI node agent and ztunnel run beside the pods, and
         # pilotfish-cni (and the node itself, for pods relabelled while running) finds the
         # agent through its environment.
-        self.ambient = AmbientNode(self.state) if any(
+        self.ambient = AmbientNode(self.state, self.mesh.mesh.domain) if any(
             i.name == AMBIENT_INTERCEPTOR for i in self.interceptors) else None
         if self.ambient is not None:
             self.interceptors = plugins.interceptors(InterceptorSettings(
@@ -268,7 +268,8 @@ class Node:
             await netns.set_extra_addresses(pod.netns, "eth0", pod.ip, held)
             netns.write_name_files(
                 pod.netns, cluster.hosts_file(view, pod.name, pod.ip, pod.namespace),
-                cluster.resolv_conf(pod.namespace, self.mesh.mesh.domain))
+                cluster.resolv_conf(pod.namespace, self.mesh.mesh.domain,
+                                    self.state.gateway_ip))
             await netns.apply_nat(pod.netns, cluster.service_nat_rules(view),
                                   cluster.SERVICES_CHAIN)
 

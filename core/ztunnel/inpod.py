@@ -1,9 +1,9 @@
 """Sockets inside a pod's network namespace, made by ztunnel from its own (the pod needs no
 capability): the pod's listeners (15001 outbound, 15006 inbound plaintext, 15008 inbound
-HBONE) and ztunnel's connections out of the pod. Every one carries ``SO_MARK`` 1337, the
-in-pod rules' sign that a packet is ztunnel's own and must not be redirected again; a
-connection delivered to the app may leave from the client's address (``IP_TRANSPARENT``),
-which the in-pod rules route back to ztunnel.
+HBONE, 15053 DNS over UDP and TCP) and ztunnel's connections out of the pod. Every one
+carries ``SO_MARK`` 1337, the in-pod rules' sign that a packet is ztunnel's own and must
+not be redirected again; a connection delivered to the app may leave from the client's
+address (``IP_TRANSPARENT``), which the in-pod rules route back to ztunnel.
 
 A socket is created in a namespace by a thread that has entered it (``in_netns``); it stays
 there after the thread leaves, and is used from the event loop like any other.
@@ -21,6 +21,10 @@ from pilotfish.core.native.sockets import in_netns, listening_socket, set_transp
 MARK = 1337  # 0x539: Istio's InpodMark
 OUTBOUND, INBOUND_PLAINTEXT, INBOUND = 15001, 15006, 15008
 PORTS = (OUTBOUND, INBOUND_PLAINTEXT, INBOUND)
+DNS = 15053
+# The in-pod rules REDIRECT the app's port 53, and a redirected local packet arrives at
+# 127.0.0.1: the DNS sockets listen there only, out of reach from outside the pod.
+DNS_ADDRESS = "127.0.0.1"
 
 
 def _listener(port: int) -> socket.socket:
@@ -45,6 +49,33 @@ def _listeners() -> dict[int, socket.socket]:
 async def open_listeners(netns_fd: int) -> dict[int, socket.socket]:
     """The pod's three listening sockets, by port."""
     return await in_netns(netns_fd, _listeners)
+
+
+def _dns_sockets() -> tuple[socket.socket, socket.socket]:
+    made: list[socket.socket] = []
+    try:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            sock = socket.socket(socket.AF_INET, kind)
+            made.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((DNS_ADDRESS, DNS))
+            if kind == socket.SOCK_STREAM:
+                sock.listen(1024)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in made:
+            sock.close()
+        kind_name = "UDP" if len(made) == 1 else "TCP"
+        raise OSError(exc.errno, f"cannot listen on port {DNS} ({kind_name}) in the pod: "
+                                 f"{exc.strerror}") from None
+    return made[0], made[1]
+
+
+async def open_dns_sockets(netns_fd: int) -> tuple[socket.socket, socket.socket]:
+    """The pod's DNS sockets on 15053: (UDP, TCP listener)."""
+    return await in_netns(netns_fd, _dns_sockets)
 
 
 @attrs.frozen

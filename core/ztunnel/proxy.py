@@ -1,4 +1,4 @@
-"""ztunnel's traffic: each served pod's three listeners and what a connection on each does.
+"""ztunnel's traffic: each served pod's listeners and what a connection on each does.
 
 - **15001, outbound**: where the pod's connection was going (``SO_ORIGINAL_DST``) goes
   through ``ambient.outbound.route``: HBONE (to the destination pod's 15008, or to a
@@ -10,6 +10,8 @@
   SPIFFE identity, and delivered to the app from the client's address.
 - **15006, inbound plaintext**: the same without an identity (a STRICT PeerAuthentication
   denies it).
+- **15053, DNS** (UDP and TCP): the mesh's names answered from discovery's state, others
+  forwarded from the pod to the upstream resolvers (``dns``).
 
 Every connection is counted in Istio's TCP metrics (``metrics``).
 """
@@ -37,11 +39,13 @@ from pilotfish.core.native.channels import Channel, TcpChannel
 from pilotfish.core.native.sockets import address_text, original_destination, peer_of
 from pilotfish.core.security.workload_cert import WorkloadSecret
 from pilotfish.core.ztunnel.certs import IdentityCerts
+from pilotfish.core.ztunnel.dns import DnsProxy
 from pilotfish.core.ztunnel.inpod import (
     INBOUND,
     INBOUND_PLAINTEXT,
     OUTBOUND,
     Dialer,
+    open_dns_sockets,
     open_listeners,
 )
 from pilotfish.core.ztunnel.metrics import Flow, Metrics
@@ -59,6 +63,7 @@ class Pod:
     info: WorkloadInfo
     netns_fd: int
     listeners: dict[int, socket.socket] = attrs.field(factory=dict)
+    dns_sockets: tuple[socket.socket, ...] = ()  # 15053: (UDP, TCP listener), when served
     task: asyncio.Task[None] | None = None
 
     @property
@@ -66,9 +71,10 @@ class Pod:
         return Dialer(self.netns_fd)
 
     def close(self) -> None:
-        for sock in self.listeners.values():
+        for sock in [*self.listeners.values(), *self.dns_sockets]:
             sock.close()
         self.listeners.clear()
+        self.dns_sockets = ()
         with contextlib.suppress(OSError):
             os.close(self.netns_fd)
 
@@ -157,8 +163,10 @@ class Ztunnel:
     """The pods served and their traffic."""
 
     def __init__(self, state: WorkloadState, certs: IdentityCerts, metrics: Metrics,
-                 trust_domain: str = "cluster.local") -> None:
+                 trust_domain: str = "cluster.local", dns: DnsProxy | None = None) -> None:
         self.state = state
+        # Every pod's 15053; with no upstream resolver given, only the mesh's names resolve.
+        self.dns = dns if dns is not None else DnsProxy(state)
         self.certs = certs
         self.contexts = Contexts(certs)
         self.metrics = metrics
@@ -252,6 +260,10 @@ class Ztunnel:
             group.create_task(hbone.serve(
                 pod.listeners[INBOUND], lambda local: self._server_context(pod),
                 lambda request: self._inbound_hbone(pod, request)))
+            if pod.dns_sockets:
+                udp, tcp = pod.dns_sockets
+                group.create_task(self.dns.serve_udp(udp, pod.info.namespace, pod.netns_fd))
+                group.create_task(self.dns.serve_tcp(tcp, pod.info.namespace, pod.netns_fd))
 
     async def _accept(self, pod: Pod, port: int,
                       handle: Callable[[Pod, socket.socket], Awaitable[None]]) -> None:
@@ -444,10 +456,16 @@ class Ztunnel:
     async def add(self, uid: str, info: WorkloadInfo, netns_fd: int) -> None:
         try:
             listeners = await open_listeners(netns_fd)
+            try:
+                dns_sockets = await open_dns_sockets(netns_fd)
+            except OSError:
+                for sock in listeners.values():
+                    sock.close()
+                raise
         except OSError:
             os.close(netns_fd)
             raise
-        await self.start_pod(Pod(uid, info, netns_fd), listeners)
+        await self.start_pod(Pod(uid, info, netns_fd, dns_sockets=dns_sockets), listeners)
         log.info("serving pod %s/%s (%s)", info.namespace, info.name, uid)
 
     async def keep(self, uid: str) -> None:

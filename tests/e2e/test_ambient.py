@@ -152,6 +152,47 @@ def wait_for(node: Node, pod: str, url: str, works: bool, timeout: float = 20) -
                what=f"{url} from {pod} to {'work' if works else 'be refused'}")
 
 
+HEADLESS = """\
+apiVersion: v1
+kind: Service
+metadata: {name: server-pods, namespace: shop}
+spec:
+  clusterIP: None
+  selector: {app: server}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+"""
+
+
+def test_dns_capture_sends_what_hosts_lacks_to_ztunnel(node: Node) -> None:
+    """With DNS capture on, /etc/hosts still answers first; a name it lacks (a headless
+    service, made after the pods) is answered by ztunnel's 15053 in the pod, through the
+    pod's resolv.conf and the in-pod rules; a name nobody knows fails at once."""
+    server_ip = node.pod("server")["ip"]
+    resolv = node.exec("client.shop", ["cat", "/etc/resolv.conf"]).stdout
+    assert "nameserver 10.252.0.1" in resolv and "search shop.svc.cluster.local" in resolv
+    known = node.exec("client.shop", ["getent", "hosts", "server.shop"])  # from /etc/hosts
+    assert known.returncode == 0 and known.stdout.split()[1:] == \
+        ["server.shop.svc.cluster.local", "server.shop.svc", "server.shop", "server"]
+    assert node.config_dir is not None
+    write(node.config_dir, "headless.yaml", HEADLESS)
+    try:
+        def resolved() -> bool:
+            out = node.exec("client.shop", ["getent", "hosts", "server-pods"])
+            return out.returncode == 0 and out.stdout.split()[0] == server_ip
+
+        wait_until(resolved, 20, interval=0.3, what="server-pods to resolve through ztunnel")
+        assert "server-pods" not in node.exec("client.shop", ["cat", "/etc/hosts"]).stdout
+        out = node.exec("client.shop", ["getent", "hosts", "server-pods.shop.svc.cluster.local"])
+        assert out.stdout.split()[0] == server_ip
+        dns = ztunnel_dump(node)["dns"]
+        assert dns["statistics"]["answered"] >= 2, dns  # type: ignore[index]
+        started = time.monotonic()
+        out = node.exec("client.shop", ["getent", "hosts", "nothing.example"])
+        assert out.returncode == 2 and time.monotonic() - started < 3.0, out
+    finally:
+        (node.config_dir / "headless.yaml").unlink()
+
+
 def test_l4_deny_by_principal(node: Node) -> None:
     server = "http://server.shop:9080/"
     assert node.config_dir is not None

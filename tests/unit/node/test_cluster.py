@@ -65,3 +65,12 @@ def test_addresses_outside_the_pool_taken_or_unbacked_stay_pending():
     assert set(cluster.load_balancers(objects, RUNNING, "10.0.0.0/24")) == {("shop", "first")}
     assert cluster.load_balancers(objs(PODS + service("edge", "10.0.0.250")), {},
                                   "10.0.0.0/24") == {}
+
+
+def test_a_pods_resolv_conf_names_the_node_as_its_nameserver_before_the_search_path():
+    text = cluster.resolv_conf("shop", "cluster.local", "10.252.0.1")
+    assert text.splitlines() == [
+        "nameserver 10.252.0.1",  # what an ambient pod's rules send to ztunnel's 15053
+        "search shop.svc.cluster.local svc.cluster.local cluster.local",
+        "options ndots:5 timeout:1 attempts:1"]
+    assert "nameserver" not in cluster.resolv_conf("shop", "cluster.local")
