@@ -6,7 +6,9 @@ sidecars also ``PassthroughCluster``, the inbound clusters of the workload's own
 ports (``inbound|TARGETPORT||``) and ``InboundPassthroughCluster``.
 
 Outbound clusters to sidecar-backed services choose mesh mTLS per endpoint (`auto_mtls`)
-unless a DestinationRule sets ``tls``.
+unless a DestinationRule sets ``tls``. A sidecar's clusters to services with ambient pods
+also reach those over HBONE (`hbone_outbound`: a socket match and ``connect_originate``); a
+sidecar that takes HBONE itself gets ``main_internal`` (`hbone_inbound`).
 
 A router with an AUTO_PASSTHROUGH Gateway server also gets each outbound cluster under its
 SNI name (``outbound_.PORT_.SUBSET_.HOST``, "SNI-DNAT"), the name its listener's
@@ -27,13 +29,20 @@ from pilotfish.core.protocol import Protocol
 from pilotfish.core.protocol import parse as parse_protocol
 from pilotfish.core.proxy import Proxy, ProxyType
 from pilotfish.core.push_context import (
+    HBONE_ENDPOINTS,
     SERVICE_IDENTITIES,
     IngressListener,
     PushContext,
     ServiceInstance,
 )
 from pilotfish.core.xds import types
-from pilotfish.translators import auto_mtls, cluster_policy, locality_lb
+from pilotfish.translators import (
+    auto_mtls,
+    cluster_policy,
+    hbone_inbound,
+    hbone_outbound,
+    locality_lb,
+)
 from pilotfish.translators.common import (
     BLACKHOLE_CLUSTER,
     INBOUND,
@@ -63,8 +72,9 @@ class _Clusters:
     # service) and whether any has a sidecar: the pseudo kind SERVICE_IDENTITIES moves when
     # those change, so endpoint churn alone still leaves CDS untouched. PeerAuthentication
     # decides whether clients may use mTLS at all (a namespace or the mesh in DISABLE).
+    # HBONE_ENDPOINTS: which services have a pod that takes HBONE (`hbone_outbound`).
     depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Sidecar",
-                            "PeerAuthentication", SERVICE_IDENTITIES})
+                            "PeerAuthentication", SERVICE_IDENTITIES, HBONE_ENDPOINTS})
 
     def outbound(self, push: PushContext, proxy: Proxy) -> list[cluster_pb2.Cluster]:
         clusters: list[cluster_pb2.Cluster] = []
@@ -93,6 +103,8 @@ class SidecarClusters(_Clusters):
         else:
             clusters += [inbound_cluster(push, i) for i in push.service_instances(proxy)]
         clusters.append(inbound_passthrough(push))
+        clusters += hbone_outbound.clusters(push, push.visible_services(proxy))
+        clusters += hbone_inbound.clusters(push, proxy)
         return _unique(clusters)
 
 
@@ -201,6 +213,8 @@ def _outbound(
         sans=list(push.service_identities(service.hostname)),
     )
     auto_mtls.apply(cluster, push, service, port.protocol, policy, sni)
+    if proxy.type is ProxyType.SIDECAR:
+        hbone_outbound.apply(cluster, push, service, policy)
     locality_lb.cluster_config(cluster, locality_lb.setting(push, policy))
     metadata: dict[str, Any] = {
         "services": [{"host": service.hostname, "name": service.name,
