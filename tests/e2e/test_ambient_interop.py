@@ -1,13 +1,15 @@
 """Sidecar, ambient and plain pods on one local node, as root, talking to each other as in
 Istio: a sidecar (real Envoy) reaches an ambient pod over HBONE through its
-``connect_originate``; ztunnel reaches a sidecar that takes HBONE (its pod labelled
-``networking.istio.io/tunnel: http``) on its ``connect_terminate``, and the sidecar's own
+``connect_originate``; ztunnel reaches a sidecar that takes HBONE (its ProxyConfig sets
+``ISTIO_META_ENABLE_HBONE``, so its pod is labelled ``networking.istio.io/tunnel: http`` as
+Istio's injector labels it) on its ``connect_terminate``, and the sidecar's own
 AuthorizationPolicy sees the ambient client's SPIFFE identity; a plain pod reaches an ambient
 pod in PERMISSIVE. Real CNI, iptables, Envoy, HBONE and the CA.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -52,8 +54,8 @@ metadata: {name: plain}
     # sidecars: a client, and a server whose sidecar takes HBONE
     "sidecars.yaml": "---\n".join([
         mc.pod("sclient", "mesh", {"app": "sclient"}, mc.serve("sclient")),
-        mc.pod("web", "mesh", {"app": "web", "networking.istio.io/tunnel": "http"},
-               mc.serve("web")),
+        mc.pod("web", "mesh", {"app": "web"}, mc.serve("web"), {
+            "proxy.istio.io/config": "proxyMetadata: {ISTIO_META_ENABLE_HBONE: 'true'}"}),
         mc.service("web", "mesh")]),
     # web takes calls from the ambient client's identity only
     "policy.yaml": """\
@@ -155,6 +157,11 @@ def test_only_tls_to_15008_between_sidecar_and_ambient_pod(node: Node) -> None:
 
 
 def test_ambient_pod_to_sidecar_pod_by_service_name(node: Node) -> None:
+    # ENABLE_HBONE labelled web's pod networking.istio.io/tunnel: http, so WDS told ztunnel
+    # to tunnel to it; the other sidecar keeps Istio's mTLS (which ztunnel does not send)
+    dump = json.loads(http("http://127.0.0.1:15000/config_dump").body)
+    protocols = {w["name"]: w["protocol"] for w in dump["workloads"]}
+    assert protocols["web"] == "HBONE" and protocols["sclient"] == "LEGACY_ISTIO_MTLS"
     works(node, "client.shop", "http://web.mesh:9080/")
     answer = node.curl_json("client.shop", "http://web.mesh:9080/")
     assert answer["service"] == "web", answer  # the sidecar's app saw the request

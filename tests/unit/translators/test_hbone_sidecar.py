@@ -255,3 +255,25 @@ def test_envoy_accepts_both_directions(tmp_path: Path) -> None:
                   listeners=[json_format.MessageToDict(item)
                              for item in SidecarListeners().generate(push, proxy, {})],
                   clusters=[json_format.MessageToDict(item) for item in clusters])
+
+
+def test_a_pod_the_node_agent_marks_redirected_changes_its_service_endpoints() -> None:
+    """The annotation alone changes no Endpoint, but it changes how sidecars reach the pod:
+    the incremental EDS update must still remake that service's assignments."""
+    plain = CONFIG.replace("labels: {istio.io/dataplane-mode: ambient}", "labels: {}")
+    before = _push(plain)
+    after = _push(plain.replace(
+        "metadata: {name: server, namespace: shop, labels: {app: server}, annotations: {}}",
+        "metadata: {name: server, namespace: shop, labels: {app: server}, "
+        "annotations: {ambient.istio.io/redirection: enabled}}"))
+    assert after.endpoint_changes(before) == frozenset({"server.shop.svc.cluster.local"})
+    (lb,) = Endpoints().update_endpoints(
+        after, _sidecar(), {}, frozenset({"server.shop.svc.cluster.local"}))[0].endpoints[
+        0].lb_endpoints
+    assert lb.endpoint.address.envoy_internal_address.endpoint_id == "10.0.0.11:8080"
+
+
+def test_routers_reach_ambient_pods_as_before() -> None:
+    router = parse_node("router~10.0.0.5~gw.istio-system~istio-system.svc.cluster.local")
+    (lb,) = _assignments(_push(), router)[AMBIENT].endpoints[0].lb_endpoints
+    assert lb.endpoint.address.socket_address.address == "10.0.0.11"
