@@ -6,9 +6,10 @@ sidecars also ``PassthroughCluster``, the inbound clusters of the workload's own
 ports (``inbound|TARGETPORT||``) and ``InboundPassthroughCluster``.
 
 Outbound clusters to sidecar-backed services choose mesh mTLS per endpoint (`auto_mtls`)
-unless a DestinationRule sets ``tls``. A sidecar's clusters to services with ambient pods
-also reach those over HBONE (`hbone_outbound`: a socket match and ``connect_originate``); a
-sidecar that takes HBONE itself gets ``main_internal`` (`hbone_inbound`).
+unless a DestinationRule sets ``tls``. Sidecars' and gateways' clusters to services with
+ambient pods also reach those over HBONE (`hbone_outbound`: a socket match and
+``connect_originate``); a sidecar that takes HBONE itself gets ``main_internal``
+(`hbone_inbound`).
 
 A router with an AUTO_PASSTHROUGH Gateway server also gets each outbound cluster under its
 SNI name (``outbound_.PORT_.SUBSET_.HOST``, "SNI-DNAT"), the name its listener's
@@ -119,6 +120,7 @@ class RouterClusters(_Clusters):
         clusters = self.outbound(push, proxy)
         if auto_passthrough(push, proxy):
             clusters += [sni_dnat(c) for c in clusters if c.name.startswith(f"{OUTBOUND}|")]
+        clusters += hbone_outbound.clusters(push, push.visible_services(proxy))
         return _unique(clusters)
 
 
@@ -213,8 +215,7 @@ def _outbound(
         sans=list(push.service_identities(service.hostname)),
     )
     auto_mtls.apply(cluster, push, service, port.protocol, policy, sni)
-    if proxy.type is ProxyType.SIDECAR:
-        hbone_outbound.apply(cluster, push, service, policy)
+    hbone_outbound.apply(cluster, push, service, policy)
     locality_lb.cluster_config(cluster, locality_lb.setting(push, policy))
     metadata: dict[str, Any] = {
         "services": [{"host": service.hostname, "name": service.name,

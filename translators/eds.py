@@ -17,7 +17,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import Endpoint, Resolution, Service
 from pilotfish.core.protocol import Protocol
-from pilotfish.core.proxy import Proxy, ProxyType
+from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import DestinationRule, PushContext
 from pilotfish.core.security_policies import MtlsMode
 from pilotfish.core.xds import types
@@ -75,8 +75,7 @@ class Endpoints:
                 for subset, labels, subset_policy in subsets:
                     name = cluster_name(OUTBOUND, port.port, subset, service.hostname)
                     locality = _locality(push, memo, rule, subset, subset_policy, port.port)
-                    hbone = (proxy.type is ProxyType.SIDECAR
-                             and push.hbone_backed(service.hostname)
+                    hbone = (push.hbone_backed(service.hostname)
                              and hbone_outbound.policy_allows(effective_policy(
                                  rule.traffic_policy if rule else {}, subset_policy,
                                  port.port)))

@@ -1,6 +1,7 @@
-"""Sidecars sending HBONE: how a sidecar reaches a pod that takes only HBONE (an ambient pod,
-whose ztunnel listens on 15008), as istiod configures it (``PILOT_ENABLE_SENDING_HBONE``,
-on by default: sending HBONE is what lets sidecars and gateways call ambient workloads).
+"""Sidecars and gateways sending HBONE: how their Envoy reaches a pod that takes only HBONE
+(an ambient pod, whose ztunnel listens on 15008), as istiod configures it
+(``PILOT_ENABLE_SENDING_HBONE``, on by default: sending HBONE is what lets sidecars and
+gateways call ambient workloads).
 
 The shape is the waypoint's (`ambient.waypoint_clusters`, `ambient.waypoint_listeners`):
 
@@ -15,11 +16,11 @@ The shape is the waypoint's (`ambient.waypoint_clusters`, `ambient.waypoint_list
   match, ``hbone`` (``tunnel: http`` → the internal upstream transport, which hands the
   endpoint's metadata to the internal listener), ahead of its mTLS and plaintext ones; plus
   the ``connect_originate`` cluster (ORIGINAL_DST to port 15008, HTTP/2 over mTLS with the
-  sidecar's own certificate, the pod's identity checked per connection).
+  proxy's own certificate, the pod's identity checked per connection).
 - **LDS**: the internal listener ``connect_originate``, which tunnels the bytes in a
   CONNECT with ``:authority podIP:targetPort``.
 
-Only when some service the sidecar sees has such an endpoint: a sidecar of a mesh without
+Only when some service the proxy sees has such an endpoint: a proxy of a mesh without
 ambient pods keeps its config as it was (and the native proxy, which has no internal
 listeners, keeps working where nothing needs them). A cluster whose DestinationRule sets a
 ``tls`` mode other than ``ISTIO_MUTUAL`` is left alone (istiod would carry that TLS inside
@@ -120,7 +121,7 @@ def apply(cluster: cluster_pb2.Cluster, push: PushContext, service: Service,
 
 
 def needed(push: PushContext, services: Iterable[Service]) -> bool:
-    """Does a sidecar seeing ``services`` need ``connect_originate``?"""
+    """Does a proxy seeing ``services`` need ``connect_originate``?"""
     return any(push.hbone_backed(service.hostname) for service in services)
 
 

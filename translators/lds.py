@@ -11,9 +11,9 @@ are the contract with the RDS translator:
   ``https.<port>.<portName>.<gatewayName>.<gatewayNamespace>``;
 - sidecar inbound routes are inline (``inbound|<targetPort>||``).
 
-A sidecar also gets ``connect_originate`` when a service it sees has pods that take HBONE
-(`hbone_outbound`), and ``connect_terminate`` and ``main_internal`` when its own pod takes
-HBONE (`hbone_inbound`).
+A sidecar or gateway also gets ``connect_originate`` when a service it sees has pods that
+take only HBONE (`hbone_outbound`); a sidecar gets ``connect_terminate`` and
+``main_internal`` when its own pod takes HBONE (`hbone_inbound`).
 
 Which inspectors the listeners may use comes from the active sniffers (group
 ``pilotfish.sniffers``), handed to ``pilotfish_xds_generator`` by the plugin manager: a
@@ -87,6 +87,8 @@ class RouterListeners(_Listeners):
         self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
     ) -> list[listener_pb2.Listener]:
         listeners = gateway_listeners(push, proxy, self.detection)
+        if hbone_outbound.needed(push, push.visible_services(proxy)):
+            listeners.append(connect_originate())
         telemetry.apply(push, proxy, listeners)
         return listeners
 

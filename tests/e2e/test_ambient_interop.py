@@ -68,6 +68,28 @@ spec:
   rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/client]}}]}]
 """,
     "outsider.yaml": mc.pod("outsider", "plain", {"app": "outsider"}, mc.serve("outsider")),
+    # an ingress gateway (a router pod, real Envoy) routing to the ambient server
+    "gateway.yaml": """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: infra}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: server, namespace: shop}
+spec:
+  parentRefs: [{name: edge, namespace: infra}]
+  hostnames: [server.example.com]
+  rules: [{backendRefs: [{name: server, port: 9080}]}]
+""",
 }
 MESH_CONFIG = "profile: [sidecar, ambient]\n"
 AMBIENT_CLIENT = "spiffe://cluster.local/ns/shop/sa/client"
@@ -201,3 +223,38 @@ def test_plain_pod_to_ambient_pod_in_permissive(node: Node) -> None:
     answer = node.curl_json("outsider.plain", "http://server.shop:9080/")
     assert answer["service"] == "server"
     assert answer["peer"] == node.pod("outsider")["ip"]
+
+
+def test_gateway_to_ambient_pod_over_hbone(node: Node) -> None:
+    """The ingress gateway's Envoy reaches the ambient server as a sidecar does: over HBONE
+    with the gateway's own identity, only TLS to 15008 on the bridge."""
+    router = wait_until(lambda: next((p for p in node.status()["pods"]
+                                      if str(p["name"]).startswith("edge-istio-")
+                                      and p["sidecar"] == "ready"), None), 60,
+                        interval=0.5, what="the gateway's router pod")
+    url = f"http://{router['ip']}:80"
+
+    def through(path: str) -> object:
+        try:
+            answer = http(f"{url}{path}", {"Host": "server.example.com"}, timeout=3)
+        except OSError:
+            return None
+        return answer if answer.status == 200 else None
+
+    answer = wait_until(lambda: through("/"), 30, interval=0.3,
+                        what="the gateway to route to the ambient server")
+    body = json.loads(answer.body)  # type: ignore[attr-defined]
+    assert body["service"] == "server" and body["peer"] == router["ip"], body
+    metrics = http(f"http://{GATEWAY_IP}:15020/metrics").body.decode()
+    assert 'source_principal="spiffe://cluster.local/ns/infra/sa/' in metrics
+    marker = "/wire-check-gateway-to-ambient"
+    ports = bridge_ports()
+    with ThreadPoolExecutor(2 * len(ports)) as pool:
+        hbone = [pool.submit(capture, port, 15008, 3.0, marker.encode()) for port in ports]
+        app = [pool.submit(capture, port, 8080, 3.0, marker.encode()) for port in ports]
+        time.sleep(0.5)
+        assert through(marker) is not None
+        on_hbone, on_app = [f.result() for f in hbone], [f.result() for f in app]
+    assert sum(int(c["tls_records"]) for c in on_hbone) > 0, on_hbone  # type: ignore[call-overload]
+    assert not any(c["marker"] for c in on_hbone), on_hbone
+    assert all(c["packets"] == 0 for c in on_app), on_app

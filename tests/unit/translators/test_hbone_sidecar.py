@@ -1,5 +1,5 @@
-"""Sidecars and ambient pods: a sidecar reaches ambient pods over HBONE through
-``connect_originate`` (other endpoints as before), and a sidecar whose pod is labelled
+"""Sidecars and ambient pods: a sidecar (or a gateway) reaches ambient pods over HBONE
+through ``connect_originate`` (other endpoints as before), and a sidecar whose pod is labelled
 ``networking.istio.io/tunnel: http`` takes HBONE on 15008 into its own inbound chains.
 Names and shapes as istiod's; real Envoy validates both directions."""
 
@@ -28,9 +28,9 @@ from pilotfish.core.yamlload import load_text
 from pilotfish.plugins.envoy.bootstrap import INTERNAL_LISTENER_EXTENSION, bootstrap
 from pilotfish.testing.envoy_check import envoy_accepts
 from pilotfish.translators.ambient.addresses import Addresses
-from pilotfish.translators.cds import SidecarClusters
+from pilotfish.translators.cds import RouterClusters, SidecarClusters
 from pilotfish.translators.eds import Endpoints
-from pilotfish.translators.lds import SidecarListeners
+from pilotfish.translators.lds import RouterListeners, SidecarListeners
 
 AMBIENT = "outbound|9080||server.shop.svc.cluster.local"
 LEGACY = "outbound|9080||legacy.mesh.svc.cluster.local"
@@ -273,7 +273,21 @@ def test_a_pod_the_node_agent_marks_redirected_changes_its_service_endpoints() -
     assert lb.endpoint.address.envoy_internal_address.endpoint_id == "10.0.0.11:8080"
 
 
-def test_routers_reach_ambient_pods_as_before() -> None:
-    router = parse_node("router~10.0.0.5~gw.istio-system~istio-system.svc.cluster.local")
-    (lb,) = _assignments(_push(), router)[AMBIENT].endpoints[0].lb_endpoints
-    assert lb.endpoint.address.socket_address.address == "10.0.0.11"
+ROUTER = parse_node("router~10.0.0.5~gw.istio-system~istio-system.svc.cluster.local")
+
+
+def test_gateways_send_hbone_to_ambient_pods_too(tmp_path: Path) -> None:
+    """As istiod: an ingress gateway reaches an ambient pod over HBONE, the same way; real
+    Envoy takes the gateway's config."""
+    push = _push()
+    (lb,) = _assignments(push, ROUTER)[AMBIENT].endpoints[0].lb_endpoints
+    assert lb.endpoint.address.envoy_internal_address.endpoint_id == "10.0.0.11:8080"
+    clusters = RouterClusters().generate(push, ROUTER, {})
+    by_name = {c.name: c for c in clusters}
+    assert by_name[AMBIENT].transport_socket_matches[0].name == "hbone"
+    assert "connect_originate" in by_name
+    listeners = RouterListeners().generate(push, ROUTER, {})
+    assert [item.name for item in listeners] == ["connect_originate"]  # no Gateway here
+    envoy_accepts(tmp_path, proxy_type="router", namespace="istio-system",
+                  listeners=[json_format.MessageToDict(item) for item in listeners],
+                  clusters=[json_format.MessageToDict(item) for item in clusters])
