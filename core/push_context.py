@@ -43,8 +43,9 @@ MESH_GATEWAY = "mesh"
 # those accounts as the SANs their mTLS expects, so CDS depends on workloads through this
 # (see `PushContext.derived_changes`) and not on every Pod or WorkloadEntry event.
 SERVICE_IDENTITIES = "ServiceIdentities"
-# A pseudo kind too: "which services have an endpoint that takes HBONE changed". A sidecar's
-# cluster carries the HBONE transport socket only for those (see `hbone_backed`).
+# A pseudo kind too: "which services have an endpoint that takes only HBONE changed". A
+# sidecar's or gateway's cluster carries the HBONE transport socket only for those (see
+# `hbone_backed`).
 HBONE_ENDPOINTS = "HboneEndpoints"
 _WORKLOAD_KINDS = frozenset({"Pod", "WorkloadEntry"})
 # Kinds that make endpoints (and, through ServiceEntry hosts and Service selectors, nothing
@@ -440,8 +441,8 @@ class PushContext:
                          if any(self.hbone_only(e) for e in endpoints))
 
     def hbone_only(self, endpoint: Endpoint) -> bool:
-        """Does the endpoint take HBONE and not Istio's mTLS (an ambient pod)? A sidecar
-        reaches such an endpoint over HBONE, and one that has a sidecar with mTLS."""
+        """Does the endpoint take HBONE and not Istio's mTLS (an ambient pod)? Sidecars and
+        gateways reach such an endpoint over HBONE, one that has a sidecar with mTLS."""
         return endpoint.address in self._hbone_addresses and endpoint.tls_mode != "istio"
 
     def hbone_backed(self, hostname: str) -> bool:

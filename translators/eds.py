@@ -109,7 +109,8 @@ def _locality(push: PushContext, memo: dict[Any, Any], rule: DestinationRule | N
 
 def _tunnel(push: PushContext, endpoint: Endpoint,
             lb: endpoint_components_pb2.LbEndpoint) -> None:
-    """A sidecar reaches an ambient pod through ``connect_originate`` (`hbone_outbound`)."""
+    """Sidecars and gateways reach an ambient pod through ``connect_originate``
+    (`hbone_outbound`)."""
     if hbone_outbound.tunnels(push, endpoint):
         hbone_outbound.tunnel_endpoint(push, endpoint, lb)
 

@@ -218,6 +218,14 @@ def test_the_sidecar_sees_the_ambient_clients_identity(node: Node) -> None:
     assert accepted and int(accepted[0].split(": ")[1]) > 0, accepted
 
 
+def test_ambient_pod_to_a_sidecar_without_hbone_in_permissive(node: Node) -> None:
+    """A sidecar that does not take HBONE (WDS: LEGACY_ISTIO_MTLS) gets plaintext from
+    ztunnel, which Istio's ztunnel does too; its sidecar takes it in PERMISSIVE."""
+    url = f"http://{node.pod('sclient')['ip']}:8080/"
+    works(node, "client.shop", url)
+    assert node.curl_json("client.shop", url)["service"] == "sclient"
+
+
 def test_plain_pod_to_ambient_pod_in_permissive(node: Node) -> None:
     works(node, "outsider.plain", "http://server.shop:9080/")
     answer = node.curl_json("outsider.plain", "http://server.shop:9080/")
