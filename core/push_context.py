@@ -18,6 +18,7 @@ import attrs
 
 from pilotfish.core import gateway_api, security_policies, telemetry
 from pilotfish.core import registry as registry_mod
+from pilotfish.core.ambient import enrollment
 from pilotfish.core.guard import Guard
 from pilotfish.core.meshconfig import MeshSettings
 from pilotfish.core.model import (
@@ -42,6 +43,10 @@ MESH_GATEWAY = "mesh"
 # those accounts as the SANs their mTLS expects, so CDS depends on workloads through this
 # (see `PushContext.derived_changes`) and not on every Pod or WorkloadEntry event.
 SERVICE_IDENTITIES = "ServiceIdentities"
+# A pseudo kind too: "which services have an endpoint that takes only HBONE changed". A
+# sidecar's or gateway's cluster carries the HBONE transport socket only for those (see
+# `hbone_backed`).
+HBONE_ENDPOINTS = "HboneEndpoints"
 _WORKLOAD_KINDS = frozenset({"Pod", "WorkloadEntry"})
 # Kinds that make endpoints (and, through ServiceEntry hosts and Service selectors, nothing
 # but endpoints): a batch of these alone can be applied service by service
@@ -411,14 +416,51 @@ class PushContext:
         what a client's mTLS accepts from that service. Empty: no endpoint has a sidecar."""
         return self._identities.get(hostname, ())
 
+    @cached_property
+    def _hbone_addresses(self) -> frozenset[str]:
+        """The IPs of pods that take HBONE on 15008: those ambient captures (or the node
+        agent marked redirected), and those labelled ``networking.istio.io/tunnel: http``."""
+        out: set[str] = set()
+        for pod in self.objects("Pod"):
+            labels, annotations = dict(pod.labels), dict(pod.annotations)
+            if not (enrollment.in_ambient(labels, annotations,
+                                          self.namespaces.get(pod.namespace) or {}, pod.spec)
+                    or enrollment.redirected(annotations)
+                    or enrollment.native_hbone(labels)):
+                continue
+            status = pod.body.get("status") or {}
+            out.update(str(entry["ip"]) for entry in status.get("podIPs") or ()
+                       if entry.get("ip"))
+            if status.get("podIP"):
+                out.add(str(status["podIP"]))
+        return frozenset(out)
+
+    @cached_property
+    def _hbone_hosts(self) -> frozenset[str]:
+        return frozenset(host for (host, _), endpoints in self.registry.endpoints.items()
+                         if any(self.hbone_only(e) for e in endpoints))
+
+    def hbone_only(self, endpoint: Endpoint) -> bool:
+        """Does the endpoint take HBONE and not Istio's mTLS (an ambient pod)? Sidecars and
+        gateways reach such an endpoint over HBONE, one that has a sidecar with mTLS."""
+        return endpoint.address in self._hbone_addresses and endpoint.tls_mode != "istio"
+
+    def hbone_backed(self, hostname: str) -> bool:
+        """Has the service (any port) an endpoint that takes only HBONE?"""
+        return hostname in self._hbone_hosts
+
     def derived_changes(
         self, previous: PushContext, changed_kinds: frozenset[str]
     ) -> frozenset[str]:
-        """Pseudo kinds whose content differs from ``previous`` (only workload events can
-        change them, so nothing is compared for other batches)."""
+        """Pseudo kinds whose content differs from ``previous`` (only workload events, and
+        namespaces' enrollment labels, can change them, so nothing is compared for other
+        batches)."""
         out: set[str] = set()
         if changed_kinds & _WORKLOAD_KINDS and self._identities != previous._identities:
             out.add(SERVICE_IDENTITIES)
+        if (changed_kinds & (_WORKLOAD_KINDS | {"Namespace"})
+                and self._hbone_hosts != previous._hbone_hosts):
+            out.add(HBONE_ENDPOINTS)
         if changed_kinds & gateway_api.INPUT_KINDS and not self.gateway_api.same_output(
                 previous.gateway_api):
             out |= gateway_api.OUTPUT_KINDS
@@ -430,8 +472,12 @@ class PushContext:
         if self.registry.services != previous.registry.services:
             return None
         now, before = self.registry.endpoints, previous.registry.endpoints
+        # An endpoint that starts or stops taking HBONE (the node agent's annotation) is
+        # the same Endpoint, but its assignment changes.
+        moved = self._hbone_addresses ^ previous._hbone_addresses
         return frozenset(host for host, port in now.keys() | before.keys()
-                         if now.get((host, port)) != before.get((host, port)))
+                         if now.get((host, port)) != before.get((host, port))
+                         or any(e.address in moved for e in now.get((host, port), ())))
 
     def mtls_policy(self, proxy: Proxy) -> security_policies.MtlsPolicy:
         return self.security.mtls(proxy.namespace, proxy.labels)

@@ -3,7 +3,8 @@
 Sans-IO. Given the user's objects and what the node knows (pod IPs from CNI, which pods got
 a sidecar), produce the objects discovery reads: Services get a ClusterIP (allocated from
 the service CIDR when the user gave none), Pods get ``status.podIP`` and, when injected,
-the ``security.istio.io/tlsMode: istio`` label injection adds. Also name resolution for a
+the ``security.istio.io/tlsMode: istio`` label injection adds (and
+``networking.istio.io/tunnel: http`` when its ProxyConfig enables HBONE). Also name resolution for a
 pod (``/etc/hosts`` lines, Kubernetes' name forms), kube-proxy's job for pods without a
 sidecar (DNAT from a Service VIP:port to its ready endpoints), and a load balancer's: a
 ``LoadBalancer`` Service asking for a ``loadBalancerIP`` from the node's pool gets it, held
@@ -23,6 +24,7 @@ import attrs
 from pilotfish.core.model import Service, labels_match
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.push_context import PushContext
+from pilotfish.node.pods import hbone_labels
 
 DEFAULT_SERVICE_CIDR = "10.96.0.0/16"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
@@ -140,7 +142,9 @@ def cluster_objects(
             body.setdefault("status", {})["podIP"] = runtime.ip
             body["status"]["phase"] = "Running"
             if runtime.sidecar:
-                body["metadata"].setdefault("labels", {})[TLS_MODE_LABEL] = "istio"
+                labels = body["metadata"].setdefault("labels", {})
+                labels[TLS_MODE_LABEL] = "istio"
+                labels.update(hbone_labels(obj))
         out.append(body)
     return out
 

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from pilotfish.cni.pod import injected_proxy, proxy_type
+from pilotfish.core.ambient.enrollment import TUNNEL_LABEL
 from pilotfish.core.meshconfig import proxy_config
 from pilotfish.core.objects import ConfigObject
 from pilotfish.discovery.inject import policy
@@ -90,6 +91,24 @@ def interception_mode(pod: ConfigObject) -> str:
     if mode is None:
         mode = proxy_config(pod.annotations).get("interceptionMode") or "REDIRECT"
     return str(mode).strip().upper()
+
+
+ENABLE_HBONE = "ISTIO_META_ENABLE_HBONE"
+
+
+def hbone_labels(pod: ConfigObject) -> dict[str, str]:
+    """What Istio's injection template adds to a sidecar's pod whose ProxyConfig
+    (``proxy.istio.io/config``) sets ``proxyMetadata: {ISTIO_META_ENABLE_HBONE: "true"}``:
+    ``networking.istio.io/tunnel: http`` (unless the pod names another), which makes its
+    sidecar take HBONE and WDS mark it so. A bad annotation gives nothing here; the pod's
+    other checks name it."""
+    try:
+        metadata = proxy_config(pod.annotations).get("proxyMetadata") or {}
+    except ValueError:
+        return {}
+    if not isinstance(metadata, Mapping) or str(metadata.get(ENABLE_HBONE)).lower() != "true":
+        return {}
+    return {TUNNEL_LABEL: pod.labels.get(TUNNEL_LABEL) or "http"}
 
 
 def sidecar_user(pod: ConfigObject) -> ProxyUser:

@@ -358,7 +358,8 @@ class Node:
 
     def agent_argv(self, obj: ConfigObject, pod: PodState, proxy_type: str = "sidecar"
                    ) -> list[str]:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(obj.labels.items()))
+        extra = pods.hbone_labels(obj) if proxy_type == "sidecar" else {}
+        labels = ",".join(f"{k}={v}" for k, v in sorted({**obj.labels, **extra}.items()))
         ports = ",".join(f"{name}:{port}" if name else str(port)
                          for name, port in pods.container_ports(obj))
         argv = [sys.executable, "-m", "pilotfish.cli", "agent", "--type", proxy_type,

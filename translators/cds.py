@@ -6,7 +6,10 @@ sidecars also ``PassthroughCluster``, the inbound clusters of the workload's own
 ports (``inbound|TARGETPORT||``) and ``InboundPassthroughCluster``.
 
 Outbound clusters to sidecar-backed services choose mesh mTLS per endpoint (`auto_mtls`)
-unless a DestinationRule sets ``tls``.
+unless a DestinationRule sets ``tls``. Sidecars' and gateways' clusters to services with
+ambient pods also reach those over HBONE (`hbone_outbound`: a socket match and
+``connect_originate``); a sidecar that takes HBONE itself gets ``main_internal``
+(`hbone_inbound`).
 
 A router with an AUTO_PASSTHROUGH Gateway server also gets each outbound cluster under its
 SNI name (``outbound_.PORT_.SUBSET_.HOST``, "SNI-DNAT"), the name its listener's
@@ -27,13 +30,20 @@ from pilotfish.core.protocol import Protocol
 from pilotfish.core.protocol import parse as parse_protocol
 from pilotfish.core.proxy import Proxy, ProxyType
 from pilotfish.core.push_context import (
+    HBONE_ENDPOINTS,
     SERVICE_IDENTITIES,
     IngressListener,
     PushContext,
     ServiceInstance,
 )
 from pilotfish.core.xds import types
-from pilotfish.translators import auto_mtls, cluster_policy, locality_lb
+from pilotfish.translators import (
+    auto_mtls,
+    cluster_policy,
+    hbone_inbound,
+    hbone_outbound,
+    locality_lb,
+)
 from pilotfish.translators.common import (
     BLACKHOLE_CLUSTER,
     INBOUND,
@@ -63,8 +73,9 @@ class _Clusters:
     # service) and whether any has a sidecar: the pseudo kind SERVICE_IDENTITIES moves when
     # those change, so endpoint churn alone still leaves CDS untouched. PeerAuthentication
     # decides whether clients may use mTLS at all (a namespace or the mesh in DISABLE).
+    # HBONE_ENDPOINTS: which services have a pod that takes HBONE (`hbone_outbound`).
     depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Sidecar",
-                            "PeerAuthentication", SERVICE_IDENTITIES})
+                            "PeerAuthentication", SERVICE_IDENTITIES, HBONE_ENDPOINTS})
 
     def outbound(self, push: PushContext, proxy: Proxy) -> list[cluster_pb2.Cluster]:
         clusters: list[cluster_pb2.Cluster] = []
@@ -93,6 +104,8 @@ class SidecarClusters(_Clusters):
         else:
             clusters += [inbound_cluster(push, i) for i in push.service_instances(proxy)]
         clusters.append(inbound_passthrough(push))
+        clusters += hbone_outbound.clusters(push, push.visible_services(proxy))
+        clusters += hbone_inbound.clusters(push, proxy)
         return _unique(clusters)
 
 
@@ -107,6 +120,7 @@ class RouterClusters(_Clusters):
         clusters = self.outbound(push, proxy)
         if auto_passthrough(push, proxy):
             clusters += [sni_dnat(c) for c in clusters if c.name.startswith(f"{OUTBOUND}|")]
+        clusters += hbone_outbound.clusters(push, push.visible_services(proxy))
         return _unique(clusters)
 
 
@@ -201,6 +215,7 @@ def _outbound(
         sans=list(push.service_identities(service.hostname)),
     )
     auto_mtls.apply(cluster, push, service, port.protocol, policy, sni)
+    hbone_outbound.apply(cluster, push, service, policy)
     locality_lb.cluster_config(cluster, locality_lb.setting(push, policy))
     metadata: dict[str, Any] = {
         "services": [{"host": service.hostname, "name": service.name,

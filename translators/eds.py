@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
-from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import Endpoint, Resolution, Service
@@ -21,7 +21,7 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import DestinationRule, PushContext
 from pilotfish.core.security_policies import MtlsMode
 from pilotfish.core.xds import types
-from pilotfish.translators import locality_lb
+from pilotfish.translators import hbone_outbound, locality_lb
 from pilotfish.translators.cluster_policy import effective_policy
 from pilotfish.translators.common import OUTBOUND, cluster_name
 from pilotfish.translators.endpoints import load_assignment
@@ -39,9 +39,10 @@ class Endpoints:
     type_url = types.ENDPOINT
     proxy_kinds = frozenset({"sidecar", "router"})
     # PeerAuthentication: an endpoint whose workload turns mTLS off loses its tlsMode mark.
+    # Namespace: its ambient label decides which pods take HBONE (`hbone_outbound`).
     depends_on = frozenset({
         "Service", "ServiceEntry", "DestinationRule", "Sidecar", "Pod", "WorkloadEntry",
-        "Endpoints", "EndpointSlice", "PeerAuthentication", "Node",
+        "Endpoints", "EndpointSlice", "PeerAuthentication", "Node", "Namespace",
     })
 
     def generate(
@@ -74,15 +75,20 @@ class Endpoints:
                 for subset, labels, subset_policy in subsets:
                     name = cluster_name(OUTBOUND, port.port, subset, service.hostname)
                     locality = _locality(push, memo, rule, subset, subset_policy, port.port)
+                    hbone = (push.hbone_backed(service.hostname)
+                             and hbone_outbound.policy_allows(effective_policy(
+                                 rule.traffic_policy if rule else {}, subset_policy,
+                                 port.port)))
                     key: tuple[Any, ...] = (
-                        name, tuple(sorted(labels.items())) if labels else None)
+                        name, tuple(sorted(labels.items())) if labels else None, hbone)
                     if locality is not None:
                         key += locality_lb.cache_key(locality, proxy)
                     cla = memo.get(key)
                     if cla is None:
                         cla = load_assignment(
                             name, endpoints, labels, partial(_accepts_mtls, push),
-                            locality_lb.priority(locality, proxy) if locality else None)
+                            locality_lb.priority(locality, proxy) if locality else None,
+                            partial(_tunnel, push) if hbone else None)
                         if locality is not None:
                             cla = locality_lb.distribute(cla, locality, proxy)
                         memo[key] = cla
@@ -99,6 +105,14 @@ def _locality(push: PushContext, memo: dict[Any, Any], rule: DestinationRule | N
         memo[key] = (locality_lb.setting(push, policy), rule)  # the rule keeps the id alive
     found: locality_lb.Setting | None = memo[key][0]
     return found
+
+
+def _tunnel(push: PushContext, endpoint: Endpoint,
+            lb: endpoint_components_pb2.LbEndpoint) -> None:
+    """Sidecars and gateways reach an ambient pod through ``connect_originate``
+    (`hbone_outbound`)."""
+    if hbone_outbound.tunnels(push, endpoint):
+        hbone_outbound.tunnel_endpoint(push, endpoint, lb)
 
 
 def _accepts_mtls(push: PushContext, endpoint: Endpoint) -> bool:

@@ -36,9 +36,12 @@ def _locality(text: str) -> base_pb2.Locality:
 
 
 MeshCheck = Callable[[Endpoint], bool]
+# Rewrites, in place, an endpoint the proxy reaches another way (through a tunnel).
+Rewrite = Callable[[Endpoint, endpoint_components_pb2.LbEndpoint], None]
 
 
-def _lb_endpoint(endpoint: Endpoint, mesh_mtls: MeshCheck) -> endpoint_components_pb2.LbEndpoint:
+def _lb_endpoint(endpoint: Endpoint, mesh_mtls: MeshCheck, rewrite: Rewrite | None = None
+                 ) -> endpoint_components_pb2.LbEndpoint:
     lb = endpoint_components_pb2.LbEndpoint(
         endpoint=endpoint_components_pb2.Endpoint(
             address=socket_address(endpoint.address, endpoint.port)
@@ -59,25 +62,29 @@ def _lb_endpoint(endpoint: Endpoint, mesh_mtls: MeshCheck) -> endpoint_component
         })
     if meta.filter_metadata:
         lb.metadata.CopyFrom(meta)
+    if rewrite is not None:
+        rewrite(endpoint, lb)
     return lb
 
 
 def load_assignment(
     cluster_name: str, endpoints: Iterable[Endpoint], subset_labels: Mapping[str, str] | None,
     mesh_mtls: MeshCheck = lambda endpoint: True,
-    priority: Callable[[Endpoint], int] | None = None,
+    priority: Callable[[Endpoint], int] | None = None, rewrite: Rewrite | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """A CLA for one cluster; subset clusters keep only endpoints carrying the subset's labels.
     Empty assignments are still sent: Envoy needs one to finish warming the cluster.
 
     ``priority`` ranks endpoints (locality load balancing): they are grouped by locality and
-    rank, and the ranks become Envoy priorities numbered from 0 without gaps."""
+    rank, and the ranks become Envoy priorities numbered from 0 without gaps. ``rewrite``
+    may turn an endpoint into another form (the HBONE tunnel: `hbone_outbound`)."""
     rank = priority or (lambda endpoint: 0)
     groups: dict[tuple[int, str], list[endpoint_components_pb2.LbEndpoint]] = defaultdict(list)
     for endpoint in sorted(endpoints, key=lambda e: (e.locality, e.address, e.port)):
         if subset_labels and not labels_match(subset_labels, endpoint.labels):
             continue
-        groups[(rank(endpoint), endpoint.locality)].append(_lb_endpoint(endpoint, mesh_mtls))
+        groups[(rank(endpoint), endpoint.locality)].append(
+            _lb_endpoint(endpoint, mesh_mtls, rewrite))
     levels = {level: index for index, level in enumerate(sorted({k[0] for k in groups}))}
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=cluster_name,

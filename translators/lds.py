@@ -11,6 +11,10 @@ are the contract with the RDS translator:
   ``https.<port>.<portName>.<gatewayName>.<gatewayNamespace>``;
 - sidecar inbound routes are inline (``inbound|<targetPort>||``).
 
+A sidecar or gateway also gets ``connect_originate`` when a service it sees has pods that
+take only HBONE (`hbone_outbound`); a sidecar gets ``connect_terminate`` and
+``main_internal`` when its own pod takes HBONE (`hbone_inbound`).
+
 Which inspectors the listeners may use comes from the active sniffers (group
 ``pilotfish.sniffers``), handed to ``pilotfish_xds_generator`` by the plugin manager: a
 sniffer removed from the mesh config takes its Envoy listener filter with it.
@@ -25,10 +29,11 @@ from envoy.config.listener.v3 import listener_pb2
 
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.proxy import Proxy
-from pilotfish.core.push_context import PushContext
+from pilotfish.core.push_context import HBONE_ENDPOINTS, PushContext
 from pilotfish.core.sniffing import Sniffer
 from pilotfish.core.xds import types
-from pilotfish.translators import telemetry
+from pilotfish.translators import hbone_inbound, hbone_outbound, telemetry
+from pilotfish.translators.ambient.waypoint_listeners import connect_originate
 from pilotfish.translators.gateway_listeners import gateway_listeners
 from pilotfish.translators.listener_filters import ALL, Detection
 from pilotfish.translators.sidecar_inbound import ingress_listeners, virtual_inbound
@@ -47,7 +52,7 @@ class _Listeners:
     depends_on = frozenset({
         "Gateway", "Service", "ServiceEntry", "Sidecar", "VirtualService",
         "PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication",
-        "DestinationRule", "Telemetry",
+        "DestinationRule", "Telemetry", HBONE_ENDPOINTS,
     })
 
     def __init__(self, detection: Detection = ALL) -> None:
@@ -65,7 +70,10 @@ class SidecarListeners(_Listeners):
     ) -> list[listener_pb2.Listener]:
         outbound = outbound_listeners(push, proxy, self.detection)
         listeners = [outbound[0], virtual_inbound(push, proxy, self.detection),
-                     *outbound[1:], *ingress_listeners(push, proxy)]
+                     *outbound[1:], *ingress_listeners(push, proxy),
+                     *hbone_inbound.listeners(push, proxy, self.detection)]
+        if hbone_outbound.needed(push, push.visible_services(proxy)):
+            listeners.append(connect_originate())
         telemetry.apply(push, proxy, listeners)
         return listeners
 
@@ -79,6 +87,8 @@ class RouterListeners(_Listeners):
         self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
     ) -> list[listener_pb2.Listener]:
         listeners = gateway_listeners(push, proxy, self.detection)
+        if hbone_outbound.needed(push, push.visible_services(proxy)):
+            listeners.append(connect_originate())
         telemetry.apply(push, proxy, listeners)
         return listeners
 

@@ -211,10 +211,15 @@ def ingress_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
 
 
 def virtual_inbound(
-    push: PushContext, proxy: Proxy, detection: Detection = ALL
+    push: PushContext, proxy: Proxy, detection: Detection = ALL, *,
+    mode: MtlsMode | None = None, auth: AuthFilters | None = None,
 ) -> listener_pb2.Listener:
+    """``mode`` replaces the workload's PeerAuthentication mode on every port and ``auth``
+    its filters: the chains behind HBONE (`hbone_inbound`) are plaintext, and read the
+    client's identity from the tunnel."""
     policy = push.mtls_policy(proxy)
-    auth = auth_filters(push, proxy)
+    if auth is None:
+        auth = auth_filters(push, proxy)
     chains = [filter_chain(f"{VIRTUAL_INBOUND}-blackhole",
                            chain_match(destination_port=INBOUND_PORT),
                            tcp_proxy(BLACKHOLE_CLUSTER))]
@@ -243,9 +248,9 @@ def virtual_inbound(
                 inspectors.add(port, [])
                 chains.append(chain)
             continue
-        mode = policy.for_port(port)
-        inspectors.add(port, chain_options(kind, mode, detection))
-        chains += common(port, kind, mode, names=(name, name), http=http,
+        port_mode = mode or policy.for_port(port)
+        inspectors.add(port, chain_options(kind, port_mode, detection))
+        chains += common(port, kind, port_mode, names=(name, name), http=http,
                          tcp=partial(tcp_proxy, cluster))
     passthrough = partial(
         common, names=(f"{VIRTUAL_INBOUND}-catchall-http", VIRTUAL_INBOUND),
@@ -254,16 +259,16 @@ def virtual_inbound(
         tcp=partial(tcp_proxy, INBOUND_PASSTHROUGH_CLUSTER),
     )
     # A port-level mode for a port no service declares: passthrough chains of its own.
-    for port, mode in sorted(policy.ports.items()):
+    for port, port_mode in sorted(policy.ports.items()) if mode is None else ():
         kind = port_kind(Protocol.UNSUPPORTED, port, detection)
         if port in inspectors.declared or port in RESERVED_PORTS or kind is None:
             continue
-        if served_mode(mode, detection) is served_mode(policy.mode, detection):
+        if served_mode(port_mode, detection) is served_mode(policy.mode, detection):
             continue  # the catch-all already serves it so
-        inspectors.add(port, chain_options(kind, mode, detection))
-        chains += passthrough(port, kind, mode)
-    inspectors.add(None, chain_options(PortKind.AUTO, policy.mode, detection))
-    chains += passthrough(None, PortKind.AUTO, policy.mode)
+        inspectors.add(port, chain_options(kind, port_mode, detection))
+        chains += passthrough(port, kind, port_mode)
+    inspectors.add(None, chain_options(PortKind.AUTO, mode or policy.mode, detection))
+    chains += passthrough(None, PortKind.AUTO, mode or policy.mode)
     listener = listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
         address=socket_address(WILDCARD, INBOUND_PORT),

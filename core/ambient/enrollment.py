@@ -18,6 +18,9 @@ NONE = "none"
 SIDECAR_STATUS_ANNOTATION = "sidecar.istio.io/status"
 # Set by the node agent once the pod's traffic is redirected to ztunnel.
 REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"
+# ``http``: the pod's own proxy takes HBONE on 15008 (a sidecar with ENABLE_HBONE, which
+# Istio's injector labels so; a gateway that terminates HBONE itself).
+TUNNEL_LABEL = "networking.istio.io/tunnel"
 
 
 def in_ambient(pod_labels: Mapping[str, str], pod_annotations: Mapping[str, str],
@@ -35,3 +38,8 @@ def in_ambient(pod_labels: Mapping[str, str], pod_annotations: Mapping[str, str]
 def redirected(pod_annotations: Mapping[str, str]) -> bool:
     """Has the node agent marked the pod captured (``ambient.istio.io/redirection: enabled``)?"""
     return pod_annotations.get(REDIRECTION_ANNOTATION) == "enabled"
+
+
+def native_hbone(pod_labels: Mapping[str, str]) -> bool:
+    """Does the pod's own proxy accept HBONE (``networking.istio.io/tunnel: http``)?"""
+    return pod_labels.get(TUNNEL_LABEL) == "http"

@@ -208,7 +208,9 @@ def static_resources(options: ProxyOptions) -> dict[str, Any]:
 
 
 # Waypoints chain listeners inside Envoy (connect_terminate → main_internal →
-# connect_originate): internal listeners exist only with this bootstrap extension.
+# connect_originate), and so do sidecars and gateways that send HBONE (to an ambient pod) or
+# sidecars that take it (from ztunnel): internal listeners exist only with this bootstrap
+# extension, which Istio's bootstrap always has.
 INTERNAL_LISTENER_EXTENSION = {
     "name": "envoy.bootstrap.internal_listener",
     "typed_config": {
@@ -220,8 +222,7 @@ INTERNAL_LISTENER_EXTENSION = {
 
 def bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
     out = _bootstrap(options, version)
-    if options.proxy_type == "waypoint":
-        out["bootstrap_extensions"] = [INTERNAL_LISTENER_EXTENSION]
+    out["bootstrap_extensions"] = [INTERNAL_LISTENER_EXTENSION]
     return out
 
 

@@ -47,7 +47,7 @@ from pilotfish.translators.ambient import authorization, peer_authentication
 DEFAULT_CLUSTER = "Kubernetes"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 NETWORK_LABEL = "topology.istio.io/network"
-TUNNEL_LABEL = "networking.istio.io/tunnel"
+TUNNEL_LABEL = enrollment.TUNNEL_LABEL
 _WORKLOAD_TYPE = {"Deployment": pb.DEPLOYMENT, "CronJob": pb.CRONJOB, "Job": pb.JOB}
 _GROUP = {"Pod": "", "WorkloadEntry": "networking.istio.io"}
 

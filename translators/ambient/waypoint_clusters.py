@@ -89,7 +89,7 @@ def served_ports(service: Service) -> list[ServicePort]:
     return [port for port in service.ports if port.protocol is not Protocol.UDP]
 
 
-def _internal_socket(*namespaces: str) -> base_pb2.TransportSocket:
+def internal_socket(*namespaces: str) -> base_pb2.TransportSocket:
     """The internal upstream transport: the host's metadata under ``namespaces`` becomes
     the internal connection's dynamic metadata; filter state shared with the upstream
     travels with it."""
@@ -116,7 +116,7 @@ def main_internal_cluster(push: PushContext) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster(
         name=MAIN_INTERNAL, type=cluster_pb2.Cluster.STATIC,
         connect_timeout=duration(push.mesh.connect_timeout),
-        transport_socket=_internal_socket(),
+        transport_socket=internal_socket(),
     )
     cluster.load_assignment.cluster_name = MAIN_INTERNAL
     cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
@@ -130,7 +130,7 @@ def encap_cluster(push: PushContext) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster(
         name=ENCAP, type=cluster_pb2.Cluster.STATIC,
         connect_timeout=duration(push.mesh.connect_timeout),
-        transport_socket=_internal_socket(),
+        transport_socket=internal_socket(),
     )
     cluster.load_assignment.cluster_name = ENCAP
     cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
@@ -222,7 +222,7 @@ def vip_cluster(push: PushContext, proxy: Proxy, service: Service, name: str,
         name=name, alt_stat_name=f"{name};", type=cluster_pb2.Cluster.EDS,
         connect_timeout=duration(push.mesh.connect_timeout),
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
-        transport_socket=_internal_socket(ORIGINAL_DST_METADATA, TUNNEL_METADATA),
+        transport_socket=internal_socket(ORIGINAL_DST_METADATA, TUNNEL_METADATA),
     )
     cluster.eds_cluster_config.service_name = name
     cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())

@@ -215,7 +215,8 @@ def peer_from_filter_state(principal: rbac_pb2.Principal) -> None:
         peer_from_filter_state(principal.not_id)
 
 
-def _rewrite_rbac(rules: rbac_pb2.RBAC) -> None:
+def rewrite_rbac(rules: rbac_pb2.RBAC) -> None:
+    """Every peer principal of ``rules``, in place, read from the filter state."""
     for policy in rules.policies.values():
         for principal in policy.principals:
             peer_from_filter_state(principal)
@@ -226,8 +227,8 @@ def waypoint_http_rbac(policies: Sequence[Any]) -> list[hcm_pb2.HttpFilter]:
     for item in http_rbac_filters(policies):
         config = http_rbac_pb2.RBAC()
         item.typed_config.Unpack(config)
-        _rewrite_rbac(config.rules)
-        _rewrite_rbac(config.shadow_rules)
+        rewrite_rbac(config.rules)
+        rewrite_rbac(config.shadow_rules)
         out.append(hcm_pb2.HttpFilter(name=HTTP_RBAC, typed_config=pack(config)))
     return out
 
@@ -237,8 +238,8 @@ def waypoint_network_rbac(policies: Sequence[Any]) -> list[lc_pb2.Filter]:
     for item in network_rbac_filters(policies):
         config = network_rbac_pb2.RBAC()
         item.typed_config.Unpack(config)
-        _rewrite_rbac(config.rules)
-        _rewrite_rbac(config.shadow_rules)
+        rewrite_rbac(config.rules)
+        rewrite_rbac(config.shadow_rules)
         out.append(lc_pb2.Filter(name=NETWORK_RBAC, typed_config=pack(config)))
     return out
 

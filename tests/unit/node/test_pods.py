@@ -160,3 +160,15 @@ def test_a_gateway_templates_injected_proxy_is_a_router_to_run_not_a_sidecar():
     gateway = pod({"containers": [proxy]}, **{"sidecar.istio.io/status": "{}"})
     assert not pods.injected(gateway) and pods.router_container(gateway)
     assert [c.proxy for c in pods.containers(gateway, "10.0.0.2")] == ["router"]
+
+
+def test_a_proxy_config_enabling_hbone_labels_the_sidecars_pod_as_the_injector_does():
+    enabled = {"proxy.istio.io/config": "proxyMetadata: {ISTIO_META_ENABLE_HBONE: 'true'}"}
+    assert pods.hbone_labels(labelled({"app": "web"}, enabled)) == {
+        "networking.istio.io/tunnel": "http"}
+    assert pods.hbone_labels(labelled({"networking.istio.io/tunnel": "h2"}, enabled)) == {
+        "networking.istio.io/tunnel": "h2"}
+    off = {"proxy.istio.io/config": "proxyMetadata: {ISTIO_META_ENABLE_HBONE: 'false'}"}
+    assert pods.hbone_labels(labelled({"app": "web"}, off)) == {}
+    assert pods.hbone_labels(labelled({"app": "web"})) == {}
+    assert pods.hbone_labels(labelled({}, {"proxy.istio.io/config": "[not, a, map]"})) == {}

@@ -174,14 +174,16 @@ def test_bootstrap_parses_as_envoys_bootstrap_message() -> None:
         json_format.ParseDict(config, bootstrap_pb2.Bootstrap())
 
 
-def test_a_waypoint_bootstrap_enables_internal_listeners() -> None:
+def test_every_bootstrap_enables_internal_listeners() -> None:
     config = build(proxy_type="waypoint")
     assert config["node"]["id"].startswith("waypoint~10.1.0.7~")
     assert [e["name"] for e in config["bootstrap_extensions"]] == [
         "envoy.bootstrap.internal_listener"]
     internal_listener_pb2.InternalListener()  # the type the typed_config names must load
     json_format.ParseDict(config, bootstrap_pb2.Bootstrap())
-    assert "bootstrap_extensions" not in build()  # sidecars have no internal listeners
+    # sidecars and gateways have them too (HBONE to ambient pods; from ztunnel)
+    assert build()["bootstrap_extensions"] == config["bootstrap_extensions"]
+    assert build(proxy_type="router")["bootstrap_extensions"] == config["bootstrap_extensions"]
 
 
 def test_backend_writes_the_bootstrap_as_json(tmp_path: Path) -> None:
