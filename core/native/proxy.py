@@ -539,23 +539,36 @@ class NativeProxy:
             return
         key = hashing.request_key(config.hash_policy, (), source=address_text(
             writer.get_extra_info("peername"))).hash if cluster.lb in HASHED else None
+        authority = config.tunnel if config.tunnel_render is None else \
+            config.tunnel_render(filter_state.Context(
+                local=address_text(destination) if destination else "",
+                remote=address_text(peer_of_facts(peer))))
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            up_reader, up_writer, upstream = await self._connect(
-                cluster, set(), destination, hash_key=key, origin=origin, shared=state,
-                client=peer_of_facts(peer))
+            if config.tunnel and cluster.protocol == "h2":
+                # a stream of a pooled HTTP/2 connection, as Envoy's tunnels share them
+                connection, upstream = await self._h2_connection(
+                    cluster, set(), destination, origin=origin, shared=state)
+                upstream_channel: channels.Channel = channels.StreamChannel(
+                    connection, await connection.connect(authority))
+            else:
+                up_reader, up_writer, upstream = await self._connect(
+                    cluster, set(), destination, hash_key=key, origin=origin, shared=state,
+                    client=peer_of_facts(peer))
+                upstream_channel = channels.TcpChannel(up_reader, up_writer)
         except UpstreamFailed:
             return
-        upstream_channel: channels.Channel = channels.TcpChannel(up_reader, up_writer)
-        if config.tunnel:
-            authority = config.tunnel if config.tunnel_render is None else \
-                config.tunnel_render(filter_state.Context(
-                    local=address_text(destination) if destination else "",
-                    remote=address_text(peer_of_facts(peer))))
+        except (OSError, ConnectionError, http2.StreamError) as exc:
+            log.debug("tunnel to %s through %s: %s", authority, cluster.name, exc)
+            self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
+            self._release(cluster.name)
+            return
+        if config.tunnel and up_writer is not None:
             try:
                 upstream_channel = await self._open_tunnel(cluster, up_reader, up_writer,
                                                            authority)
             except (UpstreamFailed, OSError, ConnectionError, http2.StreamError) as exc:
-                log.debug("tunnel to %s through %s: %s", config.tunnel, cluster.name, exc)
+                log.debug("tunnel to %s through %s: %s", authority, cluster.name, exc)
                 self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
                 await close_writer(up_writer)
                 self._release(cluster.name)
@@ -578,7 +591,10 @@ class NativeProxy:
             await channels.splice(channels.TcpChannel(reader, writer), upstream_channel,
                                   received, sent)
         finally:
-            await close_writer(up_writer)
+            if up_writer is not None:
+                await close_writer(up_writer)
+            elif isinstance(upstream_channel, channels.StreamChannel):
+                await upstream_channel.close()  # the stream only: its connection is pooled
             self._release(cluster.name)
             self.counts.tcp(cluster.name, metrics, received=moved[0], sent=moved[1],
                            peer=peer)
@@ -1442,12 +1458,15 @@ class NativeProxy:
 
     async def _h2_connection(self, cluster: Cluster, tried: set[tuple[str, int]],
                              destination: tuple[str, int] | None,
-                             endpoint: Endpoint | None = None, origin: UpstreamSource | None = None
+                             endpoint: Endpoint | None = None, origin: UpstreamSource | None = None,
+                             shared: filter_state.State | None = None
                              ) -> tuple[http2.Connection, tuple[str, int]]:
         """A pooled HTTP/2 connection to a host of ``cluster`` that takes another stream
-        (a new one when there is none)."""
+        (a new one when there is none). A connection whose server was checked for the SAN
+        the filter state asks (``shared``) serves only connections asking the same."""
         endpoint = endpoint or self._pick(cluster, tried, destination)
-        key = pool_key(cluster.name, (endpoint.host, endpoint.port), origin) \
+        san = filter_state.shared_value(shared or {}, filter_state.UPSTREAM_SANS)
+        key = (*pool_key(cluster.name, (endpoint.host, endpoint.port), origin), san) \
             if endpoint else None
         connection = self.h2_pool.get(key) if key else None
         if connection is not None and connection.usable and endpoint is not None:
@@ -1455,10 +1474,10 @@ class NativeProxy:
             tried.add(host)
             return connection, host
         reader, writer, host = await self._connect(cluster, tried, destination, endpoint,
-                                                   origin=origin)
+                                                   origin=origin, shared=shared)
         connection = http2.Connection(reader, writer, client=True)
         connection.run()
-        self.h2_pool[pool_key(cluster.name, host, origin)] = connection
+        self.h2_pool[(*pool_key(cluster.name, host, origin), san)] = connection
         return connection, host
 
     async def _attempt_h2(self, cluster: Cluster, request: http1.Message,
