@@ -18,14 +18,25 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.common.set_filter_state.v3 import value_pb2  # noqa: F401
+from envoy.extensions.filters.http.set_filter_state.v3 import (
+    set_filter_state_pb2 as http_state_pb2,
+)
 from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
+from envoy.extensions.filters.network.direct_response.v3 import config_pb2 as direct_pb2
 from envoy.extensions.filters.network.echo.v3 import echo_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
+from envoy.extensions.filters.network.set_filter_state.v3 import (
+    set_filter_state_pb2 as network_state_pb2,
+)
 from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.internal_upstream.v3 import (
+    internal_upstream_pb2 as internal_pb2,
+)
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -34,6 +45,7 @@ from pilotfish.core.metric_overrides import ALL_OFF, NO_OVERRIDES, Overrides
 from pilotfish.core.native import (
     access_log,
     breakers,
+    filter_state,
     hashing,
     http_filters,
     matchers,
@@ -84,6 +96,12 @@ class Endpoint:
     priority: int = 0
     locality: str = ""  # region/zone/sub_zone
     locality_weight: int = 0  # its LocalityLbEndpoints' load_balancing_weight (0: unset)
+    # an internal address: the internal listener it reaches (host and port are then its
+    # endpoint_id's "ip:port", or the listener's name and 0), and the string values of its
+    # metadata (namespace, key, value), of which the cluster's internal transport passes on
+    # the namespaces it names
+    internal: str = ""
+    metadata: tuple[tuple[str, str, str], ...] = ()
 
 
 @attrs.frozen
@@ -112,6 +130,10 @@ class Cluster:
     protocol: str = "http1"  # to the endpoints: http1 | h2 | downstream (as the request came)
     # transport_socket_matches: (endpoint tlsMode it matches, "" for any; its TLS or None)
     tls_matches: tuple[tuple[str, Origination | None], ...] = ()
+    # internal_upstream transport: the host metadata namespaces passed to the internal
+    # listener (None: not an internal transport)
+    passthrough: tuple[str, ...] | None = None
+    port_override: int = 0  # ORIGINAL_DST: connect to this port of the original destination
 
     def origination(self, endpoint: Endpoint | None) -> Origination | None:
         """The TLS to use towards ``endpoint`` (auto mTLS picks it by the endpoint)."""
@@ -145,6 +167,17 @@ class TcpProxy:
     logging: Logging = attrs.Factory(lambda: Logging())
     tunnel: str = ""  # tunneling_config: CONNECT to this authority through the cluster
     hash_policy: tuple[hashing.HashPolicy, ...] = ()  # for RING_HASH / MAGLEV clusters
+    # the authority rendered from the connection (a format string such as
+    # %DOWNSTREAM_LOCAL_ADDRESS%); None: ``tunnel`` as it is
+    tunnel_render: filter_state.Render | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class DirectResponse:
+    """direct_response: these bytes (often none), then the connection is closed. On an
+    internal listener it is a refusal: the tunnel that led there answers 503."""
+
+    body: bytes = b""
 
 
 @attrs.frozen
@@ -161,6 +194,8 @@ class HttpManager:
     logging: Logging
     filters: tuple[http_filters.HttpFilter, ...] = ()  # before the router, in order
     connect: bool = False  # CONNECT requests may be terminated (upgrade_configs CONNECT)
+    # set_filter_state (on request headers), shared with the connection a CONNECT opens
+    state: tuple[filter_state.Setter, ...] = ()
 
 
 @attrs.frozen
@@ -211,7 +246,7 @@ class TlsSecret:
 class FilterChain:
     name: str
     destination_port: int  # 0: any
-    network: TcpProxy | HttpManager | Echo
+    network: TcpProxy | HttpManager | Echo | DirectResponse
     server_names: tuple[str, ...] = ()
     tls: Termination | None = None
     transport: str = ""  # "tls" | "raw_buffer" | "" (any)
@@ -221,6 +256,7 @@ class FilterChain:
     sources: tuple[matchers.Cidr, ...] = ()  # source addresses matched (any)
     source_ports: tuple[int, ...] = ()
     sni_cluster: bool = False  # sni_cluster: tcp_proxy's cluster is the one the SNI names
+    state: tuple[filter_state.Setter, ...] = ()  # set_filter_state on the new connection
 
     def prefix_length(self, address: str) -> int:
         """The longest of this chain's destination prefixes holding ``address``: 0 for a
@@ -278,6 +314,7 @@ class Listener:
     original_src: bool = False
     original_src_mark: int = 0
     default: FilterChain | None = None
+    internal: bool = False  # an internal listener: no socket, reached by internal addresses
 
     def chain(self, destination_port: int, server_name: str = "", transport: str = "",
               alpn: tuple[str, ...] = (), destination_ip: str = "",
@@ -339,6 +376,8 @@ def _validation(common: Any) -> Validation:
 
 def _origination(socket: Any, where: str) -> Origination | None:
     message = subset.unpack(socket.typed_config, f"{where}.typed_config")
+    if isinstance(message, internal_pb2.InternalUpstreamTransport):
+        return _origination(message.transport_socket, f"{where}.typed_config.transport_socket")
     if not isinstance(message, tls_pb2.UpstreamTlsContext):
         return None  # raw_buffer: plaintext
     common = message.common_tls_context
@@ -448,6 +487,29 @@ def _slow_start(resource: cluster_pb2.Cluster) -> SlowStart | None:
                      if config.HasField("min_weight_percent") else 0.1)
 
 
+def _passthrough(resource: cluster_pb2.Cluster) -> tuple[str, ...] | None:
+    """The host metadata namespaces an internal upstream transport passes on."""
+    if not resource.HasField("transport_socket"):
+        return None
+    message = subset.unpack(resource.transport_socket.typed_config,
+                            "transport_socket.typed_config")
+    if not isinstance(message, internal_pb2.InternalUpstreamTransport):
+        return None
+    names = []
+    for index, source in enumerate(message.passthrough_metadata):
+        if source.kind.WhichOneof("kind") != "host":
+            raise subset.Unsupported(
+                f"transport_socket.typed_config.passthrough_metadata[{index}].kind",
+                "only the host's metadata is passed through by the native proxy")
+        names.append(source.name)
+    if message.HasField("transport_socket") and _origination(
+            message.transport_socket, "transport_socket.typed_config.transport_socket"):
+        raise subset.Unsupported("transport_socket.typed_config.transport_socket",
+                                 "TLS inside an internal connection is not supported by the "
+                                 "native proxy (raw_buffer is)")
+    return tuple(names)
+
+
 def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
     kind = cluster_pb2.Cluster.DiscoveryType.Name(resource.type)
     if kind not in ("EDS", "STATIC", "ORIGINAL_DST"):
@@ -481,7 +543,8 @@ def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
         **_http_options(resource),
         tls=_origination(resource.transport_socket, "transport_socket")
         if resource.HasField("transport_socket") else None,
-        tls_matches=tuple(matches))
+        tls_matches=tuple(matches), passthrough=_passthrough(resource),
+        port_override=resource.original_dst_lb_config.upstream_port_override.value)
 
 
 def endpoints_of(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[Endpoint]:
@@ -493,6 +556,13 @@ def endpoints_of(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[Endpoin
         locality_weight = locality.load_balancing_weight.value
         for lb_endpoint in locality.lb_endpoints:
             address = lb_endpoint.endpoint.address.socket_address
+            internal = _internal_endpoint(lb_endpoint)
+            if internal is not None:
+                out.append(attrs.evolve(internal, weight=lb_endpoint.load_balancing_weight.value
+                                        or 1, healthy=lb_endpoint.health_status in (0, 1),
+                                        priority=locality.priority, locality=place,
+                                        locality_weight=locality_weight))
+                continue
             weight = lb_endpoint.load_balancing_weight.value or 1
             # what transport_socket_matches match on (Envoy's key for it)
             marks = lb_endpoint.metadata.filter_metadata.get("envoy.transport_socket_match")
@@ -502,6 +572,21 @@ def endpoints_of(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[Endpoin
                                 lb_endpoint.health_status in (0, 1),  # UNKNOWN, HEALTHY
                                 mode, locality.priority, place, locality_weight))
     return out
+
+
+def _internal_endpoint(lb_endpoint: Any) -> Endpoint | None:
+    """An endpoint at an internal address (None for a socket address)."""
+    address = lb_endpoint.endpoint.address
+    if not address.HasField("envoy_internal_address"):
+        return None
+    internal = address.envoy_internal_address
+    found = filter_state.address(internal.endpoint_id)
+    host, port = found if found is not None else (internal.server_listener_name, 0)
+    metadata = tuple((namespace, key, value.string_value)
+                     for namespace, struct in lb_endpoint.metadata.filter_metadata.items()
+                     for key, value in struct.fields.items()
+                     if value.WhichOneof("kind") == "string_value")
+    return Endpoint(host, port, internal=internal.server_listener_name, metadata=metadata)
 
 
 @attrs.frozen
@@ -546,10 +631,12 @@ def _expressions(found: Any, where: str) -> tuple[str, ...]:
     return ()
 
 
-def _network(filter_: Any, where: str) -> TcpProxy | HttpManager | Echo:
+def _network(filter_: Any, where: str) -> TcpProxy | HttpManager | Echo | DirectResponse:
     message = subset.unpack(filter_.typed_config, f"{where}.typed_config")
     if isinstance(message, echo_pb2.Echo):
         return Echo()
+    if isinstance(message, direct_pb2.Config):
+        return DirectResponse(subset.data(message.response))
     if isinstance(message, tcp_proxy_pb2.TcpProxy):
         if not message.cluster:
             raise subset.Unsupported(f"{where}.typed_config", "tcp_proxy without a cluster")
@@ -557,20 +644,32 @@ def _network(filter_: Any, where: str) -> TcpProxy | HttpManager | Echo:
             raise subset.Unsupported(f"{where}.typed_config.tunneling_config.use_post",
                                      "tunneling over POST is not supported by the native "
                                      "proxy (CONNECT is)")
+        hostname = message.tunneling_config.hostname
         return TcpProxy(message.cluster, message.stat_prefix,
                         _seconds(message.idle_timeout, 3600.0),
                         _logging(message.access_log, f"{where}.typed_config.access_log"),
-                        message.tunneling_config.hostname,
-                        hashing.tcp_policies(message.hash_policy))
+                        hostname, hashing.tcp_policies(message.hash_policy),
+                        filter_state.compile_text(
+                            hostname, f"{where}.typed_config.tunneling_config.hostname")
+                        if "%" in hostname else None)
     if isinstance(message, hcm_pb2.HttpConnectionManager):
         filters = http_filters.compile_filters(message.http_filters, f"{where}.typed_config")
+        state: list[filter_state.Setter] = []
+        for index, item in enumerate(message.http_filters):
+            found = subset.unpack(item.typed_config, f"{where}.typed_config.http_filters"
+                                  f"[{index}].typed_config")
+            if isinstance(found, http_state_pb2.Config):
+                state.extend(filter_state.setters(
+                    found.on_request_headers, f"{where}.typed_config.http_filters[{index}]"
+                    ".typed_config.on_request_headers"))
         inline = routing.compile_routes(message.route_config) if message.HasField(
             "route_config") else None
         return HttpManager(
             message.stat_prefix, message.rds.route_config_name, inline,
             any(u.upgrade_type.lower() == "websocket" for u in message.upgrade_configs),
             _logging(message.access_log, f"{where}.typed_config.access_log"), filters,
-            any(u.upgrade_type.upper() == "CONNECT" for u in message.upgrade_configs))
+            any(u.upgrade_type.upper() == "CONNECT" for u in message.upgrade_configs),
+            tuple(state))
     raise subset.Unsupported(where, f"network filter {filter_.name} is not supported")
 
 
@@ -606,6 +705,7 @@ def _chain(chain: Any, where: str) -> FilterChain:
         raise subset.Unsupported(f"{where}.filters", "a chain needs tcp_proxy or "
                                  "http_connection_manager last")
     guards = []
+    state: list[filter_state.Setter] = []
     sni_cluster = False
     for index, guard in enumerate(chain.filters[:-1]):
         message = subset.unpack(guard.typed_config, f"{where}.filters[{index}].typed_config")
@@ -613,10 +713,17 @@ def _chain(chain: Any, where: str) -> FilterChain:
             sni_cluster = True
         elif isinstance(message, network_rbac_pb2.RBAC):
             guards.append(rbac.rbac_filter(message))
+        elif isinstance(message, network_state_pb2.Config):
+            if guards:  # the native proxy sets the state first: keep Envoy's order honest
+                raise subset.Unsupported(f"{where}.filters[{index}]", "set_filter_state must "
+                                         "come before RBAC on the native proxy")
+            state.extend(filter_state.setters(
+                message.on_new_connection,
+                f"{where}.filters[{index}].typed_config.on_new_connection"))
         else:
-            raise subset.Unsupported(f"{where}.filters[{index}]", "only RBAC and sni_cluster "
-                                     "may come before a chain's tcp_proxy or "
-                                     "http_connection_manager")
+            raise subset.Unsupported(f"{where}.filters[{index}]", "only set_filter_state, "
+                                     "RBAC and sni_cluster may come before a chain's "
+                                     "tcp_proxy or http_connection_manager")
     tls = None
     if chain.HasField("transport_socket"):
         tls = _termination(chain.transport_socket, f"{where}.transport_socket")
@@ -628,7 +735,7 @@ def _chain(chain: Any, where: str) -> FilterChain:
                        match.transport_protocol, tuple(match.application_protocols),
                        tuple(guards), tuple(matchers.cidr(r) for r in match.prefix_ranges),
                        tuple(matchers.cidr(r) for r in match.source_prefix_ranges),
-                       tuple(match.source_ports), sni_cluster)
+                       tuple(match.source_ports), sni_cluster, tuple(state))
 
 
 def build_listener(resource: listener_pb2.Listener) -> Listener:
@@ -655,13 +762,15 @@ def build_listener(resource: listener_pb2.Listener) -> Listener:
     default = _chain(resource.default_filter_chain, "default_filter_chain") \
         if resource.HasField("default_filter_chain") else None
     address = resource.address.socket_address
+    internal = resource.HasField("internal_listener")
+    bind = resource.bind_to_port.value if resource.HasField("bind_to_port") else True
     return Listener(resource.name, address.address, address.port_value, chains, resource,
-                    bind=resource.bind_to_port.value if resource.HasField("bind_to_port")
-                    else True,
+                    bind=bind and not internal,
                     use_original_dst=resource.use_original_dst.value,
                     original_dst=original_dst, inspectors=tuple(inspectors), default=default,
                     transparent=resource.transparent.value, original_src=source is not None,
-                    original_src_mark=source.mark if source is not None else 0)
+                    original_src_mark=source.mark if source is not None else 0,
+                    internal=internal)
 
 
 def build_secret(resource: secret_pb2.Secret) -> TlsSecret | None:

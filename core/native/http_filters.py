@@ -25,6 +25,9 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.http.set_filter_state.v3 import (
+    set_filter_state_pb2 as http_state_pb2,
+)
 from google.protobuf.message import Message
 
 from pilotfish.core.native import ext_authz, jwt_authn, matchers, rbac, subset
@@ -141,6 +144,8 @@ def compile_filters(filters: Sequence[Any], where: str) -> tuple[HttpFilter, ...
             out.append(FaultFilter(fault(message) if active else None))
         elif isinstance(message, cors_pb2.Cors):
             out.append(CorsFilter())
+        elif isinstance(message, http_state_pb2.Config):
+            continue  # the connection manager applies it (config.HttpManager.state)
         elif isinstance(message, router_pb2.Router):
             if index != len(filters) - 1:
                 raise subset.Unsupported(at, "the router must be the last HTTP filter")

@@ -31,10 +31,12 @@ from pilotfish.core.native import (
     access_log,
     channels,
     ext_authz,
+    filter_state,
     hashing,
     http1,
     http2,
     http_filters,
+    internal,
     rbac,
     routing,
     tls,
@@ -55,6 +57,7 @@ from pilotfish.core.native.bodies import (
 from pilotfish.core.native.config import (
     Cluster,
     ConfigState,
+    DirectResponse,
     Echo,
     Endpoint,
     HttpManager,
@@ -209,6 +212,29 @@ def _attributes(request: http1.Message, outcome: Outcome) -> dict[str, Any]:
         headers.get("user-agent", ""), headers, outcome.status)
 
 
+def _request_state(config: HttpManager, request: http1.Message, peer: rbac.Facts,
+                   destination: tuple[str, int] | None) -> dict[str, filter_state.Value]:
+    """What the connection manager's set_filter_state filter sets for one request."""
+    state: dict[str, filter_state.Value] = {}
+    if not config.state:
+        return state
+    authority = request.header("host") or (request.target if request.method == "CONNECT"
+                                           else "")
+    headers = {name: value for name, value in request.headers}
+    headers[":authority"] = authority
+    headers[":method"] = request.method
+    uri = next((n for n in peer.principals if "://" in n), "")
+    filter_state.apply_all(config.state, state, filter_state.Context(
+        headers=headers, remote=address_text((peer.source, peer.source_port)),
+        local=address_text(destination) if destination else "", peer_uri=uri,
+        local_uri=peer.identity))
+    return state
+
+
+def peer_of_facts(peer: rbac.Facts | None) -> tuple[str, int]:
+    return (peer.source, peer.source_port) if peer is not None else ("", 0)
+
+
 def request_id(rng: random.Random) -> str:
     """A random (version 4) UUID for ``x-request-id``, drawn from the proxy's generator
     as Envoy draws its own: no system call per request, as ``uuid.uuid4`` makes."""
@@ -347,31 +373,56 @@ class NativeProxy:
                 found = listener
         return found
 
-    async def _connection(self, name: str, conn: socket.socket) -> None:
+    async def _connection(self, name: str, conn: socket.socket,
+                          handoff: internal.Handoff | None = None) -> None:
         writer: asyncio.StreamWriter | Http1Connection | None = None
         try:
             listener = self.state.listeners.get(name)
-            if listener is None:
+            if listener is None or (handoff is not None) != listener.internal:
                 return
+            state: dict[str, filter_state.Value] = {}
+            metadata: filter_state.Metadata = {}
+            if handoff is not None:  # an internal connection: its addresses came along
+                state, metadata = dict(handoff.state), handoff.metadata
+                restored_local, restored_remote = handoff.restored()
+                destination = restored_local or ("", 0)
+                source = restored_remote or handoff.source
+            else:
+                source = peer_of(conn)
+                local = conn.getsockname()
+                destination = (str(local[0]), int(local[1]))
+                if listener.use_original_dst or listener.original_dst:
+                    destination = original_destination(conn) or destination
+                if listener.use_original_dst:
+                    listener = self._handoff(destination) or listener
             # original_src: this connection's upstream connections leave from its client
-            origin = UpstreamSource(peer_of(conn)[0], listener.original_src_mark) \
+            origin = UpstreamSource(source[0], listener.original_src_mark) \
                 if listener.original_src else None
-            local = conn.getsockname()
-            destination = (str(local[0]), int(local[1]))
-            if listener.use_original_dst or listener.original_dst:
-                destination = original_destination(conn) or destination
-            if listener.use_original_dst:
-                listener = self._handoff(destination) or listener
-            self.stats.inc(f"listener.{listener.host}_{listener.port}.downstream_cx_total")
-            self.stats.inc(f"listener.{listener.host}_{listener.port}.worker_{self.worker}"
-                           ".downstream_cx_total")
+            stat = f"listener.{listener.name}" if listener.internal else \
+                f"listener.{listener.host}_{listener.port}"
+            self.stats.inc(f"{stat}.downstream_cx_total")
+            self.stats.inc(f"{stat}.worker_{self.worker}.downstream_cx_total")
+            if handoff is not None and not self._may_take(listener, destination, source):
+                self.stats.inc(f"{stat}.no_filter_chain_match")
+                handoff.answer(False)
+                return
+            if handoff is not None:
+                # The connecting side may wait for bytes only after this (a CONNECT's
+                # answer), so an inspector's peek must not hold the verdict.
+                handoff.answer(True)
             accepted = await self._inspect(listener, conn, destination)
             chain = listener.chain(destination[1], accepted.server_name, accepted.transport,
-                                   accepted.alpn, destination[0], peer_of(conn))
-            if chain is None:
-                self.stats.inc(f"listener.{listener.host}_{listener.port}"
-                               ".no_filter_chain_match")
+                                   accepted.alpn, destination[0], source)
+            if chain is None or isinstance(chain.network, DirectResponse):
+                if chain is not None and isinstance(chain.network, DirectResponse) and \
+                        chain.network.body:
+                    await asyncio.get_running_loop().sock_sendall(conn, chain.network.body)
+                self.stats.inc(f"{stat}.no_filter_chain_match")
                 return
+            if chain.state:
+                filter_state.apply_all(chain.state, state, filter_state.Context(
+                    remote=address_text(source), local=address_text(destination),
+                    metadata=metadata))
             context = None
             if chain.tls is not None:
                 try:
@@ -387,17 +438,20 @@ class NativeProxy:
             else:
                 reader, writer = await open_streams(conn, context)
             if context is not None:
-                self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.handshake")
+                self.stats.inc(f"{stat}.ssl.handshake")
             ssl_object = writer.get_extra_info("ssl_object")
             names = tls.peer_names(ssl_object)
             if chain.tls is not None and chain.tls.client is not None and \
                     not chain.tls.client.names_match(names):
-                self.stats.inc(f"listener.{listener.host}_{listener.port}.ssl.fail_verify_san")
+                self.stats.inc(f"{stat}.ssl.fail_verify_san")
                 return
             remote = writer.get_extra_info("peername")
+            if handoff is not None:
+                remote = source
             peer = rbac.Facts(
                 host_of(remote), int(remote[1]) if isinstance(remote, tuple) else 0,
                 destination=destination,
+                filter_state={key: value.value for key, value in state.items()},
                 principals=tuple(names),
                 authenticated=ssl_object is not None and ssl_object.getpeercert() is not None,
                 server_name=accepted.server_name,
@@ -417,16 +471,30 @@ class NativeProxy:
                 network = chain.network
                 if chain.sni_cluster and accepted.server_name:
                     network = attrs.evolve(network, cluster=accepted.server_name)
-                await self._tcp(network, reader, writer, destination, peer, origin)
+                await self._tcp(network, reader, writer, destination, peer, origin, state)
         except (ConnectionError, OSError, ssl.SSLError, TimeoutError):
             pass
         except Exception:  # one connection's bug must not take the proxy down
             log.exception("listener %s: connection failed", name)
         finally:
+            if handoff is not None:
+                handoff.answer(False)  # failed before its verdict: refused
             if writer is not None:
                 await close_writer(writer)
             else:
                 conn.close()
+
+    @staticmethod
+    def _may_take(listener: Listener, destination: tuple[str, int],
+                  source: tuple[str, int]) -> bool:
+        """Whether some chain other than a refusal could take a connection, whatever its
+        first bytes turn out to be (an internal listener answers before it reads them)."""
+        for transport, alpn in (("", ()), ("raw_buffer", ("http/1.1",)),
+                                ("raw_buffer", ("h2c",))):
+            chain = listener.chain(destination[1], "", transport, alpn, destination[0], source)
+            if chain is not None and not isinstance(chain.network, DirectResponse):
+                return True
+        return False
 
     def _guarded(self, guards: Sequence[rbac.Filter], peer: rbac.Facts) -> bool:
         """The network RBAC filters' verdict on a new connection (denied: closed)."""
@@ -463,25 +531,44 @@ class NativeProxy:
     async def _tcp(self, config: TcpProxy, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter,
                    destination: tuple[str, int] | None = None,
-                   peer: rbac.Facts | None = None, origin: UpstreamSource | None = None) -> None:
+                   peer: rbac.Facts | None = None, origin: UpstreamSource | None = None,
+                   state: filter_state.State | None = None) -> None:
         cluster = self.state.clusters.get(config.cluster)
         if cluster is None:
             self.stats.inc(f"tcp.{config.stat_prefix}.downstream_cx_no_route")
             return
         key = hashing.request_key(config.hash_policy, (), source=address_text(
             writer.get_extra_info("peername"))).hash if cluster.lb in HASHED else None
+        authority = config.tunnel if config.tunnel_render is None else \
+            config.tunnel_render(filter_state.Context(
+                local=address_text(destination) if destination else "",
+                remote=address_text(peer_of_facts(peer))))
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            up_reader, up_writer, upstream = await self._connect(cluster, set(), destination,
-                                                                 hash_key=key, origin=origin)
+            if config.tunnel and cluster.protocol == "h2":
+                # a stream of a pooled HTTP/2 connection, as Envoy's tunnels share them
+                connection, upstream = await self._h2_connection(
+                    cluster, set(), destination, origin=origin, shared=state)
+                upstream_channel: channels.Channel = channels.StreamChannel(
+                    connection, await connection.connect(authority))
+            else:
+                up_reader, up_writer, upstream = await self._connect(
+                    cluster, set(), destination, hash_key=key, origin=origin, shared=state,
+                    client=peer_of_facts(peer))
+                upstream_channel = channels.TcpChannel(up_reader, up_writer)
         except UpstreamFailed:
             return
-        upstream_channel: channels.Channel = channels.TcpChannel(up_reader, up_writer)
-        if config.tunnel:
+        except (OSError, ConnectionError, http2.StreamError) as exc:
+            log.debug("tunnel to %s through %s: %s", authority, cluster.name, exc)
+            self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
+            self._release(cluster.name)
+            return
+        if config.tunnel and up_writer is not None:
             try:
                 upstream_channel = await self._open_tunnel(cluster, up_reader, up_writer,
-                                                           config.tunnel)
+                                                           authority)
             except (UpstreamFailed, OSError, ConnectionError, http2.StreamError) as exc:
-                log.debug("tunnel to %s through %s: %s", config.tunnel, cluster.name, exc)
+                log.debug("tunnel to %s through %s: %s", authority, cluster.name, exc)
                 self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
                 await close_writer(up_writer)
                 self._release(cluster.name)
@@ -504,7 +591,10 @@ class NativeProxy:
             await channels.splice(channels.TcpChannel(reader, writer), upstream_channel,
                                   received, sent)
         finally:
-            await close_writer(up_writer)
+            if up_writer is not None:
+                await close_writer(up_writer)
+            elif isinstance(upstream_channel, channels.StreamChannel):
+                await upstream_channel.close()  # the stream only: its connection is pooled
             self._release(cluster.name)
             self.counts.tcp(cluster.name, metrics, received=moved[0], sent=moved[1],
                            peer=peer)
@@ -553,7 +643,9 @@ class NativeProxy:
               destination: tuple[str, int] | None,
               hash_key: int | None = None) -> Endpoint | None:
         if cluster.kind == "ORIGINAL_DST":
-            return Endpoint(*destination) if destination is not None else None
+            if destination is None:
+                return None
+            return Endpoint(destination[0], cluster.port_override or destination[1])
         return self._upstream(cluster).pick(self.state.endpoints_of(cluster),
                                             time.monotonic(), avoid, self.rng, hash_key)
 
@@ -637,12 +729,20 @@ class NativeProxy:
     async def _connect(self, cluster: Cluster, avoid: set[tuple[str, int]],
                        destination: tuple[str, int] | None = None,
                        endpoint: Endpoint | None = None, hash_key: int | None = None,
-                       origin: UpstreamSource | None = None
+                       origin: UpstreamSource | None = None,
+                       shared: filter_state.State | None = None,
+                       client: tuple[str, int] = ("", 0)
                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tuple[str, int]]:
+        """A connection to a host of ``cluster``. ``shared``: the downstream's filter state
+        (an internal listener gets what of it is shared with the upstream; the upstream TLS
+        checks the SAN ``envoy.network.upstream_subject_alt_names`` names); ``client``:
+        the downstream's address (an internal listener's client when nothing restores it)."""
         endpoint = endpoint or self._pick(cluster, avoid, destination, hash_key)
         if endpoint is None:
             self.stats.inc(f"cluster.{cluster.name}.upstream_cx_none_healthy")
             raise UpstreamFailed("no healthy upstream", sent=False)
+        if endpoint.internal:
+            return await self._connect_internal(cluster, endpoint, shared or {}, client)
         upstream = self._upstream(cluster)
         if not upstream.breaker.may_connect(*self._open_count(
                 cluster.name, (endpoint.host, endpoint.port))):
@@ -686,8 +786,11 @@ class NativeProxy:
             connecting.done = True
             opened.discard(connecting)
         opened.add(writer)
-        if origination is not None and not origination.server.names_match(
-                tls.peer_names(writer.get_extra_info("ssl_object"))):
+        wanted_san = filter_state.shared_value(shared or {}, filter_state.UPSTREAM_SANS)
+        shown = tls.peer_names(writer.get_extra_info("ssl_object")) \
+            if origination is not None else []
+        if origination is not None and (not origination.server.names_match(shown) or (
+                wanted_san and wanted_san not in shown)):
             writer.close()
             self.stats.inc(f"cluster.{cluster.name}.ssl.fail_verify_san")
             raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
@@ -702,6 +805,35 @@ class NativeProxy:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if cluster.keepalive is not None:
                     set_keepalive(sock, cluster.keepalive)
+        return reader, writer, host
+
+    async def _connect_internal(self, cluster: Cluster, endpoint: Endpoint,
+                                shared: filter_state.State, source: tuple[str, int]
+                                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter,
+                                           tuple[str, int]]:
+        """A connection to one of this proxy's internal listeners (`internal`): served by
+        that listener in this process, once it has a chain for it."""
+        host = (endpoint.host, endpoint.port)
+        self.stats.inc(f"cluster.{cluster.name}.upstream_cx_total")
+        listener = self.state.listeners.get(endpoint.internal)
+        if listener is None or not listener.internal:
+            self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
+            raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
+                                 f"reset reason: no internal listener {endpoint.internal}",
+                                 sent=False)
+        handoff = internal.handoff(cluster, endpoint, shared, source)
+        mine, theirs = internal.pair()
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._connection(listener.name, theirs, handoff))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+        if not await handoff.wait_accepted(cluster.connect_timeout):
+            mine.close()
+            self.stats.inc(f"cluster.{cluster.name}.upstream_cx_connect_fail")
+            raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
+                                 "reset reason: remote connection failure", sent=False)
+        reader, writer = await asyncio.open_connection(sock=mine, limit=READ_SIZE)
+        self.open.setdefault(cluster.name, {}).setdefault(host, set()).add(writer)
         return reader, writer, host
 
     # -- HTTP ----------------------------------------------------------------------------
@@ -812,8 +944,9 @@ class NativeProxy:
                                                             destination, peer or NO_PEER,
                                                             streamed, origin)
             if tunnel is not None:
-                outcome = await self._terminate(connection, stream, tunnel[0], outcome,
-                                                destination, origin)
+                outcome = await self._terminate(
+                    connection, stream, tunnel[0], outcome, destination, origin,
+                    _request_state(config, request, peer or NO_PEER, destination))
             elif response.body_source is not None:
                 await self._stream_answer_h2(connection, stream, response, outcome)
             elif not outcome.streamed:
@@ -942,11 +1075,13 @@ class NativeProxy:
     async def _terminate(self, connection: http2.Connection, stream: http2.Stream,
                          cluster: Cluster, outcome: Outcome,
                          destination: tuple[str, int] | None,
-                         origin: UpstreamSource | None = None) -> Outcome:
-        """An HTTP/2 CONNECT ended here: its stream's payload to and from the cluster."""
+                         origin: UpstreamSource | None = None,
+                         shared: filter_state.State | None = None) -> Outcome:
+        """An HTTP/2 CONNECT ended here: its stream's payload to and from the cluster
+        (``shared``: the filter state the request set, for an internal listener)."""
         try:
             up_reader, up_writer, host = await self._connect(cluster, set(), destination,
-                                                             origin=origin)
+                                                             origin=origin, shared=shared)
         except UpstreamFailed as exc:
             await connection.accept(stream.id, 503, [("content-type", "text/plain")])
             connection.release(stream.id)
@@ -1323,12 +1458,15 @@ class NativeProxy:
 
     async def _h2_connection(self, cluster: Cluster, tried: set[tuple[str, int]],
                              destination: tuple[str, int] | None,
-                             endpoint: Endpoint | None = None, origin: UpstreamSource | None = None
+                             endpoint: Endpoint | None = None, origin: UpstreamSource | None = None,
+                             shared: filter_state.State | None = None
                              ) -> tuple[http2.Connection, tuple[str, int]]:
         """A pooled HTTP/2 connection to a host of ``cluster`` that takes another stream
-        (a new one when there is none)."""
+        (a new one when there is none). A connection whose server was checked for the SAN
+        the filter state asks (``shared``) serves only connections asking the same."""
         endpoint = endpoint or self._pick(cluster, tried, destination)
-        key = pool_key(cluster.name, (endpoint.host, endpoint.port), origin) \
+        san = filter_state.shared_value(shared or {}, filter_state.UPSTREAM_SANS)
+        key = (*pool_key(cluster.name, (endpoint.host, endpoint.port), origin), san) \
             if endpoint else None
         connection = self.h2_pool.get(key) if key else None
         if connection is not None and connection.usable and endpoint is not None:
@@ -1336,10 +1474,10 @@ class NativeProxy:
             tried.add(host)
             return connection, host
         reader, writer, host = await self._connect(cluster, tried, destination, endpoint,
-                                                   origin=origin)
+                                                   origin=origin, shared=shared)
         connection = http2.Connection(reader, writer, client=True)
         connection.run()
-        self.h2_pool[pool_key(cluster.name, host, origin)] = connection
+        self.h2_pool[(*pool_key(cluster.name, host, origin), san)] = connection
         return connection, host
 
     async def _attempt_h2(self, cluster: Cluster, request: http1.Message,

@@ -37,6 +37,9 @@ class Facts:
     path: str = ""  # without the query
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
     identity: str = ""  # our own certificate's, on TLS we terminated (telemetry, not policy)
+    # the connection's filter state (an internal listener's, from the hop before it):
+    # a waypoint knows its HBONE client by io.istio.peer_principal there, not a certificate
+    filter_state: Mapping[str, str] = attrs.field(factory=dict)
 
 
 Predicate = Callable[[Facts], bool]
@@ -63,6 +66,14 @@ def _url_path(matcher: Any) -> Predicate:
 def _metadata(matcher: Any) -> Predicate:
     match = matchers.metadata_match(matcher)
     return lambda facts: match.holds(facts.metadata)
+
+
+def _filter_state(matcher: Any) -> Predicate:
+    if matcher.WhichOneof("matcher") != "string_match":
+        raise subset.Unsupported("principal.filter_state", "only string_match is supported "
+                                 "by the native proxy")
+    key, match = matcher.key, matchers.string_match(matcher.string_match)
+    return lambda facts: key in facts.filter_state and match.holds(facts.filter_state[key])
 
 
 def _address(block: Any, which: str) -> Predicate:
@@ -140,6 +151,8 @@ def principal(rule: rbac_pb2.Principal) -> Predicate:
         return _address(getattr(rule, kind), "direct")
     if kind == "remote_ip":
         return _address(rule.remote_ip, "remote")
+    if kind == "filter_state":
+        return _filter_state(rule.filter_state)
     raise subset.Unsupported("principal", f"RBAC principal {kind} is not supported by the "
                              "native proxy")
 

@@ -26,20 +26,32 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.http.set_filter_state.v3 import (  # noqa: F401
+    set_filter_state_pb2 as http_state_pb2,
+)
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
 from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2  # noqa: F401
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
+from envoy.extensions.filters.network.direct_response.v3 import (  # noqa: F401
+    config_pb2 as direct_response_pb2,
+)
 from envoy.extensions.filters.network.echo.v3 import echo_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
+from envoy.extensions.filters.network.set_filter_state.v3 import (  # noqa: F401
+    set_filter_state_pb2 as network_state_pb2,
+)
 from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2  # noqa: F401
 from envoy.extensions.request_id.uuid.v3 import uuid_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.internal_upstream.v3 import (  # noqa: F401
+    internal_upstream_pb2,
+)
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
@@ -58,7 +70,10 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "dns_lookup_family", "upstream_bind_config", "transport_socket",
         "transport_socket_matches", "outlier_detection", "ring_hash_lb_config",
         "maglev_lb_config", "upstream_connection_options", "round_robin_lb_config",
-        "least_request_lb_config"}),
+        "least_request_lb_config", "original_dst_lb_config", "cleanup_interval"}),
+    # ORIGINAL_DST to another port of the original destination (a waypoint's HBONE 15008)
+    "envoy.config.cluster.v3.Cluster.OriginalDstLbConfig": frozenset({
+        "upstream_port_override"}),
     "envoy.config.cluster.v3.Cluster.RoundRobinLbConfig": frozenset({"slow_start_config"}),
     "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": frozenset({"slow_start_config"}),
     "envoy.config.cluster.v3.Cluster.SlowStartConfig": frozenset({
@@ -105,7 +120,16 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.endpoint.v3.LbEndpoint": frozenset({
         "endpoint", "health_status", "metadata", "load_balancing_weight"}),
     "envoy.config.endpoint.v3.Endpoint": frozenset({"address"}),
-    "envoy.config.core.v3.Address": frozenset({"socket_address"}),
+    "envoy.config.core.v3.Address": frozenset({"socket_address", "envoy_internal_address"}),
+    # an internal listener of this proxy, reached in process (a waypoint's hops)
+    "envoy.config.core.v3.EnvoyInternalAddress": frozenset({"server_listener_name",
+                                                            "endpoint_id"}),
+    "envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport":
+        frozenset({"passthrough_metadata", "transport_socket"}),
+    "envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport"
+    ".MetadataValueSource": frozenset({"kind", "name"}),
+    "envoy.type.metadata.v3.MetadataKind": frozenset({"host"}),
+    "envoy.type.metadata.v3.MetadataKind.Host": frozenset(),
     "envoy.config.core.v3.SocketAddress": frozenset({"address", "port_value"}),
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": frozenset({
         "explicit_http_config", "common_http_protocol_options",
@@ -122,7 +146,13 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.listener.v3.Listener": frozenset({
         "name", "address", "filter_chains", "traffic_direction", "listener_filters",
         "use_original_dst", "bind_to_port", "default_filter_chain",
-        "listener_filters_timeout", "continue_on_listener_filters_timeout", "transparent"}),
+        "listener_filters_timeout", "continue_on_listener_filters_timeout", "transparent",
+        "internal_listener", "connection_balance_config"}),
+    "envoy.config.listener.v3.Listener.InternalListenerConfig": frozenset(),
+    # one accept loop per worker process: connections are spread by SO_REUSEPORT anyway
+    "envoy.config.listener.v3.Listener.ConnectionBalanceConfig": frozenset({
+        "exact_balance"}),
+    "envoy.config.listener.v3.Listener.ConnectionBalanceConfig.ExactBalance": frozenset(),
     "envoy.config.listener.v3.ListenerFilter": frozenset({"name", "typed_config",
                                                           "filter_disabled"}),
     "envoy.config.listener.v3.ListenerFilterChainMatchPredicate": frozenset({
@@ -147,7 +177,7 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": frozenset({
         "common_tls_context", "require_client_certificate"}),
     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext": frozenset({
-        "common_tls_context", "sni"}),
+        "common_tls_context", "sni", "max_session_keys"}),
     "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": frozenset({
         "tls_params", "alpn_protocols", "tls_certificate_sds_secret_configs",
         "combined_validation_context"}),
@@ -174,6 +204,15 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "stat_prefix", "cluster", "access_log", "access_log_options", "idle_timeout",
         "tunneling_config", "hash_policy"}),
     "envoy.extensions.filters.network.echo.v3.Echo": frozenset(),
+    "envoy.extensions.filters.network.direct_response.v3.Config": frozenset({"response"}),
+    # set_filter_state: values for the internal hop (see native/filter_state.py)
+    "envoy.extensions.filters.network.set_filter_state.v3.Config": frozenset({
+        "on_new_connection"}),
+    "envoy.extensions.filters.http.set_filter_state.v3.Config": frozenset({
+        "on_request_headers"}),
+    "envoy.extensions.filters.common.set_filter_state.v3.FilterStateValue": frozenset({
+        "object_key", "factory_key", "format_string", "shared_with_upstream",
+        "skip_if_empty"}),
     # the SNI names the cluster (AUTO_PASSTHROUGH gateways)
     "envoy.extensions.filters.network.sni_cluster.v3.SniCluster": frozenset(),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig": frozenset({
@@ -186,7 +225,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         frozenset({"stat_prefix", "rds", "route_config", "http_filters", "access_log",
                    "use_remote_address", "upgrade_configs", "stream_idle_timeout",
                    "normalize_path", "request_id_extension",
-                   "path_with_escaped_slashes_action"}),
+                   "path_with_escaped_slashes_action", "codec_type",
+                   "http2_protocol_options"}),
     "envoy.extensions.filters.network.http_connection_manager.v3.Rds": frozenset({
         "config_source", "route_config_name"}),
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": frozenset({
@@ -238,7 +278,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.rbac.v3.Permission.Set": frozenset({"rules"}),
     "envoy.config.rbac.v3.Principal": frozenset({
         "and_ids", "or_ids", "any", "authenticated", "direct_remote_ip", "source_ip",
-        "remote_ip", "header", "url_path", "metadata", "not_id"}),
+        "remote_ip", "header", "url_path", "metadata", "not_id", "filter_state"}),
+    "envoy.type.matcher.v3.FilterStateMatcher": frozenset({"key", "string_match"}),
     "envoy.config.rbac.v3.Principal.Set": frozenset({"ids"}),
     "envoy.config.rbac.v3.Principal.Authenticated": frozenset({"principal_name"}),
     "envoy.config.core.v3.CidrRange": frozenset({"address_prefix", "prefix_len"}),
@@ -283,7 +324,8 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
         "expression"}),
     "envoy.config.accesslog.v3.LogTypeFilter": frozenset({"types"}),
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": frozenset({"log_format"}),
-    "envoy.config.core.v3.SubstitutionFormatString": frozenset({"text_format_source"}),
+    "envoy.config.core.v3.SubstitutionFormatString": frozenset({"text_format_source",
+                                                                 "omit_empty_values"}),
     "envoy.config.core.v3.DataSource": frozenset({"inline_string", "inline_bytes",
                                                   "filename"}),
     # secrets from the agent's SDS

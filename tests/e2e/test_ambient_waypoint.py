@@ -2,7 +2,8 @@
 ``istio-waypoint`` gets a waypoint pod (Envoy, proxy kind ``waypoint``) from the node's
 gateway controller; a Service labelled ``istio.io/use-waypoint`` has ztunnel send its traffic
 there over HBONE, and the waypoint applies the Service's HTTPRoute and the L7
-AuthorizationPolicy that targets it, then re-originates HBONE to the pods.
+AuthorizationPolicy that targets it, then re-originates HBONE to the pods. Then the same with
+``proxy: native`` in the mesh config: the node runs the waypoint on the native proxy.
 """
 
 from __future__ import annotations
@@ -112,15 +113,17 @@ def write(folder: Path, name: str, text: str) -> None:
     tmp.replace(folder / name)
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+@pytest.fixture(scope="module", params=["envoy", "native"])
+def node(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     assert os.geteuid() == 0, "the e2e tests run as root (CI does)"
-    workdir = tmp_path_factory.mktemp("waypoint")
+    workdir = tmp_path_factory.mktemp(f"waypoint-{request.param}")
     config = workdir / "config"
     config.mkdir()
     for name, text in CONFIG.items():
         write(config, name, text)
-    (workdir / "pilotfish.yaml").write_text("profile: [sidecar, ambient]\n")
+    (workdir / "pilotfish.yaml").write_text(
+        f"profile: [sidecar, ambient]\nproxy: {request.param}\n")
     node = Node(workdir, config, SUBNET, BRIDGE,
                 extra_args=("--mesh-config", str(workdir / "pilotfish.yaml")))
     netns_names: set[str] = set()

@@ -1,6 +1,7 @@
-"""A waypoint on real Envoy, configured by discovery, between a test HBONE client and HBONE
-servers: the service's VirtualService (a header match, an 80/20 split) and an L7
-AuthorizationPolicy aimed at the service apply to traffic tunneled to the service's VIP.
+"""A waypoint on real Envoy, then the same on the native proxy, configured by discovery,
+between a test HBONE client and HBONE servers: the service's VirtualService (a header
+match, an 80/20 split) and an L7 AuthorizationPolicy aimed at the service apply to traffic
+tunneled to the service's VIP.
 
 Real processes: discovery (``profile: [sidecar, ambient]``, its CA on the secure port), the
 agent running Envoy as a ``waypoint`` proxy (its certificate from the CA over SDS), the
@@ -15,6 +16,11 @@ binds 0.0.0.0:15008 and the pods' HBONE servers bind <podIP>:15008; both Envoys 
 SO_REUSEPORT, so the kernel lets them share the port and hands each connection to the
 socket bound to its exact address (the client dials 127.0.0.1, the waypoint a pod's IP).
 The VIP is never dialled: it only travels as ``:authority``.
+
+The native waypoint gets the very same xDS (no generator of its own): its internal listeners
+are served in process. It runs with ``--concurrency 2``, whose workers set SO_REUSEPORT as
+Envoy does, so that it may share 15008 with the pods' servers here (the admin API adds the
+workers' counters up).
 """
 
 from __future__ import annotations
@@ -374,9 +380,12 @@ def _parse(data: bytes) -> tuple[int, dict[str, str], bytes]:
 # -- the scenario ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def waypoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    workdir = tmp_path_factory.mktemp("waypoint")
+@pytest.fixture(scope="module", params=["envoy", "native"])
+def waypoint(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    backend = ["--proxy", "native", "--concurrency", "2"] if request.param == "native" \
+        else ["--proxy", "envoy"]
+    workdir = tmp_path_factory.mktemp(f"waypoint-{request.param}")
     with LocalMesh(workdir) as mesh:
         ids = Identities(mesh, workdir)
         mesh.write("shop.yaml", CONFIG)
@@ -409,7 +418,8 @@ def waypoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             "waypoint-5d8f9", "shop", proxy_type="waypoint",
             labels={"gateway.networking.k8s.io/gateway-name": "waypoint"},
             extra=["--service-account", "waypoint", "--token-file", str(token),
-                   "--root-cert", str(mesh.root_cert), "--ca-address", mesh.secure_address])
+                   "--root-cert", str(mesh.root_cert), "--ca-address", mesh.secure_address,
+                   *backend])
         mesh.wait_synced("waypoint-5d8f9.shop", timeout=20)
 
         client_cert, client_key = ids.issue("productpage", "productpage-1")
@@ -430,6 +440,7 @@ def waypoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 
         client = wait_until(first_answer, 20, what="a request through the waypoint")
         yield {"mesh": mesh, "proxy": proxy, "client": client, "log": log,
+               "backend": request.param,
                "admin": connect(admin_cert, admin_key)}
         client.close()
 
@@ -568,3 +579,17 @@ def test_a_changed_virtual_service_reaches_the_waypoint(waypoint: dict[str, Any]
 
     wait_until(all_v1, 10, what="the new routes on the waypoint")
     mesh.write("shop.yaml", CONFIG)
+
+
+def test_the_native_waypoint_hops_through_its_internal_listeners(
+        waypoint: dict[str, Any]) -> None:
+    """On the native proxy both internal hops are its own listeners, served in process:
+    each CONNECT is a new connection to ``main_internal``; the upstream connections from
+    there to ``connect_originate`` (one per pod tunnel) are pooled, as Envoy pools them."""
+    if waypoint["backend"] != "native":
+        return  # the stat names are the native proxy's; every other test runs on both
+    proxy, client = waypoint["proxy"], waypoint["client"]
+    before = proxy.stat("listener.main_internal.downstream_cx_total")
+    assert client.request(f"{VIP}:9080", "/counted")[0] == 200
+    assert proxy.stat("listener.main_internal.downstream_cx_total") == before + 1
+    assert 1 <= proxy.stat("listener.connect_originate.downstream_cx_total") < before
