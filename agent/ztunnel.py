@@ -10,7 +10,6 @@ readiness on 15021. The runtime is ``pilotfish.core.ztunnel``; this module assem
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import signal
@@ -26,6 +25,7 @@ from google.protobuf import struct_pb2
 from pilotfish.core.ambient import zds
 from pilotfish.core.ambient.state import WorkloadState
 from pilotfish.core.http import HttpServer, Request, Response
+from pilotfish.core.native import loop
 from pilotfish.core.native.xds_client import DELTA_METHOD, XdsClient
 from pilotfish.core.output import CommandError
 from pilotfish.core.security.ca_client import CaClient
@@ -162,5 +162,5 @@ def main(args: argparse.Namespace) -> int:
     if not args.root_cert.exists():
         raise CommandError(f"--root-cert {args.root_cert}: no such file")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(Process(args).run())
+        loop.run(Process(args).run())  # the native proxy's loop: uvloop
     return 0
