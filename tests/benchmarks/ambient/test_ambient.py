@@ -137,6 +137,9 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
                                "met": mb(ztunnel_rss) <= TARGETS["rss_mb"]},
             "max_rps_ambient_over_envoy_mtls_pair": round(ambient_max / envoy_max, 3)
             if envoy_max else None,
+            # the same load, the same run: what a busy shared machine does to both cancels
+            "vcpu_at_1000_ztunnel_over_envoy_pair": round(
+                vcpu["ambient"] / vcpu["envoy/mtls"], 3) if vcpu["envoy/mtls"] else None,
         },
         "ztunnel_log_tail": log_tail,
         "seconds_per_run": seconds, "rounds_run": rounds, "connections": 32,
