@@ -12,7 +12,6 @@ runtime is ``pilotfish.core.ztunnel``; this module assembles it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib.metadata
 import logging
@@ -30,6 +29,7 @@ from pilotfish.core.ambient import zds
 from pilotfish.core.ambient.dns import nameservers
 from pilotfish.core.ambient.state import WorkloadState
 from pilotfish.core.http import HttpServer, Request, Response
+from pilotfish.core.native import loop
 from pilotfish.core.native.xds_client import DELTA_METHOD, XdsClient
 from pilotfish.core.output import CommandError
 from pilotfish.core.security.ca_client import CaClient
@@ -187,5 +187,5 @@ def main(args: argparse.Namespace) -> int:
     if not args.root_cert.exists():
         raise CommandError(f"--root-cert {args.root_cert}: no such file")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(Process(args).run())
+        loop.run(Process(args).run())  # the native proxy's loop: uvloop
     return 0

@@ -5,11 +5,9 @@ it; ``--check`` only loads the bootstrap, as Envoy's ``--mode validate``."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from google.protobuf import json_format
 
 from pilotfish.core import meshconfig, plugins
 from pilotfish.core.istio_metrics import Workload
-from pilotfish.core.native import bootstrap
+from pilotfish.core.native import bootstrap, loop
 from pilotfish.core.native.admin import Admin
 from pilotfish.core.native.client_session import (
     WILDCARD,
@@ -151,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=LOG_LEVELS[args.log_level],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.worker_fd is not None:
-        _run(run_worker(args.worker_fd, args.worker_index, _sniffers()))
+        loop.run(run_worker(args.worker_fd, args.worker_index, _sniffers()))
         return 0
     if args.config_path is None:
         parser.error("the bootstrap is required: -c PATH")
@@ -171,20 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     try:
-        _run(serve(boot, args.concurrency, args.log_level))
+        loop.run(serve(boot, args.concurrency, args.log_level))
     except Rejected as exc:
         print(f"pilotfish-native: {args.config_path}: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 def _sniffers() -> list[Any]:

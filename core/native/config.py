@@ -54,6 +54,7 @@ from pilotfish.core.native import (
     routing,
     subset,
 )
+from pilotfish.core.native.sockets import Keepalive
 from pilotfish.core.xds import types
 
 TCP_PROXY = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -148,15 +149,6 @@ class SlowStart:
     window: float  # seconds a new host warms up
     aggression: float = 1.0
     min_weight: float = 0.1  # a warming host's least share of its weight
-
-
-@attrs.frozen
-class Keepalive:
-    """TCP keepalive on upstream connections (0: the system's value)."""
-
-    probes: int = 0
-    time: int = 0  # seconds idle before the first probe
-    interval: int = 0  # seconds between probes
 
 
 @attrs.frozen

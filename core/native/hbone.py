@@ -36,7 +36,6 @@ import h2.exceptions
 
 from pilotfish.core.native import channels, http2, tls
 from pilotfish.core.native.channels import Channel
-from pilotfish.core.native.config import Keepalive
 from pilotfish.core.native.hbone_headers import (
     baggage,
     forwarded,
@@ -44,7 +43,13 @@ from pilotfish.core.native.hbone_headers import (
     parse_baggage,
     traceparent,
 )
-from pilotfish.core.native.sockets import address_text, open_streams, peer_of, set_keepalive
+from pilotfish.core.native.sockets import (
+    Keepalive,
+    address_text,
+    open_streams,
+    peer_of,
+    set_keepalive,
+)
 
 log = logging.getLogger(__name__)
 

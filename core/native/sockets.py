@@ -20,10 +20,20 @@ from typing import Any, TypeVar
 
 import attrs
 
-from pilotfish.core.native.config import Keepalive
 from pilotfish.core.native.connection import Http1Connection
 
 READ_SIZE = 65536
+
+
+@attrs.frozen
+class Keepalive:
+    """TCP keepalive on upstream connections (0: the system's value). Here rather than
+    with the rest of the native proxy's config: ztunnel sets it too, and should not load
+    Envoy's protobufs to do so (``config`` takes it from here)."""
+
+    probes: int = 0
+    time: int = 0  # seconds idle before the first probe
+    interval: int = 0  # seconds between probes
 
 
 async def close_writer(writer: asyncio.StreamWriter | Http1Connection) -> None:

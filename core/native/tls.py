@@ -18,16 +18,18 @@ import os
 import ssl
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pilotfish.core import istio_metrics
-from pilotfish.core.native.config import (
-    ConfigState,
-    Origination,
-    Termination,
-    TlsSecret,
-    Validation,
-)
+
+if TYPE_CHECKING:  # only named in signatures: ztunnel's HBONE loads no proxy config
+    from pilotfish.core.native.config import (
+        ConfigState,
+        Origination,
+        Termination,
+        TlsSecret,
+        Validation,
+    )
 
 _VERSIONS = {"TLSv1_0": ssl.TLSVersion.TLSv1, "TLSv1_1": ssl.TLSVersion.TLSv1_1,
              "TLSv1_2": ssl.TLSVersion.TLSv1_2, "TLSv1_3": ssl.TLSVersion.TLSv1_3}

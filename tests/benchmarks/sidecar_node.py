@@ -7,17 +7,22 @@ sidecar; ``server`` runs the backend (Envoy answering 1 KiB directly, ``--concur
 on 8080, behind its sidecar. Two Services select the server: ``backend`` (auto mTLS
 between the sidecars, Istio's default) and ``backend-plain`` (a DestinationRule turns TLS
 off: plaintext between the same sidecars, accepted by the server's PERMISSIVE inbound).
-With ``direct``, namespace ``plain`` holds the same two pods without sidecars.
+With ``direct``, namespace ``plain`` holds the same two pods without sidecars. With
+``ambient``, the node runs Istio's ambient profile beside the sidecar one (ztunnel, a child
+of ``pilotfish up``) and namespace ``ambient`` (``istio.io/dataplane-mode: ambient``) holds
+the same two pods and Service ``backend``, served by ztunnel instead of sidecars.
 
-Pinning: every process of the sidecars (uid 1337: agent and proxy) to CPU 1; everything
-else in the pods (the backend, and wrk when started with ``wrk_runs``) to CPU 0.
+Pinning: every process of the sidecars (uid 1337: agent and proxy) and ztunnel to CPU 1;
+everything else in the pods (the backend, and wrk when started with ``wrk_runs``) to CPU 0.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,8 @@ BACKEND_PORT = 8080
 BODY = "x" * 1024
 PROXY_UID = 1337
 URLS = {"plaintext": "http://backend-plain.mesh/", "mtls": "http://backend.mesh/"}
+AMBIENT_URL = "http://backend.ambient/"
+AMBIENT_CLIENT = "ambient/client"
 
 
 def backend_command() -> list[str]:
@@ -67,7 +74,8 @@ spec:
 """
 
 
-def config(folder: Path, *, direct: bool, route_header: str = "") -> None:
+def config(folder: Path, *, direct: bool, route_header: str = "",
+           ambient: bool = False) -> None:
     """The node's config; ``route_header`` adds a VirtualService for ``backend`` that sets
     ``x-push`` on every answer to it (the soak rewrites it)."""
     docs = ["apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh, labels: "
@@ -75,8 +83,13 @@ def config(folder: Path, *, direct: bool, route_header: str = "") -> None:
     namespaces = ["mesh", "plain"] if direct else ["mesh"]
     if direct:
         docs.append("apiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n")
+    if ambient:
+        namespaces.append("ambient")
+        docs.append("apiVersion: v1\nkind: Namespace\nmetadata: {name: ambient, labels: "
+                    "{istio.io/dataplane-mode: ambient}}\n")
     for namespace in namespaces:
-        for service in ("backend", "backend-plain"):
+        # ambient has no DestinationRule turning TLS off: ztunnel's HBONE is the only path
+        for service in ("backend",) if namespace == "ambient" else ("backend", "backend-plain"):
             docs.append(f"apiVersion: v1\nkind: Service\nmetadata: {{name: {service}, "
                         f"namespace: {namespace}}}\nspec:\n  selector: {{app: backend}}\n"
                         f"  ports: [{{name: http, port: 80, targetPort: {BACKEND_PORT}}}]\n")
@@ -114,17 +127,48 @@ spec:
 
 
 def start(workdir: Path, proxy: str, subnet: str, bridge: str, *, direct: bool = False,
-          route_header: str = "") -> Node:
-    """A node whose sidecars run ``proxy`` with ``--concurrency 1``, pinned, answering."""
-    config(workdir / "config", direct=direct, route_header=route_header)
-    node = Node(workdir, workdir / "config", subnet, bridge,
-                extra_args=("--proxy", proxy, "--proxy-concurrency", "1"))
-    node.start()
-    for url in URLS.values():
-        wait_until(lambda u=url: status(node, "mesh/client", u) == "200", 30,
-                   what=f"{url} through the {proxy} sidecars")
-    pin(node)
+          route_header: str = "", ambient: bool = False) -> Node:
+    """A node whose sidecars run ``proxy`` with ``--concurrency 1``, pinned, answering;
+    with ``ambient``, ztunnel too (the mesh config's ``profile: [sidecar, ambient]``)."""
+    config(workdir / "config", direct=direct, route_header=route_header, ambient=ambient)
+    extra: tuple[str, ...] = ("--proxy", proxy, "--proxy-concurrency", "1")
+    if ambient:
+        extra += ("--mesh-config", str(readable_mesh_config("profile: [sidecar, ambient]\n")))
+    node = Node(workdir, workdir / "config", subnet, bridge, extra_args=extra)
+    try:
+        node.start()
+        for url in URLS.values():
+            wait_until(lambda u=url: status(node, "mesh/client", u) == "200", 30,
+                       what=f"{url} through the {proxy} sidecars")
+        if ambient:
+            wait_until(lambda: status(node, AMBIENT_CLIENT, AMBIENT_URL) == "200", 30,
+                       what=f"{AMBIENT_URL} through ztunnel")
+        pin(node)
+    except BaseException:  # a node half up is still torn down
+        stop(node)
+        raise
     return node
+
+
+def readable_mesh_config(text: str) -> Path:
+    """The mesh config in a folder of its own that the sidecars' agents (uid 1337, given
+    the same ``--mesh-config`` path by the node) can read: pytest's tmp_path is root's
+    alone. ``stop`` removes it."""
+    folder = Path(tempfile.mkdtemp(prefix="pilotfish-bench-mesh-"))
+    folder.chmod(0o755)
+    path = folder / "pilotfish.yaml"
+    path.write_text(text)
+    path.chmod(0o644)
+    return path
+
+
+def ztunnel(node: Node) -> int:
+    """The pid of the node's ztunnel (a child of ``pilotfish up``, started again if it
+    exits: ask again after a restart)."""
+    found = subprocess.run(["pgrep", "-f", f"cli ztunnel .*{node.state_dir}"],
+                           capture_output=True, text=True).stdout.split()
+    assert len(found) == 1, f"one ztunnel expected for {node.state_dir}, found {found}"
+    return int(found[0])
 
 
 def status(node: Node, pod: str, url: str) -> str:
@@ -164,6 +208,8 @@ def pin(node: Node) -> None:
         pids = pod_pids(node, pod["namespace"], pod["name"])
         process_use.pin([p for p in pids if process_use.uid(p) == PROXY_UID], "1")
         process_use.pin([p for p in pids if process_use.uid(p) != PROXY_UID], "0")
+    if any(p["namespace"] == "ambient" for p in node.status()["pods"]):
+        process_use.pin([ztunnel(node)], "1")
 
 
 def usage(pair: dict[str, list[int]]) -> dict[str, float]:
@@ -187,3 +233,7 @@ def wrk(node: Node, url: str, seconds: float, rate: int = 0,
 def stop(node: Node) -> None:
     node.stop()
     node.down()
+    if "--mesh-config" in node.extra_args:
+        mesh = Path(node.extra_args[node.extra_args.index("--mesh-config") + 1])
+        if mesh.parent.name.startswith("pilotfish-bench-mesh-"):
+            shutil.rmtree(mesh.parent, ignore_errors=True)
