@@ -135,6 +135,8 @@ class AmbientNode:
         if not self.state.ztunnel_admin:
             port = ADMIN_PORT
             with socket.socket() as probe:
+                # as the server will bind it: a port in TIME_WAIT is still free to listen on
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind(("127.0.0.1", ADMIN_PORT))
                 except OSError:

@@ -16,6 +16,7 @@ import logging
 import socket
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 from pilotfish.core.ambient import dns
 from pilotfish.core.ambient.state import WorkloadState
@@ -79,24 +80,37 @@ class DnsProxy:
     # -- the pod's two sockets --------------------------------------------------------
 
     async def serve_udp(self, sock: socket.socket, namespace: str, netns_fd: int) -> None:
+        # A datagram endpoint, not sock_recvfrom: uvloop (ztunnel's loop) has no
+        # sock_recvfrom/sock_sendto.
         loop = asyncio.get_running_loop()
-        in_flight: set[asyncio.Task[None]] = set()
-        async with asyncio.TaskGroup() as group:
-            while True:
-                data, client = await loop.sock_recvfrom(sock, 65535)
-                if len(in_flight) >= MAX_IN_FLIGHT:
-                    continue
-                task = group.create_task(self._udp_one(sock, data, client, namespace,
-                                                       netns_fd))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+        queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue(MAX_IN_FLIGHT)
 
-    async def _udp_one(self, sock: socket.socket, data: bytes, client: tuple[str, int],
-                       namespace: str, netns_fd: int) -> None:
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                with contextlib.suppress(asyncio.QueueFull):  # too many: dropped, as UDP
+                    queue.put_nowait((data, addr))
+
+        transport, _ = await loop.create_datagram_endpoint(Receiver, sock=sock)
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            async with asyncio.TaskGroup() as group:
+                while True:
+                    data, client = await queue.get()
+                    if len(in_flight) >= MAX_IN_FLIGHT:
+                        continue
+                    task = group.create_task(self._udp_one(transport, data, client,
+                                                           namespace, netns_fd))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+        finally:
+            transport.close()
+
+    async def _udp_one(self, transport: asyncio.DatagramTransport, data: bytes,
+                       client: tuple[str, int], namespace: str, netns_fd: int) -> None:
         try:
             answer = await self.handle(data, namespace, netns_fd, tcp=False)
-            if answer is not None:
-                await asyncio.get_running_loop().sock_sendto(sock, answer, client)
+            if answer is not None and not transport.is_closing():
+                transport.sendto(answer, client)
         except Exception:  # one query's failure is that query's
             log.exception("DNS query from %s in %s failed", client, namespace)
 

@@ -10,8 +10,6 @@ as they pass (no per-connection flush); the series are rendered on scrape.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import attrs
 
 from pilotfish.core.ambient.model import Workload
@@ -27,6 +25,7 @@ COUNTERS = (
     ("istio_tcp_received_bytes", "bytes received from the destination"),
     ("istio_tcp_connections_failed", "connections that could not be made"),
 )
+NAMES = tuple(name for name, _ in COUNTERS)
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -73,17 +72,40 @@ class Flow:
         return tuple((name, values[name]) for name in TCP_LABELS)
 
 
+class Series:
+    """One label set's counters. A connection holds its series, so counting a read or a
+    write is one addition (no hashing of the ~25 labels each time)."""
+
+    __slots__ = ("labels", "values")
+
+    def __init__(self, labels: Labels) -> None:
+        self.labels = labels
+        self.values = dict.fromkeys(NAMES, 0)
+
+
 class Metrics:
     def __init__(self) -> None:
-        self.counters: dict[str, dict[Labels, int]] = {
-            name: defaultdict(int) for name, _ in COUNTERS}
+        self._series: dict[Labels, Series] = {}
 
-    def add(self, name: str, labels: Labels, amount: int = 1) -> None:
-        self.counters[name][labels] += amount
+    def series(self, labels: Labels) -> Series:
+        found = self._series.get(labels)
+        if found is None:
+            found = self._series[labels] = Series(labels)
+        return found
+
+    def add(self, name: str, series: Series, amount: int = 1) -> None:
+        series.values[name] += amount
+
+    @property
+    def counters(self) -> dict[str, dict[Labels, int]]:
+        """Each counter's value by label set (the series that have counted it)."""
+        return {name: {s.labels: s.values[name] for s in self._series.values()
+                       if s.values[name]} for name in NAMES}
 
     def render(self) -> str:
+        counters = self.counters
         families = [Family(name, "counter", help_text, tuple(
             Sample(f"{name}_total", labels, str(value))
-            for labels, value in self.counters[name].items()))
+            for labels, value in counters[name].items()))
             for name, help_text in COUNTERS]
         return render([f for f in families if f.samples])

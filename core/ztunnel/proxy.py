@@ -26,6 +26,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -48,7 +49,7 @@ from pilotfish.core.ztunnel.inpod import (
     open_dns_sockets,
     open_listeners,
 )
-from pilotfish.core.ztunnel.metrics import Flow, Metrics
+from pilotfish.core.ztunnel.metrics import Flow, Metrics, Series
 
 log = logging.getLogger("pilotfish.ztunnel")
 
@@ -79,11 +80,19 @@ class Pod:
             os.close(self.netns_fd)
 
 
+def _pod_ended(pod: Pod, task: asyncio.Task[None]) -> None:
+    """A pod's listeners stop only when ztunnel lets the pod go; anything else is a bug to
+    see in the log, not a pod silently left without its sockets."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("pod %s/%s: its listeners stopped", pod.info.namespace, pod.info.name,
+                  exc_info=task.exception())
+
+
 class _Counting:
     """A channel whose bytes are counted as they pass: what is read from it under
     ``read_as``, what is written to it under ``written_as``."""
 
-    def __init__(self, inner: Channel, metrics: Metrics, labels: Any,
+    def __init__(self, inner: Channel, metrics: Metrics, labels: Series,
                  read_as: str = "istio_tcp_received_bytes",
                  written_as: str = "istio_tcp_sent_bytes") -> None:
         self.inner, self.metrics, self.labels = inner, metrics, labels
@@ -110,7 +119,7 @@ class _Open(_Counting):
     """A connection's counted side that, when closed, counts the connection closed and
     forgets it (``ztunnel-config connections``)."""
 
-    def __init__(self, inner: Channel, metrics: Metrics, labels: Any,
+    def __init__(self, inner: Channel, metrics: Metrics, labels: Series,
                  forget: Callable[[], object], **names: str) -> None:
         super().__init__(inner, metrics, labels, **names)
         self.forget = forget
@@ -231,6 +240,7 @@ class Ztunnel:
         pod.listeners = listeners
         self.pods[pod.uid] = pod
         pod.task = asyncio.get_running_loop().create_task(self._serve_pod(pod))
+        pod.task.add_done_callback(partial(_pod_ended, pod))
         # Ask for the pod's certificate now: its first connection should not wait for it.
         if pod.info.service_account:
             self.certs.warm(self.identity(pod.info))
@@ -323,7 +333,7 @@ class Ztunnel:
             route.identities else None
         labels = self._flow("source", source, own_identity, getattr(route, "workload", None),
                             peer_identity, getattr(route, "service", None),
-                            mutual_tls=isinstance(route, outbound.Hbone)).labels()
+                            mutual_tls=isinstance(route, outbound.Hbone))
         try:
             if isinstance(route, outbound.Hbone):
                 context = await self.contexts.client(own_identity)
@@ -371,12 +381,14 @@ class Ztunnel:
 
     def _flow(self, reporter: str, source: Workload | None, source_principal: str | None,
               destination: Workload | None, destination_principal: str | None,
-              service: Any, mutual_tls: bool) -> Flow:
-        return Flow(reporter, source, source_principal, destination, destination_principal,
-                    service_host=getattr(service, "hostname", "") if service else "",
-                    service_name=getattr(service, "name", "") if service else "",
-                    service_namespace=getattr(service, "namespace", "") if service else "",
-                    mutual_tls=mutual_tls)
+              service: Any, mutual_tls: bool) -> Series:
+        """The metrics series of a connection between these two."""
+        return self.metrics.series(Flow(
+            reporter, source, source_principal, destination, destination_principal,
+            service_host=getattr(service, "hostname", "") if service else "",
+            service_name=getattr(service, "name", "") if service else "",
+            service_namespace=getattr(service, "namespace", "") if service else "",
+            mutual_tls=mutual_tls).labels())
 
     # -- 15008 and 15006 ---------------------------------------------------------------
 
@@ -424,7 +436,7 @@ class Ztunnel:
 
     async def _deliver(self, pod: Pod, client: tuple[str, int], identity: str | None,
                        target: tuple[str, int], mutual_tls: bool
-                       ) -> tuple[TcpChannel, Any, l4_authz.Connection] | int:
+                       ) -> tuple[TcpChannel, Series, l4_authz.Connection] | int:
         """Authorize a connection to the pod and connect it to the app: the app's channel,
         the series' labels and what was authorized, or the refusal's status (401 denied,
         503 unreachable)."""
@@ -435,7 +447,7 @@ class Ztunnel:
         connection = l4_authz.Connection(client[0], identity, target[0], target[1])
         verdict = l4_authz.authorize(self.state.policies_for(local), connection, local)
         labels = self._flow("destination", source, identity, local, self.identity(pod.info),
-                            None, mutual_tls).labels()
+                            None, mutual_tls)
         if not verdict.allowed:
             log.info("pod %s/%s: connection from %s (%s) to port %d denied by %s",
                      pod.info.namespace, pod.info.name, client[0], identity or "no identity",

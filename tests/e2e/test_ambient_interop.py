@@ -22,6 +22,7 @@ from pathlib import Path
 import mesh_config as mc
 import pytest
 
+from pilotfish.node.state import NodeState
 from pilotfish.testing.node import Node, leftovers
 from pilotfish.testing.processes import http, wait_until
 from pilotfish.testing.wire import capture
@@ -181,7 +182,8 @@ def test_only_tls_to_15008_between_sidecar_and_ambient_pod(node: Node) -> None:
 def test_ambient_pod_to_sidecar_pod_by_service_name(node: Node) -> None:
     # ENABLE_HBONE labelled web's pod networking.istio.io/tunnel: http, so WDS told ztunnel
     # to tunnel to it; the other sidecar keeps Istio's mTLS (which ztunnel does not send)
-    dump = json.loads(http("http://127.0.0.1:15000/config_dump").body)
+    admin = NodeState.load(node.state_dir).ztunnel_admin  # type: ignore[union-attr]
+    dump = json.loads(http(f"http://{admin}/config_dump").body)
     protocols = {w["name"]: w["protocol"] for w in dump["workloads"]}
     assert protocols["web"] == "HBONE" and protocols["sclient"] == "LEGACY_ISTIO_MTLS"
     works(node, "client.shop", "http://web.mesh:9080/")

@@ -23,6 +23,7 @@ from pilotfish.core import push_context
 from pilotfish.core.ambient.state import ADDRESS, AUTHORIZATION, WorkloadState
 from pilotfish.core.ambient.zds import WorkloadInfo
 from pilotfish.core.meshconfig import MeshSettings
+from pilotfish.core.native import loop
 from pilotfish.core.native.sockets import in_netns
 from pilotfish.core.xds.types import resource_name
 from pilotfish.core.yamlload import load_text
@@ -193,7 +194,8 @@ class Harness:
 
 
 def run(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)
+    """On the loop ztunnel runs on (uvloop)."""
+    return loop.run(coroutine)
 
 
 def samples(metrics: Metrics, name: str, **labels: str) -> int:

@@ -18,12 +18,14 @@ import socket
 import struct
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from pilotfish.core.ambient import dns
 from pilotfish.core.ambient.state import WorkloadState
 from pilotfish.core.ambient.zds import WorkloadInfo
+from pilotfish.core.native import loop
 from pilotfish.core.native.sockets import in_netns
 from pilotfish.core.ztunnel.certs import IdentityCerts
 from pilotfish.core.ztunnel.dns import DnsProxy
@@ -148,10 +150,23 @@ class Upstream:
             sock.close()
 
     async def _udp(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            data, client = await loop.sock_recvfrom(sock, 65535)
-            await loop.sock_sendto(sock, self.answer(data, "udp", client[0]), client)
+        # A datagram endpoint: uvloop has no sock_recvfrom/sock_sendto.
+        upstream = self
+
+        class Server(asyncio.DatagramProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                self.transport.sendto(  # type: ignore[attr-defined]
+                    upstream.answer(data, "udp", addr[0]), addr)
+
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            Server, sock=sock)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            transport.close()
 
     async def _tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         size = struct.unpack("!H", await reader.readexactly(2))[0]
@@ -167,14 +182,16 @@ async def udp_ask(fd: int, server: str, data: bytes) -> bytes:
 
     def make() -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setblocking(False)
+        sock.settimeout(5)
         return sock
 
+    def ask(sock: socket.socket) -> tuple[bytes, Any]:  # blocking, on a thread
+        sock.sendto(data, (server, 53))
+        return sock.recvfrom(65535)
+
     sock = await in_netns(fd, make)
-    loop = asyncio.get_running_loop()
     try:
-        await loop.sock_sendto(sock, data, (server, 53))
-        answer, source = await asyncio.wait_for(loop.sock_recvfrom(sock, 65535), 5)
+        answer, source = await asyncio.to_thread(ask, sock)
         assert source == (server, 53)  # the answer seems to come from the server asked
         return answer
     finally:
@@ -262,4 +279,4 @@ def test_mesh_names_answered_in_the_pod_others_forwarded(network: dict[str, int]
             await certs.close()
             await upstream.stop()
 
-    asyncio.run(main())
+    loop.run(main())  # on ztunnel's own loop (uvloop)
