@@ -38,6 +38,7 @@ from pilotfish.agent.status_server import StatusServer, StatusServerError
 from pilotfish.agent.supervisor import Supervisor
 from pilotfish.core import meshconfig
 from pilotfish.core import plugins as registry
+from pilotfish.core.model import is_ip
 from pilotfish.core.proxy_backend import (
     INTERCEPTION_MODES,
     PROXY_TYPES,
@@ -46,7 +47,6 @@ from pilotfish.core.proxy_backend import (
     ProxyBackend,
     ProxyError,
     ProxyOptions,
-    is_ip,
     split_host_port,
 )
 

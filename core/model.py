@@ -7,6 +7,7 @@ These are snapshots (frozen attrs classes) derived from config objects by
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Mapping
 
 import attrs
@@ -160,6 +161,15 @@ def endpoint_labels(labels: Mapping[str, str], locality: str, node_name: str = "
     if node_name:
         out[HOSTNAME_LABEL] = node_name
     return out
+
+
+def is_ip(host: str) -> bool:
+    """Is ``host`` an IPv4 or IPv6 address (not a name)?"""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def fqdn(name: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str:

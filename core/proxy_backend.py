@@ -20,7 +20,6 @@ discovery, and the certificate is written as files (``output_certs``) for the ap
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +29,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from pilotfish.core.model import DEFAULT_DOMAIN
+from pilotfish.core.model import DEFAULT_DOMAIN, is_ip
 
 PROXY_TYPES = ("sidecar", "router", "waypoint")
 XDS_MODES = ("sotw", "delta")
@@ -85,13 +84,6 @@ def config_dump_object(body: bytes, who: str) -> dict[str, Any]:
         raise ProxyError(f"{who}'s /config_dump is not a JSON object")
     return data
 
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_choice(choices: tuple[str, ...]) -> Any:

@@ -14,6 +14,8 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]
 
+from pilotfish.core.model import is_ip  # noqa: F401  (validators import it from here)
+
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 # Istio checks host labels case-insensitively (hosts are matched without case anyway).
 _HOST_LABEL = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?\Z")
@@ -101,14 +103,6 @@ def namespace_host_error(value: str, allow_bare: bool, exclusions: bool = False
     if namespace not in ("*", ".", "~") and dns_label_error(namespace):
         return f"host {value!r}: invalid namespace {namespace!r}"
     return wildcard_domain_error(host)
-
-
-def is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def ip_or_cidr_error(value: str) -> str | None:

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 import attrs
 
 from pilotfish.core.ambient.state import WorkloadState
+from pilotfish.core.model import is_ip
 
 A, AAAA = 1, 28
 CLASS_IN = 1
@@ -234,20 +235,12 @@ def mesh_addresses(state: WorkloadState, name: str, namespace: str,
         service = state.service_by_host(hostname)
         if service is None:
             continue
-        vips = [v for v in service.vips if _is_ip(v)]
+        vips = [v for v in service.vips if is_ip(v)]
         if not vips:
             vips = [a for workload, _ in state.endpoints(service) if workload.healthy
                     for a in workload.addresses]
         return tuple(dict.fromkeys(vips))
     return None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 @attrs.frozen

@@ -22,6 +22,7 @@ import attrs
 from pilotfish.core.ambient.model import Workload
 from pilotfish.core.ambient.outbound import ILLEGAL_PORTS, is_waypoint
 from pilotfish.core.ambient.state import WorkloadState
+from pilotfish.core.model import is_ip
 
 BAD_REQUEST = 400
 UNAVAILABLE = 503
@@ -52,14 +53,6 @@ def parse_authority(authority: str) -> tuple[str, int] | None:
         return host, int(port)
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _serves_as_waypoint(state: WorkloadState, local: Workload, host: str, network: str
                         ) -> bool:
     """Is ``local`` the waypoint of the service or workload ``host`` (an IP) names?"""
@@ -86,7 +79,7 @@ def check_hbone(state: WorkloadState, authority: str, local_ip: str, network: st
     local = state.workload_by_ip(local_ip, network)
     if local is None:
         return Reject(UNAVAILABLE, f"no workload for {local_ip} (network {network!r})")
-    if _is_ip(host):
+    if is_ip(host):
         if ipaddress.ip_address(host) == ipaddress.ip_address(local_ip) or \
                 local.application_tunnel is not None or \
                 _serves_as_waypoint(state, local, host, network):

@@ -24,12 +24,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pilotfish.core.model import is_ip
 from pilotfish.core.proxy_backend import (
     ALS_CLUSTER,
     SDS_CLUSTER,
     XDS_CLUSTER,
     ProxyOptions,
-    is_ip,
     split_host_port,
 )
 from pilotfish.plugins.envoy import stats
