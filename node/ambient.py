@@ -89,8 +89,9 @@ class AmbientNode:
                 "--state-file", str(self.folder / "cni-agent.json"),
                 "--dns-capture", "--no-ipv6"]
         async with anyio.create_task_group() as tg:
-            await tg.start(partial(run_child, "cni-agent", argv,
-                                   log_path=self.state.logs / "cni-agent.log"))
+            process = await tg.start(partial(run_child, "cni-agent", argv,
+                                             log_path=self.state.logs / "cni-agent.log"))
+            self.record("cni-agent", process.pid)
             await _wait_for(self.events_socket, "the CNI node agent's events socket")
             task_status.started()
 
@@ -116,8 +117,9 @@ class AmbientNode:
         while True:  # as its DaemonSet would, a ztunnel that exits is started again
             try:
                 async with anyio.create_task_group() as tg:
-                    await tg.start(partial(run_child, "ztunnel", argv,
-                                           log_path=self.state.logs / "ztunnel.log"))
+                    process = await tg.start(partial(
+                        run_child, "ztunnel", argv, log_path=self.state.logs / "ztunnel.log"))
+                    self.record("ztunnel", process.pid)
                     if not started:
                         await wait_http(f"http://{self.ztunnel_ip}:15021/healthz/ready",
                                         START_TIMEOUT, "ztunnel to be ready")
@@ -128,6 +130,11 @@ class AmbientNode:
                 print(f"    ztunnel exited ({codes[0]}); restarting it (logs/ztunnel.log)",
                       flush=True)
             await anyio.sleep(RESTART_DELAY)
+
+    def record(self, name: str, pid: int) -> None:
+        """Where ``pilotfish down`` finds it if ``up`` dies without stopping it."""
+        self.state.ambient_pids[name] = pid
+        self.state.save()
 
     def admin_address(self) -> str:
         """Istio's 127.0.0.1:15000, unless another node on this host holds it (then a free

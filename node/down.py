@@ -64,6 +64,8 @@ async def teardown(state: NodeState, *, keep_up_pid: bool = False) -> list[str]:
     if not keep_up_pid and state.up_pid and state.up_pid != os.getpid():
         await _stop_pid(state.up_pid, grace=30.0)
     await _stop_pid(state.discovery_pid)
+    for pid in state.ambient_pids.values():  # ztunnel first lets go of the pods' sockets
+        await _stop_pid(pid)
     for pod in list(state.pods.values()):
         problems += await remove_pod(state, pod)
     if state.bridge:

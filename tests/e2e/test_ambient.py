@@ -285,3 +285,17 @@ def test_proxy_status_lists_ztunnel(node: Node) -> None:
     assert header.split()[:7] == ["NAME", "TYPE", "CDS", "LDS", "EDS", "RDS", "WDS"]
     ztunnel = next(row.split() for row in rows if row.startswith("ztunnel-"))
     assert ztunnel[1] == "ztunnel" and ztunnel[6] == "SYNCED", out.stdout
+
+
+def test_down_after_up_was_killed_stops_ztunnel_and_the_node_agent(node: Node) -> None:
+    """Last in this module: ``up`` dies without a word; ``pilotfish down`` still stops the
+    node's ambient processes (their pids are in the node's state)."""
+    def ambient_processes() -> list[str]:
+        return subprocess.run(["pgrep", "-f", f"cli (ztunnel|cni-agent) .*{node.state_dir}"],
+                              capture_output=True, text=True).stdout.split()
+
+    assert len(ambient_processes()) == 2
+    node.kill()
+    node.down()
+    wait_until(lambda: not ambient_processes(), 15, interval=0.2,
+               what="ztunnel and the CNI node agent to be stopped by down")
