@@ -18,7 +18,7 @@ from pathlib import Path
 import mesh_config as mc
 import pytest
 
-from pilotfish.testing.node import Node, leftovers
+from pilotfish.testing.node import Node, node_with, write_file
 from pilotfish.testing.processes import http, wait_until
 from pilotfish.testing.wire import capture
 
@@ -46,33 +46,12 @@ MESH_CONFIG = "profile: [sidecar, ambient]\n"
 CLIENT = "spiffe://cluster.local/ns/shop/sa/client"
 
 
-def write(folder: Path, name: str, text: str) -> None:
-    tmp = folder / f".{name}.tmp"
-    tmp.write_text(text)
-    tmp.replace(folder / name)
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     assert os.geteuid() == 0, "the e2e tests run as root (CI does)"
-    workdir = tmp_path_factory.mktemp("ambient")
-    config = workdir / "config"
-    config.mkdir()
-    for name, text in CONFIG.items():
-        write(config, name, text)
-    (workdir / "pilotfish.yaml").write_text(MESH_CONFIG)
-    node = Node(workdir, config, SUBNET, BRIDGE,
-                extra_args=("--mesh-config", str(workdir / "pilotfish.yaml")))
-    netns_names: set[str] = set()
-    try:
-        node.start()
-        assert node.config_errors() == []
-        netns_names = {p["netns"] for p in node.status()["pods"]}
+    with node_with(tmp_path_factory.mktemp("ambient"), CONFIG, SUBNET, BRIDGE,
+                   MESH_CONFIG) as node:
         yield node
-    finally:
-        node.stop()
-        node.down()
-        assert leftovers(node, sorted(netns_names)) == []
 
 
 def get(node: Node, pod: str, url: str) -> subprocess.CompletedProcess[str]:
@@ -174,7 +153,7 @@ def test_dns_capture_sends_what_hosts_lacks_to_ztunnel(node: Node) -> None:
     assert known.returncode == 0 and known.stdout.split()[1:] == \
         ["server.shop.svc.cluster.local", "server.shop.svc", "server.shop", "server"]
     assert node.config_dir is not None
-    write(node.config_dir, "headless.yaml", HEADLESS)
+    write_file(node.config_dir, "headless.yaml", HEADLESS)
     try:
         def resolved() -> bool:
             out = node.exec("client.shop", ["getent", "hosts", "server-pods"])
@@ -196,7 +175,7 @@ def test_dns_capture_sends_what_hosts_lacks_to_ztunnel(node: Node) -> None:
 def test_l4_deny_by_principal(node: Node) -> None:
     server = "http://server.shop:9080/"
     assert node.config_dir is not None
-    write(node.config_dir, "deny.yaml", """\
+    write_file(node.config_dir, "deny.yaml", """\
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: deny-client, namespace: shop}
@@ -218,7 +197,7 @@ def test_strict_refuses_a_plain_pod(node: Node) -> None:
     wait_for(node, "outsider.plain", direct, works=True)  # PERMISSIVE: through 15006
     assert node.curl_json("outsider.plain", direct)["peer"] == node.pod("outsider")["ip"]
     assert node.config_dir is not None
-    write(node.config_dir, "strict.yaml", """\
+    write_file(node.config_dir, "strict.yaml", """\
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: strict, namespace: shop}
@@ -238,7 +217,7 @@ def test_a_pod_labelled_into_ambient_while_running(node: Node) -> None:
     labelled = mc.pod("outsider", "plain", {"app": "outsider",
                                             "istio.io/dataplane-mode": "ambient"},
                       mc.serve("outsider"))
-    write(node.config_dir, "outsider.yaml", labelled)
+    write_file(node.config_dir, "outsider.yaml", labelled)
     try:
         def captured() -> bool:
             dump = ztunnel_dump(node)
@@ -252,7 +231,7 @@ def test_a_pod_labelled_into_ambient_while_running(node: Node) -> None:
         certificates = {c["identity"] for c in ztunnel_dump(node)["certificates"]}  # type: ignore[index]
         assert "spiffe://cluster.local/ns/plain/sa/outsider" in certificates
     finally:
-        write(node.config_dir, "outsider.yaml", CONFIG["outsider.yaml"])
+        write_file(node.config_dir, "outsider.yaml", CONFIG["outsider.yaml"])
     wait_until(lambda: not any(p["name"] == "outsider" for p in  # type: ignore[union-attr]
                                ztunnel_dump(node)["pods"].values()), 20, interval=0.3,
                what="ztunnel to let the pod go")

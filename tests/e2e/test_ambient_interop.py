@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import mesh_config as mc
 import pytest
 
 from pilotfish.node.state import NodeState
-from pilotfish.testing.node import Node, leftovers
+from pilotfish.testing.node import Node, node_with, write_file
 from pilotfish.testing.processes import http, wait_until
 from pilotfish.testing.wire import capture
 
@@ -97,38 +94,13 @@ AMBIENT_CLIENT = "spiffe://cluster.local/ns/shop/sa/client"
 SIDECAR_CLIENT = "spiffe://cluster.local/ns/mesh/sa/sclient"
 
 
-def write(folder: Path, name: str, text: str) -> None:
-    tmp = folder / f".{name}.tmp"
-    tmp.write_text(text)
-    tmp.replace(folder / name)
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     assert os.geteuid() == 0, "the e2e tests run as root (CI does)"
-    workdir = tmp_path_factory.mktemp("interop")
-    config = workdir / "config"
-    config.mkdir()
-    for name, text in CONFIG.items():
-        write(config, name, text)
-    # The sidecars' agents (uid 1337) read the mesh config too: outside root's own tmp.
-    shared = Path(tempfile.mkdtemp(prefix="pfaix-"))
-    shared.chmod(0o755)
-    mesh_config = shared / "pilotfish.yaml"
-    mesh_config.write_text(MESH_CONFIG)
-    mesh_config.chmod(0o644)
-    node = Node(workdir, config, SUBNET, BRIDGE, extra_args=("--mesh-config", str(mesh_config)))
-    netns_names: set[str] = set()
-    try:
-        node.start()
-        assert node.config_errors() == []
-        netns_names = {p["netns"] for p in node.status()["pods"]}
+    # (the node gives each pod's agent its own readable copy of the mesh config)
+    with node_with(tmp_path_factory.mktemp("interop"), CONFIG, SUBNET, BRIDGE,
+                   MESH_CONFIG) as node:
         yield node
-    finally:
-        node.stop()
-        node.down()
-        shutil.rmtree(shared)
-        assert leftovers(node, sorted(netns_names)) == []
 
 
 def code(node: Node, pod: str, url: str) -> str:
@@ -206,13 +178,13 @@ def test_the_sidecar_sees_the_ambient_clients_identity(node: Node) -> None:
                interval=0.3, what="web's sidecar to refuse the sidecar client")
     assert code(node, "outsider.plain", "http://web.mesh:9080/") != "200"
     assert node.config_dir is not None
-    write(node.config_dir, "policy.yaml", CONFIG["policy.yaml"].replace(
+    write_file(node.config_dir, "policy.yaml", CONFIG["policy.yaml"].replace(
         "cluster.local/ns/shop/sa/client", "cluster.local/ns/shop/sa/someone-else"))
     try:
         wait_until(lambda: code(node, "client.shop", "http://web.mesh:9080/") == "403", 20,
                    interval=0.3, what="web's sidecar to refuse the ambient client")
     finally:
-        write(node.config_dir, "policy.yaml", CONFIG["policy.yaml"])
+        write_file(node.config_dir, "policy.yaml", CONFIG["policy.yaml"])
     works(node, "client.shop", "http://web.mesh:9080/")
     stats = node.exec("web.mesh", ["curl", "-s", "http://127.0.0.1:15000/stats"]).stdout
     accepted = [line for line in stats.splitlines()

@@ -13,12 +13,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import mesh_config as mc
 import pytest
 
-from pilotfish.testing.node import Node, leftovers
+from pilotfish.testing.node import Node, node_with, write_file
 from pilotfish.testing.processes import wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.e2e]
@@ -107,35 +106,13 @@ print(json.dumps(counts))
 """
 
 
-def write(folder: Path, name: str, text: str) -> None:
-    tmp = folder / f".{name}.tmp"
-    tmp.write_text(text)
-    tmp.replace(folder / name)
-
-
 @pytest.fixture(scope="module", params=["envoy", "native"])
 def node(request: pytest.FixtureRequest,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     assert os.geteuid() == 0, "the e2e tests run as root (CI does)"
-    workdir = tmp_path_factory.mktemp(f"waypoint-{request.param}")
-    config = workdir / "config"
-    config.mkdir()
-    for name, text in CONFIG.items():
-        write(config, name, text)
-    (workdir / "pilotfish.yaml").write_text(
-        f"profile: [sidecar, ambient]\nproxy: {request.param}\n")
-    node = Node(workdir, config, SUBNET, BRIDGE,
-                extra_args=("--mesh-config", str(workdir / "pilotfish.yaml")))
-    netns_names: set[str] = set()
-    try:
-        node.start()
-        assert node.config_errors() == []
-        netns_names = {p["netns"] for p in node.status()["pods"]}
+    with node_with(tmp_path_factory.mktemp(f"waypoint-{request.param}"), CONFIG, SUBNET,
+                   BRIDGE, f"profile: [sidecar, ambient]\nproxy: {request.param}\n") as node:
         yield node
-    finally:
-        node.stop()
-        node.down()
-        assert leftovers(node, sorted(netns_names)) == []
 
 
 def counts(node: Node, n: int, path: str = "/", headers: dict[str, str] | None = None
@@ -168,13 +145,13 @@ def test_l7_deny_on_a_path(node: Node) -> None:
 
 def test_none_of_it_without_the_waypoint(node: Node) -> None:
     assert node.config_dir is not None
-    write(node.config_dir, "services.yaml", services(waypoint=False))
+    write_file(node.config_dir, "services.yaml", services(waypoint=False))
     try:
         wait_until(lambda: counts(node, 3, path="/admin/x").keys() <= {"v1", "v2"}, 30,
                    interval=0.5, what="the service to stop using its waypoint")
         assert counts(node, 20, headers={"x-version": "v2"}).keys() == {"v1", "v2"}
     finally:
-        write(node.config_dir, "services.yaml", services(waypoint=True))
+        write_file(node.config_dir, "services.yaml", services(waypoint=True))
     wait_until(lambda: counts(node, 3, path="/admin/x") == {"403": 3}, 30, interval=0.5,
                what="the service to use its waypoint again")
 
