@@ -27,6 +27,7 @@ from google.rpc import status_pb2
 
 from pilotfish.core.native.config import MESSAGES, ConfigState, Rejected
 from pilotfish.core.xds import types
+from pilotfish.core.xds.delta_client import DeltaRequests
 
 INVALID_ARGUMENT = 3
 WILDCARD = (types.CLUSTER, types.LISTENER)  # as types.WILDCARD_TYPES, in this order
@@ -45,6 +46,7 @@ class AdsSession:
     subscribed: dict[str, set[str]] = attrs.field(factory=lambda: {t: set() for t in BY_NAME})
     answered: set[str] = attrs.field(factory=set)  # types a response has come for
     rejected: dict[str, str] = attrs.field(factory=dict)  # type → last NACK's detail
+    initialized: bool = False  # ready once: Envoy's /ready does not go back either
 
     def _take(self, type_url: str, added: Iterable[tuple[str, bytes]],
               removed: Iterable[str], version: str) -> status_pb2.Status | None:
@@ -76,30 +78,24 @@ class AdsSession:
         return changes
 
     def ready(self) -> str:
-        """Why the proxy does not hold a full configuration yet ("" once it does)."""
+        """Why the proxy has not finished initializing yet ("" once it has).
+
+        As Envoy's initialization: clusters warm on their endpoints (Istio's config sources
+        wait for them without a timeout, and discovery answers every EDS name, empty ones
+        included), then listeners on their route tables. Once initialized the proxy stays
+        ready: a cluster or route table added later warms without taking readiness away."""
+        if self.initialized:
+            return ""
         for type_url in WILDCARD:
             if type_url not in self.answered:
                 return f"no {types.short(type_url)} from discovery yet"
-        missing = self.subscribed[types.ROUTE] - set(self.state.routes)
-        if missing:
-            return f"route tables not received yet: {', '.join(sorted(missing))}"
+        for type_url, have, what in ((types.ENDPOINT, self.state.endpoints, "endpoints"),
+                                     (types.ROUTE, self.state.routes, "route tables")):
+            missing = self.subscribed[type_url] - set(have)
+            if missing:
+                return f"{what} not received yet: {', '.join(sorted(missing))}"
+        self.initialized = True
         return ""
-
-
-class DeltaRequests:
-    """What every delta session's requests share: the node rides on a stream's first request
-    only, as Envoy sends it (``start`` clears ``_sent_node`` for a new stream). Mixed into
-    attrs classes that hold ``node`` and ``_sent_node``; ztunnel's WDS session uses it too."""
-
-    node: base_pb2.Node
-    _sent_node: bool
-
-    def _request(self, type_url: str, **fields: object) -> discovery_pb2.DeltaDiscoveryRequest:
-        request = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, **fields)
-        if not self._sent_node:
-            request.node.CopyFrom(self.node)
-            self._sent_node = True
-        return request
 
 
 @attrs.define

@@ -15,8 +15,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
 from pilotfish.core.ambient.state import StateError, WorkloadState
-from pilotfish.core.native.client_session import DeltaRequests
 from pilotfish.core.xds import types
+from pilotfish.core.xds.delta_client import DeltaRequests
 
 TYPES = (types.ADDRESS, types.AUTHORIZATION)
 INVALID_ARGUMENT = 3
