@@ -10,6 +10,7 @@ started with while the proxy swaps in new ones.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -55,6 +56,7 @@ from pilotfish.core.native import (
     subset,
 )
 from pilotfish.core.native.sockets import Keepalive
+from pilotfish.core.native.tls import load_identity
 from pilotfish.core.xds import types
 
 TCP_PROXY = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -766,13 +768,24 @@ def build_listener(resource: listener_pb2.Listener) -> Listener:
 
 
 def build_secret(resource: secret_pb2.Secret) -> TlsSecret | None:
-    """A certificate and key, or a trust bundle."""
+    """A certificate and key, or a trust bundle; each loaded once here, so that one that
+    does not load (a user's Secret with a broken key) is refused with its name, as Envoy
+    refuses it, rather than failing the listeners and clusters that name it."""
     if resource.HasField("tls_certificate"):
         certificate = resource.tls_certificate
-        return TlsSecret(subset.data(certificate.certificate_chain),
-                         subset.data(certificate.private_key))
+        found = TlsSecret(subset.data(certificate.certificate_chain),
+                          subset.data(certificate.private_key))
+        if found.chain or found.key:
+            load_identity(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), found.chain, found.key)
+        return found
     if resource.HasField("validation_context"):
-        return TlsSecret(ca=subset.data(resource.validation_context.trusted_ca))
+        found = TlsSecret(ca=subset.data(resource.validation_context.trusted_ca))
+        if found.ca:
+            try:
+                ssl.create_default_context(cadata=found.ca.decode())
+            except (ssl.SSLError, UnicodeDecodeError) as exc:
+                raise ValueError(f"the trusted CA does not load ({exc})") from None
+        return found
     return None
 
 

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import ssl
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pilotfish.core import istio_metrics
@@ -91,20 +88,25 @@ def uri_names(pem: bytes) -> list[str]:
 
 def load_identity(context: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
     """Give ``context`` a certificate chain and its key held in memory (a certificate
-    fetched from the CA): through files in a private folder (0700, files 0600) removed as
-    soon as they are loaded, since the ssl module reads keys from files only."""
-    with tempfile.TemporaryDirectory(prefix="pilotfish-identity-") as folder:
-        chain, key = Path(folder) / "chain.pem", Path(folder) / "key.pem"
-        for path, data in ((chain, chain_pem), (key, key_pem)):
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as out:
-                out.write(data)
+    fetched from the CA). The ssl module reads keys from files only: they go through
+    anonymous in-memory files (``memfd_create``), so a private key never touches a
+    filesystem."""
+    descriptors = []
+    try:
+        for name, data in (("chain", chain_pem), ("key", key_pem)):
+            descriptor = os.memfd_create(f"pilotfish-{name}", os.MFD_CLOEXEC)
+            descriptors.append(descriptor)
+            os.write(descriptor, data)
+        chain, key = (f"/proc/self/fd/{descriptor}" for descriptor in descriptors)
         try:
             context.load_cert_chain(chain, key)
         except ssl.SSLError as exc:
             raise ValueError(f"the certificate chain and key do not load ({exc.reason or exc})"
                              " - PEM chain, leaf first, and its unencrypted PEM key expected"
                              ) from None
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
 
 
 class Missing(Exception):
@@ -119,21 +121,12 @@ def peer_names(ssl_object: Any) -> list[str]:
 
 
 class Contexts:
-    def __init__(self, folder: Path | None = None) -> None:
-        self.folder = folder or Path(tempfile.mkdtemp(prefix="pilotfish-native-tls-"))
-        self.folder.chmod(0o700)
+    """TLS contexts by what makes them, each made once (certificates and keys loaded from
+    memory, `load_identity`)."""
+
+    def __init__(self) -> None:
         self._cache: dict[tuple[Any, ...], ssl.SSLContext] = {}
         self._names: dict[tuple[Any, ...], str] = {}
-
-    def _files(self, secret: TlsSecret) -> tuple[Path, Path]:
-        digest = hashlib.sha256(secret.chain + secret.key).hexdigest()[:16]
-        chain, key = self.folder / f"{digest}.pem", self.folder / f"{digest}.key"
-        if not key.exists():
-            for path, data in ((chain, secret.chain), (key, secret.key)):
-                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(descriptor, "wb") as out:
-                    out.write(data)
-        return chain, key
 
     @staticmethod
     def _secret(state: ConfigState, name: str) -> TlsSecret:
@@ -169,7 +162,7 @@ class Contexts:
             found.minimum_version = _VERSIONS.get(tls.min_version, ssl.TLSVersion.TLSv1_2)
             if tls.max_version in _VERSIONS:
                 found.maximum_version = _VERSIONS[tls.max_version]
-            found.load_cert_chain(*self._files(secret))
+            load_identity(found, secret.chain, secret.key)
             if tls.alpn:
                 found.set_alpn_protocols(list(tls.alpn))
             if tls.client is not None:
@@ -192,7 +185,7 @@ class Contexts:
             else:
                 found.verify_mode = ssl.CERT_NONE
             if secret is not None:
-                found.load_cert_chain(*self._files(secret))
+                load_identity(found, secret.chain, secret.key)
             if tls.alpn:
                 found.set_alpn_protocols(list(tls.alpn))
             self._cache[key] = found

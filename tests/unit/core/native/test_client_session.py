@@ -13,6 +13,7 @@ from google.protobuf import any_pb2, json_format
 from pilotfish.core.native.client_session import DeltaClientSession, SotwClientSession
 from pilotfish.core.native.config import ConfigState
 from pilotfish.core.xds import types
+from pilotfish.testing.mesh_ca import MeshCA
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3." \
     "HttpConnectionManager"
@@ -126,9 +127,17 @@ def test_secrets_are_subscribed_as_listeners_name_them_and_acked():
     assert first.node.id == "n" and list(first.resource_names_subscribe) == ["file-cert:a~b"]
     assert secrets.want({"file-cert:a~b"}) == []
     assert secrets.ready() == "certificates not received yet: file-cert:a~b"
-    secret = json_format.ParseDict({"name": "file-cert:a~b", "tls_certificate": {
+    broken = json_format.ParseDict({"name": "file-cert:a~b", "tls_certificate": {
         "certificate_chain": {"inline_bytes": "Y2VydA=="},
         "private_key": {"inline_bytes": "a2V5"}}}, secret_pb2.Secret())
+    (nack,) = secrets.receive(response(types.SECRET, "s0", broken))
+    assert nack.error_detail.message.startswith(
+        f"{types.SECRET} file-cert:a~b: ValueError: the certificate chain and key do not load")
+    assert secrets.ready() == "certificates not received yet: file-cert:a~b"
+    issued = MeshCA().issue("a", "b")
+    secret = secret_pb2.Secret(name="file-cert:a~b")
+    secret.tls_certificate.certificate_chain.inline_bytes = issued.chain_pem
+    secret.tls_certificate.private_key.inline_bytes = issued.key_pem
     (ack,) = secrets.receive(response(types.SECRET, "s1", secret))
     assert ack.response_nonce == "s1" and not ack.error_detail.message
     assert secrets.ready() == "" and state.secrets["file-cert:a~b"] is not None
@@ -285,3 +294,19 @@ def test_sotw_subscription_grows_with_the_clusters_and_a_new_stream_repeats_what
     assert lds.type_url == types.LISTENER and not lds.version_info
     assert (eds.type_url, list(eds.resource_names), eds.version_info, eds.response_nonce) == (
         types.ENDPOINT, ["a", "c"], "e1", "")
+
+
+def test_ready_waits_for_every_clusters_endpoints_as_envoy_warms_them_then_stays_ready():
+    s = sotw_session()
+    s.receive(sotw_response(types.CLUSTER, "n1", "v1", cluster("a"), cluster("b")))
+    s.receive(sotw_response(types.LISTENER, "n2", "l1"))
+    assert s.ready() == "endpoints not received yet: a, b"
+    s.receive(sotw_response(types.ENDPOINT, "n3", "e1", assignment("a")))
+    assert s.ready() == "endpoints not received yet: b"
+    empty = assignment("b")
+    empty.ClearField("endpoints")  # type: ignore[attr-defined]
+    s.receive(sotw_response(types.ENDPOINT, "n4", "e2", assignment("a"), empty))
+    assert s.ready() == ""
+    # A cluster added later warms on its own; the proxy does not go back to not ready.
+    s.receive(sotw_response(types.CLUSTER, "n5", "v2", cluster("a"), cluster("b"), cluster("c")))
+    assert s.ready() == ""
