@@ -16,12 +16,12 @@ import contextlib
 import importlib.metadata
 import logging
 import signal
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
-import grpc
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
 
@@ -30,6 +30,7 @@ from pilotfish.core.ambient.dns import nameservers
 from pilotfish.core.ambient.state import WorkloadState
 from pilotfish.core.http import HttpServer, Request, Response
 from pilotfish.core.native import loop
+from pilotfish.core.native.grpc_client import client_tls
 from pilotfish.core.native.xds_client import DELTA_METHOD, XdsClient
 from pilotfish.core.output import CommandError
 from pilotfish.core.security.ca_client import CaClient
@@ -120,11 +121,11 @@ class Process:
         return await self.ca.create_certificate(csr, ttl, None, time.time(),
                                                 impersonate=impersonate)
 
-    async def _credentials(self) -> tuple[grpc.ChannelCredentials, str]:
+    async def _credentials(self) -> tuple[ssl.SSLContext, str]:
         secret = await self.certs.get(self.own_identity, timeout=60.0)
         roots = self.args.root_cert.read_bytes()
-        return (grpc.ssl_channel_credentials(roots, secret.key_pem.encode(),
-                                             secret.chain_pem.encode()), self.ca.server_name)
+        return (client_tls(roots, secret.chain_pem.encode(), secret.key_pem.encode()),
+                self.ca.server_name)
 
     async def _changed(self) -> None:
         self.ztunnel.changed.set()

@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
-import grpc
 from google.protobuf import json_format
 
 from pilotfish.core import meshconfig, plugins
@@ -27,6 +27,7 @@ from pilotfish.core.native.client_session import (
     SotwClientSession,
 )
 from pilotfish.core.native.config import ConfigState, Rejected
+from pilotfish.core.native.grpc_client import client_tls
 from pilotfish.core.native.proxy import NativeProxy
 from pilotfish.core.native.workers import Workers, run_worker
 from pilotfish.core.native.xds_client import DELTA_METHOD, SDS_METHOD, SOTW_METHOD, XdsClient
@@ -80,16 +81,15 @@ async def serve(boot: bootstrap.Bootstrap, concurrency: int = 1,
 
     sds.on_change = secrets_arrived
 
-    async def credentials() -> tuple[grpc.ChannelCredentials, str]:
+    async def credentials() -> tuple[ssl.SSLContext, str]:
         """The workload certificate and mesh root, once SDS has them."""
         assert boot.xds_tls is not None
         while True:
             certificate = state.secrets.get(boot.xds_tls.certificate)
             trust = state.secrets.get(boot.xds_tls.trust)
             if certificate is not None and trust is not None:
-                return grpc.ssl_channel_credentials(
-                    root_certificates=trust.ca, private_key=certificate.key,
-                    certificate_chain=certificate.chain), boot.xds_tls.server_name
+                return client_tls(trust.ca, certificate.chain, certificate.key), \
+                    boot.xds_tls.server_name
             await secrets_changed.wait()
 
     client = XdsClient(boot.xds_target, session, changed, method,

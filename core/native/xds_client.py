@@ -1,18 +1,21 @@
 """The native proxy's xDS streams over gRPC: the IO around ``client_session``. ADS to
 discovery, delta or state of the world (the method says which messages it carries); SDS to
 the agent, delta. Reconnects with jittered exponential backoff from 0.5 s to 30 s, as
-Envoy's bootstrap asks, and keeps serving the last accepted config meanwhile."""
+Envoy's bootstrap asks, and keeps serving the last accepted config meanwhile. ztunnel's WDS
+stream is one too. gRPC is ``grpc_client``'s, on the proxy's own HTTP/2."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-import grpc
 from envoy.service.discovery.v3 import discovery_pb2
+
+from pilotfish.core.native.grpc_client import Channel, GrpcError
 
 log = logging.getLogger("pilotfish.native.xds")
 
@@ -42,13 +45,13 @@ class XdsClient:
 
     def __init__(self, target: str, session: Session,
                  on_change: Callable[[], Awaitable[None]], method: str = DELTA_METHOD,
-                 credentials: Callable[[], Awaitable[tuple[grpc.ChannelCredentials, str]]]
+                 credentials: Callable[[], Awaitable[tuple[ssl.SSLContext, str]]]
                  | None = None) -> None:
         self.target = target  # a gRPC target: host:port or unix:PATH
         self.session = session
         self.on_change = on_change
         self.method = method
-        # mutual TLS: waits for the certificates, then (credentials, the server's name)
+        # mutual TLS: waits for the certificates, then (TLS context, the server's name)
         self.credentials = credentials
         self.connected = False
         self.answered = False  # the current stream has had a response
@@ -68,9 +71,9 @@ class XdsClient:
             self.answered = False
             try:
                 await self._stream()
-            except grpc.aio.AioRpcError as exc:
-                log.warning("xDS stream to %s ended: %s %s", self.target, exc.code().name,
-                            exc.details())
+            except GrpcError as exc:
+                log.warning("xDS stream to %s ended: %s %s", self.target, exc.code,
+                            exc.details)
             self.connected = False
             if self.answered:  # a stream that worked: the next attempt starts over
                 delay = BACKOFF[0]
@@ -94,19 +97,14 @@ class XdsClient:
 
     async def _run(self, queue: asyncio.Queue[Any], requests: AsyncIterator[Any]) -> None:
         if self.credentials is not None:
-            credentials, name = await self.credentials()
-            channel = grpc.aio.secure_channel(self.target, credentials, options=[
-                ("grpc.ssl_target_name_override", name), ("grpc.default_authority", name)])
+            context, name = await self.credentials()
+            channel = Channel(self.target, context, name)
         else:
-            channel = grpc.aio.insecure_channel(self.target)
+            channel = Channel(self.target)
         async with channel:
-            call = channel.stream_stream(
-                self.method,
-                request_serializer=lambda request: request.SerializeToString(),
-                response_deserializer=RESPONSES[self.method].FromString)
-            stream = call(requests)
             self.connected = True
-            async for response in stream:
+            async for response in channel.stream(self.method, requests,
+                                                 RESPONSES[self.method]):
                 self.answered = True
                 for request in self.session.receive(response):
                     if request.error_detail.message:
