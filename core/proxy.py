@@ -63,6 +63,9 @@ class ProxyScope:
     # REDIRECT, TPROXY or NONE (see `interception_mode`): TPROXY makes the capture
     # listeners transparent and keeps the client's address on inbound connections.
     interception_mode: str = "REDIRECT"
+    # A ztunnel's node (NODE_NAME): what it is sent is scoped to the workloads there. Empty
+    # for every other kind, whose config does not depend on where they run.
+    node: str = ""
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -131,6 +134,7 @@ class Proxy:
             self.dns_domain, frozenset(self.pod_ports.items()), self.locality,
             str(self.metadata.get("ISTIO_VERSION") or ""),
             interception_mode(self.metadata),
+            str(self.metadata.get("NODE_NAME") or "") if self.type is ProxyType.ZTUNNEL else "",
         )
 
 

@@ -35,14 +35,14 @@ from pilotfish.core.ambient import enrollment, waypoints
 from pilotfish.core.ambient import workload_pb2 as pb
 from pilotfish.core.gateway_api import index_key
 from pilotfish.core.hookspecs import hookimpl
-from pilotfish.core.model import Service, ServicePort, Workload, labels_match
+from pilotfish.core.model import Service, ServicePort, Workload
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.pod_owner import pod_owner
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.registry import TLS_MODE_LABEL, entry_workload
 from pilotfish.core.xds import types
-from pilotfish.translators.ambient import authorization, peer_authentication
+from pilotfish.translators.ambient import authorization
 
 DEFAULT_CLUSTER = "Kubernetes"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
@@ -108,8 +108,7 @@ class _Context:
         self.waypoints = waypoints.index(
             push.objects(index_key("Gateway")),
             {host: service.vips for host, service in push.services.items()}, push.mesh.domain)
-        self.policies = [obj for obj in push.security.authorization_policies
-                         if authorization.for_ztunnel(obj) and authorization.has_selector(obj)]
+        self.policies = authorization.selector_policies(push)
         # (namespace, workload name, address) → service key → its ports there.
         members: dict[tuple[str, str, str], dict[str, list[pb.Port]]] = defaultdict(
             lambda: defaultdict(list))
@@ -127,13 +126,7 @@ class _Context:
         return self.push.namespaces.get(namespace) or {}
 
     def policy_keys(self, namespace: str, labels: Mapping[str, str]) -> list[str]:
-        """Selector policies that apply (of the workload's namespace or the root's, sorted),
-        then those its PeerAuthentications make."""
-        selected = sorted(authorization.policy_key(obj) for obj in self.policies
-                          if obj.namespace in (namespace, self.root_namespace)
-                          and labels_match(authorization.selector(obj), labels))
-        return [*selected, *peer_authentication.workload_keys(
-            self.push.security.peer_authentications, self.root_namespace, namespace, labels)]
+        return authorization.workload_keys(self.push, self.policies, namespace, labels)
 
 
 def _pod_addresses(pod: ConfigObject, fallback: str) -> list[bytes]:

@@ -23,8 +23,11 @@
 - Values: ``*`` → presence, ``*x`` → suffix, ``x*`` → prefix, else exact; ports that are not
   numbers and addresses that are not IPs or CIDRs are skipped, as istiod skips them.
 
-The ``wds-authorization`` generator serves every converted policy, and what PeerAuthentications
-add (`peer_authentication`), to proxies of kind ``ztunnel``, named ``NAMESPACE/NAME``.
+The ``wds-authorization`` generator serves the converted policies, and what PeerAuthentications
+add (`peer_authentication`), to proxies of kind ``ztunnel``, named ``NAMESPACE/NAME``: to a
+ztunnel whose node is known (``NODE_NAME``), only those that can apply to a pod on its node
+(global ones, those of the pods' namespaces, and those the pods list in their
+``authorization_policies``), as ztunnel enforces policy on the inbound side alone.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from google.protobuf import empty_pb2
 
 from pilotfish.core.ambient import authorization_pb2 as pb
 from pilotfish.core.hookspecs import hookimpl
+from pilotfish.core.model import labels_match
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
@@ -71,6 +75,24 @@ def has_selector(obj: ConfigObject) -> bool:
 def selector(obj: ConfigObject) -> Mapping[str, str]:
     """The policy's selector labels (none: every workload of its namespace)."""
     return (obj.spec.get("selector") or {}).get("matchLabels") or {}
+
+
+def selector_policies(push: PushContext) -> list[ConfigObject]:
+    """The policies ztunnel enforces on the workloads a selector picks."""
+    return [obj for obj in push.security.authorization_policies
+            if for_ztunnel(obj) and has_selector(obj)]
+
+
+def workload_keys(push: PushContext, policies: Sequence[ConfigObject], namespace: str,
+                  labels: Mapping[str, str]) -> list[str]:
+    """A workload's ``authorization_policies``: the selector ``policies`` that apply (of its
+    namespace or the root's, sorted), then those its PeerAuthentications make."""
+    root = push.mesh.root_namespace
+    selected = sorted(policy_key(obj) for obj in policies
+                      if obj.namespace in (namespace, root)
+                      and labels_match(selector(obj), labels))
+    return [*selected, *peer_authentication.workload_keys(
+        push.security.peer_authentications, root, namespace, labels)]
 
 
 def string_matches(values: Iterable[str]) -> list[pb.StringMatch]:
@@ -199,11 +221,13 @@ def authorizations(policies: Iterable[ConfigObject], root_namespace: str
 
 
 class Authorizations:
-    """``istio.security.Authorization`` for ztunnels: every policy, made once per epoch."""
+    """``istio.security.Authorization`` for ztunnels: every policy converted once per epoch,
+    then the ones each node's ztunnel needs."""
 
     type_url = types.AUTHORIZATION
     proxy_kinds = frozenset({"ztunnel"})
-    depends_on = frozenset({"AuthorizationPolicy", "PeerAuthentication"})
+    # Pods: which ones run on a node decides what its ztunnel gets.
+    depends_on = frozenset({"AuthorizationPolicy", "PeerAuthentication", "Pod"})
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
                  ) -> list[pb.Authorization]:
@@ -213,7 +237,18 @@ class Authorizations:
                 *authorizations(push.security.authorization_policies, root),
                 *peer_authentication.authorizations(push.security.peer_authentications, root)]
         built: list[pb.Authorization] = memo["authorizations"]
-        return built
+        node = proxy.scope.node
+        if not node:
+            return built  # a ztunnel that did not say where it runs gets them all
+        policies = memo.setdefault("selector policies", selector_policies(push))
+        namespaces, keys = set(), set()
+        for pod in push.objects("Pod"):
+            if str(pod.spec.get("nodeName") or "") == node:
+                namespaces.add(pod.namespace)
+                keys.update(workload_keys(push, policies, pod.namespace, pod.labels))
+        return [policy for policy in built if policy.scope == pb.GLOBAL
+                or (policy.scope == pb.NAMESPACE and policy.namespace in namespaces)
+                or f"{policy.namespace}/{policy.name}" in keys]
 
 
 @hookimpl

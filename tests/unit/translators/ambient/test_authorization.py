@@ -161,3 +161,91 @@ def test_deny_rules_lose_their_http_parts_and_so_match_more() -> None:
         {"matches": [{}]},
         {"matches": [{"sourceIps": [{"address": "CgAAAA==", "length": 8}]}]},
     ]
+
+
+NODES = """
+apiVersion: v1
+kind: Pod
+metadata: {name: cart-0, namespace: shop, labels: {app: cart}}
+spec: {nodeName: node-a, containers: [{name: app}]}
+status: {phase: Running, podIP: 10.0.1.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pay-0, namespace: pay, labels: {app: pay}}
+spec: {nodeName: node-b, containers: [{name: app}]}
+status: {phase: Running, podIP: 10.0.2.5}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: cart-only, namespace: shop}
+spec: {selector: {matchLabels: {app: cart}}, action: DENY, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: pay-only, namespace: pay}
+spec: {selector: {matchLabels: {app: pay}}, action: DENY, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: shop-wide, namespace: shop}
+spec: {rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: pay-wide, namespace: pay}
+spec: {rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: mesh-wide, namespace: istio-system}
+spec: {rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: pay-from-root, namespace: istio-system}
+spec: {selector: {matchLabels: {app: pay}}, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: pay}
+spec: {mtls: {mode: STRICT}}
+"""
+
+
+def node_policies(node: str) -> list[str]:
+    from pilotfish.core import push_context
+    from pilotfish.core.meshconfig import MeshSettings
+    from pilotfish.core.proxy import parse_node
+    from pilotfish.translators.ambient.authorization import Authorizations
+
+    objects, errors = load_text(NODES, "nodes.yaml")
+    assert not errors, errors
+    push = push_context.build(objects, MeshSettings(), "v1")
+    proxy = parse_node("ztunnel~10.0.0.2~ztunnel-1.istio-system~istio-system.svc.cluster.local",
+                       {"NODE_NAME": node} if node else {})
+    return sorted(f"{p.namespace}/{p.name}" for p in Authorizations().generate(push, proxy, {}))
+
+
+def test_a_ztunnel_gets_only_the_policies_that_can_apply_on_its_node():
+    assert node_policies("node-a") == [
+        "istio-system/mesh-wide", "shop/cart-only", "shop/shop-wide"]
+    assert node_policies("node-b") == [
+        "istio-system/istio_converted_static_strict", "istio-system/mesh-wide",
+        "istio-system/pay-from-root", "pay/pay-only", "pay/pay-wide"]
+    assert node_policies("node-c") == ["istio-system/mesh-wide"]
+
+
+def test_a_ztunnel_that_does_not_say_its_node_gets_every_policy():
+    assert len(node_policies("")) == 7
+
+
+def test_ztunnels_on_different_nodes_do_not_share_a_scope():
+    from pilotfish.core.proxy import parse_node
+
+    node_id = "ztunnel~10.0.0.2~ztunnel-1.istio-system~istio-system.svc.cluster.local"
+    a = parse_node(node_id, {"NODE_NAME": "node-a"})
+    assert a.scope != parse_node(node_id, {"NODE_NAME": "node-b"}).scope
+    sidecar = "sidecar~10.0.0.3~web-1.shop~shop.svc.cluster.local"
+    assert parse_node(sidecar, {"NODE_NAME": "node-a"}).scope == \
+        parse_node(sidecar, {"NODE_NAME": "node-b"}).scope
