@@ -67,7 +67,7 @@ def frame(message: Proto) -> bytes:
     return struct.pack(">BI", 0, len(data)) + data
 
 
-def _status(headers: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
+def call_status(headers: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
     """(code name, details) from a trailers block or a trailers-only head; None if absent."""
     values = dict(headers)
     if "grpc-status" not in values:
@@ -190,7 +190,7 @@ class Channel:
         if answer.status != 200:
             raise GrpcError(HTTP_STATUS.get(answer.status, "UNKNOWN"),
                             f"{method} at {self.target}: HTTP status {answer.status}")
-        code, details = _status(answer.trailers) or _status(answer.headers) or (
+        code, details = call_status(answer.trailers) or call_status(answer.headers) or (
             "UNKNOWN", "the answer carried no grpc-status")
         if code != "OK":
             raise GrpcError(code, details)
@@ -225,7 +225,7 @@ class Channel:
                     yield response_type.FromString(message)
             if stream.error:
                 raise GrpcError("UNAVAILABLE", f"{method} at {self.target}: {stream.error}")
-            code, details = _status(stream.trailers) or _status(stream.headers) or (
+            code, details = call_status(stream.trailers) or call_status(stream.headers) or (
                 "INTERNAL", "the stream ended without a grpc-status")
             if code != "OK":
                 raise GrpcError(code, details)

@@ -307,7 +307,8 @@ def run(filters: Sequence[HttpFilter], request: Request, rng: random.Random,
         elif isinstance(item, ext_authz.ExtAuthz):
             if item.applies(request.metadata):
                 return Outcome(delay, None, "DI" if delay else "", tuple(counters),
-                               item.check(request.method, request.target, request.headers),
+                               item.check(request.method, request.target, request.headers,
+                                          request.connection),
                                item, index + 1)
         elif isinstance(item, FaultFilter):
             config = request.per_route.get(FAULT) or item.default

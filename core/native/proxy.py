@@ -1220,20 +1220,12 @@ class NativeProxy:
         then the rest of the filters."""
         counters = list(result.counters)
         while result.check is not None and result.checker is not None:
-            checker = result.checker
-            answer = await self._ask(result.check)
-            denial: ext_authz.Denial | None = None
-            if answer is None or answer.status >= 500:  # an error, not a verdict
-                denial = checker.failed()
-                counters.append("ext_authz.error" if denial is not None
-                                else "ext_authz.failure_mode_allowed")
-            elif answer.status == 200:
-                counters.append("ext_authz.ok")
-                call.headers = checker.allowed(answer.headers, call.headers,
-                                               call.response_headers)
-            else:
-                counters.append("ext_authz.denied")
-                denial = checker.denied(answer.status, answer.headers, answer.body)
+            verdict = result.checker.judge(await self._ask(result.check), call.headers,
+                                           call.response_headers)
+            counters.append(verdict.counter)
+            if verdict.allowed:
+                call.headers = verdict.headers
+            denial = verdict.denial
             if denial is not None:
                 return http_filters.Outcome(result.delay, http_filters.Answer(
                     denial.status, denial.body, denial.headers, ext_authz.DENIED_FLAG),
@@ -1251,17 +1243,20 @@ class NativeProxy:
         cluster = self.state.clusters.get(check.cluster)
         if cluster is None:
             return None
-        request = http1.Message(list(check.headers), b"", check.method, check.target)
+        request = http1.Message(list(check.headers), check.body, check.method, check.target)
         try:
             response, _ = await self._attempt(cluster, request, set(), check.timeout, 0.0)
-            if response.body_source is not None:
+            source = response.body_source
+            if source is not None:
                 parts = []
-                while data := await response.body_source.chunk():
+                while data := await source.chunk():
                     parts.append(data)
                     if sum(map(len, parts)) > http1.MAX_BODY:
-                        response.body_source.close()
+                        source.close()
                         return None
                 response.body, response.body_source = b"".join(parts), None
+                if isinstance(source, H2Answer):  # a gRPC check's status is in them
+                    response.trailers = list(source.stream.trailers)
         except (UpstreamFailed, OSError, EOFError, http1.ParseError):
             return None
         return response

@@ -197,8 +197,10 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.core.v3.ApiConfigSource": frozenset({
         "api_type", "grpc_services", "set_node_on_first_message_only",
         "transport_api_version"}),
-    "envoy.config.core.v3.GrpcService": frozenset({"envoy_grpc"}),
-    "envoy.config.core.v3.GrpcService.EnvoyGrpc": frozenset({"cluster_name"}),
+    # ``timeout`` and ``authority`` are ext_authz's check call's (an xDS stream has no
+    # deadline, and its authority is the bootstrap's server name, as on Envoy)
+    "envoy.config.core.v3.GrpcService": frozenset({"envoy_grpc", "timeout"}),
+    "envoy.config.core.v3.GrpcService.EnvoyGrpc": frozenset({"cluster_name", "authority"}),
     "envoy.config.listener.v3.Filter": frozenset({"name", "typed_config"}),
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": frozenset({
         "stat_prefix", "cluster", "access_log", "access_log_options", "idle_timeout",
@@ -256,10 +258,10 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.extensions.filters.network.rbac.v3.RBAC": frozenset({
         "rules", "shadow_rules", "shadow_rules_stat_prefix", "stat_prefix"}),
     "envoy.config.rbac.v3.RBAC": frozenset({"action", "policies"}),
-    # CUSTOM with an HTTP authorization service (envoyExtAuthzHttp; not a gRPC one)
+    # CUSTOM with an HTTP or a gRPC authorization service (envoyExtAuthzHttp/Grpc)
     "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz": frozenset({
         "transport_api_version", "failure_mode_allow", "status_on_error",
-        "filter_enabled_metadata", "http_service", "allowed_headers"}),
+        "filter_enabled_metadata", "http_service", "grpc_service", "allowed_headers"}),
     "envoy.extensions.filters.http.ext_authz.v3.HttpService": frozenset({
         "server_uri", "path_prefix", "authorization_request", "authorization_response"}),
     "envoy.extensions.filters.http.ext_authz.v3.AuthorizationRequest": frozenset({

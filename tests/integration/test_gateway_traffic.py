@@ -520,6 +520,104 @@ def test_custom_authorization_asks_the_ext_authz_provider(mesh: LocalMesh, proxy
         listener.close()
 
 
+EXT_AUTHZ_GRPC_MESH = """\
+mesh:
+  extensionProviders:
+  - name: grpc-ext-authz
+    envoyExtAuthzGrpc:
+      service: ext-authz.default.svc.cluster.local
+      port: 8000
+      timeout: 2s
+"""
+
+
+class GrpcAuthorization:
+    """``envoy.service.auth.v3.Authorization`` on grpcio: denies (403, ``x-reason``, a
+    body) when ``x-ext-authz: deny`` came along, else allows with ``x-user`` set upstream,
+    ``x-ext-authz`` removed and ``x-checked`` added to the client's answer; records what
+    each check carried."""
+
+    def __init__(self, address: str, port: int) -> None:
+        import grpc
+        from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+        self.checks: list[object] = []
+        outer = self
+
+        class Service(external_auth_pb2_grpc.AuthorizationServicer):
+            def Check(self, request, context):  # gRPC names the method
+                return outer.check(request)
+
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Service(), self.server)
+        self.server.add_insecure_port(f"{address}:{port}")
+        self.server.start()
+
+    def check(self, request):
+        from envoy.config.core.v3 import base_pb2
+        from envoy.service.auth.v3 import external_auth_pb2
+        from google.rpc import status_pb2
+
+        self.checks.append(request)
+        headers = request.attributes.request.http.headers
+        option = base_pb2.HeaderValueOption
+        if headers.get("x-ext-authz") == "deny":
+            denied = external_auth_pb2.DeniedHttpResponse(body="denied by grpc")
+            denied.status.code = 403
+            denied.headers.add(header=base_pb2.HeaderValue(key="x-reason", value="nope"))
+            return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=7),
+                                                   denied_response=denied)
+        ok = external_auth_pb2.OkHttpResponse(headers_to_remove=["x-ext-authz"])
+        ok.headers.add(header=base_pb2.HeaderValue(key="x-user", value="alice"),
+                       append_action=option.OVERWRITE_IF_EXISTS_OR_ADD)
+        ok.response_headers_to_add.add(header=base_pb2.HeaderValue(key="x-checked",
+                                                                   value="yes"))
+        return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=0),
+                                               ok_response=ok)
+
+
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_custom_authorization_asks_a_grpc_ext_authz_provider(mesh: LocalMesh,
+                                                             proxy: str) -> None:
+    """The same policy with an envoyExtAuthzGrpc provider: the gateway asks
+    ``Authorization/Check`` over HTTP/2 with the request's attributes; the answer's header
+    edits reach the upstream and the client, a denial its status, headers and body."""
+    port, authz = free_port(), "127.0.20.8"
+    authz_port = free_port(authz)
+    service = GrpcAuthorization(authz, authz_port)
+    try:
+        config = EXT_AUTHZ.format(app=APP, app_port=APP_PORT, port=port, authz=authz,
+                                  authz_port=authz_port)
+        config = config.replace("name: http, port: 8000", "name: grpc, port: 8000")
+        mesh.write("mesh.yaml", config.replace("sample-ext-authz", "grpc-ext-authz"))
+        mesh.start_discovery(mesh_config=EXT_AUTHZ_GRPC_MESH)
+        mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
+        mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                         extra=["--proxy", proxy])
+        mesh.wait_synced("gw-1.default")
+        base = f"http://127.0.0.1:{port}"
+        deny = {"x-ext-authz": "deny"}
+        wait_until(lambda: http(base + "/admin/x", headers=deny).status == 403, 15,
+                   what="the provider's denial")
+        denied = http(base + "/admin/x", headers=deny)
+        assert denied.headers.get("x-reason") == "nope"
+        assert denied.body == b"denied by grpc"
+        allowed = http(base + "/admin/x?q=1", headers={"x-ext-authz": "allow"})
+        assert allowed.status == 200 and allowed.headers.get("x-checked") == "yes"
+        seen = allowed.json()["headers"]
+        assert seen["x-user"] == "alice" and "x-ext-authz" not in seen
+        check = service.checks[-1].attributes
+        assert (check.request.http.method, check.request.http.path) == ("GET", "/admin/x?q=1")
+        assert check.request.http.headers[":path"] == "/admin/x?q=1"
+        assert check.request.http.headers["x-ext-authz"] == "allow"
+        assert check.source.address.socket_address.address == "127.0.0.1"
+        before = len(service.checks)
+        public = http(base + "/public", headers=deny)  # no rule selects it: never checked
+        assert public.status == 200 and len(service.checks) == before
+    finally:
+        service.server.stop(None)
+
+
 TELEMETRY = CONFIG + """\
 ---
 apiVersion: telemetry.istio.io/v1

@@ -225,10 +225,10 @@ def test_cors_policy_type_is_what_the_translator_packs():
     assert isinstance(cors({}), cors_pb2.CorsPolicy)
 
 
-def test_ext_authz_without_an_http_service_is_refused_with_its_path():
-    grpc = ext_authz_pb2.ExtAuthz()
-    grpc.grpc_service.envoy_grpc.cluster_name = "outbound|9000||authz"
-    for config, path in [(grpc, "hcm.http_filters[0].typed_config.grpc_service"),
+def test_ext_authz_without_a_service_the_proxy_can_call_is_refused_with_its_path():
+    google = ext_authz_pb2.ExtAuthz()
+    google.grpc_service.google_grpc.target_uri = "authz:9000"
+    for config, path in [(google, "hcm.http_filters[0].typed_config.grpc_service.google_grpc"),
                          (ext_authz_pb2.ExtAuthz(), "hcm.http_filters[0].typed_config")]:
         manager = hcm_pb2.HttpConnectionManager(http_filters=[hcm_pb2.HttpFilter(
             name="envoy.filters.http.ext_authz", typed_config=pack(config))])
