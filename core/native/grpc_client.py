@@ -105,7 +105,9 @@ class Reframer:
 class Channel:
     """One HTTP/2 connection to a gRPC server at ``target`` (``host:port``, ``[v6]:port``,
     ``unix:PATH``), over TLS with ``context`` (checked against ``server_name``), in clear
-    without. Used as ``async with``; a call on a lost connection fails ``UNAVAILABLE``."""
+    without. TLS goes over a unix socket too: the agent's xDS relay passes the proxy's
+    bytes on to discovery as they are. Used as ``async with``; a call on a lost connection
+    fails ``UNAVAILABLE``."""
 
     def __init__(self, target: str, context: ssl.SSLContext | None = None,
                  server_name: str = "") -> None:
@@ -123,8 +125,10 @@ class Channel:
             if self.target.startswith("unix:"):
                 path = self.target.removeprefix("unix:")
                 path = path.removeprefix("//") if path.startswith("///") else path
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    reader, writer = await asyncio.open_unix_connection(path)
+                async with asyncio.timeout(CONNECT_TIMEOUT):  # TLS too: a relay's socket
+                    reader, writer = await asyncio.open_unix_connection(
+                        path, ssl=self.context,
+                        server_hostname=self.server_name if self.context else None)
             else:
                 host, _, port = self.target.rpartition(":")
                 if not port.isdigit():

@@ -206,3 +206,17 @@ def test_messages_are_cut_out_however_the_bytes_come():
         Reframer().feed(b"\x01\x00\x00\x00\x01a")
     with pytest.raises(GrpcError, match="RESOURCE_EXHAUSTED"):
         Reframer().feed(b"\x00\xff\xff\xff\xff")
+
+
+def test_mutual_tls_over_a_unix_socket_as_through_the_agents_relay(tmp_path: Path):
+    async def main() -> None:
+        path = tmp_path / "tls.sock"
+        found, _ = await server(f"unix:{path}", secure=True)
+        try:
+            async with Channel(f"unix:{path}", tls(), NAME) as channel:
+                answer = await channel.unary("/test.Echo/Unary", Bytes(value=b"hi"), Bytes)
+                assert answer.value == b"||hi2"
+        finally:
+            await found.stop(None)
+
+    run(main)
