@@ -37,6 +37,7 @@ HTTP_STATUS = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"
                404: "UNIMPLEMENTED", 429: "UNAVAILABLE", 502: "UNAVAILABLE",
                503: "UNAVAILABLE", 504: "UNAVAILABLE"}
 CONNECT_TIMEOUT = 10.0  # to reach the server and finish the TLS handshake
+CLOSE_TIMEOUT = 1.0  # for the TLS shutdown when the channel is done
 
 M = TypeVar("M", bound=Proto)
 
@@ -156,9 +157,16 @@ class Channel:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.connection is not None:
-            await self.connection.close()
-            self.connection = None
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return
+        try:
+            # a peer that never answers TLS's close_notify (grpcio's on a unix socket)
+            # would hold asyncio's shutdown for 30 s
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await connection.close()
+        except TimeoutError:
+            connection.writer.transport.abort()
 
     def _request(self, method: str, metadata: Sequence[tuple[str, str]],
                  timeout: float | None, body: bytes = b"") -> http1.Message:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -208,9 +209,11 @@ def test_messages_are_cut_out_however_the_bytes_come():
         Reframer().feed(b"\x00\xff\xff\xff\xff")
 
 
-def test_mutual_tls_over_a_unix_socket_as_through_the_agents_relay(tmp_path: Path):
+def test_mutual_tls_over_a_unix_socket_as_through_the_agents_relay():
     async def main() -> None:
-        path = tmp_path / "tls.sock"
+        # a short path: this test's tmp_path is past a unix socket's 108 bytes
+        folder = tempfile.TemporaryDirectory(prefix="grpc-", dir="/tmp")
+        path = Path(folder.name) / "tls.sock"
         found, _ = await server(f"unix:{path}", secure=True)
         try:
             async with Channel(f"unix:{path}", tls(), NAME) as channel:
@@ -218,5 +221,6 @@ def test_mutual_tls_over_a_unix_socket_as_through_the_agents_relay(tmp_path: Pat
                 assert answer.value == b"||hi2"
         finally:
             await found.stop(None)
+            folder.cleanup()
 
     run(main)
