@@ -482,6 +482,11 @@ class Connection:
             raise StreamError("the connection closed")
         sent = 0
         try:
+            window = min(self.h2.local_flow_control_window(stream_id),
+                         self.h2.max_outbound_frame_size)
+            if len(data) <= window:  # the usual case: one frame, no slicing
+                self.h2.send_data(stream_id, data if isinstance(data, bytes) else bytes(data))
+                return len(data)
             with memoryview(data) as view:
                 while sent < len(view):
                     window = min(self.h2.local_flow_control_window(stream_id),

@@ -69,6 +69,16 @@ class _Relay:
 
     def received(self, data: bytes) -> None:
         self.to_tunnel(len(data))
+        if not self.outgoing and not self.done.done():
+            try:  # the usual case: the windows take it all at once
+                sent = self.connection.send_nowait(self.stream_id, data)
+            except http2.StreamError:  # reset, or the connection went
+                self._finish()
+                return
+            if sent == len(data):
+                self._sent()
+                return
+            data = data[sent:]
         self.outgoing += data
         self._send()
 
@@ -104,6 +114,11 @@ class _Relay:
             self.connection.window_listeners.add(self._send)
             return
         self.connection.window_listeners.discard(self._send)
+        self._sent()
+
+    def _sent(self) -> None:
+        """All the app's bytes so far are out: its end follows, and it is read again unless
+        the TLS connection's buffer is too full."""
         if self.app_done and not self.tunnel.ended:
             self.tunnel.end()
         if self.draining is None and \
