@@ -139,6 +139,13 @@ class SocketChannel(asyncio.Protocol):
         if self._consumer is not None:
             self._consumer.drained()
 
+    @property
+    def open(self) -> bool:
+        """The transport can still be used (uvloop's raise once closed, even before
+        ``connection_lost`` is called)."""
+        return not self.lost and self.transport is not None and \
+            not self.transport.is_closing()
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -146,12 +153,14 @@ class SocketChannel(asyncio.Protocol):
     # -- reading ------------------------------------------------------------------------------
 
     def pause_reading(self) -> None:
-        if self._reading and not self.lost and self.transport is not None:
+        if self._reading and self.open:
+            assert self.transport is not None
             self._reading = False
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if not self._reading and not self.lost and self.transport is not None:
+        if not self._reading and self.open:
+            assert self.transport is not None
             self._reading = True
             self.transport.resume_reading()
 
@@ -188,14 +197,16 @@ class SocketChannel(asyncio.Protocol):
     def write_nowait(self, data: bytes) -> bool:
         """Write ``data``; whether the transport can take more now (False: wait for the
         consumer's ``drained``). Bytes for a connection that is gone are dropped."""
-        if self.lost or self.transport is None:
+        if not self.open:
             return True
+        assert self.transport is not None
         self.transport.write(data)
         return not self.paused
 
     async def write(self, data: bytes) -> None:
-        if self.lost or self.transport is None:
+        if not self.open:
             raise ConnectionResetError("the connection is gone")
+        assert self.transport is not None
         self.transport.write(data)
         if self.paused:
             waiter = asyncio.get_running_loop().create_future()
@@ -205,7 +216,8 @@ class SocketChannel(asyncio.Protocol):
                 raise ConnectionResetError("the connection is gone")
 
     def end(self) -> None:
-        if not self.lost and self.transport is not None:
+        if self.open:
+            assert self.transport is not None
             with contextlib.suppress(Exception):
                 if self.transport.can_write_eof():
                     self.transport.write_eof()

@@ -292,7 +292,8 @@ class Connection:
                 end(exc)
             else:
                 draining.clear()
-                transport.resume_reading()
+                if not transport.is_closing():
+                    transport.resume_reading()
 
         def on_data(data: bytes) -> None:
             try:
