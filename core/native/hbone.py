@@ -34,7 +34,7 @@ import attrs
 import h2.events
 import h2.exceptions
 
-from pilotfish.core.native import channels, http2, tls
+from pilotfish.core.native import channels, http2, tls, tunnel_relay
 from pilotfish.core.native.channels import Channel
 from pilotfish.core.native.hbone_headers import (
     baggage,
@@ -160,7 +160,7 @@ async def serve_connection(conn: socket.socket, context: ssl.SSLContext,
     local, peer = _address(conn.getsockname()), peer_of(conn)
     _tune(conn)
     try:
-        reader, writer = await open_streams(conn, context)
+        reader, writer = await open_streams(conn, context, http2.Pushed)
     except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
         log.debug("HBONE from %s: TLS handshake failed: %s", address_text(peer), exc)
         conn.close()
@@ -230,7 +230,16 @@ async def relay(tunnel: channels.StreamChannel, other: Channel) -> None:
     """Bytes both ways between a tunnel and ``other`` (the app's connection, either side),
     each half close passed on, until both ways ended; a stream that is reset (or whose
     connection goes) ends the relay at once, the other way included. Closing both is the
-    caller's."""
+    caller's. When ``other`` is a socket (counted or not) the bytes move in the callbacks
+    that bring them (``tunnel_relay``), with no task woken per message."""
+    inner = other.inner if isinstance(other, channels.Counted) else other
+    if isinstance(inner, channels.SocketChannel):
+        if isinstance(other, channels.Counted):
+            await tunnel_relay.relay(tunnel, inner, to_tunnel=other.on_read,
+                                     to_app=other.on_written)
+        else:
+            await tunnel_relay.relay(tunnel, inner)
+        return
     async with anyio.create_task_group() as tasks:
         async def watch() -> None:
             await tunnel.stream.ended.wait()
@@ -482,13 +491,17 @@ async def _handshake(key: PoolKey, context: Callable[[], ssl.SSLContext],
     """TCP (the caller's), TLS, the server's identity checked, HTTP/2 started."""
     sock = await connect(key.destination)
     _tune(sock)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=http2.READ_SIZE)
     try:
-        reader, writer = await asyncio.open_connection(
-            sock=sock, ssl=context(), server_hostname="",  # "": no SNI
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT, limit=http2.READ_SIZE)
+        transport, protocol = await loop.create_connection(
+            lambda: http2.Pushed(reader), sock=sock, ssl=context(),
+            server_hostname="",  # "": no SNI
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
     except BaseException:
         sock.close()
         raise
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     names = peer_identities(writer.get_extra_info("ssl_object"))
     if not set(names) & set(key.destination_identities):
         writer.close()

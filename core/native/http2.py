@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import attrs
 import h2.config
@@ -36,6 +36,9 @@ READ_SIZE = 65536
 WINDOW = 1 << 24  # what a stream and the connection may have in flight towards us
 DEFAULT_FRAME = 16384  # HTTP/2's initial SETTINGS_MAX_FRAME_SIZE
 MAX_STREAMS = 1024  # concurrent streams a peer may open towards us
+# a Pushed connection stops reading while more than this waits to be sent (asyncio's own
+# high-water mark for a transport, where the StreamWriter's drain would wait)
+WRITE_HIGH_WATER = 1 << 16
 # Connection-specific headers HTTP/2 forbids (RFC 9113 §8.2.2); ``host`` is ``:authority``.
 CONNECTION_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection",
                                 "transfer-encoding", "upgrade", "host", "http2-settings"})
@@ -50,6 +53,18 @@ class StreamError(Exception):
         self.status = status
 
 
+class Receiver(Protocol):
+    """Who takes a tunnel's bytes as they arrive, in the connection's read callback, rather
+    than from the stream's queue (``Connection.attach``): no task wakes for a frame."""
+
+    def data(self, data: bytes, length: int) -> None:
+        """``data`` came, ``length`` of the windows with it: acknowledge it
+        (``Connection.acknowledge``) once it is taken, which is the sender's backpressure."""
+
+    def ended(self, error: str) -> None:
+        """The peer's side is over: cleanly (``error`` empty) or not."""
+
+
 @attrs.define(eq=False)
 class Stream:
     id: int
@@ -62,6 +77,7 @@ class Stream:
     # acknowledged as it is read; (b"", 0) at the end
     tunnel: asyncio.Queue[tuple[bytes, int]] | None = None
     responded: asyncio.Event = attrs.field(factory=asyncio.Event)  # the answer's head came
+    receiver: Receiver | None = None  # a tunnel's bytes pushed, not queued (``attach``)
 
     def pseudo(self, name: str) -> str:
         return next((v for k, v in self.headers if k == name), "")
@@ -73,8 +89,56 @@ class Stream:
         self.error = self.error or error
         self.ended.set()
         self.responded.set()
-        if self.tunnel is not None:
+        if self.receiver is not None:
+            self.receiver.ended(self.error)
+        elif self.tunnel is not None:
             self.tunnel.put_nowait((b"", 0))
+
+
+class Pushed(asyncio.StreamReaderProtocol):
+    """A connection's protocol whose bytes go to its :class:`Connection` straight from the
+    transport's ``data_received`` (held until it attaches), not through the StreamReader:
+    reading then costs no task wake-up per message. The writer side is the usual
+    StreamWriter's; the reader it is built with stays empty."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self._held = bytearray()
+        self._over = False  # the peer's EOF, or the connection lost
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_over: Callable[[], None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._on_data is not None:
+            self._on_data(data)
+        else:
+            self._held += data
+
+    def eof_received(self) -> bool:
+        keep = bool(super().eof_received())
+        self._ended()
+        return keep
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._ended()
+
+    def _ended(self) -> None:
+        self._over = True
+        if self._on_over is not None:
+            self._on_over()
+
+    def attach(self, on_data: Callable[[bytes], None] | None,
+               on_over: Callable[[], None] | None) -> None:
+        """Bytes to ``on_data`` from now on (what is held first), the end to ``on_over``;
+        None, None to stop."""
+        self._on_data, self._on_over = on_data, on_over
+        if on_data is not None and self._held:
+            held = bytes(self._held)
+            self._held.clear()
+            on_data(held)
+        if on_over is not None and self._over:
+            on_over()
 
 
 def starts_h2(data: bytes) -> bool | None:
@@ -138,6 +202,9 @@ class Connection:
         self.connection_window = connection_window
         self.streams: dict[int, Stream] = {}
         self._windows = asyncio.Condition()
+        # called, in the read callback, whenever a window may have opened (or the
+        # connection ended): relays waiting to send without a task of their own
+        self.window_listeners: set[Callable[[], None]] = set()
         self.closed = False
         self._reading: asyncio.Task[None] | None = None
         # which requests are passed on as they come (by their head) rather than whole
@@ -173,25 +240,80 @@ class Connection:
         connection did) until the connection ends; every stream is finished then."""
         await self._read(on_event)
 
-    async def _read(self, on_event: Callable[[h2.events.Event], None]) -> None:
+    def _feed(self, data: bytes, on_event: Callable[[h2.events.Event], None]) -> bool:
+        """Act on bytes read; False once the connection cannot go on."""
         try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self._flush()  # the GOAWAY h2 queued
+            return False
+        for event in events:
+            self._event(event, on_event)
+        self._flush()
+        return True
+
+    async def _read(self, on_event: Callable[[h2.events.Event], None]) -> None:
+        protocol = self.writer.transport.get_protocol()
+        try:
+            if isinstance(protocol, Pushed):
+                await self._read_pushed(protocol, on_event)
+                return
             while not self.closed:
                 data = await self.reader.read(READ_SIZE)
-                if not data:
+                if not data or not self._feed(data, on_event):
                     break
-                try:
-                    events = self.h2.receive_data(data)
-                except h2.exceptions.ProtocolError:
-                    self._flush()  # the GOAWAY h2 queued
-                    break
-                for event in events:
-                    self._event(event, on_event)
-                self._flush()
                 await self.writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             self._close("the connection closed")
+
+    async def _read_pushed(self, protocol: Pushed,
+                           on_event: Callable[[h2.events.Event], None]) -> None:
+        """``_read`` for a :class:`Pushed` connection: the bytes are acted on in the
+        transport's callback; while what we have written waits to go out (the writer
+        would block in ``drain``), the socket is not read."""
+        loop = asyncio.get_running_loop()
+        over: asyncio.Future[None] = loop.create_future()
+        draining: list[asyncio.Task[None]] = []
+        transport = cast(asyncio.Transport, self.writer.transport)  # it reads, too
+
+        def end(error: BaseException | None = None) -> None:
+            if not over.done():
+                if error is None:
+                    over.set_result(None)
+                else:
+                    over.set_exception(error)
+
+        async def drain() -> None:
+            try:
+                await self.writer.drain()
+            except (ConnectionError, OSError) as exc:
+                end(exc)
+            else:
+                draining.clear()
+                if not transport.is_closing():
+                    transport.resume_reading()
+
+        def on_data(data: bytes) -> None:
+            try:
+                if self.closed or not self._feed(data, on_event):
+                    end()
+                    return
+            except BaseException as exc:  # the reader's own failure, as the loop would raise
+                end(exc)
+                return
+            if not draining and transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                transport.pause_reading()
+                draining.append(loop.create_task(drain()))
+
+        try:
+            protocol.attach(on_data, end)
+            await over
+        finally:
+            protocol.attach(None, None)
+            for task in draining:
+                task.cancel()
 
     def _close(self, why: str) -> None:
         self.closed = True
@@ -200,6 +322,9 @@ class Connection:
         self._wake()
 
     def _wake(self) -> None:
+        for listener in list(self.window_listeners):
+            listener()
+
         async def notify() -> None:
             async with self._windows:
                 self._windows.notify_all()
@@ -220,6 +345,9 @@ class Connection:
             stream.trailers = _text(event.headers)
         elif isinstance(event, h2.events.DataReceived):
             stream = self.streams.get(event.stream_id) or Stream(event.stream_id)
+            if stream.receiver is not None:
+                stream.receiver.data(event.data or b"", event.flow_controlled_length)
+                return
             if stream.tunnel is not None:
                 stream.tunnel.put_nowait((event.data or b"", event.flow_controlled_length))
                 return
@@ -325,11 +453,55 @@ class Connection:
         """The next bytes of a tunnel's stream (b"" at its end)."""
         assert stream.tunnel is not None
         data, length = await stream.tunnel.get()
+        self.acknowledge(stream.id, length)
+        return data
+
+    def acknowledge(self, stream_id: int, length: int) -> None:
+        """``length`` of a stream's received data is consumed: the peer may send more (h2
+        sends a WINDOW_UPDATE once enough is consumed, not for every frame)."""
         if length and not self.closed:
             with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
-                self.h2.acknowledge_received_data(length, stream.id)
+                self.h2.acknowledge_received_data(length, stream_id)
                 self._flush()
-        return data
+
+    def attach(self, stream: Stream, receiver: Receiver) -> None:
+        """From now on a tunnel's bytes go to ``receiver`` as they come; what was queued
+        before goes to it first, and its end if the peer's side is already over."""
+        queued = stream.tunnel
+        while queued is not None and not queued.empty():
+            data, length = queued.get_nowait()
+            if data or length:
+                receiver.data(data, length)
+        stream.receiver = receiver
+        if stream.ended.is_set():
+            receiver.ended(stream.error)
+
+    def send_nowait(self, stream_id: int, data: bytes | bytearray) -> int:
+        """Send as much of ``data`` as the windows allow now, in frames, and flush: how
+        many bytes went (the rest waits for a window: ``window_listeners``)."""
+        if self.closed:
+            raise StreamError("the connection closed")
+        sent = 0
+        try:
+            window = min(self.h2.local_flow_control_window(stream_id),
+                         self.h2.max_outbound_frame_size)
+            if len(data) <= window:  # the usual case: one frame, no slicing
+                self.h2.send_data(stream_id, data if isinstance(data, bytes) else bytes(data))
+                return len(data)
+            with memoryview(data) as view:
+                while sent < len(view):
+                    window = min(self.h2.local_flow_control_window(stream_id),
+                                 self.h2.max_outbound_frame_size)
+                    if window <= 0:
+                        break
+                    chunk = bytes(view[sent:sent + window])
+                    self.h2.send_data(stream_id, chunk)
+                    sent += len(chunk)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, KeyError) as exc:
+            raise StreamError(str(exc) or type(exc).__name__) from None
+        finally:
+            self._flush()
+        return sent
 
     async def write(self, stream_id: int, data: bytes) -> None:
         try:

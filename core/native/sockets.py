@@ -188,11 +188,15 @@ async def accept_into(conn: socket.socket, context: ssl.SSLContext | None,
     return transport
 
 
-async def open_streams(conn: socket.socket, context: ssl.SSLContext | None
-                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Reader and writer for an accepted socket, after the TLS handshake with ``context``."""
+async def open_streams(conn: socket.socket, context: ssl.SSLContext | None,
+                       protocol_for: Callable[[asyncio.StreamReader],
+                                              asyncio.StreamReaderProtocol]
+                       = asyncio.StreamReaderProtocol,
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Reader and writer for an accepted socket, after the TLS handshake with ``context``
+    (``protocol_for``: a reader's protocol of another kind, as HTTP/2's ``Pushed``)."""
     reader = asyncio.StreamReader(limit=READ_SIZE)
-    protocol = asyncio.StreamReaderProtocol(reader)
+    protocol = protocol_for(reader)
     transport = await accept_into(conn, context, protocol)
     return reader, asyncio.StreamWriter(transport, protocol, reader,  # type: ignore[arg-type]
                                         asyncio.get_running_loop())

@@ -36,7 +36,7 @@ from pilotfish.core.ambient.model import Workload
 from pilotfish.core.ambient.state import WorkloadState
 from pilotfish.core.ambient.zds import WorkloadInfo
 from pilotfish.core.native import channels, hbone
-from pilotfish.core.native.channels import Channel, TcpChannel
+from pilotfish.core.native.channels import Channel, SocketChannel
 from pilotfish.core.native.sockets import address_text, original_destination, peer_of
 from pilotfish.core.security.workload_cert import WorkloadSecret
 from pilotfish.core.ztunnel.certs import IdentityCerts
@@ -88,31 +88,16 @@ def _pod_ended(pod: Pod, task: asyncio.Task[None]) -> None:
                   exc_info=task.exception())
 
 
-class _Counting:
-    """A channel whose bytes are counted as they pass: what is read from it under
-    ``read_as``, what is written to it under ``written_as``."""
+class _Counting(channels.Counted):
+    """A channel whose bytes are counted in a series as they pass: what is read from it
+    under ``read_as``, what is written to it under ``written_as``."""
 
     def __init__(self, inner: Channel, metrics: Metrics, labels: Series,
                  read_as: str = "istio_tcp_received_bytes",
                  written_as: str = "istio_tcp_sent_bytes") -> None:
-        self.inner, self.metrics, self.labels = inner, metrics, labels
-        self.read_as, self.written_as = read_as, written_as
-
-    async def read(self) -> bytes:
-        data = await self.inner.read()
-        if data:
-            self.metrics.add(self.read_as, self.labels, len(data))
-        return data
-
-    async def write(self, data: bytes) -> None:
-        self.metrics.add(self.written_as, self.labels, len(data))
-        await self.inner.write(data)
-
-    def end(self) -> None:
-        self.inner.end()
-
-    async def close(self) -> None:
-        await self.inner.close()
+        super().__init__(inner, partial(metrics.add, read_as, labels),
+                         partial(metrics.add, written_as, labels))
+        self.metrics, self.labels = metrics, labels
 
 
 class _Open(_Counting):
@@ -134,9 +119,8 @@ class _Open(_Counting):
         await super().close()
 
 
-async def _tcp(sock: socket.socket) -> TcpChannel:
-    reader, writer = await asyncio.open_connection(sock=sock)
-    return TcpChannel(reader, writer)
+async def _tcp(sock: socket.socket) -> SocketChannel:
+    return await SocketChannel.of(sock)
 
 
 class Contexts:
@@ -403,7 +387,7 @@ class Ztunnel:
         channel, labels, connection = found
         tracked = self.track(pod, "inbound", request.peer, target, identity,
                              self.identity(pod.info), "HBONE")
-        self.authorized[tracked] = (pod, connection, channel.writer.transport.abort)
+        self.authorized[tracked] = (pod, connection, channel.abort)
         # The server relays and closes it; what the client sends is received here.
         return _Open(channel, self.metrics, labels, lambda: self._forget(tracked),
                      read_as="istio_tcp_sent_bytes", written_as="istio_tcp_received_bytes")
@@ -424,8 +408,8 @@ class Ztunnel:
             downstream = await _tcp(conn)
 
             def abort() -> None:
-                app.writer.transport.abort()
-                downstream.writer.transport.abort()
+                app.abort()
+                downstream.abort()
 
             self.authorized[tracked] = (pod, connection, abort)
             try:
@@ -436,7 +420,7 @@ class Ztunnel:
 
     async def _deliver(self, pod: Pod, client: tuple[str, int], identity: str | None,
                        target: tuple[str, int], mutual_tls: bool
-                       ) -> tuple[TcpChannel, Series, l4_authz.Connection] | int:
+                       ) -> tuple[SocketChannel, Series, l4_authz.Connection] | int:
         """Authorize a connection to the pod and connect it to the app: the app's channel,
         the series' labels and what was authorized, or the refusal's status (401 denied,
         503 unreachable)."""
