@@ -487,6 +487,22 @@ def ext_authz_server(address: str, port: int, checked: list[str]) -> socket.sock
     return serve(address, port, check)
 
 
+def start_custom_gateway(mesh: LocalMesh, config: str, mesh_config: str, proxy: str,
+                         port: int) -> str:
+    """Discovery with ``config`` and the provider's mesh config, the app, and the gateway
+    the CUSTOM policy selects; once the provider's denial comes through, the base URL."""
+    mesh.write("mesh.yaml", config)
+    mesh.start_discovery(mesh_config=mesh_config)
+    mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
+    mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                     extra=["--proxy", proxy])
+    mesh.wait_synced("gw-1.default")
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http(base + "/admin/x", headers={"x-ext-authz": "deny"}).status == 403,
+               15, what="the provider's denial")
+    return base
+
+
 @pytest.mark.parametrize("proxy", ["envoy", "native"])
 def test_custom_authorization_asks_the_ext_authz_provider(mesh: LocalMesh, proxy: str) -> None:
     """AuthorizationPolicy CUSTOM with an envoyExtAuthzHttp provider from the mesh config:
@@ -497,17 +513,10 @@ def test_custom_authorization_asks_the_ext_authz_provider(mesh: LocalMesh, proxy
     checked: list[str] = []
     listener = ext_authz_server(authz, authz_port, checked)
     try:
-        mesh.write("mesh.yaml", EXT_AUTHZ.format(app=APP, app_port=APP_PORT, port=port,
-                                                 authz=authz, authz_port=authz_port))
-        mesh.start_discovery(mesh_config=EXT_AUTHZ_MESH)
-        mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
-        mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
-                         extra=["--proxy", proxy])
-        mesh.wait_synced("gw-1.default")
-        base = f"http://127.0.0.1:{port}"
+        base = start_custom_gateway(mesh, EXT_AUTHZ.format(
+            app=APP, app_port=APP_PORT, port=port, authz=authz, authz_port=authz_port),
+            EXT_AUTHZ_MESH, proxy, port)
         deny = {"x-ext-authz": "deny"}
-        wait_until(lambda: http(base + "/admin/x", headers=deny).status == 403, 15,
-                   what="the provider's denial")
         denied = http(base + "/admin/x", headers=deny)
         assert denied.headers.get("x-reason") == "nope"
         allowed = http(base + "/admin/x")
@@ -589,16 +598,10 @@ def test_custom_authorization_asks_a_grpc_ext_authz_provider(mesh: LocalMesh,
         config = EXT_AUTHZ.format(app=APP, app_port=APP_PORT, port=port, authz=authz,
                                   authz_port=authz_port)
         config = config.replace("name: http, port: 8000", "name: grpc, port: 8000")
-        mesh.write("mesh.yaml", config.replace("sample-ext-authz", "grpc-ext-authz"))
-        mesh.start_discovery(mesh_config=EXT_AUTHZ_GRPC_MESH)
-        mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
-        mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
-                         extra=["--proxy", proxy])
-        mesh.wait_synced("gw-1.default")
-        base = f"http://127.0.0.1:{port}"
+        base = start_custom_gateway(
+            mesh, config.replace("sample-ext-authz", "grpc-ext-authz"), EXT_AUTHZ_GRPC_MESH,
+            proxy, port)
         deny = {"x-ext-authz": "deny"}
-        wait_until(lambda: http(base + "/admin/x", headers=deny).status == 403, 15,
-                   what="the provider's denial")
         denied = http(base + "/admin/x", headers=deny)
         assert denied.headers.get("x-reason") == "nope"
         assert denied.body == b"denied by grpc"
