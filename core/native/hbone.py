@@ -166,7 +166,7 @@ async def serve_connection(conn: socket.socket, context: ssl.SSLContext,
         conn.close()
         return
     identities = peer_identities(writer.get_extra_info("ssl_object"))
-    connection = http2.Connection(reader, writer, client=False, **SETTINGS)
+    connection = http2.Connection(reader, writer, client=False, **SETTINGS, fast_data=True)
     try:
         async with anyio.create_task_group() as tasks:
             def on_event(event: h2.events.Event) -> None:
@@ -510,7 +510,7 @@ async def _handshake(key: PoolKey, context: Callable[[], ssl.SSLContext],
         raise HboneError(f"HBONE to {address_text(key.destination)}: the server is "
                          f"{list(names) or 'no URI SAN'}, not one of "
                          f"{list(key.destination_identities)}")
-    connection = http2.Connection(reader, writer, client=True, **SETTINGS)
+    connection = http2.Connection(reader, writer, client=True, **SETTINGS, fast_data=True)
     connection.start()
     return connection
 

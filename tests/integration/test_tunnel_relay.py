@@ -57,6 +57,7 @@ class Path:
     client: Counts = attrs.field(factory=Counts)
     server: Counts = attrs.field(factory=Counts)
     client_sockets: list[channels.SocketChannel] = attrs.field(factory=list)
+    tunnels: list[hbone.PooledChannel] = attrs.field(factory=list)
     relays_done: int = 0
     done: asyncio.Event = attrs.field(factory=asyncio.Event)  # both relays of a tunnel
 
@@ -108,6 +109,7 @@ async def relayed(upstream: Callable[[asyncio.StreamReader, asyncio.StreamWriter
     async def outbound(conn: socket.socket, pool: hbone.HbonePool) -> None:
         tunnel = await pool.open(key, AUTHORITY, (), client_context, tcp_connect)
         assert isinstance(tunnel, hbone.PooledChannel)
+        path.tunnels.append(tunnel)
         own = await channels.SocketChannel.of(conn)
         path.client_sockets.append(own)
         try:
@@ -170,6 +172,9 @@ def test_twenty_mib_each_way_at_once_through_both_relays(loop: str) -> None:
             # counted as they passed, each side from its app's point of view
             assert path.client == Counts(read=len(payload), written=len(payload))
             assert path.server == Counts(read=len(payload), written=len(payload))
+            # the DATA frames went past h2's machinery both ways (``h2_frames``)
+            taken, sent = path.tunnels[0].connection.fast_frames
+            assert taken > 10 and sent > 10, (taken, sent)
 
     run(loop, main)
 
