@@ -146,7 +146,8 @@ def _answer_head(headers: Sequence[tuple[str, str]], decision: routing.Decision,
     what the filters add, and the proxy's own."""
     head = [(k, v) for k, v in headers if k not in _SET_ON_ANSWERS]
     edits = decision.response_edits
-    head = edits.apply(head, _header_facts(edits, peer))
+    if edits.add or edits.remove:
+        head = edits.apply(head, _header_facts(edits, peer))
     head += added
     head.append(("x-envoy-upstream-service-time",
                  str(int((time.monotonic() - started) * 1000))))
@@ -893,7 +894,8 @@ class NativeProxy:
         # an upload answered before it was all read: the connection ends with the answer
         connection.write(http1.response_bytes(response, "", request.method == "HEAD",
                                               close=connection.parser.streaming))
-        await connection.drain()
+        if connection.must_drain:
+            await connection.drain()
         return outcome
 
     @staticmethod
@@ -1099,6 +1101,7 @@ class NativeProxy:
                   started: float, remote: str, local: str, peer: rbac.Facts | None) -> None:
         """One request done: the access log and Istio's metrics."""
         seconds = time.time() - started
+        received = body_received(request)
         logging = config.logging
         attributes = _attributes(request, outcome) \
             if logging.access_when or logging.metrics.tags else {}
@@ -1106,11 +1109,11 @@ class NativeProxy:
                 metric_overrides.passes(e, attributes) for e in logging.access_when):
             self.log(logging.access, access_log.Entry(
                 started, request.method, request.target, f"HTTP/{request.version}",
-                outcome.status, outcome.flags, received=body_received(request),
+                outcome.status, outcome.flags, received=received,
                 sent=outcome.sent, duration_ms=int(seconds * 1000), cluster=outcome.cluster,
                 upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
                 downstream_local=local, headers=request.headers))
-        self.counts.request(outcome, body_received(request), seconds, peer, request,
+        self.counts.request(outcome, received, seconds, peer, request,
                            logging.metrics, attributes)
 
     async def _respond(self, config: HttpManager, request: http1.Message,
@@ -1400,8 +1403,9 @@ class NativeProxy:
         the breaker says so), the request, its response."""
         balancer = upstream.balancer
         endpoint = self._pick(cluster, tried, destination, hash_key)
-        pooled = self.pool.take(pool_key(cluster.name, (endpoint.host, endpoint.port), origin),
-                                cluster.idle_timeout, cluster.max_connection_duration) \
+        key = pool_key(cluster.name, (endpoint.host, endpoint.port), origin) \
+            if endpoint else ()
+        pooled = self.pool.take(key, cluster.idle_timeout, cluster.max_connection_duration) \
             if endpoint else None
         if pooled is None and endpoint is not None and cluster.kind != "ORIGINAL_DST":
             waiting = self._wait_connection(cluster, upstream, endpoint, origin)
@@ -1417,6 +1421,7 @@ class NativeProxy:
             _, writer, host = await self._connect(cluster, tried, destination, endpoint,
                                                   origin=origin)
             connection = Http1Connection.adopt(writer, http1.Parser(response=True))
+            key = pool_key(cluster.name, host, origin)
         balancer.started(host)
         try:
             if request.streamed:
@@ -1447,11 +1452,10 @@ class NativeProxy:
         self._outlier(cluster, host, status=response.status)
         if response.streamed:  # the connection is the body's until it has all come
             response.body_source = UpstreamBody(
-                self.pool, pool_key(cluster.name, host, origin), connection, response.keep_alive,
+                self.pool, key, connection, response.keep_alive,
                 cluster.max_requests_per_connection)
         elif not (response.keep_alive and request.method != "HEAD" and self.pool.give(
-                pool_key(cluster.name, host, origin), connection,
-                cluster.max_requests_per_connection)):
+                key, connection, cluster.max_requests_per_connection)):
             self.pool.forget(connection)
             connection.close()
         return response, host
