@@ -864,7 +864,7 @@ class NativeProxy:
                 return
             if request is None:
                 return
-            self.stats.counters[total] += 1
+            self.stats.inc(total)
             started = time.time()
             outcome = await self._exchange(config, request, connection, scheme,
                                            destination, peer or NO_PEER, origin)
@@ -1310,7 +1310,7 @@ class NativeProxy:
         if action.host_rewrite:
             headers = [(k, v) for k, v in headers if k != "host"] + [
                 ("host", action.host_rewrite)]
-        names = {k for k, _ in headers}
+        names = dict(headers)  # (built in C: faster than a set of the names)
         if "x-request-id" not in names:
             generated = ("x-request-id", request_id(self.rng))
             headers.append(generated)
@@ -1449,7 +1449,8 @@ class NativeProxy:
                                  sent=True) from None
         finally:
             balancer.finished(host)
-        self._outlier(cluster, host, status=response.status)
+        if upstream.detector is not None:
+            self._outlier(cluster, host, status=response.status)
         if response.streamed:  # the connection is the body's until it has all come
             response.body_source = UpstreamBody(
                 self.pool, key, connection, response.keep_alive,
