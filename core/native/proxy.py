@@ -1105,14 +1105,14 @@ class NativeProxy:
         logging = config.logging
         attributes = _attributes(request, outcome) \
             if logging.access_when or logging.metrics.tags else {}
-        if logging.access is not None and all(
-                metric_overrides.passes(e, attributes) for e in logging.access_when):
-            self.log(logging.access, access_log.Entry(
+        if logging.access is not None and (not logging.access_when or all(
+                metric_overrides.passes(e, attributes) for e in logging.access_when)):
+            self._log_lines.append(logging.access.render(access_log.Entry(
                 started, request.method, request.target, f"HTTP/{request.version}",
                 outcome.status, outcome.flags, received=received,
                 sent=outcome.sent, duration_ms=int(seconds * 1000), cluster=outcome.cluster,
                 upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
-                downstream_local=local, headers=request.headers))
+                downstream_local=local, headers=request.headers)))
         self.counts.request(outcome, received, seconds, peer, request,
                            logging.metrics, attributes)
 
