@@ -642,13 +642,15 @@ class NativeProxy:
 
     def _pick(self, cluster: Cluster, avoid: set[tuple[str, int]],
               destination: tuple[str, int] | None,
-              hash_key: int | None = None) -> Endpoint | None:
+              hash_key: int | None = None, upstream: Upstream | None = None
+              ) -> Endpoint | None:
+        """``upstream``: the cluster's, when the caller has it already."""
         if cluster.kind == "ORIGINAL_DST":
             if destination is None:
                 return None
             return Endpoint(destination[0], cluster.port_override or destination[1])
-        return self._upstream(cluster).pick(self.state.endpoints_of(cluster),
-                                            time.monotonic(), avoid, self.rng, hash_key)
+        return (upstream or self._upstream(cluster)).pick(
+            self.state.endpoints_of(cluster), time.monotonic(), avoid, self.rng, hash_key)
 
     def _open_count(self, cluster: str, host: tuple[str, int]) -> tuple[int, int]:
         """Open connections of the cluster, and to ``host``, forgetting closed ones."""
@@ -1402,7 +1404,7 @@ class NativeProxy:
         """One try: a host, a pooled or new connection (waiting as a pending request when
         the breaker says so), the request, its response."""
         balancer = upstream.balancer
-        endpoint = self._pick(cluster, tried, destination, hash_key)
+        endpoint = self._pick(cluster, tried, destination, hash_key, upstream)
         key = pool_key(cluster.name, (endpoint.host, endpoint.port), origin) \
             if endpoint else ()
         pooled = self.pool.take(key, cluster.idle_timeout, cluster.max_connection_duration) \
