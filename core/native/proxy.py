@@ -202,7 +202,8 @@ def _speaks_h2(cluster: Cluster, request: http1.Message) -> bool:
                                         request.version == "2")
 
 
-_VERSION_4 = ~(0xF << 76 | 0x3 << 62)
+# a UUID's variant digit (10xx in binary) for a random hex digit
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def _attributes(request: http1.Message, outcome: Outcome) -> dict[str, Any]:
@@ -238,9 +239,11 @@ def peer_of_facts(peer: rbac.Facts | None) -> tuple[str, int]:
 
 def request_id(rng: random.Random) -> str:
     """A random (version 4) UUID for ``x-request-id``, drawn from the proxy's generator
-    as Envoy draws its own: no system call per request, as ``uuid.uuid4`` makes."""
-    text = f"{rng.getrandbits(128) & _VERSION_4 | 4 << 76 | 2 << 62:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    as Envoy draws its own: no system call per request, as ``uuid.uuid4`` makes. The
+    version and variant are set on the text (a digit each), not on a 128-bit number."""
+    text = rng.randbytes(16).hex()
+    return (f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-"
+            f"{text[20:]}")
 
 
 def _grpc_status(response: http1.Message) -> str:
