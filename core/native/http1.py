@@ -168,15 +168,19 @@ class Parser:
 
     def _finish(self) -> None:
         parser: Any = self._parser
-        message = Message(self._headers, b"".join(self._body),
-                          version=parser.get_http_version(),
-                          keep_alive=parser.should_keep_alive())
+        body = self._body
+        # (positional, in the fields' order: headers, body, method, target, status,
+        # version, keep_alive)
         if self._response:
-            message.status = parser.get_status_code()
+            message = Message(self._headers, b"".join(body) if body else b"", "", "",
+                              parser.get_status_code(), parser.get_http_version(),
+                              parser.should_keep_alive())
         else:
             method = parser.get_method()
-            message.method = _METHODS.get(method) or method.decode()
-            message.target = self._url.decode("latin-1")
+            message = Message(self._headers, b"".join(body) if body else b"",
+                              _METHODS.get(method) or method.decode(),
+                              self._url.decode("latin-1"), 0, parser.get_http_version(),
+                              parser.should_keep_alive())
         self._done.append(message)
         self._reset()
 
