@@ -49,6 +49,10 @@ class Http1Connection(asyncio.Protocol):
         self.taken = 0  # of the streamed message's body, so far (`chunk`)
         self.opened = time.monotonic()  # for the cluster's max_connection_duration
         self._discard = False  # lingering (`linger`): what comes is dropped
+        # The loop the connection runs on, asked once: on Python 3.11 every
+        # ``asyncio.get_running_loop()`` makes a getpid system call, and the serving task
+        # waits twice a request.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def adopt(cls, writer: asyncio.StreamWriter, parser: http1.Parser) -> Http1Connection:
@@ -113,6 +117,12 @@ class Http1Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     async def _wait(self, loop: asyncio.AbstractEventLoop) -> None:
         self._waiter = loop.create_future()
         try:
@@ -145,7 +155,6 @@ class Http1Connection(asyncio.Protocol):
 
     async def next(self) -> http1.Message | None:
         """The next whole message; None once the peer has closed without one."""
-        loop = asyncio.get_running_loop()
         while True:
             message = self.parser.next()
             if message is not None:
@@ -156,7 +165,12 @@ class Http1Connection(asyncio.Protocol):
                 raise self._error
             if self._ended:
                 return None
-            await self._wait(loop)
+            # (``_wait`` written out: once a request, a coroutine fewer)
+            waiter = self._waiter = self._running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
 
     async def exchange(self, data: bytes, head_only: bool = False,
                        timeout: float = 0.0, stream_over: int = 0) -> http1.Message:
@@ -164,7 +178,7 @@ class Http1Connection(asyncio.Protocol):
         seconds, EOFError when the peer closes first, ``http1.ParseError``). With
         ``stream_over``, a longer answer (or one of unknown length) comes back at its
         head, ``streamed``: its body from :meth:`chunk`."""
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         self.parser.head_only = head_only
         self.parser.stream_over = stream_over
         self._late = False
@@ -189,7 +203,11 @@ class Http1Connection(asyncio.Protocol):
                     raise EOFError("the upstream closed the connection")
                 if self._late:
                     raise TimeoutError()
-                await self._wait(loop)
+                waiter = self._waiter = loop.create_future()  # (``_wait`` written out)
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
         finally:
             self._deadline = None
 
@@ -235,12 +253,18 @@ class Http1Connection(asyncio.Protocol):
         if not self.transport.is_closing():
             self.transport.write(data)
 
+    @property
+    def must_drain(self) -> bool:
+        """Whether :meth:`drain` has anything to do (wait, or say the peer is gone): the
+        common answer, no, costs no coroutine."""
+        return self._paused or self._ended
+
     async def drain(self) -> None:
         """Wait while the peer is slower than what was written to it."""
         if self._ended and self.transport is not None and self.transport.is_closing():
             raise ConnectionResetError("the connection is closed")
         if self._paused:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = self._running_loop().create_future()
             await self._drained
 
     def close(self) -> None:

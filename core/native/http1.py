@@ -26,6 +26,15 @@ MAX_HEAD = 64 * 1024
 # Hop-by-hop headers: they describe one connection and are not forwarded.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding",
                         "te", "trailer", "upgrade"})
+# What the proxy writes itself when it sends a message on: the hop-by-hop headers and the
+# length (the body's framing is the proxy's own).
+_REFRAMED = HOP_BY_HOP | {"content-length"}
+# Header names as they come on the wire, and as the proxy keeps them (lower-cased text):
+# the same few names come on every request, so each is decoded once, not once a message.
+_NAMES: dict[bytes, str] = {}
+_NAMES_HELD = 1024  # distinct names remembered; past it, names are decoded as they come
+_METHODS = {method.encode(): method for method in (
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")}
 
 
 class ParseError(Exception):
@@ -93,6 +102,9 @@ class Parser:
         self._body: list[bytes] = []
         self._size = 0
         self._head = 0
+        # the message's framing headers, noted as they come (``_long`` reads them)
+        self._length = ""
+        self._chunked = False
 
     # httptools' callbacks
     def on_url(self, url: bytes) -> None:
@@ -102,11 +114,20 @@ class Parser:
         self._head += len(name) + len(value)
         if self._head > MAX_HEAD:
             raise ParseError(f"headers larger than {MAX_HEAD} bytes")
-        key = name.decode("latin-1").lower()
-        if key == "expect" and not self._response and value.lower() == b"100-continue":
+        key = _NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_NAMES) < _NAMES_HELD:
+                _NAMES[name] = key
+        text = value.decode("latin-1")
+        if key == "content-length":
+            self._length = text
+        elif key == "transfer-encoding":
+            self._chunked = "chunked" in text.lower()
+        elif key == "expect" and not self._response and value.lower() == b"100-continue":
             self.continue_wanted = True  # the proxy answers it; upstreams never see it
             return
-        self._headers.append((key, value.decode("latin-1")))
+        self._headers.append((key, text))
 
     def on_headers_complete(self) -> None:
         if self.head_only:
@@ -118,13 +139,7 @@ class Parser:
     def _long(self) -> bool:
         """Whether the answer's body is longer than ``stream_over``, or of unknown length
         (asked of every answer: the common one, short with its length, is told first)."""
-        length = ""
-        chunked = False
-        for name, value in self._headers:
-            if name == "content-length":
-                length = value
-            elif name == "transfer-encoding":
-                chunked = "chunked" in value.lower()
+        length, chunked = self._length, self._chunked
         if length.isdigit() and int(length) <= self.stream_over:
             return False
         if not self._response:  # a request without a length has no body
@@ -153,14 +168,19 @@ class Parser:
 
     def _finish(self) -> None:
         parser: Any = self._parser
-        message = Message(self._headers, b"".join(self._body),
-                          version=parser.get_http_version(),
-                          keep_alive=parser.should_keep_alive())
+        body = self._body
+        # (positional, in the fields' order: headers, body, method, target, status,
+        # version, keep_alive)
         if self._response:
-            message.status = parser.get_status_code()
+            message = Message(self._headers, b"".join(body) if body else b"", "", "",
+                              parser.get_status_code(), parser.get_http_version(),
+                              parser.should_keep_alive())
         else:
-            message.method = parser.get_method().decode()
-            message.target = self._url.decode("latin-1")
+            method = parser.get_method()
+            message = Message(self._headers, b"".join(body) if body else b"",
+                              _METHODS.get(method) or method.decode(),
+                              self._url.decode("latin-1"), 0, parser.get_http_version(),
+                              parser.should_keep_alive())
         self._done.append(message)
         self._reset()
 
@@ -181,17 +201,20 @@ class Parser:
 
 
 def _head(first: str, headers: list[tuple[str, str]]) -> bytes:
-    lines = [first]
-    lines += [f"{name}: {value}\r\n" for name, value in headers]
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    # ": ".join of a (name, value) pair is its line, joined in C (an f-string per header
+    # was most of the cost of writing a head)
+    if not headers:
+        return f"{first}\r\n".encode("latin-1")
+    return f"{first}{CRLF.join(map(': '.join, headers))}\r\n\r\n".encode("latin-1")
+
+
+CRLF = "\r\n"
 
 
 def request_bytes(message: Message) -> bytes:
     """The request as sent upstream: its body framed by Content-Length; a streamed one's
     head only, its length kept when the client gave one, else chunked (`chunked_body`)."""
-    headers = [(k, v) for k, v in message.headers if k not in HOP_BY_HOP
-               and k != "content-length"]
+    headers = [(k, v) for k, v in message.headers if k not in _REFRAMED]
     if message.upgrade is not None:
         headers += [("connection", "Upgrade"), ("upgrade", message.header("upgrade") or "")]
     if message.streamed:
@@ -222,8 +245,7 @@ def streamed_head(message: Message) -> tuple[bytes, bool]:
     chunked: the upstream's length is kept when it gave one."""
     length = message.header("content-length") or ""
     chunked = chunked_body(message)
-    headers = [(k, v) for k, v in message.headers
-               if k not in HOP_BY_HOP and k != "content-length"]
+    headers = [(k, v) for k, v in message.headers if k not in _REFRAMED]
     headers.append(("transfer-encoding", "chunked") if chunked else ("content-length", length))
     return _head(f"HTTP/1.1 {message.status} {_reason(message.status)}\r\n", headers), chunked
 
@@ -232,11 +254,11 @@ def response_bytes(message: Message, reason: str = "", head_request: bool = Fals
                    close: bool = False) -> bytes:
     """A response as sent downstream (a 101 keeps its upgrade headers)."""
     upgrading = message.status == 101
-    headers = [(k, v) for k, v in message.headers
-               if k != "content-length" and (upgrading or k not in HOP_BY_HOP)]
     if upgrading:
-        headers = [(k, v) for k, v in message.headers]
-    elif message.status not in (204, 304) and message.status >= 200:
+        headers = list(message.headers)
+    else:
+        headers = [(k, v) for k, v in message.headers if k not in _REFRAMED]
+    if not upgrading and message.status not in (204, 304) and message.status >= 200:
         headers.append(("content-length", str(len(message.body))))
     if close:
         headers.append(("connection", "close"))

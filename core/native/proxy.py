@@ -146,7 +146,8 @@ def _answer_head(headers: Sequence[tuple[str, str]], decision: routing.Decision,
     what the filters add, and the proxy's own."""
     head = [(k, v) for k, v in headers if k not in _SET_ON_ANSWERS]
     edits = decision.response_edits
-    head = edits.apply(head, _header_facts(edits, peer))
+    if edits.add or edits.remove:
+        head = edits.apply(head, _header_facts(edits, peer))
     head += added
     head.append(("x-envoy-upstream-service-time",
                  str(int((time.monotonic() - started) * 1000))))
@@ -201,7 +202,8 @@ def _speaks_h2(cluster: Cluster, request: http1.Message) -> bool:
                                         request.version == "2")
 
 
-_VERSION_4 = ~(0xF << 76 | 0x3 << 62)
+# a UUID's variant digit (10xx in binary) for a random hex digit
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def _attributes(request: http1.Message, outcome: Outcome) -> dict[str, Any]:
@@ -237,9 +239,11 @@ def peer_of_facts(peer: rbac.Facts | None) -> tuple[str, int]:
 
 def request_id(rng: random.Random) -> str:
     """A random (version 4) UUID for ``x-request-id``, drawn from the proxy's generator
-    as Envoy draws its own: no system call per request, as ``uuid.uuid4`` makes."""
-    text = f"{rng.getrandbits(128) & _VERSION_4 | 4 << 76 | 2 << 62:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    as Envoy draws its own: no system call per request, as ``uuid.uuid4`` makes. The
+    version and variant are set on the text (a digit each), not on a 128-bit number."""
+    text = rng.randbytes(16).hex()
+    return (f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-"
+            f"{text[20:]}")
 
 
 def _grpc_status(response: http1.Message) -> str:
@@ -641,13 +645,15 @@ class NativeProxy:
 
     def _pick(self, cluster: Cluster, avoid: set[tuple[str, int]],
               destination: tuple[str, int] | None,
-              hash_key: int | None = None) -> Endpoint | None:
+              hash_key: int | None = None, upstream: Upstream | None = None
+              ) -> Endpoint | None:
+        """``upstream``: the cluster's, when the caller has it already."""
         if cluster.kind == "ORIGINAL_DST":
             if destination is None:
                 return None
             return Endpoint(destination[0], cluster.port_override or destination[1])
-        return self._upstream(cluster).pick(self.state.endpoints_of(cluster),
-                                            time.monotonic(), avoid, self.rng, hash_key)
+        return (upstream or self._upstream(cluster)).pick(
+            self.state.endpoints_of(cluster), time.monotonic(), avoid, self.rng, hash_key)
 
     def _open_count(self, cluster: str, host: tuple[str, int]) -> tuple[int, int]:
         """Open connections of the cluster, and to ``host``, forgetting closed ones."""
@@ -863,7 +869,7 @@ class NativeProxy:
                 return
             if request is None:
                 return
-            self.stats.counters[total] += 1
+            self.stats.inc(total)
             started = time.time()
             outcome = await self._exchange(config, request, connection, scheme,
                                            destination, peer or NO_PEER, origin)
@@ -893,7 +899,8 @@ class NativeProxy:
         # an upload answered before it was all read: the connection ends with the answer
         connection.write(http1.response_bytes(response, "", request.method == "HEAD",
                                               close=connection.parser.streaming))
-        await connection.drain()
+        if connection.must_drain:
+            await connection.drain()
         return outcome
 
     @staticmethod
@@ -1099,18 +1106,19 @@ class NativeProxy:
                   started: float, remote: str, local: str, peer: rbac.Facts | None) -> None:
         """One request done: the access log and Istio's metrics."""
         seconds = time.time() - started
+        received = body_received(request)
         logging = config.logging
         attributes = _attributes(request, outcome) \
             if logging.access_when or logging.metrics.tags else {}
-        if logging.access is not None and all(
-                metric_overrides.passes(e, attributes) for e in logging.access_when):
-            self.log(logging.access, access_log.Entry(
+        if logging.access is not None and (not logging.access_when or all(
+                metric_overrides.passes(e, attributes) for e in logging.access_when)):
+            # (positional, in the fields' order: named, they cost a third more)
+            self._log_lines.append(logging.access.render(access_log.Entry(
                 started, request.method, request.target, f"HTTP/{request.version}",
-                outcome.status, outcome.flags, received=body_received(request),
-                sent=outcome.sent, duration_ms=int(seconds * 1000), cluster=outcome.cluster,
-                upstream=outcome.upstream, route=outcome.route, downstream_remote=remote,
-                downstream_local=local, headers=request.headers))
-        self.counts.request(outcome, body_received(request), seconds, peer, request,
+                outcome.status, outcome.flags, "-", received, outcome.sent,
+                int(seconds * 1000), outcome.cluster, outcome.upstream, remote, local, "",
+                outcome.route, request.headers)))
+        self.counts.request(outcome, received, seconds, peer, request,
                            logging.metrics, attributes)
 
     async def _respond(self, config: HttpManager, request: http1.Message,
@@ -1201,8 +1209,7 @@ class NativeProxy:
                                        cluster_name, "DPE", route)
         try:
             response, host = await self._forward(
-                cluster, outgoing, action, destination, peer.source,
-                address_text(destination) if destination else "", origin)
+                cluster, outgoing, action, destination, peer.source, origin=origin)
         except UpstreamFailed as exc:
             timeout = str(exc) == "upstream request timeout"
             return self._local(config, routing.Respond(504 if timeout else 503,
@@ -1210,9 +1217,10 @@ class NativeProxy:
                                cluster_name, "UT" if timeout else exc.flag, route)
         response.headers = _answer_head(response.headers, decision, peer, added, started)
         self.stats.request_done(cluster.name, config.stat_prefix, response.status)
+        # (positional: Outcome's fields in order, status to grpc_status)
         return response, Outcome(response.status, cluster.name, address_text(host),
-                                 len(response.body), route=route, flags=flags,
-                                 grpc_status=_grpc_status(response)), None
+                                 len(response.body), flags, True, route,
+                                 _grpc_status(response)), None
 
     async def _authorize(self, config: HttpManager, call: http_filters.Request,
                          result: http_filters.Outcome) -> http_filters.Outcome:
@@ -1302,7 +1310,7 @@ class NativeProxy:
         if action.host_rewrite:
             headers = [(k, v) for k, v in headers if k != "host"] + [
                 ("host", action.host_rewrite)]
-        names = {k for k, _ in headers}
+        names = dict(headers)  # (built in C: faster than a set of the names)
         if "x-request-id" not in names:
             generated = ("x-request-id", request_id(self.rng))
             headers.append(generated)
@@ -1319,13 +1327,15 @@ class NativeProxy:
                        source: str = "", local: str = "", origin: UpstreamSource | None = None
                        ) -> tuple[http1.Message, tuple[str, int]]:
         """Send ``request`` with the route's retries; ``source`` (the client's IP) and
-        ``local`` (the address it reached) are for hash policies."""
+        ``local`` (the address it reached; else ``destination``'s) are for hash policies."""
         retry = action.retry
         # A streamed body cannot be sent twice: no retry (as Envoy, past its buffer limit).
         attempts = 1 + (retry.num_retries if retry and not request.streamed else 0)
         tried: set[tuple[str, int]] = set()
-        key = hashing.request_key(action.hash_policy, request.headers, request.target,
-                                  source, local) if cluster.lb in HASHED else None
+        key = hashing.request_key(
+            action.hash_policy, request.headers, request.target, source,
+            local or (address_text(destination) if destination else "")) \
+            if cluster.lb in HASHED else None
         # a hashed request stays on its host unless the retry policy says otherwise
         sticky = key is not None and key.hash is not None and not (
             retry is not None and retry.other_hosts)
@@ -1394,9 +1404,10 @@ class NativeProxy:
         """One try: a host, a pooled or new connection (waiting as a pending request when
         the breaker says so), the request, its response."""
         balancer = upstream.balancer
-        endpoint = self._pick(cluster, tried, destination, hash_key)
-        pooled = self.pool.take(pool_key(cluster.name, (endpoint.host, endpoint.port), origin),
-                                cluster.idle_timeout, cluster.max_connection_duration) \
+        endpoint = self._pick(cluster, tried, destination, hash_key, upstream)
+        key = pool_key(cluster.name, (endpoint.host, endpoint.port), origin) \
+            if endpoint else ()
+        pooled = self.pool.take(key, cluster.idle_timeout, cluster.max_connection_duration) \
             if endpoint else None
         if pooled is None and endpoint is not None and cluster.kind != "ORIGINAL_DST":
             waiting = self._wait_connection(cluster, upstream, endpoint, origin)
@@ -1412,6 +1423,7 @@ class NativeProxy:
             _, writer, host = await self._connect(cluster, tried, destination, endpoint,
                                                   origin=origin)
             connection = Http1Connection.adopt(writer, http1.Parser(response=True))
+            key = pool_key(cluster.name, host, origin)
         balancer.started(host)
         try:
             if request.streamed:
@@ -1439,14 +1451,14 @@ class NativeProxy:
                                  sent=True) from None
         finally:
             balancer.finished(host)
-        self._outlier(cluster, host, status=response.status)
+        if upstream.detector is not None:
+            self._outlier(cluster, host, status=response.status)
         if response.streamed:  # the connection is the body's until it has all come
             response.body_source = UpstreamBody(
-                self.pool, pool_key(cluster.name, host, origin), connection, response.keep_alive,
+                self.pool, key, connection, response.keep_alive,
                 cluster.max_requests_per_connection)
         elif not (response.keep_alive and request.method != "HEAD" and self.pool.give(
-                pool_key(cluster.name, host, origin), connection,
-                cluster.max_requests_per_connection)):
+                key, connection, cluster.max_requests_per_connection)):
             self.pool.forget(connection)
             connection.close()
         return response, host

@@ -9,10 +9,37 @@ from collections.abc import Iterable
 
 class Stats:
     def __init__(self) -> None:
-        self.counters: Counter[str] = Counter()
+        self._counters: Counter[str] = Counter()
         self.gauges: dict[str, int] = {}
         # the counters a finished request adds to, by (cluster, prefix, status): named once
         self._done: dict[tuple[str, str, int], tuple[str, ...]] = {}
+        # finished requests by (cluster, prefix, status), not yet added to their four
+        # counters: a request adds one to one count, the counters are brought up to date
+        # when they are read
+        self._finished: dict[tuple[str, str, int], int] = {}
+
+    @property
+    def counters(self) -> Counter[str]:
+        """Every counter by its Envoy name, up to date."""
+        if self._finished:
+            self._fold()
+        return self._counters
+
+    def _fold(self) -> None:
+        finished, self._finished = self._finished, {}
+        counters = self._counters
+        for key, count in finished.items():
+            names = self._done.get(key)
+            if names is None:
+                cluster, prefix, status = key
+                klass = f"{status // 100}xx"
+                names = self._done[key] = (
+                    f"cluster.{cluster}.upstream_rq_total",
+                    f"cluster.{cluster}.upstream_rq_{klass}",
+                    f"cluster.{cluster}.upstream_rq_{status}",
+                    f"http.{prefix}.downstream_rq_{klass}")
+            for name in names:
+                counters[name] += count
 
     def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
         return dict(self.counters), dict(self.gauges)
@@ -26,18 +53,14 @@ class Stats:
             self.gauges[name] = max(self.gauges.get(name, 0), value)
 
     def inc(self, name: str, by: int = 1) -> None:
-        self.counters[name] += by
+        self._counters[name] += by
 
     def request_done(self, cluster: str, prefix: str, status: int) -> None:
-        names = self._done.get((cluster, prefix, status))
-        if names is None:
-            klass = f"{status // 100}xx"
-            names = self._done[cluster, prefix, status] = (
-                f"cluster.{cluster}.upstream_rq_total", f"cluster.{cluster}.upstream_rq_{klass}",
-                f"cluster.{cluster}.upstream_rq_{status}", f"http.{prefix}.downstream_rq_{klass}")
-        counters = self.counters
-        for name in names:
-            counters[name] += 1
+        """An upstream's answer passed on: its cluster's and the connection manager's
+        counters by status (kept as one count until read)."""
+        key = (cluster, prefix, status)
+        finished = self._finished
+        finished[key] = finished.get(key, 0) + 1
 
     def text(self) -> str:
         lines = [f"{name}: {value}" for name, value in sorted(self.counters.items())]
