@@ -35,42 +35,11 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import process_use  # noqa: E402
 import wrk_runs  # noqa: E402
-from test_dataplane import BACKEND_IP, backend_config  # noqa: E402
+from test_dataplane import BACKEND_IP, backend_config, bench_config  # noqa: E402
 
 from pilotfish.plugins.envoy.backend import envoy_binary  # noqa: E402
 from pilotfish.testing.mesh import LocalMesh  # noqa: E402
 from pilotfish.testing.processes import Process, free_port, http, wait_until  # noqa: E402
-
-CONFIG = """\
-apiVersion: v1
-kind: Service
-metadata: {{name: backend, namespace: default}}
-spec:
-  selector: {{app: backend}}
-  ports: [{{name: http, port: 80, targetPort: {backend_port}}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: backend-1, namespace: default, labels: {{app: backend}}}}
-status: {{podIP: {backend}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: backend, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [edge-before, edge-after]
-  http: [{{route: [{{destination: {{host: backend, port: {{number: 80}}}}}}]}}]
-"""
-GATEWAY = """\
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: edge-{side}, namespace: default}}
-spec:
-  selector: {{router: {side}}}
-  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
-"""
 
 
 def export(commit: str, into: Path) -> Path:
@@ -103,9 +72,7 @@ def measure(before: Path, seconds: int, rounds: int, rate: int, tmp: Path) -> di
         assert backend.popen is not None
         process_use.pin(process_use.tree(backend.popen.pid), "0")
         with LocalMesh(tmp / "mesh") as mesh:
-            mesh.write("bench.yaml", CONFIG.format(backend=BACKEND_IP,
-                                                   backend_port=backend_port) + "".join(
-                GATEWAY.format(side=side, port=port) for side, port in ports.items()))
+            mesh.write("bench.yaml", bench_config(backend_port, ports))
             mesh.start_discovery()
             pids = {}
             for side, port in ports.items():

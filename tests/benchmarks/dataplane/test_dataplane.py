@@ -49,18 +49,26 @@ kind: VirtualService
 metadata: {{name: backend, namespace: default}}
 spec:
   hosts: ["*"]
-  gateways: [edge-envoy, edge-native]
+  gateways: [{gateways}]
   http: [{{route: [{{destination: {{host: backend, port: {{number: 80}}}}}}]}}]
 """
 GATEWAY = """\
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
-metadata: {{name: edge-{proxy}, namespace: default}}
+metadata: {{name: edge-{side}, namespace: default}}
 spec:
-  selector: {{router: {proxy}}}
+  selector: {{router: {side}}}
   servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ["*"]}}]
 """
+
+
+def bench_config(backend_port: int, ports: dict[str, int]) -> str:
+    """The backend's service and route, and a Gateway for each router (``router: SIDE``
+    on its port), as the data-plane benchmarks configure discovery."""
+    return CONFIG.format(backend=BACKEND_IP, backend_port=backend_port,
+                         gateways=", ".join(f"edge-{side}" for side in ports)) + "".join(
+        GATEWAY.format(side=side, port=port) for side, port in ports.items())
 
 
 def backend_config(port: int, admin: int) -> dict[str, Any]:
@@ -105,9 +113,7 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
         pin(backend.popen.pid, "0")
         ports = {"envoy": free_port(), "native": free_port()}
         with LocalMesh(tmp / "mesh") as mesh:
-            mesh.write("bench.yaml", CONFIG.format(backend=BACKEND_IP,
-                                                   backend_port=backend_port) + "".join(
-                GATEWAY.format(proxy=name, port=port) for name, port in ports.items()))
+            mesh.write("bench.yaml", bench_config(backend_port, ports))
             mesh.start_discovery()
             routers = {}
             for name in ports:

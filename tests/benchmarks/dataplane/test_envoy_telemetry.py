@@ -38,9 +38,8 @@ from google.protobuf.json_format import MessageToDict
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_dataplane import (
     BACKEND_IP,
-    CONFIG,
-    GATEWAY,
     backend_config,
+    bench_config,
     cpu_seconds,
     pin,
     rss_mib,
@@ -115,10 +114,7 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
         pin(backend.popen.pid, "0")
         minimal.start()
         with LocalMesh(tmp / "mesh") as mesh:
-            mesh.write("bench.yaml", CONFIG.format(
-                backend=BACKEND_IP, backend_port=backend_port).replace(
-                    "[edge-envoy, edge-native]", "[edge-envoy]")
-                + GATEWAY.format(proxy="envoy", port=ports["envoy"]))
+            mesh.write("bench.yaml", bench_config(backend_port, {"envoy": ports["envoy"]}))
             mesh.start_discovery()
             router = mesh.start_proxy("gw-envoy", "default", labels={"router": "envoy"},
                                       extra=["--proxy", "envoy", "--concurrency", "1"])
