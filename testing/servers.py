@@ -1,9 +1,10 @@
 """Small TCP servers for tests that need a peer of a kind no app here is (a TLS backend, a
 CONNECT proxy, an ext_authz service): the accept loop in a daemon thread, one handler call
-per connection."""
+per connection. And the dialer the HBONE tests hand their pools."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import ssl
@@ -38,3 +39,11 @@ def read_head(conn: socket.socket) -> bytes:
             break
         head += chunk
     return head
+
+
+async def tcp_connect(destination: tuple[str, int]) -> socket.socket:
+    """A connected non-blocking socket, as an HBONE pool's dialer gives one."""
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, destination)
+    return sock

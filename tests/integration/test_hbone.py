@@ -18,6 +18,7 @@ import pytest
 from pilotfish.core.native import channels, hbone, http1, http2
 from pilotfish.core.native.channels import Channel
 from pilotfish.testing.mesh_ca import MeshCA
+from pilotfish.testing.servers import tcp_connect
 
 CA = MeshCA()
 DB = CA.issue("shop", "db")
@@ -31,13 +32,6 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
 
 def client_context() -> ssl.SSLContext:
     return hbone.client_context(WEB.chain_pem, WEB.key_pem, CA.roots_pem)
-
-
-async def tcp_connect(destination: tuple[str, int]) -> socket.socket:
-    sock = socket.socket()
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, destination)
-    return sock
 
 
 @attrs.define

@@ -27,6 +27,7 @@ from pilotfish.core.native.channels import Channel
 from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.mesh_ca import MeshCA, WorkloadCert
 from pilotfish.testing.processes import Process, free_port, wait_until
+from pilotfish.testing.servers import tcp_connect
 
 pytestmark = pytest.mark.envoy
 
@@ -155,13 +156,6 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.write(data)
         await writer.drain()
     writer.close()
-
-
-async def tcp_connect(destination: tuple[str, int]) -> socket.socket:
-    sock = socket.socket()
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, destination)
-    return sock
 
 
 def client_context() -> ssl.SSLContext:

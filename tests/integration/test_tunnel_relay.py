@@ -22,6 +22,7 @@ import uvloop
 from pilotfish.core.native import channels, hbone
 from pilotfish.core.native.channels import Channel
 from pilotfish.testing.mesh_ca import MeshCA
+from pilotfish.testing.servers import tcp_connect
 
 CA = MeshCA()
 DB = CA.issue("shop", "db")
@@ -65,13 +66,6 @@ class Path:
         self.relays_done += 1
         if self.relays_done == 2:
             self.done.set()
-
-
-async def tcp_connect(destination: tuple[str, int]) -> socket.socket:
-    sock = socket.socket()
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, destination)
-    return sock
 
 
 def client_context() -> ssl.SSLContext:
