@@ -26,17 +26,17 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
-from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 
 from pilotfish.core.ambient import enrollment
 from pilotfish.core.proxy import Proxy, ProxyType
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.security_policies import MtlsMode
 from pilotfish.translators.ambient.waypoint_clusters import MAIN_INTERNAL, main_internal_cluster
-from pilotfish.translators.ambient.waypoint_listeners import connect_terminate, rewrite_rbac
+from pilotfish.translators.ambient.waypoint_listeners import (
+    connect_terminate,
+    peers_from_filter_state,
+)
 from pilotfish.translators.authz import AuthFilters, auth_filters
-from pilotfish.translators.common import pack
 from pilotfish.translators.listener_filters import ALL, ORIGINAL_SRC, Detection
 from pilotfish.translators.sidecar_inbound import virtual_inbound
 
@@ -50,23 +50,8 @@ def listens(proxy: Proxy) -> bool:
 def tunneled_auth(auth: AuthFilters) -> AuthFilters:
     """The same filters, every RBAC principal on the peer's certificate now read from
     ``io.istio.peer_principal``."""
-    http = []
-    for item in auth.http:
-        config = http_rbac_pb2.RBAC()
-        if item.typed_config.Unpack(config):
-            rewrite_rbac(config.rules)
-            rewrite_rbac(config.shadow_rules)
-            item = type(item)(name=item.name, typed_config=pack(config))
-        http.append(item)
-    tcp = []
-    for filter_ in auth.tcp:
-        rules = network_rbac_pb2.RBAC()
-        if filter_.typed_config.Unpack(rules):
-            rewrite_rbac(rules.rules)
-            rewrite_rbac(rules.shadow_rules)
-            filter_ = type(filter_)(name=filter_.name, typed_config=pack(rules))
-        tcp.append(filter_)
-    return AuthFilters(http=tuple(http), tcp=tuple(tcp))
+    return AuthFilters(http=tuple(map(peers_from_filter_state, auth.http)),
+                       tcp=tuple(map(peers_from_filter_state, auth.tcp)))
 
 
 def main_internal(push: PushContext, proxy: Proxy, detection: Detection = ALL

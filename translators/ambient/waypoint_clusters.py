@@ -112,30 +112,27 @@ def internal_address(listener: str, endpoint_id: str = "") -> address_pb2.Addres
         server_listener_name=listener, endpoint_id=endpoint_id))
 
 
-def main_internal_cluster(push: PushContext) -> cluster_pb2.Cluster:
+def _internal_cluster(push: PushContext, name: str, listener: str) -> cluster_pb2.Cluster:
+    """A static cluster whose one endpoint is the internal listener ``listener``."""
     cluster = cluster_pb2.Cluster(
-        name=MAIN_INTERNAL, type=cluster_pb2.Cluster.STATIC,
+        name=name, type=cluster_pb2.Cluster.STATIC,
         connect_timeout=duration(push.mesh.connect_timeout),
         transport_socket=internal_socket(),
     )
-    cluster.load_assignment.cluster_name = MAIN_INTERNAL
+    cluster.load_assignment.cluster_name = name
     cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
-        internal_address(MAIN_INTERNAL))
+        internal_address(listener))
     return cluster
+
+
+def main_internal_cluster(push: PushContext) -> cluster_pb2.Cluster:
+    return _internal_cluster(push, MAIN_INTERNAL, MAIN_INTERNAL)
 
 
 def encap_cluster(push: PushContext) -> cluster_pb2.Cluster:
     """Traffic addressed to a workload: straight to ``connect_originate``, which restores the
     workload's address from the filter state ``main_internal`` shares."""
-    cluster = cluster_pb2.Cluster(
-        name=ENCAP, type=cluster_pb2.Cluster.STATIC,
-        connect_timeout=duration(push.mesh.connect_timeout),
-        transport_socket=internal_socket(),
-    )
-    cluster.load_assignment.cluster_name = ENCAP
-    cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
-        internal_address(CONNECT_ORIGINATE))
-    return cluster
+    return _internal_cluster(push, ENCAP, CONNECT_ORIGINATE)
 
 
 def hbone_common_tls(trust_domain: str) -> tls_pb2.CommonTlsContext:

@@ -97,8 +97,6 @@ from pilotfish.translators.filter_chains import cidr, tcp_proxy
 from pilotfish.translators.http_filters import HCM_FILTER, ROUTER_FILTER, http_connection_manager
 from pilotfish.translators.listener_filters import ALL, Detection, listener_filter
 from pilotfish.translators.rbac import (
-    HTTP_RBAC,
-    NETWORK_RBAC,
     http_rbac_filters,
     network_rbac_filters,
 )
@@ -222,26 +220,24 @@ def rewrite_rbac(rules: rbac_pb2.RBAC) -> None:
             peer_from_filter_state(principal)
 
 
+def peers_from_filter_state(item: Any) -> Any:
+    """An RBAC filter (HTTP or network) with every peer principal of its rules and shadow
+    rules read from the filter state; any other filter as it is."""
+    for config in (http_rbac_pb2.RBAC(), network_rbac_pb2.RBAC()):
+        if item.typed_config.Is(config.DESCRIPTOR):
+            item.typed_config.Unpack(config)
+            rewrite_rbac(config.rules)
+            rewrite_rbac(config.shadow_rules)
+            return type(item)(name=item.name, typed_config=pack(config))
+    return item
+
+
 def waypoint_http_rbac(policies: Sequence[Any]) -> list[hcm_pb2.HttpFilter]:
-    out = []
-    for item in http_rbac_filters(policies):
-        config = http_rbac_pb2.RBAC()
-        item.typed_config.Unpack(config)
-        rewrite_rbac(config.rules)
-        rewrite_rbac(config.shadow_rules)
-        out.append(hcm_pb2.HttpFilter(name=HTTP_RBAC, typed_config=pack(config)))
-    return out
+    return [peers_from_filter_state(item) for item in http_rbac_filters(policies)]
 
 
 def waypoint_network_rbac(policies: Sequence[Any]) -> list[lc_pb2.Filter]:
-    out = []
-    for item in network_rbac_filters(policies):
-        config = network_rbac_pb2.RBAC()
-        item.typed_config.Unpack(config)
-        rewrite_rbac(config.rules)
-        rewrite_rbac(config.shadow_rules)
-        out.append(lc_pb2.Filter(name=NETWORK_RBAC, typed_config=pack(config)))
-    return out
+    return [peers_from_filter_state(item) for item in network_rbac_filters(policies)]
 
 
 # -- main_internal and connect_originate ---------------------------------------------------
