@@ -445,11 +445,11 @@ def waypoint(request: pytest.FixtureRequest,
         client.close()
 
 
-def test_split_80_20_over_200_requests(waypoint: dict[str, Any]) -> None:
-    client: HboneClient = waypoint["client"]
+def assert_split_80_20(client: HboneClient, authority: str, path: str) -> None:
+    """200 requests through the waypoint, each answered 200, spread 80/20 over v1 and v2."""
     versions: collections.Counter[str] = collections.Counter()
     for index in range(200):
-        status, _, body = client.request(f"{VIP}:9080", f"/split/{index}")
+        status, _, body = client.request(authority, f"{path}/{index}")
         assert status == 200
         versions[json.loads(body)["version"]] += 1
     assert versions["v1"] + versions["v2"] == 200
@@ -457,17 +457,14 @@ def test_split_80_20_over_200_requests(waypoint: dict[str, Any]) -> None:
     assert 20 <= versions["v2"] <= 62, versions
 
 
+def test_split_80_20_over_200_requests(waypoint: dict[str, Any]) -> None:
+    assert_split_80_20(waypoint["client"], f"{VIP}:9080", "/split")
+
+
 def test_httproute_split_80_20_over_200_requests(waypoint: dict[str, Any]) -> None:
     """The same through a Gateway API HTTPRoute whose parent is the Service: its backends
     are two other services, which the waypoint reaches over HBONE too."""
-    client: HboneClient = waypoint["client"]
-    versions: collections.Counter[str] = collections.Counter()
-    for index in range(200):
-        status, _, body = client.request(f"{DETAILS_VIP}:9080", f"/details/{index}")
-        assert status == 200
-        versions[json.loads(body)["version"]] += 1
-    assert versions["v1"] + versions["v2"] == 200
-    assert 20 <= versions["v2"] <= 62, versions
+    assert_split_80_20(waypoint["client"], f"{DETAILS_VIP}:9080", "/details")
 
 
 def test_a_port_without_a_protocol_is_sniffed_as_http(waypoint: dict[str, Any]) -> None:
