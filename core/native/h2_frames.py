@@ -13,11 +13,12 @@ as h2 would, and to h2 otherwise; sending works the same way round (`data_header
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import struct
 from typing import NamedTuple
 
 HEADER = 9  # every frame's: length (24 bits), type, flags, stream id (31 bits)
 DATA = 0
+WINDOW_UPDATE = 8
 PREFACE_LENGTH = 24  # a client's connection preface, which a server reads before frames
 
 
@@ -26,10 +27,19 @@ class DataFrame(NamedTuple):  # a tuple: made for every frame, so made cheaply
     payload: bytes
 
 
+_DATA_HEADER = struct.Struct(">IBI")  # length and type in the first word, flags, stream
+
+
 def data_header(length: int, stream_id: int) -> bytes:
     """The header of a DATA frame without flags."""
-    return (length.to_bytes(3, "big") + bytes((DATA, 0))
-            + (stream_id & 0x7FFFFFFF).to_bytes(4, "big"))
+    return _DATA_HEADER.pack(length << 8 | DATA, 0, stream_id & 0x7FFFFFFF)
+
+
+def window_update(stream_id: int, increment: int) -> bytes:
+    """A WINDOW_UPDATE frame (``stream_id`` 0: the connection's window)."""
+    return (b"\x00\x00\x04" + bytes((WINDOW_UPDATE, 0))
+            + (stream_id & 0x7FFFFFFF).to_bytes(4, "big")
+            + (increment & 0x7FFFFFFF).to_bytes(4, "big"))
 
 
 def data_frame(frame: DataFrame) -> bytes:
@@ -47,23 +57,23 @@ class FrameSplitter:
         self.preface = PREFACE_LENGTH if server else 0  # its bytes still to come
         self.max_frame = max_frame  # past it a frame goes to h2 at once, which refuses it
 
-    def feed(self, data: bytes) -> Iterator[bytes | DataFrame]:
+    def feed(self, data: bytes) -> list[bytes | DataFrame]:
         buffer = self.buffer
         if not buffer and not self.preface and len(data) >= HEADER and \
                 data[3] == DATA and data[4] == 0 and \
                 len(data) == HEADER + int.from_bytes(data[:3], "big") <= \
                 HEADER + self.max_frame:
             # the usual read on a tunnel: one whole DATA frame, nothing held before it
-            yield DataFrame(int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[HEADER:])
-            return
+            return [DataFrame(int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[HEADER:])]
+        out: list[bytes | DataFrame] = []
         buffer += data
         if self.preface:
             taken = bytes(buffer[:self.preface])
             del buffer[:len(taken)]
             self.preface -= len(taken)
-            yield taken
+            out.append(taken)
             if self.preface:
-                return
+                return out
         offset, run, size = 0, -1, len(buffer)
         view = memoryview(buffer)
         try:
@@ -77,15 +87,16 @@ class FrameSplitter:
                     break
                 if buffer[offset + 3] == DATA and buffer[offset + 4] == 0:
                     if run >= 0:
-                        yield bytes(view[run:offset])
+                        out.append(bytes(view[run:offset]))
                         run = -1
                     stream_id = int.from_bytes(view[offset + 5:offset + 9], "big") & 0x7FFFFFFF
-                    yield DataFrame(stream_id, bytes(view[offset + HEADER:end]))
+                    out.append(DataFrame(stream_id, bytes(view[offset + HEADER:end])))
                 elif run < 0:
                     run = offset
                 offset = end
             if run >= 0:
-                yield bytes(view[run:offset])
+                out.append(bytes(view[run:offset]))
         finally:
             view.release()
             del buffer[:offset]
+        return out

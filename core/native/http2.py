@@ -40,10 +40,11 @@ MAX_STREAMS = 1024  # concurrent streams a peer may open towards us
 # a Pushed connection stops reading while more than this waits to be sent (asyncio's own
 # high-water mark for a transport, where the StreamWriter's drain would wait)
 WRITE_HIGH_WATER = 1 << 16
-_OPEN = frozenset({h2.connection.ConnectionState.CLIENT_OPEN,
-                   h2.connection.ConnectionState.SERVER_OPEN})
-_RECEIVING = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL})
-_SENDING = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE})
+# tuples, not sets: a tuple finds an enum member by identity, a set hashes it, which for an
+# Enum is a call into Python on every frame of the fast path
+_OPEN = (h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionState.SERVER_OPEN)
+_RECEIVING = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
+_SENDING = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE)
 # Connection-specific headers HTTP/2 forbids (RFC 9113 §8.2.2); ``host`` is ``:authority``.
 CONNECTION_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection",
                                 "transfer-encoding", "upgrade", "host", "http2-settings"})
@@ -83,6 +84,9 @@ class Stream:
     tunnel: asyncio.Queue[tuple[bytes, int]] | None = None
     responded: asyncio.Event = attrs.field(factory=asyncio.Event)  # the answer's head came
     receiver: Receiver | None = None  # a tunnel's bytes pushed, not queued (``attach``)
+    # h2's own stream, kept once attached on a ``fast_data`` connection: the DATA fast
+    # path reads and moves its windows without looking it up for every frame
+    h2_stream: Any = None
 
     def pseudo(self, name: str) -> str:
         return next((v for k, v in self.headers if k == name), "")
@@ -237,7 +241,7 @@ class Connection:
         self._flush()
         return events
 
-    def _cut(self, data: bytes) -> Iterable[bytes | h2_frames.DataFrame]:
+    def _cut(self, data: bytes) -> Sequence[bytes | h2_frames.DataFrame]:
         """The bytes as h2 or the DATA fast path takes them."""
         return self.frames.feed(data) if self.frames is not None else (data,)
 
@@ -258,10 +262,11 @@ class Connection:
     def _feed(self, data: bytes, on_event: Callable[[h2.events.Event], None]) -> bool:
         """Act on bytes read; False once the connection cannot go on."""
         for item in self._cut(data):
-            if isinstance(item, h2_frames.DataFrame):
+            if type(item) is h2_frames.DataFrame:
                 stream = self.streams.get(item.stream_id)
                 if stream is not None and stream.receiver is not None and \
-                        self._consumed(item.stream_id, len(item.payload)):
+                        stream.h2_stream is not None and \
+                        self._consumed(stream.h2_stream, len(item.payload)):
                     self.fast_frames[0] += 1
                     stream.receiver.data(item.payload, len(item.payload))
                     continue
@@ -276,12 +281,11 @@ class Connection:
             self._flush()
         return True
 
-    def _consumed(self, stream_id: int, length: int) -> bool:
-        """Account a DATA frame taken past h2 in h2's receive windows, as h2 would; False
-        (h2 is to take it, and refuse it if it must) unless the connection and the stream
-        are open for it and both windows hold it."""
-        stream = self.h2.streams.get(stream_id)
-        if stream is None or stream.state_machine.state not in _RECEIVING or \
+    def _consumed(self, stream: Any, length: int) -> bool:
+        """Account a DATA frame taken past h2 in h2's receive windows (of h2's ``stream``),
+        as h2 would; False (h2 is to take it, and refuse it if it must) unless the
+        connection and the stream are open for it and both windows hold it."""
+        if stream.state_machine.state not in _RECEIVING or \
                 self.h2.state_machine.state not in _OPEN:
             return False
         connection_window = self.h2._inbound_flow_control_window_manager
@@ -293,21 +297,38 @@ class Connection:
         stream_window.window_consumed(length)
         return True
 
-    def _sent_fast(self, stream_id: int, data: bytes) -> bool:
-        """Send one DATA frame the windows hold past h2 (``fast_data``), accounted in h2's
-        send windows as h2 would; False (h2 is to send it) unless the stream is open for
-        it."""
-        stream = self.h2.streams.get(stream_id)
-        if self.frames is None or stream is None or \
-                stream.state_machine.state not in _SENDING or \
+    def _sent_fast(self, stream: Any, data: bytes) -> bool:
+        """Send one DATA frame the windows hold past h2 (``fast_data``) on h2's
+        ``stream``, accounted in h2's send windows as h2 would; False (h2 is to send it)
+        unless the stream is open for it."""
+        if stream.state_machine.state not in _SENDING or \
                 self.h2.state_machine.state not in _OPEN or self.writer.is_closing():
             return False
         self.h2.outbound_flow_control_window -= len(data)
         stream.outbound_flow_control_window -= len(data)
-        pending = self.h2.data_to_send()  # what h2 queued goes first, in order
-        self.writer.write(pending + h2_frames.data_header(len(data), stream_id) + data)
+        head = h2_frames.data_header(len(data), stream.stream_id)
+        if self.h2._data_to_send:  # what h2 queued goes first, in order
+            head = self.h2.data_to_send() + head
+        self.writer.write(head + data)
         self.fast_frames[1] += 1
         return True
+
+    def _acknowledged(self, stream: Any, length: int) -> None:
+        """h2's ``acknowledge_received_data`` for a fast-path stream (h2's ``stream``):
+        the same window managers and the same rule for when a WINDOW_UPDATE is due (about
+        half a window consumed, so rarely), without h2's frame objects on every call."""
+        if self.h2.state_machine.state not in _OPEN:
+            return
+        update = b""
+        increment = self.h2._inbound_flow_control_window_manager.process_bytes(length)
+        if increment:
+            update = h2_frames.window_update(0, increment)
+        if stream.open:  # h2 hands nothing back to a closed stream either
+            increment = stream._inbound_window_manager.process_bytes(length)
+            if increment:
+                update += h2_frames.window_update(stream.stream_id, increment)
+        if update and not self.writer.is_closing():
+            self.writer.write(self.h2.data_to_send() + update)
 
     async def _read(self, on_event: Callable[[h2.events.Event], None]) -> None:
         protocol = self.writer.transport.get_protocol()
@@ -334,6 +355,7 @@ class Connection:
         over: asyncio.Future[None] = loop.create_future()
         draining: list[asyncio.Task[None]] = []
         transport = cast(asyncio.Transport, self.writer.transport)  # it reads, too
+        buffered = transport.get_write_buffer_size
 
         def end(error: BaseException | None = None) -> None:
             if not over.done():
@@ -360,7 +382,7 @@ class Connection:
             except BaseException as exc:  # the reader's own failure, as the loop would raise
                 end(exc)
                 return
-            if not draining and transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            if not draining and buffered() > WRITE_HIGH_WATER:
                 transport.pause_reading()
                 draining.append(loop.create_task(drain()))
 
@@ -517,6 +539,10 @@ class Connection:
         """``length`` of a stream's received data is consumed: the peer may send more (h2
         sends a WINDOW_UPDATE once enough is consumed, not for every frame)."""
         if length and not self.closed:
+            stream = self.streams.get(stream_id)
+            if stream is not None and stream.h2_stream is not None:
+                self._acknowledged(stream.h2_stream, length)
+                return
             with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
                 self.h2.acknowledge_received_data(length, stream_id)
                 self._flush()
@@ -530,6 +556,8 @@ class Connection:
             if data or length:
                 receiver.data(data, length)
         stream.receiver = receiver
+        if self.frames is not None:
+            stream.h2_stream = self.h2.streams.get(stream.id)
         if stream.ended.is_set():
             receiver.ended(stream.error)
 
@@ -539,13 +567,21 @@ class Connection:
         if self.closed:
             raise StreamError("the connection closed")
         sent = 0
+        stream = self.streams.get(stream_id)
+        fast = stream.h2_stream if stream is not None else None
+        if fast is not None and data and \
+                len(data) <= min(self.h2.outbound_flow_control_window,
+                                 fast.outbound_flow_control_window,
+                                 self.h2.max_outbound_frame_size) and \
+                self._sent_fast(fast, data if isinstance(data, bytes) else bytes(data)):
+            return len(data)  # the usual case on a tunnel: one frame, past h2
         try:
             window = min(self.h2.local_flow_control_window(stream_id),
                          self.h2.max_outbound_frame_size)
-            if len(data) <= window:  # the usual case: one frame, no slicing
-                whole = data if isinstance(data, bytes) else bytes(data)
-                if data and not self._sent_fast(stream_id, whole):
-                    self.h2.send_data(stream_id, whole)
+            if len(data) <= window:  # one frame, no slicing
+                if data:
+                    self.h2.send_data(stream_id,
+                                      data if isinstance(data, bytes) else bytes(data))
                 return len(data)
             with memoryview(data) as view:
                 while sent < len(view):

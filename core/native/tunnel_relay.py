@@ -46,6 +46,7 @@ class _Relay:
         self.tunnel_done = False  # the tunnel's end was passed to the app
         self.unacknowledged = 0  # what was written to the app while its buffer was full
         self.draining: asyncio.Task[None] | None = None  # waiting for TLS to drain
+        self.buffered = tunnel.connection.writer.transport.get_write_buffer_size
 
     # -- the tunnel's side (http2.Receiver) -------------------------------------------------
 
@@ -121,8 +122,7 @@ class _Relay:
         the TLS connection's buffer is too full."""
         if self.app_done and not self.tunnel.ended:
             self.tunnel.end()
-        if self.draining is None and \
-                self.connection.writer.transport.get_write_buffer_size() > TLS_HIGH_WATER:
+        if self.draining is None and self.buffered() > TLS_HIGH_WATER:
             self.app.pause_reading()
             self.draining = asyncio.get_running_loop().create_task(self._drain())
         elif self.draining is None:
