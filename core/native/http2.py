@@ -262,17 +262,20 @@ class Connection:
     def _feed(self, data: bytes, on_event: Callable[[h2.events.Event], None]) -> bool:
         """Act on bytes read; False once the connection cannot go on."""
         for item in self._cut(data):
-            if type(item) is h2_frames.DataFrame:
-                stream = self.streams.get(item.stream_id)
+            if type(item) is bytes:
+                frames = item
+            else:
+                frame = cast(h2_frames.DataFrame, item)
+                stream = self.streams.get(frame.stream_id)
                 if stream is not None and stream.receiver is not None and \
                         stream.h2_stream is not None and \
-                        self._consumed(stream.h2_stream, len(item.payload)):
+                        self._consumed(stream.h2_stream, len(frame.payload)):
                     self.fast_frames[0] += 1
-                    stream.receiver.data(item.payload, len(item.payload))
+                    stream.receiver.data(frame.payload, len(frame.payload))
                     continue
-                item = h2_frames.data_frame(item)
+                frames = h2_frames.data_frame(frame)
             try:
-                events = self.h2.receive_data(item)
+                events = self.h2.receive_data(frames)
             except h2.exceptions.ProtocolError:
                 self._flush()  # the GOAWAY h2 queued
                 return False
