@@ -1,19 +1,23 @@
 """The ``ztunnel`` backend against a real ``pilotfish ztunnel``: the process its command
 starts takes the settings it wrote and checked, and its admin reads that ztunnel's three
 ports — readiness saying why it is not ready (no discovery here), the config dump, metrics —
-and leaves it running on a drain; SIGTERM then stops it cleanly."""
+and leaves it running on a drain; ``pilotfish ztunnel-config`` reads it through the backend a
+node's state records; SIGTERM then stops it cleanly."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import anyio
 import pytest
 
 from pilotfish.core.proxy_backend import ProxyError, ProxyOptions, ZtunnelOptions
+from pilotfish.node.state import NodeState
 from pilotfish.plugins.ztunnel.backend import ZtunnelBackend
 from pilotfish.testing.mesh_ca import MeshCA
 
@@ -68,6 +72,15 @@ async def test_the_backend_runs_ztunnel_and_reads_its_ports(tmp_path):
         assert isinstance(await admin.prometheus(), str)
         await admin.drain()  # nothing to ask: it keeps running
         assert process.returncode is None
+        # a node that runs it: ztunnel-config asks the backend it recorded
+        NodeState(state_dir=tmp_path / "node", bridge="pfzb", gateway_ip="127.0.0.1",
+                  secure_xds_address=opts.discovery_address,
+                  ztunnel_admin=f"127.0.0.1:{opts.admin_port}",
+                  ztunnel_backend="ztunnel").save()
+        shown = await anyio.run_process([
+            sys.executable, "-m", "pilotfish.cli", "ztunnel-config", "all", "-o", "json",
+            "--state-dir", str(tmp_path / "node")])
+        assert json.loads(shown.stdout)["dns"] == dump["dns"]
     finally:
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(15):
