@@ -4,6 +4,8 @@ A backend (group ``pilotfish.proxies``: ``envoy``, ``native``, ``grpc``, ``ztunn
 ``ProxyOptions`` into a bootstrap file, checks that file with the proxy itself, and
 says which command line runs the proxy. The agent owns the process: it launches the
 command, relays signals, drains the proxy on shutdown and exits with the proxy's status.
+(A ``ztunnel`` backend's process is owned by the local node instead, which runs one per node
+as a DaemonSet would; its options carry ``ZtunnelOptions``.)
 Backends stay free of process management so every proxy shuts down the same way.
 
 Everything else that depends on which proxy runs goes through the backend's
@@ -184,7 +186,8 @@ def _check_proxy_type(instance: Any, attribute: attrs.Attribute[Any], value: str
 
 @attrs.frozen(kw_only=True)
 class ProxyOptions:
-    """Everything a backend needs to bootstrap one proxy. Built by the agent from flags."""
+    """Everything a backend needs to bootstrap one proxy. Built by the agent from flags (by
+    the local node for its ztunnel)."""
 
     name: str  # pod or workload instance name
     namespace: str
