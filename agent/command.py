@@ -227,18 +227,9 @@ def select_backend(config: meshconfig.MeshConfig, flag: str | None = None) -> Pr
     """The active backend ``--proxy`` names, else the mesh config's ``proxy``; the error
     says which of the two chose it and lists what could be chosen."""
     try:
-        name, where = registry.chosen_proxy(config, flag)
+        return registry.active_proxy(config, flag)
     except registry.PluginError as exc:
         raise AgentError(str(exc)) from None
-    backends = registry.Plugins.from_config(config, groups=["proxies"]).proxy_backends()
-    backend = backends.get(name)
-    if backend is None:
-        raise AgentError(f"{where}: installed but not enabled by {config.source}; "
-                         "add it under plugins.proxies")
-    if not isinstance(backend, ProxyBackend):
-        raise ProxyError(f"{where}: the plugin returned {backend!r}, "
-                         "which lacks the ProxyBackend methods")
-    return backend
 
 
 async def run(supervisor: Supervisor, status: StatusServer | None, sds: SdsServer,

@@ -1,6 +1,11 @@
 """``pilotfish ztunnel-config``: what a ztunnel holds, read from its admin API's
 ``/config_dump``, printed as ``istioctl ztunnel-config`` prints it: workloads, services,
-policies, certificates, or the connections it is carrying."""
+policies, certificates, or the connections it is carrying.
+
+The local node's ztunnel is asked through the proxy backend that runs it (its admin's
+``config_dump``), whichever ztunnel that is; ``--address`` reads any ztunnel's admin API
+directly (Istio's answers the same way).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from pilotfish.cli.proxy_status import fetch_json
-from pilotfish.core.output import emit, table
+from pilotfish.core.output import CommandError, emit, table
+from pilotfish.core.plugins import PluginError
+from pilotfish.core.proxy_backend import ProxyError
+from pilotfish.node.ambient import node_ztunnel_admin
+from pilotfish.node.netns import NodeError
 from pilotfish.node.state import DEFAULT_STATE_DIR, NodeState
 
 KINDS = ("workloads", "services", "policies", "certificates", "connections", "all")
@@ -98,16 +109,25 @@ SECTIONS: Sequence[tuple[str, list[str], Callable[..., list[list[str]]], bool]] 
 )
 
 
-def admin_address(args: argparse.Namespace) -> str:
-    if args.address:
-        return str(args.address)
-    state = NodeState.load(Path(args.state_dir))
-    return state.ztunnel_admin if state is not None and state.ztunnel_admin else \
-        "127.0.0.1:15000"
+def config_dump(args: argparse.Namespace) -> dict[str, Any]:
+    """The dump of the ztunnel ``--address`` names, else of the local node's (through its
+    backend), else of the one on Istio's 127.0.0.1:15000."""
+    state = None if args.address else NodeState.load(Path(args.state_dir))
+    try:
+        admin = node_ztunnel_admin(state) if state is not None else None
+        if admin is not None:
+            return anyio.run(admin.config_dump)
+    except (ProxyError, PluginError, NodeError) as exc:
+        raise CommandError(f"the local node's ztunnel ({args.state_dir}): {exc}") from None
+    url = f"http://{args.address or '127.0.0.1:15000'}/config_dump"
+    dump = fetch_json(url)
+    if not isinstance(dump, dict):
+        raise CommandError(f"{url}: not a JSON object")
+    return dump
 
 
 def main(args: argparse.Namespace) -> int:
-    dump = fetch_json(f"http://{admin_address(args)}/config_dump")
+    dump = config_dump(args)
     wanted = [s for s in SECTIONS if args.kind in (s[0], "all")]
     if args.output != "table":
         emit(dump if args.kind == "all" else dump.get(args.kind) or [], args.output)

@@ -171,7 +171,9 @@ def pilotfish_proxy_backend() -> ProxyBackend:
     command line that runs the proxy, and ``admin(options)``, the ``ProxyAdmin`` through
     which the agent asks the running proxy everything that depends on which proxy it is
     (status for readiness, Prometheus text with Istio's metrics, config dump, drain, and
-    what to serve beside it). The agent picks the backend named by ``--proxy``.
+    what to serve beside it). The agent picks the backend named by ``--proxy``; the local
+    node runs the one the mesh config's ``ztunnel`` names as ambient mode's node proxy
+    (``ProxyOptions`` of proxy type ``ztunnel``, with ``ProxyOptions.ztunnel``).
     """
 
 

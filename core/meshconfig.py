@@ -4,6 +4,7 @@ Example::
 
     profile: sidecar            # the plugin set(s) to start from: a name or a list
     proxy: envoy                # the proxy backend agents run (``--proxy`` overrides it)
+    ztunnel: ztunnel            # the proxy backend the local node runs as ambient's ztunnel
     plugins:                    # per entry-point group: use / add / remove by name
       xds:
         add: [add-response-header]
@@ -221,6 +222,9 @@ class MeshConfig:
     # ``--proxy`` does not say; whether one has it is checked where it is chosen
     # (`plugins.chosen_proxy`), since the entry points are the plugin manager's business.
     proxy: str = "envoy"
+    # The proxy backend the local node runs as ambient mode's node proxy (checked where it
+    # is chosen, as ``proxy``): another ztunnel is a backend of another name.
+    ztunnel: str = "ztunnel"
     mesh: MeshSettings = MeshSettings()
     discovery: DiscoverySettings = DiscoverySettings()
     source: str = "<defaults>"
@@ -259,11 +263,16 @@ def _only(data: Mapping[str, Any], allowed: set[str] | frozenset[str], where: st
 def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
     where = source
     data = _mapping(data, where)
-    _only(data, {"profile", "proxy", "plugins", "mesh", "discovery", "injection"}, where)
+    _only(data, {"profile", "proxy", "ztunnel", "plugins", "mesh", "discovery", "injection"},
+          where)
     proxy = data.get("proxy", "envoy")
     if not isinstance(proxy, str) or not proxy:
         raise MeshConfigError(f"{where}: proxy: expected a proxy backend's name, as in native, "
                               f"got {proxy!r}")
+    ztunnel = data.get("ztunnel", "ztunnel")
+    if not isinstance(ztunnel, str) or not ztunnel:
+        raise MeshConfigError(f"{where}: ztunnel: expected a proxy backend's name, as in "
+                              f"ztunnel, got {ztunnel!r}")
     raw_profile = data.get("profile", "sidecar")
     if isinstance(raw_profile, str):
         raw_profile = [raw_profile]
@@ -328,8 +337,8 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
             f"{where}: discovery.workloadCertTtl: expected a positive duration no longer than "
             f"maxWorkloadCertTtl ({discovery.max_workload_cert_ttl:g}s)"
         )
-    return MeshConfig(profiles=profiles, plugins=plugins, proxy=proxy, mesh=mesh,
-                      discovery=discovery, source=source, mesh_fields=mesh_raw,
+    return MeshConfig(profiles=profiles, plugins=plugins, proxy=proxy, ztunnel=ztunnel,
+                      mesh=mesh, discovery=discovery, source=source, mesh_fields=mesh_raw,
                       injection=_mapping(data.get("injection"), f"{where}: injection"))
 
 

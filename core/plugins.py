@@ -157,18 +157,34 @@ def profiles(config: MeshConfig) -> list[tuple[InstalledProfile, Profile]]:
     return out
 
 
-def chosen_proxy(config: MeshConfig, flag: str | None = None) -> tuple[str, str]:
+def chosen_proxy(config: MeshConfig, flag: str | None = None,
+                 field: str = "proxy") -> tuple[str, str]:
     """The proxy backend to run, and who chose it (for messages): ``--proxy`` when given,
-    else the mesh config's ``proxy`` (default envoy). A name no installed backend has is an
-    error naming the flag, or the file, field and value."""
+    else the mesh config's ``field`` (``proxy``, default envoy: what agents run;
+    ``ztunnel``, default ztunnel: what the local node runs as ambient mode's node proxy).
+    A name no installed backend has is an error naming the flag, or the file, field and
+    value."""
     if flag:
         name, where = flag, f"--proxy {flag}"
     else:
-        name, where = config.proxy, f"{config.source}: proxy: {config.proxy!r}"
+        name = str(getattr(config, field))
+        where = f"{config.source}: {field}: {name!r}"
     available = installed("proxies")
     if name not in available:
         raise PluginError(f"{where}: no such proxy backend; " + _describe("proxies", available))
     return name, where
+
+
+def active_proxy(config: MeshConfig, flag: str | None = None,
+                 field: str = "proxy") -> ProxyBackend:
+    """The backend ``chosen_proxy`` names, among those the config enables: installed is not
+    enough (the config file is an allowlist). ``PluginError`` says who chose it."""
+    name, where = chosen_proxy(config, flag, field)
+    backend = Plugins.from_config(config, groups=["proxies"]).proxy_backends().get(name)
+    if backend is None:
+        raise PluginError(f"{where}: installed but not enabled by {config.source}; "
+                          "add it under plugins.proxies")
+    return backend
 
 
 def select(config: MeshConfig, groups: Iterable[str] | None = None) -> list[InstalledPlugin]:

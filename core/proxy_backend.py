@@ -1,9 +1,11 @@
 """What the agent asks of a proxy backend, and the options it hands one.
 
-A backend (group ``pilotfish.proxies``: ``envoy``, later ``native``) turns
+A backend (group ``pilotfish.proxies``: ``envoy``, ``native``, ``grpc``, ``ztunnel``) turns
 ``ProxyOptions`` into a bootstrap file, checks that file with the proxy itself, and
 says which command line runs the proxy. The agent owns the process: it launches the
 command, relays signals, drains the proxy on shutdown and exits with the proxy's status.
+(A ``ztunnel`` backend's process is owned by the local node instead, which runs one per node
+as a DaemonSet would; its options carry ``ZtunnelOptions``.)
 Backends stay free of process management so every proxy shuts down the same way.
 
 Everything else that depends on which proxy runs goes through the backend's
@@ -31,7 +33,8 @@ import attrs
 
 from pilotfish.core.model import DEFAULT_DOMAIN, is_ip
 
-PROXY_TYPES = ("sidecar", "router", "waypoint")
+PROXY_TYPES = ("sidecar", "router", "waypoint")  # what an agent runs (``--type``)
+ZTUNNEL_TYPE = "ztunnel"  # ambient mode's node proxy: the node runs it, with no agent
 XDS_MODES = ("sotw", "delta")
 INTERCEPTION_MODES = ("REDIRECT", "TPROXY", "NONE")
 SDS_SOCKET = "SDS"  # in the config dir: the agent's SDS server (cluster sds-grpc)
@@ -140,16 +143,58 @@ class PodPort:
         return out
 
 
+def _check_address_or_default(instance: Any, attribute: attrs.Attribute[Any],
+                              value: str) -> None:
+    if value:
+        split_host_port(value, attribute.name)
+
+
+@attrs.frozen(kw_only=True)
+class ZtunnelOptions:
+    """What ambient mode's node proxy needs beyond ``ProxyOptions`` (``ProxyOptions.ztunnel``).
+
+    A ztunnel has no agent beside it: it asks the CA itself, with its own token, for its
+    certificate and for those of the node's pods, and takes the pods from the CNI node agent
+    over ZDS. So the backend that runs one is told where those are.
+    """
+
+    zds_socket: Path  # the node agent's ZDS socket, which ztunnel connects to
+    root_cert: Path  # PEM roots discovery's certificate chains to
+    token_file: Path  # ztunnel's own service-account token, re-read per CA call
+    ca_address: str = attrs.field(default="", validator=_check_address_or_default)  # "": 15012
+    node_name: str = ""  # the node it serves (node metadata NODE_NAME)
+    trust_domain: str = DEFAULT_DOMAIN
+    cluster_id: str = "Kubernetes"
+    dns_resolv_conf: Path = Path("/etc/resolv.conf")  # where the DNS proxy forwards the rest
+    metrics_address: str = attrs.field(default="0.0.0.0:15020", validator=_check_address)
+    readiness_address: str = attrs.field(default="0.0.0.0:15021", validator=_check_address)
+
+
+def _check_proxy_type(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """An agent's proxy types; ``ztunnel`` only with the ztunnel's own options (and those
+    only with it), since no agent stands beside a ztunnel to fill them in."""
+    with_ztunnel = instance.ztunnel is not None
+    if value == ZTUNNEL_TYPE and with_ztunnel:
+        return
+    if with_ztunnel:
+        raise ValueError(f"ztunnel: options for a ztunnel, but proxy_type is {value!r}")
+    if value not in PROXY_TYPES:
+        raise ValueError(f"{attribute.name}: expected one of {', '.join(PROXY_TYPES)}, "
+                         f"got {value!r}" + (" without ztunnel options"
+                                             if value == ZTUNNEL_TYPE else ""))
+
+
 @attrs.frozen(kw_only=True)
 class ProxyOptions:
-    """Everything a backend needs to bootstrap one proxy. Built by the agent from flags."""
+    """Everything a backend needs to bootstrap one proxy. Built by the agent from flags (by
+    the local node for its ztunnel)."""
 
     name: str  # pod or workload instance name
     namespace: str
     ip: str = attrs.field(validator=_check_ip)
     discovery_address: str = attrs.field(validator=_check_address)  # HOST:PORT of xDS
     config_dir: Path  # where the bootstrap (and later the SDS socket) live
-    proxy_type: str = attrs.field(default="sidecar", validator=_check_choice(PROXY_TYPES))
+    proxy_type: str = attrs.field(default="sidecar", validator=_check_proxy_type)
     labels: Mapping[str, str] = attrs.field(factory=dict)
     service_account: str = "default"
     xds_mode: str = attrs.field(default="delta", validator=_check_choice(XDS_MODES))
@@ -179,6 +224,8 @@ class ProxyOptions:
     # Where the agent also writes the workload certificate as PEM files (Istio's
     # OUTPUT_CERTS); None: nowhere, the key stays in memory.
     output_certs: Path | None = None
+    # A ztunnel's own settings (proxy type ``ztunnel``); None for the proxies agents run.
+    ztunnel: ZtunnelOptions | None = None
 
     @property
     def node_id(self) -> str:
@@ -245,7 +292,8 @@ class ProxyAdmin(Protocol):
 
     async def config_dump(self) -> dict[str, Any]:
         """What it runs, as Envoy's ``/config_dump`` JSON (``pilotfish proxy-config``
-        reads that shape)."""
+        reads that shape); a ztunnel answers in ztunnel's own shape (workloads, services,
+        policies, certificates: what ``pilotfish ztunnel-config`` reads)."""
         ...
 
     async def drain(self) -> None:

@@ -7,6 +7,10 @@ in-pod rules and hands their network namespaces to ztunnel over ZDS), and ``pilo
 ztunnel`` once discovery serves (its certificate and Workload Discovery come from there).
 ztunnel is a host-network pod of its own in the cluster view, ``istio-system/ztunnel``, so
 that the CA knows it runs on this node when it asks for the certificates of the node's pods.
+ztunnel is started through a proxy backend (group ``pilotfish.proxies``), the one the mesh
+config's ``ztunnel`` names (default ``ztunnel``, ``pilotfish ztunnel``): the node hands it its
+settings (``ProxyOptions`` with ``ZtunnelOptions``), has it write and check them, runs its
+command and waits for its admin to say it is ready. Another ztunnel is another backend.
 DNS capture is on, as in Istio's chart: a pod's DNS goes to ztunnel's 15053 in the pod,
 which answers the mesh's names and forwards the rest to the nameservers of its own
 /etc/resolv.conf (from inside the pod). Pods still read /etc/hosts first
@@ -26,9 +30,19 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from pilotfish.core.meshconfig import GroupChoice, MeshConfig
+from pilotfish.core.plugins import PluginError, active_proxy
+from pilotfish.core.proxy_backend import (
+    ZTUNNEL_TYPE,
+    ProxyAdmin,
+    ProxyBackend,
+    ProxyError,
+    ProxyOptions,
+    ZtunnelOptions,
+)
 from pilotfish.core.security import tokens
 from pilotfish.core.security.files import write_atomic
-from pilotfish.node.children import ChildExited, run_child, wait_http
+from pilotfish.node.children import ChildExited, run_child, wait_ready
 from pilotfish.node.netns import NodeError
 from pilotfish.node.state import NodeState
 
@@ -43,10 +57,14 @@ ADMIN_PORT = 15000
 class AmbientNode:
     """Where the node's ambient parts live and how they are started."""
 
-    def __init__(self, state: NodeState, domain: str = "cluster.local") -> None:
+    def __init__(self, state: NodeState, mesh: MeshConfig | None = None) -> None:
         self.state = state
-        self.domain = domain  # the cluster's DNS domain: the pods' search path
+        self.mesh = mesh if mesh is not None else MeshConfig()
         self.folder = state.state_dir / "ambient"
+        try:  # before any pod exists: a ztunnel that cannot be found stops `up` early
+            self.backend: ProxyBackend = active_proxy(self.mesh, field="ztunnel")
+        except PluginError as exc:
+            raise NodeError(str(exc)) from None
 
     @property
     def zds_socket(self) -> Path:
@@ -95,41 +113,72 @@ class AmbientNode:
             await _wait_for(self.events_socket, "the CNI node agent's events socket")
             task_status.started()
 
+    @property
+    def ztunnel_dir(self) -> Path:
+        """ztunnel's token and settings (its backend's config dir)."""
+        return self.folder / "ztunnel"
+
+    def ztunnel_options(self) -> ProxyOptions:
+        """What the node tells the ztunnel backend: Istio's ports, on the node's address
+        (admin on loopback), discovery's mTLS port and root, and ztunnel's own token."""
+        admin_host, _, admin_port = self.admin_address().rpartition(":")
+        return ProxyOptions(
+            proxy_type=ZTUNNEL_TYPE, name=self.ztunnel_name, namespace=ZTUNNEL_NAMESPACE,
+            ip=self.ztunnel_ip, service_account=ZTUNNEL_ACCOUNT,
+            discovery_address=self.state.secure_xds_address, config_dir=self.ztunnel_dir,
+            domain=self.mesh.mesh.domain, admin_address=admin_host,
+            admin_port=int(admin_port),
+            ztunnel=ZtunnelOptions(
+                zds_socket=self.zds_socket,
+                root_cert=self.state.discovery_dir / "root-cert.pem",
+                token_file=self.ztunnel_dir / "token",
+                trust_domain=self.mesh.mesh.trust_domain,
+                metrics_address=f"{self.ztunnel_ip}:15020",
+                readiness_address=f"{self.ztunnel_ip}:15021"))
+
+    def ztunnel_admin(self) -> ProxyAdmin:
+        return self.backend.admin(self.ztunnel_options())
+
     async def run_ztunnel(self, *, task_status: anyio.abc.TaskStatus[None]
                           = anyio.TASK_STATUS_IGNORED) -> None:
-        """``pilotfish ztunnel`` as a child, with its token; started once it is ready."""
-        folder = self.folder / "ztunnel"
-        folder.mkdir(parents=True, exist_ok=True)
+        """ztunnel as a child, with its token, through its backend; started once its
+        admin says it is ready."""
+        self.ztunnel_dir.mkdir(parents=True, exist_ok=True)
         token = tokens.issue(self.state.token_key.read_bytes(), ZTUNNEL_NAMESPACE,
                              ZTUNNEL_ACCOUNT, self.ztunnel_name, ttl=7 * 24 * 3600.0)
-        write_atomic(folder / "token", token, 0o600)
-        argv = [sys.executable, "-m", "pilotfish.cli", "ztunnel",
-                "--discovery", self.state.secure_xds_address,
-                "--root-cert", str(self.state.discovery_dir / "root-cert.pem"),
-                "--token-file", str(folder / "token"),
-                "--zds-socket", str(self.zds_socket),
-                "--name", self.ztunnel_name, "--namespace", ZTUNNEL_NAMESPACE,
-                "--ip", self.ztunnel_ip, "--admin-address", self.admin_address(),
-                "--cluster-domain", self.domain,
-                "--metrics-address", f"{self.ztunnel_ip}:15020",
-                "--readiness-address", f"{self.ztunnel_ip}:15021"]
+        write_atomic(self.ztunnel_dir / "token", token, 0o600)
+        options = self.ztunnel_options()
+        name = self.backend.name
+        try:
+            path = self.backend.write_bootstrap(options)
+            self.backend.check(path)
+        except (ProxyError, OSError) as exc:
+            raise NodeError(f"ztunnel (proxy backend {name}): {exc}") from None
+        argv = self.backend.command(options, path)
+        if argv is None:
+            raise NodeError(f"ztunnel (proxy backend {name}): it gives no command to run")
+        admin = self.backend.admin(options)
+        self.state.ztunnel_backend = name  # for pilotfish ztunnel-config
+        self.state.save()
         started = False
-        while True:  # as its DaemonSet would, a ztunnel that exits is started again
-            try:
-                async with anyio.create_task_group() as tg:
-                    process = await tg.start(partial(
-                        run_child, "ztunnel", argv, log_path=self.state.logs / "ztunnel.log"))
-                    self.record("ztunnel", process.pid)
-                    if not started:
-                        await wait_http(f"http://{self.ztunnel_ip}:15021/healthz/ready",
-                                        START_TIMEOUT, "ztunnel to be ready")
-                        started = True
-                        task_status.started()
-            except* ChildExited as exited:
-                codes = [getattr(e, "returncode", "?") for e in exited.exceptions]
-                print(f"    ztunnel exited ({codes[0]}); restarting it (logs/ztunnel.log)",
-                      flush=True)
-            await anyio.sleep(RESTART_DELAY)
+        async with anyio.create_task_group() as beside:
+            await beside.start(admin.serve)  # what the backend serves beside its proxy
+            while True:  # as its DaemonSet would, a ztunnel that exits is started again
+                try:
+                    async with anyio.create_task_group() as tg:
+                        process = await tg.start(partial(
+                            run_child, "ztunnel", argv,
+                            log_path=self.state.logs / "ztunnel.log"))
+                        self.record("ztunnel", process.pid)
+                        if not started:
+                            await wait_ready(admin, START_TIMEOUT, "ztunnel to be ready")
+                            started = True
+                            task_status.started()
+                except* ChildExited as exited:
+                    codes = [getattr(e, "returncode", "?") for e in exited.exceptions]
+                    print(f"    ztunnel exited ({codes[0]}); restarting it "
+                          "(logs/ztunnel.log)", flush=True)
+                await anyio.sleep(RESTART_DELAY)
 
     def record(self, name: str, pid: int) -> None:
         """Where ``pilotfish down`` finds it if ``up`` dies without stopping it."""
@@ -155,6 +204,17 @@ class AmbientNode:
 
     def export_environment(self) -> None:
         os.environ.update(self.plugin_environment())
+
+
+def node_ztunnel_admin(state: NodeState) -> ProxyAdmin | None:
+    """The admin of the ztunnel ``pilotfish up`` runs on the node whose state this is,
+    through the backend that runs it; None when the node runs none."""
+    if not state.ztunnel_admin:
+        return None
+    name = state.ztunnel_backend or "ztunnel"  # a state written before backends recorded
+    chosen = MeshConfig(plugins={"proxies": GroupChoice(use=(name,))}, ztunnel=name,
+                        source=str(state.path))
+    return AmbientNode(state, chosen).ztunnel_admin()
 
 
 async def _wait_for(path: Path, what: str) -> None:

@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from pilotfish.core.proxy_backend import ProxyAdmin, ProxyError
 from pilotfish.node.netns import NodeError
 
 STOP_GRACE = 10.0
@@ -90,4 +91,21 @@ async def wait_http(url: str, timeout: float, what: str) -> None:
     while not await anyio.to_thread.run_sync(probe):
         if time.monotonic() > deadline:
             raise NodeError(f"timed out after {timeout:.0f}s waiting for {what} ({url})")
+        await anyio.sleep(0.1)
+
+
+async def wait_ready(admin: ProxyAdmin, timeout: float, what: str) -> None:
+    """Until a proxy's backend says it serves with a full configuration; NodeError with its
+    last answer once ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status = await admin.status(full=True)
+            why = status.serving or status.config
+        except ProxyError as exc:
+            why = str(exc)
+        if not why:
+            return
+        if time.monotonic() > deadline:
+            raise NodeError(f"timed out after {timeout:.0f}s waiting for {what}: {why}")
         await anyio.sleep(0.1)

@@ -53,6 +53,7 @@ class NodeState:
     secure_xds_address: str = ""
     debug_address: str = ""
     ztunnel_admin: str = ""  # ambient mode: ztunnel's admin API (pilotfish ztunnel-config)
+    ztunnel_backend: str = ""  # ambient mode: the proxy backend that runs it
     # ambient mode: the CNI node agent's and ztunnel's pids (down stops them after a crash)
     ambient_pids: dict[str, int] = attrs.field(factory=dict)
     # starting → ready (every pod ready, the gateway answering) or not-ready (``problems``

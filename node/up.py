@@ -181,7 +181,7 @@ class Node:
         # Ambient mode: the CNI node agent and ztunnel run beside the pods, and
         # pilotfish-cni (and the node itself, for pods relabelled while running) finds the
         # agent through its environment.
-        self.ambient = AmbientNode(self.state, self.mesh.mesh.domain) if any(
+        self.ambient = AmbientNode(self.state, self.mesh) if any(
             i.name == AMBIENT_INTERCEPTOR for i in self.interceptors) else None
         if self.ambient is not None:
             self.interceptors = plugins.interceptors(InterceptorSettings(

@@ -26,15 +26,16 @@ SIDECAR = Profile(
 AMBIENT = Profile(
     description="ambient mode: ztunnel's Workload Discovery (Address, Authorization), the "
                 "ztunnel-sockets interceptor (in-pod rules and ZDS through the CNI node "
-                "agent) and the waypoint proxies' Envoy config; ztunnel itself is "
-                "`pilotfish ztunnel`",
+                "agent), ztunnel (the node proxy's backend) and the waypoint proxies' "
+                "Envoy config",
     plugins={
         "xds": ("wds-addresses", "wds-authorization",
                 "waypoint-lds", "waypoint-rds", "waypoint-cds", "waypoint-eds"),
         "sources": ("files", "kubernetes"),
         "interceptors": ("ztunnel-sockets",),
-        # envoy: waypoints run on Envoy (proxy kind waypoint, internal listeners)
-        "proxies": ("envoy",),
+        # envoy: waypoints run on Envoy (proxy kind waypoint, internal listeners);
+        # ztunnel: the node proxy, which the local node runs (mesh config ``ztunnel``)
+        "proxies": ("envoy", "ztunnel"),
         "certs": ("istio-ca",),
     },
 )

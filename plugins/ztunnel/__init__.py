@@ -1,0 +1,1 @@
+"""ztunnel, ambient mode's node proxy, as a proxy backend."""
