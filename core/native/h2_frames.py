@@ -65,15 +65,45 @@ class FrameSplitter:
                 HEADER + self.max_frame:
             # the usual read on a tunnel: one whole DATA frame, nothing held before it
             return [DataFrame(int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[HEADER:])]
+        if buffer:  # a frame's start was held: the bytes run on from it
+            buffer += data
+            if len(buffer) < HEADER:
+                return []
+            length = int.from_bytes(buffer[:3], "big")
+            if length <= self.max_frame and len(buffer) < HEADER + length:
+                return []  # still not whole (a large frame comes in many reads)
+            data = bytes(buffer)
+            buffer.clear()
         out: list[bytes | DataFrame] = []
-        buffer += data
         if self.preface:
-            taken = bytes(buffer[:self.preface])
-            del buffer[:len(taken)]
+            taken, data = data[:self.preface], data[self.preface:]
             self.preface -= len(taken)
             out.append(taken)
             if self.preface:
                 return out
+        offset, run, size = 0, -1, len(data)
+        while size - offset >= HEADER:
+            length = int.from_bytes(data[offset:offset + 3], "big")
+            if length > self.max_frame:  # not buffered: h2 ends the connection
+                run, offset = (run if run >= 0 else offset), size
+                break
+            end = offset + HEADER + length
+            if end > size:
+                break
+            if data[offset + 3] == DATA and data[offset + 4] == 0:
+                if run >= 0:
+                    out.append(data[run:offset])
+                    run = -1
+                stream_id = int.from_bytes(data[offset + 5:offset + 9], "big") & 0x7FFFFFFF
+                out.append(DataFrame(stream_id, data[offset + HEADER:end]))
+            elif run < 0:
+                run = offset
+            offset = end
+        if run >= 0:
+            out.append(data[run:offset])
+        if offset < size:  # the start of a frame: held for the next bytes
+            buffer += data[offset:]
+        return out
         offset, run, size = 0, -1, len(buffer)
         view = memoryview(buffer)
         try:

@@ -80,3 +80,16 @@ def test_a_frame_past_the_largest_allowed_goes_to_h2_at_once_unbuffered():
 
 def test_a_data_header_is_http2s():
     assert data_header(5, 3) == b"\x00\x00\x05\x00\x00\x00\x00\x00\x03"
+
+
+def test_a_large_frame_read_in_pieces_comes_out_once_whole():
+    payload = bytes(range(256)) * 4096  # 1 MiB, as bulk transfers send them
+    splitter = FrameSplitter(server=False, max_frame=1 << 20)
+    wire = data_header(len(payload), 3) + payload + data_header(2, 3) + b"ok"
+    out = []
+    for at in range(0, len(wire), 65536):
+        got = splitter.feed(wire[at:at + 65536])
+        assert got == [] or at + 65536 >= len(wire)  # nothing until the frame is whole
+        out += got
+    assert out == [DataFrame(3, payload), DataFrame(3, b"ok")]
+    assert not splitter.buffer
