@@ -116,7 +116,7 @@ class EnvoyAdmin:
         derived = self.requests.families(self.workload, self.services)
         text = reply.text
         return (text.rstrip("\n") + "\n" if text else "") + prometheus.render(
-            [*derived, *self.requests.statistics()])
+            [*derived, *self.requests.statistics(), *self.table.statistics()])
 
     def _fold_table(self) -> None:
         """Add what Envoy's metrics module counted since the last scrape (a few KiB read

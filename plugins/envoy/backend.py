@@ -115,6 +115,9 @@ class EnvoyBackend:
     """Runs Envoy. ``binary`` overrides where the executable is looked up."""
 
     name = "envoy"
+    # Whether Istio's metrics may be counted by the module inside the proxy (a subclass that
+    # runs another proxy on Envoy's bootstrap says no: its node metadata never names it).
+    metrics_module = True
 
     def __init__(self, binary: Path | None = None) -> None:
         self._binary = binary
@@ -144,6 +147,8 @@ class EnvoyBackend:
         """The built metrics module, or None when Istio's metrics take the gRPC path:
         asked to (``PILOTFISH_ENVOY_METRICS=als``), no C compiler, or an Envoy whose ABI
         the module does not speak. A compiler that fails on the source is an error."""
+        if not self.metrics_module:
+            return None
         wanted = os.environ.get(METRICS_ENV, "module")
         if wanted not in ("module", "als"):
             raise BootstrapError(f"{METRICS_ENV}={wanted}: expected module or als")

@@ -22,6 +22,7 @@ import attrs
 
 from pilotfish.core.istio_metrics import parse_cluster_name, reporter_of, security_labels
 from pilotfish.core.istio_requests import DURATION_BUCKETS, SIZE_BUCKETS, Key
+from pilotfish.core.prometheus import Family, Sample
 from pilotfish.plugins.envoy.request_metrics import RESPONSE_FLAGS, RequestMetrics
 
 TABLE_FILE = "istio-stats.table"
@@ -138,6 +139,15 @@ class TableFolder:
             before, self._seen[index] = self._seen[index], row.counts
             delta = [now - then for now, then in zip(row.counts, before, strict=True)]
             self._add(row, self._keys[index], delta)
+
+    def statistics(self) -> list[Family]:
+        """What the module could not count (none until a table was read)."""
+        if not self.generation:
+            return []
+        name = "pilotfish_agent_envoy_metrics_module_dropped_total"
+        return [Family(name, "counter", "Requests and connections Envoy's metrics module "
+                       "could not count (table full, a field too long).",
+                       (Sample(name, (), str(self.dropped)),))]
 
     def _add(self, row: Row, key: Key | None, delta: list[int]) -> None:
         metrics = self.metrics

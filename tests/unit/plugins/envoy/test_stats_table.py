@@ -117,10 +117,14 @@ def test_tcp_rows_count_opens_closes_and_bytes() -> None:
                for line in text.splitlines())
 
 
-def test_rows_of_other_clusters_are_skipped_and_counted() -> None:
+def test_rows_of_other_clusters_are_skipped_and_what_was_not_counted_is_said() -> None:
     metrics = RequestMetrics()
-    TableFolder(metrics).fold(parse(table(http_row("", 404, times=3), http_row(OUTBOUND))))
+    folder = TableFolder(metrics)
+    assert folder.statistics() == []  # no table read yet: the module is not in use
+    folder.fold(parse(table(http_row("", 404, times=3), http_row(OUTBOUND), dropped=2)))
     assert (metrics.entries, metrics.skipped) == (4, 3)
+    assert "pilotfish_agent_envoy_metrics_module_dropped_total 2" in render(
+        folder.statistics())
 
 
 def test_flags_text_follows_envoy_order() -> None:
