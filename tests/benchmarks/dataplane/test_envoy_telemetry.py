@@ -18,7 +18,8 @@ counting Istio's series in Envoy, pilotfish's metrics module (``dynamic_module``
 table of series, ``plugins/envoy/istio_stats.c``) and, beside it, the ABI's own stats path
 (``dynamic_module_abi_counter``: the same fields read, one Envoy counter incremented,
 ``abi_counter.c``) — each Envoy's CPU per request, gRPC entries sent to a sink on CPU 0
-that only receives them.
+that only receives them. ``test_module_cost_benchmark`` times the module's own work with
+Envoy played by stubs (``module_cost.c``).
 """
 
 from __future__ import annotations
@@ -345,6 +346,24 @@ def test_envoy_telemetry_small(tmp_path: Path) -> None:
 def test_envoy_telemetry_benchmark(tmp_path: Path) -> None:
     result = measure(tmp_path, seconds=10, rounds=3)
     out = ROOT / "results" / "envoy_telemetry.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+@pytest.mark.benchmark
+def test_module_cost_benchmark(tmp_path: Path) -> None:
+    """The metrics module's own work a request, Envoy played by stubs (``module_cost.c``):
+    what of the logger's cost in Envoy is the module's (best of 5 runs of 10M requests)."""
+    harness = tmp_path / "module_cost"
+    subprocess.run([stats_module.compiler(), "-O2", "-pthread", "-o", str(harness),
+                    str(Path(__file__).with_name("module_cost.c")),
+                    str(ROOT / "plugins" / "envoy" / stats_module.SOURCE)], check=True)
+    runs = [float(subprocess.run([str(harness), str(tmp_path / f"table-{i}")], check=True,
+                                 capture_output=True, text=True).stdout) for i in range(5)]
+    result = {"ns_per_request_runs": runs, "ns_per_request_best": min(runs),
+              "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}}
+    out = ROOT / "results" / "module_cost.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
