@@ -34,6 +34,10 @@ GENERATOR = "GENERATOR"  # node metadata: the generator set a proxy asks for
 # Node metadata: how traffic reaches the proxy (pilot-agent's ISTIO_META_INTERCEPTION_MODE).
 INTERCEPTION_MODE = "INTERCEPTION_MODE"
 TPROXY = "TPROXY"
+# Node metadata: an Envoy agent that compiled pilotfish's metrics module gives its path and
+# the file it counts into (``translators/stats_module.py``); listeners then load it.
+STATS_MODULE = "PILOTFISH_STATS_MODULE"
+STATS_TABLE = "PILOTFISH_STATS_TABLE"
 _KIND = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
@@ -66,6 +70,10 @@ class ProxyScope:
     # A ztunnel's node (NODE_NAME): what it is sent is scoped to the workloads there. Empty
     # for every other kind, whose config does not depend on where they run.
     node: str = ""
+    # (module path, table path) from STATS_MODULE / STATS_TABLE, "" when not given: the
+    # listeners' metrics loggers depend on them. Agents whose pods see the same paths (a
+    # fixed config dir in each pod, as Istio's /etc/istio/proxy) still share one scope.
+    stats_module: tuple[str, str] = ("", "")
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -135,6 +143,7 @@ class Proxy:
             str(self.metadata.get("ISTIO_VERSION") or ""),
             interception_mode(self.metadata),
             str(self.metadata.get("NODE_NAME") or "") if self.type is ProxyType.ZTUNNEL else "",
+            (str(self.metadata.get(STATS_MODULE) or ""), str(self.metadata.get(STATS_TABLE) or "")),
         )
 
 

@@ -32,7 +32,7 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import HBONE_ENDPOINTS, PushContext
 from pilotfish.core.sniffing import Sniffer
 from pilotfish.core.xds import types
-from pilotfish.translators import hbone_inbound, hbone_outbound, telemetry
+from pilotfish.translators import hbone_inbound, hbone_outbound, stats_module, telemetry
 from pilotfish.translators.ambient.waypoint_listeners import connect_originate
 from pilotfish.translators.gateway_listeners import gateway_listeners
 from pilotfish.translators.listener_filters import ALL, Detection
@@ -75,6 +75,7 @@ class SidecarListeners(_Listeners):
         if hbone_outbound.needed(push, push.visible_services(proxy)):
             listeners.append(connect_originate())
         telemetry.apply(push, proxy, listeners)
+        stats_module.apply(proxy, listeners)
         return listeners
 
 
@@ -90,6 +91,7 @@ class RouterListeners(_Listeners):
         if hbone_outbound.needed(push, push.visible_services(proxy)):
             listeners.append(connect_originate())
         telemetry.apply(push, proxy, listeners)
+        stats_module.apply(proxy, listeners)
         return listeners
 
 

@@ -10,6 +10,8 @@ entries to the agent (``access_log_service``, ``request_metrics``), the config d
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +24,17 @@ from pilotfish.core.proxy_backend import ProxyError, ProxyOptions, ProxyStatus, 
 from pilotfish.plugins.envoy import readiness
 from pilotfish.plugins.envoy.access_log_service import AccessLogServer
 from pilotfish.plugins.envoy.request_metrics import RequestMetrics
+from pilotfish.plugins.envoy.stats_table import (
+    HEADER,
+    ROW_SIZE,
+    TABLE_FILE,
+    TableError,
+    TableFolder,
+    header_rows,
+    parse,
+)
+
+log = logging.getLogger("pilotfish.envoy")
 
 ADMIN_TIMEOUT = 5.0
 READY_TIMEOUT = 3.0  # pilot-agent's timeout for the stats request behind a probe
@@ -46,14 +59,27 @@ def services_from_config_dump(data: Any) -> dict[str, ServiceRef | None]:
     return out
 
 
+def read_table(path: Path) -> bytes:
+    """The module's table file up to its last published row."""
+    with path.open("rb") as file:
+        head = file.read(HEADER.size)
+        try:
+            rows = header_rows(head)
+        except TableError:
+            return head
+        return head + file.read(rows * ROW_SIZE)
+
+
 class EnvoyAdmin:
     """One Envoy, as the agent asks about it."""
 
     def __init__(self, options: ProxyOptions) -> None:
         self.options = options
         self.workload = Workload.of(options)
-        # Istio's request metrics, fed by the access-log service.
+        # Istio's request metrics, fed by the access-log service and, where the listeners
+        # count inside Envoy (``translators/stats_module.py``), by the module's table.
         self.requests = RequestMetrics()
+        self.table = TableFolder(self.requests)
         self.services: dict[str, ServiceRef | None] = {}
 
     async def request(self, method: str, target: str,
@@ -85,11 +111,25 @@ class EnvoyAdmin:
 
     async def prometheus(self, query: str = "") -> str:
         reply = await self.request("GET", "/stats/prometheus" + (f"?{query}" if query else ""))
+        self._fold_table()
         await self._refresh_services(self.requests.clusters())
         derived = self.requests.families(self.workload, self.services)
         text = reply.text
         return (text.rstrip("\n") + "\n" if text else "") + prometheus.render(
-            [*derived, *self.requests.statistics()])
+            [*derived, *self.requests.statistics(), *self.table.statistics()])
+
+    def _fold_table(self) -> None:
+        """Add what Envoy's metrics module counted since the last scrape (a few KiB read
+        from a file in the config dir; absent when the module is not in use)."""
+        path = self.options.config_dir / TABLE_FILE
+        try:
+            data = read_table(path)
+        except OSError:
+            return
+        try:
+            self.table.fold(parse(data))
+        except TableError as exc:
+            log.warning("%s: %s", path, exc)
 
     async def config_dump(self) -> dict[str, Any]:
         reply = await self.request("GET", "/config_dump")

@@ -78,6 +78,8 @@ class NativeBackend(EnvoyBackend):
     """The bootstrap is Envoy's (``EnvoyBackend``); the process and its admin are ours."""
 
     name = "native"
+    # The native proxy counts Istio's metrics itself; Envoy's metrics module is Envoy's.
+    metrics_module = False
 
     def check(self, path: Path) -> None:
         try:

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from pilotfish.core import prometheus
-from pilotfish.plugins.envoy.backend import envoy_binary
+from pilotfish.plugins.envoy.backend import METRICS_ENV, envoy_binary
+from pilotfish.plugins.envoy.stats_table import TABLE_FILE
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.plugins import write_distribution
 from pilotfish.testing.processes import Process, free_port, http, pilotfish, wait_until
@@ -287,8 +288,13 @@ def test_a_rejected_first_config_keeps_the_proxy_unready(mesh: LocalMesh,
     wait_until(lambda: readiness(proxy) == (200, "ready"), 30, what="readiness after the fix")
 
 
-def test_merged_metrics_carry_envoy_istio_and_app_metrics(mesh: LocalMesh,
-                                                          tmp_path: Path) -> None:
+# Istio's metrics counted inside Envoy by the agent's module, and sent over gRPC access
+# logs: the same families either way (docs/agent.md).
+@pytest.mark.parametrize("path", ["module", "als"])
+def test_merged_metrics_carry_envoy_istio_and_app_metrics(mesh: LocalMesh, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          path: str) -> None:
+    monkeypatch.setenv(METRICS_ENV, path)  # the agent started below inherits it
     edge = Edge(mesh)
     edge.start()
     app_dir = tmp_path / "app-metrics"
@@ -311,6 +317,7 @@ def test_merged_metrics_carry_envoy_istio_and_app_metrics(mesh: LocalMesh,
                                       "--prometheus-port", str(stats_port)])
     mesh.wait_synced("gw-1.default")
     edge.wait_routed()
+    assert (mesh.workdir / "proxy-gw-1" / TABLE_FILE).exists() == (path == "module")
     for _ in range(2):
         assert edge.get() == 200
     for _ in range(2):

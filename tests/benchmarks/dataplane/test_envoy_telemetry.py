@@ -13,9 +13,13 @@ account for every request wrk sent: the metrics kept up.
 ``test_envoy_loggers_benchmark`` asks what each way of getting a request out of Envoy costs
 Envoy itself: the minimal router with one access logger at a time — none, the text line on
 stdout, the gRPC entry (``http_grpc``, as pilotfish configures it), an OpenTelemetry
-record carrying only the fields the metrics need, and stock Envoy's ``stats`` logger
-counting Istio's series in Envoy — each Envoy's CPU per request, gRPC entries sent to a
-sink on CPU 0 that only receives them.
+record carrying only the fields the metrics need, stock Envoy's ``stats`` logger
+counting Istio's series in Envoy, pilotfish's metrics module (``dynamic_module``: its own
+table of series, ``plugins/envoy/istio_stats.c``) and, beside it, the ABI's own stats path
+(``dynamic_module_abi_counter``: the same fields read, one Envoy counter incremented,
+``abi_counter.c``) — each Envoy's CPU per request, gRPC entries sent to a sink on CPU 0
+that only receives them. ``test_module_cost_benchmark`` times the module's own work with
+Envoy played by stubs (``module_cost.c``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -47,10 +52,12 @@ from test_dataplane import (
     wrk,
 )
 
-from pilotfish.plugins.envoy.backend import envoy_binary
+from pilotfish.plugins.envoy import stats_module
+from pilotfish.plugins.envoy.backend import envoy_binary, envoy_version
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import Process, free_port, http, wait_until
 from pilotfish.translators.access_logs import for_http
+from pilotfish.translators.stats_module import module_logger
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -192,6 +199,17 @@ LOGGERS: dict[str, list[dict[str, Any]]] = {
 }
 
 
+def module_loggers(tmp: Path) -> dict[str, list[dict[str, Any]]]:
+    """The two dynamic-module loggers, built for this Envoy into ``tmp``."""
+    module = stats_module.build(envoy_version(str(envoy_binary())), tmp)
+    abi = tmp / "libabi_counter.so"
+    subprocess.run([stats_module.compiler(), *stats_module.FLAGS, "-o", str(abi),
+                    str(Path(__file__).with_name("abi_counter.c"))], check=True)
+    return {"dynamic_module": [MessageToDict(module_logger(str(module),
+                                                           str(tmp / "istio-stats.table")))],
+            "dynamic_module_abi_counter": [MessageToDict(module_logger(str(abi), ""))]}
+
+
 def logger_router_config(port: int, backend_port: int, loggers: list[dict[str, Any]],
                          sink: Path) -> dict[str, Any]:
     config = minimal_router_config(port, free_port(), backend_port)
@@ -259,13 +277,14 @@ def measure_loggers(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
                                   "--concurrency", "1", "--disable-hot-restart", "-l",
                                   "error"], tmp / "backend.log").start()
     routers: dict[str, tuple[Process, int]] = {}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in LOGGERS}
+    every = {**LOGGERS, **module_loggers(tmp)}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in every}
     try:
         wait_until(lambda: http(f"http://{BACKEND_IP}:{backend_port}/").status == 200, 30,
                    what="the backend")
         assert backend.popen is not None
         pin(backend.popen.pid, "0")
-        for name, loggers in LOGGERS.items():
+        for name, loggers in every.items():
             port = free_port()
             (tmp / f"{name}.json").write_text(json.dumps(logger_router_config(
                 port, backend_port, loggers, sink.path)))
@@ -302,7 +321,8 @@ def measure_loggers(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
 
 def test_envoy_loggers_small(tmp_path: Path) -> None:
     result = measure_loggers(tmp_path, seconds=1, rounds=1)
-    assert set(result["envoy_us_per_request_median"]) == set(LOGGERS)
+    assert set(result["envoy_us_per_request_median"]) == {
+        *LOGGERS, "dynamic_module", "dynamic_module_abi_counter"}
     assert result["sink_messages"] > 0
 
 
@@ -326,6 +346,24 @@ def test_envoy_telemetry_small(tmp_path: Path) -> None:
 def test_envoy_telemetry_benchmark(tmp_path: Path) -> None:
     result = measure(tmp_path, seconds=10, rounds=3)
     out = ROOT / "results" / "envoy_telemetry.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+@pytest.mark.benchmark
+def test_module_cost_benchmark(tmp_path: Path) -> None:
+    """The metrics module's own work a request, Envoy played by stubs (``module_cost.c``):
+    what of the logger's cost in Envoy is the module's (best of 5 runs of 10M requests)."""
+    harness = tmp_path / "module_cost"
+    subprocess.run([stats_module.compiler(), "-O2", "-pthread", "-o", str(harness),
+                    str(Path(__file__).with_name("module_cost.c")),
+                    str(ROOT / "plugins" / "envoy" / stats_module.SOURCE)], check=True)
+    runs = [float(subprocess.run([str(harness), str(tmp_path / f"table-{i}")], check=True,
+                                 capture_output=True, text=True).stdout) for i in range(5)]
+    result = {"ns_per_request_runs": runs, "ns_per_request_best": min(runs),
+              "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}}
+    out = ROOT / "results" / "module_cost.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
