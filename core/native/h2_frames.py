@@ -104,29 +104,3 @@ class FrameSplitter:
         if offset < size:  # the start of a frame: held for the next bytes
             buffer += data[offset:]
         return out
-        offset, run, size = 0, -1, len(buffer)
-        view = memoryview(buffer)
-        try:
-            while size - offset >= HEADER:
-                length = int.from_bytes(view[offset:offset + 3], "big")
-                if length > self.max_frame:  # not buffered: h2 ends the connection
-                    run, offset = (run if run >= 0 else offset), size
-                    break
-                end = offset + HEADER + length
-                if end > size:
-                    break
-                if buffer[offset + 3] == DATA and buffer[offset + 4] == 0:
-                    if run >= 0:
-                        out.append(bytes(view[run:offset]))
-                        run = -1
-                    stream_id = int.from_bytes(view[offset + 5:offset + 9], "big") & 0x7FFFFFFF
-                    out.append(DataFrame(stream_id, bytes(view[offset + HEADER:end])))
-                elif run < 0:
-                    run = offset
-                offset = end
-            if run >= 0:
-                out.append(bytes(view[run:offset]))
-        finally:
-            view.release()
-            del buffer[:offset]
-        return out
