@@ -269,6 +269,16 @@ class ProxyStatus:
     secrets: frozenset[str] = frozenset()  # the SDS secrets it holds (``full`` only)
 
 
+class NothingBeside:
+    """``ProxyAdmin.serve`` for a proxy that needs nothing served beside it (it counts its
+    own metrics, or is the app itself)."""
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]
+                    = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await anyio.sleep_forever()
+
+
 @runtime_checkable
 class ProxyAdmin(Protocol):
     """The agent's line to one running proxy (``ProxyBackend.admin``). Methods that ask the

@@ -15,13 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.abc
-
 from pilotfish.core import http_client
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.proxy_backend import (
     BootstrapError,
+    NothingBeside,
     ProxyError,
     ProxyOptions,
     ProxyStatus,
@@ -33,7 +31,7 @@ ADMIN_TIMEOUT = 5.0
 PROGRAM = [sys.executable, "-m", "pilotfish.core.native"]
 
 
-class NativeAdmin:
+class NativeAdmin(NothingBeside):
     """One native proxy, as the agent asks about it."""
 
     def __init__(self, options: ProxyOptions) -> None:
@@ -45,11 +43,6 @@ class NativeAdmin:
             return await http_client.request(url, method, timeout=ADMIN_TIMEOUT)
         except http_client.HttpClientError as exc:
             raise ProxyError(f"the native proxy's admin API: {exc.reason}") from exc
-
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]
-                    = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()  # nothing runs beside it: it counts its own metrics
-        await anyio.sleep_forever()
 
     async def status(self, full: bool) -> ProxyStatus:
         reply = await self.request("GET", "/server_info")

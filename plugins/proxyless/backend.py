@@ -36,6 +36,7 @@ from pilotfish.core.proxy_backend import (
     KEY_FILE,
     ROOT_CERT_FILE,
     BootstrapError,
+    NothingBeside,
     ProxyError,
     ProxyOptions,
     ProxyStatus,
@@ -83,17 +84,12 @@ def bootstrap(options: ProxyOptions, version: str) -> dict[str, Any]:
     return out
 
 
-class ProxylessAdmin:
+class ProxylessAdmin(NothingBeside):
     """What the agent can ask of an app that is its own proxy: whether its certificate is
     there. Its metrics and configuration are the app's."""
 
     def __init__(self, options: ProxyOptions) -> None:
         self.options = options
-
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]
-                    = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()  # nothing runs beside an app
-        await anyio.sleep_forever()
 
     async def status(self, full: bool) -> ProxyStatus:
         directory = self.options.output_certs

@@ -17,15 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.abc
-
 from pilotfish.core import http_client
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import is_ip
 from pilotfish.core.proxy_backend import (
     ZTUNNEL_TYPE,
     BootstrapError,
+    NothingBeside,
     ProxyError,
     ProxyOptions,
     ProxyStatus,
@@ -126,7 +124,7 @@ def problems(settings: Any) -> list[str]:
     return found
 
 
-class ZtunnelAdmin:
+class ZtunnelAdmin(NothingBeside):
     """One running ztunnel, asked on its admin (15000), metrics (15020) and readiness
     (15021) ports."""
 
@@ -139,11 +137,6 @@ class ZtunnelAdmin:
             return await http_client.request(url, method, timeout=ADMIN_TIMEOUT)
         except http_client.HttpClientError as exc:
             raise ProxyError(f"ztunnel: {exc}") from exc
-
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]
-                    = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()  # nothing runs beside it: it counts its own metrics
-        await anyio.sleep_forever()
 
     async def status(self, full: bool) -> ProxyStatus:
         """Ready once its Workload Discovery is synced (its own ``/healthz/ready``); a 503
