@@ -1,0 +1,21 @@
+"""What ztunnel's process loads: issue 13 holds ztunnel to 30 MB, and each package below
+costs megabytes it does not need at run time (docs/benchmarks.md, the Ambient section)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# Top-level packages a started ztunnel must not import, with where each was dropped.
+NOT_LOADED = {
+    "cryptography": "keys, CSRs and certificates go through libcrypto (security/libcrypto)",
+}
+
+
+def test_ztunnel_loads_none_of_the_packages_it_was_cut_from() -> None:
+    code = ("import json, sys; import pilotfish.agent.ztunnel, pilotfish.core.ztunnel.proxy; "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], check=True,
+                                           capture_output=True, text=True).stdout))
+    assert {name: why for name, why in NOT_LOADED.items() if name in loaded} == {}
