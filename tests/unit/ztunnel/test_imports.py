@@ -10,6 +10,8 @@ import sys
 # Top-level packages a started ztunnel must not import, with where each was dropped.
 NOT_LOADED = {
     "cryptography": "keys, CSRs and certificates go through libcrypto (security/libcrypto)",
+    **dict.fromkeys(("envoy", "xds", "udpa", "validate"),
+                    "WDS speaks Envoy's messages through core/ztunnel/discovery.proto"),
 }
 
 
