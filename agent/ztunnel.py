@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import logging
 import signal
 import ssl
@@ -33,6 +32,7 @@ from pilotfish.core.native.grpc_client import client_tls
 from pilotfish.core.native.xds_client import DELTA_METHOD, XdsClient
 from pilotfish.core.output import CommandError
 from pilotfish.core.security.ca_client import CaClient
+from pilotfish.core.version import VERSION
 from pilotfish.core.ztunnel import discovery_pb2
 from pilotfish.core.ztunnel.certs import IdentityCerts
 from pilotfish.core.ztunnel.dns import DnsProxy
@@ -89,7 +89,7 @@ def node(args: argparse.Namespace) -> discovery_pb2.Node:
     metadata.update({"NAME": args.name, "NAMESPACE": args.namespace,
                      "NODE_NAME": args.node, "CLUSTER_ID": args.cluster_id,
                      "SERVICE_ACCOUNT": args.service_account,
-                     "ISTIO_VERSION": importlib.metadata.version("pilotfish")})
+                     "ISTIO_VERSION": VERSION})
     return discovery_pb2.Node(
         id=f"ztunnel~{args.ip}~{args.name}.{args.namespace}~{args.namespace}.svc.cluster.local",
         cluster=args.cluster_id, metadata=metadata)

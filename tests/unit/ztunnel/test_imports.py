@@ -12,6 +12,8 @@ NOT_LOADED = {
     "cryptography": "keys, CSRs and certificates go through libcrypto (security/libcrypto)",
     **dict.fromkeys(("envoy", "xds", "udpa", "validate"),
                     "WDS speaks Envoy's messages through core/ztunnel/discovery.proto"),
+    "email": "importlib.metadata brings it; ztunnel's version is core/version.py's",
+    "zipfile": "the same",
 }
 
 
@@ -21,3 +23,12 @@ def test_ztunnel_loads_none_of_the_packages_it_was_cut_from() -> None:
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], check=True,
                                            capture_output=True, text=True).stdout))
     assert {name: why for name, why in NOT_LOADED.items() if name in loaded} == {}
+
+
+def test_the_modules_it_was_cut_from_are_not_loaded_either() -> None:
+    code = ("import json, sys; import pilotfish.agent.ztunnel, pilotfish.core.ztunnel.proxy; "
+            "print(json.dumps(sorted(sys.modules)))")
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], check=True,
+                                           capture_output=True, text=True).stdout))
+    # anyio's TLS streams serve only TLS endpoints (core/http.py); ztunnel's are plaintext.
+    assert {"importlib.metadata", "anyio.streams.tls"} & loaded == set()
