@@ -41,19 +41,24 @@ class LibcryptoError(RuntimeError):
     """An OpenSSL call failed; the message names the call and OpenSSL's reason."""
 
 
-def _load() -> ctypes.CDLL:
-    # The libcrypto Python's ``_ssl`` links, found where the loader mapped it, so that the
-    # process holds one copy and its OpenSSL is the one TLS uses (importing ``ssl`` above
-    # is what maps it).
-    with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
-        paths = {line.split()[-1] for line in maps if "/libcrypto.so" in line}
-    if not paths:
-        raise LibcryptoError(f"no libcrypto is mapped in this process (Python's ssl module, "
-                             f"{ssl.OPENSSL_VERSION}, is expected to link it)")
-    return ctypes.CDLL(sorted(paths)[0])
+def _load(maps: str) -> ctypes.CDLL:
+    """The libcrypto Python's ``_ssl`` links, found where the loader mapped it (``maps``:
+    the text of /proc/self/maps), so that the process holds one copy and its OpenSSL is the
+    one TLS uses (importing ``ssl`` above is what maps it)."""
+    paths = {line.split()[-1] for line in maps.splitlines() if "/libcrypto.so" in line}
+    if paths:
+        return ctypes.CDLL(sorted(paths)[0])
+    # A Python whose ssl has OpenSSL built in: the system's OpenSSL 3, loaded beside it.
+    try:
+        return ctypes.CDLL("libcrypto.so.3")
+    except OSError as exc:
+        raise LibcryptoError(f"no libcrypto is mapped in this process (Python's ssl module "
+                             f"has {ssl.OPENSSL_VERSION} built in) and libcrypto.so.3 cannot "
+                             f"be loaded: {exc}") from exc
 
 
-_lib = _load()
+with open("/proc/self/maps", encoding="ascii", errors="replace") as _maps:
+    _lib = _load(_maps.read())
 
 _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "ERR_get_error": (ctypes.c_ulong, []),

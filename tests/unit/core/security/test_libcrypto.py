@@ -128,3 +128,10 @@ def test_an_answer_becomes_a_node_secret_with_the_agents_checks():
         node_secret.from_response([], made, ME, now)
     with pytest.raises(CertificateError, match=r"cert_chain\[0\]: no PEM"):
         node_secret.from_response(["junk", "junk"], made, ME, now)
+
+
+def test_a_python_with_openssl_built_in_loads_the_systems_libcrypto():
+    # No libcrypto among the mapped files: the system's OpenSSL 3 is loaded instead.
+    lib = libcrypto._load("7f0000000000-7f0000001000 r--p 00000000 fe:00 1  /usr/lib/libc.so.6\n")
+    assert "libcrypto.so.3" in lib._name
+    assert hasattr(lib, "EVP_PKEY_CTX_new_from_name")
