@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import logging
 import signal
 import ssl
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
 
 from pilotfish.core.ambient import zds
@@ -34,6 +32,8 @@ from pilotfish.core.native.grpc_client import client_tls
 from pilotfish.core.native.xds_client import DELTA_METHOD, XdsClient
 from pilotfish.core.output import CommandError
 from pilotfish.core.security.ca_client import CaClient
+from pilotfish.core.version import VERSION
+from pilotfish.core.ztunnel import discovery_pb2
 from pilotfish.core.ztunnel.certs import IdentityCerts
 from pilotfish.core.ztunnel.dns import DnsProxy
 from pilotfish.core.ztunnel.metrics import Metrics
@@ -84,13 +84,13 @@ def _upstreams(path: Path) -> tuple[str, ...]:
                            f"{exc.strerror or exc}") from exc
 
 
-def node(args: argparse.Namespace) -> base_pb2.Node:
+def node(args: argparse.Namespace) -> discovery_pb2.Node:
     metadata = struct_pb2.Struct()
     metadata.update({"NAME": args.name, "NAMESPACE": args.namespace,
                      "NODE_NAME": args.node, "CLUSTER_ID": args.cluster_id,
                      "SERVICE_ACCOUNT": args.service_account,
-                     "ISTIO_VERSION": importlib.metadata.version("pilotfish")})
-    return base_pb2.Node(
+                     "ISTIO_VERSION": VERSION})
+    return discovery_pb2.Node(
         id=f"ztunnel~{args.ip}~{args.name}.{args.namespace}~{args.namespace}.svc.cluster.local",
         cluster=args.cluster_id, metadata=metadata)
 
@@ -113,7 +113,8 @@ class Process:
         self.session = WdsSession(node(args), self.state)
         secure = args.discovery.endswith(":15012")
         self.xds = XdsClient(args.discovery, self.session, self._changed, DELTA_METHOD,
-                             credentials=self._credentials if secure else None)
+                             credentials=self._credentials if secure else None,
+                             response_type=discovery_pb2.DeltaDiscoveryResponse)
         self.stopping = anyio.Event()
 
     async def _sign(self, csr: str, ttl: float, identity: str) -> list[str]:

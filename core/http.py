@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
-import anyio.streams.tls
 import attrs
 import h11
 
@@ -104,8 +103,11 @@ class HttpServer:
         bound = tcp.extra(anyio.abc.SocketAttribute.local_port)
         listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp
         if ssl_context is not None:
-            listener = anyio.streams.tls.TLSListener(tcp, ssl_context,
-                                                     standard_compatible=False)
+            # Imported here: most servers (ztunnel's three) are plaintext, and anyio's TLS
+            # streams cost a process most of a megabyte.
+            from anyio.streams.tls import TLSListener
+
+            listener = TLSListener(tcp, ssl_context, standard_compatible=False)
         task_status.started(bound)
         async with listener:
             await listener.serve(self._connection)

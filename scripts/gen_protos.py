@@ -12,6 +12,8 @@ The sets:
   (``istio.workload``, ``istio.security``), as ztunnel publishes them (see core/ambient/SOURCE.md).
 - ``core/ambient/zds.proto``: ZDS (``istio.workload.zds``), the node agent's messages to ztunnel
   (pods and their network namespaces) and its acks; compiled with the Workload Discovery set.
+- ``core/ztunnel/discovery.proto``: the part of Envoy's delta xDS messages ztunnel uses, with
+  Envoy's field numbers, so that ztunnel does not load Envoy's protos.
 
 Each proto is compiled as ``pilotfish/<folder>/<name>.proto`` so that generated imports name
 the installed modules (``pilotfish.core.ambient.workload_pb2``). ztunnel's
@@ -60,6 +62,7 @@ class ProtoSet:
 SETS = (
     ProtoSet("core/security", ("ca.proto",), grpc=True),
     ProtoSet("core/ambient", ("workload.proto", "authorization.proto", "zds.proto")),
+    ProtoSet("core/ztunnel", ("discovery.proto",)),
 )
 
 

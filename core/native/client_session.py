@@ -100,6 +100,7 @@ class AdsSession:
 
 @attrs.define
 class DeltaClientSession(AdsSession, DeltaRequests):
+    request_type = discovery_pb2.DeltaDiscoveryRequest
     _sent_node: bool = False
 
     def start(self) -> list[discovery_pb2.DeltaDiscoveryRequest]:

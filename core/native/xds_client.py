@@ -13,8 +13,6 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from envoy.service.discovery.v3 import discovery_pb2
-
 from pilotfish.core.native.grpc_client import Channel, GrpcError
 
 log = logging.getLogger("pilotfish.native.xds")
@@ -24,10 +22,18 @@ DELTA_METHOD = ("/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 SOTW_METHOD = ("/envoy.service.discovery.v3.AggregatedDiscoveryService/"
                "StreamAggregatedResources")
 SDS_METHOD = "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets"
-# What each method's responses are (its requests are what the session makes).
-RESPONSES = {DELTA_METHOD: discovery_pb2.DeltaDiscoveryResponse,
-             SOTW_METHOD: discovery_pb2.DiscoveryResponse,
-             SDS_METHOD: discovery_pb2.DeltaDiscoveryResponse}
+
+
+def envoy_response_type(method: str) -> type[Any]:
+    """Envoy's message for ``method``'s responses (its requests are what the session makes).
+    Imported on use: ztunnel's stream names its own slim type and so never loads Envoy's."""
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    responses: dict[str, type[Any]] = {DELTA_METHOD: discovery_pb2.DeltaDiscoveryResponse,
+                                       SOTW_METHOD: discovery_pb2.DiscoveryResponse,
+                                       SDS_METHOD: discovery_pb2.DeltaDiscoveryResponse}
+    return responses[method]
+
 BACKOFF = (0.5, 30.0)
 
 
@@ -46,11 +52,13 @@ class XdsClient:
     def __init__(self, target: str, session: Session,
                  on_change: Callable[[], Awaitable[None]], method: str = DELTA_METHOD,
                  credentials: Callable[[], Awaitable[tuple[ssl.SSLContext, str]]]
-                 | None = None) -> None:
+                 | None = None, response_type: type[Any] | None = None) -> None:
         self.target = target  # a gRPC target: host:port or unix:PATH
         self.session = session
         self.on_change = on_change
         self.method = method
+        # the message ``method``'s responses parse into: Envoy's unless the session's own
+        self.response_type = response_type or envoy_response_type(method)
         # mutual TLS: waits for the certificates, then (TLS context, the server's name)
         self.credentials = credentials
         self.connected = False
@@ -104,7 +112,7 @@ class XdsClient:
         async with channel:
             self.connected = True
             async for response in channel.stream(self.method, requests,
-                                                 RESPONSES[self.method]):
+                                                 self.response_type):
                 self.answered = True
                 for request in self.session.receive(response):
                     if request.error_detail.message:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -33,7 +34,10 @@ from google.protobuf import struct_pb2
 
 from pilotfish.core.native.grpc_client import Channel, GrpcError, client_tls
 from pilotfish.core.security import ca_pb2
-from pilotfish.core.security.workload_cert import WorkloadSecret
+
+if TYPE_CHECKING:  # ztunnel holds NodeSecrets and must not load cryptography for the type
+    from pilotfish.core.security.node_secret import NodeSecret
+    from pilotfish.core.security.workload_cert import WorkloadSecret
 
 log = logging.getLogger("pilotfish.ca_client")
 
@@ -62,7 +66,7 @@ class CaClient:
     server_name: str = SERVER_NAME
     timeout: float = CALL_TIMEOUT
 
-    async def credentials(self, holding: WorkloadSecret | None, now: float
+    async def credentials(self, holding: WorkloadSecret | NodeSecret | None, now: float
                           ) -> tuple[ssl.SSLContext, list[tuple[str, str]]]:
         """TLS context and call metadata for one request."""
         roots = await read_text(self.root_cert, "root certificate (--root-cert)")
@@ -95,7 +99,7 @@ class CaClient:
         return context, metadata
 
     async def create_certificate(self, csr_pem: str, ttl: float,
-                                 holding: WorkloadSecret | None, now: float,
+                                 holding: WorkloadSecret | NodeSecret | None, now: float,
                                  impersonate: str = "") -> list[str]:
         """The CA's ``cert_chain`` (leaf first, root bundle last) for ``csr_pem``; with
         ``impersonate`` (a SPIFFE ID), for that identity, as a node agent asks for the

@@ -31,18 +31,8 @@ import attrs
 from cryptography import x509
 
 from pilotfish.core.backoff import Backoff
+from pilotfish.core.security.cert_info import GRACE_JITTER, GRACE_RATIO, renew_time
 from pilotfish.core.security.workload_cert import WorkloadSecret, merge_roots
-
-GRACE_RATIO = 0.5
-GRACE_JITTER = 0.01
-
-
-def renew_time(received_at: float, not_after: float, draw: float, sign: int,
-               ratio: float = GRACE_RATIO, jitter: float = GRACE_JITTER) -> float:
-    """When to renew a certificate received at ``received_at`` (``draw`` in [0, 1),
-    ``sign`` ±1: the jitter's size and direction)."""
-    grace = min(1.0, max(0.0, ratio + draw * jitter * sign))
-    return max(received_at, not_after - grace * (not_after - received_at))
 
 
 class Phase(enum.Enum):

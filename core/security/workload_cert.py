@@ -26,12 +26,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
+# CertInfo and CertificateError live with the checks ztunnel shares; the agent's modules
+# name them from here.
+from pilotfish.core.security.cert_info import CertificateError as CertificateError
+from pilotfish.core.security.cert_info import CertInfo as CertInfo
+from pilotfish.core.security.cert_info import check_issued
+
 KEY_TYPES = ("ec", "rsa")  # ECDSA P-256 (the default here), RSA 2048 (Istio's default)
 RSA_BITS = 2048
-
-
-class CertificateError(ValueError):
-    """What a CA sent back cannot be used; the message says what is wrong with it."""
 
 
 def generate_key(kind: str = "ec") -> CertificateIssuerPrivateKeyTypes:
@@ -62,25 +64,6 @@ def make_csr(key: CertificateIssuerPrivateKeyTypes, spiffe_id: str) -> str:
 
 def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
     return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
-
-
-@attrs.frozen
-class CertInfo:
-    """What ``proxy-config secret`` and the agent's logs say about one certificate."""
-
-    serial: str  # lower-case hex without leading zeros, as istioctl prints it
-    not_before: float  # epoch seconds
-    not_after: float
-    subject: str
-    issuer: str
-    uris: tuple[str, ...] = ()
-
-    @property
-    def spiffe_id(self) -> str:
-        return next((u for u in self.uris if u.startswith("spiffe://")), "")
-
-    def valid_at(self, now: float) -> bool:
-        return self.not_before <= now < self.not_after
 
 
 def describe(cert: x509.Certificate) -> CertInfo:
@@ -157,20 +140,9 @@ def from_response(cert_chain: Sequence[str], key: CertificateIssuerPrivateKeyTyp
     leaf = leaf_and_middle[0]
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
-    if leaf.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
-        raise CertificateError("the certificate the CA returned is not for the key in the "
-                               "CSR (a CA or proxy answering someone else's request?)")
-    info = describe(leaf)
-    # The CA decides the trust domain; the workload's namespace and account must be ours,
-    # or discovery would refuse this proxy's xDS connection made with it anyway.
-    suffix = expected_id.split("/ns/", 1)[-1]
-    if not info.spiffe_id.endswith(f"/ns/{suffix}"):
-        raise CertificateError(f"the CA issued {info.spiffe_id or 'no SPIFFE ID'}, but this "
-                               f"agent runs as {expected_id}")
-    if not info.valid_at(now):
-        raise CertificateError(f"the certificate (serial {info.serial}) is not valid now: "
-                               f"valid from {info.not_before:.0f} to {info.not_after:.0f} "
-                               f"(epoch seconds), now {now:.0f}; check the clocks")
+    same_key = (leaf.public_key().public_bytes(der, spki)
+                == key.public_key().public_bytes(der, spki))
+    check_issued(describe(leaf), same_key, expected_id, now)
     roots = merge_roots(response_roots, file_roots)
     if not roots:
         raise CertificateError("no root: the CA sent none and --root-cert holds none")

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
-from pilotfish.core.security import workload_cert
-from pilotfish.core.security.cert_rotation import renew_time
-from pilotfish.core.security.workload_cert import WorkloadSecret
+from pilotfish.core.security import libcrypto, node_secret
+from pilotfish.core.security.cert_info import renew_time
+from pilotfish.core.security.node_secret import NodeSecret
 
 log = logging.getLogger("pilotfish.ztunnel.certs")
 
@@ -27,7 +27,7 @@ Sign = Callable[[str, float, str], Awaitable[list[str]]]
 
 @attrs.define
 class _Held:
-    secret: WorkloadSecret | None = None
+    secret: NodeSecret | None = None
     ready: asyncio.Event = attrs.field(factory=asyncio.Event)
     error: str = ""
     task: asyncio.Task[None] | None = None
@@ -52,7 +52,7 @@ class IdentityCerts:
             held.task = asyncio.get_running_loop().create_task(self._keep(identity, held))
         return held
 
-    async def get(self, identity: str, timeout: float = 10.0) -> WorkloadSecret:
+    async def get(self, identity: str, timeout: float = 10.0) -> NodeSecret:
         """The current certificate for ``identity`` (fetching it the first time);
         ``LookupError`` naming the CA's answer when none came within ``timeout``."""
         held = self.warm(identity)
@@ -99,10 +99,11 @@ class IdentityCerts:
                      leaf.serial, at - self.clock())
             await asyncio.sleep(max(0.0, at - self.clock()))
 
-    async def _fetch(self, identity: str) -> WorkloadSecret:
-        key = workload_cert.generate_key()
-        chain = await self.sign(workload_cert.make_csr(key, identity), self.ttl, identity)
-        return workload_cert.from_response(chain, key, identity, (), self.clock())
+    async def _fetch(self, identity: str) -> NodeSecret:
+        # The key and CSR come from libcrypto, not ``cryptography``: see `libcrypto`.
+        key = libcrypto.make_key_and_csr(identity)
+        chain = await self.sign(key.csr_pem, self.ttl, identity)
+        return node_secret.from_response(chain, key, identity, self.clock())
 
     def dump(self) -> list[dict[str, object]]:
         """What ``/config_dump`` shows of the certificates (as ztunnel's ``certificates``)."""

@@ -38,7 +38,7 @@ from pilotfish.core.ambient.zds import WorkloadInfo
 from pilotfish.core.native import channels, hbone
 from pilotfish.core.native.channels import Channel, SocketChannel
 from pilotfish.core.native.sockets import address_text, original_destination, peer_of
-from pilotfish.core.security.workload_cert import WorkloadSecret
+from pilotfish.core.security.node_secret import NodeSecret
 from pilotfish.core.ztunnel.certs import IdentityCerts
 from pilotfish.core.ztunnel.dns import DnsProxy
 from pilotfish.core.ztunnel.inpod import (
@@ -146,7 +146,7 @@ class Contexts:
         return (await self._pair(identity))[1]
 
 
-def _contexts(secret: WorkloadSecret) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def _contexts(secret: NodeSecret) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     chain, key, roots = (secret.chain_pem.encode(), secret.key_pem.encode(),
                          secret.roots_pem.encode())
     return (hbone.server_context(chain, key, roots), hbone.client_context(chain, key, roots))

@@ -5,18 +5,21 @@ first request of each stream, naming what it already holds (``initial_resource_v
 so that a reconnection sends only what changed. Every response is ACKed with its nonce, or
 NACKed with an ``error_detail`` naming the resource the state refused; what it took before
 that resource stays (ztunnel applies resources one by one too).
+
+The messages are ``discovery_pb2``'s: Envoy's with only the fields ztunnel uses, the same
+bytes on the wire (see ``discovery.proto``).
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import attrs
-from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import discovery_pb2
-from google.rpc import status_pb2
 
 from pilotfish.core.ambient.state import StateError, WorkloadState
 from pilotfish.core.xds import types
 from pilotfish.core.xds.delta_client import DeltaRequests
+from pilotfish.core.ztunnel import discovery_pb2
 
 TYPES = (types.ADDRESS, types.AUTHORIZATION)
 INVALID_ARGUMENT = 3
@@ -24,7 +27,9 @@ INVALID_ARGUMENT = 3
 
 @attrs.define
 class WdsSession(DeltaRequests):
-    node: base_pb2.Node
+    request_type: ClassVar[type[discovery_pb2.DeltaDiscoveryRequest]] = \
+        discovery_pb2.DeltaDiscoveryRequest
+    node: discovery_pb2.Node
     state: WorkloadState
     held: dict[str, set[str]] = attrs.field(factory=lambda: {t: set() for t in TYPES})
     answered: set[str] = attrs.field(factory=set)
@@ -55,7 +60,7 @@ class WdsSession(DeltaRequests):
         except StateError as exc:
             self.rejected[type_url] = str(exc)
             return [self._request(type_url, response_nonce=response.nonce,
-                                  error_detail=status_pb2.Status(code=INVALID_ARGUMENT,
+                                  error_detail=discovery_pb2.Status(code=INVALID_ARGUMENT,
                                                                  message=str(exc)))]
         self.rejected.pop(type_url, None)
         self.answered.add(type_url)

@@ -1,5 +1,6 @@
 """The generated modules shipped beside each proto set match their protos
-(scripts/gen_protos.py: the CA's API, ztunnel's Workload Discovery types and ZDS)."""
+(scripts/gen_protos.py: the CA's API, ztunnel's Workload Discovery types and ZDS, ztunnel's
+slim delta xDS messages)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("folder", ["core/security", "core/ambient"])
+@pytest.mark.parametrize("folder", ["core/security", "core/ambient", "core/ztunnel"])
 def test_generated_modules_are_current(folder: str) -> None:
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"),
                              "--check", folder], capture_output=True, text=True)

@@ -3,8 +3,11 @@ every listed package is a source folder or a data folder named in package-data."
 
 from __future__ import annotations
 
+import importlib.metadata
 import tomllib
 from pathlib import Path
+
+from pilotfish.core.version import VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,3 +22,8 @@ def test_every_subpackage_is_listed_in_pyproject():
             found.add(".".join((package, *relative)))
     found |= set(config.get("package-data", {}))  # data-only folders, no __init__.py
     assert found == listed, f"missing: {sorted(found - listed)}; extra: {sorted(listed - found)}"
+
+
+def test_the_version_constant_is_the_distributions():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert VERSION == declared == importlib.metadata.version("pilotfish")
