@@ -13,6 +13,7 @@ Example::
       trustDomain: cluster.local
       connectTimeout: 10s
       outboundTrafficPolicy: {mode: ALLOW_ANY}
+      accessLogFile: /dev/stdout  # proxies' text access log; Istio's default: none
     discovery:
       debounceAfter: 100ms
       debounceMax: 10s
@@ -175,6 +176,10 @@ class MeshSettings:
     locality_lb_setting: Mapping[str, Any] = attrs.field(factory=lambda: {"enabled": True})
     # extensionProviders of kind ext_authz, for AuthorizationPolicy action CUSTOM.
     extension_providers: tuple[ExtAuthzProvider, ...] = ()
+    # Istio's accessLogFile: where every proxy writes its text access log, "" for none
+    # (Istio's default profile; its demo profile sets /dev/stdout). A Telemetry's access
+    # logging still turns the log on or off for the workloads it selects.
+    access_log_file: str = ""
 
     def provider(self, name: str) -> ExtAuthzProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)
@@ -207,7 +212,7 @@ MESH_CONFIGMAP = "istio"
 MESH_FIELDS = frozenset({
     "rootNamespace", "trustDomain", "domain", "connectTimeout", "outboundTrafficPolicy",
     "enableAutoMtls", "protocolDetectionTimeout", "defaultConfig", "defaultHttpRetryPolicy",
-    "inboundTrafficPolicy", "localityLbSetting", "extensionProviders",
+    "inboundTrafficPolicy", "localityLbSetting", "extensionProviders", "accessLogFile",
     # read by sidecar injection
     "proxyListenPort", "proxyInboundListenPort", "enablePrometheusMerge",
 })
@@ -384,7 +389,21 @@ def _mesh_settings(mesh_raw: Mapping[str, Any], where: str) -> MeshSettings:
         ) or {"enabled": True},
         extension_providers=_providers(mesh_raw.get("extensionProviders"),
                                        f"{where}.extensionProviders"),
+        access_log_file=_access_log_file(mesh_raw.get("accessLogFile", ""),
+                                         f"{where}.accessLogFile"),
     )
+
+
+ACCESS_LOG_FILES = ("", "/dev/stdout")  # what both proxies can write to
+
+
+def _access_log_file(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or value not in ACCESS_LOG_FILES:
+        raise MeshConfigError(f"{where}: {value!r}: pilotfish's proxies write their access "
+                              f"log to /dev/stdout (their log) or nowhere (\"\")")
+    return value
 
 
 def overlay(config: MeshConfig, text: str, where: str) -> tuple[MeshSettings, list[str]]:

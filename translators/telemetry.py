@@ -1,13 +1,15 @@
 """Telemetry applied to a proxy's listeners: access logging and metric overrides.
 
-Every HTTP connection manager and tcp_proxy carries two access loggers
+Every HTTP connection manager and tcp_proxy is built with two access loggers
 (`access_logs`): the text line on stdout, and the gRPC entry from which the agent makes
-Istio's metrics. A workload's Telemetry (``core/telemetry.py``) changes them per mode, the
-mode being SERVER on inbound listeners and CLIENT elsewhere (a gateway is a client, as in
-Istio):
+Istio's metrics. The text line stays only where the mesh config's ``accessLogFile`` is
+``/dev/stdout`` (Istio's default is no access log) or a Telemetry turns access logging on.
+A workload's Telemetry (``core/telemetry.py``) changes them per mode, the mode being SERVER
+on inbound listeners and CLIENT elsewhere (a gateway is a client, as in Istio):
 
-- access logging ``disabled`` removes the stdout logger; a ``filter.expression`` (CEL over
-  Envoy's attributes) becomes the logger's CEL filter;
+- access logging turns the stdout logger on (an entry not ``disabled``, provider ``envoy``
+  or none named) or off (``disabled``); a ``filter.expression`` (CEL over Envoy's
+  attributes) becomes the logger's CEL filter;
 - metric overrides travel to the agent in the gRPC logger's ``log_name``
   (``pilotfish-metrics;{json}``, read when a log stream opens): metrics ``disabled``, and
   tags removed or upserted with a CEL value, evaluated by the agent on each entry
@@ -55,7 +57,8 @@ _TCP_PROXY = "envoy.filters.network.tcp_proxy"
 def apply(push: PushContext, proxy: Proxy, listeners: Sequence[listener_pb2.Listener]) -> None:
     """Change the listeners' access loggers in place as the proxy's Telemetry says."""
     settings = push.telemetry_of(proxy)
-    if not settings.access_logging and not settings.metrics:
+    text_log = bool(push.mesh.access_log_file)  # the mesh's default, where no Telemetry says
+    if text_log and not settings.access_logging and not settings.metrics:
         return
     for listener in listeners:
         mode = SERVER if listener.traffic_direction == base_pb2.INBOUND else CLIENT
@@ -64,28 +67,32 @@ def apply(push: PushContext, proxy: Proxy, listeners: Sequence[listener_pb2.List
                                                  else [])]:
             for item in chain.filters:
                 if item.name == HCM_FILTER:
-                    _rewrite(item, hcm_pb2.HttpConnectionManager(), settings, mode, http=True)
+                    _rewrite(item, hcm_pb2.HttpConnectionManager(), settings, mode,
+                             text_log, http=True)
                 elif item.name == _TCP_PROXY:
-                    _rewrite(item, tcp_proxy_pb2.TcpProxy(), settings, mode, http=False)
+                    _rewrite(item, tcp_proxy_pb2.TcpProxy(), settings, mode, text_log,
+                             http=False)
 
 
 def _rewrite(item: lc_pb2.Filter,
              message: hcm_pb2.HttpConnectionManager | tcp_proxy_pb2.TcpProxy,
-             settings: Settings, mode: str, *, http: bool) -> None:
+             settings: Settings, mode: str, text_log: bool, *, http: bool) -> None:
     typed = item.typed_config
     if not typed.Unpack(message):
         return
-    kept = [log for log in (_logger(log, settings, mode, http) for log in message.access_log)
-            if log is not None]
+    kept = [log for log in (_logger(log, settings, mode, text_log, http)
+                            for log in message.access_log) if log is not None]
     del message.access_log[:]
     message.access_log.extend(kept)
     typed.CopyFrom(pack(message))
 
 
-def _logger(log: accesslog_pb2.AccessLog, settings: Settings, mode: str, http: bool
-            ) -> accesslog_pb2.AccessLog | None:
+def _logger(log: accesslog_pb2.AccessLog, settings: Settings, mode: str, text_log: bool,
+            http: bool) -> accesslog_pb2.AccessLog | None:
     if log.name == STDOUT_LOGGER:
-        logging = settings.logging(mode)
+        logging = settings.access_logging.get(mode)
+        if logging is None:  # no Telemetry says: the mesh config's accessLogFile does
+            return log if text_log else None
         if logging.disabled:
             return None
         if logging.filter:

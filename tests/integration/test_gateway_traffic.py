@@ -71,12 +71,16 @@ spec:
 
 
 
+# The text access log on the proxies' stdout, which Istio's default mesh config leaves off.
+ACCESS_LOGS = "mesh: {accessLogFile: /dev/stdout}\n"
+
+
 @pytest.mark.parametrize("proxy", ["envoy", "native"])
 def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh, proxy: str) -> None:
     http_port, tcp_port = free_port(), free_port()
     mesh.write("mesh.yaml", CONFIG.format(app=APP, app_port=APP_PORT, http_port=http_port,
                                           tcp_port=tcp_port))
-    mesh.start_discovery()
+    mesh.start_discovery(mesh_config=ACCESS_LOGS)
     mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
     gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
                                extra=["--proxy", proxy])
@@ -733,7 +737,7 @@ def gateway_with(mesh: LocalMesh, proxy: str, policies: dict[str, str], apps: in
     mesh.write("mesh.yaml", web_pods(BACKENDS[:apps]) + "".join(
         CLUSTERS.format(name=name, app_port=app_port, policy=policy)
         for name, policy in policies.items()) + EDGE.format(port=port))
-    mesh.start_discovery()
+    mesh.start_discovery(mesh_config=ACCESS_LOGS)
     mesh.start_apps([f"web:v{i}@{a}:{app_port}" for i, a in enumerate(BACKENDS[:apps])])
     gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
                                extra=["--proxy", proxy])

@@ -72,6 +72,17 @@ def test_mesh_config_parses_and_names_bad_fields(tmp_path):
         meshconfig.load(path)
 
 
+def test_access_log_file_is_istios_switch(tmp_path):
+    path = tmp_path / "pilotfish.yaml"
+    assert meshconfig.MeshConfig().mesh.access_log_file == ""  # Istio's default: none
+    path.write_text("mesh: {accessLogFile: /dev/stdout}\n")
+    assert meshconfig.load(path).mesh.access_log_file == "/dev/stdout"
+    path.write_text("mesh: {accessLogFile: /var/log/proxy.log}\n")
+    with pytest.raises(meshconfig.MeshConfigError,
+                       match=r"mesh\.accessLogFile: '/var/log/proxy.log'"):
+        meshconfig.load(path)
+
+
 def test_compound_durations():
     assert meshconfig.parse_duration("1m30s") == 90
     assert meshconfig.parse_duration("250ms") == 0.25

@@ -101,7 +101,7 @@ def test_http_servers_on_one_port_merge_into_one_bound_listener() -> None:
     manager = unpack(chain, hcm_pb2.HttpConnectionManager())
     assert [f.name for f in manager.http_filters] == [
         "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"]
-    assert manager.access_log[0].name == "envoy.access_loggers.stdout"
+    assert [log.name for log in manager.access_log] == ["envoy.access_loggers.http_grpc"]
     assert not out.listener_filters
 
 

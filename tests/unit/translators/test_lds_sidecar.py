@@ -241,7 +241,8 @@ def test_http_port_is_an_unbound_wildcard_listener_routing_by_rds() -> None:
 
 
 def test_outbound_http_connection_manager_settings() -> None:
-    manager = hcm(listeners(build(), sidecar())["0.0.0.0_80"].filter_chains[0])
+    manager = hcm(listeners(build(mesh=MeshSettings(access_log_file="/dev/stdout")),
+                            sidecar())["0.0.0.0_80"].filter_chains[0])
     assert manager.stat_prefix == "outbound_0.0.0.0_80"
     assert manager.codec_type == hcm_pb2.HttpConnectionManager.AUTO
     assert manager.rds.config_source.HasField("ads")
@@ -519,3 +520,22 @@ def test_chain_options_name_what_each_chain_needs() -> None:
         True, False, False]
     (strict,) = sidecar_inbound.chain_options(kinds.HTTP, sidecar_inbound.MtlsMode.STRICT)
     assert strict.mtls and not strict.needs_tls_inspector
+
+
+def test_no_text_access_log_unless_the_mesh_config_or_a_telemetry_asks() -> None:
+    """Istio's default accessLogFile is empty: only Istio's metrics logger; a Telemetry's
+    access logging (provider envoy, or none named) turns the stdout line on for its mode."""
+    plain = hcm(listeners(build(), sidecar())["0.0.0.0_80"].filter_chains[0])
+    assert [log.name for log in plain.access_log] == ["envoy.access_loggers.http_grpc"]
+    telemetry = """
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: logs, namespace: istio-system}
+spec:
+  accessLogging: [{providers: [{name: envoy}], match: {mode: CLIENT}}]
+"""
+    found = listeners(build(MESH + telemetry), sidecar())
+    client = hcm(found["0.0.0.0_80"].filter_chains[0])
+    assert [log.name for log in client.access_log] == [
+        "envoy.access_loggers.stdout", "envoy.access_loggers.http_grpc"]

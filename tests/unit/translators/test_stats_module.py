@@ -71,7 +71,7 @@ MODULE = {STATS_MODULE: "/var/cache/pilotfish/libpilotfish_istio_stats_1.so",
 def listeners(metadata: dict[str, Any], extra: str = "") -> dict[str, listener_pb2.Listener]:
     objects, errors = load_text(CONFIG + extra, "test.yaml")
     assert not errors
-    push = push_context.build(objects, MeshSettings(), "v1")
+    push = push_context.build(objects, MeshSettings(access_log_file="/dev/stdout"), "v1")
     proxy = parse_node(NODE, {"LABELS": {"istio": "ingressgateway"}, **metadata})
     return {item.name: item for item in generate(types.LISTENER, push, proxy, {})}
 
