@@ -25,20 +25,15 @@ from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
-from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 
 from pilotfish.core.proxy import Proxy
 from pilotfish.translators.access_logs import HTTP_GRPC_LOGGER, METRICS_LOG_NAME, TCP_GRPC_LOGGER
 from pilotfish.translators.common import pack
-from pilotfish.translators.http_filters import HCM_FILTER
+from pilotfish.translators.telemetry import rewrite_loggers
 
 MODULE_LOGGER = "envoy.access_loggers.dynamic_modules"
 LOGGER_NAME = "istio_stats"  # the module has one logger; named for the config dump's reader
-_TCP_PROXY = "envoy.filters.network.tcp_proxy"
 _PACKAGE = "envoy.extensions.access_loggers.dynamic_modules.v3"
 
 
@@ -102,34 +97,21 @@ def apply(proxy: Proxy, listeners: Sequence[listener_pb2.Listener]) -> None:
     if not module or not table:
         return
     replacement = module_logger(module, table)
-    for listener in listeners:
-        chains = [*listener.filter_chains, *([listener.default_filter_chain] if
-                                             listener.HasField("default_filter_chain") else [])]
-        for chain in chains:
-            for item in chain.filters:
-                message: hcm_pb2.HttpConnectionManager | tcp_proxy_pb2.TcpProxy
-                if item.name == HCM_FILTER:
-                    message = hcm_pb2.HttpConnectionManager()
-                elif item.name == _TCP_PROXY:
-                    message = tcp_proxy_pb2.TcpProxy()
-                else:
-                    continue
-                if not item.typed_config.Unpack(message):
-                    continue
-                if _swap(message.access_log, replacement):
-                    item.typed_config.CopyFrom(pack(message))
+
+    def swap(listener: listener_pb2.Listener, logs: list[accesslog_pb2.AccessLog],
+             http: bool) -> list[accesslog_pb2.AccessLog] | None:
+        swapped = [replacement if _counts_metrics(log) else log for log in logs]
+        return swapped if swapped != logs else None
+
+    rewrite_loggers(listeners, swap)
 
 
-def _swap(logs: Any, replacement: accesslog_pb2.AccessLog) -> bool:
-    changed = False
-    for log in logs:
-        if log.name not in (HTTP_GRPC_LOGGER, TCP_GRPC_LOGGER):
-            continue
-        config = als_pb2.HttpGrpcAccessLogConfig() if log.name == HTTP_GRPC_LOGGER else \
-            als_pb2.TcpGrpcAccessLogConfig()
-        log.typed_config.Unpack(config)
-        if config.common_config.log_name != METRICS_LOG_NAME:
-            continue  # a Telemetry's overrides ride in the name: the agent needs entries
-        log.CopyFrom(replacement)
-        changed = True
-    return changed
+def _counts_metrics(log: accesslog_pb2.AccessLog) -> bool:
+    """The metrics' gRPC logger, unless a Telemetry's overrides ride in its log name (the
+    agent needs those entries)."""
+    if log.name not in (HTTP_GRPC_LOGGER, TCP_GRPC_LOGGER):
+        return False
+    config = als_pb2.HttpGrpcAccessLogConfig() if log.name == HTTP_GRPC_LOGGER else \
+        als_pb2.TcpGrpcAccessLogConfig()
+    log.typed_config.Unpack(config)
+    return config.common_config.log_name == METRICS_LOG_NAME

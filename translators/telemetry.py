@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import base_pb2
-from envoy.config.listener.v3 import listener_components_pb2 as lc_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
@@ -60,31 +59,44 @@ def apply(push: PushContext, proxy: Proxy, listeners: Sequence[listener_pb2.List
     text_log = bool(push.mesh.access_log_file)  # the mesh's default, where no Telemetry says
     if text_log and not settings.access_logging and not settings.metrics:
         return
-    for listener in listeners:
+
+    def change(listener: listener_pb2.Listener, logs: list[accesslog_pb2.AccessLog],
+               http: bool) -> list[accesslog_pb2.AccessLog]:
         mode = SERVER if listener.traffic_direction == base_pb2.INBOUND else CLIENT
-        for chain in [*listener.filter_chains, *([listener.default_filter_chain] if
-                                                 listener.HasField("default_filter_chain")
-                                                 else [])]:
+        return [log for log in (_logger(log, settings, mode, text_log, http) for log in logs)
+                if log is not None]
+
+    rewrite_loggers(listeners, change)
+
+
+LoggersChange = Callable[[listener_pb2.Listener, list[accesslog_pb2.AccessLog], bool],
+                         list[accesslog_pb2.AccessLog] | None]
+
+
+def rewrite_loggers(listeners: Sequence[listener_pb2.Listener], change: LoggersChange) -> None:
+    """For every HTTP connection manager and tcp_proxy of ``listeners``: ``change(listener,
+    its access loggers, http)`` gives their new loggers, or None to leave them as they are;
+    the filter's config is repacked only then."""
+    for listener in listeners:
+        chains = [*listener.filter_chains, *([listener.default_filter_chain] if
+                                             listener.HasField("default_filter_chain") else [])]
+        for chain in chains:
             for item in chain.filters:
+                message: hcm_pb2.HttpConnectionManager | tcp_proxy_pb2.TcpProxy
                 if item.name == HCM_FILTER:
-                    _rewrite(item, hcm_pb2.HttpConnectionManager(), settings, mode,
-                             text_log, http=True)
+                    message = hcm_pb2.HttpConnectionManager()
                 elif item.name == _TCP_PROXY:
-                    _rewrite(item, tcp_proxy_pb2.TcpProxy(), settings, mode, text_log,
-                             http=False)
-
-
-def _rewrite(item: lc_pb2.Filter,
-             message: hcm_pb2.HttpConnectionManager | tcp_proxy_pb2.TcpProxy,
-             settings: Settings, mode: str, text_log: bool, *, http: bool) -> None:
-    typed = item.typed_config
-    if not typed.Unpack(message):
-        return
-    kept = [log for log in (_logger(log, settings, mode, text_log, http)
-                            for log in message.access_log) if log is not None]
-    del message.access_log[:]
-    message.access_log.extend(kept)
-    typed.CopyFrom(pack(message))
+                    message = tcp_proxy_pb2.TcpProxy()
+                else:
+                    continue
+                if not item.typed_config.Unpack(message):
+                    continue
+                changed = change(listener, list(message.access_log), item.name == HCM_FILTER)
+                if changed is None:
+                    continue
+                del message.access_log[:]
+                message.access_log.extend(changed)
+                item.typed_config.CopyFrom(pack(message))
 
 
 def _logger(log: accesslog_pb2.AccessLog, settings: Settings, mode: str, text_log: bool,
