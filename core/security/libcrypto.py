@@ -92,6 +92,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "OPENSSL_sk_value": (P, [P, ctypes.c_int]),
     "OPENSSL_sk_pop_free": (None, [P, P]),
     "GENERAL_NAME_new": (P, []),
+    "GENERAL_NAME_free": (None, [P]),
     "GENERAL_NAME_set0_value": (None, [P, ctypes.c_int, P]),
     "GENERAL_NAME_get0_value": (P, [P, ctypes.POINTER(ctypes.c_int)]),
     "GENERAL_NAMES_free": (None, [P]),
@@ -225,12 +226,16 @@ def _csr(pkey: int, spiffe_id: str) -> str:
         _check(C.X509_REQ_set_pubkey(req, pkey), "X509_REQ_set_pubkey")
         with _owned(C.OPENSSL_sk_new_null(), C.GENERAL_NAMES_free,
                     "OPENSSL_sk_new_null") as names:
+            # each object goes to its owner as soon as it exists, so that a failure
+            # part way frees everything with the stack
             name = _check(C.GENERAL_NAME_new(), "GENERAL_NAME_new")
-            value = C.ASN1_IA5STRING_new()
-            if not value or C.ASN1_STRING_set(value, uri, len(uri)) <= 0:
-                raise _fail(f"ASN1_STRING_set({spiffe_id!r})")
+            if C.OPENSSL_sk_push(names, name) <= 0:
+                C.GENERAL_NAME_free(name)
+                raise _fail("OPENSSL_sk_push")
+            value = _check(C.ASN1_IA5STRING_new(), "ASN1_IA5STRING_new")
             C.GENERAL_NAME_set0_value(name, GEN_URI, value)
-            _check(C.OPENSSL_sk_push(names, name), "OPENSSL_sk_push")
+            if C.ASN1_STRING_set(value, uri, len(uri)) <= 0:
+                raise _fail(f"ASN1_STRING_set({spiffe_id!r})")
             extensions = P()
             try:
                 _check(C.X509V3_add1_i2d(ctypes.byref(extensions), NID_SUBJECT_ALT_NAME,
