@@ -10,11 +10,13 @@ the app over loopback.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import socket
 import struct
 import sys
 import time
+from collections.abc import Collection
 
 ETH_P_ALL = 0x0003
 # A TLS record header: content type (handshake 0x16, application data 0x17), version 3.x.
@@ -37,7 +39,15 @@ def tcp_payload(frame: bytes) -> tuple[int, int, bytes] | None:
     return source, destination, tcp[(tcp[12] >> 4) * 4:]
 
 
-def capture(interface: str, port: int, seconds: float, marker: bytes) -> dict[str, object]:
+def addresses(frame: bytes) -> tuple[str, str]:
+    """(source, destination) IPv4 addresses of an Ethernet/IPv4 frame."""
+    return (str(ipaddress.IPv4Address(frame[26:30])), str(ipaddress.IPv4Address(frame[30:34])))
+
+
+def capture(interface: str, port: int, seconds: float, marker: bytes,
+            between: Collection[str] = ()) -> dict[str, object]:
+    """``between``: count only segments whose two ends are both among these addresses
+    (other traffic to the same port, a node's probe say, is not the pair's)."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.bind((interface, 0))
     sock.settimeout(0.2)
@@ -51,6 +61,8 @@ def capture(interface: str, port: int, seconds: float, marker: bytes) -> dict[st
             continue
         parsed = tcp_payload(frame)
         if parsed is None or port not in parsed[:2] or not parsed[2]:
+            continue
+        if between and not set(addresses(frame)) <= set(between):
             continue
         payload = parsed[2]
         packets += 1

@@ -120,13 +120,17 @@ def bridge_ports() -> list[str]:
     return [line.split(": ")[1].split("@")[0] for line in out.splitlines()]
 
 
-def on_the_wire(node: Node, pod: str, url: str, marker: str) -> tuple[list, list]:  # type: ignore[type-arg]
-    """What every bridge port carries, to 15008 and to the apps' 8080, while ``pod`` calls
-    ``url``: (the 15008 captures, the 8080 captures)."""
+def on_the_wire(node: Node, pod: str, url: str, marker: str, server: str
+                ) -> tuple[list, list]:  # type: ignore[type-arg]
+    """What every bridge port carries between ``pod`` and the ``server`` pod, to 15008 and
+    to the apps' 8080, while ``pod`` calls ``url``: (the 15008 captures, the 8080
+    captures)."""
     ports = bridge_ports()
+    pair = (node.pod(pod.split(".")[0])["ip"], node.pod(server)["ip"])
     with ThreadPoolExecutor(2 * len(ports)) as pool:
-        hbone = [pool.submit(capture, port, 15008, 3.0, marker.encode()) for port in ports]
-        app = [pool.submit(capture, port, 8080, 3.0, marker.encode()) for port in ports]
+        hbone = [pool.submit(capture, port, 15008, 3.0, marker.encode(), pair)
+                 for port in ports]
+        app = [pool.submit(capture, port, 8080, 3.0, marker.encode(), pair) for port in ports]
         time.sleep(0.5)
         assert code(node, pod, url) == "200"
         return [f.result() for f in hbone], [f.result() for f in app]
@@ -145,7 +149,7 @@ def test_sidecar_pod_to_ambient_pod_by_service_name(node: Node) -> None:
 def test_only_tls_to_15008_between_sidecar_and_ambient_pod(node: Node) -> None:
     marker = "/wire-check-sidecar-to-ambient"
     on_hbone, on_app = on_the_wire(node, "sclient.mesh", f"http://server.shop:9080{marker}",
-                                   marker)
+                                   marker, "server")
     assert sum(int(c["tls_records"]) for c in on_hbone) > 0, on_hbone
     assert not any(c["marker"] for c in on_hbone), on_hbone
     assert all(c["packets"] == 0 for c in on_app), on_app
@@ -163,7 +167,7 @@ def test_ambient_pod_to_sidecar_pod_by_service_name(node: Node) -> None:
     assert answer["service"] == "web", answer  # the sidecar's app saw the request
     marker = "/wire-check-ambient-to-sidecar"
     on_hbone, on_app = on_the_wire(node, "client.shop", f"http://web.mesh:9080{marker}",
-                                   marker)
+                                   marker, "web")
     assert sum(int(c["tls_records"]) for c in on_hbone) > 0, on_hbone
     assert not any(c["marker"] for c in on_hbone), on_hbone
     assert all(c["packets"] == 0 for c in on_app), on_app
@@ -231,9 +235,11 @@ def test_gateway_to_ambient_pod_over_hbone(node: Node) -> None:
     assert 'source_principal="spiffe://cluster.local/ns/infra/sa/' in metrics
     marker = "/wire-check-gateway-to-ambient"
     ports = bridge_ports()
+    pair = (router["ip"], node.pod("server")["ip"])  # other traffic to 8080 is not theirs
     with ThreadPoolExecutor(2 * len(ports)) as pool:
-        hbone = [pool.submit(capture, port, 15008, 3.0, marker.encode()) for port in ports]
-        app = [pool.submit(capture, port, 8080, 3.0, marker.encode()) for port in ports]
+        hbone = [pool.submit(capture, port, 15008, 3.0, marker.encode(), pair)
+                 for port in ports]
+        app = [pool.submit(capture, port, 8080, 3.0, marker.encode(), pair) for port in ports]
         time.sleep(0.5)
         assert through(marker) is not None
         on_hbone, on_app = [f.result() for f in hbone], [f.result() for f in app]

@@ -94,12 +94,14 @@ async def test_renewed_before_expiry() -> None:
 
 @run
 async def test_forget_stops_renewal() -> None:
-    ca = Ca(ttl=1.0)
+    # 2 s: X.509 keeps whole seconds, so a 1 s certificate may be valid for a few ms only
+    # and refused on arrival; 2 s leaves at least 1 s, renewed within it if not forgotten
+    ca = Ca(ttl=2.0)
     certs = IdentityCerts(ca.sign)
     try:
         await certs.get(POD)
         certs.forget(POD)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.6)
         assert ca.calls == [POD] and certs.dump() == []
     finally:
         await certs.close()
