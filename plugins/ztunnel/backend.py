@@ -31,6 +31,7 @@ from pilotfish.core.proxy_backend import (
     config_dump_object,
     split_host_port,
 )
+from pilotfish.core.security.files import write_atomic
 
 BOOTSTRAP_FILE = "ztunnel.json"
 PROGRAM = [sys.executable, "-m", "pilotfish.cli", "ztunnel"]
@@ -182,9 +183,7 @@ class ZtunnelBackend:
         data = self.bootstrap(options)
         options.config_dir.mkdir(parents=True, exist_ok=True)
         path = options.config_dir / BOOTSTRAP_FILE
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
-        temporary.replace(path)
+        write_atomic(path, json.dumps(data, indent=2) + "\n", 0o644)
         return path
 
     def check(self, path: Path) -> None:
