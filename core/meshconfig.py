@@ -19,6 +19,7 @@ Example::
       debounceMax: 10s
       workloadCertTtl: 24h      # istio-ca: lifetime when a CSR asks for none
       maxWorkloadCertTtl: 2160h # istio-ca: longer requests are refused (90 days)
+      autoAllowWaypointPolicy: false  # istiod's PILOT_AUTO_ALLOW_WAYPOINT_POLICY (ambient)
       configLimits:             # what one config file may hold (yamlload.LoadLimits)
         maxFileSize: 16Mi
     injection:                  # sidecar injection: Istio's injector values, as Helm has them
@@ -180,6 +181,11 @@ class MeshSettings:
     # (Istio's default profile; its demo profile sets /dev/stdout). A Telemetry's access
     # logging still turns the log on or off for the workloads it selects.
     access_log_file: str = ""
+    # Not MeshConfig but istiod's PILOT_AUTO_ALLOW_WAYPOINT_POLICY, written under
+    # ``discovery:``; kept here because the translators read the push's settings. On, every
+    # workload behind a waypoint lets that waypoint in (and, lacking other ALLOW policies,
+    # only it): see translators/ambient/waypoint_allow.py.
+    auto_allow_waypoint_policy: bool = False
 
     def provider(self, name: str) -> ExtAuthzProvider | None:
         return next((p for p in self.extension_providers if p.name == name), None)
@@ -307,8 +313,14 @@ def from_dict(data: Mapping[str, Any], source: str = "<memory>") -> MeshConfig:
 
     disc_raw = _mapping(data.get("discovery"), f"{where}: discovery")
     _only(disc_raw, {"debounceAfter", "debounceMax", "pushConcurrency", "workloadCertTtl",
-                     "maxWorkloadCertTtl", "configLimits", "fieldValidation", "xdsLimits"},
+                     "maxWorkloadCertTtl", "configLimits", "fieldValidation", "xdsLimits",
+                     "autoAllowWaypointPolicy"},
           f"{where}: discovery")
+    allow_waypoint = disc_raw.get("autoAllowWaypointPolicy", False)
+    if not isinstance(allow_waypoint, bool):
+        raise MeshConfigError(f"{where}: discovery.autoAllowWaypointPolicy: expected true or "
+                              f"false, got {allow_waypoint!r}")
+    mesh = attrs.evolve(mesh, auto_allow_waypoint_policy=allow_waypoint)
     field_validation = disc_raw.get("fieldValidation", "Strict")
     if field_validation not in ("Strict", "Warn"):
         raise MeshConfigError(f"{where}: discovery.fieldValidation: Unsupported value "
@@ -417,8 +429,9 @@ def overlay(config: MeshConfig, text: str, where: str) -> tuple[MeshSettings, li
         raise MeshConfigError(f"{where}: invalid YAML: {exc}") from exc
     data = _mapping(data, where)
     honoured = {field: value for field, value in data.items() if field in MESH_FIELDS}
-    return (_mesh_settings({**config.mesh_fields, **honoured}, where),
-            sorted(str(field) for field in set(data) - MESH_FIELDS))
+    settings = attrs.evolve(_mesh_settings({**config.mesh_fields, **honoured}, where),
+                            auto_allow_waypoint_policy=config.mesh.auto_allow_waypoint_policy)
+    return (settings, sorted(str(field) for field in set(data) - MESH_FIELDS))
 
 
 # A pod's ProxyConfig overrides (Istio's annotation), read by the injector, the agent and

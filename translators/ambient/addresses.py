@@ -9,7 +9,8 @@
   ``cluster.local``, which ztunnel assumes), node, canonical name and revision, what owns it,
   health, locality, the services it backs with their port maps (``NS/HOSTNAME`` → service port
   → target port), the selector policies that apply to it (and the PeerAuthentication-derived
-  ones, `peer_authentication`), and its waypoint. The tunnel is
+  ones, `peer_authentication`, and with ``autoAllowWaypointPolicy`` its waypoints'
+  implicit ones, `waypoint_allow`), and its waypoint. The tunnel is
   HBONE for a pod ambient captures (core/ambient/enrollment.py), or one the node agent marked
   redirected, or one labelled ``networking.istio.io/tunnel: http`` (which also receives HBONE
   natively); LEGACY_ISTIO_MTLS for a sidecar's workload (``security.istio.io/tlsMode: istio``);
@@ -42,7 +43,7 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.registry import TLS_MODE_LABEL, entry_workload
 from pilotfish.core.xds import types
-from pilotfish.translators.ambient import authorization
+from pilotfish.translators.ambient import authorization, waypoint_allow
 
 DEFAULT_CLUSTER = "Kubernetes"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
@@ -109,6 +110,15 @@ class _Context:
             push.objects(index_key("Gateway")),
             {host: service.vips for host, service in push.services.items()}, push.mesh.domain)
         self.policies = authorization.selector_policies(push)
+        # The waypoint each service uses, by service key.
+        self.service_waypoints = {
+            service_key(service.namespace, hostname): waypoints.binding(
+                service.labels, service.namespace, self.namespace_labels(service.namespace),
+                self.waypoints, waypoints.SERVICE)
+            for hostname, service in push.services.items()}
+        # Waypoints' service accounts, when workloads are to let their waypoints in.
+        self.waypoint_accounts = waypoint_allow.accounts(push.objects("Pod")) \
+            if push.mesh.auto_allow_waypoint_policy else {}
         # (namespace, workload name, address) → service key → its ports there.
         members: dict[tuple[str, str, str], dict[str, list[pb.Port]]] = defaultdict(
             lambda: defaultdict(list))
@@ -189,10 +199,15 @@ def _workload(ctx: _Context, workload: Workload, obj: ConfigObject, uid: str
     for key, ports in ctx.members.get(
             (workload.namespace, workload.name, workload.address), {}).items():
         message.services[key].ports.extend(ports)
-    waypoint = _gateway_address(waypoints.binding(labels, workload.namespace, ns_labels,
-                                                  ctx.waypoints, waypoints.WORKLOAD))
+    own = waypoints.binding(labels, workload.namespace, ns_labels, ctx.waypoints,
+                            waypoints.WORKLOAD)
+    waypoint = _gateway_address(own)
     if waypoint is not None:
         message.waypoint.CopyFrom(waypoint)
+    if ctx.waypoint_accounts:
+        message.authorization_policies.extend(waypoint_allow.workload_keys(
+            own, (ctx.service_waypoints.get(key) for key in message.services),
+            ctx.waypoint_accounts))
     return message
 
 
@@ -263,8 +278,8 @@ def _service(ctx: _Context, service: Service) -> pb.Service:
         balancing = _load_balancing(service, spec)
         if balancing is not None:
             message.load_balancing.CopyFrom(balancing)
-    waypoint = _gateway_address(waypoints.binding(service.labels, service.namespace, ns_labels,
-                                                  ctx.waypoints, waypoints.SERVICE))
+    waypoint = _gateway_address(ctx.service_waypoints.get(
+        service_key(service.namespace, service.hostname)))
     if waypoint is not None:
         message.waypoint.CopyFrom(waypoint)
     return message

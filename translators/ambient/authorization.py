@@ -39,6 +39,8 @@ from typing import Any
 from google.protobuf import empty_pb2
 
 from pilotfish.core.ambient import authorization_pb2 as pb
+from pilotfish.core.ambient import waypoints
+from pilotfish.core.gateway_api import index_key
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import labels_match
 from pilotfish.core.objects import ConfigObject
@@ -46,7 +48,7 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
 from pilotfish.core.security_policies import DRY_RUN_ANNOTATION
 from pilotfish.core.xds import types
-from pilotfish.translators.ambient import peer_authentication
+from pilotfish.translators.ambient import peer_authentication, waypoint_allow
 
 _ACTIONS = {"ALLOW": pb.ALLOW, "DENY": pb.DENY}
 _HTTP_OPERATION = ("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths")
@@ -226,8 +228,9 @@ class Authorizations:
 
     type_url = types.AUTHORIZATION
     proxy_kinds = frozenset({"ztunnel"})
-    # Pods: which ones run on a node decides what its ztunnel gets.
-    depends_on = frozenset({"AuthorizationPolicy", "PeerAuthentication", "Pod"})
+    # Pods: which ones run on a node decides what its ztunnel gets; Gateways and pods: the
+    # waypoints' implicit policies.
+    depends_on = frozenset({"AuthorizationPolicy", "PeerAuthentication", "Pod", "Gateway"})
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
                  ) -> list[pb.Authorization]:
@@ -235,7 +238,8 @@ class Authorizations:
             root = push.mesh.root_namespace
             memo["authorizations"] = [
                 *authorizations(push.security.authorization_policies, root),
-                *peer_authentication.authorizations(push.security.peer_authentications, root)]
+                *peer_authentication.authorizations(push.security.peer_authentications, root),
+                *_implicit(push)]
         built: list[pb.Authorization] = memo["authorizations"]
         node = proxy.scope.node
         if not node:
@@ -248,7 +252,18 @@ class Authorizations:
                 keys.update(workload_keys(push, policies, pod.namespace, pod.labels))
         return [policy for policy in built if policy.scope == pb.GLOBAL
                 or (policy.scope == pb.NAMESPACE and policy.namespace in namespaces)
-                or f"{policy.namespace}/{policy.name}" in keys]
+                or f"{policy.namespace}/{policy.name}" in keys
+                or policy.name.startswith(waypoint_allow.PREFIX)]
+
+
+def _implicit(push: PushContext) -> list[pb.Authorization]:
+    """The waypoints' implicit policies, when the mesh config asks for them (one per
+    waypoint, sent to every ztunnel rather than worked out per node)."""
+    if not push.mesh.auto_allow_waypoint_policy:
+        return []
+    index = waypoints.index(push.objects(index_key("Gateway")), {}, push.mesh.domain)
+    return waypoint_allow.authorizations(index.values(), waypoint_allow.accounts(
+        push.objects("Pod")), push.mesh.trust_domain)
 
 
 @hookimpl
