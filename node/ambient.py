@@ -40,7 +40,6 @@ from pilotfish.core.proxy_backend import (
     ProxyOptions,
     ZtunnelOptions,
 )
-from pilotfish.core.security import tokens
 from pilotfish.core.security.files import write_atomic
 from pilotfish.node.children import ChildExited, run_child, wait_ready
 from pilotfish.node.netns import NodeError
@@ -139,13 +138,11 @@ class AmbientNode:
     def ztunnel_admin(self) -> ProxyAdmin:
         return self.backend.admin(self.ztunnel_options())
 
-    async def run_ztunnel(self, *, task_status: anyio.abc.TaskStatus[None]
+    async def run_ztunnel(self, token: str, *, task_status: anyio.abc.TaskStatus[None]
                           = anyio.TASK_STATUS_IGNORED) -> None:
-        """ztunnel as a child, with its token, through its backend; started once its
-        admin says it is ready."""
+        """ztunnel as a child, with ``token`` (its pod's, from the node), through its
+        backend; started once its admin says it is ready."""
         self.ztunnel_dir.mkdir(parents=True, exist_ok=True)
-        token = tokens.issue(self.state.token_key.read_bytes(), ZTUNNEL_NAMESPACE,
-                             ZTUNNEL_ACCOUNT, self.ztunnel_name, ttl=7 * 24 * 3600.0)
         write_atomic(self.ztunnel_dir / "token", token, 0o600)
         options = self.ztunnel_options()
         name = self.backend.name

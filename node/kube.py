@@ -39,6 +39,7 @@ from pilotfish.core.gateway_api import GROUP
 from pilotfish.core.interceptor import PodFacts
 from pilotfish.core.objects import ConfigKey, ConfigObject
 from pilotfish.node import pods, workloads
+from pilotfish.node.ambient import ZTUNNEL_NAMESPACE
 from pilotfish.node.netns import NodeError
 from pilotfish.node.state import PodState
 from pilotfish.node.up import Node, UpOptions, new_store, step
@@ -83,12 +84,8 @@ class KubeNode(Node):
         self.store.subscribe(lambda _update: self.changed.set())
         print(f"    {self.source.client.host}", flush=True)
         namespace = self.mesh.mesh.root_namespace
-        try:
-            await self.call("POST", "/api/v1/namespaces",
-                            {"metadata": {"name": namespace}})
-        except ApiError as exc:
-            if exc.status != 409:
-                raise NodeError(f"namespace {namespace}: {exc}") from exc
+        await self._create("/api/v1/namespaces", {"metadata": {"name": namespace}},
+                           f"namespace {namespace}")
 
     def initial_pods(self) -> list[ConfigObject]:
         # Pods are started once discovery (and its injection webhook) is up.
@@ -98,7 +95,10 @@ class KubeNode(Node):
     def update_view(self) -> workloads.ClusterView:
         assert self.store is not None
         objects = tuple(self.store.objects())
-        running = tuple(sorted((o for o in objects if o.kind == "Pod" and o.group == ""),
+        # Every pod but ztunnel's, which the node runs as ambient mode's node proxy.
+        own = (ZTUNNEL_NAMESPACE, self.ambient.ztunnel_name) if self.ambient else None
+        running = tuple(sorted((o for o in objects if o.kind == "Pod" and o.group == ""
+                                and (o.namespace, o.name) != own),
                                key=lambda o: (o.namespace, o.name)))
         self.view = workloads.ClusterView(objects, running)
         return self.view
@@ -294,6 +294,11 @@ class KubeNode(Node):
     # -- what the kubelet mounts --------------------------------------------------------
 
     async def credentials(self, obj: ConfigObject, pod: PodState) -> tuple[str, bytes]:
+        return await self.pod_token(obj), await self.root_cert(obj.namespace)
+
+    async def pod_token(self, obj: ConfigObject) -> str:
+        """A TokenRequest's token for the pod's service account (audience ``istio-ca``),
+        bound to the pod, which discovery's TokenReview checks."""
         account = str(obj.spec.get("serviceAccountName") or "default")
         request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                    "spec": {"audiences": ["istio-ca"], "expirationSeconds": TOKEN_SECONDS,
@@ -305,9 +310,40 @@ class KubeNode(Node):
             request)
         token = str((answer.get("status") or {}).get("token") or "")
         if not token:
-            raise NodeError(f"pod {pod.key}: the API server gave no token for service "
-                            f"account {obj.namespace}/{account}")
-        return token, await self.root_cert(obj.namespace)
+            raise NodeError(f"pod {obj.namespace}/{obj.name}: the API server gave no token "
+                            f"for service account {obj.namespace}/{account}")
+        return token
+
+    async def ztunnel_token(self) -> str:
+        """ztunnel's pod made in the API server (what its DaemonSet would make on this
+        node: service account ``istio-system/ztunnel``, host network), so that discovery's
+        CA finds it when ztunnel asks for the certificates of this node's pods; and its
+        token, bound to it. The node runs that pod itself (`update_view` leaves it out of
+        the pods it starts); its status is written back as every pod's."""
+        assert self.ambient is not None
+        body = self.ambient.ztunnel_pod()
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        account = body["spec"]["serviceAccountName"]
+        await self._create(f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                           {"metadata": {"name": account}},
+                           f"service account {namespace}/{account}")
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        made = await self._create(path, {k: v for k, v in body.items() if k != "status"},
+                                  f"ztunnel's pod {namespace}/{name}")
+        if made is None:
+            made = await self.call("GET", f"{path}/{name}")
+        return await self.pod_token(ConfigObject(
+            api_version="v1", kind="Pod", name=name, namespace=namespace, body=made))
+
+    async def _create(self, path: str, body: Mapping[str, Any], what: str
+                      ) -> dict[str, Any] | None:
+        """POST ``body``; None when it exists already."""
+        try:
+            return await self.call("POST", path, body)
+        except ApiError as exc:
+            if exc.status == 409:
+                return None
+            raise NodeError(f"{what}: {exc}") from exc
 
     async def volume_object(self, kind: str, namespace: str, name: str
                             ) -> Mapping[str, Any] | None:

@@ -398,15 +398,28 @@ class Node:
         """Whether a running pod is still what is wanted (else it is replaced)."""
         return wanted.same_content(running)
 
-    async def credentials(self, obj: ConfigObject, pod: PodState) -> tuple[str, bytes]:
-        """The pod's service-account token for the istio-ca audience (signed with the
-        node's key, which discovery's ``--token-key`` checks) and the mesh root."""
+    async def pod_token(self, obj: ConfigObject) -> str:
+        """The pod's service-account token for the istio-ca audience, signed with the
+        node's key, which discovery's ``--token-key`` checks."""
         from pilotfish.core.security import tokens
 
-        token = tokens.issue(self.state.token_key.read_bytes(), obj.namespace,
-                             str(obj.spec.get("serviceAccountName") or "default"), obj.name,
-                             ttl=TOKEN_TTL)
-        return token, (self.state.discovery_dir / "root-cert.pem").read_bytes()
+        return tokens.issue(self.state.token_key.read_bytes(), obj.namespace,
+                            str(obj.spec.get("serviceAccountName") or "default"), obj.name,
+                            ttl=TOKEN_TTL)
+
+    async def credentials(self, obj: ConfigObject, pod: PodState) -> tuple[str, bytes]:
+        """The pod's token (`pod_token`) and the mesh root."""
+        return await self.pod_token(obj), \
+            (self.state.discovery_dir / "root-cert.pem").read_bytes()
+
+    async def ztunnel_token(self) -> str:
+        """ztunnel's token: for the pod its DaemonSet would have on this node, which
+        discovery knows from the cluster view (`write_cluster`)."""
+        assert self.ambient is not None
+        body = self.ambient.ztunnel_pod()
+        return await self.pod_token(ConfigObject(
+            api_version="v1", kind="Pod", name=body["metadata"]["name"],
+            namespace=body["metadata"]["namespace"], body=body))
 
     async def write_pod_files(self, obj: ConfigObject, pod: PodState) -> None:
         """What Kubernetes mounts into every pod: its service-account token (here for the
@@ -884,7 +897,7 @@ async def up(options: UpOptions) -> int:
             await tg.start(node.run_discovery)
             if node.ambient is not None:
                 step("ztunnel (ambient: HBONE, L4 policy)")
-                await tg.start(node.ambient.run_ztunnel)
+                await tg.start(node.ambient.run_ztunnel, await node.ztunnel_token())
             # Every pod at once, as a kubelet starts them; each holds its app for its own
             # sidecar when the mesh config says so.
             async with anyio.create_task_group() as starting:
