@@ -89,6 +89,10 @@ class Update:
     version: str = ""
 
 
+# The endpoint metadata namespace transport_socket_matches match on (Envoy's).
+SOCKET_MATCH = "envoy.transport_socket_match"
+
+
 @attrs.frozen
 class Endpoint:
     host: str
@@ -105,6 +109,31 @@ class Endpoint:
     # the namespaces it names
     internal: str = ""
     metadata: tuple[tuple[str, str, str], ...] = ()
+
+    def socket_match(self, key: str) -> str:
+        """The endpoint's value for ``key`` in what transport_socket_matches match on
+        (``envoy.transport_socket_match``; "" when it has none)."""
+        if key == "tlsMode" and self.tls_mode:
+            return self.tls_mode
+        return next((value for namespace, name, value in self.metadata
+                     if namespace == SOCKET_MATCH and name == key), "")
+
+
+@attrs.frozen
+class SocketMatch:
+    """One of a cluster's transport_socket_matches: what an endpoint's
+    ``envoy.transport_socket_match`` metadata must hold (every key; none: any endpoint),
+    and the transport it then gets: TLS (None: plaintext) and, for an internal upstream
+    transport, the host metadata namespaces it passes to the internal listener."""
+
+    criteria: tuple[tuple[str, str], ...]
+    tls: Origination | None = None
+    passthrough: tuple[str, ...] | None = None
+
+    def takes(self, endpoint: Endpoint | None) -> bool:
+        if endpoint is None:
+            return not self.criteria
+        return all(endpoint.socket_match(key) == value for key, value in self.criteria)
 
 
 @attrs.frozen
@@ -131,19 +160,27 @@ class Cluster:
     slow_start: SlowStart | None = None  # round robin's or least request's slow_start_config
     tls: Origination | None = None
     protocol: str = "http1"  # to the endpoints: http1 | h2 | downstream (as the request came)
-    # transport_socket_matches: (endpoint tlsMode it matches, "" for any; its TLS or None)
-    tls_matches: tuple[tuple[str, Origination | None], ...] = ()
+    # transport_socket_matches, in order: the first that takes an endpoint decides its
+    # transport, else the cluster's own (tls, passthrough)
+    tls_matches: tuple[SocketMatch, ...] = ()
     # internal_upstream transport: the host metadata namespaces passed to the internal
     # listener (None: not an internal transport)
     passthrough: tuple[str, ...] | None = None
     port_override: int = 0  # ORIGINAL_DST: connect to this port of the original destination
 
+    def _match(self, endpoint: Endpoint | None) -> SocketMatch | None:
+        return next((m for m in self.tls_matches if m.takes(endpoint)), None)
+
     def origination(self, endpoint: Endpoint | None) -> Origination | None:
         """The TLS to use towards ``endpoint`` (auto mTLS picks it by the endpoint)."""
-        for mode, tls in self.tls_matches:
-            if not mode or (endpoint is not None and endpoint.tls_mode == mode):
-                return tls
-        return self.tls
+        match = self._match(endpoint)
+        return self.tls if match is None else match.tls
+
+    def passthrough_for(self, endpoint: Endpoint) -> tuple[str, ...] | None:
+        """What the internal upstream transport towards ``endpoint`` passes on (as
+        `passthrough`), chosen as `origination` is."""
+        match = self._match(endpoint)
+        return self.passthrough if match is None else match.passthrough
 
 
 @attrs.frozen
@@ -481,24 +518,22 @@ def _slow_start(resource: cluster_pb2.Cluster) -> SlowStart | None:
                      if config.HasField("min_weight_percent") else 0.1)
 
 
-def _passthrough(resource: cluster_pb2.Cluster) -> tuple[str, ...] | None:
-    """The host metadata namespaces an internal upstream transport passes on."""
-    if not resource.HasField("transport_socket"):
-        return None
-    message = subset.unpack(resource.transport_socket.typed_config,
-                            "transport_socket.typed_config")
+def _passthrough(socket: Any, where: str) -> tuple[str, ...] | None:
+    """The host metadata namespaces an internal upstream transport passes on (None: the
+    transport ``socket`` at ``where`` is not one)."""
+    message = subset.unpack(socket.typed_config, f"{where}.typed_config")
     if not isinstance(message, internal_pb2.InternalUpstreamTransport):
         return None
     names = []
     for index, source in enumerate(message.passthrough_metadata):
         if source.kind.WhichOneof("kind") != "host":
             raise subset.Unsupported(
-                f"transport_socket.typed_config.passthrough_metadata[{index}].kind",
+                f"{where}.typed_config.passthrough_metadata[{index}].kind",
                 "only the host's metadata is passed through by the native proxy")
         names.append(source.name)
     if message.HasField("transport_socket") and _origination(
-            message.transport_socket, "transport_socket.typed_config.transport_socket"):
-        raise subset.Unsupported("transport_socket.typed_config.transport_socket",
+            message.transport_socket, f"{where}.typed_config.transport_socket"):
+        raise subset.Unsupported(f"{where}.typed_config.transport_socket",
                                  "TLS inside an internal connection is not supported by the "
                                  "native proxy (raw_buffer is)")
     return tuple(names)
@@ -518,10 +553,16 @@ def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
     keepalive = resource.upstream_connection_options.tcp_keepalive
     matches = []
     for index, match in enumerate(resource.transport_socket_matches):
-        fields = match.match.fields
-        mode = fields["tlsMode"].string_value if "tlsMode" in fields else ""
-        matches.append((mode, _origination(match.transport_socket,
-                                           f"transport_socket_matches[{index}]")))
+        where = f"transport_socket_matches[{index}]"
+        criteria = []
+        for key, value in sorted(match.match.fields.items()):
+            if value.WhichOneof("kind") != "string_value":
+                raise subset.Unsupported(f"{where}.match.{key}", "the native proxy matches "
+                                         "endpoints on string values only")
+            criteria.append((key, value.string_value))
+        matches.append(SocketMatch(
+            tuple(criteria), _origination(match.transport_socket, f"{where}.transport_socket"),
+            _passthrough(match.transport_socket, f"{where}.transport_socket")))
     return Cluster(
         name=resource.name, kind=kind,
         service_name=resource.eds_cluster_config.service_name or resource.name, lb=lb,
@@ -537,7 +578,9 @@ def build_cluster(resource: cluster_pb2.Cluster) -> Cluster:
         **_http_options(resource),
         tls=_origination(resource.transport_socket, "transport_socket")
         if resource.HasField("transport_socket") else None,
-        tls_matches=tuple(matches), passthrough=_passthrough(resource),
+        tls_matches=tuple(matches),
+        passthrough=_passthrough(resource.transport_socket, "transport_socket")
+        if resource.HasField("transport_socket") else None,
         port_override=resource.original_dst_lb_config.upstream_port_override.value)
 
 
@@ -559,7 +602,7 @@ def endpoints_of(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[Endpoin
                 continue
             weight = lb_endpoint.load_balancing_weight.value or 1
             # what transport_socket_matches match on (Envoy's key for it)
-            marks = lb_endpoint.metadata.filter_metadata.get("envoy.transport_socket_match")
+            marks = lb_endpoint.metadata.filter_metadata.get(SOCKET_MATCH)
             mode = marks.fields["tlsMode"].string_value if marks is not None and \
                 "tlsMode" in marks.fields else ""
             out.append(Endpoint(address.address, address.port_value, weight,
@@ -878,7 +921,7 @@ class ConfigState:
         ``over_ads``, only those that come over ADS (True) or from the agent (False)."""
         named = {item for listener in self.listeners.values() for item in listener.secrets()}
         for cluster in self.clusters.values():
-            for tls in (cluster.tls, *(t for _, t in cluster.tls_matches)):
+            for tls in (cluster.tls, *(m.tls for m in cluster.tls_matches)):
                 if tls is not None:
                     named |= {(tls.secret, tls.over_ads),
                               (tls.server.ca_secret, tls.server.over_ads)}

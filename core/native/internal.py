@@ -56,7 +56,7 @@ def handoff(cluster: Cluster, endpoint: Endpoint, shared: filter_state.State,
             source: tuple[str, int] = ("", 0)) -> Handoff:
     """The handoff for a connection from ``cluster`` to its internal ``endpoint``: the
     state the downstream shares, the endpoint's metadata in the namespaces passed through."""
-    passed = set(cluster.passthrough or ())
+    passed = set(cluster.passthrough_for(endpoint) or ())
     metadata: dict[str, dict[str, str]] = {}
     for namespace, key, value in endpoint.metadata:
         if namespace in passed:

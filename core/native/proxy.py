@@ -764,7 +764,9 @@ class NativeProxy:
                 options["ssl"] = self.contexts.client(origination, self.state)
             except tls.Missing as exc:
                 raise UpstreamFailed(f"upstream TLS: no secret {exc} yet", sent=False) from None
-            options["server_hostname"] = origination.sni or None
+            # No SNI to send: the host's address names it, or, on a socket already bound
+            # to the client's address (original_src, below), "" says there is none.
+            options["server_hostname"] = origination.sni or (None if origin is None else "")
         source = origin
         if cluster.bind_address and source is None:  # original_src wins, as on Envoy
             options["local_addr"] = (cluster.bind_address, 0)

@@ -9,6 +9,7 @@ pod in PERMISSIVE. Real CNI, iptables, Envoy, HBONE and the CA.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -26,9 +27,8 @@ from pilotfish.testing.wire import capture
 
 pytestmark = [pytest.mark.envoy, pytest.mark.e2e]
 
-SUBNET = "10.249.0.0/24"
-BRIDGE = "pfaix"
-GATEWAY_IP = "10.249.0.1"
+# Per proxy backend of the sidecars and the gateway: (subnet, bridge).
+NETWORKS = {"envoy": ("10.249.0.0/24", "pfaix"), "native": ("10.243.0.0/24", "pfaiy")}
 
 CONFIG = {
     "namespaces.yaml": """\
@@ -94,12 +94,14 @@ AMBIENT_CLIENT = "spiffe://cluster.local/ns/shop/sa/client"
 SIDECAR_CLIENT = "spiffe://cluster.local/ns/mesh/sa/sclient"
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+@pytest.fixture(scope="module", params=["envoy", "native"])
+def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Node]:
     assert os.geteuid() == 0, "the e2e tests run as root (CI does)"
+    subnet, bridge = NETWORKS[request.param]
     # (the node gives each pod's agent its own readable copy of the mesh config)
-    with node_with(tmp_path_factory.mktemp("interop"), CONFIG, SUBNET, BRIDGE,
-                   MESH_CONFIG) as node:
+    with node_with(tmp_path_factory.mktemp(f"interop-{request.param}"), CONFIG, subnet, bridge,
+                   MESH_CONFIG + f"proxy: {request.param}\n") as node:
         yield node
 
 
@@ -114,8 +116,13 @@ def works(node: Node, pod: str, url: str, timeout: float = 30) -> None:
                what=f"{url} from {pod}")
 
 
-def bridge_ports() -> list[str]:
-    out = subprocess.run(["ip", "-o", "link", "show", "master", BRIDGE], capture_output=True,
+def node_ip(node: Node) -> str:
+    """The node's bridge address, where ztunnel serves its metrics."""
+    return str(ipaddress.ip_network(node.subnet).network_address + 1)
+
+
+def bridge_ports(node: Node) -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "master", node.bridge], capture_output=True,
                          text=True, check=True).stdout
     return [line.split(": ")[1].split("@")[0] for line in out.splitlines()]
 
@@ -125,7 +132,7 @@ def on_the_wire(node: Node, pod: str, url: str, marker: str, server: str
     """What every bridge port carries between ``pod`` and the ``server`` pod, to 15008 and
     to the apps' 8080, while ``pod`` calls ``url``: (the 15008 captures, the 8080
     captures)."""
-    ports = bridge_ports()
+    ports = bridge_ports(node)
     pair = (node.pod(pod.split(".")[0])["ip"], node.pod(server)["ip"])
     with ThreadPoolExecutor(2 * len(ports)) as pool:
         hbone = [pool.submit(capture, port, 15008, 3.0, marker.encode(), pair)
@@ -142,7 +149,7 @@ def test_sidecar_pod_to_ambient_pod_by_service_name(node: Node) -> None:
     assert answer["service"] == "server", answer
     # ztunnel took the sidecar's tunnel and delivered it from the sidecar pod's address
     assert answer["peer"] == node.pod("sclient")["ip"]
-    metrics = http(f"http://{GATEWAY_IP}:15020/metrics").body.decode()
+    metrics = http(f"http://{node_ip(node)}:15020/metrics").body.decode()
     assert f'source_principal="{SIDECAR_CLIENT}"' in metrics  # ztunnel saw Envoy's identity
 
 
@@ -231,10 +238,10 @@ def test_gateway_to_ambient_pod_over_hbone(node: Node) -> None:
                         what="the gateway to route to the ambient server")
     body = json.loads(answer.body)  # type: ignore[attr-defined]
     assert body["service"] == "server" and body["peer"] == router["ip"], body
-    metrics = http(f"http://{GATEWAY_IP}:15020/metrics").body.decode()
+    metrics = http(f"http://{node_ip(node)}:15020/metrics").body.decode()
     assert 'source_principal="spiffe://cluster.local/ns/infra/sa/' in metrics
     marker = "/wire-check-gateway-to-ambient"
-    ports = bridge_ports()
+    ports = bridge_ports(node)
     pair = (router["ip"], node.pod("server")["ip"])  # other traffic to 8080 is not theirs
     with ThreadPoolExecutor(2 * len(ports)) as pool:
         hbone = [pool.submit(capture, port, 15008, 3.0, marker.encode(), pair)
