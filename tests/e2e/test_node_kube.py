@@ -7,6 +7,7 @@ the API server moves the traffic. Real CNI, iptables and Envoy, as root."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -23,7 +24,8 @@ from pilotfish.testing.processes import http, wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.e2e]
 
-SUBNET, BRIDGE = "10.247.0.0/24", "pfk0"
+# Per proxy backend of the sidecars: (subnet, bridge).
+NETWORKS = {"envoy": ("10.247.0.0/24", "pfk0"), "native": ("10.239.0.0/24", "pfk1")}
 NS = "shop"
 ECHO_IMAGE = "registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0"
 NETWORKING = ("networking.istio.io", "v1")
@@ -69,10 +71,12 @@ class Cluster:
         return Counter(self.call_web()["pod"].split("-")[1] for _ in range(count))
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["envoy", "native"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Cluster]:
     assert os.geteuid() == 0, "the e2e tests run as root (CI does)"
-    workdir = tmp_path_factory.mktemp("kube-node")
+    subnet, bridge = NETWORKS[request.param]
+    workdir = tmp_path_factory.mktemp(f"kube-node-{request.param}")
     with running(workdir / "api") as api, \
             kubernetes.config.new_client_from_config(str(api.kubeconfig)) as client:
         crds.install(client)
@@ -86,8 +90,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for version in ("v1", "v2"):
             apps.create_namespaced_deployment(NS, web(version))
         core.create_namespaced_pod(NS, CLIENT)  # before the webhook exists: no sidecar yet
-        node = Node(workdir, None, SUBNET, BRIDGE,
-                    extra_args=("--kubeconfig", str(api.kubeconfig)))
+        node = Node(workdir, None, subnet, bridge,
+                    extra_args=("--kubeconfig", str(api.kubeconfig), "--proxy", request.param))
         netns_names: set[str] = set()
         try:
             started = time.monotonic()
@@ -111,7 +115,8 @@ def test_deployment_pods_are_created_through_the_api_server_and_injected(cluster
         assert "sidecar.istio.io/status" in pod.metadata.annotations
         assert pod.metadata.labels["security.istio.io/tlsMode"] == "istio"
         assert pod.status.phase == "Running"
-        assert pod.status.pod_ip.startswith("10.247.0.")
+        assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(
+            cluster.node.subnet)
         assert pod.metadata.owner_references[0].kind == "ReplicaSet"
     node_pods = {p["name"]: p for p in cluster.node.status()["pods"]}
     assert all(node_pods[pod.metadata.name]["proxy"] == "sidecar" for pod in web)

@@ -1,10 +1,12 @@
 """The local node as a cluster runs the Gateway API suite's infrastructure: Deployments
 become pods, a Gateway API Gateway gets a router pod (Istio's deployment controller), and
-the echo-basic image runs pilotfish's echo backend. Real CNI, iptables and Envoy, as root.
+the echo-basic image runs pilotfish's echo backend. Real CNI, iptables and Envoy, as root;
+all of it again with the native proxy as the sidecars' and the router's.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -19,7 +21,8 @@ from pilotfish.testing.processes import http, wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.e2e]
 
-SUBNET = "10.253.0.0/24"
+# Per proxy backend of the sidecars and the router: (subnet, bridge).
+NETWORKS = {"envoy": ("10.253.0.0/24", "pft3"), "native": ("10.242.0.0/24", "pft4")}
 ECHO_IMAGE = "registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0"
 
 NAMESPACES = """\
@@ -98,17 +101,19 @@ def write(folder: Path, name: str, text: str) -> None:
     tmp.replace(folder / name)
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+@pytest.fixture(scope="module", params=["envoy", "native"])
+def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Node]:
     assert os.geteuid() == 0, "the e2e tests run as root (CI does)"
-    workdir = tmp_path_factory.mktemp("workloads")
+    subnet, bridge = NETWORKS[request.param]
+    workdir = tmp_path_factory.mktemp(f"workloads-{request.param}")
     config = workdir / "config"
     config.mkdir()
     write(config, "namespaces.yaml", NAMESPACES)
     write(config, "echo.yaml", deployment(2))
     write(config, "client.yaml", CLIENT)
     write(config, "gateway.yaml", GATEWAY)
-    node = Node(workdir, config, SUBNET, "pft3")
+    node = Node(workdir, config, subnet, bridge, extra_args=("--proxy", request.param))
     netns_names: set[str] = set()
     try:
         started = time.monotonic()
@@ -202,7 +207,7 @@ def test_an_address_the_gateway_asks_for_comes_from_the_nodes_load_balancer(node
     # GatewayStaticAddresses: the address from the pool at the subnet's top, held by the
     # router pod (which keeps running), taken back when the Gateway stops asking
     pod = router(node)
-    wanted = "10.253.0.250"
+    wanted = str(ipaddress.ip_network(node.subnet).network_address + 250)
     asking = GATEWAY.replace("  listeners:\n",
                              f"  addresses: [{{value: {wanted}}}]\n  listeners:\n", 1)
     write(node.config_dir, "gateway.yaml", asking)
