@@ -7,7 +7,8 @@ object's own label wins over its namespace's, and ``none`` on the object means n
 when the namespace names one. A waypoint takes the kinds of traffic its
 ``istio.io/waypoint-for`` label allows (``service`` by default, ``workload``, ``all``,
 ``none``): a service binds only to a waypoint for ``service`` or ``all``, a workload only to one
-for ``workload`` or ``all``. A name with no such Gateway binds nothing (istiod reports it in the
+for ``workload`` or ``all``; a GatewayClass's label is its Gateways' default. A name with no
+such Gateway binds nothing (istiod reports it in the
 object's status). Waypoints themselves never use a waypoint. Sans-IO.
 
 Where ztunnel reaches a waypoint: the Gateway's first IP status address, as istiod reads it;
@@ -59,12 +60,18 @@ def _ip(value: str) -> str:
 
 
 def index(gateways: Iterable[ConfigObject], service_vips: Mapping[str, tuple[str, ...]],
-          domain: str = DEFAULT_DOMAIN) -> dict[tuple[str, str], Waypoint]:
+          domain: str = DEFAULT_DOMAIN, classes: Iterable[ConfigObject] = ()
+          ) -> dict[tuple[str, str], Waypoint]:
     """The waypoints among Gateway API Gateways, by (namespace, name). ``service_vips``: the
-    VIPs of each service by hostname (the waypoint's Service has the Gateway's name)."""
+    VIPs of each service by hostname (the waypoint's Service has the Gateway's name).
+    ``classes``: the GatewayClasses, whose ``istio.io/waypoint-for`` label is the default
+    of their Gateways' (a Gateway's own label wins)."""
+    class_for = {c.name: c.labels[WAYPOINT_FOR_LABEL] for c in classes
+                 if WAYPOINT_FOR_LABEL in c.labels}
     out = {}
     for gateway in gateways:
-        if gateway.spec.get("gatewayClassName") != WAYPOINT_CLASS:
+        class_name = gateway.spec.get("gatewayClassName")
+        if class_name != WAYPOINT_CLASS:
             continue
         hostname = fqdn(gateway.name, gateway.namespace, domain)
         status = (gateway.body.get("status") or {}).get("addresses") or ()
@@ -72,7 +79,8 @@ def index(gateways: Iterable[ConfigObject], service_vips: Mapping[str, tuple[str
                        "") or next(iter(service_vips.get(hostname, ())), "")
         out[(gateway.namespace, gateway.name)] = Waypoint(
             name=gateway.name, namespace=gateway.namespace,
-            traffic_type=gateway.labels.get(WAYPOINT_FOR_LABEL, SERVICE),
+            traffic_type=gateway.labels.get(WAYPOINT_FOR_LABEL,
+                                            class_for.get(class_name, SERVICE)),
             address=address, hostname="" if address else hostname)
     return out
 

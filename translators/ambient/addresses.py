@@ -34,7 +34,6 @@ from typing import Any
 
 from pilotfish.core.ambient import enrollment, waypoints
 from pilotfish.core.ambient import workload_pb2 as pb
-from pilotfish.core.gateway_api import index_key
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import Service, ServicePort, Workload
 from pilotfish.core.objects import ConfigObject
@@ -44,6 +43,7 @@ from pilotfish.core.push_context import PushContext
 from pilotfish.core.registry import TLS_MODE_LABEL, entry_workload
 from pilotfish.core.xds import types
 from pilotfish.translators.ambient import authorization, waypoint_allow
+from pilotfish.translators.ambient.waypoint_scope import waypoint_index
 
 DEFAULT_CLUSTER = "Kubernetes"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
@@ -106,9 +106,7 @@ class _Context:
         # What each service was made from (its spec's fields the registry does not keep).
         self.sources = {(obj.kind, obj.namespace, obj.name): obj
                         for kind in ("Service", "ServiceEntry") for obj in push.objects(kind)}
-        self.waypoints = waypoints.index(
-            push.objects(index_key("Gateway")),
-            {host: service.vips for host, service in push.services.items()}, push.mesh.domain)
+        self.waypoints = waypoint_index(push)
         self.policies = authorization.selector_policies(push)
         # The waypoint each service uses, by service key.
         self.service_waypoints = {

@@ -39,8 +39,6 @@ from typing import Any
 from google.protobuf import empty_pb2
 
 from pilotfish.core.ambient import authorization_pb2 as pb
-from pilotfish.core.ambient import waypoints
-from pilotfish.core.gateway_api import index_key
 from pilotfish.core.hookspecs import hookimpl
 from pilotfish.core.model import labels_match
 from pilotfish.core.objects import ConfigObject
@@ -49,6 +47,7 @@ from pilotfish.core.push_context import PushContext
 from pilotfish.core.security_policies import DRY_RUN_ANNOTATION
 from pilotfish.core.xds import types
 from pilotfish.translators.ambient import peer_authentication, waypoint_allow
+from pilotfish.translators.ambient.waypoint_scope import waypoint_index
 
 _ACTIONS = {"ALLOW": pb.ALLOW, "DENY": pb.DENY}
 _HTTP_OPERATION = ("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths")
@@ -230,7 +229,8 @@ class Authorizations:
     proxy_kinds = frozenset({"ztunnel"})
     # Pods: which ones run on a node decides what its ztunnel gets; Gateways and pods: the
     # waypoints' implicit policies.
-    depends_on = frozenset({"AuthorizationPolicy", "PeerAuthentication", "Pod", "Gateway"})
+    depends_on = frozenset({"AuthorizationPolicy", "PeerAuthentication", "Pod", "Gateway",
+                            "GatewayClass"})
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]
                  ) -> list[pb.Authorization]:
@@ -261,8 +261,7 @@ def _implicit(push: PushContext) -> list[pb.Authorization]:
     waypoint, sent to every ztunnel rather than worked out per node)."""
     if not push.mesh.auto_allow_waypoint_policy:
         return []
-    index = waypoints.index(push.objects(index_key("Gateway")), {}, push.mesh.domain)
-    return waypoint_allow.authorizations(index.values(), waypoint_allow.accounts(
+    return waypoint_allow.authorizations(waypoint_index(push).values(), waypoint_allow.accounts(
         push.objects("Pod")), push.mesh.trust_domain)
 
 

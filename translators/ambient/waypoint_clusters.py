@@ -270,7 +270,7 @@ class WaypointClusters:
     proxy_kinds = frozenset({KIND})
     # Which services and workloads bind (their labels, the Gateway, namespaces), the
     # subsets, and the routes' destinations.
-    depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Gateway",
+    depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Gateway", "GatewayClass",
                             "Namespace", "VirtualService", "HTTPRoute", "Pod",
                             "WorkloadEntry"})
 

@@ -26,7 +26,7 @@ class WaypointEndpoints:
 
     type_url = types.ENDPOINT
     proxy_kinds = frozenset({KIND})
-    depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Gateway",
+    depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Gateway", "GatewayClass",
                             "Namespace", "VirtualService", "HTTPRoute", "Pod",
                             "WorkloadEntry", "Endpoints", "EndpointSlice"})
 

@@ -341,7 +341,7 @@ class WaypointListeners:
 
     type_url = types.LISTENER
     proxy_kinds = frozenset({KIND})
-    depends_on = frozenset({"Service", "ServiceEntry", "Gateway", "Namespace",
+    depends_on = frozenset({"Service", "ServiceEntry", "Gateway", "GatewayClass", "Namespace",
                             "AuthorizationPolicy"})
 
     def __init__(self, detection: Detection = ALL) -> None:

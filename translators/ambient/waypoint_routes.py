@@ -90,7 +90,7 @@ def route_config(push: PushContext, proxy: Proxy, service: Service, port: int,
 class WaypointRoutes:
     type_url = types.ROUTE
     proxy_kinds = frozenset({KIND})
-    depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Gateway",
+    depends_on = frozenset({"Service", "ServiceEntry", "DestinationRule", "Gateway", "GatewayClass",
                             "Namespace", "VirtualService", "HTTPRoute"})
 
     def generate(self, push: PushContext, proxy: Proxy, memo: dict[Any, Any]

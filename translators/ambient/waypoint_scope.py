@@ -54,14 +54,16 @@ def waypoint_of(push: PushContext, proxy: Proxy) -> waypoints.Waypoint | None:
     name = proxy.labels.get(GATEWAY_NAME_LABEL, "")
     if not name:
         return None
-    index = _index(push)
+    index = waypoint_index(push)
     return index.get((proxy.namespace, name))
 
 
-def _index(push: PushContext) -> Mapping[tuple[str, str], waypoints.Waypoint]:
+def waypoint_index(push: PushContext) -> dict[tuple[str, str], waypoints.Waypoint]:
+    """The push's waypoints by (namespace, name) (`waypoints.index`)."""
     return waypoints.index(
         push.objects(index_key("Gateway")),
-        {host: service.vips for host, service in push.services.items()}, push.mesh.domain)
+        {host: service.vips for host, service in push.services.items()}, push.mesh.domain,
+        push.objects(index_key("GatewayClass")))
 
 
 def bound_services(push: PushContext, proxy: Proxy) -> list[Bound]:
@@ -69,7 +71,7 @@ def bound_services(push: PushContext, proxy: Proxy) -> list[Bound]:
     own = waypoint_of(push, proxy)
     if own is None:
         return []
-    index = _index(push)
+    index = waypoint_index(push)
     out = []
     for hostname in sorted(push.services):
         service = push.services[hostname]
@@ -92,7 +94,7 @@ def bound_workloads(push: PushContext, proxy: Proxy) -> list[Workload]:
     own = waypoint_of(push, proxy)
     if own is None or not own.accepts(waypoints.WORKLOAD):
         return []
-    index = _index(push)
+    index = waypoint_index(push)
     out = []
     for workload in push.registry.workloads:
         chosen = waypoints.binding(workload.labels, workload.namespace,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pilotfish.core.ambient.enrollment import in_ambient
-from pilotfish.core.ambient.waypoints import SERVICE, WORKLOAD, Waypoint, binding
+from pilotfish.core.ambient.waypoints import SERVICE, WORKLOAD, Waypoint, binding, index
+from pilotfish.core.yamlload import load_text
 
 AMBIENT = {"istio.io/dataplane-mode": "ambient"}
 
@@ -54,3 +55,29 @@ def test_a_waypoint_takes_only_the_traffic_it_is_for() -> None:
 
 def test_an_unknown_waypoint_binds_nothing() -> None:
     assert binding(use("missing"), "ns", {}, WAYPOINTS, SERVICE) is None
+
+
+def test_a_gateway_class_label_is_its_gateways_default() -> None:
+    objects, errors = load_text("""\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: istio-waypoint, labels: {istio.io/waypoint-for: workload}}
+spec: {controllerName: istio.io/mesh-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: from-class, namespace: ns}
+spec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15008, protocol: HBONE}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: own, namespace: ns, labels: {istio.io/waypoint-for: all}}
+spec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15008, protocol: HBONE}]}
+""", "waypoints.yaml")
+    assert not errors, errors
+    gateways = [o for o in objects if o.kind == "Gateway"]
+    classes = [o for o in objects if o.kind == "GatewayClass"]
+    found = index(gateways, {}, classes=classes)
+    assert found[("ns", "from-class")].traffic_type == WORKLOAD
+    assert found[("ns", "own")].traffic_type == "all"  # the Gateway's own label wins
+    assert index(gateways, {})[("ns", "from-class")].traffic_type == SERVICE  # Istio's default
