@@ -65,6 +65,14 @@ class Node:
             return {"pods": []}
         return dict(json.loads(out.stdout))
 
+    def ztunnel_dump(self) -> dict[str, Any]:
+        """``pilotfish ztunnel-config all -o json`` of the node's ztunnel."""
+        out = subprocess.run([*self.cli("ztunnel-config", "all", "-o", "json", "--state-dir",
+                                        str(self.state_dir))],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return dict(json.loads(out.stdout))
+
     def pod(self, name: str) -> dict[str, Any]:
         for pod in self.status()["pods"]:
             if pod["name"] == name:

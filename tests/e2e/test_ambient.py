@@ -6,7 +6,6 @@ sockets in their namespaces. Real CNI, iptables, HBONE and the CA's node authori
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -59,20 +58,12 @@ def get(node: Node, pod: str, url: str) -> subprocess.CompletedProcess[str]:
                            "\n%{http_code}", url])
 
 
-def ztunnel_dump(node: Node) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-m", "pilotfish.cli", "ztunnel-config", "all",
-                          "-o", "json", "--state-dir", str(node.state_dir)],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return dict(json.loads(out.stdout))
-
-
 def test_ambient_pod_to_ambient_pod_by_service_name(node: Node) -> None:
     answer = node.curl_json("client.shop", "http://server.shop:9080/")
     assert answer["service"] == "server", answer
     # ztunnel delivered it from the client pod's own address
     assert answer["peer"] == node.pod("client")["ip"]
-    dump = ztunnel_dump(node)
+    dump = node.ztunnel_dump()
     identities = {c["identity"] for c in dump["certificates"]}  # type: ignore[index]
     assert {CLIENT, "spiffe://cluster.local/ns/shop/sa/server"} <= identities
     metrics = http("http://10.252.0.1:15020/metrics").body.decode()
@@ -163,7 +154,7 @@ def test_dns_capture_sends_what_hosts_lacks_to_ztunnel(node: Node) -> None:
         assert "server-pods" not in node.exec("client.shop", ["cat", "/etc/hosts"]).stdout
         out = node.exec("client.shop", ["getent", "hosts", "server-pods.shop.svc.cluster.local"])
         assert out.stdout.split()[0] == server_ip
-        dns = ztunnel_dump(node)["dns"]
+        dns = node.ztunnel_dump()["dns"]
         assert dns["statistics"]["answered"] >= 2, dns  # type: ignore[index]
         started = time.monotonic()
         out = node.exec("client.shop", ["getent", "hosts", "nothing.example"])
@@ -220,7 +211,7 @@ def test_a_pod_labelled_into_ambient_while_running(node: Node) -> None:
     write_file(node.config_dir, "outsider.yaml", labelled)
     try:
         def captured() -> bool:
-            dump = ztunnel_dump(node)
+            dump = node.ztunnel_dump()
             return any(p["name"] == "outsider" for p in dump["pods"].values())  # type: ignore[union-attr]
 
         wait_until(captured, 20, interval=0.3, what="ztunnel to serve the relabelled pod")
@@ -228,12 +219,12 @@ def test_a_pod_labelled_into_ambient_while_running(node: Node) -> None:
         assert after["ip"] == before["ip"] and after["netns"] == before["netns"]  # no restart
         # its calls now leave through ztunnel: to the server over HBONE, with its identity
         wait_for(node, "outsider.plain", "http://server.shop:9080/", works=True)
-        certificates = {c["identity"] for c in ztunnel_dump(node)["certificates"]}  # type: ignore[index]
+        certificates = {c["identity"] for c in node.ztunnel_dump()["certificates"]}  # type: ignore[index]
         assert "spiffe://cluster.local/ns/plain/sa/outsider" in certificates
     finally:
         write_file(node.config_dir, "outsider.yaml", CONFIG["outsider.yaml"])
     wait_until(lambda: not any(p["name"] == "outsider" for p in  # type: ignore[union-attr]
-                               ztunnel_dump(node)["pods"].values()), 20, interval=0.3,
+                               node.ztunnel_dump()["pods"].values()), 20, interval=0.3,
                what="ztunnel to let the pod go")
 
 

@@ -6,12 +6,8 @@ iptables, HBONE and the CA's node authorization, as root."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from typing import Any
 
 import attrs
 import kubernetes
@@ -69,14 +65,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             assert leftovers(node, sorted(netns_names)) == []
 
 
-def ztunnel_dump(node: Node) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "pilotfish.cli", "ztunnel-config", "all",
-                          "-o", "json", "--state-dir", str(node.state_dir)],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return dict(json.loads(out.stdout))
-
-
 def test_ambient_pods_of_the_api_server_reach_each_other_with_their_identities(
         cluster: Cluster):
     node = cluster.node
@@ -87,7 +75,7 @@ def test_ambient_pods_of_the_api_server_reach_each_other_with_their_identities(
     answer = wait_until(lambda: node.curl_json(f"client.{NS}", f"http://server.{NS}:9080/"),
                         30, interval=0.5, what="the server to answer through ztunnel")
     assert answer["service"] == "server" and answer["peer"] == node.pod("client")["ip"]
-    identities = {c["identity"] for c in ztunnel_dump(node)["certificates"]}
+    identities = {c["identity"] for c in node.ztunnel_dump()["certificates"]}
     assert {CLIENT, f"spiffe://cluster.local/ns/{NS}/sa/server"} <= identities
     metrics = http(f"http://{GATEWAY}:15020/metrics").body.decode()
     assert 'reporter="destination"' in metrics and f'source_principal="{CLIENT}"' in metrics
@@ -108,12 +96,12 @@ def test_a_pod_labelled_into_ambient_through_the_api_server_is_captured(cluster:
         "istio.io/dataplane-mode": "ambient"}}})
 
     def captured() -> bool:
-        return any(p["name"] == "outsider" for p in ztunnel_dump(cluster.node)["pods"].values())
+        return any(p["name"] == "outsider" for p in cluster.node.ztunnel_dump()["pods"].values())
 
     wait_until(captured, 30, interval=0.3, what="ztunnel to serve the relabelled pod")
     answer = wait_until(lambda: cluster.node.curl_json(
         "outsider.plain", f"http://server.{NS}:9080/"), 30, interval=0.5,
         what="the relabelled pod to reach the server")
     assert answer["service"] == "server"
-    identities = {c["identity"] for c in ztunnel_dump(cluster.node)["certificates"]}
+    identities = {c["identity"] for c in cluster.node.ztunnel_dump()["certificates"]}
     assert "spiffe://cluster.local/ns/plain/sa/outsider" in identities
