@@ -15,6 +15,9 @@
   redirected, or one labelled ``networking.istio.io/tunnel: http`` (which also receives HBONE
   natively); LEGACY_ISTIO_MTLS for a sidecar's workload (``security.istio.io/tlsMode: istio``);
   NONE (plain TCP) otherwise.
+- A **Workload** per address of an EndpointSlice that is not a pod's (a Service without a
+  selector), named ``CLUSTER/discovery.k8s.io/EndpointSlice/NS/NAME/ADDRESS``: no identity,
+  host network, the slice's Service on the ports it names.
 - A **Service** per Kubernetes Service and per ServiceEntry host, named ``NS/HOSTNAME``: its
   VIPs (CIDRs keep their length), ports (a named Kubernetes targetPort is 0 here: each workload
   resolves it), a Kubernetes Service's load balancing, a ServiceEntry's subjectAltNames, and its
@@ -35,7 +38,7 @@ from typing import Any
 from pilotfish.core.ambient import enrollment, waypoints
 from pilotfish.core.ambient import workload_pb2 as pb
 from pilotfish.core.hookspecs import hookimpl
-from pilotfish.core.model import Service, ServicePort, Workload
+from pilotfish.core.model import Service, ServicePort, Workload, fqdn
 from pilotfish.core.objects import ConfigObject
 from pilotfish.core.pod_owner import pod_owner
 from pilotfish.core.proxy import Proxy
@@ -226,6 +229,57 @@ def _entry_endpoints(ctx: _Context, obj: ConfigObject) -> list[pb.Workload]:
     return list(out.values())
 
 
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def _slice_workloads(ctx: _Context, obj: ConfigObject) -> list[pb.Workload]:
+    """An EndpointSlice's endpoints that are not pods (a Service without a selector, filled
+    by hand or by a controller), one Workload per address, as istiod makes them: named
+    ``CLUSTER/discovery.k8s.io/EndpointSlice/NS/NAME/ADDRESS``, no identity, host network
+    (such an address may be shared), backing the Service the slice is for on the ports it
+    names. Pods' endpoints are left out: each pod is a Workload of its own."""
+    service_name = obj.labels.get(SERVICE_NAME_LABEL)
+    if not service_name or obj.body.get("addressType") == "FQDN":
+        return []
+    hostname = fqdn(service_name, obj.namespace, ctx.push.mesh.domain)
+    service = ctx.push.service(hostname)
+    if service is None or service.origin is None or service.origin.kind != "Service":
+        return []
+    ports = []
+    for raw in obj.body.get("ports") or ():
+        # A port has its name (the Service port's) and number (the target); TCP only.
+        name, number = raw.get("name"), raw.get("port")
+        if name is None or not isinstance(number, int) or \
+                str(raw.get("protocol") or "TCP") != "TCP":
+            continue
+        port = service.port_by_name(str(name))
+        if port is not None:
+            ports.append(pb.Port(service_port=port.port, target_port=number))
+    key = service_key(obj.namespace, hostname)
+    out: dict[str, pb.Workload] = {}
+    for endpoint in obj.body.get("endpoints") or ():
+        if (endpoint.get("targetRef") or {}).get("kind") == "Pod":
+            continue
+        packed = [_ip_bytes(str(a)) for a in endpoint.get("addresses") or ()]
+        if not packed or any(b is None for b in packed):
+            continue  # none, or one that is not an address: skipped, as istiod does
+        first = str(endpoint["addresses"][0])
+        if first in out:
+            continue
+        ready = (endpoint.get("conditions") or {}).get("ready")
+        message = pb.Workload(
+            uid=f"{DEFAULT_CLUSTER}/discovery.k8s.io/EndpointSlice/{obj.namespace}/"
+                f"{obj.name}/{first}",
+            name=obj.name, namespace=obj.namespace,
+            addresses=[b for b in packed if b is not None],
+            trust_domain=ctx.trust_domain, cluster_id=DEFAULT_CLUSTER,
+            status=pb.HEALTHY if ready is None or ready else pb.UNHEALTHY,
+            network_mode=pb.HOST_NETWORK)
+        message.services[key].ports.extend(ports)
+        out[first] = message
+    return list(out.values())
+
+
 def _target_port(port: ServicePort) -> int:
     """The port number it forwards to: unset is the port itself (Kubernetes defaults it so,
     istiod does so for a ServiceEntry); a named Kubernetes targetPort is 0 (each workload
@@ -296,6 +350,8 @@ def addresses(push: PushContext) -> list[pb.Address]:
             out.append(pb.Address(workload=built))
     for obj in push.objects("ServiceEntry"):
         out.extend(pb.Address(workload=built) for built in _entry_endpoints(ctx, obj))
+    for obj in push.objects("EndpointSlice"):
+        out.extend(pb.Address(workload=built) for built in _slice_workloads(ctx, obj))
     for _, service in sorted(push.services.items()):
         if service.external_name:
             continue  # ExternalName: an alias, no address of its own
