@@ -14,6 +14,7 @@ NOT_LOADED = {
                     "WDS speaks Envoy's messages through core/ztunnel/discovery.proto"),
     "email": "importlib.metadata brings it; ztunnel's version is core/version.py's",
     "zipfile": "the same",
+    "google": "its messages go through core/protowire.py, not the protobuf runtime",
 }
 
 
