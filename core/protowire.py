@@ -201,8 +201,13 @@ class Message:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        assert isinstance(other, Message)
-        return self.SerializeToString() == other.SerializeToString()
+        return self._held() == other._held()
+
+    def _held(self) -> dict[str, Any]:
+        """What equality compares, as protobuf does: a field is the same unset or set to
+        what it reads as unset, unless it tracks presence."""
+        return {name: value for name, value in self._values.items()
+                if self._by_name[name].presence or value != self._by_name[name].default()}
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as protobuf's messages
 

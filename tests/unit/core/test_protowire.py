@@ -234,3 +234,12 @@ def test_negative_numbers_and_floats_travel_as_protobufs() -> None:
     value = discovery_wire.Value(number_value=-0.0)
     decoded = struct_pb2.Value.FromString(value.SerializeToString())
     assert struct.pack("<d", decoded.number_value) == struct.pack("<d", -0.0)
+
+
+def test_equality_is_protobufs() -> None:
+    assert discovery_wire.Status(code=0, message="") == discovery_wire.Status()
+    assert discovery_wire.Status(details=[]) == discovery_wire.Status()
+    assert discovery_wire.Status(code=3) != discovery_wire.Status()
+    assert workload_wire.NetworkAddress(length=0) != workload_wire.NetworkAddress()  # presence
+    assert discovery_wire.DeltaDiscoveryRequest(initial_resource_versions={"a": "", "b": "1"}) \
+        == discovery_wire.DeltaDiscoveryRequest(initial_resource_versions={"b": "1", "a": ""})
