@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from google.protobuf import struct_pb2
 
 from pilotfish.core.ambient import zds
 from pilotfish.core.ambient.dns import nameservers
@@ -33,7 +32,7 @@ from pilotfish.core.native.xds_client import DELTA_METHOD, XdsClient
 from pilotfish.core.output import CommandError
 from pilotfish.core.security.ca_client import CaClient
 from pilotfish.core.version import VERSION
-from pilotfish.core.ztunnel import discovery_pb2
+from pilotfish.core.ztunnel import discovery_wire
 from pilotfish.core.ztunnel.certs import IdentityCerts
 from pilotfish.core.ztunnel.dns import DnsProxy
 from pilotfish.core.ztunnel.metrics import Metrics
@@ -84,15 +83,14 @@ def _upstreams(path: Path) -> tuple[str, ...]:
                            f"{exc.strerror or exc}") from exc
 
 
-def node(args: argparse.Namespace) -> discovery_pb2.Node:
-    metadata = struct_pb2.Struct()
-    metadata.update({"NAME": args.name, "NAMESPACE": args.namespace,
-                     "NODE_NAME": args.node, "CLUSTER_ID": args.cluster_id,
-                     "SERVICE_ACCOUNT": args.service_account,
-                     "ISTIO_VERSION": VERSION})
-    return discovery_pb2.Node(
+def node(args: argparse.Namespace) -> discovery_wire.Node:
+    metadata = {"NAME": args.name, "NAMESPACE": args.namespace, "NODE_NAME": args.node,
+                "CLUSTER_ID": args.cluster_id, "SERVICE_ACCOUNT": args.service_account,
+                "ISTIO_VERSION": VERSION}
+    return discovery_wire.Node(
         id=f"ztunnel~{args.ip}~{args.name}.{args.namespace}~{args.namespace}.svc.cluster.local",
-        cluster=args.cluster_id, metadata=metadata)
+        cluster=args.cluster_id, metadata=discovery_wire.Struct(fields={
+            key: discovery_wire.Value(string_value=value) for key, value in metadata.items()}))
 
 
 class Process:
@@ -114,7 +112,7 @@ class Process:
         secure = args.discovery.endswith(":15012")
         self.xds = XdsClient(args.discovery, self.session, self._changed, DELTA_METHOD,
                              credentials=self._credentials if secure else None,
-                             response_type=discovery_pb2.DeltaDiscoveryResponse)
+                             response_type=discovery_wire.DeltaDiscoveryResponse)
         self.stopping = anyio.Event()
 
     async def _sign(self, csr: str, ttl: float, identity: str) -> list[str]:

@@ -15,6 +15,10 @@ The sets:
 - ``core/ztunnel/discovery.proto``: the part of Envoy's delta xDS messages ztunnel uses, with
   Envoy's field numbers, so that ztunnel does not load Envoy's protos.
 
+Beside each ``<name>_pb2.py`` goes ``<name>_wire.py``: the proto's field tables for
+``core/protowire.py``, the codec ztunnel uses instead of the protobuf runtime (written by
+``scripts/gen_wire.py`` from the set's compiled descriptors).
+
 Each proto is compiled as ``pilotfish/<folder>/<name>.proto`` so that generated imports name
 the installed modules (``pilotfish.core.ambient.workload_pb2``). ztunnel's
 ``authorization.proto`` imports ``"workload.proto"`` by bare name; the scratch copy is given
@@ -55,7 +59,8 @@ class ProtoSet:
     @property
     def outputs(self) -> tuple[str, ...]:
         stems = [name.removesuffix(".proto") for name in self.protos]
-        suffixes = ("_pb2.py", "_pb2.pyi", *(("_pb2_grpc.py",) if self.grpc else ()))
+        suffixes = ("_pb2.py", "_pb2.pyi", *(("_pb2_grpc.py",) if self.grpc else ()),
+                    "_wire.py")
         return tuple(stem + suffix for stem in stems for suffix in suffixes)
 
 
@@ -78,6 +83,8 @@ def _installed_imports(text: str, proto_set: ProtoSet) -> str:
 def generate(proto_set: ProtoSet) -> dict[str, str]:
     """Compile a set in a scratch tree; return each output file's text."""
     import grpc_tools
+    from gen_wire import wire_modules  # beside this script
+    from google.protobuf import descriptor_pb2
     from grpc_tools import protoc
 
     includes = Path(grpc_tools.__file__).parent / "_proto"
@@ -90,11 +97,19 @@ def generate(proto_set: ProtoSet) -> dict[str, str]:
         code = protoc.main([
             "grpc_tools.protoc", f"-I{tmp}", f"-I{includes}", f"--python_out={tmp}",
             f"--pyi_out={tmp}", *([f"--grpc_python_out={tmp}"] if proto_set.grpc else []),
+            f"--descriptor_set_out={tmp}/set.pb", "--include_imports",
             *(str(proto_set.package_path / name) for name in proto_set.protos),
         ])
         if code != 0:
             raise SystemExit(f"protoc failed on {proto_set.folder} (exit {code})")
-        return {name: (folder / name).read_text() for name in proto_set.outputs}
+        descriptors = descriptor_pb2.FileDescriptorSet.FromString(
+            (Path(tmp) / "set.pb").read_bytes())
+        wire = wire_modules(descriptors, {
+            str(proto_set.package_path / name):
+                ".".join((proto_set.package_path / name.removesuffix(".proto")).parts)
+                + "_wire" for name in proto_set.protos})
+        return {name: wire[name] if name in wire else (folder / name).read_text()
+                for name in proto_set.outputs}
 
 
 def normalized(text: str) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
-from pilotfish.core.ambient import authorization_pb2 as apb
-from pilotfish.core.ambient import workload_pb2 as wpb
+from pilotfish.core.ambient import authorization_wire as apb
+from pilotfish.core.ambient import workload_wire as wpb
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"  # ztunnel's, when a Workload leaves it empty
 DEFAULT_SERVICE_ACCOUNT = "default"

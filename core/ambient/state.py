@@ -17,10 +17,8 @@ import ipaddress
 from collections import defaultdict
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
-from pilotfish.core.ambient import authorization_pb2 as apb
-from pilotfish.core.ambient import workload_pb2 as wpb
+from pilotfish.core.ambient import authorization_wire as apb
+from pilotfish.core.ambient import workload_wire as wpb
 from pilotfish.core.ambient.model import (
     GatewayAddress,
     Policy,
@@ -30,6 +28,7 @@ from pilotfish.core.ambient.model import (
     service_from,
     workload_from,
 )
+from pilotfish.core.protowire import WireError
 
 ADDRESS = "type.googleapis.com/istio.workload.Address"
 AUTHORIZATION = "type.googleapis.com/istio.security.Authorization"
@@ -118,7 +117,7 @@ class WorkloadState:
     def _decode(message: Any, type_url: str, name: str, resource: bytes) -> Any:
         try:
             message.ParseFromString(resource)
-        except DecodeError as exc:
+        except WireError as exc:
             raise StateError(f"{type_url} {name!r}: does not decode ({exc})") from exc
         return message
 

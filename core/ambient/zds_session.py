@@ -26,11 +26,12 @@ from __future__ import annotations
 import enum
 import socket
 from collections.abc import Sequence
+from typing import TypeVar
 
 import attrs
-from google.protobuf.message import DecodeError
 
-from pilotfish.core.ambient import zds_pb2
+from pilotfish.core.ambient import zds_wire
+from pilotfish.core.protowire import Message, WireError
 
 MAX_PACKET = 1024  # ztunnel's read buffer: a message that does not fit is an error
 ACK_TIMEOUT = 5.0  # seconds for a request to be written and acknowledged (Istio's deadline)
@@ -49,12 +50,12 @@ class WorkloadInfo:
     namespace: str
     service_account: str
 
-    def message(self) -> zds_pb2.WorkloadInfo:
-        return zds_pb2.WorkloadInfo(name=self.name, namespace=self.namespace,
+    def message(self) -> zds_wire.WorkloadInfo:
+        return zds_wire.WorkloadInfo(name=self.name, namespace=self.namespace,
                                     service_account=self.service_account)
 
     @classmethod
-    def from_message(cls, info: zds_pb2.WorkloadInfo) -> WorkloadInfo:
+    def from_message(cls, info: zds_wire.WorkloadInfo) -> WorkloadInfo:
         return cls(name=info.name, namespace=info.namespace,
                    service_account=info.service_account)
 
@@ -74,13 +75,15 @@ def check_packet(data: bytes, fds: Sequence[int], flags: int, *, fd_allowed: boo
         raise ZdsError("an empty packet (every packet holds one message)")
 
 
-def _parse(message: type[zds_pb2.ZdsHello] | type[zds_pb2.WorkloadRequest]
-           | type[zds_pb2.WorkloadResponse], data: bytes) -> object:
+M = TypeVar("M", bound=Message)
+
+
+def _parse(message: type[M], data: bytes) -> M:
     parsed = message()
     try:
         parsed.ParseFromString(data)
-    except DecodeError as exc:
-        raise ZdsError(f"not a {message.DESCRIPTOR.full_name}: {exc} "
+    except WireError as exc:
+        raise ZdsError(f"not a {message.FULL_NAME}: {exc} "
                        f"({len(data)} bytes: {data[:32].hex()})") from None
     return parsed
 
@@ -108,15 +111,13 @@ class AgentSession:
         request (returns its error text)."""
         check_packet(data, fds, flags, fd_allowed=False)
         if self.state is AgentState.HELLO:
-            hello = _parse(zds_pb2.ZdsHello, data)
-            assert isinstance(hello, zds_pb2.ZdsHello)
-            if hello.version != zds_pb2.V1:
+            hello = _parse(zds_wire.ZdsHello, data)
+            if hello.version != zds_wire.V1:
                 raise ZdsError(f"ztunnel's hello: version {hello.version} is not V1 (1), the "
                                "only version this agent speaks")
             self.state = AgentState.SNAPSHOT
             return None
-        response = _parse(zds_pb2.WorkloadResponse, data)
-        assert isinstance(response, zds_pb2.WorkloadResponse)
+        response = _parse(zds_wire.WorkloadResponse, data)
         if not self.outstanding:
             raise ZdsError("ztunnel sent a message with no request outstanding "
                            "(it answers each request with one Ack and says nothing else)")
@@ -125,33 +126,34 @@ class AgentSession:
         if self.outstanding == "snapshot_sent" and not response.ack.error:
             self.state = AgentState.READY
         self.outstanding = ""
-        return response.ack.error
+        error: str = response.ack.error
+        return error
 
     def request_add(self, uid: str, info: WorkloadInfo) -> bytes:
         """``add`` (the caller attaches the netns descriptor)."""
-        return self._request("add", zds_pb2.WorkloadRequest(
-            add=zds_pb2.AddWorkload(uid=uid, workload_info=info.message())))
+        return self._request("add", zds_wire.WorkloadRequest(
+            add=zds_wire.AddWorkload(uid=uid, workload_info=info.message())))
 
     def request_keep(self, uid: str) -> bytes:
         if self.state is not AgentState.SNAPSHOT:
             raise ZdsError(f"keep {uid}: only part of a snapshot ({self.state.value})")
-        return self._request("keep", zds_pb2.WorkloadRequest(
-            keep=zds_pb2.KeepWorkload(uid=uid)))
+        return self._request("keep", zds_wire.WorkloadRequest(
+            keep=zds_wire.KeepWorkload(uid=uid)))
 
     def request_snapshot_sent(self) -> bytes:
         if self.state is not AgentState.SNAPSHOT:
             raise ZdsError(f"snapshot_sent: no snapshot is being sent ({self.state.value})")
-        return self._request("snapshot_sent", zds_pb2.WorkloadRequest(
-            snapshot_sent=zds_pb2.SnapshotSent()))
+        return self._request("snapshot_sent", zds_wire.WorkloadRequest(
+            snapshot_sent=zds_wire.SnapshotSent()))
 
     def request_delete(self, uid: str) -> bytes:
         if self.state is not AgentState.READY:
             raise ZdsError(f"del {uid}: only after the snapshot ({self.state.value})")
         # ``del`` is a Python keyword: the field is set by name.
-        return self._request("del", zds_pb2.WorkloadRequest(**{"del": zds_pb2.DelWorkload(
+        return self._request("del", zds_wire.WorkloadRequest(**{"del": zds_wire.DelWorkload(
             uid=uid)}))
 
-    def _request(self, kind: str, request: zds_pb2.WorkloadRequest) -> bytes:
+    def _request(self, kind: str, request: zds_wire.WorkloadRequest) -> bytes:
         if self.state is AgentState.HELLO:
             raise ZdsError(f"{kind}: ztunnel has not said hello yet")
         if self.outstanding:
@@ -199,7 +201,7 @@ class ZtunnelSession:
     known: set[str] = attrs.field(factory=set)
 
     def hello(self) -> bytes:
-        return bytes(zds_pb2.ZdsHello(version=zds_pb2.V1).SerializeToString())
+        return bytes(zds_wire.ZdsHello(version=zds_wire.V1).SerializeToString())
 
     def receive(self, data: bytes, fds: Sequence[int], flags: int = 0) -> Request:
         """A packet from the agent, its descriptors and recvmsg's flags → the request. On a
@@ -207,8 +209,7 @@ class ZtunnelSession:
         check_packet(data, fds, flags, fd_allowed=True)
         if self.awaiting_ack:
             raise ZdsError("the agent sent a request before the previous one was acknowledged")
-        request = _parse(zds_pb2.WorkloadRequest, data)
-        assert isinstance(request, zds_pb2.WorkloadRequest)
+        request = _parse(zds_wire.WorkloadRequest, data)
         kind = request.WhichOneof("payload")
         if kind != "add" and fds:
             raise ZdsError(f"{kind}: came with {len(fds)} file descriptor(s); only "
@@ -248,4 +249,4 @@ class ZtunnelSession:
         if not self.awaiting_ack:
             raise ZdsError("an Ack with no request to answer")
         self.awaiting_ack = False
-        return bytes(zds_pb2.WorkloadResponse(ack=zds_pb2.Ack(error=error)).SerializeToString())
+        return bytes(zds_wire.WorkloadResponse(ack=zds_wire.Ack(error=error)).SerializeToString())

@@ -19,10 +19,8 @@ import contextlib
 import ssl
 import struct
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
-
-from google.protobuf.message import Message as Proto
 
 from pilotfish.core.native import http1, http2, tls
 
@@ -38,6 +36,18 @@ HTTP_STATUS = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"
                503: "UNAVAILABLE", 504: "UNAVAILABLE"}
 CONNECT_TIMEOUT = 10.0  # to reach the server and finish the TLS handshake
 CLOSE_TIMEOUT = 1.0  # for the TLS shutdown when the channel is done
+
+
+
+class Proto(Protocol):
+    """A message as the channel handles it: protobuf's, or ``core/protowire.py``'s for
+    ztunnel, which does not load the protobuf runtime."""
+
+    def SerializeToString(self) -> bytes: ...
+
+    @classmethod
+    def FromString(cls, data: bytes, /) -> Any: ...
+
 
 M = TypeVar("M", bound=Proto)
 

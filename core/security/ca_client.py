@@ -30,10 +30,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 import attrs
-from google.protobuf import struct_pb2
 
 from pilotfish.core.native.grpc_client import Channel, GrpcError, client_tls
-from pilotfish.core.security import ca_pb2
+from pilotfish.core.security import ca_wire
 
 if TYPE_CHECKING:  # ztunnel holds NodeSecrets and must not load cryptography for the type
     from pilotfish.core.security.node_secret import NodeSecret
@@ -109,14 +108,15 @@ class CaClient:
             raise CaError(f"asking for {impersonate} as a node agent needs the agent's pod "
                           "token (--token-file)")
         context, metadata = await self.credentials(None if impersonate else holding, now)
-        request = ca_pb2.IstioCertificateRequest(csr=csr_pem, validity_duration=int(ttl))
-        if impersonate:
-            request.metadata.CopyFrom(struct_pb2.Struct(
-                fields={IMPERSONATED_IDENTITY: struct_pb2.Value(string_value=impersonate)}))
+        request = ca_wire.IstioCertificateRequest(
+            csr=csr_pem, validity_duration=int(ttl),
+            metadata=ca_wire.Struct(fields={
+                IMPERSONATED_IDENTITY: ca_wire.Value(string_value=impersonate)})
+            if impersonate else None)
         try:
             async with Channel(self.address, context, self.server_name) as channel:
                 response = await channel.unary(METHOD, request,
-                                               ca_pb2.IstioCertificateResponse, metadata,
+                                               ca_wire.IstioCertificateResponse, metadata,
                                                timeout=self.timeout)
         except GrpcError as exc:
             raise CaError(f"CreateCertificate at {self.address}: {exc.code}: "

@@ -21,8 +21,9 @@ class DeltaRequests:
     _sent_node: bool
 
     def _request(self, type_url: str, **fields: object) -> Any:
-        request = self.request_type(type_url=type_url, **fields)
         if not self._sent_node:
-            request.node.CopyFrom(self.node)
+            # Given to the constructor, which copies it with protobuf's classes and holds it
+            # with protowire's: neither writes through an unset submessage.
+            fields["node"] = self.node
             self._sent_node = True
-        return request
+        return self.request_type(type_url=type_url, **fields)

@@ -6,8 +6,9 @@ so that a reconnection sends only what changed. Every response is ACKed with its
 NACKed with an ``error_detail`` naming the resource the state refused; what it took before
 that resource stays (ztunnel applies resources one by one too).
 
-The messages are ``discovery_pb2``'s: Envoy's with only the fields ztunnel uses, the same
-bytes on the wire (see ``discovery.proto``).
+The messages are ``discovery_wire``'s: Envoy's with only the fields ztunnel uses, the same
+bytes on the wire (see ``discovery.proto``), decoded and encoded by ``core/protowire.py``
+rather than the protobuf runtime.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import attrs
 from pilotfish.core.ambient.state import StateError, WorkloadState
 from pilotfish.core.xds import types
 from pilotfish.core.xds.delta_client import DeltaRequests
-from pilotfish.core.ztunnel import discovery_pb2
+from pilotfish.core.ztunnel import discovery_wire
 
 TYPES = (types.ADDRESS, types.AUTHORIZATION)
 INVALID_ARGUMENT = 3
@@ -27,22 +28,22 @@ INVALID_ARGUMENT = 3
 
 @attrs.define
 class WdsSession(DeltaRequests):
-    request_type: ClassVar[type[discovery_pb2.DeltaDiscoveryRequest]] = \
-        discovery_pb2.DeltaDiscoveryRequest
-    node: discovery_pb2.Node
+    request_type: ClassVar[type[discovery_wire.DeltaDiscoveryRequest]] = \
+        discovery_wire.DeltaDiscoveryRequest
+    node: discovery_wire.Node
     state: WorkloadState
     held: dict[str, set[str]] = attrs.field(factory=lambda: {t: set() for t in TYPES})
     answered: set[str] = attrs.field(factory=set)
     rejected: dict[str, str] = attrs.field(factory=dict)  # type → last NACK's detail
     _sent_node: bool = False
 
-    def start(self) -> list[discovery_pb2.DeltaDiscoveryRequest]:
+    def start(self) -> list[discovery_wire.DeltaDiscoveryRequest]:
         self._sent_node = False
         return [self._request(t, initial_resource_versions=dict.fromkeys(self.held[t], ""))
                 for t in TYPES]
 
-    def receive(self, response: discovery_pb2.DeltaDiscoveryResponse
-                ) -> list[discovery_pb2.DeltaDiscoveryRequest]:
+    def receive(self, response: discovery_wire.DeltaDiscoveryResponse
+                ) -> list[discovery_wire.DeltaDiscoveryRequest]:
         type_url = response.type_url
         held = self.held.setdefault(type_url, set())
         try:
@@ -60,7 +61,7 @@ class WdsSession(DeltaRequests):
         except StateError as exc:
             self.rejected[type_url] = str(exc)
             return [self._request(type_url, response_nonce=response.nonce,
-                                  error_detail=discovery_pb2.Status(code=INVALID_ARGUMENT,
+                                  error_detail=discovery_wire.Status(code=INVALID_ARGUMENT,
                                                                  message=str(exc)))]
         self.rejected.pop(type_url, None)
         self.answered.add(type_url)

@@ -6,14 +6,15 @@ is another backend. No agent sits beside a ztunnel (it gets its certificates fro
 itself), so its "bootstrap" is its settings as data — discovery, CA, root certificate,
 token, ZDS socket, names, trust domain, addresses — written as ``ztunnel.json`` in the
 config dir for the record, and the command passes the same settings as
-``pilotfish ztunnel``'s flags. The admin talks to Istio's ztunnel ports: ``/config_dump`` on
+``pilotfish ztunnel``'s flags. Its interpreter runs bytecode without docstrings, asserts
+or column tables, compiled into the config dir's ``pycache`` as the bootstrap is written
+(``bytecode.py``). The admin talks to Istio's ztunnel ports: ``/config_dump`` on
 15000, ``/stats/prometheus`` on 15020, ``/healthz/ready`` on 15021.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,11 @@ from pilotfish.core.proxy_backend import (
     split_host_port,
 )
 from pilotfish.core.security.files import write_atomic
+from pilotfish.plugins.ztunnel import bytecode
 
 BOOTSTRAP_FILE = "ztunnel.json"
-PROGRAM = [sys.executable, "-m", "pilotfish.cli", "ztunnel"]
+PROGRAM = ["-m", "pilotfish.cli", "ztunnel"]  # after the interpreter (bytecode.interpreter)
+PYCACHE = "pycache"  # in the config dir: ztunnel's bytecode
 ADMIN_TIMEOUT = 5.0
 # Each setting and the ``pilotfish ztunnel`` flag that takes it, in the order passed.
 FLAGS = {
@@ -184,6 +187,7 @@ class ZtunnelBackend:
         options.config_dir.mkdir(parents=True, exist_ok=True)
         path = options.config_dir / BOOTSTRAP_FILE
         write_atomic(path, json.dumps(data, indent=2) + "\n", 0o644)
+        bytecode.fill(options.config_dir / PYCACHE)
         return path
 
     def check(self, path: Path) -> None:
@@ -200,7 +204,8 @@ class ZtunnelBackend:
             raise BootstrapError("\n".join(f"{path}: {problem}" for problem in found))
 
     def command(self, options: ProxyOptions, path: Path) -> list[str]:
-        return [*PROGRAM, *flags(self.bootstrap(options))]
+        return [*bytecode.interpreter(path.parent / PYCACHE), *PROGRAM,
+                *flags(self.bootstrap(options))]
 
     def admin(self, options: ProxyOptions) -> ZtunnelAdmin:
         own = ztunnel_options(options)

@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+import pilotfish.cli
 from pilotfish.core.proxy_backend import ProxyError, ProxyOptions, ZtunnelOptions
 from pilotfish.node.state import NodeState
 from pilotfish.plugins.ztunnel.backend import ZtunnelBackend
@@ -86,3 +87,28 @@ async def test_the_backend_runs_ztunnel_and_reads_its_ports(tmp_path):
         with anyio.fail_after(15):
             code = await process.wait()
     assert code == 0
+
+
+@pytest.mark.anyio
+async def test_a_started_ztunnel_compiles_nothing_the_bootstrap_did_not(tmp_path):
+    # A module compiled as ztunnel starts costs it more memory than -OO saves
+    # (plugins/ztunnel/bytecode.py); -v names each code object's source.
+    backend = ZtunnelBackend()
+    opts = options(tmp_path)
+    path = backend.write_bootstrap(opts)
+    argv = backend.command(opts, path)
+    with (tmp_path / "verbose.log").open("wb") as log:
+        process = await anyio.open_process([argv[0], "-v", *argv[1:]],
+                                           stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        await answering(lambda: backend.admin(opts).config_dump())
+        await backend.admin(opts).prometheus()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(15):
+            await process.wait()
+    lines = (tmp_path / "verbose.log").read_text().splitlines()
+    loaded = [line.split(" from ", 1)[1].strip("'") for line in lines
+              if line.startswith("# code object from ")]
+    assert loaded and [p for p in loaded if not p.endswith(".pyc")] == [
+        str(Path(pilotfish.cli.__file__).parent / "__main__.py")]  # runpy compiles -m's

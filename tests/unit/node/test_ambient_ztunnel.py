@@ -28,9 +28,12 @@ def test_the_node_runs_pilotfish_ztunnel_with_the_flags_it_always_passed(tmp_pat
     assert isinstance(node.backend, ZtunnelBackend)
     options = node.ztunnel_options()
     argv = node.backend.command(options, node.backend.write_bootstrap(options))
-    flags = dict(zip(argv[4::2], argv[5::2], strict=True))
+    start = argv.index("-m")
+    flags = dict(zip(argv[start + 3::2], argv[start + 4::2], strict=True))
     folder = tmp_path / "ambient"
-    assert argv[:4] == [sys.executable, "-m", "pilotfish.cli", "ztunnel"]
+    # the interpreter as plugins/ztunnel/bytecode.py runs it, then the command
+    assert argv[0] == sys.executable and "-OO" in argv[:start]
+    assert argv[start:start + 3] == ["-m", "pilotfish.cli", "ztunnel"]
     # what the node passed before it ran ztunnel through a backend ...
     assert {key: flags[key] for key in (
         "--discovery", "--root-cert", "--token-file", "--zds-socket", "--name", "--namespace",

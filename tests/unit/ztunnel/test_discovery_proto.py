@@ -20,6 +20,7 @@ from pilotfish.core.plugins import Plugins
 from pilotfish.core.xds import types
 from pilotfish.core.yamlload import load_text
 from pilotfish.core.ztunnel import discovery_pb2 as slim
+from pilotfish.core.ztunnel import discovery_wire
 from pilotfish.core.ztunnel.wds import WdsSession
 from pilotfish.discovery.app import Discovery, DiscoveryOptions
 from pilotfish.testing.processes import free_port
@@ -41,15 +42,18 @@ def test_every_kept_field_is_envoys(ours, theirs) -> None:
             assert field.message_type.name == real.message_type.name, field.full_name
 
 
-def test_a_request_reads_as_envoys_with_every_field() -> None:
-    request = slim.DeltaDiscoveryRequest(
-        node=slim.Node(id="ztunnel~10.0.0.2~z.istio-system~istio-system.svc.cluster.local",
-                       cluster="Kubernetes",
-                       metadata=struct_pb2.Struct(fields={
-                           "NAME": struct_pb2.Value(string_value="z")})),
+@pytest.mark.parametrize("ours", [slim, discovery_wire], ids=["protobuf", "protowire"])
+def test_a_request_reads_as_envoys_with_every_field(ours) -> None:
+    # ztunnel sends protowire's (core/protowire.py); the protobuf classes are the reference.
+    metadata = (struct_pb2.Struct(fields={"NAME": struct_pb2.Value(string_value="z")})
+                if ours is slim else
+                discovery_wire.Struct(fields={"NAME": discovery_wire.Value(string_value="z")}))
+    request = ours.DeltaDiscoveryRequest(
+        node=ours.Node(id="ztunnel~10.0.0.2~z.istio-system~istio-system.svc.cluster.local",
+                       cluster="Kubernetes", metadata=metadata),
         type_url=types.ADDRESS, resource_names_subscribe=["a"],
         resource_names_unsubscribe=["b"], initial_resource_versions={"c": "1"},
-        response_nonce="n1", error_detail=slim.Status(code=3, message="bad c"))
+        response_nonce="n1", error_detail=ours.Status(code=3, message="bad c"))
     real = envoy.DeltaDiscoveryRequest.FromString(request.SerializeToString())
     assert real.node.id.startswith("ztunnel~") and real.node.cluster == "Kubernetes"
     assert real.node.metadata["NAME"] == "z"
@@ -106,7 +110,7 @@ def test_the_wds_session_takes_discoverys_answers_through_the_slim_types() -> No
     assert not errors, errors
     discovery.store.replace("test", objects)
     state = WorkloadState()
-    session = WdsSession(slim.Node(id=ZTUNNEL, cluster="Kubernetes"), state)
+    session = WdsSession(discovery_wire.Node(id=ZTUNNEL, cluster="Kubernetes"), state)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -118,7 +122,7 @@ def test_the_wds_session_takes_discoverys_answers_through_the_slim_types() -> No
                     ready.set()
 
             client = XdsClient(f"127.0.0.1:{port}", session, changed, DELTA_METHOD,
-                               response_type=slim.DeltaDiscoveryResponse)
+                               response_type=discovery_wire.DeltaDiscoveryResponse)
             tg.start_soon(client.run)
             with anyio.fail_after(10):
                 await ready.wait()

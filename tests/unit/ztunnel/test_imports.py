@@ -14,6 +14,7 @@ NOT_LOADED = {
                     "WDS speaks Envoy's messages through core/ztunnel/discovery.proto"),
     "email": "importlib.metadata brings it; ztunnel's version is core/version.py's",
     "zipfile": "the same",
+    "google": "its messages go through core/protowire.py, not the protobuf runtime",
 }
 
 
@@ -32,3 +33,14 @@ def test_the_modules_it_was_cut_from_are_not_loaded_either() -> None:
                                            capture_output=True, text=True).stdout))
     # anyio's TLS streams serve only TLS endpoints (core/http.py); ztunnel's are plaintext.
     assert {"importlib.metadata", "anyio.streams.tls"} & loaded == set()
+
+
+def test_its_command_line_loads_no_shutil() -> None:
+    # argparse imports shutil (and bz2, lzma: 0.5 MiB) for the terminal's width in every
+    # formatter unless given one; the CLI's own formatter finds it without.
+    code = ("import json, sys; from pilotfish.cli.main import build_parser; "
+            "build_parser(['ztunnel']); import pilotfish.agent.ztunnel; "
+            "print(json.dumps(sorted(sys.modules)))")
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], check=True,
+                                           capture_output=True, text=True).stdout))
+    assert {"shutil", "bz2", "lzma"} & loaded == set()

@@ -64,11 +64,18 @@ def test_the_command_runs_pilotfish_ztunnel_with_every_setting(tmp_path):
     backend = ZtunnelBackend()
     opts = options(tmp_path)
     argv = backend.command(opts, backend.write_bootstrap(opts))
-    assert argv[:4] == [sys.executable, "-m", "pilotfish.cli", "ztunnel"]
+    cache = opts.config_dir / "pycache"
+    assert argv[:9] == [sys.executable, "-OO", "-X", "no_debug_ranges", "-X",
+                        f"pycache_prefix={cache}", "-m", "pilotfish.cli", "ztunnel"]
+    # the bootstrap compiled ztunnel's modules there, as that interpreter does (opt-2)
+    tag = sys.implementation.cache_tag
+    compiled = {p.name for p in cache.rglob("*.pyc")}
+    assert {f"proxy.{tag}.opt-2.pyc", f"ztunnel.{tag}.opt-2.pyc", f"_asyncio.{tag}.opt-2.pyc",
+            f"shutil.{tag}.opt-2.pyc"} <= compiled
     # what `pilotfish ztunnel` itself makes of those flags
     parser = argparse.ArgumentParser()
     ztunnel_command.add_arguments(parser)
-    args = parser.parse_args(argv[4:])
+    args = parser.parse_args(argv[9:])
     assert (args.discovery, args.root_cert, args.token_file, args.zds_socket) == (
         "10.0.0.1:15012", tmp_path / "root-cert.pem", tmp_path / "token",
         tmp_path / "ztunnel.sock")
