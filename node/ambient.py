@@ -29,6 +29,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from pilotfish.core.meshconfig import GroupChoice, MeshConfig
 from pilotfish.core.plugins import PluginError, active_proxy
@@ -147,7 +148,9 @@ class AmbientNode:
         options = self.ztunnel_options()
         name = self.backend.name
         try:
-            path = self.backend.write_bootstrap(options)
+            # In a thread: a backend may compile what it runs as it writes (ztunnel's
+            # bytecode, a second or two), and the node serves its pods meanwhile.
+            path = await anyio.to_thread.run_sync(self.backend.write_bootstrap, options)
             self.backend.check(path)
         except (ProxyError, OSError) as exc:
             raise NodeError(f"ztunnel (proxy backend {name}): {exc}") from None
