@@ -865,6 +865,7 @@ class NativeProxy:
                           remote, local)
         while True:
             connection.serve = fast
+            connection.pump()  # what is parsed already: the first request, pipelined ones
             try:
                 request = await connection.next()
             except http1.ParseError as exc:

@@ -1,7 +1,7 @@
 """The native proxy's callback path (`core/native/fast_path.py`) and what it hands to the
 serving task, over real sockets: a keep-alive client, the proxy in process, and an upstream
 HTTP/1.1 server that misbehaves on cue. Each case starts with a plain request, so the
-upstream connection is pooled and the case's request is taken by the callback path; the
+upstream connection is pooled and the case's request finds it; the
 proxy's ``fast_taken`` / ``fast_handed`` counts say which path finished it. The answers,
 and Envoy's counters, are what the task path gives (the other native suites run it)."""
 
@@ -120,11 +120,11 @@ async def setup() -> tuple[NativeProxy, Upstream, asyncio.Server, Client]:
     proxy = await proxy_with([static_cluster("backend", server.sockets[0].getsockname()[1])],
                              [manager(port)])
     client = Client(*await asyncio.open_connection("127.0.0.1", port))
-    # a connection's first request is read before the protocol is known: the task
-    # serves it, and pools the upstream connection it makes
+    # no pooled upstream connection yet: the callback path hands the first request to
+    # the task, which connects (and pools the connection)
     first = await client.ask("/")
     assert first.status == 200
-    assert (proxy.fast_taken, proxy.fast_handed) == (0, 0)
+    assert (proxy.fast_taken, proxy.fast_handed) == (1, 1)
     return proxy, upstream, server, client
 
 
@@ -148,11 +148,25 @@ def test_plain_requests_are_served_whole_from_the_callbacks():
             assert answer.status == 200 and answer.body == b"5"
             assert answer.header("server") == "istio-envoy"
             assert answer.header("x-envoy-upstream-service-time") is not None
-        assert (proxy.fast_taken, proxy.fast_handed) == (3, 0)
+        assert (proxy.fast_taken, proxy.fast_handed) == (4, 1)
         assert upstream.connections == 1  # the pooled connection, reused
         counters = proxy.stats.counters
-        assert counters["http.front.downstream_rq_total"] == 4  # the first, the task's
+        assert counters["http.front.downstream_rq_total"] == 4
         assert counters["cluster.backend.upstream_rq_200"] == 4
+
+    run(case)
+
+
+def test_a_connection_per_request_is_served_from_the_callbacks():
+    async def case(proxy: NativeProxy, upstream: Upstream, client: Client) -> None:
+        port = client.writer.get_extra_info("peername")[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)  # to the proxy's close
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n0")
+        assert (proxy.fast_taken, proxy.fast_handed) == (2, 1)  # its first request too
+        assert upstream.connections == 1
 
     run(case)
 
@@ -160,9 +174,9 @@ def test_plain_requests_are_served_whole_from_the_callbacks():
 def test_no_idle_pooled_connection_hands_the_request_to_the_task():
     async def case(proxy: NativeProxy, upstream: Upstream, client: Client) -> None:
         assert (await client.ask("/close")).status == 200  # its connection is not kept
-        assert (proxy.fast_taken, proxy.fast_handed) == (1, 0)
-        assert (await client.ask("/")).status == 200  # the task connects
         assert (proxy.fast_taken, proxy.fast_handed) == (2, 1)
+        assert (await client.ask("/")).status == 200  # the task connects
+        assert (proxy.fast_taken, proxy.fast_handed) == (3, 2)
         assert upstream.connections == 2
 
     run(case)
@@ -173,11 +187,11 @@ def test_a_reset_after_sending_is_retried_by_the_task():
         upstream.resets = 1
         answer = await client.ask("/reset")
         assert answer.status == 200
-        assert (proxy.fast_taken, proxy.fast_handed) == (1, 1)
+        assert (proxy.fast_taken, proxy.fast_handed) == (2, 2)
         assert proxy.stats.counters["cluster.backend.upstream_rq_retry"] == 1
         assert upstream.connections == 2  # the retry connected anew
         assert (await client.ask("/")).status == 200  # and the callback path goes on
-        assert (proxy.fast_taken, proxy.fast_handed) == (2, 1)
+        assert (proxy.fast_taken, proxy.fast_handed) == (3, 2)
 
     run(case)
 
@@ -186,7 +200,7 @@ def test_a_per_try_timeout_on_the_callback_path_answers_504():
     async def case(proxy: NativeProxy, upstream: Upstream, client: Client) -> None:
         answer = await client.ask("/slow")
         assert answer.status == 504 and answer.body == b"upstream request timeout"
-        assert (proxy.fast_taken, proxy.fast_handed) == (1, 1)
+        assert (proxy.fast_taken, proxy.fast_handed) == (2, 2)
         assert (await client.ask("/")).status == 200  # on a new upstream connection
         assert upstream.connections == 2
 
@@ -198,7 +212,7 @@ def test_a_retried_status_is_retried_by_the_task():
         upstream.unavailable = 1
         answer = await client.ask("/unavailable")
         assert answer.status == 200
-        assert (proxy.fast_taken, proxy.fast_handed) == (1, 1)
+        assert (proxy.fast_taken, proxy.fast_handed) == (2, 2)
         assert upstream.unavailable == 0  # the 503 came, and the retry was answered
 
     run(case)
@@ -208,12 +222,12 @@ def test_streamed_bodies_go_the_task_path():
     async def case(proxy: NativeProxy, upstream: Upstream, client: Client) -> None:
         upload = await client.ask("/", b"u" * BIG)  # streamed up: never taken
         assert upload.status == 200 and upload.body == str(BIG).encode()
-        assert (proxy.fast_taken, proxy.fast_handed) == (0, 0)
+        assert (proxy.fast_taken, proxy.fast_handed) == (1, 1)
         download = await client.ask("/big")  # taken, its long answer streamed by the task
         assert download.status == 200 and len(download.body) == BIG
-        assert (proxy.fast_taken, proxy.fast_handed) == (1, 1)
+        assert (proxy.fast_taken, proxy.fast_handed) == (2, 2)
         assert (await client.ask("/")).status == 200
-        assert (proxy.fast_taken, proxy.fast_handed) == (2, 1)
+        assert (proxy.fast_taken, proxy.fast_handed) == (3, 2)
 
     run(case)
 
@@ -222,7 +236,7 @@ def test_a_route_with_a_filter_goes_the_task_path():
     async def case(proxy: NativeProxy, upstream: Upstream, client: Client) -> None:
         answer = await client.ask("/fault")
         assert answer.status == 418 and answer.body == b"fault filter abort"
-        assert (proxy.fast_taken, proxy.fast_handed) == (0, 0)
+        assert (proxy.fast_taken, proxy.fast_handed) == (1, 1)
         assert proxy.stats.counters["http.front.fault.aborts_injected"] == 1
 
     run(case)
@@ -233,7 +247,7 @@ def test_an_upstream_closing_mid_answer_is_a_503():
         answer = await client.ask("/cut")
         assert answer.status == 503
         assert answer.body.startswith(b"upstream connect error or disconnect/reset")
-        assert (proxy.fast_taken, proxy.fast_handed) == (1, 1)
+        assert (proxy.fast_taken, proxy.fast_handed) == (2, 2)
         assert (await client.ask("/")).status == 200
         assert upstream.connections == 2
 
