@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from pilotfish.core.native import http1
 
@@ -27,6 +28,17 @@ READ_SIZE = 65536
 # A streamed body's parts held before reading from the peer pauses until they are taken.
 BODY_BUFFER = 1024 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# What an upstream exchange ends with: the final answer, or why none came.
+Result = http1.Message | Exception
+
+
+class Handback(Protocol):
+    """A request the callback path started and hands to the serving task to finish."""
+
+    @property
+    def request(self) -> http1.Message:
+        """The request, as it came."""
 
 
 class Http1Connection(asyncio.Protocol):
@@ -53,6 +65,17 @@ class Http1Connection(asyncio.Protocol):
         # ``asyncio.get_running_loop()`` makes a getpid system call, and the serving task
         # waits twice a request.
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The callback path (see `pump`). Downstream: ``serve`` takes a whole request
+        # from ``data_received`` (True) or leaves it to the task (False); ``busy`` while
+        # its answer is not written yet; ``handed`` what it gives the task to finish;
+        # ``held`` when the answer filled the write buffer (the next request waits for
+        # room). Upstream: ``answered`` gets the final answer of a request `send` sent.
+        self.serve: Callable[[http1.Message], bool] | None = None
+        self.busy = False
+        self.held = False
+        self.handed: Handback | None = None
+        self.finished = False  # the callback path ended the connection (`finish`)
+        self.answered: Callable[[Result], None] | None = None
 
     @classmethod
     def adopt(cls, writer: asyncio.StreamWriter, parser: http1.Parser) -> Http1Connection:
@@ -88,16 +111,19 @@ class Http1Connection(asyncio.Protocol):
             elif self.parser.streaming and self.transport is not None and \
                     sum(map(len, self.parser.chunks)) > BODY_BUFFER:
                 self.transport.pause_reading()  # the taker is slower than the sender
+            if self.serve is not None:
+                self.pump()
+                return
         self._wake()
 
     def eof_received(self) -> bool:
         self._ended = True
-        self._wake()
+        self._wake_someone()
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended = True
-        self._wake()
+        self._wake_someone()
         self.resume_writing()
         if self._timer is not None:
             self._timer.cancel()
@@ -111,11 +137,81 @@ class Http1Connection(asyncio.Protocol):
         drained, self._drained = self._drained, None
         if drained is not None and not drained.done():
             drained.set_result(None)
+        if self.held:  # the callback path waited for room before the next request
+            self.held = self.busy = False
+            self.pump()
 
     def _wake(self) -> None:
+        if self.answered is not None:  # an exchange `send` started: answered from here
+            result = self._result()
+            if result is not None:
+                answered, self.answered = self.answered, None
+                self._deadline = None
+                answered(result)
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _wake_someone(self) -> None:
+        """The peer closed: the callback path's pump sees to it while it serves, else the
+        task waiting is woken."""
+        if self.serve is not None and not self.busy and self.answered is None:
+            self.pump()
+        else:
+            self._wake()
+
+    # -- the callback path -------------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Hand whole requests to ``serve`` one at a time, from the protocol's callbacks,
+        while it takes them: a request served this way costs no task wake-up and no
+        future. What it leaves (and an error, or the peer's close) wakes the task, which
+        serves it the ordinary way. The request in flight keeps the rest waiting, so
+        answers go out in order."""
+        serve, parser = self.serve, self.parser
+        while serve is not None and not self.busy:
+            message = parser.peek()
+            if message is None:
+                if self._error is not None or self._ended:
+                    self._wake()
+                return
+            if message.streamed:
+                self._wake()
+                return
+            parser.next()
+            self.busy = True
+            if not serve(message):
+                self.busy = False
+                parser.unread(message)
+                self._wake()
+                return
+
+    def served(self) -> None:
+        """The callback path wrote its answer: on to the next request (once the answer
+        has left, when it filled the write buffer)."""
+        if self._paused and not self._ended:
+            self.held = True
+            return
+        self.busy = False
+        self.pump()
+
+    def hand_back(self, handed: Handback) -> None:
+        """The task finishes this request (`next` returns it; `take_handed` the rest)."""
+        self.handed = handed
+        self._wake()
+
+    def finish(self) -> None:
+        """The callback path is done with the connection (its last answer written, or
+        the client gone): it closes, and the task's `next` returns None."""
+        self.finished = True
+        self.busy = False
+        self.close()
+        self._wake()
+
+    def take_handed(self) -> Handback | None:
+        handed, self.handed = self.handed, None
+        return handed
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
@@ -156,15 +252,20 @@ class Http1Connection(asyncio.Protocol):
     async def next(self) -> http1.Message | None:
         """The next whole message; None once the peer has closed without one."""
         while True:
-            message = self.parser.next()
-            if message is not None:
-                if message.streamed:  # its body comes from here, as it arrives
-                    message.body_source, self.taken = self, 0
-                return message
-            if self._error is not None:
-                raise self._error
-            if self._ended:
+            if self.handed is not None:
+                return self.handed.request
+            if self.finished:
                 return None
+            if not self.busy:  # (else the callback path serves a request: its answer first)
+                message = self.parser.next()
+                if message is not None:
+                    if message.streamed:  # its body comes from here, as it arrives
+                        message.body_source, self.taken = self, 0
+                    return message
+                if self._error is not None:
+                    raise self._error
+                if self._ended:
+                    return None
             # (``_wait`` written out: once a request, a coroutine fewer)
             waiter = self._waiter = self._running_loop().create_future()
             try:
@@ -178,6 +279,34 @@ class Http1Connection(asyncio.Protocol):
         seconds, EOFError when the peer closes first, ``http1.ParseError``). With
         ``stream_over``, a longer answer (or one of unknown length) comes back at its
         head, ``streamed``: its body from :meth:`chunk`."""
+        loop = self._start(data, head_only, timeout, stream_over)
+        try:
+            while True:
+                result = self._result()
+                if result is not None:
+                    if isinstance(result, Exception):
+                        raise result
+                    return result
+                waiter = self._waiter = loop.create_future()  # (``_wait`` written out)
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+        finally:
+            self._deadline = None
+
+    def send(self, data: bytes, answered: Callable[[Result], None], head_only: bool = False,
+             timeout: float = 0.0, stream_over: int = 0) -> None:
+        """:meth:`exchange` without a task: ``answered`` is called from the protocol's
+        callbacks with the final response, or with what :meth:`exchange` would raise."""
+        self._start(data, head_only, timeout, stream_over)
+        self.answered = answered
+        if self._ended or self._error is not None:
+            self._wake()
+
+    def _start(self, data: bytes, head_only: bool, timeout: float,
+               stream_over: int) -> asyncio.AbstractEventLoop:
+        """Send a request, and arm the timer for its answer's deadline."""
         loop = self._running_loop()
         self.parser.head_only = head_only
         self.parser.stream_over = stream_over
@@ -190,26 +319,25 @@ class Http1Connection(asyncio.Protocol):
                 if timer is not None:
                     timer.cancel()
                 self._timer = loop.call_at(deadline, self._check_deadline)
-        try:
-            while True:
-                message = self.parser.next()
-                if message is not None:
-                    if message.status >= 200:
-                        return message
-                    continue  # 1xx: the answer is still to come
-                if self._error is not None:
-                    raise self._error
-                if self._ended:
-                    raise EOFError("the upstream closed the connection")
-                if self._late:
-                    raise TimeoutError()
-                waiter = self._waiter = loop.create_future()  # (``_wait`` written out)
-                try:
-                    await waiter
-                finally:
-                    self._waiter = None
-        finally:
-            self._deadline = None
+        return loop
+
+    def _result(self) -> Result | None:
+        """How the exchange under way ended (None: not yet): its final response (1xx
+        answers skipped), or the error to raise."""
+        parser = self.parser
+        while True:
+            message = parser.next()
+            if message is None:
+                break
+            if message.status >= 200:
+                return message
+        if self._error is not None:
+            return self._error
+        if self._ended:
+            return EOFError("the upstream closed the connection")
+        if self._late:
+            return TimeoutError()
+        return None
 
     async def chunk(self) -> bytes:
         """The next part of a streamed message's body (``exchange`` or ``next`` returned
@@ -239,7 +367,7 @@ class Http1Connection(asyncio.Protocol):
         deadline = self._deadline
         if deadline is None:
             return  # the exchange it was armed for ended in time, and none runs now
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         if loop.time() >= deadline:
             self._late = True
             self._wake()

@@ -199,6 +199,14 @@ class Parser:
     def next(self) -> Message | None:
         return self._done.popleft() if self._done else None
 
+    def peek(self) -> Message | None:
+        """The next whole message, left where it is."""
+        return self._done[0] if self._done else None
+
+    def unread(self, message: Message) -> None:
+        """Put back a message taken with :meth:`next`: it comes out next again."""
+        self._done.appendleft(message)
+
 
 def _head(first: str, headers: list[tuple[str, str]]) -> bytes:
     # ": ".join of a (name, value) pair is its line, joined in C (an f-string per header

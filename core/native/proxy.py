@@ -64,7 +64,16 @@ from pilotfish.core.native.config import (
     Listener,
     TcpProxy,
 )
-from pilotfish.core.native.connection import Http1Connection
+from pilotfish.core.native.connection import Http1Connection, Result
+from pilotfish.core.native.fast_path import FastServer
+from pilotfish.core.native.forwarding import (
+    Handed,
+    Plan,
+    Tried,
+    UpstreamFailed,
+    speaks_h2,
+    try_limit,
+)
 from pilotfish.core.native.http2 import starts_h2
 from pilotfish.core.native.pool import Connecting, Pool, UpstreamBody, pool_key
 from pilotfish.core.native.sockets import (
@@ -95,15 +104,6 @@ NO_PEER = rbac.Facts()  # what a request tells of a connection nobody described
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 OVERFLOW = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 TIMEOUT = "upstream request timeout"
-
-
-class UpstreamFailed(Exception):
-    """No response came: the reason, as Envoy words it in its 503 body."""
-
-    def __init__(self, reason: str, sent: bool, flag: str = "UF") -> None:
-        super().__init__(reason)
-        self.sent = sent  # the request may have reached the upstream
-        self.flag = flag  # the response flag: UF, or UO for a circuit breaker's overflow
 
 
 # What a request is answered with: the response, how it went, and for an upgrade the
@@ -196,12 +196,6 @@ def _streams_h2(headers: Sequence[tuple[str, str]]) -> bool:
     return length.isdigit() and int(length) > STREAM_OVER
 
 
-def _speaks_h2(cluster: Cluster, request: http1.Message) -> bool:
-    """Whether ``request`` goes to ``cluster``'s hosts over HTTP/2."""
-    return cluster.protocol == "h2" or (cluster.protocol == "downstream" and
-                                        request.version == "2")
-
-
 # a UUID's variant digit (10xx in binary) for a random hex digit
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
@@ -279,6 +273,10 @@ class NativeProxy:
         self.draining = False
         self.rng = random.Random()
         self._log_lines: list[str] = []  # access-log lines not yet written
+        # HTTP/1.1 requests the callback path took (`fast_path`), and those of them it
+        # handed to the serving task to finish (no pooled connection, a retry, ...)
+        self.fast_taken = 0
+        self.fast_handed = 0
 
     @property
     def istio(self) -> IstioSeries:
@@ -863,18 +861,32 @@ class NativeProxy:
         total = f"http.{config.stat_prefix}.downstream_rq_total"
         remote = address_text(connection.get_extra_info("peername"))
         local = address_text(connection.get_extra_info("sockname"))
+        # Plain requests are served from the connection's callbacks while this task
+        # waits; it serves what they leave (`fast_path`).
+        fast = FastServer(self, config, connection, scheme, destination, peer, origin,
+                          remote, local)
         while True:
+            connection.serve = fast
+            connection.pump()  # what is parsed already: the first request, pipelined ones
             try:
                 request = await connection.next()
             except http1.ParseError as exc:
                 connection.write(_bad_request(exc))
                 return
+            finally:
+                connection.serve = None
             if request is None:
                 return
-            self.stats.inc(total)
-            started = time.time()
+            handed = connection.take_handed()
+            assert handed is None or isinstance(handed, Handed)
+            if handed is None:
+                self.stats.inc(total)
+                started = time.time()
+            else:
+                started = handed.started
             outcome = await self._exchange(config, request, connection, scheme,
-                                           destination, peer or NO_PEER, origin)
+                                           destination, peer or NO_PEER, origin, handed)
+            connection.busy = False
             self._finished(config, request, outcome, started, remote, local, peer)
             if connection.parser.streaming:  # the rest of an upload nobody read
                 await connection.linger(DELAYED_CLOSE)
@@ -888,11 +900,13 @@ class NativeProxy:
     async def _exchange(self, config: HttpManager, request: http1.Message,
                         connection: Http1Connection, scheme: str = "http",
                         destination: tuple[str, int] | None = None,
-                        peer: rbac.Facts = NO_PEER, origin: UpstreamSource | None = None
-                        ) -> Outcome:
-        """Answer one HTTP/1.1 request (an upgrade becomes a tunnel)."""
+                        peer: rbac.Facts = NO_PEER, origin: UpstreamSource | None = None,
+                        handed: Handed | None = None) -> Outcome:
+        """Answer one HTTP/1.1 request (an upgrade becomes a tunnel); ``handed``: one the
+        callback path began."""
         response, outcome, upgrade = await self._respond(config, request, scheme,
-                                                         destination, peer, origin=origin)
+                                                         destination, peer, origin=origin,
+                                                         handed=handed)
         if upgrade is not None:
             await self._upgrade(*upgrade, *connection.streams(), destination, origin)
             return outcome
@@ -1123,22 +1137,92 @@ class NativeProxy:
         self.counts.request(outcome, received, seconds, peer, request,
                            logging.metrics, attributes)
 
+    def _route(self, config: HttpManager, request: http1.Message, scheme: str
+               ) -> routing.Decision | None:
+        """The route ``request`` takes (None: no route matches)."""
+        connect = request.method == "CONNECT"  # routed with no path (connect_matcher)
+        authority = request.header("host") or (request.target if connect else "")
+        table = self._table(config)
+        if table is None:
+            return None
+        return table.route(authority, "" if connect else request.target,
+                           _MatchedHeaders(request, authority, scheme))
+
     async def _respond(self, config: HttpManager, request: http1.Message,
                        scheme: str = "http", destination: tuple[str, int] | None = None,
                        peer: rbac.Facts = NO_PEER,
                        streamed: tuple[http2.Connection, http2.Stream] | None = None,
-                       origin: UpstreamSource | None = None
+                       origin: UpstreamSource | None = None, handed: Handed | None = None
                        ) -> Answered:
         """What to answer one request with, whichever protocol carried it; an upgrade
-        (WebSocket) comes back as the cluster and request to open the tunnel to."""
+        (WebSocket) comes back as the cluster and request to open the tunnel to.
+        ``handed``: one the callback path routed already, perhaps tried once."""
+        if handed is not None:
+            plan = handed.plan
+        else:
+            planned = await self._filter_and_plan(config, request, scheme, peer, origin)
+            if not isinstance(planned, Plan):
+                return planned
+            plan = planned
+        cluster, outgoing, action = plan.cluster, plan.outgoing, plan.action
+        cluster_name, route, connect = cluster.name, plan.route, request.method == "CONNECT"
+        if connect or request.upgrade is not None:
+            allowed = (config.connect or action.connect) if connect else \
+                (config.websocket or action.websocket)
+            if not allowed:
+                return self._local(config, routing.Respond(403, b"upgrade not allowed"),
+                                   cluster_name, route=route)
+            status = 200 if connect else 101
+            return (http1.Message([], status=status),
+                    Outcome(status, cluster_name, keep=False, route=route),
+                    (cluster, outgoing))
+        if streamed is not None:
+            if speaks_h2(cluster, outgoing):  # passed on as it comes, both ways
+                return await self._relay(config, cluster, outgoing, plan.decision,
+                                         plan.added, plan.flags, plan.started, peer,
+                                         *streamed, origin=origin)
+            if not _is_grpc(request.headers):  # a long upload: to stream to HTTP/1.1
+                request.body_source = outgoing.body_source = H2Body(*streamed)
+                request.streamed = outgoing.streamed = True
+            else:
+                try:
+                    outgoing.body, outgoing.trailers = await collect_body(*streamed)
+                except http2.StreamError as exc:
+                    return self._local(config, routing.Respond(400, str(exc).encode()),
+                                       cluster_name, "DPE", route)
+        try:
+            response, host = await self._forward(
+                cluster, outgoing, action, destination, peer.source, origin=origin,
+                handed=handed)
+        except UpstreamFailed as exc:
+            return self._failed(config, plan, exc)
+        return (*self._answered(config, plan, response, host, peer), None)
+
+    def _failed(self, config: HttpManager, plan: Plan, exc: UpstreamFailed) -> Answered:
+        """The local answer to a request no upstream answered."""
+        timeout = str(exc) == TIMEOUT
+        return self._local(config, routing.Respond(504 if timeout else 503, str(exc).encode()),
+                           plan.cluster.name, "UT" if timeout else exc.flag, plan.route)
+
+    def _answered(self, config: HttpManager, plan: Plan, response: http1.Message,
+                  host: tuple[str, int], peer: rbac.Facts
+                  ) -> tuple[http1.Message, Outcome]:
+        """An upstream's answer as it goes downstream, and how the request went."""
+        response.headers = _answer_head(response.headers, plan.decision, peer, plan.added,
+                                        plan.started)
+        cluster = plan.cluster.name
+        self.stats.request_done(cluster, config.stat_prefix, response.status)
+        # (positional: Outcome's fields in order, status to grpc_status)
+        return response, Outcome(response.status, cluster, address_text(host),
+                                 len(response.body), plan.flags, True, plan.route,
+                                 _grpc_status(response))
+
+    async def _filter_and_plan(self, config: HttpManager, request: http1.Message,
+                               scheme: str, peer: rbac.Facts,
+                               origin: UpstreamSource | None) -> Plan | Answered:
+        """The route's filters, then its plan, or the answer the proxy gives itself."""
         started = time.monotonic()
-        authority = request.header("host") or (request.target if request.method == "CONNECT"
-                                               else "")
-        headers = _MatchedHeaders(request, authority, scheme)
-        table = self._table(config)
-        connect = request.method == "CONNECT"  # routed with no path (connect_matcher)
-        decision = table.route(authority, "" if connect else request.target, headers) \
-            if table else None
+        decision = self._route(config, request, scheme)
         added: Sequence[tuple[str, str]] = ()  # what the filters add to the answer
         flags = "-"
         if config.filters and not http_filters.idle(
@@ -1161,6 +1245,16 @@ class NativeProxy:
                     flags=refused.flags,
                     route=decision.route.name if decision is not None else "")
             request.headers = call.headers
+        return self._plan(config, request, decision, scheme, peer, added, flags, started,
+                          origin)
+
+    def _plan(self, config: HttpManager, request: http1.Message,
+              decision: routing.Decision | None, scheme: str, peer: rbac.Facts,
+              added: Sequence[tuple[str, str]], flags: str, started: float,
+              origin: UpstreamSource | None) -> Plan | Answered:
+        """Where a routed request goes and as what (mirrors sent their copy); or the
+        answer the proxy gives itself (no route, a redirect, a direct response, no such
+        cluster)."""
         if decision is None:
             return self._local(config, routing.Respond(404), flags="NR")
         route = decision.route.name
@@ -1169,6 +1263,8 @@ class NativeProxy:
             if isinstance(action, routing.Redirect):
                 prefix = decision.route.match.value \
                     if decision.route.match.kind == "prefix" else ""
+                authority = request.header("host") or (
+                    request.target if request.method == "CONNECT" else "")
                 answer = action.answer(scheme, authority, request.target, prefix)
             else:
                 answer = action
@@ -1186,43 +1282,7 @@ class NativeProxy:
         for mirror, portion in action.mirrors:
             if portion >= 1.0 or self.rng.random() < portion:
                 self._shadow(mirror, outgoing, action.timeout, origin)
-        if connect or request.upgrade is not None:
-            allowed = (config.connect or action.connect) if connect else \
-                (config.websocket or action.websocket)
-            if not allowed:
-                return self._local(config, routing.Respond(403, b"upgrade not allowed"),
-                                   cluster_name, route=route)
-            status = 200 if connect else 101
-            return (http1.Message([], status=status),
-                    Outcome(status, cluster_name, keep=False, route=route),
-                    (cluster, outgoing))
-        if streamed is not None:
-            if _speaks_h2(cluster, outgoing):  # passed on as it comes, both ways
-                return await self._relay(config, cluster, outgoing, decision, added, flags,
-                                         started, peer, *streamed, origin=origin)
-            if not _is_grpc(request.headers):  # a long upload: to stream to HTTP/1.1
-                request.body_source = outgoing.body_source = H2Body(*streamed)
-                request.streamed = outgoing.streamed = True
-            else:
-                try:
-                    outgoing.body, outgoing.trailers = await collect_body(*streamed)
-                except http2.StreamError as exc:
-                    return self._local(config, routing.Respond(400, str(exc).encode()),
-                                       cluster_name, "DPE", route)
-        try:
-            response, host = await self._forward(
-                cluster, outgoing, action, destination, peer.source, origin=origin)
-        except UpstreamFailed as exc:
-            timeout = str(exc) == "upstream request timeout"
-            return self._local(config, routing.Respond(504 if timeout else 503,
-                                                       str(exc).encode()),
-                               cluster_name, "UT" if timeout else exc.flag, route)
-        response.headers = _answer_head(response.headers, decision, peer, added, started)
-        self.stats.request_done(cluster.name, config.stat_prefix, response.status)
-        # (positional: Outcome's fields in order, status to grpc_status)
-        return response, Outcome(response.status, cluster.name, address_text(host),
-                                 len(response.body), flags, True, route,
-                                 _grpc_status(response)), None
+        return Plan(decision, action, cluster, outgoing, added, flags, started)
 
     async def _authorize(self, config: HttpManager, call: http_filters.Request,
                          result: http_filters.Outcome) -> http_filters.Outcome:
@@ -1326,14 +1386,18 @@ class NativeProxy:
 
     async def _forward(self, cluster: Cluster, request: http1.Message,
                        action: routing.Forward, destination: tuple[str, int] | None = None,
-                       source: str = "", local: str = "", origin: UpstreamSource | None = None
+                       source: str = "", local: str = "", origin: UpstreamSource | None = None,
+                       handed: Handed | None = None
                        ) -> tuple[http1.Message, tuple[str, int]]:
         """Send ``request`` with the route's retries; ``source`` (the client's IP) and
-        ``local`` (the address it reached; else ``destination``'s) are for hash policies."""
+        ``local`` (the address it reached; else ``destination``'s) are for hash policies.
+        ``handed``: the callback path's first try, when it made one, taken as this
+        loop's first."""
         retry = action.retry
         # A streamed body cannot be sent twice: no retry (as Envoy, past its buffer limit).
         attempts = 1 + (retry.num_retries if retry and not request.streamed else 0)
-        tried: set[tuple[str, int]] = set()
+        tried: set[tuple[str, int]] = handed.tried if handed is not None else set()
+        first: Tried | None = handed.first if handed is not None else None
         key = hashing.request_key(
             action.hash_policy, request.headers, request.target, source,
             local or (address_text(destination) if destination else "")) \
@@ -1349,11 +1413,16 @@ class NativeProxy:
                 self.stats.inc(f"cluster.{cluster.name}.upstream_rq_retry_overflow")
                 break
             try:
-                response = await self._attempt(cluster, request, set() if sticky else tried,
-                                               action.timeout,
-                                               retry.per_try_timeout if retry else 0.0,
-                                               destination,
-                                               key.hash if key is not None else None, origin)
+                if first is not None:  # the callback path's try
+                    tried_once, first = first, None
+                    if isinstance(tried_once, UpstreamFailed):
+                        raise tried_once
+                    response = tried_once
+                else:
+                    response = await self._attempt(
+                        cluster, request, set() if sticky else tried, action.timeout,
+                        retry.per_try_timeout if retry else 0.0, destination,
+                        key.hash if key is not None else None, origin)
             except UpstreamFailed as exc:
                 last = exc
                 self.stats.inc(f"cluster.{cluster.name}.upstream_rq_retry")
@@ -1383,13 +1452,13 @@ class NativeProxy:
                        destination: tuple[str, int] | None = None,
                        hash_key: int | None = None, origin: UpstreamSource | None = None
                        ) -> tuple[http1.Message, tuple[str, int]]:
-        limit = min(timeout, per_try) if timeout and per_try else timeout or per_try
+        limit = try_limit(timeout, per_try)
         upstream = self._upstream(cluster)
         if not upstream.breaker.start_request():
             self.stats.inc(f"cluster.{cluster.name}.upstream_rq_pending_overflow")
             raise UpstreamFailed(OVERFLOW, sent=False, flag="UO")
         try:
-            if _speaks_h2(cluster, request):
+            if speaks_h2(cluster, request):
                 return await self._attempt_h2(cluster, request, tried, limit, destination,
                                               hash_key, origin)
             return await self._exchange_upstream(cluster, upstream, request, tried, limit,
@@ -1427,32 +1496,43 @@ class NativeProxy:
             connection = Http1Connection.adopt(writer, http1.Parser(response=True))
             key = pool_key(cluster.name, host, origin)
         balancer.started(host)
+        result: Result
         try:
             if request.streamed:
-                response = await exchange_streamed(connection, request, limit)
+                result = await exchange_streamed(connection, request, limit)
             else:
-                response = await connection.exchange(
+                result = await connection.exchange(
                     http1.request_bytes(request), request.method == "HEAD", limit,
                     STREAM_OVER)
-        except DownstreamGone:
-            self.pool.forget(connection)
-            connection.close()
-            raise UpstreamFailed("downstream closed the connection in the request body",
-                                 sent=True, flag="DC") from None
-        except TimeoutError:
-            self.pool.forget(connection)
-            connection.close()
-            self._outlier(cluster, host, failed="timeout")
-            raise UpstreamFailed(TIMEOUT, sent=True) from None
-        except (OSError, ConnectionError, http1.ParseError, EOFError) as exc:
-            self.pool.forget(connection)
-            connection.close()
-            self._outlier(cluster, host, failed="reset")
-            raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
-                                 f"reset reason: connection termination ({exc})",
-                                 sent=True) from None
+        except (DownstreamGone, OSError, http1.ParseError, EOFError) as exc:
+            result = exc
         finally:
             balancer.finished(host)
+        return self._exchanged(cluster, upstream, request, connection, key, host,
+                               result), host
+
+    def _exchanged(self, cluster: Cluster, upstream: Upstream, request: http1.Message,
+                   connection: Http1Connection, key: tuple[Any, ...], host: tuple[str, int],
+                   result: Result) -> http1.Message:
+        """A try's answer, after what it means for outlier detection and the connection
+        (pooled again, kept by a streamed body, or closed); a failure raised as
+        `UpstreamFailed`. Both ways of serving a request end their tries here."""
+        if isinstance(result, Exception):
+            self.pool.forget(connection)
+            connection.close()
+            if isinstance(result, DownstreamGone):
+                raise UpstreamFailed("downstream closed the connection in the request body",
+                                     sent=True, flag="DC")
+            if isinstance(result, TimeoutError):
+                self._outlier(cluster, host, failed="timeout")
+                raise UpstreamFailed(TIMEOUT, sent=True)
+            if not isinstance(result, (OSError, http1.ParseError, EOFError)):
+                raise result
+            self._outlier(cluster, host, failed="reset")
+            raise UpstreamFailed("upstream connect error or disconnect/reset before headers. "
+                                 f"reset reason: connection termination ({result})",
+                                 sent=True)
+        response = result
         if upstream.detector is not None:
             self._outlier(cluster, host, status=response.status)
         if response.streamed:  # the connection is the body's until it has all come
@@ -1463,7 +1543,7 @@ class NativeProxy:
                 key, connection, cluster.max_requests_per_connection)):
             self.pool.forget(connection)
             connection.close()
-        return response, host
+        return response
 
     async def _h2_connection(self, cluster: Cluster, tried: set[tuple[str, int]],
                              destination: tuple[str, int] | None,

@@ -134,3 +134,17 @@ def test_expect_100_continue_is_flagged_for_the_proxy_and_not_kept():
     answer = http1.Parser(response=True)  # an answer's Expect is just a header
     answer.feed(b"HTTP/1.1 200 OK\r\nexpect: 100-continue\r\ncontent-length: 0\r\n\r\n")
     assert not answer.continue_wanted
+
+
+def test_a_message_peeked_or_put_back_comes_out_next():
+    parser = http1.Parser()
+    parser.feed(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+    peeked = parser.peek()
+    assert peeked is not None and peeked.target == "/a"
+    first = parser.next()
+    assert first is peeked
+    parser.unread(first)  # the callback path left it to the task
+    assert parser.next() is first
+    second = parser.next()
+    assert second is not None and second.target == "/b"
+    assert parser.peek() is None and parser.next() is None
