@@ -5,7 +5,9 @@
  * Why a module: stock Envoy has no istio.stats filter, and sending every request to the agent
  * (gRPC access log) costs Envoy ~5 us a request. This logger reads, per request, only what
  * tells a request's *kind* (upstream cluster, response code, gRPC status, response flags,
- * the downstream TLS peer's and our own URI SAN, gRPC or not) and its three measures
+ * the downstream TLS peer's and our own URI SAN, or for an inbound stream without a peer
+ * certificate the HBONE tunnel's identities in dynamic metadata, gRPC or not) and its three
+ * measures
  * (duration to the last byte sent downstream, request and response size with headers), and
  * adds them to one row per kind in a table that the agent maps from a file. The agent turns
  * rows into Istio's labelled series (plugins/envoy/stats_table.py): the labels that depend
