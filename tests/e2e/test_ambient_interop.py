@@ -174,6 +174,8 @@ def test_ambient_pod_to_sidecar_pod_by_service_name(node: Node) -> None:
     works(node, "client.shop", "http://web.mesh:9080/")
     answer = node.curl_json("client.shop", "http://web.mesh:9080/")
     assert answer["service"] == "web", answer  # the sidecar's app saw the request
+    # the headers Envoy's main_internal copies the tunnel's identities through stop there
+    assert not any(h.lower().startswith("x-pilotfish-tunnel") for h in answer["headers"]), answer
     marker = "/wire-check-ambient-to-sidecar"
     on_hbone, on_app = on_the_wire(node, "client.shop", f"http://web.mesh:9080{marker}",
                                    marker, "web")
