@@ -123,6 +123,22 @@ def test_tcp_counts_opened_at_connect_and_bytes_at_close():
     assert labels["request_protocol"] == "tcp" and "response_code" not in labels
 
 
+def test_tunneled_tcp_connections_carry_the_tunnels_identities():
+    metrics = RequestMetrics()
+    message = als_pb2.StreamAccessLogsMessage()
+    for kind in (entry_pb2.TcpUpstreamConnected, entry_pb2.TcpConnectionEnd):
+        entry = message.tcp_logs.log_entry.add()
+        entry.common_properties.upstream_cluster = INBOUND
+        entry.common_properties.access_log_type = kind
+        tunnel_state(entry.common_properties, CLIENT, SERVER)
+    metrics.record_message(slim_entries.StreamAccessLogsMessage.FromString(
+        message.SerializeToString()))
+    for family in ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total"):
+        (sample,) = families(metrics)[family].samples
+        assert (sample.label("source_principal"), sample.label("destination_principal"),
+                sample.label("connection_security_policy")) == (CLIENT, SERVER, "mutual_tls")
+
+
 def test_entries_outside_istios_clusters_are_skipped():
     metrics = RequestMetrics()
     metrics.record_http(http_entry(""))  # no route: no cluster
