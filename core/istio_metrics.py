@@ -33,6 +33,12 @@ LABELS = (
     "connection_security_policy",
 )
 HTTP_ONLY = ("response_code", "grpc_response_status")
+# The filter state a proxy that terminates HBONE (connect_terminate) leaves for the internal
+# hop to its inbound chains, which has no TLS of its own: the tunnel's peer and our own
+# identity, as that mTLS handshake proved them. On that hop they stand for the handshake in
+# `security_labels`, as they stand for the peer's certificate in RBAC.
+PEER_PRINCIPAL = "io.istio.peer_principal"
+LOCAL_PRINCIPAL = "io.istio.local_principal"
 SPECIAL_CLUSTERS = {  # name → reporter
     "PassthroughCluster": "source",
     "BlackHoleCluster": "source",

@@ -5,6 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from envoy.data.accesslog.v3 import accesslog_pb2 as entry_pb2
+from google.protobuf import wrappers_pb2
+
+from pilotfish.core.istio_metrics import LOCAL_PRINCIPAL, PEER_PRINCIPAL
+
+
+def tunnel_state(common: entry_pb2.AccessLogCommon, peer: str, local: str) -> None:
+    """The filter state an entry from a sidecar's ``main_internal`` hop carries, as Envoy
+    sends ``envoy.string`` objects: each an ``Any`` of a ``google.protobuf.StringValue``."""
+    for key, value in ((PEER_PRINCIPAL, peer), (LOCAL_PRINCIPAL, local)):
+        common.filter_state_objects[key].Pack(wrappers_pb2.StringValue(value=value))
 
 
 def http_entry(cluster: str, code: int = 200, *, peer: str = "", local: str = "",
@@ -26,11 +36,12 @@ def http_entry(cluster: str, code: int = 200, *, peer: str = "", local: str = ""
 
 
 def envoy_http_entry(cluster: str, index: int = 0, code: int = 200, *, peer: str = "",
-                     local: str = "", grpc_status: str = "", flags: Sequence[str] = ()
-                     ) -> entry_pb2.HTTPAccessLogEntry:
+                     local: str = "", grpc_status: str = "", flags: Sequence[str] = (),
+                     tunnel: tuple[str, str] | None = None) -> entry_pb2.HTTPAccessLogEntry:
     """An entry with every field Envoy 1.40's gRPC access logger fills for a proxied
     HTTP/1.1 request (captured from one, as ``translators/access_logs.py`` configures it),
-    varied by ``index`` as a stream of requests is: ports, ids, timings, paths."""
+    varied by ``index`` as a stream of requests is: ports, ids, timings, paths. ``tunnel``:
+    the (peer, local) identities of an HBONE tunnel the request came through."""
     entry = entry_pb2.HTTPAccessLogEntry()
     common = entry.common_properties
     port = 30000 + index % 30000
@@ -70,6 +81,8 @@ def envoy_http_entry(cluster: str, index: int = 0, code: int = 200, *, peer: str
         if local:
             tls.local_certificate_properties.subject_alt_name.add(uri=local)
             tls.local_certificate_properties.issuer = "O=cluster.local"
+    if tunnel is not None:
+        tunnel_state(common, *tunnel)
     entry.protocol_version = entry_pb2.HTTPAccessLogEntry.HTTP11
     request = entry.request
     request.request_method = 1  # GET

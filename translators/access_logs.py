@@ -21,6 +21,7 @@ from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from google.protobuf import wrappers_pb2
 
+from pilotfish.core.istio_metrics import LOCAL_PRINCIPAL, PEER_PRINCIPAL
 from pilotfish.core.proxy_backend import ALS_CLUSTER
 from pilotfish.translators.common import duration, pack
 
@@ -72,6 +73,10 @@ def _common() -> als_pb2.CommonGrpcAccessLogConfig:
         transport_api_version=config_source_pb2.V3,
         buffer_flush_interval=duration(FLUSH_INTERVAL),
         buffer_size_bytes=wrappers_pb2.UInt32Value(value=BUFFER_SIZE_BYTES),
+        # A stream an HBONE tunnel brought to the inbound chains over an internal listener
+        # has no TLS of its own: the tunnel's identities are in these (absent elsewhere,
+        # where they cost Envoy a lookup and nothing on the wire).
+        filter_state_objects_to_log=[PEER_PRINCIPAL, LOCAL_PRINCIPAL],
     )
 
 

@@ -10,6 +10,15 @@ Envoy. A logger a Telemetry's metric overrides changed (its log name carries the
 `telemetry`) stays on the gRPC path, where the agent evaluates them entry by entry. Every
 other proxy — no such metadata, the native proxy — is sent what it was sent before.
 
+A sidecar that takes HBONE hands each tunneled stream to its inbound chains over the
+internal listener ``main_internal``, a hop without TLS: the tunnel's identities are filter
+state there (``io.istio.peer_principal``, ``io.istio.local_principal``), which Envoy 1.40's
+access-logger ABI cannot read (its ``get_filter_state`` always answers no) but its dynamic
+metadata it can. So for the module each HCM of that listener starts with two stock filters
+that copy them: ``header_mutation`` writes each into a request header (overwriting any the
+client sent), ``header_to_metadata`` moves it into the metadata namespace `TUNNEL_METADATA`
+and removes the header before anything else sees it. No other listener pays for them.
+
 The xds-protos wheel has no message for that logger's config, so it is declared here, on
 the wire exactly as Envoy 1.40 has it (``envoy.extensions.access_loggers.dynamic_modules.
 v3.DynamicModuleAccessLog``), with the module config as its own copy: the wheel's
@@ -22,19 +31,35 @@ from collections.abc import Sequence
 from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2 as core_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 
-from pilotfish.core.proxy import Proxy
+from pilotfish.core.istio_metrics import LOCAL_PRINCIPAL, PEER_PRINCIPAL
+from pilotfish.core.proxy import Proxy, ProxyType
 from pilotfish.translators.access_logs import HTTP_GRPC_LOGGER, METRICS_LOG_NAME, TCP_GRPC_LOGGER
+from pilotfish.translators.ambient.waypoint_clusters import MAIN_INTERNAL
 from pilotfish.translators.common import pack
+from pilotfish.translators.http_filters import HCM_FILTER
 from pilotfish.translators.telemetry import rewrite_loggers
 
 MODULE_LOGGER = "envoy.access_loggers.dynamic_modules"
 LOGGER_NAME = "istio_stats"  # the module has one logger; named for the config dump's reader
 _PACKAGE = "envoy.extensions.access_loggers.dynamic_modules.v3"
+# Where the tunnel's identities are copied for the module (istio_stats.c reads these names).
+TUNNEL_METADATA = "pilotfish.tunnel"
+TUNNEL_KEYS = ((PEER_PRINCIPAL, "peer_principal", "x-pilotfish-tunnel-peer"),
+               (LOCAL_PRINCIPAL, "local_principal", "x-pilotfish-tunnel-local"))
+HEADER_MUTATION = "envoy.filters.http.header_mutation"
+HEADER_TO_METADATA = "envoy.filters.http.header_to_metadata"
 
 
 def _declare() -> Any:
@@ -104,6 +129,42 @@ def apply(proxy: Proxy, listeners: Sequence[listener_pb2.Listener]) -> None:
         return swapped if swapped != logs else None
 
     rewrite_loggers(listeners, swap)
+    if proxy.type is ProxyType.SIDECAR:
+        for listener in listeners:
+            if listener.name == MAIN_INTERNAL:
+                _copy_tunnel_identities(listener)
+
+
+def tunnel_identity_filters() -> list[hcm_pb2.HttpFilter]:
+    """The two filters that put the tunnel's identities where the module reads them."""
+    overwrite = core_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    mutation = header_mutation_pb2.HeaderMutation()
+    to_metadata = header_to_metadata_pb2.Config()
+    for state, key, header in TUNNEL_KEYS:
+        mutation.mutations.request_mutations.append(mutation_rules_pb2.HeaderMutation(
+            append=core_pb2.HeaderValueOption(
+                header=core_pb2.HeaderValue(key=header, value=f"%FILTER_STATE({state}:PLAIN)%"),
+                append_action=overwrite)))
+        rule = to_metadata.request_rules.add(header=header, remove=True)
+        rule.on_header_present.metadata_namespace = TUNNEL_METADATA
+        rule.on_header_present.key = key
+        rule.on_header_present.type = header_to_metadata_pb2.Config.STRING
+    return [hcm_pb2.HttpFilter(name=HEADER_MUTATION, typed_config=pack(mutation)),
+            hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(to_metadata))]
+
+
+def _copy_tunnel_identities(listener: listener_pb2.Listener) -> None:
+    chains = [*listener.filter_chains, *([listener.default_filter_chain] if
+                                         listener.HasField("default_filter_chain") else [])]
+    for chain in chains:
+        for item in chain.filters:
+            manager = hcm_pb2.HttpConnectionManager()
+            if item.name != HCM_FILTER or not item.typed_config.Unpack(manager):
+                continue
+            filters = [*tunnel_identity_filters(), *manager.http_filters]
+            del manager.http_filters[:]
+            manager.http_filters.extend(filters)
+            item.typed_config.CopyFrom(pack(manager))
 
 
 def _counts_metrics(log: accesslog_pb2.AccessLog) -> bool:

@@ -5,7 +5,10 @@ it (`IstioCounts`), with a Telemetry's overrides.
 Each kind of request (cluster, peer identity, status, flags, gRPC status, protocol) is
 looked up once and remembered with the series it adds to; a Telemetry whose tags read the
 request (CEL) makes each request's labels its own. The labels are Istio's, in Istio's
-order; the peer's principals and our own identity give the TLS ones.
+order; the peer's principals and our own identity give the TLS ones. A connection an
+internal listener took from an HBONE tunnel this proxy terminated has no TLS of its own:
+there the tunnel's identities, which ``connect_terminate`` left in the filter state it
+shares with the hop (``io.istio.peer_principal``, ``io.istio.local_principal``), give them.
 """
 
 from __future__ import annotations
@@ -46,6 +49,15 @@ _RequestSeries = tuple[dict[Any, float], "Key | None", "Histogram | None", "Hist
 
 
 
+def tunneled(peer: rbac.Facts) -> tuple[tuple[str, ...], str]:
+    """The peer's principals and our own identity on a hop without a peer certificate: the
+    HBONE tunnel's, from the filter state, when the hop came from one; else as they are."""
+    client = peer.filter_state.get(istio_metrics.PEER_PRINCIPAL)
+    if not client:
+        return peer.principals, peer.identity
+    return (client,), peer.identity or peer.filter_state.get(istio_metrics.LOCAL_PRINCIPAL, "")
+
+
 class IstioCounts:
     """Istio's request and TCP metrics of one proxy process."""
 
@@ -61,6 +73,8 @@ class IstioCounts:
         for a cluster that is not Istio's. Worked out once per cluster and peer identity."""
         principals, identity = (peer.principals, peer.identity) if peer is not None \
             else ((), "")
+        if not principals and peer is not None and peer.filter_state:
+            principals, identity = tunneled(peer)
         key = (cluster, principals, identity)
         if key in self._labels:
             return self._labels[key]
@@ -87,6 +101,8 @@ class IstioCounts:
         else:
             principals, identity = (peer.principals, peer.identity) if peer is not None \
                 else ((), "")
+            if not principals and peer is not None and peer.filter_state:
+                principals, identity = tunneled(peer)
             kind = (metrics.disabled, outcome.cluster, principals, identity, outcome.status,
                     outcome.flags, outcome.grpc_status, grpc)
             if kind in self._series:

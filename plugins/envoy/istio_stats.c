@@ -5,7 +5,9 @@
  * Why a module: stock Envoy has no istio.stats filter, and sending every request to the agent
  * (gRPC access log) costs Envoy ~5 us a request. This logger reads, per request, only what
  * tells a request's *kind* (upstream cluster, response code, gRPC status, response flags,
- * the downstream TLS peer's and our own URI SAN, gRPC or not) and its three measures
+ * the downstream TLS peer's and our own URI SAN, or for an inbound stream without a peer
+ * certificate the HBONE tunnel's identities in dynamic metadata, gRPC or not) and its three
+ * measures
  * (duration to the last byte sent downstream, request and response size with headers), and
  * adds them to one row per kind in a table that the agent maps from a file. The agent turns
  * rows into Istio's labelled series (plugins/envoy/stats_table.py): the labels that depend
@@ -84,6 +86,9 @@ extern size_t envoy_dynamic_module_callback_access_logger_get_downstream_local_u
     void*);
 extern bool envoy_dynamic_module_callback_access_logger_get_downstream_local_uri_san(
     void*, envoy_buffer*);
+extern bool envoy_dynamic_module_callback_access_logger_get_dynamic_metadata(void*, envoy_buffer,
+                                                                            envoy_buffer,
+                                                                            envoy_buffer*);
 
 /* ---- the table ---- */
 
@@ -260,6 +265,44 @@ static bool identity(envoy_buffer* sans, size_t n, char* into, uint16_t* len) {
   return copy(into, len, NAME_MAX_, sans[0]);
 }
 
+/* Does the row's cluster front this proxy's workload ("inbound|port||")? */
+static bool inbound(const row* key) {
+  return key->cluster_len >= 8 && memcmp(key->cluster, "inbound|", 8) == 0;
+}
+
+/* A stream that came through an HBONE tunnel this proxy terminated (connect_terminate) and
+ * reached the inbound chains over an internal listener: that hop has no TLS of its own, the
+ * tunnel's mTLS proved the client, and connect_terminate left both identities in the filter
+ * state it shares with the internal connection. This ABI cannot read filter state (Envoy
+ * 1.40's get_filter_state always answers false), so the internal listener's HCM copies them
+ * into dynamic metadata (translators/stats_module.py, TUNNEL_METADATA). Asked only for inbound
+ * streams without a peer certificate: the outbound and mTLS paths pay nothing for it. */
+#define TUNNEL_METADATA "pilotfish.tunnel"
+#define TUNNEL_PEER "peer_principal"
+#define TUNNEL_LOCAL "local_principal"
+
+static bool tunnel_metadata(void* log, const char* name, size_t name_len, envoy_buffer* out) {
+  envoy_buffer space = {TUNNEL_METADATA, sizeof(TUNNEL_METADATA) - 1};
+  envoy_buffer key = {name, name_len};
+  return envoy_dynamic_module_callback_access_logger_get_dynamic_metadata(log, space, key, out) &&
+         out->length > 0;
+}
+
+static bool tunneled_names(void* log, row* key) {
+  envoy_buffer value = {NULL, 0};
+  if (!tunnel_metadata(log, TUNNEL_PEER, sizeof(TUNNEL_PEER) - 1, &value)) {
+    return true; /* plaintext, as the handshake said */
+  }
+  if (!copy(key->peer, &key->peer_len, NAME_MAX_, value)) {
+    return false;
+  }
+  if (key->local_len == 0 &&
+      tunnel_metadata(log, TUNNEL_LOCAL, sizeof(TUNNEL_LOCAL) - 1, &value)) {
+    return copy(key->local, &key->local_len, NAME_MAX_, value);
+  }
+  return true;
+}
+
 static bool tls_names(void* log, row* key) {
   envoy_buffer sans[SAN_MAX];
   size_t n = envoy_dynamic_module_callback_access_logger_get_downstream_peer_uri_san_size(log);
@@ -279,7 +322,10 @@ static bool tls_names(void* log, row* key) {
   if (n && !envoy_dynamic_module_callback_access_logger_get_downstream_local_uri_san(log, sans)) {
     n = 0;
   }
-  return identity(sans, n, key->local, &key->local_len);
+  if (!identity(sans, n, key->local, &key->local_len)) {
+    return false;
+  }
+  return key->peer_len || !inbound(key) || tunneled_names(log, key);
 }
 
 static bool get_header(void* log, int type, const char* name, size_t name_len, envoy_buffer* out) {

@@ -17,8 +17,12 @@ Labels are Istio's, in Istio's order. The cluster an entry went to says the repo
 destination service (``istio_metrics.series_labels``, with the cluster metadata the caller
 looks up). On the destination side the TLS handshake gives ``source_principal`` (the peer's
 SPIFFE ID), ``destination_principal`` (our own) and ``connection_security_policy``
-(``mutual_tls`` or ``none``). On the source side Envoy's entry has no upstream TLS details:
-principals stay ``unknown`` and the policy is ``unknown``, as Istio reports it there. The
+(``mutual_tls`` or ``none``); a stream an HBONE tunnel brought over an internal listener
+has no handshake of its own, and the tunnel's identities come from the filter state the
+terminating listener shared with it (``io.istio.peer_principal`` and
+``io.istio.local_principal``, which the loggers ask Envoy to send). On the source side
+Envoy's entry has no upstream TLS details: principals stay ``unknown`` and the policy is
+``unknown``, as Istio reports it there. The
 peer's workload labels need Istio's metadata exchange, which stock Envoy lacks: ``unknown``.
 """
 
@@ -29,8 +33,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from google.protobuf import wrappers_pb2
 
 from pilotfish.core.istio_metrics import (
+    LOCAL_PRINCIPAL,
+    PEER_PRINCIPAL,
     parse_cluster_name,
     reporter_of,
     security_labels,
@@ -98,6 +105,20 @@ _METHODS = {1: "GET", 2: "HEAD", 3: "POST", 4: "PUT", 5: "DELETE", 6: "CONNECT",
 def _certificates(tls: Any) -> tuple[bytes, bytes]:
     return (tls.peer_certificate_properties.SerializeToString(),
             tls.local_certificate_properties.SerializeToString())
+
+
+def _tunneled(common: Any) -> tuple[bytes, bytes] | None:
+    """The tunnel's identities an entry without TLS carries as filter state (each an
+    ``Any`` of a ``StringValue``, serialized), or None when it came in plaintext."""
+    objects = common.filter_state_objects
+    if PEER_PRINCIPAL not in objects:
+        return None
+    local = objects[LOCAL_PRINCIPAL].value if LOCAL_PRINCIPAL in objects else b""
+    return objects[PEER_PRINCIPAL].value, local
+
+
+def _string_value(raw: bytes) -> str:
+    return wrappers_pb2.StringValue.FromString(raw).value
 
 
 def _grpc_status(headers: Mapping[str, str], trailers: Mapping[str, str]) -> str:
@@ -183,11 +204,26 @@ class RequestMetrics(IstioSeries):
 
     def _security(self, common: Any, reporter: str) -> dict[str, str]:
         """The TLS labels of one entry (see ``istio_metrics.security_labels``)."""
-        if reporter != "destination" or not common.HasField("tls_properties"):
+        if reporter != "destination":
             return security_labels(reporter, "", "")
+        if not common.HasField("tls_properties"):
+            tunneled = _tunneled(common)
+            if tunneled is None:
+                return security_labels(reporter, "", "")
+            peer, local = tunneled
+            return security_labels(reporter, _string_value(peer), _string_value(local))
         tls = common.tls_properties
         return security_labels(reporter, self._name(tls.peer_certificate_properties),
                                self._name(tls.local_certificate_properties))
+
+    @staticmethod
+    def _certificates_or_tunnel(common: Any) -> tuple[Any, ...] | None:
+        """What an inbound entry's security labels depend on: its certificates, else the
+        tunnel's identities (told apart, as their bytes could be alike)."""
+        if common.HasField("tls_properties"):
+            return _certificates(common.tls_properties)
+        tunneled = _tunneled(common)
+        return None if tunneled is None else ("tunnel", *tunneled)
 
     def _record_http_kind(self, entry: Any, overrides: Overrides) -> None:
         """`record_http` for overrides without tags: labels remembered per kind of entry."""
@@ -208,8 +244,7 @@ class RequestMetrics(IstioSeries):
                 if content_type and content_type.startswith("application/grpc") else None,
                 common.response_flags.SerializeToString()
                 if common.HasField("response_flags") else None,
-                _certificates(common.tls_properties)
-                if reporter == "destination" and common.HasField("tls_properties") else None)
+                self._certificates_or_tunnel(common) if reporter == "destination" else None)
         series = self._http.get(kind)
         if series is None:
             series = self._http_series(entry, cluster, reporter, overrides, kind)

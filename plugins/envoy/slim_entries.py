@@ -26,7 +26,8 @@ WELL_KNOWN = ("google/protobuf/any.proto", "google/protobuf/duration.proto",
 KEPT: Mapping[str, frozenset[str]] = {
     "AccessLogCommon": frozenset({
         "upstream_cluster", "response_flags", "tls_properties",
-        "time_to_last_downstream_tx_byte", "duration", "access_log_type"}),
+        "time_to_last_downstream_tx_byte", "duration", "access_log_type",
+        "filter_state_objects"}),
     "TLSProperties": frozenset({"local_certificate_properties",
                                 "peer_certificate_properties"}),
     "CertificateProperties": frozenset({"subject_alt_name"}),

@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import mesh_config as mc
 import pytest
 
+from pilotfish.core import prometheus
+from pilotfish.core.prometheus import Sample
 from pilotfish.node.state import NodeState
 from pilotfish.testing.node import Node, node_with, write_file
 from pilotfish.testing.processes import http, wait_until
@@ -172,6 +174,8 @@ def test_ambient_pod_to_sidecar_pod_by_service_name(node: Node) -> None:
     works(node, "client.shop", "http://web.mesh:9080/")
     answer = node.curl_json("client.shop", "http://web.mesh:9080/")
     assert answer["service"] == "web", answer  # the sidecar's app saw the request
+    # the headers Envoy's main_internal copies the tunnel's identities through stop there
+    assert not any(h.lower().startswith("x-pilotfish-tunnel") for h in answer["headers"]), answer
     marker = "/wire-check-ambient-to-sidecar"
     on_hbone, on_app = on_the_wire(node, "client.shop", f"http://web.mesh:9080{marker}",
                                    marker, "web")
@@ -183,7 +187,9 @@ def test_ambient_pod_to_sidecar_pod_by_service_name(node: Node) -> None:
 def test_the_sidecar_sees_the_ambient_clients_identity(node: Node) -> None:
     """web's policy allows only the ambient client's SPIFFE ID: its sidecar lets the ambient
     client in (the identity came through the tunnel) and refuses the sidecar client (403)
-    and the plain pod, which carry other identities or none."""
+    and the plain pod, which carry other identities or none. Its metrics say so too: the
+    tunneled requests are counted as mutual TLS from the ambient client to web, though the
+    hop to web's inbound chains has no TLS of its own."""
     works(node, "client.shop", "http://web.mesh:9080/")
     wait_until(lambda: code(node, "sclient.mesh", "http://web.mesh:9080/") == "403", 20,
                interval=0.3, what="web's sidecar to refuse the sidecar client")
@@ -201,6 +207,21 @@ def test_the_sidecar_sees_the_ambient_clients_identity(node: Node) -> None:
     accepted = [line for line in stats.splitlines()
                 if line.startswith("listener.0.0.0.0_15008.downstream_cx_total")]
     assert accepted and int(accepted[0].split(": ")[1]) > 0, accepted
+    web = f"http://{node.pod('web')['ip']}:15020/stats/prometheus"
+
+    def tunneled() -> list[Sample] | None:
+        text = http(web).body.decode()
+        family = {f.name: f for f in prometheus.parse(text, "web")}.get("istio_requests_total")
+        found = [s for s in family.samples if s.label("reporter") == "destination"
+                 and s.label("source_principal") == AMBIENT_CLIENT
+                 and s.label("response_code") == "200"] if family else []
+        return found or None
+
+    samples = wait_until(tunneled, 15, interval=0.5,
+                         what="web's metrics to count the ambient client's requests")
+    assert {s.label("connection_security_policy") for s in samples} == {"mutual_tls"}, samples
+    assert {s.label("destination_principal") for s in samples} == {
+        "spiffe://cluster.local/ns/mesh/sa/web"}, samples
 
 
 def test_ambient_pod_to_a_sidecar_without_hbone_in_permissive(node: Node) -> None:

@@ -6,13 +6,17 @@ streams entries to the agent's access-log server (run here), the module's
 (``translators/stats_module``) counts into its table, which the agent's `TableFolder` reads.
 Traffic: a 200, a 503 with ``UF`` (nothing listens behind its cluster), gRPC answered with
 ``grpc-status`` 14, an inbound request over mutual TLS from a client whose certificate names
-``spiffe://cluster.local/ns/shop/sa/client``, and TCP connections through tcp_proxy. Every
+``spiffe://cluster.local/ns/shop/sa/client``, the same client's requests through an HBONE
+tunnel that Envoy terminates and hands to an internal listener (as a sidecar that takes
+HBONE does: the inbound hop has no TLS, the tunnel's identities are filter state), and TCP
+connections through tcp_proxy. Every
 family rendered from each path must match, label for label and count for count; the
 duration sums only to rounding (the module adds nanoseconds, the agent milliseconds).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
@@ -25,7 +29,8 @@ import anyio
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from pilotfish.core.istio_metrics import Workload
+from pilotfish.core.istio_metrics import LOCAL_PRINCIPAL, PEER_PRINCIPAL, Workload
+from pilotfish.core.native import hbone
 from pilotfish.core.prometheus import Family
 from pilotfish.plugins.envoy import stats_module
 from pilotfish.plugins.envoy.access_log_service import AccessLogServer
@@ -35,14 +40,16 @@ from pilotfish.plugins.envoy.request_metrics import RequestMetrics
 from pilotfish.plugins.envoy.stats_table import TableFolder, parse
 from pilotfish.testing.mesh_ca import MeshCA
 from pilotfish.testing.processes import Process, free_port, http, wait_until
+from pilotfish.testing.servers import tcp_connect
 from pilotfish.translators.access_logs import for_http, for_tcp
-from pilotfish.translators.stats_module import module_logger
+from pilotfish.translators.stats_module import module_logger, tunnel_identity_filters
 
 pytestmark = pytest.mark.envoy
 
 WEB = "outbound|80||web.default.svc.cluster.local"
 DEAD = "outbound|81||dead.default.svc.cluster.local"
 INBOUND = "inbound|8080||"
+TUNNELED = "10.0.0.5:8080"  # the CONNECT authority of the tunneled requests
 DB = "outbound|5432||db.default.svc.cluster.local"
 ME = Workload.from_labels("web-1", "default", {"app": "web"})
 HCM = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
@@ -69,10 +76,11 @@ def cluster(name: str, port: int | None = None, pipe: Path | None = None) -> dic
     return out
 
 
-def hcm(prefix: str, routes: list[dict[str, Any]], loggers: list[dict[str, Any]]
-        ) -> dict[str, Any]:
+def hcm(prefix: str, routes: list[dict[str, Any]], loggers: list[dict[str, Any]],
+        filters: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
-        "@type": HCM, "stat_prefix": prefix, "http_filters": [ROUTER], "access_log": loggers,
+        "@type": HCM, "stat_prefix": prefix, "http_filters": [*filters, ROUTER],
+        "access_log": loggers,
         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
                                             "routes": routes}]}}}
 
@@ -87,6 +95,8 @@ def bootstrap(tmp: Path, ports: dict[str, int], sink: Path, certs: dict[str, Pat
     counting = MessageToDict(module_logger(str(module), str(tmp / "istio-stats.table")))
     http_loggers = [*map(MessageToDict, for_http()), counting]
     tcp_loggers = [*map(MessageToDict, for_tcp()), counting]
+    # what stats_module.apply puts first in a HBONE sidecar's main_internal HCMs
+    tunnel_filters = tuple(map(MessageToDict, tunnel_identity_filters()))
     tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                  "DownstreamTlsContext",
@@ -95,6 +105,7 @@ def bootstrap(tmp: Path, ports: dict[str, int], sink: Path, certs: dict[str, Pat
                                   "private_key": {"filename": str(certs["key"])}}],
             "validation_context": {"trusted_ca": {"filename": str(certs["root"])}}}}}
     backend_routes = [
+        {"match": {"prefix": "/tunneled"}, "direct_response": {"status": 201}},
         {"match": {"prefix": "/grpc"}, "direct_response": {"status": 200},
          "response_headers_to_add": [{"header": {"key": "grpc-status", "value": "14"}}]},
         {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {
@@ -121,10 +132,65 @@ def bootstrap(tmp: Path, ports: dict[str, int], sink: Path, certs: dict[str, Pat
                     {"filters": [hcm("backend", backend_routes, [])]}]},
                 {"name": "echo", "address": address(ports["echo"]),
                  "filter_chains": [{"filters": [echo]}]},
+                terminate(ports["terminate"], certs),
+                {"name": "main_internal", "internal_listener": {}, "filter_chains": [
+                    {"filters": [hcm("main_internal", [route("/", INBOUND)], http_loggers,
+                                     tunnel_filters)]}]},
             ],
             "clusters": [cluster(WEB, ports["backend"]), cluster(DEAD, ports["dead"]),
                          cluster(INBOUND, ports["backend"]), cluster(DB, ports["echo"]),
-                         cluster("als-grpc", pipe=sink)]}}
+                         cluster("als-grpc", pipe=sink), MAIN_INTERNAL]},
+        "bootstrap_extensions": [{"name": "envoy.bootstrap.internal_listener",
+                                  "typed_config": {"@type": INTERNAL_LISTENER}}]}
+
+
+INTERNAL_LISTENER = ("type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3."
+                     "InternalListener")
+MAIN_INTERNAL = {
+    "name": "main_internal", "type": "STATIC", "connect_timeout": "1s",
+    "load_assignment": {"cluster_name": "main_internal", "endpoints": [{"lb_endpoints": [{
+        "endpoint": {"address": {"envoy_internal_address": {
+            "server_listener_name": "main_internal"}}}}]}]},
+    "transport_socket": {"name": "envoy.transport_sockets.internal_upstream", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.internal_upstream.v3."
+                 "InternalUpstreamTransport",
+        "transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3."
+                     "RawBuffer"}}}}}
+
+
+def terminate(port: int, certs: dict[str, Path]) -> dict[str, Any]:
+    """HBONE in, as ``connect_terminate`` has it: mTLS 1.3, CONNECT over HTTP/2, the peer's
+    and our own URI SAN noted as filter state shared with the internal listener."""
+    def state(key: str, format_string: str) -> dict[str, Any]:
+        return {"object_key": key, "factory_key": "envoy.string",
+                "format_string": {"text_format_source": {"inline_string": format_string}},
+                "shared_with_upstream": "ONCE"}
+
+    tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                 "DownstreamTlsContext",
+        "require_client_certificate": True, "common_tls_context": {
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_3"},
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [{"certificate_chain": {"filename": str(certs["chain"])},
+                                  "private_key": {"filename": str(certs["key"])}}],
+            "validation_context": {"trusted_ca": {"filename": str(certs["root"])}}}}}
+    set_state = {"name": "envoy.filters.http.set_filter_state", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.set_filter_state.v3.Config",
+        "on_request_headers": [state(PEER_PRINCIPAL, "%DOWNSTREAM_PEER_URI_SAN%"),
+                               state(LOCAL_PRINCIPAL, "%DOWNSTREAM_LOCAL_URI_SAN%")]}}
+    return {"name": "terminate", "address": address(port), "filter_chains": [{
+        "transport_socket": tls,
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+            "@type": HCM, "stat_prefix": "terminate", "codec_type": "HTTP2",
+            "http2_protocol_options": {"allow_connect": True},
+            "upgrade_configs": [{"upgrade_type": "CONNECT"}],
+            "http_filters": [set_state, ROUTER],
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+                "match": {"connect_matcher": {}},
+                "route": {"cluster": "main_internal", "upgrade_configs": [{
+                    "upgrade_type": "CONNECT", "connect_config": {}}]}}]}]}}}]}]}
 
 
 @pytest.fixture
@@ -150,7 +216,7 @@ def envoy(tmp_path: Path) -> Iterator[tuple[dict[str, int], RequestMetrics]]:
     threading.Thread(target=anyio.run, args=(serve,), daemon=True).start()  # dies with pytest
     assert started.wait(10)
     ports = {name: free_port() for name in ("admin", "outbound", "inbound", "tcp", "backend",
-                                            "echo", "dead")}
+                                            "echo", "dead", "terminate")}
     (tmp_path / "envoy.json").write_text(json.dumps(bootstrap(tmp_path, ports, sink.path,
                                                               certs)))
     process = Process("envoy", [str(envoy_binary()), "-c", str(tmp_path / "envoy.json"),
@@ -181,6 +247,31 @@ def mtls_get(port: int, tmp: Path) -> int:
     return int(reply.split(b" ", 2)[1])
 
 
+def tunneled_get(port: int, tmp: Path) -> int:
+    """A request to the inbound chains through an HBONE tunnel from the client's identity."""
+    def context() -> ssl.SSLContext:
+        return hbone.client_context((tmp / "client.pem").read_bytes(),
+                                    (tmp / "client-key.pem").read_bytes(),
+                                    (tmp / "root.pem").read_bytes())
+
+    async def main() -> bytes:
+        key = hbone.PoolKey("spiffe://cluster.local/ns/shop/sa/client",
+                            ("spiffe://cluster.local/ns/shop/sa/web",), "127.0.0.1",
+                            ("127.0.0.1", port))
+        async with hbone.HbonePool() as pool:
+            tunnel = await pool.open(key, TUNNELED, [], context, tcp_connect)
+            try:
+                await tunnel.write(b"GET /tunneled HTTP/1.1\r\nhost: web\r\n\r\n")
+                reply = bytearray()  # the 201's head (no body); then the tunnel is closed
+                while b"\r\n\r\n" not in reply and (data := await tunnel.read()):
+                    reply += data
+            finally:
+                await tunnel.close()
+        return bytes(reply)
+
+    return int(asyncio.run(asyncio.wait_for(main(), 10)).split(b" ", 2)[1])
+
+
 def tcp_echo(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
         conn.sendall(b"ping\n")
@@ -196,7 +287,8 @@ def test_the_module_counts_the_series_the_access_log_path_counts(
     statuses.append(http(f"{base}/grpc", headers={"content-type": "application/grpc"},
                          method="POST", data=b"\0\0\0\0\0").status)
     statuses += [mtls_get(ports["inbound"], tmp_path) for _ in range(2)]
-    assert statuses == [200, 200, 200, 503, 200, 200, 200]
+    statuses += [tunneled_get(ports["terminate"], tmp_path) for _ in range(2)]
+    assert statuses == [200, 200, 200, 503, 200, 200, 200, 201, 201]
     for _ in range(2):
         tcp_echo(ports["tcp"])
 
@@ -224,14 +316,17 @@ def test_the_module_counts_the_series_the_access_log_path_counts(
         ("503", "UF", "", "unknown", "unknown"): "1",
         ("200", "-", "14", "unknown", "unknown"): "1",
         ("200", "-", "", "spiffe://cluster.local/ns/shop/sa/client", "mutual_tls"): "2",
+        # through the tunnel: the identities its mTLS proved, from the filter state
+        ("201", "-", "", "spiffe://cluster.local/ns/shop/sa/client", "mutual_tls"): "2",
     }
     grpc = [s for s in found["istio_requests_total"].samples
             if s.label("grpc_response_status") == "14"]
     assert grpc[0].label("request_protocol") == "grpc"
     inbound = [s for s in found["istio_requests_total"].samples
                if s.label("connection_security_policy") == "mutual_tls"]
-    assert inbound[0].label("destination_principal") == "spiffe://cluster.local/ns/shop/sa/web"
-    assert inbound[0].label("reporter") == "destination"
+    assert [s.label("destination_principal") for s in inbound] == [
+        "spiffe://cluster.local/ns/shop/sa/web"] * 2
+    assert {s.label("reporter") for s in inbound} == {"destination"}
     opened = found["istio_tcp_connections_opened_total"].samples
     assert [s.value for s in opened] == ["2"]
     assert folder.dropped == 0

@@ -67,6 +67,7 @@ from envoy.type.matcher.v3 import filter_state_pb2
 
 from pilotfish.core.ambient.waypoints import Waypoint
 from pilotfish.core.hookspecs import hookimpl
+from pilotfish.core.istio_metrics import LOCAL_PRINCIPAL, PEER_PRINCIPAL
 from pilotfish.core.model import Workload
 from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import PushContext
@@ -105,8 +106,6 @@ from pilotfish.translators.upstream_tls import (
 )
 
 CONNECT_TERMINATE = "connect_terminate"
-PEER_PRINCIPAL = "io.istio.peer_principal"
-LOCAL_PRINCIPAL = "io.istio.local_principal"
 LOCAL_IP = "envoy.filters.listener.original_dst.local_ip"
 REMOTE_IP = "envoy.filters.listener.original_dst.remote_ip"
 UPSTREAM_SANS = "envoy.network.upstream_subject_alt_names"

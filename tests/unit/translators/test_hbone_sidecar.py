@@ -22,7 +22,7 @@ from google.protobuf import json_format
 from pilotfish.core import push_context
 from pilotfish.core.ambient import workload_pb2
 from pilotfish.core.meshconfig import MeshSettings
-from pilotfish.core.proxy import Proxy, parse_node
+from pilotfish.core.proxy import STATS_MODULE, STATS_TABLE, Proxy, parse_node
 from pilotfish.core.proxy_backend import ProxyOptions
 from pilotfish.core.yamlload import load_text
 from pilotfish.plugins.envoy.bootstrap import INTERNAL_LISTENER_EXTENSION, bootstrap
@@ -31,6 +31,7 @@ from pilotfish.translators.ambient.addresses import Addresses
 from pilotfish.translators.cds import RouterClusters, SidecarClusters
 from pilotfish.translators.eds import Endpoints
 from pilotfish.translators.lds import RouterListeners, SidecarListeners
+from pilotfish.translators.stats_module import HEADER_MUTATION, HEADER_TO_METADATA
 
 AMBIENT = "outbound|9080||server.shop.svc.cluster.local"
 LEGACY = "outbound|9080||legacy.mesh.svc.cluster.local"
@@ -204,6 +205,38 @@ def test_a_sidecar_labelled_tunnel_http_takes_hbone_into_its_inbound_chains() ->
     assert "authenticated" not in str(principal)
     # the plain sidecar gets none of it
     assert "connect_terminate" not in _listeners(_sidecar())
+
+
+def _http_filters(listener: listener_pb2.Listener) -> list[list[str]]:
+    out = []
+    for chain in listener.filter_chains:
+        for item in chain.filters:
+            manager = hcm_pb2.HttpConnectionManager()
+            if item.typed_config.Unpack(manager):
+                out.append([f.name for f in manager.http_filters])
+    return out
+
+
+def test_with_the_metrics_module_the_internal_hop_copies_the_tunnels_identities() -> None:
+    """Envoy's module cannot read filter state: a sidecar whose Envoy counts with it gets, at
+    the head of each HCM of ``main_internal`` (and nowhere else), the filters that copy the
+    tunnel's identities into the dynamic metadata the module reads."""
+    node = "sidecar~10.0.0.23~hboned.mesh~mesh.svc.cluster.local"
+    proxy = parse_node(node, {
+        "LABELS": {"app": "hboned", "security.istio.io/tlsMode": "istio",
+                   "networking.istio.io/tunnel": "http"},
+        "POD_PORTS": '[{"containerPort": 8080}]',
+        STATS_MODULE: "/var/cache/pilotfish/libpilotfish_istio_stats_1.so",
+        STATS_TABLE: "/etc/istio/proxy/istio-stats.table"})
+    copying = [HEADER_MUTATION, HEADER_TO_METADATA]
+    listeners = _listeners(proxy)
+    internal = _http_filters(listeners["main_internal"])
+    assert internal and all(names[:2] == copying for names in internal)
+    inbound = _http_filters(listeners["virtualInbound"])
+    assert inbound and not any(HEADER_MUTATION in names for names in inbound)
+    # without the module (the gRPC path reads the filter state itself): nothing added
+    assert not any(HEADER_MUTATION in names
+                   for names in _http_filters(_listeners(_hboned())["main_internal"]))
 
 
 def test_strict_still_admits_hbone() -> None:

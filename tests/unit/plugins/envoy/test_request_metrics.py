@@ -5,12 +5,12 @@ from __future__ import annotations
 from envoy.data.accesslog.v3 import accesslog_pb2 as entry_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
-from pilotfish.core.istio_metrics import ServiceRef, Workload
+from pilotfish.core.istio_metrics import PEER_PRINCIPAL, ServiceRef, Workload
 from pilotfish.core.metric_overrides import NO_OVERRIDES, Overrides
 from pilotfish.core.prometheus import Family, render
 from pilotfish.plugins.envoy import slim_entries
 from pilotfish.plugins.envoy.request_metrics import RequestMetrics, response_flags
-from pilotfish.testing.access_logs import envoy_http_entry, http_entry
+from pilotfish.testing.access_logs import envoy_http_entry, http_entry, tunnel_state
 
 INBOUND = "inbound|8080||"
 OUTBOUND = "outbound|9080||reviews.shop.svc.cluster.local"
@@ -44,6 +44,37 @@ def test_destination_side_carries_principals_and_mutual_tls():
     assert dict(plain.labels)["connection_security_policy"] == "none"
     assert dict(plain.labels)["source_principal"] == "unknown"
     assert dict(plain.labels)["response_code"] == "503"
+
+
+def test_a_tunneled_entry_is_mutual_tls_between_the_tunnels_identities():
+    """An entry from a sidecar's internal hop after HBONE: no TLS of its own, the tunnel's
+    identities in its filter state; both the batch path and the one-by-one path read them."""
+    entries = [http_entry(INBOUND), http_entry(INBOUND), http_entry(INBOUND, 503)]
+    for entry in entries[:2]:
+        tunnel_state(entry.common_properties, CLIENT, SERVER)
+    message = als_pb2.StreamAccessLogsMessage()
+    message.http_logs.log_entry.extend(entries)
+    batched, one_by_one = RequestMetrics(), RequestMetrics()
+    batched.record_message(slim_entries.StreamAccessLogsMessage.FromString(
+        message.SerializeToString()))
+    for entry in entries:
+        one_by_one.record_http(entry)
+    for metrics in (batched, one_by_one):
+        counted = {(s.label("source_principal"), s.label("destination_principal"),
+                    s.label("connection_security_policy"), s.label("response_code")): s.value
+                   for s in families(metrics)["istio_requests_total"].samples}
+        assert counted == {(CLIENT, SERVER, "mutual_tls", "200"): "2",
+                           ("unknown", "unknown", "none", "503"): "1"}
+
+
+def test_tunnel_state_on_the_source_side_changes_nothing():
+    entry = http_entry(OUTBOUND)
+    tunnel_state(entry.common_properties, CLIENT, SERVER)
+    metrics = RequestMetrics()
+    metrics.record_http(entry)
+    (sample,) = families(metrics)["istio_requests_total"].samples
+    assert sample.label("connection_security_policy") == "unknown"
+    assert sample.label("source_principal") == "unknown"
 
 
 def test_source_side_reports_unknown_security_and_the_service_from_the_cluster():
@@ -90,6 +121,22 @@ def test_tcp_counts_opened_at_connect_and_bytes_at_close():
     assert found["istio_tcp_sent_bytes_total"].samples[0].value == "25"
     labels = dict(found["istio_tcp_received_bytes_total"].samples[0].labels)
     assert labels["request_protocol"] == "tcp" and "response_code" not in labels
+
+
+def test_tunneled_tcp_connections_carry_the_tunnels_identities():
+    metrics = RequestMetrics()
+    message = als_pb2.StreamAccessLogsMessage()
+    for kind in (entry_pb2.TcpUpstreamConnected, entry_pb2.TcpConnectionEnd):
+        entry = message.tcp_logs.log_entry.add()
+        entry.common_properties.upstream_cluster = INBOUND
+        entry.common_properties.access_log_type = kind
+        tunnel_state(entry.common_properties, CLIENT, SERVER)
+    metrics.record_message(slim_entries.StreamAccessLogsMessage.FromString(
+        message.SerializeToString()))
+    for family in ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total"):
+        (sample,) = families(metrics)[family].samples
+        assert (sample.label("source_principal"), sample.label("destination_principal"),
+                sample.label("connection_security_policy")) == (CLIENT, SERVER, "mutual_tls")
 
 
 def test_entries_outside_istios_clusters_are_skipped():
@@ -153,7 +200,8 @@ def _varied_entries() -> list[entry_pb2.HTTPAccessLogEntry]:
             cluster, index, (200, 503, 404)[index % 3],
             peer=CLIENT if index % 4 == 0 else "", local=SERVER if index % 4 < 2 else "",
             grpc_status=str(index % 3) if index % 7 == 0 else "",
-            flags=("upstream_connection_failure",) if index % 6 == 0 else ()))
+            flags=("upstream_connection_failure",) if index % 6 == 0 else (),
+            tunnel=(CLIENT, SERVER) if index % 4 == 3 else None))
     return out
 
 
@@ -178,7 +226,7 @@ def test_entries_counted_by_kind_get_the_labels_counted_one_by_one():
 
 def test_slim_entries_read_envoys_bytes_as_envoys_types_do():
     entry = envoy_http_entry(INBOUND, 7, 503, peer=CLIENT, local=SERVER, grpc_status="14",
-                             flags=("no_healthy_upstream",))
+                             flags=("no_healthy_upstream",), tunnel=(CLIENT, SERVER))
     slim = slim_entries.HTTPAccessLogEntry.FromString(entry.SerializeToString())
     for read in (lambda e: e.common_properties.upstream_cluster,
                  lambda e: e.common_properties.time_to_last_downstream_tx_byte.nanos,
@@ -190,7 +238,8 @@ def test_slim_entries_read_envoys_bytes_as_envoys_types_do():
                  lambda e: e.request.request_method, lambda e: e.request.authority,
                  lambda e: e.response.response_code.value,
                  lambda e: e.response.response_trailers["grpc-status"],
-                 lambda e: e.response.response_headers_bytes):
+                 lambda e: e.response.response_headers_bytes,
+                 lambda e: e.common_properties.filter_state_objects[PEER_PRINCIPAL].value):
         assert read(slim) == read(entry)
     # What the metrics do not read is not decoded.
     assert not hasattr(slim.common_properties, "downstream_remote_address")
