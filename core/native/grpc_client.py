@@ -219,8 +219,7 @@ class Channel:
         messages = Reframer().feed(answer.body)
         if len(messages) != 1:
             raise GrpcError("INTERNAL", f"{method} answered {len(messages)} messages, not 1")
-        decoded: M = response_type.FromString(messages[0])
-        return decoded
+        return _decoded(response_type, messages[0], method)
 
     async def stream(self, method: str, requests: AsyncIterator[Proto],
                      response_type: type[M],
@@ -244,7 +243,7 @@ class Channel:
             reframer = Reframer()
             while data := await connection.read(stream):
                 for message in reframer.feed(data):
-                    yield response_type.FromString(message)
+                    yield _decoded(response_type, message, method)
             if stream.error:
                 raise GrpcError("UNAVAILABLE", f"{method} at {self.target}: {stream.error}")
             code, details = call_status(stream.trailers) or call_status(stream.headers) or (
@@ -265,3 +264,15 @@ class Channel:
             async for request in requests:
                 await connection.write(stream_id, frame(request))
             await connection.finish(stream_id)
+
+
+def _decoded(response_type: type[M], message: bytes, method: str) -> M:
+    """``message`` as ``response_type``; one that does not decode ends the call as gRPC's
+    own clients end it (INTERNAL), so callers see a ``GrpcError`` as for any failed call
+    (an xDS client then reconnects) rather than the codec's exception."""
+    try:
+        decoded: M = response_type.FromString(message)
+    except Exception as exc:  # protobuf's DecodeError, protowire's WireError, ...
+        raise GrpcError("INTERNAL", f"{method}: a response that does not decode as "
+                        f"{response_type.__name__}: {exc}") from None
+    return decoded

@@ -51,7 +51,25 @@ async def echo(requests: AsyncIterator[Bytes], context: grpc.aio.ServicerContext
         yield Bytes(value=request.value * 2)
 
 
+# field 1, length-delimited, 16 bytes announced and none there: no message decodes from it
+GARBAGE = b"\x0a\x10"
+
+
+async def garbage(request: Bytes, context: grpc.aio.ServicerContext) -> bytes:
+    return GARBAGE
+
+
+async def garbage_stream(requests: AsyncIterator[Bytes], context: grpc.aio.ServicerContext
+                         ) -> AsyncIterator[bytes]:
+    async for _ in requests:
+        yield GARBAGE
+
+
 HANDLER = grpc.method_handlers_generic_handler("test.Echo", {
+    "Garbage": grpc.unary_unary_rpc_method_handler(
+        garbage, request_deserializer=Bytes.FromString, response_serializer=bytes),
+    "GarbageStream": grpc.stream_stream_rpc_method_handler(
+        garbage_stream, request_deserializer=Bytes.FromString, response_serializer=bytes),
     "Unary": grpc.unary_unary_rpc_method_handler(
         unary, request_deserializer=Bytes.FromString,
         response_serializer=Bytes.SerializeToString),
@@ -222,5 +240,32 @@ def test_mutual_tls_over_a_unix_socket_as_through_the_agents_relay():
         finally:
             await found.stop(None)
             folder.cleanup()
+
+    run(main)
+
+
+def test_a_response_that_does_not_decode_ends_the_call_internal(tmp_path: Path):
+    """As gRPC's own clients: the caller gets a GrpcError (an xDS client then reconnects),
+    not the codec's exception, with protobuf's types and with ztunnel's protowire ones."""
+    from pilotfish.core.ztunnel import discovery_wire
+
+    async def main() -> None:
+        path = tmp_path / "grpc.sock"
+        found, _ = await server(f"unix:{path}", secure=False)
+        try:
+            async with Channel(f"unix:{path}") as channel:
+                for response_type in (Bytes, discovery_wire.DeltaDiscoveryResponse):
+                    with pytest.raises(GrpcError) as info:
+                        await channel.unary("/test.Echo/Garbage", Bytes(value=b"x"),
+                                            response_type)
+                    assert info.value.code == "INTERNAL", info.value.details
+                    assert response_type.__name__ in info.value.details
+                    with pytest.raises(GrpcError) as info:
+                        async for _ in channel.stream("/test.Echo/GarbageStream",
+                                                      items(b"x"), response_type):
+                            pass
+                    assert info.value.code == "INTERNAL", info.value.details
+        finally:
+            await found.stop(None)
 
     run(main)
