@@ -49,9 +49,13 @@ _RequestSeries = tuple[dict[Any, float], "Key | None", "Histogram | None", "Hist
 
 
 
-def tunneled(peer: rbac.Facts) -> tuple[tuple[str, ...], str]:
-    """The peer's principals and our own identity on a hop without a peer certificate: the
-    HBONE tunnel's, from the filter state, when the hop came from one; else as they are."""
+def identities(peer: rbac.Facts | None) -> tuple[tuple[str, ...], str]:
+    """The peer's principals and our own identity: the handshake's; on a hop without a peer
+    certificate, the HBONE tunnel's from the filter state when the hop came from one."""
+    if peer is None:
+        return (), ""
+    if peer.principals or not peer.filter_state:
+        return peer.principals, peer.identity
     client = peer.filter_state.get(istio_metrics.PEER_PRINCIPAL)
     if not client:
         return peer.principals, peer.identity
@@ -71,10 +75,7 @@ class IstioCounts:
     def security(self, cluster: str, peer: rbac.Facts | None) -> _Labels | None:
         """The TLS labels of a request or connection to ``cluster`` from ``peer``; None
         for a cluster that is not Istio's. Worked out once per cluster and peer identity."""
-        principals, identity = (peer.principals, peer.identity) if peer is not None \
-            else ((), "")
-        if not principals and peer is not None and peer.filter_state:
-            principals, identity = tunneled(peer)
+        principals, identity = identities(peer)
         key = (cluster, principals, identity)
         if key in self._labels:
             return self._labels[key]
@@ -99,10 +100,7 @@ class IstioCounts:
         if metrics.tags:  # labels of this request's own: no series to remember
             series = self._request_series(outcome, peer, grpc, metrics, attributes or {})
         else:
-            principals, identity = (peer.principals, peer.identity) if peer is not None \
-                else ((), "")
-            if not principals and peer is not None and peer.filter_state:
-                principals, identity = tunneled(peer)
+            principals, identity = identities(peer)
             kind = (metrics.disabled, outcome.cluster, principals, identity, outcome.status,
                     outcome.flags, outcome.grpc_status, grpc)
             if kind in self._series:
