@@ -34,7 +34,7 @@ import attrs
 from pilotfish.core.ambient.enrollment import DATAPLANE_MODE_LABEL
 from pilotfish.core.ambient.waypoints import HBONE_PORT, MESH_CONTROLLER, WAYPOINT_CLASS
 from pilotfish.core.gateway_api import BUILTIN_CLASSES, GATEWAY_NAME_LABEL, GROUP
-from pilotfish.core.gateway_api.status import CONTROLLER
+from pilotfish.core.gateway_api.status import CONTROLLER, WAYPOINT_CONTROLLER
 from pilotfish.core.objects import ConfigObject, Source
 
 TEMPLATE_HASH_LABEL = "pod-template-hash"
@@ -48,7 +48,6 @@ PROXY_IMAGE = "istio/proxyv2"
 STATUS_PORT = 15021
 _CONTROLLER_SOURCE = Source("<gateway deployment controller>")
 # The class istiod makes for waypoints, served by its mesh controller.
-WAYPOINT_CONTROLLER = "istio.io/mesh-controller"
 
 
 def safe_encode(text: str) -> str:
@@ -119,7 +118,8 @@ def is_deployment(obj: ConfigObject) -> bool:
 
 
 def gateway_classes(objects: Iterable[ConfigObject]) -> dict[str, str]:
-    """Class name → controller name; ``istio`` exists without an object, as istiod makes it."""
+    """Class name → controller name; ``istio`` and ``istio-waypoint`` exist without an
+    object, as istiod makes them."""
     out = dict(BUILTIN_CLASSES)
     for obj in objects:
         if obj.kind == "GatewayClass" and obj.group == GROUP:
@@ -130,7 +130,7 @@ def gateway_classes(objects: Iterable[ConfigObject]) -> dict[str, str]:
 def served_gateways(objects: Sequence[ConfigObject]) -> list[ConfigObject]:
     """The Gateway API Gateways whose class Istio's controllers (so pilotfish) serve:
     gateways, and waypoints."""
-    classes = {**gateway_classes(objects), WAYPOINT_CLASS: WAYPOINT_CONTROLLER}
+    classes = gateway_classes(objects)
     return [o for o in objects if o.kind == "Gateway" and o.group == GROUP
             and classes.get(str(o.spec.get("gatewayClassName") or "")) in (
                 CONTROLLER, WAYPOINT_CONTROLLER)]

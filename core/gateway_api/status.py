@@ -17,6 +17,9 @@ import attrs
 from pilotfish.core.objects import ConfigKey, ConfigObject
 
 CONTROLLER = "istio.io/gateway-controller"
+# The controller of the ``istio-waypoint`` class: waypoints, which ambient mode routes
+# through, rather than gateways whose listeners become Istio Gateways.
+WAYPOINT_CONTROLLER = "istio.io/mesh-controller"
 
 
 @attrs.frozen

@@ -502,3 +502,69 @@ status: {loadBalancer: {ingress: [{ip: 10.0.0.250}]}}
     status = converted(config)[1][("Gateway", "edge")]
     assert reasons(status)["Programmed"] == "Programmed"
     assert status["addresses"] == [{"type": "IPAddress", "value": "10.0.0.250"}]
+
+
+WAYPOINT = f"""---
+{GW}kind: Gateway
+metadata: {{name: waypoint, namespace: shop}}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]
+"""
+
+
+def waypoint_service(cluster_ip: str) -> str:
+    return f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: waypoint, namespace: shop}}
+spec:
+  clusterIP: {cluster_ip}
+  selector: {{gateway.networking.k8s.io/gateway-name: waypoint}}
+  ports: [{{name: mesh, port: 15008}}]
+"""
+
+
+def test_a_waypoint_is_programmed_at_its_services_cluster_ip_and_makes_no_istio_config():
+    made, status = converted(WAYPOINT + waypoint_service("10.96.0.40"))
+    assert made == {}
+    waypoint = status[("Gateway", "waypoint")]
+    assert reasons(waypoint) == {"Accepted": "Accepted", "Programmed": "Programmed"}
+    assert waypoint["addresses"] == [{"type": "IPAddress", "value": "10.96.0.40"}]
+    assert "waypoint.shop.svc.cluster.local:15008" in next(
+        c["message"] for c in waypoint["conditions"] if c["type"] == "Programmed")
+    [mesh] = waypoint["listeners"]
+    assert mesh["name"] == "mesh" and mesh["attachedRoutes"] == 0
+    assert all(c["status"] == ("False" if c["type"] == "Conflicted" else "True")
+               for c in mesh["conditions"])
+
+
+def test_a_waypoint_without_its_service_or_cluster_ip_is_pending():
+    for config in (WAYPOINT, WAYPOINT + waypoint_service("None")):
+        waypoint = converted(config)[1][("Gateway", "waypoint")]
+        assert reasons(waypoint)["Programmed"] == "Pending"
+        assert waypoint["addresses"] == []
+
+
+def test_a_waypoint_listener_other_than_hbone_is_not_accepted():
+    config = WAYPOINT.replace(
+        "[{name: mesh, port: 15008, protocol: HBONE}]",
+        "[{name: mesh, port: 15008, protocol: HBONE}, {name: web, port: 80, protocol: HTTP}]")
+    waypoint = converted(config + waypoint_service("10.96.0.40"))[1][("Gateway", "waypoint")]
+    assert reasons(waypoint)["Programmed"] == "Programmed"
+    web = next(entry for entry in waypoint["listeners"] if entry["name"] == "web")
+    assert reasons(web)["Accepted"] == "UnsupportedProtocol"
+    only_http = WAYPOINT.replace("port: 15008, protocol: HBONE", "port: 80, protocol: HTTP")
+    refused = converted(only_http + waypoint_service("10.96.0.40"))[1][("Gateway", "waypoint")]
+    assert reasons(refused) == {"Accepted": "ListenersNotValid", "Programmed": "Invalid"}
+
+
+def test_the_waypoint_class_is_accepted_by_the_mesh_controller():
+    config = f"""---
+{GW}kind: GatewayClass
+metadata: {{name: istio-waypoint}}
+spec: {{controllerName: istio.io/mesh-controller}}
+""" + WAYPOINT + waypoint_service("10.96.0.40")
+    status = converted(config)[1]
+    assert reasons(status[("GatewayClass", "istio-waypoint")]) == {"Accepted": "Accepted"}
+    assert reasons(status[("Gateway", "waypoint")])["Programmed"] == "Programmed"
