@@ -12,6 +12,8 @@ reader (``iptables_state``):
   anything; a second call changes nothing.
 - ``remove(netns, plan)``: take out every ``ISTIO*`` chain and every jump into one, plus
   the plan's own rules in built-in chains and its routes.
+- ``restore(netns, family, text, what)``: one ``iptables-restore --noflush`` run, its
+  failure named by line (the node's host rule, ``host_probes``, uses it alone).
 
 They take any ``RulePlan``: the sidecar's ``CapturePlan`` and ambient's in-pod
 ``AmbientPlan`` (``ambient_rules``) alike.
@@ -103,7 +105,7 @@ def apply(capture: RulePlan, netns: Netns) -> bool:
             _remove_rules(netns, capture, families(capture))
         for family in families(capture):
             text = capture.restore_v4() if family == 4 else capture.restore_v6() or ""
-            _restore(netns, family, text, "installing capture rules")
+            restore(netns, family, text, "installing capture rules")
         _add_routes(capture, netns)
     finally:
         if stale:
@@ -129,7 +131,7 @@ def _remove_rules(netns: Netns, capture: RulePlan | None, fams: list[int]) -> No
     for family in fams:
         text = cleanup_text(saved(netns, family))
         if text:
-            _restore(netns, family, text, "removing capture rules")
+            restore(netns, family, text, "removing capture rules")
         if capture is None or (family == 6 and not capture.enable_ipv6):
             continue
         for rule in foreign_rules(rules_of(capture, family)):
@@ -140,7 +142,7 @@ def _remove_rules(netns: Netns, capture: RulePlan | None, fams: list[int]) -> No
                     break
 
 
-def _restore(netns: Netns, family: int, text: str, what: str) -> None:
+def restore(netns: Netns, family: int, text: str, what: str) -> None:
     tool = TOOLS[family][2]
     result = netns.run([tool, f"--wait={WAIT}", "--noflush"], stdin=text, check=False)
     if result.returncode != 0:
@@ -166,7 +168,7 @@ def _guardrails(netns: Netns, fams: list[int], op: str) -> None:
                                  for chain, proto in GUARDRAILS) + "COMMIT\n"
     for family in fams:
         if op == "-I":
-            _restore(netns, family, text, "installing guardrails")
+            restore(netns, family, text, "installing guardrails")
         else:  # best effort: never leave the pod cut off because one delete failed
             netns.run([TOOLS[family][2], f"--wait={WAIT}", "--noflush"], stdin=text,
                       check=False)

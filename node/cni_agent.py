@@ -29,8 +29,10 @@ With ``--kubeconfig`` it also watches the API server for pods of its node (``--n
 that join or leave ambient mode while running (``node/ambient_watch.py``); without one, the
 node posts ``/enroll`` for them.
 
-Not done here: the node rule and ipset that let the kubelet's probes bypass ztunnel
-(``hostprobe.golden``; these machines have no ``ipset``).
+In its own network namespace (the node's) it keeps the rule and ipset that let the node's
+probes reach ambient pods past ztunnel (``interceptors/host_probes.py``, Istio's
+``hostprobe.golden``): installed at start, each held pod's IPs in the set, and both removed
+when the agent stops. Without ``ipset`` the agent says so and runs without them.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from pilotfish.interceptors.ambient_events import (
 from pilotfish.interceptors.ambient_rules import AmbientPlan, inpod_plan
 from pilotfish.interceptors.ambient_settings import AmbientSettings, pod_overrides
 from pilotfish.interceptors.capture_settings import SettingsError
+from pilotfish.interceptors.host_probes import HostProbes
 from pilotfish.interceptors.netns_exec import Netns
 
 DEFAULT_ZDS_SOCKET = "/var/run/ztunnel/ztunnel.sock"
@@ -96,6 +99,8 @@ class CniAgent:
         self.state_file = Path(state_file) if state_file else \
             Path(events_socket).parent / STATE_FILE
         self.pods: dict[str, HeldPod] = {}
+        self.probes = HostProbes(self.settings)
+        self.probes_installed = False
         self.http = HttpServer({ADD: self._on_add, ENROLL: self._on_add,
                                 DELETE: self._on_delete, "/pods": self._on_pods})
 
@@ -103,14 +108,36 @@ class CniAgent:
                   ) -> None:
         """Serve both sockets until cancelled; started once both exist."""
         await self._restore()
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self.zds.serve)
-            await tasks.start(self.http.serve_unix, self.events_socket)
-            while not self.zds.path.exists():  # serve() binds before its first await
-                await anyio.sleep(0.005)
-            log.info("cni-agent: pod events on %s, ZDS on %s", self.events_socket,
-                     self.zds.path)
-            task_status.started()
+        await anyio.to_thread.run_sync(self._install_probes)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self.zds.serve)
+                await tasks.start(self.http.serve_unix, self.events_socket)
+                while not self.zds.path.exists():  # serve() binds before its first await
+                    await anyio.sleep(0.005)
+                log.info("cni-agent: pod events on %s, ZDS on %s", self.events_socket,
+                         self.zds.path)
+                task_status.started()
+        finally:
+            if self.probes_installed:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._uninstall_probes)
+
+    def _install_probes(self) -> None:
+        try:
+            self.probes.install()
+            self.probes.sync({uid: held.event.pod.ips for uid, held in self.pods.items()})
+        except InterceptorError as exc:
+            log.warning("cni-agent: the node's probes will go through ztunnel (no host probe "
+                        "rule): %s", exc)
+            return
+        self.probes_installed = True
+
+    def _uninstall_probes(self) -> None:
+        try:
+            self.probes.uninstall()
+        except InterceptorError as exc:
+            log.warning("cni-agent: removing the host probe rule: %s", exc)
 
     # --- the work -------------------------------------------------------------------------
 
@@ -138,6 +165,12 @@ class CniAgent:
             except InterceptorError as exc:
                 raise AgentError(500, f"pod {pod.key}: writing the in-pod rules: {exc}"
                                  ) from None
+            if self.probes_installed:
+                try:
+                    await anyio.to_thread.run_sync(self.probes.hold, pod.uid, pod.ips)
+                except InterceptorError as exc:
+                    raise AgentError(500, f"pod {pod.key}: adding its IPs to the probe "
+                                     f"ipset: {exc}") from None
             self.pods[pod.uid] = HeldPod(event, plan)
             self._save()
             info = WorkloadInfo(pod.name, pod.namespace, pod.service_account)
@@ -160,6 +193,12 @@ class CniAgent:
         removed = False
         if held is not None:
             self._save()
+            if self.probes_installed:
+                try:
+                    await anyio.to_thread.run_sync(self.probes.release, held.event.pod.ips)
+                except InterceptorError as exc:
+                    log.warning("cni-agent: pod %s: taking its IPs out of the probe ipset: "
+                                "%s", held.event.pod.key, exc)
             path = event.netns or held.event.netns
             try:
                 netns: Netns | None = Netns(path)
@@ -244,7 +283,8 @@ class CniAgent:
             return Response.json({"error": str(exc)}, exc.status)
 
     async def _on_pods(self, request: Request) -> Response:
-        return Response.json({"ztunnelConnected": self.zds.connected, "pods": [
+        return Response.json({"ztunnelConnected": self.zds.connected,
+                              "hostProbes": self.probes_installed, "pods": [
             {"uid": uid, "pod": held.event.pod.key, "netns": held.event.netns}
             for uid, held in sorted(self.pods.items())]})
 

@@ -51,6 +51,7 @@ from pilotfish.core.objects import ConfigKey, ConfigObject
 from pilotfish.core.plugins import Plugins
 from pilotfish.core.security.files import write_atomic
 from pilotfish.core.store import ConfigStore
+from pilotfish.interceptors.ambient_settings import PROBE_SNAT_V4
 from pilotfish.node import cluster, netns, pods, workloads
 from pilotfish.node.ambient import AMBIENT_INTERCEPTOR, AmbientNode
 from pilotfish.node.children import ChildExited, run_child, stop, wait_http
@@ -336,6 +337,9 @@ class Node:
         pod.ip = cni_runtime.first_ipv4(result)
         await self.ensure_bridge_address()
         await netns.add_route(pod.netns, self.state.service_cidr, self.state.gateway_ip)
+        # Pods here have no default route; the node's probes of ambient pods come from this
+        # address (the CNI node agent's host rule), and their answers must find the way back.
+        await netns.add_route(pod.netns, f"{PROBE_SNAT_V4}/32", self.state.gateway_ip)
         for key, value in pods.sysctls(obj):
             await netns.run(["ip", "netns", "exec", pod.netns, "sysctl", "-q", "-w",
                              f"{key}={value}"], what=f"pod {pod.key}: sysctl {key}")

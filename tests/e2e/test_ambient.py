@@ -6,6 +6,7 @@ sockets in their namespaces. Real CNI, iptables, HBONE and the CA's node authori
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -197,6 +198,10 @@ spec: {mtls: {mode: STRICT}}
     try:
         wait_for(node, "outsider.plain", direct, works=False)
         assert node.curl_json("client.shop", "http://server.shop:9080/")["service"] == "server"
+        # The node's own probes (the kubelet's) still reach the app: SNATed to the probe
+        # address by the node's rule, which the in-pod rules let past ztunnel.
+        probe = json.loads(http(direct, timeout=5).body)
+        assert probe["peer"] == "169.254.7.127", probe
     finally:
         (node.config_dir / "strict.yaml").unlink()
     wait_for(node, "outsider.plain", direct, works=True)
@@ -269,3 +274,8 @@ def test_down_after_up_was_killed_stops_ztunnel_and_the_node_agent(node: Node) -
     node.down()
     wait_until(lambda: not ambient_processes(), 15, interval=0.2,
                what="ztunnel and the CNI node agent to be stopped by down")
+    # the agent took the node's probe rule and set with it
+    assert "ISTIO_POSTRT" not in subprocess.run(["iptables-save", "-t", "nat"],
+                                                capture_output=True, text=True).stdout
+    assert "istio-inpod-probes" not in subprocess.run(["ipset", "list", "-name"],
+                                                      capture_output=True, text=True).stdout

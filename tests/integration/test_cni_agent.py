@@ -138,6 +138,17 @@ def rules_in(netns: str) -> str:
     return sh("ip", "netns", "exec", netns, "iptables-save")
 
 
+def probe_set() -> dict[str, str]:
+    """The node's probe ipset (this namespace's): IP → pod UID; {} when there is none."""
+    listed = sh("ipset", "list", "istio-inpod-probes-v4", "-output", "save", check=False)
+    return {words[2]: words[4].strip('"') for words in map(str.split, listed.splitlines())
+            if len(words) >= 5 and words[0] == "add"}
+
+
+def host_rule() -> bool:
+    return "ISTIO_POSTRT" in sh("iptables-save", "-t", "nat")
+
+
 def test_cni_add_writes_the_inpod_rules_and_hands_ztunnel_the_netns_and_del_undoes_it(
         node: Node):
     netns = node.pod_netns("web")
@@ -155,6 +166,10 @@ def test_cni_add_writes_the_inpod_rules_and_hands_ztunnel_the_netns_and_del_undo
             assert await anyio.to_thread.run_sync(
                 iptables.differences, inpod_plan(SETTINGS), Netns(netns)) == []
             assert "uid-web" in agent.zds.known()
+            # the node's probes reach the pod past ztunnel: its IP in the set, the rule there
+            [address] = [a for a in sh("ip", "-n", netns, "-o", "-4", "addr", "show", "eth0")
+                         .split() if a.startswith("10.251.") and "/" in a]
+            assert probe_set() == {address.split("/")[0]: "uid-web"} and host_rule()
             await node.cni("CHECK", "web", runtime)
 
             # ztunnel restarted: the new one is handed the pod's netns again.
@@ -168,6 +183,7 @@ def test_cni_add_writes_the_inpod_rules_and_hands_ztunnel_the_netns_and_del_undo
 
             await node.cni("DEL", "web", runtime)
             assert await restarted.next() == ("del", "uid-web")
+            assert probe_set() == {}
             assert "ISTIO" not in rules_in(netns)
             assert "lookup 100" not in sh("ip", "-n", netns, "rule")
             assert agent.zds.known() == frozenset()
@@ -283,7 +299,9 @@ def test_the_command_serves_both_sockets_and_removes_them_on_sigterm(tmp_path: P
             tasks.start_soon(lambda: run_client(zds_socket, ztunnel))
             assert await ztunnel.next() == ("snapshot_sent", frozenset())
             reply = await request("http://unix/pods", unix_socket=str(events))
-            assert json.loads(reply.body) == {"ztunnelConnected": True, "pods": []}
+            assert json.loads(reply.body) == {"ztunnelConnected": True,
+                                              "hostProbes": True, "pods": []}
+            assert host_rule()
             tasks.cancel_scope.cancel()
 
     try:
@@ -292,6 +310,9 @@ def test_the_command_serves_both_sockets_and_removes_them_on_sigterm(tmp_path: P
         _, err = agent.communicate(timeout=10)
         assert agent.returncode == 0, err
         assert not zds_socket.exists() and not events.exists()
+        # the rule and the set go with the agent
+        assert not host_rule()
+        assert "istio-inpod-probes" not in sh("ipset", "list", "-name")
     finally:
         agent.kill()
 
