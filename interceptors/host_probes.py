@@ -53,8 +53,8 @@ class HostProbes:
     def install(self) -> bool:
         """The sets and the rule in place; whether the rule had to be (re)written."""
         for version in self.versions:
-            family = "inet" if version == 4 else "inet6"
-            self._ipset("create", set_name(version), "hash:ip", "family", family,
+            kind = "inet" if version == 4 else "inet6"
+            self._ipset("create", set_name(version), "hash:ip", "family", kind,
                         "comment", "-exist")
         if not iptables.differences(self.plan, self.netns):
             return False
@@ -81,7 +81,7 @@ class HostProbes:
 
     def members(self) -> dict[str, str]:
         """IP → the comment (pod UID) of every entry, both families."""
-        found = {}
+        found: dict[str, str] = {}
         for version in self.versions:
             listed = self._ipset("list", set_name(version), "-output", "save")
             for line in listed.splitlines():
@@ -101,7 +101,7 @@ class HostProbes:
     def _ours(self, ips: Iterable[str]) -> list[tuple[int, str]]:
         """(family, address) of each of ``ips`` (``10.0.0.5`` or, as CNI results give them,
         ``10.0.0.5/24``) in a family the node captures."""
-        out = []
+        out: list[tuple[int, str]] = []
         for ip in ips:
             try:
                 address = ipaddress.ip_interface(ip).ip
