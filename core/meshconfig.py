@@ -14,6 +14,7 @@ Example::
       connectTimeout: 10s
       outboundTrafficPolicy: {mode: ALLOW_ANY}
       accessLogFile: /dev/stdout  # proxies' text access log; Istio's default: none
+      accessLogEncoding: JSON   # TEXT (default) or JSON; accessLogFormat: the line
     discovery:
       debounceAfter: 100ms
       debounceMax: 10s
@@ -30,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -181,6 +183,11 @@ class MeshSettings:
     # (Istio's default profile; its demo profile sets /dev/stdout). A Telemetry's access
     # logging still turns the log on or off for the workloads it selects.
     access_log_file: str = ""
+    # Istio's accessLogEncoding (TEXT or JSON) and accessLogFormat: the line's shape, for
+    # that log and for the envoy provider a Telemetry turns on. An empty format is the
+    # encoding's default (pilotfish's text line; Istio's JSON keys).
+    access_log_encoding: str = "TEXT"
+    access_log_format: str = ""
     # Not MeshConfig but istiod's PILOT_AUTO_ALLOW_WAYPOINT_POLICY, written under
     # ``discovery:``; kept here because the translators read the push's settings. On, every
     # workload behind a waypoint lets that waypoint in (and, lacking other ALLOW policies,
@@ -219,6 +226,7 @@ MESH_FIELDS = frozenset({
     "rootNamespace", "trustDomain", "domain", "connectTimeout", "outboundTrafficPolicy",
     "enableAutoMtls", "protocolDetectionTimeout", "defaultConfig", "defaultHttpRetryPolicy",
     "inboundTrafficPolicy", "localityLbSetting", "extensionProviders", "accessLogFile",
+    "accessLogEncoding", "accessLogFormat",
     # read by sidecar injection
     "proxyListenPort", "proxyInboundListenPort", "enablePrometheusMerge",
 })
@@ -403,6 +411,8 @@ def _mesh_settings(mesh_raw: Mapping[str, Any], where: str) -> MeshSettings:
                                        f"{where}.extensionProviders"),
         access_log_file=_access_log_file(mesh_raw.get("accessLogFile", ""),
                                          f"{where}.accessLogFile"),
+        access_log_encoding=_access_log_encoding(mesh_raw, where),
+        access_log_format=_access_log_format(mesh_raw, where),
     )
 
 
@@ -416,6 +426,51 @@ def _access_log_file(value: Any, where: str) -> str:
         raise MeshConfigError(f"{where}: {value!r}: pilotfish's proxies write their access "
                               f"log to /dev/stdout (their log) or nowhere (\"\")")
     return value
+
+
+ACCESS_LOG_ENCODINGS = ("TEXT", "JSON")
+
+
+def _access_log_encoding(mesh_raw: Mapping[str, Any], where: str) -> str:
+    encoding = mesh_raw.get("accessLogEncoding") or "TEXT"
+    if not isinstance(encoding, str) or encoding.upper() not in ACCESS_LOG_ENCODINGS:
+        raise MeshConfigError(f"{where}.accessLogEncoding: {encoding!r}: expected TEXT or JSON")
+    return encoding.upper()
+
+
+def _access_log_format(mesh_raw: Mapping[str, Any], where: str) -> str:
+    """accessLogFormat, checked: with JSON encoding it must be a JSON object whose values
+    are format strings, numbers, booleans or such objects (Envoy's format dictionary),
+    where Istio would log the mistake and fall back to its default."""
+    encoding = _access_log_encoding(mesh_raw, where)
+    text = mesh_raw.get("accessLogFormat") or ""
+    if not isinstance(text, str):
+        raise MeshConfigError(f"{where}.accessLogFormat: expected a string, got {text!r}")
+    if encoding == "JSON" and text:
+        try:
+            shape = json.loads(text)
+        except ValueError as exc:
+            raise MeshConfigError(f"{where}.accessLogFormat: not JSON ({exc}); with "
+                                  "accessLogEncoding JSON it is a JSON object of format "
+                                  "strings") from None
+        problem = _json_format_problem(shape, "")
+        if problem:
+            raise MeshConfigError(f"{where}.accessLogFormat{problem}")
+    return text
+
+
+def _json_format_problem(value: Any, at: str) -> str:
+    if not isinstance(value, dict):
+        return f"{at}: expected a JSON object, got {value!r}"
+    for key, item in value.items():
+        if isinstance(item, dict):
+            problem = _json_format_problem(item, f"{at}.{key}")
+            if problem:
+                return problem
+        elif not isinstance(item, str | int | float | bool):
+            return (f"{at}.{key}: {item!r}: a value is a format string, a number, a boolean "
+                    "or an object of those")
+    return ""
 
 
 def overlay(config: MeshConfig, text: str, where: str) -> tuple[MeshSettings, list[str]]:

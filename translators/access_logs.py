@@ -9,6 +9,8 @@ An Envoy whose bootstrap lacks it still accepts the config; its entries are drop
 
 from __future__ import annotations
 
+import json
+
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import (
     config_source_pb2,
@@ -19,7 +21,7 @@ from envoy.config.core.v3.base_pb2 import DataSource
 from envoy.data.accesslog.v3 import accesslog_pb2 as entry_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
-from google.protobuf import wrappers_pb2
+from google.protobuf import struct_pb2, wrappers_pb2
 
 from pilotfish.core.istio_metrics import LOCAL_PRINCIPAL, PEER_PRINCIPAL
 from pilotfish.core.proxy_backend import ALS_CLUSTER
@@ -49,16 +51,57 @@ ACCESS_LOG_FORMAT = (
 )
 
 
+# Istio's default for accessLogEncoding JSON (its keys and operators): one object a line.
+ISTIO_JSON_FORMAT = {
+    "start_time": "%START_TIME%",
+    "route_name": "%ROUTE_NAME%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "duration": "%DURATION%",
+    "upstream_service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    "x_forwarded_for": "%REQ(X-FORWARDED-FOR)%",
+    "user_agent": "%REQ(USER-AGENT)%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
+    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%",
+    "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "requested_server_name": "%REQUESTED_SERVER_NAME%",
+    "upstream_transport_failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+}
+
+
+def log_format(encoding: str = "TEXT", text: str = ""
+               ) -> substitution_format_string_pb2.SubstitutionFormatString:
+    """The line as the mesh config's accessLogEncoding and accessLogFormat shape it (both
+    checked by ``core/meshconfig``): TEXT, the format (a newline added where it has none,
+    as Istio does) or pilotfish's line; JSON, the format's object or Istio's keys."""
+    if encoding == "JSON":
+        shape = json.loads(text) if text else ISTIO_JSON_FORMAT
+        fields = struct_pb2.Struct()
+        fields.update(shape)
+        return substitution_format_string_pb2.SubstitutionFormatString(json_format=fields)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return substitution_format_string_pb2.SubstitutionFormatString(
+        text_format_source=DataSource(inline_string=text or ACCESS_LOG_FORMAT))
+
+
 def stdout_access_log(only_at_end: bool = False) -> accesslog_pb2.AccessLog:
     """Access log to the proxy's stdout: it makes the data plane debuggable by default.
     ``only_at_end``: skip tcp_proxy's extra entry at connect (one line per connection)."""
     log = accesslog_pb2.AccessLog(
         name=STDOUT_LOGGER,
-        typed_config=pack(stream_pb2.StdoutAccessLog(
-            log_format=substitution_format_string_pb2.SubstitutionFormatString(
-                text_format_source=DataSource(inline_string=ACCESS_LOG_FORMAT)
-            )
-        )),
+        typed_config=pack(stream_pb2.StdoutAccessLog(log_format=log_format())),
     )
     if only_at_end:
         log.filter.log_type_filter.types.append(entry_pb2.TcpConnectionEnd)

@@ -7,6 +7,8 @@ Istio's metrics. The text line stays only where the mesh config's ``accessLogFil
 A workload's Telemetry (``core/telemetry.py``) changes them per mode, the mode being SERVER
 on inbound listeners and CLIENT elsewhere (a gateway is a client, as in Istio):
 
+- the mesh config's ``accessLogEncoding``/``accessLogFormat`` shape the stdout line
+  (``access_logs.log_format``), wherever it is kept;
 - access logging turns the stdout logger on (an entry not ``disabled``, provider ``envoy``
   or none named) or off (``disabled``); a ``filter.expression`` (CEL over Envoy's
   attributes) becomes the logger's CEL filter;
@@ -28,6 +30,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.extensions.access_loggers.stream.v3.stream_pb2 import StdoutAccessLog
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -41,6 +44,7 @@ from pilotfish.translators.access_logs import (
     METRICS_LOG_NAME,
     STDOUT_LOGGER,
     TCP_GRPC_LOGGER,
+    log_format,
 )
 from pilotfish.translators.common import pack
 from pilotfish.translators.http_filters import HCM_FILTER
@@ -57,14 +61,22 @@ def apply(push: PushContext, proxy: Proxy, listeners: Sequence[listener_pb2.List
     """Change the listeners' access loggers in place as the proxy's Telemetry says."""
     settings = push.telemetry_of(proxy)
     text_log = bool(push.mesh.access_log_file)  # the mesh's default, where no Telemetry says
-    if text_log and not settings.access_logging and not settings.metrics:
+    shape = (push.mesh.access_log_encoding, push.mesh.access_log_format)
+    shaped = shape != ("TEXT", "")
+    if text_log and not shaped and not settings.access_logging and not settings.metrics:
         return
+    line = log_format(*shape) if shaped else None
 
     def change(listener: listener_pb2.Listener, logs: list[accesslog_pb2.AccessLog],
                http: bool) -> list[accesslog_pb2.AccessLog]:
         mode = SERVER if listener.traffic_direction == base_pb2.INBOUND else CLIENT
-        return [log for log in (_logger(log, settings, mode, text_log, http) for log in logs)
+        kept = [log for log in (_logger(log, settings, mode, text_log, http) for log in logs)
                 if log is not None]
+        if line is not None:
+            for log in kept:
+                if log.name == STDOUT_LOGGER:
+                    log.typed_config.CopyFrom(pack(StdoutAccessLog(log_format=line)))
+        return kept
 
     rewrite_loggers(listeners, change)
 

@@ -8,6 +8,7 @@ The command operators Istio's default format uses are known; any other renders a
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -154,3 +155,41 @@ def compile_format(text: str) -> Format:
     source = f"def render(e):\n{table}    return f'{line}'\n"
     exec(compile(source, "<access log format>", "exec"), names)
     return Format(names["render"])  # type: ignore[arg-type]
+
+
+# Operators whose "-" Envoy writes as text in a JSON line (no flags); every other operator
+# alone without a value is null.
+_DASH_IS_A_VALUE = frozenset({"RESPONSE_FLAGS"})
+
+
+def compile_json(shape: Mapping[str, object]) -> Format:
+    """A format dictionary (``json_format``): one JSON object a line, as Envoy writes it. A
+    value that is one operator alone keeps its type (a number for the counts and the
+    status, ``null`` when it has no value); any other string is rendered as a format
+    string; numbers, booleans and nested objects are taken as they are."""
+    render = _json_value(shape)
+
+    def line(entry: Entry) -> str:
+        return json.dumps(render(entry), separators=(",", ":")) + "\n"
+    return Format(line)
+
+
+def _json_value(value: object) -> Callable[[Entry], object]:
+    if isinstance(value, Mapping):
+        fields = [(str(key), _json_value(item)) for key, item in value.items()]
+        return lambda entry: {key: render(entry) for key, render in fields}
+    if not isinstance(value, str):
+        return lambda _: value
+    alone = _OPERATOR.fullmatch(value)
+    operator = OPERATORS.get(alone.group(1)) if alone is not None else None
+    if isinstance(operator, tuple) and operator[0] == "number":
+        field = operator[1]
+        return lambda entry: getattr(entry, field)
+    text = compile_format(value).render
+    if alone is None or alone.group(1) in _DASH_IS_A_VALUE:
+        return text
+
+    def typed(entry: Entry) -> object:
+        rendered = text(entry)
+        return None if rendered == "-" else rendered
+    return typed

@@ -644,8 +644,12 @@ def _logging(logs: Iterable[Any], where: str = "access_log") -> Logging:
     for index, log in enumerate(logs):
         message: Any = subset.unpack(log.typed_config, f"{where}[{index}].typed_config")
         if log.typed_config.type_url.endswith(STDOUT_LOG) and found is None:
-            text = subset.data(message.log_format.text_format_source).decode()
-            found = access_log.compile_format(text or access_log.DEFAULT_FORMAT)
+            if message.log_format.HasField("json_format"):
+                found = access_log.compile_json(
+                    json_format.MessageToDict(message.log_format.json_format))
+            else:
+                text = subset.data(message.log_format.text_format_source).decode()
+                found = access_log.compile_format(text or access_log.DEFAULT_FORMAT)
             when = _expressions(log.filter, f"{where}[{index}].filter") \
                 if log.HasField("filter") else ()
         elif log.typed_config.type_url.endswith(GRPC_LOGS):

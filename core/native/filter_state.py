@@ -128,6 +128,9 @@ def setters(values: Sequence[Any], where: str) -> tuple[Setter, ...]:
         at = f"{where}[{index}]"
         if not item.object_key:
             raise subset.Unsupported(f"{at}.object_key", "a filter state value needs a key")
+        if item.format_string.HasField("json_format"):
+            raise subset.Unsupported(f"{at}.format_string.json_format",
+                                     "a filter state value is a text format")
         text = subset.data(item.format_string.text_format_source).decode() \
             or item.format_string.text_format
         out.append(Setter(item.object_key, compile_text(text, f"{at}.format_string"),

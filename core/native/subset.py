@@ -327,6 +327,7 @@ FIELDS: Mapping[str, frozenset[str] | str] = {
     "envoy.config.accesslog.v3.LogTypeFilter": frozenset({"types"}),
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": frozenset({"log_format"}),
     "envoy.config.core.v3.SubstitutionFormatString": frozenset({"text_format_source",
+                                                                 "json_format",
                                                                  "omit_empty_values"}),
     "envoy.config.core.v3.DataSource": frozenset({"inline_string", "inline_bytes",
                                                   "filename"}),

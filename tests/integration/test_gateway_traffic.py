@@ -20,6 +20,7 @@ from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import free_port, http, wait_until
 from pilotfish.testing.servers import read_head, serve
+from pilotfish.translators.access_logs import ISTIO_JSON_FORMAT
 
 pytestmark = pytest.mark.envoy
 
@@ -105,6 +106,46 @@ def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh, proxy: str) -> Non
     # the request came without an x-request-id: the line shows the one the proxy made
     assert re.search(r'"GET /hello HTTP/1.1" 200 .* "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-'
                      r'[89ab][0-9a-f]{3}-[0-9a-f]{12}"', log), log
+
+
+JSON_LOGS = ACCESS_LOGS.replace("}", ", accessLogEncoding: JSON}")
+
+
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_json_access_log_lines_have_istios_keys_and_types(mesh: LocalMesh, proxy: str) -> None:
+    # accessLogEncoding JSON, no accessLogFormat: Istio's keys, one object a line
+    http_port, tcp_port = free_port(), free_port()
+    mesh.write("mesh.yaml", CONFIG.format(app=APP, app_port=APP_PORT, http_port=http_port,
+                                          tcp_port=tcp_port))
+    mesh.start_discovery(mesh_config=JSON_LOGS)
+    mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
+    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
+                               extra=["--proxy", proxy])
+    mesh.wait_synced("gw-1.default")
+    wait_until(lambda: http(f"http://127.0.0.1:{http_port}/hello", {"user-agent": "probe/1"},
+                            timeout=2).status == 200, 15, what="HTTP through the gateway")
+    wait_until(lambda: http(f"http://127.0.0.1:{tcp_port}/raw", timeout=2).status == 200, 15,
+               what="TCP through the gateway")
+
+    def lines() -> list[dict[str, object]] | None:
+        found = [json.loads(line) for line in gateway.process.log(400).splitlines()
+                 if line.startswith("{") and '"upstream_cluster"' in line]
+        kinds = {str(entry["protocol"]) for entry in found}
+        return found if "HTTP/1.1" in kinds and len(found) >= 2 else None
+
+    entries = wait_until(lines, 5, what="the JSON access-log lines")
+    request = next(e for e in entries if e["path"] == "/hello" and e["response_code"] == 200)
+    assert set(request) == set(ISTIO_JSON_FORMAT)
+    assert request["method"] == "GET" and request["protocol"] == "HTTP/1.1"
+    assert request["user_agent"] == "probe/1" and request["response_flags"] == "-"
+    assert request["upstream_cluster"] == "outbound|80||web.default.svc.cluster.local"
+    assert isinstance(request["bytes_sent"], int) and request["bytes_sent"] > 0
+    assert isinstance(request["duration"], int)
+    assert re.fullmatch(r"[0-9a-f-]{36}", str(request["request_id"]))
+    assert request["connection_termination_details"] is None
+    tcp = next(e for e in entries if e["protocol"] is None)
+    assert tcp["method"] is None and tcp["response_code"] == 0 and tcp["response_flags"] == "-"
+    assert isinstance(tcp["bytes_received"], int) and tcp["bytes_received"] > 0
 
 
 FILE_TLS = WEB + """\

@@ -83,6 +83,28 @@ def test_access_log_file_is_istios_switch(tmp_path):
         meshconfig.load(path)
 
 
+def test_access_log_encoding_and_format_are_checked(tmp_path):
+    path = tmp_path / "pilotfish.yaml"
+    settings = meshconfig.MeshConfig().mesh
+    assert (settings.access_log_encoding, settings.access_log_format) == ("TEXT", "")
+    path.write_text("mesh: {accessLogEncoding: json, "
+                    "accessLogFormat: '{\"c\": \"%RESPONSE_CODE%\"}'}\n")
+    loaded = meshconfig.load(path).mesh
+    assert loaded.access_log_encoding == "JSON" and "%RESPONSE_CODE%" in loaded.access_log_format
+    for text, message in [
+            ("accessLogEncoding: XML", r"mesh\.accessLogEncoding: 'XML': expected TEXT or JSON"),
+            ("accessLogEncoding: JSON, accessLogFormat: '{oops'",
+             r"mesh\.accessLogFormat: not JSON"),
+            ("accessLogEncoding: JSON, accessLogFormat: '[1]'",
+             r"mesh\.accessLogFormat: expected a JSON object"),
+            ("accessLogEncoding: JSON, accessLogFormat: '{\"a\": {\"b\": [1]}}'",
+             r"mesh\.accessLogFormat\.a\.b: \[1\]"),
+            ("accessLogFormat: 7", r"mesh\.accessLogFormat: expected a string")]:
+        path.write_text(f"mesh: {{{text}}}\n")
+        with pytest.raises(meshconfig.MeshConfigError, match=message):
+            meshconfig.load(path)
+
+
 def test_compound_durations():
     assert meshconfig.parse_duration("1m30s") == 90
     assert meshconfig.parse_duration("250ms") == 0.25

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
+import attrs
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -264,6 +265,24 @@ def test_outbound_http_connection_manager_settings() -> None:
     grpc_config = als_pb2.HttpGrpcAccessLogConfig()
     assert metrics.typed_config.Unpack(grpc_config)
     assert grpc_config.common_config.grpc_service.envoy_grpc.cluster_name == "als-grpc"
+
+
+def stdout_format(mesh: MeshSettings) -> Any:
+    manager = hcm(listeners(build(mesh=mesh), sidecar())["0.0.0.0_80"].filter_chains[0])
+    config = stream_pb2.StdoutAccessLog()
+    assert manager.access_log[0].typed_config.Unpack(config)
+    return config.log_format
+
+
+def test_access_log_encoding_and_format_shape_the_stdout_line() -> None:
+    on = MeshSettings(access_log_file="/dev/stdout", access_log_encoding="JSON")
+    istio = stdout_format(on).json_format
+    assert istio["response_code"] == "%RESPONSE_CODE%" and "upstream_cluster" in istio
+    own = stdout_format(attrs.evolve(on, access_log_format='{"c": "%RESPONSE_CODE%"}'))
+    assert dict(own.json_format) == {"c": "%RESPONSE_CODE%"}
+    text = stdout_format(attrs.evolve(on, access_log_encoding="TEXT",
+                                      access_log_format="%RESPONSE_CODE%"))
+    assert text.text_format_source.inline_string == "%RESPONSE_CODE%\n"
 
 
 def test_auto_detect_port_sniffs_http_and_sends_raw_bytes_to_the_vip_owner() -> None:

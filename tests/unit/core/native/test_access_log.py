@@ -24,3 +24,20 @@ def test_literal_text_of_any_kind_is_kept_as_written():
         "%BYTES_SENT% \"q'\\{x}%% %REQ(X-A?X-B)% %PROTOCOL%\n").render(entry)
     assert line == "12 \"q'\\{x}%% v -\n"
     assert access_log.compile_format("").render(entry) == ""
+
+
+def test_a_format_dictionary_renders_one_typed_json_object_a_line():
+    import json
+
+    line = access_log.compile_json({
+        "code": "%RESPONSE_CODE%", "sent": "%BYTES_SENT%", "flags": "%RESPONSE_FLAGS%",
+        "agent": "%REQ(USER-AGENT)%", "missing": "%REQ(X-NONE)%", "route": "%ROUTE_NAME%",
+        "said": "code=%RESPONSE_CODE% agent=%REQ(X-NONE)%", "unknown": "%NOT_AN_OPERATOR%",
+        "literal": 3, "on": True, "nested": {"cluster": "%UPSTREAM_CLUSTER_RAW%"},
+    }).render(access_log.Entry(0.0, "GET", "/p", "HTTP/1.1", 200, sent=12,
+                               cluster="outbound|80||web", headers=[("user-agent", "t/1")]))
+    assert line.endswith("\n") and "\n" not in line[:-1]
+    assert json.loads(line) == {
+        "code": 200, "sent": 12, "flags": "-", "agent": "t/1", "missing": None, "route": None,
+        "said": "code=200 agent=-", "unknown": None, "literal": 3, "on": True,
+        "nested": {"cluster": "outbound|80||web"}}
