@@ -40,7 +40,8 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
      "pilotfish.cli.plugins", "add_arguments", "main"),
     ("proxy-status", "sync state of every connected proxy",
      "pilotfish.cli.proxy_status", "add_status_arguments", "proxy_status"),
-    ("proxy-config", "what one proxy holds: clusters, listeners, routes, endpoints, secrets",
+    ("proxy-config", "what one proxy holds: clusters, listeners, routes, endpoints, "
+     "secrets, its bootstrap; its log levels",
      "pilotfish.cli.proxy_status", "add_config_arguments", "proxy_config"),
     ("gateway-status", "Gateway API status: Gateways, listeners and routes with conditions",
      "pilotfish.cli.gateway_status", "add_arguments", "main"),

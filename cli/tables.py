@@ -131,3 +131,60 @@ def endpoint_rows_from_dump(items: Iterable[Mapping[str, Any]]) -> list[list[str
 
 
 ENDPOINT_HEADERS = ["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"]
+
+
+# --- filters, as istioctl proxy-config's flags narrow each kind ----------------------------
+
+
+def cluster_parts(name: str) -> tuple[str, str, str, str]:
+    """(direction, port, subset, host) of Istio's ``direction|port|subset|host`` names;
+    other clusters are all host."""
+    parts = name.split("|")
+    if len(parts) == 4:
+        return parts[0], parts[1], parts[2], parts[3]
+    return "", "", "", name
+
+
+def keep_cluster(cluster: Mapping[str, Any], fqdn: str = "", port: int | None = None,
+                 subset: str = "", direction: str = "") -> bool:
+    """``--fqdn`` (part of the host), ``--port``, ``--subset``, ``--direction``."""
+    way, number, named_subset, host = cluster_parts(str(cluster.get("name", "")))
+    return ((not fqdn or fqdn in host) and (port is None or number == str(port))
+            and (not subset or named_subset == subset)
+            and (not direction or way.lower() == direction.lower()))
+
+
+def listener_type(listener: Mapping[str, Any]) -> str:
+    """HTTP, TCP or HTTP+TCP, by what its chains end in (istioctl's ``--type``)."""
+    kinds = set()
+    for chain in listener.get("filter_chains") or ():
+        for flt in chain.get("filters") or ():
+            name = str(flt.get("name", ""))
+            if name.endswith("http_connection_manager"):
+                kinds.add("HTTP")
+            elif name.endswith("tcp_proxy"):
+                kinds.add("TCP")
+    return "+".join(sorted(kinds)) or "-"
+
+
+def keep_listener(listener: Mapping[str, Any], port: int | None = None, address: str = "",
+                  kind: str = "") -> bool:
+    """``--port``, ``--address``, ``--type`` (HTTP, TCP or HTTP+TCP)."""
+    sock = (listener.get("address") or {}).get("socket_address") or {}
+    return ((port is None or str(sock.get("port_value", "")) == str(port))
+            and (not address or str(sock.get("address", "")) == address)
+            and (not kind or listener_type(listener) == kind.upper()))
+
+
+def keep_route(config: Mapping[str, Any], name: str = "") -> bool:
+    return not name or str(config.get("name", "")) == name
+
+
+def keep_endpoint_row(row: list[str], cluster: str = "", port: int | None = None,
+                      address: str = "", status: str = "") -> bool:
+    """Rows of ENDPOINT_HEADERS: ``--cluster`` (part of the name), ``--port``,
+    ``--address``, ``--status`` (HEALTHY, UNHEALTHY...)."""
+    host, _, number = row[0].rpartition(":")
+    return ((not cluster or cluster in row[3]) and (port is None or number == str(port))
+            and (not address or host == address)
+            and (not status or row[1] == status.upper()))

@@ -99,7 +99,7 @@ async def serve(boot: bootstrap.Bootstrap, concurrency: int = 1,
         for type_url, items in boot.static:
             state.apply(type_url, items, ())
         session.answered.update(WILDCARD)
-    admin = Admin(proxy, session, boot.node.id, workload(boot), secrets, pool)
+    admin = Admin(proxy, session, boot.node.id, workload(boot), secrets, pool, boot.path)
     async with anyio.create_task_group() as tg:
         await tg.start(admin.server.serve, f"{boot.admin_host}:{boot.admin_port}")
         if boot.xds_target:

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -26,8 +28,9 @@ LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 class Admin:
     def __init__(self, proxy: NativeProxy, session: AdsSession, node_id: str,
                  workload: Workload, secrets: SecretSession | None = None,
-                 workers: Workers | None = None) -> None:
+                 workers: Workers | None = None, bootstrap: Path | None = None) -> None:
         self.proxy = proxy
+        self.bootstrap = bootstrap  # the file the proxy started from, for /config_dump
         self.workers = workers  # --concurrency: the other processes
         self.session = session
         self.secrets = secrets
@@ -81,6 +84,15 @@ class Admin:
                 for name, message in sorted(resources.items())})
         data: dict[str, Any] = config_dump.build(sets)
         data.setdefault("configs", []).append(self._secrets())
+        if self.bootstrap is not None:  # first, as Envoy's dump has it
+            try:
+                started_from = json.loads(self.bootstrap.read_text())
+            except (OSError, ValueError):
+                started_from = None  # gone or rewritten since: nothing to show
+            if isinstance(started_from, dict):
+                data["configs"].insert(0, {
+                    "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
+                    "bootstrap": started_from})
         return Response.json(data)
 
     def _secrets(self) -> dict[str, Any]:
@@ -129,7 +141,12 @@ class Admin:
                         "text/plain; version=0.0.4; charset=utf-8")
 
     async def logging(self, request: Request) -> Response:
-        level = request.query.get("level")
+        # One logger, ``native``: ``level=`` (every logger, as Envoy's) or ``native=`` set it.
+        others = sorted(set(request.query) - {"level", "native"})
+        if others:
+            return Response.text(f"unknown logger {others[0]!r}: the native proxy has one "
+                                 "logger, native (set it with level= or native=)\n", 400)
+        level = request.query.get("level", request.query.get("native"))
         if level is not None:
             if level not in LEVELS:
                 return Response.text(f"unknown level {level!r}: one of {', '.join(LEVELS)}\n",

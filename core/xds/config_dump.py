@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pilotfish.core.xds.resources import ResourceSet
 
 _DUMP_TYPES = {
+    "bootstrap": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
     "clusters": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
     "endpoints": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
     "listeners": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
@@ -110,6 +111,11 @@ def endpoints(dump: Mapping[str, Any]) -> list[dict[str, Any]]:
     out += [e["endpoint_config"] for e in section.get("dynamic_endpoint_configs") or ()
             if "endpoint_config" in e]
     return out
+
+
+def bootstrap(dump: Mapping[str, Any]) -> dict[str, Any]:
+    """The bootstrap the proxy started from ({} when the dump has none, as discovery's)."""
+    return dict(_section(dump, "bootstrap").get("bootstrap") or {})
 
 
 def secrets(dump: Mapping[str, Any]) -> dict[str, Any]:

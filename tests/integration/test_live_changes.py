@@ -99,7 +99,8 @@ class Scenario:
     gateway_port: int
 
 
-def start(tmp_path, mode: str, mesh_config: str | None = None, env=None) -> Scenario:
+def start(tmp_path, mode: str, mesh_config: str | None = None, env=None,
+          proxy: str = "envoy") -> Scenario:
     mesh = LocalMesh(tmp_path)
     app_port, gateway_port = free_port(), free_port()
     mesh.write("alpha.yaml", service("alpha", "127.0.30.1", app_port))
@@ -109,7 +110,7 @@ def start(tmp_path, mode: str, mesh_config: str | None = None, env=None) -> Scen
         mesh.start_discovery(mesh_config, extra_env=env)
         mesh.start_apps([f"alpha:v1@127.0.30.1:{app_port}", f"beta:v1@127.0.30.2:{app_port}"])
         gateway = mesh.start_proxy("gw", "shop", labels={"istio": "ingressgateway"},
-                                   xds_mode=mode)
+                                   xds_mode=mode, extra=["--proxy", proxy])
         url = f"http://127.0.0.1:{gateway_port}/"
         wait_until(lambda: http(url).status == 200, 10, what="the gateway to route")
     except BaseException:
@@ -202,6 +203,53 @@ def test_proxy_status_and_proxy_config_commands(scenario):
     assert f"127.0.30.1:{scenario.app_port}" in endpoints and "HEALTHY" in endpoints
     dump = json.loads(config("all", "-o", "json"))
     assert any(c["@type"].endswith("ClustersConfigDump") for c in dump["configs"])
+
+
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_proxy_config_narrows_shows_the_bootstrap_and_sets_log_levels(tmp_path, proxy):
+    s = start(tmp_path, "delta", proxy=proxy)
+    try:
+        debug = f"127.0.0.1:{s.mesh.debug_port}"
+        s.mesh.wait_synced("gw.shop")
+
+        def config(kind: str, *extra: str, check: bool = True
+                   ) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(pilotfish("proxy-config", kind, "gw.shop",
+                                            "--discovery-address", debug, *extra),
+                                  capture_output=True, text=True, check=check)
+
+        wait_until(lambda: "beta" in config("clusters").stdout, 5, what="both clusters")
+        narrowed = config("clusters", "--fqdn", "alpha", "-o", "json").stdout
+        assert [c["name"] for c in json.loads(narrowed)] == [CLUSTER_A]
+        table = config("clusters", "--direction", "outbound", "--port", "9080").stdout
+        assert "alpha.shop" in table and "beta.shop" in table
+        assert "alpha" not in config("clusters", "--port", "1").stdout
+        listeners = json.loads(config("listeners", "--port", str(s.gateway_port), "--type",
+                                      "HTTP", "-o", "json").stdout)
+        assert len(listeners) == 1
+        assert json.loads(config("listeners", "--type", "TCP", "-o", "json").stdout) == []
+        routes_json = json.loads(config("routes", "--name", f"http.{s.gateway_port}", "-o",
+                                        "json").stdout)
+        assert [r["name"] for r in routes_json] == [f"http.{s.gateway_port}"]
+        endpoints = config("endpoints", "--cluster", "beta").stdout
+        assert "127.0.30.2" in endpoints and "127.0.30.1" not in endpoints
+
+        # the bootstrap the agent wrote, which the proxy started from
+        bootstrap = json.loads(config("bootstrap").stdout)
+        assert bootstrap["node"]["id"].endswith("gw.shop~shop.svc.cluster.local")
+        assert "dynamic_resources" in bootstrap
+
+        # log levels: shown, set for every logger, then the answer says so
+        assert "active loggers" in config("log").stdout
+        assert "debug" in config("log", "--level", "debug").stdout
+        assert "debug" not in config("log", "--level", "warning").stdout
+        if proxy == "native":  # one logger: a name it does not have is refused by name
+            refused = config("log", "--level", "http:debug", check=False)
+            assert refused.returncode != 0 and "'http'" in refused.stderr
+        else:
+            assert "http: debug" in config("log", "--level", "http:debug").stdout
+    finally:
+        s.mesh.stop()
 
 
 @pytest.mark.parametrize("mode", ["sotw", "delta"])
