@@ -24,8 +24,11 @@ is its vCPU at that rate, the sidecar pair's likewise for comparison — then bo
 speed (closed loop) for the maximum. Each run follows ``WARM`` seconds of the same load,
 unmeasured. The paths alternate within a round so a burst of someone else's work on this
 shared machine lands on one run, not one path; the maximum is the best round, the vCPU the
-median round. ztunnel's RSS is read after the warm-up and after the runs; its pid is
-checked at the end (a ztunnel restarted mid-run would measure a different process).
+median round. The warm-up runs at ``RATE`` too. ztunnel's RSS is read when it has started,
+after the warm-up, after the first round's run at ``RATE`` — the issue's condition, "at a
+fixed 1,000 req/s", and what the target is held to — and after every run, the full-speed
+ones included (reported beside it: full speed holds more streams and buffers at once); its
+pid is checked at the end (a ztunnel restarted mid-run would measure a different process).
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
         for path in PATHS:  # warm-up: pools, certificates, first allocations
             pod, url = (AMBIENT_CLIENT, AMBIENT_URL) if path == "ambient" else \
                 ("mesh/client", URLS["mtls"])
-            sidecar_node.wrk(node, url, 2, 0, pod)
+            sidecar_node.wrk(node, url, 2, RATE, pod)
         rss_warm = {"ztunnel": process_use.rss_mib([ztunnel]),
                     "envoy_pair": round(sum(sidecar_node.rss(pair).values()), 1)}
         paced: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
@@ -114,7 +117,8 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
     vcpu = {path: statistics.median(r["vcpu"] for r in runs) for path, runs in paced.items()}
     best_max = {path: max(runs, key=lambda r: r["requests_per_second"])
                 for path, runs in maxima.items()}
-    ztunnel_rss = max(rss_warm["ztunnel"], rss_after["ztunnel"])
+    # at the fixed rate: the first round's run at RATE came before any full-speed one
+    ztunnel_rss = paced["ambient"][0]["rss_mib"]
     ambient_max = best_max["ambient"]["requests_per_second"]
     envoy_max = best_max["envoy/mtls"]["requests_per_second"]
     return {
@@ -125,6 +129,7 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
                                          for p, runs in paced.items()}},
         "max": {"rounds": maxima, "best": best_max},
         "ztunnel_rss_mib": {"started": rss_start, "after_warmup": rss_warm["ztunnel"],
+                            "at_fixed_rate": ztunnel_rss,
                             "after_runs": rss_after["ztunnel"]},
         "envoy_pair_rss_mib": {"after_warmup": rss_warm["envoy_pair"],
                                "after_runs": rss_after["envoy_pair"]},
@@ -134,7 +139,8 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
                                      "met": vcpu["ambient"] <= TARGETS["vcpu"]},
             "ztunnel_rss_mb": {"value": mb(ztunnel_rss), "published": PUBLISHED["rss_mb"],
                                "target": f"<= {TARGETS['rss_mb']}",
-                               "met": mb(ztunnel_rss) <= TARGETS["rss_mb"]},
+                               "met": mb(ztunnel_rss) <= TARGETS["rss_mb"],
+                               "after_full_speed_runs": mb(rss_after["ztunnel"])},
             "max_rps_ambient_over_envoy_mtls_pair": round(ambient_max / envoy_max, 3)
             if envoy_max else None,
             # the same load, the same run: what a busy shared machine does to both cancels
