@@ -76,16 +76,24 @@ spec:
 ACCESS_LOGS = "mesh: {accessLogFile: /dev/stdout}\n"
 
 
-@pytest.mark.parametrize("proxy", ["envoy", "native"])
-def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh, proxy: str) -> None:
+def http_and_tcp_gateway(mesh: LocalMesh, proxy: str, mesh_config: str
+                         ) -> tuple[int, int, Proxy]:
+    """A gateway of ``proxy`` with an HTTP and a TCP server to the app: (HTTP port, TCP
+    port, the gateway)."""
     http_port, tcp_port = free_port(), free_port()
     mesh.write("mesh.yaml", CONFIG.format(app=APP, app_port=APP_PORT, http_port=http_port,
                                           tcp_port=tcp_port))
-    mesh.start_discovery(mesh_config=ACCESS_LOGS)
+    mesh.start_discovery(mesh_config=mesh_config)
     mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
     gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
                                extra=["--proxy", proxy])
     mesh.wait_synced("gw-1.default")
+    return http_port, tcp_port, gateway
+
+
+@pytest.mark.parametrize("proxy", ["envoy", "native"])
+def test_gateway_serves_http_and_tcp_servers(mesh: LocalMesh, proxy: str) -> None:
+    http_port, tcp_port, gateway = http_and_tcp_gateway(mesh, proxy, ACCESS_LOGS)
 
     # HTTP: the listener's HCM asks RDS for http.<port>, which routes to the app.
     answer = wait_until(
@@ -114,14 +122,7 @@ JSON_LOGS = ACCESS_LOGS.replace("}", ", accessLogEncoding: JSON}")
 @pytest.mark.parametrize("proxy", ["envoy", "native"])
 def test_json_access_log_lines_have_istios_keys_and_types(mesh: LocalMesh, proxy: str) -> None:
     # accessLogEncoding JSON, no accessLogFormat: Istio's keys, one object a line
-    http_port, tcp_port = free_port(), free_port()
-    mesh.write("mesh.yaml", CONFIG.format(app=APP, app_port=APP_PORT, http_port=http_port,
-                                          tcp_port=tcp_port))
-    mesh.start_discovery(mesh_config=JSON_LOGS)
-    mesh.start_apps([f"web:v1@{APP}:{APP_PORT}"])
-    gateway = mesh.start_proxy("gw-1", "default", labels={"istio": "ingressgateway"},
-                               extra=["--proxy", proxy])
-    mesh.wait_synced("gw-1.default")
+    http_port, tcp_port, gateway = http_and_tcp_gateway(mesh, proxy, JSON_LOGS)
     wait_until(lambda: http(f"http://127.0.0.1:{http_port}/hello", {"user-agent": "probe/1"},
                             timeout=2).status == 200, 15, what="HTTP through the gateway")
     wait_until(lambda: http(f"http://127.0.0.1:{tcp_port}/raw", timeout=2).status == 200, 15,
