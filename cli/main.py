@@ -43,6 +43,8 @@ COMMANDS: tuple[tuple[str, str, str, str, str], ...] = (
     ("proxy-config", "what one proxy holds: clusters, listeners, routes, endpoints, "
      "secrets, its bootstrap; its log levels",
      "pilotfish.cli.proxy_status", "add_config_arguments", "proxy_config"),
+    ("describe", "what applies to a pod: services, routes, subsets, mTLS, policies",
+     "pilotfish.cli.describe", "add_arguments", "main"),
     ("gateway-status", "Gateway API status: Gateways, listeners and routes with conditions",
      "pilotfish.cli.gateway_status", "add_arguments", "main"),
     ("waypoint", "apply, list or delete waypoints (istio-waypoint Gateways)",

@@ -124,7 +124,10 @@ class SecurityPolicies:
             cached = self._memo[key] = self._compose(namespace, labels)
         return cached
 
-    def _compose(self, namespace: str, labels: Labels) -> MtlsPolicy:
+    def _levels(self, namespace: str, labels: Labels
+                ) -> tuple[ConfigObject | None, ConfigObject | None, ConfigObject | None]:
+        """The PeerAuthentication at each level that applies: (mesh, namespace, workload);
+        the oldest wins at each level, as in Istio."""
         mesh = ns_level = workload = None
         for obj in self._for_workload(self.peer_authentications, namespace, labels):
             if _selector(obj) is not None:
@@ -133,6 +136,14 @@ class SecurityPolicies:
                 ns_level = ns_level or obj
             else:
                 mesh = mesh or obj
+        return mesh, ns_level, workload
+
+    def peer_authentications_for(self, namespace: str, labels: Labels) -> list[ConfigObject]:
+        """The PeerAuthentications a workload's mode is composed of, mesh level first."""
+        return [obj for obj in self._levels(namespace, labels) if obj is not None]
+
+    def _compose(self, namespace: str, labels: Labels) -> MtlsPolicy:
+        mesh, ns_level, workload = self._levels(namespace, labels)
         mode = MtlsMode.PERMISSIVE
         for level in (mesh, ns_level, workload):
             if level is not None:

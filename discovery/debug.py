@@ -116,6 +116,18 @@ def server(discovery: Discovery) -> HttpServer:
             })
         return Response.json(out)
 
+    async def describe(request: Request) -> Response:
+        """What applies to one pod (``?pod=NAME.NAMESPACE``): ``discovery.describe``."""
+        from pilotfish.discovery.describe import describe_pod
+
+        name, _, namespace = request.query.get("pod", "").partition(".")
+        if not name or not namespace:
+            return Response.text("describe: give ?pod=NAME.NAMESPACE\n", 400)
+        found = describe_pod(discovery.state.push, namespace, name)
+        if found is None:
+            return Response.text(f"describe: discovery knows no pod {name}.{namespace}\n", 404)
+        return Response.json(found)
+
     async def gateway_status_view(request: Request) -> Response:
         """Gateway API status, as it would be written back to the objects (the files source
         cannot); a Gateway's address is its connected routers'."""
@@ -204,6 +216,7 @@ def server(discovery: Discovery) -> HttpServer:
         "/debug/registryz": registryz,
         "/debug/configz": configz,
         "/debug/gateway_status": gateway_status_view,
+        "/debug/describe": describe,
         "/debug/leases": leases,
         "/debug/config_errors": errorz,
         "/debug/push_status": push_status,
