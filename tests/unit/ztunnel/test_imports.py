@@ -15,6 +15,7 @@ NOT_LOADED = {
     "email": "importlib.metadata brings it; ztunnel's version is core/version.py's",
     "zipfile": "the same",
     "google": "its messages go through core/protowire.py, not the protobuf runtime",
+    "anyio": "its task groups, HTTP endpoints and HBONE run on asyncio (core/tasks.py)",
 }
 
 
