@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import linecache
 import logging
 import signal
 import ssl
@@ -186,6 +187,10 @@ class Process:
 def main(args: argparse.Namespace) -> int:
     if not args.root_cert.exists():
         raise CommandError(f"--root-cert {args.root_cert}: no such file")
+    # attrs keeps the source of every method it generates for debuggers (linecache: 0.3 MiB
+    # of Python objects in ztunnel's process); freed before serving, its room holds the
+    # pods' state instead of new memory (issue 13's 30 MB).
+    linecache.clearcache()
     with contextlib.suppress(KeyboardInterrupt):
         loop.run(Process(args).run())  # the native proxy's loop: uvloop
     return 0
