@@ -1,24 +1,31 @@
-"""A small HTTP/1.1 server on h11 and anyio, for pilotfish's own endpoints.
+"""A small HTTP/1.1 server on h11 and asyncio's streams, for pilotfish's own endpoints.
 
 Debug and status endpoints (discovery's 15014, the agent's 15020/15021) need routing by
 path, JSON/text bodies, keep-alive and bounded reads — nothing more. h11 does the protocol;
 this module only moves bytes and dispatches. A response may also stream its body (chunked:
 the test kit's Kubernetes API server streams watch events), and a server may speak TLS.
+
+It runs on asyncio itself, not anyio: ztunnel serves three of these and loads no anyio
+(1.8 MiB of its RSS, issue 13's target); anyio's task groups on the asyncio backend start
+it as before (``task_status``) and cancel it as any asyncio task.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-import anyio
-import anyio.abc
 import attrs
 import h11
+
+from pilotfish.core.tasks import shielded
 
 log = logging.getLogger("pilotfish.http")
 
@@ -66,6 +73,21 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class TaskStatus(Protocol):
+    """What ``serve`` reports its start to: anyio's ``TaskStatus`` (``task_group.start``)
+    is one."""
+
+    def started(self, value: Any = None) -> None: ...
+
+
+class _NotWatched:
+    def started(self, value: Any = None) -> None:
+        """Nobody waits for the start."""
+
+
+NOT_WATCHED = _NotWatched()
+
+
 def parse_address(address: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     """``host:port``, ``:port`` or ``[v6]:port`` → (host, port), with a clear error."""
     host, sep, port = address.rpartition(":")
@@ -95,26 +117,24 @@ class HttpServer:
 
     async def serve(
         self, address: str, *, ssl_context: ssl.SSLContext | None = None,
-        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+        task_status: TaskStatus = NOT_WATCHED,
     ) -> None:
+        """Serve on ``address`` until cancelled; ``task_status`` hears the bound port."""
         host, port = parse_address(address)
-        tcp = await anyio.create_tcp_listener(local_host=host, local_port=port,
-                                              reuse_port=False)
-        bound = tcp.extra(anyio.abc.SocketAttribute.local_port)
-        listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp
-        if ssl_context is not None:
-            # Imported here: most servers (ztunnel's three) are plaintext, and anyio's TLS
-            # streams cost a process most of a megabyte.
-            from anyio.streams.tls import TLSListener
-
-            listener = TLSListener(tcp, ssl_context, standard_compatible=False)
-        task_status.started(bound)
-        async with listener:
-            await listener.serve(self._connection)
+        bound = _bind_numeric(host, port, address)
+        where: dict[str, Any] = {"sock": bound} if bound else {"host": host, "port": port}
+        async with asyncio.TaskGroup() as connections:
+            server = await asyncio.start_server(
+                self._accepted(connections), **where, ssl=ssl_context,
+                ssl_handshake_timeout=READ_TIMEOUT if ssl_context is not None else None)
+            try:
+                task_status.started(server.sockets[0].getsockname()[1])
+                await asyncio.get_running_loop().create_future()  # until cancelled
+            finally:
+                server.close()
 
     async def serve_unix(
-        self, path: str, *, mode: int = 0o600,
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+        self, path: str, *, mode: int = 0o600, task_status: TaskStatus = NOT_WATCHED,
     ) -> None:
         """Serve on a unix socket at ``path`` (a stale one is replaced; only the owner may
         connect unless ``mode`` says otherwise); the socket is removed on the way out."""
@@ -124,66 +144,84 @@ class HttpServer:
         socket_path = Path(path)
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         socket_path.unlink(missing_ok=True)
-        listener = await anyio.create_unix_listener(socket_path)
-        os.chmod(socket_path, mode)
-        task_status.started()
         try:
-            async with listener:
-                await listener.serve(self._connection)
+            async with asyncio.TaskGroup() as connections:
+                server = await asyncio.start_unix_server(self._accepted(connections),
+                                                         str(socket_path))
+                try:
+                    os.chmod(socket_path, mode)
+                    task_status.started()
+                    await asyncio.get_running_loop().create_future()  # until cancelled
+                finally:
+                    server.close()
         finally:
             socket_path.unlink(missing_ok=True)
 
-    async def _connection(self, stream: anyio.abc.ByteStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+    def _accepted(self, connections: asyncio.TaskGroup
+                  ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]:
+        """The streams' callback: each connection a task of the server's group, so that
+        none outlives the server."""
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.create_task(self._connection(reader, writer))
+        return accepted
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        remote = writer.get_extra_info("peername")
+        if isinstance(remote, tuple):
+            host = str(remote[0])
+            peer = f"[{host}]:{remote[1]}" if ":" in host else f"{host}:{remote[1]}"
+        else:
+            peer = str(remote or "")
         try:
-            remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
-            if isinstance(remote, tuple):
-                host = str(remote[0])
-                peer = f"[{host}]:{remote[1]}" if ":" in host else f"{host}:{remote[1]}"
-            else:
-                peer = str(remote)
-        except Exception:
-            peer = ""
-        async with stream:
-            while True:
-                try:
-                    with anyio.fail_after(READ_TIMEOUT):
-                        request = await self._read_request(conn, stream, peer)
-                except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError,
-                        ConnectionError):
-                    return
-                except h11.RemoteProtocolError as exc:
-                    await self._send(conn, stream, Response.text(f"bad request: {exc}\n", 400))
-                    return
-                if request is None:
-                    return
-                response = await self.dispatch(request)
-                try:
-                    await self._send(conn, stream, response)
-                except (anyio.BrokenResourceError, ConnectionError, h11.LocalProtocolError):
-                    return
-                except Exception:  # a streamed body broke off: so does the connection
-                    log.debug("streamed response to %s broke off", request.path, exc_info=True)
-                    return
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                    return
-                try:
-                    conn.start_next_cycle()
-                except h11.LocalProtocolError:
-                    return
+            await self._exchange(reader, writer, peer)
+        except Exception:  # one connection's failure must not take the server down
+            log.exception("HTTP connection from %s failed", peer)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        peer: str) -> None:
+        """Requests and responses on one connection until either side ends it."""
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        while True:
+            try:
+                async with asyncio.timeout(READ_TIMEOUT):
+                    request = await self._read_request(conn, reader, peer)
+            except (TimeoutError, ConnectionError, ssl.SSLError):
+                return
+            except h11.RemoteProtocolError as exc:
+                with contextlib.suppress(ConnectionError, ssl.SSLError):
+                    await self._send(conn, writer, Response.text(f"bad request: {exc}\n", 400))
+                return
+            if request is None:
+                return
+            response = await self.dispatch(request)
+            try:
+                await self._send(conn, writer, response)
+            except (ConnectionError, ssl.SSLError, h11.LocalProtocolError):
+                return
+            except Exception:  # a streamed body broke off: so does the connection
+                log.debug("streamed response to %s broke off", request.path, exc_info=True)
+                return
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
 
     async def _read_request(
-        self, conn: h11.Connection, stream: anyio.abc.ByteStream, peer: str
+        self, conn: h11.Connection, reader: asyncio.StreamReader, peer: str
     ) -> Request | None:
         head: h11.Request | None = None
         body = bytearray()
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                try:
-                    data = await stream.receive(65536)
-                except anyio.EndOfStream:
-                    data = b""
+                data = await reader.read(65536)
                 conn.receive_data(data)
                 if not data and head is None:
                     return None
@@ -206,23 +244,49 @@ class HttpServer:
                 return None
 
     async def _send(
-        self, conn: h11.Connection, stream: anyio.abc.ByteStream, response: Response
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: Response
     ) -> None:
         length = [] if response.stream else [("content-length", str(len(response.body)))]
         headers = [("content-type", response.content_type), *length, *response.headers]
         data = conn.send(h11.Response(status_code=response.status, headers=headers))
         if response.stream is not None:
             try:
-                await stream.send(data)
+                await _write(writer, data)
                 async for chunk in response.stream:
-                    await stream.send(conn.send(h11.Data(data=chunk)) or b"")
-                await stream.send(conn.send(h11.EndOfMessage()) or b"")
+                    await _write(writer, conn.send(h11.Data(data=chunk)) or b"")
+                await _write(writer, conn.send(h11.EndOfMessage()) or b"")
             finally:  # a generator's clean-up runs now, not whenever it is collected
                 aclose = getattr(response.stream, "aclose", None)
                 if aclose is not None:
-                    with anyio.CancelScope(shield=True):
-                        await aclose()
+                    await shielded(aclose())
             return
         data += conn.send(h11.Data(data=response.body)) or b""
         data += conn.send(h11.EndOfMessage()) or b""
-        await stream.send(data)
+        await _write(writer, data)
+
+
+def _bind_numeric(host: str, port: int, address: str) -> socket.socket | None:
+    """A socket bound to ``host:port`` when the host is an IP address, else None (the loop
+    looks the name up). The loop would look a numeric address up too, and that loads the
+    IDNA codec (0.2 MiB of ztunnel's RSS, for its three endpoints) for nothing."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.inet_pton(family, host)
+    except OSError:
+        return None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
+    return sock
+
+
+async def _write(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+

@@ -7,11 +7,11 @@ These are snapshots (frozen attrs classes) derived from config objects by
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Mapping
 
 import attrs
 
+from pilotfish.core.addresses import is_ip as is_ip  # where it was; ztunnel imports it there
 from pilotfish.core.objects import ConfigKey
 from pilotfish.core.protocol import Protocol
 
@@ -161,15 +161,6 @@ def endpoint_labels(labels: Mapping[str, str], locality: str, node_name: str = "
     if node_name:
         out[HOSTNAME_LABEL] = node_name
     return out
-
-
-def is_ip(host: str) -> bool:
-    """Is ``host`` an IPv4 or IPv6 address (not a name)?"""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def fqdn(name: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str:

@@ -25,8 +25,8 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
+from pilotfish.core.addresses import is_ip
 from pilotfish.core.ambient.state import WorkloadState
-from pilotfish.core.model import is_ip
 
 A, AAAA = 1, 28
 CLASS_IN = 1

@@ -19,10 +19,10 @@ import ipaddress
 
 import attrs
 
+from pilotfish.core.addresses import is_ip
 from pilotfish.core.ambient.model import Workload
 from pilotfish.core.ambient.outbound import ILLEGAL_PORTS, is_waypoint
 from pilotfish.core.ambient.state import WorkloadState
-from pilotfish.core.model import is_ip
 
 BAD_REQUEST = 400
 UNAVAILABLE = 503

@@ -29,7 +29,6 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import anyio
 import attrs
 import h2.events
 import h2.exceptions
@@ -50,6 +49,7 @@ from pilotfish.core.native.sockets import (
     peer_of,
     set_keepalive,
 )
+from pilotfish.core.tasks import Tasks, shielded
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ async def serve_connection(conn: socket.socket, context: ssl.SSLContext,
     identities = peer_identities(writer.get_extra_info("ssl_object"))
     connection = http2.Connection(reader, writer, client=False, **SETTINGS, fast_data=True)
     try:
-        async with anyio.create_task_group() as tasks:
+        async with Tasks() as tasks:
             def on_event(event: h2.events.Event) -> None:
                 if isinstance(event, h2.events.RequestReceived):
                     stream = connection.streams.get(event.stream_id)
@@ -177,14 +177,13 @@ async def serve_connection(conn: socket.socket, context: ssl.SSLContext,
                             stream.pseudo(":authority"),
                             tuple((k, v) for k, v in stream.headers if not k.startswith(":")),
                             identities, local, peer)
-                        tasks.start_soon(_answer, connection, stream, request, handler)
+                        tasks.start_soon(_answer(connection, stream, request, handler))
 
             connection.start()
             await connection.receive(on_event)
-            tasks.cancel_scope.cancel()  # the connection is gone: so are its tunnels
+            tasks.cancel()  # the connection is gone: so are its tunnels
     finally:
-        with anyio.CancelScope(shield=True):
-            await connection.close()
+        await shielded(connection.close())
 
 
 async def _refuse(connection: http2.Connection, stream: http2.Stream, status: int) -> None:
@@ -221,9 +220,12 @@ async def _answer(connection: http2.Connection, stream: http2.Stream,
     except Exception:  # a bug in one tunnel must not end the others on its connection
         log.exception("HBONE tunnel to %s failed", request.authority)
     finally:
-        with anyio.CancelScope(shield=True):
-            await answer.close()
-            await tunnel.close()
+        await shielded(_close(answer, tunnel))
+
+
+async def _close(*channels_: Channel) -> None:
+    for channel in channels_:
+        await channel.close()
 
 
 async def relay(tunnel: channels.StreamChannel, other: Channel) -> None:
@@ -240,15 +242,18 @@ async def relay(tunnel: channels.StreamChannel, other: Channel) -> None:
         else:
             await tunnel_relay.relay(tunnel, inner)
         return
-    async with anyio.create_task_group() as tasks:
+    async with Tasks() as tasks:
         async def watch() -> None:
             await tunnel.stream.ended.wait()
             if tunnel.stream.error:
-                tasks.cancel_scope.cancel()
+                tasks.cancel()
 
-        tasks.start_soon(watch)
-        await channels.splice(tunnel, other)
-        tasks.cancel_scope.cancel()
+        async def splice() -> None:
+            await channels.splice(tunnel, other)
+            tasks.cancel()
+
+        tasks.start_soon(watch())
+        tasks.start_soon(splice())
 
 
 async def _accepted(conn: socket.socket, context_for: ContextFor, handler: Handler) -> None:
@@ -272,7 +277,7 @@ async def serve(listener: socket.socket, context_for: ContextFor, handler: Handl
     ztunnel answers for each pod with that pod's own identity."""
     listener.setblocking(False)
     loop = asyncio.get_running_loop()
-    async with anyio.create_task_group() as tasks:
+    async with asyncio.TaskGroup() as tasks:
         while True:
             try:
                 conn, _ = await loop.sock_accept(listener)
@@ -284,9 +289,9 @@ async def serve(listener: socket.socket, context_for: ContextFor, handler: Handl
                 # out of descriptors or memory for now: accepting again at once would spin
                 log.warning("HBONE listener %s: %s", address_text(listener.getsockname()),
                             exc)
-                await anyio.sleep(0.1)
+                await asyncio.sleep(0.1)
                 continue
-            tasks.start_soon(_accepted, conn, context_for, handler)
+            tasks.create_task(_accepted(conn, context_for, handler))
 
 
 
@@ -448,13 +453,19 @@ class HbonePool:
             entry.connection = connection
             entry.ready.set_result(connection)
             try:
-                async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(self._expire, entry, tasks.cancel_scope)
-                    await connection.receive()
-                    tasks.cancel_scope.cancel()
+                async with Tasks() as tasks:
+                    async def receive() -> None:
+                        await connection.receive()
+                        tasks.cancel()
+
+                    async def expire() -> None:
+                        await self._expire(entry)
+                        tasks.cancel()
+
+                    tasks.start_soon(receive())
+                    tasks.start_soon(expire())
             finally:
-                with anyio.CancelScope(shield=True):
-                    await connection.close()
+                await shielded(connection.close())
         except (HboneError, OSError, ssl.SSLError, TimeoutError) as exc:
             log.debug("HBONE to %s: %s", address_text(entry.key.destination), exc)
         finally:
@@ -465,16 +476,18 @@ class HbonePool:
             if not group:
                 self._entries.pop(entry.key, None)
 
-    async def _expire(self, entry: _Pooled, scope: anyio.CancelScope) -> None:
-        """Close the connection once it has had no tunnel for ``idle_timeout``."""
+    async def _expire(self, entry: _Pooled) -> None:
+        """Return (the connection to be closed) once it has had no tunnel for
+        ``idle_timeout``."""
         while True:
             await entry.idle.wait()
-            with anyio.move_on_after(self.idle_timeout) as wait:
-                await entry.busy.wait()
-            if wait.cancelled_caught and entry.active == 0:
-                entry.retired = True
-                scope.cancel()
-                return
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    await entry.busy.wait()
+            except TimeoutError:
+                if entry.active == 0:
+                    entry.retired = True
+                    return
 
     async def close(self) -> None:
         """Close every connection (their tunnels end) and take no more."""

@@ -16,11 +16,13 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from pilotfish.core.native.connection import Http1Connection
+if TYPE_CHECKING:  # a type only: ztunnel's process loads no native proxy connection
+    from pilotfish.core.native.connection import Http1Connection
+
 
 READ_SIZE = 65536
 

@@ -28,7 +28,6 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anyio
 import attrs
 
 from pilotfish.core.native.grpc_client import Channel, GrpcError, client_tls
@@ -51,8 +50,11 @@ class CaError(Exception):
 
 
 async def read_text(path: Path, what: str) -> str:
+    # Read in place: a token or a root bundle is a few KiB of a local file, and a worker
+    # thread for it (anyio.Path's) stays in ztunnel's process with a stack and a malloc
+    # arena of its own.
     try:
-        return await anyio.Path(path).read_text()
+        return path.read_text()
     except OSError as exc:
         raise CaError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
 

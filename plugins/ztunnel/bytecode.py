@@ -24,12 +24,11 @@ from pilotfish.core.proxy_backend import ProxyError
 
 # What ztunnel's command imports: the command, its agent and its proxy.
 MODULES = ("pilotfish.cli.main", "pilotfish.agent.ztunnel", "pilotfish.core.ztunnel.proxy")
-# What it imports once running: its event loop, anyio's backend, sockets and streams.
-RUNTIME = ("runpy", "shutil", "queue", "concurrent.futures.thread", "uvloop",
-           "anyio._backends._asyncio", "anyio.lowlevel", "anyio.to_thread",
-           "anyio.streams.memory", "anyio.streams.stapled", "anyio.streams.tls")
+# What it imports once running: its event loop (asyncio's streams and task groups are
+# imported with asyncio; ztunnel loads no anyio).
+RUNTIME = ("runpy", "queue", "concurrent.futures.thread", "uvloop")
 # Packages whose every module is compiled: ztunnel imports from them as traffic comes.
-PACKAGES = ("anyio", "uvloop", "h2", "hpack", "hyperframe", "h11", "asyncio",
+PACKAGES = ("uvloop", "h2", "hpack", "hyperframe", "h11", "asyncio",
             "pilotfish.core.native", "pilotfish.core.ztunnel", "pilotfish.core.ambient",
             "pilotfish.core.security")
 TIMEOUT = 120.0

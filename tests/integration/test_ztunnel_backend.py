@@ -112,3 +112,7 @@ async def test_a_started_ztunnel_compiles_nothing_the_bootstrap_did_not(tmp_path
               if line.startswith("# code object from ")]
     assert loaded and [p for p in loaded if not p.endswith(".pyc")] == [
         str(Path(pilotfish.cli.__file__).parent / "__main__.py")]  # runpy compiles -m's
+    # nor, serving, loads anyio (its task groups, endpoints and HBONE run on asyncio) or the
+    # IDNA codec (its endpoints bind numeric addresses themselves): issue 13's 30 MB
+    assert [p for p in loaded if any(name in p for name in (
+        "/anyio/", "/encodings/idna.", "/stringprep."))] == []
