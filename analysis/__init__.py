@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from pilotfish.analysis import destinations, localhost, ports, proxy_uid, subsets
+from pilotfish.analysis import (
+    destinations,
+    gateway_bindings,
+    gateways,
+    localhost,
+    ports,
+    proxy_uid,
+    subsets,
+)
 from pilotfish.analysis.base import (
     Check,
     Finding,
@@ -37,6 +45,8 @@ ANALYZERS: tuple[tuple[str, Analyzer], ...] = (
     ("proxy-uid", proxy_uid.analyze),
     ("subsets", subsets.analyze),
     ("destinations", destinations.analyze),
+    ("gateways", gateways.analyze),
+    ("gateway-bindings", gateway_bindings.analyze),
     ("localhost", localhost.analyze),
 )
 
@@ -51,6 +61,13 @@ CHECKS: tuple[Check, ...] = (
     destinations.PORT_UNKNOWN,
     destinations.PORT_AMBIGUOUS,
     localhost.LOCALHOST_LISTENER,
+    gateways.SELECTS_NOTHING,
+    gateways.PORT_NOT_ON_SERVICE,
+    gateways.CONFLICTING,
+    gateway_bindings.GATEWAY_UNKNOWN,
+    gateway_bindings.HOST_NOT_ADMITTED,
+    gateway_bindings.INTERNAL_GATEWAY,
+    gateway_bindings.KUBERNETES_GATEWAY,
 )
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from pilotfish.core.model import Service, host_matches, labels_match
 from pilotfish.core.objects import ConfigKey, ConfigObject, FieldPath, format_path
 from pilotfish.core.push_context import PushContext
 
@@ -195,3 +196,36 @@ class Inputs:
     @property
     def domain(self) -> str:
         return self.push.mesh.domain
+
+    def selected_pods(self, selector: Mapping[str, str],
+                      namespace: str | None = None) -> list[PodTemplate]:
+        """The pods (and pod templates) a workload selector picks, in one namespace or, for
+        ``None``, in all (an Istio Gateway's selector reaches across namespaces). An empty
+        selector picks nothing here: callers decide what an empty one means."""
+        if not selector:
+            return []
+        return [pod for pod in self.pods if (namespace is None or pod.namespace == namespace)
+                and labels_match(selector, pod.labels)]
+
+    def services_of(self, pod: PodTemplate) -> list[Service]:
+        """The Kubernetes Services whose selector picks a pod: those of its namespace."""
+        return [s for s in self.push.services.values()
+                if s.selector and s.namespace == pod.namespace
+                and s.origin is not None and s.origin.kind == "Service"
+                and labels_match(s.selector, pod.labels)]
+
+
+def hosts_overlap(a: str, b: str) -> bool:
+    """Could one name be matched by both host patterns (``*.example.com`` and
+    ``a.example.com``, or ``*`` and anything)?"""
+    return host_matches(a, b) or host_matches(b, a)
+
+
+def split_server_host(entry: str, owner: str) -> tuple[str, str]:
+    """A Gateway server's ``hosts`` entry as (namespace, dns name): ``ns/host`` admits
+    VirtualServices of that namespace only, ``./host`` those of the Gateway's own, and a bare
+    host or ``*/host`` those of any (namespace ``*``)."""
+    namespace, sep, host = entry.partition("/")
+    if not sep:
+        return "*", entry
+    return (owner if namespace == "." else namespace), host
