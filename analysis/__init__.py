@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from pilotfish.analysis import (
+    claim_routes,
     destinations,
     gateway_bindings,
+    gateway_subsets,
     gateways,
     localhost,
+    mesh_hosts,
     ports,
     proxy_uid,
     subsets,
@@ -47,6 +50,9 @@ ANALYZERS: tuple[tuple[str, Analyzer], ...] = (
     ("destinations", destinations.analyze),
     ("gateways", gateways.analyze),
     ("gateway-bindings", gateway_bindings.analyze),
+    ("mesh-hosts", mesh_hosts.analyze),
+    ("gateway-subsets", gateway_subsets.analyze),
+    ("claim-routes", claim_routes.analyze),
     ("localhost", localhost.analyze),
 )
 
@@ -68,6 +74,9 @@ CHECKS: tuple[Check, ...] = (
     gateway_bindings.HOST_NOT_ADMITTED,
     gateway_bindings.INTERNAL_GATEWAY,
     gateway_bindings.KUBERNETES_GATEWAY,
+    mesh_hosts.CONFLICTING_HOSTS,
+    gateway_subsets.INGRESS_IGNORES_SUBSETS,
+    claim_routes.CLAIM_ROUTE,
 )
 
 
