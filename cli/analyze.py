@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Report config that validates but will not work as meant: undeclared port "
         "protocols, apps running as the proxy's uid, subsets that select nothing, routes to "
-        "hosts, subsets or ports that do not exist, apps listening on 127.0.0.1 only. "
+        "hosts, subsets or ports that do not exist, apps listening on 127.0.0.1 only, "
+        "gateways that select no pod or conflict, routes bound to gateways that do not "
+        "serve them, sidecar routes claiming one host twice. "
         "Exit status 1 when a finding is at error level."
     )
     parser.add_argument("--config-dir", default=".",
