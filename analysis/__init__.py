@@ -13,6 +13,7 @@ from pilotfish.analysis import (
     claim_routes,
     destinations,
     gateway_bindings,
+    gateway_credentials,
     gateway_subsets,
     gateways,
     localhost,
@@ -49,6 +50,7 @@ ANALYZERS: tuple[tuple[str, Analyzer], ...] = (
     ("subsets", subsets.analyze),
     ("destinations", destinations.analyze),
     ("gateways", gateways.analyze),
+    ("gateway-credentials", gateway_credentials.analyze),
     ("gateway-bindings", gateway_bindings.analyze),
     ("mesh-hosts", mesh_hosts.analyze),
     ("gateway-subsets", gateway_subsets.analyze),
@@ -77,19 +79,21 @@ CHECKS: tuple[Check, ...] = (
     mesh_hosts.CONFLICTING_HOSTS,
     gateway_subsets.INGRESS_IGNORES_SUBSETS,
     claim_routes.CLAIM_ROUTE,
+    gateway_credentials.CREDENTIAL_MISSING,
+    gateway_credentials.CREDENTIAL_INVALID,
 )
 
 
 def inputs_for(store: ConfigStore, push: PushContext,
-               controllers: Iterable[ConfigObject] = ()) -> Inputs:
+               controllers: Iterable[ConfigObject] = (), now: float | None = None) -> Inputs:
     """What the analyzers look at for a store and the push context built from it
     (``controllers``: workload controllers read beside the store, whose pod templates count
-    as pods)."""
+    as pods; ``now``: the wall-clock time certificates are judged by)."""
     pods = pod_templates([*store.objects("Pod"), *controllers])
     rejected = frozenset(e.key for e in store.errors() if e.key is not None
                          and e.severity == "error" and store.get(e.key) is None)
     return Inputs(push, tuple(pods), rejected=rejected,
-                  nodes=node_labels(store.objects("Node")))
+                  nodes=node_labels(store.objects("Node")), now=now)
 
 
 def run(inputs: Inputs) -> list[Finding]:

@@ -39,6 +39,13 @@ class IstioMessage:
     code: str  # "IST0101"
     name: str  # "ReferencedResourceNotFound"
     analyzer: str  # "virtualservice.DestinationHostAnalyzer"
+    # Other analyzers of Istio's that give the same message for the same problem (a Gateway
+    # selecting no pod is reported by its port and its secret analyzers alike).
+    also_from: tuple[str, ...] = ()
+
+    @property
+    def analyzers(self) -> tuple[str, ...]:
+        return (self.analyzer, *self.also_from)
 
 
 @attrs.frozen
@@ -192,6 +199,9 @@ class Inputs:
     # The labels of the Nodes in the config, by node name: a pod's endpoints carry its
     # Node's locality, which subsets may select on (`subsets.endpoint_labels`).
     nodes: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
+    # The wall-clock time (seconds since the epoch) to judge certificates' validity by;
+    # None: expiry is not checked.
+    now: float | None = None
 
     @property
     def domain(self) -> str:

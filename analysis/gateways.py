@@ -42,7 +42,8 @@ SELECTS_NOTHING = Check(
     "a Gateway's selector picks no gateway pod",
     # Istio calls it an error (IST0101); the gateway's pods are often not among the files
     # analyzed (and discovery reports every analyzer error as it serves), so pilotfish warns.
-    IstioMessage("IST0101", "ReferencedResourceNotFound", _PORTS),
+    IstioMessage("IST0101", "ReferencedResourceNotFound", _PORTS,
+                 also_from=("gateway.SecretAnalyzer",)),
 )
 PORT_NOT_ON_SERVICE = Check(
     "PF0111", "GatewayPortNotOnService", Level.WARNING,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -72,7 +73,7 @@ def load(root: Path, config: meshconfig.MeshConfig) -> tuple[Inputs, list[Findin
         raw += _controllers(path)
     push = push_context.build(store.objects(), config.mesh, "analyze")
     errors = [e for e in store.errors() if not _is_controller_notice(e)]
-    return inputs_for(store, push, raw), [_problem(e) for e in errors]
+    return inputs_for(store, push, raw, now=time.time()), [_problem(e) for e in errors]
 
 
 def _controllers(path: Path) -> list[ConfigObject]:
