@@ -81,6 +81,7 @@ CHECKS: tuple[Check, ...] = (
     claim_routes.CLAIM_ROUTE,
     gateway_credentials.CREDENTIAL_MISSING,
     gateway_credentials.CREDENTIAL_INVALID,
+    gateway_credentials.DUPLICATE_CERTIFICATE,
 )
 
 

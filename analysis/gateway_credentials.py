@@ -1,4 +1,5 @@
-"""Gateway servers whose ``credentialName`` gives their proxies no usable certificate.
+"""Gateway servers whose ``credentialName`` gives their proxies no usable certificate, and
+certificates that two Gateways on the same proxies both serve.
 
 A gateway proxy gets the Secrets of its own namespace only (``translators/sds.py``): a
 server's ``credentialName: NAME`` is the Secret NAME in the namespace the gateway's pods
@@ -12,13 +13,13 @@ so are Gateways converted from the Gateway API (their status says what failed).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from cryptography import x509
 
 from pilotfish.analysis.base import Check, Finding, Inputs, IstioMessage, Level, finding
-from pilotfish.analysis.gateways import user_gateways
-from pilotfish.core.objects import ConfigKey, ConfigObject
+from pilotfish.analysis.gateways import share_workloads, user_gateways
+from pilotfish.core.objects import ConfigKey, ConfigObject, FieldPath
 from pilotfish.core.push_context import Gateway, GatewayServer
 from pilotfish.core.security import credentials
 
@@ -27,6 +28,11 @@ CREDENTIAL_MISSING = Check(
     "PF0120", "GatewayCredentialMissing", Level.ERROR,
     "a Gateway server's credentialName is no Secret in its gateway pods' namespace",
     IstioMessage("IST0101", "ReferencedResourceNotFound", _ANALYZER),
+)
+DUPLICATE_CERTIFICATE = Check(
+    "PF0122", "GatewayDuplicateCertificate", Level.WARNING,
+    "two Gateways on the same proxies serve one certificate",
+    IstioMessage("IST0138", "GatewayDuplicateCertificate", "gateway.CertificateAnalyzer"),
 )
 CREDENTIAL_INVALID = Check(
     "PF0121", "GatewayCredentialInvalid", Level.ERROR,
@@ -97,7 +103,48 @@ def _check(inputs: Inputs, gw: Gateway, secrets: Mapping[ConfigKey, ConfigObject
                               f"serve port {server.port}: {why}")
 
 
+def certificate(server: GatewayServer) -> tuple[FieldPath, str] | None:
+    """Where a terminating server's certificate comes from, and its name: the Secret it
+    names, or the certificate and key files (None: it terminates no TLS)."""
+    tls = server.tls
+    if not tls or str(tls.get("mode") or "").upper() in _NOT_TERMINATING:
+        return None
+    base: FieldPath = ("spec", "servers", server.index, "tls")
+    if tls.get("credentialName"):
+        return (*base, "credentialName"), f"Secret {tls['credentialName']}"
+    if tls.get("serverCertificate") and tls.get("privateKey"):
+        return (*base, "serverCertificate"), \
+            f"files {tls['serverCertificate']} and {tls['privateKey']}"
+    return None
+
+
+def _duplicates(inputs: Inputs, gateways: Sequence[Gateway]) -> Iterator[Finding]:
+    """Each server whose certificate a server of another Gateway on the same proxies also
+    serves: a client that opened an HTTP/2 connection for one host reuses it for any other
+    name the certificate covers, and the proxy routes it by the first server's routes, which
+    lack the other Gateway's hosts (404)."""
+    for gw in gateways:
+        for server in gw.servers:
+            mine = certificate(server)
+            if mine is None:
+                continue
+            others = sorted({f"{other.ref} (servers[{theirs.index}])"
+                             for other in gateways
+                             if other is not gw and share_workloads(inputs, gw, other)
+                             for theirs in other.servers
+                             if (found := certificate(theirs)) and found[1] == mine[1]})
+            if others:
+                yield finding(DUPLICATE_CERTIFICATE, gw.obj, mine[0],
+                              f"{mine[1]} is also served by Gateway {', '.join(others)} on "
+                              "the same gateway proxies: clients reuse an HTTP/2 connection "
+                              "for every name a certificate covers, and a request for the "
+                              "other Gateway's host on it gets 404. Give each Gateway its own "
+                              "certificate, or serve both from one Gateway")
+
+
 def analyze(inputs: Inputs) -> Iterator[Finding]:
     secrets = {obj.key: obj for obj in inputs.push.objects("Secret") if obj.group == ""}
-    for gw in user_gateways(inputs):
+    gateways = user_gateways(inputs)
+    for gw in gateways:
         yield from _check(inputs, gw, secrets)
+    yield from _duplicates(inputs, gateways)

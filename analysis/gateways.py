@@ -127,7 +127,7 @@ def _check_workloads(inputs: Inputs, gw: Gateway) -> Iterator[Finding]:
                           f"({_pairs(gw.selector)}): clients of the Service cannot reach it")
 
 
-def _share_workloads(inputs: Inputs, a: Gateway, b: Gateway) -> bool:
+def share_workloads(inputs: Inputs, a: Gateway, b: Gateway) -> bool:
     """Do two Gateways apply to one proxy? Yes when a known pod carries both selectors, or
     when one selector's labels include the other's (every pod of the narrower one is a pod
     of the wider one), whether or not the pods are in the config."""
@@ -175,7 +175,7 @@ def _conflicts(inputs: Inputs, gateways: Sequence[Gateway]) -> Iterator[Finding]
     for gw in gateways:
         for server in gw.servers:
             for other in gateways:
-                if other is gw or not _share_workloads(inputs, gw, other):
+                if other is gw or not share_workloads(inputs, gw, other):
                     continue
                 for theirs in other.servers:
                     why = _clash(server, theirs) if server.port else ""
