@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from pilotfish.analysis import (
+    authorization,
     claim_routes,
     destinations,
     gateway_bindings,
@@ -55,6 +56,7 @@ ANALYZERS: tuple[tuple[str, Analyzer], ...] = (
     ("mesh-hosts", mesh_hosts.analyze),
     ("gateway-subsets", gateway_subsets.analyze),
     ("claim-routes", claim_routes.analyze),
+    ("authorization", authorization.analyze),
     ("localhost", localhost.analyze),
 )
 
@@ -82,6 +84,8 @@ CHECKS: tuple[Check, ...] = (
     gateway_credentials.CREDENTIAL_MISSING,
     gateway_credentials.CREDENTIAL_INVALID,
     gateway_credentials.DUPLICATE_CERTIFICATE,
+    authorization.SELECTS_NOTHING,
+    authorization.NAMESPACE_UNKNOWN,
 )
 
 

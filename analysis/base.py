@@ -217,6 +217,23 @@ class Inputs:
         return [pod for pod in self.pods if (namespace is None or pod.namespace == namespace)
                 and labels_match(selector, pod.labels)]
 
+    def workload_labels(self, namespace: str | None = None) -> list[Mapping[str, str]]:
+        """The labels of every workload known, in one namespace or (``None``) in all: pods,
+        pod templates and WorkloadEntries (what a workload selector can pick)."""
+        out: list[Mapping[str, str]] = [pod.labels for pod in self.pods
+                                        if namespace is None or pod.namespace == namespace]
+        out += [w.labels for w in self.push.registry.workloads if w.kind == "WorkloadEntry"
+                and (namespace is None or w.namespace == namespace)]
+        return out
+
+    def namespace_names(self) -> frozenset[str]:
+        """Namespaces the config shows to exist: Namespace objects, and the namespaces of
+        the objects and pods in it."""
+        return frozenset([*self.push.namespaces,
+                          *(o.namespace for objs in self.push.objects_by_kind.values()
+                            for o in objs if o.namespace),
+                          *(pod.namespace for pod in self.pods)])
+
     def services_of(self, pod: PodTemplate) -> list[Service]:
         """The Kubernetes Services whose selector picks a pod: those of its namespace."""
         return [s for s in self.push.services.values()
