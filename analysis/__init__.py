@@ -21,6 +21,7 @@ from pilotfish.analysis import (
     mesh_hosts,
     ports,
     proxy_uid,
+    shadowed_routes,
     subsets,
 )
 from pilotfish.analysis.base import (
@@ -57,6 +58,7 @@ ANALYZERS: tuple[tuple[str, Analyzer], ...] = (
     ("gateway-subsets", gateway_subsets.analyze),
     ("claim-routes", claim_routes.analyze),
     ("authorization", authorization.analyze),
+    ("shadowed-routes", shadowed_routes.analyze),
     ("localhost", localhost.analyze),
 )
 
@@ -86,6 +88,8 @@ CHECKS: tuple[Check, ...] = (
     gateway_credentials.DUPLICATE_CERTIFICATE,
     authorization.SELECTS_NOTHING,
     authorization.NAMESPACE_UNKNOWN,
+    shadowed_routes.RULE_UNREACHABLE,
+    shadowed_routes.MATCH_INEFFECTIVE,
 )
 
 

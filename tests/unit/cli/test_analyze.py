@@ -234,7 +234,7 @@ def test_catalog_codes_are_unique_and_stable() -> None:
         "PF0001", "PF0101", "PF0102", "PF0103", "PF0109", "PF0104", "PF0105", "PF0106",
         "PF0107", "PF0108", "PF0110", "PF0111", "PF0112", "PF0113", "PF0114", "PF0115",
         "PF0116", "PF0117", "PF0118", "PF0119", "PF0120", "PF0121",
-        "PF0122", "PF0123", "PF0124"]
+        "PF0122", "PF0123", "PF0124", "PF0125", "PF0126"]
 
 
 def test_every_check_carries_istios_code_for_the_same_problem() -> None:
@@ -263,6 +263,8 @@ def test_every_check_carries_istios_code_for_the_same_problem() -> None:
         "PF0122": ("IST0138", "GatewayDuplicateCertificate"),
         "PF0123": ("IST0127", "NoMatchingWorkloadsFound"),
         "PF0124": ("IST0101", "ReferencedResourceNotFound"),
+        "PF0125": ("IST0130", "VirtualServiceUnreachableRule"),
+        "PF0126": ("IST0131", "VirtualServiceIneffectiveMatch"),
     }
 
 
@@ -573,6 +575,23 @@ ISTIO_CASES: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...
         ("IST0101", "AuthorizationPolicy httpbin/httpbin-bogus-not-ns"),
         ("IST0101", "AuthorizationPolicy httpbin/httpbin-bogus-not-ns"),
         ("IST0127", "AuthorizationPolicy test-ambient/no-workload"))),
+    ("schema.ValidationAnalyzer.VirtualService",
+     ("virtualservice_dupmatches.yaml", "virtualservice_overlappingmatches.yaml"), (
+         ("IST0130", "VirtualService duplicate-match"),
+         ("IST0130", "VirtualService foo/sample-foo-cluster01"),
+         ("IST0131", "VirtualService almost-duplicate-match"),
+         ("IST0131", "VirtualService duplicate-match"),
+         ("IST0130", "VirtualService duplicate-tcp-match"),
+         ("IST0130", "VirtualService duplicate-empty-tcp"),
+         ("IST0131", "VirtualService almost-duplicate-tcp-match"),
+         ("IST0131", "VirtualService duplicate-tcp-match"),
+         ("IST0130", "VirtualService none/tls-routing"),
+         ("IST0131", "VirtualService none/tls-routing-almostmatch"),
+         ("IST0131", "VirtualService none/tls-routing"),
+         ("IST0131", "VirtualService non-method-get"),
+         ("IST0131", "VirtualService overlapping-in-single-match"),
+         ("IST0131", "VirtualService overlapping-in-two-matches"),
+         ("IST0131", "VirtualService overlapping-mathes-with-different-methods"))),
     ("gateway.CertificateAnalyzer", ("gateway-duplicate-certificate.yaml",), (
         ("IST0138", "Gateway istio-system/gateway-01-test-01"),
         ("IST0138", "Gateway istio-system/gateway-02-test-01"),
@@ -620,6 +639,9 @@ NOT_GIVEN_FOR = {
     ("IST0132", "VirtualService default/httpbin-bogus"):
         "Istio also reports the hosts of a Gateway that does not exist as not found in it; "
         "pilotfish reports the missing Gateway (PF0113, IST0101) only",
+    ("IST0130", "VirtualService foo/sample-foo-cluster01"):
+        "an HTTP rule after one without match: pilotfish's validation warns about it "
+        "already (PF0001, as Istio's IST0133 SchemaWarning), and analyze does not repeat it",
 }
 
 # Inputs that Kubernetes or Istio would refuse, which Istio's tests feed unvalidated and
@@ -697,6 +719,14 @@ ALSO_GIVEN = {
        "is within the other's; the proxies both select serve both Gateways, so a reused "
        "connection misroutes either's requests, and pilotfish reports both"
        for n in (2, 3)},
+    ("virtualservice_overlappingmatches.yaml", "IST0130",
+     "VirtualService default/overlapping-in-two-matches"):
+        "its second rule's only match is within the first rule's (a longer URI prefix, the "
+        "same method), so the rule is never used; Istio reports the match only",
+    ("virtualservice_overlappingmatches.yaml", "IST0131",
+     "VirtualService default/uri-with-prefix-exact"):
+        "an exact URI '/' with method GET, after a prefix '/' that asks for nothing else, is "
+        "never used; Istio compares URI prefixes only with prefixes",
 }
 
 # Objects a repair renamed, by the name Istio's expectations give them.
