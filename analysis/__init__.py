@@ -90,6 +90,7 @@ CHECKS: tuple[Check, ...] = (
     authorization.NAMESPACE_UNKNOWN,
     shadowed_routes.RULE_UNREACHABLE,
     shadowed_routes.MATCH_INEFFECTIVE,
+    gateway_bindings.NOT_EXPORTED,
 )
 
 

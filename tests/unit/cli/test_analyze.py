@@ -234,7 +234,7 @@ def test_catalog_codes_are_unique_and_stable() -> None:
         "PF0001", "PF0101", "PF0102", "PF0103", "PF0109", "PF0104", "PF0105", "PF0106",
         "PF0107", "PF0108", "PF0110", "PF0111", "PF0112", "PF0113", "PF0114", "PF0115",
         "PF0116", "PF0117", "PF0118", "PF0119", "PF0120", "PF0121",
-        "PF0122", "PF0123", "PF0124", "PF0125", "PF0126"]
+        "PF0122", "PF0123", "PF0124", "PF0125", "PF0126", "PF0127"]
 
 
 def test_every_check_carries_istios_code_for_the_same_problem() -> None:
