@@ -10,6 +10,7 @@ point at the line to change; and, where Istio's analyzers report the same proble
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -214,17 +215,60 @@ class Inputs:
         selector picks nothing here: callers decide what an empty one means."""
         if not selector:
             return []
-        return [pod for pod in self.pods if (namespace is None or pod.namespace == namespace)
+        key = (frozenset(selector.items()), namespace)
+        found = self._selected.get(key)
+        if found is None:  # remembered: Gateways compare their selectors pairwise
+            by_label = self._pods_by_label
+            # Only pods carrying the rarest of the selector's labels can match.
+            fewest = min((by_label.get(pair, []) for pair in selector.items()), key=len)
+            found = self._selected[key] = [
+                pod for pod in fewest if (namespace is None or pod.namespace == namespace)
                 and labels_match(selector, pod.labels)]
+        return found
+
+    def selected_pod_ids(self, selector: Mapping[str, str]) -> frozenset[int]:
+        """The pods a selector picks in any namespace, as a set to intersect."""
+        key = frozenset(selector.items())
+        found = self._selected_ids.get(key)
+        if found is None:
+            found = self._selected_ids[key] = frozenset(map(id, self.selected_pods(selector)))
+        return found
+
+    @functools.cached_property
+    def _selected_ids(self) -> dict[frozenset[tuple[str, str]], frozenset[int]]:
+        return {}
+
+    @functools.cached_property
+    def _selected(self) -> dict[tuple[frozenset[tuple[str, str]], str | None],
+                                list[PodTemplate]]:
+        return {}
+
+    @functools.cached_property
+    def _pods_by_label(self) -> Mapping[tuple[str, str], list[PodTemplate]]:
+        out: dict[tuple[str, str], list[PodTemplate]] = {}
+        for pod in self.pods:
+            for pair in pod.labels.items():
+                out.setdefault(pair, []).append(pod)
+        return out
+
+    @functools.cached_property
+    def _workloads_by_namespace(self) -> Mapping[str, list[Mapping[str, str]]]:
+        out: dict[str, list[Mapping[str, str]]] = {}
+        for pod in self.pods:
+            out.setdefault(pod.namespace, []).append(pod.labels)
+        for w in self.push.registry.workloads:
+            if w.kind == "WorkloadEntry":
+                out.setdefault(w.namespace, []).append(w.labels)
+        return out
 
     def workload_labels(self, namespace: str | None = None) -> list[Mapping[str, str]]:
         """The labels of every workload known, in one namespace or (``None``) in all: pods,
-        pod templates and WorkloadEntries (what a workload selector can pick)."""
-        out: list[Mapping[str, str]] = [pod.labels for pod in self.pods
-                                        if namespace is None or pod.namespace == namespace]
-        out += [w.labels for w in self.push.registry.workloads if w.kind == "WorkloadEntry"
-                and (namespace is None or w.namespace == namespace)]
-        return out
+        pod templates and WorkloadEntries (what a workload selector can pick). Indexed
+        once per analysis: every policy of a namespace asks."""
+        by_namespace = self._workloads_by_namespace
+        if namespace is not None:
+            return by_namespace.get(namespace, [])
+        return [labels for found in by_namespace.values() for labels in found]
 
     def namespace_names(self) -> frozenset[str]:
         """Namespaces the config shows to exist: Namespace objects, and the namespaces of
@@ -236,10 +280,17 @@ class Inputs:
 
     def services_of(self, pod: PodTemplate) -> list[Service]:
         """The Kubernetes Services whose selector picks a pod: those of its namespace."""
-        return [s for s in self.push.services.values()
-                if s.selector and s.namespace == pod.namespace
-                and s.origin is not None and s.origin.kind == "Service"
-                and labels_match(s.selector, pod.labels)]
+        return [s for s in self._selecting_services.get(pod.namespace, ())
+                if labels_match(s.selector, pod.labels)]
+
+    @functools.cached_property
+    def _selecting_services(self) -> Mapping[str, list[Service]]:
+        """The Kubernetes Services with a selector, by namespace."""
+        out: dict[str, list[Service]] = {}
+        for s in self.push.services.values():
+            if s.selector and s.origin is not None and s.origin.kind == "Service":
+                out.setdefault(s.namespace, []).append(s)
+        return out
 
 
 def hosts_overlap(a: str, b: str) -> bool:

@@ -13,6 +13,7 @@ so are Gateways converted from the Gateway API (their status says what failed).
 from __future__ import annotations
 
 import datetime
+from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 
 from cryptography import x509
@@ -123,19 +124,22 @@ def _duplicates(inputs: Inputs, gateways: Sequence[Gateway]) -> Iterator[Finding
     serves: a client that opened an HTTP/2 connection for one host reuses it for any other
     name the certificate covers, and the proxy routes it by the first server's routes, which
     lack the other Gateway's hosts (404)."""
+    by_certificate: dict[str, list[GatewayServer]] = defaultdict(list)
     for gw in gateways:
         for server in gw.servers:
-            mine = certificate(server)
-            if mine is None:
-                continue
-            others = sorted({f"{other.ref} (servers[{theirs.index}])"
-                             for other in gateways
-                             if other is not gw and share_workloads(inputs, gw, other)
-                             for theirs in other.servers
-                             if (found := certificate(theirs)) and found[1] == mine[1]})
+            if (found := certificate(server)) is not None:
+                by_certificate[found[1]].append(server)
+    for name, servers in by_certificate.items():
+        for server in servers:
+            gw = server.gateway
+            others = sorted({f"{theirs.gateway.ref} (servers[{theirs.index}])"
+                             for theirs in servers if theirs.gateway is not gw
+                             and share_workloads(inputs, gw, theirs.gateway)})
             if others:
-                yield finding(DUPLICATE_CERTIFICATE, gw.obj, mine[0],
-                              f"{mine[1]} is also served by Gateway {', '.join(others)} on "
+                path = certificate(server)
+                assert path is not None
+                yield finding(DUPLICATE_CERTIFICATE, gw.obj, path[0],
+                              f"{name} is also served by Gateway {', '.join(others)} on "
                               "the same gateway proxies: clients reuse an HTTP/2 connection "
                               "for every name a certificate covers, and a request for the "
                               "other Gateway's host on it gets 404. Give each Gateway its own "

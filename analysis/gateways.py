@@ -19,7 +19,10 @@ what could not be served.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
+
+import attrs
 
 from pilotfish.analysis.base import (
     Check,
@@ -33,7 +36,7 @@ from pilotfish.analysis.base import (
     split_server_host,
 )
 from pilotfish.core import protocol
-from pilotfish.core.model import Service, labels_match
+from pilotfish.core.model import Service
 from pilotfish.core.push_context import Gateway, GatewayServer
 
 _PORTS = "gateway.IngressGatewayPortAnalyzer"
@@ -135,7 +138,7 @@ def share_workloads(inputs: Inputs, a: Gateway, b: Gateway) -> bool:
         return False
     if a.selector.items() <= b.selector.items() or b.selector.items() <= a.selector.items():
         return True
-    return any(labels_match(b.selector, pod.labels) for pod in inputs.selected_pods(a.selector))
+    return bool(inputs.selected_pod_ids(a.selector) & inputs.selected_pod_ids(b.selector))
 
 
 def family(server: GatewayServer) -> str:
@@ -155,38 +158,59 @@ def _hosts(server: GatewayServer) -> list[str]:
     return [split_server_host(h, server.gateway.namespace)[1] for h in server.hosts]
 
 
-def _clash(one: GatewayServer, other: GatewayServer) -> str:
+@attrs.frozen
+class _Server:
+    """A server with what deciding a clash needs, worked out once."""
+
+    server: GatewayServer
+    family: str
+    hosts: tuple[str, ...]
+
+    @classmethod
+    def of(cls, server: GatewayServer) -> _Server:
+        return cls(server, family(server), tuple(_hosts(server)))
+
+
+def _clash(one: _Server, other: _Server) -> str:
     """Why two servers on one proxy and port cannot both be served ("" if they can)."""
-    if (one.bind or "") != (other.bind or "") or one.port != other.port:
-        return ""
-    mine, theirs = family(one), family(other)
-    if mine != theirs:
-        return f"{mine} and {theirs} cannot share a port: the server read later is skipped"
-    if mine == "TCP":
+    if one.family != other.family:
+        return (f"{one.family} and {other.family} cannot share a port: the server read "
+                "later is skipped")
+    if one.family == "TCP":
         return "a TCP server takes the whole port: the one read later is skipped"
-    shared = sorted({h for h in _hosts(one) for o in _hosts(other) if hosts_overlap(h, o)})
-    if mine == "TLS" and shared:
-        return (f"TLS servers are told apart by SNI, and {', '.join(shared)} goes to the one "
-                "read first")
+    if one.family == "TLS":
+        shared = sorted({h for h in one.hosts for o in other.hosts if hosts_overlap(h, o)})
+        if shared:
+            return (f"TLS servers are told apart by SNI, and {', '.join(shared)} goes to the "
+                    "one read first")
     return ""  # plaintext HTTP servers share the port's routes, host by host
 
 
 def _conflicts(inputs: Inputs, gateways: Sequence[Gateway]) -> Iterator[Finding]:
+    # Only servers on one (bind, port) can clash: compare within those groups.
+    by_port: dict[tuple[str, int], list[_Server]] = defaultdict(list)
     for gw in gateways:
         for server in gw.servers:
-            for other in gateways:
-                if other is gw or not share_workloads(inputs, gw, other):
+            if server.port:
+                by_port[(server.bind or "", server.port)].append(_Server.of(server))
+    for group in by_port.values():
+        if len(group) < 2 or all(s.family == "HTTP" for s in group):
+            continue
+        for mine in group:
+            server, gw = mine.server, mine.server.gateway
+            for theirs in group:
+                other = theirs.server.gateway
+                if other is gw:
                     continue
-                for theirs in other.servers:
-                    why = _clash(server, theirs) if server.port else ""
-                    if why:
-                        yield finding(
-                            CONFLICTING, gw.obj,
-                            ("spec", "servers", server.index, "port", "number"),
-                            f"port {server.port} ({server.protocol}) is also declared by "
-                            f"Gateway {other.ref} servers[{theirs.index}] "
-                            f"({theirs.protocol}) on the same gateway proxies "
-                            f"({_pairs(gw.selector)}): {why}")
+                why = _clash(mine, theirs)
+                if why and share_workloads(inputs, gw, other):
+                    yield finding(
+                        CONFLICTING, gw.obj,
+                        ("spec", "servers", server.index, "port", "number"),
+                        f"port {server.port} ({server.protocol}) is also declared by "
+                        f"Gateway {other.ref} servers[{theirs.server.index}] "
+                        f"({theirs.server.protocol}) on the same gateway proxies "
+                        f"({_pairs(gw.selector)}): {why}")
 
 
 def analyze(inputs: Inputs) -> Iterator[Finding]:

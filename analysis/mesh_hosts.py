@@ -12,7 +12,8 @@ in a namespace both export to (``exportTo``, everywhere by default).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 
 from pilotfish.analysis.base import (
     Check,
@@ -49,14 +50,39 @@ def _seen_together(a: VirtualService, b: VirtualService) -> str:
     return common[0] if common else ""
 
 
+def _claims(mesh: list[VirtualService]) -> Callable[[str], list[VirtualService]]:
+    """Which VirtualServices claim names overlapping a host: exact hosts by lookup,
+    wildcards by comparison (they are few), so the check stays linear in the hosts."""
+    exact: dict[str, list[VirtualService]] = defaultdict(list)
+    wild: list[tuple[str, VirtualService]] = []
+    for vs in mesh:
+        for host in dict.fromkeys(vs.hosts):
+            if host.startswith("*"):
+                wild.append((host, vs))
+            else:
+                exact[host].append(vs)
+
+    def claiming(host: str) -> list[VirtualService]:
+        found = [vs for pattern, vs in wild if hosts_overlap(pattern, host)]
+        if host.startswith("*"):
+            found += [vs for name, owners in exact.items() if hosts_overlap(host, name)
+                      for vs in owners]
+        else:
+            found += exact.get(host, [])
+        unique: dict[int, VirtualService] = {id(vs): vs for vs in found}
+        return list(unique.values())
+    return claiming
+
+
 def analyze(inputs: Inputs) -> Iterator[Finding]:
     mesh = [vs for vs in inputs.push.virtual_services if MESH_GATEWAY in vs.gateways]
+    claiming = _claims(mesh)
     for vs in mesh:
         for index, host in enumerate(vs.hosts):
             rivals = []
             where = ""
-            for other in mesh:
-                if other is vs or not any(hosts_overlap(host, h) for h in other.hosts):
+            for other in claiming(host):
+                if other is vs:
                     continue
                 seen = _seen_together(vs, other)
                 if seen:
