@@ -1,8 +1,10 @@
 """The analyzers ``pilotfish analyze`` runs, and the catalog of what they report.
 
-Each module holds one check: a `Check` (code, name, level, and the message Istio's
-analyzers give for the same problem) and an ``analyze(inputs)`` function yielding
-findings. Codes are stable: scripts may filter on them.
+Each module holds the checks of one concern: its `Check`s (code, name, level, and the
+message Istio's analyzers give for the same problem) and an ``analyze(inputs)`` function
+yielding findings. What several checks look up (pods by selector, workloads by namespace,
+the Services selecting a pod) is indexed once on `Inputs`. Codes are stable: scripts may
+filter on them.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from pilotfish.core.objects import ConfigKey, ConfigObject
 from pilotfish.core.push_context import (
     MESH_GATEWAY,
     Gateway,
+    VirtualService,
     _gateway_ref,  # the one reading of gateway names, shared with the push context
 )
 
@@ -90,9 +91,8 @@ def _key(ref: str, kind: str) -> ConfigKey:
     return ConfigKey(kind, namespace, name)
 
 
-def _host_finding(vs: ConfigObject, index: int, ref: str, gw: Gateway | None,
-                  rejected: bool) -> Finding | None:
-    hosts = [str(h) for h in vs.spec.get("hosts") or ()]
+def _host_finding(vs: ConfigObject, hosts: Sequence[str], index: int, ref: str,
+                  gw: Gateway | None, rejected: bool) -> Finding | None:
     if rejected:
         why = "the Gateway is invalid and was not accepted (see PF0001), so it admits no host"
     else:
@@ -109,8 +109,9 @@ def _host_finding(vs: ConfigObject, index: int, ref: str, gw: Gateway | None,
                    "these routes are served on no gateway")
 
 
-def _check(inputs: Inputs, vs: ConfigObject, gateways: Mapping[str, Gateway],
+def _check(inputs: Inputs, bound: VirtualService, gateways: Mapping[str, Gateway],
            kubernetes: frozenset[str]) -> Iterator[Finding]:
+    vs = bound.obj  # its hosts as discovery resolves them: short names in its namespace
     for index, raw in enumerate(vs.spec.get("gateways") or ()):
         entry = str(raw)
         ref = _gateway_ref(entry, vs.namespace)
@@ -136,7 +137,7 @@ def _check(inputs: Inputs, vs: ConfigObject, gateways: Mapping[str, Gateway],
                               f"Gateway {entry!r} ({ref}) does not exist: no Istio Gateway "
                               "has this namespace and name")
             continue
-        found = _host_finding(vs, index, ref, gw, rejected and gw is None)
+        found = _host_finding(vs, bound.hosts, index, ref, gw, rejected and gw is None)
         if found is not None:
             yield found
         elif gw is not None and (hidden := _hidden(inputs, vs, index, ref, gw)):
@@ -172,7 +173,7 @@ def analyze(inputs: Inputs) -> Iterator[Finding]:
     push = inputs.push
     gateways = {gw.ref: gw for gw in push.gateways}
     kubernetes = _kubernetes_gateways(push.objects(gateway_api.index_key("Gateway")))
-    for vs in push.objects("VirtualService"):
-        if gateway_api.ORIGIN_ANNOTATION in vs.annotations:
+    for vs in push.virtual_services:
+        if gateway_api.ORIGIN_ANNOTATION in vs.obj.annotations:
             continue  # converted from Gateway API routes: its status says what failed
         yield from _check(inputs, vs, gateways, kubernetes)

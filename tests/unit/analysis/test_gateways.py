@@ -222,3 +222,15 @@ def test_a_route_must_be_exported_to_where_the_gateway_pods_run(tmp_path: Path) 
         ("PF0127", "VirtualService/shop/own", "spec.exportTo")]
     (hidden,) = [f for f in result if f.check.code == "PF0127"]
     assert "run in namespace istio-system" in hidden.message and hidden.istio is None
+
+
+def test_short_hosts_are_read_as_discovery_resolves_them(tmp_path: Path) -> None:
+    # "web" in namespace shop is web.shop.svc.cluster.local, which the server names.
+    config = GATEWAY_POD + gateway("public", http_server(80, "web.shop.svc.cluster.local")) \
+        + virtual_service("short", "shop", "[web]", "[istio-system/public]") \
+        + virtual_service("elsewhere", "web", "[web]", "[istio-system/public]")
+    result = run(tmp_path, config)
+    assert found(result, "PF0114") == [
+        ("PF0114", "VirtualService/web/elsewhere", "spec.gateways[0]")]
+    (other,) = [f for f in result if f.check.code == "PF0114"]
+    assert "web.web.svc.cluster.local" in other.message
