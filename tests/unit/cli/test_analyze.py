@@ -428,6 +428,17 @@ def test_corpus_virtual_service_subsets(corpus: Path, tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.corpus
+def test_corpus_virtual_services_naming_a_gateway_api_gateway(corpus: Path,
+                                                             tmp_path: Path) -> None:
+    # Istio binds these to the Gateway API Gateway's listeners; pilotfish binds
+    # VirtualServices to Istio Gateways only, and says so rather than host mismatches.
+    found = corpus_findings(corpus, tmp_path, "virtualservice_kubernetes_gateways.yaml")
+    assert codes(found, "PF0116") == ["my-vs:spec.gateways[0]",
+                                      "my-vs-host-mismatch:spec.gateways[0]"]
+    assert not codes(found, "PF0113") and not codes(found, "PF0114")
+
+
 def test_the_example_in_the_docs_is_what_analyze_prints(
     shop: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
