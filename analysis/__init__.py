@@ -24,6 +24,7 @@ from pilotfish.analysis import (
     ports,
     proxy_uid,
     shadowed_routes,
+    sidecars,
     subsets,
 )
 from pilotfish.analysis.base import (
@@ -61,6 +62,7 @@ ANALYZERS: tuple[tuple[str, Analyzer], ...] = (
     ("claim-routes", claim_routes.analyze),
     ("authorization", authorization.analyze),
     ("shadowed-routes", shadowed_routes.analyze),
+    ("sidecars", sidecars.analyze),
     ("localhost", localhost.analyze),
 )
 
@@ -93,6 +95,10 @@ CHECKS: tuple[Check, ...] = (
     shadowed_routes.RULE_UNREACHABLE,
     shadowed_routes.MATCH_INEFFECTIVE,
     gateway_bindings.NOT_EXPORTED,
+    sidecars.SELECTS_NOTHING,
+    sidecars.CONFLICTING,
+    sidecars.SEVERAL_DEFAULTS,
+    sidecars.FOR_AMBIENT,
 )
 
 
