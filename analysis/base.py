@@ -5,6 +5,10 @@ the pod specs found in the files) to `Finding`s. Every finding carries a stable
 code, a level, and the file, line, object and field it is about, so that editors and CI can
 point at the line to change; and, where Istio's analyzers report the same problem, the code
 ``istioctl analyze`` gives it.
+
+`Inputs` also holds the lookups several checks share, built once per analysis on first use
+(pods by label and by selector, workloads by namespace, the Services selecting a pod, the
+namespaces the config shows), so that discovery can run every check on each push.
 """
 
 from __future__ import annotations
