@@ -1,15 +1,32 @@
 """The analyzers ``pilotfish analyze`` runs, and the catalog of what they report.
 
-Each module holds one check: a `Check` (code, name, level, and the message Istio's
-analyzers give for the same problem) and an ``analyze(inputs)`` function yielding
-findings. Codes are stable: scripts may filter on them.
+Each module holds the checks of one concern: its `Check`s (code, name, level, and the
+message Istio's analyzers give for the same problem) and an ``analyze(inputs)`` function
+yielding findings. What several checks look up (pods by selector, workloads by namespace,
+the Services selecting a pod) is indexed once on `Inputs`. Codes are stable: scripts may
+filter on them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from pilotfish.analysis import destinations, localhost, ports, proxy_uid, subsets
+from pilotfish.analysis import (
+    authorization,
+    claim_routes,
+    destinations,
+    gateway_bindings,
+    gateway_credentials,
+    gateway_subsets,
+    gateways,
+    localhost,
+    mesh_hosts,
+    ports,
+    proxy_uid,
+    shadowed_routes,
+    sidecars,
+    subsets,
+)
 from pilotfish.analysis.base import (
     Check,
     Finding,
@@ -37,6 +54,15 @@ ANALYZERS: tuple[tuple[str, Analyzer], ...] = (
     ("proxy-uid", proxy_uid.analyze),
     ("subsets", subsets.analyze),
     ("destinations", destinations.analyze),
+    ("gateways", gateways.analyze),
+    ("gateway-credentials", gateway_credentials.analyze),
+    ("gateway-bindings", gateway_bindings.analyze),
+    ("mesh-hosts", mesh_hosts.analyze),
+    ("gateway-subsets", gateway_subsets.analyze),
+    ("claim-routes", claim_routes.analyze),
+    ("authorization", authorization.analyze),
+    ("shadowed-routes", shadowed_routes.analyze),
+    ("sidecars", sidecars.analyze),
     ("localhost", localhost.analyze),
 )
 
@@ -51,19 +77,41 @@ CHECKS: tuple[Check, ...] = (
     destinations.PORT_UNKNOWN,
     destinations.PORT_AMBIGUOUS,
     localhost.LOCALHOST_LISTENER,
+    gateways.SELECTS_NOTHING,
+    gateways.PORT_NOT_ON_SERVICE,
+    gateways.CONFLICTING,
+    gateway_bindings.GATEWAY_UNKNOWN,
+    gateway_bindings.HOST_NOT_ADMITTED,
+    gateway_bindings.INTERNAL_GATEWAY,
+    gateway_bindings.KUBERNETES_GATEWAY,
+    mesh_hosts.CONFLICTING_HOSTS,
+    gateway_subsets.INGRESS_IGNORES_SUBSETS,
+    claim_routes.CLAIM_ROUTE,
+    gateway_credentials.CREDENTIAL_MISSING,
+    gateway_credentials.CREDENTIAL_INVALID,
+    gateway_credentials.DUPLICATE_CERTIFICATE,
+    authorization.SELECTS_NOTHING,
+    authorization.NAMESPACE_UNKNOWN,
+    shadowed_routes.RULE_UNREACHABLE,
+    shadowed_routes.MATCH_INEFFECTIVE,
+    gateway_bindings.NOT_EXPORTED,
+    sidecars.SELECTS_NOTHING,
+    sidecars.CONFLICTING,
+    sidecars.SEVERAL_DEFAULTS,
+    sidecars.FOR_AMBIENT,
 )
 
 
 def inputs_for(store: ConfigStore, push: PushContext,
-               controllers: Iterable[ConfigObject] = ()) -> Inputs:
+               controllers: Iterable[ConfigObject] = (), now: float | None = None) -> Inputs:
     """What the analyzers look at for a store and the push context built from it
     (``controllers``: workload controllers read beside the store, whose pod templates count
-    as pods)."""
+    as pods; ``now``: the wall-clock time certificates are judged by)."""
     pods = pod_templates([*store.objects("Pod"), *controllers])
     rejected = frozenset(e.key for e in store.errors() if e.key is not None
                          and e.severity == "error" and store.get(e.key) is None)
     return Inputs(push, tuple(pods), rejected=rejected,
-                  nodes=node_labels(store.objects("Node")))
+                  nodes=node_labels(store.objects("Node")), now=now)
 
 
 def run(inputs: Inputs) -> list[Finding]:

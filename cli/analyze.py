@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -37,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Report config that validates but will not work as meant: undeclared port "
         "protocols, apps running as the proxy's uid, subsets that select nothing, routes to "
-        "hosts, subsets or ports that do not exist, apps listening on 127.0.0.1 only. "
+        "hosts, subsets or ports that do not exist, apps listening on 127.0.0.1 only, "
+        "gateways that select no pod or conflict, routes bound to gateways that do not "
+        "serve them, sidecar routes claiming one host twice. "
         "Exit status 1 when a finding is at error level."
     )
     parser.add_argument("--config-dir", default=".",
@@ -70,7 +73,7 @@ def load(root: Path, config: meshconfig.MeshConfig) -> tuple[Inputs, list[Findin
         raw += _controllers(path)
     push = push_context.build(store.objects(), config.mesh, "analyze")
     errors = [e for e in store.errors() if not _is_controller_notice(e)]
-    return inputs_for(store, push, raw), [_problem(e) for e in errors]
+    return inputs_for(store, push, raw, now=time.time()), [_problem(e) for e in errors]
 
 
 def _controllers(path: Path) -> list[ConfigObject]:

@@ -300,7 +300,7 @@ class Discovery:
         """What ``pilotfish analyze`` calls an error in the config being served (a route to
         a subset no DestinationRule defines, an unknown host, ...), as warnings: the
         objects are valid and stay served as written. One failing analyzer hides no other."""
-        inputs = analysis.inputs_for(self.store, push)
+        inputs = analysis.inputs_for(self.store, push, now=time.time())
         found: list[Finding] = []
         for name, analyzer in analysis.ANALYZERS:
             try:

@@ -73,3 +73,32 @@ def test_an_unknown_subset_is_reported_but_not_rejected(caplog: pytest.LogCaptur
     assert discovery.store.get(ConfigKey("VirtualService", "shop", "web")) is not None
     served = discovery.state.push.objects("VirtualService")
     assert [(v.namespace, v.name) for v in served] == [("shop", "web")]
+
+
+def test_the_gateway_checks_errors_are_listed_too() -> None:
+    # Every analyzer's errors go the same way: a route bound to a Gateway that does not
+    # exist (PF0113), and two Gateways whose servers one proxy port cannot hold (PF0112).
+    config = MeshConfig()
+    discovery = Discovery(config, Plugins.from_config(config), DiscoveryOptions(
+        debug_address=None))
+    gateways = "".join(f"""\
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: {name}, protocol: {protocol}}}, hosts: ["*"]}}]
+""" for name, protocol in (("web", "HTTP"), ("raw", "TCP")))
+    objects, errors = load_text(CONFIG.replace("  hosts: [web]\n",
+                                               "  hosts: [web]\n  gateways: [nope]\n")
+                                + gateways, "web.yaml")
+    assert not errors
+    discovery.store.replace("web.yaml", objects)
+    anyio.run(push_once, discovery)
+    listed = json.loads(anyio.run(debug.server(discovery).routes["/debug/config_errors"],
+                                  None).body)
+    codes = {(e["message"].split(" ")[0], e["kind"], e["name"]) for e in listed
+             if "found by analysis" in e["message"]}
+    assert {("PF0113", "VirtualService", "web"), ("PF0112", "Gateway", "web"),
+            ("PF0112", "Gateway", "raw")} <= codes
