@@ -37,7 +37,7 @@ from pilotfish.core.push_context import (
     MESH_GATEWAY,
     Gateway,
     VirtualService,
-    _gateway_ref,  # the one reading of gateway names, shared with the push context
+    gateway_ref,
 )
 
 _ANALYZER = "virtualservice.GatewayAnalyzer"
@@ -114,7 +114,7 @@ def _check(inputs: Inputs, bound: VirtualService, gateways: Mapping[str, Gateway
     vs = bound.obj  # its hosts as discovery resolves them: short names in its namespace
     for index, raw in enumerate(vs.spec.get("gateways") or ()):
         entry = str(raw)
-        ref = _gateway_ref(entry, vs.namespace)
+        ref = gateway_ref(entry, vs.namespace)
         if ref == MESH_GATEWAY:
             continue
         path = ("spec", "gateways", index)

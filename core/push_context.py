@@ -66,8 +66,9 @@ def _export_set(spec: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(values) if values else frozenset({"*"})
 
 
-def _gateway_ref(ref: str, namespace: str) -> str:
-    """A VirtualService's ``gateways`` entry → ``namespace/name`` (or ``mesh``)."""
+def gateway_ref(ref: str, namespace: str) -> str:
+    """A VirtualService's ``gateways`` entry → ``namespace/name`` (or ``mesh``): the one
+    reading of gateway names, which the TCP routes and the analyzers share."""
     if ref == MESH_GATEWAY:
         return ref
     if "/" in ref:
@@ -606,7 +607,7 @@ def build(
             hosts=tuple(
                 resolve_host(str(h), obj.namespace, domain) for h in spec.get("hosts") or ()
             ),
-            gateways=frozenset(_gateway_ref(str(g), obj.namespace) for g in gateways),
+            gateways=frozenset(gateway_ref(str(g), obj.namespace) for g in gateways),
             spec=spec,
             export_to=_export_set(spec),
             obj=obj,

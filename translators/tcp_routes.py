@@ -20,7 +20,7 @@ from pilotfish.core.proxy import Proxy
 from pilotfish.core.push_context import (
     PushContext,
     VirtualService,
-    _gateway_ref,  # the one normalisation of gateway names, shared with the push context
+    gateway_ref,
 )
 from pilotfish.translators.common import OUTBOUND, cluster_name, parse_cluster_name
 from pilotfish.translators.destinations import consistent_hash
@@ -96,7 +96,7 @@ def _applies(match: Mapping[str, Any], vs: VirtualService, ctx: RouteContext) ->
     if source_ns and source_ns != ctx.proxy.namespace:
         return False
     gateways = match.get("gateways")
-    if gateways and ctx.gateway not in {_gateway_ref(str(g), vs.namespace) for g in gateways}:
+    if gateways and ctx.gateway not in {gateway_ref(str(g), vs.namespace) for g in gateways}:
         return False
     subnets = match.get("destinationSubnets")
     return not (subnets and ctx.addresses and not _in_subnets(subnets, ctx.addresses))
