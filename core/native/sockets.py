@@ -16,11 +16,12 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from pilotfish.core.native.connection import Http1Connection
+if TYPE_CHECKING:  # ztunnel imports this module, and connection runs compiled (compiled.py)
+    from pilotfish.core.native.connection import Http1Connection
 
 READ_SIZE = 65536
 
