@@ -7,6 +7,10 @@ one another directly in C, not through module attributes, so a build is used who
 at all: if any listed source differs from its recorded hash (edited since the build), or
 the build is for another interpreter, ``guard`` makes the whole group load from source and
 says why. The package's ``__init__`` runs it before any of these modules is imported.
+Modules outside the build are reached as Python objects at run time (nothing of theirs is
+copied in: no ``Final`` constants), so they may change without a rebuild; what compiled
+code gets back from them is checked against their annotations, a mismatch raising
+TypeError rather than running old code.
 
 Nothing here is compiled itself: it decides what the others load.
 """
