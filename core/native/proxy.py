@@ -915,7 +915,7 @@ class NativeProxy:
             return await self._stream_answer(connection, response, outcome)
         # an upload answered before it was all read: the connection ends with the answer
         connection.write(http1_codec.response_bytes(response, "", request.method == "HEAD",
-                                              close=connection.parser.streaming))
+                                                    close=connection.parser.streaming))
         if connection.must_drain:
             await connection.drain()
         return outcome

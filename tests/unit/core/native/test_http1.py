@@ -94,8 +94,8 @@ def test_a_streamed_head_keeps_the_length_it_was_given_else_goes_chunked():
                           status=200)
     head, chunked = http1_codec.streamed_head(known)
     assert not chunked and b"content-length: 3000000" in head and b"connection" not in head
-    head, chunked = http1_codec.streamed_head(http1.Message([("transfer-encoding", "chunked")],
-                                                      status=200))
+    head, chunked = http1_codec.streamed_head(
+        http1.Message([("transfer-encoding", "chunked")], status=200))
     assert chunked and head.count(b"transfer-encoding: chunked") == 1
 
 
