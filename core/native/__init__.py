@@ -8,3 +8,8 @@ and type URL), and serves listeners with it (``proxy``), routing HTTP with ``rou
 Its admin API (``admin``) answers as Envoy's does, so the agent and ``pilotfish
 proxy-config`` need not know which proxy runs.
 """
+
+from pilotfish.core.native import compiled
+
+# Before any module of the hot path is imported: use its compiled build only when current.
+compiled.guard()

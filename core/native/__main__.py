@@ -17,7 +17,7 @@ from google.protobuf import json_format
 
 from pilotfish.core import meshconfig, plugins
 from pilotfish.core.istio_metrics import Workload
-from pilotfish.core.native import bootstrap, loop
+from pilotfish.core.native import bootstrap, compiled, loop
 from pilotfish.core.native.admin import Admin
 from pilotfish.core.native.client_session import (
     WILDCARD,
@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pilotfish-native: {args.config_path}: {exc}", file=sys.stderr)
             return 1
         return 0
+    # Which build serves (the benchmarks record it); one left unused is worth a warning.
+    hot_path = compiled.report()
+    logging.getLogger("pilotfish.native").log(
+        logging.WARNING if compiled.BUILD.unused else logging.INFO, "hot path %s: %s",
+        "compiled" if hot_path["compiled"] else "pure Python", hot_path["build"])
     try:
         loop.run(serve(boot, args.concurrency, args.log_level))
     except Rejected as exc:

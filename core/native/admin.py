@@ -15,6 +15,7 @@ import anyio
 from pilotfish.core.http import HttpServer, Request, Response
 from pilotfish.core.istio_metrics import Workload
 from pilotfish.core.istio_requests import IstioSeries
+from pilotfish.core.native import compiled
 from pilotfish.core.native.client_session import AdsSession, SecretSession
 from pilotfish.core.native.proxy import NativeProxy
 from pilotfish.core.native.stats import Stats
@@ -71,6 +72,8 @@ class Admin:
             "rejected": dict(self.session.rejected),
             "warming": self.secrets.ready() if self.secrets else "",
             "secrets": sorted(n for n, s in self.proxy.state.secrets.items() if s),
+            # pilotfish's own: whether the request path runs compiled (mypyc) or as Python
+            "hot_path": compiled.report(),
         })
 
     async def config_dump(self, request: Request) -> Response:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pilotfish.core.native import http1, http2
+from pilotfish.core.native import http1, http1_codec, http2
 from pilotfish.core.native.connection import Http1Connection
 
 # An upstream answer longer than this, or of unknown length, is passed on as it comes
@@ -33,7 +33,7 @@ async def send_body(connection: Http1Connection, request: http1.Message
     upstream connection, which ends the exchange waiting for the answer."""
     source = request.body_source
     assert source is not None
-    chunked = http1.chunked_body(request)
+    chunked = http1_codec.chunked_body(request)
     try:
         while True:
             try:
@@ -61,7 +61,7 @@ async def exchange_streamed(connection: Http1Connection, request: http1.Message,
     async with asyncio.TaskGroup() as tasks:
         sending = tasks.create_task(send_body(connection, request))
         try:
-            response = await connection.exchange(http1.request_bytes(request), False, limit,
+            response = await connection.exchange(http1_codec.request_bytes(request), False, limit,
                                                   STREAM_OVER)
         except Exception as exc:  # raised once the body's task is done with
             failure = exc

@@ -1,6 +1,6 @@
 """HTTP/1.1 connections on asyncio protocols, for the native proxy's hot path.
 
-Bytes go from the transport straight into the connection's parser (``http1``) and whole
+Bytes go from the transport straight into the connection's parser (``http1_codec``) and whole
 messages come out: no stream buffer in between, and the task serving the connection wakes
 once per message rather than once per read. The same class serves both sides: downstream
 it hands out requests (:meth:`Http1Connection.next`), upstream it exchanges a request for
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pilotfish.core.native import http1
+from pilotfish.core.native import http1, http1_codec
 
 READ_SIZE = 65536
 # A streamed body's parts held before reading from the peer pauses until they are taken.
@@ -42,7 +42,7 @@ class Handback(Protocol):
 
 
 class Http1Connection(asyncio.Protocol):
-    def __init__(self, parser: http1.Parser, raw: bool = False) -> None:
+    def __init__(self, parser: http1_codec.Parser, raw: bool = False) -> None:
         self.parser = parser
         self.transport: asyncio.Transport | None = None
         self._raw: bytearray | None = bytearray() if raw else None  # bytes not parsed yet
@@ -78,7 +78,7 @@ class Http1Connection(asyncio.Protocol):
         self.answered: Callable[[Result], None] | None = None
 
     @classmethod
-    def adopt(cls, writer: asyncio.StreamWriter, parser: http1.Parser) -> Http1Connection:
+    def adopt(cls, writer: asyncio.StreamWriter, parser: http1_codec.Parser) -> Http1Connection:
         """Take over a connection just opened as streams, before anything was read from
         it (an upstream connection: the server speaks only once asked)."""
         connection = cls(parser)

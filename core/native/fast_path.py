@@ -25,7 +25,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from pilotfish.core.native import http1, http_filters, rbac
+from pilotfish.core.native import http1, http1_codec, http_filters, rbac
 from pilotfish.core.native.bodies import STREAM_OVER
 from pilotfish.core.native.config import HttpManager
 from pilotfish.core.native.connection import Http1Connection, Result
@@ -129,7 +129,7 @@ class FastServer:
         upstream.balancer.started(host)
         action = plan.action
         retry = action.retry
-        connection.send(http1.request_bytes(outgoing), self._answered,
+        connection.send(http1_codec.request_bytes(outgoing), self._answered,
                         outgoing.method == "HEAD",
                         try_limit(action.timeout, retry.per_try_timeout if retry else 0.0),
                         STREAM_OVER)
@@ -165,7 +165,7 @@ class FastServer:
         request, connection = self._request, self._connection
         assert request is not None
         self._request = self._plan = None
-        connection.write(http1.response_bytes(response, "", request.method == "HEAD"))
+        connection.write(http1_codec.response_bytes(response, "", request.method == "HEAD"))
         if connection.is_closing():  # the client left: nothing to count (as a failed drain)
             connection.finish()
             return

@@ -12,8 +12,7 @@ are decided in one place.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import attrs
+from dataclasses import dataclass, field
 
 from pilotfish.core.native import http1, routing
 from pilotfish.core.native.config import Cluster
@@ -28,7 +27,8 @@ class UpstreamFailed(Exception):
         self.flag = flag  # the response flag: UF, or UO for a circuit breaker's overflow
 
 
-@attrs.define(slots=True)
+# A dataclass, not attrs: compiled (compiled.py), mypyc makes it a native class.
+@dataclass(slots=True)
 class Plan:
     """A request routed to a cluster: what to send, and what its answer gets."""
 
@@ -61,7 +61,8 @@ def try_limit(timeout: float, per_try: float) -> float:
 Tried = tuple[http1.Message, tuple[str, int]] | UpstreamFailed
 
 
-@attrs.define(slots=True)
+# A dataclass, not attrs: compiled (compiled.py), mypyc makes it a native class.
+@dataclass(slots=True)
 class Handed:
     """A request the callback path routed (and perhaps tried once) and the serving task
     finishes: ``first`` is the first try's end (None: not tried), ``tried`` the hosts it
@@ -71,4 +72,4 @@ class Handed:
     plan: Plan
     started: float
     first: Tried | None = None
-    tried: set[tuple[str, int]] = attrs.field(factory=set)
+    tried: set[tuple[str, int]] = field(default_factory=set)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import attrs
@@ -154,7 +155,8 @@ def compile_filters(filters: Sequence[Any], where: str) -> tuple[HttpFilter, ...
     return tuple(out)
 
 
-@attrs.define
+# A dataclass, not attrs: compiled (compiled.py), mypyc makes it a native class.
+@dataclass(slots=True)
 class Request:
     """One request as the filters see and change it."""
 
@@ -162,9 +164,9 @@ class Request:
     target: str
     headers: list[tuple[str, str]]
     connection: rbac.Facts  # who is asking, over what
-    per_route: Mapping[str, Any] = attrs.field(factory=dict)  # the route's filter configs
-    metadata: dict[str, Any] = attrs.field(factory=dict)  # dynamic metadata, by filter
-    response_headers: list[tuple[str, str]] = attrs.field(factory=list)  # added to the answer
+    per_route: Mapping[str, Any] = field(default_factory=dict)  # the route's filter configs
+    metadata: dict[str, Any] = field(default_factory=dict)  # dynamic metadata, by filter
+    response_headers: list[tuple[str, str]] = field(default_factory=list)  # added to the answer
 
 
 @attrs.frozen

@@ -34,6 +34,7 @@ from pilotfish.core.native import (
     filter_state,
     hashing,
     http1,
+    http1_codec,
     http2,
     http_filters,
     internal,
@@ -112,7 +113,7 @@ Answered = tuple[http1.Message, Outcome, "tuple[Cluster, http1.Message] | None"]
 
 
 def _bad_request(error: Exception) -> bytes:
-    return http1.response_bytes(http1.Message(
+    return http1_codec.response_bytes(http1.Message(
         [("content-type", "text/plain")], f"{error}\n".encode(), status=400),
         "Bad Request", close=True)
 
@@ -432,7 +433,7 @@ class NativeProxy:
                 except tls.Missing:
                     return
             if isinstance(chain.network, HttpManager):  # parsed as it arrives
-                parser = http1.Parser()
+                parser = http1_codec.Parser()
                 parser.stream_over = STREAM_OVER  # longer uploads pass on as they come
                 http = Http1Connection(parser, raw=True)
                 await accept_into(conn, context, http)
@@ -913,8 +914,8 @@ class NativeProxy:
         if response.body_source is not None:
             return await self._stream_answer(connection, response, outcome)
         # an upload answered before it was all read: the connection ends with the answer
-        connection.write(http1.response_bytes(response, "", request.method == "HEAD",
-                                              close=connection.parser.streaming))
+        connection.write(http1_codec.response_bytes(response, "", request.method == "HEAD",
+                                                    close=connection.parser.streaming))
         if connection.must_drain:
             await connection.drain()
         return outcome
@@ -927,7 +928,7 @@ class NativeProxy:
         only way HTTP/1.1 can say so)."""
         source = response.body_source
         assert source is not None
-        head, chunked = http1.streamed_head(response)
+        head, chunked = http1_codec.streamed_head(response)
         connection.write(head)
         sent = 0
         try:
@@ -1412,7 +1413,8 @@ class NativeProxy:
             if attempt and not breaker.start_retry():
                 self.stats.inc(f"cluster.{cluster.name}.upstream_rq_retry_overflow")
                 break
-            try:
+            failed = False  # (no `continue` in the handler: mypyc compiles no continue
+            try:            # inside try/finally)
                 if first is not None:  # the callback path's try
                     tried_once, first = first, None
                     if isinstance(tried_once, UpstreamFailed):
@@ -1430,10 +1432,13 @@ class NativeProxy:
                     not exc.sent or request.method in IDEMPOTENT) and exc.flag != "UO"
                 if str(exc) == TIMEOUT or not may_retry:
                     raise
-                continue
+                failed = True
             finally:
                 if attempt:
                     breaker.end_retry()
+            if failed:
+                continue
+            assert response is not None  # this try answered
             if retry is not None and attempt + 1 < attempts and \
                     retry.retries_status(response[0].status):
                 if response[0].body_source is not None:
@@ -1493,7 +1498,7 @@ class NativeProxy:
         else:
             _, writer, host = await self._connect(cluster, tried, destination, endpoint,
                                                   origin=origin)
-            connection = Http1Connection.adopt(writer, http1.Parser(response=True))
+            connection = Http1Connection.adopt(writer, http1_codec.Parser(response=True))
             key = pool_key(cluster.name, host, origin)
         balancer.started(host)
         result: Result
@@ -1502,7 +1507,7 @@ class NativeProxy:
                 result = await exchange_streamed(connection, request, limit)
             else:
                 result = await connection.exchange(
-                    http1.request_bytes(request), request.method == "HEAD", limit,
+                    http1_codec.request_bytes(request), request.method == "HEAD", limit,
                     STREAM_OVER)
         except (DownstreamGone, OSError, http1.ParseError, EOFError) as exc:
             result = exc
@@ -1626,7 +1631,7 @@ class NativeProxy:
             up_reader, up_writer, _ = await self._connect(cluster, set(), destination,
                                                           origin=origin)
         except UpstreamFailed as exc:
-            writer.write(http1.response_bytes(http1.Message(
+            writer.write(http1_codec.response_bytes(http1.Message(
                 [], str(exc).encode(), status=503), "", close=True))
             return
         try:
@@ -1635,7 +1640,7 @@ class NativeProxy:
                 if request.upgrade:
                     up_writer.write(request.upgrade)
             else:
-                up_writer.write(http1.request_bytes(request) + (request.upgrade or b""))
+                up_writer.write(http1_codec.request_bytes(request) + (request.upgrade or b""))
             await channels.splice(channels.TcpChannel(reader, writer),
                                   channels.TcpChannel(up_reader, up_writer))
         finally:

@@ -11,7 +11,7 @@ directly (a fixed response, a redirect).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import attrs
@@ -315,8 +315,11 @@ class RouteTable:
     response_edits: HeaderEdits = HeaderEdits()
     exact: Mapping[str, VirtualHost] = attrs.field(factory=dict)
     # authorities seen, and the virtual host each got (wildcards are ranked once per
-    # authority, not per request); emptied when it grows past VHOSTS_KEPT
-    seen: dict[str, VirtualHost | None] = attrs.field(factory=dict, eq=False, repr=False)
+    # authority, not per request); emptied when it grows past VHOSTS_KEPT. (A mapping, not
+    # a dict, to the compiler: mypyc checks a dict-typed class attribute's value, and an
+    # attrs field is not one until the class is made.)
+    seen: MutableMapping[str, VirtualHost | None] = attrs.field(factory=dict, eq=False,
+                                                                repr=False)
 
     def vhost(self, authority: str) -> VirtualHost | None:
         try:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-if TYPE_CHECKING:  # a type only: ztunnel's process loads no native proxy connection
+if TYPE_CHECKING:  # a type only: ztunnel imports this module, and connection runs compiled
     from pilotfish.core.native.connection import Http1Connection
 
 

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
-
-import attrs
 
 from pilotfish.core.native import breakers, hashing, outlier
 from pilotfish.core.native.config import Cluster, Endpoint, SlowStart
@@ -90,7 +89,8 @@ def _choose(loads: list[tuple[int, float]], draw: float) -> int:
     return next(p for p, share in reversed(loads) if share > 0)
 
 
-@attrs.define
+# A dataclass, not attrs: compiled (compiled.py), mypyc makes it a native class.
+@dataclass(slots=True)
 class Balancer:
     """One cluster's balancing state (its round-robin position, active requests, hash
     tables)."""
@@ -103,15 +103,22 @@ class Balancer:
     panic: float = 50.0  # percent of usable hosts under which a priority panics (0: never)
     slow_start: SlowStart | None = None
     position: int = 0
-    active: dict[Host, int] = attrs.field(factory=dict)
+    active: dict[Host, int] = field(default_factory=dict)
     tables: dict[tuple[tuple[Host, float], ...], hashing.Ring | hashing.Maglev] = \
-        attrs.field(factory=dict)
+        field(default_factory=dict)
     # the priorities' loads and usable hosts, kept while the endpoints and ejections last
     # (they change with EDS and outlier detection, not with each request)
-    plan_for: tuple[Any, frozenset[Host]] | None = attrs.field(default=None, init=False)
-    joined: dict[Host, float] = attrs.field(factory=dict, init=False)  # slow start: since when
+    plan_for: tuple[Any, frozenset[Host]] | None = field(init=False)
+    joined: dict[Host, float] = field(init=False)  # slow start: since when
     plan: tuple[list[tuple[int, float]], dict[int, tuple[list[Endpoint], list[Endpoint]]]] \
-        = attrs.field(default=([], {}), init=False)
+        = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Set here, not as defaults: compiled (mypyc), a class's defaults are not its
+        # instances' for fields outside __init__.
+        self.plan_for = None
+        self.joined = {}
+        self.plan = ([], {})
 
     def _planned(self, endpoints: Sequence[Endpoint], excluded: Collection[Host]
                  ) -> tuple[list[tuple[int, float]],
@@ -238,7 +245,8 @@ class Balancer:
             self.active.pop(host, None)
 
 
-@attrs.define
+# A dataclass, not attrs: compiled (compiled.py), mypyc makes it a native class.
+@dataclass(slots=True)
 class Upstream:
     """One cluster's upstream state: its balancer, circuit breaker and outlier detector,
     made for one version of the cluster (a changed cluster starts afresh, as in Envoy)."""

@@ -23,7 +23,7 @@ import itertools
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pilotfish.core.native import http1
+from pilotfish.core.native import http1, http1_codec
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "PURGE"]
 TOKEN = st.text("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz", min_size=1,
@@ -65,7 +65,7 @@ def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
 def parse(chunks: list[bytes], response: bool = False) -> list[http1.Message]:
     """Everything a parser makes of ``chunks``; ParseError is let through, as to the
     proxy. Parsing stops at an upgrade, as the proxy's does."""
-    parser = http1.Parser(response=response)
+    parser = http1_codec.Parser(response=response)
     out: list[http1.Message] = []
     for chunk in chunks:
         parser.feed(chunk)
@@ -143,7 +143,7 @@ def test_mutated_requests_and_responses_parse_or_are_refused_however_they_are_sp
     response = data.draw(st.booleans())
     messages = data.draw(st.lists(responses() if response else requests(), min_size=1,
                                   max_size=3))
-    write = http1.response_bytes if response else http1.request_bytes
+    write = http1_codec.response_bytes if response else http1_codec.request_bytes
     wire = data.draw(mutated(b"".join(write(m) for m in messages)))
     whole = parse_or_refuse([wire], response)
     split = parse_or_refuse(pieces(wire, data.draw(st.lists(st.integers(0, len(wire)),
@@ -163,7 +163,7 @@ def _expected_headers(message: http1.Message) -> list[tuple[str, str]]:
                                                               max_size=6))
 def test_requests_the_proxy_writes_parse_back_to_what_it_meant(
         messages: list[http1.Message], cuts: list[int]) -> None:
-    wire = b"".join(http1.request_bytes(m) for m in messages)
+    wire = b"".join(http1_codec.request_bytes(m) for m in messages)
     parsed = parse(pieces(wire, cuts))
     assert len(parsed) == len(messages)
     for sent, got in zip(messages, parsed, strict=True):
@@ -176,6 +176,6 @@ def test_requests_the_proxy_writes_parse_back_to_what_it_meant(
 @given(responses(), st.lists(st.integers(0, 2000), max_size=6))
 def test_responses_the_proxy_writes_parse_back_to_what_it_meant(
         message: http1.Message, cuts: list[int]) -> None:
-    (got,) = parse(pieces(http1.response_bytes(message, "Reason"), cuts), response=True)
+    (got,) = parse(pieces(http1_codec.response_bytes(message, "Reason"), cuts), response=True)
     assert (got.status, got.body) == (message.status, message.body)
     assert [h for h in got.headers if h[0] != "content-length"] == _expected_headers(message)

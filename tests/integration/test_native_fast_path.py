@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pilotfish.core.native import http1
+from pilotfish.core.native import http1, http1_codec
 from pilotfish.core.native.proxy import NativeProxy
 from pilotfish.testing.processes import free_port
 
@@ -100,7 +100,7 @@ class Client:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        self.parser = http1.Parser(response=True)
+        self.parser = http1_codec.Parser(response=True)
 
     async def ask(self, path: str, body: bytes = b"") -> http1.Message:
         method = "POST" if body else "GET"

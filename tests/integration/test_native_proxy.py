@@ -13,6 +13,7 @@ import pytest
 import wsproto
 import wsproto.events
 
+from pilotfish.core.native import compiled
 from pilotfish.testing.config import backend, documents, ingress_gateway
 from pilotfish.testing.mesh import LocalMesh, Proxy
 from pilotfish.testing.processes import Process, free_port, http, wait_until
@@ -148,6 +149,16 @@ def test_istios_metrics_are_counted_by_the_proxy_and_merged_by_the_agent(mesh: L
         assert label in lines[0], lines[0]
     assert "istio_request_duration_milliseconds_bucket{" in text
     assert "envoy_cluster_upstream_rq_total{" in text
+
+
+def test_server_info_says_whether_the_hot_path_runs_compiled(mesh: LocalMesh):
+    """The benchmarks record which build served: ``/server_info``'s ``hot_path`` says
+    whether the request path runs compiled (mypyc), as the checkout's build is, and why."""
+    _, gateway = native_gateway(mesh)
+    hot_path = http(f"{gateway.admin}/server_info").json()["hot_path"]
+    build = compiled.check()
+    assert hot_path == {"compiled": build.compiled, "build": build.reason,
+                        "modules": dict.fromkeys(compiled.MODULES, build.compiled)}
 
 
 def test_concurrency_spreads_connections_over_processes_sharing_one_config(mesh: LocalMesh):

@@ -66,6 +66,7 @@ def measure(before: Path, seconds: int, rounds: int, rate: int, tmp: Path) -> di
                                   "-l", "error"], tmp / "backend.log").start()
     ports = {"before": free_port(), "after": free_port()}
     rounds_by_side: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    hot_paths: dict[str, Any] = {}
     try:
         wait_until(lambda: http(f"http://{BACKEND_IP}:{backend_port}/").status == 200, 30,
                    what="the backend")
@@ -90,6 +91,9 @@ def measure(before: Path, seconds: int, rounds: int, rate: int, tmp: Path) -> di
                            what=f"the {side} router")
                 assert router.process.popen is not None
                 pids[side] = router.process.popen.pid
+                # whether it runs compiled (mypyc) or as Python: absent on older commits
+                hot_paths[side] = http(f"{router.admin}/server_info").json().get("hot_path")
+                print(side, "hot path:", hot_paths[side], flush=True)
                 process_use.pin(process_use.tree(pids[side]), "1")
                 wrk_runs.run(f"http://127.0.0.1:{port}/", 1)  # warm up
             for _ in range(rounds):
@@ -111,6 +115,7 @@ def measure(before: Path, seconds: int, rounds: int, rate: int, tmp: Path) -> di
         return values[len(values) // 2]
 
     return {"rounds": rounds_by_side, "seconds_per_run": seconds, "rate": rate,
+            "hot_path": hot_paths,
             "median_cpu_us_per_request": {side: median(side) for side in rounds_by_side},
             "after_over_before": round(median("after") / median("before"), 3),
             "machine": {"cpus": os.cpu_count(), "load_average": process_use.load_average()}}

@@ -23,6 +23,7 @@ import pytest
 import wrk_runs
 from process_use import cpu_seconds, rss_mib, tree
 
+from pilotfish.core.native import compiled
 from pilotfish.plugins.envoy.backend import envoy_binary
 from pilotfish.testing.mesh import LocalMesh
 from pilotfish.testing.processes import Process, free_port, http, wait_until
@@ -106,6 +107,7 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
                                   "--concurrency", "1", "--disable-hot-restart",
                                   "-l", "error"], tmp / "backend.log").start()
     results: dict[str, list[dict[str, Any]]] = {"direct": [], "envoy": [], "native": []}
+    hot_path: dict[str, Any] = {}
     try:
         wait_until(lambda: http(f"http://{BACKEND_IP}:{backend_port}/").status == 200, 30,
                    what="the backend")
@@ -126,6 +128,8 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
                 assert routers[name].process.popen is not None
                 pin(routers[name].process.popen.pid, "1")
                 wrk(f"http://127.0.0.1:{port}/", 1)  # warm up
+            # whether the native router's request path runs compiled (mypyc) or as Python
+            hot_path = http(f"{routers['native'].admin}/server_info").json()["hot_path"]
             for _ in range(rounds):
                 results["direct"].append(wrk(f"http://{BACKEND_IP}:{backend_port}/", seconds))
                 for name, port in ports.items():
@@ -148,7 +152,7 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
     best = {name: max(runs, key=lambda r: r["requests_per_second"])
             for name, runs in results.items()}
     return {
-        "rounds": results, "best": best,
+        "rounds": results, "best": best, "native_hot_path": hot_path,
         "native_over_envoy_rps": round(best["native"]["requests_per_second"]
                                        / best["envoy"]["requests_per_second"], 3),
         "envoy_over_direct_rps": round(best["envoy"]["requests_per_second"]
@@ -161,6 +165,7 @@ def measure(tmp: Path, seconds: int, rounds: int) -> dict[str, Any]:
 def test_dataplane_small(tmp_path: Path) -> None:
     result = measure(tmp_path, seconds=1, rounds=1)
     assert result["best"]["native"]["requests_per_second"] > 0
+    assert result["native_hot_path"]["compiled"] is compiled.check().compiled
 
 
 @pytest.mark.benchmark

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from pilotfish.core.native import http1
+from pilotfish.core.native import http1, http1_codec
 from pilotfish.core.native.connection import Http1Connection
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -20,7 +20,7 @@ async def _upstream(serve: Serve) -> tuple[Http1Connection, asyncio.Server]:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     _, writer = await asyncio.open_connection("127.0.0.1", port)
-    return Http1Connection.adopt(writer, http1.Parser(response=True)), server
+    return Http1Connection.adopt(writer, http1_codec.Parser(response=True)), server
 
 
 async def _answer_after(delays: list[float], reader: asyncio.StreamReader,
@@ -111,7 +111,7 @@ async def _downstream(client: Callable[[asyncio.StreamReader, asyncio.StreamWrit
             done.set_result(None)
 
     def factory() -> Http1Connection:
-        connection = Http1Connection(http1.Parser(), raw=True)
+        connection = Http1Connection(http1_codec.Parser(), raw=True)
         asyncio.get_running_loop().call_soon(
             lambda: asyncio.ensure_future(accepted(connection)))
         return connection

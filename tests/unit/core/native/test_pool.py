@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from pilotfish.core.native import http1
+from pilotfish.core.native import http1_codec
 from pilotfish.core.native.config import Keepalive
 from pilotfish.core.native.connection import Http1Connection
 from pilotfish.core.native.pool import Pool
@@ -21,7 +21,7 @@ class _Transport:
 
 
 def connection(opened: float) -> Http1Connection:
-    made = Http1Connection(http1.Parser(response=True))
+    made = Http1Connection(http1_codec.Parser(response=True))
     made.transport = _Transport()  # type: ignore[assignment]
     made.opened = opened
     return made
